@@ -1,0 +1,34 @@
+"""Every side effect of a delivery: commands, Git, target drivers, Prometheus, Slack."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from activities.analysis import analysis_look
+from activities.commands import CommandActivities
+from activities.gitops import GitOpsActivities
+from activities.notify import notify
+from activities.sync import sync_target
+
+
+@dataclass
+class WorkerSettings:
+    state_dir: Path  # Git clones, source checkouts and command logs
+
+
+def all_activities(settings: WorkerSettings) -> list[Callable[..., Any]]:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    gitops = GitOpsActivities(settings.state_dir)
+    commands = CommandActivities(settings.state_dir)
+    return [
+        commands.run_command,
+        gitops.commit,
+        gitops.rollback,
+        gitops.read_file,
+        sync_target,
+        analysis_look,
+        notify,
+    ]

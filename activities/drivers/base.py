@@ -1,0 +1,66 @@
+"""Target drivers: how a committed desired state reaches a target and when it counts as healthy.
+
+Each target kind (`git`, `argocd`, `local`, `edge` sites) is one small driver with its own config shape,
+registered by kind, in the spirit of Kargo's promotion steps. The `sync_target` activity looks the driver up
+by kind; workflows never branch on kinds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+
+@dataclass
+class SyncRequest:
+    """Make target `target` run GitOps commit `revision` and wait until it is healthy."""
+
+    delivery_id: str  # e.g. "delivery-checkout-api-4f2c1d9e"
+    stage: str
+    target: str  # target name in the spec
+    kind: str  # target kind: git | argocd | local | edge-site kinds
+    config: dict[str, Any]  # the target's own spec fields (app, namespace, context, path, ...)
+    gitops_repo: str  # URL/path of the GitOps repository
+    gitops_branch: str
+    revision: str  # the GitOps commit SHA that must be running
+    step: str  # step id, e.g. "production/prod-use1/0-setWeight"
+    timeout_s: float = 600.0  # progress deadline for this sync
+
+
+@dataclass
+class SyncResult:
+    target: str
+    revision: str
+    healthy: bool
+    message: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class SyncFailed(Exception):
+    """The target reported a definite failure (Degraded, failed operation, deadline): do not retry."""
+
+
+class TargetDriver(Protocol):
+    kind: ClassVar[str]
+
+    async def sync(self, request: SyncRequest, heartbeat: Callable[..., None]) -> SyncResult:
+        """Bring the target to `request.revision` and wait for health; raise SyncFailed on a definite failure,
+        temporalio.exceptions.ApplicationError(non_retryable=True) on a configuration error (missing app,
+        forbidden, bad context), any other exception for transient trouble (it is retried)."""
+        ...
+
+
+_DRIVERS: dict[str, TargetDriver] = {}
+
+
+def register(driver: TargetDriver) -> TargetDriver:
+    _DRIVERS[driver.kind] = driver
+    return driver
+
+
+def driver_for(kind: str) -> TargetDriver:
+    try:
+        return _DRIVERS[kind]
+    except KeyError:
+        raise KeyError(f"no target driver for kind {kind!r}; known: {sorted(_DRIVERS)}") from None

@@ -1,0 +1,44 @@
+"""Target kind `git`: commit only. Flux or an auto-syncing Argo CD applies the commit; health is the commit
+having landed on the branch, and the analysis steps are the judge of the release."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import ClassVar
+
+import git
+
+from activities.drivers.base import SyncFailed, SyncRequest, SyncResult, register
+
+
+class GitDriver:
+    kind: ClassVar[str] = "git"
+
+    async def sync(self, request: SyncRequest, heartbeat: Callable[..., None]) -> SyncResult:
+        landed = await asyncio.to_thread(_on_branch, request.gitops_repo, request.gitops_branch, request.revision)
+        if not landed:
+            raise SyncFailed(f"commit {request.revision[:12]} is not on {request.gitops_branch} of {request.gitops_repo}")
+        return SyncResult(request.target, request.revision, healthy=True, message="commit landed")
+
+
+def _on_branch(repo: str, branch: str, revision: str) -> bool:
+    """The commit is the branch head or an ancestor of it (another delivery may have pushed on top)."""
+    output = git.Git().execute(["git", "ls-remote", repo, f"refs/heads/{branch}"])
+    head = output.split()[0] if output else ""
+    if head == revision:
+        return True
+    local = Path(repo.removeprefix("file://"))
+    if not local.exists():
+        # A remote we only push to fast-forward: our successful push put it there and nobody force-pushes.
+        return bool(head)
+    status, _out, _err = git.Git().execute(
+        ["git", "--git-dir", str(local), "merge-base", "--is-ancestor", revision, head],
+        with_exceptions=False,
+        with_extended_output=True,
+    )
+    return status == 0
+
+
+register(GitDriver())

@@ -1,0 +1,305 @@
+"""GitOps repository activities: one commit per step, idempotent by trailers, push races retried by
+re-applying the step on the fresh branch (never a force-push), rollback restored from Git itself."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import fcntl
+import hashlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import git
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.yamledit import set_keys
+
+log = logging.getLogger(__name__)
+
+MAX_PUSH_ATTEMPTS = 30
+_thread_locks: dict[str, threading.Lock] = {}
+_thread_locks_guard = threading.Lock()
+
+
+@dataclass
+class FileEdit:
+    path: str
+    values: dict[str, Any]  # dotted key -> value
+
+
+@dataclass
+class CommitRequest:
+    repo: str
+    branch: str
+    delivery: str  # trailer value, "<app>@<revision>"
+    step: str  # trailer value, "<stage>/<target>/<index>-<kind>"
+    actor: str
+    subject: str  # first line, e.g. "aicd: checkout-api 4f2c1d9 prod-use1 setWeight 10"
+    edits: list[FileEdit]
+    reason: str = ""
+
+
+@dataclass
+class RollbackRequest:
+    repo: str
+    branch: str
+    delivery: str
+    step: str  # "<stage>/<target>/rollback"
+    actor: str
+    subject: str
+    paths: list[str]
+    reason: str = ""
+
+
+@dataclass
+class CommitResult:
+    sha: str | None  # None: nothing to commit (a rollback of a target this delivery never touched)
+    already_done: bool = False
+    push_retries: int = 0
+    paths: list[str] = field(default_factory=list)
+
+
+def delivery_trailer(app: str, revision: str) -> str:
+    return f"{app}@{revision}"
+
+
+def _message(subject: str, delivery: str, step: str, actor: str, reason: str) -> str:
+    body = f"\n{reason}\n" if reason else ""
+    return f"{subject}\n{body}\nAicd-Delivery: {delivery}\nAicd-Step: {step}\nAicd-Actor: {actor}\n"
+
+
+class GitOpsClone:
+    """A working clone of one GitOps repository under the worker's state dir, guarded by a lock that holds
+    across threads and across worker processes sharing the state dir."""
+
+    def __init__(self, state_dir: Path, url: str, branch: str) -> None:
+        self.url = url
+        self.branch = branch
+        key = hashlib.sha1(f"{url}#{branch}".encode()).hexdigest()[:16]
+        self.path = state_dir / "gitops" / key
+        self.lock_path = state_dir / "gitops" / f"{key}.lock"
+
+    @contextmanager
+    def locked(self) -> Iterator[git.Repo]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with _thread_locks_guard:
+            thread_lock = _thread_locks.setdefault(str(self.path), threading.Lock())
+        with thread_lock, open(self.lock_path, "w") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)
+            try:
+                yield self._open()
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    def _open(self) -> git.Repo:
+        if (self.path / ".git").exists():
+            repo = git.Repo(self.path)
+        else:
+            if self.path.exists():
+                import shutil
+
+                shutil.rmtree(self.path)  # a clone interrupted half-way
+            try:
+                repo = git.Repo.clone_from(self.url, self.path, no_checkout=True)
+            except git.GitCommandError as error:
+                raise ApplicationError(
+                    f"cannot clone GitOps repo {self.url}: {error.stderr.strip()}", type="GitOpsUnreachable"
+                ) from error
+            with repo.config_writer() as config:
+                config.set_value("user", "name", "aicd")
+                config.set_value("user", "email", "aicd@localhost")
+        return repo
+
+    def refresh(self, repo: git.Repo) -> bool:
+        """Reset the clone to the remote branch; False when the branch does not exist yet."""
+        repo.git.fetch("origin", "--prune", "--quiet")
+        remote_ref = f"origin/{self.branch}"
+        try:
+            repo.git.rev_parse("--verify", "--quiet", remote_ref)
+        except git.GitCommandError:
+            repo.git.checkout("--orphan", f"aicd-{self.branch}") if not repo.head.is_valid() else None
+            return False
+        repo.git.checkout("-B", self.branch, remote_ref, "--quiet", "--force")
+        repo.git.reset("--hard", remote_ref, "--quiet")
+        repo.git.clean("-fdq")
+        return True
+
+    def find_step_commit(self, repo: git.Repo, delivery: str, step: str) -> str | None:
+        output = repo.git.log(
+            f"origin/{self.branch}",
+            "--format=%H",
+            "--all-match",
+            "--fixed-strings",
+            f"--grep=Aicd-Delivery: {delivery}",
+            f"--grep=Aicd-Step: {step}",
+            "-n",
+            "50",
+        )
+        for sha in output.split():
+            trailers = repo.git.log("-1", "--format=%(trailers:only,unfold)", sha)
+            if f"Aicd-Delivery: {delivery}" in trailers.splitlines() and f"Aicd-Step: {step}" in trailers.splitlines():
+                return sha
+        return None
+
+    def commit_and_push(
+        self,
+        delivery: str,
+        step: str,
+        message: str,
+        apply: Callable[[git.Repo], list[str] | None],
+        heartbeat: Callable[[str], None],
+    ) -> CommitResult:
+        """Apply, commit and push; on a rejected push refetch and re-apply. `apply` returns the paths it
+        changed, or None when there is nothing to commit."""
+        retries = 0
+        for attempt in range(MAX_PUSH_ATTEMPTS):
+            with self.locked() as repo:
+                has_branch = self.refresh(repo)
+                if has_branch:
+                    existing = self.find_step_commit(repo, delivery, step)
+                    if existing:
+                        return CommitResult(existing, already_done=True, push_retries=retries)
+                paths = apply(repo)
+                if paths is None:
+                    return CommitResult(None, push_retries=retries)
+                repo.git.add("--all", "--", *paths) if paths else None
+                repo.git.commit("--allow-empty", "-m", message, "--quiet")
+                sha = repo.head.commit.hexsha
+                try:
+                    repo.git.push("origin", f"HEAD:refs/heads/{self.branch}", "--quiet")
+                    return CommitResult(sha, push_retries=retries, paths=paths)
+                except git.GitCommandError as error:
+                    stderr = error.stderr or ""
+                    if not any(word in stderr for word in ("rejected", "fetch first", "non-fast-forward", "failed to push", "lock")):
+                        raise
+                    retries += 1
+                    log.info("push of %s rejected (attempt %d); refetching", step, attempt + 1)
+            heartbeat(f"push retry {retries}")
+            time.sleep(min(2.0, 0.02 * 2**attempt) * (0.5 + random.random()))
+        raise RuntimeError(f"push of {step} still rejected after {MAX_PUSH_ATTEMPTS} attempts")
+
+
+class GitOpsActivities:
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+
+    def _clone(self, repo: str, branch: str) -> GitOpsClone:
+        return GitOpsClone(self.state_dir, repo, branch)
+
+    @activity.defn(name="gitops_commit")
+    async def commit(self, request: CommitRequest) -> CommitResult:
+        return await asyncio.to_thread(self._commit, request, _heartbeat_from_thread())
+
+    def _commit(self, request: CommitRequest, heartbeat: Callable[[str], None]) -> CommitResult:
+        clone = self._clone(request.repo, request.branch)
+
+        def apply(repo: git.Repo) -> list[str]:
+            changed = []
+            for edit in request.edits:
+                _check_inside(edit.path)
+                file = Path(repo.working_tree_dir or ".") / edit.path
+                text = file.read_text() if file.exists() else ""
+                try:
+                    updated = set_keys(text, edit.values)
+                except ValueError as error:
+                    raise ApplicationError(f"{edit.path}: {error}", non_retryable=True, type="GitOpsFileInvalid") from error
+                file.parent.mkdir(parents=True, exist_ok=True)
+                file.write_text(updated)
+                changed.append(edit.path)
+            return changed
+
+        message = _message(request.subject, request.delivery, request.step, request.actor, request.reason)
+        return clone.commit_and_push(request.delivery, request.step, message, apply, heartbeat)
+
+    @activity.defn(name="gitops_rollback")
+    async def rollback(self, request: RollbackRequest) -> CommitResult:
+        return await asyncio.to_thread(self._rollback, request, _heartbeat_from_thread())
+
+    def _rollback(self, request: RollbackRequest, heartbeat: Callable[[str], None]) -> CommitResult:
+        clone = self._clone(request.repo, request.branch)
+        wanted = set(request.paths)
+
+        def apply(repo: git.Repo) -> list[str] | None:
+            first_touch = _first_commits_touching(repo, f"origin/{clone.branch}", request.delivery, wanted)
+            changed: list[str] = []
+            root = Path(repo.working_tree_dir or ".")
+            for path, sha in sorted(first_touch.items()):
+                before = _content_at(repo, f"{sha}^", path)
+                file = root / path
+                current = file.read_bytes() if file.exists() else None
+                if current == before:
+                    continue
+                if before is None:
+                    file.unlink()
+                else:
+                    file.parent.mkdir(parents=True, exist_ok=True)
+                    file.write_bytes(before)
+                changed.append(path)
+            return changed or None
+
+        message = _message(request.subject, request.delivery, request.step, request.actor, request.reason)
+        return clone.commit_and_push(request.delivery, request.step, message, apply, heartbeat)
+
+    @activity.defn(name="gitops_read_file")
+    async def read_file(self, repo: str, branch: str, path: str) -> str:
+        def read() -> str:
+            clone = self._clone(repo, branch)
+            with clone.locked() as local:
+                clone.refresh(local)
+                content = _content_at(local, f"origin/{branch}", path)
+            if content is None:
+                raise ApplicationError(f"{path} not found on {branch} of {repo}", non_retryable=True, type="GitOpsFileMissing")
+            return content.decode()
+
+        return await asyncio.to_thread(read)
+
+
+def _check_inside(path: str) -> None:
+    parts = Path(path).parts
+    if Path(path).is_absolute() or ".." in parts or ".git" in parts:
+        raise ApplicationError(f"path {path!r} leaves the GitOps repository", non_retryable=True, type="GitOpsPathInvalid")
+
+
+def _first_commits_touching(repo: git.Repo, ref: str, delivery: str, paths: set[str]) -> dict[str, str]:
+    """For each path, the oldest commit of `delivery` that touched it (its parent holds the content from
+    before this delivery)."""
+    output = repo.git.log(
+        ref, "--reverse", "--format=@%H", "--name-only", "--fixed-strings", f"--grep=Aicd-Delivery: {delivery}"
+    )
+    first: dict[str, str] = {}
+    sha = ""
+    for line in output.splitlines():
+        if line.startswith("@"):
+            sha = line[1:]
+        elif line and line in paths and line not in first:
+            first[line] = sha
+    return first
+
+
+def _content_at(repo: git.Repo, revision: str, path: str) -> bytes | None:
+    try:
+        return repo.git.execute(["git", "show", f"{revision}:{path}"], stdout_as_string=False, strip_newline_in_stdout=False)  # type: ignore[no-any-return]
+    except git.GitCommandError:
+        return None
+
+
+def _heartbeat_from_thread() -> Callable[[str], None]:
+    """A heartbeat callable usable from the worker thread the blocking Git work runs in."""
+    if not activity.in_activity():
+        return lambda _detail: None
+    context = contextvars.copy_context()  # the activity's context, so heartbeat knows which activity
+    loop = asyncio.get_running_loop()
+
+    def beat(detail: str) -> None:
+        loop.call_soon_threadsafe(activity.heartbeat, detail, context=context)
+
+    return beat

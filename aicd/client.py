@@ -1,0 +1,113 @@
+"""Talking to deliveries through the Temporal client: start one (idempotently), send human actions, read
+status, list. Shared by the CLI, the gateway and the demo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from aicd import search
+from aicd.messages import DeliveryInput, DeliveryResult, DeliveryStatus, HumanAction, Trigger
+from aicd.plan import DeliveryPlan
+from aicd.temporal import task_queue
+
+HUMAN_ACTIONS = ("pause", "resume", "abort", "approve", "reject")
+
+
+class ActionRefused(Exception):
+    """The delivery refused the action (its validator said why), or it does not exist."""
+
+
+@dataclass
+class StartedDelivery:
+    delivery_id: str
+    started: bool  # False: this (app, revision) already had a delivery; nothing new was started
+
+
+async def start_delivery(
+    client: Client,
+    plan: DeliveryPlan,
+    trigger: Trigger,
+    *,
+    queue: str | None = None,
+    index_search_attributes: bool = True,
+) -> StartedDelivery:
+    """Start the delivery of `plan`, or find the one already running or finished for the same (app, revision):
+    a repeated webhook never starts a second delivery."""
+    attributes = TypedSearchAttributes([SearchAttributePair(search.APP, plan.app)]) if index_search_attributes else None
+    try:
+        handle = await client.start_workflow(
+            "DeliveryWorkflow",
+            DeliveryInput(plan, trigger, index_search_attributes),
+            id=plan.delivery_id,
+            task_queue=queue or task_queue(),
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=attributes,
+        )
+    except WorkflowAlreadyStartedError:
+        return StartedDelivery(plan.delivery_id, started=False)
+    # USE_EXISTING hands back the running workflow; the server's response says whether this call started it.
+    response = getattr(handle, "_start_workflow_response", None)
+    return StartedDelivery(handle.id, started=bool(getattr(response, "started", True)))
+
+
+def handle_for(client: Client, delivery_id: str) -> WorkflowHandle[object, DeliveryResult]:
+    return client.get_workflow_handle(delivery_id, result_type=DeliveryResult)
+
+
+async def send_action(client: Client, delivery_id: str, kind: str, action: HumanAction) -> str:
+    """Run a human action as a workflow update; ActionRefused carries the validator's reason."""
+    if kind not in HUMAN_ACTIONS:
+        raise ValueError(f"unknown action {kind!r}; one of {HUMAN_ACTIONS}")
+    handle = handle_for(client, delivery_id)
+    try:
+        result: str = await handle.execute_update(kind, action, result_type=str)
+        return result
+    except WorkflowUpdateFailedError as error:
+        cause = error.cause
+        raise ActionRefused(str(getattr(cause, "message", None) or cause or error)) from None
+    except RPCError as error:
+        raise ActionRefused(_rpc_reason(delivery_id, error)) from None
+
+
+async def get_status(client: Client, delivery_id: str) -> DeliveryStatus:
+    try:
+        status: DeliveryStatus = await handle_for(client, delivery_id).query("status_query", result_type=DeliveryStatus)
+        return status
+    except RPCError as error:
+        raise ActionRefused(_rpc_reason(delivery_id, error)) from None
+
+
+async def list_deliveries(client: Client, app: str | None = None, running_only: bool = False) -> list[tuple[str, str, str]]:
+    """(delivery ID, Temporal status, phase) of deliveries, newest first."""
+    clauses = ["WorkflowType = 'DeliveryWorkflow'"]
+    if app:
+        clauses.append(f"AicdApp = '{_quote(app)}'")
+    if running_only:
+        clauses.append("ExecutionStatus = 'Running'")
+    rows = []
+    async for execution in client.list_workflows(" AND ".join(clauses)):
+        phase = execution.typed_search_attributes.get(search.PHASE) or ""
+        status = execution.status.name.lower() if execution.status else "unknown"
+        rows.append((execution.id, status, phase))
+    return rows
+
+
+def _quote(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _rpc_reason(delivery_id: str, error: RPCError) -> str:
+    if "not found" in str(error).lower():
+        return f"no delivery {delivery_id}"
+    return f"{delivery_id}: {error}"

@@ -1,0 +1,251 @@
+"""Expansion of a spec and a revision into the delivery it runs: the same code `aicd plan` prints and the
+workflows execute. Plan objects are plain dataclasses so Temporal's converter carries them as input."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from aicd.judge.model import MetricConfig
+from aicd.spec.durations import format_duration
+from aicd.spec.model import DeliverySpec, Step
+from aicd.spec.placeholders import render
+
+REVISION = re.compile(r"^[0-9a-fA-F]{7,64}$")
+
+
+@dataclass
+class CommandPlan:
+    name: str
+    argv: list[str]
+    timeout_s: float
+
+
+@dataclass
+class StepPlan:
+    index: int
+    kind: str  # setWeight | pause | analysis
+    weight: int | None = None
+    duration_s: float | None = None  # pause without duration waits for a human
+    metrics: list[str] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return f"{self.index}-{self.kind}"
+
+    def describe(self) -> str:
+        if self.kind == "setWeight":
+            return f"setWeight {self.weight}"
+        if self.kind == "pause":
+            return f"pause {format_duration(self.duration_s)}" if self.duration_s else "pause until resumed"
+        subset = f" on {', '.join(self.metrics)}" if self.metrics else ""
+        return f"analysis {format_duration(self.duration_s or 0)}{subset}"
+
+
+@dataclass
+class TargetPlan:
+    name: str
+    kind: str
+    path: str  # values file in the GitOps repo; edge paths keep {{ site }}
+    region: str | None
+    progress_deadline_s: float
+    config: dict[str, Any]
+
+
+@dataclass
+class ApprovalPlan:
+    approvers: list[str]
+    min_approvals: int
+    timeout_s: float
+
+
+@dataclass
+class StagePlan:
+    name: str
+    approval: ApprovalPlan | None
+    waves: list[list[str]]
+    steps: list[StepPlan]
+
+    @property
+    def targets(self) -> list[str]:
+        return [target for wave in self.waves for target in wave]
+
+
+@dataclass
+class MetricPlan:
+    config: MetricConfig
+    query: str  # PromQL with {{ track }}
+    total: str | None = None
+
+
+@dataclass
+class AnalysisPlan:
+    prometheus_url: str
+    interval_s: float
+    alpha: float
+    no_data_limit: float
+    metrics: list[MetricPlan]
+
+
+@dataclass
+class WritePlan:
+    image: str
+    weight: str
+    canary_image: str
+
+
+@dataclass
+class DeliveryPlan:
+    app: str
+    delivery_id: str
+    revision: str
+    revision_short: str
+    artifact: str
+    artifact_tag: str  # the part written to targets
+    source_repo: str
+    gitops_repo: str
+    gitops_branch: str
+    write: WritePlan
+    build: CommandPlan | None
+    tests: list[CommandPlan]
+    provision: list[CommandPlan]
+    targets: dict[str, TargetPlan]
+    stages: list[StagePlan]
+    analysis: AnalysisPlan | None
+    rollback_scope: str
+    slack_channel: str | None
+
+    def stage(self, name: str) -> StagePlan:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(f"no stage {name!r} in delivery {self.delivery_id}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def delivery_id(app: str, revision: str) -> str:
+    """One delivery per (app, revision): a repeated trigger finds the running one by this ID."""
+    return f"delivery-{app}-{revision[:12].lower()}"
+
+
+def artifact_tag(artifact: str) -> str:
+    """`registry/app:tag` -> `tag`; an artifact without a tag is written whole."""
+    last = artifact.rsplit("/", 1)[-1]
+    return last.rsplit(":", 1)[1] if ":" in last else artifact
+
+
+def _step_plan(index: int, step: Step) -> StepPlan:
+    return StepPlan(index, step.kind, step.weight, step.duration_s, list(step.metrics))
+
+
+def build_plan(spec: DeliverySpec, revision: str, *, artifact_override: str | None = None) -> DeliveryPlan:
+    if not REVISION.fullmatch(revision):
+        raise ValueError(f"revision {revision!r} is not a commit SHA (7 to 64 hex digits)")
+    revision = revision.lower()
+    short = revision[:7]
+    variables = {"revision": revision, "revision.short": short}
+    artifact = artifact_override or (render(spec.build.artifact, variables) if spec.build else revision)
+    variables["artifact"] = artifact
+
+    def command(name: str, argv: tuple[str, ...], timeout_s: float) -> CommandPlan:
+        return CommandPlan(name, [render(arg, variables, partial=True) for arg in argv], timeout_s)
+
+    targets = {
+        name: TargetPlan(
+            name=name,
+            kind=target.kind,
+            path=render(target.path, {**variables, "target": name}, partial=True),
+            region=target.region,
+            progress_deadline_s=target.progress_deadline_s,
+            config=dict(target.config),
+        )
+        for name, target in spec.targets.items()
+    }
+    analysis = None
+    if spec.analysis is not None:
+        analysis = AnalysisPlan(
+            prometheus_url=spec.analysis.prometheus_url,
+            interval_s=spec.analysis.interval_s,
+            alpha=spec.analysis.judge.alpha,
+            no_data_limit=spec.analysis.judge.no_data_limit,
+            metrics=[
+                MetricPlan(metric, spec.analysis.queries[metric.name], spec.analysis.totals.get(metric.name))
+                for metric in spec.analysis.metrics
+            ],
+        )
+    return DeliveryPlan(
+        app=spec.name,
+        delivery_id=delivery_id(spec.name, revision),
+        revision=revision,
+        revision_short=short,
+        artifact=artifact,
+        artifact_tag=artifact_tag(artifact),
+        source_repo=spec.source_repo,
+        gitops_repo=spec.gitops_repo,
+        gitops_branch=spec.gitops_branch,
+        write=WritePlan(spec.write.image, spec.write.weight, spec.write.canary_image),
+        build=command("build", spec.build.command, spec.build.timeout_s) if spec.build else None,
+        tests=[command(test.name, test.argv, test.timeout_s) for test in spec.tests],
+        provision=[command(step.name, step.argv, step.timeout_s) for step in spec.provision],
+        targets=targets,
+        stages=[
+            StagePlan(
+                name=stage.name,
+                approval=(
+                    ApprovalPlan(list(stage.approval.approvers), stage.approval.min_approvals, stage.approval.timeout_s)
+                    if stage.approval
+                    else None
+                ),
+                waves=[list(wave) for wave in stage.waves],
+                steps=[_step_plan(index, step) for index, step in enumerate(stage.steps)],
+            )
+            for stage in spec.stages
+        ],
+        analysis=analysis,
+        rollback_scope=spec.rollback_scope,
+        slack_channel=spec.slack_channel,
+    )
+
+
+def render_tree(plan: DeliveryPlan) -> str:
+    """The plan as a readable tree for `aicd plan`."""
+    lines = [f"delivery {plan.delivery_id}", f"  app {plan.app} @ {plan.revision}", f"  artifact {plan.artifact}"]
+    lines.append(f"  gitops {plan.gitops_repo} ({plan.gitops_branch}); rollback scope: {plan.rollback_scope}")
+    if plan.build:
+        lines.append(f"  build: {' '.join(plan.build.argv)}  [timeout {format_duration(plan.build.timeout_s)}]")
+    for test in plan.tests:
+        lines.append(f"  test {test.name}: {' '.join(test.argv)}  [timeout {format_duration(test.timeout_s)}]")
+    for step in plan.provision:
+        lines.append(f"  provision {step.name}: {' '.join(step.argv)}  [timeout {format_duration(step.timeout_s)}]")
+    for stage in plan.stages:
+        lines.append(f"  stage {stage.name}")
+        if stage.approval:
+            gate = stage.approval
+            lines.append(
+                f"    approval gate: {gate.min_approvals} of {', '.join(gate.approvers)}"
+                f" within {format_duration(gate.timeout_s)}"
+            )
+        for wave_index, wave in enumerate(stage.waves):
+            lines.append(f"    wave {wave_index + 1}: {', '.join(wave)} (in parallel)")
+            for name in wave:
+                target = plan.targets[name]
+                where = f" {target.region}" if target.region else ""
+                lines.append(f"      target {name} [{target.kind}{where}] {target.path}")
+                if target.kind == "edge":
+                    lines.append(
+                        f"        fleet {target.config.get('sites')} in batches {target.config.get('batches')},"
+                        f" max failures {target.config.get('maxFailures', 0)}"
+                    )
+                for step in stage.steps:
+                    lines.append(f"        {step.id}: {_describe_step(plan, step)}")
+                lines.append(f"        promote: {plan.write.image}={plan.artifact_tag}, {plan.write.weight}=0")
+    return "\n".join(lines)
+
+
+def _describe_step(plan: DeliveryPlan, step: StepPlan) -> str:
+    if step.kind == "setWeight":
+        return f"setWeight {step.weight}: {plan.write.canary_image}={plan.artifact_tag}, {plan.write.weight}={step.weight}"
+    return step.describe()

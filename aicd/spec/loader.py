@@ -1,0 +1,125 @@
+"""YAML -> schema validation -> semantic checks -> immutable model, with every error located."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path as FsPath
+from typing import Any
+
+import jsonschema
+
+from aicd.spec.durations import DURATION_PATTERN, PERCENT_PATTERN
+from aicd.spec.errors import SpecError, SpecInvalid, json_path
+from aicd.spec.model import DeliverySpec, build_model
+from aicd.spec.semantic import SEMANTIC_CHECKS
+from aicd.spec.yamlsafe import Path, YamlDocument, YamlReadError, read_yaml
+
+SCHEMA_PATH = FsPath(__file__).resolve().parents[2] / "schemas" / "delivery-spec.v1alpha1.json"
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+@functools.cache
+def schema() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
+    return loaded
+
+
+@functools.cache
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(schema())
+
+
+def _schema_message(error: jsonschema.ValidationError) -> str:
+    """jsonschema's wording, made shorter and more specific where it is vague."""
+    if error.validator == "pattern":
+        if error.validator_value == DURATION_PATTERN:
+            return f"unparsable duration {error.instance!r} (use e.g. 30s, 5m, 1h30m, 24h)"
+        if error.validator_value == PERCENT_PATTERN:
+            return f"unparsable percentage {error.instance!r} (use e.g. 5%, 12.5%)"
+        return f"{error.instance!r} does not match {error.validator_value}"
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        allowed = sorted(error.schema.get("properties", {}))
+        return f"unknown key(s) {extra}; allowed here: {allowed}"
+    if error.validator == "required":
+        return error.message.replace("is a required property", "is required")
+    if error.validator == "oneOf":
+        return f"{error.instance!r} is not valid here: {error.schema.get('description', 'see the schema')}"
+    if error.validator in ("minProperties", "maxProperties") and "setWeight" in error.schema.get("properties", {}):
+        return "a step has exactly one of setWeight, pause, analysis"
+    if error.validator == "const":
+        return f"must be {error.validator_value!r}, not {error.instance!r}"
+    if error.validator == "enum":
+        return f"{error.instance!r} is not one of {error.validator_value}"
+    return error.message
+
+
+def _error_path(error: jsonschema.ValidationError) -> Path:
+    path: Path = tuple(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        if extra:
+            path = (*path, extra[0])
+    return path
+
+
+def _locate(document: YamlDocument, file: str, path: Path, message: str) -> SpecError:
+    mark = document.key_marks.get(path) if path and path[-1] not in document.marks else None
+    mark = mark or document.mark_for(path)
+    return SpecError(file, mark.line, mark.col, json_path(path), message)
+
+
+def validate_document(document: YamlDocument, file: str) -> list[SpecError]:
+    errors: list[SpecError] = []
+    if not isinstance(document.data, dict):
+        return [_locate(document, file, (), f"expected a mapping (a DeliverySpec), got {type(document.data).__name__}")]
+    for error in _validator().iter_errors(document.data):
+        errors.append(_locate(document, file, _error_path(error), _schema_message(error)))
+    if errors:
+        # Semantic checks assume the shape is right; the shape errors come first and alone.
+        return sorted(errors, key=lambda e: (e.line, e.col, e.path))
+    for check in SEMANTIC_CHECKS:
+        for path, message in check(document.data["spec"]):
+            errors.append(_locate(document, file, path, message))
+    return sorted(errors, key=lambda e: (e.line, e.col, e.path))
+
+
+def parse_spec_bytes(raw: bytes, file: str) -> tuple[DeliverySpec | None, list[SpecError]]:
+    try:
+        document = read_yaml(raw)
+    except YamlReadError as error:
+        return None, [SpecError(file, error.mark.line, error.mark.col, json_path(error.path), error.message)]
+    errors = validate_document(document, file)
+    if errors:
+        return None, errors
+    try:
+        return build_model(document.data), []
+    except (ValueError, TypeError, KeyError) as error:
+        # A model invariant no check above caught: still an error about the spec, not a crash.
+        return None, [_locate(document, file, ("spec",), f"invalid spec: {error}")]
+
+
+def load_spec(path: str | FsPath) -> DeliverySpec:
+    """The validated model of the spec at `path`; SpecInvalid lists every error."""
+    file = str(path)
+    try:
+        raw = FsPath(path).read_bytes()
+    except OSError as error:
+        raise SpecInvalid([SpecError(file, 0, 0, "$", f"cannot read: {error.strerror or error}")]) from None
+    spec, errors = parse_spec_bytes(raw, file)
+    if errors or spec is None:
+        raise SpecInvalid(errors)
+    return spec
+
+
+def spec_files(paths: list[str]) -> list[FsPath]:
+    """Files named, and the spec files inside directories named (sorted)."""
+    found: list[FsPath] = []
+    for name in paths:
+        path = FsPath(name)
+        if path.is_dir():
+            found.extend(sorted(p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES and p.is_file()))
+        else:
+            found.append(path)
+    return found

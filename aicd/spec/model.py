@@ -1,0 +1,235 @@
+"""The delivery spec as an immutable, typed model (built only from a validated document)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aicd.judge.model import JudgeConfig, MetricConfig
+from aicd.spec.durations import parse_duration, parse_percent
+
+DEFAULT_BUILD_TIMEOUT_S = 20 * 60.0
+DEFAULT_COMMAND_TIMEOUT_S = 10 * 60.0
+DEFAULT_PROGRESS_DEADLINE_S = 10 * 60.0
+DEFAULT_APPROVAL_TIMEOUT_S = 24 * 3600.0
+DEFAULT_ANALYSIS_INTERVAL_S = 30.0
+DEFAULT_ANALYSIS_DURATION_S = 5 * 60.0
+DEFAULT_POLL_INTERVAL_S = 60.0
+DEFAULT_TOLERANCE = 0.05
+DEFAULT_ALPHA = 0.01
+DEFAULT_NO_DATA_LIMIT = 0.5
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    argv: tuple[str, ...]
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class Build:
+    command: tuple[str, ...]
+    artifact: str
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    kind: str
+    path: str
+    region: str | None
+    progress_deadline_s: float
+    # The kind's own fields (app, namespace, context, sites, batches, ...) exactly as written.
+    config: dict[str, Any] = field(hash=False, compare=True)
+
+
+@dataclass(frozen=True)
+class WriteKeys:
+    image: str = "image.tag"
+    weight: str = "canary.weight"
+    canary_image: str = "canary.tag"
+
+
+@dataclass(frozen=True)
+class Analysis:
+    prometheus_url: str
+    interval_s: float
+    judge: JudgeConfig
+    metrics: tuple[MetricConfig, ...]
+    queries: dict[str, str] = field(hash=False)  # metric name -> PromQL with {{ track }}
+    totals: dict[str, str] = field(hash=False)  # metric name -> PromQL of the total, count metrics only
+
+
+@dataclass(frozen=True)
+class Step:
+    kind: str  # setWeight | pause | analysis
+    weight: int | None = None
+    duration_s: float | None = None  # pause: None waits for a human; analysis: how long
+    metrics: tuple[str, ...] = ()  # analysis: subset of metric names (empty = all)
+
+
+@dataclass(frozen=True)
+class Approval:
+    approvers: tuple[str, ...]
+    min_approvals: int
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    waves: tuple[tuple[str, ...], ...]
+    steps: tuple[Step, ...]
+    approval: Approval | None
+
+
+@dataclass(frozen=True)
+class DeliverySpec:
+    name: str
+    source_repo: str
+    branches: tuple[str, ...]
+    poll_interval_s: float
+    build: Build | None
+    tests: tuple[Command, ...]
+    provision: tuple[Command, ...]
+    gitops_repo: str
+    gitops_branch: str
+    targets: dict[str, Target] = field(hash=False)
+    write: WriteKeys = WriteKeys()
+    analysis: Analysis | None = None
+    stages: tuple[Stage, ...] = ()
+    rollback_scope: str = "stage"
+    slack_channel: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+def _command(raw: dict[str, Any]) -> Command:
+    return Command(
+        name=raw["name"],
+        argv=tuple(raw["command"]),
+        timeout_s=parse_duration(raw["timeout"]) if "timeout" in raw else DEFAULT_COMMAND_TIMEOUT_S,
+    )
+
+
+def _step(raw: dict[str, Any]) -> Step:
+    if "setWeight" in raw:
+        return Step("setWeight", weight=int(raw["setWeight"]))
+    if "pause" in raw:
+        pause = raw["pause"]
+        if isinstance(pause, str):
+            return Step("pause", duration_s=parse_duration(pause))
+        duration = pause.get("duration")
+        return Step("pause", duration_s=parse_duration(duration) if duration else None)
+    analysis = raw["analysis"] or {}
+    duration = analysis.get("duration")
+    return Step(
+        "analysis",
+        duration_s=parse_duration(duration) if duration else DEFAULT_ANALYSIS_DURATION_S,
+        metrics=tuple(analysis.get("metrics", ())),
+    )
+
+
+def _analysis(raw: dict[str, Any]) -> Analysis:
+    metrics = []
+    for metric in raw["metrics"]:
+        metrics.append(
+            MetricConfig(
+                name=metric["name"],
+                kind=metric["kind"],
+                direction=metric.get("direction", "increase"),
+                tolerance=parse_percent(metric["tolerance"]) if "tolerance" in metric else DEFAULT_TOLERANCE,
+                max=metric.get("max"),
+                min=metric.get("min"),
+                critical=bool(metric.get("critical", False)),
+            )
+        )
+    return Analysis(
+        prometheus_url=raw["prometheus"]["url"].rstrip("/"),
+        interval_s=parse_duration(raw["interval"]) if "interval" in raw else DEFAULT_ANALYSIS_INTERVAL_S,
+        judge=JudgeConfig(
+            alpha=float(raw.get("alpha", DEFAULT_ALPHA)),
+            no_data_limit=parse_percent(raw["noDataLimit"]) if "noDataLimit" in raw else DEFAULT_NO_DATA_LIMIT,
+        ),
+        metrics=tuple(metrics),
+        queries={metric["name"]: metric["query"] for metric in raw["metrics"]},
+        totals={metric["name"]: metric["total"] for metric in raw["metrics"] if "total" in metric},
+    )
+
+
+def build_model(document: dict[str, Any]) -> DeliverySpec:
+    """Typed model of a document that passed schema and semantic validation."""
+    spec = document["spec"]
+    build = spec.get("build")
+    targets = {
+        name: Target(
+            name=name,
+            kind=raw["kind"],
+            path=raw["path"],
+            region=raw.get("region"),
+            progress_deadline_s=(
+                parse_duration(raw["progressDeadline"]) if "progressDeadline" in raw else DEFAULT_PROGRESS_DEADLINE_S
+            ),
+            config={key: value for key, value in raw.items() if key not in ("kind", "region")},
+        )
+        for name, raw in spec["targets"].items()
+    }
+    stages = []
+    for raw in spec["stages"]:
+        waves = tuple(tuple(wave) for wave in raw["waves"]) if "waves" in raw else (tuple(raw["targets"]),)
+        steps = raw.get("strategy", {}).get("canary", {}).get("steps", [{"setWeight": 100}])
+        approval = raw.get("approval")
+        stages.append(
+            Stage(
+                name=raw["name"],
+                waves=waves,
+                steps=tuple(_step(step) for step in steps),
+                approval=(
+                    Approval(
+                        approvers=tuple(approval["approvers"]),
+                        min_approvals=int(approval.get("minApprovals", 1)),
+                        timeout_s=(
+                            parse_duration(approval["timeout"]) if "timeout" in approval else DEFAULT_APPROVAL_TIMEOUT_S
+                        ),
+                    )
+                    if approval
+                    else None
+                ),
+            )
+        )
+    write = spec.get("write", {})
+    return DeliverySpec(
+        name=document["metadata"]["name"],
+        source_repo=spec["source"]["repo"],
+        branches=tuple(spec["source"]["branches"]),
+        poll_interval_s=(
+            parse_duration(spec["source"]["pollInterval"])
+            if "pollInterval" in spec["source"]
+            else DEFAULT_POLL_INTERVAL_S
+        ),
+        build=(
+            Build(
+                command=tuple(build["command"]),
+                artifact=build["artifact"],
+                timeout_s=parse_duration(build["timeout"]) if "timeout" in build else DEFAULT_BUILD_TIMEOUT_S,
+            )
+            if build
+            else None
+        ),
+        tests=tuple(_command(raw) for raw in spec.get("test", [])),
+        provision=tuple(_command(raw) for raw in spec.get("provision", [])),
+        gitops_repo=spec["gitops"]["repo"],
+        gitops_branch=spec["gitops"].get("branch", "main"),
+        targets=targets,
+        write=WriteKeys(
+            image=write.get("image", "image.tag"),
+            weight=write.get("weight", "canary.weight"),
+            canary_image=write.get("canaryImage", "canary.tag"),
+        ),
+        analysis=_analysis(spec["analysis"]) if "analysis" in spec else None,
+        stages=tuple(stages),
+        rollback_scope=spec.get("rollback", {}).get("scope", "stage"),
+        slack_channel=spec.get("notifications", {}).get("slack", {}).get("channel"),
+        raw=document,
+    )

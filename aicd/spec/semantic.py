@@ -1,0 +1,237 @@
+"""Checks beyond the schema's reach; each yields (JSON path as tuple, message)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from aicd.spec.durations import parse_duration, parse_percent
+from aicd.spec.placeholders import ALLOWED_VARIABLES, unknown_placeholders
+from aicd.spec.yamlsafe import Path
+
+Finding = tuple[Path, str]
+Check = Callable[[dict[str, Any]], Iterator[Finding]]
+
+
+def _stage_waves(stage: dict[str, Any]) -> tuple[str, list[list[str]]]:
+    if "waves" in stage:
+        return "waves", stage["waves"]
+    return "targets", [stage.get("targets", [])]
+
+
+def check_stage_has_targets(spec: dict[str, Any]) -> Iterator[Finding]:
+    for index, stage in enumerate(spec.get("stages", [])):
+        if ("targets" in stage) == ("waves" in stage):
+            yield ("spec", "stages", index), "a stage has either `targets` or `waves`, exactly one of them"
+
+
+def check_stage_targets_known(spec: dict[str, Any]) -> Iterator[Finding]:
+    known = set(spec.get("targets", {}))
+    for index, stage in enumerate(spec.get("stages", [])):
+        key, waves = _stage_waves(stage)
+        for wave_index, wave in enumerate(waves):
+            for target_index, name in enumerate(wave):
+                if name not in known:
+                    path: Path = ("spec", "stages", index, key)
+                    path += (wave_index, target_index) if key == "waves" else (target_index,)
+                    yield path, f"unknown target {name!r}; targets are {sorted(known)}"
+
+
+def check_target_once_per_stage(spec: dict[str, Any]) -> Iterator[Finding]:
+    for index, stage in enumerate(spec.get("stages", [])):
+        key, waves = _stage_waves(stage)
+        seen: dict[str, int] = {}
+        for wave_index, wave in enumerate(waves):
+            for target_index, name in enumerate(wave):
+                path: Path = ("spec", "stages", index, key)
+                path += (wave_index, target_index) if key == "waves" else (target_index,)
+                if name in seen:
+                    where = "twice in one wave" if seen[name] == wave_index else f"in waves {seen[name]} and {wave_index}"
+                    yield path, f"target {name!r} appears {where} of stage {stage.get('name')!r}"
+                else:
+                    seen[name] = wave_index
+
+
+def check_unique_names(spec: dict[str, Any]) -> Iterator[Finding]:
+    lists = {
+        ("spec", "stages"): spec.get("stages", []),
+        ("spec", "test"): spec.get("test", []),
+        ("spec", "provision"): spec.get("provision", []),
+        ("spec", "analysis", "metrics"): spec.get("analysis", {}).get("metrics", []),
+    }
+    for base, items in lists.items():
+        seen: set[str] = set()
+        for index, item in enumerate(items):
+            name = item.get("name")
+            if name in seen:
+                yield (*base, index, "name"), f"duplicate name {name!r}"
+            seen.add(name)
+
+
+def check_canary_weights(spec: dict[str, Any]) -> Iterator[Finding]:
+    for index, stage in enumerate(spec.get("stages", [])):
+        steps = stage.get("strategy", {}).get("canary", {}).get("steps")
+        if not steps:
+            continue
+        last = -1
+        reached_full = False
+        for step_index, step in enumerate(steps):
+            weight = step.get("setWeight")
+            if weight is None:
+                continue
+            path = ("spec", "stages", index, "strategy", "canary", "steps", step_index, "setWeight")
+            if not 0 <= weight <= 100:
+                yield path, f"setWeight {weight} is outside 0..100"
+            elif weight < last:
+                yield path, f"setWeight {weight} is lower than the step before ({last}); weights never decrease"
+            last = max(last, weight)
+            reached_full = reached_full or weight == 100
+        if not reached_full:
+            yield (
+                ("spec", "stages", index, "strategy", "canary", "steps"),
+                "the canary never reaches setWeight 100; add a final `setWeight: 100` step",
+            )
+
+
+def check_analysis_has_metrics(spec: dict[str, Any]) -> Iterator[Finding]:
+    analysis = spec.get("analysis")
+    metric_names = {metric.get("name") for metric in (analysis or {}).get("metrics", [])}
+    for index, stage in enumerate(spec.get("stages", [])):
+        for step_index, step in enumerate(stage.get("strategy", {}).get("canary", {}).get("steps", [])):
+            if "analysis" not in step:
+                continue
+            path = ("spec", "stages", index, "strategy", "canary", "steps", step_index, "analysis")
+            if analysis is None:
+                yield path, "analysis step but spec.analysis (a Prometheus provider and metrics) is not configured"
+            elif not metric_names:
+                yield path, "analysis step but spec.analysis.metrics is empty"
+            for metric_index, name in enumerate((step.get("analysis") or {}).get("metrics", [])):
+                if name not in metric_names:
+                    yield (*path, "metrics", metric_index), f"unknown metric {name!r}; metrics are {sorted(metric_names)}"
+
+
+def check_metric_thresholds(spec: dict[str, Any]) -> Iterator[Finding]:
+    for index, metric in enumerate(spec.get("analysis", {}).get("metrics", [])):
+        path = ("spec", "analysis", "metrics", index)
+        if "{{" not in metric.get("query", "{{") or "track" not in str(metric.get("query")):
+            yield (*path, "query"), "query must contain {{ track }} so canary and baseline can be told apart"
+        if metric.get("min") is not None and metric.get("max") is not None and metric["min"] > metric["max"]:
+            yield (*path, "min"), f"min {metric['min']} is greater than max {metric['max']}"
+        if "total" in metric and metric.get("kind") != "count":
+            yield (*path, "total"), "total applies to count metrics only"
+
+
+def check_analysis_ranges(spec: dict[str, Any]) -> Iterator[Finding]:
+    """Percentages the schema lets through but the judge cannot use."""
+    analysis = spec.get("analysis", {})
+    try:
+        if "noDataLimit" in analysis and parse_percent(analysis["noDataLimit"]) > 1.0:
+            yield ("spec", "analysis", "noDataLimit"), f"noDataLimit {analysis['noDataLimit']} is above 100%"
+    except ValueError:
+        pass  # reported by the schema
+    for index, metric in enumerate(analysis.get("metrics", [])):
+        try:
+            tolerance = parse_percent(metric.get("tolerance", "0%"))
+        except ValueError:
+            continue
+        if tolerance >= 1.0 and metric.get("direction", "increase") != "increase":
+            yield (
+                ("spec", "analysis", "metrics", index, "tolerance"),
+                f"tolerance {metric['tolerance']} must be below 100% when decreases are bad"
+                f" (direction {metric.get('direction')})",
+            )
+
+
+def check_placeholders(spec: dict[str, Any]) -> Iterator[Finding]:
+    def walk(value: Any, path: Path) -> Iterator[Finding]:
+        if isinstance(value, str):
+            for name in unknown_placeholders(value):
+                yield path, f"placeholder {{{{ {name} }}}} is not one of {sorted(ALLOWED_VARIABLES)}"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                yield from walk(item, (*path, key))
+        elif isinstance(value, list):
+            for item_index, item in enumerate(value):
+                yield from walk(item, (*path, item_index))
+
+    yield from walk(spec, ("spec",))
+
+
+def check_approvals(spec: dict[str, Any]) -> Iterator[Finding]:
+    for index, stage in enumerate(spec.get("stages", [])):
+        approval = stage.get("approval")
+        if approval is None:
+            continue
+        approvers = approval.get("approvers", [])
+        path = ("spec", "stages", index, "approval")
+        if not approvers:
+            yield (*path, "approvers"), "approval with no approvers; list who may approve"
+        elif len(set(approvers)) < approval.get("minApprovals", 1):
+            yield (
+                (*path, "minApprovals"),
+                f"minApprovals {approval.get('minApprovals')} exceeds the {len(set(approvers))} distinct approvers",
+            )
+
+
+def check_edge_targets(spec: dict[str, Any]) -> Iterator[Finding]:
+    for name, target in spec.get("targets", {}).items():
+        path = ("spec", "targets", name)
+        if target.get("kind") == "edge":
+            if "{{ site }}" not in target.get("path", "").replace("{{site}}", "{{ site }}"):
+                yield (*path, "path"), "an edge target's path must contain {{ site }}"
+            previous = 0.0
+            for batch_index, batch in enumerate(target.get("batches", [])):
+                try:
+                    share = parse_percent(batch)
+                except ValueError:
+                    continue
+                if share <= previous or share > 1.0:
+                    yield (*path, "batches", batch_index), f"batch {batch} must be above the one before and at most 100%"
+                previous = share
+            if target.get("batches") and previous != 1.0:
+                yield (*path, "batches"), "the last batch must be 100%"
+        else:
+            for key in ("sites", "batches", "maxFailures", "siteKind", "parallelism"):
+                if key in target:
+                    yield (*path, key), f"{key} applies to edge targets only"
+        if target.get("kind") != "argocd" and target.get("kind") != "edge":
+            for key in ("app", "namespace", "context", "kubeconfig", "destination"):
+                if key in target:
+                    yield (*path, key), f"{key} applies to argocd targets only"
+
+
+def check_durations(spec: dict[str, Any]) -> Iterator[Finding]:
+    """The schema checks the pattern; this catches what parses but makes no sense."""
+
+    def walk(value: Any, path: Path) -> Iterator[Finding]:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in ("timeout", "interval", "duration", "progressDeadline", "pollInterval") and isinstance(item, str):
+                    try:
+                        if parse_duration(item) <= 0:
+                            yield (*path, key), f"duration {item!r} must be greater than zero"
+                    except ValueError:
+                        pass  # reported by the schema
+                else:
+                    yield from walk(item, (*path, key))
+        elif isinstance(value, list):
+            for item_index, item in enumerate(value):
+                yield from walk(item, (*path, item_index))
+
+    yield from walk(spec, ("spec",))
+
+
+SEMANTIC_CHECKS: tuple[Check, ...] = (
+    check_stage_has_targets,
+    check_stage_targets_known,
+    check_target_once_per_stage,
+    check_unique_names,
+    check_canary_weights,
+    check_analysis_has_metrics,
+    check_metric_thresholds,
+    check_analysis_ranges,
+    check_placeholders,
+    check_approvals,
+    check_edge_targets,
+    check_durations,
+)

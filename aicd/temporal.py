@@ -1,0 +1,26 @@
+"""Temporal client settings: the standard TEMPORAL_* environment (address, namespace, TLS, API key) and
+the optional profile file, so the same code reaches the embedded dev server, a cluster or Temporal Cloud."""
+
+from __future__ import annotations
+
+import os
+
+from temporalio.client import Client
+from temporalio.envconfig import ClientConfig
+
+TASK_QUEUE_ENV = "AICD_TASK_QUEUE"
+DEFAULT_TASK_QUEUE = "aicd"
+DEFAULT_ADDRESS = "localhost:7233"
+
+
+def task_queue() -> str:
+    return os.environ.get(TASK_QUEUE_ENV, DEFAULT_TASK_QUEUE)
+
+
+async def connect(address: str | None = None) -> Client:
+    """Connect with TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE / TEMPORAL_API_KEY / TEMPORAL_TLS_* (or a profile)."""
+    config = ClientConfig.load_client_connect_config()
+    if address:
+        config["target_host"] = address
+    config.setdefault("target_host", DEFAULT_ADDRESS)
+    return await Client.connect(**config)

