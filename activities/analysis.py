@@ -14,7 +14,6 @@ from prometheus_api_client import PrometheusConnect
 from temporalio import activity
 
 from aicd import judge as judging
-
 from aicd.plan import AnalysisPlan, MetricPlan
 from aicd.spec.placeholders import render
 
@@ -31,6 +30,7 @@ class AnalysisLookRequest:
     canary_weight: int
     final: bool
     metrics: list[str] = field(default_factory=list)  # empty: every metric of the analysis
+    variables: dict[str, str] = field(default_factory=dict)  # stage, target: usable in queries
 
 
 def _step_seconds(plan: AnalysisPlan) -> float:
@@ -59,12 +59,14 @@ def _query_range(prometheus: PrometheusConnect, query: str, start: float, end: f
     return judging.Series(tuple(stamps), tuple(totals[stamp] for stamp in stamps))
 
 
-def fetch_samples(plan: AnalysisPlan, metric: MetricPlan, start: float, end: float) -> judging.MetricSamples:
+def fetch_samples(
+    plan: AnalysisPlan, metric: MetricPlan, start: float, end: float, variables: dict[str, str] | None = None
+) -> judging.MetricSamples:
     prometheus = PrometheusConnect(url=plan.prometheus_url, disable_ssl=True, retry=None, timeout=QUERY_TIMEOUT_S)  # type: ignore[call-arg]
     step = _step_seconds(plan)
 
     def track_query(template: str, track: str) -> judging.Series:
-        return _query_range(prometheus, render(template, {"track": track}), start, end, step)
+        return _query_range(prometheus, render(template, {**(variables or {}), "track": track}), start, end, step)
 
     try:
         canary = track_query(metric.query, CANARY_TRACK)
@@ -82,7 +84,7 @@ def fetch_samples(plan: AnalysisPlan, metric: MetricPlan, start: float, end: flo
 def look(request: AnalysisLookRequest) -> dict[str, Any]:
     plan = request.analysis
     chosen = [metric for metric in plan.metrics if not request.metrics or metric.config.name in request.metrics]
-    samples = {metric.config.name: fetch_samples(plan, metric, request.start, request.end) for metric in chosen}
+    samples = {metric.config.name: fetch_samples(plan, metric, request.start, request.end, request.variables) for metric in chosen}
     verdict = judging.judge(
         [metric.config for metric in chosen],
         samples,

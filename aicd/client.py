@@ -111,3 +111,15 @@ def _rpc_reason(delivery_id: str, error: RPCError) -> str:
     if "not found" in str(error).lower():
         return f"no delivery {delivery_id}"
     return f"{delivery_id}: {error}"
+
+
+async def act_on_app(client: Client, app: str, kind: str, action: HumanAction) -> list[tuple[str, str]]:
+    """The same action on every running delivery of `app` (on-call's "stop the line"): per delivery,
+    the outcome or `refused: <why>`."""
+    outcomes = []
+    for delivery_id, _state, _phase in await list_deliveries(client, app, running_only=True):
+        try:
+            outcomes.append((delivery_id, await send_action(client, delivery_id, kind, action)))
+        except ActionRefused as refused:
+            outcomes.append((delivery_id, f"refused: {refused}"))
+    return outcomes

@@ -9,7 +9,15 @@ from temporalio.testing import WorkflowEnvironment
 
 from aicd.client import ActionRefused, get_status, handle_for, send_action, start_delivery
 from aicd.messages import HumanAction, Trigger
-from tests.helpers_engine import commits, make_repo, plan_from, running_worker, show, spec_document, temporal_env
+from tests.helpers_engine import (
+    commits,
+    make_repo,
+    plan_from,
+    running_worker,
+    show,
+    spec_document,
+    temporal_env,
+)
 
 __all__ = ["temporal_env"]
 

@@ -6,6 +6,7 @@ caller learns at once; `status` tells everything a human needs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any, TypeVar
@@ -31,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         TargetStatus,
     )
     from aicd.plan import CommandPlan, DeliveryPlan, StagePlan
+    from aicd.spec.durations import format_duration
     from workflows.common import (
         COMMAND_HEARTBEAT,
         COMMAND_RETRY,
@@ -296,7 +298,7 @@ class DeliveryWorkflow:
         except TimeoutError:
             self.status.pending_approval = None
             raise DeliveryStopped(
-                "rejected", f"stage {stage.name} not approved within {approval.timeout_s:.0f}s"
+                "rejected", f"stage {stage.name} not approved within {format_duration(approval.timeout_s)}"
             ) from None
         self.status.pending_approval = None
         if self.abort_action is not None:
@@ -306,7 +308,6 @@ class DeliveryWorkflow:
         return self.status.approvals[stage.name][-1]
 
     async def _wave(self, stage: StagePlan, wave: list[str], actor: str) -> list[TargetRolloutResult]:
-        handles = []
         for name in wave:
             target = self.plan.targets[name]
             child_input = TargetRolloutInput(
@@ -495,10 +496,8 @@ class DeliveryWorkflow:
 
     async def _drain_notifications(self) -> None:
         """Give pending notifications a short while; an unreachable Slack must not hold the delivery."""
-        try:
+        with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(lambda: all(task.done() for task in self.notifications), timeout=timedelta(seconds=30))
-        except TimeoutError:
-            pass
 
 
 def _status_dict(status: DeliveryStatus) -> dict[str, Any]:

@@ -245,6 +245,7 @@ class TargetRolloutWorkflow:
             end=workflow.now().timestamp(),
             canary_weight=self.status.weight,
             final=final,
+            variables={"stage": self.input.stage, "target": self.input.target.name, "revision": self.input.revision},
         )
         try:
             verdict: dict[str, Any] = await workflow.execute_activity(

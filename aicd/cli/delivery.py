@@ -1,0 +1,201 @@
+"""Deliveries from the terminal: deliver, status, list, and the human actions on-call and approvers take."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from temporalio.client import Client
+
+from aicd import client as deliveries
+from aicd.cli.app import EXIT_USAGE, app, fail
+from aicd.messages import HumanAction, Trigger
+from aicd.plan import build_plan
+from aicd.spec.errors import SpecInvalid
+from aicd.spec.loader import load_spec
+from aicd.status_view import render_status
+from aicd.temporal import connect
+
+T = TypeVar("T")
+STATE_DIR_ENV = "AICD_STATE_DIR"
+
+
+def _actor(given: str | None) -> str:
+    return given or os.environ.get("AICD_ACTOR") or getpass.getuser()
+
+
+async def _connect() -> Client:
+    address = None
+    if not os.environ.get("TEMPORAL_ADDRESS"):
+        try:  # a running `aicd dev` tells where its Temporal is
+            from aicd.devstack import dev_address
+
+            address = dev_address(Path(os.environ.get(STATE_DIR_ENV, ".aicd")))
+        except ImportError:
+            address = None
+    return await connect(address)
+
+
+def _run(body: Callable[[Client], Awaitable[T]]) -> T:
+    async def main() -> T:
+        try:
+            client = await _connect()
+        except Exception as error:
+            raise fail(f"cannot reach Temporal: {error}") from None
+        try:
+            return await body(client)
+        except deliveries.ActionRefused as refused:
+            raise fail(str(refused)) from None
+
+    return asyncio.run(main())
+
+
+AsUser = Annotated[str | None, typer.Option("--as", help="Who acts (default $AICD_ACTOR or the login name).")]
+Reason = Annotated[str, typer.Option("--reason", help="Why; kept in the action log and the commits it causes.")]
+
+
+@app.command()
+def deliver(
+    spec: Annotated[Path, typer.Argument(help="The delivery spec.")],
+    revision: Annotated[str, typer.Option("--revision", help="Commit SHA of the source repo to deliver.")],
+    wait: Annotated[bool, typer.Option("--wait", help="Wait until the delivery ends; exit 1 unless it succeeded.")] = False,
+    actor: AsUser = None,
+) -> None:
+    """Start the delivery of REVISION (a repeated call finds the same delivery); prints its ID."""
+    try:
+        plan = build_plan(load_spec(spec), revision)
+    except SpecInvalid as invalid:
+        for error in invalid.errors:
+            typer.echo(str(error), err=True)
+        raise typer.Exit(EXIT_USAGE) from None
+    except ValueError as error:
+        raise fail(str(error), EXIT_USAGE) from None
+
+    async def body(client: Client) -> None:
+        started = await deliveries.start_delivery(client, plan, Trigger("cli", _actor(actor)))
+        typer.echo(started.delivery_id if started.started else f"{started.delivery_id} (already started)")
+        if wait:
+            result = await deliveries.handle_for(client, started.delivery_id).result()
+            typer.echo(f"{result.delivery_id}: {result.phase}" + (f": {result.reason}" if result.reason else ""))
+            if result.phase != "succeeded":
+                raise typer.Exit(1)
+
+    _run(body)
+
+
+@app.command()
+def status(
+    delivery_id: Annotated[str, typer.Argument(metavar="ID", help="Delivery ID.")],
+    watch: Annotated[bool, typer.Option("--watch", help="Live view until the delivery ends.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable status.")] = False,
+) -> None:
+    """Phase, stage and wave, per-target step, weight, analysis verdict and commits, and the human action log."""
+
+    async def body(client: Client) -> None:
+        current = await deliveries.get_status(client, delivery_id)
+        if as_json:
+            typer.echo(json.dumps(asdict(current), indent=2))
+            return
+        console = Console()
+        if not watch:
+            console.print(render_status(current))
+            return
+        with Live(render_status(current), console=console, refresh_per_second=4) as live:
+            while not current.terminal:
+                await asyncio.sleep(0.5)
+                current = await deliveries.get_status(client, delivery_id)
+                live.update(render_status(current))
+
+    _run(body)
+
+
+@app.command(name="list")
+def list_deliveries(
+    app_name: Annotated[str | None, typer.Option("--app", help="Only this app's deliveries.")] = None,
+    running: Annotated[bool, typer.Option("--running", help="Only running deliveries.")] = False,
+) -> None:
+    """Deliveries, newest first: ID, Temporal status, phase."""
+
+    async def body(client: Client) -> None:
+        rows = await deliveries.list_deliveries(client, app_name, running)
+        for delivery_id, state, phase in rows:
+            typer.echo(f"{delivery_id}\t{state}\t{phase}")
+
+    _run(body)
+
+
+def _act_on(kind: str, delivery_id: str | None, app_name: str | None, action: HumanAction) -> None:
+    if (delivery_id is None) == (app_name is None):
+        raise fail("name a delivery ID or --app APP (one of them)", EXIT_USAGE)
+
+    async def body(client: Client) -> None:
+        if delivery_id is not None:
+            typer.echo(await deliveries.send_action(client, delivery_id, kind, action))
+            return
+        assert app_name is not None
+        results = await deliveries.act_on_app(client, app_name, kind, action)
+        if not results:
+            raise fail(f"no running delivery of {app_name}")
+        refused = 0
+        for target_id, outcome in results:
+            typer.echo(f"{target_id}: {outcome}")
+            refused += outcome.startswith("refused")
+        if refused == len(results):
+            raise typer.Exit(1)
+
+    _run(body)
+
+
+DeliveryArg = Annotated[str | None, typer.Argument(metavar="[ID]", help="Delivery ID.")]
+AppOption = Annotated[str | None, typer.Option("--app", help="Every running delivery of this app (stop the line).")]
+
+
+@app.command()
+def pause(delivery_id: DeliveryArg = None, app_name: AppOption = None, reason: Reason = "", actor: AsUser = None) -> None:
+    """Pause: no new step starts; a timed pause stops its clock."""
+    _act_on("pause", delivery_id, app_name, HumanAction(_actor(actor), reason))
+
+
+@app.command()
+def resume(delivery_id: DeliveryArg = None, app_name: AppOption = None, actor: AsUser = None) -> None:
+    """Resume a paused delivery, a `pause: {}` step, or an inconclusive analysis (treated as a pass)."""
+    _act_on("resume", delivery_id, app_name, HumanAction(_actor(actor)))
+
+
+@app.command()
+def abort(
+    delivery_id: Annotated[str, typer.Argument(metavar="ID", help="Delivery ID.")], reason: Reason = "", actor: AsUser = None
+) -> None:
+    """Abort: roll back what this delivery touched (per rollback.scope) and end as aborted."""
+    _act_on("abort", delivery_id, None, HumanAction(_actor(actor), reason))
+
+
+@app.command()
+def approve(
+    delivery_id: Annotated[str, typer.Argument(metavar="ID", help="Delivery ID.")],
+    stage: Annotated[str, typer.Option("--stage", help="The stage whose gate you approve.")],
+    actor: AsUser = None,
+) -> None:
+    """Approve a stage's gate (only listed approvers count, each once)."""
+    _act_on("approve", delivery_id, None, HumanAction(_actor(actor), stage=stage))
+
+
+@app.command()
+def reject(
+    delivery_id: Annotated[str, typer.Argument(metavar="ID", help="Delivery ID.")],
+    stage: Annotated[str, typer.Option("--stage", help="The stage whose gate you reject.")],
+    reason: Reason = "",
+    actor: AsUser = None,
+) -> None:
+    """Reject a stage's gate: the delivery ends rejected without touching any target."""
+    _act_on("reject", delivery_id, None, HumanAction(_actor(actor), reason, stage=stage))
+

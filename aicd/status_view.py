@@ -1,0 +1,86 @@
+"""How a delivery's status reads to a human: the CLI's `status`/`--watch`, the demo's live view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from aicd.messages import DeliveryStatus, TargetStatus
+
+PHASE_STYLE = {
+    "succeeded": "bold green",
+    "failed": "bold red",
+    "aborted": "bold red",
+    "rejected": "bold red",
+    "rolling-back": "bold yellow",
+    "paused": "bold yellow",
+    "awaiting-approval": "bold cyan",
+}
+BAR_WIDTH = 20
+
+
+def weight_bar(weight: int) -> str:
+    filled = round(BAR_WIDTH * max(0, min(weight, 100)) / 100)
+    return "█" * filled + "░" * (BAR_WIDTH - filled) + f" {weight:3d}%"
+
+
+def verdict_lines(verdict: dict[str, Any] | None) -> list[str]:
+    """One line per metric of a judge verdict (as carried in status), overall first."""
+    if not verdict:
+        return []
+    lines = [f"analysis {verdict.get('outcome', '?')}: {verdict.get('summary', '')}".rstrip(": ")]
+    for metric in verdict.get("metrics", []):
+        explanation = metric.get("explanation") or ""
+        lines.append(f"  {metric.get('name', '?')}: {metric.get('outcome', '?')}  {explanation}".rstrip())
+    return lines
+
+
+def _target_row(target: TargetStatus) -> list[str]:
+    step = f"{target.step_index}:{target.step_kind}" if target.step_index >= 0 else target.step_kind or "-"
+    if target.sites_total:
+        counts = ", ".join(f"{state} {count}" for state, count in sorted(target.sites_by_state.items()))
+        step = f"{step}  sites {target.sites_total}: {counts}"
+    return [target.stage, target.target, target.kind, target.state, step, weight_bar(target.weight), str(len(target.commits))]
+
+
+def render_status(status: DeliveryStatus) -> RenderableType:
+    header = Text()
+    header.append(f"{status.delivery_id}  ", style="bold")
+    header.append(status.phase, style=PHASE_STYLE.get(status.phase, "bold blue"))
+    where = " ".join(part for part in (f"stage {status.stage}" if status.stage else "", f"wave {status.wave}" if status.wave else "") if part)
+    header.append(f"  {status.app} @ {status.revision[:12]}  {status.artifact}  {where}")
+    parts: list[RenderableType] = [header]
+    if status.paused:
+        parts.append(Text(f"paused: {status.pause_reason}", style="yellow"))
+    if status.pending_approval:
+        approvals = ", ".join(status.approvals.get(status.pending_approval, [])) or "none yet"
+        parts.append(Text(f"awaiting approval of stage {status.pending_approval} (approved by: {approvals})", style="cyan"))
+    if status.reason:
+        parts.append(Text(f"reason: {status.reason}", style="red" if status.phase != "succeeded" else ""))
+    if status.commands:
+        parts.append(Text("commands: " + ", ".join(f"{c.name} {c.state} {c.detail}".strip() for c in status.commands)))
+    if status.targets:
+        table = Table(show_edge=False, pad_edge=False, box=None)
+        for column in ("stage", "target", "kind", "state", "step", "canary weight", "commits"):
+            table.add_column(column)
+        for target in status.targets.values():
+            table.add_row(*_target_row(target))
+        parts.append(table)
+        for target in status.targets.values():
+            lines = verdict_lines(target.last_verdict)
+            if lines:
+                parts.append(Text(f"{target.target}: " + "\n".join(lines)))
+            if target.failed_sites:
+                parts.append(Text(f"{target.target}: failed sites {', '.join(target.failed_sites[:20])}", style="red"))
+            if target.message and target.state in ("failed", "awaiting-resume", "rolled-back", "aborted"):
+                parts.append(Text(f"{target.target}: {target.message}"))
+    if status.actions:
+        parts.append(Text("actions:"))
+        for action in status.actions:
+            stage = f" stage {action.stage}" if action.stage else ""
+            reason = f": {action.reason}" if action.reason else ""
+            parts.append(Text(f"  {action.at[:19]} {action.kind} by {action.actor}{stage}{reason}"))
+    return Group(*parts)

@@ -1,0 +1,162 @@
+"""Human control of a running delivery: pause stops a timed pause's clock, abort restores files byte for
+byte, an approval timeout ends rejected without a commit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from aicd.client import ActionRefused, get_status, handle_for, send_action, start_delivery
+from aicd.messages import DeliveryStatus, HumanAction, Trigger
+from tests.helpers_engine import (
+    TEST_SERVER_BIN,
+    commits,
+    make_repo,
+    plan_from,
+    running_worker,
+    show,
+    spec_document,
+    temporal_env,
+)
+
+__all__ = ["temporal_env"]
+
+SEED = "# staging values\nimage:\n  tag: v0   # stable\nextra: {keep: true}\n"
+
+
+def one_target_spec(tmp_path: Path, steps: list, **extra: object) -> tuple[dict, str, str]:
+    source, revision = make_repo(tmp_path, "source", {"README": "x\n"})
+    gitops, _ = make_repo(tmp_path, "gitops", {"apps/web/values.yaml": SEED, "other/file.yaml": "a: 1\n"})
+    document = spec_document(
+        "web",
+        source,
+        gitops,
+        {"web": {"kind": "git", "path": "apps/web/values.yaml"}},
+        [{"name": "staging", "targets": ["web"], "strategy": {"canary": {"steps": steps}}}],
+        **extra,
+    )
+    return document, gitops, revision
+
+
+async def wait_for(client: Client, delivery_id: str, predicate, timeout: float = 30.0) -> DeliveryStatus:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status = await get_status(client, delivery_id)
+            if predicate(status):
+                return status
+        except ActionRefused:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached; last status: {status}")
+        await asyncio.sleep(0.05)
+
+
+async def test_pause_stops_the_clock_of_a_timed_pause(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    document, gitops, revision = one_target_spec(tmp_path, [{"setWeight": 50}, {"pause": "4s"}, {"setWeight": 100}])
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda s: "web" in s.targets and s.targets["web"].step_kind == "pause")
+        pause_began = time.monotonic()
+        await asyncio.sleep(1.0)
+        await send_action(client, plan.delivery_id, "pause", HumanAction("oncall", "investigating"))
+        try:
+            await send_action(client, plan.delivery_id, "pause", HumanAction("oncall"))
+            raise AssertionError("a second pause was accepted")
+        except ActionRefused as refused:
+            assert "already paused" in str(refused)
+        await asyncio.sleep(4.5)  # longer than the whole pause: with a running clock it would have ended
+        status = await get_status(client, plan.delivery_id)
+        assert status.phase == "paused" and status.targets["web"].step_index == 1
+        assert len([c for c in commits(gitops) if "Aicd-Step" in c]) == 1
+        resumed = time.monotonic()
+        await send_action(client, plan.delivery_id, "resume", HumanAction("oncall"))
+        await wait_for(client, plan.delivery_id, lambda s: s.targets["web"].step_index == 2)
+        step_two_at = time.monotonic()
+        result = await handle_for(client, plan.delivery_id).result()
+        final = await get_status(client, plan.delivery_id)
+    assert result.phase == "succeeded"
+    # Paused after ~1 s of a 4 s pause: about 3 s were left when resumed.
+    assert step_two_at - resumed >= 2.0, step_two_at - resumed
+    assert step_two_at - pause_began >= 4.0 + 4.5
+    assert [(a.kind, a.actor, a.reason) for a in final.actions] == [("pause", "oncall", "investigating"), ("resume", "oncall", "")]
+    step_two = [c for c in commits(gitops) if c.get("Aicd-Step") == "staging/web/2-setWeight"]
+    assert step_two[0]["Aicd-Actor"] == "oncall"  # the resume caused this commit
+
+
+async def test_pause_then_abort_restores_files_byte_for_byte(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    document, gitops, revision = one_target_spec(tmp_path, [{"setWeight": 10}, {"pause": {}}, {"setWeight": 100}])
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda s: "web" in s.targets and s.targets["web"].state == "awaiting-resume")
+        assert "weight: 10" in show(gitops, "main", "apps/web/values.yaml")
+        await send_action(client, plan.delivery_id, "pause", HumanAction("oncall", "bad smell"))
+        await send_action(client, plan.delivery_id, "abort", HumanAction("carol", "customer errors"))
+        try:
+            await send_action(client, plan.delivery_id, "abort", HumanAction("carol"))
+            raise AssertionError("a second abort was accepted")
+        except ActionRefused:
+            pass
+        result = await handle_for(client, plan.delivery_id).result()
+        status = await get_status(client, plan.delivery_id)
+    assert result.phase == "aborted" and "customer errors" in result.reason
+    assert show(gitops, "main", "apps/web/values.yaml") == SEED.rstrip("\n")  # git show strips the final newline
+    raw = __import__("subprocess").run(
+        ["git", "--git-dir", gitops, "show", "main:apps/web/values.yaml"], capture_output=True, check=True
+    ).stdout
+    assert raw == SEED.encode()
+    log = commits(gitops)
+    assert log[-1]["Aicd-Step"] == "staging/web/rollback" and log[-1]["Aicd-Actor"] == "carol"
+    assert status.targets["web"].state == "rolled-back"
+    try:
+        await send_action(client, plan.delivery_id, "resume", HumanAction("x"))
+        raise AssertionError("resume of a finished delivery was accepted")
+    except ActionRefused:
+        pass
+
+
+async def test_approval_timeout_ends_rejected_without_commit(tmp_path: Path) -> None:
+    document, gitops, revision = one_target_spec(tmp_path, [{"setWeight": 100}])
+    document["spec"]["stages"][0]["approval"] = {"approvers": ["alice"], "timeout": "24h"}
+    plan = plan_from(document, revision)
+    async with await WorkflowEnvironment.start_time_skipping(test_server_existing_path=TEST_SERVER_BIN) as env:
+        async with running_worker(env.client, tmp_path / "state") as queue:
+            await start_delivery(env.client, plan, Trigger("cli", "t"), queue=queue, index_search_attributes=False)
+            await env.sleep(timedelta(hours=23))
+            assert (await get_status(env.client, plan.delivery_id)).phase == "awaiting-approval"
+            await env.sleep(timedelta(hours=2))
+            result = await handle_for(env.client, plan.delivery_id).result()
+    assert result.phase == "rejected" and "not approved within 24h" in result.reason
+    assert [c for c in commits(gitops) if "Aicd-Step" in c] == []
+
+
+async def test_reject_ends_rejected_and_validators_refuse_nonsense(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    document, gitops, revision = one_target_spec(tmp_path, [{"setWeight": 100}])
+    document["spec"]["stages"][0]["approval"] = {"approvers": ["alice"], "timeout": "1h"}
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+        for kind, action, why in (
+            ("resume", HumanAction("alice"), "not paused"),
+            ("approve", HumanAction("alice", stage="nope"), "not awaiting approval"),
+        ):
+            await wait_for(client, plan.delivery_id, lambda s: s.pending_approval == "staging")
+            try:
+                await send_action(client, plan.delivery_id, kind, action)
+                raise AssertionError(f"{kind} was accepted")
+            except ActionRefused as refused:
+                assert why in str(refused)
+        await send_action(client, plan.delivery_id, "reject", HumanAction("alice", "not today"))
+        result = await handle_for(client, plan.delivery_id).result()
+    assert result.phase == "rejected" and "not today" in result.reason
+    assert [c for c in commits(gitops) if "Aicd-Step" in c] == []

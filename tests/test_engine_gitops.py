@@ -1,0 +1,91 @@
+"""GitOps commits under pressure: concurrent deliveries pushing into one repo lose nothing, and a retried
+commit activity finds its own trailer instead of committing twice."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from activities import WorkerSettings
+from activities.gitops import CommitRequest, FileEdit, GitOpsActivities, RollbackRequest
+from aicd.client import handle_for, start_delivery
+from aicd.messages import Trigger
+from tests.helpers_engine import (
+    commits,
+    make_repo,
+    plan_from,
+    running_worker,
+    show,
+    spec_document,
+    temporal_env,
+)
+from worker import build_worker
+
+__all__ = ["temporal_env"]
+
+
+async def test_ten_deliveries_push_into_one_repo_and_lose_nothing(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    apps = [f"app-{index}" for index in range(10)]
+    source, revision = make_repo(tmp_path, "source", {"README": "x\n"})
+    gitops, _ = make_repo(tmp_path, "gitops", {f"apps/{app}/values.yaml": "image:\n  tag: v0\n" for app in apps})
+    plans = [
+        plan_from(
+            spec_document(
+                app,
+                source,
+                gitops,
+                {"web": {"kind": "git", "path": f"apps/{app}/values.yaml"}},
+                [{"name": "prod", "targets": ["web"], "strategy": {"canary": {"steps": [{"setWeight": 50}, {"setWeight": 100}]}}}],
+            ),
+            revision,
+        )
+        for app in apps
+    ]
+    client = temporal_env.client
+    # Two workers with separate clones race each other, as two worker hosts would.
+    async with running_worker(client, tmp_path / "state-a") as queue:
+        second_client = await Client.connect(client.service_client.config.target_host)
+        async with build_worker(second_client, WorkerSettings(tmp_path / "state-b"), queue):
+            await asyncio.gather(*(start_delivery(client, plan, Trigger("cli", "t"), queue=queue) for plan in plans))
+            results = await asyncio.gather(*(handle_for(client, plan.delivery_id).result() for plan in plans))
+    assert {result.phase for result in results} == {"succeeded"}
+    log = [entry for entry in commits(gitops) if "Aicd-Step" in entry]
+    per_delivery = Counter(entry["Aicd-Delivery"] for entry in log)
+    assert per_delivery == {f"{app}@{revision}": 3 for app in apps}  # 2 setWeight + promote each
+    assert len({(entry["Aicd-Delivery"], entry["Aicd-Step"]) for entry in log}) == len(log)  # no step twice
+    claimed = {sha for result in results for sha in result.commits}
+    assert claimed == {entry["sha"] for entry in log}
+    for app in apps:
+        assert "weight: 0" in show(gitops, "main", f"apps/{app}/values.yaml")
+
+
+async def test_commit_activity_is_idempotent_by_trailer(tmp_path: Path) -> None:
+    gitops, _ = make_repo(tmp_path, "gitops", {"v.yaml": "a: 1\n"})
+    activities = GitOpsActivities(tmp_path / "state")
+    request = CommitRequest(gitops, "main", "x@abc", "s/t/0-setWeight", "aicd", "aicd: x", [FileEdit("v.yaml", {"a": 2})])
+    first = await activities.commit(request)
+    again = await GitOpsActivities(tmp_path / "other-state").commit(request)  # another worker, its own clone
+    assert first.sha and not first.already_done
+    assert again.sha == first.sha and again.already_done
+    assert len(commits(gitops)) == 2
+    rollback = RollbackRequest(gitops, "main", "x@abc", "s/t/rollback", "carol", "aicd: x rollback", ["v.yaml"])
+    undone = await activities.rollback(rollback)
+    assert undone.sha and show(gitops, "main", "v.yaml") == "a: 1"
+    assert (await activities.rollback(rollback)).already_done
+    untouched = RollbackRequest(gitops, "main", "y@def", "s/u/rollback", "carol", "aicd: y rollback", ["v.yaml"])
+    assert (await activities.rollback(untouched)).sha is None  # a delivery that never touched it commits nothing
+
+
+async def test_path_outside_the_repo_is_refused(tmp_path: Path) -> None:
+    gitops, _ = make_repo(tmp_path, "gitops", {"v.yaml": "a: 1\n"})
+    request = CommitRequest(gitops, "main", "x@abc", "s/t/0", "aicd", "aicd: x", [FileEdit("../escape.yaml", {"a": 2})])
+    try:
+        await GitOpsActivities(tmp_path / "state").commit(request)
+        raise AssertionError("a path outside the repo was written")
+    except Exception as error:
+        assert "leaves the GitOps repository" in str(error)
+    assert len(commits(gitops)) == 1 and not (tmp_path / "state" / "gitops" / "escape.yaml").exists()
