@@ -9,6 +9,7 @@ from typing import Any
 
 from activities.analysis import analysis_look
 from activities.commands import CommandActivities
+from activities.edge import check_sites
 from activities.gitops import GitOpsActivities
 from activities.notify import notify
 from activities.sync import sync_target
@@ -27,8 +28,10 @@ def all_activities(settings: WorkerSettings) -> list[Callable[..., Any]]:
         commands.run_command,
         gitops.commit,
         gitops.rollback,
+        gitops.rollback_many,
         gitops.read_file,
         sync_target,
+        check_sites,
         analysis_look,
         notify,
     ]

@@ -9,6 +9,7 @@ import fcntl
 import hashlib
 import logging
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +27,10 @@ from activities.yamledit import set_keys
 log = logging.getLogger(__name__)
 
 MAX_PUSH_ATTEMPTS = 30
+_REJECTED_PUSH = ("rejected", "fetch first", "non-fast-forward", "failed to push", "lock")
 _thread_locks: dict[str, threading.Lock] = {}
+# Clones this process left clean and equal to the remote branch after its own push or fetch.
+_in_sync_clones: set[str] = set()
 _thread_locks_guard = threading.Lock()
 
 
@@ -75,6 +79,17 @@ def delivery_trailer(app: str, revision: str) -> str:
 def _message(subject: str, delivery: str, step: str, actor: str, reason: str) -> str:
     body = f"\n{reason}\n" if reason else ""
     return f"{subject}\n{body}\nAicd-Delivery: {delivery}\nAicd-Step: {step}\nAicd-Actor: {actor}\n"
+
+
+@dataclass
+class StepCommit:
+    """One step's commit: `apply` edits the work tree and returns the paths it changed, or None when the
+    step has nothing to commit."""
+
+    delivery: str
+    step: str
+    message: str
+    apply: Callable[[git.Repo], list[str] | None]
 
 
 class GitOpsClone:
@@ -131,6 +146,7 @@ class GitOpsClone:
         repo.git.checkout("-B", self.branch, remote_ref, "--quiet", "--force")
         repo.git.reset("--hard", remote_ref, "--quiet")
         repo.git.clean("-fdq")
+        _in_sync_clones.add(str(self.path))
         return True
 
     def find_step_commit(self, repo: git.Repo, delivery: str, step: str) -> str | None:
@@ -152,40 +168,69 @@ class GitOpsClone:
 
     def commit_and_push(
         self,
-        delivery: str,
-        step: str,
-        message: str,
-        apply: Callable[[git.Repo], list[str] | None],
+        steps: list[StepCommit],
         heartbeat: Callable[[str], None],
-    ) -> CommitResult:
-        """Apply, commit and push; on a rejected push refetch and re-apply. `apply` returns the paths it
-        changed, or None when there is nothing to commit."""
+        *,
+        maybe_done: bool = True,
+    ) -> list[CommitResult]:
+        """One commit per step, all pushed at once; on a rejected push refetch and re-apply them all.
+
+        `maybe_done=False` (a first activity attempt: no earlier execution can have pushed these steps) lets
+        a clone this process knows to be in step with the remote skip the fetch and the trailer search; a
+        rejected push falls back to the full path, so a stale clone costs one retry, never a wrong commit."""
         retries = 0
+        fast = not maybe_done
         for attempt in range(MAX_PUSH_ATTEMPTS):
             with self.locked() as repo:
-                has_branch = self.refresh(repo)
-                if has_branch:
-                    existing = self.find_step_commit(repo, delivery, step)
-                    if existing:
-                        return CommitResult(existing, already_done=True, push_retries=retries)
-                paths = apply(repo)
-                if paths is None:
-                    return CommitResult(None, push_retries=retries)
-                repo.git.add("--all", "--", *paths) if paths else None
-                repo.git.commit("--allow-empty", "-m", message, "--quiet")
-                sha = repo.head.commit.hexsha
                 try:
-                    repo.git.push("origin", f"HEAD:refs/heads/{self.branch}", "--quiet")
-                    return CommitResult(sha, push_retries=retries, paths=paths)
+                    results = self._commit_locally(repo, steps, fast=fast, maybe_done=maybe_done)
+                    if any(result.sha and not result.already_done for result in results):
+                        repo.git.push("origin", f"HEAD:refs/heads/{self.branch}", "--quiet")
+                        _in_sync_clones.add(str(self.path))
+                    for result in results:
+                        result.push_retries = retries
+                    return results
                 except git.GitCommandError as error:
+                    _in_sync_clones.discard(str(self.path))
                     stderr = error.stderr or ""
-                    if not any(word in stderr for word in ("rejected", "fetch first", "non-fast-forward", "failed to push", "lock")):
+                    if not any(word in stderr for word in _REJECTED_PUSH):
                         raise
                     retries += 1
-                    log.info("push of %s rejected (attempt %d); refetching", step, attempt + 1)
+                    fast = False
+                    log.info("push of %s rejected (attempt %d); refetching", steps[0].step, attempt + 1)
+                except BaseException:
+                    _in_sync_clones.discard(str(self.path))  # the work tree may be half-edited
+                    raise
             heartbeat(f"push retry {retries}")
             time.sleep(min(2.0, 0.02 * 2**attempt) * (0.5 + random.random()))
-        raise RuntimeError(f"push of {step} still rejected after {MAX_PUSH_ATTEMPTS} attempts")
+        raise RuntimeError(f"push of {steps[0].step} still rejected after {MAX_PUSH_ATTEMPTS} attempts")
+
+    def _commit_locally(self, repo: git.Repo, steps: list[StepCommit], *, fast: bool, maybe_done: bool) -> list[CommitResult]:
+        has_branch = True
+        if not (fast and self._known_in_sync(repo)):
+            has_branch = self.refresh(repo)
+        results = []
+        for step in steps:
+            existing = self.find_step_commit(repo, step.delivery, step.step) if has_branch and maybe_done else None
+            if existing:
+                results.append(CommitResult(existing, already_done=True))
+                continue
+            paths = step.apply(repo)
+            if paths is None:
+                results.append(CommitResult(None))
+                continue
+            if paths:
+                repo.git.add("--all", "--", *paths)
+            repo.git.commit("--allow-empty", "-m", step.message, "--quiet")
+            results.append(CommitResult(repo.head.commit.hexsha, paths=paths))
+        return results
+
+    def _known_in_sync(self, repo: git.Repo) -> bool:
+        """This process last left the clone clean and pushed, and HEAD is still the remote branch."""
+        if str(self.path) not in _in_sync_clones:
+            return False
+        heads = repo.git.rev_parse("HEAD", f"refs/remotes/origin/{self.branch}").split()
+        return len(heads) == 2 and heads[0] == heads[1]
 
 
 class GitOpsActivities:
@@ -218,14 +263,36 @@ class GitOpsActivities:
             return changed
 
         message = _message(request.subject, request.delivery, request.step, request.actor, request.reason)
-        return clone.commit_and_push(request.delivery, request.step, message, apply, heartbeat)
+        step = StepCommit(request.delivery, request.step, message, apply)
+        return clone.commit_and_push([step], heartbeat, maybe_done=_retried())[0]
 
     @activity.defn(name="gitops_rollback")
     async def rollback(self, request: RollbackRequest) -> CommitResult:
-        return await asyncio.to_thread(self._rollback, request, _heartbeat_from_thread())
+        return (await self.rollback_many([request]))[0]
 
-    def _rollback(self, request: RollbackRequest, heartbeat: Callable[[str], None]) -> CommitResult:
-        clone = self._clone(request.repo, request.branch)
+    @activity.defn(name="gitops_rollback_many")
+    async def rollback_many(self, requests: list[RollbackRequest]) -> list[CommitResult]:
+        """Rollback commits of several targets of one GitOps branch, one commit each, pushed together: an
+        abort restores a whole stage in one push."""
+        return await asyncio.to_thread(self._rollback, requests, _heartbeat_from_thread())
+
+    def _rollback(self, requests: list[RollbackRequest], heartbeat: Callable[[str], None]) -> list[CommitResult]:
+        first = requests[0]
+        if any((request.repo, request.branch) != (first.repo, first.branch) for request in requests):
+            raise ApplicationError("one rollback batch covers one GitOps branch", non_retryable=True, type="GitOpsPathInvalid")
+        clone = self._clone(first.repo, first.branch)
+        steps = [
+            StepCommit(
+                request.delivery,
+                request.step,
+                _message(request.subject, request.delivery, request.step, request.actor, request.reason),
+                self._restore(clone, request),
+            )
+            for request in requests
+        ]
+        return clone.commit_and_push(steps, heartbeat, maybe_done=_retried())
+
+    def _restore(self, clone: GitOpsClone, request: RollbackRequest) -> Callable[[git.Repo], list[str] | None]:
         wanted = set(request.paths)
 
         def apply(repo: git.Repo) -> list[str] | None:
@@ -246,8 +313,7 @@ class GitOpsActivities:
                 changed.append(path)
             return changed or None
 
-        message = _message(request.subject, request.delivery, request.step, request.actor, request.reason)
-        return clone.commit_and_push(request.delivery, request.step, message, apply, heartbeat)
+        return apply
 
     @activity.defn(name="gitops_read_file")
     async def read_file(self, repo: str, branch: str, path: str) -> str:
@@ -269,18 +335,28 @@ def _check_inside(path: str) -> None:
         raise ApplicationError(f"path {path!r} leaves the GitOps repository", non_retryable=True, type="GitOpsPathInvalid")
 
 
+def path_matcher(paths: set[str]) -> Callable[[str], bool]:
+    """Matches the exact paths, and paths of templates with `{{ site }}` (an edge fleet's files)."""
+    exact = {path for path in paths if "{{" not in path}
+    patterns = [
+        re.compile("^" + re.escape(path).replace(re.escape("{{ site }}"), "[^/]+") + "$") for path in paths if "{{" in path
+    ]
+    return lambda path: path in exact or any(pattern.match(path) for pattern in patterns)
+
+
 def _first_commits_touching(repo: git.Repo, ref: str, delivery: str, paths: set[str]) -> dict[str, str]:
-    """For each path, the oldest commit of `delivery` that touched it (its parent holds the content from
-    before this delivery)."""
+    """For each path (or path template), the oldest commit of `delivery` that touched it: its parent holds
+    the content from before this delivery."""
     output = repo.git.log(
         ref, "--reverse", "--format=@%H", "--name-only", "--fixed-strings", f"--grep=Aicd-Delivery: {delivery}"
     )
+    matches = path_matcher(paths)
     first: dict[str, str] = {}
     sha = ""
     for line in output.splitlines():
         if line.startswith("@"):
             sha = line[1:]
-        elif line and line in paths and line not in first:
+        elif line and line not in first and matches(line):
             first[line] = sha
     return first
 
@@ -290,6 +366,11 @@ def _content_at(repo: git.Repo, revision: str, path: str) -> bytes | None:
         return repo.git.execute(["git", "show", f"{revision}:{path}"], stdout_as_string=False, strip_newline_in_stdout=False)  # type: ignore[no-any-return]
     except git.GitCommandError:
         return None
+
+
+def _retried() -> bool:
+    """Whether an earlier execution of this activity may already have pushed (any attempt after the first)."""
+    return not activity.in_activity() or activity.info().attempt > 1
 
 
 def _heartbeat_from_thread() -> Callable[[str], None]:

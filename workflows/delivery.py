@@ -18,7 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.commands import CommandRequest, CommandResult
     from activities.drivers.base import SyncRequest, SyncResult
     from activities.gitops import CommitResult, RollbackRequest, delivery_trailer
-    from activities.notify import NotifyRequest
+    from activities.notify import NotifyEvent, NotifyRequest, NotifyResult, SlackMessage
     from aicd import search
     from aicd.messages import (
         SYSTEM_ACTOR,
@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
         TargetStatus,
     )
     from aicd.plan import CommandPlan, DeliveryPlan, StagePlan
+    from aicd.slack_blocks import approval_info, compact_status, progress_changes
     from aicd.spec.durations import format_duration
     from workflows.common import (
         COMMAND_HEARTBEAT,
@@ -82,8 +83,12 @@ class DeliveryWorkflow:
         self.rejection: HumanAction | None = None
         self.children: dict[str, workflow.ChildWorkflowHandle[Any, TargetRolloutResult]] = {}
         self.started_targets: list[tuple[str, str]] = []  # (stage, target) in start order
+        # Slack: the one sender task, events waiting for it, the delivery's message once posted (kept here so
+        # it survives worker restarts), and the last progress of each target that was reported.
         self.notifications: list[asyncio.Task[None]] = []
-        self.slack_ts: str | None = None
+        self.slack_outbox: list[NotifyEvent] = []
+        self.slack_message: SlackMessage | None = None
+        self.slack_progress: dict[str, tuple[Any, ...]] = {}
 
     # --- queries and updates ----------------------------------------------------------------------
     @workflow.query
@@ -376,46 +381,57 @@ class DeliveryWorkflow:
         return [(name_stage, name) for name_stage, name in self.started_targets if name_stage == stage.name]
 
     async def _rollback(self, targets: list[tuple[str, str]], actor: str, reason: str) -> None:
+        """One rollback commit per target, pushed together, then each target synced back in parallel. The
+        release scope lists the newest stage first, peeling the delivery off in reverse."""
         if not targets:
             return
         await self._set_phase("rolling-back")
         self._notify("rolled-back", reason)
-        # The release scope restores the newest stage first, like peeling the delivery off in reverse.
-        await asyncio.gather(*(self._rollback_target(stage, name, actor, reason) for stage, name in reversed(targets)))
-
-    async def _rollback_target(self, stage: str, name: str, actor: str, reason: str) -> None:
-        target = self.plan.targets[name]
-        step = f"{stage}/{name}/rollback"
-        request = RollbackRequest(
-            repo=self.plan.gitops_repo,
-            branch=self.plan.gitops_branch,
-            delivery=delivery_trailer(self.plan.app, self.plan.revision),
-            step=step,
-            actor=actor,
-            subject=f"aicd: {self.plan.app} {self.plan.revision_short} {name} rollback",
-            paths=[target.path],
-            reason=reason,
-        )
-        state = self.status.targets.setdefault(name, TargetStatus(target=name, stage=stage, kind=target.kind))
+        ordered = list(reversed(targets))
+        requests = [
+            RollbackRequest(
+                repo=self.plan.gitops_repo,
+                branch=self.plan.gitops_branch,
+                delivery=delivery_trailer(self.plan.app, self.plan.revision),
+                step=f"{stage}/{name}/rollback",
+                actor=actor,
+                subject=f"aicd: {self.plan.app} {self.plan.revision_short} {name} rollback",
+                paths=[self.plan.targets[name].path],
+                reason=reason,
+            )
+            for stage, name in ordered
+        ]
+        states = [
+            self.status.targets.setdefault(name, TargetStatus(target=name, stage=stage, kind=self.plan.targets[name].kind))
+            for stage, name in ordered
+        ]
         try:
-            result: CommitResult = await workflow.execute_activity(
-                "gitops_rollback",
-                request,
-                result_type=CommitResult,
+            results: list[CommitResult] = await workflow.execute_activity(
+                "gitops_rollback_many",
+                requests,
+                result_type=list[CommitResult],
                 start_to_close_timeout=GIT_TIMEOUT,
                 heartbeat_timeout=GIT_HEARTBEAT,
                 retry_policy=GIT_RETRY,
             )
         except ActivityError as error:
-            state.message = f"rollback commit failed: {_cause(error)}"
+            for state in states:
+                state.message = f"rollback commit failed: {_cause(error)}"
             return
-        state.state = "rolled-back"
-        state.weight = 0
-        if result.sha is None:
-            state.message = f"nothing to roll back; {reason}"
-            return
-        state.commits.append(result.sha)
-        state.message = f"rolled back: {reason}"
+        syncs = []
+        for (stage, name), state, result in zip(ordered, states, results, strict=True):
+            state.state = "rolled-back"
+            state.weight = 0
+            if result.sha is None:
+                state.message = f"nothing to roll back; {reason}"
+                continue
+            state.commits.append(result.sha)
+            state.message = f"rolled back: {reason}"
+            syncs.append(self._sync_back(stage, name, result.sha, state))
+        await asyncio.gather(*syncs)
+
+    async def _sync_back(self, stage: str, name: str, sha: str, state: TargetStatus) -> None:
+        target = self.plan.targets[name]
         if target.kind == "edge":
             return  # a fleet's sites follow their files; per-site health is the fleet workflow's business
         try:
@@ -429,8 +445,8 @@ class DeliveryWorkflow:
                     config=target.config,
                     gitops_repo=self.plan.gitops_repo,
                     gitops_branch=self.plan.gitops_branch,
-                    revision=result.sha,
-                    step=step,
+                    revision=sha,
+                    step=f"{stage}/{name}/rollback",
                     timeout_s=target.progress_deadline_s,
                 ),
                 result_type=SyncResult,
@@ -474,30 +490,67 @@ class DeliveryWorkflow:
             workflow.upsert_search_attributes([update])
 
     async def _signal_children(self, signal: str, action: HumanAction) -> None:
-        for handle in list(self.children.values()):
+        async def tell(handle: workflow.ChildWorkflowHandle[Any, TargetRolloutResult]) -> None:
             try:
                 await handle.signal(signal, action)
             except Exception as error:  # a child that already finished has nothing to be told
                 workflow.logger.info("signal %s to %s not delivered: %s", signal, handle.id, error)
 
+        await asyncio.gather(*(tell(handle) for handle in list(self.children.values())))
+
     def _notify(self, event: str, detail: str) -> None:
         if not self.plan.slack_channel:
             return
-        request = NotifyRequest(self.plan.slack_channel, event, _status_dict(self.status), detail)
-        self.notifications.append(asyncio.ensure_future(self._send_notification(request)))
+        self.slack_outbox.append(NotifyEvent(event, detail))
+        if not self.notifications:
+            # One sender for the delivery's life: calls go one at a time and in order, so every call after the
+            # first knows the message to update, and what piles up while Slack is slow goes out in one call.
+            self.notifications.append(asyncio.ensure_future(self._send_notification()))
 
-    async def _send_notification(self, request: NotifyRequest) -> None:
-        try:
-            await workflow.execute_activity(
-                "notify", request, schedule_to_close_timeout=NOTIFY_TIMEOUT * 4, start_to_close_timeout=NOTIFY_TIMEOUT, retry_policy=NOTIFY_RETRY
+    async def _send_notification(self) -> None:
+        channel = self.plan.slack_channel
+        assert channel is not None
+        while True:
+            # Target progress arrives by signal from the children; each change of step, state, weight or final
+            # verdict becomes a thread reply.
+            await workflow.wait_condition(
+                lambda: bool(self.slack_outbox) or bool(progress_changes(self.status.targets, self.slack_progress))
             )
-        except ActivityError as error:  # Slack down never fails a delivery
-            workflow.logger.warning("notification %s not sent: %s", request.event, _cause(error))
+            steps = []
+            for name, key, text in progress_changes(self.status.targets, self.slack_progress):
+                self.slack_progress[name] = key
+                steps.append(NotifyEvent("step", text, target=name))
+            events = [e for e in self.slack_outbox if e.kind != "finished"] + steps
+            events += [e for e in self.slack_outbox if e.kind == "finished"]
+            self.slack_outbox = []
+            request = NotifyRequest(
+                channel,
+                compact_status(self.status),
+                events,
+                self.slack_message,
+                approval_info(self.plan, self.status.pending_approval),
+            )
+            try:
+                result: NotifyResult = await workflow.execute_activity(
+                    "notify",
+                    request,
+                    result_type=NotifyResult,
+                    schedule_to_close_timeout=NOTIFY_TIMEOUT * 4,
+                    start_to_close_timeout=NOTIFY_TIMEOUT,
+                    retry_policy=NOTIFY_RETRY,
+                )
+                if result.message is not None:
+                    self.slack_message = result.message
+            except ActivityError as error:  # Slack down never fails a delivery; the next call tries again
+                workflow.logger.warning("notification %s not sent: %s", [e.kind for e in events], _cause(error))
+            if any(event.kind == "finished" for event in events):
+                return
 
     async def _drain_notifications(self) -> None:
-        """Give pending notifications a short while; an unreachable Slack must not hold the delivery."""
+        """Give pending notifications a short while (the last one normally lands well within a second); an
+        unreachable Slack must not hold the delivery's result."""
         with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(lambda: all(task.done() for task in self.notifications), timeout=timedelta(seconds=30))
+            await workflow.wait_condition(lambda: all(task.done() for task in self.notifications), timeout=timedelta(seconds=10))
 
 
 def _status_dict(status: DeliveryStatus) -> dict[str, Any]:

@@ -5,6 +5,8 @@ knows the scope."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -74,6 +76,8 @@ class TargetRolloutWorkflow:
         self.resumed_by: str | None = None  # releases a `pause: {}` step or an inconclusive analysis
         self.status: TargetStatus | None = None
         self.next_actor = SYSTEM_ACTOR
+        self.reports: list[asyncio.Future[None]] = []
+        self.report_seq = 0
 
     # --- messages from the parent delivery -------------------------------------------------------
     @workflow.signal
@@ -119,6 +123,7 @@ class TargetRolloutWorkflow:
         self.status.state = outcome
         self.status.message = reason
         await self._report()
+        await self.reports[-1]
         return TargetRolloutResult(self.input.target.name, outcome, reason, list(self.status.commits))
 
     async def _step(self, step: StepPlan) -> None:
@@ -127,7 +132,8 @@ class TargetRolloutWorkflow:
         self.status.step_index = step.index
         self.status.step_kind = step.kind
         self.status.state = "progressing"
-        await self._report()
+        if step.kind != "setWeight":
+            await self._report()  # long-running steps show at once; a weight change shows when done
         if step.kind == "setWeight":
             assert step.weight is not None
             values: dict[str, Any] = {self.input.write.canary_image: self.input.artifact_tag, self.input.write.weight: step.weight}
@@ -184,7 +190,6 @@ class TargetRolloutWorkflow:
         assert commit.sha is not None
         if commit.sha not in self.status.commits:
             self.status.commits.append(commit.sha)
-        await self._report()
         await self._sync(trailer_step, commit.sha)
 
     async def _sync(self, trailer_step: str, sha: str) -> None:
@@ -296,11 +301,25 @@ class TargetRolloutWorkflow:
         await self._wait_unpaused()
 
     async def _report(self) -> None:
-        """Tell the parent delivery how this target stands (its status query shows every target)."""
+        """Tell the parent delivery how this target stands (its status query shows every target).
+
+        Reports go out one after another so the parent never sees an older state after a newer one, and
+        without holding up the rollout for the server's acknowledgement; a report overtaken by a newer one
+        before it was sent is dropped. `_finish` waits for the last one."""
         assert self.status is not None
+        self.report_seq += 1
+        snapshot = dataclasses.replace(self.status, commits=list(self.status.commits))
+        previous = self.reports[-1] if self.reports else None
+        self.reports.append(asyncio.ensure_future(self._send_report(previous, self.report_seq, snapshot)))
+
+    async def _send_report(self, previous: asyncio.Future[None] | None, seq: int, snapshot: TargetStatus) -> None:
+        if previous is not None:
+            await previous
+        if seq < self.report_seq:
+            return  # a newer report is queued behind this one
         parent = workflow.get_external_workflow_handle(self.input.delivery_id)
         try:
-            await parent.signal("target_progress", self.status)
+            await parent.signal("target_progress", snapshot)
         except Exception as error:  # the parent gone (terminated) must not fail the target
             workflow.logger.warning("cannot report progress to %s: %s", self.input.delivery_id, error)
 

@@ -1,0 +1,123 @@
+"""Child processes of the embedded stack: each in its own process group, always stopped as a group.
+
+Every process we start gets its own session (so a Ctrl-C in the terminal does not hit it half-way and
+killing it takes its own children with it) and is stopped with SIGTERM to the whole group, then SIGKILL
+after a grace period, then reaped, so a stopped stack leaves neither orphans nor zombies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+
+class ManagedProcess:
+    """One child process in its own process group, output appended to `log_path`."""
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        log_path: Path,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.argv = list(argv)
+        self.log_path = log_path
+        self._env = dict(env) if env is not None else None
+        self._cwd = cwd
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> ManagedProcess:
+        if self._popen is not None:
+            raise RuntimeError(f"already started: {self.argv[0]}")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - lives as long as the process
+        self._popen = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self._env,
+            cwd=self._cwd,
+            start_new_session=True,  # own session and process group: pgid == pid
+            close_fds=True,
+        )
+        return self
+
+    @property
+    def pid(self) -> int:
+        if self._popen is None:
+            raise RuntimeError("not started")
+        return self._popen.pid
+
+    def returncode(self) -> int | None:
+        """None while running (or never started); the exit status once it has exited (reaped here)."""
+        return None if self._popen is None else self._popen.poll()
+
+    def alive(self) -> bool:
+        return self._popen is not None and self._popen.poll() is None
+
+    def log_tail(self, max_chars: int = 400) -> str:
+        try:
+            data = self.log_path.read_bytes()[-max_chars:]
+        except OSError:
+            return ""
+        return data.decode("utf-8", "replace").strip()
+
+    def stop(self, grace: float = 5.0) -> int | None:
+        """SIGTERM the process group, SIGKILL it after `grace` seconds, reap; returns the exit status."""
+        popen = self._popen
+        if popen is None:
+            return None
+        try:
+            if popen.poll() is None:
+                signal_group(popen.pid, signal.SIGTERM)
+                try:
+                    popen.wait(timeout=grace)
+                except subprocess.TimeoutExpired:
+                    signal_group(popen.pid, signal.SIGKILL)
+                    popen.wait(timeout=5.0)
+            # The leader may be gone while members of its group live on: make sure they go too.
+            signal_group(popen.pid, signal.SIGKILL)
+            return popen.returncode
+        finally:
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+
+    def __enter__(self) -> ManagedProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Send `sig` to process group `pgid`; a group that no longer exists is fine."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def wait_gone(pids: Sequence[int], timeout: float = 5.0) -> list[int]:
+    """Wait until none of `pids` runs any more; returns those still running after `timeout`."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for pid in pids:
+            try:
+                if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                    left.append(pid)
+            except psutil.NoSuchProcess:
+                pass
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.05)

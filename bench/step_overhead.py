@@ -1,0 +1,71 @@
+"""Step overhead: a delivery of N setWeight steps on a `git` target against the floor of the same N
+commits and pushes done directly with git, measured in one run.
+
+Last line: steps=N delivery_s=X floor_s=Y overhead_ratio=Z   (goal: overhead_ratio <= 1.5)"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+from _stack import dev_server
+
+from aicd.client import handle_for, start_delivery
+from aicd.messages import Trigger
+from tests.helpers_engine import commits, git, make_repo, plan_from, running_worker, spec_document
+
+
+def floor_seconds(root: Path, steps: int) -> float:
+    """N commits + pushes of the same kind of edit, with plain git in a clone."""
+    bare, _ = make_repo(root, "floor", {"apps/web/values.yaml": "image:\n  tag: v0\ncanary:\n  weight: 0\n"})
+    work = root / "floor-clone"
+    git("clone", "-q", bare, str(work))
+    started = time.perf_counter()
+    for step in range(steps):
+        (work / "apps/web/values.yaml").write_text(f"image:\n  tag: v0\ncanary:\n  tag: v1\n  weight: {step}\n")
+        git("-c", "user.name=b", "-c", "user.email=b@x", "commit", "-qam", f"step {step}", cwd=work)
+        git("push", "-q", "origin", "HEAD:main", cwd=work)
+    return time.perf_counter() - started
+
+
+async def delivery_seconds(root: Path, steps: int) -> float:
+    source, revision = make_repo(root, "source", {"README": "x\n"})
+    gitops, _ = make_repo(root, "gitops", {"apps/web/values.yaml": "image:\n  tag: v0\n"})
+    weights = [round(100 * (index + 1) / steps) for index in range(steps)]
+    document = spec_document(
+        "bench",
+        source,
+        gitops,
+        {"web": {"kind": "git", "path": "apps/web/values.yaml"}},
+        [{"name": "prod", "targets": ["web"], "strategy": {"canary": {"steps": [{"setWeight": w} for w in weights]}}}],
+    )
+    plan = plan_from(document, revision)
+    async with dev_server() as env, running_worker(env.client, root / "state") as queue:
+        started = time.perf_counter()
+        await start_delivery(env.client, plan, Trigger("cli", "bench"), queue=queue)
+        result = await handle_for(env.client, plan.delivery_id).result()
+        seconds = time.perf_counter() - started
+    assert result.phase == "succeeded", result.reason
+    made = [entry for entry in commits(gitops) if "Aicd-Step" in entry]
+    assert len(made) == steps + 1, len(made)  # the steps and the promotion
+    # The floor pushes N commits; the delivery pushes N + 1 (promotion): compare per commit.
+    return seconds * steps / (steps + 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as root:
+        floor = floor_seconds(Path(root), args.steps)
+        delivery = asyncio.run(delivery_seconds(Path(root), args.steps))
+    print(f"floor: {args.steps} commits+pushes with git: {floor:.3f}s ({1000 * floor / args.steps:.1f} ms each)")
+    print(f"delivery: {args.steps} setWeight steps (commit, push, sync, report): {delivery:.3f}s")
+    print(f"steps={args.steps} delivery_s={delivery:.3f} floor_s={floor:.3f} overhead_ratio={delivery / floor:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""One batch of an edge fleet, as workflow code (no I/O: every side effect is an activity): read the fleet,
+commit a batch (one commit, one file edit per site), check its sites' health through a sliding window of
+chunked `edge_check_sites` activities, and restore the failed sites of a batch (one commit)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Callable
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.edge import SiteHealthRequest, SiteHealthResult
+    from activities.gitops import CommitRequest, CommitResult, FileEdit, RollbackRequest, delivery_trailer
+    from aicd import fleet
+    from aicd.fleet import Site
+    from aicd.messages import SYSTEM_ACTOR
+    from workflows.common import GIT_HEARTBEAT, GIT_RETRY, GIT_TIMEOUT, SYNC_HEARTBEAT
+    from workflows.target_rollout import Aborted, StepFailed, TargetRolloutInput
+
+DEFAULT_PARALLELISM = 50
+# A chunk's sites are checked `parallelism` at a time; a transient error (API down) retries the chunk.
+SITES_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=15),
+    maximum_attempts=5,
+    non_retryable_error_types=["FleetConfigError"],
+)
+
+
+class FleetStop(Exception):
+    """The fleet cannot start (fleet file missing or invalid); the reason is the target's failure."""
+
+
+def batch_step(input: TargetRolloutInput, number: int) -> str:
+    return f"{input.stage}/{input.target.name}/batch-{number}"
+
+
+async def read_fleet(input: TargetRolloutInput) -> list[Site]:
+    """The sites, inline in the target or from a YAML list in the GitOps repository (read at the branch head
+    once, when the fleet starts: a fleet file edited mid-delivery does not reshuffle the batches)."""
+    sites = input.target.config.get("sites")
+    try:
+        if isinstance(sites, list):
+            return fleet.sites_from_list(sites, f"targets.{input.target.name}.sites")
+        if not isinstance(sites, dict) or not isinstance(sites.get("file"), str):
+            raise fleet.FleetError(f"targets.{input.target.name}.sites must be a list or {{file: path}}")
+        text: str = await workflow.execute_activity(
+            "gitops_read_file",
+            args=[input.gitops_repo, input.gitops_branch, sites["file"]],
+            result_type=str,
+            start_to_close_timeout=GIT_TIMEOUT,
+            heartbeat_timeout=GIT_HEARTBEAT,
+            retry_policy=GIT_RETRY,
+        )
+        return fleet.parse_fleet(text, sites["file"])
+    except ActivityError as error:
+        raise FleetStop(f"cannot read the fleet: {cause_of(error)}") from error
+    except fleet.FleetError as error:
+        raise FleetStop(str(error)) from error
+
+
+async def commit_batch(input: TargetRolloutInput, number: int, of: int, sites: list[Site], actor: str) -> str:
+    """One commit moving every site of the batch: `write.image` = the artifact tag in each site's file.
+    Sites are promoted directly; a canary weight means nothing on a single site."""
+    step = batch_step(input, number)
+    request = CommitRequest(
+        repo=input.gitops_repo,
+        branch=input.gitops_branch,
+        delivery=delivery_trailer(input.app, input.revision),
+        step=step,
+        actor=actor,
+        subject=f"aicd: {input.app} {input.revision_short} {input.target.name} batch {number}/{of} ({len(sites)} sites)",
+        edits=[FileEdit(fleet.site_path(input.target.path, site.name), {input.write.image: input.artifact_tag}) for site in sites],
+    )
+    try:
+        commit: CommitResult = await workflow.execute_activity(
+            "gitops_commit",
+            request,
+            result_type=CommitResult,
+            start_to_close_timeout=GIT_TIMEOUT,
+            heartbeat_timeout=GIT_HEARTBEAT,
+            retry_policy=GIT_RETRY,
+        )
+    except ActivityError as error:
+        raise StepFailed(f"{step}: commit failed: {cause_of(error)}") from error
+    assert commit.sha is not None
+    return commit.sha
+
+
+async def check_batch(
+    input: TargetRolloutInput,
+    number: int,
+    sites: list[Site],
+    sha: str,
+    budget_left: int,
+    aborted: Callable[[], bool],
+) -> dict[str, str]:
+    """Failed sites of the batch (site -> why), in fleet order. A sliding window of chunk activities keeps
+    at most `parallelism` sites in check at once. Stops early - cancelling the chunks in flight - on abort
+    (raises Aborted) or as soon as the failures exceed what the fleet's budget has left."""
+    config = {key: value for key, value in input.target.config.items() if key != "sites"}
+    parallelism = int(config.get("parallelism", DEFAULT_PARALLELISM))
+    size = fleet.chunk_size(len(sites))
+    window = max(1, parallelism // size)
+    per_chunk = min(parallelism, size)
+    deadline_s = input.target.progress_deadline_s
+    timeout = timedelta(seconds=deadline_s * math.ceil(size / per_chunk) + 120)
+
+    async def check(chunk: list[Site]) -> dict[str, str]:
+        request = SiteHealthRequest(
+            delivery_id=input.delivery_id,
+            stage=input.stage,
+            target=input.target.name,
+            site_kind=str(config.get("siteKind", "git")),
+            config=config,
+            gitops_repo=input.gitops_repo,
+            gitops_branch=input.gitops_branch,
+            revision=sha,
+            step=batch_step(input, number),
+            sites=chunk,
+            parallelism=per_chunk,
+            timeout_s=deadline_s,
+        )
+        try:
+            result: SiteHealthResult = await workflow.execute_activity(
+                "edge_check_sites",
+                request,
+                result_type=SiteHealthResult,
+                start_to_close_timeout=timeout,
+                heartbeat_timeout=SYNC_HEARTBEAT,
+                retry_policy=SITES_RETRY,
+            )
+        except ActivityError as error:  # unknown health is no health
+            return {site.name: f"health check failed: {cause_of(error)}"[:300] for site in chunk}
+        return result.failed
+
+    waiting = deque(fleet.chunked(sites, size))
+    running: list[asyncio.Task[dict[str, str]]] = []
+    failed: dict[str, str] = {}
+    while waiting or running:
+        while waiting and len(running) < window:
+            running.append(asyncio.ensure_future(check(waiting.popleft())))
+        await workflow.wait_condition(lambda: aborted() or any(task.done() for task in running))
+        if aborted():
+            _cancel(running)
+            raise Aborted()
+        for task in [task for task in running if task.done()]:
+            running.remove(task)
+            failed.update(task.result())
+        if len(failed) > budget_left:  # the fleet is failing: no point checking the rest
+            _cancel(running)
+            break
+    order = {site.name: index for index, site in enumerate(sites)}
+    return dict(sorted(failed.items(), key=lambda item: order[item[0]]))
+
+
+async def restore_sites(input: TargetRolloutInput, number: int, failed: list[str]) -> str | None:
+    """One commit putting the batch's failed sites back on the files they had before this delivery."""
+    step = f"{batch_step(input, number)}-restore"
+    request = RollbackRequest(
+        repo=input.gitops_repo,
+        branch=input.gitops_branch,
+        delivery=delivery_trailer(input.app, input.revision),
+        step=step,
+        actor=SYSTEM_ACTOR,
+        subject=f"aicd: {input.app} {input.revision_short} {input.target.name} batch {number}: restore {len(failed)} failed sites",
+        paths=[fleet.site_path(input.target.path, name) for name in failed],
+        reason=f"failed sites stay on the previous version: {fleet.describe_sites(failed, cap=100)}",
+    )
+    try:
+        result: CommitResult = await workflow.execute_activity(
+            "gitops_rollback",
+            request,
+            result_type=CommitResult,
+            start_to_close_timeout=GIT_TIMEOUT,
+            heartbeat_timeout=GIT_HEARTBEAT,
+            retry_policy=GIT_RETRY,
+        )
+    except ActivityError as error:
+        raise StepFailed(f"{step}: restoring failed sites failed: {cause_of(error)}") from error
+    return result.sha
+
+
+def _cancel(tasks: list[asyncio.Task[dict[str, str]]]) -> None:
+    for task in tasks:
+        task.cancel()
+
+
+def cause_of(error: BaseException) -> str:
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return str(error)

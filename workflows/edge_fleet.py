@@ -1,0 +1,361 @@
+"""EdgeFleetWorkflow: rolls one `edge` target - a fleet of sites - out in batches.
+
+The fleet is the target's `sites`: an inline list, or `{file: path}`, a YAML list in the GitOps repository
+(read once when the fleet starts). `batches` are cumulative shares of the fleet (`1%`, `10%`, `50%`, `100%`,
+see aicd.fleet for the rounding). For each batch, in fleet order:
+
+1. one commit (trailer step `<stage>/<target>/batch-<n>`, n from 1) that sets `write.image` to the artifact
+   tag in each site's file (`path` with `{{ site }}`). Edge sites are promoted directly: a canary weight
+   splits traffic inside one deployment and means nothing on a single site, so the stage's `setWeight`
+   steps are skipped here - the batches are the fleet's canary;
+2. per-site health through the `edge_check_sites` activity (see activities/edge.py: `siteKind` git or
+   argocd, plus a site's optional health URL), a sliding window of chunks of a few hundred sites;
+3. failed sites within `maxFailures` go back to the previous version in one follow-up commit
+   (`batch-<n>-restore`) and are named in the status and the result; more failures than `maxFailures` in
+   total stop the fleet at once with outcome `failed`, and the parent delivery rolls back per
+   `rollback.scope` (its rollback restores every site file through the path template);
+4. the stage's `pause` and `analysis` steps, as TargetRolloutWorkflow walks them (pausable timers, `pause: {}`
+   waits for a human, analysis looks with the share of updated sites as the canary weight).
+
+Scale: a batch costs a handful of activities whatever its size, and the workflow continues as new after
+every batch (and mid-walk when its history grows long), carrying the fleet and its progress, so no history
+comes near Temporal's limits with 10,000 sites. The parent reaches every run of it: its `pause`, `resume`
+and `abort` signals go to the workflow ID, and the new run inherits the flags they set. An abort cancels the
+health checks in flight. Progress goes to the parent (`target_progress`) once per batch and on state
+changes, as a summary: counts per state and a capped list of failed sites.
+
+Same input (`TargetRolloutInput`, extended only with what continue-as-new carries) and result
+(`TargetRolloutResult`) as TargetRolloutWorkflow, so the delivery needs no special case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.analysis import AnalysisLookRequest
+    from aicd import fleet
+    from aicd.fleet import FleetTally, Site
+    from aicd.messages import SYSTEM_ACTOR, HumanAction, TargetStatus
+    from aicd.plan import StepPlan
+    from workflows.common import ANALYSIS_RETRY, ANALYSIS_TIMEOUT
+    from workflows.edge_batch import FleetStop, cause_of, check_batch, commit_batch, read_fleet, restore_sites
+    from workflows.target_rollout import Aborted, StepFailed, TargetRolloutInput, TargetRolloutResult
+
+# A run continues as new mid-walk past this many events; it also does after every batch.
+CONTINUE_AS_NEW_EVENTS = 4_000
+
+
+@dataclass
+class FleetProgress:
+    """Everything a run hands to the next one when it continues as new."""
+
+    sites: list[Site]
+    ends: list[int]  # cumulative end of each batch (aicd.fleet.batch_ends)
+    budget: int  # failed sites tolerated in the whole fleet
+    tally: FleetTally
+    status: TargetStatus
+    batch: int = 0  # index of the batch in progress
+    step: int = -1  # -1: that batch is not committed yet; else the index of the next step to walk after it
+    paused: bool = False
+    pause_reason: str = ""
+    aborted: bool = False
+    abort_reason: str = ""
+    next_actor: str = SYSTEM_ACTOR
+    run: int = 1
+
+
+@dataclass
+class FleetInput(TargetRolloutInput):
+    """What the delivery sends (a TargetRolloutInput); `progress` is set only by continue-as-new."""
+
+    progress: FleetProgress | None = None
+
+
+@workflow.defn(name="EdgeFleetWorkflow")
+class EdgeFleetWorkflow:
+    @workflow.init
+    def __init__(self, input: FleetInput) -> None:
+        # Flags carried from the previous run first; signals to this run (handled after init) win.
+        carried = input.progress
+        self.paused = carried.paused if carried else input.paused
+        self.pause_reason = carried.pause_reason if carried else input.pause_reason
+        self.aborted = carried.aborted if carried else False
+        self.abort_reason = carried.abort_reason if carried else ""
+        self.next_actor = carried.next_actor if carried else input.actor
+        self.resumed_by: str | None = None
+        self.status = carried.status if carried else TargetStatus(input.target.name, input.stage, input.target.kind)
+
+    # --- messages from the parent delivery -------------------------------------------------------
+    @workflow.signal
+    def pause(self, action: HumanAction) -> None:
+        self.paused = True
+        self.pause_reason = action.reason
+
+    @workflow.signal
+    def resume(self, action: HumanAction) -> None:
+        self.paused = False
+        self.resumed_by = action.actor
+        self.next_actor = action.actor
+
+    @workflow.signal
+    def abort(self, action: HumanAction) -> None:
+        self.aborted = True
+        self.abort_reason = action.reason or f"aborted by {action.actor}"
+
+    @workflow.query
+    def current(self) -> TargetStatus:
+        return self.status
+
+    # --- the fleet --------------------------------------------------------------------------------
+    @workflow.run
+    async def run(self, input: FleetInput) -> TargetRolloutResult:
+        self.input = input
+        try:
+            self.progress = input.progress or await self._start()
+        except FleetStop as stop:
+            return await self._finish("failed", str(stop))
+        try:
+            await self._walk()
+        except Aborted:
+            return await self._finish("aborted", self.abort_reason)
+        except StepFailed as failure:
+            return await self._finish("failed", str(failure))
+        tally = self.progress.tally
+        reason = ""
+        if tally.failed:
+            reason = (
+                f"{len(tally.failed)} of {tally.total} sites failed within maxFailures {self.progress.budget}"
+                f" and stay on the previous version: {fleet.describe_sites(list(tally.failed))}"
+            )
+        return await self._finish("promoted", reason)
+
+    async def _start(self) -> FleetProgress:
+        self.status.state = "progressing"
+        self.status.message = "reading the fleet"
+        sites = await read_fleet(self.input)
+        try:
+            ends = fleet.batch_ends(len(sites), self.input.target.config.get("batches", ["100%"]))
+            budget = fleet.failure_budget(len(sites), self.input.target.config.get("maxFailures"))
+        except fleet.FleetError as error:
+            raise FleetStop(str(error)) from error
+        tally = FleetTally(total=len(sites))
+        self.status.sites_total = len(sites)
+        self.status.message = f"{len(sites)} sites in {len(ends)} batches; up to {budget} may fail"
+        progress = FleetProgress(sites, ends, budget, tally, self.status)
+        self._summarise(progress)
+        await self._report()
+        return progress
+
+    async def _walk(self) -> None:
+        progress = self.progress
+        steps = [step for step in self.input.steps if step.kind != "setWeight"]  # see the module docstring
+        while progress.batch < len(progress.ends):
+            if progress.step < 0:
+                await self._batch(progress.batch)
+                progress.step = 0
+            while progress.step < len(steps):
+                await self._step(steps[progress.step], progress.batch)
+                progress.step += 1
+                if workflow.info().get_current_history_length() > CONTINUE_AS_NEW_EVENTS:
+                    self._continue_as_new()
+            progress.batch += 1
+            progress.step = -1
+            if progress.batch < len(progress.ends):
+                self._continue_as_new()  # one run per batch: every history stays a batch long
+
+    async def _batch(self, index: int) -> None:
+        progress = self.progress
+        start = progress.ends[index - 1] if index else 0
+        sites = progress.sites[start : progress.ends[index]]
+        number, of = index + 1, len(progress.ends)
+        await self._wait_unpaused()
+        progress.tally.updating = len(sites)
+        self.status.state = "progressing"
+        self.status.step_index = -1
+        self.status.step_kind = f"batch-{number}"
+        self.status.message = f"batch {number}/{of}: {len(sites)} sites"
+        self._summarise(progress)
+        actor, self.next_actor = self.next_actor, SYSTEM_ACTOR
+        sha = await commit_batch(self.input, number, of, sites, actor)
+        self._add_commit(sha)
+        if self.aborted:
+            raise Aborted()
+        budget_left = progress.budget - len(progress.tally.failed)
+        failed = await check_batch(self.input, number, sites, sha, budget_left, lambda: self.aborted)
+        progress.tally.failed.update(failed)
+        progress.tally.done = progress.ends[index]
+        progress.tally.updating = 0
+        self._summarise(progress)
+        if len(progress.tally.failed) > progress.budget:
+            names = list(progress.tally.failed)
+            raise StepFailed(
+                f"batch {number}/{of}: {len(names)} sites failed, more than maxFailures {progress.budget}:"
+                f" {_with_reasons(progress.tally.failed, names)}"
+            )
+        if failed:
+            restored = await restore_sites(self.input, number, list(failed))
+            if restored is not None:
+                self._add_commit(restored)
+        self.status.message = f"batch {number}/{of} done: {len(sites) - len(failed)} sites updated" + (
+            f", {len(failed)} failed and restored: {fleet.describe_sites(list(failed))}" if failed else ""
+        )
+        await self._report()
+
+    def _continue_as_new(self) -> None:
+        progress = self.progress
+        progress.paused, progress.pause_reason = self.paused, self.pause_reason
+        progress.aborted, progress.abort_reason = self.aborted, self.abort_reason
+        progress.next_actor = self.next_actor
+        progress.status = self.status
+        progress.run += 1
+        # The fleet travels in `progress`; an inline list in the target's config need not travel twice.
+        target = dataclasses.replace(
+            self.input.target, config={key: value for key, value in self.input.target.config.items() if key != "sites"}
+        )
+        fields = {f.name: getattr(self.input, f.name) for f in dataclasses.fields(TargetRolloutInput)}
+        fields["target"] = target
+        workflow.continue_as_new(FleetInput(**fields, progress=progress))
+
+    # --- the stage's steps after a batch ---------------------------------------------------------
+    async def _step(self, step: StepPlan, batch: int) -> None:
+        await self._wait_unpaused()
+        self.status.step_index = step.index
+        self.status.step_kind = step.kind
+        self.status.state = "progressing"
+        self.status.message = f"after batch {batch + 1}/{len(self.progress.ends)}: {step.describe()}"
+        await self._report()
+        if step.kind == "pause":
+            if step.duration_s is None:
+                await self._wait_for_human("waiting at `pause: {}` until resumed")
+            else:
+                await self._sleep(step.duration_s)
+        elif step.kind == "analysis":
+            await self._analysis(step)
+        else:  # the schema allows nothing else; a new kind needs code here
+            raise ApplicationError(f"unknown step kind {step.kind}", non_retryable=True)
+
+    async def _analysis(self, step: StepPlan) -> None:
+        analysis = self.input.analysis
+        if analysis is None or step.duration_s is None:  # validation refuses this; never pass silently
+            raise StepFailed(f"{step.id}: analysis step without an analysis provider")
+        started = workflow.now().timestamp()
+        active_s = 0.0
+        verdict: dict[str, Any] = {}
+        while True:
+            wait = min(analysis.interval_s, max(step.duration_s - active_s, 0.0))
+            await self._sleep(wait)
+            active_s += wait
+            final = active_s >= step.duration_s
+            verdict = await self._look(step, started, final)
+            self.status.last_verdict = verdict
+            if verdict.get("outcome") == "fail":
+                raise StepFailed(f"analysis after batch {self.progress.batch + 1} failed: {verdict.get('summary', '')}")
+            if final:
+                break
+        await self._report()
+        if verdict.get("outcome") != "pass":
+            await self._wait_for_human(f"analysis inconclusive: {verdict.get('summary', '')}")
+
+    async def _look(self, step: StepPlan, started: float, final: bool) -> dict[str, Any]:
+        assert self.input.analysis is not None
+        request = AnalysisLookRequest(
+            analysis=self.input.analysis,
+            metrics=step.metrics,
+            start=started,
+            end=workflow.now().timestamp(),
+            canary_weight=self.progress.tally.updated_percent(),  # the share of the fleet on the new version
+            final=final,
+            variables={"stage": self.input.stage, "target": self.input.target.name, "revision": self.input.revision},
+        )
+        try:
+            verdict: dict[str, Any] = await workflow.execute_activity(
+                "analysis_look",
+                request,
+                result_type=dict,
+                start_to_close_timeout=ANALYSIS_TIMEOUT,
+                retry_policy=ANALYSIS_RETRY,
+            )
+            return verdict
+        except ActivityError as error:
+            # The provider failing is data about the analysis: never a pass, a human decides.
+            return {"outcome": "inconclusive" if final else "running", "summary": f"analysis error: {cause_of(error)}", "metrics": []}
+
+    # --- waiting (as TargetRolloutWorkflow: a pause stops the clocks, an abort ends every wait) ---
+    async def _wait_unpaused(self) -> None:
+        if not self.paused or self.aborted:
+            if self.aborted:
+                raise Aborted()
+            return
+        state, message = self.status.state, self.status.message
+        self.status.state = "paused"
+        self.status.message = f"paused: {self.pause_reason}" if self.pause_reason else "paused"
+        await self._report()
+        await workflow.wait_condition(lambda: not self.paused or self.aborted)
+        if self.aborted:
+            raise Aborted()
+        self.status.state = "progressing" if state == "paused" else state
+        self.status.message = message
+        await self._report()
+
+    async def _wait_for_human(self, why: str) -> None:
+        self.resumed_by = None
+        self.status.state = "awaiting-resume"
+        self.status.message = why
+        await self._report()
+        await workflow.wait_condition(lambda: self.resumed_by is not None or self.aborted)
+        if self.aborted:
+            raise Aborted()
+        self.status.state = "progressing"
+        self.status.message = f"resumed by {self.resumed_by}"
+
+    async def _sleep(self, seconds: float) -> None:
+        """A durable timer whose clock stops while the fleet is paused."""
+        remaining = seconds
+        while remaining > 0:
+            await self._wait_unpaused()
+            began = workflow.now()
+            try:
+                await workflow.wait_condition(lambda: self.paused or self.aborted, timeout=timedelta(seconds=remaining))
+            except TimeoutError:
+                return
+            remaining -= (workflow.now() - began).total_seconds()
+        await self._wait_unpaused()
+
+    # --- status -----------------------------------------------------------------------------------
+    def _summarise(self, progress: FleetProgress) -> None:
+        self.status.sites_total = progress.tally.total
+        self.status.sites_by_state = progress.tally.by_state()
+        self.status.failed_sites = progress.tally.failed_names()
+        self.status.weight = progress.tally.updated_percent()
+
+    def _add_commit(self, sha: str) -> None:
+        if sha not in self.status.commits:
+            self.status.commits.append(sha)
+
+    async def _finish(self, outcome: str, reason: str) -> TargetRolloutResult:
+        self.status.state = outcome
+        self.status.message = reason
+        await self._report()
+        return TargetRolloutResult(self.input.target.name, outcome, reason, list(self.status.commits))
+
+    async def _report(self) -> None:
+        """Tell the parent delivery how the fleet stands: a summary, sent once per batch and on state
+        changes only, because every signal is an event in the parent's history too."""
+        parent = workflow.get_external_workflow_handle(self.input.delivery_id)
+        try:
+            await parent.signal("target_progress", self.status)
+        except Exception as error:  # the parent gone (terminated) must not fail the fleet
+            workflow.logger.warning("cannot report progress to %s: %s", self.input.delivery_id, error)
+
+
+def _with_reasons(failed: dict[str, str], names: list[str], cap: int = 5) -> str:
+    shown = "; ".join(f"{name} ({failed[name]})" for name in names[:cap])
+    more = f"; and {len(names) - cap} more: {fleet.describe_sites(names[cap:])}" if len(names) > cap else ""
+    return shown + more
