@@ -10,13 +10,14 @@ import hashlib
 import logging
 import random
 import re
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import git
 from temporalio import activity
@@ -27,6 +28,8 @@ from activities.yamledit import set_keys
 log = logging.getLogger(__name__)
 
 MAX_PUSH_ATTEMPTS = 30
+R = TypeVar("R")
+T = TypeVar("T")
 _REJECTED_PUSH = ("rejected", "fetch first", "non-fast-forward", "failed to push", "lock")
 _thread_locks: dict[str, threading.Lock] = {}
 # Clones this process left clean and equal to the remote branch after its own push or fetch.
@@ -220,7 +223,7 @@ class GitOpsClone:
                 results.append(CommitResult(None))
                 continue
             if paths:
-                repo.git.add("--all", "--", *paths)
+                _stage(repo, paths)
             repo.git.commit("--allow-empty", "-m", step.message, "--quiet")
             results.append(CommitResult(repo.head.commit.hexsha, paths=paths))
         return results
@@ -242,7 +245,7 @@ class GitOpsActivities:
 
     @activity.defn(name="gitops_commit")
     async def commit(self, request: CommitRequest) -> CommitResult:
-        return await asyncio.to_thread(self._commit, request, _heartbeat_from_thread())
+        return await _in_thread_with_heartbeats(self._commit, request)
 
     def _commit(self, request: CommitRequest, heartbeat: Callable[[str], None]) -> CommitResult:
         clone = self._clone(request.repo, request.branch)
@@ -274,7 +277,7 @@ class GitOpsActivities:
     async def rollback_many(self, requests: list[RollbackRequest]) -> list[CommitResult]:
         """Rollback commits of several targets of one GitOps branch, one commit each, pushed together: an
         abort restores a whole stage in one push."""
-        return await asyncio.to_thread(self._rollback, requests, _heartbeat_from_thread())
+        return await _in_thread_with_heartbeats(self._rollback, requests)
 
     def _rollback(self, requests: list[RollbackRequest], heartbeat: Callable[[str], None]) -> list[CommitResult]:
         first = requests[0]
@@ -297,10 +300,11 @@ class GitOpsActivities:
 
         def apply(repo: git.Repo) -> list[str] | None:
             first_touch = _first_commits_touching(repo, f"origin/{clone.branch}", request.delivery, wanted)
+            befores = _contents_at(repo, {path: f"{sha}^" for path, sha in first_touch.items()})
             changed: list[str] = []
             root = Path(repo.working_tree_dir or ".")
-            for path, sha in sorted(first_touch.items()):
-                before = _content_at(repo, f"{sha}^", path)
+            for path in sorted(first_touch):
+                before = befores[path]
                 file = root / path
                 current = file.read_bytes() if file.exists() else None
                 if current == before:
@@ -335,11 +339,15 @@ def _check_inside(path: str) -> None:
         raise ApplicationError(f"path {path!r} leaves the GitOps repository", non_retryable=True, type="GitOpsPathInvalid")
 
 
+_SITE_PLACEHOLDER = re.compile(r"\{\{\s*site\s*\}\}")
+
+
 def path_matcher(paths: set[str]) -> Callable[[str], bool]:
     """Matches the exact paths, and paths of templates with `{{ site }}` (an edge fleet's files)."""
     exact = {path for path in paths if "{{" not in path}
     patterns = [
-        re.compile("^" + re.escape(path).replace(re.escape("{{ site }}"), "[^/]+") + "$") for path in paths if "{{" in path
+        # `{{site}}` is as valid in a spec as `{{ site }}`
+        re.compile("^" + "[^/]+".join(map(re.escape, _SITE_PLACEHOLDER.split(path))) + "$") for path in paths if "{{" in path
     ]
     return lambda path: path in exact or any(pattern.match(path) for pattern in patterns)
 
@@ -361,11 +369,61 @@ def _first_commits_touching(repo: git.Repo, ref: str, delivery: str, paths: set[
     return first
 
 
+def _stage(repo: git.Repo, paths: list[str]) -> None:
+    """`git add --all -- <paths>` in one process that reads the paths from stdin: linear in the paths, where
+    thousands of pathspecs on the command line cost git time per path *per index entry* (and can pass the
+    argument-size limit)."""
+    with tempfile.TemporaryFile() as listing:
+        listing.write(b"".join(path.encode() + b"\0" for path in paths))
+        listing.seek(0)
+        repo.git.update_index("--add", "--remove", "-z", "--stdin", istream=listing)
+
+
+def _contents_at(repo: git.Repo, revisions: dict[str, str]) -> dict[str, bytes | None]:
+    """The content of each path at its revision (None: absent there), without a process per path: one
+    `ls-tree` per distinct revision (a fleet rollback has one per batch) maps paths to blobs, and the blobs
+    are read through one `git cat-file --batch` process. Looking up `<rev>:<path>` per path instead re-reads
+    the large directory trees of a fleet every time."""
+    by_revision: dict[str, list[str]] = {}
+    for path, revision in revisions.items():
+        by_revision.setdefault(revision, []).append(path)
+    contents: dict[str, bytes | None] = {}
+    for revision, paths in by_revision.items():
+        try:
+            listing = repo.git.ls_tree("-r", "-z", "--full-tree", revision)
+        except git.GitCommandError:  # no such revision (the parent of a root commit): nothing existed
+            listing = ""
+        blobs = {}
+        for entry in listing.split("\0"):
+            meta, _, path = entry.partition("\t")
+            if meta.split(" ")[1:2] == ["blob"]:
+                blobs[path] = meta.split(" ")[2]
+        for path in paths:
+            blob = blobs.get(path)
+            contents[path] = repo.git.get_object_data(blob)[3] if blob else None
+    return contents
+
+
 def _content_at(repo: git.Repo, revision: str, path: str) -> bytes | None:
     try:
         return repo.git.execute(["git", "show", f"{revision}:{path}"], stdout_as_string=False, strip_newline_in_stdout=False)  # type: ignore[no-any-return]
     except git.GitCommandError:
         return None
+
+
+HEARTBEAT_EVERY_S = 2.0
+
+
+async def _in_thread_with_heartbeats(work: Callable[[R, Callable[[str], None]], T], request: R) -> T:
+    """Blocking Git work in a thread while the activity keeps heartbeating, so a short heartbeat timeout
+    notices a dead worker in seconds without failing a slow but healthy push."""
+    task = asyncio.ensure_future(asyncio.to_thread(work, request, _heartbeat_from_thread()))
+    while True:
+        done, _pending = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_S)
+        if done:
+            return task.result()
+        if activity.in_activity():
+            activity.heartbeat("working")
 
 
 def _retried() -> bool:

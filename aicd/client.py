@@ -108,8 +108,11 @@ def _quote(value: str) -> str:
 
 
 def _rpc_reason(delivery_id: str, error: RPCError) -> str:
-    if "not found" in str(error).lower():
+    text = str(error).lower()
+    if "not found" in text:
         return f"no delivery {delivery_id}"
+    if "already completed" in text:
+        return f"delivery {delivery_id} has already ended"
     return f"{delivery_id}: {error}"
 
 

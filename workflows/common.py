@@ -39,8 +39,8 @@ NOTIFY_RETRY = RetryPolicy(
 )
 
 GIT_TIMEOUT = timedelta(minutes=5)
-GIT_HEARTBEAT = timedelta(seconds=60)
-SYNC_HEARTBEAT = timedelta(seconds=30)
+GIT_HEARTBEAT = timedelta(seconds=10)
+SYNC_HEARTBEAT = timedelta(seconds=15)
 ANALYSIS_TIMEOUT = timedelta(minutes=2)
 NOTIFY_TIMEOUT = timedelta(seconds=30)
 COMMAND_HEARTBEAT = timedelta(seconds=30)

@@ -87,8 +87,12 @@ class TargetRolloutWorkflow:
 
     @workflow.signal
     def resume(self, action: HumanAction) -> None:
-        self.paused = False
-        self.resumed_by = action.actor
+        # A resume undoes a pause first; only a resume while not paused releases a step waiting for a human,
+        # so lifting "stop the line" never also waves a `pause: {}` gate through.
+        if self.paused:
+            self.paused = False
+        else:
+            self.resumed_by = action.actor
         self.next_actor = action.actor
 
     @workflow.signal

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 from aicd.cli.app import app
 
@@ -17,4 +19,13 @@ def main() -> None:
         except ModuleNotFoundError as error:
             if error.name != f"aicd.cli.{name}":
                 raise
-    app()
+    code = 0
+    try:
+        app()
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The Temporal SDK's runtime thread can abort the interpreter at exit (temporalio/sdk-python#300);
+    # leaving at once keeps the exit code honest.
+    os._exit(code)

@@ -1,0 +1,121 @@
+"""Durability: the worker SIGKILLed in the middle of a delivery (several points) and the Temporal dev
+server stopped and restarted from its SQLite file during a pause; the delivery completes and no step has
+two commits. Real processes: `aicd dev`'s EmbeddedTemporal and `python worker.py`."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+from temporalio.client import Client
+
+from aicd.client import get_status, handle_for, start_delivery
+from aicd.devstack import EmbeddedTemporal
+from aicd.embedded.processes import signal_group
+from aicd.messages import Trigger
+from tests.helpers_engine import commits, make_repo, plan_from, spec_document
+
+
+def step_commits(gitops: str) -> list[dict[str, str]]:
+    return [entry for entry in commits(gitops) if "Aicd-Step" in entry]
+
+
+async def wait_until(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        await asyncio.sleep(0.02)
+
+
+def kill_worker(stack: EmbeddedTemporal) -> None:
+    assert stack.worker is not None
+    signal_group(stack.worker.pid, signal.SIGKILL)
+    stack.stop_worker()
+
+
+async def test_worker_sigkilled_at_several_points_no_step_twice(tmp_path: Path) -> None:
+    source, revision = make_repo(tmp_path, "source", {"README": "x\n"})
+    gitops, _ = make_repo(
+        tmp_path, "gitops", {"a.yaml": "image: {tag: v0}\n", "b.yaml": "image: {tag: v0}\n"}
+    )
+    weights = [{"setWeight": weight} for weight in (10, 20, 30, 40, 50, 60, 70, 80, 90, 100)]
+    document = spec_document(
+        "durable",
+        source,
+        gitops,
+        {"a": {"kind": "git", "path": "a.yaml"}, "b": {"kind": "git", "path": "b.yaml"}},
+        [{"name": "prod", "waves": [["a"], ["b"]], "strategy": {"canary": {"steps": weights}}}],
+    )
+    plan = plan_from(document, revision)
+    with EmbeddedTemporal(tmp_path / "stack", port=0, ui=False, write_info=False) as stack:
+        stack.start_worker(task_queue="durable")
+        client = await Client.connect(stack.address)
+        await start_delivery(client, plan, Trigger("cli", "t"), queue="durable")
+        kills = 0
+        for after_commits in (2, 7, 12, 17):  # inside wave 1, at its end, inside wave 2, near the end
+            await wait_until(lambda n=after_commits: len(step_commits(gitops)) >= n)
+            kill_worker(stack)
+            kills += 1
+            await asyncio.sleep(0.3)
+            stack.start_worker(task_queue="durable")
+        result = await asyncio.wait_for(handle_for(client, plan.delivery_id).result(), 120)
+    assert kills == 4
+    assert result.phase == "succeeded", result.reason
+    made = step_commits(gitops)
+    per_step = Counter(entry["Aicd-Step"] for entry in made)
+    assert len(per_step) == 22 and set(per_step.values()) == {1}, per_step  # 2 x (10 weights + promote)
+
+
+async def test_dev_server_restart_during_pause_resumes(tmp_path: Path) -> None:
+    source, revision = make_repo(tmp_path, "source", {"README": "x\n"})
+    gitops, _ = make_repo(tmp_path, "gitops", {"a.yaml": "image: {tag: v0}\n"})
+    document = spec_document(
+        "restart",
+        source,
+        gitops,
+        {"a": {"kind": "git", "path": "a.yaml"}},
+        [
+            {
+                "name": "prod",
+                "targets": ["a"],
+                "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": "4s"}, {"setWeight": 100}]}},
+            }
+        ],
+    )
+    plan = plan_from(document, revision)
+    state = tmp_path / "stack"
+    stack = EmbeddedTemporal(state, port=0, ui=False, write_info=False)
+    try:
+        stack.start()
+        port = stack.port
+        stack.start_worker(task_queue="restart")
+        client = await Client.connect(stack.address)
+        await start_delivery(client, plan, Trigger("cli", "t"), queue="restart")
+        for _ in range(200):
+            status = await get_status(client, plan.delivery_id)
+            if "a" in status.targets and status.targets["a"].step_kind == "pause":
+                break
+            await asyncio.sleep(0.05)
+        assert status.targets["a"].step_kind == "pause"
+        stack.stop_worker()
+        stack.stop()  # the server goes away mid-pause; its SQLite file stays
+        assert stack.db_path.exists()
+        stack = EmbeddedTemporal(state, port=port, ui=False, write_info=False)
+        stack.start()
+        stack.start_worker(task_queue="restart")
+        client = await Client.connect(stack.address)
+        status = await get_status(client, plan.delivery_id)
+        assert status.phase == "progressing" and status.targets["a"].commits  # state survived the restart
+        result = await asyncio.wait_for(handle_for(client, plan.delivery_id).result(), 90)
+    finally:
+        stack.stop()
+    assert result.phase == "succeeded", result.reason
+    assert [entry["Aicd-Step"] for entry in step_commits(gitops)] == [
+        "prod/a/0-setWeight",
+        "prod/a/2-setWeight",
+        "prod/a/promote",
+    ]
