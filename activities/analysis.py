@@ -12,6 +12,7 @@ from typing import Any
 
 from prometheus_api_client import PrometheusConnect
 from temporalio import activity
+from urllib3.util.retry import Retry
 
 from aicd import judge as judging
 from aicd.plan import AnalysisPlan, MetricPlan
@@ -62,7 +63,8 @@ def _query_range(prometheus: PrometheusConnect, query: str, start: float, end: f
 def fetch_samples(
     plan: AnalysisPlan, metric: MetricPlan, start: float, end: float, variables: dict[str, str] | None = None
 ) -> judging.MetricSamples:
-    prometheus = PrometheusConnect(url=plan.prometheus_url, disable_ssl=True, retry=None, timeout=QUERY_TIMEOUT_S)  # type: ignore[call-arg]
+    # No client-side retries: a look that cannot reach Prometheus is a no-data look, and the next look retries.
+    prometheus = PrometheusConnect(url=plan.prometheus_url, disable_ssl=True, retry=Retry(total=0), timeout=QUERY_TIMEOUT_S)
     step = _step_seconds(plan)
 
     def track_query(template: str, track: str) -> judging.Series:
@@ -91,6 +93,7 @@ def look(request: AnalysisLookRequest) -> dict[str, Any]:
         judging.JudgeConfig(alpha=plan.alpha, no_data_limit=plan.no_data_limit),
         final=request.final,
         canary_weight=float(request.canary_weight),
+        interval_seconds=plan.interval_s,
     )
     return verdict.to_dict()
 

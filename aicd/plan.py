@@ -218,8 +218,8 @@ def render_tree(plan: DeliveryPlan) -> str:
         lines.append(f"  build: {' '.join(plan.build.argv)}  [timeout {format_duration(plan.build.timeout_s)}]")
     for test in plan.tests:
         lines.append(f"  test {test.name}: {' '.join(test.argv)}  [timeout {format_duration(test.timeout_s)}]")
-    for step in plan.provision:
-        lines.append(f"  provision {step.name}: {' '.join(step.argv)}  [timeout {format_duration(step.timeout_s)}]")
+    for command in plan.provision:
+        lines.append(f"  provision {command.name}: {' '.join(command.argv)}  [timeout {format_duration(command.timeout_s)}]")
     for stage in plan.stages:
         lines.append(f"  stage {stage.name}")
         if stage.approval:
