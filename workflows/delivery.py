@@ -98,6 +98,18 @@ class DeliveryWorkflow:
     @workflow.signal
     def target_progress(self, progress: TargetStatus) -> None:
         self.status.targets[progress.target] = progress
+        self._reflect_waiting()
+
+    def _reflect_waiting(self) -> None:
+        """A target waiting for a human (`pause: {}`, an inconclusive analysis) shows the delivery as paused
+        with the reason; a resume while not paused releases it."""
+        waiting = [t for t in self.status.targets.values() if t.state == "awaiting-resume"]
+        if waiting and self.status.phase == "progressing":
+            self.status.pause_reason = "; ".join(f"{t.target}: {t.message}" for t in waiting)
+            self._set_phase("paused")
+        elif not waiting and self.status.phase == "paused" and not self.status.paused:
+            self.status.pause_reason = ""
+            self._set_phase("progressing")
 
     def _record(self, kind: str, action: HumanAction, stage: str | None = None) -> None:
         self.status.actions.append(
@@ -114,7 +126,7 @@ class DeliveryWorkflow:
         self.status.paused = True
         self.status.pause_reason = action.reason
         self.phase_before_pause = self.status.phase
-        await self._set_phase("paused")
+        self._set_phase("paused")
         await self._signal_children("pause", action)
         self._notify("paused", f"paused by {action.actor}: {action.reason}")
         return f"paused {self.plan.delivery_id}"
@@ -134,7 +146,8 @@ class DeliveryWorkflow:
         self.status.paused = False
         self.status.pause_reason = ""
         if was_paused:
-            await self._set_phase(self.phase_before_pause)
+            self._set_phase(self.phase_before_pause)
+            self._reflect_waiting()
         await self._signal_children("resume", action)
         self._notify("resumed", f"resumed by {action.actor}")
         return f"resumed {self.plan.delivery_id}"
@@ -209,10 +222,10 @@ class DeliveryWorkflow:
             await self._commands()
             for stage in self.plan.stages:
                 await self._stage(stage)
-            await self._set_phase("succeeded")
+            self._set_phase("succeeded")
         except DeliveryStopped as stop:
             self.status.reason = stop.reason
-            await self._set_phase(stop.phase)
+            self._set_phase(stop.phase)
         self._notify("finished", self.status.reason)
         await self._drain_notifications()
         commits = [sha for target in self.status.targets.values() for sha in target.commits]
@@ -222,15 +235,15 @@ class DeliveryWorkflow:
         plan = self.plan
         if plan.build:
             await self._wait_unpaused()
-            await self._set_phase("building")
+            self._set_phase("building")
             await self._run_command(plan.build)
         if plan.tests:
             await self._wait_unpaused()
-            await self._set_phase("testing")
+            self._set_phase("testing")
             await self._abortable(asyncio.gather(*(self._run_command(test) for test in plan.tests)))
         for step in plan.provision:
             await self._wait_unpaused()
-            await self._set_phase("provisioning")
+            self._set_phase("provisioning")
             await self._run_command(step)
 
     async def _run_command(self, command: CommandPlan) -> None:
@@ -266,12 +279,12 @@ class DeliveryWorkflow:
     async def _stage(self, stage: StagePlan) -> None:
         self.status.stage = stage.name
         self.status.wave = None
-        await self._upsert(search.STAGE.value_set(stage.name))
+        self._upsert(search.STAGE.value_set(stage.name))
         actor = SYSTEM_ACTOR
         if stage.approval is not None:
             actor = await self._approval_gate(stage)
         await self._wait_unpaused()
-        await self._set_phase("progressing")
+        self._set_phase("progressing")
         self._notify("stage", f"stage {stage.name} started")
         for wave_index, wave in enumerate(stage.waves):
             self.status.wave = wave_index + 1
@@ -291,7 +304,7 @@ class DeliveryWorkflow:
         approval = stage.approval
         assert approval is not None
         self.status.pending_approval = stage.name
-        await self._set_phase("awaiting-approval")
+        self._set_phase("awaiting-approval")
         self._notify("approval", f"stage {stage.name} awaits approval")
 
         def decided() -> bool:
@@ -385,7 +398,7 @@ class DeliveryWorkflow:
         release scope lists the newest stage first, peeling the delivery off in reverse."""
         if not targets:
             return
-        await self._set_phase("rolling-back")
+        self._set_phase("rolling-back")
         self._notify("rolled-back", reason)
         ordered = list(reversed(targets))
         requests = [
@@ -478,14 +491,14 @@ class DeliveryWorkflow:
             await self._wait_unpaused()  # raises DeliveryStopped("aborted")
         return task.result()
 
-    async def _set_phase(self, phase: str) -> None:
+    def _set_phase(self, phase: str) -> None:
         if self.status.paused and phase not in TERMINAL_PHASES and phase != "paused":
             self.phase_before_pause = phase
             return
         self.status.phase = phase
-        await self._upsert(search.PHASE.value_set(phase))
+        self._upsert(search.PHASE.value_set(phase))
 
-    async def _upsert(self, update: Any) -> None:
+    def _upsert(self, update: Any) -> None:
         if self.input.index_search_attributes:
             workflow.upsert_search_attributes([update])
 
