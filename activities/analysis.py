@@ -83,17 +83,39 @@ def fetch_samples(
         return judging.MetricSamples(empty, empty, error=f"{type(error).__name__}: {error}"[:300])
 
 
-def look(request: AnalysisLookRequest) -> dict[str, Any]:
-    plan = request.analysis
-    chosen = [metric for metric in plan.metrics if not request.metrics or metric.config.name in request.metrics]
-    samples = {metric.config.name: fetch_samples(plan, metric, request.start, request.end, request.variables) for metric in chosen}
-    verdict = judging.judge(
+def analyze(
+    plan: AnalysisPlan,
+    start: float,
+    end: float,
+    *,
+    final: bool,
+    canary_weight: float | None,
+    metrics: list[str] | None = None,
+    variables: dict[str, str] | None = None,
+) -> judging.AnalysisVerdict:
+    """Fetch every chosen metric's samples over [start, end] and judge them (the analysis step's look,
+    and `aicd analyze`)."""
+    chosen = [metric for metric in plan.metrics if not metrics or metric.config.name in metrics]
+    samples = {metric.config.name: fetch_samples(plan, metric, start, end, variables) for metric in chosen}
+    return judging.judge(
         [metric.config for metric in chosen],
         samples,
         judging.JudgeConfig(alpha=plan.alpha, no_data_limit=plan.no_data_limit),
+        final=final,
+        canary_weight=canary_weight,
+        interval_seconds=plan.interval_s,
+    )
+
+
+def look(request: AnalysisLookRequest) -> dict[str, Any]:
+    verdict = analyze(
+        request.analysis,
+        request.start,
+        request.end,
         final=request.final,
         canary_weight=float(request.canary_weight),
-        interval_seconds=plan.interval_s,
+        metrics=request.metrics,
+        variables=request.variables,
     )
     return verdict.to_dict()
 

@@ -8,6 +8,7 @@ from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from aicd.judge import AnalysisVerdict, render_table
 from aicd.messages import DeliveryStatus, TargetStatus
 
 PHASE_STYLE = {
@@ -28,14 +29,11 @@ def weight_bar(weight: int) -> str:
 
 
 def verdict_lines(verdict: dict[str, Any] | None) -> list[str]:
-    """One line per metric of a judge verdict (as carried in status), overall first."""
+    """The judge's verdict table for a verdict as carried in status (overall line first)."""
     if not verdict:
         return []
-    lines = [f"analysis {verdict.get('outcome', '?')}: {verdict.get('summary', '')}".rstrip(": ")]
-    for metric in verdict.get("metrics", []):
-        explanation = metric.get("explanation") or ""
-        lines.append(f"  {metric.get('name', '?')}: {metric.get('outcome', '?')}  {explanation}".rstrip())
-    return lines
+    parsed = AnalysisVerdict.from_dict(verdict)
+    return [f"analysis {parsed.outcome}: {parsed.summary}", *render_table(parsed).splitlines()]
 
 
 def _target_row(target: TargetStatus) -> list[str]:

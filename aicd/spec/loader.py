@@ -30,6 +30,11 @@ def _validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema())
 
 
+def _schema_of(error: jsonschema.ValidationError) -> dict[str, Any]:
+    """The (sub)schema that failed, as a dict (jsonschema types it as Mapping | bool | Unset)."""
+    return dict(error.schema) if isinstance(error.schema, dict) else {}
+
+
 def _schema_message(error: jsonschema.ValidationError) -> str:
     """jsonschema's wording, made shorter and more specific where it is vague."""
     if error.validator == "pattern":
@@ -39,14 +44,15 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
             return f"unparsable percentage {error.instance!r} (use e.g. 5%, 12.5%)"
         return f"{error.instance!r} does not match {error.validator_value}"
     if error.validator == "additionalProperties":
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
-        allowed = sorted(error.schema.get("properties", {}))
+        instance: Any = error.instance  # an object: additionalProperties applies to nothing else
+        extra = sorted(set(instance) - set(_schema_of(error).get("properties", {})))
+        allowed = sorted(_schema_of(error).get("properties", {}))
         return f"unknown key(s) {extra}; allowed here: {allowed}"
     if error.validator == "required":
         return error.message.replace("is a required property", "is required")
     if error.validator == "oneOf":
-        return f"{error.instance!r} is not valid here: {error.schema.get('description', 'see the schema')}"
-    if error.validator in ("minProperties", "maxProperties") and "setWeight" in error.schema.get("properties", {}):
+        return f"{error.instance!r} is not valid here: {_schema_of(error).get('description', 'see the schema')}"
+    if error.validator in ("minProperties", "maxProperties") and "setWeight" in _schema_of(error).get("properties", {}):
         return "a step has exactly one of setWeight, pause, analysis"
     if error.validator == "const":
         return f"must be {error.validator_value!r}, not {error.instance!r}"
@@ -58,7 +64,7 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
 def _error_path(error: jsonschema.ValidationError) -> Path:
     path: Path = tuple(error.absolute_path)
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        extra = sorted(set(error.instance) - set(_schema_of(error).get("properties", {})))
         if extra:
             path = (*path, extra[0])
     return path

@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from aicd.spec.durations import parse_duration, parse_percent
-from aicd.spec.placeholders import ALLOWED_VARIABLES, unknown_placeholders
+from aicd.spec.placeholders import ALLOWED_VARIABLES, placeholders_in, unknown_placeholders
 from aicd.spec.yamlsafe import Path
 
 Finding = tuple[Path, str]
@@ -157,6 +157,17 @@ def check_placeholders(spec: dict[str, Any]) -> Iterator[Finding]:
     yield from walk(spec, ("spec",))
 
 
+def check_artifact_placeholders(spec: dict[str, Any]) -> Iterator[Finding]:
+    """The artifact is named before anything else is known: only the revision can go into it."""
+    artifact = spec.get("build", {}).get("artifact", "")
+    for name in placeholders_in(artifact):
+        if name in ALLOWED_VARIABLES and name not in ("revision", "revision.short"):
+            yield ("spec", "build", "artifact"), (
+                f"placeholder {{{{ {name} }}}} has no value when the artifact is named;"
+                " use {{ revision }} or {{ revision.short }}"
+            )
+
+
 def check_approvals(spec: dict[str, Any]) -> Iterator[Finding]:
     for index, stage in enumerate(spec.get("stages", [])):
         approval = stage.get("approval")
@@ -231,6 +242,7 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_metric_thresholds,
     check_analysis_ranges,
     check_placeholders,
+    check_artifact_placeholders,
     check_approvals,
     check_edge_targets,
     check_durations,

@@ -1,0 +1,157 @@
+"""``continuous`` metrics (latency quantiles, CPU, memory): a shift of the canary's level beyond tolerance.
+
+Each interval is summarised per side by a 20%-trimmed mean of the log values (robust to a spiky scrape or
+a heavy latency tail, nearly as efficient as the mean otherwise). The test runs on the paired
+differences ``d_i = canary_i - baseline_i`` of the same interval: working on the log scale makes the
+tolerance relative, and pairing removes diurnal drift, load and incidents that hit both tracks, which a
+fixed threshold (Flagger) or an unpaired test (Kayenta) mistake for regressions. Interval summaries are
+close to independent (an interval spans the query's range window), so the ``d_i`` are treated as i.i.d.
+Gaussian with unknown variance and tested with the scale-invariant t-mixture confidence sequence; when
+they are clearly not (a slowly wandering metric such as memory, where one canary pod can sit above the
+fleet for many minutes), their lag-1 autocorrelation shrinks the effective number of intervals.
+Missed scrapes only thin an interval; an interval joins the test once both sides have at least a quarter
+of their usual points in it, so a canary with far fewer samples still pairs up.
+
+Metrics that can be zero or negative are compared as relative differences ``(canary - baseline) /
+|baseline level|`` instead of log ratios.
+
+Variance/shape: a second confidence sequence on the per-interval log ratio of spreads (mean absolute
+deviation) fails a canary whose level is fine but whose values became much more erratic (kayenta#780).
+A canary serving less traffic is noisier by nature -- a mean or quantile over a tenth of the requests
+has about sqrt(10) times the spread -- so the acceptable spread ratio is sqrt(baseline/canary traffic)
+(never below 1) times 1 + DISPERSION_TOLERANCE. That bound is loose when noise is not sampling noise, so
+the test only runs from a canary weight of DISPERSION_MIN_WEIGHT% (allowance <= 1.25*sqrt(3)), where it
+takes a fixed DISPERSION_ALPHA_SHARE of the metric's error budget; shape changes that move a quantile are
+caught at any weight by judging that quantile (e.g. p95) as its own metric.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from aicd.judge.blocks import (
+    BlockGrid,
+    FloatArray,
+    PreparedSamples,
+    minimum_points_per_block,
+    summarise_blocks,
+)
+from aicd.judge.evidence import DISPERSION_TEST, LOCATION_TEST, MetricEvidence, to_test_result
+from aicd.judge.model import MetricConfig, TestResult
+from aicd.judge.sequential import Band, lag_one_autocorrelation, t_mixture_sequence, tolerance_band
+
+DISPERSION_TOLERANCE = 0.25
+DISPERSION_ALPHA_SHARE = 0.2
+# Below this canary weight the traffic allowance (sqrt(3) at 25%) makes the spread test too blunt to be
+# worth a share of the error budget, so the location test keeps all of it.
+DISPERSION_MIN_WEIGHT = 25.0
+DISPERSION_MIN_POINTS = 4  # per side and interval, for a spread worth comparing
+
+
+def dispersion_test_applies(metric: MetricConfig, canary_weight: float | None) -> bool:
+    """Decided from configuration alone, so the error budget split is fixed before any data is seen."""
+    return (
+        metric.kind == "continuous"
+        and canary_weight is not None
+        and DISPERSION_MIN_WEIGHT <= canary_weight < 100
+    )
+
+
+def analyse_continuous(
+    metric: MetricConfig,
+    samples: PreparedSamples,
+    grid: BlockGrid,
+    log_threshold: float,
+    dispersion_log_threshold: float | None,
+    canary_weight: float | None,
+    warmup_intervals: int,
+) -> MetricEvidence:
+    canary_times, canary_values = samples.canary.times, samples.canary.values
+    baseline_times, baseline_values = samples.baseline.times, samples.baseline.values
+    log_scale = _all_positive(canary_values) and _all_positive(baseline_values)
+    with_spread = dispersion_log_threshold is not None
+    canary_blocks, baseline_blocks = grid.index(canary_times), grid.index(baseline_times)
+    canary = summarise_blocks(_transform(canary_values, log_scale), canary_blocks, grid.count, with_spread)
+    baseline = summarise_blocks(
+        _transform(baseline_values, log_scale), baseline_blocks, grid.count, with_spread
+    )
+
+    judged = np.arange(grid.count) >= warmup_intervals
+    paired = (
+        judged
+        & (canary.points >= minimum_points_per_block(canary.points))
+        & (baseline.points >= minimum_points_per_block(baseline.points))
+    )
+    judged_count = int(judged.sum())
+    no_data_share = 1.0 - int(paired.sum()) / judged_count if judged_count else 1.0
+
+    band = tolerance_band(metric.direction, metric.tolerance, log_scale)
+    differences = _differences(canary.location[paired], baseline.location[paired], log_scale)
+    autocorrelation = lag_one_autocorrelation(differences)
+    location = t_mixture_sequence(differences, band, log_threshold, autocorrelation)
+    tests: list[TestResult] = [to_test_result(LOCATION_TEST, location, band, log_scale)]
+
+    if (
+        dispersion_log_threshold is not None
+        and canary_weight is not None
+        and canary.spread is not None
+        and baseline.spread is not None
+    ):
+        usable = (
+            paired
+            & (canary.points >= DISPERSION_MIN_POINTS)
+            & (baseline.points >= DISPERSION_MIN_POINTS)
+            & (canary.spread > 0)
+            & (baseline.spread > 0)
+        )
+        spread_ratios = np.log(canary.spread[usable]) - np.log(baseline.spread[usable])
+        traffic_ratio = max(1.0, (100.0 - canary_weight) / canary_weight)
+        allowed = Band(None, 0.5 * math.log(traffic_ratio) + math.log1p(DISPERSION_TOLERANCE))
+        spread = t_mixture_sequence(
+            spread_ratios, allowed, dispersion_log_threshold, lag_one_autocorrelation(spread_ratios)
+        )
+        tests.append(to_test_result(DISPERSION_TEST, spread, allowed))
+
+    scale_note = "" if log_scale else "; compared as relative differences (values <= 0 seen)"
+    if autocorrelation > 0:
+        scale_note += f"; intervals autocorrelated (lag-1 {autocorrelation:.2f}), evidence discounted"
+    return MetricEvidence(
+        tests=tuple(tests),
+        canary_samples=int(canary.points.sum()),
+        baseline_samples=int(baseline.points.sum()),
+        intervals=int(paired.sum()),
+        no_data_share=no_data_share,
+        testable=location.ci_low is not None,  # bounded: enough intervals for the evidence to count
+        canary_value=_typical_level(canary.location[paired], log_scale),
+        baseline_value=_typical_level(baseline.location[paired], log_scale),
+        detail=f"{int(paired.sum())} paired intervals{scale_note}",
+    )
+
+
+def _all_positive(values: FloatArray) -> bool:
+    return values.size == 0 or float(values.min()) > 0
+
+
+def _transform(values: FloatArray, log_scale: bool) -> FloatArray:
+    return np.log(values) if log_scale else values
+
+
+def _differences(canary: FloatArray, baseline: FloatArray, log_scale: bool) -> FloatArray:
+    if log_scale:
+        return canary - baseline
+    # Relative to the baseline's typical magnitude; fall back to the canary's, then to absolute units.
+    scale = float(np.median(np.abs(baseline))) if baseline.size else 0.0
+    if scale <= 0:
+        scale = float(np.median(np.abs(canary))) if canary.size else 0.0
+    result: FloatArray = (canary - baseline) / (scale if scale > 0 else 1.0)
+    return result
+
+
+def _typical_level(locations: FloatArray, log_scale: bool) -> float | None:
+    """The side's typical value over the paired intervals (geometric mean of interval summaries)."""
+    if locations.size == 0:
+        return None
+    mean = float(np.mean(locations))
+    return math.exp(mean) if log_scale else mean

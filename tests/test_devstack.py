@@ -1,0 +1,350 @@
+"""`aicd dev` and aicd.devstack: a reachable Temporal with the aicd search attributes, the worker, durable
+state across restarts, clean shutdown on SIGINT/SIGTERM with no orphans, clean errors."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+import httpx
+import psutil
+import pytest
+from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, DescribeTaskQueueRequest
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+
+from aicd.devstack import (
+    DEV_INFO_FILE,
+    SEARCH_ATTRIBUTES,
+    DevStackError,
+    EmbeddedTemporal,
+    dev_address,
+    read_dev_info,
+    start_service,
+)
+from aicd.embedded.ports import free_port
+from aicd.embedded.processes import wait_gone
+from tests.conftest import REPO_ROOT, aicd_env
+
+APP = SearchAttributeKey.for_keyword("AicdApp")
+
+
+# --- helpers -----------------------------------------------------------------------------------------------------
+
+
+class Lines:
+    """Collects a child's output lines in a thread, so a test can wait for one without blocking forever."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: IO[str]) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self.lines.append("<EOF>")
+            self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines:
+                    if text in line:
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or "<EOF>" in self.lines:
+                    raise AssertionError(f"{text!r} not seen; output so far: {self.lines}")
+                self._changed.wait(left)
+
+    def text(self) -> str:
+        self._thread.join(timeout=10)
+        return "\n".join(line for line in self.lines if line != "<EOF>")
+
+
+class DevProcess:
+    def __init__(self, popen: subprocess.Popen[str]) -> None:
+        self.popen = popen
+        assert popen.stdout is not None and popen.stderr is not None
+        self.stdout = Lines(popen.stdout)
+        self.stderr = Lines(popen.stderr)
+
+
+def living_processes_mentioning(text: str) -> list[psutil.Process]:
+    """Processes (not zombies) whose command line mentions `text`: with a unique temporary state dir, exactly
+    the ones a stack started."""
+    found = []
+    for process in psutil.process_iter(["pid", "cmdline", "status"]):
+        cmdline = process.info["cmdline"] or []
+        mine = process.pid != os.getpid() and process.info["status"] != psutil.STATUS_ZOMBIE
+        if mine and any(text in part for part in cmdline):
+            found.append(process)
+    return found
+
+
+def wait_no_processes(text: str, timeout: float = 15.0) -> list[psutil.Process]:
+    deadline = time.monotonic() + timeout
+    while True:
+        left = living_processes_mentioning(text)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Iterator[Path]:
+    state = tmp_path / "state"
+    yield state
+    # Whatever a failed test left behind goes; the assertions on orphans are in the tests themselves.
+    for process in living_processes_mentioning(str(state)):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(psutil.Error):
+            process.kill()
+
+
+@pytest.fixture
+def run_dev(state_dir: Path) -> Iterator[object]:
+    started: list[DevProcess] = []
+
+    def run(*args: str, env: dict[str, str] | None = None) -> DevProcess:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "aicd", "dev", "--state-dir", str(state_dir), *args],
+            cwd=REPO_ROOT,
+            env=env or aicd_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # the test signals it by pid; a teardown can take its group down
+        )
+        process = DevProcess(popen)
+        started.append(process)
+        return process
+
+    yield run
+    for process in started:
+        if process.popen.poll() is None:
+            os.killpg(process.popen.pid, signal.SIGKILL)
+            process.popen.wait(10)
+
+
+async def assert_search_attributes(client: Client) -> None:
+    listed = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace="default")
+    )
+    for name in ("AicdApp", "AicdStage", "AicdPhase"):
+        assert listed.custom_attributes.get(name) == IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD, name
+    assert set(SEARCH_ATTRIBUTES) == {"AicdApp", "AicdStage", "AicdPhase"}
+
+
+# --- aicd dev (subprocess) ---------------------------------------------------------------------------------------
+
+
+async def test_dev_no_worker_serves_temporal_and_stops_cleanly_on_sigint(run_dev, state_dir: Path) -> None:
+    port, ui_port = free_port(), free_port()
+    dev = run_dev("--no-worker", "--port", str(port), "--ui-port", str(ui_port))
+    dev.stdout.wait_for("Ctrl-C stops everything.")
+    address = f"127.0.0.1:{port}"
+    assert dev.stdout.wait_for("Temporal gRPC").split() == [
+        "Temporal",
+        "gRPC",
+        address,
+        "(namespace",
+        "default)",
+    ]
+    assert dev.stdout.wait_for("export TEMPORAL_ADDRESS=").strip() == f"export TEMPORAL_ADDRESS={address}"
+    assert dev.stdout.wait_for("Temporal UI").split()[-1] == f"http://127.0.0.1:{ui_port}"
+    assert "not started (--no-worker)" in dev.stdout.wait_for("  worker  ")
+
+    client = await Client.connect(address)
+    described = await client.workflow_service.describe_namespace(
+        DescribeNamespaceRequest(namespace="default")
+    )
+    assert described.namespace_info.name == "default"
+    await assert_search_attributes(client)
+    assert httpx.get(f"http://127.0.0.1:{ui_port}/", timeout=10, trust_env=False).status_code == 200
+
+    info = read_dev_info(state_dir)
+    assert info is not None
+    assert info["address"] == address and info["pid"] == dev.popen.pid and info["worker_pid"] is None
+    temporal = psutil.Process(info["temporal_pid"])
+    assert temporal.is_running() and str(state_dir / "temporal.db") in temporal.cmdline()
+    assert os.getpgid(temporal.pid) == temporal.pid != os.getpgid(dev.popen.pid)  # its own process group
+    assert dev_address(state_dir) == address
+
+    os.kill(dev.popen.pid, signal.SIGINT)
+    assert dev.popen.wait(timeout=60) == 0
+    assert dev.stdout.text().splitlines()[-1] == "aicd dev: stopped (SIGINT)"
+    assert "Traceback" not in dev.stderr.text()
+    assert not psutil.pid_exists(temporal.pid) or temporal.status() == psutil.STATUS_ZOMBIE
+    assert wait_no_processes(str(state_dir)) == []
+    assert not (state_dir / DEV_INFO_FILE).exists()
+    assert dev_address(state_dir) is None
+    assert (state_dir / "temporal.db").is_file()
+
+
+async def test_dev_runs_the_worker_and_stops_both_on_sigterm(run_dev, state_dir: Path) -> None:
+    dev = run_dev("--port", "0", "--ui-port", "0")
+    dev.stdout.wait_for("Ctrl-C stops everything.", timeout=120)
+    info = read_dev_info(state_dir)
+    assert info is not None and info["worker_pid"] and info["task_queue"] == "aicd"
+    worker = psutil.Process(info["worker_pid"])
+    assert "worker.py" in " ".join(worker.cmdline())
+    assert f"pid {worker.pid}" in dev.stdout.wait_for("  worker  ")
+
+    client = await Client.connect(info["address"])
+    pollers = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace="default",
+            task_queue=TaskQueue(name="aicd"),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    assert any(poller.identity.startswith(f"{worker.pid}@") for poller in pollers.pollers)
+    assert worker.environ().get("TEMPORAL_ADDRESS") == info["address"]
+
+    os.kill(dev.popen.pid, signal.SIGTERM)
+    assert dev.popen.wait(timeout=60) == 0
+    assert "Traceback" not in dev.stderr.text()
+    assert wait_no_processes(str(state_dir)) == []
+    log = (state_dir / "logs" / "worker.log").read_text()
+    assert "worker running on task queue aicd" in log
+
+
+def test_dev_exits_1_when_temporal_dies(run_dev, state_dir: Path) -> None:
+    dev = run_dev("--no-worker", "--port", "0", "--ui-port", "0")
+    dev.stdout.wait_for("Ctrl-C stops everything.")
+    info = read_dev_info(state_dir)
+    assert info is not None
+    os.killpg(info["temporal_pid"], signal.SIGKILL)
+    assert dev.popen.wait(timeout=30) == 1
+    assert "aicd: the Temporal dev server exited with status -9" in dev.stderr.text()
+    assert "Traceback" not in dev.stderr.text()
+    assert wait_no_processes(str(state_dir)) == []
+
+
+def test_dev_without_a_temporal_binary_fails_cleanly(run_dev, state_dir: Path) -> None:
+    dev = run_dev("--no-worker", env=aicd_env(AICD_TEMPORAL_BIN="/nonexistent/temporal"))
+    assert dev.popen.wait(timeout=60) == 1
+    assert dev.stderr.text().splitlines() == [
+        "aicd: AICD_TEMPORAL_BIN=/nonexistent/temporal is not an executable file"
+    ]
+
+
+def test_dev_usage_errors(run_dev) -> None:
+    assert run_dev("--port", "70000").popen.wait(timeout=60) == 2
+    assert run_dev("--port", "many").popen.wait(timeout=60) == 2
+
+
+# --- EmbeddedTemporal (in-process) ---------------------------------------------------------------------------------
+
+
+async def test_restart_keeps_workflows_and_search_attributes(state_dir: Path) -> None:
+    first = EmbeddedTemporal(state_dir, port=0, ui=False)
+    address = first.start()
+    try:
+        client = await first.client()
+        handle = await client.start_workflow(
+            "NobodyRunsThis",
+            id="aicd-devstack-restart",
+            task_queue="nobody-polls-this",
+            search_attributes=TypedSearchAttributes([SearchAttributePair(APP, "restart-check")]),
+        )
+        run_id = handle.result_run_id
+        assert dev_address(state_dir) == address
+
+        # One stack per state dir: a second one is refused while the first runs.
+        with pytest.raises(DevStackError, match="a dev stack already runs for"):
+            EmbeddedTemporal(state_dir, port=0, ui=False).start()
+
+        # A worker that cannot start is reported with its exit status and log, not left behind.
+        with pytest.raises(DevStackError, match=r"the worker exited with status 2 during start-up .*--bogus"):
+            first.start_worker(extra_args=["--bogus"], timeout=60)
+        assert first.worker is None
+    finally:
+        assert first.stop() == 0
+    assert wait_no_processes(str(state_dir)) == []
+    assert dev_address(state_dir) is None
+
+    # Same SQLite file, the same --namespace/--search-attribute flags again: it comes back with everything.
+    with EmbeddedTemporal(state_dir, port=0, ui=False) as second:
+        client = await second.client()
+        await assert_search_attributes(client)
+        described = await client.get_workflow_handle("aicd-devstack-restart").describe()
+        assert described.run_id == run_id
+        assert described.status == WorkflowExecutionStatus.RUNNING
+        assert described.typed_search_attributes.get(APP) == "restart-check"
+        await client.get_workflow_handle("aicd-devstack-restart").terminate("test done")
+    assert wait_no_processes(str(state_dir)) == []
+
+
+def test_explicit_port_that_is_taken_is_an_error(state_dir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(DevStackError, match=f"--port {port} is taken on 127.0.0.1"):
+            EmbeddedTemporal(state_dir, port=port, ui=False).start()
+        # The default port falls back to a free one when taken.
+        picked, automatic = EmbeddedTemporal(state_dir)._pick(None, port)
+        assert picked != port and automatic
+    assert living_processes_mentioning(str(state_dir)) == []
+
+
+def test_dev_address_ignores_stale_or_broken_info(state_dir: Path) -> None:
+    state_dir.mkdir(parents=True)
+    info_path = state_dir / DEV_INFO_FILE
+    assert dev_address(state_dir) is None
+    info_path.write_text("{not json")
+    assert dev_address(state_dir) is None
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        address = f"127.0.0.1:{listening.getsockname()[1]}"
+        dead = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+        )
+        info_path.write_text(json.dumps({"address": address, "pid": int(dead.stdout)}))
+        assert dev_address(state_dir) is None  # the stack's process is gone
+        info_path.write_text(json.dumps({"address": address, "pid": os.getpid()}))
+        assert dev_address(state_dir) == address
+        assert dev_address(str(state_dir)) == address
+    assert dev_address(state_dir) is None  # nothing answers there any more
+
+
+def test_start_service_logs_under_the_state_dir_and_stops_the_whole_group(state_dir: Path) -> None:
+    script = (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
+        "print('child', child.pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    service = start_service("sleeper", [sys.executable, "-c", script, str(state_dir)], state_dir)
+    log = state_dir / "logs" / "sleeper.log"
+    deadline = time.monotonic() + 30
+    while "child" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    grandchild = int(log.read_text().split()[1])
+    assert psutil.pid_exists(grandchild)
+    service.stop(grace=5)
+    assert not service.alive()
+    # The group got the signal; the grandchild (reparented, reaped by init) is gone moments later.
+    assert wait_gone([grandchild], timeout=10) == []
