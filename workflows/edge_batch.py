@@ -55,8 +55,7 @@ async def read_fleet(input: TargetRolloutInput) -> list[Site]:
             "gitops_read_file",
             args=[input.gitops_repo, input.gitops_branch, sites["file"]],
             result_type=str,
-            start_to_close_timeout=GIT_TIMEOUT,
-            heartbeat_timeout=GIT_HEARTBEAT,
+            start_to_close_timeout=GIT_TIMEOUT,  # no heartbeat timeout: the read (a first clone) does not beat
             retry_policy=GIT_RETRY,
         )
         return fleet.parse_fleet(text, sites["file"])

@@ -54,9 +54,11 @@ CONTINUE_AS_NEW_EVENTS = 4_000
 
 @dataclass
 class FleetProgress:
-    """Everything a run hands to the next one when it continues as new."""
+    """Everything a run hands to the next one when it continues as new. The fleet travels as plain names
+    (and the few health URLs): decoding 10,000 dataclasses would take the workflow task seconds."""
 
-    sites: list[Site]
+    names: list[str]
+    health: dict[str, str]  # site -> health URL, only for sites that list one
     ends: list[int]  # cumulative end of each batch (aicd.fleet.batch_ends)
     budget: int  # failed sites tolerated in the whole fleet
     tally: FleetTally
@@ -148,7 +150,8 @@ class EdgeFleetWorkflow:
         tally = FleetTally(total=len(sites))
         self.status.sites_total = len(sites)
         self.status.message = f"{len(sites)} sites in {len(ends)} batches; up to {budget} may fail"
-        progress = FleetProgress(sites, ends, budget, tally, self.status)
+        health = {site.name: site.health for site in sites if site.health}
+        progress = FleetProgress([site.name for site in sites], health, ends, budget, tally, self.status)
         self._summarise(progress)
         await self._report()
         return progress
@@ -173,7 +176,7 @@ class EdgeFleetWorkflow:
     async def _batch(self, index: int) -> None:
         progress = self.progress
         start = progress.ends[index - 1] if index else 0
-        sites = progress.sites[start : progress.ends[index]]
+        sites = [Site(name, progress.health.get(name, "")) for name in progress.names[start : progress.ends[index]]]
         number, of = index + 1, len(progress.ends)
         await self._wait_unpaused()
         progress.tally.updating = len(sites)
@@ -187,6 +190,8 @@ class EdgeFleetWorkflow:
         self._add_commit(sha)
         if self.aborted:
             raise Aborted()
+        self.status.message = f"batch {number}/{of}: {len(sites)} sites committed, checking their health"
+        await self._report()  # health checks of Argo CD sites can take minutes: show the batch started
         budget_left = progress.budget - len(progress.tally.failed)
         failed = await check_batch(self.input, number, sites, sha, budget_left, lambda: self.aborted)
         progress.tally.failed.update(failed)

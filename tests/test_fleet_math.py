@@ -1,0 +1,167 @@
+"""Edge fleet arithmetic: batch sizes from cumulative percentages, the maxFailures budget, summaries and
+fleet files."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from aicd.fleet import (
+    FleetError,
+    FleetTally,
+    Site,
+    batch_ends,
+    batch_slices,
+    chunk_size,
+    chunked,
+    describe_sites,
+    failure_budget,
+    parse_fleet,
+    parse_share,
+    site_path,
+    sites_from_list,
+)
+
+STANDARD = ["1%", "10%", "50%", "100%"]
+
+
+def sizes(total: int, batches: list[str]) -> list[int]:
+    return [end - start for start, end in batch_slices(total, batches)]
+
+
+@pytest.mark.parametrize(
+    ("total", "expected"),
+    [
+        (1, [1]),  # more batches than sites: the empty ones are dropped
+        (7, [1, 1, 2, 3]),  # 1% of 7 is still one site; 10% is rounded up but must add a site
+        (100, [1, 9, 40, 50]),
+        (10_000, [100, 900, 4_000, 5_000]),
+    ],
+)
+def test_standard_batches(total: int, expected: list[int]) -> None:
+    assert sizes(total, STANDARD) == expected
+    assert batch_ends(total, STANDARD)[-1] == total
+
+
+def test_exact_percentages_never_float_rounding() -> None:
+    # 0.07 * 100 is 7.000000000000001 in floats: ceil would say 8.
+    assert batch_ends(100, ["7%", "100%"]) == [7, 100]
+    assert batch_ends(1_000, ["12.5%", "100%"]) == [125, 1_000]
+    assert parse_share("12.5%") * 8 == 1
+
+
+@given(
+    total=st.integers(min_value=1, max_value=20_000),
+    cuts=st.lists(st.integers(min_value=1, max_value=999), max_size=6, unique=True),
+)
+def test_every_site_exactly_once_in_nonempty_cumulative_batches(total: int, cuts: list[int]) -> None:
+    batches = [f"{cut / 10:g}%" for cut in sorted(cuts)] + ["100%"]
+    slices = batch_slices(total, batches)
+    covered = [index for start, end in slices for index in range(start, end)]
+    assert covered == list(range(total))  # exactly once, in fleet order
+    assert all(end > start for start, end in slices)
+    assert len(slices) <= len(batches)
+    first_share = parse_share(batches[0])
+    assert slices[0][1] >= max(1, math.ceil(first_share * total))  # the first batch is never short
+
+
+@pytest.mark.parametrize(
+    "bad", [[], ["50%"], ["50%", "10%", "100%"], ["10%", "10%", "100%"], ["ten", "100%"]]
+)
+def test_bad_batches_are_refused(bad: list[str]) -> None:
+    with pytest.raises(FleetError):
+        batch_ends(10, bad)
+
+
+def test_empty_fleet_is_refused() -> None:
+    with pytest.raises(FleetError, match="no sites"):
+        batch_ends(0, STANDARD)
+
+
+@pytest.mark.parametrize(
+    ("total", "max_failures", "budget"),
+    [
+        (40, None, 0),
+        (40, 3, 3),
+        (40, 0, 0),
+        (40, "10%", 4),
+        (40, "2%", 0),  # a share never tolerates more than it says: rounded down
+        (10_000, "2%", 200),
+        (10_000, "0.5%", 50),
+        (7, "50%", 3),
+        (5, 9, 9),  # a count is taken as written
+    ],
+)
+def test_failure_budget(total: int, max_failures: int | str | None, budget: int) -> None:
+    assert failure_budget(total, max_failures) == budget
+
+
+@pytest.mark.parametrize("bad", [-1, "x%", "5", True, 1.5])
+def test_bad_failure_budget(bad: object) -> None:
+    with pytest.raises(FleetError):
+        failure_budget(10, bad)  # type: ignore[arg-type]
+
+
+def test_tally_summarises_counts_and_caps_names() -> None:
+    tally = FleetTally(total=10_000)
+    assert tally.by_state() == {"pending": 10_000}
+    tally.updating = 100
+    assert tally.by_state() == {"pending": 9_900, "updating": 100}
+    tally.updating, tally.done = 0, 1_000
+    tally.failed = {f"site-{index:05d}": "HTTP 503" for index in range(30)}
+    assert tally.by_state() == {"pending": 9_000, "updated": 970, "failed": 30}
+    assert tally.failed_names() == [f"site-{index:05d}" for index in range(20)]
+    assert tally.updated_percent() == 9
+    assert sum(tally.by_state().values()) == tally.total
+
+
+def test_describe_sites_caps_the_list() -> None:
+    assert describe_sites(["a", "b"]) == "a, b"
+    assert describe_sites([str(index) for index in range(25)], cap=3) == "0, 1, 2 and 22 more"
+
+
+def test_fleet_file_names_and_health_urls() -> None:
+    text = "# edge PoPs\n- ams1\n- {name: fra1, health: 'http://fra1.edge:8080/healthz'}\n- name: lhr1\n"
+    assert parse_fleet(text, "fleets/edge.yaml") == [
+        Site("ams1"),
+        Site("fra1", "http://fra1.edge:8080/healthz"),
+        Site("lhr1"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("sites: [a]", "YAML list"),
+        ("[]", "no sites"),
+        ("- a\n- a\n", "listed twice"),
+        ("- 42\n", "quote numbers"),
+        ("- 'a b'\n", "site name"),
+        ("- {name: a, url: x}\n", "unknown keys"),
+        ("- {name: a, health: 'ftp://x'}\n", "http"),
+        ("- [unclosed\n", "not valid YAML"),
+    ],
+)
+def test_bad_fleet_files_say_where_and_what(text: str, message: str) -> None:
+    with pytest.raises(FleetError, match=message) as caught:
+        parse_fleet(text, "fleets/edge.yaml")
+    assert "fleets/edge.yaml" in str(caught.value)
+
+
+def test_inline_sites_and_paths() -> None:
+    assert sites_from_list(["a", "b"], "targets.edge.sites") == [Site("a"), Site("b")]
+    assert site_path("apps/x/edge/{{ site }}/values.yaml", "ams1") == "apps/x/edge/ams1/values.yaml"
+    assert site_path("apps/x/edge/{{site}}.yaml", "ams1") == "apps/x/edge/ams1.yaml"
+
+
+def test_chunks_bound_activities_per_batch() -> None:
+    assert chunk_size(40) == 250
+    assert chunk_size(5_000) == 250
+    assert chunk_size(1_000_000) == 5_000  # never more than 200 health activities in one batch
+    sites = [Site(f"s{index}") for index in range(600)]
+    parts = chunked(sites, 250)
+    assert [len(part) for part in parts] == [250, 250, 100]
+    assert [site for part in parts for site in part] == sites
