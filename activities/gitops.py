@@ -24,6 +24,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.yamledit import set_keys
+from aicd.spec.placeholders import render
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,17 @@ _thread_locks_guard = threading.Lock()
 
 @dataclass
 class FileEdit:
+    """Set `values` (dotted key -> value) in the file at `path`; with `sites`, `path` is a template with
+    `{{ site }}` and the same values go into every site's file (an edge batch stays a small payload)."""
+
     path: str
-    values: dict[str, Any]  # dotted key -> value
+    values: dict[str, Any]
+    sites: list[str] = field(default_factory=list)
+
+    def paths(self) -> list[str]:
+        if not self.sites:
+            return [self.path]
+        return [render(self.path, {"site": site}, partial=True) for site in self.sites]
 
 
 @dataclass
@@ -72,7 +82,6 @@ class CommitResult:
     sha: str | None  # None: nothing to commit (a rollback of a target this delivery never touched)
     already_done: bool = False
     push_retries: int = 0
-    paths: list[str] = field(default_factory=list)
 
 
 def delivery_trailer(app: str, revision: str) -> str:
@@ -225,7 +234,7 @@ class GitOpsClone:
             if paths:
                 _stage(repo, paths)
             repo.git.commit("--allow-empty", "-m", step.message, "--quiet")
-            results.append(CommitResult(repo.head.commit.hexsha, paths=paths))
+            results.append(CommitResult(repo.head.commit.hexsha))
         return results
 
     def _known_in_sync(self, repo: git.Repo) -> bool:
@@ -253,16 +262,17 @@ class GitOpsActivities:
         def apply(repo: git.Repo) -> list[str]:
             changed = []
             for edit in request.edits:
-                _check_inside(edit.path)
-                file = Path(repo.working_tree_dir or ".") / edit.path
-                text = file.read_text() if file.exists() else ""
-                try:
-                    updated = set_keys(text, edit.values)
-                except ValueError as error:
-                    raise ApplicationError(f"{edit.path}: {error}", non_retryable=True, type="GitOpsFileInvalid") from error
-                file.parent.mkdir(parents=True, exist_ok=True)
-                file.write_text(updated)
-                changed.append(edit.path)
+                for path in edit.paths():
+                    _check_inside(path)
+                    file = Path(repo.working_tree_dir or ".") / path
+                    text = file.read_text() if file.exists() else ""
+                    try:
+                        updated = set_keys(text, edit.values)
+                    except ValueError as error:
+                        raise ApplicationError(f"{path}: {error}", non_retryable=True, type="GitOpsFileInvalid") from error
+                    file.parent.mkdir(parents=True, exist_ok=True)
+                    file.write_text(updated)
+                    changed.append(path)
             return changed
 
         message = _message(request.subject, request.delivery, request.step, request.actor, request.reason)

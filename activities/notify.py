@@ -101,11 +101,15 @@ async def notify(request: NotifyRequest) -> NotifyResult:
         code = _error_code(error)
         status = getattr(error.response, "status_code", 0)
         if code in PERMANENT_ERRORS or (400 <= status < 500 and status != 429 and code):
-            log.warning("Slack refused the notification of %s: %s", request.status.get("delivery_id"), code or status)
+            log.warning(
+                "Slack refused the notification of %s: %s", request.status.get("delivery_id"), code or status
+            )
             return NotifyResult(request.message, f"gave up: {code or status}")
         raise _retryable(error) from None
     except (aiohttp.ClientError, TimeoutError) as error:
-        raise ApplicationError(f"Slack unreachable: {type(error).__name__}: {error}", type="SlackUnavailable") from None
+        raise ApplicationError(
+            f"Slack unreachable: {type(error).__name__}: {error}", type="SlackUnavailable"
+        ) from None
 
 
 class Notifier:
@@ -121,7 +125,9 @@ class Notifier:
         outcome = "updated"
         if message is not None:
             try:
-                await self.client.chat_update(channel=message.channel, ts=message.ts, text=text, blocks=blocks)
+                await self.client.chat_update(
+                    channel=message.channel, ts=message.ts, text=text, blocks=blocks
+                )
             except SlackApiError as error:
                 if _error_code(error) != "message_not_found":
                     raise
@@ -132,7 +138,9 @@ class Notifier:
                 message = await self._post(text, blocks)
                 outcome = "posted"
             else:
-                await self.client.chat_update(channel=message.channel, ts=message.ts, text=text, blocks=blocks)
+                await self.client.chat_update(
+                    channel=message.channel, ts=message.ts, text=text, blocks=blocks
+                )
         # A retry skips the replies an earlier attempt already posted (progress is kept in heartbeat details).
         details = activity.info().heartbeat_details
         done = int(details[0]) if details else 0
@@ -167,12 +175,17 @@ class Notifier:
                 channel=self.request.channel, limit=50, include_all_metadata=True
             )
         except (SlackApiError, aiohttp.ClientError, TimeoutError) as error:
-            log.info("cannot search %s for the message of %s: %s", self.request.channel, self.delivery_id, error)
+            log.info(
+                "cannot search %s for the message of %s: %s", self.request.channel, self.delivery_id, error
+            )
             return None
         for item in response.get("messages") or []:
             metadata = item.get("metadata") or {}
             payload = metadata.get("event_payload") or {}
-            if metadata.get("event_type") == METADATA_EVENT and payload.get("delivery_id") == self.delivery_id:
+            if (
+                metadata.get("event_type") == METADATA_EVENT
+                and payload.get("delivery_id") == self.delivery_id
+            ):
                 return SlackMessage(str(response.get("channel") or self.request.channel), str(item["ts"]))
         return None
 

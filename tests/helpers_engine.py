@@ -50,7 +50,8 @@ def make_repo(root: Path, name: str, files: dict[str, str], branch: str = "main"
         (work / path).parent.mkdir(parents=True, exist_ok=True)
         (work / path).write_text(content)
     git("add", "-A", cwd=work)
-    git("-c", "user.name=seed", "-c", "user.email=seed@localhost", "commit", "-q", "-m", "seed", cwd=work)
+    # A unique message: equal content seeded in the same second must not make equal SHAs (= equal delivery IDs).
+    git("-c", "user.name=seed", "-c", "user.email=seed@localhost", "commit", "-q", "-m", f"seed {uuid.uuid4()}", cwd=work)
     git("push", "-q", str(bare), f"{branch}:{branch}", cwd=work)
     return str(bare), git("rev-parse", "HEAD", cwd=work)
 

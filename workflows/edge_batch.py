@@ -76,7 +76,7 @@ async def commit_batch(input: TargetRolloutInput, number: int, of: int, sites: l
         step=step,
         actor=actor,
         subject=f"aicd: {input.app} {input.revision_short} {input.target.name} batch {number}/{of} ({len(sites)} sites)",
-        edits=[FileEdit(fleet.site_path(input.target.path, site.name), {input.write.image: input.artifact_tag}) for site in sites],
+        edits=[FileEdit(input.target.path, {input.write.image: input.artifact_tag}, sites=[site.name for site in sites])],
     )
     try:
         commit: CommitResult = await workflow.execute_activity(

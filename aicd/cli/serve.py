@@ -1,0 +1,135 @@
+"""`aicd serve` (the HTTP gateway: Git webhooks, Slack, health, metrics) and `aicd watch` (the Git poller
+for repositories no webhook reaches). Both reach Temporal through the standard TEMPORAL_* environment;
+secrets come from the environment only and are never printed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import uvicorn
+from temporalio.client import Client
+
+from aicd.cli.app import app
+from aicd.gateway import Gateway, GatewaySettings, create_app
+from aicd.gateway.context import (
+    GITHUB_SECRET_ENV,
+    GITLAB_TOKEN_ENV,
+    SLACK_SIGNING_SECRET_ENV,
+    SLACK_TOKEN_ENV,
+)
+from aicd.gateway.metrics import Metrics
+from aicd.gateway.specs import SpecDirectory
+from aicd.poller import GitPoller
+from aicd.temporal import connect
+
+log = logging.getLogger("aicd.serve")
+
+Specs = Annotated[
+    Path, typer.Option("--specs", help="Directory of delivery specs (reloaded when files change).")
+]
+TaskQueue = Annotated[
+    str | None,
+    typer.Option("--task-queue", help="Task queue of the workers (default $AICD_TASK_QUEUE or aicd)."),
+]
+StateDir = Annotated[
+    Path, typer.Option("--state-dir", help="Where the poller remembers the heads it has seen.")
+]
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@app.command()
+def serve(
+    specs: Specs,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
+    task_queue: TaskQueue = None,
+    poll: Annotated[bool, typer.Option("--poll", help="Also run the Git poller in this process.")] = False,
+    state_dir: StateDir = Path(".aicd"),
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+) -> None:
+    """HTTP gateway: /hooks/github, /hooks/gitlab, /slack/interactions, /slack/commands, /healthz, /metrics."""
+    _logging(log_level)
+    settings = GatewaySettings.from_env(specs, task_queue)
+    for value, name, what in (
+        (settings.github_secret, GITHUB_SECRET_ENV, "/hooks/github"),
+        (settings.gitlab_token, GITLAB_TOKEN_ENV, "/hooks/gitlab"),
+        (settings.slack_signing_secret, SLACK_SIGNING_SECRET_ENV, "/slack/*"),
+        (settings.slack_bot_token, SLACK_TOKEN_ENV, "Slack message updates"),
+    ):
+        if not value:
+            log.warning("%s is not set: %s refuses every request (or is off)", name, what)
+    gateway = Gateway(settings)
+    asyncio.run(_serve(gateway, host, port, log_level, state_dir if poll else None))
+
+
+async def _serve(gateway: Gateway, host: str, port: int, log_level: str, poll_state: Path | None) -> None:
+    config = uvicorn.Config(create_app(gateway), host=host, port=port, log_level=log_level, lifespan="on")
+    server = uvicorn.Server(config)
+    stop = asyncio.Event()
+    poller_task = None
+    if poll_state is not None:
+        poller = GitPoller(
+            gateway.specs,
+            gateway.client,
+            poll_state / "poller-heads.json",
+            queue=gateway.settings.task_queue,
+            metrics=gateway.metrics,
+        )
+        poller_task = asyncio.create_task(poller.run(stop))
+    # uvicorn handles SIGINT/SIGTERM with a graceful shutdown, then re-raises the signal for the handler
+    # that was there before: make that one a no-op so a clean stop exits 0.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)
+    try:
+        await server.serve()
+    finally:
+        stop.set()
+        if poller_task is not None:
+            await poller_task
+
+
+@app.command()
+def watch(
+    specs: Specs,
+    task_queue: TaskQueue = None,
+    state_dir: StateDir = Path(".aicd"),
+    once: Annotated[bool, typer.Option("--once", help="Poll every spec once and exit (for cron).")] = False,
+    log_level: Annotated[str, typer.Option("--log-level")] = "info",
+) -> None:
+    """Git poller: lists each spec's source heads every source.pollInterval and starts deliveries for new
+    heads of matching branches (the first poll of a repository only records its heads)."""
+    _logging(log_level)
+    asyncio.run(_watch(specs, task_queue, state_dir, once))
+
+
+async def _watch(specs: Path, task_queue: str | None, state_dir: Path, once: bool) -> None:
+    connected: list[Client] = []
+
+    async def client() -> Client:  # connected on first use, then kept
+        if not connected:
+            connected.append(await connect())
+        return connected[0]
+
+    poller = GitPoller(
+        SpecDirectory(specs, Metrics()), client, state_dir / "poller-heads.json", queue=task_queue
+    )
+    if once:
+        for result in await poller.poll_once():
+            typer.echo(f"{result.app} {result.branch} {result.revision[:12]}: {result.outcome}")
+        return
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(signum, stop.set)
+    log.info("watching %s (state in %s)", specs, state_dir)
+    await poller.run(stop)

@@ -1,0 +1,70 @@
+"""The gateway's Starlette app: routes and spec reloading in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from aicd.gateway.context import Gateway
+from aicd.gateway.metrics import CONTENT_TYPE
+from aicd.gateway.slack import commands, interactions
+from aicd.gateway.webhooks import github_hook, gitlab_hook
+
+log = logging.getLogger("aicd.gateway")
+
+
+async def healthz(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    return JSONResponse(
+        {
+            "status": "ok",
+            "specs": sorted(loaded.spec.name for loaded in gateway.specs.specs),
+            "spec_errors": len(gateway.specs.errors),
+        }
+    )
+
+
+async def metrics(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    return PlainTextResponse(gateway.metrics.render(), media_type=CONTENT_TYPE)
+
+
+async def _reload_forever(gateway: Gateway) -> None:
+    while True:
+        await asyncio.sleep(gateway.settings.reload_interval_s)
+        try:
+            await gateway.refresh_specs()
+        except Exception:  # a reload bug must not end reloading for good
+            log.exception("spec reload failed")
+
+
+def create_app(gateway: Gateway) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.refresh_specs()
+        reloader = asyncio.create_task(_reload_forever(gateway))
+        try:
+            yield
+        finally:
+            reloader.cancel()
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET"]),
+            Route("/metrics", metrics, methods=["GET"]),
+            Route("/hooks/github", github_hook, methods=["POST"]),
+            Route("/hooks/gitlab", gitlab_hook, methods=["POST"]),
+            Route("/slack/interactions", interactions, methods=["POST"]),
+            Route("/slack/commands", commands, methods=["POST"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    return app

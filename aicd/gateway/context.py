@@ -1,0 +1,119 @@
+"""What every gateway endpoint shares: settings (secrets from the environment, never logged), the spec
+directory, metrics, the replay memory, the Temporal client (connected on first use, so the gateway starts
+and answers health checks while Temporal is still coming up) and the Slack Web API client."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slack_sdk.web.async_client import AsyncWebClient
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from temporalio.client import Client
+
+from aicd.gateway.metrics import Metrics
+from aicd.gateway.signatures import ReplayCache
+from aicd.gateway.specs import SpecDirectory
+from aicd.temporal import connect
+
+GITHUB_SECRET_ENV = "AICD_GITHUB_WEBHOOK_SECRET"
+GITLAB_TOKEN_ENV = "AICD_GITLAB_WEBHOOK_TOKEN"
+SLACK_SIGNING_SECRET_ENV = "AICD_SLACK_SIGNING_SECRET"
+# The same variables the notify activity reads (the gateway does not import activities).
+SLACK_TOKEN_ENV = "SLACK_BOT_TOKEN"
+SLACK_API_URL_ENV = "SLACK_API_URL"
+SLACK_DEFAULT_API_URL = "https://slack.com/api/"
+MAX_BODY_BYTES = 1 << 20  # GitHub caps payloads at 25 MB, but a push that starts a delivery is a few KB
+
+
+@dataclass
+class GatewaySettings:
+    specs_dir: Path
+    task_queue: str | None = None
+    github_secret: str | None = field(default=None, repr=False)
+    gitlab_token: str | None = field(default=None, repr=False)
+    slack_signing_secret: str | None = field(default=None, repr=False)
+    slack_bot_token: str | None = field(default=None, repr=False)
+    slack_api_url: str | None = None
+    max_body_bytes: int = MAX_BODY_BYTES
+    reload_interval_s: float = 2.0
+    replay_ttl_s: float = 24 * 3600.0
+    index_search_attributes: bool = True
+
+    @classmethod
+    def from_env(cls, specs_dir: Path, task_queue: str | None = None, **overrides: Any) -> GatewaySettings:
+        env = os.environ
+        return cls(
+            specs_dir=specs_dir,
+            task_queue=task_queue,
+            github_secret=env.get(GITHUB_SECRET_ENV) or None,
+            gitlab_token=env.get(GITLAB_TOKEN_ENV) or None,
+            slack_signing_secret=env.get(SLACK_SIGNING_SECRET_ENV) or None,
+            slack_bot_token=env.get(SLACK_TOKEN_ENV) or None,
+            slack_api_url=env.get(SLACK_API_URL_ENV) or None,
+            **overrides,
+        )
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body (signatures are over exact bytes), read with a cap so a huge body cannot fill memory."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def error(status: int, reason: str) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status)
+
+
+class Gateway:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        client: Client | None = None,
+        connector: Callable[[], Awaitable[Client]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.specs = SpecDirectory(settings.specs_dir, self.metrics)
+        self.replays = ReplayCache(settings.replay_ttl_s)
+        self._client = client
+        self._connector = connector or connect
+        self._client_lock = asyncio.Lock()
+        self._slack: AsyncWebClient | None = None
+
+    async def client(self) -> Client:
+        if self._client is None:
+            async with self._client_lock:
+                if self._client is None:
+                    self._client = await self._connector()
+        return self._client
+
+    def slack(self) -> AsyncWebClient | None:
+        if self._slack is None and self.settings.slack_bot_token:
+            self._slack = AsyncWebClient(
+                token=self.settings.slack_bot_token,
+                base_url=self.settings.slack_api_url or SLACK_DEFAULT_API_URL,
+                timeout=10,
+            )
+        return self._slack
+
+    async def refresh_specs(self) -> None:
+        await asyncio.to_thread(self.specs.reload)

@@ -1,0 +1,243 @@
+"""Git webhooks: a push to a release branch of a spec's source repository starts a delivery of the pushed
+commit. Checks run cheapest-first and before anything is parsed: body size, then the signature (GitHub) or
+token (GitLab), then the replay memory (only signed requests may enter it, so forged ones cannot block real
+ones), then JSON. Starting is idempotent by workflow ID: a push sent again starts nothing new."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from aicd.client import start_delivery
+from aicd.gateway.context import BodyTooLarge, Gateway, error, read_body
+from aicd.gateway.signatures import github_refusal, gitlab_refusal
+from aicd.messages import Trigger
+from aicd.plan import build_plan
+
+log = logging.getLogger("aicd.gateway.webhooks")
+SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")  # SHA-1, or SHA-256 repositories
+
+
+class PayloadInvalid(Exception):
+    pass
+
+
+@dataclass
+class Push:
+    repo_urls: list[str]
+    ref: str
+    before: str
+    after: str
+    deleted: bool
+    actor: str
+    compare: str | None = None
+
+    @property
+    def branch(self) -> str | None:
+        return self.ref.removeprefix("refs/heads/") if self.ref.startswith("refs/heads/") else None
+
+    def changes(self) -> str:
+        """What changed, for the approval message: the pushed range when the branch existed before."""
+        if not self.before or set(self.before) == {"0"}:
+            return f"new branch at {self.after[:7]}"
+        text = f"{self.before[:7]}..{self.after[:7]}"
+        return f"{text} {self.compare}" if self.compare else text
+
+
+# --- payloads -------------------------------------------------------------------------------------------
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def github_push(payload: dict[str, Any]) -> Push:
+    repository = payload.get("repository")
+    if not isinstance(repository, dict) or not isinstance(payload.get("ref"), str):
+        raise PayloadInvalid("push payload without repository or ref")
+    urls = [
+        _text(repository.get(key))
+        for key in ("clone_url", "ssh_url", "html_url", "url", "git_url", "svn_url")
+    ]
+    pusher = payload.get("pusher") if isinstance(payload.get("pusher"), dict) else {}
+    sender = payload.get("sender") if isinstance(payload.get("sender"), dict) else {}
+    after = _text(payload.get("after")).lower()
+    return Push(
+        repo_urls=[url for url in urls if url],
+        ref=payload["ref"],
+        before=_text(payload.get("before")).lower(),
+        after=after,
+        deleted=bool(payload.get("deleted")) or (bool(after) and set(after) == {"0"}),
+        actor=_text((pusher or {}).get("name")) or _text((sender or {}).get("login")) or "github",
+        compare=_text(payload.get("compare")) or None,
+    )
+
+
+def gitlab_push(payload: dict[str, Any]) -> Push:
+    project = payload.get("project")
+    if not isinstance(project, dict) or not isinstance(payload.get("ref"), str):
+        raise PayloadInvalid("push payload without project or ref")
+    repository = payload.get("repository") if isinstance(payload.get("repository"), dict) else {}
+    urls = [
+        _text(project.get(key)) for key in ("git_http_url", "git_ssh_url", "web_url", "http_url", "ssh_url")
+    ]
+    urls += [_text((repository or {}).get(key)) for key in ("git_http_url", "git_ssh_url", "homepage", "url")]
+    after = _text(payload.get("after")).lower()
+    before = _text(payload.get("before")).lower()
+    checkout = payload.get("checkout_sha")
+    web = _text(project.get("web_url"))
+    return Push(
+        repo_urls=[url for url in urls if url],
+        ref=payload["ref"],
+        before=before,
+        after=after,
+        deleted=checkout is None or (bool(after) and set(after) == {"0"}),
+        actor=_text(payload.get("user_username")) or _text(payload.get("user_name")) or "gitlab",
+        compare=f"{web}/-/compare/{before}...{after}" if web and before and set(before) != {"0"} else None,
+    )
+
+
+def _json(body: bytes, content_type: str) -> dict[str, Any]:
+    try:
+        if content_type.startswith("application/x-www-form-urlencoded"):  # GitHub's optional form encoding
+            body = parse_qs(body.decode(), strict_parsing=True)["payload"][0].encode()
+        payload = json.loads(body)
+    except (ValueError, KeyError, UnicodeDecodeError) as failure:
+        raise PayloadInvalid(f"malformed JSON: {failure}") from None
+    if not isinstance(payload, dict):
+        raise PayloadInvalid("malformed JSON: expected an object")
+    return payload
+
+
+# --- endpoints ------------------------------------------------------------------------------------------
+def _refuse(gateway: Gateway, provider: str, status: int, reason: str) -> Response:
+    gateway.metrics.inc("aicd_webhooks_refused_total", provider=provider, reason=_slug(reason))
+    log.warning("%s webhook refused (%d): %s", provider, status, reason)
+    return error(status, reason)
+
+
+def _ignore(gateway: Gateway, provider: str, reason: str, **extra: Any) -> Response:
+    gateway.metrics.inc("aicd_webhooks_ignored_total", provider=provider, reason=_slug(reason.split(":")[0]))
+    return JSONResponse({"result": "ignored", "reason": reason, **extra})
+
+
+def _slug(reason: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", reason.lower()).strip("_")
+
+
+async def github_hook(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    provider = "github"
+    gateway.metrics.inc("aicd_webhooks_received_total", provider=provider)
+    secret = gateway.settings.github_secret
+    if not secret:
+        return _refuse(gateway, provider, 503, "webhook secret not configured")
+    try:
+        body = await read_body(request, gateway.settings.max_body_bytes)
+    except BodyTooLarge:
+        return _refuse(gateway, provider, 413, "body too large")
+    refusal = github_refusal(secret, body, request.headers.get("x-hub-signature-256"))
+    if refusal:
+        return _refuse(gateway, provider, 401, refusal)
+    delivery = request.headers.get("x-github-delivery", "")
+    if delivery and not gateway.replays.first_time(f"github:{delivery}"):
+        gateway.metrics.inc("aicd_webhooks_refused_total", provider=provider, reason="replayed")
+        return JSONResponse(
+            {"result": "ignored", "reason": f"replayed delivery {delivery}: already received"}
+        )
+    try:
+        payload = _json(body, request.headers.get("content-type", ""))
+        event = request.headers.get("x-github-event", "")
+        if event == "ping":
+            return JSONResponse({"result": "pong"})
+        if event != "push":
+            return _ignore(gateway, provider, f"event {event or 'unknown'}: only push starts deliveries")
+        push = github_push(payload)
+    except PayloadInvalid as invalid:
+        gateway.replays.forget(f"github:{delivery}")
+        return _refuse(gateway, provider, 400, str(invalid))
+    return await _start_for_push(gateway, provider, push, f"github:{delivery}" if delivery else None)
+
+
+async def gitlab_hook(request: Request) -> Response:
+    gateway: Gateway = request.app.state.gateway
+    provider = "gitlab"
+    gateway.metrics.inc("aicd_webhooks_received_total", provider=provider)
+    token = gateway.settings.gitlab_token
+    if not token:
+        return _refuse(gateway, provider, 503, "webhook token not configured")
+    try:
+        body = await read_body(request, gateway.settings.max_body_bytes)
+    except BodyTooLarge:
+        return _refuse(gateway, provider, 413, "body too large")
+    refusal = gitlab_refusal(token, request.headers.get("x-gitlab-token"))
+    if refusal:
+        return _refuse(gateway, provider, 401, refusal)
+    # GitLab keeps Idempotency-Key across its retries of one event.
+    key = request.headers.get("idempotency-key", "")
+    if key and not gateway.replays.first_time(f"gitlab:{key}"):
+        gateway.metrics.inc("aicd_webhooks_refused_total", provider=provider, reason="replayed")
+        return JSONResponse({"result": "ignored", "reason": f"replayed event {key}: already received"})
+    try:
+        payload = _json(body, request.headers.get("content-type", ""))
+        kind = payload.get("object_kind")
+        if kind != "push":
+            return _ignore(gateway, provider, f"event {kind or 'unknown'}: only push starts deliveries")
+        push = gitlab_push(payload)
+    except PayloadInvalid as invalid:
+        gateway.replays.forget(f"gitlab:{key}")
+        return _refuse(gateway, provider, 400, str(invalid))
+    return await _start_for_push(gateway, provider, push, f"gitlab:{key}" if key else None)
+
+
+async def _start_for_push(gateway: Gateway, provider: str, push: Push, replay_key: str | None) -> Response:
+    branch = push.branch
+    if branch is None:
+        return _ignore(gateway, provider, f"not a branch: {push.ref}")
+    if push.deleted:
+        return _ignore(gateway, provider, f"branch deleted: {branch}")
+    if not SHA.match(push.after):
+        if replay_key:
+            gateway.replays.forget(replay_key)
+        return _refuse(gateway, provider, 400, "after is not a commit SHA")
+    await gateway.refresh_specs()
+    matching = gateway.specs.for_push(push.repo_urls, branch)
+    if not matching:
+        return _ignore(gateway, provider, "no spec for this repository and branch", branch=branch)
+    results = []
+    try:
+        client = await gateway.client()
+        for loaded in matching:
+            plan = build_plan(loaded.spec, push.after)
+            trigger = Trigger(provider, actor=push.actor, branch=branch, detail=push.changes())
+            started = await start_delivery(
+                client,
+                plan,
+                trigger,
+                queue=gateway.settings.task_queue,
+                index_search_attributes=gateway.settings.index_search_attributes,
+            )
+            outcome = "started" if started.started else "already started"
+            name = (
+                "aicd_deliveries_started_total"
+                if started.started
+                else "aicd_deliveries_already_started_total"
+            )
+            gateway.metrics.inc(name, source=provider)
+            log.info(
+                "%s push to %r of %s: %s %s", provider, branch, loaded.spec.name, started.delivery_id, outcome
+            )
+            results.append({"app": loaded.spec.name, "delivery_id": started.delivery_id, "result": outcome})
+    except Exception as failure:  # Temporal unreachable or refusing: the sender may redeliver later
+        if replay_key:
+            gateway.replays.forget(replay_key)
+        log.error("%s push to %r: cannot start deliveries: %s", provider, branch, failure)
+        return _refuse(gateway, provider, 503, "cannot start the delivery now; redeliver later")
+    return JSONResponse(
+        {"result": results[0]["result"] if len(results) == 1 else "ok", "deliveries": results}
+    )

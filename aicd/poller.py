@@ -1,0 +1,218 @@
+"""Git poller, for source repositories no webhook can reach: every `source.pollInterval` it lists the
+repository's branch heads with `git ls-remote` and starts a delivery for each new head of a branch that
+matches the spec's globs.
+
+What counts as new is remembered in a small JSON state file (app -> repository -> branch -> head). The first
+time the poller sees an app's repository it only records the heads: turning the poller on must not deliver
+every old release branch again. The memory matters beyond the workflow-ID idempotency, which only lasts as
+long as Temporal retains closed workflows. A head is recorded only once its delivery was started (or found
+already started), so a Temporal outage means a later retry, not a lost push.
+
+git runs as an argv list, never through a shell, with only the usual transports allowed (no `ext::`), no
+terminal prompts, and the repository after `--`; branch names are data that only ever reach the Trigger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from temporalio.client import Client
+
+from aicd.client import start_delivery
+from aicd.gateway.metrics import Metrics
+from aicd.gateway.specs import LoadedSpec, SpecDirectory, branch_matches
+from aicd.messages import Trigger
+from aicd.plan import build_plan
+
+log = logging.getLogger("aicd.poller")
+ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
+LS_REMOTE_TIMEOUT_S = 60.0
+STATE_VERSION = 1
+
+
+class PollError(Exception):
+    pass
+
+
+@dataclass
+class PollResult:
+    app: str
+    branch: str
+    revision: str
+    outcome: str  # started | already started | error: ...
+    delivery_id: str | None = None
+
+
+async def list_heads(repo: str, timeout_s: float = LS_REMOTE_TIMEOUT_S) -> dict[str, str]:
+    """{branch: head SHA} of `repo`, from `git ls-remote --heads`."""
+    if repo.startswith("-"):
+        raise PollError(f"refusing repository {repo!r}: it would be read as an option")
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ALLOW_PROTOCOL": ALLOWED_PROTOCOLS}
+    process = await asyncio.create_subprocess_exec(
+        "git",
+        "ls-remote",
+        "--heads",
+        "--",
+        repo,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_s)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        raise PollError(f"git ls-remote {repo} timed out after {timeout_s:.0f}s") from None
+    if process.returncode != 0:
+        tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise PollError(f"git ls-remote {repo} failed ({process.returncode}): {tail[0]}")
+    heads: dict[str, str] = {}
+    for line in stdout.decode(errors="replace").splitlines():
+        sha, _, ref = line.partition("\t")
+        if ref.startswith("refs/heads/") and sha:
+            heads[ref.removeprefix("refs/heads/")] = sha.lower()
+    return heads
+
+
+class PollState:
+    """The heads seen per app, in a JSON file replaced atomically."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.apps: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            try:
+                data = json.loads(path.read_text())
+                if data.get("version") == STATE_VERSION:
+                    self.apps = dict(data.get("apps") or {})
+            except (OSError, ValueError) as error:
+                log.error("poller state %s unreadable (%s); starting from a fresh baseline", path, error)
+
+    def heads(self, app: str, repo: str) -> dict[str, str] | None:
+        entry = self.apps.get(app)
+        if not entry or entry.get("repo") != repo:
+            return None
+        return dict(entry.get("heads") or {})
+
+    def save(self, app: str, repo: str, heads: dict[str, str]) -> None:
+        self.apps[app] = {"repo": repo, "heads": heads}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(
+            json.dumps({"version": STATE_VERSION, "apps": self.apps}, indent=1, sort_keys=True)
+        )
+        os.replace(temporary, self.path)
+
+
+class GitPoller:
+    def __init__(
+        self,
+        specs: SpecDirectory,
+        client: Callable[[], Awaitable[Client]],
+        state_file: Path,
+        *,
+        queue: str | None = None,
+        metrics: Metrics | None = None,
+        index_search_attributes: bool = True,
+    ) -> None:
+        self.specs = specs
+        self.client = client
+        self.state = PollState(state_file)
+        self.queue = queue
+        self.metrics = metrics
+        self.index_search_attributes = index_search_attributes
+
+    async def poll_once(self) -> list[PollResult]:
+        """Poll every spec now."""
+        await asyncio.to_thread(self.specs.reload)
+        results: list[PollResult] = []
+        for loaded in self.specs.specs:
+            results.extend(await self.poll_app(loaded))
+        return results
+
+    async def poll_app(self, loaded: LoadedSpec) -> list[PollResult]:
+        spec = loaded.spec
+        repo = loaded.repo or spec.source_repo
+        try:
+            heads = await list_heads(spec.source_repo)
+        except (PollError, OSError) as error:
+            log.warning("poll of %s: %s", spec.name, error)
+            return []
+        known = self.state.heads(spec.name, repo)
+        if known is None:
+            log.info(
+                "poll of %s: baseline of %d heads recorded; new heads from now on start deliveries",
+                spec.name,
+                len(heads),
+            )
+            self.state.save(spec.name, repo, heads)
+            return []
+        results = []
+        recorded = {branch: sha for branch, sha in known.items() if branch in heads}
+        for branch, sha in sorted(heads.items()):
+            if known.get(branch) == sha:
+                continue
+            if not branch_matches(branch, spec.branches):
+                recorded[branch] = sha  # remembered so a later glob change does not deliver old heads
+                continue
+            result = await self._start(loaded, branch, sha, known.get(branch))
+            results.append(result)
+            if not result.outcome.startswith("error"):
+                recorded[branch] = sha
+            self.state.save(spec.name, repo, recorded)
+        self.state.save(spec.name, repo, recorded)
+        return results
+
+    async def _start(self, loaded: LoadedSpec, branch: str, sha: str, before: str | None) -> PollResult:
+        app = loaded.spec.name
+        try:
+            plan = build_plan(loaded.spec, sha)
+            detail = f"{before[:7]}..{sha[:7]}" if before else f"new branch at {sha[:7]}"
+            started = await start_delivery(
+                await self.client(),
+                plan,
+                Trigger("poller", actor="poller", branch=branch, detail=detail),
+                queue=self.queue,
+                index_search_attributes=self.index_search_attributes,
+            )
+        except Exception as error:  # Temporal down, bad head: try again next poll
+            log.error("poll of %s: cannot start a delivery of %s (%r): %s", app, sha[:12], branch, error)
+            return PollResult(app, branch, sha, f"error: {error}")
+        outcome = "started" if started.started else "already started"
+        if self.metrics is not None:
+            name = (
+                "aicd_deliveries_started_total"
+                if started.started
+                else "aicd_deliveries_already_started_total"
+            )
+            self.metrics.inc(name, source="poller")
+        log.info("poll of %s: new head %s of %r: %s %s", app, sha[:12], branch, started.delivery_id, outcome)
+        return PollResult(app, branch, sha, outcome, started.delivery_id)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll each spec every its pollInterval until `stop` is set."""
+        due: dict[str, float] = {}
+        while not stop.is_set():
+            try:
+                await asyncio.to_thread(self.specs.reload)
+                now = time.monotonic()
+                ready = [loaded for loaded in self.specs.specs if due.get(loaded.spec.name, 0.0) <= now]
+                for loaded in ready:
+                    due[loaded.spec.name] = now + loaded.spec.poll_interval_s
+                await asyncio.gather(*(self.poll_app(loaded) for loaded in ready))
+            except Exception:  # one bad round must not end polling
+                log.exception("poll round failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)

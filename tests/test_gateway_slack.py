@@ -1,0 +1,303 @@
+"""Slack through the gateway: signed button clicks call the workflow's updates as the real Slack user, the
+message is redrawn to say who did what, refusals go to that user only and change nothing, old or badly
+signed requests are refused; `/aicd` pauses and resumes every running delivery of an app."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from aicd.client import get_status, handle_for, list_deliveries, start_delivery
+from aicd.gateway.signatures import sign_slack
+from aicd.messages import DeliveryStatus, Trigger
+from aicd.plan import build_plan
+from aicd.spec.loader import load_spec
+from tests.helpers_engine import git, running_worker, temporal_env
+from tests.standins.slack import Message, SlackStandIn
+from tests.test_gateway_webhooks import SLACK_SECRET, app_spec, http, make_gateway, metric, write_spec
+
+__all__ = ["temporal_env"]
+
+APPROVER = "U024BE7LH"
+GATEWAY_TOKEN = "xoxb-gateway"
+
+
+@pytest.fixture
+async def slack(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SlackStandIn]:
+    standin = SlackStandIn(tokens=("xoxb-test", GATEWAY_TOKEN))
+    await standin.start()
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")  # the worker's notify activity
+    monkeypatch.setenv("SLACK_API_URL", standin.base_url)
+    yield standin
+    await standin.stop()
+
+
+def signed(body: bytes, *, age_s: float = 0, secret: str = SLACK_SECRET) -> dict[str, str]:
+    timestamp = str(int(time.time() - age_s))
+    return {
+        "content-type": "application/x-www-form-urlencoded",
+        "x-slack-request-timestamp": timestamp,
+        "x-slack-signature": sign_slack(secret, timestamp, body),
+    }
+
+
+def click_body(message: Message, action_id: str, user_id: str, username: str) -> bytes:
+    button = next(
+        e
+        for b in message.blocks
+        if b["type"] == "actions"
+        for e in b["elements"]
+        if e["action_id"] == action_id
+    )
+    payload = {
+        "type": "block_actions",
+        "user": {"id": user_id, "username": username, "name": username, "team_id": "T0"},
+        "api_app_id": "A0",
+        "container": {
+            "type": "message",
+            "message_ts": message.ts,
+            "channel_id": message.channel,
+            "is_ephemeral": False,
+        },
+        "channel": {"id": message.channel, "name": "deploys"},
+        "message": {"ts": message.ts, "text": message.text},
+        "response_url": "https://hooks.slack.example/actions/T0/1/x",
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": "b",
+                "value": button["value"],
+                "type": "button",
+                "action_ts": "1",
+            }
+        ],
+    }
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+def command_body(text: str, user_id: str = "U0ONCALL", user_name: str = "oncall") -> bytes:
+    return urlencode(
+        {
+            "command": "/aicd",
+            "text": text,
+            "user_id": user_id,
+            "user_name": user_name,
+            "channel_id": "C0DEPLOYS",
+            "team_id": "T0",
+            "response_url": "https://hooks.slack.example/commands/T0/1/x",
+            "trigger_id": "1.2.3",
+        }
+    ).encode()
+
+
+async def wait_status(client: Client, delivery: str, predicate: Any, timeout: float = 20.0) -> DeliveryStatus:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await get_status(client, delivery)
+        if predicate(status):
+            return status
+        assert time.monotonic() < deadline, f"condition not reached: {status}"
+        await asyncio.sleep(0.05)
+
+
+async def test_approval_from_slack(
+    temporal_env: WorkflowEnvironment, slack: SlackStandIn, tmp_path: Path
+) -> None:
+    stage = {
+        "name": "production",
+        "targets": ["web"],
+        "approval": {"approvers": [APPROVER, "carol"], "minApprovals": 2, "timeout": "1h"},
+        "strategy": {"canary": {"steps": [{"setWeight": 100}]}},
+    }
+    document, _, revision = app_spec(
+        tmp_path, "slacky", stages=[stage], notifications={"slack": {"channel": "#deploys"}}
+    )
+    spec_file = write_spec(tmp_path / "specs", document)
+    plan = build_plan(load_spec(spec_file), revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        gateway = make_gateway(
+            client, tmp_path / "specs", queue, slack_bot_token=GATEWAY_TOKEN, slack_api_url=slack.base_url
+        )
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+        await wait_status(client, plan.delivery_id, lambda s: s.pending_approval == "production")
+        message = await slack.wait_for(
+            lambda: next((m for m in slack.top_level() if "approve" in json.dumps(m.blocks)), None)
+        )
+        async with http(gateway) as web:
+            # Not an approver: told privately, nothing changes.
+            answer = await web.post(
+                "/slack/interactions",
+                content=(body := click_body(message, "approve", "U0MALLORY", "mallory")),
+                headers=signed(body),
+            )
+            assert answer.status_code == 200
+            (ephemeral,) = await slack.wait_for(lambda: slack.ephemerals)
+            assert ephemeral["user"] == "U0MALLORY" and ephemeral["channel"] == "C0DEPLOYS"
+            assert "U0MALLORY is not an approver of stage production" in ephemeral["text"]
+            assert slack.calls_of("chat.update", token=GATEWAY_TOKEN) == []
+
+            # Too old, from the future, badly signed, unsigned: 401 before anything happens.
+            body = click_body(message, "approve", APPROVER, "boss")
+            for headers, reason in (
+                (signed(body, age_s=360), "stale timestamp"),
+                (signed(body, age_s=-360), "stale timestamp"),
+                (signed(body, secret="wrong"), "bad signature"),
+                ({"content-type": "application/x-www-form-urlencoded"}, "missing"),
+            ):
+                refused = await web.post("/slack/interactions", content=body, headers=headers)
+                assert refused.status_code == 401 and reason in refused.json()["error"]
+            status = await get_status(client, plan.delivery_id)
+            assert status.approvals == {} and status.pending_approval == "production"
+
+            # The approver by user ID: accepted, and the message says so.
+            answer = await web.post("/slack/interactions", content=body, headers=signed(body))
+            assert answer.status_code == 200
+            redraw = await slack.wait_for(lambda: slack.calls_of("chat.update", token=GATEWAY_TOKEN))
+            assert redraw[0].args["ts"] == message.ts and redraw[0].args["channel"] == "C0DEPLOYS"
+            drawn = json.dumps(redraw[0].args["blocks"])
+            assert (
+                f"Last action: *approve* by <@{APPROVER}> (stage production)" in drawn
+                and "1/2 approvals" in drawn
+            )
+
+            # carol is listed by username: her click counts as "carol".
+            body = click_body(message, "approve", "U0CAROL", "carol")
+            assert (
+                await web.post("/slack/interactions", content=body, headers=signed(body))
+            ).status_code == 200
+            result = await handle_for(client, plan.delivery_id).result()
+            metrics = (await web.get("/metrics")).text
+        final = await get_status(client, plan.delivery_id)
+    assert result.phase == "succeeded"
+    assert [(a.kind, a.actor, a.stage) for a in final.actions] == [
+        ("approve", APPROVER, "production"),
+        ("approve", "carol", "production"),
+    ]
+    assert len(slack.ephemerals) == 1
+    assert metric(metrics, 'aicd_slack_actions_total{kind="approve",outcome="accepted",via="button"}') == 2
+    assert metric(metrics, 'aicd_slack_actions_total{kind="approve",outcome="refused",via="button"}') == 1
+    assert (
+        metric(metrics, 'aicd_slack_requests_refused_total{endpoint="interactions",reason="stale_timestamp"}')
+        == 2
+    )
+
+
+async def test_slash_commands_pause_and_resume_every_running_delivery(
+    temporal_env: WorkflowEnvironment, slack: SlackStandIn, tmp_path: Path
+) -> None:
+    stage = {
+        "name": "staging",
+        "targets": ["web"],
+        "strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": "1h"}, {"setWeight": 100}]}},
+    }
+    app = f"cmd-{uuid.uuid4().hex[:6]}"
+    document, _, first = app_spec(
+        tmp_path, app, stages=[stage], notifications={"slack": {"channel": "#deploys"}}
+    )
+    seed = tmp_path / f"{app}-source-seed"
+    git(
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@localhost",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "second",
+        cwd=seed,
+    )
+    second = git("rev-parse", "HEAD", cwd=seed)
+    spec = load_spec(write_spec(tmp_path / "specs", document))
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        gateway = make_gateway(
+            client, tmp_path / "specs", queue, slack_bot_token=GATEWAY_TOKEN, slack_api_url=slack.base_url
+        )
+        plans = [build_plan(spec, first), build_plan(spec, second)]
+        for plan in plans:
+            await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+        for plan in plans:
+            await wait_status(
+                client,
+                plan.delivery_id,
+                lambda s: "web" in s.targets and s.targets["web"].step_kind == "pause",
+            )
+        deadline = time.monotonic() + 20
+        while len(await list_deliveries(client, app, running_only=True)) < 2:  # visibility catches up
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+
+        async with http(gateway) as web:
+
+            async def run(text: str, **headers_override: Any) -> httpx.Response:
+                body = command_body(text)
+                return await web.post(
+                    "/slack/commands", content=body, headers=signed(body, **headers_override)
+                )
+
+            paused = await run(f"pause {app} incident 42")
+            assert paused.status_code == 200 and paused.json()["response_type"] == "in_channel", paused.text
+            for plan in plans:
+                assert f"`{plan.delivery_id}`: paused {plan.delivery_id}" in paused.json()["text"]
+                status = await get_status(client, plan.delivery_id)
+                assert status.paused and status.pause_reason == "incident 42"
+                assert (status.actions[-1].kind, status.actions[-1].actor) == ("pause", "U0ONCALL")
+
+            listing = (await run(f"status {app}")).json()
+            assert listing["response_type"] == "ephemeral"
+            assert (
+                all(plan.delivery_id in listing["text"] for plan in plans)
+                and listing["text"].count("*paused*") == 2
+            )
+
+            resumed = (await run(f"resume {app}")).json()
+            assert resumed["response_type"] == "in_channel"
+            for plan in plans:
+                assert not (await get_status(client, plan.delivery_id)).paused
+
+            for text, expected in (
+                ("help", "/aicd pause APP"),
+                ("", "/aicd pause APP"),
+                ("frobnicate now", "Unknown command `frobnicate`"),
+                ("pause no-such-app", "No running delivery of *no-such-app*"),
+                ("pause", "Usage: `/aicd pause APP`"),
+                (f"approve {plans[0].delivery_id} staging", "has no approval pending"),
+            ):
+                answer = (await run(text)).json()
+                assert answer["response_type"] == "ephemeral" and expected in answer["text"], (text, answer)
+            stale = await run(f"pause {app}", age_s=400)
+            assert stale.status_code == 401
+            for plan in plans:
+                assert not (await get_status(client, plan.delivery_id)).paused
+
+            # The Abort button (behind a confirm dialog in Slack) ends a delivery as the clicking user.
+            message = await slack.wait_for(
+                lambda: next(
+                    (
+                        m
+                        for m in slack.top_level()
+                        if plans[0].delivery_id in json.dumps(m.blocks) and "abort" in json.dumps(m.blocks)
+                    ),
+                    None,
+                )
+            )
+            body = click_body(message, "abort", "U0ONCALL", "oncall")
+            assert (
+                await web.post("/slack/interactions", content=body, headers=signed(body))
+            ).status_code == 200
+            aborted = await handle_for(client, plans[0].delivery_id).result()
+            assert aborted.phase == "aborted" and "U0ONCALL" in aborted.reason
+        await client.get_workflow_handle(plans[1].delivery_id).terminate("test over")

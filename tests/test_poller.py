@@ -1,0 +1,130 @@
+"""The Git poller against a local bare repository: the first poll records the heads, a new head of a release
+branch starts one delivery, an existing head never starts a second one (also after a restart), a branch
+named like a shell command is only data, and a head is remembered only once its delivery started."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from aicd.client import get_status
+from aicd.gateway.specs import SpecDirectory
+from aicd.plan import delivery_id
+from aicd.poller import GitPoller, PollError, list_heads
+from tests.helpers_engine import git, running_worker, temporal_env
+from tests.test_gateway_webhooks import app_spec, exists, write_spec
+
+__all__ = ["temporal_env"]
+
+
+def push_commit(seed: Path, bare: str, branch: str) -> str:
+    git(
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@localhost",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        branch,
+        cwd=seed,
+    )
+    git("push", "-q", bare, f"HEAD:refs/heads/{branch}", cwd=seed)
+    return git("rev-parse", "HEAD", cwd=seed)
+
+
+async def test_new_heads_of_release_branches_start_deliveries(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    app = f"polled-{uuid.uuid4().hex[:6]}"
+    document, source, _ = app_spec(tmp_path, app)
+    write_spec(tmp_path / "specs", document)
+    seed = tmp_path / f"{app}-source-seed"
+    client = temporal_env.client
+    state_file = tmp_path / "state" / "poller-heads.json"
+    temporal_up = True
+
+    async def connect() -> Client:
+        if not temporal_up:
+            raise ConnectionError("Temporal unreachable")
+        return client
+
+    async with running_worker(client, tmp_path / "worker") as queue:
+        poller = GitPoller(SpecDirectory(tmp_path / "specs"), connect, state_file, queue=queue)
+        old = push_commit(seed, source, "release/old")
+        assert await poller.poll_once() == []  # baseline: heads that exist now are not "new"
+        assert not await exists(client, delivery_id(app, old))
+
+        head = push_commit(seed, source, "release/x")
+        push_commit(seed, source, "feature/y")
+        (result,) = await poller.poll_once()
+        assert (result.app, result.branch, result.revision, result.outcome) == (
+            app,
+            "release/x",
+            head,
+            "started",
+        )
+        status = await get_status(client, delivery_id(app, head))
+        assert status.trigger is not None and (status.trigger.source, status.trigger.branch) == (
+            "poller",
+            "release/x",
+        )
+        assert await poller.poll_once() == []  # the same head again: nothing
+        restarted = GitPoller(SpecDirectory(tmp_path / "specs"), connect, state_file, queue=queue)
+        assert await restarted.poll_once() == []
+
+        # A branch name full of shell syntax is data; git ls-remote runs as argv.
+        mark = tmp_path / "pwned"
+        branch = f"release/$(touch${{IFS}}{mark});touch${{IFS}}{mark}"
+        weird = push_commit(seed, source, branch)
+        temporal_up = False  # and Temporal is down on this poll: the head must not be forgotten
+        (failed,) = await restarted.poll_once()
+        assert failed.outcome.startswith("error") and not await exists(client, delivery_id(app, weird))
+        temporal_up = True
+        (started,) = await restarted.poll_once()
+        assert (started.branch, started.outcome) == (branch, "started")
+        assert (await get_status(client, delivery_id(app, weird))).trigger.branch == branch  # type: ignore[union-attr]
+        assert not mark.exists()
+
+        # `aicd watch --once` shares the state file: it knows every head already.
+        newest = push_commit(seed, source, "release/x")
+        env = {**os.environ, "TEMPORAL_ADDRESS": client.service_client.config.target_host}
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "aicd",
+                "watch",
+                "--specs",
+                str(tmp_path / "specs"),
+                "--state-dir",
+                str(state_file.parent),
+                "--task-queue",
+                queue,
+                "--once",
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip().splitlines() == [f"{app} release/x {newest[:12]}: started"]
+        for revision in (head, weird, newest):
+            await client.get_workflow_handle(delivery_id(app, revision)).terminate("test over")
+
+
+async def test_ls_remote_refuses_option_like_repositories(tmp_path: Path) -> None:
+    with pytest.raises(PollError, match="read as an option"):
+        await list_heads("--upload-pack=touch /tmp/x")
+    with pytest.raises(PollError, match="failed"):
+        await list_heads("ext::sh -c touch% /tmp/aicd-ext-pwned")
+    assert not Path("/tmp/aicd-ext-pwned").exists()
