@@ -566,12 +566,6 @@ class DeliveryWorkflow:
             await workflow.wait_condition(lambda: all(task.done() for task in self.notifications), timeout=timedelta(seconds=10))
 
 
-def _status_dict(status: DeliveryStatus) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(status)
-
-
 def _cause(error: BaseException) -> str:
     while error.__cause__ is not None:
         error = error.__cause__
