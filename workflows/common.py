@@ -44,3 +44,10 @@ SYNC_HEARTBEAT = timedelta(seconds=15)
 ANALYSIS_TIMEOUT = timedelta(minutes=2)
 NOTIFY_TIMEOUT = timedelta(seconds=30)
 COMMAND_HEARTBEAT = timedelta(seconds=30)
+
+
+def cause_of(error: BaseException) -> str:
+    """The innermost cause's message: what an activity or child actually said."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    return str(error)

@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         NOTIFY_TIMEOUT,
         SYNC_HEARTBEAT,
         SYNC_RETRY,
+        cause_of,
     )
     from workflows.target_rollout import TargetRolloutInput, TargetRolloutResult
 
@@ -271,7 +272,7 @@ class DeliveryWorkflow:
             )
         except ActivityError as error:
             state.state = "failed"
-            state.detail = _cause(error)
+            state.detail = cause_of(error)
             raise DeliveryStopped("failed", f"{command.name} failed: {state.detail}") from error
         state.state = "succeeded"
         state.detail = f"{result.seconds:.1f}s"
@@ -380,7 +381,7 @@ class DeliveryWorkflow:
         try:
             return await self.children[name]
         except ChildWorkflowError as error:
-            return TargetRolloutResult(name, "failed", f"rollout workflow failed: {_cause(error)}")
+            return TargetRolloutResult(name, "failed", f"rollout workflow failed: {cause_of(error)}")
 
     # --- rollback ---------------------------------------------------------------------------------
     def _failure_scope(self, stage: StagePlan, failed: list[TargetRolloutResult]) -> list[tuple[str, str]]:
@@ -429,7 +430,7 @@ class DeliveryWorkflow:
             )
         except ActivityError as error:
             for state in states:
-                state.message = f"rollback commit failed: {_cause(error)}"
+                state.message = f"rollback commit failed: {cause_of(error)}"
             return
         syncs = []
         for (stage, name), state, result in zip(ordered, states, results, strict=True):
@@ -468,7 +469,7 @@ class DeliveryWorkflow:
                 retry_policy=SYNC_RETRY,
             )
         except ActivityError as error:
-            state.message = f"rolled back in Git; target not healthy after rollback: {_cause(error)}"
+            state.message = f"rolled back in Git; target not healthy after rollback: {cause_of(error)}"
 
     # --- helpers ----------------------------------------------------------------------------------
     async def _wait_unpaused(self) -> None:
@@ -555,7 +556,7 @@ class DeliveryWorkflow:
                 if result.message is not None:
                     self.slack_message = result.message
             except ActivityError as error:  # Slack down never fails a delivery; the next call tries again
-                workflow.logger.warning("notification %s not sent: %s", [e.kind for e in events], _cause(error))
+                workflow.logger.warning("notification %s not sent: %s", [e.kind for e in events], cause_of(error))
             if any(event.kind == "finished" for event in events):
                 return
 
@@ -564,9 +565,3 @@ class DeliveryWorkflow:
         unreachable Slack must not hold the delivery's result."""
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(lambda: all(task.done() for task in self.notifications), timeout=timedelta(seconds=10))
-
-
-def _cause(error: BaseException) -> str:
-    while error.__cause__ is not None:
-        error = error.__cause__
-    return str(error)

@@ -20,8 +20,8 @@ with workflow.unsafe.imports_passed_through():
     from aicd import fleet
     from aicd.fleet import Site
     from aicd.messages import SYSTEM_ACTOR
-    from workflows.common import GIT_HEARTBEAT, GIT_RETRY, GIT_TIMEOUT, SYNC_HEARTBEAT
-    from workflows.target_rollout import Aborted, StepFailed, TargetRolloutInput
+    from workflows.common import GIT_HEARTBEAT, GIT_RETRY, GIT_TIMEOUT, SYNC_HEARTBEAT, cause_of
+    from workflows.rollout_control import Aborted, StepFailed, TargetRolloutInput
 
 DEFAULT_PARALLELISM = 50
 # A chunk's sites are checked `parallelism` at a time; a transient error (API down) retries the chunk.
@@ -190,9 +190,3 @@ async def restore_sites(input: TargetRolloutInput, number: int, failed: list[str
 def _cancel(tasks: list[asyncio.Task[dict[str, str]]]) -> None:
     for task in tasks:
         task.cancel()
-
-
-def cause_of(error: BaseException) -> str:
-    while error.__cause__ is not None:
-        error = error.__cause__
-    return str(error)

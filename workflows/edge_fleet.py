@@ -32,21 +32,23 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.analysis import AnalysisLookRequest
     from aicd import fleet
     from aicd.fleet import FleetTally, Site
-    from aicd.messages import SYSTEM_ACTOR, HumanAction, TargetStatus
+    from aicd.messages import SYSTEM_ACTOR, TargetStatus
     from aicd.plan import StepPlan
-    from workflows.common import ANALYSIS_RETRY, ANALYSIS_TIMEOUT
-    from workflows.edge_batch import FleetStop, cause_of, check_batch, commit_batch, read_fleet, restore_sites
-    from workflows.target_rollout import Aborted, StepFailed, TargetRolloutInput, TargetRolloutResult
+    from workflows.edge_batch import FleetStop, check_batch, commit_batch, read_fleet, restore_sites
+    from workflows.rollout_control import (
+        Aborted,
+        RolloutControl,
+        StepFailed,
+        TargetRolloutInput,
+        TargetRolloutResult,
+    )
 
 # A run continues as new mid-walk past this many events; it also does after every batch.
 CONTINUE_AS_NEW_EVENTS = 4_000
@@ -81,44 +83,24 @@ class FleetInput(TargetRolloutInput):
 
 
 @workflow.defn(name="EdgeFleetWorkflow")
-class EdgeFleetWorkflow:
+class EdgeFleetWorkflow(RolloutControl):
     @workflow.init
     def __init__(self, input: FleetInput) -> None:
         # Flags carried from the previous run first; signals to this run (handled after init) win.
         carried = input.progress
-        self.paused = carried.paused if carried else input.paused
-        self.pause_reason = carried.pause_reason if carried else input.pause_reason
-        self.aborted = carried.aborted if carried else False
-        self.abort_reason = carried.abort_reason if carried else ""
-        self.next_actor = carried.next_actor if carried else input.actor
-        self.resumed_by: str | None = None
+        self.input = input
         self.status = carried.status if carried else TargetStatus(input.target.name, input.stage, input.target.kind)
-
-    # --- messages from the parent delivery -------------------------------------------------------
-    @workflow.signal
-    def pause(self, action: HumanAction) -> None:
-        self.paused = True
-        self.pause_reason = action.reason
-
-    @workflow.signal
-    def resume(self, action: HumanAction) -> None:
-        self.paused = False
-        self.resumed_by = action.actor
-        self.next_actor = action.actor
-
-    @workflow.signal
-    def abort(self, action: HumanAction) -> None:
-        self.aborted = True
-        self.abort_reason = action.reason or f"aborted by {action.actor}"
-
-    @workflow.query
-    def current(self) -> TargetStatus:
-        return self.status
+        self._init_control(
+            paused=carried.paused if carried else input.paused,
+            pause_reason=carried.pause_reason if carried else input.pause_reason,
+            next_actor=carried.next_actor if carried else input.actor,
+            aborted=carried.aborted if carried else False,
+            abort_reason=carried.abort_reason if carried else "",
+        )
 
     # --- the fleet --------------------------------------------------------------------------------
     @workflow.run
     async def run(self, input: FleetInput) -> TargetRolloutResult:
-        self.input = input
         try:
             self.progress = input.progress or await self._start()
         except FleetStop as stop:
@@ -167,11 +149,11 @@ class EdgeFleetWorkflow:
                 await self._step(steps[progress.step], progress.batch)
                 progress.step += 1
                 if workflow.info().get_current_history_length() > CONTINUE_AS_NEW_EVENTS:
-                    self._continue_as_new()
+                    await self._continue_as_new()
             progress.batch += 1
             progress.step = -1
             if progress.batch < len(progress.ends):
-                self._continue_as_new()  # one run per batch: every history stays a batch long
+                await self._continue_as_new()  # one run per batch: every history stays a batch long
 
     async def _batch(self, index: int) -> None:
         progress = self.progress
@@ -213,7 +195,8 @@ class EdgeFleetWorkflow:
         )
         await self._report()
 
-    def _continue_as_new(self) -> None:
+    async def _continue_as_new(self) -> None:
+        await self._flush_reports()  # the reports of this run reach the parent before it ends
         progress = self.progress
         progress.paused, progress.pause_reason = self.paused, self.pause_reason
         progress.aborted, progress.abort_reason = self.aborted, self.abort_reason
@@ -237,101 +220,14 @@ class EdgeFleetWorkflow:
         self.status.message = f"after batch {batch + 1}/{len(self.progress.ends)}: {step.describe()}"
         await self._report()
         if step.kind == "pause":
-            if step.duration_s is None:
-                await self._wait_for_human("waiting at `pause: {}` until resumed")
-            else:
-                await self._sleep(step.duration_s)
+            await self._pause_step(step)
         elif step.kind == "analysis":
             await self._analysis(step)
         else:  # the schema allows nothing else; a new kind needs code here
             raise ApplicationError(f"unknown step kind {step.kind}", non_retryable=True)
 
-    async def _analysis(self, step: StepPlan) -> None:
-        analysis = self.input.analysis
-        if analysis is None or step.duration_s is None:  # validation refuses this; never pass silently
-            raise StepFailed(f"{step.id}: analysis step without an analysis provider")
-        started = workflow.now().timestamp()
-        active_s = 0.0
-        verdict: dict[str, Any] = {}
-        while True:
-            wait = min(analysis.interval_s, max(step.duration_s - active_s, 0.0))
-            await self._sleep(wait)
-            active_s += wait
-            final = active_s >= step.duration_s
-            verdict = await self._look(step, started, final)
-            self.status.last_verdict = verdict
-            if verdict.get("outcome") == "fail":
-                raise StepFailed(f"analysis after batch {self.progress.batch + 1} failed: {verdict.get('summary', '')}")
-            if final:
-                break
-        await self._report()
-        if verdict.get("outcome") != "pass":
-            await self._wait_for_human(f"analysis inconclusive: {verdict.get('summary', '')}")
-
-    async def _look(self, step: StepPlan, started: float, final: bool) -> dict[str, Any]:
-        assert self.input.analysis is not None
-        request = AnalysisLookRequest(
-            analysis=self.input.analysis,
-            metrics=step.metrics,
-            start=started,
-            end=workflow.now().timestamp(),
-            canary_weight=self.progress.tally.updated_percent(),  # the share of the fleet on the new version
-            final=final,
-            variables={"stage": self.input.stage, "target": self.input.target.name, "revision": self.input.revision},
-        )
-        try:
-            verdict: dict[str, Any] = await workflow.execute_activity(
-                "analysis_look",
-                request,
-                result_type=dict,
-                start_to_close_timeout=ANALYSIS_TIMEOUT,
-                retry_policy=ANALYSIS_RETRY,
-            )
-            return verdict
-        except ActivityError as error:
-            # The provider failing is data about the analysis: never a pass, a human decides.
-            return {"outcome": "inconclusive" if final else "running", "summary": f"analysis error: {cause_of(error)}", "metrics": []}
-
-    # --- waiting (as TargetRolloutWorkflow: a pause stops the clocks, an abort ends every wait) ---
-    async def _wait_unpaused(self) -> None:
-        if not self.paused or self.aborted:
-            if self.aborted:
-                raise Aborted()
-            return
-        state, message = self.status.state, self.status.message
-        self.status.state = "paused"
-        self.status.message = f"paused: {self.pause_reason}" if self.pause_reason else "paused"
-        await self._report()
-        await workflow.wait_condition(lambda: not self.paused or self.aborted)
-        if self.aborted:
-            raise Aborted()
-        self.status.state = "progressing" if state == "paused" else state
-        self.status.message = message
-        await self._report()
-
-    async def _wait_for_human(self, why: str) -> None:
-        self.resumed_by = None
-        self.status.state = "awaiting-resume"
-        self.status.message = why
-        await self._report()
-        await workflow.wait_condition(lambda: self.resumed_by is not None or self.aborted)
-        if self.aborted:
-            raise Aborted()
-        self.status.state = "progressing"
-        self.status.message = f"resumed by {self.resumed_by}"
-
-    async def _sleep(self, seconds: float) -> None:
-        """A durable timer whose clock stops while the fleet is paused."""
-        remaining = seconds
-        while remaining > 0:
-            await self._wait_unpaused()
-            began = workflow.now()
-            try:
-                await workflow.wait_condition(lambda: self.paused or self.aborted, timeout=timedelta(seconds=remaining))
-            except TimeoutError:
-                return
-            remaining -= (workflow.now() - began).total_seconds()
-        await self._wait_unpaused()
+    def _analysis_position(self) -> str:
+        return f" after batch {self.progress.batch + 1}"
 
     # --- status -----------------------------------------------------------------------------------
     def _summarise(self, progress: FleetProgress) -> None:
@@ -343,21 +239,6 @@ class EdgeFleetWorkflow:
     def _add_commit(self, sha: str) -> None:
         if sha not in self.status.commits:
             self.status.commits.append(sha)
-
-    async def _finish(self, outcome: str, reason: str) -> TargetRolloutResult:
-        self.status.state = outcome
-        self.status.message = reason
-        await self._report()
-        return TargetRolloutResult(self.input.target.name, outcome, reason, list(self.status.commits))
-
-    async def _report(self) -> None:
-        """Tell the parent delivery how the fleet stands: a summary, sent once per batch and on state
-        changes only, because every signal is an event in the parent's history too."""
-        parent = workflow.get_external_workflow_handle(self.input.delivery_id)
-        try:
-            await parent.signal("target_progress", self.status)
-        except Exception as error:  # the parent gone (terminated) must not fail the fleet
-            workflow.logger.warning("cannot report progress to %s: %s", self.input.delivery_id, error)
 
 
 def _with_reasons(failed: dict[str, str], names: list[str], cap: int = 5) -> str:

@@ -1,0 +1,232 @@
+"""What every rollout child workflow shares (a target's TargetRolloutWorkflow, an edge fleet's
+EdgeFleetWorkflow): the parent delivery's pause / resume / abort signals, waits that a pause stops and an
+abort ends, waits for a human, the analysis step, and progress reports to the parent."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.analysis import AnalysisLookRequest
+    from aicd.messages import SYSTEM_ACTOR, HumanAction, TargetStatus
+    from aicd.plan import AnalysisPlan, StepPlan, TargetPlan, WritePlan
+    from workflows.common import ANALYSIS_RETRY, ANALYSIS_TIMEOUT, cause_of
+
+
+@dataclass
+class TargetRolloutInput:
+    delivery_id: str  # the parent DeliveryWorkflow's ID; progress is signalled there
+    app: str
+    revision: str
+    revision_short: str
+    artifact_tag: str
+    gitops_repo: str
+    gitops_branch: str
+    write: WritePlan
+    stage: str
+    target: TargetPlan
+    steps: list[StepPlan]
+    analysis: AnalysisPlan | None
+    actor: str = SYSTEM_ACTOR  # who let this stage start (the approver), written on its first commit
+    paused: bool = False
+    pause_reason: str = ""
+
+
+@dataclass
+class TargetRolloutResult:
+    target: str
+    outcome: str  # promoted | failed | aborted
+    reason: str = ""
+    commits: list[str] = field(default_factory=list)
+
+
+class Aborted(Exception):
+    pass
+
+
+class StepFailed(Exception):
+    pass
+
+
+class RolloutControl:
+    """Base of the rollout child workflows; subclasses set `input` and `status` before waiting on anything."""
+
+    input: TargetRolloutInput
+    status: TargetStatus
+
+    def _init_control(
+        self, *, paused: bool, pause_reason: str, next_actor: str, aborted: bool = False, abort_reason: str = ""
+    ) -> None:
+        self.paused = paused
+        self.pause_reason = pause_reason
+        self.aborted = aborted
+        self.abort_reason = abort_reason
+        self.next_actor = next_actor  # written on the next commit: the approver, or who resumed
+        self.resumed_by: str | None = None  # releases a `pause: {}` step or an inconclusive analysis
+        self.reports: list[asyncio.Future[None]] = []
+        self.report_seq = 0
+
+    # --- messages from the parent delivery -------------------------------------------------------
+    @workflow.signal
+    def pause(self, action: HumanAction) -> None:
+        self.paused = True
+        self.pause_reason = action.reason
+
+    @workflow.signal
+    def resume(self, action: HumanAction) -> None:
+        # A resume undoes a pause first; only a resume while not paused releases a step waiting for a human,
+        # so lifting "stop the line" never also waves a `pause: {}` gate through.
+        if self.paused:
+            self.paused = False
+        else:
+            self.resumed_by = action.actor
+        self.next_actor = action.actor
+
+    @workflow.signal
+    def abort(self, action: HumanAction) -> None:
+        self.aborted = True
+        self.abort_reason = action.reason or f"aborted by {action.actor}"
+
+    @workflow.query
+    def current(self) -> TargetStatus:
+        return self.status
+
+    # --- waiting: a pause stops the clocks, an abort ends every wait ------------------------------
+    async def _wait_unpaused(self) -> None:
+        if self.aborted:
+            raise Aborted()
+        if not self.paused:
+            return
+        state, message = self.status.state, self.status.message
+        self.status.state = "paused"
+        self.status.message = f"paused: {self.pause_reason}" if self.pause_reason else "paused"
+        await self._report()
+        await workflow.wait_condition(lambda: not self.paused or self.aborted)
+        if self.aborted:
+            raise Aborted()
+        self.status.state = "progressing" if state == "paused" else state
+        self.status.message = message
+        await self._report()
+
+    async def _wait_for_human(self, why: str) -> None:
+        self.resumed_by = None
+        self.status.state = "awaiting-resume"
+        self.status.message = why
+        await self._report()
+        await workflow.wait_condition(lambda: self.resumed_by is not None or self.aborted)
+        if self.aborted:
+            raise Aborted()
+        self.status.state = "progressing"
+        self.status.message = f"resumed by {self.resumed_by}"
+
+    async def _sleep(self, seconds: float) -> None:
+        """A durable timer whose clock stops while the rollout is paused."""
+        remaining = seconds
+        while remaining > 0:
+            await self._wait_unpaused()
+            began = workflow.now()
+            try:
+                await workflow.wait_condition(lambda: self.paused or self.aborted, timeout=timedelta(seconds=remaining))
+            except TimeoutError:
+                return
+            remaining -= (workflow.now() - began).total_seconds()
+        await self._wait_unpaused()
+
+    async def _pause_step(self, step: StepPlan) -> None:
+        if step.duration_s is None:
+            await self._wait_for_human("waiting at `pause: {}` until resumed")
+        else:
+            await self._sleep(step.duration_s)
+
+    # --- analysis -------------------------------------------------------------------------------
+    def _analysis_position(self) -> str:
+        """Where the analysis stands, for a failure message (a fleet names its batch)."""
+        return ""
+
+    async def _analysis(self, step: StepPlan) -> None:
+        """Look every interval until a failure or the end of the duration; fail -> StepFailed, not enough
+        evidence -> wait for a human (a resume counts as a pass, an abort rolls back)."""
+        analysis = self.input.analysis
+        if analysis is None or step.duration_s is None:  # validation refuses this; never pass silently
+            raise StepFailed(f"{step.id}: analysis step without an analysis provider")
+        started = workflow.now().timestamp()
+        active_s = 0.0
+        verdict: dict[str, Any] = {}
+        while True:
+            wait = min(analysis.interval_s, max(step.duration_s - active_s, 0.0))
+            await self._sleep(wait)
+            active_s += wait
+            final = active_s >= step.duration_s
+            verdict = await self._look(analysis, step, started, final)
+            self.status.last_verdict = verdict
+            await self._report()
+            if verdict.get("outcome") == "fail":
+                raise StepFailed(f"analysis{self._analysis_position()} failed: {verdict.get('summary', '')}")
+            if final:
+                break
+        if verdict.get("outcome") != "pass":
+            await self._wait_for_human(f"analysis inconclusive: {verdict.get('summary', '')}")
+
+    async def _look(self, analysis: AnalysisPlan, step: StepPlan, started: float, final: bool) -> dict[str, Any]:
+        request = AnalysisLookRequest(
+            analysis=analysis,
+            metrics=step.metrics,
+            start=started,
+            end=workflow.now().timestamp(),
+            canary_weight=self.status.weight,
+            final=final,
+            variables={"stage": self.input.stage, "target": self.input.target.name, "revision": self.input.revision},
+        )
+        try:
+            verdict: dict[str, Any] = await workflow.execute_activity(
+                "analysis_look",
+                request,
+                result_type=dict,
+                start_to_close_timeout=ANALYSIS_TIMEOUT,
+                retry_policy=ANALYSIS_RETRY,
+            )
+            return verdict
+        except ActivityError as error:
+            # The provider failing is data about the analysis: never a pass, a human decides.
+            return {"outcome": "inconclusive" if final else "running", "summary": f"analysis error: {cause_of(error)}", "metrics": []}
+
+    # --- reporting ------------------------------------------------------------------------------
+    async def _report(self) -> None:
+        """Tell the parent delivery how this target stands (its status query shows every target).
+
+        Reports go out one after another so the parent never sees an older state after a newer one, and
+        without holding up the rollout for the server's acknowledgement; a report overtaken by a newer one
+        before it was sent is dropped. `_flush_reports` waits for the last one."""
+        self.report_seq += 1
+        snapshot = dataclasses.replace(self.status, commits=list(self.status.commits))
+        previous = self.reports[-1] if self.reports else None
+        self.reports.append(asyncio.ensure_future(self._send_report(previous, self.report_seq, snapshot)))
+
+    async def _send_report(self, previous: asyncio.Future[None] | None, seq: int, snapshot: TargetStatus) -> None:
+        if previous is not None:
+            await previous
+        if seq < self.report_seq:
+            return  # a newer report is queued behind this one
+        parent = workflow.get_external_workflow_handle(self.input.delivery_id)
+        try:
+            await parent.signal("target_progress", snapshot)
+        except Exception as error:  # the parent gone (terminated) must not fail the target
+            workflow.logger.warning("cannot report progress to %s: %s", self.input.delivery_id, error)
+
+    async def _flush_reports(self) -> None:
+        if self.reports:
+            await self.reports[-1]
+
+    async def _finish(self, outcome: str, reason: str) -> TargetRolloutResult:
+        self.status.state = outcome
+        self.status.message = reason
+        await self._report()
+        await self._flush_reports()
+        return TargetRolloutResult(self.input.target.name, outcome, reason, list(self.status.commits))
