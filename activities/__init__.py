@@ -12,6 +12,7 @@ from activities.commands import CommandActivities
 from activities.edge import check_sites
 from activities.gitops import GitOpsActivities
 from activities.notify import notify
+from activities.steps import StepActivities
 from activities.sync import sync_target
 
 
@@ -27,6 +28,7 @@ def all_activities(settings: WorkerSettings) -> list[Callable[..., Any]]:
     return [
         commands.run_command,
         gitops.commit,
+        StepActivities(gitops).apply_step,
         gitops.rollback,
         gitops.rollback_many,
         gitops.read_file,

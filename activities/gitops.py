@@ -231,18 +231,25 @@ class GitOpsClone:
             if paths is None:
                 results.append(CommitResult(None))
                 continue
-            if paths:
-                _stage(repo, paths)
-            repo.git.commit("--allow-empty", "-m", step.message, "--quiet")
-            results.append(CommitResult(repo.head.commit.hexsha))
+            # The work tree was clean before `apply`: `commit -a` takes its edits and deletions of tracked
+            # files; only files new to the repo need staging first (rare: a first deploy to a new path).
+            new_files = _untracked(repo, paths)
+            if new_files:
+                _stage(repo, new_files)
+            repo.git.commit("--all", "--allow-empty", "-m", step.message, "--quiet")
+            head = read_ref(Path(repo.git_dir), "HEAD")
+            assert head is not None, "HEAD unreadable right after a commit"
+            results.append(CommitResult(head))
         return results
 
     def _known_in_sync(self, repo: git.Repo) -> bool:
-        """This process last left the clone clean and pushed, and HEAD is still the remote branch."""
+        """This process last left the clone clean and pushed, and HEAD is still the remote branch (read from
+        the ref files: a process per check would cost as much as the commit)."""
         if str(self.path) not in _in_sync_clones:
             return False
-        heads = repo.git.rev_parse("HEAD", f"refs/remotes/origin/{self.branch}").split()
-        return len(heads) == 2 and heads[0] == heads[1]
+        git_dir = Path(repo.git_dir)
+        head = read_ref(git_dir, "HEAD")
+        return head is not None and head == read_ref(git_dir, f"refs/remotes/origin/{self.branch}")
 
 
 class GitOpsActivities:
@@ -377,6 +384,33 @@ def _first_commits_touching(repo: git.Repo, ref: str, delivery: str, paths: set[
         elif line and line not in first and matches(line):
             first[line] = sha
     return first
+
+
+def read_ref(git_dir: Path, ref: str) -> str | None:
+    """The commit a ref points at, from the loose ref file or packed-refs (symbolic refs followed)."""
+    for _ in range(5):  # HEAD -> refs/heads/<branch> -> sha; deeper chains are not ours
+        loose = git_dir / ref
+        if loose.is_file():
+            value = loose.read_text().strip()
+            if not value.startswith("ref: "):
+                return value or None
+            ref = value[5:]
+            continue
+        packed = git_dir / "packed-refs"
+        if packed.is_file():
+            for line in packed.read_text().splitlines():
+                sha, _, name = line.partition(" ")
+                if name == ref and not line.startswith(("#", "^")):
+                    return sha
+        return None
+    return None
+
+
+def _untracked(repo: git.Repo, paths: list[str]) -> list[str]:
+    """Those of `paths` that exist in the work tree but not in the index (read from .git/index, no process)."""
+    root = Path(repo.working_tree_dir or ".")
+    tracked = {path for path, _stage_number in repo.index.entries}
+    return [path for path in paths if path not in tracked and (root / path).exists()]
 
 
 def _stage(repo: git.Repo, paths: list[str]) -> None:

@@ -29,8 +29,6 @@ async def sync_target(request: SyncRequest) -> SyncResult:
     try:
         return await driver.sync(request, activity.heartbeat)
     except SyncFailed as error:
-        raise ApplicationError(
-            f"{request.target}: {error}", non_retryable=True, type="TargetUnhealthy"
-        ) from error
+        raise ApplicationError(str(error), non_retryable=True, type="TargetUnhealthy") from error
     except asyncio.CancelledError:
         raise

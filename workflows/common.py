@@ -27,6 +27,14 @@ COMMAND_RETRY = RetryPolicy(
     maximum_attempts=3,
     non_retryable_error_types=["CommandFailed", "CommandTimeout", "CommandInvalid"],
 )
+# A step's commit and sync in one activity: transient Git or API trouble retries; a definite answer does not.
+STEP_RETRY = RetryPolicy(
+    initial_interval=timedelta(milliseconds=500),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=15),
+    maximum_attempts=10,
+    non_retryable_error_types=[*(GIT_RETRY.non_retryable_error_types or []), *(SYNC_RETRY.non_retryable_error_types or [])],
+)
 ANALYSIS_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),
     maximum_interval=timedelta(seconds=5),

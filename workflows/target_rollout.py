@@ -12,11 +12,12 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.drivers.base import SyncRequest, SyncResult
-    from activities.gitops import CommitRequest, CommitResult, FileEdit, delivery_trailer
+    from activities.drivers.base import SyncRequest
+    from activities.gitops import CommitRequest, FileEdit, delivery_trailer
+    from activities.steps import StepRequest, StepResult
     from aicd.messages import SYSTEM_ACTOR, TargetStatus
     from aicd.plan import StepPlan
-    from workflows.common import GIT_HEARTBEAT, GIT_RETRY, GIT_TIMEOUT, SYNC_HEARTBEAT, SYNC_RETRY, cause_of
+    from workflows.common import GIT_TIMEOUT, STEP_RETRY, SYNC_HEARTBEAT, cause_of
     from workflows.rollout_control import (
         Aborted,
         RolloutControl,
@@ -80,10 +81,11 @@ class TargetRolloutWorkflow(RolloutControl):
         self.status.step_kind = "promote"
 
     async def _commit_and_sync(self, step_id: str, description: str, values: dict[str, Any]) -> None:
+        """The step's commit, then the driver bringing the target to it and waiting for health."""
         target = self.input.target
         trailer_step = f"{self.input.stage}/{target.name}/{step_id}"
         actor, self.next_actor = self.next_actor, SYSTEM_ACTOR
-        request = CommitRequest(
+        commit = CommitRequest(
             repo=self.input.gitops_repo,
             branch=self.input.gitops_branch,
             delivery=delivery_trailer(self.input.app, self.input.revision),
@@ -92,25 +94,7 @@ class TargetRolloutWorkflow(RolloutControl):
             subject=f"aicd: {self.input.app} {self.input.revision_short} {target.name} {description}",
             edits=[FileEdit(target.path, values)],
         )
-        try:
-            commit: CommitResult = await workflow.execute_activity(
-                "gitops_commit",
-                request,
-                result_type=CommitResult,
-                start_to_close_timeout=GIT_TIMEOUT,
-                heartbeat_timeout=GIT_HEARTBEAT,
-                retry_policy=GIT_RETRY,
-            )
-        except ActivityError as error:
-            raise StepFailed(f"{trailer_step}: commit failed: {cause_of(error)}") from error
-        assert commit.sha is not None
-        if commit.sha not in self.status.commits:
-            self.status.commits.append(commit.sha)
-        await self._sync(trailer_step, commit.sha)
-
-    async def _sync(self, trailer_step: str, sha: str) -> None:
-        target = self.input.target
-        request = SyncRequest(
+        sync = SyncRequest(
             delivery_id=self.input.delivery_id,
             stage=self.input.stage,
             target=target.name,
@@ -118,18 +102,21 @@ class TargetRolloutWorkflow(RolloutControl):
             config=target.config,
             gitops_repo=self.input.gitops_repo,
             gitops_branch=self.input.gitops_branch,
-            revision=sha,
+            revision="",  # the commit's, filled in by the activity
             step=trailer_step,
             timeout_s=target.progress_deadline_s,
         )
         try:
-            await workflow.execute_activity(
-                "sync_target",
-                request,
-                result_type=SyncResult,
-                start_to_close_timeout=timedelta(seconds=target.progress_deadline_s + 60),
+            result: StepResult = await workflow.execute_activity(
+                "apply_step",
+                StepRequest(commit, sync),
+                result_type=StepResult,
+                start_to_close_timeout=GIT_TIMEOUT + timedelta(seconds=target.progress_deadline_s + 60),
                 heartbeat_timeout=SYNC_HEARTBEAT,
-                retry_policy=SYNC_RETRY,
+                retry_policy=STEP_RETRY,
             )
         except ActivityError as error:
             raise StepFailed(f"{trailer_step}: {cause_of(error)}") from error
+        assert result.commit.sha is not None
+        if result.commit.sha not in self.status.commits:
+            self.status.commits.append(result.commit.sha)
