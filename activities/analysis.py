@@ -4,7 +4,6 @@ for the judge, never a crash and never a pass."""
 
 from __future__ import annotations
 
-import asyncio
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ from prometheus_api_client import PrometheusConnect
 from temporalio import activity
 from urllib3.util.retry import Retry
 
+from activities.heartbeats import in_thread_with_heartbeats
 from aicd import judge as judging
 from aicd.plan import AnalysisPlan, MetricPlan
 from aicd.spec.placeholders import render
@@ -122,4 +122,4 @@ def look(request: AnalysisLookRequest) -> dict[str, Any]:
 
 @activity.defn(name="analysis_look")
 async def analysis_look(request: AnalysisLookRequest) -> dict[str, Any]:
-    return await asyncio.to_thread(look, request)
+    return await in_thread_with_heartbeats(lambda look_request, _heartbeat: look(look_request), request)

@@ -4,7 +4,6 @@ re-applying the step on the fresh branch (never a force-push), rollback restored
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import fcntl
 import hashlib
 import logging
@@ -17,20 +16,19 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import git
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeats import in_thread_with_heartbeats
 from activities.yamledit import set_keys
 from aicd.spec.placeholders import render
 
 log = logging.getLogger(__name__)
 
 MAX_PUSH_ATTEMPTS = 30
-R = TypeVar("R")
-T = TypeVar("T")
 _REJECTED_PUSH = ("rejected", "fetch first", "non-fast-forward", "failed to push", "lock")
 _thread_locks: dict[str, threading.Lock] = {}
 # Clones this process left clean and equal to the remote branch after its own push or fetch.
@@ -261,7 +259,7 @@ class GitOpsActivities:
 
     @activity.defn(name="gitops_commit")
     async def commit(self, request: CommitRequest) -> CommitResult:
-        return await _in_thread_with_heartbeats(self._commit, request)
+        return await in_thread_with_heartbeats(self._commit, request)
 
     def _commit(self, request: CommitRequest, heartbeat: Callable[[str], None]) -> CommitResult:
         clone = self._clone(request.repo, request.branch)
@@ -294,7 +292,7 @@ class GitOpsActivities:
     async def rollback_many(self, requests: list[RollbackRequest]) -> list[CommitResult]:
         """Rollback commits of several targets of one GitOps branch, one commit each, pushed together: an
         abort restores a whole stage in one push."""
-        return await _in_thread_with_heartbeats(self._rollback, requests)
+        return await in_thread_with_heartbeats(self._rollback, requests)
 
     def _rollback(self, requests: list[RollbackRequest], heartbeat: Callable[[str], None]) -> list[CommitResult]:
         first = requests[0]
@@ -455,34 +453,6 @@ def _content_at(repo: git.Repo, revision: str, path: str) -> bytes | None:
         return None
 
 
-HEARTBEAT_EVERY_S = 2.0
-
-
-async def _in_thread_with_heartbeats(work: Callable[[R, Callable[[str], None]], T], request: R) -> T:
-    """Blocking Git work in a thread while the activity keeps heartbeating, so a short heartbeat timeout
-    notices a dead worker in seconds without failing a slow but healthy push."""
-    task = asyncio.ensure_future(asyncio.to_thread(work, request, _heartbeat_from_thread()))
-    while True:
-        done, _pending = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_S)
-        if done:
-            return task.result()
-        if activity.in_activity():
-            activity.heartbeat("working")
-
-
 def _retried() -> bool:
     """Whether an earlier execution of this activity may already have pushed (any attempt after the first)."""
     return not activity.in_activity() or activity.info().attempt > 1
-
-
-def _heartbeat_from_thread() -> Callable[[str], None]:
-    """A heartbeat callable usable from the worker thread the blocking Git work runs in."""
-    if not activity.in_activity():
-        return lambda _detail: None
-    context = contextvars.copy_context()  # the activity's context, so heartbeat knows which activity
-    loop = asyncio.get_running_loop()
-
-    def beat(detail: str) -> None:
-        loop.call_soon_threadsafe(activity.heartbeat, detail, context=context)
-
-    return beat

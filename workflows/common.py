@@ -50,6 +50,7 @@ GIT_TIMEOUT = timedelta(minutes=5)
 GIT_HEARTBEAT = timedelta(seconds=10)
 SYNC_HEARTBEAT = timedelta(seconds=15)
 ANALYSIS_TIMEOUT = timedelta(minutes=2)
+ANALYSIS_HEARTBEAT = timedelta(seconds=15)
 NOTIFY_TIMEOUT = timedelta(seconds=30)
 COMMAND_HEARTBEAT = timedelta(seconds=30)
 

@@ -17,7 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.analysis import AnalysisLookRequest
     from aicd.messages import SYSTEM_ACTOR, HumanAction, TargetStatus
     from aicd.plan import AnalysisPlan, StepPlan, TargetPlan, WritePlan
-    from workflows.common import ANALYSIS_RETRY, ANALYSIS_TIMEOUT, cause_of
+    from workflows.common import ANALYSIS_HEARTBEAT, ANALYSIS_RETRY, ANALYSIS_TIMEOUT, cause_of
 
 
 @dataclass
@@ -190,6 +190,7 @@ class RolloutControl:
                 request,
                 result_type=dict,
                 start_to_close_timeout=ANALYSIS_TIMEOUT,
+                heartbeat_timeout=ANALYSIS_HEARTBEAT,
                 retry_policy=ANALYSIS_RETRY,
             )
             return verdict
