@@ -51,12 +51,22 @@ z* = (nm/2 - #{D <= 0.25|HL|}) / sd_U, so the level is read off the A/A peaks of
 percentile -- and reports their detection at that budget. This tuning uses knowledge of the null
 distribution no real deployment has, so it flatters the references.
 
-Summary line (last line): ``worst_detection_ratio`` is the lowest, over regression scenarios, of aicd's
-detection rate divided by the best *raw* reference's (floored at 1/reps to avoid division by zero);
-``worst_delay_ratio`` the highest of aicd's median intervals-to-detect divided by the fastest raw
+Summary line (last line): ``fpr10``, ``kayenta_fpr10`` and ``flagger_fpr10`` are the false-positive rates of
+aicd and of the references *as specified* (98% Kayenta, p99 Flagger) on "A/A 10 metrics". The two ratios
+compare aicd with the references *at a matched false-positive rate* (the "@1%" columns), as the goal asks
+("at that rate"): ``worst_detection_ratio`` is the lowest, over regression scenarios, of aicd's detection
+rate divided by the better @1% reference's (floored at 1/reps to avoid division by zero);
+``worst_delay_ratio`` the highest of aicd's median intervals-to-detect divided by the faster @1%
 reference's median (over references that detected at least once; scenarios where aicd or no reference
-ever detects are skipped). A "matched-FPR summary" line before it gives the same ratios against the @1%
-references. Each row's verdict says where aicd loses.
+ever detects are skipped). An "as-specified references" line before it gives the same ratios against the
+raw references. Each row's verdict says where aicd loses.
+
+Why aicd cannot simply "spend" the A/A budget: aicd's alpha bounds the probability of failing a canary
+whose true change sits *at the edge of the tolerance band* (+5%), not one with no change at all. An A/A
+canary is a whole tolerance away from that edge, so its false-positive rate is ~0 for any valid test; a
+test tuned until A/A fails 1% would fail canaries that are within tolerance far more often than alpha.
+The references have no tolerance band: at 1% A/A they flag any provable shift, including a +5% one that
+aicd is configured to accept. ``--tolerance 0`` removes aicd's band and shows the statistics alone.
 """
 
 from __future__ import annotations
@@ -703,14 +713,18 @@ def run(reps: int, seed: int, workers: int, tolerance: float, progress: Callable
     attribution = ", ".join(f"{name} {count}" for name, count in sorted(aa_failures.items())) or "none"
     progress(f"aicd's A/A false positives by metric (all A/A scenarios): {attribution}")
     progress(
-        "matched-FPR summary: "
-        f"worst_detection_ratio={_worst(matched_detection_ratios, min):.3f} "
-        f"worst_delay_ratio={_worst(matched_delay_ratios, max):.3f}"
+        "as-specified references (98% Kayenta, p99 Flagger; they fail most A/A runs): "
+        f"worst_detection_ratio={_worst(detection_ratios, min):.3f} worst_delay_ratio={_worst(delay_ratios, max):.3f}"
+    )
+    progress(
+        f"last line: fpr10 = A/A-10 false-positive rates as specified; ratios vs the references at matched "
+        f"{MATCHED_FPR:.0%} FPR (@1% columns)"
     )
     progress(f"(ran in {time.time() - started:.0f} s)")
     print(
         f"fpr10={fpr10['aicd']:.3f} kayenta_fpr10={fpr10['kayenta']:.3f} flagger_fpr10={fpr10['flagger']:.3f} "
-        f"worst_detection_ratio={_worst(detection_ratios, min):.3f} worst_delay_ratio={_worst(delay_ratios, max):.3f}"
+        f"worst_detection_ratio={_worst(matched_detection_ratios, min):.3f} "
+        f"worst_delay_ratio={_worst(matched_delay_ratios, max):.3f}"
     )
     return 0
 

@@ -452,3 +452,19 @@ def _head(samples: MetricSamples, upto: int) -> MetricSamples:
         cut(samples.canary_total),
         cut(samples.baseline_total),
     )
+
+
+def test_importing_the_package_does_not_load_numpy_or_scipy() -> None:
+    """Every ``aicd`` CLI start imports the judge's data types; the statistics load on first use."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, aicd.judge as j\n"
+        "assert 'scipy' not in sys.modules and 'numpy' not in sys.modules, 'eager import'\n"
+        "assert j.MetricConfig('m', 'count', 'increase').tolerance == 0.05\n"
+        "from aicd.judge import judge, render_table\n"
+        "assert 'scipy' in sys.modules and callable(judge) and callable(render_table)\n"
+        "try:\n    j.no_such_name\nexcept AttributeError:\n    pass\nelse:\n    raise SystemExit('no error')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
