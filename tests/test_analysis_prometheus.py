@@ -21,7 +21,15 @@ from aicd.embedded.ports import free_port, wait_http_ok
 from aicd.embedded.processes import ManagedProcess
 from aicd.embedded.prometheus import EmbeddedPrometheus, find_prometheus
 from aicd.messages import DeliveryStatus, HumanAction, Trigger
-from tests.helpers_engine import commits, make_repo, plan_from, running_worker, show, spec_document, temporal_env
+from tests.helpers_engine import (
+    commits,
+    make_repo,
+    plan_from,
+    running_worker,
+    show,
+    spec_document,
+    temporal_env,
+)
 
 __all__ = ["temporal_env"]
 

@@ -12,7 +12,15 @@ from temporalio.testing import WorkflowEnvironment
 from aicd.argocd_manifests import render_applications
 from aicd.client import get_status, handle_for, start_delivery
 from aicd.messages import Trigger
-from tests.helpers_engine import commits, make_repo, plan_from, running_worker, show, spec_document, temporal_env
+from tests.helpers_engine import (
+    commits,
+    make_repo,
+    plan_from,
+    running_worker,
+    show,
+    spec_document,
+    temporal_env,
+)
 from tests.standins.kube_argocd import KubeArgoCD, write_kubeconfig
 
 __all__ = ["temporal_env"]
