@@ -23,14 +23,20 @@ from worker import build_worker
 
 
 def push_retries(history: WorkflowHistory) -> int:
-    """Rejected pushes that the commit activities of one workflow refetched and re-applied."""
+    """Rejected pushes that the step activities of one workflow refetched and re-applied."""
+
+    def count(value: object) -> int:
+        if isinstance(value, dict):
+            return int(value.get("push_retries", 0)) + sum(count(item) for item in value.values())
+        if isinstance(value, list):
+            return sum(count(item) for item in value)
+        return 0
+
     total = 0
     for event in history.events:
         if event.HasField("activity_task_completed_event_attributes"):
             for payload in event.activity_task_completed_event_attributes.result.payloads:
-                result = json.loads(payload.data)
-                if isinstance(result, dict):
-                    total += int(result.get("push_retries", 0))
+                total += count(json.loads(payload.data))
     return total
 
 
