@@ -1,0 +1,336 @@
+"""`aicd demo` end to end: real Temporal, Git, Prometheus and processes, no mocks (the slowest test file).
+
+The full flow runs once with shorter analysis steps; a second run in the same state dir delivers the bad
+release alone; the CLI is interrupted with SIGINT half-way. Each checks that no process is left behind.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import dataclasses
+import io
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+import yaml
+from rich.console import Console
+
+from aicd.cli.demo import render_live, render_summary
+from aicd.demo import (
+    BAD,
+    DEFAULT_SPEC,
+    DEMO_DIR,
+    GOOD,
+    DemoError,
+    DemoLayout,
+    DemoOptions,
+    DemoReport,
+    DemoStack,
+    LiveState,
+    QuietObserver,
+    ReleaseOutcome,
+    effective_spec_text,
+    exclusive,
+    prepare,
+    run_demo,
+    values_at_head,
+)
+from aicd.embedded.processes import wait_gone
+from aicd.messages import DeliveryStatus
+from aicd.spec.loader import load_spec
+from tests.conftest import REPO_ROOT, aicd_env
+
+TARGETS = ("staging", "prod-a", "prod-b")
+# 5 s before the analysis (Prometheus discovers a new canary within ~5 s), then 4 intervals of 5 s: the
+# judge passes a metric from 3 paired intervals (a bounded confidence sequence), one spare for a slow scrape.
+ANALYSIS_S, PAUSE_S = 20.0, 5.0
+LOAD_RATE = 15.0  # requests/s per target: plenty for the judge, and lighter on a 2-core machine
+SAMPLES = 40
+
+
+class Recorder(QuietObserver):
+    """Keeps what Git says each target should run at the moment each delivery ends."""
+
+    def __init__(self, layout: DemoLayout) -> None:
+        super().__init__()
+        self.layout = layout
+        self.values: dict[str, Any] = {}
+        self.last_frame: LiveState | None = None
+
+    def progress(self, state: LiveState) -> None:
+        super().progress(state)
+        self.last_frame = state
+
+    def release_finished(self, outcome: ReleaseOutcome) -> None:
+        super().release_finished(outcome)
+        spec = load_spec(self.layout.spec)
+        self.values[outcome.release.version] = values_at_head(self.layout, spec)
+
+
+def rendered(renderable: Any) -> str:
+    console = Console(file=io.StringIO(), width=200, color_system=None)
+    console.print(renderable)
+    assert isinstance(console.file, io.StringIO)
+    return console.file.getvalue()
+
+
+def children() -> set[int]:
+    pids = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                pids.add(child.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return pids
+
+
+def versions_served(url: str, n: int) -> collections.Counter[tuple[int, str]]:
+    answers: collections.Counter[tuple[int, str]] = collections.Counter()
+    with httpx.Client(timeout=5.0, trust_env=False) as client:
+        for _ in range(n):
+            response = client.get(f"{url}/")
+            answers[(response.status_code, response.headers.get("x-version", "?"))] += 1
+    return answers
+
+
+def snapshot(before: set[int], seen: dict[str, Any]) -> Any:
+    """A before_stop hook: with the stack still up, ask the proxies and the reconciler directly."""
+
+    def hook(stack: DemoStack, report: DemoReport) -> None:
+        assert stack.reconciler is not None
+        seen["pids"] = children() - before
+        seen["served"] = {
+            name: versions_served(url, SAMPLES) for name, url in stack.reconciler.proxy_urls().items()
+        }
+        seen["running"] = {name: stack.reconciler.status(name) for name in report.targets}
+
+    return hook
+
+
+def assert_serving_only(seen: dict[str, Any], tag: str) -> None:
+    assert set(seen["served"]) == set(TARGETS)
+    for name, answers in seen["served"].items():
+        assert answers == {(200, tag): SAMPLES}, (name, answers)
+    for name, running in seen["running"].items():
+        assert running["healthy"] and running["stable"] == tag and running["canary"] is None, (name, running)
+
+
+def assert_nothing_left(before: set[int], seen: dict[str, Any]) -> None:
+    assert seen["pids"], "the stack ran as child processes"
+    assert wait_gone(sorted(seen["pids"]), timeout=10) == []
+    assert children() - before == set()
+
+
+def test_demo_promotes_the_good_release_and_rolls_back_the_bad_one(tmp_path: Path) -> None:
+    before = children()
+    options = DemoOptions(
+        state_dir=tmp_path / "state",
+        auto_approve=True,
+        ui=False,
+        temporal_port=0,
+        load_rate=LOAD_RATE,
+        analysis_duration=ANALYSIS_S,
+        pause=PAUSE_S,
+    )
+    layout = DemoLayout(options.state_dir.resolve() / DEMO_DIR)
+    recorder = Recorder(layout)
+    seen: dict[str, Any] = {}
+    report = run_demo(options, recorder, before_stop=snapshot(before, seen))
+    assert report.ok, (report.problems, [o.problems for o in report.outcomes])
+    good, bad = report.outcomes
+    good_tag = good.revision[:7]
+    app = "demo-app"
+
+    # The good release: succeeded, weight 100 everywhere, approved by the listed approver, and Git agrees.
+    assert good.status.phase == "succeeded"
+    assert {n: (t.state, t.weight) for n, t in good.status.targets.items()} == {
+        n: ("promoted", 100) for n in TARGETS
+    }
+    assert [(a.kind, a.actor, a.stage) for a in good.status.actions] == [
+        ("approve", "demo-user", "production")
+    ]
+    for name, values in recorder.values["1.1"].items():
+        assert values["image"]["tag"] == good_tag and values["canary"]["weight"] == 0, (name, values)
+    good_steps = [c.step for c in reversed(report.gitops_log) if c.delivery == f"{app}@{good.revision}"]
+    # Every target in order: its canary weight (step 0), weight 100 (step 3), then promotion.
+    assert good_steps == [
+        f"{stage}/{target}/{step}"
+        for stage, target in (("staging", "staging"), ("production", "prod-a"), ("production", "prod-b"))
+        for step in ("0-setWeight", "3-setWeight", "promote")
+    ]
+
+    # The bad release: failed by the analysis on error rate at its first canary weight, rolled back in Git.
+    assert bad.status.phase == "failed"
+    assert "analysis failed" in bad.status.reason and "error-rate" in bad.status.reason
+    bad_commits = [c for c in report.gitops_log if c.delivery == f"{app}@{bad.revision}"]
+    assert [c.step for c in reversed(bad_commits)] == [
+        "staging/staging/0-setWeight",
+        "staging/staging/rollback",
+    ]
+    assert report.gitops_log[0].step == "staging/staging/rollback"  # the last word in Git
+    assert report.gitops_log[-1].step == "" and "1.0" in report.gitops_log[-1].subject  # set up by hand
+    for name, values in recorder.values["1.2"].items():
+        assert values["image"]["tag"] == good_tag and values["canary"]["weight"] == 0, (name, values)
+
+    # Afterwards every target serves the good version only, with no canary running.
+    assert_serving_only(seen, good_tag)
+    assert report.serving == {name: {good_tag: 30} for name in TARGETS}
+
+    # What the terminal shows: the last live frame and the summary, rendered from this run's data.
+    assert recorder.frames > 20 and recorder.last_frame is not None
+    frame, summary = rendered(render_live(recorder.last_frame)), rendered(render_summary(report))
+    assert "release 1.2" in frame and "running now" in frame and "traffic" in frame
+    for text in (
+        "succeeded",
+        "failed",
+        "staging/staging/rollback",
+        "Prometheus",
+        good.delivery_id,  # with Temporal's UI off (as here) the summary names the deliveries instead of linking
+        bad.delivery_id,
+    ):
+        assert text in summary, text
+    assert "demo OK" in summary
+    assert_nothing_left(before, seen)
+
+    # A second run in the same state dir starts afresh (new repos, new Temporal history): the bad release
+    # alone, rolled back to 1.0 this time.
+    seen.clear()
+    again = run_demo(dataclasses.replace(options, releases=(BAD,)), before_stop=snapshot(before, seen))
+    assert again.ok, (again.problems, [o.problems for o in again.outcomes])
+    (rerun,) = again.outcomes
+    assert rerun.status.phase == "failed" and rerun.delivery_id not in {good.delivery_id, bad.delivery_id}
+    initial_tag = next(tag for tag, version in again.versions.items() if version == "1.0")
+    assert_serving_only(seen, initial_tag)
+    assert_nothing_left(before, seen)
+
+
+def _read_lines(stream: Any, lines: queue.Queue[str]) -> None:
+    for line in stream:
+        lines.put(line)
+
+
+def descendants(pid: int) -> set[int]:
+    with contextlib.suppress(psutil.NoSuchProcess):
+        return {child.pid for child in psutil.Process(pid).children(recursive=True)}
+    return set()
+
+
+def test_ctrl_c_stops_the_demo_and_every_process_it_started(tmp_path: Path) -> None:
+    argv = [sys.executable, "-m", "aicd", "demo", "--yes", "--state-dir", str(tmp_path)]
+    argv += ["--port", "0", "--ui-port", "0", "--rate", "10"]
+    proc = subprocess.Popen(
+        argv, cwd=REPO_ROOT, env=aicd_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    assert proc.stdout is not None
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True).start()
+    output: list[str] = []
+    started: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while not any("▶ release 1.1" in line for line in output):  # the first delivery is under way
+            assert time.monotonic() < deadline and proc.poll() is None, "".join(output)
+            started |= descendants(proc.pid)
+            with contextlib.suppress(queue.Empty):
+                output.append(lines.get(timeout=0.5))
+        started |= descendants(proc.pid)
+        assert len(started) >= 6, "Temporal, the worker, Prometheus and a demo app per target run"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 1
+    finally:
+        if proc.poll() is None:  # the test failed: still give the demo its chance to clean up
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        left = wait_gone(sorted(started), timeout=10)
+        for pid in left:  # never leave orphans behind for the rest of the suite, even when failing
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    while not lines.empty():
+        output.append(lines.get())
+    assert "interrupted" in "".join(output), "".join(output)
+    assert left == []
+
+
+# --- fast checks --------------------------------------------------------------------------------------------
+
+
+def test_the_committed_spec_is_valid_and_queries_select_their_target() -> None:
+    spec = load_spec(DEFAULT_SPEC)
+    assert set(spec.targets) == set(TARGETS) and all(t.kind == "local" for t in spec.targets.values())
+    assert spec.analysis is not None
+    for query in [*spec.analysis.queries.values(), *spec.analysis.totals.values()]:
+        for selector in ('app="demo-app"', 'target="{{ target }}"', 'track="{{ track }}"'):
+            assert selector in query, query
+
+
+def test_effective_spec_fills_in_this_run(tmp_path: Path) -> None:
+    layout = DemoLayout(tmp_path / "demo")
+    layout.root.mkdir()
+    options = DemoOptions(analysis_duration=12, analysis_interval=4, pause=2.5)
+    layout.spec.write_text(effective_spec_text(DEFAULT_SPEC, layout, "http://127.0.0.1:1234", options))
+    spec = load_spec(layout.spec)
+    assert spec.source_repo == str(layout.source_repo) and spec.gitops_repo == str(layout.gitops_repo)
+    assert spec.analysis is not None and spec.analysis.prometheus_url == "http://127.0.0.1:1234"
+    assert spec.analysis.interval_s == 4
+    assert spec.build is not None and spec.build.command[0] == sys.executable
+    assert spec.build.command[spec.build.command.index("--out") + 1] == str(layout.artifacts)
+    assert all(test.argv[0] == sys.executable for test in spec.tests)
+    steps = [step for stage in spec.stages for step in stage.steps]
+    assert {s.duration_s for s in steps if s.kind == "analysis"} == {12}
+    assert {s.duration_s for s in steps if s.kind == "pause"} == {2.5}
+    assert yaml.safe_load(DEFAULT_SPEC.read_text())["spec"]["source"]["repo"] == ".aicd/demo/source.git"
+
+
+def test_prepare_wipes_only_its_own_directory(tmp_path: Path) -> None:
+    layout = DemoLayout(tmp_path / "demo")
+    layout.root.mkdir()
+    (layout.root / "precious.txt").write_text("not the demo's")
+    with pytest.raises(DemoError, match="not made by `aicd demo`"):
+        prepare(layout)
+    assert (layout.root / "precious.txt").exists()
+    (layout.root / "precious.txt").unlink()
+    prepare(layout)  # an empty directory is fine; afterwards it carries the marker
+    (layout.root / "leftover").write_text("from the last run")
+    prepare(layout)
+    assert [p.name for p in layout.root.iterdir()] == [".aicd-demo"]
+
+
+def test_one_demo_per_state_dir(tmp_path: Path) -> None:
+    with exclusive(tmp_path), pytest.raises(DemoError, match="another `aicd demo` runs"):
+        with exclusive(tmp_path):
+            pass
+    with exclusive(tmp_path):  # released again
+        pass
+
+
+def test_the_summary_lists_what_went_wrong(tmp_path: Path) -> None:
+    status = DeliveryStatus(
+        "delivery-demo-app-abc", "demo-app", "abc1234" * 2, "demo-app:abc1234", "rejected"
+    )
+    status.reason = "stage production rejected by demo-user"
+    outcome = ReleaseOutcome(GOOD, "abc1234" * 2, status.delivery_id, status, 30.0)
+    outcome.problems.append("ended rejected, expected succeeded")
+    report = DemoReport(
+        state_dir=tmp_path, outcomes=[outcome], problems=["prod-a serves {'x': 30}, Git says y"]
+    )
+    text = rendered(render_summary(report))
+    assert "demo NOT as expected" in text
+    assert "release 1.1: ended rejected, expected succeeded" in text and "Git says y" in text
+    assert "stage production rejected by demo-user" in text
