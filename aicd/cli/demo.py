@@ -22,6 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from aicd.cli.app import EXIT_FAILED, EXIT_OK, app, fail
+from aicd.cli.dev import TemporalPort, TemporalUiPort
 
 if TYPE_CHECKING:
     from aicd.demo import DemoReport, DemoStack, LiveState, Release, ReleaseOutcome
@@ -347,22 +348,8 @@ def demo(
             "--keep", help="Keep the stack running after the summary (Temporal UI, Prometheus) until Ctrl-C."
         ),
     ] = False,
-    port: Annotated[
-        int | None,
-        typer.Option(
-            "--port",
-            help="Temporal gRPC port (default 7233 if free, else any free port; 0: any).",
-            show_default=False,
-        ),
-    ] = None,
-    ui_port: Annotated[
-        int | None,
-        typer.Option(
-            "--ui-port",
-            help="Temporal UI port (default 8233 if free, else any free port; 0: any).",
-            show_default=False,
-        ),
-    ] = None,
+    port: TemporalPort = None,
+    ui_port: TemporalUiPort = None,
     rate: Annotated[
         float, typer.Option("--rate", help="Load: requests per second to each target.", min=1.0)
     ] = 30.0,

@@ -24,6 +24,25 @@ def _say(text: str) -> None:
     sys.stdout.flush()  # a parent reading our stdout through a pipe must see each line at once
 
 
+# Shared by `aicd dev` and `aicd demo`, which start the same embedded Temporal.
+TemporalPort = Annotated[
+    int | None,
+    typer.Option(
+        "--port",
+        help="Temporal gRPC port (default 7233, or a free port if 7233 is taken; 0: any free port).",
+        show_default=False,
+    ),
+]
+TemporalUiPort = Annotated[
+    int | None,
+    typer.Option(
+        "--ui-port",
+        help="Temporal web UI port (default 8233, or a free port if 8233 is taken; 0: any free port).",
+        show_default=False,
+    ),
+]
+
+
 @app.command()
 def dev(
     state_dir: Annotated[
@@ -34,22 +53,8 @@ def dev(
             help="Where the Temporal database (temporal.db), dev.json, logs/ and the worker's clones live.",
         ),
     ] = Path(".aicd"),
-    port: Annotated[
-        int | None,
-        typer.Option(
-            "--port",
-            help="Temporal gRPC port (default 7233, or a free port if 7233 is taken; 0: any free port).",
-            show_default=False,
-        ),
-    ] = None,
-    ui_port: Annotated[
-        int | None,
-        typer.Option(
-            "--ui-port",
-            help="Temporal web UI port (default 8233, or a free port if 8233 is taken; 0: any free port).",
-            show_default=False,
-        ),
-    ] = None,
+    port: TemporalPort = None,
+    ui_port: TemporalUiPort = None,
     worker: Annotated[
         bool,
         typer.Option("--worker/--no-worker", help="Also run the aicd worker (--no-worker: only Temporal)."),
