@@ -3,10 +3,12 @@ its own task queue, and specs built from small dicts through the real loader."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import WorkerSettings
 from aicd import search
+from aicd.client import ActionRefused, get_status
+from aicd.messages import DeliveryStatus
 from aicd.plan import DeliveryPlan, build_plan
 from aicd.spec.loader import parse_spec_bytes
 from worker import build_worker
@@ -100,6 +104,24 @@ def spec_document(
     }
     spec.update(extra)
     return {"apiVersion": "aicd.dev/v1alpha1", "kind": "DeliverySpec", "metadata": {"name": name}, "spec": spec}
+
+
+async def wait_for(
+    client: Client, delivery_id: str, predicate: Callable[[DeliveryStatus], bool], timeout: float = 30.0
+) -> DeliveryStatus:
+    """Poll the delivery's status until `predicate` holds; a delivery not started yet is polled again."""
+    deadline = time.monotonic() + timeout
+    status: DeliveryStatus | None = None
+    while True:
+        try:
+            status = await get_status(client, delivery_id)
+            if predicate(status):
+                return status
+        except ActionRefused:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not reached within {timeout}s; last status: {status}")
+        await asyncio.sleep(0.05)
 
 
 @asynccontextmanager

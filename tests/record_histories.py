@@ -15,19 +15,11 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
 from aicd import search
-from aicd.client import get_status, handle_for, send_action, start_delivery
+from aicd.client import handle_for, send_action, start_delivery
 from aicd.messages import HumanAction, Trigger
-from tests.helpers_engine import TEMPORAL_BIN, make_repo, plan_from, running_worker, spec_document
+from tests.helpers_engine import TEMPORAL_BIN, make_repo, plan_from, running_worker, spec_document, wait_for
 
 HISTORY_DIR = Path(__file__).parent / "histories"
-
-
-async def wait_phase(client: Client, delivery_id: str, predicate) -> None:  # type: ignore[no-untyped-def]
-    for _ in range(600):
-        if predicate(await get_status(client, delivery_id)):
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError(delivery_id)
 
 
 async def record_scenario(client: Client, root: Path) -> list[WorkflowHistory]:
@@ -52,15 +44,15 @@ async def record_scenario(client: Client, root: Path) -> list[WorkflowHistory]:
     plan = plan_from(document, revision)
     async with running_worker(client, root / "state") as queue:
         await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
-        await wait_phase(client, plan.delivery_id, lambda s: s.pending_approval == "one")
+        await wait_for(client, plan.delivery_id, lambda s: s.pending_approval == "one")
         await send_action(client, plan.delivery_id, "approve", HumanAction("alice"))
-        await wait_phase(client, plan.delivery_id, lambda s: "a" in s.targets and s.targets["a"].step_index == 1)
+        await wait_for(client, plan.delivery_id, lambda s: "a" in s.targets and s.targets["a"].step_index == 1)
         await send_action(client, plan.delivery_id, "pause", HumanAction("oncall", "look"))
         await asyncio.sleep(1.5)
         await send_action(client, plan.delivery_id, "resume", HumanAction("oncall"))
-        await wait_phase(client, plan.delivery_id, lambda s: "a" in s.targets and s.targets["a"].state == "awaiting-resume")
+        await wait_for(client, plan.delivery_id, lambda s: "a" in s.targets and s.targets["a"].state == "awaiting-resume")
         await send_action(client, plan.delivery_id, "resume", HumanAction("oncall"))
-        await wait_phase(client, plan.delivery_id, lambda s: "b" in s.targets and s.targets["b"].state == "awaiting-resume")
+        await wait_for(client, plan.delivery_id, lambda s: "b" in s.targets and s.targets["b"].state == "awaiting-resume")
         await send_action(client, plan.delivery_id, "abort", HumanAction("carol", "enough"))
         await handle_for(client, plan.delivery_id).result()
         ids = [plan.delivery_id, f"{plan.delivery_id}--one--a", f"{plan.delivery_id}--two--b"]

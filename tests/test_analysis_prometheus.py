@@ -5,14 +5,12 @@ mid-analysis makes the analysis inconclusive and the delivery pauses for a human
 
 from __future__ import annotations
 
-import asyncio
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.client import get_status, handle_for, send_action, start_delivery
@@ -20,7 +18,7 @@ from aicd.embedded.loadgen import LoadGenerator
 from aicd.embedded.ports import free_port, wait_http_ok
 from aicd.embedded.processes import ManagedProcess
 from aicd.embedded.prometheus import EmbeddedPrometheus, find_prometheus
-from aicd.messages import DeliveryStatus, HumanAction, Trigger
+from aicd.messages import HumanAction, Trigger
 from tests.helpers_engine import (
     commits,
     make_repo,
@@ -29,6 +27,7 @@ from tests.helpers_engine import (
     show,
     spec_document,
     temporal_env,
+    wait_for,
 )
 
 __all__ = ["temporal_env"]
@@ -88,16 +87,6 @@ def analysis_spec(tmp_path: Path, app: str, prometheus_url: str) -> tuple[dict, 
     return document, gitops, revision
 
 
-async def until(client: Client, delivery_id: str, predicate, timeout: float = 90) -> DeliveryStatus:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        status = await get_status(client, delivery_id)
-        if predicate(status):
-            return status
-        assert time.monotonic() < deadline, f"not reached: {status}"
-        await asyncio.sleep(0.1)
-
-
 def scraping(tmp_path: Path, addresses: list[str]) -> EmbeddedPrometheus:
     prometheus = EmbeddedPrometheus(tmp_path / "prometheus", scrape_interval="1s")
     prometheus.start()
@@ -150,9 +139,9 @@ async def test_stopped_prometheus_makes_analysis_inconclusive_and_pauses(
     try:
         async with running_worker(client, tmp_path / "state") as queue:
             await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
-            await until(client, plan.delivery_id, lambda s: "web" in s.targets and s.targets["web"].step_kind == "analysis")
+            await wait_for(client, plan.delivery_id, lambda s: "web" in s.targets and s.targets["web"].step_kind == "analysis")
             prometheus.stop()
-            status = await until(client, plan.delivery_id, lambda s: s.phase == "paused")
+            status = await wait_for(client, plan.delivery_id, lambda s: s.phase == "paused", timeout=90)
             assert status.targets["web"].state == "awaiting-resume"
             assert "inconclusive" in status.pause_reason
             assert status.targets["web"].last_verdict["outcome"] == "inconclusive"  # type: ignore[index]

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -16,7 +15,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from aicd.client import ActionRefused, get_status, handle_for, send_action, start_delivery
+from aicd.client import get_status, handle_for, send_action, start_delivery
 from aicd.messages import DeliveryStatus, HumanAction, TargetStatus, Trigger
 from tests.helpers_engine import (
     commits,
@@ -26,6 +25,7 @@ from tests.helpers_engine import (
     running_worker,
     spec_document,
     temporal_env,
+    wait_for,
 )
 from tests.standins.kube_argocd import KubeArgoCD
 from workflows import ALL_WORKFLOWS, sandbox_runner
@@ -124,23 +124,6 @@ def raw_tree_diff(gitops: str, seed: str) -> str:
     return git("--git-dir", gitops, "diff", "--name-only", seed, "main")
 
 
-async def wait_for(
-    client: Client, delivery_id: str, predicate: Callable[[DeliveryStatus], bool], timeout: float = 30.0
-) -> DeliveryStatus:
-    deadline = time.monotonic() + timeout
-    status: DeliveryStatus | None = None
-    while True:
-        try:
-            status = await get_status(client, delivery_id)
-            if predicate(status):
-                return status
-        except ActionRefused:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached; last status: {status}")
-        await asyncio.sleep(0.05)
-
-
 def pops(status: DeliveryStatus) -> TargetStatus:
     return status.targets.get("pops") or TargetStatus("pops", "edge", "edge")
 
@@ -152,7 +135,6 @@ async def all_runs(client: Client, delivery_id: str) -> dict[tuple[str, str], in
         history = await client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history()
         lengths[(execution.id, execution.run_id)] = len(history.events)
     return lengths
-
 
 async def test_fleet_from_file_one_commit_per_batch(
     temporal_env: WorkflowEnvironment, tmp_path: Path

@@ -8,11 +8,10 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.client import ActionRefused, get_status, handle_for, send_action, start_delivery
-from aicd.messages import DeliveryStatus, HumanAction, Trigger
+from aicd.messages import HumanAction, Trigger
 from tests.helpers_engine import (
     TEST_SERVER_BIN,
     commits,
@@ -22,6 +21,7 @@ from tests.helpers_engine import (
     show,
     spec_document,
     temporal_env,
+    wait_for,
 )
 
 __all__ = ["temporal_env"]
@@ -41,20 +41,6 @@ def one_target_spec(tmp_path: Path, steps: list, **extra: object) -> tuple[dict,
         **extra,
     )
     return document, gitops, revision
-
-
-async def wait_for(client: Client, delivery_id: str, predicate, timeout: float = 30.0) -> DeliveryStatus:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            status = await get_status(client, delivery_id)
-            if predicate(status):
-                return status
-        except ActionRefused:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached; last status: {status}")
-        await asyncio.sleep(0.05)
 
 
 async def test_pause_stops_the_clock_of_a_timed_pause(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:

@@ -15,15 +15,14 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.client import get_status, handle_for, list_deliveries, start_delivery
 from aicd.gateway.signatures import sign_slack
-from aicd.messages import DeliveryStatus, Trigger
+from aicd.messages import Trigger
 from aicd.plan import build_plan
 from aicd.spec.loader import load_spec
-from tests.helpers_engine import git, running_worker, temporal_env
+from tests.helpers_engine import git, running_worker, temporal_env, wait_for
 from tests.standins.slack import Message, SlackStandIn
 from tests.test_gateway_webhooks import SLACK_SECRET, app_spec, http, make_gateway, metric, write_spec
 
@@ -101,16 +100,6 @@ def command_body(text: str, user_id: str = "U0ONCALL", user_name: str = "oncall"
     ).encode()
 
 
-async def wait_status(client: Client, delivery: str, predicate: Any, timeout: float = 20.0) -> DeliveryStatus:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = await get_status(client, delivery)
-        if predicate(status):
-            return status
-        assert time.monotonic() < deadline, f"condition not reached: {status}"
-        await asyncio.sleep(0.05)
-
-
 async def test_approval_from_slack(
     temporal_env: WorkflowEnvironment, slack: SlackStandIn, tmp_path: Path
 ) -> None:
@@ -131,7 +120,7 @@ async def test_approval_from_slack(
             client, tmp_path / "specs", queue, slack_bot_token=GATEWAY_TOKEN, slack_api_url=slack.base_url
         )
         await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
-        await wait_status(client, plan.delivery_id, lambda s: s.pending_approval == "production")
+        await wait_for(client, plan.delivery_id, lambda s: s.pending_approval == "production")
         message = await slack.wait_for(
             lambda: next((m for m in slack.top_level() if "approve" in json.dumps(m.blocks)), None)
         )
@@ -230,7 +219,7 @@ async def test_slash_commands_pause_and_resume_every_running_delivery(
         for plan in plans:
             await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
         for plan in plans:
-            await wait_status(
+            await wait_for(
                 client,
                 plan.delivery_id,
                 lambda s: "web" in s.targets and s.targets["web"].step_kind == "pause",

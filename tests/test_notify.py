@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,10 +17,10 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from activities import WorkerSettings
-from aicd.client import get_status, handle_for, send_action, start_delivery
+from aicd.client import handle_for, send_action, start_delivery
 from aicd.messages import HumanAction, Trigger
 from aicd.slack_blocks import delivery_message
-from tests.helpers_engine import make_repo, plan_from, spec_document, temporal_env
+from tests.helpers_engine import make_repo, plan_from, spec_document, temporal_env, wait_for
 from tests.standins.slack import Message, SlackStandIn
 from worker import build_worker
 
@@ -88,13 +87,6 @@ def block_text(message: Message) -> str:
     return json.dumps(message.blocks)
 
 
-async def wait_phase(client: Client, delivery_id: str, phase: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (status := await get_status(client, delivery_id)).phase != phase:
-        assert time.monotonic() < deadline, f"{delivery_id} never reached {phase}: {status}"
-        await __import__("asyncio").sleep(0.05)
-
-
 async def test_one_message_updated_in_place_across_a_worker_restart(
     temporal_env: WorkflowEnvironment, slack: SlackStandIn, tmp_path: Path
 ) -> None:
@@ -105,7 +97,7 @@ async def test_one_message_updated_in_place_across_a_worker_restart(
     trigger = Trigger("github", "alice", "release/1.2", detail=f"1111111..{revision[:7]}")
     async with worker_on(client, tmp_path / "state-a", queue):
         await start_delivery(client, plan, trigger, queue=queue)
-        await wait_phase(client, plan.delivery_id, "awaiting-approval")
+        await wait_for(client, plan.delivery_id, lambda s: s.phase == "awaiting-approval")
         message = await slack.wait_for(
             lambda: next((m for m in slack.top_level() if "approve" in buttons(m)), None)
         )
@@ -179,14 +171,14 @@ async def test_slack_down_never_blocks_or_fails_a_delivery(
     slack.fail_with(500)
     async with worker_on(client, tmp_path / "state", queue):
         await start_delivery(client, plan, Trigger("cli", "bob"), queue=queue)
-        await wait_phase(client, plan.delivery_id, "awaiting-approval")
+        await wait_for(client, plan.delivery_id, lambda s: s.phase == "awaiting-approval")
         await send_action(
             client, plan.delivery_id, "approve", HumanAction(APPROVER)
         )  # approvals need no Slack
         # The first notification is retried by Temporal while the delivery goes on.
         await slack.wait_for(lambda: len(slack.calls_of("chat.postMessage")) >= 2)
         await slack.stop()  # and now Slack is not even reachable
-        await wait_phase(client, plan.delivery_id, "succeeded")
+        await wait_for(client, plan.delivery_id, lambda s: s.phase == "succeeded")
         result = await handle_for(client, plan.delivery_id).result()
     assert result.phase == "succeeded"
     attempts = slack.calls_of("chat.postMessage")
