@@ -136,6 +136,18 @@ async def wait_for(
         await asyncio.sleep(0.05)
 
 
+async def assert_replays(client: Client, workflow_ids: list[str]) -> None:
+    """The histories of these workflows replay on the current workflow code without nondeterminism."""
+    from temporalio.worker import Replayer
+
+    from workflows import ALL_WORKFLOWS, sandbox_runner
+
+    replayer = Replayer(workflows=ALL_WORKFLOWS, workflow_runner=sandbox_runner())
+    for workflow_id in workflow_ids:
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        await replayer.replay_workflow(history)
+
+
 @asynccontextmanager
 async def running_worker(client: Client, state_dir: Path) -> AsyncIterator[str]:
     """A worker with every aicd workflow and activity on a fresh task queue; yields the queue."""
