@@ -127,6 +127,10 @@ class DeliveryPlan:
         return asdict(self)
 
 
+# Any delivery's ID (older deliveries were named by 7-12 hex digits of their revision).
+DELIVERY_ID = re.compile(r"delivery-[a-z0-9-]{1,53}-[0-9a-f]{7,64}(-[0-9a-z]{1,16})?")
+
+
 def delivery_id(app: str, revision: str, suffix: str = "") -> str:
     """`delivery-<app>-<full revision>[-<suffix>]`: the suffix tells apart deliveries of one revision (a
     re-deploy, or one per push event); aicd.client chooses it when it starts the delivery."""

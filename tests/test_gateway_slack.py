@@ -193,7 +193,7 @@ async def test_slash_commands_pause_and_resume_every_running_delivery(
     }
     app = f"cmd-{uuid.uuid4().hex[:6]}"
     document, _, first = app_spec(
-        tmp_path, app, stages=[stage], notifications={"slack": {"channel": "#deploys"}}
+        tmp_path, app, stages=[stage], notifications={"slack": {"channel": "#deploys"}}, concurrency="queue"
     )
     seed = tmp_path / f"{app}-source-seed"
     git(
@@ -218,12 +218,11 @@ async def test_slash_commands_pause_and_resume_every_running_delivery(
         plans = [build_plan(spec, first), build_plan(spec, second)]
         for plan in plans:
             await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
-        for plan in plans:
-            await wait_for(
-                client,
-                plan.delivery_id,
-                lambda s: "web" in s.targets and s.targets["web"].step_kind == "pause",
-            )
+        # The newer release queues behind the older one (spec.concurrency: queue): two running deliveries.
+        await wait_for(
+            client, plans[0].delivery_id, lambda s: "web" in s.targets and s.targets["web"].step_kind == "pause"
+        )
+        await wait_for(client, plans[1].delivery_id, lambda s: s.phase == "queued")
         deadline = time.monotonic() + 20
         while len(await list_deliveries(client, app, running_only=True)) < 2:  # visibility catches up
             assert time.monotonic() < deadline

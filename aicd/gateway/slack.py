@@ -28,6 +28,7 @@ from aicd.client import ActionRefused, act_on_app, get_status, list_deliveries, 
 from aicd.gateway.context import BodyTooLarge, Gateway, error, read_body
 from aicd.gateway.signatures import slack_refusal
 from aicd.messages import HumanAction
+from aicd.plan import DELIVERY_ID
 from aicd.slack_blocks import (
     ACTION_IDS,
     APPROVE,
@@ -43,7 +44,6 @@ from aicd.slack_blocks import (
 
 log = logging.getLogger("aicd.gateway.slack")
 APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,52}$")
-DELIVERY_ID = re.compile(r"^delivery-[a-z0-9-]{1,53}-[0-9a-f]{7,12}$")
 COMMAND_DEADLINE_S = 2.5  # then answer "working on it" and post the outcome when it comes
 NOT_AN_APPROVER = "is not an approver"
 
@@ -113,7 +113,7 @@ def _click(payload: dict[str, Any]) -> dict[str, Any] | None:
         return None
     value = json.loads(action["value"])
     delivery, stage = value["delivery"], value.get("stage")
-    if not isinstance(delivery, str) or not DELIVERY_ID.match(delivery):
+    if not isinstance(delivery, str) or not DELIVERY_ID.fullmatch(delivery):
         raise ValueError("not a delivery ID")
     if stage is not None and not isinstance(stage, str):
         raise ValueError("stage is not a string")
@@ -286,7 +286,7 @@ async def _command(
         lines = [f"`{escape(delivery)}`: {escape(outcome)}" for delivery, outcome in outcomes]
         return False, f"{who(user_id)} ran `{sub}` on *{escape(app)}*:\n" + "\n".join(lines)
     if sub == "approve":
-        if len(args) != 2 or not DELIVERY_ID.match(args[0]):
+        if len(args) != 2 or not DELIVERY_ID.fullmatch(args[0]):
             return True, "Usage: `/aicd approve DELIVERY STAGE`"
         client = await gateway.client()
         outcome = await act_as(client, args[0], APPROVE, args[1], user_id, username, "approved from Slack")
