@@ -396,7 +396,9 @@ async def test_403_right_after_a_successful_read_is_retried_within_the_grace(
 async def test_403_after_the_connection_broke_is_retried_even_on_a_first_call(
     standin: KubeArgoCD, gitops: GitOpsRepo, kubeconfig: Path
 ) -> None:
-    driver = ArgoCDDriver(request_timeout_s=2.0, watch_timeout_s=5, heartbeat_interval_s=0.2, api_grace_s=10.0)
+    driver = ArgoCDDriver(
+        request_timeout_s=2.0, watch_timeout_s=5, heartbeat_interval_s=0.2, api_grace_s=10.0
+    )
     add_app(standin, gitops)
     sha = gitops.commit({VALUES: values("v21")})
     restarting = threading.Thread(target=lambda: standin.restart(down_s=0.8, forbidden_s=1.0))
@@ -899,92 +901,3 @@ async def test_trusted_server_certificate_syncs(
         result = await driver.sync(request(sha, kubeconfig=kc), Heartbeats())
         assert result.healthy and secure.url.startswith("https://")
         assert [s.revision for s in secure.syncs(APP)] == [sha]
-
-
-# ---- the Applications aicd renders for its argocd targets --------------------------------------------------------
-
-SPEC_TARGETS: dict[str, dict[str, Any]] = {
-    "staging-use1": {
-        "kind": "argocd",
-        "region": "us-east-1",
-        "app": "checkout-api-staging-use1",
-        "path": "apps/checkout-api/staging/us-east-1/values.yaml",
-    },
-    "prod-euw1": {
-        "kind": "argocd",
-        "region": "eu-west-1",
-        "app": "checkout-api-prod-euw1",
-        "path": "apps/checkout-api/prod/eu-west-1/values.yaml",
-        "namespace": "argocd-eu",
-        "destination": {"name": "prod-euw1", "namespace": "payments"},
-    },
-    "edge-pops": {
-        "kind": "edge",
-        "sites": {"file": "fleets/edge-pops.yaml"},
-        "path": "apps/checkout-api/edge/{{ site }}/values.yaml",
-    },
-}
-
-
-def test_render_applications_for_argocd_targets() -> None:
-    apps = render_applications(
-        "checkout-api", "https://git.example.com/platform/gitops.git", "main", SPEC_TARGETS
-    )
-    assert [a["metadata"]["name"] for a in apps] == ["checkout-api-staging-use1", "checkout-api-prod-euw1"]
-    staging, prod = apps
-    assert staging["apiVersion"] == "argoproj.io/v1alpha1" and staging["kind"] == "Application"
-    assert staging["metadata"]["namespace"] == "argocd" and prod["metadata"]["namespace"] == "argocd-eu"
-    assert staging["metadata"]["labels"] == {
-        "aicd.dev/app": "checkout-api",
-        "aicd.dev/target": "staging-use1",
-    }
-    assert staging["spec"]["project"] == "default"
-    assert staging["spec"]["source"] == {
-        "repoURL": "https://git.example.com/platform/gitops.git",
-        "targetRevision": "main",
-        "path": "apps/checkout-api/staging/us-east-1",
-        "helm": {"valueFiles": ["values.yaml"]},
-    }
-    assert staging["spec"]["destination"] == {
-        "server": "https://kubernetes.default.svc",
-        "namespace": "checkout-api",
-    }
-    assert prod["spec"]["destination"] == {"name": "prod-euw1", "namespace": "payments"}
-    assert all("syncPolicy" not in a["spec"] for a in apps)  # aicd drives every sync
-
-
-def test_dump_manifests_is_multi_document_yaml() -> None:
-    import yaml
-
-    from aicd.argocd_manifests import dump_manifests
-
-    apps = render_applications("checkout-api", "https://git.example.com/gitops.git", "main", SPEC_TARGETS)
-    text = dump_manifests(apps)
-    assert text.startswith("---\n") and text.count("\n---\n") == 1
-    assert list(yaml.safe_load_all(text)) == apps
-    assert dump_manifests([]) == ""
-
-
-@pytest.mark.parametrize(
-    ("targets", "error"),
-    [
-        ({"t": {"kind": "argocd", "path": "a/values.yaml"}}, r"targets\.t\.app: required"),
-        ({"t": {"kind": "argocd", "app": "Bad_Name", "path": "a/v.yaml"}}, r"targets\.t\.app: 'Bad_Name'"),
-        ({"t": {"kind": "argocd", "app": "a"}}, r"targets\.t\.path: required"),
-        ({"t": {"kind": "argocd", "app": "a", "path": "x/{{ site }}/v.yaml"}}, "placeholder"),
-        (
-            {
-                "t": {"kind": "argocd", "app": "a", "path": "v.yaml"},
-                "u": {"kind": "argocd", "app": "a", "path": "w.yaml"},
-            },
-            r"targets\.u\.app: argocd/a is also the app of targets\.t",
-        ),
-        (
-            {"t": {"kind": "argocd", "app": "a", "path": "v.yaml", "destination": {"namespace": "x"}}},
-            r"targets\.t\.destination: needs `server` or `name`",
-        ),
-    ],
-)
-def test_render_applications_rejects_bad_targets(targets: dict[str, dict[str, Any]], error: str) -> None:
-    with pytest.raises(ValueError, match=error):
-        render_applications("app", "repo", "main", targets)

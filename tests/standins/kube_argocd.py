@@ -509,6 +509,12 @@ def _check_kustomization(text: str, path: str) -> Any:
     for key in ("commonLabels", "commonAnnotations"):
         if key in doc and not isinstance(doc[key], dict):
             raise _RenderError(f"kustomize build failed: invalid Kustomization: {key} must be a map")
+        for value in (doc.get(key) or {}).values():
+            if not isinstance(value, str):
+                raise _RenderError(
+                    f"kustomize build failed: invalid Kustomization: json: cannot unmarshal "
+                    f"{type(value).__name__} into Go struct field Kustomization.{key} of type string"
+                )
     return doc
 
 
