@@ -64,7 +64,7 @@ def _noop(*_details: Any) -> None:
 async def _run(steps: int) -> tuple[float, float]:
     with (
         tempfile.TemporaryDirectory(prefix="aicd-bench-") as tmp,
-        KubeArgoCD(bookmark_interval_s=30.0) as standin,
+        KubeArgoCD() as standin,
     ):
         root = Path(tmp)
         gitops = GitOpsRepo(root / "git")

@@ -33,7 +33,7 @@ REGIONS = {"prod-use1": "us-east-1", "prod-euw1": "eu-west-1"}
 
 @pytest.fixture
 def clusters() -> Iterator[dict[str, KubeArgoCD]]:
-    with KubeArgoCD(bookmark_interval_s=0.5) as use1, KubeArgoCD(bookmark_interval_s=0.5) as euw1:
+    with KubeArgoCD() as use1, KubeArgoCD() as euw1:
         yield {"prod-use1": use1, "prod-euw1": euw1}
 
 

@@ -37,7 +37,7 @@ def gitops(tmp_path: Path) -> GitOpsRepo:
 
 @pytest.fixture
 def standin() -> Iterator[KubeArgoCD]:
-    with KubeArgoCD(bookmark_interval_s=0.5) as s:
+    with KubeArgoCD() as s:  # bookmarks as kube-apiserver sends them: about once a minute, after a change
         yield s
 
 

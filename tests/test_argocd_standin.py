@@ -262,10 +262,6 @@ def test_bookmarks_come_only_after_a_change_at_their_interval(standin: KubeArgoC
     assert apps.events(timeout=1, resource_version=rv) == []  # without allowWatchBookmarks: none at all
 
 
-def test_default_bookmark_interval_is_about_a_minute() -> None:
-    assert KubeArgoCD().bookmark_interval_s == 60.0
-
-
 def test_watch_cache_window_410_is_an_error_event_in_a_200_stream(standin: KubeArgoCD, apps: Apps) -> None:
     standin.watch_cache_size = 3
     old = apps.create(new_app("a"))["metadata"]["resourceVersion"]

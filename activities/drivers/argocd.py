@@ -652,8 +652,10 @@ class _AppWatch:
     async def next(self, timeout: float) -> list[_Item]:
         """Everything that arrived, or [] after `timeout` seconds."""
         if not self._items:
+            # not asyncio.wait_for: on Python 3.11 it loses a cancellation that arrives as the wait completes
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._ready.wait()
         self._ready.clear()
         items = list(self._items)
         self._items.clear()
