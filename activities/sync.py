@@ -8,7 +8,7 @@ import importlib
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.drivers.base import SyncFailed, SyncRequest, SyncResult, driver_for
+from activities.drivers.base import UNHEALTHY, SyncFailed, SyncRequest, SyncResult, config_error, driver_for
 
 # Driver modules register themselves on import; a missing optional one is simply not available.
 DRIVER_MODULES = ("activities.drivers.git", "activities.drivers.argocd", "activities.drivers.local")
@@ -25,10 +25,10 @@ async def sync_target(request: SyncRequest) -> SyncResult:
     try:
         driver = driver_for(request.kind)
     except KeyError as error:
-        raise ApplicationError(str(error), non_retryable=True, type="TargetConfigError") from None
+        raise config_error(str(error)) from None
     try:
         return await driver.sync(request, activity.heartbeat)
     except SyncFailed as error:
-        raise ApplicationError(str(error), non_retryable=True, type="TargetUnhealthy") from error
+        raise ApplicationError(str(error), non_retryable=True, type=UNHEALTHY) from error
     except asyncio.CancelledError:
         raise

@@ -64,7 +64,7 @@ def _noop(*_details: Any) -> None:
 async def _run(steps: int) -> tuple[float, float]:
     with (
         tempfile.TemporaryDirectory(prefix="aicd-bench-") as tmp,
-        KubeArgoCD(bookmark_interval_s=30.0) as standin,
+        KubeArgoCD() as standin,
     ):
         root = Path(tmp)
         gitops = GitOpsRepo(root / "git")
@@ -97,7 +97,8 @@ async def _run(steps: int) -> tuple[float, float]:
         requests_per_step = (len(standin.requests) - requests0) / steps
         assert ops == steps, f"expected one sync per step, saw {ops}"
 
-        api = k8s.CustomObjectsApi(driver._client(driver_target(kubeconfig)))
+        api_client, _link = driver._client(driver_target(kubeconfig))
+        api = k8s.CustomObjectsApi(api_client)
         api.get_namespaced_custom_object("argoproj.io", "v1alpha1", "argocd", "applications", APP)
         get_ms: list[float] = []
         for _ in range(GET_SAMPLES):

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.drivers.argocd import ArgoCDAPIError, ArgoCDDriver, parse_duration
+from activities.drivers.argocd import ArgoCDAPIError, ArgoCDDriver, _repo_key, parse_duration
 from activities.drivers.base import SyncFailed, SyncRequest, driver_for
 from aicd.argocd_manifests import render_applications
 from tests.standins.kube_argocd import GitOpsRepo, KubeArgoCD, write_kubeconfig
@@ -37,7 +37,7 @@ def gitops(tmp_path: Path) -> GitOpsRepo:
 
 @pytest.fixture
 def standin() -> Iterator[KubeArgoCD]:
-    with KubeArgoCD(bookmark_interval_s=0.5) as s:
+    with KubeArgoCD() as s:  # bookmarks as kube-apiserver sends them: about once a minute, after a change
         yield s
 
 
@@ -50,7 +50,11 @@ def kubeconfig(tmp_path: Path, standin: KubeArgoCD) -> Path:
 def driver() -> ArgoCDDriver:
     # short timeouts keep failure tests fast; behaviour is the production code path
     return ArgoCDDriver(
-        request_timeout_s=2.0, watch_timeout_s=5, heartbeat_interval_s=0.2, refresh_after_s=0.3
+        request_timeout_s=2.0,
+        watch_timeout_s=5,
+        heartbeat_interval_s=0.2,
+        refresh_after_s=0.3,
+        api_grace_s=1.5,
     )
 
 
@@ -80,6 +84,7 @@ def request(
     step: str = "production/prod-use1/0-setWeight",
     target: str = "prod-use1",
     timeout_s: float = 20.0,
+    gitops_repo: str = "unused-by-single-source-apps",
     **extra: Any,
 ) -> SyncRequest:
     config: dict[str, Any] = {"kind": "argocd", "app": app, "path": VALUES, **extra}
@@ -93,7 +98,7 @@ def request(
         target=target,
         kind="argocd",
         config=config,
-        gitops_repo="unused-by-this-driver",
+        gitops_repo=gitops_repo,
         gitops_branch="main",
         revision=sha,
         step=step,
@@ -290,13 +295,31 @@ async def test_conflict_is_retried_on_a_fresh_read(
     assert [s.revision for s in standin.syncs(APP)] == [sha]
 
 
-async def test_watch_410_relists_and_still_succeeds(
+def churn(standin: KubeArgoCD, writes: int) -> None:
+    """Other Applications in the cluster change: the watch cache's window moves on."""
+    standin.add_application(
+        {
+            "metadata": {"name": "other", "namespace": "argocd"},
+            "spec": {"project": "default", "destination": {"server": "https://kubernetes.default.svc"}},
+        }
+    )
+    for i in range(writes):
+        standin._mutate(("argocd", "other"), lambda o, i=i: o["metadata"].update(labels={"n": str(i)}))
+
+
+async def test_watch_cache_window_moving_on_relists_and_still_succeeds(
     standin: KubeArgoCD, gitops: GitOpsRepo, kubeconfig: Path, driver: ArgoCDDriver
 ) -> None:
     add_app(standin, gitops)
     standin.status_delay_s = 0.3
-    # etcd compaction as Argo CD picks up the sync: open watches end and their resourceVersion is gone
-    standin.on_operation = lambda _op: standin.compact(drop_watches=True)
+    standin.watch_cache_size = 5
+
+    def moved_on(_op: dict[str, Any]) -> None:
+        # the driver's watch reconnects from a version the window no longer holds: an ERROR event with 410
+        churn(standin, 10)
+        standin.drop_watches()
+
+    standin.on_operation = moved_on
     sha = gitops.commit({VALUES: values("v11")})
     result = await driver.sync(request(sha, kubeconfig=kubeconfig), Heartbeats())
     assert result.healthy and result.details["relists"] >= 1
@@ -312,11 +335,96 @@ async def test_watch_410_as_http_status_also_relists(
 ) -> None:
     add_app(standin, gitops)
     standin.status_delay_s = 0.3
+    standin.watch_cache_size = 5
     standin.watch_410_as_http = True
-    standin.on_operation = lambda _op: standin.compact(drop_watches=True)
+
+    def moved_on(_op: dict[str, Any]) -> None:
+        churn(standin, 10)
+        standin.drop_watches()
+
+    standin.on_operation = moved_on
     sha = gitops.commit({VALUES: values("v12")})
     result = await driver.sync(request(sha, kubeconfig=kubeconfig), Heartbeats())
     assert result.healthy and result.details["relists"] >= 1
+
+
+def answered(
+    standin: KubeArgoCD, status: int, *, method: str | None = None, watch: bool | None = None
+) -> int:
+    """How many requests the stand-in answered with `status`."""
+    return sum(
+        1
+        for r in standin.requests
+        if r.status == status
+        and (method is None or r.method == method)
+        and (watch is None or (r.query.get("watch") == "true") == watch)
+    )
+
+
+async def test_api_server_restart_mid_watch_with_403_window_does_not_fail_the_sync(
+    standin: KubeArgoCD, gitops: GitOpsRepo, kubeconfig: Path, driver: ArgoCDDriver
+) -> None:
+    add_app(standin, gitops)
+    standin.status_delay_s = 1.5
+    # while Argo CD works on the sync the API server restarts: the watch is cut, connections are refused, then
+    # the fresh server answers 403 while its RBAC caches load; its watch cache starts afresh (410 for old versions)
+    standin.on_operation = lambda _op: threading.Timer(
+        0.2, lambda: standin.restart(down_s=0.3, forbidden_s=0.6)
+    ).start()
+    sha = gitops.commit({VALUES: values("v19")})
+    result = await driver.sync(request(sha, kubeconfig=kubeconfig), Heartbeats())
+    assert result.healthy and standin.restarts == 1
+    assert (
+        answered(standin, 403, watch=True) >= 1
+    )  # the driver did meet the startup 403s, and waited them out
+    assert result.details["watchRetries"] >= 1 and result.details["relists"] >= 1
+    assert [s.revision for s in standin.syncs(APP)] == [sha]
+
+
+async def test_403_right_after_a_successful_read_is_retried_within_the_grace(
+    standin: KubeArgoCD, gitops: GitOpsRepo, kubeconfig: Path, driver: ArgoCDDriver
+) -> None:
+    add_app(standin, gitops)
+    sha = gitops.commit({VALUES: values("v20")})
+    standin.fail_next(2, 403, methods={"PATCH"})
+    result = await driver.sync(request(sha, kubeconfig=kubeconfig), Heartbeats())
+    assert result.healthy
+    assert answered(standin, 403, method="PATCH") == 2 and answered(standin, 200, method="PATCH") == 1
+    assert [s.revision for s in standin.syncs(APP)] == [sha]
+
+
+async def test_403_after_the_connection_broke_is_retried_even_on_a_first_call(
+    standin: KubeArgoCD, gitops: GitOpsRepo, kubeconfig: Path
+) -> None:
+    driver = ArgoCDDriver(
+        request_timeout_s=2.0, watch_timeout_s=5, heartbeat_interval_s=0.2, api_grace_s=10.0
+    )
+    add_app(standin, gitops)
+    sha = gitops.commit({VALUES: values("v21")})
+    restarting = threading.Thread(target=lambda: standin.restart(down_s=0.8, forbidden_s=1.0))
+    restarting.start()
+    await asyncio.sleep(0.2)
+    # the worker has never talked to this server: its first attempt finds it down (Temporal would retry) ...
+    with pytest.raises(ArgoCDAPIError, match="unreachable"):
+        await driver.sync(request(sha, kubeconfig=kubeconfig), Heartbeats())
+    await asyncio.to_thread(restarting.join)
+    # ... and the next attempt meets the startup 403s: a broken connection makes them worth waiting out
+    result = await driver.sync(request(sha, kubeconfig=kubeconfig), Heartbeats())
+    assert result.healthy and answered(standin, 403, method="GET") >= 1
+    assert [s.revision for s in standin.syncs(APP)] == [sha]
+
+
+async def test_lost_answer_to_the_sync_request_is_not_a_second_sync(
+    standin: KubeArgoCD, gitops: GitOpsRepo, kubeconfig: Path, driver: ArgoCDDriver
+) -> None:
+    add_app(standin, gitops)
+    standin.status_delay_s = 0.3
+    standin.cut_next(1, methods={"PATCH"})  # the operation is written, but its answer never arrives
+    sha = gitops.commit({VALUES: values("v22")})
+    result = await driver.sync(request(sha, kubeconfig=kubeconfig), Heartbeats())
+    assert result.healthy and answered(standin, 0, method="PATCH") == 1
+    assert answered(standin, 409, method="PATCH") == 1  # the replayed write met its own precondition ...
+    assert [s.revision for s in standin.syncs(APP)] == [sha]  # ... and the fresh read found it: one sync
 
 
 async def test_dropped_watches_and_transient_watch_errors_are_survived(
@@ -356,15 +464,27 @@ async def test_missing_namespace_is_a_config_error(
     assert_config_error(info.value, "prod-use1", f"argo-cd/{APP}", "use1")
 
 
-@pytest.mark.parametrize("verbs", [None, {"patch"}])
-async def test_forbidden_is_a_config_error(
-    standin: KubeArgoCD, gitops: GitOpsRepo, kubeconfig: Path, driver: ArgoCDDriver, verbs: set[str] | None
+async def test_forbidden_by_a_server_that_never_answered_is_a_config_error_at_once(
+    standin: KubeArgoCD, gitops: GitOpsRepo, kubeconfig: Path, driver: ArgoCDDriver
 ) -> None:
     add_app(standin, gitops)
-    standin.forbid(APP, verbs=verbs)
+    standin.forbid(APP)
     with pytest.raises(ApplicationError) as info:
         await driver.sync(request("a" * 40, kubeconfig=kubeconfig), Heartbeats())
-    assert_config_error(info.value, "prod-use1", APP, "use1", "forbidden")
+    assert_config_error(info.value, "prod-use1", APP, "use1", "forbidden", "cannot get")
+    assert answered(standin, 403) == 1  # missing RBAC: no waiting, no retry
+    assert standin.syncs(APP) == []
+
+
+async def test_forbidden_that_lasts_past_the_grace_is_a_config_error(
+    standin: KubeArgoCD, gitops: GitOpsRepo, kubeconfig: Path, driver: ArgoCDDriver
+) -> None:
+    add_app(standin, gitops)
+    standin.forbid(APP, verbs={"patch"})
+    with pytest.raises(ApplicationError) as info:
+        await driver.sync(request("a" * 40, kubeconfig=kubeconfig), Heartbeats())
+    assert_config_error(info.value, "prod-use1", APP, "use1", "forbidden", "cannot patch", "still forbidden")
+    assert answered(standin, 403, method="PATCH") >= 2  # retried within the grace, then it counted
     assert standin.syncs(APP) == []
 
 
@@ -406,12 +526,17 @@ async def test_server_errors_are_retryable_and_a_retry_succeeds(
     add_app(standin, gitops)
     sha = gitops.commit({VALUES: values("v14")})
     standin.fail_next(1, 500)
-    with pytest.raises(ArgoCDAPIError, match="HTTP 500"):
+    with pytest.raises(ArgoCDAPIError, match="HTTP 500"):  # a server never heard from: Temporal retries
         await driver.sync(request(sha, kubeconfig=kubeconfig), Heartbeats())
-    standin.fail_next(1, 503, methods={"PATCH"})
-    with pytest.raises(ArgoCDAPIError, match="HTTP 503"):
+    standin.fail_next(100, 503, methods={"PATCH"})
+    with pytest.raises(ArgoCDAPIError, match="HTTP 503"):  # still 503 when the grace is up
         await driver.sync(request(sha, kubeconfig=kubeconfig), Heartbeats())
-    assert (await driver.sync(request(sha, kubeconfig=kubeconfig), Heartbeats())).healthy  # Temporal's retry
+    assert answered(standin, 503, method="PATCH") >= 2
+    standin._faults.clear()
+    standin.fail_next(
+        1, 503, methods={"PATCH"}
+    )  # a passing 503 after a good read is waited out in the activity
+    assert (await driver.sync(request(sha, kubeconfig=kubeconfig), Heartbeats())).healthy
     assert [s.revision for s in standin.syncs(APP)] == [sha]
 
 
@@ -420,7 +545,7 @@ async def test_hanging_api_times_out_retryably(
 ) -> None:
     add_app(standin, gitops)
     standin.hang_next(8, 1.0)  # urllib3 retries a timed-out GET a few times itself
-    quick = ArgoCDDriver(request_timeout_s=0.2, watch_timeout_s=2, heartbeat_interval_s=0.2)
+    quick = ArgoCDDriver(request_timeout_s=0.2, watch_timeout_s=2, heartbeat_interval_s=0.2, api_grace_s=1.0)
     with pytest.raises(ArgoCDAPIError, match="unreachable"):
         await quick.sync(request("a" * 40, kubeconfig=kubeconfig), Heartbeats())
 
@@ -470,7 +595,7 @@ async def test_deleted_app_while_waiting_is_a_config_error(
 
 
 async def test_two_regions_two_contexts_in_one_process(tmp_path: Path, gitops: GitOpsRepo) -> None:
-    driver = ArgoCDDriver(heartbeat_interval_s=0.2)
+    driver = ArgoCDDriver(heartbeat_interval_s=0.2, api_grace_s=1.0)
     with KubeArgoCD(status_delay_s=0.2) as use1, KubeArgoCD(status_delay_s=0.2) as euw1:
         kc = write_kubeconfig(tmp_path / "kubeconfig", {"use1": use1, "euw1": euw1})
         euw1_values = "apps/checkout-api/prod/eu-west-1/values.yaml"
@@ -498,90 +623,281 @@ async def test_two_regions_two_contexts_in_one_process(tmp_path: Path, gitops: G
         assert len(driver._clients) == 2  # one cached ApiClient per (kubeconfig, context)
 
 
-# ---- the Applications aicd renders for its argocd targets --------------------------------------------------------
+# ---- Application shapes -------------------------------------------------------------------------------------
 
-SPEC_TARGETS: dict[str, dict[str, Any]] = {
-    "staging-use1": {
-        "kind": "argocd",
-        "region": "us-east-1",
-        "app": "checkout-api-staging-use1",
-        "path": "apps/checkout-api/staging/us-east-1/values.yaml",
-    },
-    "prod-euw1": {
-        "kind": "argocd",
-        "region": "eu-west-1",
-        "app": "checkout-api-prod-euw1",
-        "path": "apps/checkout-api/prod/eu-west-1/values.yaml",
-        "namespace": "argocd-eu",
-        "destination": {"name": "prod-euw1", "namespace": "payments"},
-    },
-    "edge-pops": {
-        "kind": "edge",
-        "sites": {"file": "fleets/edge-pops.yaml"},
-        "path": "apps/checkout-api/edge/{{ site }}/values.yaml",
-    },
+CHARTS = "https://charts.example.com/stable"
+STALE = {
+    "sync": {"status": "Synced", "revision": "0" * 40},
+    "health": {"status": "Healthy"},
+    "reconciledAt": "2020-01-01T00:00:00Z",
 }
 
 
-def test_render_applications_for_argocd_targets() -> None:
-    apps = render_applications(
-        "checkout-api", "https://git.example.com/platform/gitops.git", "main", SPEC_TARGETS
-    )
-    assert [a["metadata"]["name"] for a in apps] == ["checkout-api-staging-use1", "checkout-api-prod-euw1"]
-    staging, prod = apps
-    assert staging["apiVersion"] == "argoproj.io/v1alpha1" and staging["kind"] == "Application"
-    assert staging["metadata"]["namespace"] == "argocd" and prod["metadata"]["namespace"] == "argocd-eu"
-    assert staging["metadata"]["labels"] == {
-        "aicd.dev/app": "checkout-api",
-        "aicd.dev/target": "staging-use1",
+def application(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "namespace": "argocd"},
+        "spec": {
+            "project": "default",
+            "destination": {"server": "https://kubernetes.default.svc", "namespace": name},
+            **spec,
+        },
     }
-    assert staging["spec"]["project"] == "default"
-    assert staging["spec"]["source"] == {
-        "repoURL": "https://git.example.com/platform/gitops.git",
+
+
+def chart_source(version: str = "1.4.2", value_file: str = f"$values/{VALUES}") -> dict[str, Any]:
+    return {
+        "repoURL": CHARTS,
+        "chart": "checkout-api",
+        "targetRevision": version,
+        "helm": {"valueFiles": [value_file]},
+    }
+
+
+def add_multi_source_app(standin: KubeArgoCD, gitops: GitOpsRepo, *sources: dict[str, Any]) -> None:
+    """A chart from a chart repository with its values file from a `ref: values` source in the GitOps repo."""
+    standin.add_chart(CHARTS, "checkout-api", ["1.4.2", "1.5.0"])
+    chosen = list(sources) or [
+        chart_source(),
+        {"repoURL": gitops.url, "targetRevision": "main", "ref": "values"},
+    ]
+    standin.add_application(application(APP, sources=chosen), status={**STALE, "sync": {"status": "Synced"}})
+
+
+async def test_multi_source_chart_with_ref_values_syncs_only_the_values_source(
+    standin: KubeArgoCD, gitops: GitOpsRepo, kubeconfig: Path, driver: ArgoCDDriver
+) -> None:
+    add_multi_source_app(standin, gitops)
+    sha = gitops.commit({VALUES: values("v30")})
+    result = await driver.sync(request(sha, kubeconfig=kubeconfig, gitops_repo=gitops.url), Heartbeats())
+    assert result.healthy and result.details["sources"] == 2 and result.details["sourcePosition"] == 2
+    assert result.details["syncRevision"] == sha
+    (sync,) = standin.syncs(APP)
+    assert sync.revisions == ["1.4.2", sha] and sync.revision == ""  # the chart keeps its version
+    app = standin.app(APP)
+    assert app["status"]["sync"]["revisions"] == ["1.4.2", sha] and "revision" not in app["status"]["sync"]
+    assert app["status"]["operationState"]["syncResult"]["revisions"] == ["1.4.2", sha]
+    assert app["status"]["health"]["status"] == "Healthy"
+
+
+async def test_multi_source_health_is_judged_on_the_values_source(
+    standin: KubeArgoCD, gitops: GitOpsRepo, kubeconfig: Path, driver: ArgoCDDriver
+) -> None:
+    add_multi_source_app(standin, gitops)
+    standin.broken_tags = {"v31-broken"}
+    sha = gitops.commit({VALUES: values("v31-broken")})
+    with pytest.raises(SyncFailed, match="Degraded"):
+        await driver.sync(request(sha, kubeconfig=kubeconfig, gitops_repo=gitops.url), Heartbeats())
+
+
+async def test_multi_source_retried_activity_does_not_sync_twice_and_head_moving_on_is_fine(
+    standin: KubeArgoCD, gitops: GitOpsRepo, kubeconfig: Path, driver: ArgoCDDriver
+) -> None:
+    add_multi_source_app(standin, gitops)
+    standin.track_branch_head = True
+    sha = gitops.commit({VALUES: values("v32")})
+    other = gitops.commit({"apps/checkout-api/prod/eu-west-1/values.yaml": values("v32")})
+    first = await driver.sync(request(sha, kubeconfig=kubeconfig, gitops_repo=gitops.url), Heartbeats())
+    again = await driver.sync(request(sha, kubeconfig=kubeconfig, gitops_repo=gitops.url), Heartbeats())
+    assert first.healthy and again.healthy and first.details["syncRevision"] == other
+    assert [s.revisions for s in standin.syncs(APP)] == [["1.4.2", sha]]
+
+
+async def test_multi_source_gitops_sources_tracking_the_branch_all_get_the_commit(
+    standin: KubeArgoCD, gitops: GitOpsRepo, kubeconfig: Path, driver: ArgoCDDriver
+) -> None:
+    # a chart kept in the GitOps repo itself next to the environments' values: one commit renders the app
+    gitops.commit({"charts/checkout-api/Chart.yaml": "apiVersion: v2\nname: checkout-api\nversion: 1.0.0\n"})
+    chart_in_git = {
+        "repoURL": gitops.url,
+        "path": "charts/checkout-api",
         "targetRevision": "main",
-        "path": "apps/checkout-api/staging/us-east-1",
-        "helm": {"valueFiles": ["values.yaml"]},
+        "helm": {"valueFiles": [f"$values/{VALUES}"]},
     }
-    assert staging["spec"]["destination"] == {
-        "server": "https://kubernetes.default.svc",
-        "namespace": "checkout-api",
-    }
-    assert prod["spec"]["destination"] == {"name": "prod-euw1", "namespace": "payments"}
-    assert all("syncPolicy" not in a["spec"] for a in apps)  # aicd drives every sync
+    add_multi_source_app(
+        standin, gitops, chart_in_git, {"repoURL": gitops.url, "targetRevision": "main", "ref": "values"}
+    )
+    sha = gitops.commit({VALUES: values("v33")})
+    result = await driver.sync(request(sha, kubeconfig=kubeconfig, gitops_repo=gitops.url), Heartbeats())
+    assert result.healthy and result.details["sourcePosition"] == 2
+    assert [s.revisions for s in standin.syncs(APP)] == [[sha, sha]]
 
 
-def test_dump_manifests_is_multi_document_yaml() -> None:
-    import yaml
-
-    from aicd.argocd_manifests import dump_manifests
-
-    apps = render_applications("checkout-api", "https://git.example.com/gitops.git", "main", SPEC_TARGETS)
-    text = dump_manifests(apps)
-    assert text.startswith("---\n") and text.count("\n---\n") == 1
-    assert list(yaml.safe_load_all(text)) == apps
-    assert dump_manifests([]) == ""
+async def test_single_source_chart_from_a_chart_repository_is_refused_at_the_first_step(
+    standin: KubeArgoCD, gitops: GitOpsRepo, kubeconfig: Path, driver: ArgoCDDriver
+) -> None:
+    standin.add_chart(CHARTS, "checkout-api", ["1.4.2"])
+    standin.add_application(
+        application(APP, source=chart_source(value_file="values-prod.yaml")), status=STALE
+    )
+    with pytest.raises(ApplicationError) as info:
+        await driver.sync(request("a" * 40, kubeconfig=kubeconfig, gitops_repo=gitops.url), Heartbeats())
+    assert_config_error(
+        info.value, APP, "use1", "chart 'checkout-api'", CHARTS, "never sets a chart version", "ref: values",
+        f"$values/{VALUES}", "aicd argocd manifests",
+    )  # fmt: skip
+    assert standin.syncs(APP) == []  # no SHA sent where Argo CD expects a chart version
 
 
 @pytest.mark.parametrize(
-    ("targets", "error"),
+    ("sources", "needles"),
     [
-        ({"t": {"kind": "argocd", "path": "a/values.yaml"}}, r"targets\.t\.app: required"),
-        ({"t": {"kind": "argocd", "app": "Bad_Name", "path": "a/v.yaml"}}, r"targets\.t\.app: 'Bad_Name'"),
-        ({"t": {"kind": "argocd", "app": "a"}}, r"targets\.t\.path: required"),
-        ({"t": {"kind": "argocd", "app": "a", "path": "x/{{ site }}/v.yaml"}}, "placeholder"),
-        (
-            {
-                "t": {"kind": "argocd", "app": "a", "path": "v.yaml"},
-                "u": {"kind": "argocd", "app": "a", "path": "w.yaml"},
-            },
-            r"targets\.u\.app: argocd/a is also the app of targets\.t",
+        (  # nothing from the GitOps repo
+            [chart_source(), {"repoURL": "https://git.example.com/a.git", "ref": "values"},
+             {"repoURL": "https://git.example.com/b.git", "path": "x"}],
+            ["none of its 3 sources comes from the GitOps repo", "source 2: https://git.example.com/a.git"],
         ),
-        (
-            {"t": {"kind": "argocd", "app": "a", "path": "v.yaml", "destination": {"namespace": "x"}}},
-            r"targets\.t\.destination: needs `server` or `name`",
+        (  # the values file aicd writes is not the one the chart reads
+            [chart_source(value_file="$values/apps/checkout-api/prod/values-other.yaml"),
+             {"repoURL": "GITOPS", "targetRevision": "main", "ref": "values"}],
+            ["no source reads the target's file", VALUES],
+        ),
+        (  # the values source is pinned to a tag
+            [chart_source(), {"repoURL": "GITOPS", "targetRevision": "v1.0.0", "ref": "values"}],
+            ["source 2", "tracks targetRevision 'v1.0.0'", "set targetRevision: main"],
         ),
     ],
+)  # fmt: skip
+async def test_multi_source_apps_aicd_cannot_drive_are_config_errors(
+    standin: KubeArgoCD,
+    gitops: GitOpsRepo,
+    kubeconfig: Path,
+    driver: ArgoCDDriver,
+    sources: list[dict[str, Any]],
+    needles: list[str],
+) -> None:
+    for source in sources:
+        if source["repoURL"] == "GITOPS":
+            source["repoURL"] = gitops.url
+    add_multi_source_app(standin, gitops, *sources)
+    with pytest.raises(ApplicationError) as info:
+        await driver.sync(request("a" * 40, kubeconfig=kubeconfig, gitops_repo=gitops.url), Heartbeats())
+    assert_config_error(info.value, APP, *needles)
+    assert standin.syncs(APP) == []
+
+
+async def test_single_source_tracking_another_revision_is_a_config_error(
+    standin: KubeArgoCD, gitops: GitOpsRepo, kubeconfig: Path, driver: ArgoCDDriver
+) -> None:
+    standin.create_app(
+        APP, repo=gitops.url, path="apps/checkout-api/prod/us-east-1", target_revision="release-1"
+    )
+    with pytest.raises(ApplicationError) as info:
+        await driver.sync(request("a" * 40, kubeconfig=kubeconfig), Heartbeats())
+    assert_config_error(info.value, APP, "tracks targetRevision 'release-1'", "'main'")
+
+
+KUSTOMIZATION = "apps/shop/prod/kustomization.yaml"
+
+
+def kustomization(tag: str) -> str:
+    return (
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: [deployment.yaml]\n"
+        f"images:\n- name: shop\n  newTag: {tag}\n"
+    )
+
+
+DEPLOYMENT = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: shop\n"
+
+
+async def test_kustomize_app_syncs_and_a_corrupted_kustomization_fails_the_sync(
+    standin: KubeArgoCD, gitops: GitOpsRepo, kubeconfig: Path, driver: ArgoCDDriver
+) -> None:
+    gitops.commit({KUSTOMIZATION: kustomization("v1"), "apps/shop/prod/deployment.yaml": DEPLOYMENT})
+    source = {"repoURL": gitops.url, "targetRevision": "main", "path": "apps/shop/prod", "kustomize": {}}
+    standin.add_application(application(APP, source=source), status=STALE)
+    standin.broken_tags = {"v3-broken"}
+    good = gitops.commit({KUSTOMIZATION: kustomization("v2")})
+    assert (await driver.sync(request(good, kubeconfig=kubeconfig, path=KUSTOMIZATION), Heartbeats())).healthy
+    broken = gitops.commit({KUSTOMIZATION: kustomization("v3-broken")})
+    with pytest.raises(SyncFailed, match="Degraded"):  # the new tag is read from the kustomization's images
+        await driver.sync(
+            request(broken, kubeconfig=kubeconfig, path=KUSTOMIZATION, step="s/1"), Heartbeats()
+        )
+    # the write the issue found: a list turned into a mapping, plus a stray key - kustomize refuses it
+    corrupted = gitops.commit(
+        {
+            KUSTOMIZATION: "resources: [deployment.yaml]\nimages:\n  '0':\n    newTag: v4\ncanary:\n  weight: 10\n"
+        }
+    )
+    with pytest.raises(SyncFailed, match=r"sync operation Error: ComparisonError.*kustomize build failed"):
+        await driver.sync(
+            request(corrupted, kubeconfig=kubeconfig, path=KUSTOMIZATION, step="s/2"), Heartbeats()
+        )
+
+
+async def test_plain_directory_app_syncs_and_invalid_manifests_fail_the_sync(
+    standin: KubeArgoCD, gitops: GitOpsRepo, kubeconfig: Path, driver: ArgoCDDriver
+) -> None:
+    manifest = "apps/shop/prod/deployment.yaml"
+    gitops.commit({manifest: DEPLOYMENT})
+    source = {
+        "repoURL": gitops.url,
+        "targetRevision": "main",
+        "path": "apps/shop/prod",
+    }  # detected: Directory
+    standin.add_application(application(APP, source=source), status=STALE)
+    good = gitops.commit({manifest: DEPLOYMENT + "  labels:\n    release: v2\n"})
+    result = await driver.sync(request(good, kubeconfig=kubeconfig, path=manifest), Heartbeats())
+    assert result.healthy
+    bad = gitops.commit({manifest: "image:\n  tag: v3\n"})  # a values file where Argo CD wants objects
+    with pytest.raises(SyncFailed, match="Object 'Kind' is missing"):
+        await driver.sync(request(bad, kubeconfig=kubeconfig, path=manifest, step="s/1"), Heartbeats())
+
+
+@pytest.mark.parametrize(
+    ("left", "right"),
+    [
+        ("https://git.example.com/platform/gitops.git", "https://git.example.com/platform/gitops"),
+        ("https://git.example.com/platform/gitops.git", "git@git.example.com:platform/gitops.git"),
+        ("https://git.example.com/Platform/GitOps/", "ssh://git@git.example.com:7999/platform/gitops.git"),
+        ("/srv/git/gitops.git", "file:///srv/git/gitops.git"),
+        ("/srv/git/gitops.git/", "/srv/git/./gitops"),
+    ],
 )
-def test_render_applications_rejects_bad_targets(targets: dict[str, dict[str, Any]], error: str) -> None:
-    with pytest.raises(ValueError, match=error):
-        render_applications("app", "repo", "main", targets)
+def test_repo_urls_of_one_repository_match(left: str, right: str) -> None:
+    assert _repo_key(left) == _repo_key(right)
+
+
+def test_repo_urls_of_different_repositories_differ() -> None:
+    assert _repo_key("https://git.example.com/platform/gitops.git") != _repo_key(
+        "https://git.example.com/platform/apps.git"
+    )
+    assert _repo_key("https://a.example.com/x/gitops") != _repo_key("https://b.example.com/x/gitops")
+
+
+# ---- TLS ------------------------------------------------------------------------------------------------------
+
+
+async def test_untrusted_server_certificate_is_a_config_error_naming_context_and_ca(
+    tmp_path: Path, gitops: GitOpsRepo, driver: ArgoCDDriver
+) -> None:
+    with KubeArgoCD(tls=True) as other:
+        wrong_ca = tmp_path / "other-ca.crt"
+        wrong_ca.write_bytes(other.ca_file.read_bytes())
+    with KubeArgoCD(tls=True) as secure:
+        add_app(secure, gitops)
+        kc = write_kubeconfig(tmp_path / "kc", {"use1": secure}, ca_file=wrong_ca)
+        with pytest.raises(ApplicationError) as info:
+            await driver.sync(request("a" * 40, kubeconfig=kc), Heartbeats())
+        assert_config_error(
+            info.value, "prod-use1", APP, "failed TLS verification", "context 'use1'",
+            f"certificate-authority {wrong_ca}", secure.url, "retrying cannot help",
+        )  # fmt: skip
+        assert secure.requests == []  # the handshake failed: no request was ever read
+        # a cluster that names no CA at all trusts the system's CAs, which never signed a self-signed certificate
+        plain = write_kubeconfig(tmp_path / "kc-plain", {"use1": secure.url})
+        with pytest.raises(ApplicationError) as info:
+            await driver.sync(request("a" * 40, kubeconfig=plain), Heartbeats())
+        assert_config_error(info.value, "failed TLS verification", "the system's trusted CAs")
+
+
+async def test_trusted_server_certificate_syncs(
+    tmp_path: Path, gitops: GitOpsRepo, driver: ArgoCDDriver
+) -> None:
+    with KubeArgoCD(tls=True) as secure:
+        add_app(secure, gitops)
+        kc = secure.write_kubeconfig(tmp_path / "kc", context="use1")
+        sha = gitops.commit({VALUES: values("v34")})
+        result = await driver.sync(request(sha, kubeconfig=kc), Heartbeats())
+        assert result.healthy and secure.url.startswith("https://")
+        assert [s.revision for s in secure.syncs(APP)] == [sha]

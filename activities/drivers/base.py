@@ -11,6 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
+from temporalio.exceptions import ApplicationError
+
+# The error types workflows.common.SYNC_RETRY lists as non-retryable: every driver raises these names.
+CONFIG_ERROR = "TargetConfigError"
+UNHEALTHY = "TargetUnhealthy"
+
 
 @dataclass
 class SyncRequest:
@@ -41,13 +47,19 @@ class SyncFailed(Exception):
     """The target reported a definite failure (Degraded, failed operation, deadline): do not retry."""
 
 
+def config_error(message: str) -> ApplicationError:
+    """The target's configuration is wrong (missing app, forbidden, untrusted certificate, unusable shape):
+    retrying cannot help."""
+    return ApplicationError(message, non_retryable=True, type=CONFIG_ERROR)
+
+
 class TargetDriver(Protocol):
     kind: ClassVar[str]
 
     async def sync(self, request: SyncRequest, heartbeat: Callable[..., None]) -> SyncResult:
         """Bring the target to `request.revision` and wait for health; raise SyncFailed on a definite failure,
-        temporalio.exceptions.ApplicationError(non_retryable=True) on a configuration error (missing app,
-        forbidden, bad context), any other exception for transient trouble (it is retried)."""
+        `config_error(...)` on a configuration error (missing app, forbidden, bad context), any other exception
+        for transient trouble (it is retried)."""
         ...
 
 

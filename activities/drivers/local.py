@@ -14,9 +14,8 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import httpx
-from temporalio.exceptions import ApplicationError
 
-from activities.drivers.base import SyncFailed, SyncRequest, SyncResult, register
+from activities.drivers.base import SyncFailed, SyncRequest, SyncResult, config_error, register
 
 RECONCILER_ENV = "AICD_RECONCILER_URL"
 
@@ -32,11 +31,9 @@ class LocalDriver:
     def reconciler_url(request: SyncRequest) -> str:
         url = request.config.get("reconciler") or os.environ.get(RECONCILER_ENV)
         if not url:
-            raise ApplicationError(
+            raise config_error(
                 f"target {request.target} (kind local): no reconciler URL; set `reconciler` on the target "
-                f"or {RECONCILER_ENV} (aicd dev / aicd demo set it)",
-                type="ConfigError",
-                non_retryable=True,
+                f"or {RECONCILER_ENV} (aicd dev / aicd demo set it)"
             )
         return str(url).rstrip("/")
 
@@ -88,10 +85,8 @@ class LocalDriver:
     def _checked(response: httpx.Response, request: SyncRequest) -> dict[str, Any]:
         if response.status_code in (400, 404):
             # Unknown target or a malformed target config: retrying cannot help.
-            raise ApplicationError(
-                f"target {request.target} (kind local): reconciler refused: {_error(response)}",
-                type="ConfigError",
-                non_retryable=True,
+            raise config_error(
+                f"target {request.target} (kind local): reconciler refused: {_error(response)}"
             )
         response.raise_for_status()
         data = response.json()

@@ -209,6 +209,8 @@ def check_edge_targets(spec: dict[str, Any]) -> Iterator[Finding]:
             for key in ("app", "namespace", "context", "kubeconfig", "destination"):
                 if key in target:
                     yield (*path, key), f"{key} applies to argocd targets only"
+        if target.get("kind") != "argocd" and "chart" in target:
+            yield (*path, "chart"), "chart applies to argocd targets only (it shapes their Application)"
 
 
 def check_durations(spec: dict[str, Any]) -> Iterator[Finding]:

@@ -3,38 +3,58 @@
 The real `kubernetes` client talks to it through a kubeconfig written by `write_kubeconfig`, so the driver runs the
 same code path as against a real cluster. What it mimics, and why each matters to a client:
 
-API server (kube-apiserver with Argo CD's CRD installed)
+API server (kube-apiserver with Argo CD's CRD installed and its watch cache on, the default)
 - Argo CD's CRD has no status subresource (`+genclient:noStatus`): status lives in the object itself and any
   `/status` (or other subresource) path answers 404.
+- Every stored object is checked against the CRD's structural schema (`argocd_schema`): a wrong type or a missing
+  required field in spec, status or operation answers 422 Invalid with kube's field paths; unknown fields are
+  pruned (`fieldValidation=Strict`: 400). `operation.sync.sourcePositions` is such an unknown field: it exists
+  only in Argo CD's own sync API, which turns it into the full per-source `revisions` list.
 - PATCH accepts JSON patch, merge patch and server-side apply; strategic merge answers 415 (custom resources have
   no patch strategy metadata). A `metadata.resourceVersion` that is not the current one (in a PUT body or a patch
-  result) answers 409 Conflict. A write that changes nothing bumps no resourceVersion and sends no watch event.
-- Resource versions are one global counter (like etcd's revision). Watches replay from their resourceVersion;
-  `compact()` expires every version issued so far, after which a watch from an older version gets a 410 `Expired`
-  ERROR event (what kube-apiserver sends for a too-old watch) or, with `watch_410_as_http`, an HTTP 410.
-  A watch without resourceVersion (or "0") first sends the current objects as ADDED. BOOKMARKs are sent every
-  `bookmark_interval_s` to watches that allow them.
+  result) answers 409 Conflict. A write that changes nothing bumps no resourceVersion, sends no watch event - and
+  so Argo CD, which works from watch events, does not react to it either.
+- Resource versions are one global counter (like etcd's revision). Watches are served from the watch cache: a
+  window of the last `watch_cache_size` events. A watch from a version still inside the window replays from it;
+  from an older one it gets HTTP 200 and one ERROR event carrying a 410 `Expired` Status (with
+  `watch_410_as_http`, an HTTP 410 answer instead). The window moving on ends no open watch. A watch without
+  resourceVersion (or "0") first sends the current objects as ADDED. BOOKMARKs go to watches that allow them
+  every `bookmark_interval_s` (kube-apiserver: about a minute), and only when the resourceVersion moved on since
+  that watch last heard of one.
+- `restart()` is an API server restart: open connections are cut, connections are refused for `down_s`, then
+  requests answer 503 for `unavailable_s` and 403 for `forbidden_s` (a fresh kube-apiserver answers 403 while
+  its RBAC caches load, kubernetes/kubernetes#121635); the watch cache starts afresh at the current version, so
+  watches from any older version get 410.
 - GET of an object in a namespace that does not exist answers 404 NotFound for the object; create there answers
   404 `namespaces "x" not found`; list there answers an empty list - all as kube-apiserver does.
 - DELETE of an object with finalizers only sets `deletionTimestamp`; it goes away when its finalizers are removed.
-- Errors are `Status` bodies. The `operation` field is checked against the CRD's structural schema subset that
-  matters here: unknown fields are pruned, wrong types answer 422 Invalid.
+- `tls=True` serves HTTPS with a fresh self-signed certificate (`ca_file`), for kubeconfigs that do or do not
+  trust it.
 
 Argo CD (application controller)
 - When an Application gets an `operation` with `sync`, it records the request (`syncs()`), sets
-  `operationState.phase=Running`, waits `status_delay_s`, resolves the revision in the GitOps repo with real git
-  (`spec.source.repoURL` is a local repository path or file:// URL), reads the values files
-  `spec.source.path/<each spec.source.helm.valueFiles>` (default `values.yaml`) at that revision, then - like the
-  controller, in two writes - completes the operation (`operationState` Succeeded/Failed/Error with finishedAt and
-  syncResult, `operation` removed, history appended) and reconciles (`sync`, `health`, `resources`,
-  `reconciledAt`, refresh annotation removed).
-- Health comes from the committed values: any scalar equal to a tag in `broken_tags` -> Degraded with a
-  Deployment message; a tag in `failing_tags` makes the sync operation itself Fail.
+  `operationState.phase=Running`, waits `status_delay_s`, then renders every source at its revision (from
+  `operation.sync.revision`, or for multi-source apps `operation.sync.revisions`, one per source; missing ones
+  fall back to the sources' targetRevision) and - like the controller, in two writes - completes the operation
+  (`operationState` Succeeded/Failed/Error with finishedAt and `syncResult.revision`, or `revisions`/`sources` for
+  a multi-source app, `operation` removed, history appended) and reconciles (`sync.revision` or `sync.revisions`,
+  `health`, `resources`, `reconciledAt`, refresh annotation removed).
+- Rendering, per source type (explicit `helm`/`kustomize`/`directory`, else detected from the files as Argo CD
+  does: Chart.yaml -> Helm, kustomization.yaml -> Kustomize, else Directory), with real git on local repositories
+  (`repoURL` a path or file:// URL):
+  Helm in Git reads `path/<valueFiles>` (default values.yaml); a chart from a chart repository (`chart`) must be a
+  version registered with `add_chart`, else the operation errors as a failed `helm pull` would; `$ref/file` value
+  files come from the source with `ref: ref` at that source's revision. Kustomize reads the kustomization (whose
+  fields are checked the way kustomize checks them: no unknown field, `images` a list of `{name, newTag, ...}`)
+  and the YAML beside it; Directory reads every manifest in `path` (each must have apiVersion and kind).
+  A source that cannot be rendered makes the operation Error with Argo CD's ComparisonError wording.
+- Health comes from the rendered files: any scalar equal to a tag in `broken_tags` -> Degraded with a Deployment
+  message; a tag in `failing_tags` makes the sync operation itself Fail.
 - `stale_health_s` leaves the pre-sync health/reconciledAt in place that long after the operation completed;
-  `skip_reconcile_after_sync` never reconciles after a sync until the refresh annotation is set again (Argo CD can
-  skip the status write when nothing changed); `progressing_s` reports Progressing that long first;
-  `track_branch_head` compares against the branch head like the real controller, so `status.sync.revision` moves
-  on when other commits land.
+  `skip_reconcile_after_sync` consumes the refresh request without writing a reconcile after a sync, until a new
+  refresh is requested (Argo CD can skip the status write when nothing changed); `progressing_s` reports
+  Progressing that long first; `track_branch_head` compares against the sources' targetRevision like the real
+  controller, so the compared revision moves on when other commits land.
 - Test hooks: `fail_next`/`hang_next` for N requests, `forbid` (403 per app and verb), `on_operation` callback,
   `conflict_before_next_patches` (a concurrent writer bumps the object just before the next PATCH).
 """
@@ -51,7 +71,9 @@ import posixpath
 import re
 import select
 import socket
+import ssl
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -64,6 +86,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from tests.standins.argocd_schema import validate_application
+
 log = logging.getLogger(__name__)
 
 GROUP = "argoproj.io"
@@ -74,6 +98,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 REFRESH_ANNOTATION = "argocd.argoproj.io/refresh"
 RESOURCE = f"{PLURAL}.{GROUP}"
 SERVICE_ACCOUNT = "system:serviceaccount:aicd:aicd-worker"
+KUSTOMIZATION_FILES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 
 _PATH = re.compile(
     rf"^/apis/{re.escape(GROUP)}/{VERSION}/namespaces/(?P<ns>[^/]+)/{PLURAL}"
@@ -127,13 +153,32 @@ def _conflict(name: str) -> KubeError:
     )
 
 
-def _invalid(name: str, causes: str) -> KubeError:
+def _invalid(name: str, causes: str | list[str]) -> KubeError:
+    """kube's 422: one cause as is, several in brackets."""
+    if isinstance(causes, list):
+        text = causes[0] if len(causes) == 1 else "[" + ", ".join(causes) + "]"
+    else:
+        text = causes
     return KubeError(
         422,
         "Invalid",
-        f'{KIND}.{GROUP} "{name}" is invalid: {causes}',
+        f'{KIND}.{GROUP} "{name}" is invalid: {text}',
         {"name": name, "group": GROUP, "kind": KIND},
     )
+
+
+def _forbidden(verb: str, ns: str, name: str | None, why: str = "") -> KubeError:
+    subject = f'{RESOURCE} "{name}"' if name else RESOURCE
+    return KubeError(
+        403,
+        "Forbidden",
+        f'{subject} is forbidden: User "{SERVICE_ACCOUNT}" cannot {verb} resource "{PLURAL}" '
+        f'in API group "{GROUP}" in the namespace "{ns}"' + (f": {why}" if why else ""),
+        {"name": name or "", "group": GROUP, "kind": PLURAL},
+    )
+
+
+_VERBS = {"GET": "get", "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -238,81 +283,6 @@ def json_patch(doc: Any, ops: Any) -> Any:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# the bit of Argo CD's CRD schema that the driver writes
-
-
-_SYNC_FIELDS: dict[str, type] = {
-    "revision": str,
-    "prune": bool,
-    "dryRun": bool,
-    "syncStrategy": dict,
-    "resources": list,
-    "source": dict,
-    "manifests": list,
-    "syncOptions": list,
-    "sources": list,
-    "revisions": list,
-    "sourcePositions": list,
-    "autoHealAttemptsCount": int,
-}
-_TYPE_NAMES = {str: "string", bool: "boolean", dict: "object", list: "array", int: "integer"}
-
-
-def _json_type(v: Any) -> str:
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, int):
-        return "integer"
-    if isinstance(v, float):
-        return "number"
-    return {str: "string", dict: "object", list: "array", type(None): "null"}.get(type(v), "unknown")
-
-
-def _check(name: str, where: str, value: Any, want: type) -> None:
-    ok = isinstance(value, want) and not (want is int and isinstance(value, bool))
-    if not ok:
-        got = _json_type(value)
-        raise _invalid(
-            name,
-            f'{where}: Invalid value: "{got}": {where} in body must be of type {_TYPE_NAMES[want]}: "{got}"',
-        )
-
-
-def _prune_operation(name: str, op: Any) -> dict[str, Any]:
-    """Structural-schema treatment of `operation`: unknown fields pruned, wrong types rejected."""
-    _check(name, "operation", op, dict)
-    out: dict[str, Any] = {}
-    if "sync" in op:
-        _check(name, "operation.sync", op["sync"], dict)
-        out["sync"] = {}
-        for k, v in op["sync"].items():
-            if k in _SYNC_FIELDS:
-                _check(name, f"operation.sync.{k}", v, _SYNC_FIELDS[k])
-                out["sync"][k] = v
-    if "initiatedBy" in op:
-        _check(name, "operation.initiatedBy", op["initiatedBy"], dict)
-        out["initiatedBy"] = {}
-        for k, want in (("username", str), ("automated", bool)):
-            if k in op["initiatedBy"]:
-                _check(name, f"operation.initiatedBy.{k}", op["initiatedBy"][k], want)
-                out["initiatedBy"][k] = op["initiatedBy"][k]
-    if "info" in op:
-        _check(name, "operation.info", op["info"], list)
-        out["info"] = []
-        for i, item in enumerate(op["info"]):
-            _check(name, f"operation.info[{i}]", item, dict)
-            for k in ("name", "value"):
-                if k not in item:
-                    raise _invalid(name, f"operation.info[{i}].{k}: Required value")
-                _check(name, f"operation.info[{i}].{k}", item[k], str)
-            out["info"].append({"name": item["name"], "value": item["value"]})
-    if "retry" in op:
-        _check(name, "operation.retry", op["retry"], dict)
-        out["retry"] = op["retry"]
-    return out
-
-
-# --------------------------------------------------------------------------------------------------------------
 # records and hooks
 
 
@@ -320,10 +290,11 @@ def _prune_operation(name: str, op: Any) -> dict[str, Any]:
 class SyncRecord:
     """One sync operation Argo CD received."""
 
-    revision: str
+    revision: str  # operation.sync.revision (single-source apps)
     info: dict[str, str]
     initiated_by: dict[str, Any]
     at: float
+    revisions: list[str] = field(default_factory=list)  # operation.sync.revisions (multi-source apps)
 
 
 @dataclass
@@ -332,11 +303,12 @@ class RequestRecord:
     path: str
     query: dict[str, str]
     content_type: str
+    status: int = 0  # the HTTP status answered (0: none, e.g. the connection was cut)
 
 
 @dataclass
 class _Fault:
-    kind: str  # "status" | "hang"
+    kind: str  # "status" | "hang" | "cut" (the request takes effect, then the connection drops unanswered)
     remaining: int
     status: int = 500
     seconds: float = 0.0
@@ -345,10 +317,18 @@ class _Fault:
 
 
 @dataclass
-class _Live:
-    """What "runs" for an app: the last successfully synced revision, its values and their health."""
+class _Rendered:
+    """What the sources render from at given revisions: the resolved revision per source and the files read."""
 
-    sha: str
+    revisions: list[str]
+    files: dict[str, str]
+
+
+@dataclass
+class _Live:
+    """What "runs" for an app: the last successfully synced revisions, their files and their health."""
+
+    revisions: list[str]
     files: dict[str, str]
     health: str
     message: str
@@ -366,6 +346,19 @@ class _Stats:
     operations: int = 0
     controller_busy_s: float = 0.0  # time spent playing Argo CD (git + status writes), sleeps excluded
     rvs: list[int] = field(default_factory=list)
+
+
+@dataclass
+class _Startup:
+    """After `restart()`: until when connections are refused, then 503s, then 403s are answered."""
+
+    down_until: float = 0.0
+    unavailable_until: float = 0.0
+    forbidden_until: float = 0.0
+
+
+class _RenderError(Exception):
+    """A source cannot be rendered: the sync operation errors with this message."""
 
 
 class GitError(Exception):
@@ -439,6 +432,103 @@ def _without_rv(obj: dict[str, Any]) -> dict[str, Any]:
     return o
 
 
+def _show(repo: str, sha: str, path: str) -> str | None:
+    """A file's text at a commit, or None when it is not there."""
+    try:
+        return _git(repo, "show", f"{sha}:{path}")
+    except GitError:
+        return None
+
+
+def _listing(repo: str, sha: str, directory: str, *, recursive: bool = False) -> list[str]:
+    """Paths of the files under `directory` at a commit (directly in it unless `recursive`)."""
+    args = ["ls-tree", "--name-only", "--full-tree"]
+    if recursive:
+        args.append("-r")
+    spec = f"{directory}/" if directory else "."
+    try:
+        out = _git(repo, *args, sha, "--", spec)
+    except GitError:
+        return []
+    return [line for line in out.splitlines() if line]
+
+
+def _join(base: str, relative: str) -> str:
+    """A repository path: `relative` under the source's `path`, normalised ("" for the repository's root)."""
+    joined = posixpath.normpath(posixpath.join(base or "", relative))
+    return "" if joined == "." else joined.lstrip("/")
+
+
+def _chart_key(repo: str, chart: str) -> tuple[str, str]:
+    return repo.strip().rstrip("/").lower(), chart
+
+
+# kustomize's Kustomization fields (api/types/kustomization.go): anything else is "json: unknown field"
+_KUSTOMIZATION_FIELDS = frozenset(
+    {
+        "apiVersion", "kind", "metadata", "openapi", "namePrefix", "nameSuffix", "namespace", "commonLabels",
+        "labels", "commonAnnotations", "patchesStrategicMerge", "patchesJson6902", "patches", "images",
+        "replacements", "replicas", "vars", "sortOptions", "resources", "components", "crds", "bases",
+        "configMapGenerator", "secretGenerator", "helmGlobals", "helmCharts", "helmChartInflationGenerator",
+        "generatorOptions", "configurations", "generators", "transformers", "validators", "buildMetadata",
+    }
+)  # fmt: skip
+_IMAGE_FIELDS = frozenset({"name", "newName", "newTag", "digest", "tagSuffix"})
+_LIST_FIELDS = ("resources", "components", "bases", "crds", "patches", "images", "replicas", "labels")
+
+
+def _check_kustomization(text: str, path: str) -> Any:
+    """The kustomization's document, or _RenderError with the message `kustomize build` would give."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise _RenderError(f"kustomize build failed: {path}: {e}") from None
+    if not isinstance(doc, dict):
+        raise _RenderError(f"kustomize build failed: {path}: invalid Kustomization: not a mapping")
+    for key in doc:
+        if key not in _KUSTOMIZATION_FIELDS:
+            raise _RenderError(f'kustomize build failed: invalid Kustomization: json: unknown field "{key}"')
+    for key in _LIST_FIELDS:
+        if key in doc and not isinstance(doc[key], list):
+            raise _RenderError(
+                f"kustomize build failed: invalid Kustomization: json: cannot unmarshal object into Go struct "
+                f"field Kustomization.{key} of type []"
+            )
+    for i, image in enumerate(doc.get("images") or []):
+        if not isinstance(image, dict) or not isinstance(image.get("name"), str):
+            raise _RenderError(f"kustomize build failed: invalid Kustomization: images[{i}] needs a name")
+        for key, value in image.items():
+            if key not in _IMAGE_FIELDS:
+                raise _RenderError(
+                    f'kustomize build failed: invalid Kustomization: json: unknown field "{key}"'
+                )
+            if isinstance(value, dict | list):
+                raise _RenderError(
+                    f"kustomize build failed: invalid Kustomization: images[{i}].{key} must be a string"
+                )
+    for key in ("commonLabels", "commonAnnotations"):
+        if key in doc and not isinstance(doc[key], dict):
+            raise _RenderError(f"kustomize build failed: invalid Kustomization: {key} must be a map")
+        for value in (doc.get(key) or {}).values():
+            if not isinstance(value, str):
+                raise _RenderError(
+                    f"kustomize build failed: invalid Kustomization: json: cannot unmarshal "
+                    f"{type(value).__name__} into Go struct field Kustomization.{key} of type string"
+                )
+    return doc
+
+
+def _check_manifests(text: str, path: str) -> None:
+    """What Argo CD requires of a plain manifest file: YAML documents that are Kubernetes objects."""
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as e:
+        raise _RenderError(f"Failed to unmarshal {posixpath.basename(path)}: {e}") from None
+    for doc in docs:
+        if not isinstance(doc, dict) or not doc.get("apiVersion") or not doc.get("kind"):
+            raise _RenderError(f"Object 'Kind' is missing in '{path}'")
+
+
 # --------------------------------------------------------------------------------------------------------------
 
 
@@ -450,12 +540,16 @@ class KubeArgoCD:
         *,
         namespaces: Iterable[str] = ("argocd",),
         status_delay_s: float = 0.0,
-        bookmark_interval_s: float = 1.0,
+        bookmark_interval_s: float = 60.0,
+        watch_cache_size: int = 100,
         host: str = "127.0.0.1",
+        tls: bool = False,
     ) -> None:
         self.host = host
+        self.tls = tls
         self.status_delay_s = status_delay_s
         self.bookmark_interval_s = bookmark_interval_s
+        self.watch_cache_size = watch_cache_size
         self.stale_health_s = 0.0
         self.progressing_s = 0.0
         self.skip_reconcile_after_sync = False
@@ -467,14 +561,15 @@ class KubeArgoCD:
         self.conflict_before_next_patches = 0
         self.requests: list[RequestRecord] = []
         self.stats = _Stats()
+        self.restarts = 0
 
         self._cond = threading.Condition()
         self._namespaces = set(namespaces)
         self._objects: dict[Key, dict[str, Any]] = {}
         self._rv = 1000
-        self._history: list[_Event] = []
+        self._history: list[_Event] = []  # the watch cache's window
         self._history_rvs: list[int] = []
-        self._expired_below = 0  # a watch from resourceVersion r is valid iff r >= this
+        self._cache_floor = self._rv  # a watch from resourceVersion r is served iff r >= this
         self._watch_gen = 0  # bumped to end every open watch
         self._syncs: dict[Key, list[SyncRecord]] = {}
         self._refreshes: dict[Key, int] = {}
@@ -482,30 +577,85 @@ class KubeArgoCD:
         self._faults: list[_Fault] = []
         self._live: dict[Key, _Live] = {}
         self._busy: set[Key] = set()
+        self._charts: dict[tuple[str, str], set[str]] = {}
+        self._startup = _Startup()
+        self._connections: set[socket.socket] = set()
         self._stop = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._port = 0
+        self._tls_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._ssl: ssl.SSLContext | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------------------------
 
     def start(self) -> KubeArgoCD:
+        if self.tls and self._ssl is None:
+            self._ssl = self._make_certificate()
+        self._serve()
+        return self
+
+    def _serve(self) -> None:
         handler = type("_BoundHandler", (_Handler,), {"standin": self})
-        self._server = _Server((self.host, 0), handler)
+        server = _Server((self.host, self._port), handler)
+        self._port = server.server_address[1]
+        self._server = server
         # a short poll interval makes stop() (server.shutdown) quick, which matters for per-test fixtures
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, name="kube-argocd", daemon=True
+            target=server.serve_forever, kwargs={"poll_interval": 0.02}, name="kube-argocd", daemon=True
         )
         self._thread.start()
-        return self
+
+    def _close_server(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
 
     def stop(self) -> None:
         self._stop.set()
         with self._cond:
             self._cond.notify_all()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
+        self._close_server()
+        self._cut_connections()
+        if self._tls_dir is not None:
+            self._tls_dir.cleanup()
+            self._tls_dir = None
+
+    def restart(self, *, down_s: float = 0.2, unavailable_s: float = 0.0, forbidden_s: float = 0.5) -> None:
+        """An API server restart (blocks for `down_s`): open connections are cut, new ones refused for `down_s`;
+        then requests answer 503 for `unavailable_s`, then 403 for `forbidden_s`, as a kube-apiserver does while
+        its RBAC caches load. The watch cache starts afresh: watches from any older version get 410."""
+        with self._cond:
+            self.restarts += 1
+            self._watch_gen += 1
+            self._history.clear()
+            self._history_rvs.clear()
+            # the revision is etcd's, shared by every resource: leases and events written meanwhile move it on,
+            # so the fresh cache starts after any version a client holds
+            self._rv += 1
+            self._cache_floor = self._rv
+            self._cond.notify_all()
+        self._close_server()
+        self._cut_connections()
+        now = time.monotonic()
+        with self._cond:
+            self._startup = _Startup(
+                down_until=now + down_s,
+                unavailable_until=now + down_s + unavailable_s,
+                forbidden_until=now + down_s + unavailable_s + forbidden_s,
+            )
+        if down_s > 0:
+            self._stop.wait(down_s)
+        if not self._stop.is_set():
+            self._serve()
+
+    def _cut_connections(self) -> None:
+        with self._cond:
+            connections = list(self._connections)
+        for connection in connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> KubeArgoCD:
         return self.start()
@@ -515,8 +665,30 @@ class KubeArgoCD:
 
     @property
     def url(self) -> str:
-        assert self._server is not None, "stand-in not started"
-        return f"http://{self.host}:{self._server.server_address[1]}"
+        assert self._port, "stand-in not started"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self._port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The self-signed certificate a kubeconfig must trust (tls=True only)."""
+        assert self._tls_dir is not None, "stand-in not started with tls=True"
+        return Path(self._tls_dir.name) / "ca.crt"
+
+    def _make_certificate(self) -> ssl.SSLContext:
+        self._tls_dir = tempfile.TemporaryDirectory(prefix="kube-argocd-tls-")
+        cert, key = Path(self._tls_dir.name) / "ca.crt", Path(self._tls_dir.name) / "ca.key"
+        subprocess.run(
+            [
+                "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", f"/CN={self.host}",
+                "-addext", f"subjectAltName=IP:{self.host}",
+            ],
+            check=True,
+            capture_output=True,
+        )  # fmt: skip
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        return context
 
     def write_kubeconfig(self, path: str | Path, context: str = "standin") -> Path:
         return write_kubeconfig(path, {context: self})
@@ -526,6 +698,11 @@ class KubeArgoCD:
     def add_namespace(self, namespace: str) -> None:
         with self._cond:
             self._namespaces.add(namespace)
+
+    def add_chart(self, repo_url: str, chart: str, versions: Iterable[str]) -> None:
+        """Publish chart versions in a chart repository (what `helm pull` finds)."""
+        with self._cond:
+            self._charts.setdefault(_chart_key(repo_url, chart), set()).update(versions)
 
     def add_application(
         self, obj: Mapping[str, Any], *, status: Mapping[str, Any] | None = None
@@ -538,6 +715,7 @@ class KubeArgoCD:
         ns = meta.setdefault("namespace", "argocd")
         if status is not None:
             o["status"] = copy.deepcopy(dict(status))
+        o = self._admit(meta["name"], o, strict=True)
         with self._cond:
             self._namespaces.add(ns)
             self._init_meta(o)
@@ -635,27 +813,38 @@ class KubeArgoCD:
                 )
             )
 
+    def cut_next(self, n: int, *, methods: Iterable[str] | None = None) -> None:
+        """The next `n` requests take effect, but their connection drops before the answer (a lost response)."""
+        with self._cond:
+            self._faults.append(
+                _Fault("cut", n, methods=frozenset(methods) if methods else None, watch=False)
+            )
+
     def forbid(self, name: str, namespace: str = "argocd", verbs: Iterable[str] | None = None) -> None:
         """RBAC denies these verbs (default: all) on this Application."""
         with self._cond:
             self._forbidden[(namespace, name)] = frozenset(verbs) if verbs is not None else None
 
-    def compact(self, *, drop_watches: bool = True) -> None:
-        """Expire every resourceVersion issued so far (etcd compaction) and, by default, end open watches so
-        that clients reconnect - and get 410 Gone."""
-        with self._cond:
-            self._rv += 1  # other objects in the cluster move the revision on
-            self._expired_below = self._rv
-            if drop_watches:
-                self._watch_gen += 1
-            self._cond.notify_all()
-
     def drop_watches(self) -> None:
+        """End every open watch (as the server does when a watch's timeout is up); clients reconnect."""
         with self._cond:
             self._watch_gen += 1
             self._cond.notify_all()
 
     # ---- store internals (call with self._cond held) ----------------------------------------------------------
+
+    def _admit(self, name: str, obj: dict[str, Any], *, strict: bool = False) -> dict[str, Any]:
+        """The object as the CRD's structural schema lets it be stored (see argocd_schema)."""
+        pruned, findings = validate_application(obj)
+        if findings.invalid:
+            raise _invalid(name, findings.invalid)
+        if strict and findings.unknown:
+            raise KubeError(
+                400,
+                "BadRequest",
+                "strict decoding error: " + ", ".join(f'unknown field "{p}"' for p in findings.unknown),
+            )
+        return pruned
 
     def _init_meta(self, o: dict[str, Any]) -> None:
         meta = o["metadata"]
@@ -674,6 +863,12 @@ class KubeArgoCD:
             self._objects[key] = obj
         self._history.append(_Event(self._rv, typ, copy.deepcopy(obj)))
         self._history_rvs.append(self._rv)
+        if len(self._history) > self.watch_cache_size:
+            # the window moves on: a watch from before its oldest event can no longer be served
+            drop = len(self._history) - self.watch_cache_size
+            del self._history[:drop]
+            del self._history_rvs[:drop]
+            self._cache_floor = self._history_rvs[0] - 1
         self._cond.notify_all()
         return obj
 
@@ -697,18 +892,21 @@ class KubeArgoCD:
         return self._commit_locked(key, new, "MODIFIED")
 
     def _mutate(self, key: Key, fn: Callable[[dict[str, Any]], None]) -> dict[str, Any] | None:
-        """A controller-side write (Argo CD patches status without preconditions)."""
+        """A controller-side write (Argo CD updates the object without preconditions); it meets the CRD's schema
+        like any other write, so a malformed status is a stand-in bug that surfaces at once."""
         with self._cond:
             old = self._objects.get(key)
             if old is None:
                 return None
             new = copy.deepcopy(old)
             fn(new)
+            new = self._admit(key[1], new, strict=True)
             return copy.deepcopy(self._write_locked(key, old, new))
 
     # ---- Argo CD controller -----------------------------------------------------------------------------------
 
     def _after_write(self, key: Key, obj: dict[str, Any] | None) -> None:
+        """Argo CD's informer saw a new version of the app: start work it asks for (an operation, a refresh)."""
         if obj is None or self._stop.is_set():
             return
         with self._cond:
@@ -722,7 +920,11 @@ class KubeArgoCD:
                 info = {i["name"]: i["value"] for i in op.get("info") or []}
                 self._syncs.setdefault(key, []).append(
                     SyncRecord(
-                        op["sync"].get("revision", ""), info, dict(op.get("initiatedBy") or {}), time.time()
+                        op["sync"].get("revision", ""),
+                        info,
+                        dict(op.get("initiatedBy") or {}),
+                        time.time(),
+                        list(op["sync"].get("revisions") or []),
                     )
                 )
                 if REFRESH_ANNOTATION in annotations:
@@ -753,19 +955,132 @@ class KubeArgoCD:
         if seconds > 0:
             self._stop.wait(seconds)
 
-    def _values_paths(self, source: Mapping[str, Any]) -> list[str]:
-        base = posixpath.normpath(str(source.get("path") or ".")).strip("/")
-        base = "" if base == "." else base
-        files = (source.get("helm") or {}).get("valueFiles") or ["values.yaml"]
-        return [f"{base}/{f}" if base else f for f in files]
+    # -- rendering the sources, as Argo CD's repo server does
 
-    def _read(self, source: Mapping[str, Any], revision: str) -> tuple[str, dict[str, str]]:
+    @staticmethod
+    def _sources(app: Mapping[str, Any]) -> tuple[list[dict[str, Any]], bool]:
+        spec = app.get("spec") or {}
+        if spec.get("sources"):
+            return [dict(s) for s in spec["sources"]], True
+        return [dict(spec.get("source") or {})], False
+
+    def _resolve(self, source: Mapping[str, Any], revision: str) -> str:
+        """A source's revision made concrete: a chart version that exists, or a commit SHA."""
         repo = str(source.get("repoURL") or "")
-        sha = _git(repo, "rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}").strip()
-        return sha, {p: _git(repo, "show", f"{sha}:{p}") for p in self._values_paths(source)}
+        if not repo:
+            raise _RenderError("the source has no repoURL")
+        if source.get("chart"):
+            chart = str(source["chart"])
+            with self._cond:
+                known = self._charts.get(_chart_key(repo, chart), set())
+            if revision not in known:
+                raise _RenderError(
+                    f'error pulling helm chart: chart "{chart}" version "{revision}" not found in {repo} repository'
+                )
+            return revision
+        try:
+            return _git(repo, "rev-parse", "--verify", "--quiet", f"{revision or 'HEAD'}^{{commit}}").strip()
+        except GitError as e:
+            raise _RenderError(f"Unable to resolve '{revision}' to a commit SHA: {e}") from None
+
+    def _source_type(self, source: Mapping[str, Any], sha: str) -> str:
+        if source.get("chart") or source.get("helm") is not None:
+            return "Helm"
+        if source.get("kustomize") is not None:
+            return "Kustomize"
+        if source.get("directory") is not None:
+            return "Directory"
+        if source.get("plugin") is not None:
+            return "Plugin"
+        names = {
+            posixpath.basename(p)
+            for p in _listing(str(source["repoURL"]), sha, _join(source.get("path") or "", ""))
+        }
+        if "Chart.yaml" in names:
+            return "Helm"
+        if names & set(KUSTOMIZATION_FILES):
+            return "Kustomize"
+        return "Directory"
+
+    def _render(self, sources: list[dict[str, Any]], requested: list[str]) -> _Rendered:
+        n = len(sources)
+        resolved: list[str] = []
+        for i, (source, revision) in enumerate(zip(sources, requested, strict=True)):
+            try:
+                resolved.append(self._resolve(source, revision))
+            except _RenderError as e:
+                raise _RenderError(_source_failure(i, n, str(e))) from None
+        refs = {
+            str(s["ref"]): (str(s["repoURL"]), resolved[i]) for i, s in enumerate(sources) if s.get("ref")
+        }
+        files: dict[str, str] = {}
+        for i, source in enumerate(sources):
+            if source.get("ref") and not source.get("path") and not source.get("chart"):
+                continue  # it only lends its files to `$ref/...` value files
+            try:
+                files.update(self._source_files(source, resolved[i], refs))
+            except _RenderError as e:
+                raise _RenderError(_source_failure(i, n, str(e))) from None
+        return _Rendered(resolved, files)
+
+    def _source_files(
+        self, source: Mapping[str, Any], sha: str, refs: Mapping[str, tuple[str, str]]
+    ) -> dict[str, str]:
+        repo = str(source.get("repoURL") or "")
+        base = _join(source.get("path") or "", "")
+        kind = self._source_type(source, sha)
+        files: dict[str, str] = {}
+        if kind == "Plugin":
+            raise _RenderError("config management plugins are not played by this stand-in")
+        if kind == "Helm":
+            helm = source.get("helm") or {}
+            value_files = list(helm.get("valueFiles") or [])
+            if not value_files and not source.get("chart") and _show(repo, sha, _join(base, "values.yaml")):
+                value_files = ["values.yaml"]
+            for value_file in value_files:
+                if value_file.startswith("$"):
+                    ref, _, relative = value_file[1:].partition("/")
+                    if ref not in refs:
+                        raise _RenderError(f"source referenced {value_file!r}, but no source has ref {ref!r}")
+                    file_repo, file_sha, path = refs[ref][0], refs[ref][1], _join("", relative)
+                elif source.get("chart"):
+                    continue  # a file inside the chart package
+                else:
+                    file_repo, file_sha, path = repo, sha, _join(base, value_file)
+                text = _show(file_repo, file_sha, path)
+                if text is None:
+                    if helm.get("ignoreMissingValueFiles"):
+                        continue
+                    raise _RenderError(f"open {path}: no such file or directory")
+                files[f"{file_repo}@{path}"] = text
+            return files
+        recursive = kind == "Directory" and bool((source.get("directory") or {}).get("recurse"))
+        listing = _listing(repo, sha, base, recursive=recursive)
+        if kind == "Kustomize":
+            names = [p for p in listing if posixpath.basename(p) in KUSTOMIZATION_FILES]
+            if not names:
+                raise _RenderError(
+                    f"kustomize build failed: unable to find one of {list(KUSTOMIZATION_FILES)} in {base}"
+                )
+            _check_kustomization(_show(repo, sha, names[0]) or "", names[0])
+        for path in listing:
+            if not path.endswith(MANIFEST_SUFFIXES):
+                continue
+            text = _show(repo, sha, path)
+            if text is None:
+                continue
+            if kind == "Directory":
+                _check_manifests(text, path)
+            files[f"{repo}@{path}"] = text
+        return files
 
     def _tags(self, files: Mapping[str, str]) -> set[str]:
-        return {v for text in files.values() for doc in yaml.safe_load_all(text) for v in _scalars(doc)}
+        tags: set[str] = set()
+        for text in files.values():
+            with contextlib.suppress(yaml.YAMLError):
+                for doc in yaml.safe_load_all(text):
+                    tags.update(_scalars(doc))
+        return tags
 
     def _health(self, app: dict[str, Any], tags: set[str]) -> tuple[str, str]:
         broken = sorted(tags & self.broken_tags)
@@ -775,6 +1090,22 @@ class KubeArgoCD:
                 f'pods with image tag "{broken[0]}" are in CrashLoopBackOff'
             )
         return "Healthy", ""
+
+    @staticmethod
+    def _requested(sources: list[dict[str, Any]], multi: bool, sync: Mapping[str, Any]) -> list[str]:
+        """The revision to render each source at: the operation's, else the source's targetRevision."""
+        targets = [str(s.get("targetRevision") or "") for s in sources]
+        if not multi:
+            # a single-source app takes `revision` (`revisions` is for multi-source apps only)
+            return [str(sync.get("revision") or targets[0] or "HEAD")]
+        revisions = list(sync.get("revisions") or [])
+        if not revisions:
+            return targets  # `revision` alone means nothing to a multi-source app
+        if len(revisions) != len(sources):
+            raise _RenderError(
+                f"the operation has {len(revisions)} revisions for {len(sources)} sources (one each is needed)"
+            )
+        return [str(r) for r in revisions]
 
     def _run_operation(self, key: Key, op: dict[str, Any]) -> None:
         busy_start = time.perf_counter()
@@ -799,19 +1130,15 @@ class KubeArgoCD:
             app = copy.deepcopy(self._objects.get(key))
         if app is None:
             return
-        source = (app.get("spec") or {}).get("source") or {}
-        revision = op["sync"].get("revision") or source.get("targetRevision") or "HEAD"
-        sha = ""
+        sources, multi = self._sources(app)
+        rendered: _Rendered | None = None
         try:
-            sha, files = self._read(source, revision)
-        except GitError as e:
+            rendered = self._render(sources, self._requested(sources, multi, op["sync"]))
+        except _RenderError as e:
             phase = "Error"
-            message = (
-                "ComparisonError: Failed to load target state: failed to generate manifest for source 1 of 1: "
-                f"rpc error: code = Unknown desc = {e}"
-            )
+            message = f"ComparisonError: Failed to load target state: {e}"
         else:
-            tags = self._tags(files)
+            tags = self._tags(rendered.files)
             failing = sorted(tags & self.failing_tags)
             if failing:
                 phase = "Failed"
@@ -823,7 +1150,7 @@ class KubeArgoCD:
                 phase, message = "Succeeded", "successfully synced (all tasks run)"
                 health, hmsg = self._health(app, tags)
                 with self._cond:
-                    self._live[key] = _Live(sha, files, health, hmsg)
+                    self._live[key] = _Live(rendered.revisions, rendered.files, health, hmsg)
         finished = ts()
 
         def complete(o: dict[str, Any]) -> None:
@@ -836,21 +1163,25 @@ class KubeArgoCD:
                 "startedAt": started,
                 "finishedAt": finished,
             }
-            if sha:
-                state["syncResult"] = {"revision": sha, "source": source, "resources": []}
+            if rendered is not None:
+                state["syncResult"] = _by_shape(multi, rendered.revisions, sources, {"resources": []})
+                if multi:
+                    state["syncResult"]["revision"] = ""  # `revision` has no omitempty in Argo CD's types
             status["operationState"] = state
-            if phase == "Succeeded":
+            if phase == "Succeeded" and rendered is not None:
                 history = status.setdefault("history", [])
-                history.append(
-                    {
-                        "id": len(history),
-                        "revision": sha,
-                        "deployStartedAt": started,
-                        "deployedAt": finished,
-                        "source": source,
-                        "initiatedBy": op.get("initiatedBy") or {},
-                    }
-                )
+                entry = {
+                    "id": len(history),
+                    "deployStartedAt": started,
+                    "deployedAt": finished,
+                    "initiatedBy": op.get("initiatedBy") or {},
+                }
+                history.append(_by_shape(multi, rendered.revisions, sources, entry))
+            if self.skip_reconcile_after_sync:
+                # the refresh request is consumed, but nothing new is written about sync or health
+                (o["metadata"].get("annotations") or {}).pop(REFRESH_ANNOTATION, None)
+                if o["metadata"].get("annotations") == {}:
+                    del o["metadata"]["annotations"]
 
         self._mutate(key, complete)
         busy += time.perf_counter() - busy_start
@@ -874,25 +1205,25 @@ class KubeArgoCD:
             live = self._live.get(key)
         if app is None:
             return
-        source = (app.get("spec") or {}).get("source") or {}
+        sources, multi = self._sources(app)
         sync: dict[str, Any] | None = None
         health: dict[str, Any] | None = None
         if live is not None:
-            revision, sync_status = live.sha, "Synced"
+            revisions, sync_status = live.revisions, "Synced"
             if self.track_branch_head:
                 try:
-                    head, files = self._read(source, source.get("targetRevision") or "HEAD")
-                    revision, sync_status = head, ("Synced" if files == live.files else "OutOfSync")
-                except GitError:
+                    head = self._render(sources, [str(s.get("targetRevision") or "") for s in sources])
+                    revisions = head.revisions
+                    sync_status = "Synced" if head.files == live.files else "OutOfSync"
+                except _RenderError:
                     sync_status = "Unknown"
-            sync = {
-                "status": sync_status,
-                "revision": revision,
-                "comparedTo": {
-                    "source": source,
-                    "destination": (app.get("spec") or {}).get("destination") or {},
-                },
-            }
+            destination = (app.get("spec") or {}).get("destination") or {}
+            if multi:
+                sync = {"status": sync_status, "revisions": list(revisions)}
+                sync["comparedTo"] = {"sources": sources, "destination": destination}
+            else:
+                sync = {"status": sync_status, "revision": revisions[0]}
+                sync["comparedTo"] = {"source": sources[0], "destination": destination}
             health = (
                 {"status": "Progressing", "message": ""}
                 if progressing
@@ -929,6 +1260,24 @@ class KubeArgoCD:
 
     # ---- request handling (called from _Handler) --------------------------------------------------------------
 
+    def _startup_answer(self, method: str, ns: str, name: str | None, is_watch: bool) -> KubeError | None:
+        """What a just-restarted API server answers before it is fully up, or None once it is."""
+        with self._cond:
+            startup = self._startup
+        now = time.monotonic()
+        if now < startup.unavailable_until:
+            return KubeError(
+                503, "ServiceUnavailable", "the server is currently unable to handle the request", {}
+            )
+        if now < startup.forbidden_until:
+            verb = (
+                "watch"
+                if is_watch
+                else ("list" if method == "GET" and not name else _VERBS.get(method, "get"))
+            )
+            return _forbidden(verb, ns, name, 'RBAC: role.rbac.authorization.k8s.io "aicd-worker" not found')
+        return None
+
     def _take_fault(self, method: str, is_watch: bool) -> _Fault | None:
         with self._cond:
             for f in self._faults:
@@ -950,13 +1299,7 @@ class KubeArgoCD:
                 return
             verbs = self._forbidden[(ns, name)]
         if verbs is None or verb in verbs:
-            raise KubeError(
-                403,
-                "Forbidden",
-                f'{RESOURCE} "{name}" is forbidden: User "{SERVICE_ACCOUNT}" cannot {verb} resource "{PLURAL}" '
-                f'in API group "{GROUP}" in the namespace "{ns}"',
-                {"name": name, "group": GROUP, "kind": PLURAL},
-            )
+            raise _forbidden(verb, ns, name)
 
     def _get(self, ns: str, name: str) -> dict[str, Any]:
         with self._cond:
@@ -982,7 +1325,7 @@ class KubeArgoCD:
             "items": items,
         }
 
-    def _create(self, ns: str, body: Any) -> dict[str, Any]:
+    def _create(self, ns: str, body: Any, query: Mapping[str, str]) -> dict[str, Any]:
         if not isinstance(body, dict) or not (body.get("metadata") or {}).get("name"):
             raise KubeError(
                 422,
@@ -1000,8 +1343,7 @@ class KubeArgoCD:
         obj = copy.deepcopy(body)
         obj["apiVersion"], obj["kind"] = API_VERSION, KIND
         obj["metadata"]["namespace"] = ns
-        if "operation" in obj:
-            obj["operation"] = _prune_operation(name, obj["operation"])
+        obj = self._admit(name, obj, strict=_strict(query))
         with self._cond:
             if ns not in self._namespaces:
                 raise KubeError(
@@ -1024,6 +1366,7 @@ class KubeArgoCD:
         ns: str,
         name: str,
         compute: Callable[[dict[str, Any]], dict[str, Any]],
+        query: Mapping[str, str],
         *,
         require_rv: bool = False,
     ) -> dict[str, Any]:
@@ -1053,11 +1396,13 @@ class KubeArgoCD:
                 )
             if want_rv and want_rv != current["metadata"]["resourceVersion"]:
                 raise _conflict(name)
-            if "operation" in new:
-                new["operation"] = _prune_operation(name, new["operation"])
             new["apiVersion"], new["kind"] = API_VERSION, KIND
+            new = self._admit(name, new, strict=_strict(query))
+            before = current["metadata"]["resourceVersion"]
             written = copy.deepcopy(self._write_locked((ns, name), copy.deepcopy(current), new))
-        self._after_write((ns, name), written)
+        if written["metadata"].get("resourceVersion") != before:
+            # a write that changed nothing sent no watch event: Argo CD never hears of it
+            self._after_write((ns, name), written)
         return written
 
     def _patch(
@@ -1104,15 +1449,15 @@ class KubeArgoCD:
                 if not exists:
                     if isinstance(applied, dict):
                         applied.setdefault("metadata", {}).setdefault("name", name)
-                    return self._create(ns, applied)
-                return self._update(ns, name, lambda o: merge_patch(o, applied))
+                    return self._create(ns, applied, query)
+                return self._update(ns, name, lambda o: merge_patch(o, applied), query)
             body = json.loads(raw.decode() or "null")
         except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as e:
             raise KubeError(400, "BadRequest", f"error decoding patch: {e}") from None
         if ctype == "application/merge-patch+json":
             if not isinstance(body, dict):
                 raise KubeError(400, "BadRequest", "a merge patch must be a JSON object")
-            return self._update(ns, name, lambda o: merge_patch(o, body))
+            return self._update(ns, name, lambda o: merge_patch(o, body), query)
 
         def apply_json_patch(o: dict[str, Any]) -> dict[str, Any]:
             try:
@@ -1125,7 +1470,7 @@ class KubeArgoCD:
                 raise KubeError(422, "Invalid", "the patched object is not a JSON object", {})
             return result
 
-        return self._update(ns, name, apply_json_patch)
+        return self._update(ns, name, apply_json_patch, query)
 
     def _delete(self, ns: str, name: str, body: Any) -> dict[str, Any]:
         pre = (body or {}).get("preconditions") or {} if isinstance(body, dict) else {}
@@ -1169,9 +1514,9 @@ class KubeArgoCD:
                 if not rv_param.isdigit():
                     raise KubeError(400, "BadRequest", f'invalid resource version "{rv_param}"')
                 cursor = int(rv_param)
-                if cursor < self._expired_below:
+                if cursor < self._cache_floor:
                     expired = KubeError(
-                        410, "Expired", f"too old resource version: {cursor} ({self._expired_below})", {}
+                        410, "Expired", f"too old resource version: {cursor} ({self._cache_floor})", {}
                     )
                     if self.watch_410_as_http:
                         raise expired
@@ -1182,6 +1527,7 @@ class KubeArgoCD:
         handler.start_stream()
         for ev in initial:
             handler.send_event(ev)
+        heard = cursor  # the newest version this watch has been told about (event or bookmark)
         deadline = time.monotonic() + timeout
         next_bookmark = time.monotonic() + self.bookmark_interval_s
         while True:
@@ -1190,14 +1536,15 @@ class KubeArgoCD:
                     now = time.monotonic()
                     done = self._stop.is_set() or gen != self._watch_gen or now >= deadline
                     pending = self._history_rvs and self._history_rvs[-1] > cursor
-                    if done or pending or (bookmarks and now >= next_bookmark):
+                    bookmark_due = bookmarks and now >= next_bookmark
+                    if done or pending or bookmark_due:
                         break
                     wait = min(deadline, next_bookmark if bookmarks else deadline) - now
                     self._cond.wait(timeout=max(0.0, min(wait, 0.25)))
                     if handler.client_gone():
                         return
                 start = bisect.bisect_right(self._history_rvs, cursor)
-                events = [
+                events: list[dict[str, Any]] = [
                     {"type": e.type, "object": copy.deepcopy(e.obj)}
                     for e in self._history[start:]
                     if e.obj["metadata"].get("namespace") == ns and _selector_match(e.obj, fields, labels)
@@ -1207,19 +1554,43 @@ class KubeArgoCD:
                 break
             for ev in events:
                 handler.send_event(ev)
-            if bookmarks and time.monotonic() >= next_bookmark:
-                handler.send_event(
-                    {
-                        "type": "BOOKMARK",
-                        "object": {
-                            "kind": KIND,
-                            "apiVersion": API_VERSION,
-                            "metadata": {"resourceVersion": str(cursor)},
-                        },
-                    }
-                )
+                heard = int(ev["object"]["metadata"]["resourceVersion"])
+            if bookmark_due:
+                # kube-apiserver bookmarks only a watch that has something new to hear: the version moved on
+                if cursor > heard:
+                    handler.send_event(
+                        {
+                            "type": "BOOKMARK",
+                            "object": {
+                                "kind": KIND,
+                                "apiVersion": API_VERSION,
+                                "metadata": {"resourceVersion": str(cursor)},
+                            },
+                        }
+                    )
+                    heard = cursor
                 next_bookmark = time.monotonic() + self.bookmark_interval_s
         handler.end_stream()
+
+
+def _source_failure(index: int, count: int, detail: str) -> str:
+    return f"failed to generate manifest for source {index + 1} of {count}: rpc error: code = Unknown desc = {detail}"
+
+
+def _by_shape(
+    multi: bool, revisions: list[str], sources: list[dict[str, Any]], into: dict[str, Any]
+) -> dict[str, Any]:
+    """`into` plus `revision`/`source` (single-source) or `revisions`/`sources` (multi-source)."""
+    out = dict(into)
+    if multi:
+        out["revisions"], out["sources"] = list(revisions), copy.deepcopy(sources)
+    else:
+        out["revision"], out["source"] = revisions[0], copy.deepcopy(sources[0])
+    return out
+
+
+def _strict(query: Mapping[str, str]) -> bool:
+    return query.get("fieldValidation") == "Strict"
 
 
 class _ClientGone(Exception):
@@ -1239,10 +1610,27 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, and chunked watch streams
 
     def setup(self) -> None:
+        st = self.standin
+        if st._ssl is not None:
+            # the handshake runs here, in the connection's own thread: a client refusing the certificate
+            # costs that thread an SSLError, not the accept loop
+            self.request = st._ssl.wrap_socket(self.request, server_side=True)
         super().setup()
         # headers and body go out in separate writes: without NODELAY, Nagle holds the body back until the
         # client's delayed ACK (~40 ms per response on loopback)
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with st._cond:
+            st._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.standin._cond:
+            self.standin._connections.discard(self.connection)
+        with contextlib.suppress(OSError):
+            super().finish()
+        if isinstance(self.connection, ssl.SSLSocket):
+            # the server closes the plain socket it accepted, which wrapping detached: close what we use
+            with contextlib.suppress(OSError):
+                self.connection.close()
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("kube-argocd: " + format, *args)
@@ -1264,7 +1652,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- responses --
 
+    record: RequestRecord | None = None
+    cut: bool = False  # drop the connection instead of answering
+
     def send_json(self, code: int, body: Any) -> None:
+        if self.cut:
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if self.record is not None:
+            self.record.status = code
         data = json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
@@ -1273,6 +1671,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def start_stream(self) -> None:
+        if self.record is not None:
+            self.record.status = 200
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
@@ -1294,11 +1694,13 @@ class _Handler(BaseHTTPRequestHandler):
     def client_gone(self) -> bool:
         """A watch client sends nothing after its request, so readability means it hung up."""
         try:
+            if isinstance(self.connection, ssl.SSLSocket) and self.connection.pending():
+                return False
             readable, _, _ = select.select([self.connection], [], [], 0)
             if not readable:
                 return False
             return self.connection.recv(1, socket.MSG_PEEK) == b""
-        except OSError:
+        except (OSError, ValueError):
             return True
 
     # -- routing --
@@ -1310,12 +1712,22 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         content_type = self.headers.get("Content-Type") or ""
-        st.requests.append(RequestRecord(method, url.path, query, content_type))
+        self.record = RequestRecord(method, url.path, query, content_type)
+        self.cut = False
+        st.requests.append(self.record)
         is_watch = method == "GET" and query.get("watch") in ("true", "1")
         try:
+            m = _PATH.match(url.path)
+            not_ready = st._startup_answer(
+                method, m.group("ns") if m else "", m.group("name") if m else None, is_watch
+            )
+            if not_ready is not None:
+                raise not_ready
             fault = st._take_fault(method, is_watch)
             if fault is not None and fault.kind == "hang":
                 st._stop.wait(fault.seconds)
+            elif fault is not None and fault.kind == "cut":
+                self.cut = True
             elif fault is not None:
                 reasons = {
                     500: "InternalError",
@@ -1330,7 +1742,6 @@ class _Handler(BaseHTTPRequestHandler):
                     f"Internal error occurred: injected failure (HTTP {fault.status})",
                     {},
                 )
-            m = _PATH.match(url.path)
             if not m or m.group("sub"):
                 raise _no_route()
             ns, name = m.group("ns"), m.group("name")
@@ -1357,11 +1768,13 @@ class _Handler(BaseHTTPRequestHandler):
                 st._authorize(
                     "create", ns, (body.get("metadata") or {}).get("name") if isinstance(body, dict) else None
                 )
-                self.send_json(201, st._create(ns, body))
+                self.send_json(201, st._create(ns, body, query))
             elif method == "PUT" and name:
                 st._authorize("update", ns, name)
                 body = self._json(raw)
-                self.send_json(200, st._update(ns, name, lambda _old: copy.deepcopy(body), require_rv=True))
+                self.send_json(
+                    200, st._update(ns, name, lambda _old: copy.deepcopy(body), query, require_rv=True)
+                )
             elif method == "PATCH" and name:
                 st._authorize("patch", ns, name)
                 self.send_json(200, st._patch(ns, name, content_type, raw, query))
@@ -1390,15 +1803,22 @@ def write_kubeconfig(
     contexts: Mapping[str, KubeArgoCD | str],
     current: str | None = None,
     token: str = "standin-token",
+    ca_file: str | Path | None = None,
 ) -> Path:
     """One kubeconfig with a context (and cluster/user) per stand-in; a str value is a server URL (e.g. a port
-    nothing listens on, for "unreachable" tests)."""
+    nothing listens on, for "unreachable" tests). An HTTPS stand-in's clusters trust its own certificate unless
+    `ca_file` names another one."""
     if not contexts:
         raise ValueError("write_kubeconfig needs at least one context")
     clusters, users, ctxs = [], [], []
     for name, server in contexts.items():
         url = server if isinstance(server, str) else server.url
-        clusters.append({"name": f"{name}-cluster", "cluster": {"server": url}})
+        cluster: dict[str, Any] = {"server": url}
+        if ca_file is not None:
+            cluster["certificate-authority"] = str(ca_file)
+        elif isinstance(server, KubeArgoCD) and server.tls:
+            cluster["certificate-authority"] = str(server.ca_file)
+        clusters.append({"name": f"{name}-cluster", "cluster": cluster})
         users.append({"name": f"{name}-user", "user": {"token": token}})
         ctxs.append({"name": name, "context": {"cluster": f"{name}-cluster", "user": f"{name}-user"}})
     doc = {
