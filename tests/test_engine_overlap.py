@@ -232,6 +232,10 @@ async def test_force_push_back_redeploys_and_a_stale_push_deploys_nothing(tempor
             # The first push's event arrives again late, with a new delivery header: the branch has moved on.
             stale = await push(web, "0" * 40, first)
             assert stale["result"] == "ignored" and "stale" in stale["reason"], stale
+            body = json.dumps(github_payload(repos.source, "refs/heads/release/1", "d" * 40, before=second)).encode()
+            unknown = await web.post("/hooks/github", content=body, headers=github_headers(body))
+            assert unknown.status_code == 422 and f"no commit {'d' * 40!r}" in unknown.json()["error"], unknown.text
+            assert repos.source in unknown.json()["error"]
             # The seed's rollback: the branch is force-pushed back to the first release.
             branch_at(repos.source, "release/1", first)
             reply = await push(web, second, first, forced=True)

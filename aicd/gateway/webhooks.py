@@ -20,7 +20,7 @@ from aicd.gateway.context import BodyTooLarge, Gateway, error, read_body
 from aicd.gateway.signatures import github_refusal, gitlab_refusal
 from aicd.messages import Trigger
 from aicd.plan import build_plan
-from aicd.source import SourceError, branch_head
+from aicd.source import RevisionUnknown, SourceError, branch_head, resolve_revision
 
 log = logging.getLogger("aicd.gateway.webhooks")
 SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")  # SHA-1, or SHA-256 repositories
@@ -122,8 +122,8 @@ def _json(body: bytes, content_type: str) -> dict[str, Any]:
 
 
 # --- endpoints ------------------------------------------------------------------------------------------
-def _refuse(gateway: Gateway, provider: str, status: int, reason: str) -> Response:
-    gateway.metrics.inc("aicd_webhooks_refused_total", provider=provider, reason=_slug(reason))
+def _refuse(gateway: Gateway, provider: str, status: int, reason: str, label: str | None = None) -> Response:
+    gateway.metrics.inc("aicd_webhooks_refused_total", provider=provider, reason=label or _slug(reason))
     log.warning("%s webhook refused (%d): %s", provider, status, reason)
     return error(status, reason)
 
@@ -226,7 +226,13 @@ async def _start_for_push(gateway: Gateway, provider: str, push: Push, replay_ke
         return _refuse(gateway, provider, 503, "cannot read the source repository now; redeliver later")
     stale = {repo: head for repo, head in heads.items() if head != push.after}
     if stale:
-        head = next(iter(stale.values()))
+        repo, head = next(iter(stale.items()))
+        try:  # a commit the repository has never had is the sender's mistake, not a late event
+            await resolve_revision(repo, push.after)
+        except RevisionUnknown as unknown:
+            return _refuse(gateway, provider, 422, f"unknown revision: {unknown}", label="unknown_revision")
+        except SourceError:
+            pass
         now = f"now at {head[:7]}" if head else "deleted"
         return _ignore(gateway, provider, f"stale: {branch} is {now}, not at {push.after[:7]}", branch=branch)
     results = []
