@@ -283,3 +283,24 @@ async def test_a_human_revert_mid_canary_pauses_the_delivery(temporal_env: Workf
             assert result.phase == "aborted"
             assert text == reverted.rstrip("\n")  # the human's content survives the rollback
             assert "left a.yaml as it is" in status.targets["a"].message
+
+
+async def test_a_newer_release_that_fails_its_tests_stops_nothing(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    repos = Repos(tmp_path)
+    app = f"broken-{uuid.uuid4().hex[:6]}"
+    old = plan_from(document(repos, app), repos.revisions[0])
+    failing = document(repos, app)
+    failing["spec"]["test"] = [{"name": "unit", "command": ["python3", "-c", "raise SystemExit(3)"]}]
+    new = plan_from(failing, repos.release())
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, old, Trigger("cli", "dev"), queue=queue)
+        await wait_for(client, old.delivery_id, lambda s: "a" in s.targets and s.targets["a"].step_kind == "pause")
+        await send_action(client, old.delivery_id, "pause", HumanAction("oncall", "hold"))
+        await start_delivery(client, new, Trigger("cli", "dev"), queue=queue)
+        broken = await handle_for(client, new.delivery_id).result()
+        await send_action(client, old.delivery_id, "resume", HumanAction("oncall"))
+        older = await handle_for(client, old.delivery_id).result()
+    assert broken.phase == "failed" and "unit" in broken.reason
+    assert older.phase == "succeeded"
+    assert {d for path in ("a.yaml", "b.yaml") for d, _ in repos.writes(path)} == {old.delivery_id}
