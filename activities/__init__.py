@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from activities.analysis import analysis_look
-from activities.commands import CommandActivities
+from activities.commands import CommandActivities, CommandSecrets
 from activities.edge import check_sites
 from activities.gitops import GitOpsActivities
 from activities.notify import notify
@@ -19,12 +19,14 @@ from activities.sync import sync_target
 @dataclass
 class WorkerSettings:
     state_dir: Path  # Git clones, source checkouts and command logs
+    # What specs may hand to their commands by name (AICD_COMMAND_SECRET_ENV, AICD_COMMAND_SECRET_DIR).
+    command_secrets: CommandSecrets = field(default_factory=CommandSecrets.from_env)
 
 
 def all_activities(settings: WorkerSettings) -> list[Callable[..., Any]]:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     gitops = GitOpsActivities(settings.state_dir)
-    commands = CommandActivities(settings.state_dir)
+    commands = CommandActivities(settings.state_dir, settings.command_secrets)
     return [
         commands.run_command,
         gitops.commit,

@@ -24,6 +24,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.heartbeats import in_thread_with_heartbeats
 from activities.yamledit import set_keys
+from aicd.redact import redact_credentials
 from aicd.spec.placeholders import render
 
 log = logging.getLogger(__name__)
@@ -136,9 +137,10 @@ class GitOpsClone:
             try:
                 repo = git.Repo.clone_from(self.url, self.path, no_checkout=True)
             except git.GitCommandError as error:
-                raise ApplicationError(
-                    f"cannot clone GitOps repo {self.url}: {error.stderr.strip()}", type="GitOpsUnreachable"
-                ) from error
+                raise ApplicationError(  # the cause's text (git's command line) would show the URL unredacted
+                    redact_credentials(f"cannot clone GitOps repo {self.url}: {error.stderr.strip()}"),
+                    type="GitOpsUnreachable",
+                ) from None
             with repo.config_writer() as config:
                 config.set_value("user", "name", "aicd")
                 config.set_value("user", "email", "aicd@localhost")

@@ -9,7 +9,9 @@ long as Temporal retains closed workflows. A head is recorded only once its deli
 already started), so a Temporal outage means a later retry, not a lost push.
 
 git runs as an argv list, never through a shell, with only the usual transports allowed (no `ext::`), no
-terminal prompts, and the repository after `--`; branch names are data that only ever reach the Trigger.
+terminal prompts, and the repository after `--`; branch names are data that only ever reach the Trigger, and
+a head whose name Git itself refuses (a hostile or broken server can list anything) is skipped and logged.
+Credentials in a repository URL never reach a message or the log.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ from temporalio.client import Client
 from aicd.client import start_delivery
 from aicd.gateway.metrics import Metrics
 from aicd.gateway.specs import LoadedSpec, SpecDirectory, branch_matches
+from aicd.gitrefs import ref_problem
 from aicd.messages import Trigger
-from aicd.plan import build_plan
+from aicd.plan import REVISION, build_plan
+from aicd.redact import redact_credentials
 
 log = logging.getLogger("aicd.poller")
 ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
@@ -54,8 +58,9 @@ class PollResult:
 
 async def list_heads(repo: str, timeout_s: float = LS_REMOTE_TIMEOUT_S) -> dict[str, str]:
     """{branch: head SHA} of `repo`, from `git ls-remote --heads`."""
+    shown = redact_credentials(repo)
     if repo.startswith("-"):
-        raise PollError(f"refusing repository {repo!r}: it would be read as an option")
+        raise PollError(f"refusing repository {shown!r}: it would be read as an option")
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ALLOW_PROTOCOL": ALLOWED_PROTOCOLS}
     process = await asyncio.create_subprocess_exec(
         "git",
@@ -74,16 +79,25 @@ async def list_heads(repo: str, timeout_s: float = LS_REMOTE_TIMEOUT_S) -> dict[
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
-        raise PollError(f"git ls-remote {repo} timed out after {timeout_s:.0f}s") from None
+        raise PollError(f"git ls-remote {shown} timed out after {timeout_s:.0f}s") from None
     if process.returncode != 0:
         tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise PollError(f"git ls-remote {repo} failed ({process.returncode}): {tail[0]}")
+        raise PollError(redact_credentials(f"git ls-remote {shown} failed ({process.returncode}): {tail[0]}"))
     heads: dict[str, str] = {}
     for line in stdout.decode(errors="replace").splitlines():
         sha, _, ref = line.partition("\t")
         if ref.startswith("refs/heads/") and sha:
             heads[ref.removeprefix("refs/heads/")] = sha.lower()
     return heads
+
+
+def _head_problem(branch: str, sha: str) -> str | None:
+    """Why a listed head must start nothing: a name Git refuses, or something that is not a commit SHA."""
+    if problem := ref_problem(f"refs/heads/{branch}"):
+        return f"Git refuses this branch name: it {problem}"
+    if not REVISION.fullmatch(sha):
+        return f"{sha[:80]!r} is not a commit SHA"
+    return None
 
 
 class PollState:
@@ -166,6 +180,12 @@ class GitPoller:
                 continue
             if not branch_matches(branch, spec.branches):
                 recorded[branch] = sha  # remembered so a later glob change does not deliver old heads
+                continue
+            if problem := _head_problem(branch, sha):
+                log.warning("poll of %s: skipping head %r: %s", spec.name, branch, problem)
+                if self.metrics is not None:
+                    self.metrics.inc("aicd_poller_refs_refused_total")
+                recorded[branch] = sha  # remembered, so it is reported once, not every poll
                 continue
             result = await self._start(loaded, branch, sha, known.get(branch))
             results.append(result)

@@ -31,7 +31,7 @@ from aicd.gateway import Gateway, GatewaySettings, create_app
 from aicd.gateway.signatures import sign_github
 from aicd.gateway.specs import SpecDirectory, branch_matches, repo_key
 from aicd.plan import delivery_id
-from tests.helpers_engine import make_repo, running_worker, spec_document, temporal_env
+from tests.helpers_engine import git, make_repo, running_worker, spec_document, temporal_env
 
 __all__ = ["temporal_env"]
 
@@ -319,9 +319,12 @@ async def test_branch_with_shell_metacharacters_is_data(
     temporal_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
     marks = [tmp_path / f"pwned-{n}" for n in range(5)]
+    # A name Git accepts (no spaces: ${IFS} does their work in a shell), so only the shell could hurt.
     branch = (
-        f"release/$(touch {marks[0]});touch {marks[1]}|touch {marks[2]}&&touch {marks[3]}`touch {marks[4]}`"
+        f"release/$(touch${{IFS}}{marks[0]});touch${{IFS}}{marks[1]}|touch${{IFS}}{marks[2]}"
+        f"&&touch${{IFS}}{marks[3]}`touch${{IFS}}{marks[4]}`"
     )
+    assert git("check-ref-format", f"refs/heads/{branch}") == ""
     document, source, revision = app_spec(tmp_path, "shelly")
     document["spec"]["test"] = [
         {"name": "echo", "command": [sys.executable, "-c", "print('revision {{ revision }}')"]}
