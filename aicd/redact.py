@@ -40,8 +40,9 @@ SECRET_NAME_PARTS = (
 NOT_SECRET_NAMES = frozenset({"SSH_AUTH_SOCK", "XAUTHORITY"})  # paths, not secrets
 
 # scheme://userinfo@ up to the authority's last '@' (a password may hold an unencoded '@').
+# A scheme is short: bounding it keeps the scan linear on long texts full of dots.
 _URL_USERINFO = re.compile(
-    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^/?#\s@]*(?:@[^/?#\s@]*)*)@"
+    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]{0,31}://)(?P<userinfo>[^/?#\s@]*(?:@[^/?#\s@]*)*)@"
 )
 # Schemes where a user name alone is no secret (ssh's login user); elsewhere a lone user name is often a
 # token (`https://TOKEN@github.com/...`).

@@ -9,6 +9,7 @@ from typing import Any
 
 import jsonschema
 
+from aicd.redact import redact_credentials
 from aicd.spec.durations import DURATION_PATTERN, PERCENT_PATTERN
 from aicd.spec.errors import SpecError, SpecInvalid, json_path
 from aicd.spec.model import DeliverySpec, build_model
@@ -73,7 +74,8 @@ def _error_path(error: jsonschema.ValidationError) -> Path:
 def _locate(document: YamlDocument, file: str, path: Path, message: str) -> SpecError:
     mark = document.key_marks.get(path) if path and path[-1] not in document.marks else None
     mark = mark or document.mark_for(path)
-    return SpecError(file, mark.line, mark.col, json_path(path), message)
+    # Messages quote values; a URL's credentials are never among what they show.
+    return SpecError(file, mark.line, mark.col, json_path(path), redact_credentials(message))
 
 
 def validate_document(document: YamlDocument, file: str) -> list[SpecError]:
