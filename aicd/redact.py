@@ -103,8 +103,14 @@ class SecretMask:
         merged._set(set(self._needles | other._needles))
         return merged
 
+    def _found_in(self, data: bytes) -> bool:
+        # Substring search is much faster than the regex; most output holds no secret at all.
+        return any(needle in data for needle in self._needles)
+
     def mask_bytes(self, data: bytes) -> bytes:
-        return self._pattern.sub(MASK.encode(), data) if self._pattern else data
+        if self._pattern is None or not self._found_in(data):
+            return data
+        return self._pattern.sub(MASK.encode(), data)
 
     def mask(self, text: str) -> str:
         if self._pattern is None:
@@ -118,7 +124,7 @@ class SecretMask:
         """How much of `data` can be masked and written now: all but a tail that may be the start of a
         secret continued in the next chunk, and never the middle of a secret."""
         end = max(0, len(data) - (self.longest - 1))
-        if self._pattern is not None:
+        if self._pattern is not None and self._found_in(data):
             for match in self._pattern.finditer(data):
                 if match.start() < end < match.end():
                     return match.start()
