@@ -8,6 +8,7 @@ stays bounded whatever senders send.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections import defaultdict
 
@@ -84,6 +85,12 @@ LABEL_VALUES: dict[str, dict[str, frozenset[str]]] = {
     },
     "aicd_poller_refs_refused_total": {},
 }
+
+
+def reason_label(reason: str) -> str:
+    """The label of a refusal's one-line reason: its fixed part, before any ':' or ';' (the variable part,
+    such as a parser's message, never becomes a label)."""
+    return re.sub(r"[^a-z0-9]+", "_", re.split(r"[:;]", reason)[0].lower()).strip("_")
 
 
 def bounded(name: str, labels: dict[str, str]) -> tuple[tuple[str, str], ...]:

@@ -27,6 +27,7 @@ from temporalio.client import Client
 
 from aicd.client import ActionRefused, act_on_app, get_status, list_deliveries, send_action
 from aicd.gateway.context import BodyTooLarge, Gateway, PayloadInvalid, error, parse_json_object, read_body
+from aicd.gateway.metrics import reason_label
 from aicd.gateway.signatures import slack_refusal
 from aicd.messages import HumanAction
 from aicd.slack_blocks import (
@@ -69,8 +70,7 @@ async def _verified_body(gateway: Gateway, request: Request, endpoint: str) -> b
 
 
 def _refuse(gateway: Gateway, endpoint: str, status: int, reason: str) -> Response:
-    label = re.sub(r"[^a-z0-9]+", "_", reason.split(":")[0].lower()).strip("_")
-    gateway.metrics.inc("aicd_slack_requests_refused_total", endpoint=endpoint, reason=label)
+    gateway.metrics.inc("aicd_slack_requests_refused_total", endpoint=endpoint, reason=reason_label(reason))
     log.warning("Slack %s refused (%d): %s", endpoint, status, reason)
     return error(status, reason)
 

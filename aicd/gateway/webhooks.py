@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from aicd.client import start_delivery
 from aicd.gateway.context import BodyTooLarge, Gateway, PayloadInvalid, error, parse_json_object, read_body
+from aicd.gateway.metrics import reason_label
 from aicd.gateway.signatures import github_refusal, gitlab_refusal
 from aicd.gitrefs import ref_problem
 from aicd.messages import Trigger
@@ -111,7 +112,7 @@ def _json(body: bytes, content_type: str) -> dict[str, Any]:
 
 # --- endpoints ------------------------------------------------------------------------------------------
 def _refuse(gateway: Gateway, provider: str, status: int, reason: str) -> Response:
-    gateway.metrics.inc("aicd_webhooks_refused_total", provider=provider, reason=_label(reason))
+    gateway.metrics.inc("aicd_webhooks_refused_total", provider=provider, reason=reason_label(reason))
     log.warning("%s webhook refused (%d): %s", provider, status, reason)
     return error(status, reason)
 
@@ -119,13 +120,10 @@ def _refuse(gateway: Gateway, provider: str, status: int, reason: str) -> Respon
 def _ignore(
     gateway: Gateway, provider: str, reason: str, *, label: str | None = None, **extra: Any
 ) -> Response:
-    gateway.metrics.inc("aicd_webhooks_ignored_total", provider=provider, reason=label or _label(reason))
+    gateway.metrics.inc(
+        "aicd_webhooks_ignored_total", provider=provider, reason=label or reason_label(reason)
+    )
     return JSONResponse({"result": "ignored", "reason": reason, **extra})
-
-
-def _label(reason: str) -> str:
-    """The metric label of a reason: its fixed part, before any ':' or ';' (the metric keeps only known ones)."""
-    return re.sub(r"[^a-z0-9]+", "_", re.split(r"[:;]", reason)[0].lower()).strip("_")
 
 
 def _refuse_ref(gateway: Gateway, provider: str, push: Push, replay_key: str) -> Response | None:
