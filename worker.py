@@ -17,6 +17,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import WorkerSettings, all_activities
+from activities.failures import RedactFailures
+from aicd.redact import configure_logging, process_mask
 from aicd.temporal import connect, task_queue
 from workflows import ALL_WORKFLOWS, sandbox_runner
 
@@ -27,6 +29,7 @@ def build_worker(client: Client, settings: WorkerSettings, queue: str | None = N
         task_queue=queue or task_queue(),
         workflows=ALL_WORKFLOWS,
         activities=all_activities(settings, client),
+        interceptors=[RedactFailures(process_mask(extra=settings.command_secrets.values()))],
         workflow_runner=sandbox_runner(),
         max_concurrent_activities=200,
         graceful_shutdown_timeout=timedelta(seconds=5),
@@ -51,7 +54,7 @@ def main() -> None:
     parser.add_argument("--address", default=None, help="Temporal address (default TEMPORAL_ADDRESS)")
     parser.add_argument("--task-queue", default=None)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)
     asyncio.run(run_worker(Path(args.state_dir), args.address, args.task_queue))
 
 

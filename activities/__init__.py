@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
 
 from activities.analysis import analysis_look
-from activities.commands import CommandActivities
+from activities.commands import CommandActivities, CommandSecrets
 from activities.edge import check_sites
 from activities.gitops import GitOpsActivities
 from activities.notify import notify
@@ -22,6 +22,8 @@ from activities.sync import sync_target
 @dataclass
 class WorkerSettings:
     state_dir: Path  # Git clones, source checkouts and command logs
+    # What specs may hand to their commands by name (AICD_COMMAND_SECRET_ENV, AICD_COMMAND_SECRET_DIR).
+    command_secrets: CommandSecrets = field(default_factory=CommandSecrets.from_env)
 
 
 def all_activities(settings: WorkerSettings, client: Client) -> list[Callable[..., Any]]:
@@ -29,7 +31,7 @@ def all_activities(settings: WorkerSettings, client: Client) -> list[Callable[..
     deliveries of an app that a newer one claims it."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     gitops = GitOpsActivities(settings.state_dir, client)
-    commands = CommandActivities(settings.state_dir)
+    commands = CommandActivities(settings.state_dir, settings.command_secrets)
     releases = ReleaseActivities(client)
     return [
         commands.run_command,

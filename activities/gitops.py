@@ -43,6 +43,8 @@ from activities.heartbeats import in_thread_with_heartbeats
 from activities.yamledit import get_key, set_keys
 from aicd.errors import ErrorType
 from aicd.plan import WritePlan
+from aicd.redact import redact_credentials
+from aicd.spec.paths import repo_path_problem
 from aicd.spec.placeholders import render
 from aicd.trailers import (
     DELIVERY,
@@ -205,9 +207,10 @@ class GitOpsClone:
             try:
                 repo = git.Repo.clone_from(self.url, self.path, no_checkout=True)
             except git.GitCommandError as error:
-                raise ApplicationError(
-                    f"cannot clone GitOps repo {self.url}: {error.stderr.strip()}", type=str(ErrorType.GITOPS_UNREACHABLE)
-                ) from error
+                raise ApplicationError(  # the cause's text (git's command line) would show the URL unredacted
+                    redact_credentials(f"cannot clone GitOps repo {self.url}: {error.stderr.strip()}"),
+                    type=str(ErrorType.GITOPS_UNREACHABLE),
+                ) from None
             with repo.config_writer() as config:
                 config.set_value("user", "name", "aicd")
                 config.set_value("user", "email", "aicd@localhost")
@@ -458,24 +461,12 @@ class GitOpsActivities:
 
 
 # --- where a write may go -----------------------------------------------------------------------------------
-def check_relative_path(path: str) -> str | None:
-    """Why `path` cannot be a file of the GitOps repository (None when it can): the same rule as validation."""
-    if not path or "\0" in path or any(ord(char) < 0x20 for char in path):
-        return "is empty or holds control characters"
-    pure = PurePosixPath(path)
-    if pure.is_absolute() or "\\" in path:
-        return "must be relative to the repository root, with / separators"
-    if any(part in ("..", ".git") for part in pure.parts) or pure.parts in ((), (".",)):
-        return "leaves the GitOps repository"
-    return None
-
-
 def safe_file(root: Path, path: str, target: str) -> Path:
     """The file `path` of the clone at `root`, refused (non-retryable, naming target and path) when it would
     leave the clone: an absolute path, `..`, `.git`, or a symbolic link anywhere on the way (to a file, a
     directory or nothing at all). Directories that do not exist yet are fine: they will be real ones."""
     where = f"target {target}: " if target else ""
-    why = check_relative_path(path)
+    why = repo_path_problem(path, placeholders=frozenset())  # the rule `aicd validate` applies to the spec
     if why:
         raise _error(ErrorType.GITOPS_PATH_INVALID, f"{where}path {path!r} {why}")
     current = root

@@ -77,7 +77,8 @@ class ActionRecord:
 class CommandStatus:
     name: str
     state: str  # pending | running | succeeded | failed
-    detail: str = ""
+    detail: str = ""  # how long it took, or why it failed (with the output's masked tail)
+    log: str = ""  # host:path of the whole (masked) output on the worker that ran it
 
 
 @dataclass

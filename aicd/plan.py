@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aicd.judge.model import MetricConfig
+from aicd.redact import redact_credentials
 from aicd.spec.durations import format_duration
 from aicd.spec.model import DeliverySpec, Step
 from aicd.spec.placeholders import render
@@ -20,6 +21,8 @@ class CommandPlan:
     name: str
     argv: list[str]
     timeout_s: float
+    env: dict[str, str] = field(default_factory=dict)  # literal values, placeholders filled
+    secret_env: list[str] = field(default_factory=list)  # names only: the worker reads the values
 
 
 @dataclass
@@ -157,8 +160,16 @@ def build_plan(spec: DeliverySpec, revision: str, *, artifact_override: str | No
     artifact = artifact_override or (render(spec.build.artifact, variables) if spec.build else revision)
     variables["artifact"] = artifact
 
-    def command(name: str, argv: tuple[str, ...], timeout_s: float) -> CommandPlan:
-        return CommandPlan(name, [render(arg, variables, partial=True) for arg in argv], timeout_s)
+    def command(
+        name: str, argv: tuple[str, ...], timeout_s: float, env: dict[str, str], secret_env: tuple[str, ...]
+    ) -> CommandPlan:
+        return CommandPlan(
+            name,
+            [render(arg, variables, partial=True) for arg in argv],
+            timeout_s,
+            {key: render(value, variables, partial=True) for key, value in env.items()},
+            list(secret_env),
+        )
 
     targets = {
         name: TargetPlan(
@@ -194,15 +205,26 @@ def build_plan(spec: DeliverySpec, revision: str, *, artifact_override: str | No
         gitops_repo=spec.gitops_repo,
         gitops_branch=spec.gitops_branch,
         write=WritePlan(spec.write.image, spec.write.weight, spec.write.canary_image),
-        build=command("build", spec.build.command, spec.build.timeout_s) if spec.build else None,
-        tests=[command(test.name, test.argv, test.timeout_s) for test in spec.tests],
-        provision=[command(step.name, step.argv, step.timeout_s) for step in spec.provision],
+        build=(
+            command("build", spec.build.command, spec.build.timeout_s, spec.build.env, spec.build.secret_env)
+            if spec.build
+            else None
+        ),
+        tests=[
+            command(test.name, test.argv, test.timeout_s, test.env, test.secret_env) for test in spec.tests
+        ],
+        provision=[
+            command(step.name, step.argv, step.timeout_s, step.env, step.secret_env)
+            for step in spec.provision
+        ],
         targets=targets,
         stages=[
             StagePlan(
                 name=stage.name,
                 approval=(
-                    ApprovalPlan(list(stage.approval.approvers), stage.approval.min_approvals, stage.approval.timeout_s)
+                    ApprovalPlan(
+                        list(stage.approval.approvers), stage.approval.min_approvals, stage.approval.timeout_s
+                    )
                     if stage.approval
                     else None
                 ),
@@ -220,14 +242,19 @@ def build_plan(spec: DeliverySpec, revision: str, *, artifact_override: str | No
 
 def render_tree(plan: DeliveryPlan) -> str:
     """The plan as a readable tree for `aicd plan`."""
-    lines = [f"delivery {plan.delivery_id}", f"  app {plan.app} @ {plan.revision}", f"  artifact {plan.artifact}"]
-    lines.append(f"  gitops {plan.gitops_repo} ({plan.gitops_branch}); rollback scope: {plan.rollback_scope}")
+    lines = [
+        f"delivery {plan.delivery_id}",
+        f"  app {plan.app} @ {plan.revision}",
+        f"  artifact {plan.artifact}",
+    ]
+    gitops = redact_credentials(plan.gitops_repo)
+    lines.append(f"  gitops {gitops} ({plan.gitops_branch}); rollback scope: {plan.rollback_scope}")
     if plan.build:
-        lines.append(f"  build: {' '.join(plan.build.argv)}  [timeout {format_duration(plan.build.timeout_s)}]")
+        lines += _command_lines("build", plan.build)
     for test in plan.tests:
-        lines.append(f"  test {test.name}: {' '.join(test.argv)}  [timeout {format_duration(test.timeout_s)}]")
+        lines += _command_lines(f"test {test.name}", test)
     for command in plan.provision:
-        lines.append(f"  provision {command.name}: {' '.join(command.argv)}  [timeout {format_duration(command.timeout_s)}]")
+        lines += _command_lines(f"provision {command.name}", command)
     for stage in plan.stages:
         lines.append(f"  stage {stage.name}")
         if stage.approval:
@@ -249,8 +276,21 @@ def render_tree(plan: DeliveryPlan) -> str:
                     )
                 for step in stage.steps:
                     lines.append(f"        {step.id}: {_describe_step(plan, step)}")
-                lines.append(f"        promote: {plan.write.image}={plan.artifact_tag}, {plan.write.weight}=0")
+                lines.append(
+                    f"        promote: {plan.write.image}={plan.artifact_tag}, {plan.write.weight}=0"
+                )
     return "\n".join(lines)
+
+
+def _command_lines(label: str, command: CommandPlan) -> list[str]:
+    lines = [f"  {label}: {' '.join(command.argv)}  [timeout {format_duration(command.timeout_s)}]"]
+    if command.env:
+        lines.append("    env: " + ", ".join(f"{key}={value}" for key, value in command.env.items()))
+    if command.secret_env:
+        lines.append(
+            f"    secretEnv: {', '.join(command.secret_env)} (values from the worker's allowed secrets)"
+        )
+    return lines
 
 
 def _describe_step(plan: DeliveryPlan, step: StepPlan) -> str:

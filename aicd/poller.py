@@ -11,6 +11,8 @@ already started), so a Temporal outage means a later retry, not a lost push.
 Heads come from aicd.source (git as an argv list, no shell, usual transports only); branch names are data
 that only ever reach the Trigger. A push seen by both the poller and a webhook is one delivery: both key it
 on the same event (branch, before, after).
+A head whose name Git itself refuses (a hostile or broken server can list anything) is skipped and logged.
+Credentials in a repository URL never reach a message or the log.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from temporalio.client import Client
 from aicd.client import start_delivery
 from aicd.gateway.metrics import Metrics
 from aicd.gateway.specs import LoadedSpec, SpecDirectory, branch_matches
+from aicd.gitrefs import ref_problem
 from aicd.messages import Trigger
-from aicd.plan import build_plan
+from aicd.plan import REVISION, build_plan
 from aicd.source import SourceError, list_heads
 
 log = logging.getLogger("aicd.poller")
@@ -46,6 +49,15 @@ class PollResult:
     revision: str
     outcome: str  # started | already started | error: ...
     delivery_id: str | None = None
+
+
+def _head_problem(branch: str, sha: str) -> str | None:
+    """Why a listed head must start nothing: a name Git refuses, or something that is not a commit SHA."""
+    if problem := ref_problem(f"refs/heads/{branch}"):
+        return f"Git refuses this branch name: it {problem}"
+    if not REVISION.fullmatch(sha):
+        return f"{sha[:80]!r} is not a commit SHA"
+    return None
 
 
 class PollState:
@@ -128,6 +140,12 @@ class GitPoller:
                 continue
             if not branch_matches(branch, spec.branches):
                 recorded[branch] = sha  # remembered so a later glob change does not deliver old heads
+                continue
+            if problem := _head_problem(branch, sha):
+                log.warning("poll of %s: skipping head %r: %s", spec.name, branch, problem)
+                if self.metrics is not None:
+                    self.metrics.inc("aicd_poller_refs_refused_total")
+                recorded[branch] = sha  # remembered, so it is reported once, not every poll
                 continue
             result = await self._start(loaded, branch, sha, known.get(branch))
             results.append(result)

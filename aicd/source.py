@@ -18,6 +18,8 @@ import os
 import re
 from pathlib import Path
 
+from aicd.redact import redact_credentials
+
 ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
 LS_REMOTE_TIMEOUT_S = 60.0
 FETCH_TIMEOUT_S = 300.0
@@ -57,13 +59,13 @@ async def _git(*args: str, cwd: Path | None = None, timeout_s: float = LS_REMOTE
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
-        raise SourceError(f"git {args[0]} timed out after {timeout_s:.0f}s") from None
+        raise SourceError(redact_credentials(f"git {' '.join(args[:3])} timed out after {timeout_s:.0f}s")) from None
     return process.returncode or 0, stdout.decode(errors="replace"), stderr.decode(errors="replace")
 
 
 def _refuse_option(repo: str) -> None:
     if repo.startswith("-"):
-        raise SourceError(f"refusing repository {repo!r}: it would be read as an option")
+        raise SourceError(f"refusing repository {redact_credentials(repo)!r}: it would be read as an option")
 
 
 async def list_refs(repo: str, *patterns: str, timeout_s: float = LS_REMOTE_TIMEOUT_S) -> dict[str, str]:
@@ -72,7 +74,7 @@ async def list_refs(repo: str, *patterns: str, timeout_s: float = LS_REMOTE_TIME
     code, stdout, stderr = await _git("ls-remote", "--", repo, *patterns, timeout_s=timeout_s)
     if code != 0:
         tail = stderr.strip().splitlines()[-1:] or ["no output"]
-        raise SourceError(f"git ls-remote {repo} failed ({code}): {tail[0]}")
+        raise SourceError(redact_credentials(f"git ls-remote {repo} failed ({code}): {tail[0]}"))
     refs: dict[str, str] = {}
     for line in stdout.splitlines():
         sha, _, ref = line.partition("\t")
@@ -108,9 +110,10 @@ async def resolve_revision(repo: str, given: str, cache: Path | None = None) -> 
     Branches and tags resolve from `git ls-remote` alone; a SHA is looked up in a local mirror of the
     repository's branches and tags (fetched into `cache`, incrementally after the first time), so it must be
     reachable from one of them. Raises RevisionUnknown (unknown or ambiguous) or SourceError (unreachable)."""
+    shown = redact_credentials(repo)
     wanted = given.strip()
     if not wanted or wanted.startswith("-") or any(ord(char) < 0x20 for char in wanted):
-        raise RevisionUnknown(f"{given!r} is not a revision of {repo}")
+        raise RevisionUnknown(f"{given!r} is not a revision of {shown}")
     refs = await list_refs(repo)
     for ref in (f"refs/heads/{wanted}", f"refs/tags/{wanted}", wanted):
         if ref in refs:
@@ -119,7 +122,7 @@ async def resolve_revision(repo: str, given: str, cache: Path | None = None) -> 
     if is_full_sha(lowered) and lowered in refs.values():
         return lowered
     if not re.fullmatch(r"[0-9a-f]{4,64}", lowered):
-        raise RevisionUnknown(f"{given!r} is neither a branch, a tag nor a commit SHA of {repo}")
+        raise RevisionUnknown(f"{given!r} is neither a branch, a tag nor a commit SHA of {shown}")
     mirror = await _mirror(repo, cache or cache_dir())
     code, stdout, stderr = await _git(
         "rev-parse", "--verify", "--end-of-options", f"{lowered}^{{commit}}", cwd=mirror
@@ -127,8 +130,8 @@ async def resolve_revision(repo: str, given: str, cache: Path | None = None) -> 
     if code == 0 and is_full_sha(stdout.strip()):
         return stdout.strip()
     if "ambiguous" in stderr:
-        raise RevisionUnknown(f"{given!r} is ambiguous in {repo}: give more hex digits or the full SHA")
-    raise RevisionUnknown(f"no commit {given!r} on any branch or tag of {repo}")
+        raise RevisionUnknown(f"{given!r} is ambiguous in {shown}: give more hex digits or the full SHA")
+    raise RevisionUnknown(f"no commit {given!r} on any branch or tag of {shown}")
 
 
 async def _mirror(repo: str, cache: Path) -> Path:
@@ -139,7 +142,7 @@ async def _mirror(repo: str, cache: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         code, _out, stderr = await _git("init", "--quiet", "--bare", str(path))
         if code != 0:
-            raise SourceError(f"cannot create a mirror of {repo} in {path}: {stderr.strip()}")
+            raise SourceError(redact_credentials(f"cannot create a mirror of {repo} in {path}: {stderr.strip()}"))
     code, _out, stderr = await _git(
         "fetch",
         "--quiet",
@@ -154,5 +157,5 @@ async def _mirror(repo: str, cache: Path) -> Path:
     )
     if code != 0:
         tail = stderr.strip().splitlines()[-1:] or ["no output"]
-        raise SourceError(f"cannot fetch {repo}: {tail[0]}")
+        raise SourceError(redact_credentials(f"cannot fetch {repo}: {tail[0]}"))
     return path

@@ -281,3 +281,66 @@ def _sparse(path: Path, size: int) -> Path:
     with open(path, "wb") as handle:
         handle.truncate(size)
     return path
+
+
+# --- paths the run would refuse -------------------------------------------------------------------------------
+PROD_LINE = b"    prod: {kind: argocd, app: shop-prod, path: apps/shop/prod.yaml}\n"
+BAD_PATHS: list[tuple[str, bytes, str, str]] = [
+    ("parent", b'path: "../../etc/passwd"', "$.spec.targets.prod.path", "leaves the GitOps repository"),
+    ("absolute", b'path: "/etc/passwd"', "$.spec.targets.prod.path", "is absolute"),
+    ("dot-git", b'path: ".git/config"', "$.spec.targets.prod.path", "Git's own .git directory"),
+    ("inner-dot-git", b'path: "apps/.GIT/hooks/pre-commit"', "$.spec.targets.prod.path", ".git directory"),
+    ("dot", b'path: "."', "$.spec.targets.prod.path", "'.' or empty part"),
+    ("double-slash", b'path: "apps//prod.yaml"', "$.spec.targets.prod.path", "'.' or empty part"),
+    ("empty", b'path: ""', "$.spec.targets.prod.path", "should be non-empty"),
+    ("nul", b'path: "apps/prod\\0.yaml"', "$.spec.targets.prod.path", "control character"),
+    ("backslash", b"path: 'apps\\prod.yaml'", "$.spec.targets.prod.path", "backslash"),
+    ("artifact", b'path: "apps/{{ artifact }}.yaml"', "$.spec.targets.prod.path", "{{ artifact }}"),
+    (
+        "fleet-file",
+        b'kind: edge, sites: {file: "../fleets/pops.yaml"}, path: "apps/{{ site }}.yaml", batches: ["100%"]',
+        "$.spec.targets.prod.sites.file",
+        "fleet file '../fleets/pops.yaml' leaves the GitOps repository",
+    ),
+]
+
+
+def _bad_path_spec(tmp_path: Path, name: str, replacement: bytes) -> Path:
+    raw = MINIMAL.read_bytes()
+    assert PROD_LINE in raw
+    line = b"    prod: {kind: argocd, app: shop-prod, " + replacement + b"}\n"
+    if b"kind: edge" in replacement:
+        line = b"    prod: {" + replacement + b"}\n"
+    path = tmp_path / f"{name}.yaml"
+    path.write_bytes(raw.replace(PROD_LINE, line))
+    return path
+
+
+def test_validate_refuses_paths_outside_the_repo(run_aicd: RunAicd, tmp_path: Path) -> None:
+    files = [_bad_path_spec(tmp_path, name, replacement) for name, replacement, _, _ in BAD_PATHS]
+    done = run_aicd("validate", *map(str, files))
+    assert_no_traceback(done)
+    assert done.returncode == 2
+    lines = done.stdout.splitlines()
+    assert len(lines) == len(BAD_PATHS), done.stdout
+    for file, line, (_, _, json_path, message) in zip(files, lines, BAD_PATHS, strict=True):
+        match = ERROR_LINE.match(line)
+        assert match, line
+        assert (match["file"], match["line"], match["path"]) == (str(file), "17", json_path), line
+        assert message in match["message"], line
+
+
+@pytest.mark.parametrize(
+    ("name", "replacement", "json_path", "message"), BAD_PATHS, ids=[p[0] for p in BAD_PATHS]
+)
+def test_plan_refuses_paths_outside_the_repo(
+    run_aicd: RunAicd, tmp_path: Path, name: str, replacement: bytes, json_path: str, message: str
+) -> None:
+    spec = _bad_path_spec(tmp_path, name, replacement)
+    done = run_aicd("plan", str(spec), "--revision", SHA)
+    assert_no_traceback(done)
+    assert done.returncode == 2 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    match = ERROR_LINE.match(line)
+    assert match and (match["file"], match["line"], match["path"]) == (str(spec), "17", json_path), line
+    assert message in match["message"]

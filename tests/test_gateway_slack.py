@@ -22,13 +22,14 @@ from aicd.gateway.signatures import sign_slack
 from aicd.messages import Trigger
 from aicd.plan import build_plan
 from aicd.spec.loader import load_spec
-from tests.helpers_engine import git, running_worker, temporal_env, wait_for
+from tests.helpers_engine import commits, git, running_worker, temporal_env, wait_for
 from tests.standins.slack import Message, SlackStandIn
 from tests.test_gateway_webhooks import SLACK_SECRET, app_spec, http, make_gateway, metric, write_spec
 
 __all__ = ["temporal_env"]
 
 APPROVER = "U024BE7LH"
+CAROL = "U0CAROL"
 GATEWAY_TOKEN = "xoxb-gateway"
 
 
@@ -106,7 +107,7 @@ async def test_approval_from_slack(
     stage = {
         "name": "production",
         "targets": ["web"],
-        "approval": {"approvers": [APPROVER, "carol"], "minApprovals": 2, "timeout": "1h"},
+        "approval": {"approvers": [APPROVER, CAROL], "minApprovals": 2, "timeout": "1h"},
         "strategy": {"canary": {"steps": [{"setWeight": 100}]}},
     }
     document, _, revision = app_spec(
@@ -161,8 +162,8 @@ async def test_approval_from_slack(
                 and "1/2 approvals" in drawn
             )
 
-            # carol is listed by username: her click counts as "carol".
-            body = click_body(message, "approve", "U0CAROL", "carol")
+            # Carol, listed by her user ID: her click counts as hers.
+            body = click_body(message, "approve", CAROL, "carol")
             assert (
                 await web.post("/slack/interactions", content=body, headers=signed(body))
             ).status_code == 200
@@ -172,7 +173,7 @@ async def test_approval_from_slack(
     assert result.phase == "succeeded"
     assert [(a.kind, a.actor, a.stage) for a in final.actions] == [
         ("approve", APPROVER, "production"),
-        ("approve", "carol", "production"),
+        ("approve", CAROL, "production"),
     ]
     assert len(slack.ephemerals) == 1
     assert metric(metrics, 'aicd_slack_actions_total{kind="approve",outcome="accepted",via="button"}') == 2
@@ -289,3 +290,58 @@ async def test_slash_commands_pause_and_resume_every_running_delivery(
             aborted = await handle_for(client, plans[0].delivery_id).result()
             assert aborted.phase == "aborted" and "U0ONCALL" in aborted.reason
         await client.get_workflow_handle(plans[1].delivery_id).terminate("test over")
+
+
+async def test_a_username_never_stands_in_for_an_approver(
+    temporal_env: WorkflowEnvironment, slack: SlackStandIn, tmp_path: Path
+) -> None:
+    approver, mallory = "U0APPROVER2", "U0MALLORY"
+    stage = {
+        "name": "production",
+        "targets": ["web"],
+        "approval": {"approvers": [approver], "timeout": "1h"},
+        "strategy": {"canary": {"steps": [{"setWeight": 100}]}},
+    }
+    document, _, revision = app_spec(
+        tmp_path, "spoofed", stages=[stage], notifications={"slack": {"channel": "#deploys"}}
+    )
+    plan = build_plan(load_spec(write_spec(tmp_path / "specs", document)), revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        gateway = make_gateway(
+            client, tmp_path / "specs", queue, slack_bot_token=GATEWAY_TOKEN, slack_api_url=slack.base_url
+        )
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda s: s.pending_approval == "production")
+        message = await slack.wait_for(
+            lambda: next((m for m in slack.top_level() if "approve" in json.dumps(m.blocks)), None)
+        )
+        async with http(gateway) as web:
+            # Mallory's signed click, with the approver's ID as her username and name: refused as hers.
+            body = click_body(message, "approve", mallory, approver)
+            assert (
+                await web.post("/slack/interactions", content=body, headers=signed(body))
+            ).status_code == 200
+            (ephemeral,) = await slack.wait_for(lambda: slack.ephemerals)
+            assert ephemeral["user"] == mallory and f"{mallory} is not an approver" in ephemeral["text"]
+
+            # The same with `/aicd approve` and the approver's ID as user_name.
+            command = f"approve {plan.delivery_id} production"
+            body = command_body(command, user_id=mallory, user_name=approver)
+            answer = (await web.post("/slack/commands", content=body, headers=signed(body))).json()
+            assert (
+                answer["response_type"] == "ephemeral" and f"{mallory} is not an approver" in answer["text"]
+            )
+            status = await get_status(client, plan.delivery_id)
+            assert status.approvals == {} and status.pending_approval == "production" and status.actions == []
+
+            # The approver's own command counts, recorded as the user who typed it.
+            body = command_body(command, user_id=approver, user_name="someone-else")
+            answer = (await web.post("/slack/commands", content=body, headers=signed(body))).json()
+            assert answer["response_type"] == "in_channel", answer
+            result = await handle_for(client, plan.delivery_id).result()
+        final = await get_status(client, plan.delivery_id)
+    assert result.phase == "succeeded", result.reason
+    assert [(a.kind, a.actor) for a in final.actions] == [("approve", approver)]
+    first_step = commits(document["spec"]["gitops"]["repo"])[1]
+    assert first_step["Aicd-Actor"] == approver  # the approved stage's first commit names who approved

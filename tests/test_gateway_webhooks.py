@@ -34,6 +34,7 @@ from aicd.plan import delivery_id
 from tests.helpers_engine import (
     branch_at,
     deliveries_of,
+    git,
     make_repo,
     running_worker,
     spec_document,
@@ -329,24 +330,33 @@ async def test_gitlab_push_with_token(temporal_env: WorkflowEnvironment, tmp_pat
 async def test_branch_with_shell_metacharacters_is_data(
     temporal_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
-    """A branch name no Git repository can hold starts nothing and executes nothing: it is only ever data."""
     marks = [tmp_path / f"pwned-{n}" for n in range(5)]
+    # A name Git accepts (no spaces: ${IFS} does their work in a shell), so only the shell could hurt.
     branch = (
-        f"release/$(touch {marks[0]});touch {marks[1]}|touch {marks[2]}&&touch {marks[3]}`touch {marks[4]}`"
+        f"release/$(touch${{IFS}}{marks[0]});touch${{IFS}}{marks[1]}|touch${{IFS}}{marks[2]}"
+        f"&&touch${{IFS}}{marks[3]}`touch${{IFS}}{marks[4]}`"
     )
+    assert git("check-ref-format", f"refs/heads/{branch}") == ""
     document, source, revision = app_spec(tmp_path, "shelly")
     document["spec"]["test"] = [
         {"name": "echo", "command": [sys.executable, "-c", "print('revision {{ revision }}')"]}
     ]
     write_spec(tmp_path / "specs", document)
+    branch_at(source, branch, revision)
     client = temporal_env.client
     async with running_worker(client, tmp_path / "state") as queue:
         gateway = make_gateway(client, tmp_path / "specs", queue)
         async with http(gateway) as web:
             body = json.dumps(github_payload(source, f"refs/heads/{branch}", revision)).encode()
             answer = await web.post("/hooks/github", content=body, headers=github_headers(body))
-            assert answer.json()["result"] != "started", answer.text
-    assert await deliveries_of(client, "shelly", revision) == []
+            assert answer.json()["result"] == "started", answer.text
+        delivery = answer.json()["deliveries"][0]["delivery_id"]
+        result = await handle_for(client, delivery).result()
+        status = await get_status(client, delivery)
+    assert result.phase == "succeeded", result.reason
+    assert status.trigger is not None and status.trigger.branch == branch
+    log = (tmp_path / "state" / "logs" / delivery / "echo.log").read_text()
+    assert log.strip() == f"revision {revision}"
     assert [mark for mark in marks if mark.exists()] == []
 
 

@@ -4,6 +4,7 @@ named like a shell command is only data, and a head is remembered only once its 
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -15,11 +16,13 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.client import get_status
+from aicd.gateway.metrics import Metrics
 from aicd.gateway.specs import SpecDirectory
 from aicd.poller import GitPoller
 from aicd.source import SourceError as PollError
 from aicd.source import list_heads
 from tests.helpers_engine import deliveries_of, git, running_worker, temporal_env
+from tests.standins.git_http import GitHttpStandIn
 from tests.test_gateway_webhooks import app_spec, write_spec
 
 __all__ = ["temporal_env"]
@@ -130,3 +133,54 @@ async def test_ls_remote_refuses_option_like_repositories(tmp_path: Path) -> Non
     with pytest.raises(PollError, match="failed"):
         await list_heads("ext::sh -c touch% /tmp/aicd-ext-pwned")
     assert not Path("/tmp/aicd-ext-pwned").exists()
+
+
+async def test_heads_git_refuses_start_nothing(
+    temporal_env: WorkflowEnvironment, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server may list names no Git repository can hold; each is skipped, logged once, and never started."""
+    app = f"hostile-{uuid.uuid4().hex[:6]}"
+    bad = [
+        "release/a..b",
+        "release/x\x01y",
+        "release/x.lock",
+        "release/a@{1}",
+        "release/x.",
+        "release//x",
+        "release/a~1",
+        "release/a:b",
+        "release/.x",
+        "release/a\\b",
+    ]
+    shas = {name: uuid.uuid4().hex + uuid.uuid4().hex[:8] for name in ["release/base", "release/ok", *bad]}
+    client = temporal_env.client
+    metrics = Metrics()
+    with GitHttpStandIn() as server:
+        document, _, _ = app_spec(tmp_path, app)
+        document["spec"]["source"]["repo"] = server.url()
+        write_spec(tmp_path / "specs", document)
+        poller = GitPoller(
+            SpecDirectory(tmp_path / "specs"),
+            lambda: _connected(client),
+            tmp_path / "state" / "heads.json",
+            queue=f"nobody-{uuid.uuid4().hex[:8]}",
+            metrics=metrics,
+        )
+        server.refs = {"refs/heads/release/base": shas["release/base"]}
+        assert await poller.poll_once() == []  # the baseline
+        server.refs = {f"refs/heads/{name}": sha for name, sha in shas.items()}
+        with caplog.at_level(logging.WARNING, logger="aicd.poller"):
+            results = await poller.poll_once()
+            assert await poller.poll_once() == []  # skipped heads are remembered, not retried
+        assert [(r.branch, r.outcome) for r in results] == [("release/ok", "started")]
+        for name in bad:
+            assert await deliveries_of(client, app, shas[name]) == [], name
+        skipped = [r.getMessage() for r in caplog.records if "skipping head" in r.getMessage()]
+        assert len(skipped) == len(bad) and all("Git refuses this branch name" in line for line in skipped)
+        assert "\x01" not in caplog.text
+        assert metrics.value("aicd_poller_refs_refused_total") == len(bad)
+    await client.get_workflow_handle(results[0].delivery_id or "").terminate("test over")
+
+
+async def _connected(client: Client) -> Client:
+    return client

@@ -71,6 +71,27 @@ def test_minimal_spec_defaults() -> None:
 # --- golden schema and YAML errors ----------------------------------------------------------------------------
 
 
+def test_command_env_and_secret_names_reach_the_plan() -> None:
+    raw = MINIMAL.read_bytes().replace(
+        b'    artifact: "registry.example.com/shop:{{ revision.short }}"\n',
+        b'    artifact: "registry.example.com/shop:{{ revision.short }}"\n'
+        b'    env: {TAG: "{{ revision.short }}", GOFLAGS: -mod=vendor}\n'
+        b"    secretEnv: [NPM_TOKEN]\n"
+        b"  test:\n"
+        b"    - {name: unit, command: [pytest], secretEnv: [DB_PASSWORD]}\n",
+    )
+    spec, errors = parse_spec_bytes(raw, "spec.yaml")
+    assert errors == [] and spec is not None and spec.build is not None
+    assert spec.build.env == {"TAG": "{{ revision.short }}", "GOFLAGS": "-mod=vendor"}
+    assert spec.build.secret_env == ("NPM_TOKEN",) and spec.tests[0].secret_env == ("DB_PASSWORD",)
+    plan = build_plan(spec, SHA)
+    assert plan.build is not None and plan.build.env == {"TAG": SHA[:7], "GOFLAGS": "-mod=vendor"}
+    assert plan.build.secret_env == ["NPM_TOKEN"] and plan.tests[0].secret_env == ["DB_PASSWORD"]
+    tree = render_tree(plan)
+    assert f"    env: TAG={SHA[:7]}, GOFLAGS=-mod=vendor" in tree
+    assert "    secretEnv: NPM_TOKEN (values from the worker's allowed secrets)" in tree
+
+
 SCHEMA_AND_YAML = [path for path in broken_fixtures() if fixture_header(path)[0] in ("schema", "yaml")]
 
 

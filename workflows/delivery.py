@@ -303,6 +303,8 @@ class DeliveryWorkflow:
             source_repo=self.plan.source_repo,
             revision=self.plan.revision,
             artifact=self.plan.artifact,
+            env=dict(command.env),
+            secret_env=list(command.secret_env),
         )
         try:
             result = await self._abortable(
@@ -321,6 +323,7 @@ class DeliveryWorkflow:
             raise DeliveryStopped("failed", f"{command.name} failed: {state.detail}") from error
         state.state = "succeeded"
         state.detail = f"{result.seconds:.1f}s"
+        state.log = f"{result.host}:{result.log_path}" if result.host else result.log_path
 
     async def _stage(self, stage: StagePlan) -> None:
         self.status.stage = stage.name

@@ -26,6 +26,7 @@ from aicd.gateway.context import (
 from aicd.gateway.metrics import Metrics
 from aicd.gateway.specs import SpecDirectory
 from aicd.poller import GitPoller
+from aicd.redact import configure_logging
 from aicd.temporal import connect
 
 log = logging.getLogger("aicd.serve")
@@ -43,7 +44,7 @@ StateDir = Annotated[
 
 
 def _logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level)
 
 
 @app.command()
@@ -72,7 +73,10 @@ def serve(
 
 
 async def _serve(gateway: Gateway, host: str, port: int, log_level: str, poll_state: Path | None) -> None:
-    config = uvicorn.Config(create_app(gateway), host=host, port=port, log_level=log_level, lifespan="on")
+    # log_config=None: uvicorn's lines go through the root handler, so they are redacted like ours.
+    config = uvicorn.Config(
+        create_app(gateway), host=host, port=port, log_level=log_level, lifespan="on", log_config=None
+    )
     server = uvicorn.Server(config)
     stop = asyncio.Event()
     poller_task = None

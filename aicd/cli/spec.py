@@ -21,6 +21,7 @@ import typer
 
 from aicd.cli.app import EXIT_OK, EXIT_USAGE, app, fail
 from aicd.plan import REVISION, build_plan, render_tree
+from aicd.redact import redact_credentials
 from aicd.spec.errors import SpecError
 from aicd.spec.loader import SPEC_SUFFIXES, parse_spec_bytes
 from aicd.spec.model import DeliverySpec
@@ -266,7 +267,10 @@ def plan(
     except ValueError as error:
         raise fail(one_line(str(error)), EXIT_USAGE) from None
     if output is OutputFormat.json:
-        typer.echo(json.dumps(delivery.to_dict(), indent=2, allow_nan=False))
+        data = delivery.to_dict()
+        for key in ("source_repo", "gitops_repo"):  # a token in a URL's user name is never printed
+            data[key] = redact_credentials(data[key])
+        typer.echo(json.dumps(data, indent=2, allow_nan=False))
     else:
         for line in render_tree(delivery).splitlines():
             _echo(line)

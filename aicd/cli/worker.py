@@ -10,16 +10,23 @@ from typing import Annotated
 import typer
 
 from aicd.cli.app import app
+from aicd.redact import configure_logging
 
 
 @app.command()
 def worker(
-    state_dir: Annotated[Path, typer.Option("--state-dir", help="Where Git clones and command logs live.")] = Path(".aicd"),
-    address: Annotated[str | None, typer.Option("--address", help="Temporal address (default TEMPORAL_ADDRESS).")] = None,
-    task_queue: Annotated[str | None, typer.Option("--task-queue", help="Task queue (default AICD_TASK_QUEUE or aicd).")] = None,
+    state_dir: Annotated[
+        Path, typer.Option("--state-dir", help="Where Git clones and command logs live.")
+    ] = Path(".aicd"),
+    address: Annotated[
+        str | None, typer.Option("--address", help="Temporal address (default TEMPORAL_ADDRESS).")
+    ] = None,
+    task_queue: Annotated[
+        str | None, typer.Option("--task-queue", help="Task queue (default AICD_TASK_QUEUE or aicd).")
+    ] = None,
 ) -> None:
     """Run every aicd workflow and activity against the Temporal that TEMPORAL_* points at."""
     from worker import run_worker  # the worker pulls in every activity; only this command needs them
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(logging.INFO)
     asyncio.run(run_worker(state_dir, address, task_queue))

@@ -5,6 +5,7 @@ and answers health checks while Temporal is still coming up) and the Slack Web A
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -77,6 +78,24 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise BodyTooLarge()
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class PayloadInvalid(Exception):
+    """A request body of the wrong form or shape; its text is the one-line reason the sender gets (400)."""
+
+
+def parse_json_object(body: bytes | str, what: str = "JSON") -> dict[str, Any]:
+    """A JSON object from a request, or PayloadInvalid with a one-line reason (never a traceback: nesting
+    deep enough to exhaust the parser's recursion is a malformed request like any other)."""
+    try:
+        payload = json.loads(body)
+    except RecursionError:
+        raise PayloadInvalid(f"malformed {what}: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as failure:
+        raise PayloadInvalid(f"malformed {what}: {failure}") from None
+    if not isinstance(payload, dict):
+        raise PayloadInvalid(f"malformed {what}: expected an object")
+    return payload
 
 
 def error(status: int, reason: str) -> JSONResponse:

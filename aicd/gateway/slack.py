@@ -1,19 +1,20 @@
 """Slack interactions (buttons on delivery messages) and the `/aicd` slash command.
 
 Every request is checked against the signing secret over its exact bytes, with a five-minute window on the
-signed timestamp. The actor of every action is the Slack user who clicked or typed (their user ID, which is
-what specs list as approvers; their username when that is what the spec lists): the gateway never decides
-who may approve, the workflow's validators do, and a refusal is shown only to that user, changing nothing.
-Buttons are answered at once (Slack wants an answer within 3 s) and acted on right after; a command
-that takes longer than that answers "working on it" and posts its outcome when done.
+signed timestamp, then its shape (a signed payload of the wrong shape is a 400 with a one-line reason, never
+a crash). The actor of every action is the Slack user ID of who clicked or typed, and nothing else: a
+username or display name is chosen by its owner and never stands in for an identity. The gateway never
+decides who may approve, the workflow's validators do, and a refusal is shown only to that user, changing
+nothing. Buttons are answered at once (Slack wants an answer within 3 s) and acted on right after; a
+command that takes longer than that answers "working on it" and posts its outcome when done.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
+from dataclasses import asdict, dataclass
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -25,7 +26,8 @@ from starlette.responses import JSONResponse, Response
 from temporalio.client import Client
 
 from aicd.client import ActionRefused, act_on_app, get_status, list_deliveries, send_action
-from aicd.gateway.context import BodyTooLarge, Gateway, error, read_body
+from aicd.gateway.context import BodyTooLarge, Gateway, PayloadInvalid, error, parse_json_object, read_body
+from aicd.gateway.metrics import reason_label
 from aicd.gateway.signatures import slack_refusal
 from aicd.messages import HumanAction
 from aicd.plan import DELIVERY_ID
@@ -33,7 +35,7 @@ from aicd.slack_blocks import (
     ACTION_IDS,
     APPROVE,
     COMMAND_HELP,
-    REJECT,
+    SLACK_ID,
     ApprovalInfo,
     compact_status,
     delivery_message,
@@ -43,9 +45,9 @@ from aicd.slack_blocks import (
 )
 
 log = logging.getLogger("aicd.gateway.slack")
-APP_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,52}$")
+APP_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,52}")
+STAGE_NAME = re.compile(r"[a-z0-9]([a-z0-9-]*[a-z0-9])?")
 COMMAND_DEADLINE_S = 2.5  # then answer "working on it" and post the outcome when it comes
-NOT_AN_APPROVER = "is not an approver"
 
 
 async def _verified_body(gateway: Gateway, request: Request, endpoint: str) -> bytes | Response:
@@ -68,9 +70,7 @@ async def _verified_body(gateway: Gateway, request: Request, endpoint: str) -> b
 
 
 def _refuse(gateway: Gateway, endpoint: str, status: int, reason: str) -> Response:
-    gateway.metrics.inc(
-        "aicd_slack_requests_refused_total", endpoint=endpoint, reason=reason.replace(" ", "_")
-    )
+    gateway.metrics.inc("aicd_slack_requests_refused_total", endpoint=endpoint, reason=reason_label(reason))
     log.warning("Slack %s refused (%d): %s", endpoint, status, reason)
     return error(status, reason)
 
@@ -82,52 +82,89 @@ def _form(body: bytes) -> dict[str, str]:
         return {}
 
 
+def _field(payload: dict[str, Any], path: str, kind: type, *, required: bool = True) -> Any:
+    """The value at a dotted `path` of a Slack payload, of type `kind`; PayloadInvalid names what is wrong."""
+    value: Any = payload
+    walked: list[str] = []
+    for key in path.split("."):
+        if not isinstance(value, dict):
+            raise PayloadInvalid(f"{'.'.join(walked)} is not an object")
+        walked.append(key)
+        value = value.get(key)
+        if value is None:
+            break
+    if value is None:
+        if required:
+            raise PayloadInvalid(f"{path} is missing")
+        return None
+    if not isinstance(value, kind):
+        raise PayloadInvalid(f"{path} is not {'a string' if kind is str else 'an object'}")
+    return value
+
+
+def _user_id(value: str, where: str) -> str:
+    if not SLACK_ID.fullmatch(value):
+        raise PayloadInvalid(f"{where} {value[:40]!r} is not a Slack user ID")
+    return value
+
+
 # --- buttons --------------------------------------------------------------------------------------------
+@dataclass
+class Click:
+    kind: str
+    delivery: str
+    stage: str | None
+    user_id: str
+    channel: str
+    message_ts: str
+
+
 async def interactions(request: Request) -> Response:
     gateway: Gateway = request.app.state.gateway
     verified = await _verified_body(gateway, request, "interactions")
     if isinstance(verified, Response):
         return verified
     try:
-        payload = json.loads(_form(verified)["payload"])
-        if not isinstance(payload, dict):
-            raise ValueError("payload is not an object")
-    except (KeyError, ValueError) as failure:
-        return _refuse(gateway, "interactions", 400, f"malformed payload: {failure}")
+        payload = parse_json_object(_form(verified).get("payload", ""), "payload")
+    except PayloadInvalid as invalid:
+        return _refuse(gateway, "interactions", 400, str(invalid))
     if payload.get("type") != "block_actions":
         return Response(status_code=200)  # shortcuts, views: nothing of ours
     try:
         click = _click(payload)
-    except (KeyError, TypeError, ValueError) as failure:
-        return _refuse(gateway, "interactions", 400, f"malformed action: {failure}")
+    except PayloadInvalid as invalid:
+        return _refuse(gateway, "interactions", 400, f"malformed action: {invalid}")
     if click is None:
         return Response(status_code=200)
     # Answered first, acted on right after (the background task runs once the answer is sent).
-    return Response(status_code=200, background=BackgroundTask(_act_on_click, gateway, **click))
+    return Response(status_code=200, background=BackgroundTask(_act_on_click, gateway, **asdict(click)))
 
 
-def _click(payload: dict[str, Any]) -> dict[str, Any] | None:
-    action = payload["actions"][0]
-    kind = action["action_id"]
+def _click(payload: dict[str, Any]) -> Click | None:
+    """The button click of a signed `block_actions` payload, checked field by field; None for buttons that are
+    not ours."""
+    actions = payload.get("actions")
+    if not isinstance(actions, list) or not actions or not isinstance(actions[0], dict):
+        raise PayloadInvalid("actions is not a non-empty list of objects")
+    action = actions[0]
+    kind = _field(action, "action_id", str)
     if kind not in ACTION_IDS:
         return None
-    value = json.loads(action["value"])
-    delivery, stage = value["delivery"], value.get("stage")
-    if not isinstance(delivery, str) or not DELIVERY_ID.fullmatch(delivery):
-        raise ValueError("not a delivery ID")
-    if stage is not None and not isinstance(stage, str):
-        raise ValueError("stage is not a string")
-    user = payload["user"]
-    container = payload.get("container") or {}
-    return {
-        "kind": kind,
-        "delivery": delivery,
-        "stage": stage,
-        "user_id": str(user["id"]),
-        "username": str(user.get("username") or user.get("name") or ""),
-        "channel": str((payload.get("channel") or {}).get("id") or container.get("channel_id") or ""),
-        "message_ts": str(container.get("message_ts") or (payload.get("message") or {}).get("ts") or ""),
-    }
+    value = parse_json_object(_field(action, "value", str), "actions[0].value")
+    delivery = _field(value, "delivery", str)
+    if not DELIVERY_ID.fullmatch(delivery):
+        raise PayloadInvalid("actions[0].value.delivery is not a delivery ID")
+    stage = _field(value, "stage", str, required=False)
+    if stage is not None and not STAGE_NAME.fullmatch(stage):
+        raise PayloadInvalid("actions[0].value.stage is not a stage name")
+    user_id = _user_id(_field(payload, "user.id", str), "user.id")
+    channel = _field(payload, "channel.id", str, required=False) or _field(
+        payload, "container.channel_id", str, required=False
+    )
+    message_ts = _field(payload, "container.message_ts", str, required=False) or _field(
+        payload, "message.ts", str, required=False
+    )
+    return Click(kind, delivery, stage, user_id, channel or "", message_ts or "")
 
 
 async def _act_on_click(
@@ -136,13 +173,13 @@ async def _act_on_click(
     delivery: str,
     stage: str | None,
     user_id: str,
-    username: str,
     channel: str,
     message_ts: str,
 ) -> None:
     try:
         client = await gateway.client()
-        outcome = await act_as(client, delivery, kind, stage, user_id, username, f"from Slack by {user_id}")
+        action = HumanAction(user_id, f"from Slack by {user_id}", stage)
+        outcome = await send_action(client, delivery, kind, action)
     except ActionRefused as refused:
         gateway.metrics.inc("aicd_slack_actions_total", kind=kind, via="button", outcome="refused")
         await _ephemeral(gateway, channel, user_id, f":no_entry_sign: Not done: {escape(str(refused))}")
@@ -155,26 +192,6 @@ async def _act_on_click(
     gateway.metrics.inc("aicd_slack_actions_total", kind=kind, via="button", outcome="accepted")
     log.info("Slack: %s %s by %s: %s", kind, delivery, user_id, outcome)
     await _redraw(gateway, client, delivery, channel, message_ts)
-
-
-async def act_as(
-    client: Client, delivery: str, kind: str, stage: str | None, user_id: str, username: str, reason: str
-) -> str:
-    """Send the action as the Slack user: by user ID first; for approvals, by username when the spec lists
-    that instead. The workflow's validator decides; its refusal is raised as ActionRefused."""
-    actors = [user_id]
-    if kind in (APPROVE, REJECT) and username and username != user_id:
-        actors.append(username)
-    first: ActionRefused | None = None
-    for actor in actors:
-        try:
-            return await send_action(client, delivery, kind, HumanAction(actor, reason, stage))
-        except ActionRefused as refused:
-            if NOT_AN_APPROVER not in str(refused):
-                raise
-            first = first or refused  # the user ID's refusal is the one to show
-    assert first is not None
-    raise first
 
 
 async def _redraw(gateway: Gateway, client: Client, delivery: str, channel: str, message_ts: str) -> None:
@@ -223,10 +240,10 @@ async def commands(request: Request) -> Response:
     if form.get("ssl_check"):
         return Response(status_code=200)
     user_id = form.get("user_id", "")
-    if not user_id:
-        return _refuse(gateway, "commands", 400, "malformed command: no user_id")
+    if not SLACK_ID.fullmatch(user_id):
+        return _refuse(gateway, "commands", 400, "malformed command: user_id is not a Slack user ID")
     words = form.get("text", "").split()
-    task = asyncio.ensure_future(run_command(gateway, words, user_id, form.get("user_name", "")))
+    task = asyncio.ensure_future(run_command(gateway, words, user_id))
     try:
         private, text = await asyncio.wait_for(asyncio.shield(task), COMMAND_DEADLINE_S)
     except TimeoutError:
@@ -250,12 +267,12 @@ async def _answer_later(
     await _ephemeral(gateway, channel, user, text)
 
 
-async def run_command(gateway: Gateway, words: list[str], user_id: str, username: str) -> tuple[bool, str]:
+async def run_command(gateway: Gateway, words: list[str], user_id: str) -> tuple[bool, str]:
     """(answer only to the user?, text) for `/aicd WORDS...`."""
     sub = words[0].lower() if words else "help"
     kind = sub if sub in ("status", "pause", "resume", "approve") else "help"
     try:
-        private, text = await _command(gateway, sub, words[1:], user_id, username)
+        private, text = await _command(gateway, sub, words[1:], user_id)
     except ActionRefused as refused:
         gateway.metrics.inc("aicd_slack_actions_total", kind=kind, via="command", outcome="refused")
         return True, f":no_entry_sign: Not done: {escape(str(refused))}"
@@ -267,13 +284,11 @@ async def run_command(gateway: Gateway, words: list[str], user_id: str, username
     return private, text
 
 
-async def _command(
-    gateway: Gateway, sub: str, args: list[str], user_id: str, username: str
-) -> tuple[bool, str]:
+async def _command(gateway: Gateway, sub: str, args: list[str], user_id: str) -> tuple[bool, str]:
     if sub == "help":
         return True, COMMAND_HELP
     if sub in ("status", "pause", "resume"):
-        if not args or not APP_NAME.match(args[0]):
+        if not args or not APP_NAME.fullmatch(args[0]):
             return True, f"Usage: `/aicd {sub} APP`" + (" `[reason]`" if sub == "pause" else "")
         app = args[0]
         client = await gateway.client()
@@ -286,10 +301,12 @@ async def _command(
         lines = [f"`{escape(delivery)}`: {escape(outcome)}" for delivery, outcome in outcomes]
         return False, f"{who(user_id)} ran `{sub}` on *{escape(app)}*:\n" + "\n".join(lines)
     if sub == "approve":
-        if len(args) != 2 or not DELIVERY_ID.fullmatch(args[0]):
+        if len(args) != 2 or not DELIVERY_ID.fullmatch(args[0]) or not STAGE_NAME.fullmatch(args[1]):
             return True, "Usage: `/aicd approve DELIVERY STAGE`"
         client = await gateway.client()
-        outcome = await act_as(client, args[0], APPROVE, args[1], user_id, username, "approved from Slack")
+        outcome = await send_action(
+            client, args[0], APPROVE, HumanAction(user_id, "approved from Slack", args[1])
+        )
         return False, f"{who(user_id)}: {escape(outcome)} of `{escape(args[0])}`"
     return True, f"Unknown command `{escape(sub)}`.\n{COMMAND_HELP}"
 

@@ -1,11 +1,12 @@
 """Git webhooks: a push to a release branch of a spec's source repository starts a delivery of the pushed
 commit. Checks run cheapest-first and before anything is parsed: body size, then the signature (GitHub) or
 token (GitLab), then the replay memory (only signed requests may enter it, so forged ones cannot block real
-ones), then JSON. Starting is idempotent by workflow ID: a push sent again starts nothing new."""
+ones), then JSON, its shape and the ref's name (Git's own rules). Every bad request gets a 4xx with a
+one-line reason and nothing more in the log. Starting is idempotent by workflow ID: a push sent again
+starts nothing new."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -16,18 +17,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from aicd.client import start_delivery
-from aicd.gateway.context import BodyTooLarge, Gateway, error, read_body
+from aicd.gateway.context import BodyTooLarge, Gateway, PayloadInvalid, error, parse_json_object, read_body
+from aicd.gateway.metrics import reason_label
 from aicd.gateway.signatures import github_refusal, gitlab_refusal
+from aicd.gitrefs import ref_problem
 from aicd.messages import Trigger
 from aicd.plan import build_plan
 from aicd.source import RevisionUnknown, SourceError, branch_head, resolve_revision
 
 log = logging.getLogger("aicd.gateway.webhooks")
-SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")  # SHA-1, or SHA-256 repositories
-
-
-class PayloadInvalid(Exception):
-    pass
+SHA = re.compile(r"\A[0-9a-f]{40}([0-9a-f]{24})?\Z")  # SHA-1, or SHA-256 repositories; \Z: no "\n" after
 
 
 @dataclass
@@ -66,7 +65,7 @@ def _text(value: Any) -> str:
 def github_push(payload: dict[str, Any]) -> Push:
     repository = payload.get("repository")
     if not isinstance(repository, dict) or not isinstance(payload.get("ref"), str):
-        raise PayloadInvalid("push payload without repository or ref")
+        raise PayloadInvalid("malformed push: no repository object or ref string")
     urls = [
         _text(repository.get(key))
         for key in ("clone_url", "ssh_url", "html_url", "url", "git_url", "svn_url")
@@ -88,7 +87,7 @@ def github_push(payload: dict[str, Any]) -> Push:
 def gitlab_push(payload: dict[str, Any]) -> Push:
     project = payload.get("project")
     if not isinstance(project, dict) or not isinstance(payload.get("ref"), str):
-        raise PayloadInvalid("push payload without project or ref")
+        raise PayloadInvalid("malformed push: no project object or ref string")
     repository = payload.get("repository") if isinstance(payload.get("repository"), dict) else {}
     urls = [
         _text(project.get(key)) for key in ("git_http_url", "git_ssh_url", "web_url", "http_url", "ssh_url")
@@ -110,31 +109,37 @@ def gitlab_push(payload: dict[str, Any]) -> Push:
 
 
 def _json(body: bytes, content_type: str) -> dict[str, Any]:
-    try:
-        if content_type.startswith("application/x-www-form-urlencoded"):  # GitHub's optional form encoding
+    if content_type.startswith("application/x-www-form-urlencoded"):  # GitHub's optional form encoding
+        try:
             body = parse_qs(body.decode(), strict_parsing=True)["payload"][0].encode()
-        payload = json.loads(body)
-    except (ValueError, KeyError, UnicodeDecodeError) as failure:
-        raise PayloadInvalid(f"malformed JSON: {failure}") from None
-    if not isinstance(payload, dict):
-        raise PayloadInvalid("malformed JSON: expected an object")
-    return payload
+        except (ValueError, KeyError, UnicodeDecodeError):
+            raise PayloadInvalid("malformed JSON: no payload field in the form") from None
+    return parse_json_object(body)
 
 
 # --- endpoints ------------------------------------------------------------------------------------------
-def _refuse(gateway: Gateway, provider: str, status: int, reason: str, label: str | None = None) -> Response:
-    gateway.metrics.inc("aicd_webhooks_refused_total", provider=provider, reason=label or _slug(reason))
+def _refuse(gateway: Gateway, provider: str, status: int, reason: str) -> Response:
+    gateway.metrics.inc("aicd_webhooks_refused_total", provider=provider, reason=reason_label(reason))
     log.warning("%s webhook refused (%d): %s", provider, status, reason)
     return error(status, reason)
 
 
-def _ignore(gateway: Gateway, provider: str, reason: str, **extra: Any) -> Response:
-    gateway.metrics.inc("aicd_webhooks_ignored_total", provider=provider, reason=_slug(reason.split(":")[0]))
+def _ignore(
+    gateway: Gateway, provider: str, reason: str, *, label: str | None = None, **extra: Any
+) -> Response:
+    gateway.metrics.inc(
+        "aicd_webhooks_ignored_total", provider=provider, reason=label or reason_label(reason)
+    )
     return JSONResponse({"result": "ignored", "reason": reason, **extra})
 
 
-def _slug(reason: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", reason.lower()).strip("_")
+def _refuse_ref(gateway: Gateway, provider: str, push: Push, replay_key: str) -> Response | None:
+    """400 for a ref Git itself would refuse (it can only come from a forged or broken sender)."""
+    problem = ref_problem(push.ref)
+    if problem is None:
+        return None
+    gateway.replays.forget(replay_key)
+    return _refuse(gateway, provider, 400, f"invalid ref: {push.ref!r} {problem}")
 
 
 async def github_hook(request: Request) -> Response:
@@ -163,11 +168,16 @@ async def github_hook(request: Request) -> Response:
         if event == "ping":
             return JSONResponse({"result": "pong"})
         if event != "push":
-            return _ignore(gateway, provider, f"event {event or 'unknown'}: only push starts deliveries")
+            shown = event if re.fullmatch(r"[a-z_]{1,64}", event) else "unknown"
+            return _ignore(
+                gateway, provider, f"event {shown}: only push starts deliveries", label="not_a_push"
+            )
         push = github_push(payload)
     except PayloadInvalid as invalid:
         gateway.replays.forget(f"github:{delivery}")
         return _refuse(gateway, provider, 400, str(invalid))
+    if refused := _refuse_ref(gateway, provider, push, f"github:{delivery}"):
+        return refused
     return await _start_for_push(gateway, provider, push, f"github:{delivery}" if delivery else None)
 
 
@@ -194,11 +204,16 @@ async def gitlab_hook(request: Request) -> Response:
         payload = _json(body, request.headers.get("content-type", ""))
         kind = payload.get("object_kind")
         if kind != "push":
-            return _ignore(gateway, provider, f"event {kind or 'unknown'}: only push starts deliveries")
+            shown = kind if isinstance(kind, str) and re.fullmatch(r"[a-z_]{1,64}", kind) else "unknown"
+            return _ignore(
+                gateway, provider, f"event {shown}: only push starts deliveries", label="not_a_push"
+            )
         push = gitlab_push(payload)
     except PayloadInvalid as invalid:
         gateway.replays.forget(f"gitlab:{key}")
         return _refuse(gateway, provider, 400, str(invalid))
+    if refused := _refuse_ref(gateway, provider, push, f"gitlab:{key}"):
+        return refused
     return await _start_for_push(gateway, provider, push, f"gitlab:{key}" if key else None)
 
 
@@ -230,7 +245,7 @@ async def _start_for_push(gateway: Gateway, provider: str, push: Push, replay_ke
         try:  # a commit the repository has never had is the sender's mistake, not a late event
             await resolve_revision(repo, push.after)
         except RevisionUnknown as unknown:
-            return _refuse(gateway, provider, 422, f"unknown revision: {unknown}", label="unknown_revision")
+            return _refuse(gateway, provider, 422, f"unknown revision: {unknown}")
         except SourceError:
             pass
         now = f"now at {head[:7]}" if head else "deleted"

@@ -9,6 +9,7 @@ from typing import Any
 
 import jsonschema
 
+from aicd.redact import redact_credentials
 from aicd.spec.durations import DURATION_PATTERN, PERCENT_PATTERN
 from aicd.spec.errors import SpecError, SpecInvalid, json_path
 from aicd.spec.model import DeliverySpec, build_model
@@ -51,8 +52,12 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
     if error.validator == "required":
         return error.message.replace("is a required property", "is required")
     if error.validator == "oneOf":
-        return f"{error.instance!r} is not valid here: {_schema_of(error).get('description', 'see the schema')}"
-    if error.validator in ("minProperties", "maxProperties") and "setWeight" in _schema_of(error).get("properties", {}):
+        return (
+            f"{error.instance!r} is not valid here: {_schema_of(error).get('description', 'see the schema')}"
+        )
+    if error.validator in ("minProperties", "maxProperties") and "setWeight" in _schema_of(error).get(
+        "properties", {}
+    ):
         return "a step has exactly one of setWeight, pause, analysis"
     if error.validator == "const":
         return f"must be {error.validator_value!r}, not {error.instance!r}"
@@ -73,13 +78,18 @@ def _error_path(error: jsonschema.ValidationError) -> Path:
 def _locate(document: YamlDocument, file: str, path: Path, message: str) -> SpecError:
     mark = document.key_marks.get(path) if path and path[-1] not in document.marks else None
     mark = mark or document.mark_for(path)
-    return SpecError(file, mark.line, mark.col, json_path(path), message)
+    # Messages quote values; a URL's credentials are never among what they show.
+    return SpecError(file, mark.line, mark.col, json_path(path), redact_credentials(message))
 
 
 def validate_document(document: YamlDocument, file: str) -> list[SpecError]:
     errors: list[SpecError] = []
     if not isinstance(document.data, dict):
-        return [_locate(document, file, (), f"expected a mapping (a DeliverySpec), got {type(document.data).__name__}")]
+        return [
+            _locate(
+                document, file, (), f"expected a mapping (a DeliverySpec), got {type(document.data).__name__}"
+            )
+        ]
     for error in _validator().iter_errors(document.data):
         errors.append(_locate(document, file, _error_path(error), _schema_message(error)))
     if errors:

@@ -25,6 +25,8 @@ class Command:
     name: str
     argv: tuple[str, ...]
     timeout_s: float
+    env: dict[str, str] = field(default_factory=dict, hash=False)  # literal values
+    secret_env: tuple[str, ...] = ()  # names of secrets the worker holds; never their values
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class Build:
     command: tuple[str, ...]
     artifact: str
     timeout_s: float
+    env: dict[str, str] = field(default_factory=dict, hash=False)
+    secret_env: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,8 @@ def _command(raw: dict[str, Any]) -> Command:
         name=raw["name"],
         argv=tuple(raw["command"]),
         timeout_s=parse_duration(raw["timeout"]) if "timeout" in raw else DEFAULT_COMMAND_TIMEOUT_S,
+        env=dict(raw.get("env", {})),
+        secret_env=tuple(raw.get("secretEnv", ())),
     )
 
 
@@ -151,7 +157,9 @@ def _analysis(raw: dict[str, Any]) -> Analysis:
         interval_s=parse_duration(raw["interval"]) if "interval" in raw else DEFAULT_ANALYSIS_INTERVAL_S,
         judge=JudgeConfig(
             alpha=float(raw.get("alpha", DEFAULT_ALPHA)),
-            no_data_limit=parse_percent(raw["noDataLimit"]) if "noDataLimit" in raw else DEFAULT_NO_DATA_LIMIT,
+            no_data_limit=parse_percent(raw["noDataLimit"])
+            if "noDataLimit" in raw
+            else DEFAULT_NO_DATA_LIMIT,
         ),
         metrics=tuple(metrics),
         queries={metric["name"]: metric["query"] for metric in raw["metrics"]},
@@ -170,7 +178,9 @@ def build_model(document: dict[str, Any]) -> DeliverySpec:
             path=raw["path"],
             region=raw.get("region"),
             progress_deadline_s=(
-                parse_duration(raw["progressDeadline"]) if "progressDeadline" in raw else DEFAULT_PROGRESS_DEADLINE_S
+                parse_duration(raw["progressDeadline"])
+                if "progressDeadline" in raw
+                else DEFAULT_PROGRESS_DEADLINE_S
             ),
             config={key: value for key, value in raw.items() if key not in ("kind", "region")},
         )
@@ -191,7 +201,9 @@ def build_model(document: dict[str, Any]) -> DeliverySpec:
                         approvers=tuple(approval["approvers"]),
                         min_approvals=int(approval.get("minApprovals", 1)),
                         timeout_s=(
-                            parse_duration(approval["timeout"]) if "timeout" in approval else DEFAULT_APPROVAL_TIMEOUT_S
+                            parse_duration(approval["timeout"])
+                            if "timeout" in approval
+                            else DEFAULT_APPROVAL_TIMEOUT_S
                         ),
                     )
                     if approval
@@ -214,6 +226,8 @@ def build_model(document: dict[str, Any]) -> DeliverySpec:
                 command=tuple(build["command"]),
                 artifact=build["artifact"],
                 timeout_s=parse_duration(build["timeout"]) if "timeout" in build else DEFAULT_BUILD_TIMEOUT_S,
+                env=dict(build.get("env", {})),
+                secret_env=tuple(build.get("secretEnv", ())),
             )
             if build
             else None

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from aicd.redact import has_password
 from aicd.spec.durations import parse_duration, parse_percent
+from aicd.spec.paths import repo_path_problem
 from aicd.spec.placeholders import ALLOWED_VARIABLES, placeholders_in, unknown_placeholders
 from aicd.spec.yamlsafe import Path
 
@@ -46,7 +48,11 @@ def check_target_once_per_stage(spec: dict[str, Any]) -> Iterator[Finding]:
                 path: Path = ("spec", "stages", index, key)
                 path += (wave_index, target_index) if key == "waves" else (target_index,)
                 if name in seen:
-                    where = "twice in one wave" if seen[name] == wave_index else f"in waves {seen[name]} and {wave_index}"
+                    where = (
+                        "twice in one wave"
+                        if seen[name] == wave_index
+                        else f"in waves {seen[name]} and {wave_index}"
+                    )
                     yield path, f"target {name!r} appears {where} of stage {stage.get('name')!r}"
                 else:
                     seen[name] = wave_index
@@ -83,7 +89,10 @@ def check_canary_weights(spec: dict[str, Any]) -> Iterator[Finding]:
             if not 0 <= weight <= 100:
                 yield path, f"setWeight {weight} is outside 0..100"
             elif weight < last:
-                yield path, f"setWeight {weight} is lower than the step before ({last}); weights never decrease"
+                yield (
+                    path,
+                    f"setWeight {weight} is lower than the step before ({last}); weights never decrease",
+                )
             last = max(last, weight)
             reached_full = reached_full or weight == 100
         if not reached_full:
@@ -102,12 +111,18 @@ def check_analysis_has_metrics(spec: dict[str, Any]) -> Iterator[Finding]:
                 continue
             path = ("spec", "stages", index, "strategy", "canary", "steps", step_index, "analysis")
             if analysis is None:
-                yield path, "analysis step but spec.analysis (a Prometheus provider and metrics) is not configured"
+                yield (
+                    path,
+                    "analysis step but spec.analysis (a Prometheus provider and metrics) is not configured",
+                )
             elif not metric_names:
                 yield path, "analysis step but spec.analysis.metrics is empty"
             for metric_index, name in enumerate((step.get("analysis") or {}).get("metrics", [])):
                 if name not in metric_names:
-                    yield (*path, "metrics", metric_index), f"unknown metric {name!r}; metrics are {sorted(metric_names)}"
+                    yield (
+                        (*path, "metrics", metric_index),
+                        f"unknown metric {name!r}; metrics are {sorted(metric_names)}",
+                    )
 
 
 def check_metric_thresholds(spec: dict[str, Any]) -> Iterator[Finding]:
@@ -162,9 +177,12 @@ def check_artifact_placeholders(spec: dict[str, Any]) -> Iterator[Finding]:
     artifact = spec.get("build", {}).get("artifact", "")
     for name in placeholders_in(artifact):
         if name in ALLOWED_VARIABLES and name not in ("revision", "revision.short"):
-            yield ("spec", "build", "artifact"), (
-                f"placeholder {{{{ {name} }}}} has no value when the artifact is named;"
-                " use {{ revision }} or {{ revision.short }}"
+            yield (
+                ("spec", "build", "artifact"),
+                (
+                    f"placeholder {{{{ {name} }}}} has no value when the artifact is named;"
+                    " use {{ revision }} or {{ revision.short }}"
+                ),
             )
 
 
@@ -197,7 +215,10 @@ def check_edge_targets(spec: dict[str, Any]) -> Iterator[Finding]:
                 except ValueError:
                     continue
                 if share <= previous or share > 1.0:
-                    yield (*path, "batches", batch_index), f"batch {batch} must be above the one before and at most 100%"
+                    yield (
+                        (*path, "batches", batch_index),
+                        f"batch {batch} must be above the one before and at most 100%",
+                    )
                 previous = share
             if target.get("batches") and previous != 1.0:
                 yield (*path, "batches"), "the last batch must be 100%"
@@ -213,13 +234,71 @@ def check_edge_targets(spec: dict[str, Any]) -> Iterator[Finding]:
             yield (*path, "chart"), "chart applies to argocd targets only (it shapes their Application)"
 
 
+def check_repo_paths(spec: dict[str, Any]) -> Iterator[Finding]:
+    """Target paths and fleet files stay inside the GitOps repository (the run refuses them too, but only
+    after the build)."""
+    for name, target in spec.get("targets", {}).items():
+        path = ("spec", "targets", name)
+        if isinstance(target.get("path"), str) and (problem := repo_path_problem(target["path"])):
+            yield (*path, "path"), f"path {target['path']!r} {problem}"
+        sites = target.get("sites")
+        fleet_file = sites.get("file") if isinstance(sites, dict) else None
+        if isinstance(fleet_file, str) and (
+            problem := repo_path_problem(fleet_file, placeholders=frozenset())
+        ):
+            yield (*path, "sites", "file"), f"fleet file {fleet_file!r} {problem}"
+
+
+def _commands(spec: dict[str, Any]) -> Iterator[tuple[Path, dict[str, Any]]]:
+    if "build" in spec:
+        yield ("spec", "build"), spec["build"]
+    for key in ("test", "provision"):
+        for index, command in enumerate(spec.get(key, [])):
+            yield ("spec", key, index), command
+
+
+def check_command_env(spec: dict[str, Any]) -> Iterator[Finding]:
+    """`env` and `secretEnv` names: AICD_* is aicd's own, and a name comes from one of the two."""
+    for base, command in _commands(spec):
+        for name in command.get("env", {}):
+            if name.upper().startswith("AICD_"):
+                yield (*base, "env", name), f"{name} is reserved: aicd sets the AICD_* variables itself"
+        literal = set(command.get("env", {}))
+        for index, name in enumerate(command.get("secretEnv", [])):
+            if name.upper().startswith("AICD_"):
+                yield (
+                    (*base, "secretEnv", index),
+                    f"{name} is reserved: aicd sets the AICD_* variables itself",
+                )
+            elif name in literal:
+                yield (*base, "secretEnv", index), f"{name} is in both env and secretEnv; keep one"
+
+
+def check_repo_credentials(spec: dict[str, Any]) -> Iterator[Finding]:
+    """A password in a repository URL would travel in every workflow's input and history."""
+    for key in ("source", "gitops"):
+        url = spec.get(key, {}).get("repo")
+        if isinstance(url, str) and has_password(url):
+            yield (
+                ("spec", key, "repo"),
+                "the URL holds a password or token, which would be stored in workflow history; give the"
+                " worker a Git credential helper, ~/.git-credentials or an SSH key instead",
+            )
+
+
 def check_durations(spec: dict[str, Any]) -> Iterator[Finding]:
     """The schema checks the pattern; this catches what parses but makes no sense."""
 
     def walk(value: Any, path: Path) -> Iterator[Finding]:
         if isinstance(value, dict):
             for key, item in value.items():
-                if key in ("timeout", "interval", "duration", "progressDeadline", "pollInterval") and isinstance(item, str):
+                if key in (
+                    "timeout",
+                    "interval",
+                    "duration",
+                    "progressDeadline",
+                    "pollInterval",
+                ) and isinstance(item, str):
                     try:
                         if parse_duration(item) <= 0:
                             yield (*path, key), f"duration {item!r} must be greater than zero"
@@ -247,5 +326,8 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_artifact_placeholders,
     check_approvals,
     check_edge_targets,
+    check_repo_paths,
+    check_command_env,
+    check_repo_credentials,
     check_durations,
 )

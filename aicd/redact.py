@@ -1,0 +1,197 @@
+"""Keeping secrets out of everything aicd stores or shows: Temporal history, status, logs, Slack.
+
+Two kinds of leak, one module:
+- credentials written into URLs (`https://user:token@host/repo.git`, `https://x-access-token:...@`):
+  `redact_credentials` replaces the userinfo's secret part wherever a URL appears in a text;
+- secret values the process holds (a command's `secretEnv`, SLACK_BOT_TOKEN, webhook secrets,
+  TEMPORAL_API_KEY, any environment variable whose name looks secret): `SecretMask` replaces every literal
+  occurrence with `***`, also in a byte stream cut into chunks (a command's output on its way to the log).
+
+Masking is literal, like CI systems do it: a secret printed in another encoding (base64, escaped) or in
+parts is not recognised. Values too short to be a secret are not masked (masking `true` or `1` would only
+garble the output); see `MIN_SECRET_CHARS` and `MIN_GUESSED_SECRET_CHARS`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+
+MASK = "***"
+MIN_SECRET_CHARS = 4  # values named as secrets (secretEnv, the configured secrets)
+MIN_GUESSED_SECRET_CHARS = 8  # values of variables that only look secret by name
+# Variable names whose values are secrets (substring match, case-insensitive).
+SECRET_NAME_PARTS = (
+    "TOKEN",
+    "SECRET",
+    "PASSWORD",
+    "PASSWD",
+    "PASSPHRASE",
+    "KEY",
+    "CREDENTIAL",
+    "PRIVATE",
+    "COOKIE",
+    "SIGNATURE",
+    "AUTH",
+    "DSN",
+)
+NOT_SECRET_NAMES = frozenset({"SSH_AUTH_SOCK", "XAUTHORITY"})  # paths, not secrets
+
+# scheme://userinfo@ up to the authority's last '@' (a password may hold an unencoded '@').
+# A scheme is short: bounding it keeps the scan linear on long texts full of dots.
+_URL_USERINFO = re.compile(
+    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]{0,31}://)(?P<userinfo>[^/?#\s@]*(?:@[^/?#\s@]*)*)@"
+)
+# Schemes where a user name alone is no secret (ssh's login user); elsewhere a lone user name is often a
+# token (`https://TOKEN@github.com/...`).
+_USER_IS_PUBLIC = frozenset({"ssh", "git+ssh", "ssh+git"})
+
+
+def looks_secret(name: str) -> bool:
+    """Whether an environment variable's name says its value is a secret."""
+    upper = name.upper()
+    return upper not in NOT_SECRET_NAMES and any(part in upper for part in SECRET_NAME_PARTS)
+
+
+def redact_credentials(text: str) -> str:
+    """`text` with the secret part of every URL's userinfo replaced: `https://user:pw@h` -> `https://user:***@h`,
+    `https://TOKEN@h` -> `https://***@h`; `ssh://git@h` keeps its (public) user name."""
+
+    def replace(match: re.Match[str]) -> str:
+        scheme, userinfo = match.group("scheme"), match.group("userinfo")
+        user, colon, _password = userinfo.partition(":")
+        if colon:
+            return f"{scheme}{user}:{MASK}@"
+        if scheme[:-3].lower() in _USER_IS_PUBLIC:
+            return match.group(0)
+        return f"{scheme}{MASK}@"
+
+    return _URL_USERINFO.sub(replace, text)
+
+
+def has_password(url: str) -> bool:
+    """Whether a URL carries a password (or a token in the password's place: `x-access-token:TOKEN@`)."""
+    return any(":" in match.group("userinfo") for match in _URL_USERINFO.finditer(url))
+
+
+class SecretMask:
+    """Replaces every occurrence of the given secret values with `***`."""
+
+    def __init__(self, values: Iterable[str] = (), min_chars: int = MIN_SECRET_CHARS) -> None:
+        needles: set[bytes] = set()
+        for value in values:
+            # A multi-line secret (a key file) is also masked line by line, as tools print it that way too.
+            for candidate in (value, *value.splitlines()):
+                candidate = candidate.strip("\r\n")
+                if len(candidate) >= min_chars:
+                    needles.add(candidate.encode("utf-8", "surrogateescape"))
+        self._set(needles)
+
+    def _set(self, needles: set[bytes]) -> None:
+        self._needles = frozenset(needles)
+        ordered = sorted(needles, key=len, reverse=True)  # the longest first: no partial masks
+        self._pattern = re.compile(b"|".join(re.escape(n) for n in ordered)) if ordered else None
+        self.longest = len(ordered[0]) if ordered else 0
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
+
+    def __or__(self, other: SecretMask) -> SecretMask:
+        merged = SecretMask()
+        merged._set(set(self._needles | other._needles))
+        return merged
+
+    def _found_in(self, data: bytes) -> bool:
+        # Substring search is much faster than the regex; most output holds no secret at all.
+        return any(needle in data for needle in self._needles)
+
+    def mask_bytes(self, data: bytes) -> bytes:
+        if self._pattern is None or not self._found_in(data):
+            return data
+        return self._pattern.sub(MASK.encode(), data)
+
+    def mask(self, text: str) -> str:
+        if self._pattern is None:
+            return text
+        return self.mask_bytes(text.encode("utf-8", "surrogateescape")).decode("utf-8", "surrogateescape")
+
+    def writer(self, write: Callable[[bytes], object]) -> MaskingWriter:
+        return MaskingWriter(self, write)
+
+    def _safe_end(self, data: bytes) -> int:
+        """How much of `data` can be masked and written now: all but a tail that may be the start of a
+        secret continued in the next chunk, and never the middle of a secret."""
+        end = max(0, len(data) - (self.longest - 1))
+        if self._pattern is not None and self._found_in(data):
+            for match in self._pattern.finditer(data):
+                if match.start() < end < match.end():
+                    return match.start()
+        return end
+
+
+class MaskingWriter:
+    """A byte stream's chunks in, masked chunks out: holds back at most `longest - 1` bytes so a secret split
+    across two chunks is still masked."""
+
+    def __init__(self, mask: SecretMask, write: Callable[[bytes], object]) -> None:
+        self._mask = mask
+        self._write = write
+        self._pending = b""
+
+    def write(self, chunk: bytes) -> None:
+        if not self._mask:
+            self._write(chunk)
+            return
+        data = self._pending + chunk
+        end = self._mask._safe_end(data)
+        if end:
+            self._write(self._mask.mask_bytes(data[:end]))
+        self._pending = data[end:]
+
+    def close(self) -> None:
+        if self._pending:
+            self._write(self._mask.mask_bytes(self._pending))
+            self._pending = b""
+
+
+def environment_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
+    """Values of the variables whose names look secret (SLACK_BOT_TOKEN, AICD_GITHUB_WEBHOOK_SECRET,
+    TEMPORAL_API_KEY, ...)."""
+    environ = os.environ if environ is None else environ
+    return [value for name, value in environ.items() if value and looks_secret(name)]
+
+
+def process_mask(environ: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> SecretMask:
+    """The secrets this process holds: `extra` (named secrets), then what the environment's names give away."""
+    return SecretMask(extra) | SecretMask(environment_secrets(environ), MIN_GUESSED_SECRET_CHARS)
+
+
+def redact(text: str, mask: SecretMask | None = None) -> str:
+    """Credentials in URLs and the given secret values out of `text`."""
+    text = redact_credentials(text)
+    return mask.mask(text) if mask is not None else text
+
+
+class RedactingFormatter(logging.Formatter):
+    """Every formatted log line (message and traceback) without URL credentials or this process's secrets."""
+
+    def __init__(self, fmt: str, mask: SecretMask | None = None) -> None:
+        super().__init__(fmt)
+        self._mask = mask if mask is not None else process_mask()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record), self._mask)
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: int | str = logging.INFO) -> None:
+    """Process-wide logging for aicd's long-running commands, every line redacted."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(RedactingFormatter(LOG_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper() if isinstance(level, str) else level)

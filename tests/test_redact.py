@@ -1,0 +1,169 @@
+"""Redaction: credentials in URLs and secret values never reach a message, a log line or a stored output.
+The masking is exercised on chunked streams (a secret split across reads is still masked), and the real
+failure paths (git clone of the source and of the GitOps repo, git ls-remote of the poller) are run against
+an unreachable URL with a password in it."""
+
+from __future__ import annotations
+
+import logging
+import random
+import sys
+from pathlib import Path
+
+import pytest
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.commands import CommandActivities, CommandRequest, CommandSecrets
+from activities.failures import redacted_failure
+from activities.gitops import GitOpsClone
+from aicd.redact import (
+    MASK,
+    RedactingFormatter,
+    SecretMask,
+    has_password,
+    looks_secret,
+    process_mask,
+    redact_credentials,
+)
+from aicd.source import SourceError as PollError
+from aicd.source import list_heads
+
+PASSWORD = "s3cret-pass-7f1d2a"
+TOKEN = "ghs_0123456789abcdefTOKEN"
+URL = f"http://deploy:{PASSWORD}@127.0.0.1:9/org/repo.git"  # port 9: nothing listens
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (f"https://user:{PASSWORD}@git.example.com/a.git", "https://user:***@git.example.com/a.git"),
+        (f"https://x-access-token:{TOKEN}@github.com/o/r", "https://x-access-token:***@github.com/o/r"),
+        (f"clone 'https://{TOKEN}@github.com/o/r' failed", "clone 'https://***@github.com/o/r' failed"),
+        (f"https://u:p@ss{PASSWORD}@host/x", "https://u:***@host/x"),  # an unencoded '@' in the password
+        ("ssh://git@github.com/o/r.git", "ssh://git@github.com/o/r.git"),  # ssh's login user is no secret
+        (f"ssh://git:{PASSWORD}@host/r", "ssh://git:***@host/r"),
+        (
+            "git@github.com:o/r.git and https://host/path?to=a@b",
+            "git@github.com:o/r.git and https://host/path?to=a@b",
+        ),
+    ],
+)
+def test_credentials_in_urls_are_redacted(text: str, expected: str) -> None:
+    assert redact_credentials(text) == expected
+    assert PASSWORD not in redact_credentials(text) and TOKEN not in redact_credentials(text)
+
+
+def test_password_detection() -> None:
+    assert has_password(URL) and has_password(f"https://x-access-token:{TOKEN}@github.com/o/r")
+    assert not has_password("https://github.com/o/r.git") and not has_password("ssh://git@host/r")
+    assert not has_password("git@github.com:o/r.git")
+
+
+def test_secret_names() -> None:
+    for name in (
+        "SLACK_BOT_TOKEN",
+        "AICD_GITHUB_WEBHOOK_SECRET",
+        "TEMPORAL_API_KEY",
+        "DB_PASSWORD",
+        "aws_secret",
+    ):
+        assert looks_secret(name), name
+    for name in ("PATH", "HOME", "LANG", "SSH_AUTH_SOCK", "AICD_TASK_QUEUE"):
+        assert not looks_secret(name), name
+
+
+def test_mask_replaces_every_occurrence_longest_first() -> None:
+    mask = SecretMask(["abcdefgh", "abcd", "xy"])  # "xy" is too short to be a secret
+    assert mask.mask("1 abcdefgh 2 abcd 3 xy") == f"1 {MASK} 2 {MASK} 3 xy"
+    key = "-----BEGIN KEY-----\nline-one-secret\nline-two-secret\n-----END KEY-----"
+    assert "line-two-secret" not in SecretMask([key]).mask("printed: line-two-secret")
+
+
+def test_masking_a_stream_cut_anywhere() -> None:
+    secrets = [f"sentinel-{n}-{'x' * n}" for n in range(1, 6)]
+    mask = SecretMask(secrets)
+    rng = random.Random(7)
+    text = "".join(
+        f"line {i}: {rng.choice(secrets)} then {rng.choice(secrets)}{rng.choice(secrets)}\n"
+        for i in range(200)
+    )
+    data = text.encode()
+    for _ in range(50):
+        out: list[bytes] = []
+        writer = mask.writer(out.append)
+        position = 0
+        while position < len(data):
+            step = rng.randint(1, 40)
+            writer.write(data[position : position + step])
+            position += step
+        writer.close()
+        masked = b"".join(out).decode()
+        assert masked == mask.mask(text)
+        assert not any(secret in masked for secret in secrets) and masked.count(MASK) == 600
+
+
+def test_process_mask_holds_the_environments_secrets() -> None:
+    mask = process_mask(
+        {"SLACK_BOT_TOKEN": "xoxb-sentinel-1234", "PATH": "/usr/bin:/bin", "API_KEY": "short"}
+    )
+    assert mask.mask("xoxb-sentinel-1234 /usr/bin:/bin short") == f"{MASK} /usr/bin:/bin short"
+
+
+def test_log_lines_are_redacted(caplog: pytest.LogCaptureFixture) -> None:
+    formatter = RedactingFormatter("%(message)s", SecretMask(["xoxb-sentinel-1234"]))
+    try:
+        raise RuntimeError(f"cannot reach {URL} with xoxb-sentinel-1234")
+    except RuntimeError:
+        record = logging.LogRecord("t", logging.ERROR, __file__, 1, "failed: %s", (URL,), sys.exc_info())
+    line = formatter.format(record)
+    assert "Traceback" in line and PASSWORD not in line and "xoxb-sentinel-1234" not in line
+
+
+def test_failure_chain_is_redacted() -> None:
+    try:
+        try:
+            raise OSError(f"git says {URL}")
+        except OSError as inner:
+            raise ApplicationError(
+                f"cannot push to {URL}", {"k": 1}, type="GitOpsUnreachable", non_retryable=True
+            ) from inner
+    except ApplicationError as error:
+        redacted = redacted_failure(error, None)
+    assert (
+        PASSWORD not in redacted.message and redacted.type == "GitOpsUnreachable" and redacted.non_retryable
+    )
+    assert redacted.details == ({"k": 1},)
+    cause = redacted.__cause__
+    assert isinstance(cause, ApplicationError) and cause.type == "OSError" and PASSWORD not in cause.message
+
+
+async def test_source_checkout_failure_hides_the_password(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    request = CommandRequest("delivery-x-abcdef1", "build", ["true"], 10, URL, "a" * 40, "x:1")
+    activities = CommandActivities(tmp_path / "state", CommandSecrets())
+    with caplog.at_level(logging.DEBUG), pytest.raises(ApplicationError) as raised:
+        await ActivityEnvironment().run(activities.run_command, request)
+    assert raised.value.type == "SourceUnavailable" and "cannot check out" in raised.value.message
+    assert "127.0.0.1:9" in raised.value.message
+    assert PASSWORD not in raised.value.message and raised.value.__cause__ is None
+    assert PASSWORD not in caplog.text
+
+
+def test_gitops_clone_failure_hides_the_password(tmp_path: Path) -> None:
+    clone = GitOpsClone(tmp_path / "state", URL, "main")
+    with pytest.raises(ApplicationError) as raised, clone.locked():
+        pass
+    assert raised.value.type == "GitOpsUnreachable" and "cannot clone GitOps repo" in raised.value.message
+    assert PASSWORD not in raised.value.message and raised.value.__cause__ is None
+
+
+async def test_ls_remote_failure_hides_the_password() -> None:
+    with pytest.raises(PollError) as raised:
+        await list_heads(URL)
+    assert "failed" in str(raised.value) and "127.0.0.1:9" in str(raised.value)
+    assert PASSWORD not in str(raised.value)
+    with pytest.raises(PollError) as option:
+        await list_heads(f"--upload-pack=x {URL}")
+    assert PASSWORD not in str(option.value)
