@@ -1,15 +1,25 @@
-"""Records the workflow histories the replay test guards: a delivery with an approval gate, a pause and a
-resume, a `pause: {}` step, a second stage whose target is aborted and rolled back.
+"""Records the workflow histories the replay test guards, one folder per scenario under tests/histories/:
 
-Run `python -m tests.record_histories` after a deliberate, versioned change of workflow behaviour; the
-replay test fails whenever workflow code changes in a way that would break running deliveries."""
+- `gates`: a delivery with an approval gate, a pause and a resume, a `pause: {}` step, a second stage whose
+  target is aborted and rolled back (release scope);
+- `notify`: the same delivery with Slack notifications on, so its history holds the `notify` activities
+  the delivery schedules on events and target progress (no bot token: each call is skipped, but scheduled);
+- `fleet`: an edge fleet of four sites in two batches, a timed pause after each, continued as new between
+  the batches (both runs are kept).
+
+Run `python -m tests.record_histories [SCENARIO...]` after a deliberate, versioned change of workflow
+behaviour; the replay test fails whenever workflow code changes in a way that would break running deliveries.
+Histories recorded by an older version of the code stay: they are what running deliveries look like."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import tempfile
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
@@ -22,9 +32,22 @@ from tests.helpers_engine import TEMPORAL_BIN, make_repo, plan_from, running_wor
 HISTORY_DIR = Path(__file__).parent / "histories"
 
 
-async def record_scenario(client: Client, root: Path) -> list[WorkflowHistory]:
+async def _histories(client: Client, delivery_id: str) -> list[WorkflowHistory]:
+    """Every run of the delivery and of its children, the delivery first, runs in start order."""
+    executions = [
+        execution async for execution in client.list_workflows(f"WorkflowId STARTS_WITH '{delivery_id}'")
+    ]
+    executions.sort(key=lambda execution: (execution.id != delivery_id, execution.id, execution.start_time))
+    return [
+        await client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history()
+        for execution in executions
+    ]
+
+
+async def record_gates(client: Client, root: Path, *, slack: bool = False) -> list[WorkflowHistory]:
     source, revision = make_repo(root, "source", {"README": "x\n"})
     gitops, _ = make_repo(root, "gitops", {"a.yaml": "image: {tag: v0}\n", "b.yaml": "image: {tag: v0}\n"})
+    extra: dict[str, Any] = {"notifications": {"slack": {"channel": "#deploys"}}} if slack else {}
     document = spec_document(
         "replay",
         source,
@@ -35,43 +58,103 @@ async def record_scenario(client: Client, root: Path) -> list[WorkflowHistory]:
                 "name": "one",
                 "targets": ["a"],
                 "approval": {"approvers": ["alice"], "timeout": "1h"},
-                "strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": "1s"}, {"pause": {}}, {"setWeight": 100}]}},
+                "strategy": {
+                    "canary": {
+                        "steps": [{"setWeight": 10}, {"pause": "1s"}, {"pause": {}}, {"setWeight": 100}]
+                    }
+                },
             },
-            {"name": "two", "targets": ["b"], "strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": {}}, {"setWeight": 100}]}}},
+            {
+                "name": "two",
+                "targets": ["b"],
+                "strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": {}}, {"setWeight": 100}]}},
+            },
         ],
         rollback={"scope": "release"},
+        **extra,
     )
     plan = plan_from(document, revision)
     async with running_worker(client, root / "state") as queue:
         await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
         await wait_for(client, plan.delivery_id, lambda s: s.pending_approval == "one")
         await send_action(client, plan.delivery_id, "approve", HumanAction("alice"))
-        await wait_for(client, plan.delivery_id, lambda s: "a" in s.targets and s.targets["a"].step_index == 1)
+        await wait_for(
+            client, plan.delivery_id, lambda s: "a" in s.targets and s.targets["a"].step_index == 1
+        )
         await send_action(client, plan.delivery_id, "pause", HumanAction("oncall", "look"))
         await asyncio.sleep(1.5)
         await send_action(client, plan.delivery_id, "resume", HumanAction("oncall"))
-        await wait_for(client, plan.delivery_id, lambda s: "a" in s.targets and s.targets["a"].state == "awaiting-resume")
+        await wait_for(
+            client, plan.delivery_id, lambda s: "a" in s.targets and s.targets["a"].state == "awaiting-resume"
+        )
         await send_action(client, plan.delivery_id, "resume", HumanAction("oncall"))
-        await wait_for(client, plan.delivery_id, lambda s: "b" in s.targets and s.targets["b"].state == "awaiting-resume")
+        await wait_for(
+            client, plan.delivery_id, lambda s: "b" in s.targets and s.targets["b"].state == "awaiting-resume"
+        )
         await send_action(client, plan.delivery_id, "abort", HumanAction("carol", "enough"))
         await handle_for(client, plan.delivery_id).result()
-        ids = [plan.delivery_id, f"{plan.delivery_id}--one--a", f"{plan.delivery_id}--two--b"]
-        return [await client.get_workflow_handle(workflow_id).fetch_history() for workflow_id in ids]
+        return await _histories(client, plan.delivery_id)
 
 
-async def main() -> None:
+async def record_notify(client: Client, root: Path) -> list[WorkflowHistory]:
+    histories = await record_gates(client, root, slack=True)
+    return histories[:1]  # the children are those of `gates`; the delivery holds the notifications
+
+
+async def record_fleet(client: Client, root: Path) -> list[WorkflowHistory]:
+    sites = ["pop-1", "pop-2", "pop-3", "pop-4"]
+    source, revision = make_repo(root, "source", {"README": "x\n"})
+    gitops, _ = make_repo(root, "gitops", {f"edge/{site}.yaml": "image: {tag: v0}\n" for site in sites})
+    fleet = {"kind": "edge", "sites": sites, "path": "edge/{{ site }}.yaml", "batches": ["50%", "100%"]}
+    steps = [{"setWeight": 10}, {"pause": "1s"}, {"setWeight": 100}]
+    document = spec_document(
+        "replay-fleet",
+        source,
+        gitops,
+        {"pops": fleet},
+        [{"name": "edge", "targets": ["pops"], "strategy": {"canary": {"steps": steps}}}],
+    )
+    plan = plan_from(document, revision)
+    async with running_worker(client, root / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
+        result = await handle_for(client, plan.delivery_id).result()
+        assert result.phase == "succeeded", result.reason
+        return await _histories(client, plan.delivery_id)
+
+
+SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]] = {
+    "gates": record_gates,
+    "notify": record_notify,
+    "fleet": record_fleet,
+}
+
+
+async def record_scenario(client: Client, root: Path, scenario: str = "gates") -> list[WorkflowHistory]:
+    return await SCENARIOS[scenario](client, root)
+
+
+def history_name(history: WorkflowHistory, index: int) -> str:
+    """`delivery`, or the child's target name; a continued run gets its number (`pops-run2`)."""
+    kind = "delivery" if "--" not in history.workflow_id else history.workflow_id.rsplit("--", 1)[1]
+    return kind if index == 1 else f"{kind}-run{index}"
+
+
+async def main(scenarios: list[str]) -> None:
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=TEMPORAL_BIN, search_attributes=list(search.ALL)
     ) as env:
-        with tempfile.TemporaryDirectory() as root:
-            histories = await record_scenario(env.client, Path(root))
-    HISTORY_DIR.mkdir(exist_ok=True)
-    for history in histories:
-        kind = "delivery" if "--" not in history.workflow_id else "target-" + history.workflow_id.rsplit("--", 1)[1]
-        path = HISTORY_DIR / f"{kind}.json"
-        path.write_text(json.dumps(json.loads(history.to_json()), indent=1))
-        print(f"recorded {path} ({len(history.events)} events)")
+        for scenario in scenarios:
+            with tempfile.TemporaryDirectory() as root:
+                histories = await record_scenario(env.client, Path(root), scenario)
+            folder = HISTORY_DIR / scenario
+            folder.mkdir(parents=True, exist_ok=True)
+            runs: dict[str, int] = {}
+            for history in histories:
+                runs[history.workflow_id] = runs.get(history.workflow_id, 0) + 1
+                path = folder / f"{history_name(history, runs[history.workflow_id])}.json"
+                path.write_text(json.dumps(json.loads(history.to_json()), indent=1))
+                print(f"recorded {path} ({len(history.events)} events)")
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(sys.argv[1:] or list(SCENARIOS)))
