@@ -9,14 +9,14 @@ from typing import Any
 
 from temporalio.client import Client
 
-from activities.analysis import analysis_look
-from activities.commands import CommandActivities, CommandSecrets
-from activities.edge import check_sites
-from activities.gitops import GitOpsActivities
-from activities.notify import notify
-from activities.releases import ReleaseActivities
-from activities.steps import StepActivities
-from activities.sync import sync_target
+from aicd.activities.analysis import analysis_look
+from aicd.activities.commands import CommandActivities, CommandSecrets
+from aicd.activities.edge import check_sites
+from aicd.activities.gitops import GitOpsActivities
+from aicd.activities.notify import notify
+from aicd.activities.releases import ReleaseActivities
+from aicd.activities.steps import StepActivities
+from aicd.activities.sync import sync_target
 
 
 @dataclass

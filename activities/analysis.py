@@ -13,8 +13,8 @@ from prometheus_api_client import PrometheusConnect
 from temporalio import activity
 from urllib3.util.retry import Retry
 
-from activities.heartbeats import in_thread_with_heartbeats
 from aicd import judge as judging
+from aicd.activities.heartbeats import in_thread_with_heartbeats
 from aicd.plan import AnalysisPlan, MetricPlan
 from aicd.spec.placeholders import render
 

@@ -31,8 +31,8 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-import activities.sync  # noqa: F401 - registers the target drivers
-from activities.drivers.base import SyncFailed, SyncRequest, driver_for
+import aicd.activities.sync  # noqa: F401 - registers the target drivers
+from aicd.activities.drivers.base import SyncFailed, SyncRequest, driver_for
 from aicd.fleet import Site, site_path, site_variables
 from aicd.spec.placeholders import render
 

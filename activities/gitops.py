@@ -39,8 +39,8 @@ from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 
-from activities.heartbeats import in_thread_with_heartbeats
-from activities.yamledit import get_key, set_keys
+from aicd.activities.heartbeats import in_thread_with_heartbeats
+from aicd.activities.yamledit import get_key, set_keys
 from aicd.errors import ErrorType
 from aicd.plan import WritePlan
 from aicd.redact import redact_credentials

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 from temporalio import activity
 
-from activities.drivers.base import SyncRequest, SyncResult
-from activities.gitops import CommitRequest, CommitResult, GitOpsActivities
-from activities.sync import sync_target
+from aicd.activities.drivers.base import SyncRequest, SyncResult
+from aicd.activities.gitops import CommitRequest, CommitResult, GitOpsActivities
+from aicd.activities.sync import sync_target
 
 
 @dataclass

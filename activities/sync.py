@@ -8,10 +8,17 @@ import importlib
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.drivers.base import UNHEALTHY, SyncFailed, SyncRequest, SyncResult, config_error, driver_for
+from aicd.activities.drivers.base import (
+    UNHEALTHY,
+    SyncFailed,
+    SyncRequest,
+    SyncResult,
+    config_error,
+    driver_for,
+)
 
 # Driver modules register themselves on import; a missing optional one is simply not available.
-DRIVER_MODULES = ("activities.drivers.git", "activities.drivers.argocd", "activities.drivers.local")
+DRIVER_MODULES = ("aicd.activities.drivers.git", "aicd.activities.drivers.argocd", "aicd.activities.drivers.local")
 for _module in DRIVER_MODULES:
     try:
         importlib.import_module(_module)

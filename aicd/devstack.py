@@ -50,7 +50,7 @@ DEV_INFO_FILE = "dev.json"
 DB_FILE = "temporal.db"
 TEMPORAL_BIN_ENV = "AICD_TEMPORAL_BIN"  # overrides where the `temporal` binary is looked for
 SEARCH_ATTRIBUTES = tuple(key.name for key in search.ALL)  # AicdApp, AicdStage, AicdPhase (Keyword)
-WORKER_SCRIPT = Path(__file__).resolve().parents[1] / "worker.py"
+WORKER_MODULE = "aicd.worker"  # run as `python -m aicd.worker`: found wherever aicd is installed
 _START_ATTEMPTS = 3  # a port picked free can be taken before the server binds it: try again with new ones
 
 
@@ -365,7 +365,7 @@ class EmbeddedTemporal:
         timeout: float = 60.0,
         cancel: threading.Event | None = None,
     ) -> ManagedProcess:
-        """Start `python worker.py --state-dir <state> --address <addr>` in its own process group (log
+        """Start `python -m aicd.worker --state-dir <state> --address <addr>` in its own process group (log
         `<state>/logs/worker.log`, environment TEMPORAL_ADDRESS/TEMPORAL_NAMESPACE of this server and no other
         TEMPORAL_* settings). With `wait`, return once it polls its task queue."""
         if not self.running():
@@ -373,8 +373,7 @@ class EmbeddedTemporal:
         if self.worker is not None and self.worker.alive():
             raise DevStackError("the worker already runs")
         queue = task_queue or default_task_queue()
-        script = [str(WORKER_SCRIPT)] if WORKER_SCRIPT.is_file() else ["-m", "worker"]
-        argv = [sys.executable, *script, "--state-dir", str(self.state_dir), "--address", self.address]
+        argv = [sys.executable, "-m", WORKER_MODULE, "--state-dir", str(self.state_dir), "--address", self.address]
         argv += ["--task-queue", queue, *extra_args]
         child_env = {key: value for key, value in os.environ.items() if not key.startswith("TEMPORAL_")}
         child_env.update(

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kubernetes import client as k8s
 
-from activities.drivers.argocd import ArgoCDDriver
-from activities.drivers.base import SyncRequest
+from aicd.activities.drivers.argocd import ArgoCDDriver
+from aicd.activities.drivers.base import SyncRequest
 from aicd.argocd_manifests import render_applications
 from tests.standins.kube_argocd import GitOpsRepo, KubeArgoCD
 
@@ -124,7 +124,7 @@ async def _run(steps: int) -> tuple[float, float]:
 
 
 def driver_target(kubeconfig: Path) -> Any:
-    from activities.drivers.argocd import _Target
+    from aicd.activities.drivers.argocd import _Target
 
     return _Target.from_request(_request("0" * 40, kubeconfig, 0))
 

@@ -15,11 +15,11 @@ from pathlib import Path
 from _stack import dev_server
 from temporalio.client import Client, WorkflowHistory
 
-from activities import WorkerSettings
+from aicd.activities import WorkerSettings
 from aicd.client import handle_for, start_delivery
 from aicd.messages import Trigger
+from aicd.worker import build_worker
 from tests.helpers_engine import commits, make_repo, plan_from, running_worker, spec_document
-from worker import build_worker
 
 
 def push_retries(history: WorkflowHistory) -> int:

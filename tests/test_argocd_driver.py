@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.drivers.argocd import ArgoCDAPIError, ArgoCDDriver, _repo_key, parse_duration
-from activities.drivers.base import SyncFailed, SyncRequest, driver_for
+from aicd.activities.drivers.argocd import ArgoCDAPIError, ArgoCDDriver, _repo_key, parse_duration
+from aicd.activities.drivers.base import SyncFailed, SyncRequest, driver_for
 from aicd.argocd_manifests import render_applications
 from tests.standins.kube_argocd import GitOpsRepo, KubeArgoCD, write_kubeconfig
 

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from activities.drivers.argocd import ArgoCDDriver
-from activities.drivers.base import SyncRequest
+from aicd.activities.drivers.argocd import ArgoCDDriver
+from aicd.activities.drivers.base import SyncRequest
 from aicd.argocd_manifests import GitOpsTree, dump_manifests, render_applications
 from tests.conftest import RunAicd
 from tests.helpers_engine import spec_document

@@ -207,7 +207,7 @@ async def test_dev_runs_the_worker_and_stops_both_on_sigterm(run_dev, state_dir:
     info = read_dev_info(state_dir)
     assert info is not None and info["worker_pid"] and info["task_queue"] == "aicd"
     worker = psutil.Process(info["worker_pid"])
-    assert "worker.py" in " ".join(worker.cmdline())
+    assert "aicd.worker" in " ".join(worker.cmdline())
     assert f"pid {worker.pid}" in dev.stdout.wait_for("  worker  ")
 
     client = await Client.connect(info["address"])

@@ -17,6 +17,7 @@ from temporalio.worker import Replayer
 
 from aicd.client import get_status, handle_for, send_action, start_delivery
 from aicd.messages import DeliveryStatus, HumanAction, TargetStatus, Trigger
+from aicd.workflows import ALL_WORKFLOWS, sandbox_runner
 from tests.helpers_engine import (
     commits,
     git,
@@ -28,7 +29,6 @@ from tests.helpers_engine import (
     wait_for,
 )
 from tests.standins.kube_argocd import KubeArgoCD
-from workflows import ALL_WORKFLOWS, sandbox_runner
 
 __all__ = ["temporal_env"]
 

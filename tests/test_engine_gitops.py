@@ -10,10 +10,11 @@ from pathlib import Path
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from activities import WorkerSettings
-from activities.gitops import CommitRequest, FileEdit, GitOpsActivities, RollbackRequest
+from aicd.activities import WorkerSettings
+from aicd.activities.gitops import CommitRequest, FileEdit, GitOpsActivities, RollbackRequest
 from aicd.client import handle_for, start_delivery
 from aicd.messages import Trigger
+from aicd.worker import build_worker
 from tests.helpers_engine import (
     commits,
     make_repo,
@@ -23,7 +24,6 @@ from tests.helpers_engine import (
     spec_document,
     temporal_env,
 )
-from worker import build_worker
 
 __all__ = ["temporal_env"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from activities.gitops import CommitRequest, FileEdit, GitOpsActivities, RollbackRequest
+from aicd.activities.gitops import CommitRequest, FileEdit, GitOpsActivities, RollbackRequest
 from aicd.errors import ErrorType
 from aicd.plan import WritePlan
 from tests.helpers_engine import commits, git, make_repo, show

@@ -14,9 +14,9 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.commands import CommandActivities, CommandRequest, CommandSecrets
-from activities.failures import redacted_failure
-from activities.gitops import GitOpsClone
+from aicd.activities.commands import CommandActivities, CommandRequest, CommandSecrets
+from aicd.activities.failures import redacted_failure
+from aicd.activities.gitops import GitOpsClone
 from aicd.redact import (
     MASK,
     RedactingFormatter,

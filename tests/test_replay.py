@@ -11,9 +11,9 @@ from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from aicd.workflows import ALL_WORKFLOWS, sandbox_runner
 from tests.helpers_engine import temporal_env
 from tests.record_histories import HISTORY_DIR, SCENARIOS, record_scenario
-from workflows import ALL_WORKFLOWS, sandbox_runner
 
 __all__ = ["temporal_env"]
 

@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
+import pkgutil
+
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from workflows.delivery import DeliveryWorkflow
-from workflows.target_rollout import TargetRolloutWorkflow
+import aicd
+from aicd.workflows.delivery import DeliveryWorkflow
+from aicd.workflows.target_rollout import TargetRolloutWorkflow
 
 ALL_WORKFLOWS: list[type] = [DeliveryWorkflow, TargetRolloutWorkflow]
 
 try:  # edge fleets live in their own module
-    from workflows.edge_fleet import EdgeFleetWorkflow
+    from aicd.workflows.edge_fleet import EdgeFleetWorkflow
 
     ALL_WORKFLOWS.append(EdgeFleetWorkflow)
 except ModuleNotFoundError as error:
-    if error.name != "workflows.edge_fleet":
+    if error.name != "aicd.workflows.edge_fleet":
         raise
 
-# Deterministic, heavy modules are passed through rather than re-imported for every workflow run.
-PASSED_THROUGH_MODULES = ("aicd", "activities", "ruamel", "yaml", "jsonschema", "git", "numpy", "scipy")
+# Deterministic, heavy modules are passed through rather than re-imported for every workflow run: every part
+# of aicd but the workflows themselves, which the sandbox loads afresh for each run.
+PASSED_THROUGH_MODULES = (
+    *(f"aicd.{module.name}" for module in pkgutil.iter_modules(aicd.__path__) if module.name != "workflows"),
+    "ruamel",
+    "yaml",
+    "jsonschema",
+    "git",
+    "numpy",
+    "scipy",
+)
 
 
 def sandbox_runner() -> SandboxedWorkflowRunner:

@@ -15,12 +15,12 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.commands import CommandRequest, CommandResult
-    from activities.drivers.base import SyncRequest, SyncResult
-    from activities.gitops import CommitResult, RollbackRequest, delivery_trailer
-    from activities.notify import NotifyEvent, NotifyRequest, NotifyResult, SlackMessage
-    from activities.releases import ClaimRequest, ClaimResult
     from aicd import search
+    from aicd.activities.commands import CommandRequest, CommandResult
+    from aicd.activities.drivers.base import SyncRequest, SyncResult
+    from aicd.activities.gitops import CommitResult, RollbackRequest, delivery_trailer
+    from aicd.activities.notify import NotifyEvent, NotifyRequest, NotifyResult, SlackMessage
+    from aicd.activities.releases import ClaimRequest, ClaimResult
     from aicd.messages import (
         NOTIFY_ON_END_SIGNAL,
         PREDECESSOR_ENDED_SIGNAL,
@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from aicd.plan import CommandPlan, DeliveryPlan, StagePlan
     from aicd.slack_blocks import approval_info, compact_status, progress_changes
     from aicd.spec.durations import format_duration
-    from workflows.common import (
+    from aicd.workflows.common import (
         CLAIM_RETRY,
         CLAIM_TIMEOUT,
         COMMAND_HEARTBEAT,
@@ -52,7 +52,7 @@ with workflow.unsafe.imports_passed_through():
         SYNC_RETRY,
         cause_of,
     )
-    from workflows.target_rollout import TargetRolloutInput, TargetRolloutResult
+    from aicd.workflows.target_rollout import TargetRolloutInput, TargetRolloutResult
 
 T = TypeVar("T")
 

@@ -15,13 +15,19 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.edge import SiteHealthRequest, SiteHealthResult
-    from activities.gitops import CommitRequest, CommitResult, FileEdit, RollbackRequest, delivery_trailer
     from aicd import fleet
+    from aicd.activities.edge import SiteHealthRequest, SiteHealthResult
+    from aicd.activities.gitops import (
+        CommitRequest,
+        CommitResult,
+        FileEdit,
+        RollbackRequest,
+        delivery_trailer,
+    )
     from aicd.fleet import Site
     from aicd.messages import SYSTEM_ACTOR
-    from workflows.common import GIT_HEARTBEAT, GIT_RETRY, GIT_TIMEOUT, SYNC_HEARTBEAT, cause_of
-    from workflows.rollout_control import Aborted, StepFailed, TargetRolloutInput
+    from aicd.workflows.common import GIT_HEARTBEAT, GIT_RETRY, GIT_TIMEOUT, SYNC_HEARTBEAT, cause_of
+    from aicd.workflows.rollout_control import Aborted, StepFailed, TargetRolloutInput
 
 DEFAULT_PARALLELISM = 50
 # A chunk's sites are checked `parallelism` at a time; a transient error (API down) retries the chunk.

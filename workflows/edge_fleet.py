@@ -41,8 +41,8 @@ with workflow.unsafe.imports_passed_through():
     from aicd.fleet import FleetTally, Site
     from aicd.messages import SYSTEM_ACTOR, TargetStatus
     from aicd.plan import StepPlan
-    from workflows.common import cause_of
-    from workflows.edge_batch import (
+    from aicd.workflows.common import cause_of
+    from aicd.workflows.edge_batch import (
         FleetStop,
         batch_step,
         check_batch,
@@ -50,7 +50,7 @@ with workflow.unsafe.imports_passed_through():
         read_fleet,
         restore_sites,
     )
-    from workflows.rollout_control import (
+    from aicd.workflows.rollout_control import (
         Aborted,
         RolloutControl,
         StepFailed,

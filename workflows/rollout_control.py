@@ -15,11 +15,11 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.analysis import AnalysisLookRequest
+    from aicd.activities.analysis import AnalysisLookRequest
     from aicd.errors import ErrorType
     from aicd.messages import SYSTEM_ACTOR, HumanAction, TargetStatus
     from aicd.plan import AnalysisPlan, StepPlan, TargetPlan, WritePlan
-    from workflows.common import (
+    from aicd.workflows.common import (
         ANALYSIS_HEARTBEAT,
         ANALYSIS_RETRY,
         ANALYSIS_TIMEOUT,

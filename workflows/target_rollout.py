@@ -12,13 +12,13 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.drivers.base import SyncRequest
-    from activities.gitops import CommitRequest, FileEdit, delivery_trailer
-    from activities.steps import StepRequest, StepResult
+    from aicd.activities.drivers.base import SyncRequest
+    from aicd.activities.gitops import CommitRequest, FileEdit, delivery_trailer
+    from aicd.activities.steps import StepRequest, StepResult
     from aicd.messages import SYSTEM_ACTOR, TargetStatus
     from aicd.plan import StepPlan
-    from workflows.common import GIT_TIMEOUT, STEP_RETRY, SYNC_HEARTBEAT, cause_of
-    from workflows.rollout_control import (
+    from aicd.workflows.common import GIT_TIMEOUT, STEP_RETRY, SYNC_HEARTBEAT, cause_of
+    from aicd.workflows.rollout_control import (
         Aborted,
         RolloutControl,
         StepFailed,

@@ -93,7 +93,7 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from activities.drivers.base import SyncFailed, SyncRequest, SyncResult, config_error, register
+from aicd.activities.drivers.base import SyncFailed, SyncRequest, SyncResult, config_error, register
 from aicd.spec import durations
 
 GROUP = "argoproj.io"

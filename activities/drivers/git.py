@@ -10,7 +10,7 @@ from typing import ClassVar
 
 import git
 
-from activities.drivers.base import SyncFailed, SyncRequest, SyncResult, register
+from aicd.activities.drivers.base import SyncFailed, SyncRequest, SyncResult, register
 
 
 class GitDriver:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from activities.drivers.base import SyncFailed, SyncRequest, SyncResult, config_error, register
+from aicd.activities.drivers.base import SyncFailed, SyncRequest, SyncResult, config_error, register
 
 RECONCILER_ENV = "AICD_RECONCILER_URL"
 

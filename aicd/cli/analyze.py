@@ -29,7 +29,7 @@ def analyze(
     as_json: Annotated[bool, typer.Option("--json", help="The verdict as JSON.")] = False,
 ) -> None:
     """Judge the last --since of canary vs baseline and print the verdict table; exit 1 unless it passes."""
-    from activities.analysis import (
+    from aicd.activities.analysis import (
         analyze as run_analysis,  # the Prometheus provider lives with the activities
     )
 

@@ -26,7 +26,7 @@ def worker(
     ] = None,
 ) -> None:
     """Run every aicd workflow and activity against the Temporal that TEMPORAL_* points at."""
-    from worker import run_worker  # the worker pulls in every activity; only this command needs them
+    from aicd.worker import run_worker  # the worker pulls in every activity; only this command needs them
 
     configure_logging(logging.INFO)
     asyncio.run(run_worker(state_dir, address, task_queue))

@@ -8,8 +8,9 @@ from typing import Any, Protocol
 
 from aicd.embedded.loadgen import LoadStats
 from aicd.messages import DeliveryStatus
+from aicd.resources import example_spec
 
-DEFAULT_SPEC = Path(__file__).resolve().parents[2] / "delivery_specs" / "demo.yaml"
+DEFAULT_SPEC = example_spec("demo.yaml")
 
 
 class DemoError(RuntimeError):

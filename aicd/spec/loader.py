@@ -10,19 +10,20 @@ from typing import Any
 import jsonschema
 
 from aicd.redact import redact_credentials
+from aicd.resources import schema_resource
 from aicd.spec.durations import DURATION_PATTERN, PERCENT_PATTERN
 from aicd.spec.errors import SpecError, SpecInvalid, json_path
 from aicd.spec.model import DeliverySpec, build_model
 from aicd.spec.semantic import SEMANTIC_CHECKS
 from aicd.spec.yamlsafe import Path, YamlDocument, YamlReadError, read_yaml
 
-SCHEMA_PATH = FsPath(__file__).resolve().parents[2] / "schemas" / "delivery-spec.v1alpha1.json"
+SCHEMA_PATH = FsPath(str(schema_resource()))  # where editors find it (the yaml-language-server comment)
 SPEC_SUFFIXES = (".yaml", ".yml")
 
 
 @functools.cache
 def schema() -> dict[str, Any]:
-    loaded: dict[str, Any] = json.loads(SCHEMA_PATH.read_text())
+    loaded: dict[str, Any] = json.loads(schema_resource().read_text(encoding="utf-8"))
     return loaded
 
 
