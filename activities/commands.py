@@ -27,6 +27,7 @@ import git
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from aicd.errors import ErrorType
 from aicd.redact import SecretMask, process_mask, redact, redact_credentials
 from aicd.spec.placeholders import placeholders_in
 
@@ -129,7 +130,7 @@ def command_env(request: CommandRequest, secrets: CommandSecrets) -> dict[str, s
             f"{request.name}: secretEnv {missing} not allowed on this worker: list worker variables in"
             f" {SECRET_ENV_NAMES_ENV} or put files of those names in {SECRET_DIR_ENV}",
             non_retryable=True,
-            type="CommandSecretMissing",
+            type=ErrorType.COMMAND_SECRET_MISSING,
         )
     env.update(
         {
@@ -164,7 +165,7 @@ class CommandActivities:
                 redact_credentials(
                     f"cannot check out {request.revision} of {request.source_repo}: {message}"
                 ),
-                type="SourceUnavailable",
+                type=ErrorType.SOURCE_UNAVAILABLE,
             ) from None  # the cause's text (the git command line) would carry the URL unredacted
         marker.write_text(request.revision)
         return workdir
@@ -176,7 +177,7 @@ class CommandActivities:
             raise ApplicationError(
                 f"{request.name}: placeholders {leftover} have no value for a command",
                 non_retryable=True,
-                type="CommandInvalid",
+                type=ErrorType.COMMAND_INVALID,
             )
         env = command_env(request, self.secrets)
         # Every secret this worker holds, not only the ones this command was given: a command can read files.
@@ -202,7 +203,7 @@ class CommandActivities:
                 raise ApplicationError(
                     f"{request.name}: cannot run {request.argv[0]!r}: {error.strerror}",
                     non_retryable=True,
-                    type="CommandFailed",
+                    type=ErrorType.COMMAND_FAILED,
                 ) from None
             assert process.stdout is not None
             copying = asyncio.create_task(_copy_masked(process.stdout, mask, log_file.write))
@@ -228,7 +229,7 @@ class CommandActivities:
                 f" output tail:\n{tail}",
                 result,
                 non_retryable=True,
-                type="CommandFailed",
+                type=ErrorType.COMMAND_FAILED,
             )
         return result
 
@@ -243,7 +244,7 @@ class CommandActivities:
                 raise ApplicationError(
                     f"{request.name} timed out after {request.timeout_s:.0f}s (output so far: {log})",
                     non_retryable=True,
-                    type="CommandTimeout",
+                    type=ErrorType.COMMAND_TIMEOUT,
                 )
             try:
                 return await asyncio.wait_for(process.wait(), min(HEARTBEAT_EVERY_S, remaining))

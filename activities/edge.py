@@ -33,6 +33,7 @@ from temporalio.exceptions import ApplicationError
 
 import aicd.activities.sync  # noqa: F401 - registers the target drivers
 from aicd.activities.drivers.base import SyncFailed, SyncRequest, driver_for
+from aicd.errors import ErrorType
 from aicd.fleet import Site, site_path, site_variables
 from aicd.spec.placeholders import render
 
@@ -69,7 +70,7 @@ def site_config(config: dict[str, Any], site: str, stage: str, target: str) -> d
     rendered = {key: value for key, value in config.items() if key != "sites"}
     app = config.get("app")
     if not isinstance(app, str) or not app:
-        raise ApplicationError(f"{target}: siteKind argocd needs `app` (a template with {{{{ site }}}})", non_retryable=True, type="FleetConfigError")
+        raise ApplicationError(f"{target}: siteKind argocd needs `app` (a template with {{{{ site }}}})", non_retryable=True, type=ErrorType.FLEET_CONFIG_ERROR)
     rendered["app"] = render(app, site_variables(site, stage, target), partial=True)
     if isinstance(config.get("path"), str):
         rendered["path"] = site_path(config["path"], site)
@@ -79,7 +80,7 @@ def site_config(config: dict[str, Any], site: str, stage: str, target: str) -> d
 @activity.defn(name="edge_check_sites")
 async def check_sites(request: SiteHealthRequest) -> SiteHealthResult:
     if request.site_kind not in SITE_KINDS:
-        raise ApplicationError(f"{request.target}: unknown siteKind {request.site_kind!r}; one of {SITE_KINDS}", non_retryable=True, type="FleetConfigError")
+        raise ApplicationError(f"{request.target}: unknown siteKind {request.site_kind!r}; one of {SITE_KINDS}", non_retryable=True, type=ErrorType.FLEET_CONFIG_ERROR)
     progress = {"checked": 0}
     beating = asyncio.ensure_future(_heartbeat_until_done(request, progress))
     try:

@@ -51,13 +51,10 @@ from aicd.trailers import (
     CommitTrailers,
     DeliveryRef,
     commit_message,
-    delivery_trailer,
     parse_trailers,
 )
 
 log = logging.getLogger(__name__)
-
-__all__ = ["delivery_trailer"]  # re-exported for the workflows
 
 MAX_PUSH_ATTEMPTS = 30
 FENCE_TIMEOUT_S = 10.0

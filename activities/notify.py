@@ -27,6 +27,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from aicd.errors import ErrorType
 from aicd.slack_blocks import ApprovalInfo, delivery_message, event_reply
 
 TOKEN_ENV = "SLACK_BOT_TOKEN"
@@ -108,7 +109,7 @@ async def notify(request: NotifyRequest) -> NotifyResult:
         raise _retryable(error) from None
     except (aiohttp.ClientError, TimeoutError) as error:
         raise ApplicationError(
-            f"Slack unreachable: {type(error).__name__}: {error}", type="SlackUnavailable"
+            f"Slack unreachable: {type(error).__name__}: {error}", type=ErrorType.SLACK_UNAVAILABLE
         ) from None
 
 
@@ -205,5 +206,5 @@ def _retryable(error: SlackApiError) -> ApplicationError:
         if retry_after and str(retry_after).isdigit():
             delay = timedelta(seconds=int(retry_after))
     return ApplicationError(
-        f"Slack answered {status} {code}".strip(), type="SlackUnavailable", next_retry_delay=delay
+        f"Slack answered {status} {code}".strip(), type=ErrorType.SLACK_UNAVAILABLE, next_retry_delay=delay
     )

@@ -21,7 +21,7 @@ from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError
 
-from aicd.messages import NOTIFY_ON_END_SIGNAL, SUPERSEDED_SIGNAL
+from aicd.messages import DELIVERY_WORKFLOW, NOTIFY_ON_END_SIGNAL, SUPERSEDED_SIGNAL
 from aicd.plan import delivery_id
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ class ReleaseActivities:
         mine = (me.start_time, request.delivery_id)
         prefix = delivery_id(request.app, "")
         query = (
-            "WorkflowType = 'DeliveryWorkflow' AND ExecutionStatus = 'Running'"
+            f"WorkflowType = '{DELIVERY_WORKFLOW}' AND ExecutionStatus = 'Running'"
             f" AND WorkflowId STARTS_WITH '{prefix}'"
         )
         older: list[tuple[object, str]] = []

@@ -9,13 +9,13 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from aicd.activities.drivers.base import (
-    UNHEALTHY,
     SyncFailed,
     SyncRequest,
     SyncResult,
     config_error,
     driver_for,
 )
+from aicd.errors import ErrorType
 
 # Driver modules register themselves on import; a missing optional one is simply not available.
 DRIVER_MODULES = ("aicd.activities.drivers.git", "aicd.activities.drivers.argocd", "aicd.activities.drivers.local")
@@ -36,6 +36,6 @@ async def sync_target(request: SyncRequest) -> SyncResult:
     try:
         return await driver.sync(request, activity.heartbeat)
     except SyncFailed as error:
-        raise ApplicationError(str(error), non_retryable=True, type=UNHEALTHY) from error
+        raise ApplicationError(str(error), non_retryable=True, type=ErrorType.TARGET_UNHEALTHY) from error
     except asyncio.CancelledError:
         raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import (
@@ -18,12 +19,32 @@ from temporalio.service import RPCError
 
 from aicd import plan as plans
 from aicd import search
-from aicd.messages import DeliveryInput, DeliveryResult, DeliveryStatus, HumanAction, Trigger
+from aicd.messages import (
+    DELIVERY_WORKFLOW,
+    DeliveryInput,
+    DeliveryResult,
+    DeliveryStatus,
+    HumanAction,
+    Trigger,
+)
 from aicd.plan import DeliveryPlan
 from aicd.source import is_full_sha
 from aicd.temporal import task_queue
 
-HUMAN_ACTIONS = ("pause", "resume", "abort", "approve", "reject")
+if TYPE_CHECKING:
+    from aicd.workflows.delivery import DeliveryWorkflow
+
+# The human actions: each is the DeliveryWorkflow update of the same name.
+HumanActionKind = Literal["pause", "resume", "abort", "approve", "reject"]
+HUMAN_ACTIONS: tuple[HumanActionKind, ...] = get_args(HumanActionKind)
+
+
+def _workflow() -> type[DeliveryWorkflow]:
+    """The workflow class, whose methods name its updates and query; imported on first use, since it pulls in
+    the types of every activity (the CLI's other commands start without them)."""
+    from aicd.workflows.delivery import DeliveryWorkflow
+
+    return DeliveryWorkflow
 
 
 class ActionRefused(Exception):
@@ -79,7 +100,7 @@ async def _start(
     attributes = TypedSearchAttributes([SearchAttributePair(search.APP, plan.app)]) if index_search_attributes else None
     try:
         handle = await client.start_workflow(
-            "DeliveryWorkflow",
+            _workflow().run,
             DeliveryInput(plan, trigger, index_search_attributes),
             id=plan.delivery_id,
             task_queue=queue or task_queue(),
@@ -97,7 +118,7 @@ async def _start(
 async def _running_delivery_of(client: Client, app: str, revision: str) -> str | None:
     """A running delivery of this revision of the app, whatever started it (best effort: visibility)."""
     prefix = plans.delivery_id(app, revision)
-    query = f"WorkflowType = 'DeliveryWorkflow' AND ExecutionStatus = 'Running' AND WorkflowId STARTS_WITH '{_quote(prefix)}'"
+    query = f"WorkflowType = '{DELIVERY_WORKFLOW}' AND ExecutionStatus = 'Running' AND WorkflowId STARTS_WITH '{_quote(prefix)}'"
     try:
         async for execution in client.list_workflows(query):
             rest = execution.id[len(prefix) :]
@@ -108,17 +129,32 @@ async def _running_delivery_of(client: Client, app: str, revision: str) -> str |
     return None
 
 
-def handle_for(client: Client, delivery_id: str) -> WorkflowHandle[object, DeliveryResult]:
-    return client.get_workflow_handle(delivery_id, result_type=DeliveryResult)
+def handle_for(client: Client, delivery_id: str) -> WorkflowHandle[DeliveryWorkflow, DeliveryResult]:
+    return client.get_workflow_handle_for(_workflow().run, delivery_id)
+
+
+def _update(kind: str) -> Any:
+    """The DeliveryWorkflow update method of a human action."""
+    workflow = _workflow()
+    updates = {
+        "pause": workflow.pause,
+        "resume": workflow.resume,
+        "abort": workflow.abort,
+        "approve": workflow.approve,
+        "reject": workflow.reject,
+    }
+    try:
+        return updates[kind]
+    except KeyError:
+        raise ValueError(f"unknown action {kind!r}; one of {HUMAN_ACTIONS}") from None
 
 
 async def send_action(client: Client, delivery_id: str, kind: str, action: HumanAction) -> str:
     """Run a human action as a workflow update; ActionRefused carries the validator's reason."""
-    if kind not in HUMAN_ACTIONS:
-        raise ValueError(f"unknown action {kind!r}; one of {HUMAN_ACTIONS}")
+    update = _update(kind)
     handle = handle_for(client, delivery_id)
     try:
-        result: str = await handle.execute_update(kind, action, result_type=str)
+        result: str = await handle.execute_update(update, action)
         return result
     except WorkflowUpdateFailedError as error:
         cause = error.cause
@@ -129,15 +165,14 @@ async def send_action(client: Client, delivery_id: str, kind: str, action: Human
 
 async def get_status(client: Client, delivery_id: str) -> DeliveryStatus:
     try:
-        status: DeliveryStatus = await handle_for(client, delivery_id).query("status_query", result_type=DeliveryStatus)
-        return status
+        return await handle_for(client, delivery_id).query(_workflow().status_query)
     except RPCError as error:
         raise ActionRefused(_rpc_reason(delivery_id, error)) from None
 
 
 async def list_deliveries(client: Client, app: str | None = None, running_only: bool = False) -> list[tuple[str, str, str]]:
     """(delivery ID, Temporal status, phase) of deliveries, newest first."""
-    clauses = ["WorkflowType = 'DeliveryWorkflow'"]
+    clauses = [f"WorkflowType = '{DELIVERY_WORKFLOW}'"]
     if app:
         clauses.append(f"AicdApp = '{_quote(app)}'")
     if running_only:

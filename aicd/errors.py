@@ -17,9 +17,18 @@ class ErrorType(StrEnum):
     HUMAN_EDIT = "HumanEdit"  # a commit without aicd trailers changed the file since this delivery wrote it
     STALE_WRITE = "StaleWrite"  # a later write of this same delivery already landed: this one is late
     WRITE_FENCED = "WriteFenced"  # this activity attempt is no longer the current one (timed out, cancelled)
-    # Targets.
+    # Targets: a driver's definite answers (Degraded, a deadline; a missing app, forbidden, a bad kubeconfig).
     TARGET_UNHEALTHY = "TargetUnhealthy"
     TARGET_CONFIG_ERROR = "TargetConfigError"
+    FLEET_CONFIG_ERROR = "FleetConfigError"  # an edge fleet's site kind or app template cannot work
+    # Build, test and provision commands.
+    COMMAND_FAILED = "CommandFailed"  # non-zero exit: the release is bad, not the worker
+    COMMAND_TIMEOUT = "CommandTimeout"
+    COMMAND_INVALID = "CommandInvalid"  # nothing to run (an empty argv, a program not found)
+    COMMAND_SECRET_MISSING = "CommandSecretMissing"  # a secretEnv name the worker does not hold
+    SOURCE_UNAVAILABLE = "SourceUnavailable"  # the revision cannot be checked out
+    # Notifications: Slack down or rate limiting (retried; a delivery never fails for it).
+    SLACK_UNAVAILABLE = "SlackUnavailable"
 
 
 def names(*types: ErrorType) -> list[str]:

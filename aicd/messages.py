@@ -27,12 +27,21 @@ PHASES = (
 )
 TERMINAL_PHASES = frozenset({"succeeded", "failed", "aborted", "rejected", "superseded"})
 
-# Signals between deliveries of one app (sent by the claim activity and by the deliveries themselves).
+# Signals sent by name where the sender cannot import the receiving workflow: a rollout child reports to its
+# parent delivery (the parent imports the child), and the claim activity (activities never import workflows)
+# tells other deliveries of the app. The receiving handlers pin these names.
+TARGET_PROGRESS_SIGNAL = "target_progress"  # arg: the child's TargetStatus
 SUPERSEDED_SIGNAL = "superseded"  # arg: the newer delivery's ID; the receiver stops and ends superseded
 NOTIFY_ON_END_SIGNAL = "notify_on_end"  # arg: a queued delivery's ID, told when the receiver ends
 PREDECESSOR_ENDED_SIGNAL = "predecessor_ended"  # arg: the ID of an older delivery that has ended
 
 SYSTEM_ACTOR = "aicd"
+
+# Workflow type names, pinned in the workflows' definitions: moving or renaming a class never changes them
+# (running deliveries and their histories know them by these names). Visibility queries use them too.
+DELIVERY_WORKFLOW = "DeliveryWorkflow"
+TARGET_ROLLOUT_WORKFLOW = "TargetRolloutWorkflow"
+EDGE_FLEET_WORKFLOW = "EdgeFleetWorkflow"
 
 
 @dataclass

@@ -3,7 +3,8 @@
 The same builders serve the `notify` activity (which posts and updates the delivery's message) and the
 gateway (which redraws it after a button click), so both always show the same thing. Everything a user or a
 Git push controls (branch names, reasons, actor names) is escaped: a branch called `<!channel>` must not
-ping a whole channel. Nothing here does I/O; the workflow imports `compact_status`/`progress_key`.
+ping a whole channel. Nothing here does I/O or decides anything: when a delivery notifies is the workflow's
+decision (aicd.workflows.notifications); the workflow imports `compact_status` and `describe_progress`.
 """
 
 from __future__ import annotations
@@ -115,32 +116,6 @@ def _compact_target(target: TargetStatus) -> dict[str, Any]:
         "sites_by_state": dict(target.sites_by_state),
         "failed_sites": list(target.failed_sites[:5]),
     }
-
-
-def progress_key(target: TargetStatus) -> tuple[str, str, int, str, int, str]:
-    """What makes a target's progress worth a thread reply: a new step, state, weight or final verdict.
-    Interim analysis looks ("running") are not news."""
-    outcome = str((target.last_verdict or {}).get("outcome", ""))
-    return (
-        target.stage,
-        target.state,
-        target.step_index,
-        target.step_kind,
-        target.weight,
-        "" if outcome == "running" else outcome,
-    )
-
-
-def progress_changes(
-    targets: dict[str, TargetStatus], seen: dict[str, tuple[Any, ...]]
-) -> list[tuple[str, tuple[Any, ...], str]]:
-    """(target, new progress key, reply text) for each target whose progress changed since `seen`."""
-    changes = []
-    for name, target in targets.items():
-        key = progress_key(target)
-        if seen.get(name) != key:
-            changes.append((name, key, describe_progress(target)))
-    return changes
 
 
 def approval_info(plan: DeliveryPlan, stage: str | None) -> ApprovalInfo | None:

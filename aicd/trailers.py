@@ -35,6 +35,11 @@ def delivery_trailer(app: str, revision: str) -> str:
     return f"{app}@{revision}"
 
 
+def step_trailer(stage: str, target: str, step: str) -> str:
+    """`<stage>/<target>/<step>`: `production/prod-use1/0-setWeight`, `edge/pops/batch-2`, `.../rollback`."""
+    return f"{stage}/{target}/{step}"
+
+
 @dataclass(frozen=True)
 class DeliveryRef:
     """Who a write belongs to: enough to decide ownership from Git alone."""

@@ -21,7 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from aicd import search
 from aicd.activities import WorkerSettings
 from aicd.client import ActionRefused, get_status
-from aicd.messages import DeliveryStatus
+from aicd.messages import DELIVERY_WORKFLOW, DeliveryStatus
 from aicd.plan import DeliveryPlan, build_plan, delivery_id
 from aicd.spec.loader import parse_spec_bytes
 from aicd.worker import build_worker
@@ -68,7 +68,7 @@ def branch_at(bare: str, branch: str, sha: str) -> None:
 async def deliveries_of(client: Client, app: str, revision: str) -> list[str]:
     """IDs of every delivery (running or ended) of this revision of the app, whatever triggered it."""
     prefix = delivery_id(app, revision)
-    query = f"WorkflowType = 'DeliveryWorkflow' AND WorkflowId STARTS_WITH '{prefix}'"
+    query = f"WorkflowType = '{DELIVERY_WORKFLOW}' AND WorkflowId STARTS_WITH '{prefix}'"
     return sorted({execution.id async for execution in client.list_workflows(query)})
 
 

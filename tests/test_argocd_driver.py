@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 from aicd.activities.drivers.argocd import ArgoCDAPIError, ArgoCDDriver, _repo_key, parse_duration
 from aicd.activities.drivers.base import SyncFailed, SyncRequest, driver_for
 from aicd.argocd_manifests import render_applications
+from aicd.errors import ErrorType
 from tests.standins.kube_argocd import GitOpsRepo, KubeArgoCD, write_kubeconfig
 
 APP = "checkout-api-prod-use1"
@@ -443,7 +444,7 @@ async def test_dropped_watches_and_transient_watch_errors_are_survived(
 
 
 def assert_config_error(err: ApplicationError, *needles: str) -> None:
-    assert err.non_retryable and err.type == "TargetConfigError"
+    assert err.non_retryable and err.type == ErrorType.TARGET_CONFIG_ERROR
     for needle in needles:
         assert needle in err.message, (needle, err.message)
 

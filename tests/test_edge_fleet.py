@@ -18,6 +18,7 @@ from temporalio.worker import Replayer
 from aicd.client import get_status, handle_for, send_action, start_delivery
 from aicd.messages import DeliveryStatus, HumanAction, TargetStatus, Trigger
 from aicd.workflows import ALL_WORKFLOWS, sandbox_runner
+from aicd.workflows.edge_fleet import EdgeFleetWorkflow
 from tests.helpers_engine import (
     commits,
     git,
@@ -266,7 +267,7 @@ async def test_pause_and_abort_reach_a_fleet_that_continued_as_new(
         )  # a later run
         await send_action(client, plan.delivery_id, "pause", HumanAction("oncall", "edge alarms"))
         await wait_for(client, plan.delivery_id, lambda s: pops(s).state == "paused")
-        current = await client.get_workflow_handle(fleet_id).query("current", result_type=TargetStatus)
+        current = await client.get_workflow_handle(fleet_id).query(EdgeFleetWorkflow.current)
         assert current.state == "paused" and "edge alarms" in current.message
         await asyncio.sleep(2.5)  # longer than the pause step: a running fleet would have committed batch 3
         assert len(delivery_commits(gitops)) == 2

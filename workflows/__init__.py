@@ -8,17 +8,10 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 import aicd
 from aicd.workflows.delivery import DeliveryWorkflow
+from aicd.workflows.edge_fleet import EdgeFleetWorkflow
 from aicd.workflows.target_rollout import TargetRolloutWorkflow
 
-ALL_WORKFLOWS: list[type] = [DeliveryWorkflow, TargetRolloutWorkflow]
-
-try:  # edge fleets live in their own module
-    from aicd.workflows.edge_fleet import EdgeFleetWorkflow
-
-    ALL_WORKFLOWS.append(EdgeFleetWorkflow)
-except ModuleNotFoundError as error:
-    if error.name != "aicd.workflows.edge_fleet":
-        raise
+ALL_WORKFLOWS: list[type] = [DeliveryWorkflow, TargetRolloutWorkflow, EdgeFleetWorkflow]
 
 # Deterministic, heavy modules are passed through rather than re-imported for every workflow run: every part
 # of aicd but the workflows themselves, which the sandbox loads afresh for each run.

@@ -39,7 +39,12 @@ COMMAND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),
     maximum_attempts=3,
-    non_retryable_error_types=["CommandFailed", "CommandTimeout", "CommandInvalid"],
+    non_retryable_error_types=names(
+        ErrorType.COMMAND_FAILED,
+        ErrorType.COMMAND_TIMEOUT,
+        ErrorType.COMMAND_INVALID,
+        ErrorType.COMMAND_SECRET_MISSING,
+    ),
 )
 # A step's commit and sync in one activity: transient Git or API trouble retries; a definite answer does not.
 STEP_RETRY = RetryPolicy(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -16,16 +16,19 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from aicd import search
-    from aicd.activities.commands import CommandRequest, CommandResult
-    from aicd.activities.drivers.base import SyncRequest, SyncResult
-    from aicd.activities.gitops import CommitResult, RollbackRequest, delivery_trailer
-    from aicd.activities.notify import NotifyEvent, NotifyRequest, NotifyResult, SlackMessage
-    from aicd.activities.releases import ClaimRequest, ClaimResult
+    from aicd.activities.commands import CommandActivities, CommandRequest
+    from aicd.activities.drivers.base import SyncRequest
+    from aicd.activities.gitops import GitOpsActivities, RollbackRequest
+    from aicd.activities.notify import NotifyEvent, NotifyRequest, SlackMessage, notify
+    from aicd.activities.releases import ClaimRequest, ReleaseActivities
+    from aicd.activities.sync import sync_target
     from aicd.messages import (
+        DELIVERY_WORKFLOW,
         NOTIFY_ON_END_SIGNAL,
         PREDECESSOR_ENDED_SIGNAL,
         SUPERSEDED_SIGNAL,
         SYSTEM_ACTOR,
+        TARGET_PROGRESS_SIGNAL,
         TERMINAL_PHASES,
         ActionRecord,
         CommandStatus,
@@ -36,8 +39,9 @@ with workflow.unsafe.imports_passed_through():
         TargetStatus,
     )
     from aicd.plan import CommandPlan, DeliveryPlan, StagePlan
-    from aicd.slack_blocks import approval_info, compact_status, progress_changes
+    from aicd.slack_blocks import approval_info, compact_status, describe_progress
     from aicd.spec.durations import format_duration
+    from aicd.trailers import delivery_trailer, step_trailer
     from aicd.workflows.common import (
         CLAIM_RETRY,
         CLAIM_TIMEOUT,
@@ -52,17 +56,19 @@ with workflow.unsafe.imports_passed_through():
         SYNC_RETRY,
         cause_of,
     )
-    from aicd.workflows.target_rollout import TargetRolloutInput, TargetRolloutResult
+    from aicd.workflows.edge_fleet import EdgeFleetWorkflow, FleetInput
+    from aicd.workflows.notifications import ProgressKey, progress_changes
+    from aicd.workflows.rollout_control import RolloutControl, TargetRolloutInput, TargetRolloutResult
+    from aicd.workflows.target_rollout import TargetRolloutWorkflow
 
 T = TypeVar("T")
+# The rollout children's signals (pause, resume, abort), by method.
+ChildSignal = Callable[[RolloutControl, HumanAction], None]
 
 # A queued delivery looks whether the deliveries it waits for still run this often (their end notice is the
 # fast path; this is the net for one that never comes, e.g. a delivery terminated by an operator).
 QUEUE_RECHECK = timedelta(seconds=30)
 
-# The child workflow type that rolls out a target, by target kind (edge fleets have their own).
-CHILD_WORKFLOW_BY_KIND = {"edge": "EdgeFleetWorkflow"}
-DEFAULT_CHILD_WORKFLOW = "TargetRolloutWorkflow"
 
 
 class DeliveryStopped(Exception):
@@ -74,7 +80,7 @@ class DeliveryStopped(Exception):
         self.reason = reason
 
 
-@workflow.defn
+@workflow.defn(name=DELIVERY_WORKFLOW)
 class DeliveryWorkflow:
     @workflow.init
     def __init__(self, input: DeliveryInput) -> None:
@@ -103,14 +109,14 @@ class DeliveryWorkflow:
         self.notifications: list[asyncio.Task[None]] = []
         self.slack_outbox: list[NotifyEvent] = []
         self.slack_message: SlackMessage | None = None
-        self.slack_progress: dict[str, tuple[Any, ...]] = {}
+        self.slack_progress: dict[str, ProgressKey] = {}
 
     # --- queries and updates ----------------------------------------------------------------------
-    @workflow.query
+    @workflow.query(name="status_query")
     def status_query(self) -> DeliveryStatus:
         return self.status
 
-    @workflow.signal
+    @workflow.signal(name=TARGET_PROGRESS_SIGNAL)
     def target_progress(self, progress: TargetStatus) -> None:
         previous = self.status.targets.get(progress.target)
         edit = progress.human_edit
@@ -130,7 +136,7 @@ class DeliveryWorkflow:
             return
         self.status.superseded_by = by
         self.status.actions.append(ActionRecord("superseded", by, workflow.now().isoformat(), f"superseded by {by}"))
-        await self._signal_children("abort", HumanAction(SYSTEM_ACTOR, f"superseded by {by}"))
+        await self._signal_children(RolloutControl.abort, HumanAction(SYSTEM_ACTOR, f"superseded by {by}"))
 
     @workflow.signal(name=NOTIFY_ON_END_SIGNAL)
     def notify_on_end(self, waiter: str) -> None:
@@ -165,14 +171,14 @@ class DeliveryWorkflow:
         if self.status.phase in TERMINAL_PHASES:
             raise ValueError(f"delivery {self.plan.delivery_id} has already ended ({self.status.phase})")
 
-    @workflow.update
+    @workflow.update(name="pause")
     async def pause(self, action: HumanAction) -> str:
         self._record("pause", action)
         self.status.paused = True
         self.status.pause_reason = action.reason
         self.phase_before_pause = self.status.phase
         self._set_phase("paused")
-        await self._signal_children("pause", action)
+        await self._signal_children(RolloutControl.pause, action)
         self._notify("paused", f"paused by {action.actor}: {action.reason}")
         return f"paused {self.plan.delivery_id}"
 
@@ -184,7 +190,7 @@ class DeliveryWorkflow:
         if self.abort_action is not None:
             raise ValueError(f"delivery {self.plan.delivery_id} is being aborted")
 
-    @workflow.update
+    @workflow.update(name="resume")
     async def resume(self, action: HumanAction) -> str:
         self._record("resume", action)
         was_paused = self.status.paused
@@ -193,7 +199,7 @@ class DeliveryWorkflow:
         if was_paused:
             self._set_phase(self.phase_before_pause)
             self._reflect_waiting()
-        await self._signal_children("resume", action)
+        await self._signal_children(RolloutControl.resume, action)
         self._notify("resumed", f"resumed by {action.actor}")
         return f"resumed {self.plan.delivery_id}"
 
@@ -204,11 +210,11 @@ class DeliveryWorkflow:
         if not self.status.paused and not waiting:
             raise ValueError(f"delivery {self.plan.delivery_id} is not paused and no step waits for a human")
 
-    @workflow.update
+    @workflow.update(name="abort")
     async def abort(self, action: HumanAction) -> str:
         self._record("abort", action)
         self.abort_action = action
-        await self._signal_children("abort", action)
+        await self._signal_children(RolloutControl.abort, action)
         return f"aborting {self.plan.delivery_id}"
 
     @abort.validator
@@ -217,7 +223,7 @@ class DeliveryWorkflow:
         if self.abort_action is not None:
             raise ValueError(f"delivery {self.plan.delivery_id} is already being aborted")
 
-    @workflow.update
+    @workflow.update(name="approve")
     def approve(self, action: HumanAction) -> str:
         stage = self._gate_stage(action)
         self._record("approve", action, stage.name)
@@ -232,7 +238,7 @@ class DeliveryWorkflow:
         if action.actor in self.status.approvals.get(stage.name, []):
             raise ValueError(f"{action.actor} has already approved stage {stage.name}; approvals must be distinct")
 
-    @workflow.update
+    @workflow.update(name="reject")
     def reject(self, action: HumanAction) -> str:
         stage = self._gate_stage(action)
         self._record("reject", action, stage.name)
@@ -308,10 +314,9 @@ class DeliveryWorkflow:
         )
         try:
             result = await self._abortable(
-                workflow.execute_activity(
-                    "run_command",
+                workflow.execute_activity_method(
+                    CommandActivities.run_command,
                     request,
-                    result_type=CommandResult,
                     start_to_close_timeout=timedelta(seconds=command.timeout_s + 120),
                     heartbeat_timeout=COMMAND_HEARTBEAT,
                     retry_policy=COMMAND_RETRY,
@@ -402,12 +407,12 @@ class DeliveryWorkflow:
             )
             self.status.targets[name] = TargetStatus(target=name, stage=stage.name, kind=target.kind)
             self.started_targets.append((stage.name, name))
-            handle = await workflow.start_child_workflow(
-                CHILD_WORKFLOW_BY_KIND.get(target.kind, DEFAULT_CHILD_WORKFLOW),
-                child_input,
-                id=f"{self.plan.delivery_id}--{stage.name}--{name}",
-                result_type=TargetRolloutResult,
-            )
+            child_id = f"{self.plan.delivery_id}--{stage.name}--{name}"
+            handle: workflow.ChildWorkflowHandle[Any, TargetRolloutResult]
+            if target.kind == "edge":  # a fleet of sites: batches, not canary weights
+                handle = await workflow.start_child_workflow(EdgeFleetWorkflow.run, FleetInput.of(child_input), id=child_id)
+            else:
+                handle = await workflow.start_child_workflow(TargetRolloutWorkflow.run, child_input, id=child_id)
             self.children[name] = handle
         results = []
         # Scopes wider than one target stop the siblings of a failed target at once.
@@ -429,7 +434,7 @@ class DeliveryWorkflow:
                 if done[name].outcome == "failed" and self.plan.rollback_scope != "target" and not stopped_siblings:
                     stopped_siblings = True
                     await self._signal_children(
-                        "abort", HumanAction(SYSTEM_ACTOR, f"stopped: {name} failed in stage {stage.name}")
+                        RolloutControl.abort, HumanAction(SYSTEM_ACTOR, f"stopped: {name} failed in stage {stage.name}")
                     )
         return [(name, done[name]) for name in wave]
 
@@ -464,7 +469,7 @@ class DeliveryWorkflow:
                 repo=self.plan.gitops_repo,
                 branch=self.plan.gitops_branch,
                 delivery=delivery_trailer(self.plan.app, self.plan.revision),
-                step=f"{stage}/{name}/rollback",
+                step=step_trailer(stage, name, "rollback"),
                 actor=actor,
                 subject=f"aicd: {self.plan.app} {self.plan.revision_short} {name} {what}",
                 paths=[self.plan.targets[name].path],
@@ -480,10 +485,9 @@ class DeliveryWorkflow:
             for stage, name in ordered
         ]
         try:
-            results: list[CommitResult] = await workflow.execute_activity(
-                "gitops_rollback_many",
+            results = await workflow.execute_activity_method(
+                GitOpsActivities.rollback_many,
                 requests,
-                result_type=list[CommitResult],
                 start_to_close_timeout=GIT_TIMEOUT,
                 heartbeat_timeout=GIT_HEARTBEAT,
                 retry_policy=GIT_RETRY,
@@ -514,7 +518,7 @@ class DeliveryWorkflow:
             return  # a fleet's sites follow their files; per-site health is the fleet workflow's business
         try:
             await workflow.execute_activity(
-                "sync_target",
+                sync_target,
                 SyncRequest(
                     delivery_id=self.plan.delivery_id,
                     stage=stage,
@@ -524,10 +528,9 @@ class DeliveryWorkflow:
                     gitops_repo=self.plan.gitops_repo,
                     gitops_branch=self.plan.gitops_branch,
                     revision=sha,
-                    step=f"{stage}/{name}/rollback",
+                    step=step_trailer(stage, name, "rollback"),
                     timeout_s=target.progress_deadline_s,
                 ),
-                result_type=SyncResult,
                 start_to_close_timeout=timedelta(seconds=target.progress_deadline_s + 60),
                 heartbeat_timeout=SYNC_HEARTBEAT,
                 retry_policy=SYNC_RETRY,
@@ -566,10 +569,9 @@ class DeliveryWorkflow:
         if not workflow.patched("release-claim"):
             return  # a delivery started before aicd claimed apps: it goes on as it began
         try:
-            claim: ClaimResult = await workflow.execute_activity(
-                "claim_release",
+            claim = await workflow.execute_activity_method(
+                ReleaseActivities.claim,
                 ClaimRequest(self.plan.app, self.plan.delivery_id, self.plan.concurrency),
-                result_type=ClaimResult,
                 start_to_close_timeout=CLAIM_TIMEOUT,
                 retry_policy=CLAIM_RETRY,
             )
@@ -586,10 +588,9 @@ class DeliveryWorkflow:
                 await workflow.wait_condition(lambda: not self.status.waiting_for or self._stopping(), timeout=QUEUE_RECHECK)
             except TimeoutError:
                 with contextlib.suppress(ActivityError):
-                    still: list[str] = await workflow.execute_activity(
-                        "running_deliveries",
+                    still = await workflow.execute_activity_method(
+                        ReleaseActivities.running,
                         list(self.status.waiting_for),
-                        result_type=list[str],
                         start_to_close_timeout=CLAIM_TIMEOUT,
                         retry_policy=CLAIM_RETRY,
                     )
@@ -613,7 +614,7 @@ class DeliveryWorkflow:
         """Queued newer deliveries go on once this one has ended."""
         for waiter in self.waiters:
             try:
-                await workflow.get_external_workflow_handle(waiter).signal(PREDECESSOR_ENDED_SIGNAL, self.plan.delivery_id)
+                await workflow.get_external_workflow_handle(waiter).signal(DeliveryWorkflow.predecessor_ended, self.plan.delivery_id)
             except Exception as error:  # it ended or was terminated: nothing waits any more
                 workflow.logger.info("%s not told of the end: %s", waiter, error)
 
@@ -633,12 +634,12 @@ class DeliveryWorkflow:
         if self.input.index_search_attributes:
             workflow.upsert_search_attributes([update])
 
-    async def _signal_children(self, signal: str, action: HumanAction) -> None:
+    async def _signal_children(self, signal: ChildSignal, action: HumanAction) -> None:
         async def tell(handle: workflow.ChildWorkflowHandle[Any, TargetRolloutResult]) -> None:
             try:
                 await handle.signal(signal, action)
             except Exception as error:  # a child that already finished has nothing to be told
-                workflow.logger.info("signal %s to %s not delivered: %s", signal, handle.id, error)
+                workflow.logger.info("signal %s to %s not delivered: %s", signal.__name__, handle.id, error)
 
         await asyncio.gather(*(tell(handle) for handle in list(self.children.values())))
 
@@ -661,9 +662,9 @@ class DeliveryWorkflow:
                 lambda: bool(self.slack_outbox) or bool(progress_changes(self.status.targets, self.slack_progress))
             )
             steps = []
-            for name, key, text in progress_changes(self.status.targets, self.slack_progress):
+            for name, key in progress_changes(self.status.targets, self.slack_progress):
                 self.slack_progress[name] = key
-                steps.append(NotifyEvent("step", text, target=name))
+                steps.append(NotifyEvent("step", describe_progress(self.status.targets[name]), target=name))
             events = [e for e in self.slack_outbox if e.kind != "finished"] + steps
             events += [e for e in self.slack_outbox if e.kind == "finished"]
             self.slack_outbox = []
@@ -675,10 +676,9 @@ class DeliveryWorkflow:
                 approval_info(self.plan, self.status.pending_approval),
             )
             try:
-                result: NotifyResult = await workflow.execute_activity(
-                    "notify",
+                result = await workflow.execute_activity(
+                    notify,
                     request,
-                    result_type=NotifyResult,
                     schedule_to_close_timeout=NOTIFY_TIMEOUT * 4,
                     start_to_close_timeout=NOTIFY_TIMEOUT,
                     retry_policy=NOTIFY_RETRY,

@@ -16,16 +16,12 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from aicd import fleet
-    from aicd.activities.edge import SiteHealthRequest, SiteHealthResult
-    from aicd.activities.gitops import (
-        CommitRequest,
-        CommitResult,
-        FileEdit,
-        RollbackRequest,
-        delivery_trailer,
-    )
+    from aicd.activities.edge import SiteHealthRequest, check_sites
+    from aicd.activities.gitops import CommitRequest, FileEdit, GitOpsActivities, RollbackRequest
+    from aicd.errors import ErrorType, names
     from aicd.fleet import Site
     from aicd.messages import SYSTEM_ACTOR
+    from aicd.trailers import delivery_trailer, step_trailer
     from aicd.workflows.common import GIT_HEARTBEAT, GIT_RETRY, GIT_TIMEOUT, SYNC_HEARTBEAT, cause_of
     from aicd.workflows.rollout_control import Aborted, StepFailed, TargetRolloutInput
 
@@ -36,7 +32,7 @@ SITES_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=15),
     maximum_attempts=5,
-    non_retryable_error_types=["FleetConfigError"],
+    non_retryable_error_types=names(ErrorType.FLEET_CONFIG_ERROR),
 )
 
 
@@ -45,7 +41,7 @@ class FleetStop(Exception):
 
 
 def batch_step(input: TargetRolloutInput, number: int) -> str:
-    return f"{input.stage}/{input.target.name}/batch-{number}"
+    return step_trailer(input.stage, input.target.name, f"batch-{number}")
 
 
 async def read_fleet(input: TargetRolloutInput) -> list[Site]:
@@ -57,10 +53,9 @@ async def read_fleet(input: TargetRolloutInput) -> list[Site]:
             return fleet.sites_from_list(sites, f"targets.{input.target.name}.sites")
         if not isinstance(sites, dict) or not isinstance(sites.get("file"), str):
             raise fleet.FleetError(f"targets.{input.target.name}.sites must be a list or {{file: path}}")
-        text: str = await workflow.execute_activity(
-            "gitops_read_file",
+        text = await workflow.execute_activity_method(
+            GitOpsActivities.read_file,
             args=[input.gitops_repo, input.gitops_branch, sites["file"]],
-            result_type=str,
             start_to_close_timeout=GIT_TIMEOUT,  # no heartbeat timeout: the read (a first clone) does not beat
             retry_policy=GIT_RETRY,
         )
@@ -89,10 +84,9 @@ async def commit_batch(
         started=input.delivery_started,
         base=base,
     )
-    commit: CommitResult = await workflow.execute_activity(
-        "gitops_commit",
+    commit = await workflow.execute_activity_method(
+        GitOpsActivities.commit,
         request,
-        result_type=CommitResult,
         start_to_close_timeout=GIT_TIMEOUT,
         heartbeat_timeout=GIT_HEARTBEAT,
         retry_policy=GIT_RETRY,
@@ -136,10 +130,9 @@ async def check_batch(
             timeout_s=deadline_s,
         )
         try:
-            result: SiteHealthResult = await workflow.execute_activity(
-                "edge_check_sites",
+            result = await workflow.execute_activity(
+                check_sites,
                 request,
-                result_type=SiteHealthResult,
                 start_to_close_timeout=timeout,
                 heartbeat_timeout=SYNC_HEARTBEAT,
                 retry_policy=SITES_RETRY,
@@ -184,10 +177,9 @@ async def restore_sites(input: TargetRolloutInput, number: int, failed: list[str
         started=input.delivery_started,
     )
     try:
-        result: CommitResult = await workflow.execute_activity(
-            "gitops_rollback",
+        result = await workflow.execute_activity_method(
+            GitOpsActivities.rollback,
             request,
-            result_type=CommitResult,
             start_to_close_timeout=GIT_TIMEOUT,
             heartbeat_timeout=GIT_HEARTBEAT,
             retry_policy=GIT_RETRY,

@@ -39,7 +39,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from aicd import fleet
     from aicd.fleet import FleetTally, Site
-    from aicd.messages import SYSTEM_ACTOR, TargetStatus
+    from aicd.messages import EDGE_FLEET_WORKFLOW, SYSTEM_ACTOR, TargetStatus
     from aicd.plan import StepPlan
     from aicd.workflows.common import cause_of
     from aicd.workflows.edge_batch import (
@@ -90,8 +90,13 @@ class FleetInput(TargetRolloutInput):
 
     progress: FleetProgress | None = None
 
+    @classmethod
+    def of(cls, input: TargetRolloutInput) -> FleetInput:
+        """What a delivery starts a fleet with: its rollout input, no progress yet."""
+        return cls(**{f.name: getattr(input, f.name) for f in dataclasses.fields(TargetRolloutInput)})
 
-@workflow.defn(name="EdgeFleetWorkflow")
+
+@workflow.defn(name=EDGE_FLEET_WORKFLOW)
 class EdgeFleetWorkflow(RolloutControl):
     @workflow.init
     def __init__(self, input: FleetInput) -> None:

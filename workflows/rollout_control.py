@@ -15,9 +15,9 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from aicd.activities.analysis import AnalysisLookRequest
+    from aicd.activities.analysis import AnalysisLookRequest, analysis_look
     from aicd.errors import ErrorType
-    from aicd.messages import SYSTEM_ACTOR, HumanAction, TargetStatus
+    from aicd.messages import SYSTEM_ACTOR, TARGET_PROGRESS_SIGNAL, HumanAction, TargetStatus
     from aicd.plan import AnalysisPlan, StepPlan, TargetPlan, WritePlan
     from aicd.workflows.common import (
         ANALYSIS_HEARTBEAT,
@@ -99,12 +99,12 @@ class RolloutControl:
         self.base: str | None = None
 
     # --- messages from the parent delivery -------------------------------------------------------
-    @workflow.signal
+    @workflow.signal(name="pause")
     def pause(self, action: HumanAction) -> None:
         self.paused = True
         self.pause_reason = action.reason
 
-    @workflow.signal
+    @workflow.signal(name="resume")
     def resume(self, action: HumanAction) -> None:
         # A resume undoes a pause first; only a resume while not paused releases a step waiting for a human,
         # so lifting "stop the line" never also waves a `pause: {}` gate through.
@@ -114,12 +114,12 @@ class RolloutControl:
             self.resumed_by = action.actor
         self.next_actor = action.actor
 
-    @workflow.signal
+    @workflow.signal(name="abort")
     def abort(self, action: HumanAction) -> None:
         self.aborted = True
         self.abort_reason = action.reason or f"aborted by {action.actor}"
 
-    @workflow.query
+    @workflow.query(name="current")
     def current(self) -> TargetStatus:
         return self.status
 
@@ -232,9 +232,8 @@ class RolloutControl:
         )
         try:
             verdict: dict[str, Any] = await workflow.execute_activity(
-                "analysis_look",
+                analysis_look,
                 request,
-                result_type=dict,
                 start_to_close_timeout=ANALYSIS_TIMEOUT,
                 heartbeat_timeout=ANALYSIS_HEARTBEAT,
                 retry_policy=ANALYSIS_RETRY,
@@ -263,7 +262,7 @@ class RolloutControl:
             return  # a newer report is queued behind this one
         parent = workflow.get_external_workflow_handle(self.input.delivery_id)
         try:
-            await parent.signal("target_progress", snapshot)
+            await parent.signal(TARGET_PROGRESS_SIGNAL, snapshot)
         except Exception as error:  # the parent gone (terminated) must not fail the target
             workflow.logger.warning("cannot report progress to %s: %s", self.input.delivery_id, error)
 

@@ -13,10 +13,11 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from aicd.activities.drivers.base import SyncRequest
-    from aicd.activities.gitops import CommitRequest, FileEdit, delivery_trailer
-    from aicd.activities.steps import StepRequest, StepResult
-    from aicd.messages import SYSTEM_ACTOR, TargetStatus
+    from aicd.activities.gitops import CommitRequest, FileEdit
+    from aicd.activities.steps import StepActivities, StepRequest, StepResult
+    from aicd.messages import SYSTEM_ACTOR, TARGET_ROLLOUT_WORKFLOW, TargetStatus
     from aicd.plan import StepPlan
+    from aicd.trailers import delivery_trailer, step_trailer
     from aicd.workflows.common import GIT_TIMEOUT, STEP_RETRY, SYNC_HEARTBEAT, cause_of
     from aicd.workflows.rollout_control import (
         Aborted,
@@ -30,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
 __all__ = ["Aborted", "StepFailed", "TargetRolloutInput", "TargetRolloutResult", "TargetRolloutWorkflow"]
 
 
-@workflow.defn
+@workflow.defn(name=TARGET_ROLLOUT_WORKFLOW)
 class TargetRolloutWorkflow(RolloutControl):
     @workflow.init
     def __init__(self, input: TargetRolloutInput) -> None:
@@ -87,7 +88,7 @@ class TargetRolloutWorkflow(RolloutControl):
     async def _commit_and_sync(self, step_id: str, description: str, values: dict[str, Any]) -> None:
         """The step's commit, then the driver bringing the target to it and waiting for health."""
         target = self.input.target
-        trailer_step = f"{self.input.stage}/{target.name}/{step_id}"
+        trailer_step = step_trailer(self.input.stage, target.name, step_id)
         actor, self.next_actor = self.next_actor, SYSTEM_ACTOR
         sync = SyncRequest(
             delivery_id=self.input.delivery_id,
@@ -115,15 +116,13 @@ class TargetRolloutWorkflow(RolloutControl):
                 started=self.input.delivery_started,
                 base=base,
             )
-            result: StepResult = await workflow.execute_activity(
-                "apply_step",
+            return await workflow.execute_activity_method(
+                StepActivities.apply_step,
                 StepRequest(commit, sync),
-                result_type=StepResult,
                 start_to_close_timeout=GIT_TIMEOUT + timedelta(seconds=target.progress_deadline_s + 60),
                 heartbeat_timeout=SYNC_HEARTBEAT,
                 retry_policy=STEP_RETRY,
             )
-            return result
 
         try:
             result = await self._guarded_write(write)

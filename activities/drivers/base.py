@@ -13,9 +13,7 @@ from typing import Any, ClassVar, Protocol
 
 from temporalio.exceptions import ApplicationError
 
-# The error types workflows.common.SYNC_RETRY lists as non-retryable: every driver raises these names.
-CONFIG_ERROR = "TargetConfigError"
-UNHEALTHY = "TargetUnhealthy"
+from aicd.errors import ErrorType
 
 
 @dataclass
@@ -50,7 +48,7 @@ class SyncFailed(Exception):
 def config_error(message: str) -> ApplicationError:
     """The target's configuration is wrong (missing app, forbidden, untrusted certificate, unusable shape):
     retrying cannot help."""
-    return ApplicationError(message, non_retryable=True, type=CONFIG_ERROR)
+    return ApplicationError(message, non_retryable=True, type=ErrorType.TARGET_CONFIG_ERROR)
 
 
 class TargetDriver(Protocol):

@@ -1,0 +1,170 @@
+"""The distribution as a user gets it: a wheel built from the repository (not editable), installed with its
+`dev` extra into a fresh venv outside the checkout, runs validate, plan, worker, dev and the demo from a
+directory that is not the checkout, with no PYTHONPATH. This proves the package data (schema, demo spec),
+the declared dependencies and the module entry points (`python -m aicd.worker`), none found by path."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import venv
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+pytestmark = pytest.mark.slow
+
+SPEC = REPO_ROOT / "delivery_specs" / "checkout-api.yaml"
+BUILD_IGNORES = (".git", ".venv", "build", "dist", ".aicd", "*.egg-info", "__pycache__", "*_cache", ".hypothesis")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """No PYTHONPATH, no ambient Temporal or aicd settings, the venv's bin first on PATH."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("TEMPORAL_", "AICD_", "PYTHON", "VIRTUAL_ENV"))
+    }
+    env.update(extra)
+    return env
+
+
+class Installed:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.bin = root / "venv" / "bin"
+        self.work = root / "work"  # the current directory of every command: nowhere near the checkout
+        self.env = clean_env(PATH=f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}")
+
+    def run(self, *args: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(self.bin / "aicd"), *args],
+            cwd=self.work,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+        if check:
+            assert done.returncode == 0, f"aicd {' '.join(args)}: {done.returncode}\n{done.stdout}\n{done.stderr}"
+        return done
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+    root = tmp_path_factory.mktemp("wheel")
+    assert not root.resolve().is_relative_to(REPO_ROOT.resolve())
+    # Built from a copy of the checkout: a build/ left in the checkout by an earlier build would add files
+    # the tree no longer has.
+    source = root / "source"
+    shutil.copytree(REPO_ROOT, source, symlinks=True, ignore=shutil.ignore_patterns(*BUILD_IGNORES))
+    dist = root / "dist"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(dist), str(source)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=root,
+    )
+    assert build.returncode == 0, build.stderr
+    (wheel,) = dist.glob("aic_delivery-*.whl")
+    venv.EnvBuilder(with_pip=True).create(root / "venv")
+    install = subprocess.run(
+        [str(root / "venv" / "bin" / "python"), "-m", "pip", "install", "-q", f"{wheel}[dev]"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=root,
+        env=clean_env(),
+    )
+    assert install.returncode == 0, install.stderr[-3000:]
+    target = Installed(root)
+    target.work.mkdir()
+    yield target
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_wheel_holds_only_the_aicd_namespace(installed: Installed) -> None:
+    (site,) = (installed.root / "venv" / "lib").glob("python3*/site-packages")
+    assert (site / "aicd" / "workflows" / "delivery.py").is_file()
+    assert (site / "aicd" / "activities" / "gitops.py").is_file()
+    assert (site / "aicd" / "schemas" / "delivery-spec.v1alpha1.json").is_file()
+    assert (site / "aicd" / "delivery_specs" / "demo.yaml").is_file()
+    for generic in ("workflows", "activities", "worker.py", "tests", "bench"):
+        assert not (site / generic).exists(), f"{generic} installed at the top level of site-packages"
+    probe = subprocess.run(
+        [str(installed.bin / "python"), "-c", "import aicd.worker, aicd.workflows, aicd.activities; import workflows"],
+        cwd=installed.work,
+        env=installed.env,
+        capture_output=True,
+        text=True,
+    )
+    assert "No module named 'workflows'" in probe.stderr, probe.stderr
+
+
+def test_validate_and_plan_from_the_wheel(installed: Installed) -> None:
+    spec = installed.work / "checkout-api.yaml"
+    shutil.copy(SPEC, spec)
+    installed.run("validate", spec.name, check=True)
+    broken = installed.work / "broken.yaml"
+    broken.write_text(SPEC.read_text().replace("kind: argocd", "kind: argo", 1))
+    refused = installed.run("validate", broken.name)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stdout.startswith("broken.yaml:") and ": error: $.spec.targets." in refused.stdout, refused.stdout
+    plan = installed.run("plan", spec.name, "--revision", "4f2c1d9e" * 5, "--format", "json", check=True)
+    assert json.loads(plan.stdout)["delivery_id"] == f"delivery-checkout-api-{'4f2c1d9e' * 5}"
+
+
+def test_worker_help_from_the_wheel(installed: Installed) -> None:
+    done = installed.run("worker", "--help", check=True)
+    assert "--task-queue" in done.stdout
+
+
+def test_dev_stack_from_the_wheel(installed: Installed) -> None:
+    state = installed.work / "state"
+    process = subprocess.Popen(
+        [str(installed.bin / "aicd"), "dev", "--state-dir", str(state), "--port", "0", "--ui-port", "0"],
+        cwd=installed.work,
+        env=installed.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        address = ""
+        deadline = time.monotonic() + 120
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("  export TEMPORAL_ADDRESS="):
+                address = line.split("=", 1)[1].strip()
+                break
+            assert time.monotonic() < deadline, "aicd dev did not come up"
+        assert address, "aicd dev ended before it printed its address"
+        info = json.loads((state / "dev.json").read_text())
+        assert info["address"] == address and info["worker_pid"]
+        installed.env["TEMPORAL_ADDRESS"] = address
+        installed.run("list", check=True)  # the wheel's CLI reaches the stack's Temporal
+    finally:
+        installed.env.pop("TEMPORAL_ADDRESS", None)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+        rest, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, rest
+    assert "aicd dev: stopped (SIGINT)" in rest
+    assert not (state / "dev.json").exists()
+
+
+def test_demo_from_the_wheel(installed: Installed) -> None:
+    done = installed.run("demo", "--yes", "--state-dir", str(installed.work / "demo-state"), timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "rolled back" in done.stdout.lower()
