@@ -31,11 +31,12 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-import aicd.activities.sync  # noqa: F401 - registers the target drivers
-from aicd.activities.drivers.base import SyncFailed, SyncRequest, driver_for
+from aicd.activities.drivers import driver_for
+from aicd.activities.drivers.base import SyncFailed, SyncRequest
 from aicd.errors import ErrorType
 from aicd.fleet import Site, site_path, site_variables
 from aicd.spec.placeholders import render
+from aicd.targets import ArgoCDTarget, EdgeTarget, GitTarget, TargetKind
 
 SITE_KINDS = ("git", "argocd")
 HEARTBEAT_EVERY_S = 2.0
@@ -49,7 +50,6 @@ class SiteHealthRequest:
     stage: str
     target: str
     site_kind: str  # git | argocd
-    config: dict[str, Any]  # the target's own fields, without the fleet itself
     gitops_repo: str
     gitops_branch: str
     revision: str  # the batch's commit
@@ -57,6 +57,16 @@ class SiteHealthRequest:
     sites: list[Site]
     parallelism: int = 50
     timeout_s: float = 600.0  # progress deadline of one site
+    settings: EdgeTarget | None = None  # the fleet's typed config, without its sites; read it through fleet()
+    path: str = ""  # the site file template, with {{ site }}
+    # Requests scheduled before `settings` carried the target's spec fields as written.
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def fleet(self) -> EdgeTarget:
+        return self.settings if self.settings is not None else EdgeTarget.parse(self.config)
+
+    def file(self) -> str:
+        return self.path or str(self.config.get("path", ""))
 
 
 @dataclass
@@ -65,16 +75,12 @@ class SiteHealthResult:
     failed: dict[str, str] = field(default_factory=dict)  # site -> why, only the failed ones
 
 
-def site_config(config: dict[str, Any], site: str, stage: str, target: str) -> dict[str, Any]:
-    """The per-site config an `argocd` driver understands: `app` rendered for the site, `path` its file."""
-    rendered = {key: value for key, value in config.items() if key != "sites"}
-    app = config.get("app")
-    if not isinstance(app, str) or not app:
+def site_target(fleet: EdgeTarget, site: str, stage: str, target: str) -> ArgoCDTarget:
+    """The site's Argo CD Application, as the `argocd` driver takes it: the fleet's `app` rendered for it."""
+    if not fleet.app:
         raise ApplicationError(f"{target}: siteKind argocd needs `app` (a template with {{{{ site }}}})", non_retryable=True, type=ErrorType.FLEET_CONFIG_ERROR)
-    rendered["app"] = render(app, site_variables(site, stage, target), partial=True)
-    if isinstance(config.get("path"), str):
-        rendered["path"] = site_path(config["path"], site)
-    return rendered
+    app = render(fleet.app, site_variables(site, stage, target), partial=True)
+    return ArgoCDTarget(app=app, namespace=fleet.namespace, context=fleet.context, kubeconfig=fleet.kubeconfig)
 
 
 @activity.defn(name="edge_check_sites")
@@ -95,7 +101,7 @@ async def check_sites(request: SiteHealthRequest) -> SiteHealthResult:
 async def _check(request: SiteHealthRequest, progress: dict[str, int]) -> dict[str, str]:
     failed: dict[str, str] = {}
     if request.site_kind == "git":
-        landed = await _sync_reason(request, request.target, request.config)
+        landed = await _sync_reason(request, request.target, GitTarget(), request.file())
         if landed is not None:  # the batch's commit is not on the branch: no site of it can run it
             return {site.name: landed for site in request.sites}
         progress["checked"] = sum(1 for site in request.sites if not site.health)
@@ -120,10 +126,11 @@ async def _check(request: SiteHealthRequest, progress: dict[str, int]) -> dict[s
 async def _site_reason(request: SiteHealthRequest, site: Site, http: httpx.AsyncClient) -> str | None:
     if request.site_kind == "argocd":
         try:
-            config = site_config(request.config, site.name, request.stage, request.target)
+            application = site_target(request.fleet(), site.name, request.stage, request.target)
         except ApplicationError as error:
             return str(error)
-        reason = await _sync_reason(request, f"{request.target}/{site.name}", config, kind="argocd")
+        path = site_path(request.file(), site.name) if request.file() else ""
+        reason = await _sync_reason(request, f"{request.target}/{site.name}", application, path)
         if reason is not None:
             return reason
     if site.health:
@@ -131,15 +138,16 @@ async def _site_reason(request: SiteHealthRequest, site: Site, http: httpx.Async
     return None
 
 
-async def _sync_reason(request: SiteHealthRequest, name: str, config: dict[str, Any], kind: str = "git") -> str | None:
+async def _sync_reason(request: SiteHealthRequest, name: str, settings: TargetKind, path: str) -> str | None:
     """None when the driver reports the commit running and healthy, else why not. A configuration error of
     one site (its Application missing) fails that site; transient trouble raises and the chunk is retried."""
     sync = SyncRequest(
         delivery_id=request.delivery_id,
         stage=request.stage,
         target=name,
-        kind=kind,
-        config={key: value for key, value in config.items() if key != "sites"},
+        kind=settings.name,
+        settings=settings,
+        path=path,
         gitops_repo=request.gitops_repo,
         gitops_branch=request.gitops_branch,
         revision=request.revision,
@@ -148,7 +156,7 @@ async def _sync_reason(request: SiteHealthRequest, name: str, config: dict[str, 
     )
     try:
         # The chunk heartbeats for all its sites; per-site heartbeats would only be noise.
-        await driver_for(kind).sync(sync, _no_heartbeat)
+        await driver_for(settings.name).sync(sync, _no_heartbeat)
     except SyncFailed as error:
         return str(error)
     except ApplicationError as error:

@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from aicd.activities.drivers.base import (
-    SyncFailed,
-    SyncRequest,
-    SyncResult,
-    config_error,
-    driver_for,
-)
+from aicd.activities.drivers import driver_for
+from aicd.activities.drivers.base import SyncFailed, SyncRequest, SyncResult, config_error
 from aicd.errors import ErrorType
-
-# Driver modules register themselves on import; a missing optional one is simply not available.
-DRIVER_MODULES = ("aicd.activities.drivers.git", "aicd.activities.drivers.argocd", "aicd.activities.drivers.local")
-for _module in DRIVER_MODULES:
-    try:
-        importlib.import_module(_module)
-    except ModuleNotFoundError as _error:
-        if _error.name != _module:
-            raise
 
 
 @activity.defn(name="sync_target")

@@ -10,8 +10,10 @@ from typing import Any
 from aicd.judge.model import MetricConfig
 from aicd.redact import redact_credentials
 from aicd.spec.durations import format_duration
-from aicd.spec.model import DeliverySpec, Step
+from aicd.spec.model import DeliverySpec
 from aicd.spec.placeholders import render
+from aicd.steps import Step
+from aicd.targets import TARGET_KINDS, TargetConfig, TargetKind
 
 REVISION = re.compile(r"^[0-9a-fA-F]{7,64}$")
 
@@ -26,34 +28,19 @@ class CommandPlan:
 
 
 @dataclass
-class StepPlan:
-    index: int
-    kind: str  # setWeight | pause | analysis
-    weight: int | None = None
-    duration_s: float | None = None  # pause without duration waits for a human
-    metrics: list[str] = field(default_factory=list)
-
-    @property
-    def id(self) -> str:
-        return f"{self.index}-{self.kind}"
-
-    def describe(self) -> str:
-        if self.kind == "setWeight":
-            return f"setWeight {self.weight}"
-        if self.kind == "pause":
-            return f"pause {format_duration(self.duration_s)}" if self.duration_s else "pause until resumed"
-        subset = f" on {', '.join(self.metrics)}" if self.metrics else ""
-        return f"analysis {format_duration(self.duration_s or 0)}{subset}"
-
-
-@dataclass
 class TargetPlan:
     name: str
     kind: str
     path: str  # values file in the GitOps repo; edge paths keep {{ site }}
     region: str | None
     progress_deadline_s: float
-    config: dict[str, Any]
+    settings: TargetConfig | None = None  # the kind's typed config (aicd.targets); read it through typed()
+    # Plans made before `settings` carried the kind's spec fields as written (running deliveries still do):
+    # typed() parses them with the kind's own parser.
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def typed(self) -> TargetKind:
+        return self.settings if self.settings is not None else TARGET_KINDS[self.kind].parse(self.config)
 
 
 @dataclass
@@ -68,7 +55,7 @@ class StagePlan:
     name: str
     approval: ApprovalPlan | None
     waves: list[list[str]]
-    steps: list[StepPlan]
+    steps: list[Step]  # each kind's typed step (aicd.steps)
 
     @property
     def targets(self) -> list[str]:
@@ -147,10 +134,6 @@ def artifact_tag(artifact: str) -> str:
     return last.rsplit(":", 1)[1] if ":" in last else artifact
 
 
-def _step_plan(index: int, step: Step) -> StepPlan:
-    return StepPlan(index, step.kind, step.weight, step.duration_s, list(step.metrics))
-
-
 def build_plan(spec: DeliverySpec, revision: str, *, artifact_override: str | None = None) -> DeliveryPlan:
     if not REVISION.fullmatch(revision):
         raise ValueError(f"revision {revision!r} is not a commit SHA (7 to 64 hex digits)")
@@ -178,7 +161,7 @@ def build_plan(spec: DeliverySpec, revision: str, *, artifact_override: str | No
             path=render(target.path, {**variables, "target": name}, partial=True),
             region=target.region,
             progress_deadline_s=target.progress_deadline_s,
-            config=dict(target.config),
+            settings=target.config,
         )
         for name, target in spec.targets.items()
     }
@@ -229,7 +212,7 @@ def build_plan(spec: DeliverySpec, revision: str, *, artifact_override: str | No
                     else None
                 ),
                 waves=[list(wave) for wave in stage.waves],
-                steps=[_step_plan(index, step) for index, step in enumerate(stage.steps)],
+                steps=list(stage.steps),
             )
             for stage in spec.stages
         ],
@@ -269,13 +252,9 @@ def render_tree(plan: DeliveryPlan) -> str:
                 target = plan.targets[name]
                 where = f" {target.region}" if target.region else ""
                 lines.append(f"      target {name} [{target.kind}{where}] {target.path}")
-                if target.kind == "edge":
-                    lines.append(
-                        f"        fleet {target.config.get('sites')} in batches {target.config.get('batches')},"
-                        f" max failures {target.config.get('maxFailures', 0)}"
-                    )
+                lines += [f"        {line}" for line in target.typed().plan_lines()]
                 for step in stage.steps:
-                    lines.append(f"        {step.id}: {_describe_step(plan, step)}")
+                    lines.append(f"        {step.id}: {step.plan_line(plan.write, plan.artifact_tag)}")
                 lines.append(
                     f"        promote: {plan.write.image}={plan.artifact_tag}, {plan.write.weight}=0"
                 )
@@ -292,8 +271,3 @@ def _command_lines(label: str, command: CommandPlan) -> list[str]:
         )
     return lines
 
-
-def _describe_step(plan: DeliveryPlan, step: StepPlan) -> str:
-    if step.kind == "setWeight":
-        return f"setWeight {step.weight}: {plan.write.canary_image}={plan.artifact_tag}, {plan.write.weight}={step.weight}"
-    return step.describe()

@@ -23,6 +23,24 @@ ROOT = Path(__file__).resolve().parents[1]
 SKIP_DIRS = {".venv", ".git", "build", "dist", ".aicd", "node_modules", "__pycache__"}
 OLD_PACKAGES = ("activities", "workflows")
 
+# Modules that moved inside the namespace: the embedded stack into aicd.dev, the shared test infrastructure
+# into aicd.testing. Longest names first; a name is rewritten with what follows it (`aicd.embedded.ports` ->
+# `aicd.dev.ports`).
+MOVED = {
+    "aicd.devstack": "aicd.dev.temporal",
+    "aicd.embedded": "aicd.dev",
+    "aicd.demo_app": "aicd.dev.demo_app",
+    "aicd.demo": "aicd.dev.demo",
+    "tests.standins": "aicd.testing.standins",
+    "tests.helpers_engine": "aicd.testing.engine",
+    "tests.chaos.harness": "aicd.testing.chaos",
+}
+_MOVED = re.compile(
+    r"(?<![\w.])(?P<name>"
+    + "|".join(re.escape(name) for name in sorted(MOVED, key=len, reverse=True))
+    + r")(?![\w])"
+)
+
 # `from activities...`, `import activities...`, `from workflows...`, at the start of a (possibly indented)
 # line; never a name with a dot or a word character before it (`aicd.activities`, `my_workflows`).
 _IMPORT = re.compile(
@@ -37,7 +55,8 @@ _STRING = re.compile(r"(?P<quote>[\"'])(?P<name>(?:activities|workflows)\.\w+(?:
 def rewrite(text: str) -> str:
     text = _IMPORT.sub(lambda m: f"{m['indent']}{m['keyword']} aicd.{m['name']}", text)
     text = _WORKER.sub(lambda m: f"{m['indent']}{m['keyword']} aicd.worker", text)
-    return _STRING.sub(lambda m: f"{m['quote']}aicd.{m['name']}{m['quote']}", text)
+    text = _STRING.sub(lambda m: f"{m['quote']}aicd.{m['name']}{m['quote']}", text)
+    return _MOVED.sub(lambda m: MOVED[m["name"]], text)
 
 
 def python_files(paths: list[Path]) -> list[Path]:

@@ -6,16 +6,20 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from aicd.activities.drivers.argocd import ArgoCDAPIError, ArgoCDDriver, _repo_key, parse_duration
-from aicd.activities.drivers.base import SyncFailed, SyncRequest, driver_for
+from aicd.activities.drivers import DRIVERS, driver_for
+from aicd.activities.drivers.argocd import ArgoCDAPIError, ArgoCDDriver, _repo_key
+from aicd.activities.drivers.base import SyncFailed, SyncRequest
 from aicd.argocd_manifests import render_applications
 from aicd.errors import ErrorType
+from aicd.spec.durations import parse_duration
+from aicd.targets import TARGET_KINDS, GitTarget
 from tests.standins.kube_argocd import GitOpsRepo, KubeArgoCD, write_kubeconfig
 
 APP = "checkout-api-prod-use1"
@@ -112,6 +116,12 @@ def request(
 
 def test_registered_for_kind_argocd() -> None:
     assert isinstance(driver_for("argocd"), ArgoCDDriver)
+
+
+def test_every_target_kind_but_a_fleet_has_one_driver() -> None:
+    assert sorted(DRIVERS.names) == sorted(kind.name for kind in TARGET_KINDS if not kind.fleet)
+    with pytest.raises(KeyError, match=r"no target driver kind 'edge'; known: \['argocd', 'git', 'local'\]"):
+        driver_for("edge")
 
 
 @pytest.mark.parametrize(
@@ -501,15 +511,15 @@ async def test_missing_kubeconfig_is_a_config_error(tmp_path: Path, driver: Argo
     assert_config_error(info.value, "prod-use1", APP, "use1", "nowhere")
 
 
-async def test_missing_app_field_and_bad_deadline_are_config_errors(
+async def test_missing_app_field_and_a_target_of_another_kind_are_config_errors(
     kubeconfig: Path, driver: ArgoCDDriver
 ) -> None:
     with pytest.raises(ApplicationError) as info:
         await driver.sync(request("a" * 40, kubeconfig=kubeconfig, app=""), Heartbeats())
     assert_config_error(info.value, "prod-use1", "app")
     with pytest.raises(ApplicationError) as info:
-        await driver.sync(request("a" * 40, kubeconfig=kubeconfig, progressDeadline="soon"), Heartbeats())
-    assert_config_error(info.value, "progressDeadline")
+        await driver.sync(replace(request("a" * 40, kubeconfig=kubeconfig), kind="git", settings=GitTarget()), Heartbeats())
+    assert_config_error(info.value, "prod-use1", "kind argocd needs `app`")
 
 
 async def test_unreachable_api_is_retryable(tmp_path: Path, driver: ArgoCDDriver) -> None:
@@ -558,7 +568,7 @@ async def test_progress_deadline_raises_sync_failed(
     standin.status_delay_s = 3.0
     sha = gitops.commit({VALUES: values("v15")})
     with pytest.raises(SyncFailed, match=r"progress deadline \(0.5s\): sync operation Running"):
-        await driver.sync(request(sha, kubeconfig=kubeconfig, progressDeadline="500ms"), Heartbeats())
+        await driver.sync(request(sha, kubeconfig=kubeconfig, timeout_s=0.5), Heartbeats())
 
 
 async def test_cancellation_stops_waiting_at_once(

@@ -273,7 +273,8 @@ def test_chart_is_an_argocd_target_key(run_aicd: RunAicd, tmp_path: Path, gitops
         tmp_path, gitops.url, {"web": {"kind": "git", "path": "envs/prod/values.yaml", "chart": CHART}}
     )
     done = run_aicd("validate", str(spec))
-    assert done.returncode == 2 and "chart applies to argocd targets only" in done.stdout
+    # Each target kind has its own keys: a git target's allowed keys are listed, and chart is not among them.
+    assert done.returncode == 2 and "$.spec.targets.web.chart: unknown key(s) ['chart']; allowed here: ['kind', 'path'" in done.stdout
     spec = write_spec(
         tmp_path, gitops.url, {"web": argocd("shop", "envs/prod/values.yaml", chart={"repo": CHARTS})}
     )

@@ -19,7 +19,8 @@ import psutil
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from aicd.activities.drivers.base import SyncFailed, SyncRequest, driver_for
+from aicd.activities.drivers import driver_for
+from aicd.activities.drivers.base import SyncFailed, SyncRequest
 from aicd.activities.drivers.local import LocalDriver
 from aicd.demo_app import AppConfig, ConfigError, parse_config
 from aicd.demo_app import build as demo_build

@@ -23,7 +23,17 @@ from tests.conftest import REPO_ROOT
 pytestmark = pytest.mark.slow
 
 SPEC = REPO_ROOT / "delivery_specs" / "checkout-api.yaml"
-BUILD_IGNORES = (".git", ".venv", "build", "dist", ".aicd", "*.egg-info", "__pycache__", "*_cache", ".hypothesis")
+BUILD_IGNORES = (
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    ".aicd",
+    "*.egg-info",
+    "__pycache__",
+    "*_cache",
+    ".hypothesis",
+)
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -55,7 +65,9 @@ class Installed:
             stdin=subprocess.DEVNULL,
         )
         if check:
-            assert done.returncode == 0, f"aicd {' '.join(args)}: {done.returncode}\n{done.stdout}\n{done.stderr}"
+            assert done.returncode == 0, (
+                f"aicd {' '.join(args)}: {done.returncode}\n{done.stdout}\n{done.stderr}"
+            )
         return done
 
 
@@ -102,7 +114,11 @@ def test_the_wheel_holds_only_the_aicd_namespace(installed: Installed) -> None:
     for generic in ("workflows", "activities", "worker.py", "tests", "bench"):
         assert not (site / generic).exists(), f"{generic} installed at the top level of site-packages"
     probe = subprocess.run(
-        [str(installed.bin / "python"), "-c", "import aicd.worker, aicd.workflows, aicd.activities; import workflows"],
+        [
+            str(installed.bin / "python"),
+            "-c",
+            "import aicd.worker, aicd.workflows, aicd.activities; import workflows",
+        ],
         cwd=installed.work,
         env=installed.env,
         capture_output=True,
@@ -119,7 +135,9 @@ def test_validate_and_plan_from_the_wheel(installed: Installed) -> None:
     broken.write_text(SPEC.read_text().replace("kind: argocd", "kind: argo", 1))
     refused = installed.run("validate", broken.name)
     assert refused.returncode == 2, refused.stdout + refused.stderr
-    assert refused.stdout.startswith("broken.yaml:") and ": error: $.spec.targets." in refused.stdout, refused.stdout
+    assert refused.stdout.startswith("broken.yaml:") and ": error: $.spec.targets." in refused.stdout, (
+        refused.stdout
+    )
     plan = installed.run("plan", spec.name, "--revision", "4f2c1d9e" * 5, "--format", "json", check=True)
     assert json.loads(plan.stdout)["delivery_id"] == f"delivery-checkout-api-{'4f2c1d9e' * 5}"
 

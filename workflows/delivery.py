@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
     from aicd.plan import CommandPlan, DeliveryPlan, StagePlan
     from aicd.slack_blocks import approval_info, compact_status, describe_progress
     from aicd.spec.durations import format_duration
+    from aicd.targets import TARGET_KINDS
     from aicd.trailers import delivery_trailer, step_trailer
     from aicd.workflows.common import (
         CLAIM_RETRY,
@@ -409,7 +410,7 @@ class DeliveryWorkflow:
             self.started_targets.append((stage.name, name))
             child_id = f"{self.plan.delivery_id}--{stage.name}--{name}"
             handle: workflow.ChildWorkflowHandle[Any, TargetRolloutResult]
-            if target.kind == "edge":  # a fleet of sites: batches, not canary weights
+            if TARGET_KINDS[target.kind].fleet:  # a fleet of sites: batches, not canary weights
                 handle = await workflow.start_child_workflow(EdgeFleetWorkflow.run, FleetInput.of(child_input), id=child_id)
             else:
                 handle = await workflow.start_child_workflow(TargetRolloutWorkflow.run, child_input, id=child_id)
@@ -514,7 +515,7 @@ class DeliveryWorkflow:
 
     async def _sync_back(self, stage: str, name: str, sha: str, state: TargetStatus) -> None:
         target = self.plan.targets[name]
-        if target.kind == "edge":
+        if TARGET_KINDS[target.kind].fleet:
             return  # a fleet's sites follow their files; per-site health is the fleet workflow's business
         try:
             await workflow.execute_activity(
@@ -524,7 +525,8 @@ class DeliveryWorkflow:
                     stage=stage,
                     target=name,
                     kind=target.kind,
-                    config=target.config,
+                    settings=target.typed(),
+                    path=target.path,
                     gitops_repo=self.plan.gitops_repo,
                     gitops_branch=self.plan.gitops_branch,
                     revision=sha,

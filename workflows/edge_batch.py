@@ -21,11 +21,11 @@ with workflow.unsafe.imports_passed_through():
     from aicd.errors import ErrorType, names
     from aicd.fleet import Site
     from aicd.messages import SYSTEM_ACTOR
+    from aicd.targets.edge import EdgeTarget, SitesFile
     from aicd.trailers import delivery_trailer, step_trailer
     from aicd.workflows.common import GIT_HEARTBEAT, GIT_RETRY, GIT_TIMEOUT, SYNC_HEARTBEAT, cause_of
     from aicd.workflows.rollout_control import Aborted, StepFailed, TargetRolloutInput
 
-DEFAULT_PARALLELISM = 50
 # A chunk's sites are checked `parallelism` at a time; a transient error (API down) retries the chunk.
 SITES_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -40,6 +40,14 @@ class FleetStop(Exception):
     """The fleet cannot start (fleet file missing or invalid); the reason is the target's failure."""
 
 
+def fleet_of(input: TargetRolloutInput) -> EdgeTarget:
+    """The fleet's typed config (an edge target: the delivery starts this workflow for no other kind)."""
+    settings = input.target.typed()
+    if not isinstance(settings, EdgeTarget):
+        raise FleetStop(f"target {input.target.name} of kind {input.target.kind} is not a fleet")
+    return settings
+
+
 def batch_step(input: TargetRolloutInput, number: int) -> str:
     return step_trailer(input.stage, input.target.name, f"batch-{number}")
 
@@ -47,19 +55,17 @@ def batch_step(input: TargetRolloutInput, number: int) -> str:
 async def read_fleet(input: TargetRolloutInput) -> list[Site]:
     """The sites, inline in the target or from a YAML list in the GitOps repository (read at the branch head
     once, when the fleet starts: a fleet file edited mid-delivery does not reshuffle the batches)."""
-    sites = input.target.config.get("sites")
+    sites = fleet_of(input).sites
     try:
-        if isinstance(sites, list):
+        if not isinstance(sites, SitesFile):
             return fleet.sites_from_list(sites, f"targets.{input.target.name}.sites")
-        if not isinstance(sites, dict) or not isinstance(sites.get("file"), str):
-            raise fleet.FleetError(f"targets.{input.target.name}.sites must be a list or {{file: path}}")
         text = await workflow.execute_activity_method(
             GitOpsActivities.read_file,
-            args=[input.gitops_repo, input.gitops_branch, sites["file"]],
+            args=[input.gitops_repo, input.gitops_branch, sites.file],
             start_to_close_timeout=GIT_TIMEOUT,  # no heartbeat timeout: the read (a first clone) does not beat
             retry_policy=GIT_RETRY,
         )
-        return fleet.parse_fleet(text, sites["file"])
+        return fleet.parse_fleet(text, sites.file)
     except ActivityError as error:
         raise FleetStop(f"cannot read the fleet: {cause_of(error)}") from error
     except fleet.FleetError as error:
@@ -106,8 +112,8 @@ async def check_batch(
     """Failed sites of the batch (site -> why), in fleet order. A sliding window of chunk activities keeps
     at most `parallelism` sites in check at once. Stops early - cancelling the chunks in flight - on abort
     (raises Aborted) or as soon as the failures exceed what the fleet's budget has left."""
-    config = {key: value for key, value in input.target.config.items() if key != "sites"}
-    parallelism = int(config.get("parallelism", DEFAULT_PARALLELISM))
+    config = fleet_of(input).without_sites()
+    parallelism = config.parallelism
     size = fleet.chunk_size(len(sites))
     window = max(1, parallelism // size)
     per_chunk = min(parallelism, size)
@@ -119,8 +125,9 @@ async def check_batch(
             delivery_id=input.delivery_id,
             stage=input.stage,
             target=input.target.name,
-            site_kind=str(config.get("siteKind", "git")),
-            config=config,
+            site_kind=config.site_kind,
+            settings=config,
+            path=input.target.path,
             gitops_repo=input.gitops_repo,
             gitops_branch=input.gitops_branch,
             revision=sha,

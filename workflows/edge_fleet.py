@@ -31,7 +31,9 @@ Same input (`TargetRolloutInput`, extended only with what continue-as-new carrie
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -40,13 +42,14 @@ with workflow.unsafe.imports_passed_through():
     from aicd import fleet
     from aicd.fleet import FleetTally, Site
     from aicd.messages import EDGE_FLEET_WORKFLOW, SYSTEM_ACTOR, TargetStatus
-    from aicd.plan import StepPlan
+    from aicd.steps import StepKind
     from aicd.workflows.common import cause_of
     from aicd.workflows.edge_batch import (
         FleetStop,
         batch_step,
         check_batch,
         commit_batch,
+        fleet_of,
         read_fleet,
         restore_sites,
     )
@@ -142,8 +145,9 @@ class EdgeFleetWorkflow(RolloutControl):
         self.status.message = "reading the fleet"
         sites = await read_fleet(self.input)
         try:
-            ends = fleet.batch_ends(len(sites), self.input.target.config.get("batches", ["100%"]))
-            budget = fleet.failure_budget(len(sites), self.input.target.config.get("maxFailures"))
+            settings = fleet_of(self.input)
+            ends = fleet.batch_ends(len(sites), settings.batches)
+            budget = fleet.failure_budget(len(sites), settings.max_failures)
         except fleet.FleetError as error:
             raise FleetStop(str(error)) from error
         tally = FleetTally(total=len(sites))
@@ -157,7 +161,7 @@ class EdgeFleetWorkflow(RolloutControl):
 
     async def _walk(self) -> None:
         progress = self.progress
-        steps = [step for step in self.input.steps if step.kind != "setWeight"]  # see the module docstring
+        steps = [step for step in self.input.steps if not step.moves_traffic]  # see the module docstring
         while progress.batch < len(progress.ends):
             if progress.step < 0:
                 await self._batch(progress.batch)
@@ -226,27 +230,24 @@ class EdgeFleetWorkflow(RolloutControl):
         progress.status = self.status
         progress.run += 1
         # The fleet travels in `progress`; an inline list in the target's config need not travel twice.
-        target = dataclasses.replace(
-            self.input.target, config={key: value for key, value in self.input.target.config.items() if key != "sites"}
-        )
+        target = dataclasses.replace(self.input.target, settings=fleet_of(self.input).without_sites(), config={})
         fields = {f.name: getattr(self.input, f.name) for f in dataclasses.fields(TargetRolloutInput)}
         fields["target"] = target
         workflow.continue_as_new(FleetInput(**fields, progress=progress))
 
     # --- the stage's steps after a batch ---------------------------------------------------------
-    async def _step(self, step: StepPlan, batch: int) -> None:
+    async def _step(self, step: StepKind, batch: int) -> None:
         await self._wait_unpaused()
         self.status.step_index = step.index
-        self.status.step_kind = step.kind
+        self.status.step_kind = step.name
         self.status.state = "progressing"
         self.status.message = f"after batch {batch + 1}/{len(self.progress.ends)}: {step.describe()}"
         await self._report()
-        if step.kind == "pause":
-            await self._pause_step(step)
-        elif step.kind == "analysis":
-            await self._analysis(step)
-        else:  # the schema allows nothing else; a new kind needs code here
-            raise ApplicationError(f"unknown step kind {step.kind}", non_retryable=True)
+        await step.run(self)
+
+    async def commit(self, step_id: str, description: str, values: Mapping[str, Any]) -> None:
+        # The walk skips the steps that move traffic, the only ones that commit: batches commit for a fleet.
+        raise ApplicationError(f"{step_id}: a fleet commits per batch, not per step", non_retryable=True)
 
     def _analysis_position(self) -> str:
         return f" after batch {self.progress.batch + 1}"

@@ -18,7 +18,8 @@ with workflow.unsafe.imports_passed_through():
     from aicd.activities.analysis import AnalysisLookRequest, analysis_look
     from aicd.errors import ErrorType
     from aicd.messages import SYSTEM_ACTOR, TARGET_PROGRESS_SIGNAL, HumanAction, TargetStatus
-    from aicd.plan import AnalysisPlan, StepPlan, TargetPlan, WritePlan
+    from aicd.plan import AnalysisPlan, TargetPlan, WritePlan
+    from aicd.steps import AnalysisStep, Step
     from aicd.workflows.common import (
         ANALYSIS_HEARTBEAT,
         ANALYSIS_RETRY,
@@ -42,7 +43,7 @@ class TargetRolloutInput:
     write: WritePlan
     stage: str
     target: TargetPlan
-    steps: list[StepPlan]
+    steps: list[Step]
     analysis: AnalysisPlan | None
     actor: str = SYSTEM_ACTOR  # who let this stage start (the approver), written on its first commit
     paused: bool = False
@@ -185,18 +186,30 @@ class RolloutControl:
             remaining -= (workflow.now() - began).total_seconds()
         await self._wait_unpaused()
 
-    async def _pause_step(self, step: StepPlan) -> None:
-        if step.duration_s is None:
-            await self._wait_for_human("waiting at `pause: {}` until resumed")
-        else:
-            await self._sleep(step.duration_s)
+    # --- what a step kind may do (aicd.steps.base.Rollout; subclasses add `commit`) --------------------
+    @property
+    def write(self) -> WritePlan:
+        return self.input.write
+
+    @property
+    def artifact_tag(self) -> str:
+        return self.input.artifact_tag
+
+    async def sleep(self, seconds: float) -> None:
+        await self._sleep(seconds)
+
+    async def wait_for_human(self, why: str) -> None:
+        await self._wait_for_human(why)
+
+    async def analyse(self, step: AnalysisStep) -> None:
+        await self._analysis(step)
 
     # --- analysis -------------------------------------------------------------------------------
     def _analysis_position(self) -> str:
         """Where the analysis stands, for a failure message (a fleet names its batch)."""
         return ""
 
-    async def _analysis(self, step: StepPlan) -> None:
+    async def _analysis(self, step: AnalysisStep) -> None:
         """Look every interval until a failure or the end of the duration; fail -> StepFailed, not enough
         evidence -> wait for a human (a resume counts as a pass, an abort rolls back)."""
         analysis = self.input.analysis
@@ -220,7 +233,7 @@ class RolloutControl:
         if verdict.get("outcome") != "pass":
             await self._wait_for_human(f"analysis inconclusive: {verdict.get('summary', '')}")
 
-    async def _look(self, analysis: AnalysisPlan, step: StepPlan, started: float, final: bool) -> dict[str, Any]:
+    async def _look(self, analysis: AnalysisPlan, step: AnalysisStep, started: float, final: bool) -> dict[str, Any]:
         request = AnalysisLookRequest(
             analysis=analysis,
             metrics=step.metrics,

@@ -5,18 +5,19 @@ knows the scope."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from aicd.activities.drivers.base import SyncRequest
     from aicd.activities.gitops import CommitRequest, FileEdit
     from aicd.activities.steps import StepActivities, StepRequest, StepResult
     from aicd.messages import SYSTEM_ACTOR, TARGET_ROLLOUT_WORKFLOW, TargetStatus
-    from aicd.plan import StepPlan
+    from aicd.steps import StepKind
     from aicd.trailers import delivery_trailer, step_trailer
     from aicd.workflows.common import GIT_TIMEOUT, STEP_RETRY, SYNC_HEARTBEAT, cause_of
     from aicd.workflows.rollout_control import (
@@ -54,25 +55,18 @@ class TargetRolloutWorkflow(RolloutControl):
             return await self._finish("superseded", str(superseded), superseded.by)
         return await self._finish("promoted", "")
 
-    async def _step(self, step: StepPlan) -> None:
+    async def _step(self, step: StepKind) -> None:
         await self._wait_unpaused()
         self.status.step_index = step.index
-        self.status.step_kind = step.kind
+        self.status.step_kind = step.name
         self.status.state = "progressing"
-        if step.kind != "setWeight":
-            await self._report()  # long-running steps show at once; a weight change shows when done
-        if step.kind == "setWeight":
-            assert step.weight is not None
-            values: dict[str, Any] = {self.input.write.canary_image: self.input.artifact_tag, self.input.write.weight: step.weight}
-            await self._commit_and_sync(step.id, step.describe(), values)
-            self.status.weight = step.weight
-        elif step.kind == "pause":
-            await self._pause_step(step)
-        elif step.kind == "analysis":
-            await self._analysis(step)
-        else:  # the schema allows nothing else; a new kind needs code here
-            raise ApplicationError(f"unknown step kind {step.kind}", non_retryable=True)
+        if step.waits:
+            await self._report()  # steps that take time show at once; a weight change shows when done
+        await step.run(self)
         await self._report()
+
+    async def commit(self, step_id: str, description: str, values: Mapping[str, Any]) -> None:
+        await self._commit_and_sync(step_id, description, dict(values))
 
     async def _promote(self) -> None:
         await self._wait_unpaused()
@@ -95,7 +89,8 @@ class TargetRolloutWorkflow(RolloutControl):
             stage=self.input.stage,
             target=target.name,
             kind=target.kind,
-            config=target.config,
+            settings=target.typed(),
+            path=target.path,
             gitops_repo=self.input.gitops_repo,
             gitops_branch=self.input.gitops_branch,
             revision="",  # the commit's, filled in by the activity

@@ -1,12 +1,12 @@
 """Argo CD targets (kind `argocd`): sync an Application to the committed GitOps revision and wait until healthy.
 
-Target config (the target's spec fields, in `SyncRequest.config`):
+Target config (aicd.targets.ArgoCDTarget, in `SyncRequest.settings`; the file in `SyncRequest.path`):
     app               Application name (required)
     namespace         namespace of the Application, i.e. where that Argo CD runs (default `argocd`)
     context           kubeconfig context of the cluster where that Argo CD runs; absent: the kubeconfig's current
                       context, or in-cluster config when running in a pod with no kubeconfig anywhere
     kubeconfig        path of a kubeconfig file (default: the usual KUBECONFIG / ~/.kube/config resolution)
-    progressDeadline  how long the sync may take to become healthy, e.g. `10m` (default: request.timeout_s)
+    progressDeadline  how long the sync may take to become healthy, e.g. `10m` (`SyncRequest.timeout_s`)
     path              the target's file in the GitOps repo: tells which source of a multi-source app is aicd's
 
 Application shapes, learnt from the live Application (no spec key says which shape an app has):
@@ -93,8 +93,9 @@ from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from aicd.activities.drivers.base import SyncFailed, SyncRequest, SyncResult, config_error, register
-from aicd.spec import durations
+from aicd.activities.drivers.base import SyncFailed, SyncRequest, SyncResult, config_error
+from aicd.spec.durations import parse_duration
+from aicd.targets import ArgoCDTarget
 
 GROUP = "argoproj.io"
 VERSION = "v1alpha1"
@@ -110,16 +111,6 @@ IN_CLUSTER_CA = "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
 
 class ArgoCDAPIError(RuntimeError):
     """Transient trouble talking to the Kubernetes API (unreachable, timeout, 5xx): Temporal retries the activity."""
-
-
-def parse_duration(value: str | float | int) -> float:
-    """`10m`, `1h30m`, `45s`, `500ms` or plain seconds -> seconds."""
-    if isinstance(value, int | float):
-        return float(value)
-    text = value.strip()
-    if re.fullmatch(r"\d+(?:\.\d+)?", text):
-        return float(text)
-    return durations.parse_duration(text)
 
 
 def _parse_time(value: Any) -> dt.datetime | None:
@@ -161,28 +152,23 @@ class _Target:
 
     @classmethod
     def from_request(cls, request: SyncRequest) -> _Target:
-        cfg = request.config or {}
-        app = cfg.get("app")
-        if not isinstance(app, str) or not app:
+        try:
+            settings = request.typed()
+        except (TypeError, KeyError, ValueError) as e:  # a legacy request's fields
+            raise config_error(f"target {request.target!r}: kind argocd: {e}") from None
+        if not isinstance(settings, ArgoCDTarget) or not settings.app:
             raise config_error(
                 f"target {request.target!r}: kind argocd needs `app` (the Argo CD Application name)"
             )
-        deadline: float = request.timeout_s
-        if cfg.get("progressDeadline") is not None:
-            try:
-                deadline = parse_duration(cfg["progressDeadline"])
-            except (ValueError, TypeError) as e:
-                raise config_error(f"target {request.target!r}: progressDeadline: {e}") from None
-        kubeconfig = cfg.get("kubeconfig")
-        path = cfg.get("path")
+        path = request.file()
         return cls(
             name=request.target,
-            app=app,
-            namespace=str(cfg.get("namespace") or DEFAULT_NAMESPACE),
-            context=str(cfg["context"]) if cfg.get("context") else None,
-            kubeconfig=os.path.expanduser(str(kubeconfig)) if kubeconfig else None,
-            deadline_s=max(deadline, 0.0),
-            path=_repo_path(path) if isinstance(path, str) and path else None,
+            app=settings.app,
+            namespace=settings.namespace or DEFAULT_NAMESPACE,
+            context=settings.context or None,
+            kubeconfig=os.path.expanduser(settings.kubeconfig) if settings.kubeconfig else None,
+            deadline_s=max(request.timeout_s, 0.0),
+            path=_repo_path(path) if path else None,
         )
 
 
@@ -744,7 +730,7 @@ class _AppWatch:
 class ArgoCDDriver:
     """Target driver for kind `argocd` (see the module docstring)."""
 
-    kind: ClassVar[str] = "argocd"
+    name: ClassVar[str] = "argocd"
 
     def __init__(
         self,
@@ -1155,6 +1141,4 @@ def _tls_message(target: _Target, what: str, reason: str, api_client: Any) -> st
     )
 
 
-register(ArgoCDDriver())
-
-__all__ = ["ArgoCDAPIError", "ArgoCDDriver", "parse_duration"]
+__all__ = ["ArgoCDAPIError", "ArgoCDDriver"]

@@ -1,8 +1,8 @@
 """Target drivers: how a committed desired state reaches a target and when it counts as healthy.
 
-Each target kind (`git`, `argocd`, `local`, `edge` sites) is one small driver with its own config shape,
-registered by kind, in the spirit of Kargo's promotion steps. The `sync_target` activity looks the driver up
-by kind; workflows never branch on kinds.
+Each target kind (aicd.targets: its typed config, schema and checks) that is not a fleet has one driver here,
+listed in aicd.activities.drivers. The `sync_target` activity looks the driver up by kind; workflows never
+branch on kinds.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Protocol
 from temporalio.exceptions import ApplicationError
 
 from aicd.errors import ErrorType
+from aicd.targets import TARGET_KINDS, TargetConfig, TargetKind
 
 
 @dataclass
@@ -23,13 +24,22 @@ class SyncRequest:
     delivery_id: str  # e.g. "delivery-checkout-api-4f2c1d9e"
     stage: str
     target: str  # target name in the spec
-    kind: str  # target kind: git | argocd | local | edge-site kinds
-    config: dict[str, Any]  # the target's own spec fields (app, namespace, context, path, ...)
+    kind: str  # target kind (aicd.targets): git | argocd | local
     gitops_repo: str  # URL/path of the GitOps repository
     gitops_branch: str
     revision: str  # the GitOps commit SHA that must be running
     step: str  # step id, e.g. "production/prod-use1/0-setWeight"
     timeout_s: float = 600.0  # progress deadline for this sync
+    settings: TargetConfig | None = None  # the kind's typed config; read it through typed()
+    path: str = ""  # the target's file in the GitOps repository
+    # Requests scheduled before `settings` carried the target's spec fields as written (`path` among them).
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def typed(self) -> TargetKind:
+        return self.settings if self.settings is not None else TARGET_KINDS[self.kind].parse(self.config)
+
+    def file(self) -> str | None:
+        return self.path or self.config.get("path") or None
 
 
 @dataclass
@@ -52,7 +62,7 @@ def config_error(message: str) -> ApplicationError:
 
 
 class TargetDriver(Protocol):
-    kind: ClassVar[str]
+    name: ClassVar[str]  # the target kind it drives
 
     async def sync(self, request: SyncRequest, heartbeat: Callable[..., None]) -> SyncResult:
         """Bring the target to `request.revision` and wait for health; raise SyncFailed on a definite failure,
@@ -60,17 +70,3 @@ class TargetDriver(Protocol):
         for transient trouble (it is retried)."""
         ...
 
-
-_DRIVERS: dict[str, TargetDriver] = {}
-
-
-def register(driver: TargetDriver) -> TargetDriver:
-    _DRIVERS[driver.kind] = driver
-    return driver
-
-
-def driver_for(kind: str) -> TargetDriver:
-    try:
-        return _DRIVERS[kind]
-    except KeyError:
-        raise KeyError(f"no target driver for kind {kind!r}; known: {sorted(_DRIVERS)}") from None

@@ -10,11 +10,11 @@ from typing import ClassVar
 
 import git
 
-from aicd.activities.drivers.base import SyncFailed, SyncRequest, SyncResult, register
+from aicd.activities.drivers.base import SyncFailed, SyncRequest, SyncResult
 
 
 class GitDriver:
-    kind: ClassVar[str] = "git"
+    name: ClassVar[str] = "git"
 
     async def sync(self, request: SyncRequest, heartbeat: Callable[..., None]) -> SyncResult:
         landed = await asyncio.to_thread(_on_branch, request.gitops_repo, request.gitops_branch, request.revision)
@@ -40,5 +40,3 @@ def _on_branch(repo: str, branch: str, revision: str) -> bool:
     )
     return status == 0
 
-
-register(GitDriver())

@@ -15,13 +15,14 @@ from typing import Any, ClassVar
 
 import httpx
 
-from aicd.activities.drivers.base import SyncFailed, SyncRequest, SyncResult, config_error, register
+from aicd.activities.drivers.base import SyncFailed, SyncRequest, SyncResult, config_error
+from aicd.targets import LocalTarget
 
 RECONCILER_ENV = "AICD_RECONCILER_URL"
 
 
 class LocalDriver:
-    kind: ClassVar[str] = "local"
+    name: ClassVar[str] = "local"
 
     def __init__(self, poll_interval: float = 0.5, request_timeout: float = 30.0) -> None:
         self.poll_interval = poll_interval
@@ -29,7 +30,9 @@ class LocalDriver:
 
     @staticmethod
     def reconciler_url(request: SyncRequest) -> str:
-        url = request.config.get("reconciler") or os.environ.get(RECONCILER_ENV)
+        settings = request.typed()
+        configured = settings.reconciler if isinstance(settings, LocalTarget) else None
+        url = configured or os.environ.get(RECONCILER_ENV)
         if not url:
             raise config_error(
                 f"target {request.target} (kind local): no reconciler URL; set `reconciler` on the target "
@@ -40,7 +43,9 @@ class LocalDriver:
     async def sync(self, request: SyncRequest, heartbeat: Callable[..., None]) -> SyncResult:
         base = self.reconciler_url(request)
         body: dict[str, Any] = {"target": request.target, "revision": request.revision}
-        for key in ("path", "app", "port", "keys"):
+        if request.file():
+            body["path"] = request.file()
+        for key in ("app", "port", "keys"):  # a reconciler's own target options, from tests and tools
             if request.config.get(key) is not None:
                 body[key] = request.config[key]
         deadline = time.monotonic() + request.timeout_s
@@ -106,5 +111,3 @@ def _details(status: dict[str, Any]) -> dict[str, Any]:
     keys = ("revision", "phase", "message", "stable", "canary", "weight", "proxy", "applied", "error")
     return {k: status[k] for k in keys if k in status}
 
-
-register(LocalDriver())

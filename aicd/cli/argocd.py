@@ -69,7 +69,7 @@ def manifests(
         for error in invalid.errors:
             typer.echo(str(error), err=True)
         raise typer.Exit(EXIT_USAGE) from None
-    targets = {name: {"kind": target.kind, **target.config} for name, target in loaded.targets.items()}
+    targets = dict(loaded.raw["spec"]["targets"])  # as written: the manifests follow the spec's own keys
     if not any(target["kind"] == "argocd" for target in targets.values()):
         raise fail(f"{spec}: no argocd targets", EXIT_USAGE)
     with _gitops_tree(loaded.gitops_repo, loaded.gitops_branch, gitops_dir) as tree:

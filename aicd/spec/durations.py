@@ -8,11 +8,17 @@ DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
 PERCENT_PATTERN = r"^[0-9]+(\.[0-9]+)?%$"
 
 _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
+_SECONDS = r"[0-9]+(?:\.[0-9]+)?"
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def parse_duration(text: str) -> float:
-    """Seconds in a duration string; ValueError names what is wrong."""
+def parse_duration(text: str | float) -> float:
+    """Seconds in a duration: `30s`, `5m`, `1h30m`, `500ms`, or a plain number of seconds (`90`, as settings in
+    the environment may give it; the spec's schema asks for a unit). ValueError names what is wrong."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return float(text)
+    if isinstance(text, str) and re.fullmatch(_SECONDS, text.strip()):
+        return float(text)
     if not isinstance(text, str) or not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(f"unparsable duration {text!r} (use e.g. 30s, 5m, 1h30m, 24h)")
     return sum(float(number) * _UNIT_SECONDS[unit] for number, unit in _PART.findall(text))

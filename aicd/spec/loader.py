@@ -16,6 +16,7 @@ from aicd.spec.errors import SpecError, SpecInvalid, json_path
 from aicd.spec.model import DeliverySpec, build_model
 from aicd.spec.semantic import SEMANTIC_CHECKS
 from aicd.spec.yamlsafe import Path, YamlDocument, YamlReadError, read_yaml
+from aicd.steps import STEP_KINDS
 
 SCHEMA_PATH = FsPath(str(schema_resource()))  # where editors find it (the yaml-language-server comment)
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -56,10 +57,10 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
         return (
             f"{error.instance!r} is not valid here: {_schema_of(error).get('description', 'see the schema')}"
         )
-    if error.validator in ("minProperties", "maxProperties") and "setWeight" in _schema_of(error).get(
-        "properties", {}
+    if error.validator in ("minProperties", "maxProperties") and _schema_of(error).get("properties", {}).keys() == set(
+        STEP_KINDS.names
     ):
-        return "a step has exactly one of setWeight, pause, analysis"
+        return f"a step has exactly one of {', '.join(STEP_KINDS.names)}"
     if error.validator == "const":
         return f"must be {error.validator_value!r}, not {error.instance!r}"
     if error.validator == "enum":

@@ -7,13 +7,14 @@ from typing import Any
 
 from aicd.judge.model import JudgeConfig, MetricConfig
 from aicd.spec.durations import parse_duration, parse_percent
+from aicd.steps import Step, parse_step
+from aicd.targets import TARGET_KINDS, TargetConfig
 
 DEFAULT_BUILD_TIMEOUT_S = 20 * 60.0
 DEFAULT_COMMAND_TIMEOUT_S = 10 * 60.0
 DEFAULT_PROGRESS_DEADLINE_S = 10 * 60.0
 DEFAULT_APPROVAL_TIMEOUT_S = 24 * 3600.0
 DEFAULT_ANALYSIS_INTERVAL_S = 30.0
-DEFAULT_ANALYSIS_DURATION_S = 5 * 60.0
 DEFAULT_POLL_INTERVAL_S = 60.0
 DEFAULT_TOLERANCE = 0.05
 DEFAULT_ALPHA = 0.01
@@ -45,8 +46,7 @@ class Target:
     path: str
     region: str | None
     progress_deadline_s: float
-    # The kind's own fields (app, namespace, context, sites, batches, ...) exactly as written.
-    config: dict[str, Any] = field(hash=False, compare=True)
+    config: TargetConfig = field(hash=False)  # the kind's typed config (aicd.targets)
 
 
 @dataclass(frozen=True)
@@ -64,14 +64,6 @@ class Analysis:
     metrics: tuple[MetricConfig, ...]
     queries: dict[str, str] = field(hash=False)  # metric name -> PromQL with {{ track }}
     totals: dict[str, str] = field(hash=False)  # metric name -> PromQL of the total, count metrics only
-
-
-@dataclass(frozen=True)
-class Step:
-    kind: str  # setWeight | pause | analysis
-    weight: int | None = None
-    duration_s: float | None = None  # pause: None waits for a human; analysis: how long
-    metrics: tuple[str, ...] = ()  # analysis: subset of metric names (empty = all)
 
 
 @dataclass(frozen=True)
@@ -120,24 +112,6 @@ def _command(raw: dict[str, Any]) -> Command:
     )
 
 
-def _step(raw: dict[str, Any]) -> Step:
-    if "setWeight" in raw:
-        return Step("setWeight", weight=int(raw["setWeight"]))
-    if "pause" in raw:
-        pause = raw["pause"]
-        if isinstance(pause, str):
-            return Step("pause", duration_s=parse_duration(pause))
-        duration = pause.get("duration")
-        return Step("pause", duration_s=parse_duration(duration) if duration else None)
-    analysis = raw["analysis"] or {}
-    duration = analysis.get("duration")
-    return Step(
-        "analysis",
-        duration_s=parse_duration(duration) if duration else DEFAULT_ANALYSIS_DURATION_S,
-        metrics=tuple(analysis.get("metrics", ())),
-    )
-
-
 def _analysis(raw: dict[str, Any]) -> Analysis:
     metrics = []
     for metric in raw["metrics"]:
@@ -182,7 +156,7 @@ def build_model(document: dict[str, Any]) -> DeliverySpec:
                 if "progressDeadline" in raw
                 else DEFAULT_PROGRESS_DEADLINE_S
             ),
-            config={key: value for key, value in raw.items() if key not in ("kind", "region")},
+            config=TARGET_KINDS[raw["kind"]].parse(raw),
         )
         for name, raw in spec["targets"].items()
     }
@@ -195,7 +169,7 @@ def build_model(document: dict[str, Any]) -> DeliverySpec:
             Stage(
                 name=raw["name"],
                 waves=waves,
-                steps=tuple(_step(step) for step in steps),
+                steps=tuple(parse_step(index, step) for index, step in enumerate(steps)),
                 approval=(
                     Approval(
                         approvers=tuple(approval["approvers"]),

@@ -10,6 +10,8 @@ from aicd.spec.durations import parse_duration, parse_percent
 from aicd.spec.paths import repo_path_problem
 from aicd.spec.placeholders import ALLOWED_VARIABLES, placeholders_in, unknown_placeholders
 from aicd.spec.yamlsafe import Path
+from aicd.steps import STEP_KINDS, SetWeightStep
+from aicd.targets import TARGET_KINDS
 
 Finding = tuple[Path, str]
 Check = Callable[[dict[str, Any]], Iterator[Finding]]
@@ -74,55 +76,21 @@ def check_unique_names(spec: dict[str, Any]) -> Iterator[Finding]:
             seen.add(name)
 
 
-def check_canary_weights(spec: dict[str, Any]) -> Iterator[Finding]:
+def check_steps(spec: dict[str, Any]) -> Iterator[Finding]:
+    """Each step kind checks its steps of a stage (aicd.steps); a canary ends at full weight."""
     for index, stage in enumerate(spec.get("stages", [])):
         steps = stage.get("strategy", {}).get("canary", {}).get("steps")
         if not steps:
             continue
-        last = -1
-        reached_full = False
+        base: Path = ("spec", "stages", index, "strategy", "canary", "steps")
+        by_kind: dict[str, list[tuple[Path, Any]]] = {}
         for step_index, step in enumerate(steps):
-            weight = step.get("setWeight")
-            if weight is None:
-                continue
-            path = ("spec", "stages", index, "strategy", "canary", "steps", step_index, "setWeight")
-            if not 0 <= weight <= 100:
-                yield path, f"setWeight {weight} is outside 0..100"
-            elif weight < last:
-                yield (
-                    path,
-                    f"setWeight {weight} is lower than the step before ({last}); weights never decrease",
-                )
-            last = max(last, weight)
-            reached_full = reached_full or weight == 100
-        if not reached_full:
-            yield (
-                ("spec", "stages", index, "strategy", "canary", "steps"),
-                "the canary never reaches setWeight 100; add a final `setWeight: 100` step",
-            )
-
-
-def check_analysis_has_metrics(spec: dict[str, Any]) -> Iterator[Finding]:
-    analysis = spec.get("analysis")
-    metric_names = {metric.get("name") for metric in (analysis or {}).get("metrics", [])}
-    for index, stage in enumerate(spec.get("stages", [])):
-        for step_index, step in enumerate(stage.get("strategy", {}).get("canary", {}).get("steps", [])):
-            if "analysis" not in step:
-                continue
-            path = ("spec", "stages", index, "strategy", "canary", "steps", step_index, "analysis")
-            if analysis is None:
-                yield (
-                    path,
-                    "analysis step but spec.analysis (a Prometheus provider and metrics) is not configured",
-                )
-            elif not metric_names:
-                yield path, "analysis step but spec.analysis.metrics is empty"
-            for metric_index, name in enumerate((step.get("analysis") or {}).get("metrics", [])):
-                if name not in metric_names:
-                    yield (
-                        (*path, "metrics", metric_index),
-                        f"unknown metric {name!r}; metrics are {sorted(metric_names)}",
-                    )
+            for name, value in step.items():
+                by_kind.setdefault(name, []).append(((*base, step_index, name), value))
+        for name, occurrences in by_kind.items():
+            yield from STEP_KINDS[name].checks(occurrences, spec)
+        if not any(step.get(SetWeightStep.name) == 100 for step in steps):
+            yield base, "the canary never reaches setWeight 100; add a final `setWeight: 100` step"
 
 
 def check_metric_thresholds(spec: dict[str, Any]) -> Iterator[Finding]:
@@ -202,51 +170,14 @@ def check_approvals(spec: dict[str, Any]) -> Iterator[Finding]:
             )
 
 
-def check_edge_targets(spec: dict[str, Any]) -> Iterator[Finding]:
+def check_targets(spec: dict[str, Any]) -> Iterator[Finding]:
+    """Each target kind checks its targets (aicd.targets); every target's path stays inside the GitOps
+    repository (the run refuses such paths too, but only after the build)."""
     for name, target in spec.get("targets", {}).items():
-        path = ("spec", "targets", name)
-        if target.get("kind") == "edge":
-            if "{{ site }}" not in target.get("path", "").replace("{{site}}", "{{ site }}"):
-                yield (*path, "path"), "an edge target's path must contain {{ site }}"
-            previous = 0.0
-            for batch_index, batch in enumerate(target.get("batches", [])):
-                try:
-                    share = parse_percent(batch)
-                except ValueError:
-                    continue
-                if share <= previous or share > 1.0:
-                    yield (
-                        (*path, "batches", batch_index),
-                        f"batch {batch} must be above the one before and at most 100%",
-                    )
-                previous = share
-            if target.get("batches") and previous != 1.0:
-                yield (*path, "batches"), "the last batch must be 100%"
-        else:
-            for key in ("sites", "batches", "maxFailures", "siteKind", "parallelism"):
-                if key in target:
-                    yield (*path, key), f"{key} applies to edge targets only"
-        if target.get("kind") != "argocd" and target.get("kind") != "edge":
-            for key in ("app", "namespace", "context", "kubeconfig", "destination"):
-                if key in target:
-                    yield (*path, key), f"{key} applies to argocd targets only"
-        if target.get("kind") != "argocd" and "chart" in target:
-            yield (*path, "chart"), "chart applies to argocd targets only (it shapes their Application)"
-
-
-def check_repo_paths(spec: dict[str, Any]) -> Iterator[Finding]:
-    """Target paths and fleet files stay inside the GitOps repository (the run refuses them too, but only
-    after the build)."""
-    for name, target in spec.get("targets", {}).items():
-        path = ("spec", "targets", name)
+        path: Path = ("spec", "targets", name)
+        yield from TARGET_KINDS[target["kind"]].checks(target, path)
         if isinstance(target.get("path"), str) and (problem := repo_path_problem(target["path"])):
             yield (*path, "path"), f"path {target['path']!r} {problem}"
-        sites = target.get("sites")
-        fleet_file = sites.get("file") if isinstance(sites, dict) else None
-        if isinstance(fleet_file, str) and (
-            problem := repo_path_problem(fleet_file, placeholders=frozenset())
-        ):
-            yield (*path, "sites", "file"), f"fleet file {fleet_file!r} {problem}"
 
 
 def _commands(spec: dict[str, Any]) -> Iterator[tuple[Path, dict[str, Any]]]:
@@ -318,15 +249,13 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_stage_targets_known,
     check_target_once_per_stage,
     check_unique_names,
-    check_canary_weights,
-    check_analysis_has_metrics,
+    check_steps,
     check_metric_thresholds,
     check_analysis_ranges,
     check_placeholders,
     check_artifact_placeholders,
     check_approvals,
-    check_edge_targets,
-    check_repo_paths,
+    check_targets,
     check_command_env,
     check_repo_credentials,
     check_durations,

@@ -1,0 +1,73 @@
+"""`analysis: {duration, metrics}`: the canary judge compares canary and baseline over spec.analysis's
+metrics (or a subset) for a duration; a failure fails the rollout, too little evidence waits for a human."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from aicd.spec.durations import format_duration, parse_duration
+from aicd.spec.yamlsafe import Path
+from aicd.steps.base import Finding, Rollout, StepKind
+
+DEFAULT_ANALYSIS_DURATION_S = 5 * 60.0
+
+
+@dataclass(frozen=True)
+class AnalysisStep(StepKind):
+    duration_s: float
+    metrics: list[str] = field(default_factory=list)  # a subset of spec.analysis.metrics; empty: all
+    kind: Literal["analysis"] = "analysis"
+
+    name: ClassVar[str] = "analysis"
+    schema: ClassVar[dict[str, Any]] = {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "Run the canary judge over spec.analysis.metrics for a duration.",
+        "properties": {
+            "duration": {
+                "$ref": "#/$defs/duration",
+                "description": "How long the judge gathers evidence (default 5m).",
+            },
+            "metrics": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Only these metrics of spec.analysis (default all).",
+            },
+        },
+    }
+
+    @classmethod
+    def parse(cls, index: int, value: Any) -> AnalysisStep:
+        value = value or {}
+        duration = value.get("duration")
+        return cls(
+            index,
+            parse_duration(duration) if duration else DEFAULT_ANALYSIS_DURATION_S,
+            list(value.get("metrics", ())),
+        )
+
+    @classmethod
+    def checks(cls, occurrences: list[tuple[Path, Any]], spec: Mapping[str, Any]) -> Iterator[Finding]:
+        """An analysis needs spec.analysis, and names only its metrics."""
+        analysis = spec.get("analysis")
+        known = {metric.get("name") for metric in (analysis or {}).get("metrics", [])}
+        for path, value in occurrences:
+            if analysis is None:
+                yield (
+                    path,
+                    "analysis step but spec.analysis (a Prometheus provider and metrics) is not configured",
+                )
+            elif not known:
+                yield path, "analysis step but spec.analysis.metrics is empty"
+            for index, name in enumerate((value or {}).get("metrics", [])):
+                if name not in known:
+                    yield (*path, "metrics", index), f"unknown metric {name!r}; metrics are {sorted(known)}"
+
+    def describe(self) -> str:
+        subset = f" on {', '.join(self.metrics)}" if self.metrics else ""
+        return f"analysis {format_duration(self.duration_s)}{subset}"
+
+    async def run(self, rollout: Rollout) -> None:
+        await rollout.analyse(self)
