@@ -23,6 +23,7 @@ from temporalio.service import RPCError
 
 from aicd.messages import DELIVERY_WORKFLOW, NOTIFY_ON_END_SIGNAL, SUPERSEDED_SIGNAL
 from aicd.plan import delivery_id
+from aicd.spec.model import Concurrency
 
 log = logging.getLogger(__name__)
 _REVISION_PART = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?(-[0-9a-z]+)?")
@@ -32,7 +33,7 @@ _REVISION_PART = re.compile(r"[0-9a-f]{40}([0-9a-f]{24})?(-[0-9a-z]+)?")
 class ClaimRequest:
     app: str
     delivery_id: str  # the claiming (newer) delivery
-    mode: str  # supersede | queue
+    mode: Concurrency
 
 
 @dataclass

@@ -4,12 +4,12 @@ Temporal's converter carries; the CLI, the gateway and the workflows all speak t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from aicd.plan import DeliveryPlan
 
 # Phases of a delivery, in the order they usually happen; the last five are terminal.
-PHASES = (
+Phase = Literal[
     "pending",
     "building",
     "testing",
@@ -24,8 +24,15 @@ PHASES = (
     "aborted",
     "rejected",
     "superseded",
-)
-TERMINAL_PHASES = frozenset({"succeeded", "failed", "aborted", "rejected", "superseded"})
+]
+PHASES: tuple[Phase, ...] = get_args(Phase)
+TERMINAL_PHASES: frozenset[Phase] = frozenset({"succeeded", "failed", "aborted", "rejected", "superseded"})
+# How a rollout child ended, and every state a target goes through.
+RolloutOutcome = Literal["promoted", "failed", "aborted", "superseded"]
+TargetState = Literal[
+    "pending", "progressing", "paused", "awaiting-resume", "promoted", "failed", "aborted", "superseded", "rolled-back"
+]
+CommandState = Literal["pending", "running", "succeeded", "failed"]
 
 # Signals sent by name where the sender cannot import the receiving workflow: a rollout child reports to its
 # parent delivery (the parent imports the child), and the claim activity (activities never import workflows)
@@ -85,7 +92,7 @@ class ActionRecord:
 @dataclass
 class CommandStatus:
     name: str
-    state: str  # pending | running | succeeded | failed
+    state: CommandState
     detail: str = ""  # how long it took, or why it failed (with the output's masked tail)
     log: str = ""  # host:path of the whole (masked) output on the worker that ran it
 
@@ -95,7 +102,7 @@ class TargetStatus:
     target: str
     stage: str
     kind: str
-    state: str = "pending"  # pending | progressing | paused | awaiting-resume | promoted | failed | aborted | superseded | rolled-back
+    state: TargetState = "pending"
     step_index: int = -1
     step_kind: str = ""
     weight: int = 0
@@ -116,7 +123,7 @@ class DeliveryStatus:
     app: str
     revision: str
     artifact: str
-    phase: str
+    phase: Phase
     stage: str | None = None
     wave: int | None = None
     paused: bool = False
@@ -140,6 +147,6 @@ class DeliveryStatus:
 @dataclass
 class DeliveryResult:
     delivery_id: str
-    phase: str
+    phase: Phase
     reason: str = ""
     commits: list[str] = field(default_factory=list)

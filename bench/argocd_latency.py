@@ -22,14 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from kubernetes import client as k8s
 
 from aicd.activities.drivers.argocd import ArgoCDDriver
 from aicd.activities.drivers.base import SyncRequest
 from aicd.argocd_manifests import render_applications
-from tests.standins.kube_argocd import GitOpsRepo, KubeArgoCD
+from aicd.testing.standins.kube_argocd import GitOpsRepo, KubeArgoCD
 
 APP = "bench-app"
 VALUES = "apps/bench/prod/values.yaml"

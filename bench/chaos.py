@@ -16,9 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from tests.chaos.harness import ChaosConfig, run_chaos
+from aicd.testing.chaos import ChaosConfig, run_chaos
 
 
 def main(argv: list[str] | None = None) -> int:

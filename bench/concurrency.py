@@ -18,8 +18,8 @@ from temporalio.client import Client, WorkflowHistory
 from aicd.activities import WorkerSettings
 from aicd.client import handle_for, start_delivery
 from aicd.messages import Trigger
+from aicd.testing.engine import commits, make_repo, plan_from, running_worker, spec_document
 from aicd.worker import build_worker
-from tests.helpers_engine import commits, make_repo, plan_from, running_worker, spec_document
 
 
 def push_retries(history: WorkflowHistory) -> int:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -29,18 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import psutil
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
 
-import psutil  # noqa: E402
-from temporalio.client import Client  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
-
-from aicd import search  # noqa: E402
-from aicd.client import get_status, handle_for, send_action, start_delivery  # noqa: E402
-from aicd.messages import DeliveryStatus, HumanAction, TargetStatus, Trigger  # noqa: E402
-from tests.helpers_engine import TEMPORAL_BIN, make_repo, plan_from, running_worker, spec_document  # noqa: E402
+from aicd import search
+from aicd.client import get_status, handle_for, send_action, start_delivery
+from aicd.messages import DeliveryStatus, HumanAction, TargetStatus, Trigger
+from aicd.testing.engine import TEMPORAL_BIN, make_repo, plan_from, running_worker, spec_document
 
 SITE_VALUES = "# edge values for {site}\nimage:\n  repository: example/web\n  tag: v0\nregion: {site}\n"
 PATH = "apps/web/edge/{{ site }}/values.yaml"

@@ -17,7 +17,7 @@ from temporalio.client import Client
 
 from aicd.client import get_status, handle_for, send_action, start_delivery
 from aicd.messages import HumanAction, Trigger
-from tests.helpers_engine import make_repo, plan_from, running_worker, spec_document
+from aicd.testing.engine import make_repo, plan_from, running_worker, spec_document
 
 TARGETS = [f"edge-{index}" for index in range(5)]
 

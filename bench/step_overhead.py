@@ -15,7 +15,7 @@ from _stack import dev_server
 
 from aicd.client import handle_for, start_delivery
 from aicd.messages import Trigger
-from tests.helpers_engine import commits, git, make_repo, plan_from, running_worker, spec_document
+from aicd.testing.engine import commits, git, make_repo, plan_from, running_worker, spec_document
 
 
 def floor_seconds(root: Path, steps: int) -> float:

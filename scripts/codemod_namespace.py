@@ -24,16 +24,16 @@ SKIP_DIRS = {".venv", ".git", "build", "dist", ".aicd", "node_modules", "__pycac
 OLD_PACKAGES = ("activities", "workflows")
 
 # Modules that moved inside the namespace: the embedded stack into aicd.dev, the shared test infrastructure
-# into aicd.testing. Longest names first; a name is rewritten with what follows it (`aicd.embedded.ports` ->
+# into aicd.testing. Longest names first; a name is rewritten with what follows it (`aicd.dev.ports` ->
 # `aicd.dev.ports`).
 MOVED = {
-    "aicd.devstack": "aicd.dev.temporal",
-    "aicd.embedded": "aicd.dev",
-    "aicd.demo_app": "aicd.dev.demo_app",
-    "aicd.demo": "aicd.dev.demo",
-    "tests.standins": "aicd.testing.standins",
-    "tests.helpers_engine": "aicd.testing.engine",
-    "tests.chaos.harness": "aicd.testing.chaos",
+    "aicd.dev.temporal": "aicd.dev.temporal",
+    "aicd.dev": "aicd.dev",
+    "aicd.dev.demo_app": "aicd.dev.demo_app",
+    "aicd.dev.demo": "aicd.dev.demo",
+    "aicd.testing.standins": "aicd.testing.standins",
+    "aicd.testing.engine": "aicd.testing.engine",
+    "aicd.testing.chaos": "aicd.testing.chaos",
 }
 _MOVED = re.compile(
     r"(?<![\w.])(?P<name>"
@@ -56,6 +56,11 @@ def rewrite(text: str) -> str:
     text = _IMPORT.sub(lambda m: f"{m['indent']}{m['keyword']} aicd.{m['name']}", text)
     text = _WORKER.sub(lambda m: f"{m['indent']}{m['keyword']} aicd.worker", text)
     text = _STRING.sub(lambda m: f"{m['quote']}aicd.{m['name']}{m['quote']}", text)
+    return _MOVED.sub(lambda m: MOVED[m["name"]], text)
+
+
+def rewrite_spec(text: str) -> str:
+    """A delivery spec's commands name modules too (`python -m aicd.demo_app.build`)."""
     return _MOVED.sub(lambda m: MOVED[m["name"]], text)
 
 
@@ -93,6 +98,11 @@ def main(argv: list[str]) -> int:
             file.write_text(new, encoding="utf-8")
             rewritten.append(str(file))
             print(f"rewrote {file}")
+    for spec in sorted((ROOT / "delivery_specs").glob("*.yaml")) if not argv else []:
+        text = spec.read_text(encoding="utf-8")
+        if (new := rewrite_spec(text)) != text:
+            spec.write_text(new, encoding="utf-8")
+            print(f"rewrote {spec}")
     changed = len(rewritten)
     print(f"{changed} file(s) changed")
     if rewritten:  # the new names sort differently: put the import blocks back in order

@@ -27,7 +27,7 @@ from temporalio.testing import WorkflowEnvironment
 from aicd import search
 from aicd.client import handle_for, send_action, start_delivery
 from aicd.messages import HumanAction, Trigger
-from tests.helpers_engine import TEMPORAL_BIN, make_repo, plan_from, running_worker, spec_document, wait_for
+from aicd.testing.engine import TEMPORAL_BIN, make_repo, plan_from, running_worker, spec_document, wait_for
 
 HISTORY_DIR = Path(__file__).parent / "histories"
 

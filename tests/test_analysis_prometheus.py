@@ -14,12 +14,12 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.client import get_status, handle_for, send_action, start_delivery
-from aicd.embedded.loadgen import LoadGenerator
-from aicd.embedded.ports import free_port, wait_http_ok
-from aicd.embedded.processes import ManagedProcess
-from aicd.embedded.prometheus import EmbeddedPrometheus, find_prometheus
+from aicd.dev.loadgen import LoadGenerator
+from aicd.dev.ports import free_port, wait_http_ok
+from aicd.dev.processes import ManagedProcess
+from aicd.dev.prometheus import EmbeddedPrometheus, find_prometheus
 from aicd.messages import HumanAction, Trigger
-from tests.helpers_engine import (
+from aicd.testing.engine import (
     commits,
     make_repo,
     plan_from,
@@ -47,7 +47,7 @@ def exporters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
         config = root / f"{app}-{track}.yaml"
         config.write_text(f"error_ratio: {error_ratio}\nadded_latency_ms: 2\n")
         port = free_port()
-        argv = [sys.executable, "-m", "aicd.demo_app", "--port", str(port), "--track", track,
+        argv = [sys.executable, "-m", "aicd.dev.demo_app", "--port", str(port), "--track", track,
                 "--version", f"{app}-{track}", "--config", str(config), "--app", app]
         processes.append(ManagedProcess(argv, root / f"{app}-{track}.log").start())
         addresses.append(f"127.0.0.1:{port}")

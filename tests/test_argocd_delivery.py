@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from aicd.argocd_manifests import GitOpsTree, render_applications
 from aicd.client import get_status, handle_for, start_delivery
 from aicd.messages import Trigger
-from tests.helpers_engine import (
+from aicd.testing.engine import (
     commits,
     make_repo,
     plan_from,
@@ -23,7 +23,7 @@ from tests.helpers_engine import (
     spec_document,
     temporal_env,
 )
-from tests.standins.kube_argocd import KubeArgoCD, write_kubeconfig
+from aicd.testing.standins.kube_argocd import KubeArgoCD, write_kubeconfig
 
 __all__ = ["temporal_env"]
 

@@ -20,7 +20,7 @@ from aicd.argocd_manifests import render_applications
 from aicd.errors import ErrorType
 from aicd.spec.durations import parse_duration
 from aicd.targets import TARGET_KINDS, GitTarget
-from tests.standins.kube_argocd import GitOpsRepo, KubeArgoCD, write_kubeconfig
+from aicd.testing.standins.kube_argocd import GitOpsRepo, KubeArgoCD, write_kubeconfig
 
 APP = "checkout-api-prod-use1"
 VALUES = "apps/checkout-api/prod/us-east-1/values.yaml"

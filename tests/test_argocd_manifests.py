@@ -12,10 +12,10 @@ import yaml
 from aicd.activities.drivers.argocd import ArgoCDDriver
 from aicd.activities.drivers.base import SyncRequest
 from aicd.argocd_manifests import GitOpsTree, dump_manifests, render_applications
+from aicd.testing.engine import spec_document
+from aicd.testing.standins.argocd_schema import validate_application
+from aicd.testing.standins.kube_argocd import GitOpsRepo, KubeArgoCD
 from tests.conftest import RunAicd
-from tests.helpers_engine import spec_document
-from tests.standins.argocd_schema import validate_application
-from tests.standins.kube_argocd import GitOpsRepo, KubeArgoCD
 
 CHARTS = "https://charts.example.com/stable"
 CHART = {"repo": CHARTS, "name": "checkout-api", "version": "1.4.2"}

@@ -15,7 +15,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from aicd.argocd_manifests import render_applications
-from tests.standins.kube_argocd import GitOpsRepo, KubeArgoCD, write_kubeconfig
+from aicd.testing.standins.kube_argocd import GitOpsRepo, KubeArgoCD, write_kubeconfig
 
 G, V, P = "argoproj.io", "v1alpha1", "applications"
 NS = "argocd"

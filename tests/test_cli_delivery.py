@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aicd.devstack import EmbeddedTemporal
-from tests.helpers_engine import commits, make_repo, spec_document
+from aicd.dev.temporal import EmbeddedTemporal
+from aicd.testing.engine import commits, make_repo, spec_document
 
 QUEUE = "cli-tests"
 

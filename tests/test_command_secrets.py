@@ -28,9 +28,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from aicd.client import get_status, handle_for, start_delivery
 from aicd.messages import Trigger
+from aicd.testing.engine import make_repo, plan_from, running_worker, spec_document, temporal_env
+from aicd.testing.standins.slack import SlackStandIn
 from tests.conftest import RunAicd, aicd_env
-from tests.helpers_engine import make_repo, plan_from, running_worker, spec_document, temporal_env
-from tests.standins.slack import SlackStandIn
 
 __all__ = ["temporal_env"]
 

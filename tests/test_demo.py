@@ -27,7 +27,7 @@ import yaml
 from rich.console import Console
 
 from aicd.cli.demo import render_live, render_summary
-from aicd.demo import (
+from aicd.dev.demo import (
     BAD,
     DEFAULT_SPEC,
     DEMO_DIR,
@@ -46,7 +46,7 @@ from aicd.demo import (
     run_demo,
     values_at_head,
 )
-from aicd.embedded.processes import wait_gone
+from aicd.dev.processes import wait_gone
 from aicd.messages import DeliveryStatus
 from aicd.spec.loader import load_spec
 from tests.conftest import REPO_ROOT, aicd_env

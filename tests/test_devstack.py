@@ -1,4 +1,4 @@
-"""`aicd dev` and aicd.devstack: a reachable Temporal with the aicd search attributes, the worker, durable
+"""`aicd dev` and aicd.dev.temporal: a reachable Temporal with the aicd search attributes, the worker, durable
 state across restarts, clean shutdown on SIGINT/SIGTERM with no orphans, clean errors."""
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, Describe
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
-from aicd.devstack import (
+from aicd.dev.ports import free_port
+from aicd.dev.processes import wait_gone
+from aicd.dev.temporal import (
     DEV_INFO_FILE,
     SEARCH_ATTRIBUTES,
     DevStackError,
@@ -35,8 +37,6 @@ from aicd.devstack import (
     read_dev_info,
     start_service,
 )
-from aicd.embedded.ports import free_port
-from aicd.embedded.processes import wait_gone
 from tests.conftest import REPO_ROOT, aicd_env
 
 APP = SearchAttributeKey.for_keyword("AicdApp")

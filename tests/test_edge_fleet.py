@@ -17,9 +17,7 @@ from temporalio.worker import Replayer
 
 from aicd.client import get_status, handle_for, send_action, start_delivery
 from aicd.messages import DeliveryStatus, HumanAction, TargetStatus, Trigger
-from aicd.workflows import ALL_WORKFLOWS, sandbox_runner
-from aicd.workflows.edge_fleet import EdgeFleetWorkflow
-from tests.helpers_engine import (
+from aicd.testing.engine import (
     commits,
     git,
     make_repo,
@@ -29,7 +27,9 @@ from tests.helpers_engine import (
     temporal_env,
     wait_for,
 )
-from tests.standins.kube_argocd import KubeArgoCD
+from aicd.testing.standins.kube_argocd import KubeArgoCD
+from aicd.workflows import ALL_WORKFLOWS, sandbox_runner
+from aicd.workflows.edge_fleet import EdgeFleetWorkflow
 
 __all__ = ["temporal_env"]
 

@@ -22,13 +22,13 @@ from temporalio.exceptions import ApplicationError
 from aicd.activities.drivers import driver_for
 from aicd.activities.drivers.base import SyncFailed, SyncRequest
 from aicd.activities.drivers.local import LocalDriver
-from aicd.demo_app import AppConfig, ConfigError, parse_config
-from aicd.demo_app import build as demo_build
-from aicd.demo_app.app import create_app
-from aicd.embedded.loadgen import LoadGenerator, require_loopback
-from aicd.embedded.ports import free_port
-from aicd.embedded.processes import wait_gone
-from aicd.embedded.reconciler import Desired, LocalReconciler, LocalTarget, ValueKeys, parse_values
+from aicd.dev.demo_app import AppConfig, ConfigError, parse_config
+from aicd.dev.demo_app import build as demo_build
+from aicd.dev.demo_app.app import create_app
+from aicd.dev.loadgen import LoadGenerator, require_loopback
+from aicd.dev.ports import free_port
+from aicd.dev.processes import wait_gone
+from aicd.dev.reconciler import Desired, LocalReconciler, LocalTarget, ValueKeys, parse_values
 
 GOOD, BAD, SICK, NEXT = "a1b2c3d", "bad0bad", "5ick000", "c0ffee1"
 VALUES = "apps/demo/dev/values.yaml"
@@ -140,7 +140,7 @@ def demo_children() -> list[psutil.Process]:
     found = []
     for child in psutil.Process().children(recursive=True):
         try:
-            if "aicd.demo_app" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
+            if "aicd.dev.demo_app" in child.cmdline() and child.status() != psutil.STATUS_ZOMBIE:
                 found.append(child)
         except psutil.NoSuchProcess:
             pass
@@ -298,7 +298,7 @@ def test_reconciler_process_cleans_up_on_sigterm_and_sigkill(tmp_path: Path) -> 
     targets.write_text(json.dumps({"dev": VALUES}))
     for sig in (signal.SIGTERM, signal.SIGKILL):
         state = tmp_path / f"state-{sig.name}"
-        argv = [sys.executable, "-m", "aicd.embedded.reconciler", "--gitops", str(repo.bare)]
+        argv = [sys.executable, "-m", "aicd.dev.reconciler", "--gitops", str(repo.bare)]
         argv += ["--targets", str(targets), "--artifacts", str(artifacts), "--state", str(state)]
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:

@@ -12,7 +12,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from aicd.client import ActionRefused, get_status, handle_for, send_action, start_delivery
 from aicd.messages import HumanAction, Trigger
-from tests.helpers_engine import (
+from aicd.testing.engine import (
     TEST_SERVER_BIN,
     commits,
     make_repo,

@@ -13,10 +13,10 @@ from pathlib import Path
 from temporalio.client import Client
 
 from aicd.client import get_status, handle_for, start_delivery
-from aicd.devstack import EmbeddedTemporal
-from aicd.embedded.processes import signal_group
+from aicd.dev.processes import signal_group
+from aicd.dev.temporal import EmbeddedTemporal
 from aicd.messages import Trigger
-from tests.helpers_engine import commits, make_repo, plan_from, spec_document
+from aicd.testing.engine import commits, make_repo, plan_from, spec_document
 
 
 def step_commits(gitops: str) -> list[dict[str, str]]:

@@ -24,8 +24,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from aicd.client import handle_for, start_delivery
 from aicd.messages import Trigger
+from aicd.testing.engine import commits, git, make_repo, plan_from, show, spec_document, temporal_env
 from tests.conftest import REPO_ROOT
-from tests.helpers_engine import commits, git, make_repo, plan_from, show, spec_document, temporal_env
 
 __all__ = ["temporal_env"]
 

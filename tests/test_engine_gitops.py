@@ -14,8 +14,7 @@ from aicd.activities import WorkerSettings
 from aicd.activities.gitops import CommitRequest, FileEdit, GitOpsActivities, RollbackRequest
 from aicd.client import handle_for, start_delivery
 from aicd.messages import Trigger
-from aicd.worker import build_worker
-from tests.helpers_engine import (
+from aicd.testing.engine import (
     commits,
     make_repo,
     plan_from,
@@ -24,6 +23,7 @@ from tests.helpers_engine import (
     spec_document,
     temporal_env,
 )
+from aicd.worker import build_worker
 
 __all__ = ["temporal_env"]
 

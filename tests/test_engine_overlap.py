@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from aicd.client import ActionRefused, get_status, handle_for, send_action, start_delivery
 from aicd.messages import HumanAction, Trigger
 from aicd.plan import DeliveryPlan
-from tests.helpers_engine import (
+from aicd.testing.engine import (
     assert_replays,
     branch_at,
     git,

@@ -17,7 +17,7 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.plan import delivery_id
-from tests.helpers_engine import temporal_env
+from aicd.testing.engine import temporal_env
 from tests.test_gateway_slack import command_body, signed
 from tests.test_gateway_webhooks import (
     GITLAB_TOKEN,

@@ -22,8 +22,8 @@ from aicd.gateway.signatures import sign_slack
 from aicd.messages import Trigger
 from aicd.plan import build_plan
 from aicd.spec.loader import load_spec
-from tests.helpers_engine import commits, git, running_worker, temporal_env, wait_for
-from tests.standins.slack import Message, SlackStandIn
+from aicd.testing.engine import commits, git, running_worker, temporal_env, wait_for
+from aicd.testing.standins.slack import Message, SlackStandIn
 from tests.test_gateway_webhooks import SLACK_SECRET, app_spec, http, make_gateway, metric, write_spec
 
 __all__ = ["temporal_env"]

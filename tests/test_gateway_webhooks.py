@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -27,11 +26,12 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.client import get_status, handle_for
+from aicd.dev.ports import free_port
 from aicd.gateway import Gateway, GatewaySettings, create_app
 from aicd.gateway.signatures import sign_github
 from aicd.gateway.specs import SpecDirectory, branch_matches, repo_key
 from aicd.plan import delivery_id
-from tests.helpers_engine import (
+from aicd.testing.engine import (
     branch_at,
     deliveries_of,
     git,
@@ -412,12 +412,6 @@ def test_spec_directory_reloads_and_survives_a_broken_file(
     alpha.unlink()
     assert directory.reload()
     assert [s.spec.name for s in directory.specs] == ["beta"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def test_aicd_serve_runs_the_gateway(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from temporalio.exceptions import ApplicationError
 from aicd.activities.gitops import CommitRequest, FileEdit, GitOpsActivities, RollbackRequest
 from aicd.errors import ErrorType
 from aicd.plan import WritePlan
-from tests.helpers_engine import commits, git, make_repo, show
+from aicd.testing.engine import commits, git, make_repo, show
 
 SEED = "# web\nimage:\n  tag: v0   # stable\ncanary:\n  weight: 0\n  tag: v0\n"
 WRITE = WritePlan("image.tag", "canary.weight", "canary.tag")

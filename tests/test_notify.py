@@ -20,9 +20,9 @@ from aicd.activities import WorkerSettings
 from aicd.client import handle_for, send_action, start_delivery
 from aicd.messages import HumanAction, Trigger
 from aicd.slack_blocks import delivery_message
+from aicd.testing.engine import make_repo, plan_from, spec_document, temporal_env, wait_for
+from aicd.testing.standins.slack import Message, SlackStandIn
 from aicd.worker import build_worker
-from tests.helpers_engine import make_repo, plan_from, spec_document, temporal_env, wait_for
-from tests.standins.slack import Message, SlackStandIn
 
 __all__ = ["temporal_env"]
 

@@ -21,8 +21,8 @@ from aicd.gateway.specs import SpecDirectory
 from aicd.poller import GitPoller
 from aicd.source import SourceError as PollError
 from aicd.source import list_heads
-from tests.helpers_engine import deliveries_of, git, running_worker, temporal_env
-from tests.standins.git_http import GitHttpStandIn
+from aicd.testing.engine import deliveries_of, git, running_worker, temporal_env
+from aicd.testing.standins.git_http import GitHttpStandIn
 from tests.test_gateway_webhooks import app_spec, write_spec
 
 __all__ = ["temporal_env"]

@@ -13,10 +13,10 @@ import requests
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
-from aicd.embedded.loadgen import LoadGenerator
-from aicd.embedded.processes import wait_gone
-from aicd.embedded.prometheus import EmbeddedPrometheus, find_prometheus
-from aicd.embedded.reconciler import LocalReconciler
+from aicd.dev.loadgen import LoadGenerator
+from aicd.dev.processes import wait_gone
+from aicd.dev.prometheus import EmbeddedPrometheus, find_prometheus
+from aicd.dev.reconciler import LocalReconciler
 from tests.test_embedded_local import BAD, GOOD, VALUES, GitOpsRepo, make_artifacts, values
 
 needs_prometheus = pytest.mark.skipif(

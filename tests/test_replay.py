@@ -11,8 +11,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from aicd.testing.engine import temporal_env
 from aicd.workflows import ALL_WORKFLOWS, sandbox_runner
-from tests.helpers_engine import temporal_env
 from tests.record_histories import HISTORY_DIR, SCENARIOS, record_scenario
 
 __all__ = ["temporal_env"]

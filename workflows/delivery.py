@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         DeliveryInput,
         DeliveryResult,
         DeliveryStatus,
+        Phase,
         HumanAction,
         TargetStatus,
     )
@@ -75,7 +76,7 @@ QUEUE_RECHECK = timedelta(seconds=30)
 class DeliveryStopped(Exception):
     """Ends the delivery early with a terminal phase and a reason."""
 
-    def __init__(self, phase: str, reason: str) -> None:
+    def __init__(self, phase: Phase, reason: str) -> None:
         super().__init__(reason)
         self.phase = phase
         self.reason = reason
@@ -97,7 +98,7 @@ class DeliveryWorkflow:
             trigger=input.trigger,
             started=workflow.info().workflow_start_time.isoformat(),
         )
-        self.phase_before_pause = "pending"
+        self.phase_before_pause: Phase = "pending"
         self.abort_action: HumanAction | None = None
         # Overlapping releases of the app (spec.concurrency): claimed once, before the first GitOps write.
         self.claimed = False
@@ -625,7 +626,7 @@ class DeliveryWorkflow:
         known = self.status.targets.get(name)
         return known.commits[-1] if known is not None and known.commits else None
 
-    def _set_phase(self, phase: str) -> None:
+    def _set_phase(self, phase: Phase) -> None:
         if self.status.paused and phase not in TERMINAL_PHASES and phase != "paused":
             self.phase_before_pause = phase
             return

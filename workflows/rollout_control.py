@@ -17,7 +17,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from aicd.activities.analysis import AnalysisLookRequest, analysis_look
     from aicd.errors import ErrorType
-    from aicd.messages import SYSTEM_ACTOR, TARGET_PROGRESS_SIGNAL, HumanAction, TargetStatus
+    from aicd.messages import SYSTEM_ACTOR, TARGET_PROGRESS_SIGNAL, HumanAction, RolloutOutcome, TargetStatus
     from aicd.plan import AnalysisPlan, TargetPlan, WritePlan
     from aicd.steps import AnalysisStep, Step
     from aicd.workflows.common import (
@@ -56,7 +56,7 @@ class TargetRolloutInput:
 @dataclass
 class TargetRolloutResult:
     target: str
-    outcome: str  # promoted | failed | aborted | superseded
+    outcome: RolloutOutcome
     reason: str = ""
     commits: list[str] = field(default_factory=list)
     superseded_by: str = ""  # outcome superseded: the newer delivery that wrote the target's file
@@ -283,7 +283,7 @@ class RolloutControl:
         if self.reports:
             await self.reports[-1]
 
-    async def _finish(self, outcome: str, reason: str, superseded_by: str = "") -> TargetRolloutResult:
+    async def _finish(self, outcome: RolloutOutcome, reason: str, superseded_by: str = "") -> TargetRolloutResult:
         self.status.state = outcome
         self.status.message = reason
         await self._report()

@@ -1,4 +1,4 @@
-"""Target kind `local`: the embedded reconciler (aicd.embedded.reconciler) runs the committed versions.
+"""Target kind `local`: the embedded reconciler (aicd.dev.reconciler) runs the committed versions.
 
 Config (the target's spec fields): `path` (values file), optional `reconciler` (its URL; default
 $AICD_RECONCILER_URL), `app`, `port` and `keys` ({image, canary, weight} dotted paths), passed along so the

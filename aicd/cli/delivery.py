@@ -38,7 +38,7 @@ async def _connect() -> Client:
     address = None
     if not os.environ.get("TEMPORAL_ADDRESS"):
         try:  # a running `aicd dev` tells where its Temporal is
-            from aicd.devstack import dev_address
+            from aicd.dev.temporal import dev_address
 
             address = dev_address(Path(os.environ.get(STATE_DIR_ENV, ".aicd")))
         except ImportError:

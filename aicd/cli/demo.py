@@ -1,4 +1,4 @@
-"""`aicd demo`: the demo (aicd.demo) in the terminal: a live view of each delivery, the approval prompt,
+"""`aicd demo`: the demo (aicd.dev.demo) in the terminal: a live view of each delivery, the approval prompt,
 and a summary at the end. Ctrl-C stops the demo and every process it started."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from aicd.cli.app import EXIT_FAILED, EXIT_OK, app, fail
 from aicd.cli.dev import TemporalPort, TemporalUiPort
 
 if TYPE_CHECKING:
-    from aicd.demo import DemoReport, DemoStack, LiveState, Release, ReleaseOutcome
+    from aicd.dev.demo import DemoReport, DemoStack, LiveState, Release, ReleaseOutcome
     from aicd.messages import DeliveryStatus
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -365,7 +365,7 @@ def demo(
     Sets up a demo source repo and GitOps repo, starts Temporal, the worker, a local reconciler running the demo app, Prometheus and a load generator, then delivers release 1.1 (good: staging, approval, production in two waves) and release 1.2 (bad: the canary analysis fails it, the delivery rolls back). Exit 0 when both went as expected.
     """
     # Imported here: the other commands need neither Temporal's client nor the embedded stack at start-up.
-    from aicd.demo import DEFAULT_SPEC, DemoError, DemoInterrupted, DemoOptions, run_demo
+    from aicd.dev.demo import DEFAULT_SPEC, DemoError, DemoInterrupted, DemoOptions, run_demo
 
     for value, name in ((port, "--port"), (ui_port, "--ui-port")):
         if value is not None and not 0 <= value <= 65535:

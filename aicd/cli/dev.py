@@ -14,7 +14,7 @@ import typer
 from aicd.cli.app import EXIT_FAILED, EXIT_OK, app, fail
 
 if TYPE_CHECKING:
-    from aicd.devstack import EmbeddedTemporal
+    from aicd.dev.temporal import EmbeddedTemporal
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -68,7 +68,7 @@ def dev(
     Temporal keeps its state in STATE_DIR/temporal.db across restarts and has the aicd search attributes registered. Ctrl-C or SIGTERM stops both cleanly, the worker first. Other shells find the stack through STATE_DIR/dev.json, or with the printed `export TEMPORAL_ADDRESS=...` line.
     """
     # Imported here: the Temporal client libraries are not needed by the other commands' start-up.
-    from aicd.devstack import DevStackError, DevStackInterrupted, EmbeddedTemporal
+    from aicd.dev.temporal import DevStackError, DevStackInterrupted, EmbeddedTemporal
 
     for value, name in ((port, "--port"), (ui_port, "--ui-port")):
         if value is not None and not 0 <= value <= 65535:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aicd.judge.model import JudgeConfig, MetricConfig
 from aicd.spec.durations import parse_duration, parse_percent
 from aicd.steps import Step, parse_step
 from aicd.targets import TARGET_KINDS, TargetConfig
+
+# What a failed step rolls back; what a newer delivery of the app does to older running ones.
+RollbackScope = Literal["target", "stage", "release"]
+Concurrency = Literal["supersede", "queue"]
 
 DEFAULT_BUILD_TIMEOUT_S = 20 * 60.0
 DEFAULT_COMMAND_TIMEOUT_S = 10 * 60.0
@@ -96,9 +100,9 @@ class DeliverySpec:
     write: WriteKeys = WriteKeys()
     analysis: Analysis | None = None
     stages: tuple[Stage, ...] = ()
-    rollback_scope: str = "stage"
+    rollback_scope: RollbackScope = "stage"
     slack_channel: str | None = None
-    concurrency: str = "supersede"
+    concurrency: Concurrency = "supersede"
     raw: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from aicd.embedded.prometheus import find_prometheus
-from tests.chaos.harness import FAULT_KINDS, ChaosConfig, DeliveryRecord, TargetRecord, check_run, run_chaos
-from tests.helpers_engine import git, make_repo
+from aicd.dev.prometheus import find_prometheus
+from aicd.testing.chaos import FAULT_KINDS, ChaosConfig, DeliveryRecord, TargetRecord, check_run, run_chaos
+from aicd.testing.engine import git, make_repo
+from aicd.trailers import CommitTrailers, commit_message
 
 STEPS = [(0, "setWeight"), (1, "analysis"), (2, "setWeight")]
 DELIVERY = "shop@" + "a" * 40
@@ -39,7 +40,7 @@ def test_deliveries_stay_correct_under_every_kind_of_fault(tmp_path: Path) -> No
 def _commit(work: Path, step: str, content: str, delivery: str = DELIVERY) -> str:
     (work / "web.yaml").write_text(content)
     git("add", "-A", cwd=work)
-    message = f"aicd: {step}\n\nAicd-Delivery: {delivery}\nAicd-Step: {step}\nAicd-Actor: aicd\n"
+    message = commit_message(f"aicd: {step}", CommitTrailers(delivery=delivery, step=step, actor="aicd"))
     git("-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-q", "--allow-empty", "-m", message, cwd=work)
     git("push", "-q", "origin", "HEAD:main", cwd=work)
     return git("rev-parse", "HEAD", cwd=work)

@@ -44,15 +44,16 @@ from temporalio.runtime import LogForwardingConfig, LoggingConfig, Runtime, Tele
 
 from aicd.argocd_manifests import render_applications
 from aicd.client import get_status, handle_for, start_delivery
-from aicd.devstack import DevStackError, EmbeddedTemporal
-from aicd.embedded.loadgen import LoadGenerator
-from aicd.embedded.ports import free_port, wait_http_ok
-from aicd.embedded.processes import ManagedProcess, signal_group
-from aicd.embedded.prometheus import EmbeddedPrometheus
+from aicd.dev.loadgen import LoadGenerator
+from aicd.dev.ports import free_port, wait_http_ok
+from aicd.dev.processes import ManagedProcess, signal_group
+from aicd.dev.prometheus import EmbeddedPrometheus
+from aicd.dev.temporal import DevStackError, EmbeddedTemporal
 from aicd.messages import DeliveryStatus, Trigger
 from aicd.plan import DeliveryPlan
-from tests.helpers_engine import commits, git, make_repo, plan_from, spec_document
-from tests.standins.kube_argocd import KubeArgoCD, _Fault
+from aicd.testing.engine import commits, git, make_repo, plan_from, spec_document
+from aicd.testing.standins.kube_argocd import KubeArgoCD, _Fault
+from aicd.trailers import split_step
 
 T = TypeVar("T")
 
@@ -157,7 +158,7 @@ def _dig(document: Any, dotted: str) -> Any:
 
 def _step_index(step: str) -> float | None:
     """`<stage>/<target>/<n>-<kind>` -> n, `.../promote` -> infinity, a rollback -> None."""
-    last = step.rsplit("/", 1)[-1]
+    last = split_step(step)[2]
     if last == "promote":
         return float("inf")
     head = last.split("-", 1)[0]
@@ -379,7 +380,7 @@ class ChaosRun:
             config_file = exporters_dir / f"{app}-{track}.yaml"
             config_file.write_text(f"error_ratio: {ratio}\nadded_latency_ms: 2\n")
             port = free_port()
-            argv = [sys.executable, "-m", "aicd.demo_app", "--port", str(port), "--track", track, "--version",
+            argv = [sys.executable, "-m", "aicd.dev.demo_app", "--port", str(port), "--track", track, "--version",
                     f"{app}-{track}", "--config", str(config_file), "--app", app, "--exit-with-parent"]
             self.exporters.append(ManagedProcess(argv, exporters_dir / f"{app}-{track}.log").start())
             addresses.append(f"127.0.0.1:{port}")
@@ -661,7 +662,7 @@ class ChaosRun:
         for name in stage.targets:
             if name not in status.targets:
                 continue
-            target = TargetRecord(name, stage.name, plan.targets[name].path, [(step.index, step.kind) for step in stage.steps])
+            target = TargetRecord(name, stage.name, plan.targets[name].path, [(step.index, step.name) for step in stage.steps])
             target.final_looks, target.human_resumes = await self._analysis_history(f"{plan.delivery_id}--{stage.name}--{name}")
             record.targets.append(target)
         return record

@@ -21,6 +21,25 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(sock.getsockname()[1])
 
 
+def port_free(port: int, host: str = LOOPBACK) -> bool:
+    """Whether `port` can be bound on `host` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something accepts connections on `host:port`."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
 def bind_socket(host: str = LOOPBACK, port: int = 0) -> socket.socket:
     """A listening-ready bound socket (port 0 = any free port), for servers we run in-process: handing the
     bound socket to uvicorn avoids the free_port() race entirely."""

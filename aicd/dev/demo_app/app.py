@@ -11,8 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
-from aicd.demo_app import AppConfig
-from aicd.demo_app import metrics as m
+from aicd.dev.demo_app import AppConfig
+from aicd.dev.demo_app import metrics as m
 
 
 def create_app(

@@ -86,7 +86,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from tests.standins.argocd_schema import validate_application
+from aicd.testing.standins.argocd_schema import validate_application
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ Used by `aicd dev`, the demo and the tests::
         temporal.start_worker()
         ... Client.connect(temporal.address) ...
 
-Process groups, log files and stopping are `aicd.embedded.processes.ManagedProcess` (the one place that
+Process groups, log files and stopping are `aicd.dev.processes.ManagedProcess` (the one place that
 logic lives); `start_service()` here starts any further child with its log under `<state>/logs/`.
 While a stack runs, `<state>/dev.json` says where; `dev_address(state_dir)` reads it for other commands.
 """
@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import sys
 import threading
 import time
@@ -35,9 +34,9 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, Describe
 from temporalio.client import Client
 
 from aicd import search
-from aicd.embedded import write_atomic
-from aicd.embedded.ports import LOOPBACK, free_port
-from aicd.embedded.processes import ManagedProcess
+from aicd.dev import write_atomic
+from aicd.dev.ports import LOOPBACK, free_port, port_free, tcp_open
+from aicd.dev.processes import ManagedProcess, pid_alive
 from aicd.temporal import task_queue as default_task_queue
 
 T = TypeVar("T")
@@ -99,35 +98,6 @@ def start_service(
     return ManagedProcess(argv, log_path(state_dir, name), env=env, cwd=cwd).start()
 
 
-def port_free(port: int, host: str = LOOPBACK) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def _tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def _pid_alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def run_coroutine(factory: Callable[[], Awaitable[T]], timeout: float) -> T:
     """Run a coroutine to completion from synchronous code, also when the calling thread already runs an
     event loop (tests, the demo): it gets a fresh loop in a thread of its own."""
@@ -166,13 +136,13 @@ def dev_address(state_dir: Path | str = DEFAULT_STATE_DIR) -> str | None:
     """The Temporal address of the dev stack running for `state_dir` (`aicd dev`, the demo), or None when
     none runs: its dev.json must exist, the process that wrote it must live and the address must answer."""
     info = read_dev_info(state_dir)
-    if not info or not _pid_alive(info.get("pid")):
+    if not info or not pid_alive(info.get("pid")):
         return None
     address = info.get("address")
     if not isinstance(address, str) or ":" not in address:
         return None
     host, _, port = address.rpartition(":")
-    if not port.isdigit() or not _tcp_open(host, int(port)):
+    if not port.isdigit() or not tcp_open(host, int(port)):
         return None
     return address
 
@@ -314,7 +284,7 @@ class EmbeddedTemporal:
             )
         info = read_dev_info(self.state_dir) or {}
         orphan = info.get("temporal_pid")
-        if _pid_alive(orphan) and _cmdline_mentions(orphan, str(self.db_path)):
+        if pid_alive(orphan) and _cmdline_mentions(orphan, str(self.db_path)):
             raise DevStackError(
                 f"a Temporal server from an earlier run (pid {orphan}) still uses {self.db_path}; stop it first"
             )
@@ -337,7 +307,7 @@ class EmbeddedTemporal:
                     f"the Temporal dev server did not answer on {self.address} within {timeout:.0f}s"
                     f" ({last_error}; log {self.server.log_path})"
                 )
-            if _tcp_open(self.host, self.port):
+            if tcp_open(self.host, self.port):
                 try:
                     run_coroutine(self._probe, timeout=5.0)
                     return

@@ -19,7 +19,7 @@ Embedding (what `aicd dev` / `aicd demo` do):
 
 Stand-alone:
 
-    python -m aicd.embedded.reconciler --gitops REPO --branch B --targets FILE.json --artifacts DIR \
+    python -m aicd.dev.reconciler --gitops REPO --branch B --targets FILE.json --artifacts DIR \
         --state DIR --port P [--sd-file FILE]
 
 API (loopback only): `GET /targets`, `GET /targets/{name}[?revision=SHA]`, `POST /targets` (register),
@@ -54,13 +54,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from aicd.demo_app import CONFIG_FILE
-from aicd.embedded import write_atomic
-from aicd.embedded.ports import LOOPBACK, bind_socket, free_port
-from aicd.embedded.processes import ManagedProcess
-from aicd.embedded.proxy import RunningServer, create_proxy_app, start_server
+from aicd.dev import write_atomic
+from aicd.dev.demo_app import CONFIG_FILE
+from aicd.dev.ports import LOOPBACK, bind_socket, free_port
+from aicd.dev.processes import ManagedProcess
+from aicd.dev.proxy import RunningServer, create_proxy_app, start_server
 
-log = logging.getLogger("aicd.embedded.reconciler")
+log = logging.getLogger("aicd.dev.reconciler")
 
 ROLES = ("stable", "canary")
 
@@ -605,7 +605,7 @@ class LocalReconciler:
             target.last_failure[role] = f"{role} {version}: artifact not found ({config} is missing)"
             return None
         port = free_port()
-        argv = [self._python, "-m", "aicd.demo_app", "--port", str(port), "--track", role]
+        argv = [self._python, "-m", "aicd.dev.demo_app", "--port", str(port), "--track", role]
         argv += ["--version", version, "--config", str(config), "--exit-with-parent"]
         if target.spec.app:
             argv += ["--app", target.spec.app]
@@ -809,7 +809,7 @@ async def _json_object(request: Request) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m aicd.embedded.reconciler", description=__doc__.splitlines()[0]
+        prog="python -m aicd.dev.reconciler", description=__doc__.splitlines()[0]
     )
     parser.add_argument(
         "--gitops", required=True, help="GitOps repository (path of a local bare repo, or URL)"

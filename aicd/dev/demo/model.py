@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from aicd.embedded.loadgen import LoadStats
+from aicd.dev.loadgen import LoadStats
 from aicd.messages import DeliveryStatus
 from aicd.resources import example_spec
 

@@ -20,9 +20,9 @@ Modules: `model` (releases, options, report, observer), `repos` (the Git reposit
 `state` (the state directory), `stack` (the processes), `flow` (the deliveries and `run_demo`).
 """
 
-from aicd.demo.effective_spec import effective_spec_text, load_demo_spec, write_effective_spec
-from aicd.demo.flow import check_serving, run_demo
-from aicd.demo.model import (
+from aicd.dev.demo.effective_spec import effective_spec_text, load_demo_spec, write_effective_spec
+from aicd.dev.demo.flow import check_serving, run_demo
+from aicd.dev.demo.model import (
     BAD,
     DEFAULT_SPEC,
     GOOD,
@@ -39,9 +39,9 @@ from aicd.demo.model import (
     ReleaseOutcome,
     Traffic,
 )
-from aicd.demo.repos import DemoLayout, DemoRepos, gitops_log, stable_at_head, values_at_head
-from aicd.demo.stack import TASK_QUEUE, DemoStack
-from aicd.demo.state import DEMO_DIR, exclusive, prepare, stop_leftovers
+from aicd.dev.demo.repos import DemoLayout, DemoRepos, gitops_log, stable_at_head, values_at_head
+from aicd.dev.demo.stack import TASK_QUEUE, DemoStack
+from aicd.dev.demo.state import DEMO_DIR, exclusive, prepare, stop_leftovers
 
 __all__ = [
     "BAD",

@@ -15,8 +15,8 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from aicd import client as deliveries
-from aicd.demo.effective_spec import load_demo_spec, write_effective_spec
-from aicd.demo.model import (
+from aicd.dev.demo.effective_spec import load_demo_spec, write_effective_spec
+from aicd.dev.demo.model import (
     INITIAL,
     DemoError,
     DemoInterrupted,
@@ -28,9 +28,9 @@ from aicd.demo.model import (
     Release,
     ReleaseOutcome,
 )
-from aicd.demo.repos import DemoLayout, DemoRepos, gitops_log, stable_at_head
-from aicd.demo.stack import TASK_QUEUE, DemoStack
-from aicd.demo.state import DEMO_DIR, exclusive, prepare
+from aicd.dev.demo.repos import DemoLayout, DemoRepos, gitops_log, stable_at_head
+from aicd.dev.demo.stack import TASK_QUEUE, DemoStack
+from aicd.dev.demo.state import DEMO_DIR, exclusive, prepare
 from aicd.messages import DeliveryStatus, HumanAction, Trigger
 from aicd.plan import build_plan
 from aicd.spec.model import DeliverySpec

@@ -3,7 +3,7 @@
     gen = LoadGenerator(lambda: reconciler.proxy_urls().values(), rate=30)   # follows targets as they appear
     gen.start(); ...; gen.stop(); gen.stats()
 
-    python -m aicd.embedded.loadgen --url http://127.0.0.1:8080 --rate 30 --duration 10
+    python -m aicd.dev.loadgen --url http://127.0.0.1:8080 --rate 30 --duration 10
 
 Requests are fired on a fixed schedule (open loop, like real users: a slow canary does not slow the
 arrivals down), with a cap on requests in flight so a hanging target cannot pile up unbounded work; requests
@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-log = logging.getLogger("aicd.embedded.loadgen")
+log = logging.getLogger("aicd.dev.loadgen")
 
 Targets = Iterable[str] | Callable[[], Iterable[str]]
 
@@ -171,7 +171,7 @@ class LoadGenerator:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m aicd.embedded.loadgen", description=__doc__.splitlines()[0]
+        prog="python -m aicd.dev.loadgen", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--url", action="append", required=True, help="loopback base URL (repeatable)")
     parser.add_argument("--rate", type=float, default=30.0, help="requests per second per URL")

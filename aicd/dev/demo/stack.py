@@ -9,12 +9,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aicd.demo.model import DemoError, DemoInterrupted, DemoOptions, Traffic
-from aicd.demo.repos import DemoLayout
-from aicd.devstack import DevStackError, DevStackInterrupted, EmbeddedTemporal
-from aicd.embedded.loadgen import LoadGenerator, LoadStats
-from aicd.embedded.prometheus import EmbeddedPrometheus, PrometheusError
-from aicd.embedded.reconciler import LocalReconciler
+from aicd.dev.demo.model import DemoError, DemoInterrupted, DemoOptions, Traffic
+from aicd.dev.demo.repos import DemoLayout
+from aicd.dev.loadgen import LoadGenerator, LoadStats
+from aicd.dev.prometheus import EmbeddedPrometheus, PrometheusError
+from aicd.dev.reconciler import LocalReconciler
+from aicd.dev.temporal import DevStackError, DevStackInterrupted, EmbeddedTemporal
 from aicd.spec.model import DeliverySpec
 
 TASK_QUEUE = "aicd-demo"  # the demo's own worker, apart from any `aicd dev` worker

@@ -99,6 +99,19 @@ class ManagedProcess:
         self.stop()
 
 
+def pid_alive(pid: object) -> bool:
+    """Whether a process with this pid exists (a pid read from a file may be anything)."""
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def signal_group(pgid: int, sig: signal.Signals) -> None:
     """Send `sig` to process group `pgid`; a group that no longer exists is fine."""
     with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import httpx
 
-from aicd.embedded import write_atomic
-from aicd.embedded.ports import LOOPBACK, free_port
-from aicd.embedded.processes import ManagedProcess
+from aicd.dev import write_atomic
+from aicd.dev.ports import LOOPBACK, free_port
+from aicd.dev.processes import ManagedProcess
 
 Target = str | tuple[str, Mapping[str, str]]  # "host:port", or ("host:port", {label: value})
 

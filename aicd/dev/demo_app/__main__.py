@@ -1,4 +1,4 @@
-"""python -m aicd.demo_app --port P --track stable|canary --version V --config app.yaml [--app NAME]"""
+"""python -m aicd.dev.demo_app --port P --track stable|canary --version V --config app.yaml [--app NAME]"""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import uvicorn
 
-from aicd.demo_app import ConfigError, load_config
-from aicd.demo_app.app import create_app
+from aicd.dev.demo_app import ConfigError, load_config
+from aicd.dev.demo_app.app import create_app
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -29,7 +29,7 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aicd.demo_app", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m aicd.dev.demo_app", description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--track", choices=["stable", "canary"], required=True)

@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from aicd.demo.model import DemoError, DemoOptions
-from aicd.demo.repos import DemoLayout
+from aicd.dev.demo.model import DemoError, DemoOptions
+from aicd.dev.demo.repos import DemoLayout
 from aicd.spec.errors import SpecInvalid
 from aicd.spec.loader import SCHEMA_PATH, load_spec
 from aicd.spec.model import DeliverySpec

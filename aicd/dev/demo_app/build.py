@@ -1,6 +1,6 @@
 """Build step of the demo delivery: turn the source repo's app.yaml into the artifact for one tag.
 
-    python -m aicd.demo_app.build --source DIR --out ARTIFACTS_ROOT --tag TAG
+    python -m aicd.dev.demo_app.build --source DIR --out ARTIFACTS_ROOT --tag TAG
 
 An artifact is the directory `<ARTIFACTS_ROOT>/<TAG>/` holding that version's `app.yaml`. Building the same
 tag again from the same source is a no-op (a retried build step must succeed); a different app.yaml under an
@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from aicd.demo_app import CONFIG_FILE, ConfigError, load_config
+from aicd.dev.demo_app import CONFIG_FILE, ConfigError, load_config
 
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -65,7 +65,7 @@ def build(source: Path, out: Path, tag: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m aicd.demo_app.build", description=__doc__.splitlines()[0]
+        prog="python -m aicd.dev.demo_app.build", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--source", type=Path, required=True, help="source checkout holding app.yaml")
     parser.add_argument("--out", type=Path, required=True, help="artifacts root directory")

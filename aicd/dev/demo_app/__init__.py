@@ -2,8 +2,8 @@
 (error ratio, added latency, failing health) comes from that version's `app.yaml`, so a bad release
 really is bad and the canary analysis has something real to catch.
 
-    python -m aicd.demo_app --port P --track stable|canary --version V --config app.yaml [--app NAME]
-    python -m aicd.demo_app.build --source DIR --out ARTIFACTS_ROOT --tag TAG
+    python -m aicd.dev.demo_app --port P --track stable|canary --version V --config app.yaml [--app NAME]
+    python -m aicd.dev.demo_app.build --source DIR --out ARTIFACTS_ROOT --tag TAG
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ from typing import Any
 
 import yaml
 
-from aicd.demo.model import INITIAL, DemoError, GitOpsCommit, Release
-from aicd.demo_app.build import BuildError, build
+from aicd.dev.demo.model import INITIAL, DemoError, GitOpsCommit, Release
+from aicd.dev.demo_app.build import BuildError, build
 from aicd.spec.model import DeliverySpec
 
 GIT_ENV = {

@@ -11,10 +11,10 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
-from aicd.demo.model import DemoError
-from aicd.demo.repos import DemoLayout
-from aicd.devstack import dev_address, read_dev_info
-from aicd.embedded.processes import signal_group, wait_gone
+from aicd.dev.demo.model import DemoError
+from aicd.dev.demo.repos import DemoLayout
+from aicd.dev.processes import signal_group, wait_gone
+from aicd.dev.temporal import dev_address, read_dev_info
 
 DEMO_DIR = "demo"
 MARKER = ".aicd-demo"  # only a directory carrying it is ever wiped

@@ -24,6 +24,7 @@ from aicd.client import ActionRefused, get_status
 from aicd.messages import DELIVERY_WORKFLOW, DeliveryStatus
 from aicd.plan import DeliveryPlan, build_plan, delivery_id
 from aicd.spec.loader import parse_spec_bytes
+from aicd.trailers import trailer_values
 from aicd.worker import build_worker
 
 BIN_DIR = Path(sys.executable).parent
@@ -81,11 +82,7 @@ def commits(bare: str, branch: str = "main") -> list[dict[str, str]]:
         if not record:
             continue
         sha, trailers, subject = record.split("\x00")
-        entry = {"sha": sha, "subject": subject}
-        for line in trailers.splitlines():
-            key, _, value = line.partition(": ")
-            entry[key] = value
-        result.append(entry)
+        result.append({"sha": sha, "subject": subject, **trailer_values(trailers)})
     return result
 
 
