@@ -75,7 +75,9 @@ async def start_delivery(
     revision, or starts a new one: `delivery-<app>-<sha>`, then `-2`, `-3`... for re-deploys of a revision
     that was delivered before, so every delivery has an ID (and trailers) of its own."""
     if not is_full_sha(plan.revision):
-        raise ValueError(f"revision {plan.revision!r} is not a full commit SHA; resolve it against the source repo first")
+        raise ValueError(
+            f"revision {plan.revision!r} is not a full commit SHA; resolve it against the source repo first"
+        )
     if trigger.event:
         key = hashlib.sha256(trigger.event.encode()).hexdigest()[:10]
         candidates = [plans.delivery_id(plan.app, plan.revision, key)]
@@ -83,9 +85,14 @@ async def start_delivery(
         running = await _running_delivery_of(client, plan.app, plan.revision)
         if running is not None:
             return StartedDelivery(running, started=False)
-        candidates = [plans.delivery_id(plan.app, plan.revision, str(n) if n > 1 else "") for n in range(1, MAX_REDEPLOYS)]
+        candidates = [
+            plans.delivery_id(plan.app, plan.revision, str(n) if n > 1 else "")
+            for n in range(1, MAX_REDEPLOYS)
+        ]
     for candidate in candidates:
-        found = await _start(client, replace(plan, delivery_id=candidate), trigger, queue, index_search_attributes)
+        found = await _start(
+            client, replace(plan, delivery_id=candidate), trigger, queue, index_search_attributes
+        )
         if found is not None:
             return found
     # Only a push event gets here: its one delivery exists (running or ended).
@@ -97,7 +104,11 @@ async def _start(
 ) -> StartedDelivery | None:
     """Start under `plan.delivery_id`: the running delivery of that ID if there is one; None when a delivery
     of that ID has already ended."""
-    attributes = TypedSearchAttributes([SearchAttributePair(search.APP, plan.app)]) if index_search_attributes else None
+    attributes = (
+        TypedSearchAttributes([SearchAttributePair(search.APP, plan.app)])
+        if index_search_attributes
+        else None
+    )
     try:
         handle = await client.start_workflow(
             _workflow().run,
@@ -170,7 +181,9 @@ async def get_status(client: Client, delivery_id: str) -> DeliveryStatus:
         raise ActionRefused(_rpc_reason(delivery_id, error)) from None
 
 
-async def list_deliveries(client: Client, app: str | None = None, running_only: bool = False) -> list[tuple[str, str, str]]:
+async def list_deliveries(
+    client: Client, app: str | None = None, running_only: bool = False
+) -> list[tuple[str, str, str]]:
     """(delivery ID, Temporal status, phase) of deliveries, newest first."""
     clauses = [f"WorkflowType = '{DELIVERY_WORKFLOW}'"]
     if app:

@@ -35,8 +35,8 @@ with workflow.unsafe.imports_passed_through():
         DeliveryInput,
         DeliveryResult,
         DeliveryStatus,
-        Phase,
         HumanAction,
+        Phase,
         TargetStatus,
     )
     from aicd.plan import CommandPlan, DeliveryPlan, StagePlan

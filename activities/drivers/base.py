@@ -69,4 +69,3 @@ class TargetDriver(Protocol):
         `config_error(...)` on a configuration error (missing app, forbidden, bad context), any other exception
         for transient trouble (it is retried)."""
         ...
-
