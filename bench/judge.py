@@ -174,9 +174,9 @@ class World:
 def make_world(rng: np.random.Generator, conditions: Conditions) -> World:
     minutes = np.arange(RAW) * SCRAPE_S / 60.0
     phase = rng.uniform(0, 2 * math.pi)
-    load = (1 + conditions.load_swing * np.sin(2 * math.pi * minutes / conditions.load_period_min + phase)) * np.exp(
-        ar1(rng, (RAW,), 0.98, 0.10)
-    )
+    load = (
+        1 + conditions.load_swing * np.sin(2 * math.pi * minutes / conditions.load_period_min + phase)
+    ) * np.exp(ar1(rng, (RAW,), 0.98, 0.10))
     share = CANARY_WEIGHT / 100.0
     canary_missed = rng.random(POINTS) < conditions.canary_missed_p
     for _ in range(conditions.canary_gaps):
@@ -191,7 +191,9 @@ def make_world(rng: np.random.Generator, conditions: Conditions) -> World:
         conditions=conditions,
         load=load,
         canary_requests=rng.poisson(conditions.total_rps * share * SCRAPE_S * load).astype(np.float64),
-        baseline_requests=rng.poisson(conditions.total_rps * (1 - share) * SCRAPE_S * load).astype(np.float64),
+        baseline_requests=rng.poisson(conditions.total_rps * (1 - share) * SCRAPE_S * load).astype(
+            np.float64
+        ),
         canary_missed=canary_missed,
         baseline_missed=baseline_missed,
         warmup=warmup,
@@ -394,12 +396,19 @@ BASELINE_LATE = Conditions(baseline_late_intervals=3)
 SCENARIOS = (
     Scenario("A/A 1 metric", ("latency-p95",), null=True),
     Scenario("A/A 3 metrics", REGRESSION_SET, null=True),
-    Scenario("A/A 5 metrics", ("errors-5xx", "latency-p50", "latency-p95", "cpu", "errors-timeout"), null=True),
+    Scenario(
+        "A/A 5 metrics", ("errors-5xx", "latency-p50", "latency-p95", "cpu", "errors-timeout"), null=True
+    ),
     Scenario("A/A 10 metrics", TEN, null=True),
     Scenario("A/A sparse errors", SPARSE_SET, null=True),
-    Scenario("heavy tails", REGRESSION_SET, conditions=Conditions(tail_share=0.05, tail_shape=1.1), null=True),
     Scenario(
-        "diurnal swing", REGRESSION_SET, conditions=Conditions(load_swing=0.6, load_period_min=40.0), null=True
+        "heavy tails", REGRESSION_SET, conditions=Conditions(tail_share=0.05, tail_shape=1.1), null=True
+    ),
+    Scenario(
+        "diurnal swing",
+        REGRESSION_SET,
+        conditions=Conditions(load_swing=0.6, load_period_min=40.0),
+        null=True,
     ),
     Scenario("baseline late 3 min", REGRESSION_SET, conditions=BASELINE_LATE, null=True),
     Scenario(
@@ -426,7 +435,9 @@ SCENARIOS = (
     Scenario("latency ramp to +30%", REGRESSION_SET, Change(latency_ramp_to=1.3), "latency"),
     Scenario("low traffic errors x2", REGRESSION_SET, Change(error_factor=2.0), "errors-5xx", LOW_TRAFFIC),
     Scenario("warm-up, latency +25%", REGRESSION_SET, Change(latency_factor=1.25), "latency", WARMUP),
-    Scenario("baseline late, errors x2", REGRESSION_SET, Change(error_factor=2.0), "errors-5xx", BASELINE_LATE),
+    Scenario(
+        "baseline late, errors x2", REGRESSION_SET, Change(error_factor=2.0), "errors-5xx", BASELINE_LATE
+    ),
 )
 ALL_METRICS = tuple(sorted({name for scenario in SCENARIOS for name in scenario.metrics}))
 
@@ -583,7 +594,9 @@ class Task:
     kayenta_stop_z: float | None  # stop computing Kayenta once its z* reaches this (None: every look)
 
 
-def run_rep(scenario: Scenario, scenario_index: int, rep: int, seed: int, kayenta_stop_z: float | None) -> RepResult:
+def run_rep(
+    scenario: Scenario, scenario_index: int, rep: int, seed: int, kayenta_stop_z: float | None
+) -> RepResult:
     rng = np.random.default_rng(np.random.SeedSequence([seed, scenario_index, rep]))
     metrics = simulate(rng, scenario.metrics, scenario.change, scenario.target, scenario.conditions)
     warmup = scenario.conditions.warmup_intervals
@@ -595,7 +608,9 @@ def run_rep(scenario: Scenario, scenario_index: int, rep: int, seed: int, kayent
             z_by_look.append(-math.inf)
             continue
         upto = look * PER_INTERVAL + 1
-        z_by_look.append(kayenta_peak([kayenta_z(*kayenta_values(metric, start, upto)) for metric in metrics]))
+        z_by_look.append(
+            kayenta_peak([kayenta_z(*kayenta_values(metric, start, upto)) for metric in metrics])
+        )
         if kayenta_stop_z is not None and z_by_look[-1] >= kayenta_stop_z:
             break
     flagger_values = {
@@ -648,9 +663,9 @@ def matched_kayenta_z(null_runs: list[list[RepResult]], target_fpr: float) -> fl
 
 
 def flagger_fpr(runs: list[RepResult], thresholds: dict[str, float], warmup_intervals: int) -> float:
-    return sum(1 for run in runs if flagger_detection_look(run.flagger_values, thresholds, warmup_intervals)) / len(
-        runs
-    )
+    return sum(
+        1 for run in runs if flagger_detection_look(run.flagger_values, thresholds, warmup_intervals)
+    ) / len(runs)
 
 
 def matched_flagger_factor(
@@ -743,12 +758,16 @@ def run(reps: int, seed: int, workers: int, progress: Callable[[str], None]) -> 
         rows = results[index]
         warmup = scenario.conditions.warmup_intervals
         ours = summarise([row.aicd for row in rows])
-        ended = {outcome: sum(1 for row in rows if row.aicd_outcome == outcome) / len(rows) for outcome in Outcome}
+        ended = {
+            outcome: sum(1 for row in rows if row.aicd_outcome == outcome) / len(rows) for outcome in Outcome
+        }
         references: list[JudgeSummary | None] = [None, None]
         if scenario.matched:
             references = [
                 summarise([first_look_at_or_above(row.kayenta_z_by_look, kayenta_matched) for row in rows]),
-                summarise([flagger_detection_look(row.flagger_values, flagger_matched, warmup) for row in rows]),
+                summarise(
+                    [flagger_detection_look(row.flagger_values, flagger_matched, warmup) for row in rows]
+                ),
             ]
         detection_cell = delay_cell = "-"
         if scenario.null:
@@ -756,7 +775,9 @@ def run(reps: int, seed: int, workers: int, progress: Callable[[str], None]) -> 
             for row in rows:
                 for name in row.aicd_failed:
                     null_failures[name] = null_failures.get(name, 0) + 1
-            raw_kayenta.append(summarise([first_look_at_or_above(row.kayenta_z_by_look, KAYENTA_Z) for row in rows]).rate)
+            raw_kayenta.append(
+                summarise([first_look_at_or_above(row.kayenta_z_by_look, KAYENTA_Z) for row in rows]).rate
+            )
             raw_p99 = summarise([flagger_detection_look(row.flagger_values, p99, warmup) for row in rows])
             raw_flagger.append(raw_p99.rate)
         else:

@@ -172,7 +172,7 @@ def _interval_autocorrelation(
     :func:`lagged_autocorrelation`): canary and baseline points are paired by query step."""
     if spacing <= 0:
         return 0.0
-    steps = int(round(grid.length * grid.count / spacing)) + 1
+    steps = round(grid.length * grid.count / spacing) + 1
     sides = []
     for points in (samples.canary, samples.baseline):
         index = np.round((points.times - grid.origin) / spacing).astype(np.int64)
@@ -182,7 +182,7 @@ def _interval_autocorrelation(
         series = np.full(steps, np.nan)
         series[index[keep]] = _transform(points.values[keep], log_scale)
         sides.append(series)
-    return lagged_autocorrelation(sides[0] - sides[1], int(round(grid.length / spacing)))
+    return lagged_autocorrelation(sides[0] - sides[1], round(grid.length / spacing))
 
 
 def _all_positive(values: FloatArray) -> bool:

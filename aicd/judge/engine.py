@@ -102,7 +102,9 @@ def judge(
     return AnalysisVerdict(outcome=outcome, metrics=verdicts, summary=summarise(outcome, verdicts))
 
 
-def budget_for(metric: MetricConfig, config: JudgeConfig, intervals: int, canary_weight: float | None) -> Budget:
+def budget_for(
+    metric: MetricConfig, config: JudgeConfig, intervals: int, canary_weight: float | None
+) -> Budget:
     """The log thresholds of one metric's tests at a look whose grid has ``intervals`` intervals."""
     per_metric = math.log(len(config.metrics) / config.alpha)
     main_share = 1.0
@@ -113,7 +115,9 @@ def budget_for(metric: MetricConfig, config: JudgeConfig, intervals: int, canary
     judged_now = intervals - config.warmup_intervals
     # A planned analysis sets the shares aside from its plan, whatever the data; a single look (no plan)
     # runs each test once, with the intervals it has.
-    planned = judged_now if config.planned_intervals is None else config.planned_intervals - config.warmup_intervals
+    planned = (
+        judged_now if config.planned_intervals is None else config.planned_intervals - config.warmup_intervals
+    )
     last = planned if config.planned_intervals is None else planned + 1  # one spare for a rounded grid
     recent = None
     if planned >= RECENT_FIRST_INTERVALS:

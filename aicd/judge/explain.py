@@ -225,8 +225,9 @@ def _not_shown(metric: MetricConfig, evidence: MetricEvidence) -> str:
     if not _inside_allowed(main, main.estimate):
         bound = _bad_side_bound(metric, main)
         return (
-            f"{name} on the canary is {compare(main.estimate)}, beyond the {tolerance_text(metric)}, but that "
-            f"is not yet shown to be more than noise (it could be as little as {format_ratio(bound)})."
+            f"{name} could not be shown safe yet: the canary is {compare(main.estimate)}, beyond its "
+            f"{tolerance_text(metric)}, but not yet shown to be more than noise (it could be as little as "
+            f"{format_ratio(bound)})."
         )
     worst = _good_side_worst(metric, main)
     return (
@@ -364,28 +365,16 @@ def describe_threshold(check: ThresholdCheck) -> str:
 
 
 def render_table(verdict: AnalysisVerdict) -> str:
-    """A fixed-width table of the metric verdicts, followed by each metric's sentence."""
-    header = (
-        "metric",
-        "verdict",
-        "canary vs baseline",
-        "fail-side range",
-        "pass-side range",
-        "evidence",
-        "points c/b",
-        "intervals",
-    )
+    """The verdict for people: the summary, a table of the metrics and each metric's sentence."""
+    header = ("metric", "verdict", "canary vs baseline", "plausible range", "points c/b", "intervals")
     rows = [header]
     for metric in verdict.metrics:
-        main = metric.tests[0] if metric.tests else None
         rows.append(
             (
                 metric.name + (" (critical)" if metric.critical else ""),
                 metric.verdict.upper(),
                 format_ratio(metric.estimate),
-                _range(metric.ci_low, metric.ci_high),
-                _range(metric.safe_low, metric.safe_high),
-                format_evidence(main) if main is not None and main.estimate is not None else "-",
+                _plausible(metric),
                 f"{metric.canary_samples}/{metric.baseline_samples}",
                 str(metric.intervals),
             )
@@ -402,8 +391,19 @@ def render_table(verdict: AnalysisVerdict) -> str:
     return "\n".join(lines)
 
 
+def _plausible(metric: MetricVerdict) -> str:
+    """The range the canary/baseline ratio lies in, each end from the bound that decides on its side."""
+    if metric.direction == Direction.INCREASE:
+        return _range(metric.ci_low, metric.safe_high)
+    if metric.direction == Direction.DECREASE:
+        return _range(metric.safe_low, metric.ci_high)
+    return _range(metric.ci_low, metric.ci_high)
+
+
 def render_details(verdict: AnalysisVerdict) -> str:
-    """Every test of every metric with its bounds, levels and evidence (the statistics behind the words)."""
+    """Every test of every metric with its bounds, levels and evidence (the statistics behind the words):
+    fail-side bounds at the metric's share of alpha, pass-side bounds at alpha, e-values or p-values against
+    the thresholds they must reach."""
     lines = []
     for metric in verdict.metrics:
         lines.append(f"{metric.name} [{metric.kind}, {metric.direction}] {metric.verdict.upper()}")

@@ -251,7 +251,9 @@ def recent_t_test(
     critical = -float(stdtrit(degrees, math.exp(-threshold)))
     log_p_values = []
     if band.high is not None:
-        log_p_values.append(math.log(max(float(stdtr(degrees, -(mean - band.high) / standard_error)), 1e-300)))
+        log_p_values.append(
+            math.log(max(float(stdtr(degrees, -(mean - band.high) / standard_error)), 1e-300))
+        )
     if band.low is not None:
         log_p_values.append(math.log(max(float(stdtr(degrees, -(band.low - mean) / standard_error)), 1e-300)))
     log_evidence = -min(log_p_values) if log_p_values else 0.0
