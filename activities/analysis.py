@@ -60,7 +60,21 @@ def fetch_samples(
 
 
 def failed_samples(error: Exception) -> MetricSamples:
-    return MetricSamples(Series(), Series(), error=f"{type(error).__name__}: {error}"[:300])
+    return MetricSamples(Series(), Series(), error=describe_error(error))
+
+
+def describe_error(error: BaseException) -> str:
+    """The error and its innermost reason ("SSLError: [SSL: CERTIFICATE_VERIFY_FAILED] ..."), without the
+    long request URL that the HTTP libraries wrap around it."""
+    reason: object = error
+    for _ in range(10):
+        inner = getattr(reason, "reason", None)
+        if inner is None and isinstance(reason, BaseException) and reason.args and isinstance(reason.args[0], BaseException):
+            inner = reason.args[0]
+        if inner is None or inner is reason:
+            break
+        reason = inner
+    return f"{type(error).__name__}: {reason}"[:300]
 
 
 def analyze(

@@ -189,7 +189,7 @@ def check_analysis_steps(spec: dict[str, Any]) -> Iterator[Finding]:
                 yield (*path, "maxDuration"), "maxDuration applies with onInconclusive: extend"
             elif longest is not None and longest < duration:
                 yield (*path, "maxDuration"), f"maxDuration {raw['maxDuration']} is shorter than the duration {duration:g}s"
-            if isinstance(warmup, int) and warmup * interval >= duration:
+            if isinstance(warmup, int) and warmup > 0 and warmup * interval >= duration:
                 yield (
                     (*path, "duration"),
                     f"the warm-up (warmupIntervals {warmup} x interval {interval:g}s) leaves nothing of this"
