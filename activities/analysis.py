@@ -69,7 +69,12 @@ def describe_error(error: BaseException) -> str:
     reason: object = error
     for _ in range(10):
         inner = getattr(reason, "reason", None)
-        if inner is None and isinstance(reason, BaseException) and reason.args and isinstance(reason.args[0], BaseException):
+        if (
+            inner is None
+            and isinstance(reason, BaseException)
+            and reason.args
+            and isinstance(reason.args[0], BaseException)
+        ):
             inner = reason.args[0]
         if inner is None or inner is reason:
             break

@@ -35,10 +35,17 @@ from tests.helpers_engine import (
 
 __all__ = ["temporal_env"]
 
-pytestmark = pytest.mark.skipif(find_prometheus() is None, reason="needs Debian's prometheus (scripts/setup.sh installs it)")
+pytestmark = pytest.mark.skipif(
+    find_prometheus() is None, reason="needs Debian's prometheus (scripts/setup.sh installs it)"
+)
 
 # (app label, track) -> error ratio of that exporter
-EXPORTERS = {("healthy", "stable"): 0.0, ("healthy", "canary"): 0.0, ("broken", "stable"): 0.0, ("broken", "canary"): 0.4}
+EXPORTERS = {
+    ("healthy", "stable"): 0.0,
+    ("healthy", "canary"): 0.0,
+    ("broken", "stable"): 0.0,
+    ("broken", "canary"): 0.4,
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,8 +57,21 @@ def exporters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
         config = root / f"{app}-{track}.yaml"
         config.write_text(f"error_ratio: {error_ratio}\nadded_latency_ms: 2\n")
         port = free_port()
-        argv = [sys.executable, "-m", "aicd.demo_app", "--port", str(port), "--track", track,
-                "--version", f"{app}-{track}", "--config", str(config), "--app", app]
+        argv = [
+            sys.executable,
+            "-m",
+            "aicd.demo_app",
+            "--port",
+            str(port),
+            "--track",
+            track,
+            "--version",
+            f"{app}-{track}",
+            "--config",
+            str(config),
+            "--app",
+            app,
+        ]
         processes.append(ManagedProcess(argv, root / f"{app}-{track}.log").start())
         addresses.append(f"127.0.0.1:{port}")
     try:
@@ -77,17 +97,35 @@ def analysis_spec(
         source,
         gitops,
         {"web": {"kind": "git", "path": "web.yaml"}},
-        [{"name": "prod", "targets": ["web"],
-          "strategy": {"canary": {"steps": [{"setWeight": 50}, {"analysis": step or {"duration": "12s"}}, {"setWeight": 100}]}}}],
+        [
+            {
+                "name": "prod",
+                "targets": ["web"],
+                "strategy": {
+                    "canary": {
+                        "steps": [
+                            {"setWeight": 50},
+                            {"analysis": step or {"duration": "12s"}},
+                            {"setWeight": 100},
+                        ]
+                    }
+                },
+            }
+        ],
         analysis={
             "prometheus": {"url": prometheus_url},
             "interval": "3s",
             "metrics": [
                 # No errors on either side is shown safe only with an absolute tolerance: the canary's error
                 # ratio is shown below 5 points above the baseline's after a few hundred requests.
-                {"name": "error-rate", "kind": "count", "critical": True, "absoluteTolerance": "5%",
-                 "query": f'sum(rate(http_requests_total{{app="{app}",track="{{{{ track }}}}",code=~"5.."}}[5s]))',
-                 "total": f'sum(rate(http_requests_total{{app="{app}",track="{{{{ track }}}}"}}[5s]))'},
+                {
+                    "name": "error-rate",
+                    "kind": "count",
+                    "critical": True,
+                    "absoluteTolerance": "5%",
+                    "query": f'sum(rate(http_requests_total{{app="{app}",track="{{{{ track }}}}",code=~"5.."}}[5s]))',
+                    "total": f'sum(rate(http_requests_total{{app="{app}",track="{{{{ track }}}}"}}[5s]))',
+                },
                 {"name": "latency-p90", "kind": "continuous", "tolerance": "50%", "query": latency},
             ],
         },
@@ -137,7 +175,11 @@ async def test_healthy_canary_passes_and_broken_canary_rolls_back(
     failed = bad_status.targets["web"].last_verdict
     assert failed is not None and failed.outcome == Outcome.FAIL
     error_rate = failed.metric("error-rate")
-    assert error_rate.verdict == MetricOutcome.FAIL and error_rate.estimate is not None and error_rate.estimate > 2
+    assert (
+        error_rate.verdict == MetricOutcome.FAIL
+        and error_rate.estimate is not None
+        and error_rate.estimate > 2
+    )
     steps = [entry["Aicd-Step"] for entry in commits(broken_gitops) if "Aicd-Step" in entry]
     assert steps == ["prod/web/0-setWeight", "prod/web/rollback"]  # never promoted past the failed analysis
     assert show(broken_gitops, "main", "web.yaml") == "image:\n  tag: v0"
@@ -153,7 +195,11 @@ async def test_stopped_prometheus_makes_analysis_inconclusive_and_pauses(
     try:
         async with running_worker(client, tmp_path / "state") as queue:
             await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
-            await wait_for(client, plan.delivery_id, lambda s: "web" in s.targets and s.targets["web"].step_kind == "analysis")
+            await wait_for(
+                client,
+                plan.delivery_id,
+                lambda s: "web" in s.targets and s.targets["web"].step_kind == "analysis",
+            )
             prometheus.stop()
             status = await wait_for(client, plan.delivery_id, lambda s: s.phase == "paused", timeout=90)
             assert status.targets["web"].state == "awaiting-resume"
@@ -181,8 +227,11 @@ async def test_inconclusive_analysis_follows_on_inconclusive(
         tmp_path / "f", "healthy", prometheus.url, {"duration": "6s", "onInconclusive": "fail"}, misspelt
     )
     extending, _, _ = analysis_spec(
-        tmp_path / "e", "healthy", prometheus.url,
-        {"duration": "6s", "onInconclusive": "extend", "maxDuration": "12s"}, misspelt,
+        tmp_path / "e",
+        "healthy",
+        prometheus.url,
+        {"duration": "6s", "onInconclusive": "extend", "maxDuration": "12s"},
+        misspelt,
     )
     failing["metadata"]["name"] = "inconclusive-fails"
     extending["metadata"]["name"] = "inconclusive-extends"
@@ -193,13 +242,19 @@ async def test_inconclusive_analysis_follows_on_inconclusive(
             await start_delivery(client, fail_plan, Trigger("cli", "t"), queue=queue)
             await start_delivery(client, extend_plan, Trigger("cli", "t"), queue=queue)
             failed = await handle_for(client, fail_plan.delivery_id).result()
-            paused = await wait_for(client, extend_plan.delivery_id, lambda s: s.phase == "paused", timeout=90)
+            paused = await wait_for(
+                client, extend_plan.delivery_id, lambda s: s.phase == "paused", timeout=90
+            )
             looks = await analysis_looks(client, f"{extend_plan.delivery_id}--prod--web")
             await send_action(client, extend_plan.delivery_id, "abort", HumanAction("oncall", "no data"))
             await handle_for(client, extend_plan.delivery_id).result()
     finally:
         prometheus.stop()
-    assert failed.phase == "failed" and "analysis failed" in failed.reason and "onInconclusive: fail" in failed.reason
+    assert (
+        failed.phase == "failed"
+        and "analysis failed" in failed.reason
+        and "onInconclusive: fail" in failed.reason
+    )
     assert "latency-p90 has no data" in failed.reason
     steps = [entry["Aicd-Step"] for entry in commits(failing_gitops) if "Aicd-Step" in entry]
     assert steps == ["prod/web/0-setWeight", "prod/web/rollback"]

@@ -93,7 +93,12 @@ def test_every_analysis_setting_reaches_the_plan() -> None:
     policy = step.policy(analysis.interval_s)
     assert planned_intervals(policy) == 30
     config = analysis.judge_config([], planned_intervals(policy))
-    assert (config.alpha, config.no_data_limit, config.min_samples, config.warmup_intervals) == (0.02, 0.3, 5, 2)
+    assert (config.alpha, config.no_data_limit, config.min_samples, config.warmup_intervals) == (
+        0.02,
+        0.3,
+        5,
+        2,
+    )
     assert config.interval_s == 60.0 and config.planned_intervals == 30
     (metric,) = config.metrics
     assert metric.kind == Kind.COUNT and metric.tolerance == 0.2 and metric.absolute_tolerance == 0.001
@@ -115,7 +120,11 @@ def test_defaults_keep_todays_behaviour() -> None:
 
 
 def test_a_secret_cannot_be_written_into_the_spec() -> None:
-    for auth in ({"bearer": "eyJhbGciOi"}, {"basic": {"username": "u", "password": "hunter2"}}, {"bearer": {}}):
+    for auth in (
+        {"bearer": "eyJhbGciOi"},
+        {"basic": {"username": "u", "password": "hunter2"}},
+        {"bearer": {}},
+    ):
         _, errors = parse(document(prometheus={"url": "https://p:9090", "auth": auth}))
         assert errors and all("prometheus.auth" in error for error in errors), errors
 

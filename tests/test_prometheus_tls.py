@@ -32,7 +32,8 @@ from aicd.plan import AnalysisPlan, MetricPlan
 from aicd.spec.model import PrometheusConfig, SecretSource
 
 pytestmark = pytest.mark.skipif(
-    find_prometheus() is None or shutil.which("openssl") is None, reason="needs Debian's prometheus and openssl"
+    find_prometheus() is None or shutil.which("openssl") is None,
+    reason="needs Debian's prometheus and openssl",
 )
 
 USER = "aicd"
@@ -66,15 +67,33 @@ class TlsPrometheus:
 def self_signed(root: Path) -> tuple[Path, Path]:
     cert, key = root / "cert.pem", root / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
         check=True,
         capture_output=True,
     )
     return cert, key
 
 
-def recording_proxy(cert: Path, key: Path, upstream: str, password: str, recorded: Recorded) -> ThreadingHTTPServer:
+def recording_proxy(
+    cert: Path, key: Path, upstream: str, password: str, recorded: Recorded
+) -> ThreadingHTTPServer:
     """HTTPS on loopback: records each request's path and headers, then asks the real Prometheus with the
     basic auth it needs."""
 
@@ -83,10 +102,18 @@ def recording_proxy(cert: Path, key: Path, upstream: str, password: str, recorde
             length = int(self.headers.get("Content-Length") or 0)
             body = self.rfile.read(length) if length else None
             recorded.requests.append((self.path, {key.lower(): value for key, value in self.headers.items()}))
-            headers = {"Content-Type": self.headers["Content-Type"]} if self.headers.get("Content-Type") else {}
+            headers = (
+                {"Content-Type": self.headers["Content-Type"]} if self.headers.get("Content-Type") else {}
+            )
             answer = httpx.request(
-                self.command, upstream + self.path, content=body, headers=headers, auth=(USER, password),
-                verify=str(cert), timeout=10.0, trust_env=False,
+                self.command,
+                upstream + self.path,
+                content=body,
+                headers=headers,
+                auth=(USER, password),
+                verify=str(cert),
+                timeout=10.0,
+                trust_env=False,
             )
             self.send_response(answer.status_code)
             self.send_header("Content-Type", answer.headers.get("content-type", "application/json"))
@@ -119,8 +146,14 @@ def tls_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsProm
     binary = find_prometheus()
     assert binary is not None
     process = ManagedProcess(
-        [binary, f"--config.file={root / 'prometheus.yml'}", f"--storage.tsdb.path={root / 'data'}",
-         f"--web.listen-address=127.0.0.1:{port}", f"--web.config.file={root / 'web.yml'}", "--log.level=warn"],
+        [
+            binary,
+            f"--config.file={root / 'prometheus.yml'}",
+            f"--storage.tsdb.path={root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            f"--web.config.file={root / 'web.yml'}",
+            "--log.level=warn",
+        ],
         root / "prometheus.log",
         cwd=root,
     ).start()
@@ -133,7 +166,12 @@ def tls_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsProm
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"{url}/-/ready", verify=str(cert), auth=(USER, password), trust_env=False).status_code == 200:
+                if (
+                    httpx.get(
+                        f"{url}/-/ready", verify=str(cert), auth=(USER, password), trust_env=False
+                    ).status_code
+                    == 200
+                ):
                     break
             except httpx.HTTPError:
                 pass
@@ -160,13 +198,17 @@ def basic(password_env: str = PASSWORD_ENV) -> dict[str, object]:
     return {"basic_username": USER, "basic_password": SecretSource(env=password_env)}
 
 
-def test_a_self_signed_certificate_is_refused_by_default(tls_prometheus: TlsPrometheus, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_self_signed_certificate_is_refused_by_default(
+    tls_prometheus: TlsPrometheus, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(PASSWORD_ENV, tls_prometheus.password)
     with pytest.raises(requests.exceptions.SSLError, match="CERTIFICATE_VERIFY_FAILED"):
         query(PrometheusConfig(url=tls_prometheus.url, **basic()))  # type: ignore[arg-type]
     # In an analysis that is a query error on every metric: never a pass.
     plan = AnalysisPlan(
-        interval_s=5.0, alpha=0.01, no_data_limit=0.5,
+        interval_s=5.0,
+        alpha=0.01,
+        no_data_limit=0.5,
         metrics=[MetricPlan(MetricConfig("level", "continuous"), TRACK_QUERY)],
         prometheus=PrometheusConfig(url=tls_prometheus.url, **basic()),  # type: ignore[arg-type]
     )
@@ -188,10 +230,18 @@ def test_ca_cert_verifies_it_and_basic_auth_reaches_prometheus(
         query(PrometheusConfig(url=tls_prometheus.url, ca_cert=str(tls_prometheus.ca_cert)))
     monkeypatch.setenv("AICD_TEST_WRONG_PASSWORD", "not-it")
     with pytest.raises(Exception, match="401"):
-        query(PrometheusConfig(url=tls_prometheus.url, ca_cert=str(tls_prometheus.ca_cert), **basic("AICD_TEST_WRONG_PASSWORD")))  # type: ignore[arg-type]
+        query(
+            PrometheusConfig(
+                url=tls_prometheus.url,
+                ca_cert=str(tls_prometheus.ca_cert),
+                **basic("AICD_TEST_WRONG_PASSWORD"),
+            )
+        )  # type: ignore[arg-type]
 
 
-def test_insecure_is_the_explicit_way_to_skip_verification(tls_prometheus: TlsPrometheus, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_insecure_is_the_explicit_way_to_skip_verification(
+    tls_prometheus: TlsPrometheus, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv(PASSWORD_ENV, tls_prometheus.password)
     assert query(PrometheusConfig(url=tls_prometheus.url, insecure=True, **basic())) >= 6  # type: ignore[arg-type]
 
@@ -199,12 +249,16 @@ def test_insecure_is_the_explicit_way_to_skip_verification(tls_prometheus: TlsPr
 def test_a_missing_secret_is_named_without_guessing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("AICD_TEST_UNSET_TOKEN", raising=False)
     with pytest.raises(ProviderConfigError, match="environment variable AICD_TEST_UNSET_TOKEN is not set"):
-        PrometheusProvider(PrometheusConfig(url="https://127.0.0.1:1", bearer=SecretSource(env="AICD_TEST_UNSET_TOKEN")))
-    with pytest.raises(ProviderConfigError, match="caCert .* is not a file"):
+        PrometheusProvider(
+            PrometheusConfig(url="https://127.0.0.1:1", bearer=SecretSource(env="AICD_TEST_UNSET_TOKEN"))
+        )
+    with pytest.raises(ProviderConfigError, match=r"caCert .* is not a file"):
         PrometheusProvider(PrometheusConfig(url="https://127.0.0.1:1", ca_cert=str(tmp_path / "missing.pem")))
 
 
-def test_headers_bearer_token_and_timeout_reach_the_server(tls_prometheus: TlsPrometheus, tmp_path: Path) -> None:
+def test_headers_bearer_token_and_timeout_reach_the_server(
+    tls_prometheus: TlsPrometheus, tmp_path: Path
+) -> None:
     token = secrets.token_hex(16)
     token_file = tmp_path / "token"
     token_file.write_text(token + "\n")  # as a mounted secret often ends
@@ -216,7 +270,9 @@ def test_headers_bearer_token_and_timeout_reach_the_server(tls_prometheus: TlsPr
         timeout_s=7.0,
     )
     plan = AnalysisPlan(
-        interval_s=5.0, alpha=0.01, no_data_limit=0.5,
+        interval_s=5.0,
+        alpha=0.01,
+        no_data_limit=0.5,
         metrics=[MetricPlan(MetricConfig("level", "continuous", tolerance=0.5), TRACK_QUERY)],
         prometheus=config,
     )

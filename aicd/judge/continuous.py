@@ -8,7 +8,17 @@ fixed threshold (Flagger) or an unpaired test (Kayenta) mistake for regressions.
 close to independent (an interval spans the query's range window), so the ``d_i`` are treated as i.i.d.
 Gaussian with unknown variance and tested with the scale-invariant t-mixture confidence sequence; when
 they are clearly not (a slowly wandering metric such as memory, where one canary pod can sit above the
-fleet for many minutes), their lag-1 autocorrelation shrinks the effective number of intervals.
+fleet for many minutes), their autocorrelation shrinks the effective number of intervals. It is estimated
+twice -- lag 1 of the interval summaries (detrended from eight intervals on, so a growing regression is
+not taken for wander), and one interval apart on the query-step series, which shows a slow wander after
+fewer intervals -- and the larger estimate is used. Slow wander over the first few minutes remains the
+weakest spot: a single canary pod sitting 15% high for four minutes looks much like a regression, so give
+such gauges (CPU, memory) a wider tolerance or a warm-up.
+
+The recent-window test runs the same comparison on the latest half of the judged intervals with a
+fixed-sample t-test whose noise estimate comes from the residuals of a fitted line: a regression that
+grows during the analysis (a leak) is then neither averaged away by the early intervals nor hidden by the
+spread its own growth adds.
 Missed scrapes only thin an interval; an interval joins the test once both sides have at least a quarter
 of their usual points in it, so a canary with far fewer samples still pairs up.
 

@@ -213,7 +213,9 @@ def _compare(
             )
     assert shown is not None  # every band is bounded on at least one side
     factors = [factor for factor in (settle, absolute_settle) if factor is not None]
-    return _Comparison((ratio_test, shown), regression, safe, dispersion, min(factors) if factors else None)
+    # Each test's `rejected` says whether it counts as showing a regression: here only both together.
+    tests = (replace(ratio_test, rejected=regression), replace(shown, rejected=regression))
+    return _Comparison(tests, regression, safe, dispersion, min(factors) if factors else None)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from aicd.judge.model import AnalysisVerdict, MetricOutcome, OnInconclusive, Outcome
+from aicd.judge.model import AnalysisVerdict, OnInconclusive, Outcome
 
 DEFAULT_EXTEND_FACTOR = 3.0  # `extend` without maxDuration looks up to three times the duration
 _EPSILON_S = 1e-6
@@ -109,11 +109,6 @@ def decide(verdict: AnalysisVerdict, policy: AnalysisPolicy, elapsed_s: float) -
         reason = f"{verdict.summary} (looked until maxDuration)"
         return Decision(Action.WAIT_FOR_HUMAN, inconclusive, reason, extended)
     return Decision(Action.WAIT_FOR_HUMAN, inconclusive, verdict.summary, extended)
-
-
-def unsettled(verdict: AnalysisVerdict) -> list[str]:
-    """Names of the metrics that were neither shown safe nor failed."""
-    return [metric.name for metric in verdict.metrics if metric.verdict != MetricOutcome.PASS]
 
 
 def _with(verdict: AnalysisVerdict, outcome: Outcome) -> AnalysisVerdict:

@@ -124,11 +124,9 @@ def explain_metric(
             f"{name} has no data: {evidence.canary_samples} canary and {evidence.baseline_samples} baseline "
             f"points{lacking}. Check the query and that both tracks are scraped."
         )
-    main = evidence.tests[0]
     if verdict == MetricOutcome.FAIL:
-        sentences = [_failure(metric, test, evidence, interval_s) for test in evidence.tests if test.rejected]
-        if evidence.regression and not sentences:  # an absolute tolerance: ratio and difference agree
-            sentences = [_failure(metric, main, evidence, interval_s)]
+        shown = _telling_failure(metric, [test for test in evidence.tests if test.rejected])
+        sentences = [_failure(metric, shown, evidence, interval_s)] if shown is not None else []
         sentences += [_limit(metric, check, evidence.regression) for check in thresholds if check.violated]
         return " ".join(sentences)
     if verdict == MetricOutcome.PASS:
@@ -145,6 +143,34 @@ def explain_metric(
             f"(it needs {need})."
         )
     return _not_shown(metric, evidence)
+
+
+def _telling_failure(metric: MetricConfig, rejected: list[TestResult]) -> TestResult | None:
+    """The test whose failure the sentence tells: the whole analysis, unless the recent window shows a
+    regression clearly larger than the whole analysis does (it grew) or it alone shows one."""
+    if not rejected:
+        return None
+    first = rejected[0]
+    recent = next((test for test in rejected if test.name == TestName.RECENT), None)
+    if recent is None or recent is first:
+        return first
+    grown, overall = _excess(metric, recent), _excess(metric, first)
+    return recent if grown is not None and overall is not None and grown > 1.5 * overall else first
+
+
+def _excess(metric: MetricConfig, test: TestResult) -> float | None:
+    """How far a test's estimate lies beyond the band on the bad side (ratio units)."""
+    if test.estimate is None:
+        return None
+    if (
+        test.allowed_high is not None
+        and metric.direction != Direction.DECREASE
+        and test.estimate > test.allowed_high
+    ):
+        return test.estimate - test.allowed_high
+    if test.allowed_low is not None and test.estimate < test.allowed_low:
+        return test.allowed_low - test.estimate
+    return 0.0
 
 
 def _failure(
@@ -165,7 +191,7 @@ def _failure(
             f"(at least {format_points(test.ci_low if test.allowed_high is not None else test.ci_high)}, {sure}); "
             f"{tolerance_text(metric)}."
         )
-    events = f" ({evidence.events_note})" if evidence.events_note else ""
+    events = f"; {evidence.events_note}" if evidence.events_note else ""
     if test.name == TestName.RECENT:
         window = (
             f"the last {_duration(test.observations, interval_s)}" if interval_s else "the latest intervals"
@@ -175,7 +201,7 @@ def _failure(
             f"({_bound_words(metric, bound)}, {sure}); {tolerance_text(metric)}."
         )
     return (
-        f"{name} on the canary is {compare(test.estimate)}{events} ({_bound_words(metric, bound)}, {sure}); "
+        f"{name} on the canary is {compare(test.estimate)} ({_bound_words(metric, bound)}, {sure}{events}); "
         f"{tolerance_text(metric)}."
     )
 

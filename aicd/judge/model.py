@@ -359,8 +359,13 @@ class MetricVerdict:
     @property
     def fails_at_once(self) -> bool:
         """A shown regression (valid at any look) or a broken limit of a critical metric; a broken limit of
-        another metric is a point-in-time reading that fails the analysis only if it holds at the end."""
-        return self.regression or (self.critical and self.threshold_violated)
+        another metric is a point-in-time reading that fails the analysis only if it holds at the end.
+        (Verdicts recorded before ``regression`` existed carry the same fact in their tests.)"""
+        return (
+            self.regression
+            or any(test.rejected for test in self.tests)
+            or (self.critical and self.threshold_violated)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -9,11 +9,20 @@ inequality ``P(sup_t E_t(v_true) >= 1/alpha) <= alpha``. Mixing the likelihood r
 at once with probability >= 1 - alpha (a confidence sequence; Howard et al. 2021, Lindon et al.,
 KDD 2022); alternatives below give the upper bound.
 
-A metric fails when the bound on its bad side lies beyond the tolerance band -- for "increase is bad",
-when even the lower bound exceeds 1 + tolerance: were the truth inside the band, the bound would have
-had to miss it, which happens with probability <= alpha. The reported e-value is ``E_t`` at the band's
-edge; "e-value >= 1/alpha" and "bound beyond the band" are the same decision (both families below are
-monotone in ``v``). A metric judged in both directions splits its alpha over the two sides.
+Each test gives two decisions from two bounds at two levels:
+
+* *fail* when the bound on the bad side lies beyond the tolerance band -- for "increase is bad", when even
+  the lower bound exceeds 1 + tolerance: were the truth inside the band, the bound would have had to miss
+  it, which happens with probability <= the fail level (the metric's share of alpha). The reported e-value
+  is ``E_t`` at the band's edge; "e-value >= 1/alpha_i" and "bound beyond the band" are the same decision
+  (both families below are monotone in ``v``). A band bounded on both sides splits the fail level.
+* *shown within* (pass) when the bound on the good side lies inside the band -- for "increase is bad", the
+  upper bound below 1 + tolerance: were the truth beyond the band, that bound would have had to miss it,
+  which happens with probability <= the pass level.
+
+Besides the sequences, ``recent_t_test`` is a fixed-sample Student t-test for the recent-window test, its
+noise estimated around a fitted line, and ``poisson_rate_bounds`` bounds one track's event ratio (the
+absolute part of a count metric's band).
 
 * ``t_mixture``: Gaussian observations (per-interval differences of continuous metrics) with unknown mean
   and *unknown variance*. With the right-Haar prior on sigma and a half-normal prior HN(g) on the
