@@ -6,12 +6,14 @@ an inconclusive end follows the step's onInconclusive (fail, or extend up to max
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -22,6 +24,7 @@ from aicd.embedded.processes import ManagedProcess
 from aicd.embedded.prometheus import EmbeddedPrometheus, find_prometheus
 from aicd.judge import MetricOutcome, Outcome
 from aicd.messages import HumanAction, Trigger
+from tests.conftest import RunAicd
 from tests.helpers_engine import (
     commits,
     make_repo,
@@ -269,4 +272,37 @@ async def analysis_looks(client: Client, workflow_id: str) -> int:
         for event in history.events
         if event.HasField("activity_task_scheduled_event_attributes")
         and event.activity_task_scheduled_event_attributes.activity_type.name == "analysis_look"
+    )
+
+
+def test_aicd_analyze_reads_like_the_status_and_keeps_the_statistics_for_details(
+    exporters: list[str], tmp_path: Path, run_aicd: RunAicd
+) -> None:
+    """`aicd analyze` is one look of the same judge: the plain table and sentences by default, every test's
+    bounds and evidence with --details, the whole verdict with --json; exit 1 unless it passes."""
+    prometheus = scraping(tmp_path, exporters)
+    try:
+        time.sleep(6)  # a few seconds of both tracks in Prometheus
+        document, _, _ = analysis_spec(tmp_path, "broken", prometheus.url)
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(yaml.safe_dump(document))
+        plain = run_aicd("analyze", str(spec), "--target", "web", "--since", "10s", "--weight", "50")
+        details = run_aicd(
+            "analyze", str(spec), "--target", "web", "--since", "10s", "--weight", "50", "--details"
+        )
+        as_json = run_aicd(
+            "analyze", str(spec), "--target", "web", "--since", "10s", "--weight", "50", "--json"
+        )
+    finally:
+        prometheus.stop()
+    assert plain.returncode == 1, plain.stderr  # the broken canary's errors
+    assert "analysis FAIL: error-rate on the canary is" in plain.stdout and "plausible range" in plain.stdout
+    assert "e-value" not in plain.stdout
+    assert details.returncode == 1 and "rate-ratio:" in details.stdout and "e-value" in details.stdout
+    verdict = json.loads(as_json.stdout)
+    assert verdict["outcome"] == "fail"
+    error_rate = next(metric for metric in verdict["metrics"] if metric["name"] == "error-rate")
+    assert (
+        error_rate["verdict"] == "fail"
+        and error_rate["tests"][0]["log_evidence"] >= error_rate["tests"][0]["log_threshold"]
     )
