@@ -130,3 +130,40 @@ def test_a_limit_sentence_names_the_limit_and_the_reading() -> None:
         judged([capped], {"latency-p95": MetricSamples(canary, baseline)}).metric("latency-p95").explanation
     )
     assert "broke its limit: the recent median 80 is above the max of 50" in text
+
+
+def test_status_and_slack_say_which_metric_could_not_be_shown_safe_and_what_would_settle_it() -> None:
+    from aicd.judge import AnalysisPolicy, decide
+    from aicd.messages import DeliveryStatus, TargetStatus
+    from aicd.slack_blocks import compact_status, describe_progress, progress_key
+    from aicd.status_view import verdict_lines
+
+    rng = np.random.default_rng(4)
+    verdict = judged(
+        [MetricConfig("latency-p95", "continuous")], {"latency-p95": continuous_samples(rng, 10, sd=0.1)}
+    )
+    decision = decide(verdict, AnalysisPolicy(600.0, 60.0), 600.0)
+    target = TargetStatus(
+        "prod-a",
+        "production",
+        "argocd",
+        state="awaiting-resume",
+        step_kind="analysis",
+        weight=10,
+        last_verdict=decision.verdict,
+        message=f"analysis inconclusive: {decision.reason}",
+    )
+    slack = describe_progress(target)
+    assert "waits for a human" in slack and "latency-p95 could not be shown safe yet" in slack
+    assert "more at this noise level would settle it" in slack
+    compact = compact_status(
+        DeliveryStatus("d", "shop", "f" * 40, "a:1", "paused", targets={"prod-a": target})
+    )
+    assert compact["targets"][0]["verdict"]["outcome"] == "inconclusive"
+    assert "would settle it" in compact["targets"][0]["verdict"]["summary"]
+    lines = "\n".join(verdict_lines(decision.verdict))
+    assert "latency-p95 could not be shown safe yet" in lines and "e-value" not in lines
+    assert "e-value" in "\n".join(verdict_lines(decision.verdict, details=True))
+    # While the analysis runs, its looks are not news for the Slack thread.
+    running = decide(verdict, AnalysisPolicy(600.0, 60.0), 120.0).verdict
+    assert progress_key(TargetStatus("prod-a", "production", "argocd", last_verdict=running))[-1] == ""
