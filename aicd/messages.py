@@ -4,8 +4,8 @@ Temporal's converter carries; the CLI, the gateway and the workflows all speak t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from aicd.judge.model import AnalysisVerdict
 from aicd.plan import DeliveryPlan
 
 # Phases of a delivery, in the order they usually happen; the last five are terminal.
@@ -91,7 +91,7 @@ class TargetStatus:
     step_kind: str = ""
     weight: int = 0
     commits: list[str] = field(default_factory=list)
-    last_verdict: dict[str, Any] | None = None  # the judge's AnalysisVerdict as a dict
+    last_verdict: AnalysisVerdict | None = None  # the latest look of the current or last analysis step
     message: str = ""
     # Edge fleets summarise instead of listing every site.
     sites_total: int = 0

@@ -7,10 +7,11 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from aicd.judge.model import MetricConfig
+from aicd.judge.decision import AnalysisPolicy
+from aicd.judge.model import DEFAULT_MIN_SAMPLES, JudgeConfig, MetricConfig, OnInconclusive
 from aicd.redact import redact_credentials
 from aicd.spec.durations import format_duration
-from aicd.spec.model import DeliverySpec, Step
+from aicd.spec.model import DeliverySpec, PrometheusConfig, Step
 from aicd.spec.placeholders import render
 
 REVISION = re.compile(r"^[0-9a-fA-F]{7,64}$")
@@ -32,10 +33,16 @@ class StepPlan:
     weight: int | None = None
     duration_s: float | None = None  # pause without duration waits for a human
     metrics: list[str] = field(default_factory=list)
+    on_inconclusive: OnInconclusive = OnInconclusive.PAUSE  # analysis: what an inconclusive end does
+    max_duration_s: float | None = None  # analysis with onInconclusive extend: look until then
 
     @property
     def id(self) -> str:
         return f"{self.index}-{self.kind}"
+
+    def policy(self, interval_s: float) -> AnalysisPolicy:
+        """The analysis step's timeline for the decision across looks."""
+        return AnalysisPolicy(self.duration_s or 0.0, interval_s, self.on_inconclusive, self.max_duration_s)
 
     def describe(self) -> str:
         if self.kind == "setWeight":
@@ -43,6 +50,10 @@ class StepPlan:
         if self.kind == "pause":
             return f"pause {format_duration(self.duration_s)}" if self.duration_s else "pause until resumed"
         subset = f" on {', '.join(self.metrics)}" if self.metrics else ""
+        if self.on_inconclusive == OnInconclusive.FAIL:
+            subset += " (fails if inconclusive)"
+        elif self.on_inconclusive == OnInconclusive.EXTEND:
+            subset += f" (if inconclusive, looks on up to {format_duration(self.policy(1.0).horizon_s)})"
         return f"analysis {format_duration(self.duration_s or 0)}{subset}"
 
 
@@ -84,11 +95,32 @@ class MetricPlan:
 
 @dataclass
 class AnalysisPlan:
-    prometheus_url: str
     interval_s: float
     alpha: float
     no_data_limit: float
     metrics: list[MetricPlan]
+    min_samples: int = DEFAULT_MIN_SAMPLES
+    warmup_intervals: int = 0
+    prometheus: PrometheusConfig | None = None
+    prometheus_url: str = ""  # plans made before `prometheus` carried the whole connection
+
+    @property
+    def connection(self) -> PrometheusConfig:
+        return self.prometheus if self.prometheus is not None else PrometheusConfig(url=self.prometheus_url)
+
+    def judge_config(self, names: list[str] | None = None, planned_intervals: int | None = None) -> JudgeConfig:
+        """The judge's configuration for the chosen metrics (all when ``names`` is empty) of one analysis
+        step that may last ``planned_intervals`` intervals."""
+        chosen = [metric.config for metric in self.metrics if not names or metric.config.name in names]
+        return JudgeConfig(
+            metrics=tuple(chosen),
+            alpha=self.alpha,
+            no_data_limit=self.no_data_limit,
+            min_samples=self.min_samples,
+            warmup_intervals=self.warmup_intervals,
+            interval_s=self.interval_s,
+            planned_intervals=planned_intervals,
+        )
 
 
 @dataclass
@@ -148,7 +180,9 @@ def artifact_tag(artifact: str) -> str:
 
 
 def _step_plan(index: int, step: Step) -> StepPlan:
-    return StepPlan(index, step.kind, step.weight, step.duration_s, list(step.metrics))
+    return StepPlan(
+        index, step.kind, step.weight, step.duration_s, list(step.metrics), step.on_inconclusive, step.max_duration_s
+    )
 
 
 def build_plan(spec: DeliverySpec, revision: str, *, artifact_override: str | None = None) -> DeliveryPlan:
@@ -184,15 +218,18 @@ def build_plan(spec: DeliverySpec, revision: str, *, artifact_override: str | No
     }
     analysis = None
     if spec.analysis is not None:
+        judge = spec.analysis.judge
         analysis = AnalysisPlan(
-            prometheus_url=spec.analysis.prometheus_url,
             interval_s=spec.analysis.interval_s,
-            alpha=spec.analysis.judge.alpha,
-            no_data_limit=spec.analysis.judge.no_data_limit,
+            alpha=judge.alpha,
+            no_data_limit=judge.no_data_limit,
             metrics=[
                 MetricPlan(metric, spec.analysis.queries[metric.name], spec.analysis.totals.get(metric.name))
-                for metric in spec.analysis.metrics
+                for metric in judge.metrics
             ],
+            min_samples=judge.min_samples,
+            warmup_intervals=judge.warmup_intervals,
+            prometheus=spec.analysis.prometheus,
         )
     return DeliveryPlan(
         app=spec.name,

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from aicd.judge.model import Outcome
 from aicd.messages import TERMINAL_PHASES, DeliveryStatus, TargetStatus
 from aicd.plan import DeliveryPlan
 
@@ -45,6 +46,7 @@ EVENT_EMOJI = {
 ALERT_PHASES = frozenset({"failed", "aborted", "rejected"})
 MAX_TARGET_LINES = 20  # a section holds 3,000 characters; fleets are summarised anyway
 MAX_TEXT = 2900
+MAX_SUMMARY = 600  # an analysis summary names each unsettled metric and what would settle it
 SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 
 
@@ -96,7 +98,7 @@ def compact_status(status: DeliveryStatus) -> dict[str, Any]:
 
 
 def _compact_target(target: TargetStatus) -> dict[str, Any]:
-    verdict = target.last_verdict or None
+    verdict = target.last_verdict
     return {
         "target": target.target,
         "stage": target.stage,
@@ -107,9 +109,7 @@ def _compact_target(target: TargetStatus) -> dict[str, Any]:
         "weight": target.weight,
         "message": target.message[:300],
         "verdict": (
-            {"outcome": str(verdict.get("outcome", "")), "summary": str(verdict.get("summary", ""))[:300]}
-            if verdict
-            else None
+            {"outcome": verdict.outcome.value, "summary": verdict.summary[:MAX_SUMMARY]} if verdict else None
         ),
         "sites_total": target.sites_total,
         "sites_by_state": dict(target.sites_by_state),
@@ -120,15 +120,9 @@ def _compact_target(target: TargetStatus) -> dict[str, Any]:
 def progress_key(target: TargetStatus) -> tuple[str, str, int, str, int, str]:
     """What makes a target's progress worth a thread reply: a new step, state, weight or final verdict.
     Interim analysis looks ("running") are not news."""
-    outcome = str((target.last_verdict or {}).get("outcome", ""))
-    return (
-        target.stage,
-        target.state,
-        target.step_index,
-        target.step_kind,
-        target.weight,
-        "" if outcome == "running" else outcome,
-    )
+    verdict = target.last_verdict
+    outcome = "" if verdict is None or verdict.outcome == Outcome.RUNNING else verdict.outcome.value
+    return (target.stage, target.state, target.step_index, target.step_kind, target.weight, outcome)
 
 
 def progress_changes(
@@ -167,9 +161,9 @@ def describe_progress(target: TargetStatus) -> str:
         f"{name} step {target.step_index} {escape(target.step_kind)}".rstrip(),
         f"weight {target.weight}%",
     ]
-    verdict = target.last_verdict or {}
-    if verdict and verdict.get("outcome") != "running":
-        parts.append(f"analysis {verdict.get('outcome')}: {escape(str(verdict.get('summary', '')))}")
+    verdict = target.last_verdict
+    if verdict is not None and verdict.outcome != Outcome.RUNNING:
+        parts.append(f"analysis {verdict.outcome}: {escape(verdict.summary[:MAX_SUMMARY])}")
     if target.sites_total:
         parts.append(_sites(target.sites_total, target.sites_by_state))
     return " · ".join(parts)

@@ -287,13 +287,14 @@ def test_effective_spec_fills_in_this_run(tmp_path: Path) -> None:
     layout.spec.write_text(effective_spec_text(DEFAULT_SPEC, layout, "http://127.0.0.1:1234", options))
     spec = load_spec(layout.spec)
     assert spec.source_repo == str(layout.source_repo) and spec.gitops_repo == str(layout.gitops_repo)
-    assert spec.analysis is not None and spec.analysis.prometheus_url == "http://127.0.0.1:1234"
+    assert spec.analysis is not None and spec.analysis.prometheus.url == "http://127.0.0.1:1234"
     assert spec.analysis.interval_s == 4
     assert spec.build is not None and spec.build.command[0] == sys.executable
     assert spec.build.command[spec.build.command.index("--out") + 1] == str(layout.artifacts)
     assert all(test.argv[0] == sys.executable for test in spec.tests)
     steps = [step for stage in spec.stages for step in stage.steps]
     assert {s.duration_s for s in steps if s.kind == "analysis"} == {12}
+    assert {s.max_duration_s for s in steps if s.kind == "analysis"} == {36}  # extends up to three times
     assert {s.duration_s for s in steps if s.kind == "pause"} == {2.5}
     assert yaml.safe_load(DEFAULT_SPEC.read_text())["spec"]["source"]["repo"] == ".aicd/demo/source.git"
 

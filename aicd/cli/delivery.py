@@ -107,6 +107,9 @@ def status(
     delivery_id: Annotated[str, typer.Argument(metavar="ID", help="Delivery ID.")],
     watch: Annotated[bool, typer.Option("--watch", help="Live view until the delivery ends.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable status.")] = False,
+    details: Annotated[
+        bool, typer.Option("--details", help="Also the judge's statistics: every test's bounds and evidence.")
+    ] = False,
 ) -> None:
     """Phase, stage and wave, per-target step, weight, analysis verdict and commits, and the human action log."""
 
@@ -117,13 +120,13 @@ def status(
             return
         console = Console()
         if not watch:
-            console.print(render_status(current))
+            console.print(render_status(current, details))
             return
-        with Live(render_status(current), console=console, refresh_per_second=4) as live:
+        with Live(render_status(current, details), console=console, refresh_per_second=4) as live:
             while not current.terminal:
                 await asyncio.sleep(0.5)
                 current = await deliveries.get_status(client, delivery_id)
-                live.update(render_status(current))
+                live.update(render_status(current, details))
 
     _run(body)
 

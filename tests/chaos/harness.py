@@ -435,7 +435,8 @@ class ChaosRun:
                     "prometheus": {"url": self.prometheus.url},
                     "interval": f"{config.analysis_interval_s}s",
                     "metrics": [{
-                        "name": "error-rate", "kind": "count", "critical": True,
+                        # No errors on either side is shown safe only with an absolute tolerance.
+                        "name": "error-rate", "kind": "count", "critical": True, "absoluteTolerance": "5%",
                         "query": f'sum(rate(http_requests_total{{app="{label}",track="{{{{ track }}}}",code=~"5.."}}[5s]))',
                         "total": f'sum(rate(http_requests_total{{app="{label}",track="{{{{ track }}}}"}}[5s]))',
                     }],
