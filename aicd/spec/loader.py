@@ -14,6 +14,7 @@ from aicd.spec.errors import SpecError, SpecInvalid, json_path
 from aicd.spec.model import DeliverySpec, build_model
 from aicd.spec.semantic import SEMANTIC_CHECKS
 from aicd.spec.yamlsafe import Path, YamlDocument, YamlReadError, read_yaml
+from aicd.yamledit import WRITE_PATH_PATTERN, parse_path
 
 SCHEMA_PATH = FsPath(__file__).resolve().parents[2] / "schemas" / "delivery-spec.v1alpha1.json"
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -42,6 +43,8 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
             return f"unparsable duration {error.instance!r} (use e.g. 30s, 5m, 1h30m, 24h)"
         if error.validator_value == PERCENT_PATTERN:
             return f"unparsable percentage {error.instance!r} (use e.g. 5%, 12.5%)"
+        if error.validator_value == WRITE_PATH_PATTERN:
+            return _write_path_problem(error.instance)
         return f"{error.instance!r} does not match {error.validator_value}"
     if error.validator == "additionalProperties":
         instance: Any = error.instance  # an object: additionalProperties applies to nothing else
@@ -51,14 +54,26 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
     if error.validator == "required":
         return error.message.replace("is a required property", "is required")
     if error.validator == "oneOf":
-        return f"{error.instance!r} is not valid here: {_schema_of(error).get('description', 'see the schema')}"
-    if error.validator in ("minProperties", "maxProperties") and "setWeight" in _schema_of(error).get("properties", {}):
+        return (
+            f"{error.instance!r} is not valid here: {_schema_of(error).get('description', 'see the schema')}"
+        )
+    if error.validator in ("minProperties", "maxProperties") and "setWeight" in _schema_of(error).get(
+        "properties", {}
+    ):
         return "a step has exactly one of setWeight, pause, analysis"
     if error.validator == "const":
         return f"must be {error.validator_value!r}, not {error.instance!r}"
     if error.validator == "enum":
         return f"{error.instance!r} is not one of {error.validator_value}"
     return error.message
+
+
+def _write_path_problem(text: Any) -> str:
+    try:
+        parse_path(text)
+    except ValueError as problem:
+        return str(problem)
+    return f"write path {text!r} does not match {WRITE_PATH_PATTERN}"  # the pattern and the parser disagree
 
 
 def _error_path(error: jsonschema.ValidationError) -> Path:
@@ -79,7 +94,11 @@ def _locate(document: YamlDocument, file: str, path: Path, message: str) -> Spec
 def validate_document(document: YamlDocument, file: str) -> list[SpecError]:
     errors: list[SpecError] = []
     if not isinstance(document.data, dict):
-        return [_locate(document, file, (), f"expected a mapping (a DeliverySpec), got {type(document.data).__name__}")]
+        return [
+            _locate(
+                document, file, (), f"expected a mapping (a DeliverySpec), got {type(document.data).__name__}"
+            )
+        ]
     for error in _validator().iter_errors(document.data):
         errors.append(_locate(document, file, _error_path(error), _schema_message(error)))
     if errors:

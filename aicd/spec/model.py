@@ -47,9 +47,11 @@ class Target:
 
 @dataclass(frozen=True)
 class WriteKeys:
+    """Write paths (aicd.yamledit) in a target's file; weight and canary_image None: the file has no canary."""
+
     image: str = "image.tag"
-    weight: str = "canary.weight"
-    canary_image: str = "canary.tag"
+    weight: str | None = "canary.weight"
+    canary_image: str | None = "canary.tag"
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,9 @@ def _analysis(raw: dict[str, Any]) -> Analysis:
         interval_s=parse_duration(raw["interval"]) if "interval" in raw else DEFAULT_ANALYSIS_INTERVAL_S,
         judge=JudgeConfig(
             alpha=float(raw.get("alpha", DEFAULT_ALPHA)),
-            no_data_limit=parse_percent(raw["noDataLimit"]) if "noDataLimit" in raw else DEFAULT_NO_DATA_LIMIT,
+            no_data_limit=parse_percent(raw["noDataLimit"])
+            if "noDataLimit" in raw
+            else DEFAULT_NO_DATA_LIMIT,
         ),
         metrics=tuple(metrics),
         queries={metric["name"]: metric["query"] for metric in raw["metrics"]},
@@ -169,7 +173,9 @@ def build_model(document: dict[str, Any]) -> DeliverySpec:
             path=raw["path"],
             region=raw.get("region"),
             progress_deadline_s=(
-                parse_duration(raw["progressDeadline"]) if "progressDeadline" in raw else DEFAULT_PROGRESS_DEADLINE_S
+                parse_duration(raw["progressDeadline"])
+                if "progressDeadline" in raw
+                else DEFAULT_PROGRESS_DEADLINE_S
             ),
             config={key: value for key, value in raw.items() if key not in ("kind", "region")},
         )
@@ -190,7 +196,9 @@ def build_model(document: dict[str, Any]) -> DeliverySpec:
                         approvers=tuple(approval["approvers"]),
                         min_approvals=int(approval.get("minApprovals", 1)),
                         timeout_s=(
-                            parse_duration(approval["timeout"]) if "timeout" in approval else DEFAULT_APPROVAL_TIMEOUT_S
+                            parse_duration(approval["timeout"])
+                            if "timeout" in approval
+                            else DEFAULT_APPROVAL_TIMEOUT_S
                         ),
                     )
                     if approval
@@ -223,9 +231,9 @@ def build_model(document: dict[str, Any]) -> DeliverySpec:
         gitops_branch=spec["gitops"].get("branch", "main"),
         targets=targets,
         write=WriteKeys(
-            image=write.get("image", "image.tag"),
-            weight=write.get("weight", "canary.weight"),
-            canary_image=write.get("canaryImage", "canary.tag"),
+            image=write.get("image", WriteKeys.image),
+            weight=write.get("weight", WriteKeys.weight),
+            canary_image=write.get("canaryImage", WriteKeys.canary_image),
         ),
         analysis=_analysis(spec["analysis"]) if "analysis" in spec else None,
         stages=tuple(stages),

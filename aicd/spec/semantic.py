@@ -6,8 +6,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from aicd.spec.durations import parse_duration, parse_percent
+from aicd.spec.model import WriteKeys
 from aicd.spec.placeholders import ALLOWED_VARIABLES, placeholders_in, unknown_placeholders
 from aicd.spec.yamlsafe import Path
+from aicd.yamledit import parse_path
 
 Finding = tuple[Path, str]
 Check = Callable[[dict[str, Any]], Iterator[Finding]]
@@ -46,7 +48,11 @@ def check_target_once_per_stage(spec: dict[str, Any]) -> Iterator[Finding]:
                 path: Path = ("spec", "stages", index, key)
                 path += (wave_index, target_index) if key == "waves" else (target_index,)
                 if name in seen:
-                    where = "twice in one wave" if seen[name] == wave_index else f"in waves {seen[name]} and {wave_index}"
+                    where = (
+                        "twice in one wave"
+                        if seen[name] == wave_index
+                        else f"in waves {seen[name]} and {wave_index}"
+                    )
                     yield path, f"target {name!r} appears {where} of stage {stage.get('name')!r}"
                 else:
                     seen[name] = wave_index
@@ -83,7 +89,10 @@ def check_canary_weights(spec: dict[str, Any]) -> Iterator[Finding]:
             if not 0 <= weight <= 100:
                 yield path, f"setWeight {weight} is outside 0..100"
             elif weight < last:
-                yield path, f"setWeight {weight} is lower than the step before ({last}); weights never decrease"
+                yield (
+                    path,
+                    f"setWeight {weight} is lower than the step before ({last}); weights never decrease",
+                )
             last = max(last, weight)
             reached_full = reached_full or weight == 100
         if not reached_full:
@@ -102,12 +111,18 @@ def check_analysis_has_metrics(spec: dict[str, Any]) -> Iterator[Finding]:
                 continue
             path = ("spec", "stages", index, "strategy", "canary", "steps", step_index, "analysis")
             if analysis is None:
-                yield path, "analysis step but spec.analysis (a Prometheus provider and metrics) is not configured"
+                yield (
+                    path,
+                    "analysis step but spec.analysis (a Prometheus provider and metrics) is not configured",
+                )
             elif not metric_names:
                 yield path, "analysis step but spec.analysis.metrics is empty"
             for metric_index, name in enumerate((step.get("analysis") or {}).get("metrics", [])):
                 if name not in metric_names:
-                    yield (*path, "metrics", metric_index), f"unknown metric {name!r}; metrics are {sorted(metric_names)}"
+                    yield (
+                        (*path, "metrics", metric_index),
+                        f"unknown metric {name!r}; metrics are {sorted(metric_names)}",
+                    )
 
 
 def check_metric_thresholds(spec: dict[str, Any]) -> Iterator[Finding]:
@@ -162,9 +177,12 @@ def check_artifact_placeholders(spec: dict[str, Any]) -> Iterator[Finding]:
     artifact = spec.get("build", {}).get("artifact", "")
     for name in placeholders_in(artifact):
         if name in ALLOWED_VARIABLES and name not in ("revision", "revision.short"):
-            yield ("spec", "build", "artifact"), (
-                f"placeholder {{{{ {name} }}}} has no value when the artifact is named;"
-                " use {{ revision }} or {{ revision.short }}"
+            yield (
+                ("spec", "build", "artifact"),
+                (
+                    f"placeholder {{{{ {name} }}}} has no value when the artifact is named;"
+                    " use {{ revision }} or {{ revision.short }}"
+                ),
             )
 
 
@@ -197,7 +215,10 @@ def check_edge_targets(spec: dict[str, Any]) -> Iterator[Finding]:
                 except ValueError:
                     continue
                 if share <= previous or share > 1.0:
-                    yield (*path, "batches", batch_index), f"batch {batch} must be above the one before and at most 100%"
+                    yield (
+                        (*path, "batches", batch_index),
+                        f"batch {batch} must be above the one before and at most 100%",
+                    )
                 previous = share
             if target.get("batches") and previous != 1.0:
                 yield (*path, "batches"), "the last batch must be 100%"
@@ -217,7 +238,13 @@ def check_durations(spec: dict[str, Any]) -> Iterator[Finding]:
     def walk(value: Any, path: Path) -> Iterator[Finding]:
         if isinstance(value, dict):
             for key, item in value.items():
-                if key in ("timeout", "interval", "duration", "progressDeadline", "pollInterval") and isinstance(item, str):
+                if key in (
+                    "timeout",
+                    "interval",
+                    "duration",
+                    "progressDeadline",
+                    "pollInterval",
+                ) and isinstance(item, str):
                     try:
                         if parse_duration(item) <= 0:
                             yield (*path, key), f"duration {item!r} must be greater than zero"
@@ -230,6 +257,66 @@ def check_durations(spec: dict[str, Any]) -> Iterator[Finding]:
                 yield from walk(item, (*path, item_index))
 
     yield from walk(spec, ("spec",))
+
+
+WRITE_DEFAULTS = {"image": WriteKeys.image, "weight": WriteKeys.weight, "canaryImage": WriteKeys.canary_image}
+
+
+def check_write_paths(spec: dict[str, Any]) -> Iterator[Finding]:
+    """Write paths that each name their own value, and canary steps the target's file can express."""
+    write = spec.get("write") or {}
+
+    def where(key: str) -> Path:
+        return (
+            ("spec", "write", key) if key in write else (("spec", "write") if "write" in spec else ("spec",))
+        )
+
+    paths = {}
+    for key, default in WRITE_DEFAULTS.items():
+        text = write.get(key, default)
+        if text is None:
+            continue
+        try:
+            paths[key] = parse_path(text)
+        except ValueError:
+            continue  # reported by the schema
+
+    def label(key: str) -> str:
+        return f"{key} ({paths[key].text}{'' if key in write else ', the default'})"
+
+    keys = list(paths)
+    for position, first in enumerate(keys):
+        for second in keys[position + 1 :]:
+            a, b = paths[first].normalized(), paths[second].normalized()
+            at = second if second in write or first not in write else first
+            if a == b:
+                yield where(at), f"{label(first)} and {label(second)} write the same place"
+            elif a[: len(b)] == b or b[: len(a)] == a:
+                outer, inner = (first, second) if len(a) < len(b) else (second, first)
+                yield (
+                    where(at),
+                    (
+                        f"{label(inner)} lies inside {label(outer)}: writing one would replace the other;"
+                        " each write path must name its own value"
+                    ),
+                )
+    nulls = [key for key in ("weight", "canaryImage") if key in write and write[key] is None]
+    if len(nulls) == 1:
+        other = "canaryImage" if nulls[0] == "weight" else "weight"
+        yield (
+            where(nulls[0]),
+            f"{nulls[0]}: null needs {other}: null too (a file has a canary or it has none)",
+        )
+    if "weight" in nulls:
+        for index, stage in enumerate(spec.get("stages", [])):
+            for step_index, step in enumerate(stage.get("strategy", {}).get("canary", {}).get("steps", [])):
+                weight = step.get("setWeight")
+                if weight is not None and 0 < weight < 100:
+                    yield (
+                        ("spec", "stages", index, "strategy", "canary", "steps", step_index, "setWeight"),
+                        f"setWeight {weight} needs a canary weight in the target's file, but spec.write.weight"
+                        " is null; without a canary use setWeight 100 (pauses and analysis still apply)",
+                    )
 
 
 SEMANTIC_CHECKS: tuple[Check, ...] = (
@@ -246,4 +333,5 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_approvals,
     check_edge_targets,
     check_durations,
+    check_write_paths,
 )
