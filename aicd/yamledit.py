@@ -23,7 +23,6 @@ into a failed step without a commit. `get_path` reads plain parsed data (dicts a
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -471,13 +470,14 @@ def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1
 
 
-def _describe(node: Node) -> str:
+def _describe(node: Node, line: int) -> str:
+    """What the file holds at a place; `line` is where the place is written (its key's line)."""
     if isinstance(node, MappingNode):
-        return f"a mapping (line {_line(node)})"
+        return f"a mapping (line {line})"
     if isinstance(node, SequenceNode):
-        return f"a list of {len(node.value)} item(s) (line {_line(node)})"
+        return f"a list of {len(node.value)} item(s) (line {line})"
     shown = node.value if len(node.value) <= 40 else node.value[:37] + "..."
-    return f"the value {shown!r} (line {_line(node)})"
+    return f"the value {shown!r} (line {line})"
 
 
 def _is_null(node: Node) -> bool:
@@ -488,6 +488,7 @@ def _resolve(root: Node | None, path: WritePath, text: str) -> _Found | _Missing
     if root is None or _is_null(root):
         return _Missing(_keys_to_create(path, 0, "the file is empty"))
     node: Node = root
+    line = 1  # where the current place is written: its key's line, or a list item's own
     flow = False
     alias_span: tuple[int, int] | None = None
     for index, step in enumerate(path.steps):
@@ -497,7 +498,7 @@ def _resolve(root: Node | None, path: WritePath, text: str) -> _Found | _Missing
         if isinstance(node, MappingNode):
             if not isinstance(step, Key):
                 raise ValueError(
-                    f"`{path.text}`: {where} is {_describe(node)}, not a list; {step.text} addresses a list item"
+                    f"`{path.text}`: {where} is {_describe(node, line)}, not a list; {step.text} addresses a list item"
                 )
             key, child = _lookup(node, step.name, path, index)
             if key is None or child is None:
@@ -516,12 +517,13 @@ def _resolve(root: Node | None, path: WritePath, text: str) -> _Found | _Missing
                 # `canary:` with nothing (or ~ / null) below it: the missing keys go there.
                 context = f"`{path.prefix(index + 1)}` is empty"
                 return _Missing(_keys_to_create(path, index + 1, context), holder=child, key=key)
-            node = child
+            node, line = child, _line(key)
         elif isinstance(node, SequenceNode):
-            node = _item(node, step, path, index, where)
+            node = _item(node, step, path, index, where, line)
+            line = _line(node)
         else:
             raise ValueError(
-                f"`{path.text}`: {where} is {_describe(node)}, not a"
+                f"`{path.text}`: {where} is {_describe(node, line)}, not a"
                 f" {'mapping' if isinstance(step, Key) and not step.name.isdigit() else 'list'};"
                 " a write never replaces a value with a mapping or a list"
             )
@@ -531,7 +533,7 @@ def _resolve(root: Node | None, path: WritePath, text: str) -> _Found | _Missing
         else:
             inside = f"{path.text}[0]"
         raise ValueError(
-            f"`{path.text}` is {_describe(node)}; a write path must end at a single value (e.g. `{inside}`)"
+            f"`{path.text}` is {_describe(node, line)}; a write path must end at a single value (e.g. `{inside}`)"
         )
     if alias_span is not None:
         return _Found(alias_span[0], alias_span[1], "", flow)
@@ -618,24 +620,24 @@ def _merged_has(node: Node, name: str) -> bool:
     return False
 
 
-def _item(sequence: SequenceNode, step: Step, path: WritePath, index: int, where: str) -> Node:
+def _item(sequence: SequenceNode, step: Step, path: WritePath, index: int, where: str, line: int) -> Node:
     items = sequence.value
     if isinstance(step, Key) and step.name.isdigit():
         step = Index(int(step.name), step.text)
     if isinstance(step, Key):
         raise ValueError(
-            f"`{path.text}`: {where} is {_describe(sequence)}, not a mapping; address an item by position"
+            f"`{path.text}`: {where} is {_describe(sequence, line)}, not a mapping; address an item by position"
             f" (`{path.prefix(index)}[0]`) or by a field (`{path.prefix(index)}[name=...]`)"
         )
     if isinstance(step, Index):
         if not -len(items) <= step.position < len(items):
             raise ValueError(
-                f"`{path.text}`: {where} is {_describe(sequence)}, it has no item {step.position};"
+                f"`{path.text}`: {where} is {_describe(sequence, line)}, it has no item {step.position};"
                 " a write never adds list items"
             )
         position = step.position % len(items)
     else:
-        position = _select(sequence, step, path, where)
+        position = _select(sequence, step, path, where, line)
     item = items[position]
     if _is_alias_item(sequence, position):
         raise ValueError(
@@ -645,7 +647,7 @@ def _item(sequence: SequenceNode, step: Step, path: WritePath, index: int, where
     return item
 
 
-def _select(sequence: SequenceNode, step: Select, path: WritePath, where: str) -> int:
+def _select(sequence: SequenceNode, step: Select, path: WritePath, where: str, line: int) -> int:
     def field_of(item: Node) -> ScalarNode | None:
         if isinstance(item, MappingNode):
             for key, value in item.value:
@@ -661,7 +663,7 @@ def _select(sequence: SequenceNode, step: Select, path: WritePath, where: str) -
             f"the items have {step.field}: {', '.join(have)}" if have else f"no item has a {step.field!r}"
         )
         raise ValueError(
-            f"`{path.text}`: no item of {where} (line {_line(sequence)}) has {step.field}={step.value} ({listed});"
+            f"`{path.text}`: no item of {where} (line {line}) has {step.field}={step.value} ({listed});"
             " a write never adds list items: add the item to the file first"
         )
     if len(matches) > 1:
@@ -712,10 +714,31 @@ def _render(value: Any, style: str = "", flow: bool = False) -> str:
         return repr(value)
     text = str(value)
     if style == '"' or not text.isprintable():
-        return json.dumps(text, ensure_ascii=False)
+        return _double_quoted(text)
     if style == "'" or not _plain_ok(text, flow):
         return "'" + text.replace("'", "''") + "'"
     return text
+
+
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r", "\0": "\\0"}
+
+
+def _double_quoted(text: str) -> str:
+    """A double-quoted scalar on one line: every character that is not printable (line breaks, NEL, U+2028,
+    controls, non-breaking spaces) escaped, as both YAML 1.1 and 1.2 read escapes."""
+    out = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        elif ord(char) <= 0xFF:
+            out.append(f"\\x{ord(char):02x}")
+        elif ord(char) <= 0xFFFF:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    return '"' + "".join(out) + '"'
 
 
 def _plain_ok(text: str, flow: bool = False) -> bool:
