@@ -281,3 +281,15 @@ def _sparse(path: Path, size: int) -> Path:
     with open(path, "wb") as handle:
         handle.truncate(size)
     return path
+
+
+def test_validate_names_a_bad_write_path_with_file_line_and_problem(run_aicd: RunAicd) -> None:
+    path = BROKEN / "schema-write-path.yaml"
+    done = run_aicd("validate", rel(path))
+    assert_no_traceback(done)
+    assert done.returncode == 2
+    assert done.stdout.splitlines() == expected_lines(path)
+    assert done.stdout.splitlines()[0] == (
+        f"{rel(path)}:25:5: error: $.spec.write.image: write path 'images[name=shop.newTag': the [ at character 7"
+        " is not closed; write e.g. image.tag, images[0].newTag, images[name=app].newTag"
+    )

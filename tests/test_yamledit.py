@@ -24,8 +24,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 import aicd.yamledit as yamledit
 from aicd.embedded.reconciler import LocalTarget, ValueKeys, parse_values
-from aicd.plan import WritePlan
-from aicd.spec.loader import schema
+from aicd.plan import WritePlan, build_plan, render_tree
+from aicd.spec.loader import parse_spec_bytes, schema
 from aicd.yamledit import (
     WRITE_PATH_PATTERN,
     Index,
@@ -37,7 +37,7 @@ from aicd.yamledit import (
     set_keys,
     set_path,
 )
-from tests.helpers_spec import DATA
+from tests.helpers_spec import DATA, MINIMAL
 
 VALUES = DATA / "values"
 CORPUS = sorted(VALUES.glob("*.yaml"))
@@ -613,3 +613,16 @@ def test_a_file_without_canary_keys_gets_none_written_by_steps() -> None:
     default = WritePlan("image.tag", "canary.weight", "canary.tag")
     assert default.canary_values("abc", 10) == {"canary.tag": "abc", "canary.weight": 10}
     assert default.promote_values("abc") == {"image.tag": "abc", "canary.weight": 0, "canary.tag": "abc"}
+
+
+def test_the_plan_shows_what_each_step_writes() -> None:
+    raw = MINIMAL.read_text().replace(
+        "spec:\n", "spec:\n  write: {image: 'images[name=app].newTag', weight: null, canaryImage: null}\n", 1
+    )
+    raw = re.sub(r"setWeight: [0-9]+", "setWeight: 100", raw)
+    spec, errors = parse_spec_bytes(raw.encode(), "spec.yaml")
+    assert not errors and spec is not None, errors
+    tree = render_tree(build_plan(spec, "4f2c1d9e5b6a7c8d9e0f1a2b3c4d5e6f7a8b9c0d"))
+    assert "setWeight 100: nothing written (no canary keys)" in tree
+    promotions = [line.strip() for line in tree.splitlines() if "promote:" in line]
+    assert promotions and set(promotions) == {"promote: images[name=app].newTag=4f2c1d9"}
