@@ -23,6 +23,7 @@ into a failed step without a commit. `get_path` reads plain parsed data (dicts a
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -54,7 +55,7 @@ _BARE_VALUE_RE = re.compile(r"""[^\]\["'=\s]+""")
 
 @dataclass(frozen=True)
 class Key:
-    """A mapping key; all digits (`images.0`) it also addresses a list item by position."""
+    """A mapping key; all digits (`images.0`), on a list it addresses the item at that position."""
 
     name: str
     text: str
@@ -110,25 +111,25 @@ def _quoted(text: str, start: int) -> tuple[str, int]:
     quote = text[start]
     end = text.find(quote, start + 1)
     if end < 0:
-        raise _PathSyntax(f"the quote {quote} at character {start + 1} is not closed", start)
+        raise _PathSyntax(f"the quote {quote} at character {start + 1} is not closed")
     return text[start + 1 : end], end + 1
 
 
 class _PathSyntax(ValueError):
-    def __init__(self, problem: str, position: int) -> None:
-        super().__init__(problem)
-        self.problem = problem
-        self.position = position
+    """What is wrong with a write path, and where (parse_path adds the path and examples)."""
 
 
+@functools.lru_cache(maxsize=1024)  # the same few paths, for every step and every edge site file
 def parse_path(text: str) -> WritePath:
     """The steps of a write path; ValueError says what is wrong and where."""
-    if not isinstance(text, str) or not text:
-        raise ValueError(f"write path {text!r} is empty; write e.g. {WRITE_PATH_EXAMPLES}")
+    if not isinstance(text, str):
+        raise ValueError(f"write path {text!r} is not a string; write e.g. {WRITE_PATH_EXAMPLES}")
+    if not text:
+        raise ValueError(f"write path '' is empty; write e.g. {WRITE_PATH_EXAMPLES}")
     try:
         return WritePath(text, tuple(_steps(text)))
     except _PathSyntax as error:
-        raise ValueError(f"write path {text!r}: {error.problem}; write e.g. {WRITE_PATH_EXAMPLES}") from None
+        raise ValueError(f"write path {text!r}: {error}; write e.g. {WRITE_PATH_EXAMPLES}") from None
 
 
 def _steps(text: str) -> Iterator[Step]:
@@ -142,18 +143,18 @@ def _steps(text: str) -> Iterator[Step]:
         elif char == "." and not first:
             match = _NAME_RE.match(text, position + 1)
             if not match:
-                raise _PathSyntax(f"a key must follow the dot at character {position + 1}", position)
+                raise _PathSyntax(f"a key must follow the dot at character {position + 1}")
             yield Key(match.group(), match.group())
             position = match.end()
         elif first and (match := _NAME_RE.match(text, position)):
             yield Key(match.group(), match.group())
             position = match.end()
         elif first:
-            raise _PathSyntax(f"it must start with a key or a [...], not {char!r}", position)
+            raise _PathSyntax(f"it must start with a key or a [...], not {char!r}")
         else:
             raise _PathSyntax(
-                f'{char!r} at character {position + 1} is not allowed here (keys are [A-Za-z0-9_-]; quote others as ["..."])',
-                position,
+                f"{char!r} at character {position + 1} is not allowed here"
+                ' (keys are [A-Za-z0-9_-]; quote others as ["..."])'
             )
         first = False
 
@@ -163,27 +164,27 @@ def _bracket(text: str, start: int) -> tuple[Step, int]:
     inner = text[start + 1 : close]
     raw = text[start : close + 1]
     if not inner:
-        raise _PathSyntax(f"empty [] at character {start + 1}", start)
+        raise _PathSyntax(f"empty [] at character {start + 1}")
     if _INDEX_RE.fullmatch(inner):
         return Index(int(inner), raw), close + 1
     if inner[0] in "\"'":
         name, end = _quoted(text, start + 1)
         if end != close or not name:
-            raise _PathSyntax(f"[{inner}] at character {start + 1} is not one quoted key", start)
+            raise _PathSyntax(f"[{inner}] at character {start + 1} is not one quoted key")
         return Key(name, raw), close + 1
     field, equals, value = inner.partition("=")
     if not equals:
-        raise _PathSyntax(f"[{inner}] at character {start + 1} is neither an index nor field=value", start)
+        raise _PathSyntax(f"[{inner}] at character {start + 1} is neither an index nor field=value")
     if not _NAME_RE.fullmatch(field):
-        raise _PathSyntax(f"the field {field!r} in [{inner}] must be [A-Za-z0-9_-]+", start)
+        raise _PathSyntax(f"the field {field!r} in [{inner}] must be [A-Za-z0-9_-]+")
     if value[:1] in ("'", '"'):
         value_start = start + 1 + len(field) + 1
         value, end = _quoted(text, value_start)
         if end != close:
-            raise _PathSyntax(f"[{inner}] at character {start + 1}: text after the quoted value", start)
+            raise _PathSyntax(f"[{inner}] at character {start + 1}: text after the quoted value")
     elif not _BARE_VALUE_RE.fullmatch(value):
         raise _PathSyntax(
-            f"the value {value!r} in [{inner}] needs quotes (it is empty or has spaces, = or quotes)", start
+            f"the value {value!r} in [{inner}] needs quotes (it is empty or has spaces, = or quotes)"
         )
     return Select(field, value, raw), close + 1
 
@@ -200,7 +201,7 @@ def _closing_bracket(text: str, start: int) -> int:
         if char == "[":
             break
         position += 1
-    raise _PathSyntax(f"the [ at character {start + 1} is not closed", start)
+    raise _PathSyntax(f"the [ at character {start + 1} is not closed")
 
 
 # ------------------------------------------------------------------------------- reading parsed data
@@ -399,6 +400,7 @@ class _Missing:
     mapping: MappingNode | None = None
     holder: ScalarNode | None = None
     key: ScalarNode | None = None
+    flow: bool = False  # the holder is inside a flow collection
 
 
 def _compose(text: str) -> Node | None:
@@ -447,12 +449,15 @@ def _edit_text(text: str, writes: list[tuple[WritePath, Any]]) -> tuple[str, Any
             old_end = pending.get(target.start, (target.end, ""))[0]
             pending[target.start] = (max(old_end, target.end), rendered)
             continue
-        # An insertion moves everything after it: apply what is pending, add the keys, parse again.
-        current = _apply(current, pending)
-        pending = {}
-        current = _insert(current, root, target, value)
+        # An insertion moves what follows it: apply the pending edits first and locate it in their result.
         if original is _MISSING:
-            original = _construct(root)
+            original = _construct(root)  # the last use of the original graph (constructing alters it)
+        if pending:
+            current, pending = _apply(current, pending), {}
+            root = _compose(current)
+            target = _resolve(root, path, current)
+            assert isinstance(target, _Missing)  # the edits replaced values only
+        current = _insert(current, root, target, value)
         root = _compose(current)
     if original is _MISSING:
         original = _construct(root)
@@ -516,7 +521,8 @@ def _resolve(root: Node | None, path: WritePath, text: str) -> _Found | _Missing
             elif not last and isinstance(child, ScalarNode) and _is_null(child):
                 # `canary:` with nothing (or ~ / null) below it: the missing keys go there.
                 context = f"`{path.prefix(index + 1)}` is empty"
-                return _Missing(_keys_to_create(path, index + 1, context), holder=child, key=key)
+                keys = _keys_to_create(path, index + 1, context)
+                return _Missing(keys, holder=child, key=key, flow=flow or bool(node.flow_style))
             node, line = child, _line(key)
         elif isinstance(node, SequenceNode):
             node = _item(node, step, path, index, where, line)
@@ -774,12 +780,16 @@ def _insert(text: str, root: Node | None, target: _Missing, value: Any) -> str:
     if target.holder is not None and target.key is not None:
         holder, key = target.holder, target.key
         start, end = holder.start_mark.index, holder.end_mark.index
-        if start == end:  # `canary:` and nothing: the keys go on the lines below, indented under it
+        if start == end and not target.flow:  # `canary:` and nothing: the keys go below it, indented
             step = _indent_step(root)
             at = _line_after(text, start)
             lines = _block(target.keys, rendered, int(key.start_mark.column) + step, step, newline)
             return _insert_lines(text, at, lines, newline)
-        return text[:start] + _flow(target.keys, _render(value, flow=True)) + text[end:]  # `canary: ~`
+        # `canary: ~`, or an empty value inside {...}: a flow mapping in its place.
+        replacement = _flow(target.keys, _render(value, flow=True))
+        if start == end and not text[start - 1 : start].isspace():
+            replacement = " " + replacement
+        return text[:start] + replacement + text[end:]
     # An empty document (nothing, comments, or a bare `---`).
     lines = _block(target.keys, rendered, 0, 2, newline)
     if not text or text.endswith("\n"):

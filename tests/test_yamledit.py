@@ -626,3 +626,46 @@ def test_the_plan_shows_what_each_step_writes() -> None:
     assert "setWeight 100: nothing written (no canary keys)" in tree
     promotions = [line.strip() for line in tree.splitlines() if "promote:" in line]
     assert promotions and set(promotions) == {"promote: images[name=app].newTag=4f2c1d9"}
+
+
+@pytest.mark.usefixtures("exact")
+def test_replacements_and_insertions_in_one_write() -> None:
+    # A longer value before an insertion point moves it: each edit still lands on its own line.
+    values = {
+        "image.tag": "a-much-longer-tag",
+        "canary.analysis.template": "rate",
+        "service.port": 8080,
+        "zz.a": 1,
+    }
+    result = set_keys(HELM, values)
+    assert changed_lines(HELM, result) == (
+        ['  tag: "4f2c1d9"\n', "  port: 80\n"],
+        [
+            '  tag: "a-much-longer-tag"\n',
+            "  analysis:\n",
+            "    template: rate\n",
+            "  port: 8080\n",
+            "zz:\n",
+            "  a: 1\n",
+        ],
+    )
+    expected = yaml.safe_load(HELM)
+    for where, value in ((["image", "tag"], "a-much-longer-tag"), (["service", "port"], 8080)):
+        assign(expected, where, value)
+    expected["canary"]["analysis"] = {"template": "rate"}
+    expected["zz"] = {"a": 1}
+    assert yaml.safe_load(result) == expected
+
+
+@pytest.mark.usefixtures("exact")
+@pytest.mark.parametrize(
+    ("text", "path", "expected"),
+    [
+        ("a: {canary: , x: 1}\n", "a.canary.w", "a: {canary: {w: 5}, x: 1}\n"),
+        ("a: {canary: null}\n", "a.canary.w", "a: {canary: {w: 5}}\n"),
+        ("a: [{b: }]\n", "a[0].b.c", "a: [{b: {c: 5}}]\n"),
+        ("a:\n  - b:\n    x: 1\n", "a[0].b.c", "a:\n  - b:\n      c: 5\n    x: 1\n"),
+    ],
+)
+def test_empty_values_inside_flow_collections_and_lists(text: str, path: str, expected: str) -> None:
+    assert set_keys(text, {path: 5}) == expected
