@@ -26,7 +26,7 @@ def build_worker(client: Client, settings: WorkerSettings, queue: str | None = N
         client,
         task_queue=queue or task_queue(),
         workflows=ALL_WORKFLOWS,
-        activities=all_activities(settings),
+        activities=all_activities(settings, client),
         workflow_runner=sandbox_runner(),
         max_concurrent_activities=200,
         graceful_shutdown_timeout=timedelta(seconds=5),

@@ -1,5 +1,17 @@
 """GitOps repository activities: one commit per step, idempotent by trailers, push races retried by
-re-applying the step on the fresh branch (never a force-push), rollback restored from Git itself."""
+re-applying the step on the fresh branch (never a force-push), rollback restored from Git itself.
+
+Git never says something false about what runs, whatever the order of releases, pauses, aborts and human
+commits. Every write checks, under the clone lock and after a fresh fetch, right before it commits:
+- where it writes: a real file inside the clone, never through a symbolic link (file, directory, dangling);
+- who owns the file (aicd.trailers): a delivery never writes over a newer delivery of its app (Superseded),
+  nor over a human's commit made since its own last write (HumanEdit, until a human resumes), nor after a
+  later write of its own has landed (StaleWrite);
+- that it is still wanted (the fence): the activity attempt is still the one Temporal waits for - not
+  cancelled, not timed out and retried elsewhere while this worker stalled.
+A rejected push refetches and does all of it again. A rollback restores each file to its content before the
+delivery, except a file someone else has written since: it is left, and the commit message says why.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +19,49 @@ import asyncio
 import fcntl
 import hashlib
 import logging
+import os
 import random
 import re
+import stat
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
-from pathlib import Path
+from datetime import datetime, timedelta
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import git
 from temporalio import activity
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 
 from activities.heartbeats import in_thread_with_heartbeats
-from activities.yamledit import set_keys
+from activities.yamledit import get_key, set_keys
+from aicd.errors import ErrorType
+from aicd.plan import WritePlan
 from aicd.spec.placeholders import render
+from aicd.trailers import (
+    DELIVERY,
+    CommitTrailers,
+    DeliveryRef,
+    commit_message,
+    delivery_trailer,
+    parse_trailers,
+)
 
 log = logging.getLogger(__name__)
 
+__all__ = ["delivery_trailer"]  # re-exported for the workflows
+
 MAX_PUSH_ATTEMPTS = 30
+FENCE_TIMEOUT_S = 10.0
+# Newer deliveries' commits are younger than this delivery's start; the margin absorbs clock skew between
+# worker hosts (committer dates are their clocks).
+OWNERSHIP_CLOCK_MARGIN = timedelta(hours=1)
 _REJECTED_PUSH = ("rejected", "fetch first", "non-fast-forward", "failed to push", "lock")
 _thread_locks: dict[str, threading.Lock] = {}
 # Clones this process left clean and equal to the remote branch after its own push or fetch.
@@ -61,6 +94,14 @@ class CommitRequest:
     subject: str  # first line, e.g. "aicd: checkout-api 4f2c1d9 prod-use1 setWeight 10"
     edits: list[FileEdit]
     reason: str = ""
+    delivery_id: str = ""
+    started: str = ""  # the delivery's start (ISO): orders deliveries of one app
+    # This delivery's last commit to these files, or a human commit it was told to continue from: anything
+    # else that touched them since is someone else's write. None for the delivery's first write to them.
+    base: str | None = None
+
+    def owner(self) -> DeliveryRef:
+        return _owner(self.delivery, self.delivery_id, self.started)
 
 
 @dataclass
@@ -73,6 +114,14 @@ class RollbackRequest:
     subject: str
     paths: list[str]
     reason: str = ""
+    delivery_id: str = ""
+    started: str = ""
+    # The write keys: a restored file never keeps a canary (a weight left by an older, superseded delivery
+    # is withdrawn: weight 0, canary image = image).
+    write: WritePlan | None = None
+
+    def owner(self) -> DeliveryRef:
+        return _owner(self.delivery, self.delivery_id, self.started)
 
 
 @dataclass
@@ -80,26 +129,42 @@ class CommitResult:
     sha: str | None  # None: nothing to commit (a rollback of a target this delivery never touched)
     already_done: bool = False
     push_retries: int = 0
+    left: dict[str, str] = field(default_factory=dict)  # path -> why a rollback left it as it is
 
 
-def delivery_trailer(app: str, revision: str) -> str:
-    return f"{app}@{revision}"
+def _owner(delivery: str, delivery_id: str, started: str) -> DeliveryRef:
+    app, _, revision = delivery.rpartition("@")
+    return DeliveryRef(app, revision, delivery_id, started)
 
 
-def _message(subject: str, delivery: str, step: str, actor: str, reason: str) -> str:
-    body = f"\n{reason}\n" if reason else ""
-    return f"{subject}\n{body}\nAicd-Delivery: {delivery}\nAicd-Step: {step}\nAicd-Actor: {actor}\n"
+def _error(kind: ErrorType, message: str, *details: Any) -> ApplicationError:
+    return ApplicationError(message, *details, non_retryable=True, type=str(kind))
+
+
+@dataclass
+class Applied:
+    """What a step did to the work tree: the paths it wrote, and for a rollback the paths it left alone."""
+
+    paths: list[str]
+    left: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
 class StepCommit:
-    """One step's commit: `apply` edits the work tree and returns the paths it changed, or None when the
-    step has nothing to commit."""
+    """One step's commit: `apply` edits the work tree (after checking it may) and says what it changed."""
 
-    delivery: str
+    owner: DeliveryRef
     step: str
-    message: str
-    apply: Callable[[git.Repo], list[str] | None]
+    actor: str
+    subject: str
+    reason: str
+    apply: Callable[[git.Repo], Applied]
+    commit_unchanged: bool = True  # a canary step commits even when nothing changed (its trailer is its record)
+
+    def message(self, applied: Applied) -> str:
+        trailers = CommitTrailers(self.owner.trailer, self.step, self.actor, self.owner.delivery_id, self.owner.started)
+        notes = [f"Left {path} as it is: {why}." for path, why in sorted(applied.left.items())]
+        return commit_message(self.subject, trailers, "\n".join([self.reason, *notes]).strip())
 
 
 class GitOpsClone:
@@ -112,6 +177,10 @@ class GitOpsClone:
         key = hashlib.sha1(f"{url}#{branch}".encode()).hexdigest()[:16]
         self.path = state_dir / "gitops" / key
         self.lock_path = state_dir / "gitops" / f"{key}.lock"
+
+    @property
+    def remote_ref(self) -> str:
+        return f"origin/{self.branch}"
 
     @contextmanager
     def locked(self) -> Iterator[git.Repo]:
@@ -137,7 +206,7 @@ class GitOpsClone:
                 repo = git.Repo.clone_from(self.url, self.path, no_checkout=True)
             except git.GitCommandError as error:
                 raise ApplicationError(
-                    f"cannot clone GitOps repo {self.url}: {error.stderr.strip()}", type="GitOpsUnreachable"
+                    f"cannot clone GitOps repo {self.url}: {error.stderr.strip()}", type=str(ErrorType.GITOPS_UNREACHABLE)
                 ) from error
             with repo.config_writer() as config:
                 config.set_value("user", "name", "aicd")
@@ -147,32 +216,39 @@ class GitOpsClone:
     def refresh(self, repo: git.Repo) -> bool:
         """Reset the clone to the remote branch; False when the branch does not exist yet."""
         repo.git.fetch("origin", "--prune", "--quiet")
-        remote_ref = f"origin/{self.branch}"
         try:
-            repo.git.rev_parse("--verify", "--quiet", remote_ref)
+            repo.git.rev_parse("--verify", "--quiet", self.remote_ref)
         except git.GitCommandError:
             repo.git.checkout("--orphan", f"aicd-{self.branch}") if not repo.head.is_valid() else None
             return False
-        repo.git.checkout("-B", self.branch, remote_ref, "--quiet", "--force")
-        repo.git.reset("--hard", remote_ref, "--quiet")
+        repo.git.checkout("-B", self.branch, self.remote_ref, "--quiet", "--force")
+        repo.git.reset("--hard", self.remote_ref, "--quiet")
         repo.git.clean("-fdq")
         _in_sync_clones.add(str(self.path))
         return True
 
-    def find_step_commit(self, repo: git.Repo, delivery: str, step: str) -> str | None:
+    def discard_local_work(self, repo: git.Repo) -> None:
+        """Back to the remote branch after a refused or failed step: nothing half-written stays in the clone."""
+        _in_sync_clones.discard(str(self.path))
+        with suppress(git.GitCommandError):
+            repo.git.reset("--hard", self.remote_ref, "--quiet")
+            repo.git.clean("-fdq")
+
+    def find_step_commit(self, repo: git.Repo, owner: DeliveryRef, step: str) -> str | None:
         output = repo.git.log(
-            f"origin/{self.branch}",
-            "--format=%H",
+            self.remote_ref,
+            "--format=%H%x1f%(trailers:only,unfold)%x1e",
             "--all-match",
             "--fixed-strings",
-            f"--grep=Aicd-Delivery: {delivery}",
+            f"--grep={DELIVERY}: {owner.trailer}",
             f"--grep=Aicd-Step: {step}",
             "-n",
             "50",
         )
-        for sha in output.split():
-            trailers = repo.git.log("-1", "--format=%(trailers:only,unfold)", sha)
-            if f"Aicd-Delivery: {delivery}" in trailers.splitlines() and f"Aicd-Step: {step}" in trailers.splitlines():
+        for record in output.split("\x1e"):
+            sha, _, text = record.strip().partition("\x1f")
+            trailers = parse_trailers(text)
+            if trailers is not None and trailers.step == step and trailers.belongs_to(owner):
                 return sha
         return None
 
@@ -182,34 +258,40 @@ class GitOpsClone:
         heartbeat: Callable[[str], None],
         *,
         maybe_done: bool = True,
+        fence: Callable[[], None] = lambda: None,
     ) -> list[CommitResult]:
         """One commit per step, all pushed at once; on a rejected push refetch and re-apply them all.
 
         `maybe_done=False` (a first activity attempt: no earlier execution can have pushed these steps) lets
-        a clone this process knows to be in step with the remote skip the fetch and the trailer search; a
-        rejected push falls back to the full path, so a stale clone costs one retry, never a wrong commit."""
+        a clone this process knows to be in step with the remote skip the fetch and the trailer search. A
+        rejected push means someone else pushed: from then on every attempt refetches and looks for its own
+        trailer first (another worker may have pushed this very step). `fence` runs under the lock right
+        before every push and raises when the write is no longer wanted."""
         retries = 0
         fast = not maybe_done
         for attempt in range(MAX_PUSH_ATTEMPTS):
+            fence_cancelled()
             with self.locked() as repo:
                 try:
                     results = self._commit_locally(repo, steps, fast=fast, maybe_done=maybe_done)
                     if any(result.sha and not result.already_done for result in results):
+                        fence()
                         repo.git.push("origin", f"HEAD:refs/heads/{self.branch}", "--quiet")
                         _in_sync_clones.add(str(self.path))
                     for result in results:
                         result.push_retries = retries
                     return results
                 except git.GitCommandError as error:
-                    _in_sync_clones.discard(str(self.path))
+                    self.discard_local_work(repo)
                     stderr = error.stderr or ""
                     if not any(word in stderr for word in _REJECTED_PUSH):
                         raise
                     retries += 1
                     fast = False
+                    maybe_done = True
                     log.info("push of %s rejected (attempt %d); refetching", steps[0].step, attempt + 1)
                 except BaseException:
-                    _in_sync_clones.discard(str(self.path))  # the work tree may be half-edited
+                    self.discard_local_work(repo)
                     raise
             heartbeat(f"push retry {retries}")
             time.sleep(min(2.0, 0.02 * 2**attempt) * (0.5 + random.random()))
@@ -221,23 +303,23 @@ class GitOpsClone:
             has_branch = self.refresh(repo)
         results = []
         for step in steps:
-            existing = self.find_step_commit(repo, step.delivery, step.step) if has_branch and maybe_done else None
+            existing = self.find_step_commit(repo, step.owner, step.step) if has_branch and maybe_done else None
             if existing:
                 results.append(CommitResult(existing, already_done=True))
                 continue
-            paths = step.apply(repo)
-            if paths is None:
-                results.append(CommitResult(None))
+            applied = step.apply(repo)
+            if not applied.paths and not step.commit_unchanged:
+                results.append(CommitResult(None, left=applied.left))
                 continue
             # The work tree was clean before `apply`: `commit -a` takes its edits and deletions of tracked
             # files; only files new to the repo need staging first (rare: a first deploy to a new path).
-            new_files = _untracked(repo, paths)
+            new_files = _untracked(repo, applied.paths)
             if new_files:
                 _stage(repo, new_files)
-            repo.git.commit("--all", "--allow-empty", "-m", step.message, "--quiet")
+            repo.git.commit("--all", "--allow-empty", "-m", step.message(applied), "--quiet")
             head = read_ref(Path(repo.git_dir), "HEAD")
             assert head is not None, "HEAD unreadable right after a commit"
-            results.append(CommitResult(head))
+            results.append(CommitResult(head, left=applied.left))
         return results
 
     def _known_in_sync(self, repo: git.Repo) -> bool:
@@ -251,38 +333,40 @@ class GitOpsClone:
 
 
 class GitOpsActivities:
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, client: Client | None = None) -> None:
         self.state_dir = state_dir
+        self.client = client  # asks Temporal, before every push, whether the write is still wanted
 
     def _clone(self, repo: str, branch: str) -> GitOpsClone:
         return GitOpsClone(self.state_dir, repo, branch)
 
     @activity.defn(name="gitops_commit")
     async def commit(self, request: CommitRequest) -> CommitResult:
-        return await in_thread_with_heartbeats(self._commit, request)
+        fence = write_fence(self.client)
+        return await in_thread_with_heartbeats(lambda r, beat: self._commit(r, beat, fence), request)
 
-    def _commit(self, request: CommitRequest, heartbeat: Callable[[str], None]) -> CommitResult:
+    def _commit(self, request: CommitRequest, heartbeat: Callable[[str], None], fence: Callable[[], None]) -> CommitResult:
         clone = self._clone(request.repo, request.branch)
+        owner = request.owner()
+        target = _target_of(request.step)
 
-        def apply(repo: git.Repo) -> list[str]:
-            changed = []
+        def apply(repo: git.Repo) -> Applied:
+            paths = [path for edit in request.edits for path in edit.paths()]
+            root = Path(repo.working_tree_dir or ".")
+            files = {path: safe_file(root, path, target) for path in paths}  # every path checked before any write
+            check_ownership(repo, clone.remote_ref, owner, request.base, set(paths), target)
             for edit in request.edits:
                 for path in edit.paths():
-                    _check_inside(path)
-                    file = Path(repo.working_tree_dir or ".") / path
-                    text = file.read_text() if file.exists() else ""
+                    text = _read(files[path]) or b""
                     try:
-                        updated = set_keys(text, edit.values)
-                    except ValueError as error:
-                        raise ApplicationError(f"{path}: {error}", non_retryable=True, type="GitOpsFileInvalid") from error
-                    file.parent.mkdir(parents=True, exist_ok=True)
-                    file.write_text(updated)
-                    changed.append(path)
-            return changed
+                        updated = set_keys(text.decode(), edit.values)
+                    except (ValueError, UnicodeDecodeError) as error:
+                        raise _error(ErrorType.GITOPS_FILE_INVALID, f"{path}: {error}") from error
+                    _write(files[path], updated.encode())
+            return Applied(paths)
 
-        message = _message(request.subject, request.delivery, request.step, request.actor, request.reason)
-        step = StepCommit(request.delivery, request.step, message, apply)
-        return clone.commit_and_push([step], heartbeat, maybe_done=_retried())[0]
+        step = StepCommit(owner, request.step, request.actor, request.subject, request.reason, apply)
+        return clone.commit_and_push([step], heartbeat, maybe_done=_retried(), fence=fence)[0]
 
     @activity.defn(name="gitops_rollback")
     async def rollback(self, request: RollbackRequest) -> CommitResult:
@@ -292,45 +376,70 @@ class GitOpsActivities:
     async def rollback_many(self, requests: list[RollbackRequest]) -> list[CommitResult]:
         """Rollback commits of several targets of one GitOps branch, one commit each, pushed together: an
         abort restores a whole stage in one push."""
-        return await in_thread_with_heartbeats(self._rollback, requests)
+        fence = write_fence(self.client)
+        return await in_thread_with_heartbeats(lambda r, beat: self._rollback(r, beat, fence), requests)
 
-    def _rollback(self, requests: list[RollbackRequest], heartbeat: Callable[[str], None]) -> list[CommitResult]:
+    def _rollback(
+        self, requests: list[RollbackRequest], heartbeat: Callable[[str], None], fence: Callable[[], None]
+    ) -> list[CommitResult]:
         first = requests[0]
         if any((request.repo, request.branch) != (first.repo, first.branch) for request in requests):
-            raise ApplicationError("one rollback batch covers one GitOps branch", non_retryable=True, type="GitOpsPathInvalid")
+            raise _error(ErrorType.GITOPS_PATH_INVALID, "one rollback batch covers one GitOps branch")
         clone = self._clone(first.repo, first.branch)
         steps = [
             StepCommit(
-                request.delivery,
+                request.owner(),
                 request.step,
-                _message(request.subject, request.delivery, request.step, request.actor, request.reason),
+                request.actor,
+                request.subject,
+                request.reason,
                 self._restore(clone, request),
+                commit_unchanged=False,
             )
             for request in requests
         ]
-        return clone.commit_and_push(steps, heartbeat, maybe_done=_retried())
+        return clone.commit_and_push(steps, heartbeat, maybe_done=_retried(), fence=fence)
 
-    def _restore(self, clone: GitOpsClone, request: RollbackRequest) -> Callable[[git.Repo], list[str] | None]:
-        wanted = set(request.paths)
+    def _restore(self, clone: GitOpsClone, request: RollbackRequest) -> Callable[[git.Repo], Applied]:
+        owner = request.owner()
+        matches = path_matcher(set(request.paths))
+        target = _target_of(request.step)
 
-        def apply(repo: git.Repo) -> list[str] | None:
-            first_touch = _first_commits_touching(repo, f"origin/{clone.branch}", request.delivery, wanted)
-            befores = _contents_at(repo, {path: f"{sha}^" for path, sha in first_touch.items()})
-            changed: list[str] = []
+        def apply(repo: git.Repo) -> Applied:
+            history = _delivery_history(repo, clone.remote_ref, owner)
+            first_touch: dict[str, str] = {}
+            left: dict[str, str] = {}
+            settled: set[str] = set()  # newest first: a path's first write by this delivery ends its scan
+            for commit in history:
+                for path in filter(matches, commit.files):
+                    if path in settled:
+                        continue
+                    if commit.trailers is not None and commit.trailers.belongs_to(owner):
+                        settled.add(path)
+                    elif path not in left:
+                        left[path] = commit.describe_writer()
+                for path in filter(matches, commit.files):
+                    if commit.trailers is not None and commit.trailers.belongs_to(owner):
+                        first_touch[path] = commit.sha  # ends as the oldest
+            for path in list(left):
+                if path not in first_touch:  # written by others only, never by this delivery
+                    del left[path]
+            befores = _contents_at(repo, {path: f"{sha}^" for path, sha in first_touch.items() if path not in left}, target)
             root = Path(repo.working_tree_dir or ".")
-            for path in sorted(first_touch):
+            changed: list[str] = []
+            for path in sorted(befores):
+                file = safe_file(root, path, target)
                 before = befores[path]
-                file = root / path
-                current = file.read_bytes() if file.exists() else None
-                if current == before:
+                if before is not None and request.write is not None:
+                    before = _without_canary(before, request.write)
+                if _read(file) == before:
                     continue
                 if before is None:
                     file.unlink()
                 else:
-                    file.parent.mkdir(parents=True, exist_ok=True)
-                    file.write_bytes(before)
+                    _write(file, before)
                 changed.append(path)
-            return changed or None
+            return Applied(changed, left)
 
         return apply
 
@@ -340,20 +449,242 @@ class GitOpsActivities:
             clone = self._clone(repo, branch)
             with clone.locked() as local:
                 clone.refresh(local)
-                content = _content_at(local, f"origin/{branch}", path)
+                content = _contents_at(local, {path: clone.remote_ref}, target="")[path]
             if content is None:
-                raise ApplicationError(f"{path} not found on {branch} of {repo}", non_retryable=True, type="GitOpsFileMissing")
+                raise _error(ErrorType.GITOPS_FILE_MISSING, f"{path} not found on {branch} of {repo}")
             return content.decode()
 
         return await asyncio.to_thread(read)
 
 
-def _check_inside(path: str) -> None:
-    parts = Path(path).parts
-    if Path(path).is_absolute() or ".." in parts or ".git" in parts:
-        raise ApplicationError(f"path {path!r} leaves the GitOps repository", non_retryable=True, type="GitOpsPathInvalid")
+# --- where a write may go -----------------------------------------------------------------------------------
+def check_relative_path(path: str) -> str | None:
+    """Why `path` cannot be a file of the GitOps repository (None when it can): the same rule as validation."""
+    if not path or "\0" in path or any(ord(char) < 0x20 for char in path):
+        return "is empty or holds control characters"
+    pure = PurePosixPath(path)
+    if pure.is_absolute() or "\\" in path:
+        return "must be relative to the repository root, with / separators"
+    if any(part in ("..", ".git") for part in pure.parts) or pure.parts in ((), (".",)):
+        return "leaves the GitOps repository"
+    return None
 
 
+def safe_file(root: Path, path: str, target: str) -> Path:
+    """The file `path` of the clone at `root`, refused (non-retryable, naming target and path) when it would
+    leave the clone: an absolute path, `..`, `.git`, or a symbolic link anywhere on the way (to a file, a
+    directory or nothing at all). Directories that do not exist yet are fine: they will be real ones."""
+    where = f"target {target}: " if target else ""
+    why = check_relative_path(path)
+    if why:
+        raise _error(ErrorType.GITOPS_PATH_INVALID, f"{where}path {path!r} {why}")
+    current = root
+    for part in PurePosixPath(path).parts:
+        current = current / part
+        try:
+            mode = os.lstat(current).st_mode
+        except FileNotFoundError:
+            break
+        if stat.S_ISLNK(mode):
+            link = os.readlink(current)
+            raise _error(
+                ErrorType.GITOPS_PATH_INVALID,
+                f"{where}{current.relative_to(root)} is a symbolic link (to {link!r}) in the GitOps repository;"
+                f" aicd writes {path} only as a regular file inside its clone",
+            )
+    return root / path
+
+
+def _read(file: Path) -> bytes | None:
+    try:
+        descriptor = os.open(file, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    with os.fdopen(descriptor, "rb") as handle:
+        return handle.read()
+
+
+def _write(file: Path, content: bytes) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(content)
+
+
+def _target_of(step: str) -> str:
+    parts = step.split("/")
+    return parts[1] if len(parts) >= 3 else ""
+
+
+# --- who owns a file ------------------------------------------------------------------------------------------
+@dataclass
+class LoggedCommit:
+    sha: str
+    author: str
+    subject: str
+    trailers: CommitTrailers | None
+    files: list[str]
+
+    def describe_writer(self) -> str:
+        if self.trailers is None:
+            return f'changed since by commit {self.sha[:7]} of {self.author} ("{self.subject}"), not by aicd'
+        writer = self.trailers.delivery_id or self.trailers.delivery
+        return f"written since by {writer} (step {self.trailers.step})"
+
+
+def git_log(repo: git.Repo, *args: str) -> list[LoggedCommit]:
+    """Commits (newest first) with their author, subject, aicd trailers and the files they changed (a merge:
+    what it changed on the first-parent line)."""
+    output = repo.git.log(
+        *args,
+        "--format=%x1e%H%x1f%an <%ae>%x1f%s%x1f%(trailers:only,unfold)%x1f",
+        "--name-only",
+        "--no-renames",
+        "--diff-merges=first-parent",
+    )
+    commits = []
+    for record in output.split("\x1e")[1:]:
+        sha, author, subject, trailers, files = record.split("\x1f", 4)
+        commits.append(LoggedCommit(sha.strip(), author, subject, parse_trailers(trailers), [f for f in files.splitlines() if f]))
+    return commits
+
+
+def check_ownership(repo: git.Repo, ref: str, owner: DeliveryRef, base: str | None, paths: set[str], target: str) -> None:
+    """Refuse (typed, non-retryable) a write of `paths` by `owner` that would overwrite someone else's write.
+
+    With a `base` (this delivery's last commit to these files, or a human commit it was told to continue
+    from), every commit after it that touched them is looked at: a newer delivery's -> Superseded, a human's
+    -> HumanEdit, this delivery's own -> StaleWrite (a later step already wrote: this write is late). Without
+    one (the delivery's first write to them), only a newer delivery of the app can take a file away."""
+    where = f"target {target}: " if target else ""
+    if base is not None:
+        try:
+            repo.git.merge_base("--is-ancestor", base, ref)
+        except git.GitCommandError:
+            raise _error(
+                ErrorType.HUMAN_EDIT,
+                f"{where}the history of the GitOps branch was rewritten: {base[:7]}, this delivery's last write,"
+                " is no longer on it",
+                {"sha": base, "author": "", "subject": "history rewritten"},
+            ) from None
+        commits = git_log(repo, f"{base}..{ref}")
+    else:
+        window = ["-n", "500"]
+        if owner.started:
+            since = datetime.fromisoformat(owner.started) - OWNERSHIP_CLOCK_MARGIN
+            window = [f"--since={since.isoformat()}"]
+        commits = git_log(repo, ref, *window, "--fixed-strings", f"--grep={DELIVERY}: {owner.app}@")
+    human: LoggedCommit | None = None
+    own_later: LoggedCommit | None = None
+    for commit in commits:
+        touched = sorted(paths.intersection(commit.files))
+        if not touched:
+            continue
+        trailers = commit.trailers
+        if trailers is None:
+            human = human or commit
+        elif trailers.belongs_to(owner):
+            own_later = own_later or commit
+        elif trailers.owner().app == owner.app and trailers.owner().is_newer_than(owner):
+            newer = trailers.delivery_id or trailers.delivery
+            raise _error(
+                ErrorType.SUPERSEDED,
+                f"{where}{touched[0]} was written by {newer}, a newer delivery of {owner.app}; this delivery never"
+                " writes it again",
+                {"by": newer},
+            )
+    if human is not None and base is not None:
+        raise _error(
+            ErrorType.HUMAN_EDIT,
+            f"{where}{sorted(paths.intersection(human.files))[0]} was changed in Git by commit {human.sha[:7]} of"
+            f' {human.author} ("{human.subject}") since this delivery last wrote it',
+            {"sha": human.sha, "author": human.author, "subject": human.subject},
+        )
+    if own_later is not None and own_later.trailers is not None:
+        raise _error(
+            ErrorType.STALE_WRITE,
+            f"{where}a later write of this delivery ({own_later.trailers.step}, {own_later.sha[:7]}) has already"
+            " landed; this one is late and is dropped",
+        )
+
+
+def _delivery_history(repo: git.Repo, ref: str, owner: DeliveryRef) -> list[LoggedCommit]:
+    """Every commit from this delivery's first one to the branch head, newest first ([] if it never wrote)."""
+    mine = repo.git.log(ref, "--format=%H", "--fixed-strings", f"--grep={DELIVERY}: {owner.trailer}").split()
+    if not mine:
+        return []
+    oldest = mine[-1]
+    try:
+        repo.git.rev_parse("--verify", "--quiet", f"{oldest}^")
+        return git_log(repo, f"{oldest}^..{ref}")
+    except git.GitCommandError:  # its first commit is the root commit
+        return git_log(repo, ref)
+
+
+def _without_canary(content: bytes, write: WritePlan) -> bytes:
+    """The restored content with no canary in it: a weight another (older, superseded) delivery left there
+    would otherwise come back with nobody left to drive it."""
+    try:
+        text = content.decode()
+        weight = get_key(text, write.weight)
+    except (ValueError, UnicodeDecodeError):
+        return content
+    if weight in (None, 0, "0"):
+        return content
+    values: dict[str, Any] = {write.weight: 0}
+    image = get_key(text, write.image)
+    if image is not None:
+        values[write.canary_image] = image
+    return set_keys(text, values).encode()
+
+
+# --- the fence ------------------------------------------------------------------------------------------------
+def fence_cancelled() -> None:
+    """Raise when this activity attempt was cancelled (a stalled worker finds out here, not after its push)."""
+    if activity.in_activity() and activity.is_cancelled():
+        raise _error(ErrorType.WRITE_FENCED, "the activity was cancelled; its write is dropped")
+
+
+def write_fence(client: Client | None) -> Callable[[], None]:
+    """A check, runnable from the activity's worker thread right before a push, that Temporal still waits for
+    this very attempt: a worker that stalled (VM pause, CPU throttling) or lost Temporal while still reaching
+    Git must not push a step the delivery has given to another worker or moved past."""
+    if not activity.in_activity():
+        return lambda: None
+    info = activity.info()
+    loop = asyncio.get_running_loop()
+
+    def fence() -> None:
+        fence_cancelled()
+        if client is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(_why_not_current(client, info), loop)
+        try:
+            why = future.result(timeout=FENCE_TIMEOUT_S)
+        except Exception as error:  # Temporal unreachable: do not push blind; the attempt is retried
+            future.cancel()
+            raise RuntimeError(f"cannot confirm with Temporal that this write is still wanted: {error}") from error
+        if why:
+            raise _error(ErrorType.WRITE_FENCED, f"write dropped: {why}")
+
+    return fence
+
+
+async def _why_not_current(client: Client, info: activity.Info) -> str:
+    description = await client.get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id).describe()
+    if description.status != WorkflowExecutionStatus.RUNNING:
+        return f"workflow {info.workflow_id} has ended"
+    for pending in description.raw_description.pending_activities:
+        if pending.activity_id == info.activity_id:
+            if pending.attempt != info.attempt:
+                return f"attempt {info.attempt} of {info.activity_type} was superseded by attempt {pending.attempt}"
+            if pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_CANCEL_REQUESTED:
+                return f"{info.activity_type} was cancelled"
+            return ""
+    return f"{info.activity_type} (activity {info.activity_id}) is no longer pending in {info.workflow_id}"
+
+
+# --- plumbing -------------------------------------------------------------------------------------------------
 _SITE_PLACEHOLDER = re.compile(r"\{\{\s*site\s*\}\}")
 
 
@@ -365,23 +696,6 @@ def path_matcher(paths: set[str]) -> Callable[[str], bool]:
         re.compile("^" + "[^/]+".join(map(re.escape, _SITE_PLACEHOLDER.split(path))) + "$") for path in paths if "{{" in path
     ]
     return lambda path: path in exact or any(pattern.match(path) for pattern in patterns)
-
-
-def _first_commits_touching(repo: git.Repo, ref: str, delivery: str, paths: set[str]) -> dict[str, str]:
-    """For each path (or path template), the oldest commit of `delivery` that touched it: its parent holds
-    the content from before this delivery."""
-    output = repo.git.log(
-        ref, "--reverse", "--format=@%H", "--name-only", "--fixed-strings", f"--grep=Aicd-Delivery: {delivery}"
-    )
-    matches = path_matcher(paths)
-    first: dict[str, str] = {}
-    sha = ""
-    for line in output.splitlines():
-        if line.startswith("@"):
-            sha = line[1:]
-        elif line and line not in first and matches(line):
-            first[line] = sha
-    return first
 
 
 def read_ref(git_dir: Path, ref: str) -> str | None:
@@ -421,11 +735,14 @@ def _stage(repo: git.Repo, paths: list[str]) -> None:
         repo.git.update_index("--add", "--remove", "-z", "--stdin", istream=listing)
 
 
-def _contents_at(repo: git.Repo, revisions: dict[str, str]) -> dict[str, bytes | None]:
+SYMLINK_MODE = "120000"
+
+
+def _contents_at(repo: git.Repo, revisions: dict[str, str], target: str) -> dict[str, bytes | None]:
     """The content of each path at its revision (None: absent there), without a process per path: one
     `ls-tree` per distinct revision (a fleet rollback has one per batch) maps paths to blobs, and the blobs
     are read through one `git cat-file --batch` process. Looking up `<rev>:<path>` per path instead re-reads
-    the large directory trees of a fleet every time."""
+    the large directory trees of a fleet every time. A symbolic link there is refused, never followed."""
     by_revision: dict[str, list[str]] = {}
     for path, revision in revisions.items():
         by_revision.setdefault(revision, []).append(path)
@@ -435,22 +752,23 @@ def _contents_at(repo: git.Repo, revisions: dict[str, str]) -> dict[str, bytes |
             listing = repo.git.ls_tree("-r", "-z", "--full-tree", revision)
         except git.GitCommandError:  # no such revision (the parent of a root commit): nothing existed
             listing = ""
-        blobs = {}
+        blobs: dict[str, tuple[str, str]] = {}
         for entry in listing.split("\0"):
             meta, _, path = entry.partition("\t")
-            if meta.split(" ")[1:2] == ["blob"]:
-                blobs[path] = meta.split(" ")[2]
+            fields = meta.split(" ")
+            if fields[1:2] == ["blob"]:
+                blobs[path] = (fields[0], fields[2])
         for path in paths:
-            blob = blobs.get(path)
+            mode, blob = blobs.get(path, ("", ""))
+            if mode == SYMLINK_MODE:
+                where = f"target {target}: " if target else ""
+                raise _error(
+                    ErrorType.GITOPS_PATH_INVALID,
+                    f"{where}{path} is a symbolic link in the GitOps repository at {revision}; aicd reads and writes"
+                    " only regular files",
+                )
             contents[path] = repo.git.get_object_data(blob)[3] if blob else None
     return contents
-
-
-def _content_at(repo: git.Repo, revision: str, path: str) -> bytes | None:
-    try:
-        return repo.git.execute(["git", "show", f"{revision}:{path}"], stdout_as_string=False, strip_newline_in_stdout=False)  # type: ignore[no-any-return]
-    except git.GitCommandError:
-        return None
 
 
 def _retried() -> bool:

@@ -3,7 +3,8 @@ status, list. Shared by the CLI, the gateway and the demo."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, replace
 
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import (
@@ -15,9 +16,11 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
+from aicd import plan as plans
 from aicd import search
 from aicd.messages import DeliveryInput, DeliveryResult, DeliveryStatus, HumanAction, Trigger
 from aicd.plan import DeliveryPlan
+from aicd.source import is_full_sha
 from aicd.temporal import task_queue
 
 HUMAN_ACTIONS = ("pause", "resume", "abort", "approve", "reject")
@@ -30,7 +33,10 @@ class ActionRefused(Exception):
 @dataclass
 class StartedDelivery:
     delivery_id: str
-    started: bool  # False: this (app, revision) already had a delivery; nothing new was started
+    started: bool  # False: an existing delivery was found; nothing new was started
+
+
+MAX_REDEPLOYS = 1000
 
 
 async def start_delivery(
@@ -41,8 +47,35 @@ async def start_delivery(
     queue: str | None = None,
     index_search_attributes: bool = True,
 ) -> StartedDelivery:
-    """Start the delivery of `plan`, or find the one already running or finished for the same (app, revision):
-    a repeated webhook never starts a second delivery."""
+    """Start the delivery of `plan` (whose revision is a full SHA: resolve it first, aicd.source).
+
+    The delivery ID follows the trigger. A push event (`trigger.event` set) has one ID per event, so the same
+    event delivered twice starts one delivery, ever. A human's request finds a running delivery of the same
+    revision, or starts a new one: `delivery-<app>-<sha>`, then `-2`, `-3`... for re-deploys of a revision
+    that was delivered before, so every delivery has an ID (and trailers) of its own."""
+    if not is_full_sha(plan.revision):
+        raise ValueError(f"revision {plan.revision!r} is not a full commit SHA; resolve it against the source repo first")
+    if trigger.event:
+        key = hashlib.sha256(trigger.event.encode()).hexdigest()[:10]
+        candidates = [plans.delivery_id(plan.app, plan.revision, key)]
+    else:
+        running = await _running_delivery_of(client, plan.app, plan.revision)
+        if running is not None:
+            return StartedDelivery(running, started=False)
+        candidates = [plans.delivery_id(plan.app, plan.revision, str(n) if n > 1 else "") for n in range(1, MAX_REDEPLOYS)]
+    for candidate in candidates:
+        found = await _start(client, replace(plan, delivery_id=candidate), trigger, queue, index_search_attributes)
+        if found is not None:
+            return found
+    # Only a push event gets here: its one delivery exists (running or ended).
+    return StartedDelivery(candidates[-1], started=False)
+
+
+async def _start(
+    client: Client, plan: DeliveryPlan, trigger: Trigger, queue: str | None, index_search_attributes: bool
+) -> StartedDelivery | None:
+    """Start under `plan.delivery_id`: the running delivery of that ID if there is one; None when a delivery
+    of that ID has already ended."""
     attributes = TypedSearchAttributes([SearchAttributePair(search.APP, plan.app)]) if index_search_attributes else None
     try:
         handle = await client.start_workflow(
@@ -55,10 +88,24 @@ async def start_delivery(
             search_attributes=attributes,
         )
     except WorkflowAlreadyStartedError:
-        return StartedDelivery(plan.delivery_id, started=False)
+        return None
     # USE_EXISTING hands back the running workflow; the server's response says whether this call started it.
     response = getattr(handle, "_start_workflow_response", None)
     return StartedDelivery(handle.id, started=bool(getattr(response, "started", True)))
+
+
+async def _running_delivery_of(client: Client, app: str, revision: str) -> str | None:
+    """A running delivery of this revision of the app, whatever started it (best effort: visibility)."""
+    prefix = plans.delivery_id(app, revision)
+    query = f"WorkflowType = 'DeliveryWorkflow' AND ExecutionStatus = 'Running' AND WorkflowId STARTS_WITH '{_quote(prefix)}'"
+    try:
+        async for execution in client.list_workflows(query):
+            rest = execution.id[len(prefix) :]
+            if rest == "" or rest.startswith("-"):
+                return execution.id
+    except RPCError:  # a server without advanced visibility: start, or find by ID below
+        return None
+    return None
 
 
 def handle_for(client: Client, delivery_id: str) -> WorkflowHandle[object, DeliveryResult]:

@@ -15,6 +15,7 @@ PHASES = (
     "testing",
     "provisioning",
     "awaiting-approval",
+    "queued",
     "progressing",
     "paused",
     "rolling-back",
@@ -22,8 +23,14 @@ PHASES = (
     "failed",
     "aborted",
     "rejected",
+    "superseded",
 )
-TERMINAL_PHASES = frozenset({"succeeded", "failed", "aborted", "rejected"})
+TERMINAL_PHASES = frozenset({"succeeded", "failed", "aborted", "rejected", "superseded"})
+
+# Signals between deliveries of one app (sent by the claim activity and by the deliveries themselves).
+SUPERSEDED_SIGNAL = "superseded"  # arg: the newer delivery's ID; the receiver stops and ends superseded
+NOTIFY_ON_END_SIGNAL = "notify_on_end"  # arg: a queued delivery's ID, told when the receiver ends
+PREDECESSOR_ENDED_SIGNAL = "predecessor_ended"  # arg: the ID of an older delivery that has ended
 
 SYSTEM_ACTOR = "aicd"
 
@@ -36,6 +43,10 @@ class Trigger:
     actor: str = SYSTEM_ACTOR
     branch: str | None = None
     detail: str = ""
+    # The identity of the triggering event (a push: branch, before, after), so the same event delivered
+    # twice starts one delivery; empty for a human's request (CLI), which finds a running delivery of the
+    # same revision or starts a new one (a re-deploy).
+    event: str = ""
 
 
 @dataclass
@@ -74,7 +85,7 @@ class TargetStatus:
     target: str
     stage: str
     kind: str
-    state: str = "pending"  # pending | progressing | paused | awaiting-resume | promoted | failed | aborted | rolled-back
+    state: str = "pending"  # pending | progressing | paused | awaiting-resume | promoted | failed | aborted | superseded | rolled-back
     step_index: int = -1
     step_kind: str = ""
     weight: int = 0
@@ -85,6 +96,8 @@ class TargetStatus:
     sites_total: int = 0
     sites_by_state: dict[str, int] = field(default_factory=dict)
     failed_sites: list[str] = field(default_factory=list)
+    # A human's commit changed the target's file since this delivery wrote it: sha, author, subject.
+    human_edit: dict[str, str] | None = None
 
 
 @dataclass
@@ -105,6 +118,9 @@ class DeliveryStatus:
     targets: dict[str, TargetStatus] = field(default_factory=dict)
     actions: list[ActionRecord] = field(default_factory=list)
     trigger: Trigger | None = None
+    started: str = ""  # ISO time the delivery started; "newer" deliveries of an app started later
+    superseded_by: str | None = None  # the newer delivery that replaced this one
+    waiting_for: list[str] = field(default_factory=list)  # queued: the older deliveries it waits for
 
     @property
     def terminal(self) -> bool:

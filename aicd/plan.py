@@ -135,6 +135,7 @@ class DeliveryPlan:
     analysis: AnalysisPlan | None
     rollback_scope: str
     slack_channel: str | None
+    concurrency: str = "supersede"  # supersede | queue: what an older running delivery of the app does
 
     def stage(self, name: str) -> StagePlan:
         for stage in self.stages:
@@ -146,9 +147,11 @@ class DeliveryPlan:
         return asdict(self)
 
 
-def delivery_id(app: str, revision: str) -> str:
-    """One delivery per (app, revision): a repeated trigger finds the running one by this ID."""
-    return f"delivery-{app}-{revision[:12].lower()}"
+def delivery_id(app: str, revision: str, suffix: str = "") -> str:
+    """`delivery-<app>-<full revision>[-<suffix>]`: the suffix tells apart deliveries of one revision (a
+    re-deploy, or one per push event); aicd.client chooses it when it starts the delivery."""
+    base = f"delivery-{app}-{revision.lower()}"
+    return f"{base}-{suffix}" if suffix else base
 
 
 def artifact_tag(artifact: str) -> str:
@@ -229,6 +232,7 @@ def build_plan(spec: DeliverySpec, revision: str, *, artifact_override: str | No
         analysis=analysis,
         rollback_scope=spec.rollback_scope,
         slack_channel=spec.slack_channel,
+        concurrency=spec.concurrency,
     )
 
 

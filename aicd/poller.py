@@ -8,8 +8,9 @@ every old release branch again. The memory matters beyond the workflow-ID idempo
 long as Temporal retains closed workflows. A head is recorded only once its delivery was started (or found
 already started), so a Temporal outage means a later retry, not a lost push.
 
-git runs as an argv list, never through a shell, with only the usual transports allowed (no `ext::`), no
-terminal prompts, and the repository after `--`; branch names are data that only ever reach the Trigger.
+Heads come from aicd.source (git as an argv list, no shell, usual transports only); branch names are data
+that only ever reach the Trigger. A push seen by both the poller and a webhook is one delivery: both key it
+on the same event (branch, before, after).
 """
 
 from __future__ import annotations
@@ -32,15 +33,10 @@ from aicd.gateway.metrics import Metrics
 from aicd.gateway.specs import LoadedSpec, SpecDirectory, branch_matches
 from aicd.messages import Trigger
 from aicd.plan import build_plan
+from aicd.source import SourceError, list_heads
 
 log = logging.getLogger("aicd.poller")
-ALLOWED_PROTOCOLS = "file:git:http:https:ssh"
-LS_REMOTE_TIMEOUT_S = 60.0
 STATE_VERSION = 1
-
-
-class PollError(Exception):
-    pass
 
 
 @dataclass
@@ -50,40 +46,6 @@ class PollResult:
     revision: str
     outcome: str  # started | already started | error: ...
     delivery_id: str | None = None
-
-
-async def list_heads(repo: str, timeout_s: float = LS_REMOTE_TIMEOUT_S) -> dict[str, str]:
-    """{branch: head SHA} of `repo`, from `git ls-remote --heads`."""
-    if repo.startswith("-"):
-        raise PollError(f"refusing repository {repo!r}: it would be read as an option")
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ALLOW_PROTOCOL": ALLOWED_PROTOCOLS}
-    process = await asyncio.create_subprocess_exec(
-        "git",
-        "ls-remote",
-        "--heads",
-        "--",
-        repo,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout_s)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
-        raise PollError(f"git ls-remote {repo} timed out after {timeout_s:.0f}s") from None
-    if process.returncode != 0:
-        tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
-        raise PollError(f"git ls-remote {repo} failed ({process.returncode}): {tail[0]}")
-    heads: dict[str, str] = {}
-    for line in stdout.decode(errors="replace").splitlines():
-        sha, _, ref = line.partition("\t")
-        if ref.startswith("refs/heads/") and sha:
-            heads[ref.removeprefix("refs/heads/")] = sha.lower()
-    return heads
 
 
 class PollState:
@@ -147,7 +109,7 @@ class GitPoller:
         repo = loaded.repo or spec.source_repo
         try:
             heads = await list_heads(spec.source_repo)
-        except (PollError, OSError) as error:
+        except (SourceError, OSError) as error:
             log.warning("poll of %s: %s", spec.name, error)
             return []
         known = self.state.heads(spec.name, repo)
@@ -180,10 +142,11 @@ class GitPoller:
         try:
             plan = build_plan(loaded.spec, sha)
             detail = f"{before[:7]}..{sha[:7]}" if before else f"new branch at {sha[:7]}"
+            event = f"push:{branch}:{before or ''}:{sha}"  # the same identity a webhook gives this push
             started = await start_delivery(
                 await self.client(),
                 plan,
-                Trigger("poller", actor="poller", branch=branch, detail=detail),
+                Trigger("poller", actor="poller", branch=branch, detail=detail, event=event),
                 queue=self.queue,
                 index_search_attributes=self.index_search_attributes,
             )

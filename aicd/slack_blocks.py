@@ -26,6 +26,7 @@ PHASE_EMOJI = {
     "testing": ":test_tube:",
     "provisioning": ":building_construction:",
     "awaiting-approval": ":raised_hand:",
+    "queued": ":busstop:",
     "progressing": ":arrows_counterclockwise:",
     "paused": ":double_vertical_bar:",
     "rolling-back": ":rewind:",
@@ -33,8 +34,14 @@ PHASE_EMOJI = {
     "failed": ":x:",
     "aborted": ":octagonal_sign:",
     "rejected": ":no_entry:",
+    "superseded": ":fast_forward:",
 }
-EVENT_EMOJI = {"stage": ":arrow_forward:", "paused": ":double_vertical_bar:", "resumed": ":arrow_forward:"}
+EVENT_EMOJI = {
+    "stage": ":arrow_forward:",
+    "paused": ":double_vertical_bar:",
+    "resumed": ":arrow_forward:",
+    "queued": ":busstop:",
+}
 ALERT_PHASES = frozenset({"failed", "aborted", "rejected"})
 MAX_TARGET_LINES = 20  # a section holds 3,000 characters; fleets are summarised anyway
 MAX_TEXT = 2900

@@ -16,6 +16,8 @@ PHASE_STYLE = {
     "failed": "bold red",
     "aborted": "bold red",
     "rejected": "bold red",
+    "superseded": "bold magenta",
+    "queued": "bold cyan",
     "rolling-back": "bold yellow",
     "paused": "bold yellow",
     "awaiting-approval": "bold cyan",
@@ -56,6 +58,8 @@ def render_status(status: DeliveryStatus) -> RenderableType:
     if status.pending_approval:
         approvals = ", ".join(status.approvals.get(status.pending_approval, [])) or "none yet"
         parts.append(Text(f"awaiting approval of stage {status.pending_approval} (approved by: {approvals})", style="cyan"))
+    if status.waiting_for:
+        parts.append(Text(f"queued behind {', '.join(status.waiting_for)} (spec.concurrency: queue)", style="cyan"))
     if status.reason:
         parts.append(Text(f"reason: {status.reason}", style="red" if status.phase != "succeeded" else ""))
     if status.commands:
@@ -73,7 +77,7 @@ def render_status(status: DeliveryStatus) -> RenderableType:
                 parts.append(Text(f"{target.target}: " + "\n".join(lines)))
             if target.failed_sites:
                 parts.append(Text(f"{target.target}: failed sites {', '.join(target.failed_sites[:20])}", style="red"))
-            if target.message and target.state in ("failed", "awaiting-resume", "rolled-back", "aborted"):
+            if target.message and target.state in ("failed", "awaiting-resume", "rolled-back", "aborted", "superseded"):
                 parts.append(Text(f"{target.target}: {target.message}"))
     if status.actions:
         parts.append(Text("actions:"))

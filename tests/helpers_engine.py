@@ -22,7 +22,7 @@ from activities import WorkerSettings
 from aicd import search
 from aicd.client import ActionRefused, get_status
 from aicd.messages import DeliveryStatus
-from aicd.plan import DeliveryPlan, build_plan
+from aicd.plan import DeliveryPlan, build_plan, delivery_id
 from aicd.spec.loader import parse_spec_bytes
 from worker import build_worker
 
@@ -58,6 +58,18 @@ def make_repo(root: Path, name: str, files: dict[str, str], branch: str = "main"
     git("-c", "user.name=seed", "-c", "user.email=seed@localhost", "commit", "-q", "-m", f"seed {uuid.uuid4()}", cwd=work)
     git("push", "-q", str(bare), f"{branch}:{branch}", cwd=work)
     return str(bare), git("rev-parse", "HEAD", cwd=work)
+
+
+def branch_at(bare: str, branch: str, sha: str) -> None:
+    """Point `branch` of a bare repo at `sha` (a push of that branch, as a webhook then reports it)."""
+    git("--git-dir", bare, "update-ref", f"refs/heads/{branch}", sha)
+
+
+async def deliveries_of(client: Client, app: str, revision: str) -> list[str]:
+    """IDs of every delivery (running or ended) of this revision of the app, whatever triggered it."""
+    prefix = delivery_id(app, revision)
+    query = f"WorkflowType = 'DeliveryWorkflow' AND WorkflowId STARTS_WITH '{prefix}'"
+    return sorted({execution.id async for execution in client.list_workflows(query)})
 
 
 def commits(bare: str, branch: str = "main") -> list[dict[str, str]]:
@@ -122,6 +134,18 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not reached within {timeout}s; last status: {status}")
         await asyncio.sleep(0.05)
+
+
+async def assert_replays(client: Client, workflow_ids: list[str]) -> None:
+    """The histories of these workflows replay on the current workflow code without nondeterminism."""
+    from temporalio.worker import Replayer
+
+    from workflows import ALL_WORKFLOWS, sandbox_runner
+
+    replayer = Replayer(workflows=ALL_WORKFLOWS, workflow_runner=sandbox_runner())
+    for workflow_id in workflow_ids:
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        await replayer.replay_workflow(history)
 
 
 @asynccontextmanager

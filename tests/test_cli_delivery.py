@@ -83,9 +83,11 @@ def test_cli_drives_a_delivery_through_approval_pause_resume(stack: EmbeddedTemp
     started = aicd(stack, "deliver", str(spec), "--revision", revision)
     assert started.returncode == 0, started.stderr
     delivery_id = started.stdout.strip()
-    assert delivery_id == f"delivery-cli-app-{revision[:12]}"
-    again = aicd(stack, "deliver", str(spec), "--revision", revision)
-    assert again.stdout.strip() == f"{delivery_id} (already started)"
+    assert delivery_id == f"delivery-cli-app-{revision}"
+    # A short SHA, the full SHA and a branch naming the same commit are one delivery.
+    for spelling in (revision, revision[:7], revision.upper()[:10], "main"):
+        again = aicd(stack, "deliver", str(spec), "--revision", spelling)
+        assert again.stdout.strip() == f"{delivery_id} (already started)", (spelling, again.stderr)
 
     wait_status(stack, delivery_id, lambda s: s["pending_approval"] == "production")
     refused = aicd(stack, "approve", delivery_id, "--stage", "production", "--as", "mallory")
@@ -148,8 +150,16 @@ def test_cli_abort_and_errors(stack: EmbeddedTemporal, tmp_path: Path) -> None:
     assert len(unreachable.stderr.strip().splitlines()) == 1
     usage = aicd(stack, "pause")
     assert usage.returncode == 2 and "name a delivery ID or --app" in usage.stderr
-    bad_revision = aicd(stack, "deliver", str(spec), "--revision", "not-a-sha")
-    assert bad_revision.returncode == 2 and "is not a commit SHA" in bad_revision.stderr
+    source = yaml.safe_load(spec.read_text())["spec"]["source"]["repo"]
+    for given, why in (
+        ("not-a-sha", "is neither a branch, a tag nor a commit SHA of"),
+        ("deadbeef", "no commit 'deadbeef' on any branch or tag of"),
+        ("-x", "is not a revision of"),
+    ):
+        bad_revision = aicd(stack, "deliver", str(spec), "--revision", given)
+        assert bad_revision.returncode == 1, bad_revision.stderr
+        assert why in bad_revision.stderr and source in bad_revision.stderr, bad_revision.stderr
+        assert len(bad_revision.stderr.strip().splitlines()) == 1
     broken = tmp_path / "broken.yaml"
     broken.write_text("apiVersion: aicd.dev/v1alpha1\nkind: DeliverySpec\nmetadata: {name: x}\nspec: {}\n")
     invalid = aicd(stack, "deliver", str(broken), "--revision", revision)

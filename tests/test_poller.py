@@ -16,10 +16,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from aicd.client import get_status
 from aicd.gateway.specs import SpecDirectory
-from aicd.plan import delivery_id
-from aicd.poller import GitPoller, PollError, list_heads
-from tests.helpers_engine import git, running_worker, temporal_env
-from tests.test_gateway_webhooks import app_spec, exists, write_spec
+from aicd.poller import GitPoller
+from aicd.source import SourceError as PollError
+from aicd.source import list_heads
+from tests.helpers_engine import deliveries_of, git, running_worker, temporal_env
+from tests.test_gateway_webhooks import app_spec, write_spec
 
 __all__ = ["temporal_env"]
 
@@ -61,7 +62,7 @@ async def test_new_heads_of_release_branches_start_deliveries(
         poller = GitPoller(SpecDirectory(tmp_path / "specs"), connect, state_file, queue=queue)
         old = push_commit(seed, source, "release/old")
         assert await poller.poll_once() == []  # baseline: heads that exist now are not "new"
-        assert not await exists(client, delivery_id(app, old))
+        assert await deliveries_of(client, app, old) == []
 
         head = push_commit(seed, source, "release/x")
         push_commit(seed, source, "feature/y")
@@ -72,7 +73,7 @@ async def test_new_heads_of_release_branches_start_deliveries(
             head,
             "started",
         )
-        status = await get_status(client, delivery_id(app, head))
+        status = await get_status(client, result.delivery_id or "")
         assert status.trigger is not None and (status.trigger.source, status.trigger.branch) == (
             "poller",
             "release/x",
@@ -87,11 +88,11 @@ async def test_new_heads_of_release_branches_start_deliveries(
         weird = push_commit(seed, source, branch)
         temporal_up = False  # and Temporal is down on this poll: the head must not be forgotten
         (failed,) = await restarted.poll_once()
-        assert failed.outcome.startswith("error") and not await exists(client, delivery_id(app, weird))
+        assert failed.outcome.startswith("error") and await deliveries_of(client, app, weird) == []
         temporal_up = True
         (started,) = await restarted.poll_once()
         assert (started.branch, started.outcome) == (branch, "started")
-        assert (await get_status(client, delivery_id(app, weird))).trigger.branch == branch  # type: ignore[union-attr]
+        assert (await get_status(client, started.delivery_id or "")).trigger.branch == branch  # type: ignore[union-attr]
         assert not mark.exists()
 
         # `aicd watch --once` shares the state file: it knows every head already.
@@ -119,7 +120,8 @@ async def test_new_heads_of_release_branches_start_deliveries(
         assert done.returncode == 0, done.stderr
         assert done.stdout.strip().splitlines() == [f"{app} release/x {newest[:12]}: started"]
         for revision in (head, weird, newest):
-            await client.get_workflow_handle(delivery_id(app, revision)).terminate("test over")
+            for delivery in await deliveries_of(client, app, revision):
+                await client.get_workflow_handle(delivery).terminate("test over")
 
 
 async def test_ls_remote_refuses_option_like_repositories(tmp_path: Path) -> None:

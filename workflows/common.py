@@ -6,20 +6,34 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+from aicd.errors import ErrorType, names
+
+# A write refused by its ownership or fence check is a definite answer: retrying cannot change who owns a file.
+WRITE_REFUSALS = names(
+    ErrorType.GITOPS_FILE_INVALID,
+    ErrorType.GITOPS_PATH_INVALID,
+    ErrorType.GITOPS_FILE_MISSING,
+    ErrorType.SUPERSEDED,
+    ErrorType.HUMAN_EDIT,
+    ErrorType.STALE_WRITE,
+    ErrorType.WRITE_FENCED,
+)
 
 GIT_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=200),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=10),
     maximum_attempts=20,
-    non_retryable_error_types=["GitOpsFileInvalid", "GitOpsPathInvalid", "GitOpsFileMissing"],
+    non_retryable_error_types=WRITE_REFUSALS,
 )
 SYNC_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=15),
     maximum_attempts=10,
-    non_retryable_error_types=["TargetUnhealthy", "TargetConfigError"],
+    non_retryable_error_types=names(ErrorType.TARGET_UNHEALTHY, ErrorType.TARGET_CONFIG_ERROR),
 )
 COMMAND_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
@@ -40,6 +54,12 @@ ANALYSIS_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=5),
     maximum_attempts=3,
 )
+# Claiming an app from older deliveries is best effort (Git ownership is the guarantee): a few tries.
+CLAIM_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=3,
+)
 NOTIFY_RETRY = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     maximum_interval=timedelta(seconds=30),
@@ -52,7 +72,18 @@ SYNC_HEARTBEAT = timedelta(seconds=15)
 ANALYSIS_TIMEOUT = timedelta(minutes=2)
 ANALYSIS_HEARTBEAT = timedelta(seconds=15)
 NOTIFY_TIMEOUT = timedelta(seconds=30)
+CLAIM_TIMEOUT = timedelta(seconds=60)
 COMMAND_HEARTBEAT = timedelta(seconds=30)
+
+
+def application_cause(error: BaseException) -> ApplicationError | None:
+    """The ApplicationError an activity or child raised, found through the wrapping errors."""
+    current: BaseException | None = error
+    while current is not None:
+        if isinstance(current, ApplicationError) and current.type:
+            return current
+        current = current.__cause__
+    return None
 
 
 def cause_of(error: BaseException) -> str:

@@ -19,8 +19,12 @@ with workflow.unsafe.imports_passed_through():
     from activities.drivers.base import SyncRequest, SyncResult
     from activities.gitops import CommitResult, RollbackRequest, delivery_trailer
     from activities.notify import NotifyEvent, NotifyRequest, NotifyResult, SlackMessage
+    from activities.releases import ClaimRequest, ClaimResult
     from aicd import search
     from aicd.messages import (
+        NOTIFY_ON_END_SIGNAL,
+        PREDECESSOR_ENDED_SIGNAL,
+        SUPERSEDED_SIGNAL,
         SYSTEM_ACTOR,
         TERMINAL_PHASES,
         ActionRecord,
@@ -35,6 +39,8 @@ with workflow.unsafe.imports_passed_through():
     from aicd.slack_blocks import approval_info, compact_status, progress_changes
     from aicd.spec.durations import format_duration
     from workflows.common import (
+        CLAIM_RETRY,
+        CLAIM_TIMEOUT,
         COMMAND_HEARTBEAT,
         COMMAND_RETRY,
         GIT_HEARTBEAT,
@@ -49,6 +55,10 @@ with workflow.unsafe.imports_passed_through():
     from workflows.target_rollout import TargetRolloutInput, TargetRolloutResult
 
 T = TypeVar("T")
+
+# A queued delivery looks whether the deliveries it waits for still run this often (their end notice is the
+# fast path; this is the net for one that never comes, e.g. a delivery terminated by an operator).
+QUEUE_RECHECK = timedelta(seconds=30)
 
 # The child workflow type that rolls out a target, by target kind (edge fleets have their own).
 CHILD_WORKFLOW_BY_KIND = {"edge": "EdgeFleetWorkflow"}
@@ -78,9 +88,13 @@ class DeliveryWorkflow:
             artifact=plan.artifact,
             phase="pending",
             trigger=input.trigger,
+            started=workflow.info().workflow_start_time.isoformat(),
         )
         self.phase_before_pause = "pending"
         self.abort_action: HumanAction | None = None
+        # Overlapping releases of the app (spec.concurrency): claimed once, before the first GitOps write.
+        self.claimed = False
+        self.waiters: list[str] = []  # queued newer deliveries to tell when this one ends
         self.rejection: HumanAction | None = None
         self.children: dict[str, workflow.ChildWorkflowHandle[Any, TargetRolloutResult]] = {}
         self.started_targets: list[tuple[str, str]] = []  # (stage, target) in start order
@@ -98,8 +112,38 @@ class DeliveryWorkflow:
 
     @workflow.signal
     def target_progress(self, progress: TargetStatus) -> None:
+        previous = self.status.targets.get(progress.target)
+        edit = progress.human_edit
+        if edit and (previous is None or previous.human_edit != edit):
+            # The action log shows whose commit stopped the delivery (they acted in Git, not through aicd).
+            reason = f"{progress.target}: commit {edit['sha'][:7]} \"{edit['subject']}\""
+            self.status.actions.append(ActionRecord("human-edit", edit["author"], workflow.now().isoformat(), reason, progress.stage))
         self.status.targets[progress.target] = progress
         self._reflect_waiting()
+
+    # --- overlapping releases of the app ----------------------------------------------------------
+    @workflow.signal(name=SUPERSEDED_SIGNAL)
+    async def superseded(self, by: str) -> None:
+        """A newer delivery of the app is about to write: stop at the next step boundary, withdraw the canaries
+        in progress, end superseded."""
+        if self.status.phase in TERMINAL_PHASES or self.status.superseded_by is not None:
+            return
+        self.status.superseded_by = by
+        self.status.actions.append(ActionRecord("superseded", by, workflow.now().isoformat(), f"superseded by {by}"))
+        await self._signal_children("abort", HumanAction(SYSTEM_ACTOR, f"superseded by {by}"))
+
+    @workflow.signal(name=NOTIFY_ON_END_SIGNAL)
+    def notify_on_end(self, waiter: str) -> None:
+        if waiter not in self.waiters:
+            self.waiters.append(waiter)
+
+    @workflow.signal(name=PREDECESSOR_ENDED_SIGNAL)
+    def predecessor_ended(self, ended: str) -> None:
+        if ended in self.status.waiting_for:
+            self.status.waiting_for.remove(ended)
+
+    def _stopping(self) -> bool:
+        return self.abort_action is not None or self.status.superseded_by is not None
 
     def _reflect_waiting(self) -> None:
         """A target waiting for a human (`pause: {}`, an inconclusive analysis) shows the delivery as paused
@@ -227,6 +271,7 @@ class DeliveryWorkflow:
         except DeliveryStopped as stop:
             self.status.reason = stop.reason
             self._set_phase(stop.phase)
+        await self._tell_waiters()
         self._notify("finished", self.status.reason)
         await self._drain_notifications()
         commits = [sha for target in self.status.targets.values() for sha in target.commits]
@@ -285,6 +330,8 @@ class DeliveryWorkflow:
         if stage.approval is not None:
             actor = await self._approval_gate(stage)
         await self._wait_unpaused()
+        if not self.claimed:
+            await self._claim_app()
         self._set_phase("progressing")
         self._notify("stage", f"stage {stage.name} started")
         for wave_index, wave in enumerate(stage.waves):
@@ -293,6 +340,8 @@ class DeliveryWorkflow:
             results = await self._wave(stage, wave, actor)
             actor = SYSTEM_ACTOR
             failed = [result for result in results if result.outcome == "failed"]
+            if self.status.superseded_by is not None:
+                await self._stop_superseded()
             if self.abort_action is not None:
                 await self._rollback(self._abort_scope(stage), self.abort_action.actor, self.abort_action.reason)
                 raise DeliveryStopped("aborted", self.abort_action.reason or f"aborted by {self.abort_action.actor}")
@@ -310,7 +359,7 @@ class DeliveryWorkflow:
 
         def decided() -> bool:
             approvals = len(self.status.approvals.get(stage.name, []))
-            return approvals >= approval.min_approvals or self.rejection is not None or self.abort_action is not None
+            return approvals >= approval.min_approvals or self.rejection is not None or self._stopping()
 
         try:
             await workflow.wait_condition(decided, timeout=timedelta(seconds=approval.timeout_s))
@@ -320,8 +369,8 @@ class DeliveryWorkflow:
                 "rejected", f"stage {stage.name} not approved within {format_duration(approval.timeout_s)}"
             ) from None
         self.status.pending_approval = None
-        if self.abort_action is not None:
-            await self._wait_unpaused()  # rolls back per scope and raises DeliveryStopped("aborted")
+        if self._stopping():
+            await self._wait_unpaused()  # rolls back per scope and raises DeliveryStopped
         if self.rejection is not None:
             raise DeliveryStopped("rejected", f"stage {stage.name} rejected by {self.rejection.actor}: {self.rejection.reason}")
         return self.status.approvals[stage.name][-1]
@@ -345,6 +394,8 @@ class DeliveryWorkflow:
                 actor=actor,
                 paused=self.status.paused,
                 pause_reason=self.status.pause_reason,
+                delivery_started=self.status.started,
+                base=self._last_commit(name),
             )
             self.status.targets[name] = TargetStatus(target=name, stage=stage.name, kind=target.kind)
             self.started_targets.append((stage.name, name))
@@ -370,6 +421,8 @@ class DeliveryWorkflow:
             await workflow.wait_condition(lambda: any(task.done() for task in pending.values()))
             for name in [name for name, task in pending.items() if task.done()]:
                 done[name] = pending.pop(name).result()
+                if done[name].outcome == "superseded":
+                    await self.superseded(done[name].superseded_by or "a newer delivery")
                 if done[name].outcome == "failed" and self.plan.rollback_scope != "target" and not stopped_siblings:
                     stopped_siblings = True
                     await self._signal_children(
@@ -394,9 +447,10 @@ class DeliveryWorkflow:
             return list(self.started_targets)
         return [(name_stage, name) for name_stage, name in self.started_targets if name_stage == stage.name]
 
-    async def _rollback(self, targets: list[tuple[str, str]], actor: str, reason: str) -> None:
+    async def _rollback(self, targets: list[tuple[str, str]], actor: str, reason: str, what: str = "rollback") -> None:
         """One rollback commit per target, pushed together, then each target synced back in parallel. The
-        release scope lists the newest stage first, peeling the delivery off in reverse."""
+        release scope lists the newest stage first, peeling the delivery off in reverse. A file someone else
+        has written since this delivery did (a newer delivery, a human) is left as it is, and said so."""
         if not targets:
             return
         self._set_phase("rolling-back")
@@ -409,9 +463,12 @@ class DeliveryWorkflow:
                 delivery=delivery_trailer(self.plan.app, self.plan.revision),
                 step=f"{stage}/{name}/rollback",
                 actor=actor,
-                subject=f"aicd: {self.plan.app} {self.plan.revision_short} {name} rollback",
+                subject=f"aicd: {self.plan.app} {self.plan.revision_short} {name} {what}",
                 paths=[self.plan.targets[name].path],
                 reason=reason,
+                delivery_id=self.plan.delivery_id,
+                started=self.status.started,
+                write=self.plan.write,
             )
             for stage, name in ordered
         ]
@@ -434,13 +491,17 @@ class DeliveryWorkflow:
             return
         syncs = []
         for (stage, name), state, result in zip(ordered, states, results, strict=True):
+            left = "; ".join(f"left {path} as it is: {why}" for path, why in result.left.items())
+            if left and result.sha is None:
+                state.message = f"{what}: {left}"
+                continue
             state.state = "rolled-back"
             state.weight = 0
             if result.sha is None:
                 state.message = f"nothing to roll back; {reason}"
                 continue
             state.commits.append(result.sha)
-            state.message = f"rolled back: {reason}"
+            state.message = f"rolled back: {reason}" + (f"; {left}" if left else "")
             syncs.append(self._sync_back(stage, name, result.sha, state))
         await asyncio.gather(*syncs)
 
@@ -473,7 +534,9 @@ class DeliveryWorkflow:
 
     # --- helpers ----------------------------------------------------------------------------------
     async def _wait_unpaused(self) -> None:
-        await workflow.wait_condition(lambda: not self.status.paused or self.abort_action is not None)
+        await workflow.wait_condition(lambda: not self.status.paused or self._stopping())
+        if self.status.superseded_by is not None:
+            await self._stop_superseded()
         if self.abort_action is not None:
             await self._rollback(self._abort_scope_current(), self.abort_action.actor, self.abort_action.reason)
             raise DeliveryStopped("aborted", self.abort_action.reason or f"aborted by {self.abort_action.actor}")
@@ -486,11 +549,75 @@ class DeliveryWorkflow:
     async def _abortable(self, awaitable: Awaitable[T]) -> T:
         """Await an activity (or several), giving up as soon as an abort is accepted."""
         task = asyncio.ensure_future(awaitable)
-        await workflow.wait_condition(lambda: task.done() or self.abort_action is not None)
+        await workflow.wait_condition(lambda: task.done() or self._stopping())
         if not task.done():
             task.cancel()
-            await self._wait_unpaused()  # raises DeliveryStopped("aborted")
+            await self._wait_unpaused()  # raises DeliveryStopped
         return task.result()
+
+    async def _claim_app(self) -> None:
+        """Before the first GitOps write: claim the app from its older running deliveries (spec.concurrency).
+        supersede: they are told to stop, and this delivery goes on at once (Git ownership keeps their late
+        writes out). queue: this delivery waits, queued, until they have ended."""
+        self.claimed = True
+        if not workflow.patched("release-claim"):
+            return  # a delivery started before aicd claimed apps: it goes on as it began
+        try:
+            claim: ClaimResult = await workflow.execute_activity(
+                "claim_release",
+                ClaimRequest(self.plan.app, self.plan.delivery_id, self.plan.concurrency),
+                result_type=ClaimResult,
+                start_to_close_timeout=CLAIM_TIMEOUT,
+                retry_policy=CLAIM_RETRY,
+            )
+        except ActivityError as error:
+            workflow.logger.warning("cannot claim %s from older deliveries: %s", self.plan.app, cause_of(error))
+            return
+        if self.plan.concurrency != "queue" or not claim.older:
+            return
+        self.status.waiting_for = list(claim.older)
+        self._set_phase("queued")
+        self._notify("queued", f"queued behind {', '.join(claim.older)}")
+        while self.status.waiting_for and not self._stopping():
+            try:
+                await workflow.wait_condition(lambda: not self.status.waiting_for or self._stopping(), timeout=QUEUE_RECHECK)
+            except TimeoutError:
+                with contextlib.suppress(ActivityError):
+                    still: list[str] = await workflow.execute_activity(
+                        "running_deliveries",
+                        list(self.status.waiting_for),
+                        result_type=list[str],
+                        start_to_close_timeout=CLAIM_TIMEOUT,
+                        retry_policy=CLAIM_RETRY,
+                    )
+                    self.status.waiting_for = [other for other in self.status.waiting_for if other in still]
+        self.status.waiting_for = []
+        await self._wait_unpaused()  # an abort or a newer delivery while queued ends it here
+
+    async def _stop_superseded(self) -> None:
+        """End superseded: the targets where this delivery has a canary in progress go back to their state
+        before it (one commit; files a newer delivery already wrote are left), promoted ones stay."""
+        by = self.status.superseded_by
+        in_progress = [
+            (stage, name)
+            for stage, name in self.started_targets
+            if self.status.targets.get(name) is not None and self.status.targets[name].state not in ("promoted", "rolled-back")
+        ]
+        await self._rollback(in_progress, SYSTEM_ACTOR, f"superseded by {by}: canary withdrawn", what="withdraw canary")
+        raise DeliveryStopped("superseded", f"superseded by {by}")
+
+    async def _tell_waiters(self) -> None:
+        """Queued newer deliveries go on once this one has ended."""
+        for waiter in self.waiters:
+            try:
+                await workflow.get_external_workflow_handle(waiter).signal(PREDECESSOR_ENDED_SIGNAL, self.plan.delivery_id)
+            except Exception as error:  # it ended or was terminated: nothing waits any more
+                workflow.logger.info("%s not told of the end: %s", waiter, error)
+
+    def _last_commit(self, name: str) -> str | None:
+        """This delivery's last commit to a target's files (from an earlier stage), if any."""
+        known = self.status.targets.get(name)
+        return known.commits[-1] if known is not None and known.commits else None
 
     def _set_phase(self, phase: str) -> None:
         if self.status.paused and phase not in TERMINAL_PHASES and phase != "paused":

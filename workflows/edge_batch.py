@@ -65,30 +65,32 @@ async def read_fleet(input: TargetRolloutInput) -> list[Site]:
         raise FleetStop(str(error)) from error
 
 
-async def commit_batch(input: TargetRolloutInput, number: int, of: int, sites: list[Site], actor: str) -> str:
+async def commit_batch(
+    input: TargetRolloutInput, number: int, of: int, sites: list[Site], actor: str, base: str | None
+) -> str:
     """One commit moving every site of the batch: `write.image` = the artifact tag in each site's file.
-    Sites are promoted directly; a canary weight means nothing on a single site."""
-    step = batch_step(input, number)
+    Sites are promoted directly; a canary weight means nothing on a single site. Raises ActivityError (the
+    caller decides what a refused write means)."""
     request = CommitRequest(
         repo=input.gitops_repo,
         branch=input.gitops_branch,
         delivery=delivery_trailer(input.app, input.revision),
-        step=step,
+        step=batch_step(input, number),
         actor=actor,
         subject=f"aicd: {input.app} {input.revision_short} {input.target.name} batch {number}/{of} ({len(sites)} sites)",
         edits=[FileEdit(input.target.path, {input.write.image: input.artifact_tag}, sites=[site.name for site in sites])],
+        delivery_id=input.delivery_id,
+        started=input.delivery_started,
+        base=base,
     )
-    try:
-        commit: CommitResult = await workflow.execute_activity(
-            "gitops_commit",
-            request,
-            result_type=CommitResult,
-            start_to_close_timeout=GIT_TIMEOUT,
-            heartbeat_timeout=GIT_HEARTBEAT,
-            retry_policy=GIT_RETRY,
-        )
-    except ActivityError as error:
-        raise StepFailed(f"{step}: commit failed: {cause_of(error)}") from error
+    commit: CommitResult = await workflow.execute_activity(
+        "gitops_commit",
+        request,
+        result_type=CommitResult,
+        start_to_close_timeout=GIT_TIMEOUT,
+        heartbeat_timeout=GIT_HEARTBEAT,
+        retry_policy=GIT_RETRY,
+    )
     assert commit.sha is not None
     return commit.sha
 
@@ -172,6 +174,8 @@ async def restore_sites(input: TargetRolloutInput, number: int, failed: list[str
         subject=f"aicd: {input.app} {input.revision_short} {input.target.name} batch {number}: restore {len(failed)} failed sites",
         paths=[fleet.site_path(input.target.path, name) for name in failed],
         reason=f"failed sites stay on the previous version: {fleet.describe_sites(failed, cap=100)}",
+        delivery_id=input.delivery_id,
+        started=input.delivery_started,
     )
     try:
         result: CommitResult = await workflow.execute_activity(

@@ -34,18 +34,27 @@ import dataclasses
 from dataclasses import dataclass
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from aicd import fleet
     from aicd.fleet import FleetTally, Site
     from aicd.messages import SYSTEM_ACTOR, TargetStatus
     from aicd.plan import StepPlan
-    from workflows.edge_batch import FleetStop, check_batch, commit_batch, read_fleet, restore_sites
+    from workflows.common import cause_of
+    from workflows.edge_batch import (
+        FleetStop,
+        batch_step,
+        check_batch,
+        commit_batch,
+        read_fleet,
+        restore_sites,
+    )
     from workflows.rollout_control import (
         Aborted,
         RolloutControl,
         StepFailed,
+        Superseded,
         TargetRolloutInput,
         TargetRolloutResult,
     )
@@ -97,6 +106,7 @@ class EdgeFleetWorkflow(RolloutControl):
             aborted=carried.aborted if carried else False,
             abort_reason=carried.abort_reason if carried else "",
         )
+        self.base = self.status.commits[-1] if self.status.commits else input.base
 
     # --- the fleet --------------------------------------------------------------------------------
     @workflow.run
@@ -111,6 +121,8 @@ class EdgeFleetWorkflow(RolloutControl):
             return await self._finish("aborted", self.abort_reason)
         except StepFailed as failure:
             return await self._finish("failed", str(failure))
+        except Superseded as superseded:
+            return await self._finish("superseded", str(superseded), superseded.by)
         tally = self.progress.tally
         reason = ""
         if tally.failed:
@@ -168,7 +180,11 @@ class EdgeFleetWorkflow(RolloutControl):
         self.status.message = f"batch {number}/{of}: {len(sites)} sites"
         self._summarise(progress)
         actor, self.next_actor = self.next_actor, SYSTEM_ACTOR
-        sha = await commit_batch(self.input, number, of, sites, actor)
+        try:
+            sha = await self._guarded_write(lambda base: commit_batch(self.input, number, of, sites, actor, base))
+        except ActivityError as error:
+            raise StepFailed(f"{batch_step(self.input, number)}: commit failed: {cause_of(error)}") from error
+        self.base = sha
         self._add_commit(sha)
         if self.aborted:
             raise Aborted()
@@ -189,6 +205,7 @@ class EdgeFleetWorkflow(RolloutControl):
         if failed:
             restored = await restore_sites(self.input, number, list(failed))
             if restored is not None:
+                self.base = restored
                 self._add_commit(restored)
         self.status.message = f"batch {number}/{of} done: {len(sites) - len(failed)} sites updated" + (
             f", {len(failed)} failed and restored: {fleet.describe_sites(list(failed))}" if failed else ""

@@ -6,18 +6,28 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from activities.analysis import AnalysisLookRequest
+    from aicd.errors import ErrorType
     from aicd.messages import SYSTEM_ACTOR, HumanAction, TargetStatus
     from aicd.plan import AnalysisPlan, StepPlan, TargetPlan, WritePlan
-    from workflows.common import ANALYSIS_HEARTBEAT, ANALYSIS_RETRY, ANALYSIS_TIMEOUT, cause_of
+    from workflows.common import (
+        ANALYSIS_HEARTBEAT,
+        ANALYSIS_RETRY,
+        ANALYSIS_TIMEOUT,
+        application_cause,
+        cause_of,
+    )
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -37,14 +47,18 @@ class TargetRolloutInput:
     actor: str = SYSTEM_ACTOR  # who let this stage start (the approver), written on its first commit
     paused: bool = False
     pause_reason: str = ""
+    delivery_started: str = ""  # the delivery's start (ISO), in every commit's trailers: orders deliveries
+    # This delivery's last commit to the target's files in an earlier stage (None: it never wrote them).
+    base: str | None = None
 
 
 @dataclass
 class TargetRolloutResult:
     target: str
-    outcome: str  # promoted | failed | aborted
+    outcome: str  # promoted | failed | aborted | superseded
     reason: str = ""
     commits: list[str] = field(default_factory=list)
+    superseded_by: str = ""  # outcome superseded: the newer delivery that wrote the target's file
 
 
 class Aborted(Exception):
@@ -53,6 +67,14 @@ class Aborted(Exception):
 
 class StepFailed(Exception):
     pass
+
+
+class Superseded(Exception):
+    """A newer delivery of the app has written the target's file: this delivery never writes it again."""
+
+    def __init__(self, by: str, message: str) -> None:
+        super().__init__(message)
+        self.by = by
 
 
 class RolloutControl:
@@ -72,6 +94,9 @@ class RolloutControl:
         self.resumed_by: str | None = None  # releases a `pause: {}` step or an inconclusive analysis
         self.reports: list[asyncio.Future[None]] = []
         self.report_seq = 0
+        # The last commit of this delivery to the target's files, or a human's commit a resume accepted:
+        # every write says it, so Git can tell whether someone else wrote the files since.
+        self.base: str | None = None
 
     # --- messages from the parent delivery -------------------------------------------------------
     @workflow.signal
@@ -125,6 +150,27 @@ class RolloutControl:
             raise Aborted()
         self.status.state = "progressing"
         self.status.message = f"resumed by {self.resumed_by}"
+
+    async def _guarded_write(self, write: Callable[[str | None], Awaitable[T]]) -> T:
+        """Run a GitOps write (`write(base)`), reacting to who owns the files: a newer delivery's write ends
+        this rollout (Superseded); a human's commit since this delivery's last write waits for a human -
+        `resume` continues from the file as the human left it, `abort` ends and keeps it."""
+        while True:
+            try:
+                return await write(self.base)
+            except ActivityError as error:
+                cause = application_cause(error)
+                details = cause.details[0] if cause is not None and cause.details else {}
+                if cause is not None and cause.type == ErrorType.SUPERSEDED:
+                    raise Superseded(str(details.get("by", "")), cause.message) from error
+                if cause is None or cause.type != ErrorType.HUMAN_EDIT:
+                    raise
+                self.status.human_edit = {key: str(details.get(key, "")) for key in ("sha", "author", "subject")}
+                await self._wait_for_human(
+                    f"{cause.message}; resume continues from the file as it is now, abort ends the delivery and keeps it"
+                )
+                self.status.human_edit = None
+                self.base = str(details.get("sha")) or self.base
 
     async def _sleep(self, seconds: float) -> None:
         """A durable timer whose clock stops while the rollout is paused."""
@@ -225,9 +271,9 @@ class RolloutControl:
         if self.reports:
             await self.reports[-1]
 
-    async def _finish(self, outcome: str, reason: str) -> TargetRolloutResult:
+    async def _finish(self, outcome: str, reason: str, superseded_by: str = "") -> TargetRolloutResult:
         self.status.state = outcome
         self.status.message = reason
         await self._report()
         await self._flush_reports()
-        return TargetRolloutResult(self.input.target.name, outcome, reason, list(self.status.commits))
+        return TargetRolloutResult(self.input.target.name, outcome, reason, list(self.status.commits), superseded_by)

@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
         Aborted,
         RolloutControl,
         StepFailed,
+        Superseded,
         TargetRolloutInput,
         TargetRolloutResult,
     )
@@ -36,6 +37,7 @@ class TargetRolloutWorkflow(RolloutControl):
         self.input = input
         self.status = TargetStatus(target=input.target.name, stage=input.stage, kind=input.target.kind)
         self._init_control(paused=input.paused, pause_reason=input.pause_reason, next_actor=input.actor)
+        self.base = input.base
 
     @workflow.run
     async def run(self, input: TargetRolloutInput) -> TargetRolloutResult:
@@ -47,6 +49,8 @@ class TargetRolloutWorkflow(RolloutControl):
             return await self._finish("aborted", self.abort_reason)
         except StepFailed as failure:
             return await self._finish("failed", str(failure))
+        except Superseded as superseded:
+            return await self._finish("superseded", str(superseded), superseded.by)
         return await self._finish("promoted", "")
 
     async def _step(self, step: StepPlan) -> None:
@@ -81,15 +85,6 @@ class TargetRolloutWorkflow(RolloutControl):
         target = self.input.target
         trailer_step = f"{self.input.stage}/{target.name}/{step_id}"
         actor, self.next_actor = self.next_actor, SYSTEM_ACTOR
-        commit = CommitRequest(
-            repo=self.input.gitops_repo,
-            branch=self.input.gitops_branch,
-            delivery=delivery_trailer(self.input.app, self.input.revision),
-            step=trailer_step,
-            actor=actor,
-            subject=f"aicd: {self.input.app} {self.input.revision_short} {target.name} {description}",
-            edits=[FileEdit(target.path, values)],
-        )
         sync = SyncRequest(
             delivery_id=self.input.delivery_id,
             stage=self.input.stage,
@@ -102,7 +97,20 @@ class TargetRolloutWorkflow(RolloutControl):
             step=trailer_step,
             timeout_s=target.progress_deadline_s,
         )
-        try:
+
+        async def write(base: str | None) -> StepResult:
+            commit = CommitRequest(
+                repo=self.input.gitops_repo,
+                branch=self.input.gitops_branch,
+                delivery=delivery_trailer(self.input.app, self.input.revision),
+                step=trailer_step,
+                actor=actor,
+                subject=f"aicd: {self.input.app} {self.input.revision_short} {target.name} {description}",
+                edits=[FileEdit(target.path, values)],
+                delivery_id=self.input.delivery_id,
+                started=self.input.delivery_started,
+                base=base,
+            )
             result: StepResult = await workflow.execute_activity(
                 "apply_step",
                 StepRequest(commit, sync),
@@ -111,8 +119,13 @@ class TargetRolloutWorkflow(RolloutControl):
                 heartbeat_timeout=SYNC_HEARTBEAT,
                 retry_policy=STEP_RETRY,
             )
+            return result
+
+        try:
+            result = await self._guarded_write(write)
         except ActivityError as error:
             raise StepFailed(f"{trailer_step}: {cause_of(error)}") from error
         assert result.commit.sha is not None
+        self.base = result.commit.sha
         if result.commit.sha not in self.status.commits:
             self.status.commits.append(result.commit.sha)

@@ -20,6 +20,7 @@ from aicd import client as deliveries
 from aicd.cli.app import EXIT_USAGE, app, fail
 from aicd.messages import HumanAction, Trigger
 from aicd.plan import build_plan
+from aicd.source import RevisionUnknown, SourceError, resolve_revision
 from aicd.spec.errors import SpecInvalid
 from aicd.spec.loader import load_spec
 from aicd.status_view import render_status
@@ -66,19 +67,28 @@ Reason = Annotated[str, typer.Option("--reason", help="Why; kept in the action l
 @app.command()
 def deliver(
     spec: Annotated[Path, typer.Argument(help="The delivery spec.")],
-    revision: Annotated[str, typer.Option("--revision", help="Commit SHA of the source repo to deliver.")],
+    revision: Annotated[
+        str, typer.Option("--revision", help="What to deliver: a commit SHA (short or full), a branch or a tag of the source repo.")
+    ],
     wait: Annotated[bool, typer.Option("--wait", help="Wait until the delivery ends; exit 1 unless it succeeded.")] = False,
     actor: AsUser = None,
 ) -> None:
-    """Start the delivery of REVISION (a repeated call finds the same delivery); prints its ID."""
+    """Start the delivery of REVISION, resolved to its full commit SHA in the spec's source repository; a
+    repeated call while it runs finds the same delivery, a call after it ended delivers it again (a re-deploy,
+    which wins over older deliveries still running). Prints the delivery's ID."""
     try:
-        plan = build_plan(load_spec(spec), revision)
+        loaded = load_spec(spec)
     except SpecInvalid as invalid:
         for error in invalid.errors:
             typer.echo(str(error), err=True)
         raise typer.Exit(EXIT_USAGE) from None
-    except ValueError as error:
-        raise fail(str(error), EXIT_USAGE) from None
+    try:
+        full = asyncio.run(resolve_revision(loaded.source_repo, revision))
+    except RevisionUnknown as unknown:
+        raise fail(f"cannot deliver: {unknown}") from None
+    except SourceError as error:
+        raise fail(f"cannot read the source repository: {error}") from None
+    plan = build_plan(loaded, full)
 
     async def body(client: Client) -> None:
         started = await deliveries.start_delivery(client, plan, Trigger("cli", _actor(actor)))

@@ -20,6 +20,7 @@ from aicd.gateway.context import BodyTooLarge, Gateway, error, read_body
 from aicd.gateway.signatures import github_refusal, gitlab_refusal
 from aicd.messages import Trigger
 from aicd.plan import build_plan
+from aicd.source import SourceError, branch_head
 
 log = logging.getLogger("aicd.gateway.webhooks")
 SHA = re.compile(r"^[0-9a-f]{40}([0-9a-f]{24})?$")  # SHA-1, or SHA-256 repositories
@@ -42,6 +43,12 @@ class Push:
     @property
     def branch(self) -> str | None:
         return self.ref.removeprefix("refs/heads/") if self.ref.startswith("refs/heads/") else None
+
+    def event(self) -> str:
+        """The push's identity: the same push delivered twice (or seen by the poller too) is one delivery; a
+        force-push back to an older commit is a new push, and a new delivery."""
+        before = "" if not self.before or set(self.before) == {"0"} else self.before
+        return f"push:{self.branch}:{before}:{self.after}"
 
     def changes(self) -> str:
         """What changed, for the approval message: the pushed range when the branch existed before."""
@@ -209,12 +216,25 @@ async def _start_for_push(gateway: Gateway, provider: str, push: Push, replay_ke
     matching = gateway.specs.for_push(push.repo_urls, branch)
     if not matching:
         return _ignore(gateway, provider, "no spec for this repository and branch", branch=branch)
+    # A late or out-of-order event must never roll production back: deliver only the branch's head now.
+    try:
+        heads = {repo: await branch_head(repo, branch) for repo in {loaded.spec.source_repo for loaded in matching}}
+    except SourceError as failure:
+        if replay_key:
+            gateway.replays.forget(replay_key)
+        log.error("%s push to %r: cannot read the source repository: %s", provider, branch, failure)
+        return _refuse(gateway, provider, 503, "cannot read the source repository now; redeliver later")
+    stale = {repo: head for repo, head in heads.items() if head != push.after}
+    if stale:
+        head = next(iter(stale.values()))
+        now = f"now at {head[:7]}" if head else "deleted"
+        return _ignore(gateway, provider, f"stale: {branch} is {now}, not at {push.after[:7]}", branch=branch)
     results = []
     try:
         client = await gateway.client()
         for loaded in matching:
             plan = build_plan(loaded.spec, push.after)
-            trigger = Trigger(provider, actor=push.actor, branch=branch, detail=push.changes())
+            trigger = Trigger(provider, actor=push.actor, branch=branch, detail=push.changes(), event=push.event())
             started = await start_delivery(
                 client,
                 plan,

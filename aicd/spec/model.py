@@ -104,6 +104,7 @@ class DeliverySpec:
     stages: tuple[Stage, ...] = ()
     rollback_scope: str = "stage"
     slack_channel: str | None = None
+    concurrency: str = "supersede"
     raw: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
@@ -239,5 +240,6 @@ def build_model(document: dict[str, Any]) -> DeliverySpec:
         stages=tuple(stages),
         rollback_scope=spec.get("rollback", {}).get("scope", "stage"),
         slack_channel=spec.get("notifications", {}).get("slack", {}).get("channel"),
+        concurrency=spec.get("concurrency", "supersede"),
         raw=document,
     )

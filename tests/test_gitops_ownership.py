@@ -1,0 +1,213 @@
+"""The GitOps write path on its own (real Git, no Temporal): writes never leave the clone through symbolic
+links, never overwrite a newer delivery's or a human's write, never land late; a rollback restores only what
+its own delivery wrote, matched by exact trailers, and leaves what others wrote since."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from activities.gitops import CommitRequest, FileEdit, GitOpsActivities, RollbackRequest
+from aicd.errors import ErrorType
+from aicd.plan import WritePlan
+from tests.helpers_engine import commits, git, make_repo, show
+
+SEED = "# web\nimage:\n  tag: v0   # stable\ncanary:\n  weight: 0\n  tag: v0\n"
+WRITE = WritePlan("image.tag", "canary.weight", "canary.tag")
+APP = "web"
+OLD_REV = "a" * 40
+NEW_REV = "b" * 40
+
+
+def request(gitops: str, delivery_id: str, started: str, step: str, values: dict, *, revision: str = OLD_REV, base: str | None = None) -> CommitRequest:
+    return CommitRequest(
+        gitops, "main", f"{APP}@{revision}", f"prod/web/{step}", "aicd", f"aicd: {APP} {step}",
+        [FileEdit("apps/web/values.yaml", values)], delivery_id=delivery_id, started=started, base=base,
+    )
+
+
+def rollback(gitops: str, delivery_id: str, started: str, *, revision: str = OLD_REV) -> RollbackRequest:
+    return RollbackRequest(
+        gitops, "main", f"{APP}@{revision}", "prod/web/rollback", "carol", f"aicd: {APP} rollback",
+        ["apps/web/values.yaml"], reason="abort", delivery_id=delivery_id, started=started, write=WRITE,
+    )
+
+
+def human_commit(bare: str, root: Path, files: dict[str, str | None], message: str, *, symlinks: dict[str, str] | None = None) -> str:
+    """Commit as a human (no aicd trailers) straight to the bare repo's main branch."""
+    work = root / f"human-{len(list(root.glob('human-*')))}"
+    git("clone", "-q", bare, str(work))
+    for path, content in files.items():
+        target = work / path
+        if content is None:
+            target.unlink()
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+    for path, link in (symlinks or {}).items():
+        target = work / path
+        if target.exists() or target.is_symlink():
+            if target.is_dir() and not target.is_symlink():
+                git("rm", "-rq", path, cwd=work)
+            else:
+                target.unlink()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(link, target)
+    git("add", "-A", cwd=work)
+    git("-c", "user.name=Alice", "-c", "user.email=alice@example.com", "commit", "-qm", message, cwd=work)
+    git("push", "-q", "origin", "HEAD:main", cwd=work)
+    return git("rev-parse", "HEAD", cwd=work)
+
+
+async def refused(call, kind: ErrorType) -> ApplicationError:  # type: ignore[no-untyped-def]
+    with pytest.raises(ApplicationError) as caught:
+        await call
+    assert caught.value.type == kind, caught.value
+    assert caught.value.non_retryable
+    return caught.value
+
+
+# --- symbolic links -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", ["file", "directory", "dangling"])
+async def test_a_symlink_in_the_repository_is_never_followed(tmp_path: Path, shape: str) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "values.yaml").write_text("secret: untouched\n")
+    gitops, _ = make_repo(tmp_path, "gitops", {"README": "x\n"})
+    links = {
+        "file": {"apps/web/values.yaml": str(outside / "values.yaml")},
+        "directory": {"apps/web": str(outside)},
+        "dangling": {"apps/web/values.yaml": str(tmp_path / "nowhere" / "values.yaml")},
+    }[shape]
+    human_commit(gitops, tmp_path, {}, f"a {shape} symlink", symlinks=links)
+    before = commits(gitops)
+    error = await refused(GitOpsActivities(tmp_path / "state").commit(request(gitops, "d1", "2026-01-01T00:00:00+00:00", "0-setWeight", {"canary.weight": 10})), ErrorType.GITOPS_PATH_INVALID)
+    assert "target web" in str(error) and "symbolic link" in str(error), error
+    assert (outside / "values.yaml").read_text() == "secret: untouched\n"
+    assert not (tmp_path / "nowhere").exists()
+    assert commits(gitops) == before
+    clone = next((tmp_path / "state" / "gitops").glob("*/"))
+    assert git("status", "--porcelain", cwd=clone) == ""  # the clone is left as the branch is
+
+
+async def test_a_file_swapped_for_a_symlink_mid_delivery_is_refused_and_left_by_the_rollback(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.yaml"
+    outside.write_text("secret: untouched\n")
+    gitops, _ = make_repo(tmp_path, "gitops", {"apps/web/values.yaml": SEED})
+    activities = GitOpsActivities(tmp_path / "state")
+    started = "2026-01-01T00:00:00+00:00"
+    first = await activities.commit(request(gitops, "d1", started, "0-setWeight", {"canary.weight": 10, "canary.tag": "v1"}))
+    human_commit(gitops, tmp_path, {}, "swap for a link", symlinks={"apps/web/values.yaml": str(outside)})
+    await refused(activities.commit(request(gitops, "d1", started, "1-setWeight", {"canary.weight": 50}, base=first.sha)), ErrorType.GITOPS_PATH_INVALID)
+    undone = await activities.rollback(rollback(gitops, "d1", started))
+    assert undone.sha is None and "changed since by commit" in undone.left["apps/web/values.yaml"]
+    assert outside.read_text() == "secret: untouched\n"
+
+
+async def test_a_fleet_file_that_is_a_symlink_is_not_read(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.yaml"
+    secret.write_text("- site-from-outside\n")
+    gitops, _ = make_repo(tmp_path, "gitops", {"README": "x\n"})
+    human_commit(gitops, tmp_path, {}, "fleet link", symlinks={"fleets/edge.yaml": str(secret)})
+    await refused(GitOpsActivities(tmp_path / "state").read_file(gitops, "main", "fleets/edge.yaml"), ErrorType.GITOPS_PATH_INVALID)
+
+
+# --- ownership --------------------------------------------------------------------------------------------------
+async def test_an_older_delivery_never_writes_over_a_newer_one(tmp_path: Path) -> None:
+    gitops, _ = make_repo(tmp_path, "gitops", {"apps/web/values.yaml": SEED})
+    activities = GitOpsActivities(tmp_path / "state")
+    older, newer = ("old", "2026-01-01T00:00:00+00:00"), ("new", "2026-01-01T00:05:00+00:00")
+    first = await activities.commit(request(gitops, *older, "0-setWeight", {"canary.weight": 10, "canary.tag": "v1"}))
+    await activities.commit(request(gitops, *newer, "promote", {"image.tag": "v2", "canary.weight": 0, "canary.tag": "v2"}, revision=NEW_REV))
+    content = show(gitops, "main", "apps/web/values.yaml")
+    error = await refused(
+        GitOpsActivities(tmp_path / "other").commit(request(gitops, *older, "1-setWeight", {"canary.weight": 50}, base=first.sha)),
+        ErrorType.SUPERSEDED,
+    )
+    assert error.details[0] == {"by": "new"} and "newer delivery" in str(error)
+    assert show(gitops, "main", "apps/web/values.yaml") == content
+    # Its first write to a file the newer one owns is refused too (no base: it never wrote it).
+    await refused(activities.commit(request(gitops, *older, "promote", {"image.tag": "v1"})), ErrorType.SUPERSEDED)
+    # The other way round is a newer delivery taking over: allowed.
+    taken = await activities.commit(request(gitops, "newest", "2026-01-02T00:00:00+00:00", "0-setWeight", {"canary.weight": 5}, revision="c" * 40))
+    assert taken.sha and not taken.already_done
+
+
+async def test_a_human_commit_stops_the_next_write_until_accepted(tmp_path: Path) -> None:
+    gitops, _ = make_repo(tmp_path, "gitops", {"apps/web/values.yaml": SEED})
+    activities = GitOpsActivities(tmp_path / "state")
+    started = "2026-01-01T00:00:00+00:00"
+    first = await activities.commit(request(gitops, "d1", started, "0-setWeight", {"canary.weight": 10, "canary.tag": "v1"}))
+    reverted = SEED.replace("tag: v0   # stable", "tag: v0   # pinned by hand")
+    human = human_commit(gitops, tmp_path, {"apps/web/values.yaml": reverted}, "Revert canary: pin v0")
+    error = await refused(activities.commit(request(gitops, "d1", started, "1-setWeight", {"canary.weight": 50}, base=first.sha)), ErrorType.HUMAN_EDIT)
+    assert error.details[0] == {"sha": human, "author": "Alice <alice@example.com>", "subject": "Revert canary: pin v0"}
+    assert human[:7] in str(error) and "Alice" in str(error)
+    assert show(gitops, "main", "apps/web/values.yaml") == reverted.rstrip("\n")
+    # Resumed: the write continues from the file as the human left it.
+    accepted = await activities.commit(request(gitops, "d1", started, "1-setWeight", {"canary.weight": 50}, base=human))
+    assert accepted.sha and "pinned by hand" in show(gitops, "main", "apps/web/values.yaml")
+    # A rewritten branch (the base is gone from it) is a human's doing as well.
+    git("--git-dir", gitops, "update-ref", "refs/heads/main", human)
+    await refused(activities.commit(request(gitops, "d1", started, "2-setWeight", {"canary.weight": 60}, base=accepted.sha)), ErrorType.HUMAN_EDIT)
+
+
+async def test_a_late_write_after_a_later_step_is_dropped(tmp_path: Path) -> None:
+    gitops, _ = make_repo(tmp_path, "gitops", {"apps/web/values.yaml": SEED})
+    activities = GitOpsActivities(tmp_path / "state")
+    started = "2026-01-01T00:00:00+00:00"
+    first = await activities.commit(request(gitops, "d1", started, "0-setWeight", {"canary.weight": 10}))
+    await activities.commit(request(gitops, "d1", started, "promote", {"canary.weight": 0, "image.tag": "v1"}, base=first.sha))
+    promoted = show(gitops, "main", "apps/web/values.yaml")
+    # A stalled worker's write of step 1, based on step 0, arrives after the promotion.
+    error = await refused(GitOpsActivities(tmp_path / "stalled").commit(request(gitops, "d1", started, "1-setWeight", {"canary.weight": 50}, base=first.sha)), ErrorType.STALE_WRITE)
+    assert "promote" in str(error)
+    assert show(gitops, "main", "apps/web/values.yaml") == promoted
+
+
+# --- rollback ----------------------------------------------------------------------------------------------------
+async def test_rollback_matches_its_own_delivery_exactly(tmp_path: Path) -> None:
+    """A re-deploy of the same revision, and an old-style delivery named by a short SHA, are other deliveries:
+    aborting one restores the file to its content before that one, never before the first."""
+    full, short = "6cb11d4" + "e" * 33, "6cb11d4"
+    cases = {
+        # (first delivery, second delivery): (delivery ID, started, revision) each
+        "re-deploy": (
+            (f"delivery-web-{full}", "2026-01-01T00:00:00+00:00", full),
+            (f"delivery-web-{full}-2", "2026-01-02T00:00:00+00:00", full),
+        ),
+        # Commits from before delivery IDs went into trailers: told apart by the exact revision only.
+        "short SHA": (("", "", full), ("", "", short)),
+    }
+    for name, (first, second) in cases.items():
+        gitops, _ = make_repo(tmp_path / name, "gitops", {"apps/web/values.yaml": SEED})
+        activities = GitOpsActivities(tmp_path / name / "state")
+        await activities.commit(request(gitops, first[0], first[1], "promote", {"image.tag": "v1", "canary.tag": "v1"}, revision=first[2]))
+        promoted = show(gitops, "main", "apps/web/values.yaml")
+        await activities.commit(request(gitops, second[0], second[1], "0-setWeight", {"canary.weight": 25, "canary.tag": "v9"}, revision=second[2]))
+        undone = await activities.rollback(rollback(gitops, second[0], second[1], revision=second[2]))
+        assert undone.sha is not None and undone.left == {}, name
+        assert show(gitops, "main", "apps/web/values.yaml") == promoted, name
+
+
+async def test_rollback_leaves_a_file_written_since_and_withdraws_an_orphaned_canary(tmp_path: Path) -> None:
+    gitops, _ = make_repo(tmp_path, "gitops", {"apps/web/values.yaml": SEED, "apps/api/values.yaml": SEED})
+    activities = GitOpsActivities(tmp_path / "state")
+    older, newer = ("old", "2026-01-01T00:00:00+00:00"), ("new", "2026-01-01T00:05:00+00:00")
+    await activities.commit(request(gitops, *older, "0-setWeight", {"canary.weight": 10, "canary.tag": "v1"}))
+    await activities.commit(request(gitops, *newer, "0-setWeight", {"canary.weight": 20, "canary.tag": "v2"}, revision=NEW_REV))
+    newer_content = show(gitops, "main", "apps/web/values.yaml")
+    undone = await activities.rollback(rollback(gitops, *older))
+    assert undone.sha is None and "written since by new" in undone.left["apps/web/values.yaml"]
+    assert show(gitops, "main", "apps/web/values.yaml") == newer_content
+    # The newer one aborts: the file goes back to before it, but the older (ended) delivery's 10% canary is
+    # withdrawn, not resurrected.
+    undone = await activities.rollback(rollback(gitops, *newer, revision=NEW_REV))
+    assert undone.sha is not None
+    restored = show(gitops, "main", "apps/web/values.yaml")
+    assert "weight: 0" in restored and "tag: v0   # stable" in restored and "v1" not in restored.split("canary:")[1]
+    message = git("--git-dir", gitops, "log", "-1", "--format=%B", "main")
+    assert "Aicd-Delivery-Id: new" in message and "Aicd-Started: 2026-01-01T00:05:00+00:00" in message
