@@ -91,7 +91,9 @@ def main() -> None:
     parser.add_argument("--sites", type=int, default=10_000)
     args = parser.parse_args()
     typical = TYPICAL.read_text(encoding="utf-8")
-    fresh = typical.replace("canary:\n  enabled: true\n  tag: \"4f2c1d9\"\n  weight: 0   # percent of requests, set by aicd\n", "")
+    fresh = typical.replace(
+        'canary:\n  enabled: true\n  tag: "4f2c1d9"\n  weight: 0   # percent of requests, set by aicd\n', ""
+    )
     cases = {
         "step": (typical, {"canary.tag": "9a8b7c6", "canary.weight": 10}),
         "promote": (typical, {"image.tag": "9a8b7c6", "canary.weight": 0, "canary.tag": "9a8b7c6"}),
@@ -101,8 +103,14 @@ def main() -> None:
     for name, (text, values) in cases.items():
         edit = per_call_us(set_keys, text, values, args.reps)
         reference = per_call_us(round_trip, text, values, max(20, args.reps // 10))
-        print(f"{name:8} text edit {edit:8.0f} us   round trip {reference:8.0f} us   ratio {reference / edit:5.1f}")
-        figures |= {f"{name}_us": f"{edit:.0f}", f"{name}_rt_us": f"{reference:.0f}", f"{name}_ratio": f"{reference / edit:.1f}"}
+        print(
+            f"{name:8} text edit {edit:8.0f} us   round trip {reference:8.0f} us   ratio {reference / edit:5.1f}"
+        )
+        figures |= {
+            f"{name}_us": f"{edit:.0f}",
+            f"{name}_rt_us": f"{reference:.0f}",
+            f"{name}_ratio": f"{reference / edit:.1f}",
+        }
     edge = edge_seconds(set_keys, args.sites)
     edge_reference = edge_seconds(round_trip, args.sites)
     print(f"edge     {args.sites} site files: text edit {edge:.2f} s   round trip {edge_reference:.2f} s")
