@@ -88,7 +88,7 @@ def test_schema_errors_cover_the_basic_kinds() -> None:
 def test_unknown_key_golden() -> None:
     raw = MINIMAL.read_bytes().replace(b"  build:\n", b"  biuld: {}\n  build:\n")
     assert lines(raw) == [
-        "spec.yaml:10:3: error: $.spec.biuld: unknown key(s) ['biuld']; allowed here: ['analysis', 'build',"
+        "spec.yaml:10:3: error: $.spec.biuld: unknown key(s) ['biuld']; allowed here: ['analysis', 'build', 'concurrency',"
         " 'gitops', 'notifications', 'provision', 'rollback', 'source', 'stages', 'targets', 'test', 'write']"
     ]
 
