@@ -718,6 +718,8 @@ def _delivery_history(repo: git.Repo, ref: str, owner: DeliveryRef) -> list[Logg
 def _without_canary(content: bytes, write: WritePlan) -> bytes:
     """The restored content with no canary in it: a weight another (older, superseded) delivery left there
     would otherwise come back with nobody left to drive it."""
+    if write.weight is None:  # a file without canary keys (spec.write.weight: null)
+        return content
     try:
         text = content.decode()
         weight = get_key(text, write.weight)
@@ -727,7 +729,7 @@ def _without_canary(content: bytes, write: WritePlan) -> bytes:
         return content
     values: dict[str, Any] = {write.weight: 0}
     image = get_key(text, write.image)
-    if image is not None:
+    if image is not None and write.canary_image is not None:
         values[write.canary_image] = image
     return set_keys(text, values).encode()
 

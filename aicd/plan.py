@@ -125,9 +125,29 @@ class AnalysisPlan:
 
 @dataclass
 class WritePlan:
+    """Write paths in a target's file (aicd.yamledit); weight and canary_image None: the file has no canary."""
+
     image: str
-    weight: str
-    canary_image: str
+    weight: str | None
+    canary_image: str | None
+
+    def canary_values(self, tag: str, weight: int) -> dict[str, Any]:
+        """What a setWeight step writes (nothing when the file has no canary keys)."""
+        values: dict[str, Any] = {}
+        if self.canary_image is not None:
+            values[self.canary_image] = tag
+        if self.weight is not None:
+            values[self.weight] = weight
+        return values
+
+    def promote_values(self, tag: str) -> dict[str, Any]:
+        """What the promotion writes: the release becomes stable, the canary stops."""
+        values: dict[str, Any] = {self.image: tag}
+        if self.weight is not None:
+            values[self.weight] = 0
+        if self.canary_image is not None:
+            values[self.canary_image] = tag
+        return values
 
 
 @dataclass
@@ -313,9 +333,7 @@ def render_tree(plan: DeliveryPlan) -> str:
                     )
                 for step in stage.steps:
                     lines.append(f"        {step.id}: {_describe_step(plan, step)}")
-                lines.append(
-                    f"        promote: {plan.write.image}={plan.artifact_tag}, {plan.write.weight}=0"
-                )
+                lines.append(f"        promote: {_assignments(plan.write.promote_values(plan.artifact_tag))}")
     return "\n".join(lines)
 
 
@@ -332,5 +350,12 @@ def _command_lines(label: str, command: CommandPlan) -> list[str]:
 
 def _describe_step(plan: DeliveryPlan, step: StepPlan) -> str:
     if step.kind == "setWeight":
-        return f"setWeight {step.weight}: {plan.write.canary_image}={plan.artifact_tag}, {plan.write.weight}={step.weight}"
+        assert step.weight is not None
+        return f"setWeight {step.weight}: {_assignments(plan.write.canary_values(plan.artifact_tag, step.weight))}"
     return step.describe()
+
+
+def _assignments(values: dict[str, Any]) -> str:
+    return (
+        ", ".join(f"{path}={value}" for path, value in values.items()) or "nothing written (no canary keys)"
+    )

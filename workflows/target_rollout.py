@@ -62,7 +62,7 @@ class TargetRolloutWorkflow(RolloutControl):
             await self._report()  # long-running steps show at once; a weight change shows when done
         if step.kind == "setWeight":
             assert step.weight is not None
-            values: dict[str, Any] = {self.input.write.canary_image: self.input.artifact_tag, self.input.write.weight: step.weight}
+            values = self.input.write.canary_values(self.input.artifact_tag, step.weight)
             await self._commit_and_sync(step.id, step.describe(), values)
             self.status.weight = step.weight
         elif step.kind == "pause":
@@ -75,11 +75,7 @@ class TargetRolloutWorkflow(RolloutControl):
 
     async def _promote(self) -> None:
         await self._wait_unpaused()
-        values = {
-            self.input.write.image: self.input.artifact_tag,
-            self.input.write.weight: 0,
-            self.input.write.canary_image: self.input.artifact_tag,
-        }
+        values = self.input.write.promote_values(self.input.artifact_tag)
         await self._commit_and_sync("promote", f"promote {self.input.artifact_tag}", values)
         self.status.weight = 100
         self.status.step_kind = "promote"

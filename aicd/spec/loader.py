@@ -15,6 +15,7 @@ from aicd.spec.errors import SpecError, SpecInvalid, json_path
 from aicd.spec.model import DeliverySpec, build_model
 from aicd.spec.semantic import SEMANTIC_CHECKS
 from aicd.spec.yamlsafe import Path, YamlDocument, YamlReadError, read_yaml
+from aicd.yamledit import WRITE_PATH_PATTERN, parse_path
 
 SCHEMA_PATH = FsPath(__file__).resolve().parents[2] / "schemas" / "delivery-spec.v1alpha1.json"
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -43,6 +44,8 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
             return f"unparsable duration {error.instance!r} (use e.g. 30s, 5m, 1h30m, 24h)"
         if error.validator_value == PERCENT_PATTERN:
             return f"unparsable percentage {error.instance!r} (use e.g. 5%, 12.5%)"
+        if error.validator_value == WRITE_PATH_PATTERN:
+            return _write_path_problem(error.instance)
         return f"{error.instance!r} does not match {error.validator_value}"
     if error.validator == "additionalProperties":
         instance: Any = error.instance  # an object: additionalProperties applies to nothing else
@@ -64,6 +67,14 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
     if error.validator == "enum":
         return f"{error.instance!r} is not one of {error.validator_value}"
     return error.message
+
+
+def _write_path_problem(text: Any) -> str:
+    try:
+        parse_path(text)
+    except ValueError as problem:
+        return str(problem)
+    return f"write path {text!r} does not match {WRITE_PATH_PATTERN}"  # the pattern and the parser disagree
 
 
 def _error_path(error: jsonschema.ValidationError) -> Path:

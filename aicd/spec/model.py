@@ -57,9 +57,11 @@ class Target:
 
 @dataclass(frozen=True)
 class WriteKeys:
+    """Write paths (aicd.yamledit) in a target's file; weight and canary_image None: the file has no canary."""
+
     image: str = "image.tag"
-    weight: str = "canary.weight"
-    canary_image: str = "canary.tag"
+    weight: str | None = "canary.weight"
+    canary_image: str | None = "canary.tag"
 
 
 @dataclass(frozen=True)
@@ -299,9 +301,9 @@ def build_model(document: dict[str, Any]) -> DeliverySpec:
         gitops_branch=spec["gitops"].get("branch", "main"),
         targets=targets,
         write=WriteKeys(
-            image=write.get("image", "image.tag"),
-            weight=write.get("weight", "canary.weight"),
-            canary_image=write.get("canaryImage", "canary.tag"),
+            image=write.get("image", WriteKeys.image),
+            weight=write.get("weight", WriteKeys.weight),
+            canary_image=write.get("canaryImage", WriteKeys.canary_image),
         ),
         analysis=_analysis(spec["analysis"]) if "analysis" in spec else None,
         stages=tuple(stages),

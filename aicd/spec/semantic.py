@@ -7,9 +7,11 @@ from typing import Any
 
 from aicd.redact import has_password
 from aicd.spec.durations import parse_duration, parse_percent
+from aicd.spec.model import WriteKeys
 from aicd.spec.paths import repo_path_problem
 from aicd.spec.placeholders import ALLOWED_VARIABLES, placeholders_in, unknown_placeholders
 from aicd.spec.yamlsafe import Path
+from aicd.yamledit import parse_path
 
 Finding = tuple[Path, str]
 Check = Callable[[dict[str, Any]], Iterator[Finding]]
@@ -365,6 +367,66 @@ def check_durations(spec: dict[str, Any]) -> Iterator[Finding]:
     yield from walk(spec, ("spec",))
 
 
+WRITE_DEFAULTS = {"image": WriteKeys.image, "weight": WriteKeys.weight, "canaryImage": WriteKeys.canary_image}
+
+
+def check_write_paths(spec: dict[str, Any]) -> Iterator[Finding]:
+    """Write paths that each name their own value, and canary steps the target's file can express."""
+    write = spec.get("write") or {}
+
+    def where(key: str) -> Path:
+        return (
+            ("spec", "write", key) if key in write else (("spec", "write") if "write" in spec else ("spec",))
+        )
+
+    paths = {}
+    for key, default in WRITE_DEFAULTS.items():
+        text = write.get(key, default)
+        if text is None:
+            continue
+        try:
+            paths[key] = parse_path(text)
+        except ValueError:
+            continue  # reported by the schema
+
+    def label(key: str) -> str:
+        return f"{key} ({paths[key].text}{'' if key in write else ', the default'})"
+
+    keys = list(paths)
+    for position, first in enumerate(keys):
+        for second in keys[position + 1 :]:
+            a, b = paths[first].normalized(), paths[second].normalized()
+            at = second if second in write or first not in write else first
+            if a == b:
+                yield where(at), f"{label(first)} and {label(second)} write the same place"
+            elif a[: len(b)] == b or b[: len(a)] == a:
+                outer, inner = (first, second) if len(a) < len(b) else (second, first)
+                yield (
+                    where(at),
+                    (
+                        f"{label(inner)} lies inside {label(outer)}: writing one would replace the other;"
+                        " each write path must name its own value"
+                    ),
+                )
+    nulls = [key for key in ("weight", "canaryImage") if key in write and write[key] is None]
+    if len(nulls) == 1:
+        other = "canaryImage" if nulls[0] == "weight" else "weight"
+        yield (
+            where(nulls[0]),
+            f"{nulls[0]}: null needs {other}: null too (a file has a canary or it has none)",
+        )
+    if "weight" in nulls:
+        for index, stage in enumerate(spec.get("stages", [])):
+            for step_index, step in enumerate(stage.get("strategy", {}).get("canary", {}).get("steps", [])):
+                weight = step.get("setWeight")
+                if weight is not None and 0 < weight < 100:
+                    yield (
+                        ("spec", "stages", index, "strategy", "canary", "steps", step_index, "setWeight"),
+                        f"setWeight {weight} needs a canary weight in the target's file, but spec.write.weight"
+                        " is null; without a canary use setWeight 100 (pauses and analysis still apply)",
+                    )
+
+
 SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_stage_has_targets,
     check_stage_targets_known,
@@ -384,4 +446,5 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_command_env,
     check_repo_credentials,
     check_durations,
+    check_write_paths,
 )

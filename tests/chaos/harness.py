@@ -51,6 +51,7 @@ from aicd.embedded.processes import ManagedProcess, signal_group
 from aicd.embedded.prometheus import EmbeddedPrometheus
 from aicd.messages import DeliveryStatus, Trigger
 from aicd.plan import DeliveryPlan
+from aicd.yamledit import get_path
 from tests.helpers_engine import commits, git, make_repo, plan_from, spec_document
 from tests.standins.kube_argocd import KubeArgoCD, _Fault
 
@@ -147,14 +148,6 @@ class CheckResult:
     problems: list[str] = field(default_factory=list)
 
 
-def _dig(document: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(document, dict):
-            return None
-        document = document.get(part)
-    return document
-
-
 def _step_index(step: str) -> float | None:
     """`<stage>/<target>/<n>-<kind>` -> n, `.../promote` -> infinity, a rollback -> None."""
     last = step.rsplit("/", 1)[-1]
@@ -225,7 +218,7 @@ def _check_terminal(gitops: str, branch: str, record: DeliveryRecord, problem: C
             return
         for target in record.targets:
             content = yaml.safe_load(_show(gitops, branch, target.path) or "") or {}
-            if _dig(content, record.image_key) != record.artifact_tag:
+            if get_path(content, record.image_key) != record.artifact_tag:
                 problem(record, f"{target.path} on {branch} does not run {record.artifact_tag} after success")
     elif phase == "failed":
         if not record.reason:
