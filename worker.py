@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, disable_created_metrics
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Interceptor, Worker
@@ -99,6 +99,7 @@ async def run_worker(
     runtime, registry, server = None, CollectorRegistry(), None
     health = WorkerHealth()
     if observability.metrics_port is not None:
+        disable_created_metrics()  # no `_created` twin of every counter: Prometheus does not use them
         runtime, temporal_metrics = _temporal_runtime()
         registry = worker_registry(temporal_metrics)
         server = MetricsServer(
