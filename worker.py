@@ -41,6 +41,7 @@ from workflows import ALL_WORKFLOWS, sandbox_runner
 METRICS_PORT_ENV = "AICD_METRICS_PORT"
 METRICS_HOST_ENV = "AICD_METRICS_HOST"
 LOG_FORMAT_ENV = "AICD_LOG_FORMAT"
+CENSUS_INTERVAL_ENV = "AICD_CENSUS_INTERVAL"
 DEFAULT_METRICS_HOST = "0.0.0.0"  # scraped and probed from outside the pod
 
 log = logging.getLogger("aicd.worker")
@@ -142,7 +143,18 @@ async def run_worker(
 
 
 def observability_from(metrics_port: int | None, metrics_host: str | None) -> ObservabilitySettings:
-    return ObservabilitySettings(metrics_port=metrics_port, metrics_host=metrics_host or DEFAULT_METRICS_HOST)
+    """The flags, plus AICD_CENSUS_INTERVAL: seconds between counts of the deliveries in flight."""
+    interval = os.environ.get(CENSUS_INTERVAL_ENV, "").strip()
+    try:
+        census_interval_s = float(interval) if interval else DEFAULT_INTERVAL_S
+    except ValueError:
+        print(f"worker: {CENSUS_INTERVAL_ENV} must be a number of seconds, not {interval!r}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return ObservabilitySettings(
+        metrics_port=metrics_port,
+        metrics_host=metrics_host or DEFAULT_METRICS_HOST,
+        census_interval_s=census_interval_s,
+    )
 
 
 def main() -> None:

@@ -241,8 +241,8 @@ def test_configuration_derived_labels_are_bounded_and_checked() -> None:
     apps = BoundedValues(2, APP_PATTERN)
     assert [apps("a"), apps("b"), apps("a"), apps("c"), apps("Not An App")] == ["a", "b", "a", OTHER, OTHER]
     metrics = AicdMetrics(CollectorRegistry(), max_apps=1)
-    metrics.delivery_started("first")
-    metrics.delivery_started("second")
+    metrics.delivery_started("first", "stage")
+    metrics.delivery_started("second", "stage")
     metrics.delivery_ended("first", "made-up-phase", 1.0)
     assert sample(metrics, "aicd_deliveries_started_total", app="first") == 1
     assert sample(metrics, "aicd_deliveries_started_total", app=OTHER) == 1

@@ -227,7 +227,7 @@ class _WorkflowMetrics(WorkflowInboundInterceptor):
         delivery = input.args[0]
         app, scope = str(delivery.plan.app), str(delivery.plan.rollback_scope)
         if not workflow.unsafe.is_replaying():
-            self.metrics.delivery_started(app)
+            self.metrics.delivery_started(app, scope)
         try:
             result = await super().execute_workflow(input)
         except FailureError:  # the workflow failed (not a workflow task failure, which is retried)

@@ -208,8 +208,17 @@ class AicdMetrics:
             self.in_flight.labels(phase=phase).set(0)
 
     # --- observations ---------------------------------------------------------------------------
-    def delivery_started(self, app: str) -> None:
-        self.deliveries_started.labels(app=self.apps(app)).inc()
+    def delivery_started(self, app: str, rollback_scope: str) -> None:
+        label = self.apps(app)
+        self.deliveries_started.labels(app=label).inc()
+        # The app's end and rollback series exist at zero from now on: a counter whose first sample is
+        # already 1 shows no increase(), and an alert on the first rollback of an app would never fire.
+        for phase in ENDED_PHASES:
+            self.deliveries_ended.labels(app=label, phase=phase).inc(0)
+        for reason in ROLLBACK_REASONS:
+            self.rollbacks.labels(
+                app=label, scope=one_of(rollback_scope, ROLLBACK_SCOPES), reason=reason
+            ).inc(0)
 
     def delivery_ended(self, app: str, phase: str, seconds: float) -> None:
         phase = one_of(phase, ENDED_PHASES)
