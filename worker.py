@@ -96,7 +96,7 @@ async def run_worker(
 ) -> None:
     observability = observability or ObservabilitySettings()
     queue = queue or task_queue()
-    tracing = configure_tracing()
+    tracing = configure_tracing(default_service_name="aicd-worker")  # before connect(), which uses it
     runtime, registry, server = None, CollectorRegistry(), None
     health = WorkerHealth()
     if observability.metrics_port is not None:
@@ -117,7 +117,7 @@ async def run_worker(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        client = await connect(address, interceptors=tracing.interceptors, runtime=runtime)
+        client = await connect(address, runtime=runtime)
         worker = build_worker(
             client, WorkerSettings(state_dir=state_dir), queue, [MetricsInterceptor(metrics)]
         )

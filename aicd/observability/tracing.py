@@ -7,11 +7,12 @@ protocol (`OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`, http/protobuf by default; grpc
 opentelemetry-exporter-otlp-proto-grpc), headers, certificates, `OTEL_SERVICE_NAME` (default `aicd-worker`
 here), `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`, `OTEL_BSP_*`.
 
-The interceptor goes on the Temporal client, so every workflow start, signal, update and query the process
-makes, and every workflow and activity its worker runs, becomes a span; the trace context travels in
-Temporal headers, so a delivery started by a traced gateway continues its trace in the worker. Workflow
-spans are created even without an incoming trace (each delivery is a trace of its own then). The packages
-are the `otel` extra: `pip install 'aic-delivery[otel]'`.
+Every Temporal client aicd makes (aicd.temporal.connect) carries the interceptor, so every workflow start,
+signal, update and query a process makes, and every workflow and activity a worker runs, becomes a span.
+The trace context travels in Temporal headers: a delivery started by a traced gateway, poller or CLI is one
+trace from the trigger through the delivery workflow, its target rollouts and their activities. Started by
+an untraced client, each workflow task of the delivery starts a trace of its own. The packages are the
+`otel` extra: `pip install 'aic-delivery[otel]'`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-DEFAULT_SERVICE_NAME = "aicd-worker"
+DEFAULT_SERVICE_NAME = "aicd"
 
 
 class TracingConfigError(ValueError):
@@ -38,6 +39,12 @@ class Tracing:
         return bool(self.interceptors)
 
 
+def flush_process_tracing() -> None:
+    """Export what the process's tracer still buffers (before a command exits with os._exit)."""
+    if _PROCESS:
+        _PROCESS[0].shutdown()
+
+
 def wanted(env: Mapping[str, str]) -> bool:
     if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
         return False
@@ -47,11 +54,18 @@ def wanted(env: Mapping[str, str]) -> bool:
     return bool(env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
 
 
+_PROCESS: list[Tracing] = []  # configured from os.environ, once per process
+
+
 def configure_tracing(
     env: Mapping[str, str] | None = None, default_service_name: str = DEFAULT_SERVICE_NAME
 ) -> Tracing:
-    """A tracer provider with the configured exporter and Temporal's TracingInterceptor, or nothing."""
-    env = os.environ if env is None else env
+    """A tracer provider with the configured exporter and Temporal's TracingInterceptor, or nothing. From
+    the process environment (env None) it is configured once: later calls return the same."""
+    if env is None:
+        if not _PROCESS:
+            _PROCESS.append(configure_tracing(os.environ, default_service_name))
+        return _PROCESS[0]
     if not wanted(env):
         return Tracing()
     try:
@@ -70,7 +84,16 @@ def configure_tracing(
     )  # merges OTEL_RESOURCE_ATTRIBUTES / _SERVICE_NAME
     provider.add_span_processor(BatchSpanProcessor(_exporter(env)))
     trace.set_tracer_provider(provider)
-    return Tracing([TracingInterceptor(always_create_workflow_spans=True)], provider.shutdown)
+    flushed: list[bool] = []
+
+    def shutdown() -> (
+        None
+    ):  # the worker flushes on its way out, the CLI again before os._exit: once is enough
+        if not flushed:
+            flushed.append(True)
+            provider.shutdown()
+
+    return Tracing([TracingInterceptor(always_create_workflow_spans=True)], shutdown)
 
 
 def _exporter(env: Mapping[str, str]) -> Any:
