@@ -16,12 +16,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -219,6 +221,33 @@ def run_argv(container: str, argv: list[str], env: dict[str, str], volumes: list
     for key, value in env.items():
         options += ["--env", f"{key}={value}"]
     return ["buildah", "run", *options, container, "--", *argv]
+
+
+def processes_with_env(key: str, value: str) -> list[int]:
+    """PIDs whose environment has key=value: how the processes of one `buildah run` are found, since they
+    leave its process group and, once it is gone, its process tree (chroot isolation has no PID namespace)."""
+    wanted = f"{key}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if wanted in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+    return found
+
+
+def stop_processes(pids: list[int], grace: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL what is still there after `grace` seconds."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+            time.sleep(0.1)
 
 
 def _key(*parts: str) -> str:

@@ -161,7 +161,11 @@ async def test_the_image_runs_a_worker_that_completes_a_delivery(
         assert "temporal_num_pollers{" in metrics
         print(f"delivery_in_image_s={delivery_s:.1f}")
     finally:
+        # The worker in the container, by its unique task queue (SIGTERM: it shuts down gracefully), then the
+        # `buildah run` that started it.
+        image.stop_processes(image.processes_with_env("AICD_TASK_QUEUE", queue))
         worker.stop(grace=15.0)
         image.run("buildah", "rm", container, check=False)
+    assert not image.processes_with_env("AICD_TASK_QUEUE", queue), "the container's worker outlived the test"
     log_lines = [line for line in (tmp_path / "worker.log").read_text().splitlines() if line.startswith("{")]
     assert any(f'"delivery_id": "{plan.delivery_id}"' in line for line in log_lines), log_lines[-20:]
