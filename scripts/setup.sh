@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what aicd needs on a fresh Debian/Ubuntu machine: Debian's prometheus and git, a venv in .venv
-# with aicd and its test tools. Safe to run again; it only does what is missing.
+# Installs what aicd needs on a fresh Debian/Ubuntu machine: Debian's prometheus and git, buildah and
+# mmdebstrap (the container image test builds and runs the image with them), a venv in .venv with aicd and
+# its test tools. Safe to run again; it only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,8 @@ missing=()
 command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || missing+=(prometheus)
 command -v git >/dev/null 2>&1 || missing+=(git)
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
+command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+command -v mmdebstrap >/dev/null 2>&1 || missing+=(mmdebstrap)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq

@@ -25,8 +25,8 @@ from aicd.gateway.context import (
 )
 from aicd.gateway.metrics import Metrics
 from aicd.gateway.specs import SpecDirectory
+from aicd.observability.logs import configure_logging
 from aicd.poller import GitPoller
-from aicd.redact import configure_logging
 from aicd.temporal import connect
 
 log = logging.getLogger("aicd.serve")

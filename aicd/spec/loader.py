@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 from pathlib import Path as FsPath
 from typing import Any
 
@@ -17,7 +18,18 @@ from aicd.spec.semantic import SEMANTIC_CHECKS
 from aicd.spec.yamlsafe import Path, YamlDocument, YamlReadError, read_yaml
 from aicd.yamledit import WRITE_PATH_PATTERN, parse_path
 
-SCHEMA_PATH = FsPath(__file__).resolve().parents[2] / "schemas" / "delivery-spec.v1alpha1.json"
+SCHEMA_NAME = "delivery-spec.v1alpha1.json"
+
+
+def _schema_path() -> FsPath:
+    """schemas/ of the source tree (a checkout, an editable install), else the copy an installed package
+    carries in <prefix>/share/aicd/schemas (pyproject's data-files), as in the container image."""
+    in_tree = FsPath(__file__).resolve().parents[2] / "schemas" / SCHEMA_NAME
+    installed = FsPath(sys.prefix) / "share" / "aicd" / "schemas" / SCHEMA_NAME
+    return in_tree if in_tree.is_file() or not installed.is_file() else installed
+
+
+SCHEMA_PATH = _schema_path()
 SPEC_SUFFIXES = (".yaml", ".yml")
 
 
