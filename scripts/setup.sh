@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what aicd needs on a fresh Debian/Ubuntu machine: Debian's prometheus and git, a venv in .venv
+# Installs what aicd needs on a fresh Debian/Ubuntu machine: Debian's prometheus, git and chromium, a venv in .venv
 # with aicd and its test tools. Safe to run again; it only does what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +9,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 missing=()
 command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || missing+=(prometheus)
 command -v git >/dev/null 2>&1 || missing+=(git)
+# The dashboard's browser tests drive Debian's chromium through Playwright (never Playwright's own download).
+command -v chromium >/dev/null 2>&1 || [ -x /usr/bin/chromium ] || missing+=(chromium)
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"

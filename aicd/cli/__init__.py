@@ -9,7 +9,7 @@ import sys
 from aicd.cli.app import app
 
 # Each module registers its commands on `app` when imported.
-_COMMAND_MODULES = ("spec", "dev", "delivery", "argocd", "analyze", "serve", "demo", "worker")
+_COMMAND_MODULES = ("spec", "dev", "delivery", "argocd", "analyze", "serve", "dashboard", "demo", "worker")
 
 
 def main() -> None:
