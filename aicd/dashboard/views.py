@@ -137,6 +137,7 @@ class Marker:
     actor: str = ""
     at: datetime | None = None
     short: str = ""  # the label drawn on the chart ("" when a neighbour is too close to leave room)
+    row: int = 0  # which row of labels (actions close to each other alternate)
 
 
 @dataclass
@@ -171,6 +172,7 @@ class WeightTimeline:
     phase_y: float = 0.0
     phase_height: float = 0.0
     lanes_top: float = 0.0
+    action_rows: tuple[float, ...] = ()
 
 
 @dataclass
@@ -483,9 +485,10 @@ def stage_views(plan: DeliveryPlan, status: DeliveryStatus) -> list[StageView]:
 TIMELINE_WIDTH = 960.0
 TIMELINE_LEFT = 150.0
 TIMELINE_RIGHT = 16.0
-PHASE_BAND_Y = 22.0
+PHASE_BAND_Y = 6.0
 PHASE_BAND_HEIGHT = 14.0
-LANES_TOP = 46.0
+ACTION_ROWS_Y = (32.0, 43.0)  # action labels alternate between two rows when they would overlap
+LANES_TOP = 50.0
 LANE_HEIGHT = 58.0
 AXIS_HEIGHT = 26.0
 
@@ -514,6 +517,9 @@ def weight_timeline(
             continue
         label = f"{action.kind} by {action.actor}" + (f": {action.reason}" if action.reason else "")
         actions.append(Marker(x(moment.timestamp()), label, action.kind, action.actor, moment))
+    for previous, marker in itertools.pairwise(actions):
+        close = marker.x - previous.x < 110 and previous.row == 0
+        marker.row = 1 if close else 0
     return WeightTimeline(
         width=TIMELINE_WIDTH,
         height=axis_y + AXIS_HEIGHT,
@@ -527,6 +533,7 @@ def weight_timeline(
         start=start,
         end=end,
         phase_y=PHASE_BAND_Y,
+        action_rows=ACTION_ROWS_Y,
         phase_height=PHASE_BAND_HEIGHT,
         lanes_top=LANES_TOP,
     )
