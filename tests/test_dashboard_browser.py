@@ -61,13 +61,18 @@ def healthy_spec(tmp_path: Path, prometheus_url: str) -> tuple[dict[str, Any], s
     """Staging (canary analysis on web-a), then production behind alice's approval in two waves."""
     document, _gitops, revision = analysis_spec(tmp_path / "h", "healthy", prometheus_url)
     gitops, _ = make_repo(
-        tmp_path / "h", "gitops-three", {f"{name}.yaml": "image:\n  tag: v0\n" for name in ("web-a", "web-b", "web-c")}
+        tmp_path / "h",
+        "gitops-three",
+        {f"{name}.yaml": "image:\n  tag: v0\n" for name in ("web-a", "web-b", "web-c")},
     )
     spec = spec_document(
         "healthy",
         document["spec"]["source"]["repo"],
         gitops,
-        {name: {"kind": "git", "path": f"{name}.yaml", "region": region} for name, region in (("web-a", "eu-1"), ("web-b", "eu-1"), ("web-c", "us-1"))},
+        {
+            name: {"kind": "git", "path": f"{name}.yaml", "region": region}
+            for name, region in (("web-a", "eu-1"), ("web-b", "eu-1"), ("web-c", "us-1"))
+        },
         [
             {
                 "name": "staging",
@@ -76,7 +81,13 @@ def healthy_spec(tmp_path: Path, prometheus_url: str) -> tuple[dict[str, Any], s
                     "canary": {
                         "steps": [
                             {"setWeight": 50},
-                            {"analysis": {"duration": "12s", "onInconclusive": "extend", "maxDuration": "36s"}},
+                            {
+                                "analysis": {
+                                    "duration": "12s",
+                                    "onInconclusive": "extend",
+                                    "maxDuration": "36s",
+                                }
+                            },
                             {"setWeight": 100},
                         ]
                     }
@@ -151,7 +162,8 @@ def analysis_looks(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     scheduled = {
         event["eventId"]
         for event in events
-        if event.get("activityTaskScheduledEventAttributes", {}).get("activityType", {}).get("name") == "analysis_look"
+        if event.get("activityTaskScheduledEventAttributes", {}).get("activityType", {}).get("name")
+        == "analysis_look"
     }
     return [
         payload(event["activityTaskCompletedEventAttributes"], "result")
@@ -173,7 +185,9 @@ async def sign_in(context: Any, base: str, who: str, shots: Path) -> Any:
 
 
 async def numbers(page: Any, selector: str, attribute: str) -> list[str]:
-    return await page.eval_on_selector_all(selector, f"nodes => nodes.map(n => n.getAttribute('{attribute}'))")
+    return await page.eval_on_selector_all(
+        selector, f"nodes => nodes.map(n => n.getAttribute('{attribute}'))"
+    )
 
 
 async def test_dashboard_in_a_browser(
@@ -237,7 +251,9 @@ async def test_dashboard_in_a_browser(
             # alice pauses and resumes; the page follows (server-sent events, no reload).
             await alice.fill("#reason-pause", "looking at the canary")
             await alice.click("#act-pause")
-            await expect(alice.locator("#notice.notice-ok")).to_contain_text(f"paused {good.delivery_id} (as alice)")
+            await expect(alice.locator("#notice.notice-ok")).to_contain_text(
+                f"paused {good.delivery_id} (as alice)"
+            )
             await alice.wait_for_selector('#r-phase [data-phase="paused"]', timeout=WAIT_MS)
             status = await get_status(client, good.delivery_id)
             assert status.paused and [(a.kind, a.actor, a.reason) for a in status.actions] == [
@@ -278,7 +294,10 @@ async def test_dashboard_in_a_browser(
                 assert await node.get_attribute("data-state") == target.state == "promoted"
                 assert await node.get_attribute("data-weight") == str(target.weight) == "100"
             assert await numbers(alice, "ol.graph > li.stage", "data-stage") == ["staging", "production"]
-            assert await numbers(alice, 'li.stage[data-stage="production"] li.wave', "data-wave") == ["1", "2"]
+            assert await numbers(alice, 'li.stage[data-stage="production"] li.wave', "data-wave") == [
+                "1",
+                "2",
+            ]
 
             events = await history_json(client, good.delivery_id)
             expected = reported_weights(events)
@@ -294,8 +313,13 @@ async def test_dashboard_in_a_browser(
             actions = await alice.eval_on_selector_all(
                 "g.action-marker", "nodes => nodes.map(n => [n.dataset.kind, n.dataset.actor])"
             )
-            assert actions[:2] == [["pause", "alice"], ["resume", "alice"]] and actions[-1] == ["approve", "alice"]
-            assert [[a.kind, a.actor] for a in status.actions] == actions  # mallory's attempts changed nothing
+            assert actions[:2] == [["pause", "alice"], ["resume", "alice"]] and actions[-1] == [
+                "approve",
+                "alice",
+            ]
+            assert [
+                [a.kind, a.actor] for a in status.actions
+            ] == actions  # mallory's attempts changed nothing
             log_rows = await alice.eval_on_selector_all(
                 "table.action-log tr[data-kind]", "rows => rows.map(r => [r.dataset.kind, r.dataset.actor])"
             )
@@ -310,14 +334,19 @@ async def test_dashboard_in_a_browser(
                 last = next(m for m in looks[-1]["metrics"] if m["name"] == metric)
                 assert await alice.get_attribute(chart, "data-verdict") == last["verdict"]
                 drawn = await numbers(alice, f"{chart} g.look", "data-canary")
-                recorded = [next(m for m in look["metrics"] if m["name"] == metric)["canary_value"] for look in looks]
+                recorded = [
+                    next(m for m in look["metrics"] if m["name"] == metric)["canary_value"] for look in looks
+                ]
                 assert [float(v) if v else None for v in drawn] == recorded
                 baselines = await numbers(alice, f"{chart} g.look", "data-baseline")
                 assert [float(v) if v else None for v in baselines] == [
-                    next(m for m in look["metrics"] if m["name"] == metric)["baseline_value"] for look in looks
+                    next(m for m in look["metrics"] if m["name"] == metric)["baseline_value"]
+                    for look in looks
                 ]
                 assert await numbers(alice, f"{chart} line.tolerance", "data-tolerance") == tolerances
-            assert await alice.locator('figure.metric-chart[data-metric="latency-p90"] path.band').count() >= 1
+            assert (
+                await alice.locator('figure.metric-chart[data-metric="latency-p90"] path.band').count() >= 1
+            )
             await alice.screenshot(path=shots / "delivery.png", full_page=True)
 
             # The commits, each linking to the built-in diff view read from the GitOps repository.
@@ -336,11 +365,16 @@ async def test_dashboard_in_a_browser(
             assert await alice.get_attribute(chart, "data-verdict") == "fail"
             assert "analysis failed" in await alice.inner_text(".reason")
             assert await alice.locator('g.rollback[data-target="web"]').count() == 1
-            assert await alice.locator('li.node[data-target="web"]').get_attribute("data-state") == "rolled-back"
+            assert (
+                await alice.locator('li.node[data-target="web"]').get_attribute("data-state") == "rolled-back"
+            )
             await alice.screenshot(path=shots / "delivery-failed.png", full_page=True)
 
             await alice.goto(f"{base}/")
-            assert await alice.get_attribute(f'tr[data-delivery="{good.delivery_id}"]', "data-phase") == "succeeded"
+            assert (
+                await alice.get_attribute(f'tr[data-delivery="{good.delivery_id}"]', "data-phase")
+                == "succeeded"
+            )
             await alice.screenshot(path=shots / "list.png", full_page=True)
 
             # No identity, or no CSRF token: no action, whatever the form says.
@@ -350,7 +384,9 @@ async def test_dashboard_in_a_browser(
             async with httpx.AsyncClient(base_url=base, trust_env=False) as http:
                 anonymous = await http.get("/", follow_redirects=False)
                 assert anonymous.status_code == 303 and "/login" in anonymous.headers["location"]
-                nobody = await http.post(f"/deliveries/{bad.delivery_id}/actions/pause", headers={"accept": "application/json"})
+                nobody = await http.post(
+                    f"/deliveries/{bad.delivery_id}/actions/pause", headers={"accept": "application/json"}
+                )
                 assert nobody.status_code == 401
                 forged = await http.post(
                     f"/deliveries/{bad.delivery_id}/actions/pause",
@@ -367,4 +403,10 @@ async def test_dashboard_in_a_browser(
             assert (await get_status(client, bad.delivery_id)).actions == []
     finally:
         prometheus.stop()
-    assert {p.name for p in shots.iterdir()} >= {"login.png", "list.png", "delivery.png", "delivery-failed.png", "commit.png"}
+    assert {p.name for p in shots.iterdir()} >= {
+        "login.png",
+        "list.png",
+        "delivery.png",
+        "delivery-failed.png",
+        "commit.png",
+    }

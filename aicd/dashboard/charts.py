@@ -32,6 +32,7 @@ TIME_STEPS = (
     604800,
 )
 MAX_TICKS = 8
+MAX_LOG_TICKS = 4
 
 
 @dataclass(frozen=True)
@@ -123,9 +124,12 @@ def value_ticks(lo: float, hi: float, scale: Linear, count: int = 4) -> list[Tic
 def log_ticks(lo: float, hi: float, scale: Log) -> list[Tick]:
     """Ticks at 1, 2, 5 times powers of ten (only powers of ten when the range is wide)."""
     decades = math.log10(hi) - math.log10(lo)
-    multipliers = (1,) if decades > 3 else (1, 2, 5) if decades > 0.7 else (1, 1.2, 1.5, 2, 3, 5, 7)
+    multipliers = (1,) if decades > 1.5 else (1, 2, 5) if decades > 0.7 else (1, 1.2, 1.5, 2, 3, 5, 7)
+    every = max(1, math.ceil(decades / MAX_LOG_TICKS))  # wide ranges: every second or third power of ten
     ticks = []
     for exponent in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
+        if exponent % every:
+            continue
         for multiplier in multipliers:
             value = multiplier * 10**exponent
             if lo <= value <= hi:

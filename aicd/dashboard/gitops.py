@@ -22,7 +22,7 @@ from aicd.trailers import parse_trailers
 log = logging.getLogger("aicd.dashboard")
 
 SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
-FETCH_COOLDOWN_S = 5.0
+FETCH_COOLDOWN_S = 1.0
 MAX_DIFF_BYTES = 512 * 1024  # a diff beyond this is cut (values files are small; a vendored chart is not)
 READ_TIMEOUT_S = 20.0
 
@@ -132,14 +132,15 @@ class GitOpsReader:
         return CommitDiff(info, parse_diff(out[:MAX_DIFF_BYTES]), truncated)
 
     async def _mirror_with(self, repo: str, shas: list[str]) -> Path:
-        """The repository's mirror, fetched first when one of `shas` is not in it (at most every few seconds)."""
+        """The repository's mirror, fetched first when one of `shas` is not in it (at most once a second)."""
         lock = self._locks.setdefault(repo, asyncio.Lock())
         async with lock:
             mirror = self._mirrors.get(repo)
             if mirror is not None and await _has_all(mirror, shas):
                 return mirror
-            if mirror is not None and time.monotonic() - self._fetched.get(repo, 0.0) < FETCH_COOLDOWN_S:
-                return mirror
+            wait = FETCH_COOLDOWN_S - (time.monotonic() - self._fetched.get(repo, -FETCH_COOLDOWN_S))
+            if wait > 0:
+                await asyncio.sleep(wait)
             try:
                 mirror = await fetch_mirror(repo, self.cache)
             except SourceError as error:

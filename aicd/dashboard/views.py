@@ -7,7 +7,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from aicd.dashboard import charts
@@ -361,6 +361,10 @@ def status_from_history(digest: DeliveryDigest, phase: str) -> DeliveryStatus:
     )
     for target, snapshots in digest.progress.items():
         status.targets[target] = snapshots[-1][1]
+    for rollback in digest.rollbacks:  # the delivery rolls targets back itself, without a progress report
+        for target in rollback.targets:
+            if target in status.targets:
+                status.targets[target] = replace(status.targets[target], state="rolled-back", weight=0)
     for recorded in digest.actions:
         action = recorded.action
         status.actions.append(
