@@ -104,7 +104,8 @@ async def test_the_digest_of_a_recorded_delivery_holds_its_facts() -> None:
 async def test_a_recorded_delivery_draws_its_timeline_with_pauses_actions_and_rollbacks() -> None:
     digest = await recorded_digest()
     status = status_from_history(digest, "")
-    assert status.phase == "aborted" and status.targets["a"].state == "rolled-back"  # promoted, then rolled back
+    assert status.phase == "aborted"
+    assert status.targets["a"].state == "rolled-back"  # promoted, then rolled back with the release
     view = build_view(
         status,
         digest,

@@ -58,7 +58,9 @@ def warn_if_open(settings: DashboardSettings) -> None:
             " it is read only"
         )
     if not settings.read_signed_in:
-        log.warning("dashboard: anyone who reaches it can read every delivery (AICD_DASHBOARD_READ=signed-in)")
+        log.warning(
+            "dashboard: anyone who reaches it can read every delivery (AICD_DASHBOARD_READ=signed-in)"
+        )
 
 
 def server_config(asgi: Any, host: str, port: int, log_level: str) -> uvicorn.Config:

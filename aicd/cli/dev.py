@@ -92,7 +92,8 @@ def dev(
             address = stack.start(timeout=timeout, cancel=stop)
             if worker:
                 stack.start_worker(wait=True, timeout=max(timeout, 60.0), cancel=stop)
-            board = start_embedded(stack, os.environ.get("AICD_ACTOR") or getpass.getuser())  # the CLI's actor
+            actor = os.environ.get("AICD_ACTOR") or getpass.getuser()  # the CLI's actor: the token's identity
+            board = start_embedded(stack, actor)
         except DevStackInterrupted:
             _say("aicd dev: interrupted during start-up; stopped")
             return
@@ -102,7 +103,7 @@ def dev(
         _say(f"  Temporal gRPC  {address}  (namespace {stack.namespace})")
         if stack.ui_url:
             _say(f"  Temporal UI    {stack.ui_url}")
-        _say(f"  Dashboard      {board.url}  (to act, sign in as {board.identity}: token in {board.tokens_file})")
+        _say(f"  Dashboard      {board.url}  (sign in as {board.identity}: token in {board.tokens_file})")
         if stack.worker is not None:
             _say(
                 f"  worker         task queue {stack.worker_task_queue}, pid {stack.worker.pid},"

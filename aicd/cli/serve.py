@@ -86,7 +86,12 @@ def serve(
 
 
 async def _serve(
-    gateway: Gateway, host: str, port: int, log_level: str, poll_state: Path | None, board: Dashboard | None = None
+    gateway: Gateway,
+    host: str,
+    port: int,
+    log_level: str,
+    poll_state: Path | None,
+    board: Dashboard | None = None,
 ) -> None:
     server = uvicorn.Server(server_config(create_app(gateway, board), host, port, log_level))
     stop = asyncio.Event()

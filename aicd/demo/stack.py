@@ -104,12 +104,15 @@ class DemoStack:
         except DevStackError as error:
             raise DemoError(str(error)) from None
         self._wait_targets_healthy(cancel)
-        approver = next((a for stage in self.spec.stages if stage.approval for a in stage.approval.approvers), "demo")
+        approvers = [
+            name for stage in self.spec.stages if stage.approval for name in stage.approval.approvers
+        ]
         try:
-            self.dashboard = start_embedded(self.temporal, approver)
+            self.dashboard = start_embedded(self.temporal, approvers[0] if approvers else "demo")
         except DashboardStartError as error:
             raise DemoError(str(error)) from None
-        note(f"dashboard {self.dashboard.url}: sign in as {approver} with token {self.dashboard.token} to act")
+        board = self.dashboard
+        note(f"dashboard {board.url}: to act there, sign in as {board.identity} with token {board.token}")
         reconciler = self.reconciler
         self.loadgen = LoadGenerator(lambda: reconciler.proxy_urls().values(), rate=self.options.load_rate)
         self.loadgen.start()
