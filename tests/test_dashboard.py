@@ -20,7 +20,8 @@ from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.client import send_action, start_delivery
-from aicd.dashboard import DashboardSettings, SettingsError, charts, standalone_app
+from aicd.dashboard import Dashboard, DashboardSettings, SettingsError, charts, standalone_app
+from aicd.dashboard.app import Urls, Viewer
 from aicd.dashboard.auth import (
     CSRF_COOKIE,
     Identity,
@@ -286,6 +287,31 @@ def test_a_fleet_grid_stands_each_cell_for_several_sites_when_large() -> None:
     assert small.per_cell == 1 and small.cells == ["updated"] * 3 and small.columns == 3
 
 
+async def test_the_page_regions_render_the_view(tmp_path: Path) -> None:
+    """Every region of the delivery page renders from a view; an edge fleet becomes a grid of sites."""
+    digest = await recorded_digest()
+    status = status_from_history(digest, "")
+    status.targets["b"] = TargetStatus(
+        "b",
+        "two",
+        "edge",
+        "progressing",
+        sites_total=40,
+        sites_by_state={"updated": 30, "failed": 2},
+        failed_sites=["pop-7"],
+    )
+    view = build_view(status, digest, {}, {}, now=datetime.now(UTC), commit_template=None, running=False)
+    board = Dashboard(_settings(tmp_path), _unreachable)
+    viewer = Viewer(Identity("alice", "session"), "c" * 43, False, Urls(""), "/")
+    regions = board.delivery_regions(view, viewer)
+    fleet = regions["fleets"]
+    assert fleet.count('class="site site-updated"') == 30 and fleet.count('class="site site-failed"') == 2
+    assert fleet.count('class="site site-pending"') == 8 and "pop-7" in fleet
+    assert regions["graph"].count('<li class="node') == 2
+    assert regions["actions"].count("<tr data-kind=") == 5
+    assert "This delivery has ended" in regions["controls"]
+
+
 # --- who may act ---------------------------------------------------------------------------------------------
 
 
@@ -424,11 +450,12 @@ def test_a_tokens_file_is_checked_line_by_line(tmp_path: Path) -> None:
 # --- the app without Temporal --------------------------------------------------------------------------------
 
 
-def _app(tmp_path: Path) -> httpx.AsyncClient:
-    async def unreachable() -> Client:
-        raise RuntimeError("Temporal is not reachable in this test")
+async def _unreachable() -> Client:
+    raise RuntimeError("Temporal is not reachable in this test")
 
-    app = standalone_app(_settings(tmp_path, AICD_DASHBOARD_READ="anyone"), unreachable)
+
+def _app(tmp_path: Path) -> httpx.AsyncClient:
+    app = standalone_app(_settings(tmp_path, AICD_DASHBOARD_READ="anyone"), _unreachable)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
 
 

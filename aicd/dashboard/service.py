@@ -50,6 +50,7 @@ class DashboardService:
         self.gitops = GitOpsReader()
         self._triggers: dict[tuple[str, str], str] = {}
         self._background: set[asyncio.Task[Any]] = set()
+        self._reads = asyncio.Semaphore(8)  # first reads of many deliveries' triggers: a few at a time
 
     async def client(self) -> Client:
         return await self._client()
