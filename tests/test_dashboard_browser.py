@@ -348,6 +348,8 @@ async def test_dashboard_in_a_browser(
                 await alice.locator('figure.metric-chart[data-metric="latency-p90"] path.band').count() >= 1
             )
             await alice.screenshot(path=shots / "delivery.png", full_page=True)
+            overview = {"x": 0, "y": 0, "width": 1400, "height": 1850}  # graph, timeline, charts: docs/dashboard.png
+            await alice.screenshot(path=shots / "delivery-overview.png", clip=overview, full_page=True)
 
             # The commits, each linking to the built-in diff view read from the GitOps repository.
             commits = [sha for target in status.targets.values() for sha in target.commits]

@@ -150,6 +150,7 @@ class Viewer:
     new_csrf: bool
     urls: Urls
     request_path: str
+    refused: str = ""  # a credential was given and is wrong: why
 
     def context(self, settings: DashboardSettings) -> dict[str, Any]:
         return {
@@ -215,10 +216,14 @@ class Dashboard:
     # --- plumbing -------------------------------------------------------------------------------------------
 
     def viewer(self, request: Request) -> Viewer:
-        identity = request_identity(request, self.settings)
+        refused = ""
+        try:
+            identity = request_identity(request, self.settings)
+        except NotAuthenticated as error:
+            identity, refused = None, str(error)
         token, new = csrf_token(request)
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return Viewer(identity, token, new, Urls(request.scope.get("root_path", "")), path)
+        return Viewer(identity, token, new, Urls(request.scope.get("root_path", "")), path, refused)
 
     def page(
         self, request: Request, viewer: Viewer, template: str, status: int = 200, **context: Any
@@ -240,10 +245,9 @@ class Dashboard:
     async def _reader(self, request: Request) -> Viewer | Response:
         """The viewer, or the answer for someone who may not read (a bad token; not signed in where
         reading needs it)."""
-        try:
-            viewer = self.viewer(request)
-        except NotAuthenticated as refused:
-            return JSONResponse({"ok": False, "message": f"not signed in: {refused}"}, status_code=401)
+        viewer = self.viewer(request)
+        if viewer.refused:
+            return JSONResponse({"ok": False, "message": f"not signed in: {viewer.refused}"}, status_code=401)
         if self.settings.read_signed_in and viewer.identity is None:
             if request.headers.get("accept", "").startswith("text/event-stream"):
                 return Response(status_code=401)
