@@ -388,6 +388,11 @@ def build_view(
     started = digest.started or parse_time(status.started)
     closed = digest.closed
     end = closed or now
+    # A running delivery's timeline reaches a little past now, in steps, so a page followed live redraws it
+    # every few seconds rather than at every poll.
+    drawn_until = closed or datetime.fromtimestamp(
+        math.ceil(now.timestamp() / TIMELINE_STEP_S) * TIMELINE_STEP_S, UTC
+    )
     view = DeliveryView(
         delivery_id=status.delivery_id,
         app=status.app,
@@ -408,7 +413,7 @@ def build_view(
         waiting_for=list(status.waiting_for),
         commands=list(status.commands),
         stages=stage_views(plan, status) if plan else [],
-        timeline=weight_timeline(plan, status, digest, started, end) if plan and started else None,
+        timeline=weight_timeline(plan, status, digest, started, drawn_until) if plan and started else None,
         analyses=analysis_views(plan, status, looks) if plan else [],
         commits=commit_rows(plan, status, infos, commit_template) if plan else [],
         actions=list(status.actions),
@@ -495,6 +500,7 @@ ACTION_ROWS_Y = (32.0, 43.0)  # action labels alternate between two rows when th
 LANES_TOP = 50.0
 LANE_HEIGHT = 58.0
 AXIS_HEIGHT = 26.0
+TIMELINE_STEP_S = 5.0
 
 
 def weight_timeline(
