@@ -38,6 +38,7 @@ from aicd.dashboard.settings import load_tokens
 from aicd.dashboard.views import build_view, fleet_grid, metric_chart, status_from_history
 from aicd.judge import JudgeConfig, MetricConfig, MetricSamples, Series, judge
 from aicd.messages import HumanAction, TargetStatus, Trigger
+from tests.conftest import RunAicd, aicd_env
 from tests.helpers_engine import (
     commits,
     git,
@@ -571,3 +572,16 @@ async def test_commits_and_diffs_come_from_the_gitops_repository(tmp_path: Path)
         ("del", "  tag: v1"),
         ("add", "  tag: v2"),
     ]
+
+
+def test_aicd_dashboard_refuses_to_show_everything_to_everyone(run_aicd: RunAicd, tmp_path: Path) -> None:
+    exposed = run_aicd("dashboard", "--host", "0.0.0.0", "--port", "0")
+    assert exposed.returncode == 2
+    assert (
+        "would show every delivery to anyone" in exposed.stderr
+        and "AICD_DASHBOARD_TOKENS_FILE" in exposed.stderr
+    )
+    bad = run_aicd("dashboard", env=aicd_env(AICD_DASHBOARD_SESSION_KEY="short"))
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "aicd: AICD_DASHBOARD_SESSION_KEY must be at least 32 characters"
+    )

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -40,6 +41,9 @@ def dashboard(
         settings = DashboardSettings.from_env()
     except SettingsError as error:
         raise fail(str(error), EXIT_USAGE) from None
+    problem = exposure_problem(host, settings)
+    if problem:
+        raise fail(problem, EXIT_USAGE)
     warn_if_open(settings)
     connected: list[Client] = []
 
@@ -49,6 +53,20 @@ def dashboard(
         return connected[0]
 
     asyncio.run(run_server(standalone_app(settings, client), host, port, log_level))
+
+
+def exposure_problem(host: str, settings: DashboardSettings) -> str | None:
+    """Why the dashboard must not be served on `host` as set up: beyond this machine, with nobody able to
+    sign in, every delivery would be readable by anyone unless that was asked for (AICD_DASHBOARD_READ)."""
+    from aicd.dashboard.settings import READ_ENV, TOKENS_FILE_ENV, TRUSTED_PROXIES_ENV
+
+    loopback = host in ("localhost", "::1") or host.startswith("127.")
+    if settings.sign_in or loopback or os.environ.get(READ_ENV):
+        return None
+    return (
+        f"the dashboard on {host} would show every delivery to anyone who reaches it: set {TOKENS_FILE_ENV}"
+        f" or {TRUSTED_PROXIES_ENV} so people sign in, or {READ_ENV}=anyone to serve it read-only to everyone"
+    )
 
 
 def warn_if_open(settings: DashboardSettings) -> None:

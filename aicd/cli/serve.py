@@ -16,7 +16,7 @@ import uvicorn
 from temporalio.client import Client
 
 from aicd.cli.app import EXIT_USAGE, app, fail
-from aicd.cli.dashboard import server_config, warn_if_open
+from aicd.cli.dashboard import exposure_problem, server_config, warn_if_open
 from aicd.dashboard import Dashboard, DashboardSettings, SettingsError
 from aicd.gateway import Gateway, GatewaySettings, create_app
 from aicd.gateway.context import (
@@ -81,7 +81,12 @@ def serve(
             board = Dashboard(DashboardSettings.from_env(), gateway.client)
         except SettingsError as error:
             raise fail(str(error), EXIT_USAGE) from None
-        warn_if_open(board.settings)
+        problem = exposure_problem(host, board.settings)
+        if problem:
+            log.warning("dashboard off: %s", problem)
+            board = None
+        else:
+            warn_if_open(board.settings)
     asyncio.run(_serve(gateway, host, port, log_level, state_dir if poll else None, board))
 
 
