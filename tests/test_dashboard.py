@@ -34,6 +34,7 @@ from aicd.dashboard.auth import (
 )
 from aicd.dashboard.gitops import GitOpsReader, commit_url, parse_diff, repo_path
 from aicd.dashboard.history import DeliveryDigest, HistoryStore, Look
+from aicd.dashboard.live import Hub
 from aicd.dashboard.settings import load_tokens
 from aicd.dashboard.views import build_view, fleet_grid, metric_chart, status_from_history
 from aicd.judge import JudgeConfig, MetricConfig, MetricSamples, Series, judge
@@ -585,3 +586,24 @@ def test_aicd_dashboard_refuses_to_show_everything_to_everyone(run_aicd: RunAicd
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "aicd: AICD_DASHBOARD_SESSION_KEY must be at least 32 characters"
     )
+
+
+async def test_one_poller_serves_every_subscriber_and_stops_at_the_end() -> None:
+    hub = Hub(poll_s=0.01)
+    calls = 0
+
+    async def produce() -> tuple[int, bool]:
+        nonlocal calls
+        calls += 1
+        return min(calls, 5), calls >= 5  # changes four times, then the delivery ends
+
+    async def watch() -> list[tuple[int | None, bool]]:
+        return [update async for update in hub.follow("d", produce, lambda n: n)]
+
+    first, second = await asyncio.gather(watch(), watch())
+    assert calls == 5  # one poller for both watchers, not one each
+    for seen in (first, second):
+        assert seen[-1] == (5, True) and [n for n, _ in seen] == sorted(n for n, _ in seen)
+    assert await watch() == [(5, True)]  # a page opened after the end gets the last picture at once
+    assert calls == 6
+    await hub.close()

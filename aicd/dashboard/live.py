@@ -1,7 +1,7 @@
 """Pages followed live: one poller per watched thing (a delivery, the list with its filters), shared by every
 browser that watches it, polling Temporal on the server and handing each change to the subscribers, which
 push it to their browsers as server-sent events. A poller stops when its last subscriber leaves, and a
-delivery's poller once the delivery has ended (its last picture stays for later subscribers)."""
+delivery's poller once the delivery has ended (its subscribers get the last picture, then the end)."""
 
 from __future__ import annotations
 
@@ -97,12 +97,11 @@ class Hub:
                     return
         finally:
             watch.subscribers.discard(queue)
-            if not watch.subscribers and not watch.final:
+            if not watch.subscribers:
                 if watch.task is not None:
                     watch.task.cancel()
-                self._watches.pop(key, None)
-            if watch.final and len(self._watches) > 256:  # keep the last pictures of ended deliveries bounded
-                self._watches.pop(key, None)
+                if self._watches.get(key) is watch:
+                    del self._watches[key]
 
     async def close(self) -> None:
         tasks = [watch.task for watch in self._watches.values() if watch.task is not None]
