@@ -348,7 +348,8 @@ async def test_dashboard_in_a_browser(
                 await alice.locator('figure.metric-chart[data-metric="latency-p90"] path.band').count() >= 1
             )
             await alice.screenshot(path=shots / "delivery.png", full_page=True)
-            overview = {"x": 0, "y": 0, "width": 1400, "height": 1850}  # graph, timeline, charts: docs/dashboard.png
+            # The top of the page (graph, timeline, charts): what docs/dashboard.png shows.
+            overview = {"x": 0, "y": 0, "width": 1400, "height": 1850}
             await alice.screenshot(path=shots / "delivery-overview.png", clip=overview, full_page=True)
 
             # The commits, each linking to the built-in diff view read from the GitOps repository.
