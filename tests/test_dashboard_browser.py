@@ -264,7 +264,9 @@ async def test_dashboard_in_a_browser(
             await expect(mallory.locator("#notice.notice-refused")).to_contain_text("mallory may not resume")
             assert (await get_status(client, good.delivery_id)).paused
             await alice.click("#act-resume")
-            await alice.wait_for_selector('#r-phase [data-phase="progressing"]', timeout=WAIT_MS)
+            await alice.wait_for_selector(
+                '#r-phase [data-paused="false"]:not([data-phase="paused"])', timeout=WAIT_MS
+            )
             await alice.screenshot(path=shots / "delivery-running.png", full_page=True)
 
             # A machine too busy for the judge to settle in time leaves the analysis inconclusive: it then

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -36,6 +37,8 @@ from aicd import search
 from aicd.client import HUMAN_ACTIONS
 from aicd.judge.model import AnalysisVerdict
 from aicd.messages import DeliveryInput, DeliveryResult, HumanAction, TargetStatus
+
+log = logging.getLogger("aicd.dashboard")
 
 # The attribute names (HistoryEvent's `attributes` one-of) that end a run.
 CLOSING = {
@@ -103,68 +106,67 @@ class DeliveryDigest:
     async def feed(self, events: Sequence[HistoryEvent], converter: DataConverter) -> None:
         for event in events:
             self.last_event = event_time(event)
-            kind = event.WhichOneof("attributes")
-            if kind == "workflow_execution_started_event_attributes":
-                attributes = event.workflow_execution_started_event_attributes
-                self.started = event_time(event)
-                (self.input,) = await _decode(converter, attributes.input.payloads, [DeliveryInput])
-            elif kind == "workflow_execution_signaled_event_attributes":
-                signal = event.workflow_execution_signaled_event_attributes
-                if signal.signal_name == "target_progress" and signal.input.payloads:
-                    (status,) = await _decode(converter, signal.input.payloads, [TargetStatus])
-                    self.progress.setdefault(status.target, []).append((event_time(event), status))
-            elif kind == "upsert_workflow_search_attributes_event_attributes":
-                fields = (
-                    event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+            await _guarded(self._event, event, converter)
+
+    async def _event(self, event: HistoryEvent, converter: DataConverter) -> None:
+        kind = event.WhichOneof("attributes")
+        if kind == "workflow_execution_started_event_attributes":
+            attributes = event.workflow_execution_started_event_attributes
+            self.started = event_time(event)
+            (self.input,) = await _decode(converter, attributes.input.payloads, [DeliveryInput])
+        elif kind == "workflow_execution_signaled_event_attributes":
+            signal = event.workflow_execution_signaled_event_attributes
+            if signal.signal_name == "target_progress" and signal.input.payloads:
+                (status,) = await _decode(converter, signal.input.payloads, [TargetStatus])
+                self.progress.setdefault(status.target, []).append((event_time(event), status))
+        elif kind == "upsert_workflow_search_attributes_event_attributes":
+            fields = event.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+            for key, timeline in ((search.PHASE.name, self.phases), (search.STAGE.name, self.stages)):
+                if key in fields:
+                    (value,) = await _decode(converter, [fields[key]], [None])
+                    timeline.append((event_time(event), _keyword(value)))
+        elif kind == "workflow_execution_update_accepted_event_attributes":
+            request = event.workflow_execution_update_accepted_event_attributes.accepted_request.input
+            if request.name in HUMAN_ACTIONS and request.args.payloads:
+                (action,) = await _decode(converter, request.args.payloads, [HumanAction])
+                self.actions.append(RecordedAction(event_time(event), request.name, action))
+        elif kind == "activity_task_scheduled_event_attributes":
+            scheduled = event.activity_task_scheduled_event_attributes
+            if scheduled.activity_type.name == "gitops_rollback_many":
+                (requests,) = await _decode(converter, scheduled.input.payloads, [None])
+                self._scheduled[event.event_id] = ("rollback", requests)
+        elif kind == "activity_task_completed_event_attributes":
+            completed = event.activity_task_completed_event_attributes
+            found = self._scheduled.pop(completed.scheduled_event_id, None)
+            if found is not None:
+                self.rollbacks.append(_rollback(event_time(event), found[1]))
+        elif kind == "start_child_workflow_execution_initiated_event_attributes":
+            child = event.start_child_workflow_execution_initiated_event_attributes
+            (child_input,) = await _decode(converter, child.input.payloads, [None])
+            target = (
+                str(child_input.get("target", {}).get("name", "")) if isinstance(child_input, dict) else ""
+            )
+            if target:
+                self.children[target] = ChildRun(
+                    target,
+                    str(child_input.get("stage", "")),
+                    child.workflow_id,
+                    child.workflow_type.name,
+                    event.event_id,
                 )
-                for key, timeline in ((search.PHASE.name, self.phases), (search.STAGE.name, self.stages)):
-                    if key in fields:
-                        (value,) = await _decode(converter, [fields[key]], [None])
-                        timeline.append((event_time(event), _keyword(value)))
-            elif kind == "workflow_execution_update_accepted_event_attributes":
-                request = event.workflow_execution_update_accepted_event_attributes.accepted_request.input
-                if request.name in HUMAN_ACTIONS and request.args.payloads:
-                    (action,) = await _decode(converter, request.args.payloads, [HumanAction])
-                    self.actions.append(RecordedAction(event_time(event), request.name, action))
-            elif kind == "activity_task_scheduled_event_attributes":
-                scheduled = event.activity_task_scheduled_event_attributes
-                if scheduled.activity_type.name == "gitops_rollback_many":
-                    (requests,) = await _decode(converter, scheduled.input.payloads, [None])
-                    self._scheduled[event.event_id] = ("rollback", requests)
-            elif kind == "activity_task_completed_event_attributes":
-                completed = event.activity_task_completed_event_attributes
-                found = self._scheduled.pop(completed.scheduled_event_id, None)
-                if found is not None:
-                    self.rollbacks.append(_rollback(event_time(event), found[1]))
-            elif kind == "start_child_workflow_execution_initiated_event_attributes":
-                child = event.start_child_workflow_execution_initiated_event_attributes
-                (child_input,) = await _decode(converter, child.input.payloads, [None])
-                target = (
-                    str(child_input.get("target", {}).get("name", ""))
-                    if isinstance(child_input, dict)
-                    else ""
-                )
-                if target:
-                    self.children[target] = ChildRun(
-                        target,
-                        str(child_input.get("stage", "")),
-                        child.workflow_id,
-                        child.workflow_type.name,
-                        event.event_id,
-                    )
-            elif kind == "child_workflow_execution_started_event_attributes":
-                started = event.child_workflow_execution_started_event_attributes
-                for child_run in self.children.values():
-                    if child_run.initiated_event_id == started.initiated_event_id:
-                        child_run.run_id = started.workflow_execution.run_id
-                        child_run.started = event_time(event)
-            elif kind in CLOSING:
-                self.closed = event_time(event)
-                self.close_kind = CLOSING[kind]
-                if kind == "workflow_execution_completed_event_attributes":
-                    payloads = event.workflow_execution_completed_event_attributes.result.payloads
-                    if payloads:
-                        (self.result,) = await _decode(converter, payloads, [DeliveryResult])
+        elif kind == "child_workflow_execution_started_event_attributes":
+            started = event.child_workflow_execution_started_event_attributes
+            for child_run in self.children.values():
+                if child_run.initiated_event_id == started.initiated_event_id:
+                    child_run.run_id = started.workflow_execution.run_id
+                    child_run.started = event_time(event)
+        elif kind in CLOSING:
+            self.closed = event_time(event)
+            self.close_kind = CLOSING[kind]
+            if kind == "workflow_execution_completed_event_attributes":
+                payloads = event.workflow_execution_completed_event_attributes.result.payloads
+                if payloads:
+                    (self.result,) = await _decode(converter, payloads, [DeliveryResult])
 
 
 def _rollback(at: datetime, requests: Any) -> Rollback:
@@ -203,32 +205,35 @@ class RolloutDigest:
 
     async def feed(self, events: Sequence[HistoryEvent], converter: DataConverter) -> None:
         for event in events:
-            kind = event.WhichOneof("attributes")
-            if kind == "activity_task_scheduled_event_attributes":
-                scheduled = event.activity_task_scheduled_event_attributes
-                if scheduled.activity_type.name == "analysis_look":
-                    (request,) = await _decode(converter, scheduled.input.payloads, [None])
-                    self._scheduled[event.event_id] = request if isinstance(request, dict) else {}
-            elif kind == "activity_task_completed_event_attributes":
-                completed = event.activity_task_completed_event_attributes
-                request = self._scheduled.pop(completed.scheduled_event_id, None)
-                if request is not None:
-                    (verdict,) = await _decode(converter, completed.result.payloads, [AnalysisVerdict])
-                    self.looks.append(_look(event_time(event), request, verdict))
-            elif kind in (
-                "activity_task_failed_event_attributes",
-                "activity_task_timed_out_event_attributes",
-            ):
-                attributes = getattr(event, kind)
-                request = self._scheduled.pop(attributes.scheduled_event_id, None)
-                if request is not None:
-                    self.looks.append(_look(event_time(event), request, None, attributes.failure.message))
-            elif kind in CLOSING:
-                self.closed = event_time(event)
-                if kind == "workflow_execution_continued_as_new_event_attributes":
-                    self.next_run_id = (
-                        event.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
-                    )
+            await _guarded(self._event, event, converter)
+
+    async def _event(self, event: HistoryEvent, converter: DataConverter) -> None:
+        kind = event.WhichOneof("attributes")
+        if kind == "activity_task_scheduled_event_attributes":
+            scheduled = event.activity_task_scheduled_event_attributes
+            if scheduled.activity_type.name == "analysis_look":
+                (request,) = await _decode(converter, scheduled.input.payloads, [None])
+                self._scheduled[event.event_id] = request if isinstance(request, dict) else {}
+        elif kind == "activity_task_completed_event_attributes":
+            completed = event.activity_task_completed_event_attributes
+            request = self._scheduled.pop(completed.scheduled_event_id, None)
+            if request is not None:
+                (verdict,) = await _decode(converter, completed.result.payloads, [AnalysisVerdict])
+                self.looks.append(_look(event_time(event), request, verdict))
+        elif kind in (
+            "activity_task_failed_event_attributes",
+            "activity_task_timed_out_event_attributes",
+        ):
+            attributes = getattr(event, kind)
+            request = self._scheduled.pop(attributes.scheduled_event_id, None)
+            if request is not None:
+                self.looks.append(_look(event_time(event), request, None, attributes.failure.message))
+        elif kind in CLOSING:
+            self.closed = event_time(event)
+            if kind == "workflow_execution_continued_as_new_event_attributes":
+                self.next_run_id = (
+                    event.workflow_execution_continued_as_new_event_attributes.new_execution_run_id
+                )
 
 
 def _look(at: datetime, request: dict[str, Any], verdict: AnalysisVerdict | None, error: str = "") -> Look:
@@ -240,6 +245,23 @@ def _look(at: datetime, request: dict[str, Any], verdict: AnalysisVerdict | None
         verdict=verdict,
         error=error,
     )
+
+
+async def _guarded(
+    handle: Callable[[HistoryEvent, DataConverter], Awaitable[None]],
+    event: HistoryEvent,
+    converter: DataConverter,
+) -> None:
+    """One event; one this version cannot read (a payload of another shape) is skipped, the rest still count."""
+    try:
+        await handle(event, converter)
+    except Exception as error:
+        log.warning(
+            "dashboard: history event %s (%s) not readable: %s",
+            event.event_id,
+            event.WhichOneof("attributes"),
+            error,
+        )
 
 
 async def _decode(converter: DataConverter, payloads: Sequence[Payload], hints: list[Any]) -> list[Any]:
