@@ -134,6 +134,16 @@ async def resolve_revision(repo: str, given: str, cache: Path | None = None) -> 
     raise RevisionUnknown(f"no commit {given!r} on any branch or tag of {shown}")
 
 
+async def fetch_mirror(repo: str, cache: Path | None = None) -> Path:
+    """A bare mirror of `repo`'s branches and tags in the cache, fetched now (read with `git_in`)."""
+    return await _mirror(repo, cache or cache_dir())
+
+
+async def git_in(path: Path, *args: str, timeout_s: float = LS_REMOTE_TIMEOUT_S) -> tuple[int, str, str]:
+    """`git ARGS` in `path` (a mirror): exit code, stdout, stderr; arguments are data, never a shell."""
+    return await _git(*args, cwd=path, timeout_s=timeout_s)
+
+
 async def _mirror(repo: str, cache: Path) -> Path:
     """A bare mirror of the repository's branches and tags under `cache`, fetched now."""
     _refuse_option(repo)

@@ -115,6 +115,12 @@ def snapshot(before: set[int], seen: dict[str, Any]) -> Any:
             name: versions_served(url, SAMPLES) for name, url in stack.reconciler.proxy_urls().items()
         }
         seen["running"] = {name: stack.reconciler.status(name) for name in report.targets}
+        assert report.dashboard_url is not None
+        with httpx.Client(base_url=report.dashboard_url, timeout=30.0, trust_env=False) as http:
+            seen["dashboard"] = {
+                o.delivery_id: http.get(f"/deliveries/{o.delivery_id}").text for o in report.outcomes
+            }
+            seen["dashboard"]["list"] = http.get("/").text
 
     return hook
 
@@ -184,6 +190,12 @@ def test_demo_promotes_the_good_release_and_rolls_back_the_bad_one(tmp_path: Pat
     for name, values in recorder.values["1.2"].items():
         assert values["image"]["tag"] == good_tag and values["canary"]["weight"] == 0, (name, values)
 
+    # The dashboard the demo links to lists both releases; the bad one's chart says why it was rolled back.
+    assert good.delivery_id in seen["dashboard"]["list"] and bad.delivery_id in seen["dashboard"]["list"]
+    assert 'data-metric="error-rate" data-verdict="fail"' in seen["dashboard"][bad.delivery_id]
+    assert 'class="rollback" data-target="staging"' in seen["dashboard"][bad.delivery_id]
+    assert seen["dashboard"][good.delivery_id].count('class="node state-promoted"') == len(TARGETS)
+
     # Afterwards every target serves the good version only, with no canary running.
     assert_serving_only(seen, good_tag)
     assert report.serving == {name: {good_tag: 30} for name in TARGETS}
@@ -197,6 +209,7 @@ def test_demo_promotes_the_good_release_and_rolls_back_the_bad_one(tmp_path: Pat
         "failed",
         "staging/staging/rollback",
         "Prometheus",
+        report.dashboard_url,
         good.delivery_id,  # with Temporal's UI off (as here) the summary names the deliveries instead of linking
         bad.delivery_id,
     ):

@@ -456,6 +456,13 @@ async def test_aicd_serve_runs_the_gateway(temporal_env: WorkflowEnvironment, tm
             body = json.dumps(github_payload(source, "refs/heads/release/9", revision)).encode()
             answer = await web.post("/hooks/github", content=body, headers=github_headers(body))
             assert answer.json()["result"] == "started", answer.text
+            started = answer.json()["deliveries"][0]["delivery_id"]
+            for _ in range(50):  # the dashboard, beside the webhooks, lists it (visibility catches up)
+                listing = await web.get("/")
+                if started in listing.text:
+                    break
+                await asyncio.sleep(0.1)
+            assert started in listing.text
     finally:
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=20)[0].decode()
