@@ -784,17 +784,29 @@ def write_fence(client: Client | None) -> WriteFence:
 
 
 async def _why_not_current(client: Client, info: activity.Info) -> str:
+    """Why Temporal no longer waits for this attempt's write ("" when it does): its workflow ended, the
+    attempt timed out and was retried, it was cancelled - or the delivery above a target's workflow ended
+    (a terminated delivery's children are ended by the server moments later; the write must not land in
+    between)."""
     description = await client.get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id).describe()
     if description.status != WorkflowExecutionStatus.RUNNING:
         return f"workflow {info.workflow_id} has ended"
+    why = f"{info.activity_type} (activity {info.activity_id}) is no longer pending in {info.workflow_id}"
     for pending in description.raw_description.pending_activities:
         if pending.activity_id == info.activity_id:
             if pending.attempt != info.attempt:
                 return f"attempt {info.attempt} of {info.activity_type} was superseded by attempt {pending.attempt}"
             if pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_CANCEL_REQUESTED:
                 return f"{info.activity_type} was cancelled"
-            return ""
-    return f"{info.activity_type} (activity {info.activity_id}) is no longer pending in {info.workflow_id}"
+            why = ""
+    if why:
+        return why
+    parent = description.raw_description.workflow_execution_info.parent_execution
+    if parent.workflow_id:
+        above = await client.get_workflow_handle(parent.workflow_id, run_id=parent.run_id or None).describe()
+        if above.status != WorkflowExecutionStatus.RUNNING:
+            return f"workflow {info.workflow_id} has ended with its delivery {parent.workflow_id}"
+    return ""
 
 
 # --- plumbing -------------------------------------------------------------------------------------------------
