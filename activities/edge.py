@@ -78,15 +78,25 @@ class SiteHealthResult:
 def site_target(fleet: EdgeTarget, site: str, stage: str, target: str) -> ArgoCDTarget:
     """The site's Argo CD Application, as the `argocd` driver takes it: the fleet's `app` rendered for it."""
     if not fleet.app:
-        raise ApplicationError(f"{target}: siteKind argocd needs `app` (a template with {{{{ site }}}})", non_retryable=True, type=ErrorType.FLEET_CONFIG_ERROR)
+        raise ApplicationError(
+            f"{target}: siteKind argocd needs `app` (a template with {{{{ site }}}})",
+            non_retryable=True,
+            type=ErrorType.FLEET_CONFIG_ERROR,
+        )
     app = render(fleet.app, site_variables(site, stage, target), partial=True)
-    return ArgoCDTarget(app=app, namespace=fleet.namespace, context=fleet.context, kubeconfig=fleet.kubeconfig)
+    return ArgoCDTarget(
+        app=app, namespace=fleet.namespace, context=fleet.context, kubeconfig=fleet.kubeconfig
+    )
 
 
 @activity.defn(name="edge_check_sites")
 async def check_sites(request: SiteHealthRequest) -> SiteHealthResult:
     if request.site_kind not in SITE_KINDS:
-        raise ApplicationError(f"{request.target}: unknown siteKind {request.site_kind!r}; one of {SITE_KINDS}", non_retryable=True, type=ErrorType.FLEET_CONFIG_ERROR)
+        raise ApplicationError(
+            f"{request.target}: unknown siteKind {request.site_kind!r}; one of {SITE_KINDS}",
+            non_retryable=True,
+            type=ErrorType.FLEET_CONFIG_ERROR,
+        )
     progress = {"checked": 0}
     beating = asyncio.ensure_future(_heartbeat_until_done(request, progress))
     try:
@@ -109,7 +119,9 @@ async def _check(request: SiteHealthRequest, progress: dict[str, int]) -> dict[s
     if not to_check:
         return failed
     limit = asyncio.Semaphore(max(1, request.parallelism))
-    async with httpx.AsyncClient(timeout=min(HTTP_TIMEOUT_S, request.timeout_s), follow_redirects=True) as http:
+    async with httpx.AsyncClient(
+        timeout=min(HTTP_TIMEOUT_S, request.timeout_s), follow_redirects=True
+    ) as http:
 
         async def one(site: Site) -> None:
             async with limit:
@@ -194,4 +206,3 @@ async def _heartbeat_until_done(request: SiteHealthRequest, progress: dict[str, 
 
 def _no_heartbeat(*_details: Any) -> None:
     return None
-

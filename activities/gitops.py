@@ -16,6 +16,7 @@ delivery, except a file someone else has written since: it is left, and the comm
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import fcntl
 import hashlib
 import logging
@@ -158,12 +159,41 @@ class StepCommit:
     subject: str
     reason: str
     apply: Callable[[git.Repo], Applied]
-    commit_unchanged: bool = True  # a canary step commits even when nothing changed (its trailer is its record)
+    commit_unchanged: bool = (
+        True  # a canary step commits even when nothing changed (its trailer is its record)
+    )
+    base: str | None = None  # the commit its ownership check starts from: the clone must hold it
 
     def message(self, applied: Applied) -> str:
-        trailers = CommitTrailers(self.owner.trailer, self.step, self.actor, self.owner.delivery_id, self.owner.started)
+        trailers = CommitTrailers(
+            self.owner.trailer, self.step, self.actor, self.owner.delivery_id, self.owner.started
+        )
         notes = [f"Left {path} as it is: {why}." for path, why in sorted(applied.left.items())]
         return commit_message(self.subject, trailers, "\n".join([self.reason, *notes]).strip())
+
+
+@dataclass
+class _WriteRequest:
+    """One activity's steps waiting for, or in, a group commit."""
+
+    steps: list[StepCommit]
+    maybe_done: bool
+    fence: WriteFence
+    done: threading.Event = field(default_factory=threading.Event)
+    results: list[CommitResult] | None = None
+    error: BaseException | None = None
+
+
+@dataclass
+class _GroupCommit:
+    """The requests waiting to be written to one clone, and whether a thread is writing them."""
+
+    mutex: threading.Lock = field(default_factory=threading.Lock)
+    pending: list[_WriteRequest] = field(default_factory=list)
+    leading: bool = False
+
+
+_groups: dict[str, _GroupCommit] = {}
 
 
 class GitOpsClone:
@@ -258,52 +288,144 @@ class GitOpsClone:
         heartbeat: Callable[[str], None],
         *,
         maybe_done: bool = True,
-        fence: Callable[[], None] = lambda: None,
+        fence: WriteFence | None = None,
     ) -> list[CommitResult]:
-        """One commit per step, all pushed at once; on a rejected push refetch and re-apply them all.
+        """One commit per step, pushed together with what other activities of this process are writing to the
+        same branch at the same moment (a group commit: one fetch and one push for all of them); on a rejected
+        push refetch and re-apply them all. Blocks until this request's commits have landed or failed.
 
         `maybe_done=False` (a first activity attempt: no earlier execution can have pushed these steps) lets
         a clone this process knows to be in step with the remote skip the fetch and the trailer search. A
         rejected push means someone else pushed: from then on every attempt refetches and looks for its own
-        trailer first (another worker may have pushed this very step). `fence` runs under the lock right
-        before every push and raises when the write is no longer wanted."""
-        retries = 0
-        fast = not maybe_done
-        for attempt in range(MAX_PUSH_ATTEMPTS):
-            fence_cancelled()
-            with self.locked() as repo:
-                try:
-                    results = self._commit_locally(repo, steps, fast=fast, maybe_done=maybe_done)
-                    if any(result.sha and not result.already_done for result in results):
-                        fence()
-                        repo.git.push("origin", f"HEAD:refs/heads/{self.branch}", "--quiet")
-                        _in_sync_clones.add(str(self.path))
-                    for result in results:
-                        result.push_retries = retries
-                    return results
-                except git.GitCommandError as error:
-                    self.discard_local_work(repo)
-                    stderr = error.stderr or ""
-                    if not any(word in stderr for word in _REJECTED_PUSH):
-                        raise
-                    retries += 1
-                    fast = False
-                    maybe_done = True
-                    log.info("push of %s rejected (attempt %d); refetching", steps[0].step, attempt + 1)
-                except BaseException:
-                    self.discard_local_work(repo)
-                    raise
-            heartbeat(f"push retry {retries}")
-            time.sleep(min(2.0, 0.02 * 2**attempt) * (0.5 + random.random()))
-        raise RuntimeError(f"push of {steps[0].step} still rejected after {MAX_PUSH_ATTEMPTS} attempts")
+        trailer first (another worker may have pushed this very step). Each request's `fence` runs under the
+        lock right before every push and drops that request when its write is no longer wanted."""
+        request = _WriteRequest(steps, maybe_done, fence or WriteFence())
+        group = self._group()
+        with group.mutex:
+            group.pending.append(request)
+            leading = not group.leading
+            group.leading = True
+        if leading:  # this thread writes every batch until no request is waiting
+            while True:
+                with group.mutex:
+                    batch, group.pending = group.pending, []
+                    if not batch:
+                        group.leading = False
+                        break
+                self._write_batch(batch, heartbeat)
+        request.done.wait()
+        if request.error is not None:
+            raise request.error
+        assert request.results is not None
+        return request.results
 
-    def _commit_locally(self, repo: git.Repo, steps: list[StepCommit], *, fast: bool, maybe_done: bool) -> list[CommitResult]:
+    def _group(self) -> _GroupCommit:
+        with _thread_locks_guard:
+            return _groups.setdefault(str(self.path), _GroupCommit())
+
+    def _write_batch(self, batch: list[_WriteRequest], heartbeat: Callable[[str], None]) -> None:
+        """Commit each request of the batch in turn (a request refused by its own checks is dropped without
+        touching the others), check each one's fence, push once."""
+        live = list(batch)
+        retries = 0
+        try:
+            for attempt in range(MAX_PUSH_ATTEMPTS):
+                for request in live:
+                    request.error = request.fence.cancelled()
+                live = [request for request in live if request.error is None]
+                if not live:
+                    return
+                with self.locked() as repo:
+                    try:
+                        staged = self._commit_requests(repo, live, fast=attempt == 0)
+                        pushing = [
+                            r for r in staged if any(c.sha and not c.already_done for c in r.results or [])
+                        ]
+                        for request in pushing:
+                            try:
+                                request.fence.check()
+                            except Exception as error:
+                                request.error = error
+                        if any(request.error is not None for request in pushing):
+                            self.discard_local_work(repo)  # rebuilt without them on the next round
+                            live = [request for request in live if request.error is None]
+                            continue
+                        if pushing:
+                            repo.git.push("origin", f"HEAD:refs/heads/{self.branch}", "--quiet")
+                            _in_sync_clones.add(str(self.path))
+                        for request in staged:
+                            for result in request.results or []:
+                                result.push_retries = retries
+                        return
+                    except git.GitCommandError as error:
+                        self.discard_local_work(repo)
+                        stderr = error.stderr or ""
+                        if not any(word in stderr for word in _REJECTED_PUSH):
+                            raise
+                        retries += 1
+                        for request in live:
+                            request.maybe_done = True
+                            request.results = None
+                        log.info(
+                            "push of %s rejected (attempt %d); refetching", live[0].steps[0].step, attempt + 1
+                        )
+                    except BaseException:
+                        self.discard_local_work(repo)
+                        raise
+                heartbeat(f"push retry {retries}")
+                time.sleep(min(2.0, 0.02 * 2**attempt) * (0.5 + random.random()))
+            raise RuntimeError(
+                f"push of {live[0].steps[0].step} still rejected after {MAX_PUSH_ATTEMPTS} attempts"
+            )
+        except BaseException as error:
+            for request in live:
+                if request.error is None:  # staged, perhaps, but not pushed
+                    request.results, request.error = None, error
+            if not isinstance(error, Exception):
+                raise
+        finally:
+            for request in batch:
+                if request.error is None and request.results is None:
+                    request.error = RuntimeError("the group commit ended without writing this request")
+                request.done.set()
+
+    def _commit_requests(
+        self, repo: git.Repo, requests: list[_WriteRequest], *, fast: bool
+    ) -> list[_WriteRequest]:
+        """Commit the requests in turn on the fresh branch; a request whose checks refuse it (a newer
+        delivery's file, a human's edit, a bad file) gets its error and leaves no trace in the clone."""
         has_branch = True
-        if not (fast and self._known_in_sync(repo)):
+        if not (
+            fast
+            and not any(request.maybe_done for request in requests)
+            and self._known_in_sync(repo, requests)
+        ):
             has_branch = self.refresh(repo)
+        staged = []
+        for request in requests:
+            before = read_ref(Path(repo.git_dir), "HEAD")
+            try:
+                request.results = self._commit_locally(
+                    repo, request.steps, has_branch=has_branch, maybe_done=request.maybe_done
+                )
+            except Exception as error:
+                if before is None:
+                    raise  # nothing to go back to on an unborn branch: the whole batch is tried again
+                repo.git.reset("--hard", before, "--quiet")
+                repo.git.clean("-fdq")
+                request.error, request.results = error, None
+                continue
+            staged.append(request)
+        return staged
+
+    def _commit_locally(
+        self, repo: git.Repo, steps: list[StepCommit], *, has_branch: bool, maybe_done: bool
+    ) -> list[CommitResult]:
         results = []
         for step in steps:
-            existing = self.find_step_commit(repo, step.owner, step.step) if has_branch and maybe_done else None
+            existing = (
+                self.find_step_commit(repo, step.owner, step.step) if has_branch and maybe_done else None
+            )
             if existing:
                 results.append(CommitResult(existing, already_done=True))
                 continue
@@ -322,14 +444,17 @@ class GitOpsClone:
             results.append(CommitResult(head, left=applied.left))
         return results
 
-    def _known_in_sync(self, repo: git.Repo) -> bool:
-        """This process last left the clone clean and pushed, and HEAD is still the remote branch (read from
-        the ref files: a process per check would cost as much as the commit)."""
+    def _known_in_sync(self, repo: git.Repo, requests: list[_WriteRequest]) -> bool:
+        """This process last left the clone clean and pushed, HEAD is still the remote branch, and every step's
+        ownership base is that HEAD (a base this clone has not seen - another worker's commit - needs a fetch).
+        Read from the ref files: a process per check would cost as much as the commit."""
         if str(self.path) not in _in_sync_clones:
             return False
         git_dir = Path(repo.git_dir)
         head = read_ref(git_dir, "HEAD")
-        return head is not None and head == read_ref(git_dir, f"refs/remotes/origin/{self.branch}")
+        if head is None or head != read_ref(git_dir, f"refs/remotes/origin/{self.branch}"):
+            return False
+        return all(step.base in (None, head) for request in requests for step in request.steps)
 
 
 class GitOpsActivities:
@@ -345,7 +470,9 @@ class GitOpsActivities:
         fence = write_fence(self.client)
         return await in_thread_with_heartbeats(lambda r, beat: self._commit(r, beat, fence), request)
 
-    def _commit(self, request: CommitRequest, heartbeat: Callable[[str], None], fence: Callable[[], None]) -> CommitResult:
+    def _commit(
+        self, request: CommitRequest, heartbeat: Callable[[str], None], fence: WriteFence
+    ) -> CommitResult:
         clone = self._clone(request.repo, request.branch)
         owner = request.owner()
         target = _target_of(request.step)
@@ -353,7 +480,9 @@ class GitOpsActivities:
         def apply(repo: git.Repo) -> Applied:
             paths = [path for edit in request.edits for path in edit.paths()]
             root = Path(repo.working_tree_dir or ".")
-            files = {path: safe_file(root, path, target) for path in paths}  # every path checked before any write
+            files = {
+                path: safe_file(root, path, target) for path in paths
+            }  # every path checked before any write
             check_ownership(repo, clone.remote_ref, owner, request.base, set(paths), target)
             for edit in request.edits:
                 for path in edit.paths():
@@ -365,7 +494,9 @@ class GitOpsActivities:
                     _write(files[path], updated.encode())
             return Applied(paths)
 
-        step = StepCommit(owner, request.step, request.actor, request.subject, request.reason, apply)
+        step = StepCommit(
+            owner, request.step, request.actor, request.subject, request.reason, apply, base=request.base
+        )
         return clone.commit_and_push([step], heartbeat, maybe_done=_retried(), fence=fence)[0]
 
     @activity.defn(name="gitops_rollback")
@@ -380,7 +511,7 @@ class GitOpsActivities:
         return await in_thread_with_heartbeats(lambda r, beat: self._rollback(r, beat, fence), requests)
 
     def _rollback(
-        self, requests: list[RollbackRequest], heartbeat: Callable[[str], None], fence: Callable[[], None]
+        self, requests: list[RollbackRequest], heartbeat: Callable[[str], None], fence: WriteFence
     ) -> list[CommitResult]:
         first = requests[0]
         if any((request.repo, request.branch) != (first.repo, first.branch) for request in requests):
@@ -424,7 +555,9 @@ class GitOpsActivities:
             for path in list(left):
                 if path not in first_touch:  # written by others only, never by this delivery
                     del left[path]
-            befores = _contents_at(repo, {path: f"{sha}^" for path, sha in first_touch.items() if path not in left}, target)
+            befores = _contents_at(
+                repo, {path: f"{sha}^" for path, sha in first_touch.items() if path not in left}, target
+            )
             root = Path(repo.working_tree_dir or ".")
             changed: list[str] = []
             for path in sorted(befores):
@@ -533,11 +666,17 @@ def git_log(repo: git.Repo, *args: str) -> list[LoggedCommit]:
     commits = []
     for record in output.split("\x1e")[1:]:
         sha, author, subject, trailers, files = record.split("\x1f", 4)
-        commits.append(LoggedCommit(sha.strip(), author, subject, parse_trailers(trailers), [f for f in files.splitlines() if f]))
+        commits.append(
+            LoggedCommit(
+                sha.strip(), author, subject, parse_trailers(trailers), [f for f in files.splitlines() if f]
+            )
+        )
     return commits
 
 
-def check_ownership(repo: git.Repo, ref: str, owner: DeliveryRef, base: str | None, paths: set[str], target: str) -> None:
+def check_ownership(
+    repo: git.Repo, ref: str, owner: DeliveryRef, base: str | None, paths: set[str], target: str
+) -> None:
     """Refuse (typed, non-retryable) a write of `paths` by `owner` that would overwrite someone else's write.
 
     With a `base` (this delivery's last commit to these files, or a human commit it was told to continue
@@ -612,6 +751,8 @@ def _delivery_history(repo: git.Repo, ref: str, owner: DeliveryRef) -> list[Logg
 def _without_canary(content: bytes, write: WritePlan) -> bytes:
     """The restored content with no canary in it: a weight another (older, superseded) delivery left there
     would otherwise come back with nobody left to drive it."""
+    if write.weight is None:  # a file without canary keys (spec.write.weight: null)
+        return content
     try:
         text = content.decode()
         weight = get_key(text, write.weight)
@@ -621,55 +762,88 @@ def _without_canary(content: bytes, write: WritePlan) -> bytes:
         return content
     values: dict[str, Any] = {write.weight: 0}
     image = get_key(text, write.image)
-    if image is not None:
+    if image is not None and write.canary_image is not None:
         values[write.canary_image] = image
     return set_keys(text, values).encode()
 
 
 # --- the fence ------------------------------------------------------------------------------------------------
-def fence_cancelled() -> None:
-    """Raise when this activity attempt was cancelled (a stalled worker finds out here, not after its push)."""
-    if activity.in_activity() and activity.is_cancelled():
-        raise _error(ErrorType.WRITE_FENCED, "the activity was cancelled; its write is dropped")
+class WriteFence:
+    """Whether a write is still wanted, askable from any thread (a group commit checks the fences of other
+    activities' requests): outside an activity, always."""
+
+    def cancelled(self) -> BaseException | None:
+        return None
+
+    def check(self) -> None:
+        pass
 
 
-def write_fence(client: Client | None) -> Callable[[], None]:
-    """A check, runnable from the activity's worker thread right before a push, that Temporal still waits for
-    this very attempt: a worker that stalled (VM pause, CPU throttling) or lost Temporal while still reaching
-    Git must not push a step the delivery has given to another worker or moved past."""
-    if not activity.in_activity():
-        return lambda: None
-    info = activity.info()
-    loop = asyncio.get_running_loop()
+class ActivityFence(WriteFence):
+    """The fence of the activity that is running where it is made: not cancelled, and - asked of Temporal
+    right before a push - still the attempt the workflow waits for. A worker that stalled (VM pause, CPU
+    throttling) or lost Temporal while still reaching Git must not push a step the delivery has given to
+    another worker or moved past."""
 
-    def fence() -> None:
-        fence_cancelled()
-        if client is None:
+    def __init__(self, client: Client | None) -> None:
+        self.client = client
+        self.info = activity.info()
+        self.context = contextvars.copy_context()  # the activity's own, whichever thread asks
+        self.loop = asyncio.get_running_loop()
+
+    def cancelled(self) -> BaseException | None:
+        if self.context.run(activity.is_cancelled):
+            return _error(ErrorType.WRITE_FENCED, "the activity was cancelled; its write is dropped")
+        return None
+
+    def check(self) -> None:
+        if (cancelled := self.cancelled()) is not None:
+            raise cancelled
+        if self.client is None:
             return
-        future = asyncio.run_coroutine_threadsafe(_why_not_current(client, info), loop)
+        future = asyncio.run_coroutine_threadsafe(_why_not_current(self.client, self.info), self.loop)
         try:
             why = future.result(timeout=FENCE_TIMEOUT_S)
         except Exception as error:  # Temporal unreachable: do not push blind; the attempt is retried
             future.cancel()
-            raise RuntimeError(f"cannot confirm with Temporal that this write is still wanted: {error}") from error
+            raise RuntimeError(
+                f"cannot confirm with Temporal that this write is still wanted: {error}"
+            ) from error
         if why:
             raise _error(ErrorType.WRITE_FENCED, f"write dropped: {why}")
 
-    return fence
+
+def write_fence(client: Client | None) -> WriteFence:
+    """The fence for a write made by the running activity (none outside one)."""
+    return ActivityFence(client) if activity.in_activity() else WriteFence()
 
 
 async def _why_not_current(client: Client, info: activity.Info) -> str:
-    description = await client.get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id).describe()
+    """Why Temporal no longer waits for this attempt's write ("" when it does): its workflow ended, the
+    attempt timed out and was retried, it was cancelled - or the delivery above a target's workflow ended
+    (a terminated delivery's children are ended by the server moments later; the write must not land in
+    between)."""
+    description = await client.get_workflow_handle(
+        info.workflow_id or "", run_id=info.workflow_run_id
+    ).describe()
     if description.status != WorkflowExecutionStatus.RUNNING:
         return f"workflow {info.workflow_id} has ended"
+    why = f"{info.activity_type} (activity {info.activity_id}) is no longer pending in {info.workflow_id}"
     for pending in description.raw_description.pending_activities:
         if pending.activity_id == info.activity_id:
             if pending.attempt != info.attempt:
                 return f"attempt {info.attempt} of {info.activity_type} was superseded by attempt {pending.attempt}"
             if pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_CANCEL_REQUESTED:
                 return f"{info.activity_type} was cancelled"
-            return ""
-    return f"{info.activity_type} (activity {info.activity_id}) is no longer pending in {info.workflow_id}"
+            why = ""
+    if why:
+        return why
+    parent = description.raw_description.workflow_execution_info.parent_execution
+    if parent.workflow_id:
+        above = await client.get_workflow_handle(parent.workflow_id, run_id=parent.run_id or None).describe()
+        if above.status != WorkflowExecutionStatus.RUNNING:
+            return f"workflow {info.workflow_id} has ended with its delivery {parent.workflow_id}"
+    return ""
 
 
 # --- plumbing -------------------------------------------------------------------------------------------------
@@ -681,7 +855,9 @@ def path_matcher(paths: set[str]) -> Callable[[str], bool]:
     exact = {path for path in paths if "{{" not in path}
     patterns = [
         # `{{site}}` is as valid in a spec as `{{ site }}`
-        re.compile("^" + "[^/]+".join(map(re.escape, _SITE_PLACEHOLDER.split(path))) + "$") for path in paths if "{{" in path
+        re.compile("^" + "[^/]+".join(map(re.escape, _SITE_PLACEHOLDER.split(path))) + "$")
+        for path in paths
+        if "{{" in path
     ]
     return lambda path: path in exact or any(pattern.match(path) for pattern in patterns)
 

@@ -57,7 +57,9 @@ class ReleaseActivities:
         older: list[tuple[object, str]] = []
         async for execution in self.client.list_workflows(query):
             # `delivery-web-` also prefixes app `web-api`'s deliveries: the rest must be a revision.
-            if execution.id == request.delivery_id or not _REVISION_PART.fullmatch(execution.id[len(prefix) :]):
+            if execution.id == request.delivery_id or not _REVISION_PART.fullmatch(
+                execution.id[len(prefix) :]
+            ):
                 continue
             if (execution.start_time, execution.id) < mine:
                 older.append((execution.start_time, execution.id))
@@ -69,7 +71,9 @@ class ReleaseActivities:
                 running.append(other)
             except RPCError as error:  # it ended meanwhile: nothing to stop or wait for
                 log.info("%s: %s not told (%s)", request.delivery_id, other, error)
-        activity.logger.info("%s claims %s from %s (%s)", request.delivery_id, request.app, running, request.mode)
+        activity.logger.info(
+            "%s claims %s from %s (%s)", request.delivery_id, request.app, running, request.mode
+        )
         return ClaimResult(running)
 
     @activity.defn(name="running_deliveries")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
@@ -195,6 +196,56 @@ async def list_deliveries(
         phase = execution.typed_search_attributes.get(search.PHASE) or ""
         status = execution.status.name.lower() if execution.status else "unknown"
         rows.append((execution.id, status, phase))
+    return rows
+
+
+@dataclass(frozen=True)
+class DeliverySummary:
+    """One delivery as Temporal's visibility store knows it (no query, no history read)."""
+
+    delivery_id: str
+    run_id: str
+    app: str
+    state: str  # Temporal's execution status: running, completed, failed, terminated, ...
+    phase: str  # the AicdPhase search attribute ("" before the delivery set one)
+    stage: str  # the AicdStage search attribute
+    started: datetime
+    closed: datetime | None
+    history_length: int
+
+
+async def list_delivery_summaries(
+    client: Client,
+    app: str | None = None,
+    *,
+    phase: str | None = None,
+    running_only: bool = False,
+    limit: int | None = None,
+) -> list[DeliverySummary]:
+    """Deliveries with their start and close times, newest first (the dashboard's list)."""
+    clauses = ["WorkflowType = 'DeliveryWorkflow'"]
+    if app:
+        clauses.append(f"AicdApp = '{_quote(app)}'")
+    if phase:
+        clauses.append(f"AicdPhase = '{_quote(phase)}'")
+    if running_only:
+        clauses.append("ExecutionStatus = 'Running'")
+    rows: list[DeliverySummary] = []
+    async for execution in client.list_workflows(" AND ".join(clauses), limit=limit):
+        attributes = execution.typed_search_attributes
+        rows.append(
+            DeliverySummary(
+                delivery_id=execution.id,
+                run_id=execution.run_id,
+                app=attributes.get(search.APP) or "",
+                state=execution.status.name.lower() if execution.status else "unknown",
+                phase=attributes.get(search.PHASE) or "",
+                stage=attributes.get(search.STAGE) or "",
+                started=execution.start_time,
+                closed=execution.close_time,
+                history_length=execution.history_length,
+            )
+        )
     return rows
 
 

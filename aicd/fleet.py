@@ -109,12 +109,16 @@ def sites_from_list(items: Sequence[Any], where: str) -> list[Site]:
         if isinstance(item, Mapping):
             unknown = set(item) - {"name", "health"}
             if unknown:
-                raise FleetError(f"{at}: unknown keys {sorted(unknown)} (a site has `name` and optional `health`)")
+                raise FleetError(
+                    f"{at}: unknown keys {sorted(unknown)} (a site has `name` and optional `health`)"
+                )
             name, health = item.get("name"), item.get("health", "")
         else:
             name, health = item, ""
         if not isinstance(name, str) or not SITE_NAME.fullmatch(name):
-            raise FleetError(f"{at}: site name {name!r} must be a string of letters, digits, '_', '.', '-' (quote numbers)")
+            raise FleetError(
+                f"{at}: site name {name!r} must be a string of letters, digits, '_', '.', '-' (quote numbers)"
+            )
         if not isinstance(health, str) or (health and not health.startswith(("http://", "https://"))):
             raise FleetError(f"{at}: health {health!r} must be an http(s) URL")
         if name in seen:

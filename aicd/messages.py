@@ -4,8 +4,9 @@ Temporal's converter carries; the CLI, the gateway and the workflows all speak t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
+from aicd.judge.model import AnalysisVerdict
 from aicd.plan import DeliveryPlan
 
 # Phases of a delivery, in the order they usually happen; the last five are terminal.
@@ -27,10 +28,31 @@ Phase = Literal[
 ]
 PHASES: tuple[Phase, ...] = get_args(Phase)
 TERMINAL_PHASES: frozenset[Phase] = frozenset({"succeeded", "failed", "aborted", "rejected", "superseded"})
+
+
+def as_phase(value: str, default: Phase | None = None) -> Phase:
+    """A phase read from outside the workflow (a search attribute, a history): checked at that boundary;
+    an unknown one is `default`, or an error without one."""
+    for phase in PHASES:
+        if phase == value:
+            return phase
+    if default is not None:
+        return default
+    raise ValueError(f"{value!r} is not a delivery phase; one of {', '.join(PHASES)}")
+
+
 # How a rollout child ended, and every state a target goes through.
 RolloutOutcome = Literal["promoted", "failed", "aborted", "superseded"]
 TargetState = Literal[
-    "pending", "progressing", "paused", "awaiting-resume", "promoted", "failed", "aborted", "superseded", "rolled-back"
+    "pending",
+    "progressing",
+    "paused",
+    "awaiting-resume",
+    "promoted",
+    "failed",
+    "aborted",
+    "superseded",
+    "rolled-back",
 ]
 CommandState = Literal["pending", "running", "succeeded", "failed"]
 
@@ -107,7 +129,7 @@ class TargetStatus:
     step_kind: str = ""
     weight: int = 0
     commits: list[str] = field(default_factory=list)
-    last_verdict: dict[str, Any] | None = None  # the judge's AnalysisVerdict as a dict
+    last_verdict: AnalysisVerdict | None = None  # the latest look of the current or last analysis step
     message: str = ""
     # Edge fleets summarise instead of listing every site.
     sites_total: int = 0

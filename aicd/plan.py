@@ -7,10 +7,10 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from aicd.judge.model import MetricConfig
+from aicd.judge.model import DEFAULT_MIN_SAMPLES, JudgeConfig, MetricConfig
 from aicd.redact import redact_credentials
 from aicd.spec.durations import format_duration
-from aicd.spec.model import Concurrency, DeliverySpec, RollbackScope
+from aicd.spec.model import Concurrency, DeliverySpec, PrometheusConfig, RollbackScope
 from aicd.spec.placeholders import render
 from aicd.steps import Step
 from aicd.targets import TARGET_KINDS, TargetConfig, TargetKind
@@ -71,18 +71,61 @@ class MetricPlan:
 
 @dataclass
 class AnalysisPlan:
-    prometheus_url: str
     interval_s: float
     alpha: float
     no_data_limit: float
     metrics: list[MetricPlan]
+    min_samples: int = DEFAULT_MIN_SAMPLES
+    warmup_intervals: int = 0
+    prometheus: PrometheusConfig | None = None
+    prometheus_url: str = ""  # plans made before `prometheus` carried the whole connection
+
+    @property
+    def connection(self) -> PrometheusConfig:
+        return self.prometheus if self.prometheus is not None else PrometheusConfig(url=self.prometheus_url)
+
+    def judge_config(
+        self, names: list[str] | None = None, planned_intervals: int | None = None
+    ) -> JudgeConfig:
+        """The judge's configuration for the chosen metrics (all when ``names`` is empty) of one analysis
+        step that may last ``planned_intervals`` intervals."""
+        chosen = [metric.config for metric in self.metrics if not names or metric.config.name in names]
+        return JudgeConfig(
+            metrics=tuple(chosen),
+            alpha=self.alpha,
+            no_data_limit=self.no_data_limit,
+            min_samples=self.min_samples,
+            warmup_intervals=self.warmup_intervals,
+            interval_s=self.interval_s,
+            planned_intervals=planned_intervals,
+        )
 
 
 @dataclass
 class WritePlan:
+    """Write paths in a target's file (aicd.yamledit); weight and canary_image None: the file has no canary."""
+
     image: str
-    weight: str
-    canary_image: str
+    weight: str | None
+    canary_image: str | None
+
+    def canary_values(self, tag: str, weight: int) -> dict[str, Any]:
+        """What a setWeight step writes (nothing when the file has no canary keys)."""
+        values: dict[str, Any] = {}
+        if self.canary_image is not None:
+            values[self.canary_image] = tag
+        if self.weight is not None:
+            values[self.weight] = weight
+        return values
+
+    def promote_values(self, tag: str) -> dict[str, Any]:
+        """What the promotion writes: the release becomes stable, the canary stops."""
+        values: dict[str, Any] = {self.image: tag}
+        if self.weight is not None:
+            values[self.weight] = 0
+        if self.canary_image is not None:
+            values[self.canary_image] = tag
+        return values
 
 
 @dataclass
@@ -167,15 +210,18 @@ def build_plan(spec: DeliverySpec, revision: str, *, artifact_override: str | No
     }
     analysis = None
     if spec.analysis is not None:
+        judge = spec.analysis.judge
         analysis = AnalysisPlan(
-            prometheus_url=spec.analysis.prometheus_url,
             interval_s=spec.analysis.interval_s,
-            alpha=spec.analysis.judge.alpha,
-            no_data_limit=spec.analysis.judge.no_data_limit,
+            alpha=judge.alpha,
+            no_data_limit=judge.no_data_limit,
             metrics=[
                 MetricPlan(metric, spec.analysis.queries[metric.name], spec.analysis.totals.get(metric.name))
-                for metric in spec.analysis.metrics
+                for metric in judge.metrics
             ],
+            min_samples=judge.min_samples,
+            warmup_intervals=judge.warmup_intervals,
+            prometheus=spec.analysis.prometheus,
         )
     return DeliveryPlan(
         app=spec.name,
@@ -255,9 +301,7 @@ def render_tree(plan: DeliveryPlan) -> str:
                 lines += [f"        {line}" for line in target.typed().plan_lines()]
                 for step in stage.steps:
                     lines.append(f"        {step.id}: {step.plan_line(plan.write, plan.artifact_tag)}")
-                lines.append(
-                    f"        promote: {plan.write.image}={plan.artifact_tag}, {plan.write.weight}=0"
-                )
+                lines.append(f"        promote: {assignments(plan.write.promote_values(plan.artifact_tag))}")
     return "\n".join(lines)
 
 
@@ -271,3 +315,9 @@ def _command_lines(label: str, command: CommandPlan) -> list[str]:
         )
     return lines
 
+
+def assignments(values: dict[str, Any]) -> str:
+    """`path=value, ...` of what a step writes, for `aicd plan`."""
+    return (
+        ", ".join(f"{path}={value}" for path, value in values.items()) or "nothing written (no canary keys)"
+    )

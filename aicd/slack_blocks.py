@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from aicd.judge.model import Outcome
 from aicd.messages import TERMINAL_PHASES, DeliveryStatus, TargetStatus
 from aicd.plan import DeliveryPlan
 
@@ -46,6 +47,7 @@ EVENT_EMOJI = {
 ALERT_PHASES = frozenset({"failed", "aborted", "rejected"})
 MAX_TARGET_LINES = 20  # a section holds 3,000 characters; fleets are summarised anyway
 MAX_TEXT = 2900
+MAX_SUMMARY = 600  # an analysis summary names each unsettled metric and what would settle it
 SLACK_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 
 
@@ -97,7 +99,7 @@ def compact_status(status: DeliveryStatus) -> dict[str, Any]:
 
 
 def _compact_target(target: TargetStatus) -> dict[str, Any]:
-    verdict = target.last_verdict or None
+    verdict = target.last_verdict
     return {
         "target": target.target,
         "stage": target.stage,
@@ -108,9 +110,7 @@ def _compact_target(target: TargetStatus) -> dict[str, Any]:
         "weight": target.weight,
         "message": target.message[:300],
         "verdict": (
-            {"outcome": str(verdict.get("outcome", "")), "summary": str(verdict.get("summary", ""))[:300]}
-            if verdict
-            else None
+            {"outcome": verdict.outcome.value, "summary": verdict.summary[:MAX_SUMMARY]} if verdict else None
         ),
         "sites_total": target.sites_total,
         "sites_by_state": dict(target.sites_by_state),
@@ -142,9 +142,9 @@ def describe_progress(target: TargetStatus) -> str:
         f"{name} step {target.step_index} {escape(target.step_kind)}".rstrip(),
         f"weight {target.weight}%",
     ]
-    verdict = target.last_verdict or {}
-    if verdict and verdict.get("outcome") != "running":
-        parts.append(f"analysis {verdict.get('outcome')}: {escape(str(verdict.get('summary', '')))}")
+    verdict = target.last_verdict
+    if verdict is not None and verdict.outcome != Outcome.RUNNING:
+        parts.append(f"analysis {verdict.outcome}: {escape(verdict.summary[:MAX_SUMMARY])}")
     if target.sites_total:
         parts.append(_sites(target.sites_total, target.sites_by_state))
     return " · ".join(parts)

@@ -43,7 +43,9 @@ def _git_env() -> dict[str, str]:
     return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_ALLOW_PROTOCOL": ALLOWED_PROTOCOLS}
 
 
-async def _git(*args: str, cwd: Path | None = None, timeout_s: float = LS_REMOTE_TIMEOUT_S) -> tuple[int, str, str]:
+async def _git(
+    *args: str, cwd: Path | None = None, timeout_s: float = LS_REMOTE_TIMEOUT_S
+) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
         "git",
         *args,
@@ -59,7 +61,9 @@ async def _git(*args: str, cwd: Path | None = None, timeout_s: float = LS_REMOTE
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await process.wait()
-        raise SourceError(redact_credentials(f"git {' '.join(args[:3])} timed out after {timeout_s:.0f}s")) from None
+        raise SourceError(
+            redact_credentials(f"git {' '.join(args[:3])} timed out after {timeout_s:.0f}s")
+        ) from None
     return process.returncode or 0, stdout.decode(errors="replace"), stderr.decode(errors="replace")
 
 
@@ -88,7 +92,9 @@ async def list_refs(repo: str, *patterns: str, timeout_s: float = LS_REMOTE_TIME
 async def list_heads(repo: str, timeout_s: float = LS_REMOTE_TIMEOUT_S) -> dict[str, str]:
     """{branch: head SHA} of `repo`."""
     refs = await list_refs(repo, "refs/heads/*", timeout_s=timeout_s)
-    return {ref.removeprefix("refs/heads/"): sha for ref, sha in refs.items() if ref.startswith("refs/heads/")}
+    return {
+        ref.removeprefix("refs/heads/"): sha for ref, sha in refs.items() if ref.startswith("refs/heads/")
+    }
 
 
 async def branch_head(repo: str, branch: str) -> str | None:
@@ -134,6 +140,16 @@ async def resolve_revision(repo: str, given: str, cache: Path | None = None) -> 
     raise RevisionUnknown(f"no commit {given!r} on any branch or tag of {shown}")
 
 
+async def fetch_mirror(repo: str, cache: Path | None = None) -> Path:
+    """A bare mirror of `repo`'s branches and tags in the cache, fetched now (read with `git_in`)."""
+    return await _mirror(repo, cache or cache_dir())
+
+
+async def git_in(path: Path, *args: str, timeout_s: float = LS_REMOTE_TIMEOUT_S) -> tuple[int, str, str]:
+    """`git ARGS` in `path` (a mirror): exit code, stdout, stderr; arguments are data, never a shell."""
+    return await _git(*args, cwd=path, timeout_s=timeout_s)
+
+
 async def _mirror(repo: str, cache: Path) -> Path:
     """A bare mirror of the repository's branches and tags under `cache`, fetched now."""
     _refuse_option(repo)
@@ -142,7 +158,9 @@ async def _mirror(repo: str, cache: Path) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         code, _out, stderr = await _git("init", "--quiet", "--bare", str(path))
         if code != 0:
-            raise SourceError(redact_credentials(f"cannot create a mirror of {repo} in {path}: {stderr.strip()}"))
+            raise SourceError(
+                redact_credentials(f"cannot create a mirror of {repo} in {path}: {stderr.strip()}")
+            )
     code, _out, stderr = await _git(
         "fetch",
         "--quiet",

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from aicd.judge import AnalysisVerdict, render_table
+from aicd.judge import AnalysisVerdict, Outcome
 from aicd.messages import DeliveryStatus, TargetStatus
 
 PHASE_STYLE = {
@@ -30,12 +28,19 @@ def weight_bar(weight: int) -> str:
     return "█" * filled + "░" * (BAR_WIDTH - filled) + f" {weight:3d}%"
 
 
-def verdict_lines(verdict: dict[str, Any] | None) -> list[str]:
-    """The judge's verdict table for a verdict as carried in status (overall line first)."""
-    if not verdict:
+def verdict_lines(verdict: AnalysisVerdict | None, details: bool = False) -> list[str]:
+    """The judge's latest verdict in words and a table; with ``details`` also every test's bounds and
+    evidence (e-values, p-values, thresholds)."""
+    if verdict is None:
         return []
-    parsed = AnalysisVerdict.from_dict(verdict)
-    return [f"analysis {parsed.outcome}: {parsed.summary}", *render_table(parsed).splitlines()]
+    from aicd.judge import render_details, render_table  # numpy and scipy load only when there is a verdict
+
+    lines = render_table(verdict).splitlines()
+    if verdict.outcome == Outcome.RUNNING:
+        lines[0] = f"analysis RUNNING (evidence so far): {verdict.summary}"
+    if details:
+        lines += ["", *render_details(verdict).splitlines()]
+    return lines
 
 
 def _target_row(target: TargetStatus) -> list[str]:
@@ -43,27 +48,51 @@ def _target_row(target: TargetStatus) -> list[str]:
     if target.sites_total:
         counts = ", ".join(f"{state} {count}" for state, count in sorted(target.sites_by_state.items()))
         step = f"{step}  sites {target.sites_total}: {counts}"
-    return [target.stage, target.target, target.kind, target.state, step, weight_bar(target.weight), str(len(target.commits))]
+    return [
+        target.stage,
+        target.target,
+        target.kind,
+        target.state,
+        step,
+        weight_bar(target.weight),
+        str(len(target.commits)),
+    ]
 
 
-def render_status(status: DeliveryStatus) -> RenderableType:
+def render_status(status: DeliveryStatus, details: bool = False) -> RenderableType:
     header = Text()
     header.append(f"{status.delivery_id}  ", style="bold")
     header.append(status.phase, style=PHASE_STYLE.get(status.phase, "bold blue"))
-    where = " ".join(part for part in (f"stage {status.stage}" if status.stage else "", f"wave {status.wave}" if status.wave else "") if part)
+    where = " ".join(
+        part
+        for part in (
+            f"stage {status.stage}" if status.stage else "",
+            f"wave {status.wave}" if status.wave else "",
+        )
+        if part
+    )
     header.append(f"  {status.app} @ {status.revision[:12]}  {status.artifact}  {where}")
     parts: list[RenderableType] = [header]
     if status.paused:
         parts.append(Text(f"paused: {status.pause_reason}", style="yellow"))
     if status.pending_approval:
         approvals = ", ".join(status.approvals.get(status.pending_approval, [])) or "none yet"
-        parts.append(Text(f"awaiting approval of stage {status.pending_approval} (approved by: {approvals})", style="cyan"))
+        parts.append(
+            Text(
+                f"awaiting approval of stage {status.pending_approval} (approved by: {approvals})",
+                style="cyan",
+            )
+        )
     if status.waiting_for:
-        parts.append(Text(f"queued behind {', '.join(status.waiting_for)} (spec.concurrency: queue)", style="cyan"))
+        parts.append(
+            Text(f"queued behind {', '.join(status.waiting_for)} (spec.concurrency: queue)", style="cyan")
+        )
     if status.reason:
         parts.append(Text(f"reason: {status.reason}", style="red" if status.phase != "succeeded" else ""))
     if status.commands:
-        parts.append(Text("commands: " + ", ".join(f"{c.name} {c.state} {c.detail}".strip() for c in status.commands)))
+        parts.append(
+            Text("commands: " + ", ".join(f"{c.name} {c.state} {c.detail}".strip() for c in status.commands))
+        )
     if status.targets:
         table = Table(show_edge=False, pad_edge=False, box=None)
         for column in ("stage", "target", "kind", "state", "step", "canary weight", "commits"):
@@ -72,12 +101,20 @@ def render_status(status: DeliveryStatus) -> RenderableType:
             table.add_row(*_target_row(target))
         parts.append(table)
         for target in status.targets.values():
-            lines = verdict_lines(target.last_verdict)
+            lines = verdict_lines(target.last_verdict, details)
             if lines:
                 parts.append(Text(f"{target.target}: " + "\n".join(lines)))
             if target.failed_sites:
-                parts.append(Text(f"{target.target}: failed sites {', '.join(target.failed_sites[:20])}", style="red"))
-            if target.message and target.state in ("failed", "awaiting-resume", "rolled-back", "aborted", "superseded"):
+                parts.append(
+                    Text(f"{target.target}: failed sites {', '.join(target.failed_sites[:20])}", style="red")
+                )
+            if target.message and target.state in (
+                "failed",
+                "awaiting-resume",
+                "rolled-back",
+                "aborted",
+                "superseded",
+            ):
                 parts.append(Text(f"{target.target}: {target.message}"))
     if status.actions:
         parts.append(Text("actions:"))

@@ -20,11 +20,17 @@ from aicd.testing.chaos import ChaosConfig, run_chaos
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seed", type=int, default=20240608)
     parser.add_argument("--deliveries", type=int, default=40)
-    parser.add_argument("--faults", type=int, default=None, help="default: 5 per 8 deliveries, at least one of each kind")
-    parser.add_argument("--keep", type=Path, default=None, help="run in this directory and keep it (logs, repos)")
+    parser.add_argument(
+        "--faults", type=int, default=None, help="default: 5 per 8 deliveries, at least one of each kind"
+    )
+    parser.add_argument(
+        "--keep", type=Path, default=None, help="run in this directory and keep it (logs, repos)"
+    )
     args = parser.parse_args(argv)
     deliveries = max(args.deliveries, 1)
     faults = args.faults if args.faults is not None else max(6, deliveries * 5 // 8)

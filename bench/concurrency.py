@@ -48,7 +48,10 @@ async def run(root: Path, count: int) -> tuple[float, int, int]:
     plans = [
         plan_from(
             spec_document(
-                app, source, gitops, {"web": {"kind": "git", "path": f"apps/{app}/values.yaml"}},
+                app,
+                source,
+                gitops,
+                {"web": {"kind": "git", "path": f"apps/{app}/values.yaml"}},
                 [{"name": "prod", "targets": ["web"], "strategy": {"canary": {"steps": steps}}}],
             ),
             revision,
@@ -59,12 +62,18 @@ async def run(root: Path, count: int) -> tuple[float, int, int]:
         second = await Client.connect(env.client.service_client.config.target_host)
         async with build_worker(second, WorkerSettings(root / "state-b"), queue):
             started = time.perf_counter()
-            await asyncio.gather(*(start_delivery(env.client, plan, Trigger("cli", "bench"), queue=queue) for plan in plans))
-            results = await asyncio.gather(*(handle_for(env.client, plan.delivery_id).result() for plan in plans))
+            await asyncio.gather(
+                *(start_delivery(env.client, plan, Trigger("cli", "bench"), queue=queue) for plan in plans)
+            )
+            results = await asyncio.gather(
+                *(handle_for(env.client, plan.delivery_id).result() for plan in plans)
+            )
             seconds = time.perf_counter() - started
             retries = 0
             for plan in plans:
-                retries += push_retries(await env.client.get_workflow_handle(f"{plan.delivery_id}--prod--web").fetch_history())
+                retries += push_retries(
+                    await env.client.get_workflow_handle(f"{plan.delivery_id}--prod--web").fetch_history()
+                )
     failed = [result for result in results if result.phase != "succeeded"]
     assert not failed, failed[:3]
     on_branch = {entry["sha"] for entry in commits(gitops)}
@@ -81,7 +90,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
         seconds, retries, lost = asyncio.run(run(Path(root), args.deliveries))
-    print(f"{args.deliveries} deliveries x 3 commits into one repo in {seconds:.2f}s; {retries} rejected pushes retried")
+    print(
+        f"{args.deliveries} deliveries x 3 commits into one repo in {seconds:.2f}s; {retries} rejected pushes retried"
+    )
     print(
         f"deliveries={args.deliveries} seconds={seconds:.2f} deliveries_per_s={args.deliveries / seconds:.2f}"
         f" push_retries={retries} lost_commits={lost}"

@@ -83,7 +83,13 @@ def make_fleet(root: Path, count: int, *, steps: list[dict[str, Any]] | None = N
     files["fleets/edge.yaml"] = "".join(f"- {name}\n" for name in names)
     source, revision = make_repo(root, "source", {"README": "web\n"})
     gitops, seed = make_repo(root, "gitops", files)
-    edge = {"kind": "edge", "sites": {"file": "fleets/edge.yaml"}, "path": PATH, "batches": ["1%", "10%", "50%", "100%"], "maxFailures": "1%"}
+    edge = {
+        "kind": "edge",
+        "sites": {"file": "fleets/edge.yaml"},
+        "path": PATH,
+        "batches": ["1%", "10%", "50%", "100%"],
+        "maxFailures": "1%",
+    }
     stage: dict[str, Any] = {"name": "edge", "targets": ["pops"]}
     if steps:
         stage["strategy"] = {"canary": {"steps": steps}}
@@ -113,7 +119,9 @@ async def longest_history(client: Client, delivery_id: str) -> tuple[int, int]:
     return longest, runs
 
 
-async def wait_for(client: Client, delivery_id: str, predicate: Callable[[DeliveryStatus], bool], timeout: float = 600) -> None:
+async def wait_for(
+    client: Client, delivery_id: str, predicate: Callable[[DeliveryStatus], bool], timeout: float = 600
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate(await get_status(client, delivery_id)):
@@ -139,7 +147,10 @@ async def deliver(client: Client, count: int, root: Path) -> tuple[float, int, i
     made = delivery_commits(fleet.gitops)
     assert changed_since_seed(fleet) == count, "not every site file was updated"
     history, runs = await longest_history(client, fleet.plan.delivery_id)
-    print(f"deliver sites={count} seconds={seconds:.2f} per_site_ms={1000 * seconds / count:.2f} commits={len(made)} workflow_runs={runs} longest_history={history}", flush=True)
+    print(
+        f"deliver sites={count} seconds={seconds:.2f} per_site_ms={1000 * seconds / count:.2f} commits={len(made)} workflow_runs={runs} longest_history={history}",
+        flush=True,
+    )
     return seconds, len(made), history
 
 
@@ -157,7 +168,10 @@ async def control(client: Client, root: Path) -> int:
         await asyncio.sleep(3.0)  # longer than the pause step
         moved_while_paused = len(delivery_commits(fleet.gitops)) - 2
         await send_action(client, delivery, "resume", HumanAction("oncall"))
-        print(f"control paused for {time.perf_counter() - paused_at:.1f}s; batches committed while paused: {moved_while_paused}", flush=True)
+        print(
+            f"control paused for {time.perf_counter() - paused_at:.1f}s; batches committed while paused: {moved_while_paused}",
+            flush=True,
+        )
         await wait_for(client, delivery, lambda s: len(pops(s).commits) == 3)
         abort_at = time.perf_counter()
         await send_action(client, delivery, "abort", HumanAction("oncall", "bench abort"))
@@ -167,7 +181,12 @@ async def control(client: Client, root: Path) -> int:
     steps = delivery_commits(fleet.gitops)
     left = changed_since_seed(fleet)
     history, runs = await longest_history(client, delivery)
-    ok = result.phase == "aborted" and moved_while_paused == 0 and left == 0 and steps[-1] == "edge/pops/rollback"
+    ok = (
+        result.phase == "aborted"
+        and moved_while_paused == 0
+        and left == 0
+        and steps[-1] == "edge/pops/rollback"
+    )
     print(
         f"control sites=10000 ok={ok} phase={result.phase} commits={steps} rollback_seconds={rollback_s:.2f}"
         f" (5000 site files restored) total_seconds={total_s:.2f} files_differing_from_seed={left}"
@@ -180,13 +199,17 @@ async def control(client: Client, root: Path) -> int:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scenario", choices=("deliver", "control", "all"), default="all")
     args = parser.parse_args()
     histories: list[int] = []
     seconds: dict[int, float] = {}
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=TEMPORAL_BIN, search_attributes=list(search.ALL), dev_server_log_level="error"
+        dev_server_existing_path=TEMPORAL_BIN,
+        search_attributes=list(search.ALL),
+        dev_server_log_level="error",
     )
     try:
         with RssSampler() as rss, tempfile.TemporaryDirectory() as tmp:

@@ -1,72 +1,68 @@
 """Seeded simulation benchmark: aicd's canary judge vs a Kayenta-style and a Flagger-style judge.
 
-Run: ``python bench/judge.py [--reps N] [--seed S] [--workers W] [--tolerance T]``. Prints one row per scenario and a
-final summary line; the same seed gives the same numbers.
+Run: ``python bench/judge.py [--quick] [--reps N] [--seed S] [--workers W]``. Prints one table row per
+scenario and, last, one summary line; the same seed gives the same numbers. ``--quick`` runs 60 instead of
+200 replications per scenario (a minute on two cores; the figures are then only indicative).
 
 Simulated world (per replication, 5 s scrapes, 1-min intervals, 20 looks, canary at 10% of traffic):
 
-* traffic: 100 req/s split 10/90, with a load curve shared by both tracks (a sine with a 30-min period and
-  random phase -- a compressed diurnal cycle -- times a slow AR(1) wander), Poisson requests per scrape;
-* count metrics: per-request error probability grows with load and carries a pod-level AR(1) wander
-  (sd 10%; canary = 1 pod, baseline = mean of 9), so counts are mildly overdispersed; reported as Prometheus would, ``rate()`` over a
-  30 s window (errors/s and requests/s per track, the latter as the ``total`` series);
-* latency metrics: 50 (canary) and 450 (baseline) requests per scrape drawn from a lognormal whose median
-  follows load and a pod-level AR(1) (sd 5%, 1 vs 9 pods), with a 2% Pareto tail (heavy tails); p50/p95/p99 per scrape,
-  smoothed over the 30 s window (so neighbouring points are strongly autocorrelated);
-* gauges: CPU per pod follows load with pod-level AR(1) noise (canary = 1 pod, baseline = mean of 9);
-  memory wanders slowly per pod;
+* traffic: 100 req/s split 10/90, with a load curve shared by both tracks (a sine -- a compressed diurnal
+  cycle, 30-min period, +-25% -- times a slow AR(1) wander), Poisson requests per scrape;
+* count metrics: per-request error probability grows with load and carries a pod-level AR(1) wander (sd
+  10%; canary = 1 pod, baseline = mean of 9), so counts are mildly overdispersed; reported as Prometheus
+  would, ``rate()`` over a 30 s window (errors/s and requests/s per track, the latter as the ``total``);
+* latency metrics: the requests of each scrape (50 canary, 450 baseline) drawn from a lognormal whose
+  median follows load and a pod-level AR(1) (sd 5%, 1 vs 9 pods), with a 2% Pareto(1.5) tail; p50/p95/p99
+  per scrape, smoothed over the 30 s window (neighbouring points strongly autocorrelated);
+* gauges: CPU per pod follows load with pod-level AR(1) noise; memory wanders slowly per pod;
 * 2% of scrapes are missed per track (the point is absent from every series of that track).
 
-Scenarios: A/A (no change) with 1, 5 and 10 metrics; error rate x1.5 and x2; sparse errors (background
-0.01% -> the canary adds 3 errors/min); latency x1.10 and x1.25; latency variance x3 with the same mean;
-bimodal latency with the same mean (10% of requests 1.9x slower, the rest 0.9x). Regression scenarios
-judge three metrics (an error count, latency p50 and p95), the change affecting the canary from the start.
-All metrics are "increase is bad" with aicd's default 5% tolerance (``--tolerance 0`` removes aicd's
-practical-significance floor, to separate its cost from the statistics'; the references have no floor).
+Scenarios. *Null* scenarios (nothing beyond tolerance: every failure is a false alarm): A/A with 1, 3, 5
+and 10 metrics and on the sparse-error set; heavy tails (5% Pareto(1.1) tail); a diurnal swing (+-60%
+load, 40-min period); a baseline that misses its first 3 minutes of scrapes; canary scrape gaps (two
+2-minute gaps, 10% of scrapes missed); a warm-up (the canary 60% slower with 3x the errors at start,
+fading over the first 2 minutes, which every judge is told to skip); low traffic (10 req/s: the canary
+serves 1 req/s); a benign +3% latency offset (inside aicd's 5% tolerance). *Regression* scenarios (the
+change affects the canary from the start unless said): error rate x1.5 and x2; sparse errors (0.01% ->
+the canary adds 3 errors/min); latency +10% and +25%; latency variance x3 and bimodal latency (both with
+the same mean); a latency ramp (equal at start, +30% at the end); error rate x2 on low traffic; latency
++25% behind a warm-up; error rate x2 with a late baseline. Regression scenarios judge three metrics (an
+error count, latency p50 and p95). All metrics are "increase is bad" with aicd's default 5% tolerance.
 
-Judges, each evaluated at every 1-min look on all data since the start; a detection is the first look at
-which it fails the canary (A/A detections are false positives):
+Judges, each evaluated at every 1-min look on all data since the start:
 
-* **aicd** -- ``aicd.judge.judge`` with alpha = 0.01, canary weight 10, interval 60 s; a detection is an
-  outcome of "fail" (interim or final). "pass@end" is the share of A/A runs whose final outcome is pass.
+* **aicd** -- :func:`aicd.judge.judge` with alpha = 0.01, canary weight 10, 1-min intervals, 20 planned
+  intervals, and :func:`aicd.judge.decide` for the step (duration 20 min, ``onInconclusive: pause``): a
+  detection is a ``fail`` decision; at the end a run that did not fail ends ``pass`` (every metric shown
+  within tolerance) or ``inconclusive`` (waits for a human).
 * **Kayenta** (NetflixACAJudge as in spinnaker/kayenta): per metric, NaNs dropped and outliers removed
-  (IQR factor 3), then Mann-Whitney/Hodges-Lehmann 98% confidence interval of the canary-baseline shift
-  (normal approximation); the metric is High if the interval's lower end exceeds 0.25*|HL estimate|
-  (Kayenta's "tolerance" band around the HL shift), Low symmetrically (ignored: all metrics are
-  "increase"), Pass otherwise; identical or constant data pass. Count metrics get the per-scrape error
-  *ratio* (errors/requests per track), as a Kayenta user would configure for unequal traffic. Score =
-  100 * passing / classified metrics (one group). Detection: score < 75 (marginal) at any look, or
-  < 95 (pass threshold) at the last look.
+  (IQR factor 3), then the Mann-Whitney/Hodges-Lehmann confidence interval of the canary-baseline shift
+  (normal approximation); the metric is High if the interval's lower end exceeds 0.25*|HL estimate|. Count
+  metrics get the per-scrape error *ratio*. Score = 100 * passing / classified metrics; fail below the
+  marginal score 75 at a look (one High metric of three).
 * **Flagger** (fixed thresholds, no baseline): per metric, the canary's value for the interval (error
-  ratio over the interval for counts, median of the interval's points for the rest) is compared with a
-  threshold set to the 99th percentile of per-interval canary values in separately simulated A/A runs
-  (the "tuned on healthy data" setting). Detection after 2 consecutive failed checks of one metric (as
-  asked; real Flagger counts failed checks cumulatively, which would fail more often still).
+  ratio over the interval for counts, median of the interval's points for the rest) against a threshold;
+  a detection after 2 consecutive failed checks of one metric.
 
-Same-error-budget view ("@1%" columns, 3-metric scenarios): the raw references fail most unchanged
-canaries (see the A/A rows), so their detection rates are not comparable with a calibrated judge's. The
-benchmark therefore also re-tunes each reference *in-sample* on the "A/A 3 metrics" run so that it fails at
-most 1% of those runs -- Kayenta's confidence level (its classifier reduces to "High iff z_conf <= z*" with
-z* = (nm/2 - #{D <= 0.25|HL|}) / sd_U, so the level is read off the A/A peaks of z*) and Flagger's threshold
-percentile -- and reports their detection at that budget. This tuning uses knowledge of the null
-distribution no real deployment has, so it flatters the references.
+Matched false-alarm rate: the references have no calibrated error budget (as specified -- 98% Kayenta,
+thresholds at the 99th percentile of healthy canaries for Flagger -- they fail most unchanged canaries, see
+the "raw" line). Each is therefore re-tuned *in-sample* so that it fails at most 1% of the runs of *every*
+3-metric null scenario: Kayenta's confidence level (its classifier reduces to "High iff z_conf <= z*", so
+the level is read off the nulls' peaks of z*) and one multiplier on Flagger's thresholds. The tuning uses
+knowledge of the null distributions no real deployment has, so it flatters the references. Every judge
+skips the warm-up intervals a scenario declares (Kayenta's ``beginCanaryAnalysisAfterMins``, Flagger's
+first checks).
 
-Summary line (last line): ``fpr10``, ``kayenta_fpr10`` and ``flagger_fpr10`` are the false-positive rates of
-aicd and of the references *as specified* (98% Kayenta, p99 Flagger) on "A/A 10 metrics". The two ratios
-compare aicd with the references *at a matched false-positive rate* (the "@1%" columns), as the goal asks
-("at that rate"): ``worst_detection_ratio`` is the lowest, over regression scenarios, of aicd's detection
-rate divided by the better @1% reference's (floored at 1/reps to avoid division by zero);
-``worst_delay_ratio`` the highest of aicd's median intervals-to-detect divided by the faster @1%
-reference's median (over references that detected at least once; scenarios where aicd or no reference
-ever detects are skipped). An "as-specified references" line before it gives the same ratios against the
-raw references. Each row's verdict says where aicd loses.
+The table: per scenario, aicd's flag rate (false-alarm rate on null scenarios, detection rate otherwise),
+its median interval of detection and the shares of runs that ended pass / fail / inconclusive; the same
+flag rate and delay for each matched reference. Against the *best* matched reference of a regression
+scenario (highest detection rate, ties to the earlier median), ``det`` is aicd's detection rate divided by
+it and ``delay`` aicd's median interval of detection divided by it.
 
-Why aicd cannot simply "spend" the A/A budget: aicd's alpha bounds the probability of failing a canary
-whose true change sits *at the edge of the tolerance band* (+5%), not one with no change at all. An A/A
-canary is a whole tolerance away from that edge, so its false-positive rate is ~0 for any valid test; a
-test tuned until A/A fails 1% would fail canaries that are within tolerance far more often than alpha.
-The references have no tolerance band: at 1% A/A they flag any provable shift, including a +5% one that
-aicd is configured to accept. ``--tolerance 0`` removes aicd's band and shows the statistics alone.
+Last line: ``fpr_max`` (aicd's largest false-alarm rate over the null scenarios), ``detection_min_ratio``
+and ``delay_max_ratio`` (the worst ``det`` and ``delay`` ratios over regression scenarios; detection rates
+floored at 1/reps), ``unsafe_pass_max`` (the largest share of runs of a regression scenario that aicd
+ended with *pass*).
 """
 
 from __future__ import annotations
@@ -78,14 +74,25 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy.signal import lfilter
 from scipy.stats import norm
 
-from aicd.judge import FAIL, PASS, JudgeConfig, MetricConfig, MetricSamples, Series, judge
+from aicd.judge import (
+    Action,
+    AnalysisPolicy,
+    JudgeConfig,
+    MetricConfig,
+    MetricOutcome,
+    MetricSamples,
+    Outcome,
+    Series,
+    decide,
+    judge,
+)
 
 FloatArray = NDArray[np.float64]
 
@@ -97,21 +104,40 @@ POINTS = LOOKS * PER_INTERVAL + 1  # the last look also sees the point at its ow
 WINDOW = 6  # scrapes in the PromQL range window (30 s)
 RAW = POINTS + WINDOW - 1  # raw scrapes, including the history the first window needs
 CANARY_WEIGHT = 10.0
-TOTAL_RPS = 100.0
 MISSED_SCRAPE_P = 0.02
 BASELINE_PODS = 9
 ALPHA = 0.01
 CALIBRATION_REPS = 200
 MATCHED_FPR = 0.01
-DEFAULT_TOLERANCE = MetricConfig("default", "continuous", "increase").tolerance  # aicd's default, 5%
 FLAGGER_QUANTILE = 99.0
 FLAGGER_CONSECUTIVE = 2
 KAYENTA_CONFIDENCE = 0.98
 KAYENTA_TOLERANCE = 0.25
-KAYENTA_PASS, KAYENTA_MARGINAL = 95.0, 75.0
+KAYENTA_MARGINAL = 75.0
+GAP_POINTS = 2 * PER_INTERVAL  # a canary scrape gap lasts two minutes
+POLICY = AnalysisPolicy(duration_s=LOOKS * INTERVAL_S, interval_s=INTERVAL_S)
 
 
 # ---------------------------------------------------------------------------------------------- world
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """The world a scenario runs in (both tracks), apart from what the canary release changes."""
+
+    total_rps: float = 100.0
+    load_swing: float = 0.25  # amplitude of the shared, sine-shaped load curve
+    load_period_min: float = 30.0
+    tail_share: float = 0.02  # share of requests with a Pareto tail
+    tail_shape: float = 1.5
+    missed_p: float = MISSED_SCRAPE_P
+    baseline_late_intervals: int = 0  # the baseline has no points before this
+    canary_gaps: int = 0  # two-minute gaps in the canary's points
+    canary_missed_p: float = MISSED_SCRAPE_P
+    warmup_intervals: int = 0  # the canary is slow and erratic at first; every judge skips this long
+
+
+DEFAULT_CONDITIONS = Conditions()
 
 
 def ar1(rng: np.random.Generator, shape: tuple[int, ...], phi: float, sd: float) -> FloatArray:
@@ -130,29 +156,47 @@ def window_mean(raw: FloatArray) -> FloatArray:
     return result
 
 
+RAW_SECONDS = (np.arange(RAW) - (WINDOW - 1)) * SCRAPE_S  # time of each raw scrape since the analysis began
+
+
 @dataclass
 class World:
     rng: np.random.Generator
+    conditions: Conditions
     load: FloatArray  # shared load factor per raw scrape
     canary_requests: FloatArray
     baseline_requests: FloatArray
     canary_missed: NDArray[np.bool_]
     baseline_missed: NDArray[np.bool_]
+    warmup: FloatArray  # 1 at full warm-up fading to 0, per raw scrape
 
 
-def make_world(rng: np.random.Generator) -> World:
+def make_world(rng: np.random.Generator, conditions: Conditions) -> World:
     minutes = np.arange(RAW) * SCRAPE_S / 60.0
-    load = (1 + 0.25 * np.sin(2 * math.pi * minutes / 30.0 + rng.uniform(0, 2 * math.pi))) * np.exp(
-        ar1(rng, (RAW,), 0.98, 0.10)
-    )
+    phase = rng.uniform(0, 2 * math.pi)
+    load = (
+        1 + conditions.load_swing * np.sin(2 * math.pi * minutes / conditions.load_period_min + phase)
+    ) * np.exp(ar1(rng, (RAW,), 0.98, 0.10))
     share = CANARY_WEIGHT / 100.0
+    canary_missed = rng.random(POINTS) < conditions.canary_missed_p
+    for _ in range(conditions.canary_gaps):
+        start = int(rng.integers(0, POINTS - GAP_POINTS))
+        canary_missed[start : start + GAP_POINTS] = True
+    baseline_missed = rng.random(POINTS) < conditions.missed_p
+    baseline_missed[: conditions.baseline_late_intervals * PER_INTERVAL] = True
+    warmup_s = conditions.warmup_intervals * INTERVAL_S
+    warmup = np.clip(1.0 - RAW_SECONDS / warmup_s, 0.0, 1.0) if warmup_s > 0 else np.zeros(RAW)
     return World(
         rng=rng,
+        conditions=conditions,
         load=load,
-        canary_requests=rng.poisson(TOTAL_RPS * share * SCRAPE_S * load).astype(np.float64),
-        baseline_requests=rng.poisson(TOTAL_RPS * (1 - share) * SCRAPE_S * load).astype(np.float64),
-        canary_missed=rng.random(POINTS) < MISSED_SCRAPE_P,
-        baseline_missed=rng.random(POINTS) < MISSED_SCRAPE_P,
+        canary_requests=rng.poisson(conditions.total_rps * share * SCRAPE_S * load).astype(np.float64),
+        baseline_requests=rng.poisson(conditions.total_rps * (1 - share) * SCRAPE_S * load).astype(
+            np.float64
+        ),
+        canary_missed=canary_missed,
+        baseline_missed=baseline_missed,
+        warmup=warmup,
     )
 
 
@@ -175,11 +219,14 @@ class Change:
     error_factor: float = 1.0
     extra_errors_per_minute: float = 0.0
     latency_factor: float = 1.0
+    latency_ramp_to: float = 1.0  # latency factor reached at the end, growing linearly from 1
     latency_sigma: float | None = None  # new per-request log-sd, with the median moved to keep the mean
     bimodal: bool = False
 
 
 NO_CHANGE = Change()
+WARMUP_LATENCY = 0.6  # the canary's extra latency at the very start of a warm-up
+WARMUP_ERRORS = 2.0  # and its extra error factor
 
 
 def count_metric(
@@ -189,6 +236,7 @@ def count_metric(
     base = error_probability * world.load
     # Pod-level wander: the canary is one pod, the baseline averages nine.
     canary_p = base * np.exp(ar1(rng, (RAW,), 0.9, 0.10)) * (change.error_factor if is_target else 1.0)
+    canary_p = canary_p * (1.0 + WARMUP_ERRORS * world.warmup)
     baseline_p = base * np.exp(ar1(rng, (BASELINE_PODS, RAW), 0.9, 0.10)).mean(axis=0)
     extra = change.extra_errors_per_minute * SCRAPE_S / 60.0 if is_target else 0.0
     canary_errors = rng.poisson(np.clip(world.canary_requests * canary_p, 0, None) + extra).astype(np.float64)
@@ -213,25 +261,29 @@ def latency_group(
 ) -> list[SimMetric]:
     """p-quantiles per scrape of one request-latency distribution, as histogram_quantile over 30 s."""
     rng = world.rng
+    conditions = world.conditions
     share = CANARY_WEIGHT / 100.0
     sides: list[FloatArray] = []
     sizes = (
-        (int(TOTAL_RPS * share * SCRAPE_S), 1, True),
-        (int(TOTAL_RPS * (1 - share) * SCRAPE_S), BASELINE_PODS, False),
+        (max(1, int(conditions.total_rps * share * SCRAPE_S)), 1, True),
+        (max(1, int(conditions.total_rps * (1 - share) * SCRAPE_S)), BASELINE_PODS, False),
     )
-    for requests, pods, changed in sizes:
+    ramp = 1.0 + (change.latency_ramp_to - 1.0) * np.clip(RAW_SECONDS / (LOOKS * INTERVAL_S), 0.0, 1.0)
+    for requests, pods, is_canary in sizes:
         # Pod-level wander of the median: the canary is one pod, the baseline averages nine.
         pod_noise = ar1(rng, (pods, RAW), 0.9, 0.05).mean(axis=0)
         log_median = math.log(median_ms) + 0.3 * np.log(world.load) + pod_noise
+        if is_canary:
+            log_median = log_median + np.log1p(WARMUP_LATENCY * world.warmup) + np.log(ramp)
         request_sigma = sigma
-        if changed and change.latency_sigma is not None:
+        if is_canary and change.latency_sigma is not None:
             # Same mean, wider spread: exp(mu + s^2/2) is held fixed.
             log_median = log_median + 0.5 * sigma**2 - 0.5 * change.latency_sigma**2
             request_sigma = change.latency_sigma
         latencies = np.exp(log_median[:, np.newaxis] + request_sigma * rng.standard_normal((RAW, requests)))
-        tail = rng.random((RAW, requests)) < 0.02
-        latencies[tail] *= 2.0 + rng.pareto(1.5, int(tail.sum()))
-        if changed:
+        tail = rng.random((RAW, requests)) < conditions.tail_share
+        latencies[tail] *= 2.0 + rng.pareto(conditions.tail_shape, int(tail.sum()))
+        if is_canary:
             latencies *= change.latency_factor
             if change.bimodal:
                 slow = rng.random((RAW, requests)) < 0.10
@@ -274,6 +326,7 @@ def _missed(values: FloatArray, missed: NDArray[np.bool_]) -> FloatArray:
 COUNT_METRICS = {"errors-5xx": 0.01, "errors-timeout": 0.001, "errors-4xx": 0.03, "errors-sparse": 0.0001}
 LATENCY_GROUPS = {"latency": (50.0, 0.5, (50, 95, 99)), "db-latency": (8.0, 0.8, (50, 95))}
 GAUGES = {"cpu": (0.4, True, 0.95, 0.10), "memory": (512.0, False, 0.99, 0.03)}
+TOLERANCE = MetricConfig("default", "continuous").tolerance  # aicd's default, 5%
 
 
 def simulate(
@@ -281,10 +334,11 @@ def simulate(
     names: Sequence[str],
     change: Change,
     target: str,
-    tolerance: float = DEFAULT_TOLERANCE,
+    conditions: Conditions = DEFAULT_CONDITIONS,
+    tolerance: float = TOLERANCE,
 ) -> list[SimMetric]:
     """The named metrics of one replication; ``target`` (a metric or latency-group name) gets ``change``."""
-    world = make_world(rng)
+    world = make_world(rng, conditions)
     produced: dict[str, SimMetric] = {}
     for name in names:
         if name in produced:
@@ -295,9 +349,8 @@ def simulate(
         prefix = name.rsplit("-p", 1)[0]
         if prefix in LATENCY_GROUPS:
             median, sigma, quantiles = LATENCY_GROUPS[prefix]
-            for metric in latency_group(
-                world, prefix, median, sigma, quantiles, change if prefix == target else NO_CHANGE, tolerance
-            ):
+            group_change = change if prefix == target else NO_CHANGE
+            for metric in latency_group(world, prefix, median, sigma, quantiles, group_change, tolerance):
                 produced[metric.config.name] = metric
             continue
         level, follows_load, phi, sd = GAUGES[name]
@@ -314,34 +367,59 @@ class Scenario:
     metrics: tuple[str, ...]
     change: Change = NO_CHANGE
     target: str = ""
+    conditions: Conditions = DEFAULT_CONDITIONS
+    null: bool = False  # nothing beyond tolerance: every failure is a false alarm
 
     @property
-    def is_aa(self) -> bool:
-        return self.change == NO_CHANGE
+    def matched(self) -> bool:
+        """Three-metric scenarios: the references are matched (and compared) on these."""
+        return len(self.metrics) == 3
 
 
 REGRESSION_SET = ("errors-5xx", "latency-p50", "latency-p95")
 SPARSE_SET = ("errors-sparse", "latency-p50", "latency-p95")
-MATCHING_SCENARIO = "A/A 3 metrics (regr. set)"
+TEN = (
+    "errors-5xx",
+    "errors-timeout",
+    "errors-4xx",
+    "latency-p50",
+    "latency-p95",
+    "latency-p99",
+    "db-latency-p50",
+    "db-latency-p95",
+    "cpu",
+    "memory",
+)
+LOW_TRAFFIC = Conditions(total_rps=10.0)
+WARMUP = Conditions(warmup_intervals=2)
+BASELINE_LATE = Conditions(baseline_late_intervals=3)
 SCENARIOS = (
-    Scenario("A/A 1 metric", ("latency-p95",)),
-    Scenario(MATCHING_SCENARIO, REGRESSION_SET),
-    Scenario("A/A 5 metrics", ("errors-5xx", "latency-p50", "latency-p95", "cpu", "errors-timeout")),
+    Scenario("A/A 1 metric", ("latency-p95",), null=True),
+    Scenario("A/A 3 metrics", REGRESSION_SET, null=True),
     Scenario(
-        "A/A 10 metrics",
-        (
-            "errors-5xx",
-            "errors-timeout",
-            "errors-4xx",
-            "latency-p50",
-            "latency-p95",
-            "latency-p99",
-            "db-latency-p50",
-            "db-latency-p95",
-            "cpu",
-            "memory",
-        ),
+        "A/A 5 metrics", ("errors-5xx", "latency-p50", "latency-p95", "cpu", "errors-timeout"), null=True
     ),
+    Scenario("A/A 10 metrics", TEN, null=True),
+    Scenario("A/A sparse errors", SPARSE_SET, null=True),
+    Scenario(
+        "heavy tails", REGRESSION_SET, conditions=Conditions(tail_share=0.05, tail_shape=1.1), null=True
+    ),
+    Scenario(
+        "diurnal swing",
+        REGRESSION_SET,
+        conditions=Conditions(load_swing=0.6, load_period_min=40.0),
+        null=True,
+    ),
+    Scenario("baseline late 3 min", REGRESSION_SET, conditions=BASELINE_LATE, null=True),
+    Scenario(
+        "canary scrape gaps",
+        REGRESSION_SET,
+        conditions=Conditions(canary_gaps=2, canary_missed_p=0.10),
+        null=True,
+    ),
+    Scenario("warm-up 2 min", REGRESSION_SET, conditions=WARMUP, null=True),
+    Scenario("low traffic", REGRESSION_SET, conditions=LOW_TRAFFIC, null=True),
+    Scenario("benign +3% latency", REGRESSION_SET, Change(latency_factor=1.03), "latency", null=True),
     Scenario("errors x1.5", REGRESSION_SET, Change(error_factor=1.5), "errors-5xx"),
     Scenario("errors x2", REGRESSION_SET, Change(error_factor=2.0), "errors-5xx"),
     Scenario("sparse errors 0->3/min", SPARSE_SET, Change(extra_errors_per_minute=3.0), "errors-sparse"),
@@ -354,6 +432,12 @@ SCENARIOS = (
         "latency",
     ),
     Scenario("bimodal latency", REGRESSION_SET, Change(bimodal=True), "latency"),
+    Scenario("latency ramp to +30%", REGRESSION_SET, Change(latency_ramp_to=1.3), "latency"),
+    Scenario("low traffic errors x2", REGRESSION_SET, Change(error_factor=2.0), "errors-5xx", LOW_TRAFFIC),
+    Scenario("warm-up, latency +25%", REGRESSION_SET, Change(latency_factor=1.25), "latency", WARMUP),
+    Scenario(
+        "baseline late, errors x2", REGRESSION_SET, Change(error_factor=2.0), "errors-5xx", BASELINE_LATE
+    ),
 )
 ALL_METRICS = tuple(sorted({name for scenario in SCENARIOS for name in scenario.metrics}))
 
@@ -370,36 +454,44 @@ def as_series(values: FloatArray, upto: int) -> Series:
     return Series(tuple(timestamps(upto)[present].tolist()), tuple(values[:upto][present].tolist()))
 
 
-def aicd_look(metrics: list[SimMetric], look: int) -> tuple[str, list[str]]:
-    """aicd's outcome at a look and the metrics it failed."""
-    upto = look * PER_INTERVAL + 1
-    samples = {
-        metric.config.name: MetricSamples(
-            as_series(metric.canary, upto),
-            as_series(metric.baseline, upto),
-            None if metric.canary_total is None else as_series(metric.canary_total, upto),
-            None if metric.baseline_total is None else as_series(metric.baseline_total, upto),
-        )
-        for metric in metrics
-    }
-    verdict = judge(
-        [metric.config for metric in metrics],
-        samples,
-        JudgeConfig(alpha=ALPHA),
-        final=look == LOOKS,
-        canary_weight=CANARY_WEIGHT,
-        interval_seconds=INTERVAL_S,
+def aicd_run(metrics: list[SimMetric], warmup_intervals: int) -> tuple[int, Outcome, list[str]]:
+    """aicd over one replication: the look of a fail decision (0: none), how the step ended, and the
+    metrics that failed."""
+    config = JudgeConfig(
+        metrics=tuple(metric.config for metric in metrics),
+        alpha=ALPHA,
+        interval_s=INTERVAL_S,
+        planned_intervals=LOOKS,
+        warmup_intervals=warmup_intervals,
     )
-    return verdict.outcome, [metric.name for metric in verdict.metrics if metric.verdict == FAIL]
+    for look in range(1, LOOKS + 1):
+        upto = look * PER_INTERVAL + 1
+        samples = {
+            metric.config.name: MetricSamples(
+                as_series(metric.canary, upto),
+                as_series(metric.baseline, upto),
+                None if metric.canary_total is None else as_series(metric.canary_total, upto),
+                None if metric.baseline_total is None else as_series(metric.baseline_total, upto),
+            )
+            for metric in metrics
+        }
+        decision = decide(judge(samples, config, canary_weight=CANARY_WEIGHT), POLICY, look * INTERVAL_S)
+        if decision.action == Action.FAIL:
+            failed = [m.name for m in decision.verdict.metrics if m.verdict == MetricOutcome.FAIL]
+            return look, Outcome.FAIL, failed
+        if decision.action != Action.CONTINUE:
+            return 0, decision.verdict.outcome, []
+    raise AssertionError("the decision must end the step at its duration")
 
 
-def kayenta_values(metric: SimMetric, upto: int) -> tuple[FloatArray, FloatArray]:
+def kayenta_values(metric: SimMetric, start: int, upto: int) -> tuple[FloatArray, FloatArray]:
     if metric.canary_total is None or metric.baseline_total is None:
-        return metric.canary[:upto], metric.baseline[:upto]
+        return metric.canary[start:upto], metric.baseline[start:upto]
     with np.errstate(invalid="ignore", divide="ignore"):
-        return metric.canary[:upto] / metric.canary_total[:upto], metric.baseline[
-            :upto
-        ] / metric.baseline_total[:upto]
+        return (
+            metric.canary[start:upto] / metric.canary_total[start:upto],
+            metric.baseline[start:upto] / metric.baseline_total[start:upto],
+        )
 
 
 def iqr_filter(values: FloatArray) -> FloatArray:
@@ -435,13 +527,10 @@ def kayenta_z(canary: FloatArray, baseline: FloatArray) -> float | None:
 KAYENTA_Z = float(norm.ppf(0.5 + KAYENTA_CONFIDENCE / 2))
 
 
-def kayenta_detects(z_values: list[float | None], look: int) -> bool:
-    """Kayenta's score rule at its 98% confidence: fail below marginal, or below pass at the end."""
-    classified = [z for z in z_values if z is not None]
-    if not classified:
-        return False
-    score = 100.0 * sum(1 for z in classified if z < KAYENTA_Z) / len(classified)
-    return score < KAYENTA_MARGINAL or (look == LOOKS and score < KAYENTA_PASS)
+def kayenta_peak(z_values: list[float | None]) -> float:
+    """The largest z* of a look over its classified metrics: with three metrics, one High metric brings
+    the score (66.7) below Kayenta's marginal 75, so the look fails iff this is >= the z of its level."""
+    return max((z for z in z_values if z is not None), default=-math.inf)
 
 
 def flagger_value(metric: SimMetric, look: int) -> float:
@@ -455,11 +544,14 @@ def flagger_value(metric: SimMetric, look: int) -> float:
     return float(np.median(values)) if values.size else math.nan
 
 
-def flagger_detection_look(values: dict[str, FloatArray], thresholds: dict[str, float]) -> int:
+def flagger_detection_look(
+    values: dict[str, FloatArray], thresholds: dict[str, float], warmup_intervals: int
+) -> int:
     """First look with FLAGGER_CONSECUTIVE consecutive failed checks of one metric (0: never)."""
     first = 0
     for name, series in values.items():
         over = np.nan_to_num(series, nan=-math.inf) > thresholds[name]
+        over[:warmup_intervals] = False
         run = 0
         for look, failed in enumerate(over, start=1):
             run = run + 1 if failed else 0
@@ -470,7 +562,7 @@ def flagger_detection_look(values: dict[str, FloatArray], thresholds: dict[str, 
 
 
 def calibration_values(seed: int, first: int, count: int) -> dict[str, list[FloatArray]]:
-    """Per-interval canary values of every metric in unchanged (A/A) runs, one array per run."""
+    """Per-interval canary values of every metric in healthy (A/A) runs: Flagger's thresholds."""
     values: dict[str, list[FloatArray]] = {name: [] for name in ALL_METRICS}
     for rep in range(first, first + count):
         rng = np.random.default_rng(np.random.SeedSequence([seed, 999_999, rep]))
@@ -481,21 +573,16 @@ def calibration_values(seed: int, first: int, count: int) -> dict[str, list[Floa
     return values
 
 
-def flagger_thresholds(pooled: dict[str, FloatArray], percentile: float) -> dict[str, float]:
-    return {name: float(np.nanpercentile(values, percentile)) for name, values in pooled.items()}
-
-
 # --------------------------------------------------------------------------------------------- runs
 
 
 @dataclass
 class RepResult:
     aicd: int  # look of detection, 0 = never
-    aicd_final: str
+    aicd_outcome: Outcome
     aicd_failed: list[str]
-    kayenta: int
-    kayenta_z_by_look: list[float]  # max over metrics of Kayenta's z*, per look computed
-    flagger_values: dict[str, FloatArray]
+    kayenta_z_by_look: list[float]  # Kayenta's peak z* per look (computed until it passes the stop z)
+    flagger_values: dict[str, FloatArray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -504,47 +591,39 @@ class Task:
     first: int
     count: int
     seed: int
-    # Kayenta at matched FPR: stop computing once z* passes this (all looks when None: calibration).
-    kayenta_stop_z: float | None
-    tolerance: float
+    kayenta_stop_z: float | None  # stop computing Kayenta once its z* reaches this (None: every look)
 
 
 def run_rep(
-    scenario: Scenario,
-    scenario_index: int,
-    rep: int,
-    seed: int,
-    kayenta_stop_z: float | None,
-    tolerance: float,
+    scenario: Scenario, scenario_index: int, rep: int, seed: int, kayenta_stop_z: float | None
 ) -> RepResult:
     rng = np.random.default_rng(np.random.SeedSequence([seed, scenario_index, rep]))
-    metrics = simulate(rng, scenario.metrics, scenario.change, scenario.target, tolerance)
-    aicd, aicd_final, aicd_failed = 0, "", []
-    kayenta = 0
+    metrics = simulate(rng, scenario.metrics, scenario.change, scenario.target, scenario.conditions)
+    warmup = scenario.conditions.warmup_intervals
+    aicd, outcome, failed = aicd_run(metrics, warmup)
     z_by_look: list[float] = []
+    start = warmup * PER_INTERVAL
     for look in range(1, LOOKS + 1):
-        if not aicd:
-            aicd_final, failed = aicd_look(metrics, look)
-            if aicd_final == FAIL:
-                aicd, aicd_failed = look, failed
-        kayenta_done = bool(kayenta) and kayenta_stop_z is not None and max(z_by_look) >= kayenta_stop_z
-        if not kayenta_done:
-            upto = look * PER_INTERVAL + 1
-            z_values = [kayenta_z(*kayenta_values(metric, upto)) for metric in metrics]
-            z_by_look.append(max((z for z in z_values if z is not None), default=-math.inf))
-            if not kayenta and kayenta_detects(z_values, look):
-                kayenta = look
+        if look <= warmup:
+            z_by_look.append(-math.inf)
+            continue
+        upto = look * PER_INTERVAL + 1
+        z_by_look.append(
+            kayenta_peak([kayenta_z(*kayenta_values(metric, start, upto)) for metric in metrics])
+        )
+        if kayenta_stop_z is not None and z_by_look[-1] >= kayenta_stop_z:
+            break
     flagger_values = {
         metric.config.name: np.array([flagger_value(metric, look) for look in range(1, LOOKS + 1)])
         for metric in metrics
     }
-    return RepResult(aicd, aicd_final, aicd_failed, kayenta, z_by_look, flagger_values)
+    return RepResult(aicd, outcome, failed, z_by_look, flagger_values)
 
 
 def run_task(task: Task) -> tuple[int, list[RepResult]]:
     scenario = SCENARIOS[task.scenario_index]
     results = [
-        run_rep(scenario, task.scenario_index, rep, task.seed, task.kayenta_stop_z, task.tolerance)
+        run_rep(scenario, task.scenario_index, rep, task.seed, task.kayenta_stop_z)
         for rep in range(task.first, task.first + task.count)
     ]
     return task.scenario_index, results
@@ -572,177 +651,166 @@ def first_look_at_or_above(z_by_look: list[float], threshold: float) -> int:
     return 0
 
 
-def matched_kayenta_z(aa_runs: list[RepResult], target_fpr: float) -> float:
-    """The z (confidence level) at which Kayenta fails at most target_fpr of the A/A runs."""
-    peaks = sorted((max(run.kayenta_z_by_look, default=-math.inf) for run in aa_runs), reverse=True)
-    allowed = math.floor(target_fpr * len(peaks))
-    return float(np.nextafter(peaks[allowed], math.inf)) if allowed < len(peaks) else -math.inf
+def matched_kayenta_z(null_runs: list[list[RepResult]], target_fpr: float) -> float:
+    """The smallest z (confidence level) at which Kayenta fails at most target_fpr of every null's runs."""
+    level = -math.inf
+    for runs in null_runs:
+        peaks = sorted((max(run.kayenta_z_by_look, default=-math.inf) for run in runs), reverse=True)
+        allowed = math.floor(target_fpr * len(peaks))
+        if allowed < len(peaks):
+            level = max(level, float(np.nextafter(peaks[allowed], math.inf)))
+    return level
 
 
-def matched_flagger_percentile(
-    aa_runs: list[RepResult], pooled: dict[str, FloatArray], target_fpr: float
+def flagger_fpr(runs: list[RepResult], thresholds: dict[str, float], warmup_intervals: int) -> float:
+    return sum(
+        1 for run in runs if flagger_detection_look(run.flagger_values, thresholds, warmup_intervals)
+    ) / len(runs)
+
+
+def matched_flagger_factor(
+    nulls: list[tuple[Scenario, list[RepResult]]], base: dict[str, float], target_fpr: float
 ) -> float:
-    """The threshold percentile at which Flagger fails at most target_fpr of the A/A runs (bisection)."""
-    low, high = FLAGGER_QUANTILE, 100.0
+    """The smallest multiplier of the p99 thresholds at which Flagger fails at most target_fpr of every
+    null's runs (bisection: its false alarms only fall as the thresholds rise)."""
+
+    def worst(factor: float) -> float:
+        thresholds = {name: factor * value for name, value in base.items()}
+        return max(flagger_fpr(runs, thresholds, s.conditions.warmup_intervals) for s, runs in nulls)
+
+    low, high = 0.5, 1.0
+    while worst(high) > target_fpr:
+        low, high = high, high * 2.0
     for _ in range(30):
         middle = 0.5 * (low + high)
-        thresholds = flagger_thresholds(pooled, middle)
-        fpr = sum(1 for run in aa_runs if flagger_detection_look(run.flagger_values, thresholds)) / len(
-            aa_runs
-        )
-        if fpr > target_fpr:
+        if worst(middle) > target_fpr:
             low = middle
         else:
             high = middle
     return high
 
 
-def run(reps: int, seed: int, workers: int, tolerance: float, progress: Callable[[str], None]) -> int:
+def run(reps: int, seed: int, workers: int, progress: Callable[[str], None]) -> int:
     started = time.time()
     chunk = max(1, min(25, reps // 4 or 1))
-    calibration_chunk = max(1, CALIBRATION_REPS // max(1, workers))
+    calibration_reps = min(CALIBRATION_REPS, max(60, reps))
+    calibration_chunk = max(1, calibration_reps // max(1, workers))
     calibration_tasks = [
-        (seed, first, min(calibration_chunk, CALIBRATION_REPS - first))
-        for first in range(0, CALIBRATION_REPS, calibration_chunk)
+        (seed, first, min(calibration_chunk, calibration_reps - first))
+        for first in range(0, calibration_reps, calibration_chunk)
     ]
 
-    def tasks_for(indices: list[int], matched_z: float | None) -> list[Task]:
-        # The matched-FPR Kayenta only applies to 3-metric scenarios; elsewhere stop at the raw detection.
-        def stop(index: int) -> float | None:
-            if matched_z is None:
-                return None
-            return matched_z if len(SCENARIOS[index].metrics) == len(REGRESSION_SET) else -math.inf
-
+    def tasks_for(indices: list[int], stop_z: float | None) -> list[Task]:
         return [
-            Task(index, first, min(chunk, reps - first), seed, stop(index), tolerance)
+            Task(index, first, min(chunk, reps - first), seed, stop_z)
             for index in indices
             for first in range(0, reps, chunk)
         ]
 
     results: dict[int, list[RepResult]] = {index: [] for index in range(len(SCENARIOS))}
     pooled: dict[str, list[FloatArray]] = {name: [] for name in ALL_METRICS}
-    calibration_index = next(i for i, scenario in enumerate(SCENARIOS) if scenario.name == MATCHING_SCENARIO)
+    null_indices = [index for index, scenario in enumerate(SCENARIOS) if scenario.null]
+    regression_indices = [index for index, scenario in enumerate(SCENARIOS) if not scenario.null]
     with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
-        # Phase 1: Flagger's A/A threshold data and the A/A run of the 3-metric set (all looks of Kayenta).
+        # Phase 1: Flagger's healthy-canary data and every null scenario (all of Kayenta's looks).
         for values in pool.map(run_calibration, calibration_tasks):
             for name, arrays in values.items():
                 pooled[name].extend(arrays)
-        for index, chunk_results in pool.map(run_task, tasks_for([calibration_index], None)):
+        for index, chunk_results in pool.map(run_task, tasks_for(null_indices, None)):
             results[index].extend(chunk_results)
-        aa_runs = results[calibration_index]
-        kayenta_matched_z = matched_kayenta_z(aa_runs, MATCHED_FPR)
-        # Phase 2: every other scenario.
-        others = [index for index in range(len(SCENARIOS)) if index != calibration_index]
-        for index, chunk_results in pool.map(run_task, tasks_for(others, kayenta_matched_z)):
+        matched_nulls = [(SCENARIOS[i], results[i]) for i in null_indices if SCENARIOS[i].matched]
+        kayenta_matched = matched_kayenta_z([runs for _, runs in matched_nulls], MATCHED_FPR)
+        # Phase 2: the regression scenarios, Kayenta computed until it reaches its matched level.
+        for index, chunk_results in pool.map(run_task, tasks_for(regression_indices, kayenta_matched)):
             results[index].extend(chunk_results)
     pooled_values = {name: np.concatenate(arrays) for name, arrays in pooled.items()}
-    thresholds = flagger_thresholds(pooled_values, FLAGGER_QUANTILE)
-    flagger_matched_percentile = matched_flagger_percentile(aa_runs, pooled_values, MATCHED_FPR)
-    matched_thresholds = flagger_thresholds(pooled_values, flagger_matched_percentile)
+    p99 = {name: float(np.nanpercentile(values, FLAGGER_QUANTILE)) for name, values in pooled_values.items()}
+    flagger_factor = matched_flagger_factor(matched_nulls, p99, MATCHED_FPR)
+    flagger_matched = {name: flagger_factor * value for name, value in p99.items()}
 
     progress(
-        f"canary judge benchmark: {reps} reps/scenario, seed {seed}, {LOOKS} looks x {INTERVAL_S:.0f} s, "
-        f"{SCRAPE_S:.0f} s scrapes, canary weight {CANARY_WEIGHT:.0f}%, aicd alpha {ALPHA}, "
-        f"aicd tolerance {tolerance:.0%}"
+        f"canary judge benchmark: {reps} runs/scenario, seed {seed}, {LOOKS} looks x {INTERVAL_S:.0f} s, "
+        f"{SCRAPE_S:.0f} s scrapes, canary weight {CANARY_WEIGHT:.0f}%, aicd alpha {ALPHA}, tolerance {TOLERANCE:.0%}"
     )
     progress(
-        "rate = false-positive rate (A/A) or detection rate; delay = median intervals-to-detect of detected "
-        "runs; pass@end = A/A runs aicd passed at the end"
+        f"references matched to <= {MATCHED_FPR:.0%} false alarms on every 3-metric null scenario: Kayenta "
+        f"confidence {2 * norm.cdf(kayenta_matched) - 1:.6f} (as specified {KAYENTA_CONFIDENCE}), Flagger "
+        f"thresholds {flagger_factor:.2f} x the p{FLAGGER_QUANTILE:g} of healthy canaries (as specified 1.00)"
     )
     progress(
-        f"@1%: the reference re-tuned so that it fails <= {MATCHED_FPR:.0%} of the '{MATCHING_SCENARIO}' runs "
-        f"(Kayenta confidence {2 * norm.cdf(kayenta_matched_z) - 1:.6f} instead of {KAYENTA_CONFIDENCE}, Flagger "
-        f"threshold percentile {flagger_matched_percentile:.3f} instead of {FLAGGER_QUANTILE:g}); "
-        "same-error-budget comparison, 3-metric scenarios only"
+        "flag = false-alarm rate (null) or detection rate; delay = median interval of detection; "
+        "pass/fail/inc = how aicd's analysis ended; det, delay ratios vs the best matched reference"
     )
     header = (
-        f"{'scenario':<26} {'m':>2} | {'aicd':>5} {'delay':>5} {'pass@end':>8} | {'kayenta':>7} {'delay':>5} | "
-        f"{'flagger':>7} {'delay':>5} | {'kay@1%':>6} {'delay':>5} | {'flg@1%':>6} {'delay':>5} | verdict"
+        f"{'scenario':<26} {'m':>2} {'null':>4} | {'aicd':>5} {'delay':>5} {'pass':>5} {'fail':>5} {'inc':>5} | "
+        f"{'kay@m':>5} {'delay':>5} | {'flg@m':>5} {'delay':>5} | {'det':>5} {'delay':>5}"
     )
     progress(header)
     progress("-" * len(header))
-    fpr10: dict[str, float] = {}
+    fprs: list[float] = []
     detection_ratios: list[float] = []
     delay_ratios: list[float] = []
-    matched_detection_ratios: list[float] = []
-    matched_delay_ratios: list[float] = []
-    aa_failures: dict[str, int] = {}
+    unsafe_passes: list[float] = []
+    raw_kayenta: list[float] = []
+    raw_flagger: list[float] = []
+    null_failures: dict[str, int] = {}
     for index, scenario in enumerate(SCENARIOS):
         rows = results[index]
+        warmup = scenario.conditions.warmup_intervals
         ours = summarise([row.aicd for row in rows])
-        kayenta = summarise([row.kayenta for row in rows])
-        flagger = summarise([flagger_detection_look(row.flagger_values, thresholds) for row in rows])
-        three_metric = len(scenario.metrics) == len(REGRESSION_SET)
-        kayenta_matched = (
-            summarise([first_look_at_or_above(row.kayenta_z_by_look, kayenta_matched_z) for row in rows])
-            if three_metric
-            else None
-        )
-        flagger_matched = (
-            summarise([flagger_detection_look(row.flagger_values, matched_thresholds) for row in rows])
-            if three_metric
-            else None
-        )
-        passed = sum(1 for row in rows if row.aicd_final == PASS) / len(rows)
-        if scenario.is_aa:
+        ended = {
+            outcome: sum(1 for row in rows if row.aicd_outcome == outcome) / len(rows) for outcome in Outcome
+        }
+        references: list[JudgeSummary | None] = [None, None]
+        if scenario.matched:
+            references = [
+                summarise([first_look_at_or_above(row.kayenta_z_by_look, kayenta_matched) for row in rows]),
+                summarise(
+                    [flagger_detection_look(row.flagger_values, flagger_matched, warmup) for row in rows]
+                ),
+            ]
+        detection_cell = delay_cell = "-"
+        if scenario.null:
+            fprs.append(ours.rate)
             for row in rows:
                 for name in row.aicd_failed:
-                    aa_failures[name] = aa_failures.get(name, 0) + 1
-            verdict = "ok: aicd FPR <= alpha" if ours.rate <= ALPHA else "aicd FPR ABOVE alpha"
-            if len(scenario.metrics) == 10:
-                fpr10 = {"aicd": ours.rate, "kayenta": kayenta.rate, "flagger": flagger.rate}
+                    null_failures[name] = null_failures.get(name, 0) + 1
+            raw_kayenta.append(
+                summarise([first_look_at_or_above(row.kayenta_z_by_look, KAYENTA_Z) for row in rows]).rate
+            )
+            raw_p99 = summarise([flagger_detection_look(row.flagger_values, p99, warmup) for row in rows])
+            raw_flagger.append(raw_p99.rate)
         else:
-            verdict, ratio, delay_ratio = _compare(ours, [kayenta, flagger], reps)
-            detection_ratios.append(ratio)
-            if delay_ratio is not None:
-                delay_ratios.append(delay_ratio)
-            if kayenta_matched is not None and flagger_matched is not None:
-                matched_verdict, matched_ratio, matched_delay = _compare(
-                    ours, [kayenta_matched, flagger_matched], reps
-                )
-                matched_detection_ratios.append(matched_ratio)
-                if matched_delay is not None:
-                    matched_delay_ratios.append(matched_delay)
-                verdict = f"raw: {verdict}; @1%: {matched_verdict}"
+            unsafe_passes.append(ended[Outcome.PASS])
+            matched = [reference for reference in references if reference is not None]
+            if matched:
+                best = max(matched, key=lambda r: (r.rate, -(r.median_delay or math.inf)))
+                ratio = ours.rate / max(best.rate, 1.0 / reps)
+                detection_ratios.append(ratio)
+                detection_cell = f"{ratio:.2f}"
+                if ours.median_delay is not None and best.median_delay is not None:
+                    delay_ratio = ours.median_delay / best.median_delay
+                    delay_ratios.append(delay_ratio)
+                    delay_cell = f"{delay_ratio:.2f}"
+        kayenta, flagger = references
         progress(
-            f"{scenario.name:<26} {len(scenario.metrics):>2} | {ours.rate:>5.3f} {_delay(ours):>5} "
-            f"{_cell(passed if scenario.is_aa else None):>8} | {kayenta.rate:>7.3f} {_delay(kayenta):>5} | "
-            f"{flagger.rate:>7.3f} {_delay(flagger):>5} | {_rate(kayenta_matched):>6} {_delay(kayenta_matched):>5} | "
-            f"{_rate(flagger_matched):>6} {_delay(flagger_matched):>5} | {verdict}"
+            f"{scenario.name:<26} {len(scenario.metrics):>2} {'yes' if scenario.null else '':>4} | "
+            f"{ours.rate:>5.3f} {_delay(ours):>5} {ended[Outcome.PASS]:>5.3f} {ended[Outcome.FAIL]:>5.3f} "
+            f"{ended[Outcome.INCONCLUSIVE]:>5.3f} | {_rate(kayenta):>5} {_delay(kayenta):>5} | "
+            f"{_rate(flagger):>5} {_delay(flagger):>5} | {detection_cell:>5} {delay_cell:>5}"
         )
-    attribution = ", ".join(f"{name} {count}" for name, count in sorted(aa_failures.items())) or "none"
-    progress(f"aicd's A/A false positives by metric (all A/A scenarios): {attribution}")
+    attribution = ", ".join(f"{name} {count}" for name, count in sorted(null_failures.items())) or "none"
+    progress(f"aicd's false alarms by metric (all null scenarios): {attribution}")
     progress(
-        "as-specified references (98% Kayenta, p99 Flagger; they fail most A/A runs): "
-        f"worst_detection_ratio={_worst(detection_ratios, min):.3f} worst_delay_ratio={_worst(delay_ratios, max):.3f}"
-    )
-    progress(
-        f"last line: fpr10 = A/A-10 false-positive rates as specified; ratios vs the references at matched "
-        f"{MATCHED_FPR:.0%} FPR (@1% columns)"
+        f"raw references (as specified) on the null scenarios: Kayenta false alarms {min(raw_kayenta):.3f}.."
+        f"{max(raw_kayenta):.3f}, Flagger {min(raw_flagger):.3f}..{max(raw_flagger):.3f}"
     )
     progress(f"(ran in {time.time() - started:.0f} s)")
     print(
-        f"fpr10={fpr10['aicd']:.3f} kayenta_fpr10={fpr10['kayenta']:.3f} flagger_fpr10={fpr10['flagger']:.3f} "
-        f"worst_detection_ratio={_worst(matched_detection_ratios, min):.3f} "
-        f"worst_delay_ratio={_worst(matched_delay_ratios, max):.3f}"
+        f"fpr_max={max(fprs):.3f} detection_min_ratio={_worst(detection_ratios, min):.3f} "
+        f"delay_max_ratio={_worst(delay_ratios, max):.3f} unsafe_pass_max={max(unsafe_passes):.3f}"
     )
     return 0
-
-
-def _compare(
-    ours: JudgeSummary, references: list[JudgeSummary], reps: int
-) -> tuple[str, float, float | None]:
-    """Verdict text, detection-rate ratio (vs the best reference) and delay ratio (vs the fastest)."""
-    best_rate = max(reference.rate for reference in references)
-    ratio = ours.rate / max(best_rate, 1.0 / reps)
-    delays = [reference.median_delay for reference in references if reference.median_delay is not None]
-    delay_ratio = ours.median_delay / min(delays) if ours.median_delay is not None and delays else None
-    notes = []
-    if ours.rate < best_rate:
-        notes.append("aicd LOSES on detection")
-    if delay_ratio is not None and delay_ratio > 1:
-        notes.append("aicd LOSES on delay")
-    return (" & ".join(notes) if notes else "aicd better or equal"), ratio, delay_ratio
 
 
 def _worst(values: list[float], pick: Callable[[list[float]], float]) -> float:
@@ -757,29 +825,15 @@ def _rate(summary: JudgeSummary | None) -> str:
     return "-" if summary is None else f"{summary.rate:.3f}"
 
 
-def _cell(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
-    parser.add_argument("--reps", type=int, default=200, help="replications per scenario")
+    parser.add_argument("--reps", type=int, default=None, help="replications per scenario (default 200)")
+    parser.add_argument("--quick", action="store_true", help="60 replications per scenario")
     parser.add_argument("--seed", type=int, default=20240601)
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
-    parser.add_argument(
-        "--tolerance",
-        type=float,
-        default=DEFAULT_TOLERANCE,
-        help="aicd's practical-significance floor for every metric (0 = flag any provable shift)",
-    )
     arguments = parser.parse_args(argv)
-    return run(
-        arguments.reps,
-        arguments.seed,
-        arguments.workers,
-        arguments.tolerance,
-        lambda line: print(line, flush=True),
-    )
+    reps = arguments.reps if arguments.reps is not None else (60 if arguments.quick else 200)
+    return run(reps, arguments.seed, arguments.workers, lambda line: print(line, flush=True))
 
 
 if __name__ == "__main__":

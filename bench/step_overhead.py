@@ -25,7 +25,9 @@ def floor_seconds(root: Path, steps: int) -> float:
     git("clone", "-q", bare, str(work))
     started = time.perf_counter()
     for step in range(steps):
-        (work / "apps/web/values.yaml").write_text(f"image:\n  tag: v0\ncanary:\n  tag: v1\n  weight: {step}\n")
+        (work / "apps/web/values.yaml").write_text(
+            f"image:\n  tag: v0\ncanary:\n  tag: v1\n  weight: {step}\n"
+        )
         git("-c", "user.name=b", "-c", "user.email=b@x", "commit", "-qam", f"step {step}", cwd=work)
         git("push", "-q", "origin", "HEAD:main", cwd=work)
     return time.perf_counter() - started
@@ -40,7 +42,13 @@ async def delivery_seconds(root: Path, steps: int) -> float:
         source,
         gitops,
         {"web": {"kind": "git", "path": "apps/web/values.yaml"}},
-        [{"name": "prod", "targets": ["web"], "strategy": {"canary": {"steps": [{"setWeight": w} for w in weights]}}}],
+        [
+            {
+                "name": "prod",
+                "targets": ["web"],
+                "strategy": {"canary": {"steps": [{"setWeight": w} for w in weights]}},
+            }
+        ],
     )
     plan = plan_from(document, revision)
     async with dev_server() as env, running_worker(env.client, root / "state") as queue:
@@ -62,9 +70,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         floor = floor_seconds(Path(root), args.steps)
         delivery = asyncio.run(delivery_seconds(Path(root), args.steps))
-    print(f"floor: {args.steps} commits+pushes with git: {floor:.3f}s ({1000 * floor / args.steps:.1f} ms each)")
+    print(
+        f"floor: {args.steps} commits+pushes with git: {floor:.3f}s ({1000 * floor / args.steps:.1f} ms each)"
+    )
     print(f"delivery: {args.steps} setWeight steps (commit, push, sync, report): {delivery:.3f}s")
-    print(f"steps={args.steps} delivery_s={delivery:.3f} floor_s={floor:.3f} overhead_ratio={delivery / floor:.2f}")
+    print(
+        f"steps={args.steps} delivery_s={delivery:.3f} floor_s={floor:.3f} overhead_ratio={delivery / floor:.2f}"
+    )
 
 
 if __name__ == "__main__":

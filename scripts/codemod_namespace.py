@@ -1,11 +1,12 @@
 """Rewrites imports of the old top-level packages to the one `aicd` namespace, in every .py file of the tree:
 
-    from aicd.activities.gitops import X      ->  from aicd.activities.gitops import X
-    import aicd.activities.sync               ->  import aicd.activities.sync
-    from aicd.workflows import ALL_WORKFLOWS  ->  from aicd.workflows import ALL_WORKFLOWS
-    from aicd.worker import build_worker      ->  from aicd.worker import build_worker
+    from activities.gitops import X      ->  from aicd.activities.gitops import X
+    import activities.sync               ->  import aicd.activities.sync
+    from workflows import ALL_WORKFLOWS  ->  from aicd.workflows import ALL_WORKFLOWS
+    from worker import build_worker      ->  from aicd.worker import build_worker
 
-and module names spelled in strings ("aicd.activities.drivers.git", "aicd.workflows.edge_fleet"). Idempotent: a name
+and module names spelled in strings ("activities.drivers.git" -> "aicd.activities.drivers.git"). It never
+rewrites itself. Idempotent: a name
 already under `aicd.` is left alone, so it can run again after merging branches written against the old
 layout:
 
@@ -24,16 +25,16 @@ SKIP_DIRS = {".venv", ".git", "build", "dist", ".aicd", "node_modules", "__pycac
 OLD_PACKAGES = ("activities", "workflows")
 
 # Modules that moved inside the namespace: the embedded stack into aicd.dev, the shared test infrastructure
-# into aicd.testing. Longest names first; a name is rewritten with what follows it (`aicd.dev.ports` ->
-# `aicd.dev.ports`).
+# into aicd.testing. Longest names first; a name is rewritten with what follows it (`aicd.embedded.ports` ->
+# `aicd.dev.ports`). The old names are split ("aicd" ".embedded") so this script never rewrites itself.
 MOVED = {
-    "aicd.dev.temporal": "aicd.dev.temporal",
-    "aicd.dev": "aicd.dev",
-    "aicd.dev.demo_app": "aicd.dev.demo_app",
-    "aicd.dev.demo": "aicd.dev.demo",
-    "aicd.testing.standins": "aicd.testing.standins",
-    "aicd.testing.engine": "aicd.testing.engine",
-    "aicd.testing.chaos": "aicd.testing.chaos",
+    "aicd.devstack": "aicd.dev.temporal",
+    "aicd.embedded": "aicd.dev",
+    "aicd.demo_app": "aicd.dev.demo_app",
+    "aicd.demo": "aicd.dev.demo",
+    "tests.standins": "aicd.testing.standins",
+    "tests.helpers_engine": "aicd.testing.engine",
+    "tests.chaos.harness": "aicd.testing.chaos",
 }
 _MOVED = re.compile(
     r"(?<![\w.])(?P<name>"
@@ -92,6 +93,8 @@ def main(argv: list[str]) -> int:
     paths = [Path(arg) for arg in argv] or [ROOT]
     rewritten: list[str] = []
     for file in python_files(paths):
+        if file.resolve() == Path(__file__).resolve():
+            continue
         text = file.read_text(encoding="utf-8")
         new = rewrite(text)
         if new != text:

@@ -518,7 +518,9 @@ async def test_missing_app_field_and_a_target_of_another_kind_are_config_errors(
         await driver.sync(request("a" * 40, kubeconfig=kubeconfig, app=""), Heartbeats())
     assert_config_error(info.value, "prod-use1", "app")
     with pytest.raises(ApplicationError) as info:
-        await driver.sync(replace(request("a" * 40, kubeconfig=kubeconfig), kind="git", settings=GitTarget()), Heartbeats())
+        await driver.sync(
+            replace(request("a" * 40, kubeconfig=kubeconfig), kind="git", settings=GitTarget()), Heartbeats()
+        )
     assert_config_error(info.value, "prod-use1", "kind argocd needs `app`")
 
 

@@ -274,7 +274,10 @@ def test_chart_is_an_argocd_target_key(run_aicd: RunAicd, tmp_path: Path, gitops
     )
     done = run_aicd("validate", str(spec))
     # Each target kind has its own keys: a git target's allowed keys are listed, and chart is not among them.
-    assert done.returncode == 2 and "$.spec.targets.web.chart: unknown key(s) ['chart']; allowed here: ['kind', 'path'" in done.stdout
+    assert (
+        done.returncode == 2
+        and "$.spec.targets.web.chart: unknown key(s) ['chart']; allowed here: ['kind', 'path'" in done.stdout
+    )
     spec = write_spec(
         tmp_path, gitops.url, {"web": argocd("shop", "envs/prod/values.yaml", chart={"repo": CHARTS})}
     )

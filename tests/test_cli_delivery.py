@@ -144,7 +144,10 @@ def test_cli_abort_and_errors(stack: EmbeddedTemporal, tmp_path: Path) -> None:
         unknown.returncode == 1 and unknown.stderr.strip() == "aicd: no delivery delivery-nope-000000000000"
     )
     finished = aicd(stack, "resume", delivery_id)
-    assert finished.returncode == 1 and finished.stderr.strip() == f"aicd: delivery {delivery_id} has already ended"
+    assert (
+        finished.returncode == 1
+        and finished.stderr.strip() == f"aicd: delivery {delivery_id} has already ended"
+    )
     unreachable = aicd(stack, "status", delivery_id, address="127.0.0.1:1")
     assert unreachable.returncode == 1 and unreachable.stderr.startswith("aicd: cannot reach Temporal")
     assert len(unreachable.stderr.strip().splitlines()) == 1

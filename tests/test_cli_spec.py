@@ -345,3 +345,15 @@ def test_plan_refuses_paths_outside_the_repo(
     match = ERROR_LINE.match(line)
     assert match and (match["file"], match["line"], match["path"]) == (str(spec), "17", json_path), line
     assert message in match["message"]
+
+
+def test_validate_names_a_bad_write_path_with_file_line_and_problem(run_aicd: RunAicd) -> None:
+    path = BROKEN / "schema-write-path.yaml"
+    done = run_aicd("validate", rel(path))
+    assert_no_traceback(done)
+    assert done.returncode == 2
+    assert done.stdout.splitlines() == expected_lines(path)
+    assert done.stdout.splitlines()[0] == (
+        f"{rel(path)}:25:5: error: $.spec.write.image: write path 'images[name=shop.newTag': the [ at character 7"
+        " is not closed; write e.g. image.tag, images[0].newTag, images[name=app].newTag"
+    )

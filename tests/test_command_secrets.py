@@ -175,7 +175,7 @@ async def test_secrets_reach_the_command_by_name_and_nothing_stores_them(
 
     # The delivery failed on the test, and says so everywhere, with the output masked.
     assert delivered.returncode == 1, delivered.stderr
-    assert f"{plan.delivery_id}: failed: leaky failed: CommandFailed: leaky exited with 3" in delivered.stdout
+    assert f"{plan.delivery_id}: failed: leaky failed: leaky exited with 3" in delivered.stdout
     assert "***" in delivered.stdout and "and the token: ***" in delivered.stdout
     assert status_json.returncode == 0, status_json.stderr
     build, leaky = json.loads(status_json.stdout)["commands"]

@@ -115,6 +115,12 @@ def snapshot(before: set[int], seen: dict[str, Any]) -> Any:
             name: versions_served(url, SAMPLES) for name, url in stack.reconciler.proxy_urls().items()
         }
         seen["running"] = {name: stack.reconciler.status(name) for name in report.targets}
+        assert report.dashboard_url is not None
+        with httpx.Client(base_url=report.dashboard_url, timeout=30.0, trust_env=False) as http:
+            seen["dashboard"] = {
+                o.delivery_id: http.get(f"/deliveries/{o.delivery_id}").text for o in report.outcomes
+            }
+            seen["dashboard"]["list"] = http.get("/").text
 
     return hook
 
@@ -184,6 +190,12 @@ def test_demo_promotes_the_good_release_and_rolls_back_the_bad_one(tmp_path: Pat
     for name, values in recorder.values["1.2"].items():
         assert values["image"]["tag"] == good_tag and values["canary"]["weight"] == 0, (name, values)
 
+    # The dashboard the demo links to lists both releases; the bad one's chart says why it was rolled back.
+    assert good.delivery_id in seen["dashboard"]["list"] and bad.delivery_id in seen["dashboard"]["list"]
+    assert 'data-metric="error-rate" data-verdict="fail"' in seen["dashboard"][bad.delivery_id]
+    assert 'class="rollback" data-target="staging"' in seen["dashboard"][bad.delivery_id]
+    assert seen["dashboard"][good.delivery_id].count('class="node state-promoted"') == len(TARGETS)
+
     # Afterwards every target serves the good version only, with no canary running.
     assert_serving_only(seen, good_tag)
     assert report.serving == {name: {good_tag: 30} for name in TARGETS}
@@ -197,6 +209,7 @@ def test_demo_promotes_the_good_release_and_rolls_back_the_bad_one(tmp_path: Pat
         "failed",
         "staging/staging/rollback",
         "Prometheus",
+        report.dashboard_url,
         good.delivery_id,  # with Temporal's UI off (as here) the summary names the deliveries instead of linking
         bad.delivery_id,
     ):
@@ -287,13 +300,14 @@ def test_effective_spec_fills_in_this_run(tmp_path: Path) -> None:
     layout.spec.write_text(effective_spec_text(DEFAULT_SPEC, layout, "http://127.0.0.1:1234", options))
     spec = load_spec(layout.spec)
     assert spec.source_repo == str(layout.source_repo) and spec.gitops_repo == str(layout.gitops_repo)
-    assert spec.analysis is not None and spec.analysis.prometheus_url == "http://127.0.0.1:1234"
+    assert spec.analysis is not None and spec.analysis.prometheus.url == "http://127.0.0.1:1234"
     assert spec.analysis.interval_s == 4
     assert spec.build is not None and spec.build.command[0] == sys.executable
     assert spec.build.command[spec.build.command.index("--out") + 1] == str(layout.artifacts)
     assert all(test.argv[0] == sys.executable for test in spec.tests)
     steps = [step for stage in spec.stages for step in stage.steps]
     assert {s.duration_s for s in steps if s.kind == "analysis"} == {12}
+    assert {s.max_duration_s for s in steps if s.kind == "analysis"} == {36}  # extends up to three times
     assert {s.duration_s for s in steps if s.kind == "pause"} == {2.5}
     assert yaml.safe_load(DEFAULT_SPEC.read_text())["spec"]["source"]["repo"] == ".aicd/demo/source.git"
 

@@ -220,6 +220,8 @@ async def test_dev_runs_the_worker_and_stops_both_on_sigterm(run_dev, state_dir:
     )
     assert any(poller.identity.startswith(f"{worker.pid}@") for poller in pollers.pollers)
     assert worker.environ().get("TEMPORAL_ADDRESS") == info["address"]
+    dashboard = dev.stdout.wait_for("  Dashboard  ").split()[1]  # it reads this stack's Temporal
+    assert httpx.get(f"{dashboard}/", timeout=10, trust_env=False).status_code == 200
 
     os.kill(dev.popen.pid, signal.SIGTERM)
     assert dev.popen.wait(timeout=60) == 0
@@ -227,6 +229,7 @@ async def test_dev_runs_the_worker_and_stops_both_on_sigterm(run_dev, state_dir:
     assert wait_no_processes(str(state_dir)) == []
     log = (state_dir / "logs" / "worker.log").read_text()
     assert "worker running on task queue aicd" in log
+    assert "Finished server process" in (state_dir / "logs" / "dashboard.log").read_text()
 
 
 def test_dev_exits_1_when_temporal_dies(run_dev, state_dir: Path) -> None:

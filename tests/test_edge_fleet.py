@@ -137,6 +137,7 @@ async def all_runs(client: Client, delivery_id: str) -> dict[tuple[str, str], in
         lengths[(execution.id, execution.run_id)] = len(history.events)
     return lengths
 
+
 async def test_fleet_from_file_one_commit_per_batch(
     temporal_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
@@ -317,14 +318,23 @@ async def test_two_thousand_sites_keep_every_history_small(
     assert max(runs.values()) < 300, runs  # far below: a batch costs a handful of events whatever its size
 
 
-async def test_argocd_sites_sync_their_own_application(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+async def test_argocd_sites_sync_their_own_application(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
     """siteKind argocd: each site is an Application named as an ApplicationSet names them (`web-{{ site }}`),
     synced to its batch's commit through the argocd driver; a site that turns Degraded fails alone."""
     sites = names(6)
     broken = sites[4]
     document, gitops, seed, revision = fleet_spec(
-        tmp_path, sites, batches=["50%", "100%"], maxFailures=1, progressDeadline="20s", siteKind="argocd",
-        app="web-{{ site }}", context="edge", kubeconfig=str(tmp_path / "kubeconfig"),
+        tmp_path,
+        sites,
+        batches=["50%", "100%"],
+        maxFailures=1,
+        progressDeadline="20s",
+        siteKind="argocd",
+        app="web-{{ site }}",
+        context="edge",
+        kubeconfig=str(tmp_path / "kubeconfig"),
     )
     plan = plan_from(document, revision)
     client = temporal_env.client
@@ -340,8 +350,14 @@ async def test_argocd_sites_sync_their_own_application(temporal_env: WorkflowEnv
         synced = {site: [record.revision for record in argocd.syncs(f"web-{site}")] for site in sites}
     assert result.phase == "succeeded", result.reason
     log = delivery_commits(gitops)
-    assert [entry["Aicd-Step"] for entry in log] == ["edge/pops/batch-1", "edge/pops/batch-2", "edge/pops/batch-2-restore"]
-    assert synced == {site: [log[0 if index < 3 else 1]["sha"]] for index, site in enumerate(sites)}  # one sync each
+    assert [entry["Aicd-Step"] for entry in log] == [
+        "edge/pops/batch-1",
+        "edge/pops/batch-2",
+        "edge/pops/batch-2-restore",
+    ]
+    assert synced == {
+        site: [log[0 if index < 3 else 1]["sha"]] for index, site in enumerate(sites)
+    }  # one sync each
     target = pops(status)
     assert target.sites_by_state == {"updated": 5, "failed": 1} and target.failed_sites == [broken]
     assert raw_tree_diff(gitops, seed).split() == sorted(site_file(site) for site in sites if site != broken)

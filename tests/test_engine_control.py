@@ -43,13 +43,19 @@ def one_target_spec(tmp_path: Path, steps: list, **extra: object) -> tuple[dict,
     return document, gitops, revision
 
 
-async def test_pause_stops_the_clock_of_a_timed_pause(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
-    document, gitops, revision = one_target_spec(tmp_path, [{"setWeight": 50}, {"pause": "4s"}, {"setWeight": 100}])
+async def test_pause_stops_the_clock_of_a_timed_pause(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    document, gitops, revision = one_target_spec(
+        tmp_path, [{"setWeight": 50}, {"pause": "4s"}, {"setWeight": 100}]
+    )
     plan = plan_from(document, revision)
     client = temporal_env.client
     async with running_worker(client, tmp_path / "state") as queue:
         await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
-        await wait_for(client, plan.delivery_id, lambda s: "web" in s.targets and s.targets["web"].step_kind == "pause")
+        await wait_for(
+            client, plan.delivery_id, lambda s: "web" in s.targets and s.targets["web"].step_kind == "pause"
+        )
         pause_began = time.monotonic()
         await asyncio.sleep(1.0)
         await send_action(client, plan.delivery_id, "pause", HumanAction("oncall", "investigating"))
@@ -72,18 +78,29 @@ async def test_pause_stops_the_clock_of_a_timed_pause(temporal_env: WorkflowEnvi
     # Paused after ~1 s of a 4 s pause: about 3 s were left when resumed.
     assert step_two_at - resumed >= 2.0, step_two_at - resumed
     assert step_two_at - pause_began >= 4.0 + 4.5
-    assert [(a.kind, a.actor, a.reason) for a in final.actions] == [("pause", "oncall", "investigating"), ("resume", "oncall", "")]
+    assert [(a.kind, a.actor, a.reason) for a in final.actions] == [
+        ("pause", "oncall", "investigating"),
+        ("resume", "oncall", ""),
+    ]
     step_two = [c for c in commits(gitops) if c.get("Aicd-Step") == "staging/web/2-setWeight"]
     assert step_two[0]["Aicd-Actor"] == "oncall"  # the resume caused this commit
 
 
-async def test_pause_then_abort_restores_files_byte_for_byte(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
-    document, gitops, revision = one_target_spec(tmp_path, [{"setWeight": 10}, {"pause": {}}, {"setWeight": 100}])
+async def test_pause_then_abort_restores_files_byte_for_byte(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    document, gitops, revision = one_target_spec(
+        tmp_path, [{"setWeight": 10}, {"pause": {}}, {"setWeight": 100}]
+    )
     plan = plan_from(document, revision)
     client = temporal_env.client
     async with running_worker(client, tmp_path / "state") as queue:
         await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
-        await wait_for(client, plan.delivery_id, lambda s: "web" in s.targets and s.targets["web"].state == "awaiting-resume")
+        await wait_for(
+            client,
+            plan.delivery_id,
+            lambda s: "web" in s.targets and s.targets["web"].state == "awaiting-resume",
+        )
         assert "weight: 10" in show(gitops, "main", "apps/web/values.yaml")
         await send_action(client, plan.delivery_id, "pause", HumanAction("oncall", "bad smell"))
         await send_action(client, plan.delivery_id, "abort", HumanAction("carol", "customer errors"))
@@ -95,10 +112,16 @@ async def test_pause_then_abort_restores_files_byte_for_byte(temporal_env: Workf
         result = await handle_for(client, plan.delivery_id).result()
         status = await get_status(client, plan.delivery_id)
     assert result.phase == "aborted" and "customer errors" in result.reason
-    assert show(gitops, "main", "apps/web/values.yaml") == SEED.rstrip("\n")  # git show strips the final newline
-    raw = __import__("subprocess").run(
-        ["git", "--git-dir", gitops, "show", "main:apps/web/values.yaml"], capture_output=True, check=True
-    ).stdout
+    assert show(gitops, "main", "apps/web/values.yaml") == SEED.rstrip(
+        "\n"
+    )  # git show strips the final newline
+    raw = (
+        __import__("subprocess")
+        .run(
+            ["git", "--git-dir", gitops, "show", "main:apps/web/values.yaml"], capture_output=True, check=True
+        )
+        .stdout
+    )
     assert raw == SEED.encode()
     log = commits(gitops)
     assert log[-1]["Aicd-Step"] == "staging/web/rollback" and log[-1]["Aicd-Actor"] == "carol"
@@ -114,9 +137,13 @@ async def test_approval_timeout_ends_rejected_without_commit(tmp_path: Path) -> 
     document, gitops, revision = one_target_spec(tmp_path, [{"setWeight": 100}])
     document["spec"]["stages"][0]["approval"] = {"approvers": ["alice"], "timeout": "24h"}
     plan = plan_from(document, revision)
-    async with await WorkflowEnvironment.start_time_skipping(test_server_existing_path=TEST_SERVER_BIN) as env:
+    async with await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=TEST_SERVER_BIN
+    ) as env:
         async with running_worker(env.client, tmp_path / "state") as queue:
-            await start_delivery(env.client, plan, Trigger("cli", "t"), queue=queue, index_search_attributes=False)
+            await start_delivery(
+                env.client, plan, Trigger("cli", "t"), queue=queue, index_search_attributes=False
+            )
             await env.sleep(timedelta(hours=23))
             assert (await get_status(env.client, plan.delivery_id)).phase == "awaiting-approval"
             await env.sleep(timedelta(hours=2))
@@ -125,7 +152,9 @@ async def test_approval_timeout_ends_rejected_without_commit(tmp_path: Path) -> 
     assert [c for c in commits(gitops) if "Aicd-Step" in c] == []
 
 
-async def test_reject_ends_rejected_and_validators_refuse_nonsense(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+async def test_reject_ends_rejected_and_validators_refuse_nonsense(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
     document, gitops, revision = one_target_spec(tmp_path, [{"setWeight": 100}])
     document["spec"]["stages"][0]["approval"] = {"approvers": ["alice"], "timeout": "1h"}
     plan = plan_from(document, revision)

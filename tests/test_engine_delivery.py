@@ -24,10 +24,14 @@ __all__ = ["temporal_env"]
 VALUES = "# values for {name}\nimage:\n  repository: example/app  # keep me\n  tag: v0\nreplicas: 2\n"
 
 
-def two_stage_spec(tmp_path: Path, *, approval: dict | None = None, steps: list | None = None, scope: str = "stage") -> tuple[dict, str, str]:
+def two_stage_spec(
+    tmp_path: Path, *, approval: dict | None = None, steps: list | None = None, scope: str = "stage"
+) -> tuple[dict, str, str]:
     source, revision = make_repo(tmp_path, "source", {"README": "app\n"})
     names = ["staging", "prod-a", "prod-b"]
-    gitops, _ = make_repo(tmp_path, "gitops", {f"apps/{name}/values.yaml": VALUES.format(name=name) for name in names})
+    gitops, _ = make_repo(
+        tmp_path, "gitops", {f"apps/{name}/values.yaml": VALUES.format(name=name) for name in names}
+    )
     targets = {name: {"kind": "git", "path": f"apps/{name}/values.yaml"} for name in names}
     production: dict = {
         "name": "production",
@@ -41,7 +45,9 @@ def two_stage_spec(tmp_path: Path, *, approval: dict | None = None, steps: list 
     return document, gitops, revision
 
 
-async def test_two_stages_two_waves_one_commit_per_step(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+async def test_two_stages_two_waves_one_commit_per_step(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
     document, gitops, revision = two_stage_spec(tmp_path)
     plan = plan_from(document, revision)
     client = temporal_env.client

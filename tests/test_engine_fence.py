@@ -60,9 +60,19 @@ def workers(tmp_path: Path, address: str, queue: str, count: int, hook_signal: s
     try:
         for index in range(count):
             log = open(tmp_path / f"worker-{index}.log", "wb")  # noqa: SIM115 - closed with the process below
-            argv = [sys.executable, str(REPO_ROOT / "worker.py"), "--state-dir", str(tmp_path / f"state-{index}"),
-                    "--address", address, "--task-queue", queue]
-            processes.append((subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT), log))
+            argv = [
+                sys.executable,
+                str(REPO_ROOT / "worker.py"),
+                "--state-dir",
+                str(tmp_path / f"state-{index}"),
+                "--address",
+                address,
+                "--task-queue",
+                queue,
+            ]
+            processes.append(
+                (subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT), log)
+            )
         yield control
     finally:
         for process, log in processes:
@@ -77,15 +87,24 @@ def workers(tmp_path: Path, address: str, queue: str, count: int, hook_signal: s
             log.close()
 
 
-async def run_fleet_of_deliveries(temporal_env: WorkflowEnvironment, tmp_path: Path, hook_signal: str, stall_s: float) -> None:
+async def run_fleet_of_deliveries(
+    temporal_env: WorkflowEnvironment, tmp_path: Path, hook_signal: str, stall_s: float
+) -> None:
     apps = [f"fenced-{uuid.uuid4().hex[:5]}-{n}" for n in range(4)]
     source, revision = make_repo(tmp_path, "source", {"README": "x\n"})
-    gitops, _ = make_repo(tmp_path, "gitops", {f"{app}.yaml": "image:\n  tag: v0\ncanary:\n  weight: 0\n" for app in apps})
+    gitops, _ = make_repo(
+        tmp_path, "gitops", {f"{app}.yaml": "image:\n  tag: v0\ncanary:\n  weight: 0\n" for app in apps}
+    )
     steps = [{"setWeight": 10}, {"setWeight": 50}, {"pause": "2s"}, {"setWeight": 100}]
     plans = [
         plan_from(
-            spec_document(app, source, gitops, {"web": {"kind": "git", "path": f"{app}.yaml"}},
-                          [{"name": "prod", "targets": ["web"], "strategy": {"canary": {"steps": steps}}}]),
+            spec_document(
+                app,
+                source,
+                gitops,
+                {"web": {"kind": "git", "path": f"{app}.yaml"}},
+                [{"name": "prod", "targets": ["web"], "strategy": {"canary": {"steps": steps}}}],
+            ),
             revision,
         )
         for app in apps
@@ -101,7 +120,9 @@ async def run_fleet_of_deliveries(temporal_env: WorkflowEnvironment, tmp_path: P
             assert time.monotonic() < deadline, "the hook never fired"
             await asyncio.sleep(0.1)
         stalled = int((control / "fired" / "pid").read_text())
-        results = await asyncio.wait_for(asyncio.gather(*(handle_for(client, p.delivery_id).result() for p in plans)), 180)
+        results = await asyncio.wait_for(
+            asyncio.gather(*(handle_for(client, p.delivery_id).result() for p in plans)), 180
+        )
         if hook_signal == "STOP":
             # Every delivery is done; the stalled worker wakes up after more than the heartbeat timeout.
             await asyncio.sleep(max(0.0, stall_s - 1))
@@ -115,12 +136,26 @@ async def run_fleet_of_deliveries(temporal_env: WorkflowEnvironment, tmp_path: P
     assert set(per_step.values()) == {1}, per_step  # no step committed twice
     assert len(made) == len(plans) * 4  # three setWeight steps and the promotion each
     for plan, app in zip(plans, apps, strict=True):
-        assert show(gitops, "main", f"{app}.yaml") == f"image:\n  tag: {plan.artifact_tag}\ncanary:\n  weight: 0\n  tag: {plan.artifact_tag}"
-        last = git("--git-dir", gitops, "log", "-1", "--format=%(trailers:key=Aicd-Step,valueonly,separator=)", "main", "--", f"{app}.yaml")
+        assert (
+            show(gitops, "main", f"{app}.yaml")
+            == f"image:\n  tag: {plan.artifact_tag}\ncanary:\n  weight: 0\n  tag: {plan.artifact_tag}"
+        )
+        last = git(
+            "--git-dir",
+            gitops,
+            "log",
+            "-1",
+            "--format=%(trailers:key=Aicd-Step,valueonly,separator=)",
+            "main",
+            "--",
+            f"{app}.yaml",
+        )
         assert last == "prod/web/promote", (app, last)  # nothing landed after the promotion
 
 
-async def test_a_worker_stalled_past_its_heartbeat_never_writes_late(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+async def test_a_worker_stalled_past_its_heartbeat_never_writes_late(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
     await run_fleet_of_deliveries(temporal_env, tmp_path, "STOP", stall_s=25)
 
 
@@ -132,8 +167,13 @@ async def test_a_stalled_write_of_a_delivery_that_ended_meanwhile_never_lands(
     source, revision = make_repo(tmp_path, "source", {"README": "x\n"})
     gitops, _ = make_repo(tmp_path, "gitops", {"web.yaml": "image:\n  tag: v0\n"})
     plan = plan_from(
-        spec_document("stalled", source, gitops, {"web": {"kind": "git", "path": "web.yaml"}},
-                      [{"name": "prod", "targets": ["web"], "strategy": {"canary": {"steps": [{"setWeight": 100}]}}}]),
+        spec_document(
+            "stalled",
+            source,
+            gitops,
+            {"web": {"kind": "git", "path": "web.yaml"}},
+            [{"name": "prod", "targets": ["web"], "strategy": {"canary": {"steps": [{"setWeight": 100}]}}}],
+        ),
         revision,
     )
     client = temporal_env.client
@@ -154,5 +194,7 @@ async def test_a_stalled_write_of_a_delivery_that_ended_meanwhile_never_lands(
     assert "write dropped: workflow" in log and "has ended" in log, log[-2000:]
 
 
-async def test_a_worker_killed_between_check_and_push_loses_nothing(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+async def test_a_worker_killed_between_check_and_push_loses_nothing(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
     await run_fleet_of_deliveries(temporal_env, tmp_path, "KILL", stall_s=0)

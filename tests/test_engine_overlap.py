@@ -48,14 +48,33 @@ class Repos:
     def release(self) -> str:
         """A new commit on the source's main branch; returns its SHA."""
         seed = self.root / "source-seed"
-        git("-c", "user.name=dev", "-c", "user.email=dev@x", "commit", "-q", "--allow-empty", "-m", f"r{uuid.uuid4()}", cwd=seed)
+        git(
+            "-c",
+            "user.name=dev",
+            "-c",
+            "user.email=dev@x",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            f"r{uuid.uuid4()}",
+            cwd=seed,
+        )
         git("push", "-q", self.source, "HEAD:main", cwd=seed)
         self.revisions.append(git("rev-parse", "HEAD", cwd=seed))
         return self.revisions[-1]
 
     def writes(self, path: str) -> list[tuple[str, str]]:
         """(delivery ID, step) of each aicd commit that changed `path`, oldest first."""
-        out = git("--git-dir", self.gitops, "log", "--reverse", "--format=@%(trailers:key=Aicd-Delivery-Id,valueonly,separator=)|%(trailers:key=Aicd-Step,valueonly,separator=)", "--name-only", "main")
+        out = git(
+            "--git-dir",
+            self.gitops,
+            "log",
+            "--reverse",
+            "--format=@%(trailers:key=Aicd-Delivery-Id,valueonly,separator=)|%(trailers:key=Aicd-Step,valueonly,separator=)",
+            "--name-only",
+            "main",
+        )
         writes, current = [], ("", "")
         for line in out.splitlines():
             if line.startswith("@"):
@@ -99,14 +118,21 @@ async def refused(client: Any, delivery: str, kind: str, why: str) -> None:
     raise AssertionError(f"{kind} of {delivery} was accepted")
 
 
-async def test_a_newer_release_supersedes_an_older_one_paused_mid_canary(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+async def test_a_newer_release_supersedes_an_older_one_paused_mid_canary(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
     repos = Repos(tmp_path)
     app = f"overlap-{uuid.uuid4().hex[:6]}"
-    old, new = plan_from(document(repos, app), repos.revisions[0]), plan_from(document(repos, app), repos.release())
+    old, new = (
+        plan_from(document(repos, app), repos.revisions[0]),
+        plan_from(document(repos, app), repos.release()),
+    )
     client = temporal_env.client
     async with running_worker(client, tmp_path / "state") as queue:
         await start_delivery(client, old, Trigger("cli", "dev"), queue=queue)
-        await wait_for(client, old.delivery_id, lambda s: "a" in s.targets and s.targets["a"].step_kind == "pause")
+        await wait_for(
+            client, old.delivery_id, lambda s: "a" in s.targets and s.targets["a"].step_kind == "pause"
+        )
         await send_action(client, old.delivery_id, "pause", HumanAction("oncall", "looking"))
         assert repos.values("a.yaml")["canary"] == {"weight": 10, "tag": old.artifact_tag}
         await start_delivery(client, new, Trigger("cli", "dev"), queue=queue)
@@ -121,14 +147,19 @@ async def test_a_newer_release_supersedes_an_older_one_paused_mid_canary(tempora
     assert status.superseded_by == new.delivery_id
     assert ("superseded", new.delivery_id) in [(a.kind, a.actor) for a in status.actions]
     for path in ("a.yaml", "b.yaml"):
-        assert repos.values(path) == {"image": {"tag": new.artifact_tag}, "canary": {"weight": 0, "tag": new.artifact_tag}}
+        assert repos.values(path) == {
+            "image": {"tag": new.artifact_tag},
+            "canary": {"weight": 0, "tag": new.artifact_tag},
+        }
         assert_never_after(repos.writes(path), old.delivery_id, new.delivery_id)
     # The older delivery never reached b; on a it wrote its canary and, at most, withdrew it before the newer one.
     assert {d for d, _ in repos.writes("b.yaml")} == {new.delivery_id}
     assert repos.writes("a.yaml")[0] == (old.delivery_id, "production/a/0-setWeight")
 
 
-async def test_a_newer_release_supersedes_an_older_one_waiting_for_approval(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+async def test_a_newer_release_supersedes_an_older_one_waiting_for_approval(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
     repos = Repos(tmp_path)
     app = f"gated-{uuid.uuid4().hex[:6]}"
     stages = [
@@ -157,11 +188,18 @@ async def test_a_newer_release_supersedes_an_older_one_waiting_for_approval(temp
     assert promoted_by_old["image"]["tag"] == old.artifact_tag
     # The older one never touched production and withdrew nothing it had promoted.
     assert {d for d, _ in repos.writes("b.yaml")} == {new.delivery_id}
-    assert [s for d, s in repos.writes("a.yaml") if d == old.delivery_id] == ["staging/a/0-setWeight", "staging/a/promote"]
-    assert repos.values("a.yaml")["image"]["tag"] == repos.values("b.yaml")["image"]["tag"] == new.artifact_tag
+    assert [s for d, s in repos.writes("a.yaml") if d == old.delivery_id] == [
+        "staging/a/0-setWeight",
+        "staging/a/promote",
+    ]
+    assert (
+        repos.values("a.yaml")["image"]["tag"] == repos.values("b.yaml")["image"]["tag"] == new.artifact_tag
+    )
 
 
-async def test_queued_release_waits_for_the_older_one(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+async def test_queued_release_waits_for_the_older_one(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
     repos = Repos(tmp_path)
     app = f"queue-{uuid.uuid4().hex[:6]}"
     old = plan_from(document(repos, app, concurrency="queue"), repos.revisions[0])
@@ -169,7 +207,9 @@ async def test_queued_release_waits_for_the_older_one(temporal_env: WorkflowEnvi
     client = temporal_env.client
     async with running_worker(client, tmp_path / "state") as queue:
         await start_delivery(client, old, Trigger("cli", "dev"), queue=queue)
-        await wait_for(client, old.delivery_id, lambda s: "a" in s.targets and s.targets["a"].step_kind == "pause")
+        await wait_for(
+            client, old.delivery_id, lambda s: "a" in s.targets and s.targets["a"].step_kind == "pause"
+        )
         await send_action(client, old.delivery_id, "pause", HumanAction("oncall", "hold"))
         await start_delivery(client, new, Trigger("cli", "dev"), queue=queue)
         queued = await wait_for(client, new.delivery_id, lambda s: s.phase == "queued")
@@ -186,7 +226,9 @@ async def test_queued_release_waits_for_the_older_one(temporal_env: WorkflowEnvi
         assert repos.values(path)["image"]["tag"] == new.artifact_tag
 
 
-async def test_redeploy_of_an_old_revision_starts_a_new_delivery_that_wins(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+async def test_redeploy_of_an_old_revision_starts_a_new_delivery_that_wins(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
     repos = Repos(tmp_path)
     app = f"redeploy-{uuid.uuid4().hex[:6]}"
     first, second = repos.revisions[0], repos.release()
@@ -205,7 +247,9 @@ async def test_redeploy_of_an_old_revision_starts_a_new_delivery_that_wins(tempo
     assert [d for d, _ in repos.writes("a.yaml")] == [ids[0]] * 2 + [ids[1]] * 2 + [ids[2]] * 2
 
 
-async def test_force_push_back_redeploys_and_a_stale_push_deploys_nothing(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+async def test_force_push_back_redeploys_and_a_stale_push_deploys_nothing(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
     repos = Repos(tmp_path)
     app = f"pushed-{uuid.uuid4().hex[:6]}"
     write_spec(tmp_path / "specs", document(repos, app, steps=[{"setWeight": 100}]))
@@ -213,7 +257,9 @@ async def test_force_push_back_redeploys_and_a_stale_push_deploys_nothing(tempor
     client = temporal_env.client
 
     async def push(web: Any, before: str, after: str, **extra: Any) -> dict[str, Any]:
-        body = json.dumps(github_payload(repos.source, "refs/heads/release/1", after, before=before, **extra)).encode()
+        body = json.dumps(
+            github_payload(repos.source, "refs/heads/release/1", after, before=before, **extra)
+        ).encode()
         answer = await web.post("/hooks/github", content=body, headers=github_headers(body))
         assert answer.status_code == 200, answer.text
         reply: dict[str, Any] = answer.json()
@@ -232,9 +278,13 @@ async def test_force_push_back_redeploys_and_a_stale_push_deploys_nothing(tempor
             # The first push's event arrives again late, with a new delivery header: the branch has moved on.
             stale = await push(web, "0" * 40, first)
             assert stale["result"] == "ignored" and "stale" in stale["reason"], stale
-            body = json.dumps(github_payload(repos.source, "refs/heads/release/1", "d" * 40, before=second)).encode()
+            body = json.dumps(
+                github_payload(repos.source, "refs/heads/release/1", "d" * 40, before=second)
+            ).encode()
             unknown = await web.post("/hooks/github", content=body, headers=github_headers(body))
-            assert unknown.status_code == 422 and f"no commit {'d' * 40!r}" in unknown.json()["error"], unknown.text
+            assert unknown.status_code == 422 and f"no commit {'d' * 40!r}" in unknown.json()["error"], (
+                unknown.text
+            )
             assert repos.source in unknown.json()["error"]
             # The seed's rollback: the branch is force-pushed back to the first release.
             branch_at(repos.source, "release/1", first)
@@ -249,26 +299,46 @@ async def test_force_push_back_redeploys_and_a_stale_push_deploys_nothing(tempor
     assert metric(metrics, 'aicd_webhooks_ignored_total{provider="github",reason="stale"}') == 1
 
 
-async def test_a_human_revert_mid_canary_pauses_the_delivery(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+async def test_a_human_revert_mid_canary_pauses_the_delivery(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
     """Resume continues from the file as the human left it; abort ends the delivery and keeps the human's
     content (the rollback says it left it)."""
     client = temporal_env.client
     for ending in ("resume", "abort"):
         repos = Repos(tmp_path / ending)
         app = f"human-{ending}-{uuid.uuid4().hex[:6]}"
-        plan = plan_from(document(repos, app, steps=[{"setWeight": 10}, {"pause": "3s"}, {"setWeight": 100}]), repos.revisions[0])
+        plan = plan_from(
+            document(repos, app, steps=[{"setWeight": 10}, {"pause": "3s"}, {"setWeight": 100}]),
+            repos.revisions[0],
+        )
         async with running_worker(client, tmp_path / ending / "state") as queue:
             await start_delivery(client, plan, Trigger("cli", "dev"), queue=queue)
-            await wait_for(client, plan.delivery_id, lambda s: "a" in s.targets and s.targets["a"].step_kind == "pause")
+            await wait_for(
+                client, plan.delivery_id, lambda s: "a" in s.targets and s.targets["a"].step_kind == "pause"
+            )
             work = tmp_path / ending / "human"
             git("clone", "-q", repos.gitops, str(work))
             reverted = SEED.replace("# values", "# reverted by hand: canary looked wrong")
             (work / "a.yaml").write_text(reverted)
-            git("-c", "user.name=Alice", "-c", "user.email=alice@x", "commit", "-qam", "Revert canary of a", cwd=work)
+            git(
+                "-c",
+                "user.name=Alice",
+                "-c",
+                "user.email=alice@x",
+                "commit",
+                "-qam",
+                "Revert canary of a",
+                cwd=work,
+            )
             git("push", "-q", "origin", "HEAD:main", cwd=work)
             human = git("rev-parse", "HEAD", cwd=work)
             paused = await wait_for(client, plan.delivery_id, lambda s: s.phase == "paused", timeout=30)
-            assert human[:7] in paused.pause_reason and "Alice" in paused.pause_reason and "Revert canary of a" in paused.pause_reason
+            assert (
+                human[:7] in paused.pause_reason
+                and "Alice" in paused.pause_reason
+                and "Revert canary of a" in paused.pause_reason
+            )
             assert paused.targets["a"].state == "awaiting-resume"
             assert [(a.kind, a.actor) for a in paused.actions] == [("human-edit", "Alice <alice@x>")]
             await send_action(client, plan.delivery_id, ending, HumanAction("oncall", "checked"))
@@ -278,14 +348,18 @@ async def test_a_human_revert_mid_canary_pauses_the_delivery(temporal_env: Workf
         text = show(repos.gitops, "main", "a.yaml")
         if ending == "resume":
             assert result.phase == "succeeded"
-            assert "# reverted by hand" in text and repos.values("a.yaml")["image"]["tag"] == plan.artifact_tag
+            assert (
+                "# reverted by hand" in text and repos.values("a.yaml")["image"]["tag"] == plan.artifact_tag
+            )
         else:
             assert result.phase == "aborted"
             assert text == reverted.rstrip("\n")  # the human's content survives the rollback
             assert "left a.yaml as it is" in status.targets["a"].message
 
 
-async def test_a_newer_release_that_fails_its_tests_stops_nothing(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+async def test_a_newer_release_that_fails_its_tests_stops_nothing(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
     repos = Repos(tmp_path)
     app = f"broken-{uuid.uuid4().hex[:6]}"
     old = plan_from(document(repos, app), repos.revisions[0])
@@ -295,7 +369,9 @@ async def test_a_newer_release_that_fails_its_tests_stops_nothing(temporal_env: 
     client = temporal_env.client
     async with running_worker(client, tmp_path / "state") as queue:
         await start_delivery(client, old, Trigger("cli", "dev"), queue=queue)
-        await wait_for(client, old.delivery_id, lambda s: "a" in s.targets and s.targets["a"].step_kind == "pause")
+        await wait_for(
+            client, old.delivery_id, lambda s: "a" in s.targets and s.targets["a"].step_kind == "pause"
+        )
         await send_action(client, old.delivery_id, "pause", HumanAction("oncall", "hold"))
         await start_delivery(client, new, Trigger("cli", "dev"), queue=queue)
         broken = await handle_for(client, new.delivery_id).result()

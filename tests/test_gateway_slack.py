@@ -221,7 +221,9 @@ async def test_slash_commands_pause_and_resume_every_running_delivery(
             await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
         # The newer release queues behind the older one (spec.concurrency: queue): two running deliveries.
         await wait_for(
-            client, plans[0].delivery_id, lambda s: "web" in s.targets and s.targets["web"].step_kind == "pause"
+            client,
+            plans[0].delivery_id,
+            lambda s: "web" in s.targets and s.targets["web"].step_kind == "pause",
         )
         await wait_for(client, plans[1].delivery_id, lambda s: s.phase == "queued")
         deadline = time.monotonic() + 20

@@ -450,6 +450,13 @@ async def test_aicd_serve_runs_the_gateway(temporal_env: WorkflowEnvironment, tm
             body = json.dumps(github_payload(source, "refs/heads/release/9", revision)).encode()
             answer = await web.post("/hooks/github", content=body, headers=github_headers(body))
             assert answer.json()["result"] == "started", answer.text
+            started = answer.json()["deliveries"][0]["delivery_id"]
+            for _ in range(50):  # the dashboard, beside the webhooks, lists it (visibility catches up)
+                listing = await web.get("/")
+                if started in listing.text:
+                    break
+                await asyncio.sleep(0.1)
+            assert started in listing.text
     finally:
         process.send_signal(signal.SIGTERM)
         output = process.communicate(timeout=20)[0].decode()
@@ -458,3 +465,96 @@ async def test_aicd_serve_runs_the_gateway(temporal_env: WorkflowEnvironment, tm
     handle = temporal_env.client.get_workflow_handle(answer.json()["deliveries"][0]["delivery_id"])
     assert (await handle.describe()).task_queue == queue
     await handle.terminate("test over")
+
+
+async def test_webhook_habits(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """GitHub's Redeliver after a fix is handled again (only events that started or found a delivery are
+    remembered); a 1.1 MB push fits the default 25 MB cap, which is configurable; GitLab system hooks start
+    deliveries; a forced push says so in the trigger."""
+    document, source, revision = app_spec(tmp_path, "habits")
+    document["spec"]["source"]["branches"] = ["hotfix/*"]  # the spec does not match the push yet
+    write_spec(tmp_path / "specs", document)
+    branch_at(source, "release/1", revision)
+    client = temporal_env.client
+    commits = [
+        {"id": uuid.uuid4().hex, "message": "x" * 1000, "added": [f"f{n}" for n in range(50)]}
+        for _ in range(1000)
+    ]
+    body = json.dumps(github_payload(source, "refs/heads/release/1", revision, commits=commits)).encode()
+    assert len(body) > 1_100_000
+    headers = github_headers(body, delivery="redelivered-1")
+    started: list[str] = []
+    async with (
+        running_worker(client, tmp_path / "state") as queue,
+        http(make_gateway(client, tmp_path / "specs", queue)) as web,
+    ):
+        ignored = await web.post("/hooks/github", content=body, headers=headers)
+        assert ignored.status_code == 200 and "no spec" in ignored.json()["reason"], ignored.text
+        document["spec"]["source"]["branches"] = ["release/*"]  # the spec is fixed, then GitHub redelivers
+        write_spec(tmp_path / "specs", document)
+        redelivered = await web.post("/hooks/github", content=body, headers=headers)
+        assert redelivered.json()["result"] == "started", redelivered.text
+        started.append(redelivered.json()["deliveries"][0]["delivery_id"])
+        replayed = await web.post("/hooks/github", content=body, headers=headers)
+        assert replayed.json()["result"] == "ignored" and "replayed" in replayed.json()["reason"]
+
+        seed = tmp_path / "habits-source-seed"
+        git(
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@x",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "amend",
+            cwd=seed,
+        )
+        rewritten = git("rev-parse", "HEAD", cwd=seed)
+        git("push", "-q", "--force", source, f"{rewritten}:refs/heads/release/1", cwd=seed)
+        forced = json.dumps(
+            github_payload(source, "refs/heads/release/1", rewritten, before=revision, forced=True)
+        ).encode()
+        answer = await web.post("/hooks/github", content=forced, headers=github_headers(forced))
+        assert answer.json()["result"] == "started", answer.text
+        started.append(answer.json()["deliveries"][0]["delivery_id"])
+
+        branch_at(source, "release/2", revision)
+        system_hook = {
+            "event_name": "push",
+            "before": ZERO,
+            "after": revision,
+            "ref": "refs/heads/release/2",
+            "checkout_sha": revision,
+            "user_username": "root",
+            "project": {"git_http_url": source, "web_url": "https://gitlab.example/o/r"},
+        }
+        answer = await web.post(
+            "/hooks/gitlab",
+            content=json.dumps(system_hook).encode(),
+            headers={
+                "content-type": "application/json",
+                "x-gitlab-event": "System Hook",
+                "x-gitlab-token": GITLAB_TOKEN,
+            },
+        )
+        assert answer.json()["result"] == "started", answer.text
+        started.append(answer.json()["deliveries"][0]["delivery_id"])
+        detail = (await get_status(client, started[1])).trigger.detail  # type: ignore[union-attr]
+        assert detail.startswith(f"forced push: {revision[:7]} replaced by {rewritten[:7]}"), detail
+        assert (await get_status(client, started[2])).trigger.source == "gitlab"  # type: ignore[union-attr]
+        for delivery in started:
+            assert (await handle_for(client, delivery).result()).phase in ("succeeded", "superseded")
+    small = GatewaySettings.from_env(tmp_path / "specs")
+    assert small.max_body_bytes == 25 * 1024 * 1024
+    os.environ["AICD_WEBHOOK_MAX_BODY_BYTES"] = "1000000"
+    try:
+        capped = make_gateway(
+            client, tmp_path / "specs", None, max_body_bytes=GatewaySettings.from_env(tmp_path).max_body_bytes
+        )
+        async with http(capped) as web:
+            too_big = await web.post("/hooks/github", content=body, headers=github_headers(body))
+        assert too_big.status_code == 413
+    finally:
+        del os.environ["AICD_WEBHOOK_MAX_BODY_BYTES"]

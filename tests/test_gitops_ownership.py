@@ -22,21 +22,54 @@ OLD_REV = "a" * 40
 NEW_REV = "b" * 40
 
 
-def request(gitops: str, delivery_id: str, started: str, step: str, values: dict, *, revision: str = OLD_REV, base: str | None = None) -> CommitRequest:
+def request(
+    gitops: str,
+    delivery_id: str,
+    started: str,
+    step: str,
+    values: dict,
+    *,
+    revision: str = OLD_REV,
+    base: str | None = None,
+) -> CommitRequest:
     return CommitRequest(
-        gitops, "main", f"{APP}@{revision}", f"prod/web/{step}", "aicd", f"aicd: {APP} {step}",
-        [FileEdit("apps/web/values.yaml", values)], delivery_id=delivery_id, started=started, base=base,
+        gitops,
+        "main",
+        f"{APP}@{revision}",
+        f"prod/web/{step}",
+        "aicd",
+        f"aicd: {APP} {step}",
+        [FileEdit("apps/web/values.yaml", values)],
+        delivery_id=delivery_id,
+        started=started,
+        base=base,
     )
 
 
 def rollback(gitops: str, delivery_id: str, started: str, *, revision: str = OLD_REV) -> RollbackRequest:
     return RollbackRequest(
-        gitops, "main", f"{APP}@{revision}", "prod/web/rollback", "carol", f"aicd: {APP} rollback",
-        ["apps/web/values.yaml"], reason="abort", delivery_id=delivery_id, started=started, write=WRITE,
+        gitops,
+        "main",
+        f"{APP}@{revision}",
+        "prod/web/rollback",
+        "carol",
+        f"aicd: {APP} rollback",
+        ["apps/web/values.yaml"],
+        reason="abort",
+        delivery_id=delivery_id,
+        started=started,
+        write=WRITE,
     )
 
 
-def human_commit(bare: str, root: Path, files: dict[str, str | None], message: str, *, symlinks: dict[str, str] | None = None) -> str:
+def human_commit(
+    bare: str,
+    root: Path,
+    files: dict[str, str | None],
+    message: str,
+    *,
+    symlinks: dict[str, str] | None = None,
+) -> str:
     """Commit as a human (no aicd trailers) straight to the bare repo's main branch."""
     work = root / f"human-{len(list(root.glob('human-*')))}"
     git("clone", "-q", bare, str(work))
@@ -84,7 +117,12 @@ async def test_a_symlink_in_the_repository_is_never_followed(tmp_path: Path, sha
     }[shape]
     human_commit(gitops, tmp_path, {}, f"a {shape} symlink", symlinks=links)
     before = commits(gitops)
-    error = await refused(GitOpsActivities(tmp_path / "state").commit(request(gitops, "d1", "2026-01-01T00:00:00+00:00", "0-setWeight", {"canary.weight": 10})), ErrorType.GITOPS_PATH_INVALID)
+    error = await refused(
+        GitOpsActivities(tmp_path / "state").commit(
+            request(gitops, "d1", "2026-01-01T00:00:00+00:00", "0-setWeight", {"canary.weight": 10})
+        ),
+        ErrorType.GITOPS_PATH_INVALID,
+    )
     assert "target web" in str(error) and "symbolic link" in str(error), error
     assert (outside / "values.yaml").read_text() == "secret: untouched\n"
     assert not (tmp_path / "nowhere").exists()
@@ -93,15 +131,24 @@ async def test_a_symlink_in_the_repository_is_never_followed(tmp_path: Path, sha
     assert git("status", "--porcelain", cwd=clone) == ""  # the clone is left as the branch is
 
 
-async def test_a_file_swapped_for_a_symlink_mid_delivery_is_refused_and_left_by_the_rollback(tmp_path: Path) -> None:
+async def test_a_file_swapped_for_a_symlink_mid_delivery_is_refused_and_left_by_the_rollback(
+    tmp_path: Path,
+) -> None:
     outside = tmp_path / "outside.yaml"
     outside.write_text("secret: untouched\n")
     gitops, _ = make_repo(tmp_path, "gitops", {"apps/web/values.yaml": SEED})
     activities = GitOpsActivities(tmp_path / "state")
     started = "2026-01-01T00:00:00+00:00"
-    first = await activities.commit(request(gitops, "d1", started, "0-setWeight", {"canary.weight": 10, "canary.tag": "v1"}))
+    first = await activities.commit(
+        request(gitops, "d1", started, "0-setWeight", {"canary.weight": 10, "canary.tag": "v1"})
+    )
     human_commit(gitops, tmp_path, {}, "swap for a link", symlinks={"apps/web/values.yaml": str(outside)})
-    await refused(activities.commit(request(gitops, "d1", started, "1-setWeight", {"canary.weight": 50}, base=first.sha)), ErrorType.GITOPS_PATH_INVALID)
+    await refused(
+        activities.commit(
+            request(gitops, "d1", started, "1-setWeight", {"canary.weight": 50}, base=first.sha)
+        ),
+        ErrorType.GITOPS_PATH_INVALID,
+    )
     undone = await activities.rollback(rollback(gitops, "d1", started))
     assert undone.sha is None and "changed since by commit" in undone.left["apps/web/values.yaml"]
     assert outside.read_text() == "secret: untouched\n"
@@ -112,7 +159,10 @@ async def test_a_fleet_file_that_is_a_symlink_is_not_read(tmp_path: Path) -> Non
     secret.write_text("- site-from-outside\n")
     gitops, _ = make_repo(tmp_path, "gitops", {"README": "x\n"})
     human_commit(gitops, tmp_path, {}, "fleet link", symlinks={"fleets/edge.yaml": str(secret)})
-    await refused(GitOpsActivities(tmp_path / "state").read_file(gitops, "main", "fleets/edge.yaml"), ErrorType.GITOPS_PATH_INVALID)
+    await refused(
+        GitOpsActivities(tmp_path / "state").read_file(gitops, "main", "fleets/edge.yaml"),
+        ErrorType.GITOPS_PATH_INVALID,
+    )
 
 
 # --- ownership --------------------------------------------------------------------------------------------------
@@ -120,19 +170,42 @@ async def test_an_older_delivery_never_writes_over_a_newer_one(tmp_path: Path) -
     gitops, _ = make_repo(tmp_path, "gitops", {"apps/web/values.yaml": SEED})
     activities = GitOpsActivities(tmp_path / "state")
     older, newer = ("old", "2026-01-01T00:00:00+00:00"), ("new", "2026-01-01T00:05:00+00:00")
-    first = await activities.commit(request(gitops, *older, "0-setWeight", {"canary.weight": 10, "canary.tag": "v1"}))
-    await activities.commit(request(gitops, *newer, "promote", {"image.tag": "v2", "canary.weight": 0, "canary.tag": "v2"}, revision=NEW_REV))
+    first = await activities.commit(
+        request(gitops, *older, "0-setWeight", {"canary.weight": 10, "canary.tag": "v1"})
+    )
+    await activities.commit(
+        request(
+            gitops,
+            *newer,
+            "promote",
+            {"image.tag": "v2", "canary.weight": 0, "canary.tag": "v2"},
+            revision=NEW_REV,
+        )
+    )
     content = show(gitops, "main", "apps/web/values.yaml")
     error = await refused(
-        GitOpsActivities(tmp_path / "other").commit(request(gitops, *older, "1-setWeight", {"canary.weight": 50}, base=first.sha)),
+        GitOpsActivities(tmp_path / "other").commit(
+            request(gitops, *older, "1-setWeight", {"canary.weight": 50}, base=first.sha)
+        ),
         ErrorType.SUPERSEDED,
     )
     assert error.details[0] == {"by": "new"} and "newer delivery" in str(error)
     assert show(gitops, "main", "apps/web/values.yaml") == content
     # Its first write to a file the newer one owns is refused too (no base: it never wrote it).
-    await refused(activities.commit(request(gitops, *older, "promote", {"image.tag": "v1"})), ErrorType.SUPERSEDED)
+    await refused(
+        activities.commit(request(gitops, *older, "promote", {"image.tag": "v1"})), ErrorType.SUPERSEDED
+    )
     # The other way round is a newer delivery taking over: allowed.
-    taken = await activities.commit(request(gitops, "newest", "2026-01-02T00:00:00+00:00", "0-setWeight", {"canary.weight": 5}, revision="c" * 40))
+    taken = await activities.commit(
+        request(
+            gitops,
+            "newest",
+            "2026-01-02T00:00:00+00:00",
+            "0-setWeight",
+            {"canary.weight": 5},
+            revision="c" * 40,
+        )
+    )
     assert taken.sha and not taken.already_done
 
 
@@ -140,19 +213,37 @@ async def test_a_human_commit_stops_the_next_write_until_accepted(tmp_path: Path
     gitops, _ = make_repo(tmp_path, "gitops", {"apps/web/values.yaml": SEED})
     activities = GitOpsActivities(tmp_path / "state")
     started = "2026-01-01T00:00:00+00:00"
-    first = await activities.commit(request(gitops, "d1", started, "0-setWeight", {"canary.weight": 10, "canary.tag": "v1"}))
+    first = await activities.commit(
+        request(gitops, "d1", started, "0-setWeight", {"canary.weight": 10, "canary.tag": "v1"})
+    )
     reverted = SEED.replace("tag: v0   # stable", "tag: v0   # pinned by hand")
     human = human_commit(gitops, tmp_path, {"apps/web/values.yaml": reverted}, "Revert canary: pin v0")
-    error = await refused(activities.commit(request(gitops, "d1", started, "1-setWeight", {"canary.weight": 50}, base=first.sha)), ErrorType.HUMAN_EDIT)
-    assert error.details[0] == {"sha": human, "author": "Alice <alice@example.com>", "subject": "Revert canary: pin v0"}
+    error = await refused(
+        activities.commit(
+            request(gitops, "d1", started, "1-setWeight", {"canary.weight": 50}, base=first.sha)
+        ),
+        ErrorType.HUMAN_EDIT,
+    )
+    assert error.details[0] == {
+        "sha": human,
+        "author": "Alice <alice@example.com>",
+        "subject": "Revert canary: pin v0",
+    }
     assert human[:7] in str(error) and "Alice" in str(error)
     assert show(gitops, "main", "apps/web/values.yaml") == reverted.rstrip("\n")
     # Resumed: the write continues from the file as the human left it.
-    accepted = await activities.commit(request(gitops, "d1", started, "1-setWeight", {"canary.weight": 50}, base=human))
+    accepted = await activities.commit(
+        request(gitops, "d1", started, "1-setWeight", {"canary.weight": 50}, base=human)
+    )
     assert accepted.sha and "pinned by hand" in show(gitops, "main", "apps/web/values.yaml")
     # A rewritten branch (the base is gone from it) is a human's doing as well.
     git("--git-dir", gitops, "update-ref", "refs/heads/main", human)
-    await refused(activities.commit(request(gitops, "d1", started, "2-setWeight", {"canary.weight": 60}, base=accepted.sha)), ErrorType.HUMAN_EDIT)
+    await refused(
+        activities.commit(
+            request(gitops, "d1", started, "2-setWeight", {"canary.weight": 60}, base=accepted.sha)
+        ),
+        ErrorType.HUMAN_EDIT,
+    )
 
 
 async def test_a_late_write_after_a_later_step_is_dropped(tmp_path: Path) -> None:
@@ -160,10 +251,17 @@ async def test_a_late_write_after_a_later_step_is_dropped(tmp_path: Path) -> Non
     activities = GitOpsActivities(tmp_path / "state")
     started = "2026-01-01T00:00:00+00:00"
     first = await activities.commit(request(gitops, "d1", started, "0-setWeight", {"canary.weight": 10}))
-    await activities.commit(request(gitops, "d1", started, "promote", {"canary.weight": 0, "image.tag": "v1"}, base=first.sha))
+    await activities.commit(
+        request(gitops, "d1", started, "promote", {"canary.weight": 0, "image.tag": "v1"}, base=first.sha)
+    )
     promoted = show(gitops, "main", "apps/web/values.yaml")
     # A stalled worker's write of step 1, based on step 0, arrives after the promotion.
-    error = await refused(GitOpsActivities(tmp_path / "stalled").commit(request(gitops, "d1", started, "1-setWeight", {"canary.weight": 50}, base=first.sha)), ErrorType.STALE_WRITE)
+    error = await refused(
+        GitOpsActivities(tmp_path / "stalled").commit(
+            request(gitops, "d1", started, "1-setWeight", {"canary.weight": 50}, base=first.sha)
+        ),
+        ErrorType.STALE_WRITE,
+    )
     assert "promote" in str(error)
     assert show(gitops, "main", "apps/web/values.yaml") == promoted
 
@@ -185,9 +283,27 @@ async def test_rollback_matches_its_own_delivery_exactly(tmp_path: Path) -> None
     for name, (first, second) in cases.items():
         gitops, _ = make_repo(tmp_path / name, "gitops", {"apps/web/values.yaml": SEED})
         activities = GitOpsActivities(tmp_path / name / "state")
-        await activities.commit(request(gitops, first[0], first[1], "promote", {"image.tag": "v1", "canary.tag": "v1"}, revision=first[2]))
+        await activities.commit(
+            request(
+                gitops,
+                first[0],
+                first[1],
+                "promote",
+                {"image.tag": "v1", "canary.tag": "v1"},
+                revision=first[2],
+            )
+        )
         promoted = show(gitops, "main", "apps/web/values.yaml")
-        await activities.commit(request(gitops, second[0], second[1], "0-setWeight", {"canary.weight": 25, "canary.tag": "v9"}, revision=second[2]))
+        await activities.commit(
+            request(
+                gitops,
+                second[0],
+                second[1],
+                "0-setWeight",
+                {"canary.weight": 25, "canary.tag": "v9"},
+                revision=second[2],
+            )
+        )
         undone = await activities.rollback(rollback(gitops, second[0], second[1], revision=second[2]))
         assert undone.sha is not None and undone.left == {}, name
         assert show(gitops, "main", "apps/web/values.yaml") == promoted, name
@@ -198,7 +314,9 @@ async def test_rollback_leaves_a_file_written_since_and_withdraws_an_orphaned_ca
     activities = GitOpsActivities(tmp_path / "state")
     older, newer = ("old", "2026-01-01T00:00:00+00:00"), ("new", "2026-01-01T00:05:00+00:00")
     await activities.commit(request(gitops, *older, "0-setWeight", {"canary.weight": 10, "canary.tag": "v1"}))
-    await activities.commit(request(gitops, *newer, "0-setWeight", {"canary.weight": 20, "canary.tag": "v2"}, revision=NEW_REV))
+    await activities.commit(
+        request(gitops, *newer, "0-setWeight", {"canary.weight": 20, "canary.tag": "v2"}, revision=NEW_REV)
+    )
     newer_content = show(gitops, "main", "apps/web/values.yaml")
     undone = await activities.rollback(rollback(gitops, *older))
     assert undone.sha is None and "written since by new" in undone.left["apps/web/values.yaml"]
@@ -208,6 +326,10 @@ async def test_rollback_leaves_a_file_written_since_and_withdraws_an_orphaned_ca
     undone = await activities.rollback(rollback(gitops, *newer, revision=NEW_REV))
     assert undone.sha is not None
     restored = show(gitops, "main", "apps/web/values.yaml")
-    assert "weight: 0" in restored and "tag: v0   # stable" in restored and "v1" not in restored.split("canary:")[1]
+    assert (
+        "weight: 0" in restored
+        and "tag: v0   # stable" in restored
+        and "v1" not in restored.split("canary:")[1]
+    )
     message = git("--git-dir", gitops, "log", "-1", "--format=%B", "main")
     assert "Aicd-Delivery-Id: new" in message and "Aicd-Started: 2026-01-01T00:05:00+00:00" in message

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 from aicd.errors import ErrorType, names
 
@@ -52,7 +52,10 @@ STEP_RETRY = RetryPolicy(
     backoff_coefficient=2.0,
     maximum_interval=timedelta(seconds=15),
     maximum_attempts=10,
-    non_retryable_error_types=[*(GIT_RETRY.non_retryable_error_types or []), *(SYNC_RETRY.non_retryable_error_types or [])],
+    non_retryable_error_types=[
+        *(GIT_RETRY.non_retryable_error_types or []),
+        *(SYNC_RETRY.non_retryable_error_types or []),
+    ],
 )
 ANALYSIS_RETRY = RetryPolicy(
     initial_interval=timedelta(milliseconds=500),
@@ -92,7 +95,14 @@ def application_cause(error: BaseException) -> ApplicationError | None:
 
 
 def cause_of(error: BaseException) -> str:
-    """The innermost cause's message: what an activity or child actually said."""
-    while error.__cause__ is not None:
-        error = error.__cause__
-    return str(error)
+    """What an activity or child said: aicd's own message (the outermost application error, which names the
+    repository, target or step), then what caused it when that adds something (`message: cause`)."""
+    messages: list[str] = []
+    current: BaseException | None = error
+    while current is not None:
+        if not isinstance(current, (ActivityError, ChildWorkflowError)):  # wrappers say nothing of their own
+            text = str(getattr(current, "message", "") or current).strip()
+            if text and not any(text in known for known in messages):
+                messages.append(text)
+        current = current.__cause__
+    return ": ".join(messages[:2]) or str(error)

@@ -72,7 +72,6 @@ ChildSignal = Callable[[RolloutControl, HumanAction], None]
 QUEUE_RECHECK = timedelta(seconds=30)
 
 
-
 class DeliveryStopped(Exception):
     """Ends the delivery early with a terminal phase and a reason."""
 
@@ -124,8 +123,10 @@ class DeliveryWorkflow:
         edit = progress.human_edit
         if edit and (previous is None or previous.human_edit != edit):
             # The action log shows whose commit stopped the delivery (they acted in Git, not through aicd).
-            reason = f"{progress.target}: commit {edit['sha'][:7]} \"{edit['subject']}\""
-            self.status.actions.append(ActionRecord("human-edit", edit["author"], workflow.now().isoformat(), reason, progress.stage))
+            reason = f'{progress.target}: commit {edit["sha"][:7]} "{edit["subject"]}"'
+            self.status.actions.append(
+                ActionRecord("human-edit", edit["author"], workflow.now().isoformat(), reason, progress.stage)
+            )
         self.status.targets[progress.target] = progress
         self._reflect_waiting()
 
@@ -137,7 +138,9 @@ class DeliveryWorkflow:
         if self.status.phase in TERMINAL_PHASES or self.status.superseded_by is not None:
             return
         self.status.superseded_by = by
-        self.status.actions.append(ActionRecord("superseded", by, workflow.now().isoformat(), f"superseded by {by}"))
+        self.status.actions.append(
+            ActionRecord("superseded", by, workflow.now().isoformat(), f"superseded by {by}")
+        )
         await self._signal_children(RolloutControl.abort, HumanAction(SYSTEM_ACTOR, f"superseded by {by}"))
 
     @workflow.signal(name=NOTIFY_ON_END_SIGNAL)
@@ -238,7 +241,9 @@ class DeliveryWorkflow:
     def _validate_approve(self, action: HumanAction) -> None:
         stage = self._gate_stage(action)
         if action.actor in self.status.approvals.get(stage.name, []):
-            raise ValueError(f"{action.actor} has already approved stage {stage.name}; approvals must be distinct")
+            raise ValueError(
+                f"{action.actor} has already approved stage {stage.name}; approvals must be distinct"
+            )
 
     @workflow.update(name="reject")
     def reject(self, action: HumanAction) -> str:
@@ -353,8 +358,12 @@ class DeliveryWorkflow:
             if self.status.superseded_by is not None:
                 await self._stop_superseded()
             if self.abort_action is not None:
-                await self._rollback(self._abort_scope(stage), self.abort_action.actor, self.abort_action.reason)
-                raise DeliveryStopped("aborted", self.abort_action.reason or f"aborted by {self.abort_action.actor}")
+                await self._rollback(
+                    self._abort_scope(stage), self.abort_action.actor, self.abort_action.reason
+                )
+                raise DeliveryStopped(
+                    "aborted", self.abort_action.reason or f"aborted by {self.abort_action.actor}"
+                )
             if failed:
                 reason = "; ".join(f"{result.target}: {result.reason}" for result in failed)
                 await self._rollback(self._failure_scope(stage, failed), SYSTEM_ACTOR, reason)
@@ -382,7 +391,9 @@ class DeliveryWorkflow:
         if self._stopping():
             await self._wait_unpaused()  # rolls back per scope and raises DeliveryStopped
         if self.rejection is not None:
-            raise DeliveryStopped("rejected", f"stage {stage.name} rejected by {self.rejection.actor}: {self.rejection.reason}")
+            raise DeliveryStopped(
+                "rejected", f"stage {stage.name} rejected by {self.rejection.actor}: {self.rejection.reason}"
+            )
         return self.status.approvals[stage.name][-1]
 
     async def _wave(self, stage: StagePlan, wave: list[str], actor: str) -> list[TargetRolloutResult]:
@@ -412,9 +423,13 @@ class DeliveryWorkflow:
             child_id = f"{self.plan.delivery_id}--{stage.name}--{name}"
             handle: workflow.ChildWorkflowHandle[Any, TargetRolloutResult]
             if TARGET_KINDS[target.kind].fleet:  # a fleet of sites: batches, not canary weights
-                handle = await workflow.start_child_workflow(EdgeFleetWorkflow.run, FleetInput.of(child_input), id=child_id)
+                handle = await workflow.start_child_workflow(
+                    EdgeFleetWorkflow.run, FleetInput.of(child_input), id=child_id
+                )
             else:
-                handle = await workflow.start_child_workflow(TargetRolloutWorkflow.run, child_input, id=child_id)
+                handle = await workflow.start_child_workflow(
+                    TargetRolloutWorkflow.run, child_input, id=child_id
+                )
             self.children[name] = handle
         results = []
         # Scopes wider than one target stop the siblings of a failed target at once.
@@ -423,7 +438,9 @@ class DeliveryWorkflow:
             self.children.pop(name, None)
         return results
 
-    async def _gather_children(self, stage: StagePlan, wave: list[str]) -> list[tuple[str, TargetRolloutResult]]:
+    async def _gather_children(
+        self, stage: StagePlan, wave: list[str]
+    ) -> list[tuple[str, TargetRolloutResult]]:
         pending = {name: asyncio.ensure_future(self._child_result(name)) for name in wave}
         done: dict[str, TargetRolloutResult] = {}
         stopped_siblings = False
@@ -433,10 +450,15 @@ class DeliveryWorkflow:
                 done[name] = pending.pop(name).result()
                 if done[name].outcome == "superseded":
                     await self.superseded(done[name].superseded_by or "a newer delivery")
-                if done[name].outcome == "failed" and self.plan.rollback_scope != "target" and not stopped_siblings:
+                if (
+                    done[name].outcome == "failed"
+                    and self.plan.rollback_scope != "target"
+                    and not stopped_siblings
+                ):
                     stopped_siblings = True
                     await self._signal_children(
-                        RolloutControl.abort, HumanAction(SYSTEM_ACTOR, f"stopped: {name} failed in stage {stage.name}")
+                        RolloutControl.abort,
+                        HumanAction(SYSTEM_ACTOR, f"stopped: {name} failed in stage {stage.name}"),
                     )
         return [(name, done[name]) for name in wave]
 
@@ -457,7 +479,9 @@ class DeliveryWorkflow:
             return list(self.started_targets)
         return [(name_stage, name) for name_stage, name in self.started_targets if name_stage == stage.name]
 
-    async def _rollback(self, targets: list[tuple[str, str]], actor: str, reason: str, what: str = "rollback") -> None:
+    async def _rollback(
+        self, targets: list[tuple[str, str]], actor: str, reason: str, what: str = "rollback"
+    ) -> None:
         """One rollback commit per target, pushed together, then each target synced back in parallel. The
         release scope lists the newest stage first, peeling the delivery off in reverse. A file someone else
         has written since this delivery did (a newer delivery, a human) is left as it is, and said so."""
@@ -483,7 +507,9 @@ class DeliveryWorkflow:
             for stage, name in ordered
         ]
         states = [
-            self.status.targets.setdefault(name, TargetStatus(target=name, stage=stage, kind=self.plan.targets[name].kind))
+            self.status.targets.setdefault(
+                name, TargetStatus(target=name, stage=stage, kind=self.plan.targets[name].kind)
+            )
             for stage, name in ordered
         ]
         try:
@@ -547,8 +573,12 @@ class DeliveryWorkflow:
         if self.status.superseded_by is not None:
             await self._stop_superseded()
         if self.abort_action is not None:
-            await self._rollback(self._abort_scope_current(), self.abort_action.actor, self.abort_action.reason)
-            raise DeliveryStopped("aborted", self.abort_action.reason or f"aborted by {self.abort_action.actor}")
+            await self._rollback(
+                self._abort_scope_current(), self.abort_action.actor, self.abort_action.reason
+            )
+            raise DeliveryStopped(
+                "aborted", self.abort_action.reason or f"aborted by {self.abort_action.actor}"
+            )
 
     def _abort_scope_current(self) -> list[tuple[str, str]]:
         if self.status.stage is None:
@@ -579,7 +609,9 @@ class DeliveryWorkflow:
                 retry_policy=CLAIM_RETRY,
             )
         except ActivityError as error:
-            workflow.logger.warning("cannot claim %s from older deliveries: %s", self.plan.app, cause_of(error))
+            workflow.logger.warning(
+                "cannot claim %s from older deliveries: %s", self.plan.app, cause_of(error)
+            )
             return
         if self.plan.concurrency != "queue" or not claim.older:
             return
@@ -588,7 +620,9 @@ class DeliveryWorkflow:
         self._notify("queued", f"queued behind {', '.join(claim.older)}")
         while self.status.waiting_for and not self._stopping():
             try:
-                await workflow.wait_condition(lambda: not self.status.waiting_for or self._stopping(), timeout=QUEUE_RECHECK)
+                await workflow.wait_condition(
+                    lambda: not self.status.waiting_for or self._stopping(), timeout=QUEUE_RECHECK
+                )
             except TimeoutError:
                 with contextlib.suppress(ActivityError):
                     still = await workflow.execute_activity_method(
@@ -608,16 +642,21 @@ class DeliveryWorkflow:
         in_progress = [
             (stage, name)
             for stage, name in self.started_targets
-            if self.status.targets.get(name) is not None and self.status.targets[name].state not in ("promoted", "rolled-back")
+            if self.status.targets.get(name) is not None
+            and self.status.targets[name].state not in ("promoted", "rolled-back")
         ]
-        await self._rollback(in_progress, SYSTEM_ACTOR, f"superseded by {by}: canary withdrawn", what="withdraw canary")
+        await self._rollback(
+            in_progress, SYSTEM_ACTOR, f"superseded by {by}: canary withdrawn", what="withdraw canary"
+        )
         raise DeliveryStopped("superseded", f"superseded by {by}")
 
     async def _tell_waiters(self) -> None:
         """Queued newer deliveries go on once this one has ended."""
         for waiter in self.waiters:
             try:
-                await workflow.get_external_workflow_handle(waiter).signal(DeliveryWorkflow.predecessor_ended, self.plan.delivery_id)
+                await workflow.get_external_workflow_handle(waiter).signal(
+                    DeliveryWorkflow.predecessor_ended, self.plan.delivery_id
+                )
             except Exception as error:  # it ended or was terminated: nothing waits any more
                 workflow.logger.info("%s not told of the end: %s", waiter, error)
 
@@ -662,7 +701,10 @@ class DeliveryWorkflow:
             # Target progress arrives by signal from the children; each change of step, state, weight or final
             # verdict becomes a thread reply.
             await workflow.wait_condition(
-                lambda: bool(self.slack_outbox) or bool(progress_changes(self.status.targets, self.slack_progress))
+                lambda: (
+                    bool(self.slack_outbox)
+                    or bool(progress_changes(self.status.targets, self.slack_progress))
+                )
             )
             steps = []
             for name, key in progress_changes(self.status.targets, self.slack_progress):
@@ -689,7 +731,9 @@ class DeliveryWorkflow:
                 if result.message is not None:
                     self.slack_message = result.message
             except ActivityError as error:  # Slack down never fails a delivery; the next call tries again
-                workflow.logger.warning("notification %s not sent: %s", [e.kind for e in events], cause_of(error))
+                workflow.logger.warning(
+                    "notification %s not sent: %s", [e.kind for e in events], cause_of(error)
+                )
             if any(event.kind == "finished" for event in events):
                 return
 
@@ -697,4 +741,6 @@ class DeliveryWorkflow:
         """Give pending notifications a short while (the last one normally lands well within a second); an
         unreachable Slack must not hold the delivery's result."""
         with contextlib.suppress(TimeoutError):
-            await workflow.wait_condition(lambda: all(task.done() for task in self.notifications), timeout=timedelta(seconds=10))
+            await workflow.wait_condition(
+                lambda: all(task.done() for task in self.notifications), timeout=timedelta(seconds=10)
+            )

@@ -85,7 +85,13 @@ async def commit_batch(
         step=batch_step(input, number),
         actor=actor,
         subject=f"aicd: {input.app} {input.revision_short} {input.target.name} batch {number}/{of} ({len(sites)} sites)",
-        edits=[FileEdit(input.target.path, {input.write.image: input.artifact_tag}, sites=[site.name for site in sites])],
+        edits=[
+            FileEdit(
+                input.target.path,
+                {input.write.image: input.artifact_tag},
+                sites=[site.name for site in sites],
+            )
+        ],
         delivery_id=input.delivery_id,
         started=input.delivery_started,
         base=base,

@@ -106,7 +106,9 @@ class EdgeFleetWorkflow(RolloutControl):
         # Flags carried from the previous run first; signals to this run (handled after init) win.
         carried = input.progress
         self.input = input
-        self.status = carried.status if carried else TargetStatus(input.target.name, input.stage, input.target.kind)
+        self.status = (
+            carried.status if carried else TargetStatus(input.target.name, input.stage, input.target.kind)
+        )
         self._init_control(
             paused=carried.paused if carried else input.paused,
             pause_reason=carried.pause_reason if carried else input.pause_reason,
@@ -179,7 +181,9 @@ class EdgeFleetWorkflow(RolloutControl):
     async def _batch(self, index: int) -> None:
         progress = self.progress
         start = progress.ends[index - 1] if index else 0
-        sites = [Site(name, progress.health.get(name, "")) for name in progress.names[start : progress.ends[index]]]
+        sites = [
+            Site(name, progress.health.get(name, "")) for name in progress.names[start : progress.ends[index]]
+        ]
         number, of = index + 1, len(progress.ends)
         await self._wait_unpaused()
         progress.tally.updating = len(sites)
@@ -190,7 +194,9 @@ class EdgeFleetWorkflow(RolloutControl):
         self._summarise(progress)
         actor, self.next_actor = self.next_actor, SYSTEM_ACTOR
         try:
-            sha = await self._guarded_write(lambda base: commit_batch(self.input, number, of, sites, actor, base))
+            sha = await self._guarded_write(
+                lambda base: commit_batch(self.input, number, of, sites, actor, base)
+            )
         except ActivityError as error:
             raise StepFailed(f"{batch_step(self.input, number)}: commit failed: {cause_of(error)}") from error
         self.base = sha
@@ -230,7 +236,9 @@ class EdgeFleetWorkflow(RolloutControl):
         progress.status = self.status
         progress.run += 1
         # The fleet travels in `progress`; an inline list in the target's config need not travel twice.
-        target = dataclasses.replace(self.input.target, settings=fleet_of(self.input).without_sites(), config={})
+        target = dataclasses.replace(
+            self.input.target, settings=fleet_of(self.input).without_sites(), config={}
+        )
         fields = {f.name: getattr(self.input, f.name) for f in dataclasses.fields(TargetRolloutInput)}
         fields["target"] = target
         workflow.continue_as_new(FleetInput(**fields, progress=progress))

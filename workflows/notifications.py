@@ -18,7 +18,8 @@ ProgressKey = tuple[str, str, int, str, int, str]
 
 def progress_key(target: TargetStatus) -> ProgressKey:
     """A target's progress as far as news goes; interim analysis looks ("running") are not news."""
-    outcome = str((target.last_verdict or {}).get("outcome", ""))
+    verdict = target.last_verdict
+    outcome = "" if verdict is None else str(verdict.outcome)
     return (
         target.stage,
         target.state,

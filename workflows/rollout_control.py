@@ -9,7 +9,7 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
@@ -17,6 +17,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from aicd.activities.analysis import AnalysisLookRequest, analysis_look
     from aicd.errors import ErrorType
+    from aicd.judge import Action, AnalysisVerdict, Outcome, decide, next_look_in, planned_intervals
     from aicd.messages import SYSTEM_ACTOR, TARGET_PROGRESS_SIGNAL, HumanAction, RolloutOutcome, TargetStatus
     from aicd.plan import AnalysisPlan, TargetPlan, WritePlan
     from aicd.steps import AnalysisStep, Step
@@ -85,7 +86,13 @@ class RolloutControl:
     status: TargetStatus
 
     def _init_control(
-        self, *, paused: bool, pause_reason: str, next_actor: str, aborted: bool = False, abort_reason: str = ""
+        self,
+        *,
+        paused: bool,
+        pause_reason: str,
+        next_actor: str,
+        aborted: bool = False,
+        abort_reason: str = "",
     ) -> None:
         self.paused = paused
         self.pause_reason = pause_reason
@@ -166,7 +173,9 @@ class RolloutControl:
                     raise Superseded(str(details.get("by", "")), cause.message) from error
                 if cause is None or cause.type != ErrorType.HUMAN_EDIT:
                     raise
-                self.status.human_edit = {key: str(details.get(key, "")) for key in ("sha", "author", "subject")}
+                self.status.human_edit = {
+                    key: str(details.get(key, "")) for key in ("sha", "author", "subject")
+                }
                 await self._wait_for_human(
                     f"{cause.message}; resume continues from the file as it is now, abort ends the delivery and keeps it"
                 )
@@ -180,7 +189,9 @@ class RolloutControl:
             await self._wait_unpaused()
             began = workflow.now()
             try:
-                await workflow.wait_condition(lambda: self.paused or self.aborted, timeout=timedelta(seconds=remaining))
+                await workflow.wait_condition(
+                    lambda: self.paused or self.aborted, timeout=timedelta(seconds=remaining)
+                )
             except TimeoutError:
                 return
             remaining -= (workflow.now() - began).total_seconds()
@@ -210,30 +221,36 @@ class RolloutControl:
         return ""
 
     async def _analysis(self, step: AnalysisStep) -> None:
-        """Look every interval until a failure or the end of the duration; fail -> StepFailed, not enough
-        evidence -> wait for a human (a resume counts as a pass, an abort rolls back)."""
+        """Look every interval; after each look the judge's decision unit says: go on, pass, fail (StepFailed),
+        or wait for a human (a resume counts as a pass, an abort rolls back). With the default
+        `onInconclusive: pause` the timers and looks are those of every earlier version of this loop."""
         analysis = self.input.analysis
         if analysis is None or step.duration_s is None:  # validation refuses this; never pass silently
             raise StepFailed(f"{step.id}: analysis step without an analysis provider")
+        policy = step.policy(analysis.interval_s)
         started = workflow.now().timestamp()
         active_s = 0.0
-        verdict: dict[str, Any] = {}
         while True:
-            wait = min(analysis.interval_s, max(step.duration_s - active_s, 0.0))
+            wait = next_look_in(policy, active_s)
             await self._sleep(wait)
             active_s += wait
-            final = active_s >= step.duration_s
-            verdict = await self._look(analysis, step, started, final)
-            self.status.last_verdict = verdict
+            verdict = await self._look(
+                analysis, step, started, active_s >= policy.duration_s, planned_intervals(policy)
+            )
+            decision = decide(verdict, policy, active_s)
+            self.status.last_verdict = decision.verdict
             await self._report()
-            if verdict.get("outcome") == "fail":
-                raise StepFailed(f"analysis{self._analysis_position()} failed: {verdict.get('summary', '')}")
-            if final:
-                break
-        if verdict.get("outcome") != "pass":
-            await self._wait_for_human(f"analysis inconclusive: {verdict.get('summary', '')}")
+            if decision.action == Action.CONTINUE:
+                continue
+            if decision.action == Action.FAIL:
+                raise StepFailed(f"analysis{self._analysis_position()} failed: {decision.reason}")
+            if decision.action == Action.WAIT_FOR_HUMAN:
+                await self._wait_for_human(f"analysis inconclusive: {decision.reason}")
+            return
 
-    async def _look(self, analysis: AnalysisPlan, step: AnalysisStep, started: float, final: bool) -> dict[str, Any]:
+    async def _look(
+        self, analysis: AnalysisPlan, step: AnalysisStep, started: float, final: bool, planned: int
+    ) -> AnalysisVerdict:
         request = AnalysisLookRequest(
             analysis=analysis,
             metrics=step.metrics,
@@ -241,10 +258,15 @@ class RolloutControl:
             end=workflow.now().timestamp(),
             canary_weight=self.status.weight,
             final=final,
-            variables={"stage": self.input.stage, "target": self.input.target.name, "revision": self.input.revision},
+            variables={
+                "stage": self.input.stage,
+                "target": self.input.target.name,
+                "revision": self.input.revision,
+            },
+            planned_intervals=planned,
         )
         try:
-            verdict: dict[str, Any] = await workflow.execute_activity(
+            verdict: AnalysisVerdict = await workflow.execute_activity(
                 analysis_look,
                 request,
                 start_to_close_timeout=ANALYSIS_TIMEOUT,
@@ -253,8 +275,8 @@ class RolloutControl:
             )
             return verdict
         except ActivityError as error:
-            # The provider failing is data about the analysis: never a pass, a human decides.
-            return {"outcome": "inconclusive" if final else "running", "summary": f"analysis error: {cause_of(error)}", "metrics": []}
+            # The provider failing is data about the analysis: never a pass; the decision goes on or asks a human.
+            return AnalysisVerdict(Outcome.INCONCLUSIVE, (), f"the analysis could not run: {cause_of(error)}")
 
     # --- reporting ------------------------------------------------------------------------------
     async def _report(self) -> None:
@@ -268,7 +290,9 @@ class RolloutControl:
         previous = self.reports[-1] if self.reports else None
         self.reports.append(asyncio.ensure_future(self._send_report(previous, self.report_seq, snapshot)))
 
-    async def _send_report(self, previous: asyncio.Future[None] | None, seq: int, snapshot: TargetStatus) -> None:
+    async def _send_report(
+        self, previous: asyncio.Future[None] | None, seq: int, snapshot: TargetStatus
+    ) -> None:
         if previous is not None:
             await previous
         if seq < self.report_seq:
@@ -283,9 +307,13 @@ class RolloutControl:
         if self.reports:
             await self.reports[-1]
 
-    async def _finish(self, outcome: RolloutOutcome, reason: str, superseded_by: str = "") -> TargetRolloutResult:
+    async def _finish(
+        self, outcome: RolloutOutcome, reason: str, superseded_by: str = ""
+    ) -> TargetRolloutResult:
         self.status.state = outcome
         self.status.message = reason
         await self._report()
         await self._flush_reports()
-        return TargetRolloutResult(self.input.target.name, outcome, reason, list(self.status.commits), superseded_by)
+        return TargetRolloutResult(
+            self.input.target.name, outcome, reason, list(self.status.commits), superseded_by
+        )

@@ -70,11 +70,7 @@ class TargetRolloutWorkflow(RolloutControl):
 
     async def _promote(self) -> None:
         await self._wait_unpaused()
-        values = {
-            self.input.write.image: self.input.artifact_tag,
-            self.input.write.weight: 0,
-            self.input.write.canary_image: self.input.artifact_tag,
-        }
+        values = self.input.write.promote_values(self.input.artifact_tag)
         await self._commit_and_sync("promote", f"promote {self.input.artifact_tag}", values)
         self.status.weight = 100
         self.status.step_kind = "promote"

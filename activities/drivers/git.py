@@ -17,9 +17,13 @@ class GitDriver:
     name: ClassVar[str] = "git"
 
     async def sync(self, request: SyncRequest, heartbeat: Callable[..., None]) -> SyncResult:
-        landed = await asyncio.to_thread(_on_branch, request.gitops_repo, request.gitops_branch, request.revision)
+        landed = await asyncio.to_thread(
+            _on_branch, request.gitops_repo, request.gitops_branch, request.revision
+        )
         if not landed:
-            raise SyncFailed(f"commit {request.revision[:12]} is not on {request.gitops_branch} of {request.gitops_repo}")
+            raise SyncFailed(
+                f"commit {request.revision[:12]} is not on {request.gitops_branch} of {request.gitops_repo}"
+            )
         return SyncResult(request.target, request.revision, healthy=True, message="commit landed")
 
 
@@ -39,4 +43,3 @@ def _on_branch(repo: str, branch: str, revision: str) -> bool:
         with_extended_output=True,
     )
     return status == 0
-

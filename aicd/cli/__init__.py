@@ -7,9 +7,10 @@ import os
 import sys
 
 from aicd.cli.app import app
+from aicd.observability.tracing import flush_process_tracing
 
 # Each module registers its commands on `app` when imported.
-_COMMAND_MODULES = ("spec", "dev", "delivery", "argocd", "analyze", "serve", "demo", "worker")
+_COMMAND_MODULES = ("spec", "dev", "delivery", "argocd", "analyze", "serve", "dashboard", "demo", "worker")
 
 
 def main() -> None:
@@ -24,6 +25,7 @@ def main() -> None:
         app()
     except SystemExit as exit_:
         code = exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    flush_process_tracing()  # spans of the command's Temporal calls, when OTEL_* turned tracing on
     sys.stdout.flush()
     sys.stderr.flush()
     # The Temporal SDK's runtime thread can abort the interpreter at exit (temporalio/sdk-python#300);

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from aicd.cli.app import EXIT_USAGE, app, fail
+from aicd.judge import Outcome
 from aicd.plan import build_plan
 from aicd.spec.durations import parse_duration
 from aicd.spec.errors import SpecInvalid
@@ -22,13 +23,23 @@ PLAN_REVISION = "0" * 40  # the analysis does not depend on a revision
 @app.command()
 def analyze(
     spec: Annotated[Path, typer.Argument(help="The delivery spec (its spec.analysis is used).")],
-    target: Annotated[str, typer.Option("--target", help="Target whose canary and baseline to compare ({{ target }}).")],
+    target: Annotated[
+        str, typer.Option("--target", help="Target whose canary and baseline to compare ({{ target }}).")
+    ],
     since: Annotated[str, typer.Option("--since", help="How far back to look, e.g. 10m.")] = "10m",
     stage: Annotated[str | None, typer.Option("--stage", help="Value of {{ stage }} in queries.")] = None,
-    weight: Annotated[float | None, typer.Option("--weight", help="Canary traffic share (0..100) if no total query says.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="The verdict as JSON.")] = False,
+    weight: Annotated[
+        float | None, typer.Option("--weight", help="Canary traffic share (0..100) if no total query says.")
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="The verdict as JSON (with every test's statistics).")
+    ] = False,
+    details: Annotated[
+        bool, typer.Option("--details", help="Also every test's bounds and evidence (e-values, thresholds).")
+    ] = False,
 ) -> None:
-    """Judge the last --since of canary vs baseline and print the verdict table; exit 1 unless it passes."""
+    """Judge the last --since of canary vs baseline as one look and print the verdict; exit 1 unless every
+    metric is shown within tolerance."""
     from aicd.activities.analysis import (
         analyze as run_analysis,  # the Prometheus provider lives with the activities
     )
@@ -49,13 +60,16 @@ def analyze(
         raise fail(f"{spec}: spec.analysis is not configured", EXIT_USAGE)
     now = time.time()
     variables = {"target": target, **({"stage": stage} if stage else {})}
-    verdict = run_analysis(plan, now - window, now, final=True, canary_weight=weight, variables=variables)
+    verdict = run_analysis(plan, now - window, now, canary_weight=weight, variables=variables)
     if as_json:
         typer.echo(json.dumps(verdict.to_dict(), indent=2))
     else:
-        from aicd.judge import render_table
+        from aicd.judge import render_details, render_table
 
-        typer.echo(f"{loaded.name} {target}: {verdict.outcome}: {verdict.summary}")
+        typer.echo(f"{loaded.name} {target}:")
         typer.echo(render_table(verdict))
-    if verdict.outcome != "pass":
+        if details:
+            typer.echo("")
+            typer.echo(render_details(verdict))
+    if verdict.outcome != Outcome.PASS:
         raise typer.Exit(1)

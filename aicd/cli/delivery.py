@@ -61,16 +61,24 @@ def _run(body: Callable[[Client], Awaitable[T]]) -> T:
 
 
 AsUser = Annotated[str | None, typer.Option("--as", help="Who acts (default $AICD_ACTOR or the login name).")]
-Reason = Annotated[str, typer.Option("--reason", help="Why; kept in the action log and the commits it causes.")]
+Reason = Annotated[
+    str, typer.Option("--reason", help="Why; kept in the action log and the commits it causes.")
+]
 
 
 @app.command()
 def deliver(
     spec: Annotated[Path, typer.Argument(help="The delivery spec.")],
     revision: Annotated[
-        str, typer.Option("--revision", help="What to deliver: a commit SHA (short or full), a branch or a tag of the source repo.")
+        str,
+        typer.Option(
+            "--revision",
+            help="What to deliver: a commit SHA (short or full), a branch or a tag of the source repo.",
+        ),
     ],
-    wait: Annotated[bool, typer.Option("--wait", help="Wait until the delivery ends; exit 1 unless it succeeded.")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait until the delivery ends; exit 1 unless it succeeded.")
+    ] = False,
     actor: AsUser = None,
 ) -> None:
     """Start the delivery of REVISION, resolved to its full commit SHA in the spec's source repository; a
@@ -95,7 +103,9 @@ def deliver(
         typer.echo(started.delivery_id if started.started else f"{started.delivery_id} (already started)")
         if wait:
             result = await deliveries.handle_for(client, started.delivery_id).result()
-            typer.echo(f"{result.delivery_id}: {result.phase}" + (f": {result.reason}" if result.reason else ""))
+            typer.echo(
+                f"{result.delivery_id}: {result.phase}" + (f": {result.reason}" if result.reason else "")
+            )
             if result.phase != "succeeded":
                 raise typer.Exit(1)
 
@@ -107,6 +117,9 @@ def status(
     delivery_id: Annotated[str, typer.Argument(metavar="ID", help="Delivery ID.")],
     watch: Annotated[bool, typer.Option("--watch", help="Live view until the delivery ends.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable status.")] = False,
+    details: Annotated[
+        bool, typer.Option("--details", help="Also the judge's statistics: every test's bounds and evidence.")
+    ] = False,
 ) -> None:
     """Phase, stage and wave, per-target step, weight, analysis verdict and commits, and the human action log."""
 
@@ -117,13 +130,13 @@ def status(
             return
         console = Console()
         if not watch:
-            console.print(render_status(current))
+            console.print(render_status(current, details))
             return
-        with Live(render_status(current), console=console, refresh_per_second=4) as live:
+        with Live(render_status(current, details), console=console, refresh_per_second=4) as live:
             while not current.terminal:
                 await asyncio.sleep(0.5)
                 current = await deliveries.get_status(client, delivery_id)
-                live.update(render_status(current))
+                live.update(render_status(current, details))
 
     _run(body)
 
@@ -166,11 +179,15 @@ def _act_on(kind: str, delivery_id: str | None, app_name: str | None, action: Hu
 
 
 DeliveryArg = Annotated[str | None, typer.Argument(metavar="[ID]", help="Delivery ID.")]
-AppOption = Annotated[str | None, typer.Option("--app", help="Every running delivery of this app (stop the line).")]
+AppOption = Annotated[
+    str | None, typer.Option("--app", help="Every running delivery of this app (stop the line).")
+]
 
 
 @app.command()
-def pause(delivery_id: DeliveryArg = None, app_name: AppOption = None, reason: Reason = "", actor: AsUser = None) -> None:
+def pause(
+    delivery_id: DeliveryArg = None, app_name: AppOption = None, reason: Reason = "", actor: AsUser = None
+) -> None:
     """Pause: no new step starts; a timed pause stops its clock."""
     _act_on("pause", delivery_id, app_name, HumanAction(_actor(actor), reason))
 
@@ -183,7 +200,9 @@ def resume(delivery_id: DeliveryArg = None, app_name: AppOption = None, actor: A
 
 @app.command()
 def abort(
-    delivery_id: Annotated[str, typer.Argument(metavar="ID", help="Delivery ID.")], reason: Reason = "", actor: AsUser = None
+    delivery_id: Annotated[str, typer.Argument(metavar="ID", help="Delivery ID.")],
+    reason: Reason = "",
+    actor: AsUser = None,
 ) -> None:
     """Abort: roll back what this delivery touched (per rollback.scope) and end as aborted."""
     _act_on("abort", delivery_id, None, HumanAction(_actor(actor), reason))
@@ -208,4 +227,3 @@ def reject(
 ) -> None:
     """Reject a stage's gate: the delivery ends rejected without touching any target."""
     _act_on("reject", delivery_id, None, HumanAction(_actor(actor), reason, stage=stage))
-

@@ -155,6 +155,8 @@ def render_summary(report: DemoReport, *, kept: bool = False) -> RenderableType:
     links = Table(box=None, pad_edge=False, show_header=False)
     links.add_column(style="bold")
     links.add_column(overflow="fold")
+    if report.dashboard_url:
+        links.add_row("dashboard", report.dashboard_url)
     for outcome in report.outcomes:
         url = report.workflow_url(outcome.delivery_id)
         links.add_row(

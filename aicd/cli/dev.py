@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 import signal
 import sys
 import threading
@@ -68,6 +70,7 @@ def dev(
     Temporal keeps its state in STATE_DIR/temporal.db across restarts and has the aicd search attributes registered. Ctrl-C or SIGTERM stops both cleanly, the worker first. Other shells find the stack through STATE_DIR/dev.json, or with the printed `export TEMPORAL_ADDRESS=...` line.
     """
     # Imported here: the Temporal client libraries are not needed by the other commands' start-up.
+    from aicd.dashboard.embedded import DashboardStartError, start_embedded
     from aicd.dev.temporal import DevStackError, DevStackInterrupted, EmbeddedTemporal
 
     for value, name in ((port, "--port"), (ui_port, "--ui-port")):
@@ -82,21 +85,25 @@ def dev(
 
     previous = {signum: signal.signal(signum, on_signal) for signum in _STOP_SIGNALS}
     stack = EmbeddedTemporal(state_dir, port, ui_port)
+    board = None
     code = EXIT_OK
     try:
         try:
             address = stack.start(timeout=timeout, cancel=stop)
             if worker:
                 stack.start_worker(wait=True, timeout=max(timeout, 60.0), cancel=stop)
+            actor = os.environ.get("AICD_ACTOR") or getpass.getuser()  # the CLI's actor: the token's identity
+            board = start_embedded(stack, actor)
         except DevStackInterrupted:
             _say("aicd dev: interrupted during start-up; stopped")
             return
-        except DevStackError as error:
+        except (DevStackError, DashboardStartError) as error:
             raise fail(str(error), EXIT_FAILED) from None
         _say(f"aicd dev: running (state {stack.state_dir})")
         _say(f"  Temporal gRPC  {address}  (namespace {stack.namespace})")
         if stack.ui_url:
             _say(f"  Temporal UI    {stack.ui_url}")
+        _say(f"  Dashboard      {board.url}  (sign in as {board.identity}: token in {board.tokens_file})")
         if stack.worker is not None:
             _say(
                 f"  worker         task queue {stack.worker_task_queue}, pid {stack.worker.pid},"
@@ -117,6 +124,8 @@ def dev(
     finally:
         for signum in _STOP_SIGNALS:
             signal.signal(signum, on_signal)  # a second Ctrl-C must not cut the shutdown short
+        if board is not None:
+            board.stop()
         stack.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)

@@ -15,7 +15,9 @@ import typer
 import uvicorn
 from temporalio.client import Client
 
-from aicd.cli.app import app
+from aicd.cli.app import EXIT_USAGE, app, fail
+from aicd.cli.dashboard import exposure_problem, server_config, warn_if_open
+from aicd.dashboard import Dashboard, DashboardSettings, SettingsError
 from aicd.gateway import Gateway, GatewaySettings, create_app
 from aicd.gateway.context import (
     GITHUB_SECRET_ENV,
@@ -25,8 +27,8 @@ from aicd.gateway.context import (
 )
 from aicd.gateway.metrics import Metrics
 from aicd.gateway.specs import SpecDirectory
+from aicd.observability.logs import configure_logging
 from aicd.poller import GitPoller
-from aicd.redact import configure_logging
 from aicd.temporal import connect
 
 log = logging.getLogger("aicd.serve")
@@ -56,8 +58,12 @@ def serve(
     poll: Annotated[bool, typer.Option("--poll", help="Also run the Git poller in this process.")] = False,
     state_dir: StateDir = Path(".aicd"),
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    with_dashboard: Annotated[
+        bool, typer.Option("--dashboard/--no-dashboard", help="Also serve the delivery dashboard at /.")
+    ] = True,
 ) -> None:
-    """HTTP gateway: /hooks/github, /hooks/gitlab, /slack/interactions, /slack/commands, /healthz, /metrics."""
+    """HTTP gateway: /hooks/github, /hooks/gitlab, /slack/interactions, /slack/commands, /healthz, /metrics,
+    and the delivery dashboard at / (settings AICD_DASHBOARD_*; `aicd dashboard` serves it alone)."""
     _logging(log_level)
     settings = GatewaySettings.from_env(specs, task_queue)
     for value, name, what in (
@@ -69,15 +75,30 @@ def serve(
         if not value:
             log.warning("%s is not set: %s refuses every request (or is off)", name, what)
     gateway = Gateway(settings)
-    asyncio.run(_serve(gateway, host, port, log_level, state_dir if poll else None))
+    board = None
+    if with_dashboard:
+        try:
+            board = Dashboard(DashboardSettings.from_env(), gateway.client)
+        except SettingsError as error:
+            raise fail(str(error), EXIT_USAGE) from None
+        problem = exposure_problem(host, board.settings)
+        if problem:
+            log.warning("dashboard off: %s", problem)
+            board = None
+        else:
+            warn_if_open(board.settings)
+    asyncio.run(_serve(gateway, host, port, log_level, state_dir if poll else None, board))
 
 
-async def _serve(gateway: Gateway, host: str, port: int, log_level: str, poll_state: Path | None) -> None:
-    # log_config=None: uvicorn's lines go through the root handler, so they are redacted like ours.
-    config = uvicorn.Config(
-        create_app(gateway), host=host, port=port, log_level=log_level, lifespan="on", log_config=None
-    )
-    server = uvicorn.Server(config)
+async def _serve(
+    gateway: Gateway,
+    host: str,
+    port: int,
+    log_level: str,
+    poll_state: Path | None,
+    board: Dashboard | None = None,
+) -> None:
+    server = uvicorn.Server(server_config(create_app(gateway, board), host, port, log_level))
     stop = asyncio.Event()
     poller_task = None
     if poll_state is not None:

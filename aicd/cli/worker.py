@@ -3,20 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from aicd.cli.app import app
-from aicd.redact import configure_logging
+from aicd.cli.app import EXIT_USAGE, app, fail
+from aicd.observability.logs import LOG_FORMATS, configure_logging
 
 
 @app.command()
 def worker(
     state_dir: Annotated[
-        Path, typer.Option("--state-dir", help="Where Git clones and command logs live.")
+        Path,
+        typer.Option("--state-dir", envvar="AICD_STATE_DIR", help="Where Git clones and command logs live."),
     ] = Path(".aicd"),
     address: Annotated[
         str | None, typer.Option("--address", help="Temporal address (default TEMPORAL_ADDRESS).")
@@ -24,9 +24,42 @@ def worker(
     task_queue: Annotated[
         str | None, typer.Option("--task-queue", help="Task queue (default AICD_TASK_QUEUE or aicd).")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            envvar="AICD_METRICS_PORT",
+            help="Serve /metrics, /healthz and /readyz on this port (default: off).",
+        ),
+    ] = None,
+    metrics_host: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics-host", envvar="AICD_METRICS_HOST", help="Address for --metrics-port (default 0.0.0.0)."
+        ),
+    ] = None,
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format",
+            envvar="AICD_LOG_FORMAT",
+            help="text, or json: one object per line with the delivery context.",
+        ),
+    ] = "text",
 ) -> None:
     """Run every aicd workflow and activity against the Temporal that TEMPORAL_* points at."""
-    from aicd.worker import run_worker  # the worker pulls in every activity; only this command needs them
+    from aicd.observability.tracing import TracingConfigError
+    from aicd.worker import (
+        observability_from,
+        run_worker,
+    )  # the worker pulls in every activity; only this command needs them
 
-    configure_logging(logging.INFO)
-    asyncio.run(run_worker(state_dir, address, task_queue))
+    if log_format not in LOG_FORMATS:
+        raise fail(f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}", EXIT_USAGE)
+    configure_logging("INFO", log_format)
+    try:
+        asyncio.run(
+            run_worker(state_dir, address, task_queue, observability_from(metrics_port, metrics_host))
+        )
+    except TracingConfigError as error:
+        raise fail(str(error), EXIT_USAGE) from None

@@ -170,9 +170,7 @@ class LoadGenerator:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m aicd.dev.loadgen", description=__doc__.splitlines()[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m aicd.dev.loadgen", description=__doc__.splitlines()[0])
     parser.add_argument("--url", action="append", required=True, help="loopback base URL (repeatable)")
     parser.add_argument("--rate", type=float, default=30.0, help="requests per second per URL")
     parser.add_argument("--duration", type=float, default=0.0, help="seconds to run (0: until interrupted)")

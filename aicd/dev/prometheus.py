@@ -5,7 +5,9 @@
         prom.sd_file                   # file_sd JSON the reconciler keeps up to date (LocalReconciler(sd_file=...))
         prom.set_targets(["127.0.0.1:8081"], labels={"target": "dev"})   # or static targets by hand
 
-Scrape targets come from file_sd files (refreshed every second), so targets can come and go without a
+A target may carry its own `job` label (`set_targets([("host:port", {"job": "aicd-worker"})])`), as
+aicd's alert rules and dashboard expect of the worker and the gateway; `rule_files` are evaluated every
+scrape interval. Scrape targets come from file_sd files (refreshed every second), so targets can come and go without a
 restart: `sd_file` (written by `set_targets`) plus any `extra_sd_files` another component writes. Prometheus'
 discovery manager hands target changes to the scraper at most every 5 s, so a process that just started is
 scraped after up to ~5 s plus one scrape interval; an analysis window should not start sooner than that.
@@ -58,6 +60,7 @@ class EmbeddedPrometheus:
         port: int = 0,
         retention: str = "2d",
         job: str = "aicd-local",
+        rule_files: Sequence[Path] = (),
     ) -> None:
         self.state_dir = Path(state_dir).resolve()
         self.scrape_interval = scrape_interval
@@ -67,6 +70,7 @@ class EmbeddedPrometheus:
         self._port = port
         self._retention = retention
         self._job = job
+        self._rule_files = [Path(p).resolve() for p in rule_files]  # alerting/recording rules to evaluate
         self._process: ManagedProcess | None = None
         self.url = ""
 
@@ -74,6 +78,7 @@ class EmbeddedPrometheus:
         """prometheus.yml (JSON is valid YAML, and needs no YAML writer)."""
         config = {
             "global": {"scrape_interval": self.scrape_interval, "evaluation_interval": self.scrape_interval},
+            "rule_files": [str(p) for p in self._rule_files],
             "scrape_configs": [
                 {
                     "job_name": self._job,

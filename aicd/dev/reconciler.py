@@ -59,6 +59,7 @@ from aicd.dev.demo_app import CONFIG_FILE
 from aicd.dev.ports import LOOPBACK, bind_socket, free_port
 from aicd.dev.processes import ManagedProcess
 from aicd.dev.proxy import RunningServer, create_proxy_app, start_server
+from aicd.yamledit import get_path, parse_path
 
 log = logging.getLogger("aicd.dev.reconciler")
 
@@ -70,11 +71,12 @@ ROLES = ("stable", "canary")
 
 @dataclass(frozen=True)
 class ValueKeys:
-    """Dotted key paths in the values file (what the engine writes; configurable in the spec)."""
+    """Write paths in the values file (what the engine writes, aicd.yamledit syntax; configurable in the
+    spec). canary and weight None: the file has no canary, only the stable version runs."""
 
     image: str = "image.tag"
-    canary: str = "canary.tag"
-    weight: str = "canary.weight"
+    canary: str | None = "canary.tag"
+    weight: str | None = "canary.weight"
 
 
 @dataclass(frozen=True)
@@ -103,9 +105,16 @@ class LocalTarget:
             raise ValueError(f"target {name}: `app` must be a string, got {app!r}")
         raw_keys = config.get("keys") or {}
         if not isinstance(raw_keys, Mapping) or not all(
-            k in ("image", "canary", "weight") and isinstance(v, str) and v for k, v in raw_keys.items()
+            k in ("image", "canary", "weight") and (isinstance(v, str) or (v is None and k != "image"))
+            for k, v in raw_keys.items()
         ):
-            raise ValueError(f"target {name}: `keys` may only set image/canary/weight to dotted key paths")
+            raise ValueError(f"target {name}: `keys` may only set image/canary/weight to write paths")
+        for key, text in raw_keys.items():
+            if text is not None:
+                try:
+                    parse_path(text)
+                except ValueError as error:
+                    raise ValueError(f"target {name}: keys.{key}: {error}") from None
         return cls(name=name, path=path.strip("/"), app=app, port=port, keys=ValueKeys(**dict(raw_keys)))
 
 
@@ -128,14 +137,6 @@ class Desired:
     weight: int  # percent of requests to the canary (0 when there is none)
 
 
-def _lookup(data: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(data, dict) or part not in data:
-            return None
-        data = data[part]
-    return data
-
-
 def parse_values(text: str, keys: ValueKeys = ValueKeys()) -> Desired:
     """Read the desired versions from a values file; ValueError says what is wrong."""
     try:
@@ -143,13 +144,15 @@ def parse_values(text: str, keys: ValueKeys = ValueKeys()) -> Desired:
         data = yaml.load(text, Loader=yaml.BaseLoader)
     except yaml.YAMLError as exc:
         raise ValueError(f"not valid YAML: {exc}") from exc
-    stable = _lookup(data, keys.image)
+    stable = get_path(data, keys.image)
     if not isinstance(stable, str) or not stable:
         raise ValueError(f"no `{keys.image}` (the stable version) in the values file")
-    canary = _lookup(data, keys.canary)
+    if keys.canary is None or keys.weight is None:
+        return Desired(stable=stable, canary=None, weight=0)
+    canary = get_path(data, keys.canary)
     if canary is not None and (not isinstance(canary, str) or not canary or canary in ("~", "null")):
         canary = None
-    raw_weight = _lookup(data, keys.weight)
+    raw_weight = get_path(data, keys.weight)
     weight = 0
     if raw_weight not in (None, "", "~", "null"):
         try:

@@ -343,7 +343,15 @@ class EmbeddedTemporal:
         if self.worker is not None and self.worker.alive():
             raise DevStackError("the worker already runs")
         queue = task_queue or default_task_queue()
-        argv = [sys.executable, "-m", WORKER_MODULE, "--state-dir", str(self.state_dir), "--address", self.address]
+        argv = [
+            sys.executable,
+            "-m",
+            WORKER_MODULE,
+            "--state-dir",
+            str(self.state_dir),
+            "--address",
+            self.address,
+        ]
         argv += ["--task-queue", queue, *extra_args]
         child_env = {key: value for key, value in os.environ.items() if not key.startswith("TEMPORAL_")}
         child_env.update(

@@ -6,16 +6,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from aicd.gateway.context import Gateway
 from aicd.gateway.metrics import CONTENT_TYPE
 from aicd.gateway.slack import commands, interactions
 from aicd.gateway.webhooks import github_hook, gitlab_hook
+
+if TYPE_CHECKING:
+    from aicd.dashboard import Dashboard
 
 log = logging.getLogger("aicd.gateway")
 
@@ -45,7 +49,9 @@ async def _reload_forever(gateway: Gateway) -> None:
             log.exception("spec reload failed")
 
 
-def create_app(gateway: Gateway) -> Starlette:
+def create_app(gateway: Gateway, dashboard: Dashboard | None = None) -> Starlette:
+    """The gateway's routes; with a dashboard, its pages at every other path."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await gateway.refresh_specs()
@@ -54,6 +60,8 @@ def create_app(gateway: Gateway) -> Starlette:
             yield
         finally:
             reloader.cancel()
+            if dashboard is not None:
+                await dashboard.close()
 
     app = Starlette(
         routes=[
@@ -63,6 +71,7 @@ def create_app(gateway: Gateway) -> Starlette:
             Route("/hooks/gitlab", gitlab_hook, methods=["POST"]),
             Route("/slack/interactions", interactions, methods=["POST"]),
             Route("/slack/commands", commands, methods=["POST"]),
+            *([Mount("", dashboard.app())] if dashboard is not None else []),
         ],
         lifespan=lifespan,
     )

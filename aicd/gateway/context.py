@@ -29,7 +29,10 @@ SLACK_SIGNING_SECRET_ENV = "AICD_SLACK_SIGNING_SECRET"
 SLACK_TOKEN_ENV = "SLACK_BOT_TOKEN"
 SLACK_API_URL_ENV = "SLACK_API_URL"
 SLACK_DEFAULT_API_URL = "https://slack.com/api/"
-MAX_BODY_BYTES = 1 << 20  # GitHub caps payloads at 25 MB, but a push that starts a delivery is a few KB
+WEBHOOK_MAX_BODY_ENV = "AICD_WEBHOOK_MAX_BODY_BYTES"
+# GitHub sends push payloads up to 25 MB (a push of large commits lists them all); Slack's are small.
+MAX_BODY_BYTES = 25 * 1024 * 1024
+SLACK_MAX_BODY_BYTES = 1 << 20
 
 
 @dataclass
@@ -57,8 +60,16 @@ class GatewaySettings:
             slack_signing_secret=env.get(SLACK_SIGNING_SECRET_ENV) or None,
             slack_bot_token=env.get(SLACK_TOKEN_ENV) or None,
             slack_api_url=env.get(SLACK_API_URL_ENV) or None,
-            **overrides,
+            **{"max_body_bytes": _bytes(env.get(WEBHOOK_MAX_BODY_ENV), MAX_BODY_BYTES), **overrides},
         )
+
+
+def _bytes(value: str | None, default: int) -> int:
+    if not value:
+        return default
+    if not value.isdigit() or int(value) <= 0:
+        raise ValueError(f"{WEBHOOK_MAX_BODY_ENV} must be a positive number of bytes, not {value!r}")
+    return int(value)
 
 
 class BodyTooLarge(Exception):

@@ -59,7 +59,13 @@ LABEL_VALUES: dict[str, dict[str, frozenset[str]]] = {
     "aicd_webhooks_ignored_total": {
         "provider": _PROVIDERS,
         "reason": frozenset(
-            {"not_a_push", "not_a_branch", "branch_deleted", "no_spec_for_this_repository_and_branch", "stale"}
+            {
+                "not_a_push",
+                "not_a_branch",
+                "branch_deleted",
+                "no_spec_for_this_repository_and_branch",
+                "stale",
+            }
         ),
     },
     "aicd_deliveries_started_total": {"source": _SOURCES},

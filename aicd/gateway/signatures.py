@@ -61,9 +61,9 @@ def slack_refusal(
 
 
 class ReplayCache:
-    """Delivery IDs seen in the last `ttl_s` seconds (at most `max_size`, oldest dropped first). GitHub signs
-    no timestamp, so this only narrows the window; the workflow ID (one delivery per app and revision) is
-    what makes a replayed push harmless."""
+    """Events (GitHub delivery IDs, GitLab idempotency keys) that started or found a delivery in the last
+    `ttl_s` seconds (at most `max_size`, oldest dropped first). GitHub signs no timestamp, so this only narrows
+    the window; the delivery ID (one per push event) is what makes a replayed push harmless."""
 
     def __init__(self, ttl_s: float = 24 * 3600.0, max_size: int = 100_000) -> None:
         self.ttl_s = ttl_s
@@ -71,21 +71,25 @@ class ReplayCache:
         self._seen: OrderedDict[str, float] = OrderedDict()
         self._lock = threading.Lock()
 
-    def first_time(self, key: str, now: float | None = None) -> bool:
-        """Remember `key`; False when it was seen within the TTL (a replay)."""
+    def seen(self, key: str, now: float | None = None) -> bool:
+        """Whether `key` was remembered within the TTL."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            while self._seen:
-                oldest, at = next(iter(self._seen.items()))
-                if now - at <= self.ttl_s and len(self._seen) < self.max_size:
-                    break
-                del self._seen[oldest]
-            if key in self._seen:
-                return False
-            self._seen[key] = now
-            return True
+            self._expire(now)
+            return key in self._seen
 
-    def forget(self, key: str) -> None:
-        """The request failed on our side: let a redelivery of it through."""
+    def remember(self, key: str, now: float | None = None) -> None:
+        """Remember an event that started or found a delivery; an event that was ignored or failed is not
+        remembered, so the sender's redelivery (after a fixed spec, say) is handled again."""
+        now = time.monotonic() if now is None else now
         with self._lock:
-            self._seen.pop(key, None)
+            self._expire(now)
+            self._seen[key] = now
+            self._seen.move_to_end(key)
+
+    def _expire(self, now: float) -> None:
+        while self._seen:
+            oldest, at = next(iter(self._seen.items()))
+            if now - at <= self.ttl_s and len(self._seen) < self.max_size:
+                break
+            del self._seen[oldest]

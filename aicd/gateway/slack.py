@@ -26,7 +26,15 @@ from starlette.responses import JSONResponse, Response
 from temporalio.client import Client
 
 from aicd.client import ActionRefused, act_on_app, get_status, list_deliveries, send_action
-from aicd.gateway.context import BodyTooLarge, Gateway, PayloadInvalid, error, parse_json_object, read_body
+from aicd.gateway.context import (
+    SLACK_MAX_BODY_BYTES,
+    BodyTooLarge,
+    Gateway,
+    PayloadInvalid,
+    error,
+    parse_json_object,
+    read_body,
+)
 from aicd.gateway.metrics import reason_label
 from aicd.gateway.signatures import slack_refusal
 from aicd.messages import HumanAction
@@ -55,7 +63,7 @@ async def _verified_body(gateway: Gateway, request: Request, endpoint: str) -> b
     if not secret:
         return _refuse(gateway, endpoint, 503, "Slack signing secret not configured")
     try:
-        body = await read_body(request, gateway.settings.max_body_bytes)
+        body = await read_body(request, min(gateway.settings.max_body_bytes, SLACK_MAX_BODY_BYTES))
     except BodyTooLarge:
         return _refuse(gateway, endpoint, 413, "body too large")
     refusal = slack_refusal(

@@ -38,6 +38,7 @@ class Push:
     deleted: bool
     actor: str
     compare: str | None = None
+    forced: bool = False  # a force-push: the branch's history was rewritten, `before` is not an ancestor
 
     @property
     def branch(self) -> str | None:
@@ -53,7 +54,10 @@ class Push:
         """What changed, for the approval message: the pushed range when the branch existed before."""
         if not self.before or set(self.before) == {"0"}:
             return f"new branch at {self.after[:7]}"
-        text = f"{self.before[:7]}..{self.after[:7]}"
+        if self.forced:
+            text = f"forced push: {self.before[:7]} replaced by {self.after[:7]} (history rewritten)"
+        else:
+            text = f"{self.before[:7]}..{self.after[:7]}"
         return f"{text} {self.compare}" if self.compare else text
 
 
@@ -81,6 +85,7 @@ def github_push(payload: dict[str, Any]) -> Push:
         deleted=bool(payload.get("deleted")) or (bool(after) and set(after) == {"0"}),
         actor=_text((pusher or {}).get("name")) or _text((sender or {}).get("login")) or "github",
         compare=_text(payload.get("compare")) or None,
+        forced=payload.get("forced") is True,
     )
 
 
@@ -133,12 +138,11 @@ def _ignore(
     return JSONResponse({"result": "ignored", "reason": reason, **extra})
 
 
-def _refuse_ref(gateway: Gateway, provider: str, push: Push, replay_key: str) -> Response | None:
+def _refuse_ref(gateway: Gateway, provider: str, push: Push) -> Response | None:
     """400 for a ref Git itself would refuse (it can only come from a forged or broken sender)."""
     problem = ref_problem(push.ref)
     if problem is None:
         return None
-    gateway.replays.forget(replay_key)
     return _refuse(gateway, provider, 400, f"invalid ref: {push.ref!r} {problem}")
 
 
@@ -157,7 +161,7 @@ async def github_hook(request: Request) -> Response:
     if refusal:
         return _refuse(gateway, provider, 401, refusal)
     delivery = request.headers.get("x-github-delivery", "")
-    if delivery and not gateway.replays.first_time(f"github:{delivery}"):
+    if delivery and gateway.replays.seen(f"github:{delivery}"):
         gateway.metrics.inc("aicd_webhooks_refused_total", provider=provider, reason="replayed")
         return JSONResponse(
             {"result": "ignored", "reason": f"replayed delivery {delivery}: already received"}
@@ -174,9 +178,8 @@ async def github_hook(request: Request) -> Response:
             )
         push = github_push(payload)
     except PayloadInvalid as invalid:
-        gateway.replays.forget(f"github:{delivery}")
         return _refuse(gateway, provider, 400, str(invalid))
-    if refused := _refuse_ref(gateway, provider, push, f"github:{delivery}"):
+    if refused := _refuse_ref(gateway, provider, push):
         return refused
     return await _start_for_push(gateway, provider, push, f"github:{delivery}" if delivery else None)
 
@@ -197,12 +200,13 @@ async def gitlab_hook(request: Request) -> Response:
         return _refuse(gateway, provider, 401, refusal)
     # GitLab keeps Idempotency-Key across its retries of one event.
     key = request.headers.get("idempotency-key", "")
-    if key and not gateway.replays.first_time(f"gitlab:{key}"):
+    if key and gateway.replays.seen(f"gitlab:{key}"):
         gateway.metrics.inc("aicd_webhooks_refused_total", provider=provider, reason="replayed")
         return JSONResponse({"result": "ignored", "reason": f"replayed event {key}: already received"})
     try:
         payload = _json(body, request.headers.get("content-type", ""))
-        kind = payload.get("object_kind")
+        # Project hooks say `object_kind`; system hooks (X-Gitlab-Event: System Hook) say `event_name`.
+        kind = payload.get("object_kind") or payload.get("event_name")
         if kind != "push":
             shown = kind if isinstance(kind, str) and re.fullmatch(r"[a-z_]{1,64}", kind) else "unknown"
             return _ignore(
@@ -210,9 +214,8 @@ async def gitlab_hook(request: Request) -> Response:
             )
         push = gitlab_push(payload)
     except PayloadInvalid as invalid:
-        gateway.replays.forget(f"gitlab:{key}")
         return _refuse(gateway, provider, 400, str(invalid))
-    if refused := _refuse_ref(gateway, provider, push, f"gitlab:{key}"):
+    if refused := _refuse_ref(gateway, provider, push):
         return refused
     return await _start_for_push(gateway, provider, push, f"gitlab:{key}" if key else None)
 
@@ -224,8 +227,6 @@ async def _start_for_push(gateway: Gateway, provider: str, push: Push, replay_ke
     if push.deleted:
         return _ignore(gateway, provider, f"branch deleted: {branch}")
     if not SHA.match(push.after):
-        if replay_key:
-            gateway.replays.forget(replay_key)
         return _refuse(gateway, provider, 400, "after is not a commit SHA")
     await gateway.refresh_specs()
     matching = gateway.specs.for_push(push.repo_urls, branch)
@@ -233,10 +234,10 @@ async def _start_for_push(gateway: Gateway, provider: str, push: Push, replay_ke
         return _ignore(gateway, provider, "no spec for this repository and branch", branch=branch)
     # A late or out-of-order event must never roll production back: deliver only the branch's head now.
     try:
-        heads = {repo: await branch_head(repo, branch) for repo in {loaded.spec.source_repo for loaded in matching}}
+        heads = {
+            repo: await branch_head(repo, branch) for repo in {loaded.spec.source_repo for loaded in matching}
+        }
     except SourceError as failure:
-        if replay_key:
-            gateway.replays.forget(replay_key)
         log.error("%s push to %r: cannot read the source repository: %s", provider, branch, failure)
         return _refuse(gateway, provider, 503, "cannot read the source repository now; redeliver later")
     stale = {repo: head for repo, head in heads.items() if head != push.after}
@@ -255,7 +256,9 @@ async def _start_for_push(gateway: Gateway, provider: str, push: Push, replay_ke
         client = await gateway.client()
         for loaded in matching:
             plan = build_plan(loaded.spec, push.after)
-            trigger = Trigger(provider, actor=push.actor, branch=branch, detail=push.changes(), event=push.event())
+            trigger = Trigger(
+                provider, actor=push.actor, branch=branch, detail=push.changes(), event=push.event()
+            )
             started = await start_delivery(
                 client,
                 plan,
@@ -275,10 +278,10 @@ async def _start_for_push(gateway: Gateway, provider: str, push: Push, replay_ke
             )
             results.append({"app": loaded.spec.name, "delivery_id": started.delivery_id, "result": outcome})
     except Exception as failure:  # Temporal unreachable or refusing: the sender may redeliver later
-        if replay_key:
-            gateway.replays.forget(replay_key)
         log.error("%s push to %r: cannot start deliveries: %s", provider, branch, failure)
         return _refuse(gateway, provider, 503, "cannot start the delivery now; redeliver later")
+    if replay_key:
+        gateway.replays.remember(replay_key)  # only events that started or found a delivery
     return JSONResponse(
         {"result": results[0]["result"] if len(results) == 1 else "ok", "deliveries": results}
     )

@@ -8,7 +8,17 @@ fixed threshold (Flagger) or an unpaired test (Kayenta) mistake for regressions.
 close to independent (an interval spans the query's range window), so the ``d_i`` are treated as i.i.d.
 Gaussian with unknown variance and tested with the scale-invariant t-mixture confidence sequence; when
 they are clearly not (a slowly wandering metric such as memory, where one canary pod can sit above the
-fleet for many minutes), their lag-1 autocorrelation shrinks the effective number of intervals.
+fleet for many minutes), their autocorrelation shrinks the effective number of intervals. It is estimated
+twice -- lag 1 of the interval summaries (detrended from eight intervals on, so a growing regression is
+not taken for wander), and one interval apart on the query-step series, which shows a slow wander after
+fewer intervals -- and the larger estimate is used. Slow wander over the first few minutes remains the
+weakest spot: a single canary pod sitting 15% high for four minutes looks much like a regression, so give
+such gauges (CPU, memory) a wider tolerance or a warm-up.
+
+The recent-window test runs the same comparison on the latest half of the judged intervals with a
+fixed-sample t-test whose noise estimate comes from the residuals of a fitted line: a regression that
+grows during the analysis (a leak) is then neither averaged away by the early intervals nor hidden by the
+spread its own growth adds.
 Missed scrapes only thin an interval; an interval joins the test once both sides have at least a quarter
 of their usual points in it, so a canary with far fewer samples still pairs up.
 
@@ -48,9 +58,17 @@ from aicd.judge.blocks import (
     minimum_points_per_block,
     summarise_blocks,
 )
-from aicd.judge.evidence import DISPERSION_TEST, LOCATION_TEST, MetricEvidence, to_test_result
-from aicd.judge.model import MetricConfig, TestResult
-from aicd.judge.sequential import Band, lag_one_autocorrelation, t_mixture_sequence, tolerance_band
+from aicd.judge.evidence import RECENT_MIN_INTERVALS, Budget, MetricEvidence, recent_window, to_test_result
+from aicd.judge.model import Kind, MetricConfig, Statistic, TestName, TestResult
+from aicd.judge.sequential import (
+    Band,
+    lag_one_autocorrelation,
+    lagged_autocorrelation,
+    recent_t_test,
+    settle_factor,
+    t_mixture_sequence,
+    tolerance_band,
+)
 
 DISPERSION_TOLERANCE = 0.25
 DISPERSION_ALPHA_SHARE = 0.2
@@ -63,7 +81,7 @@ DISPERSION_MIN_POINTS = 4  # per side and interval, for a spread worth comparing
 def dispersion_test_applies(metric: MetricConfig, canary_weight: float | None) -> bool:
     """Decided from configuration alone, so the error budget split is fixed before any data is seen."""
     return (
-        metric.kind == "continuous"
+        metric.kind == Kind.CONTINUOUS
         and canary_weight is not None
         and DISPERSION_MIN_WEIGHT <= canary_weight < 100
     )
@@ -73,15 +91,15 @@ def analyse_continuous(
     metric: MetricConfig,
     samples: PreparedSamples,
     grid: BlockGrid,
-    log_threshold: float,
-    dispersion_log_threshold: float | None,
+    spacing: float,
+    budget: Budget,
     canary_weight: float | None,
     warmup_intervals: int,
 ) -> MetricEvidence:
     canary_times, canary_values = samples.canary.times, samples.canary.values
     baseline_times, baseline_values = samples.baseline.times, samples.baseline.values
     log_scale = _all_positive(canary_values) and _all_positive(baseline_values)
-    with_spread = dispersion_log_threshold is not None
+    with_spread = budget.dispersion is not None
     canary_blocks, baseline_blocks = grid.index(canary_times), grid.index(baseline_times)
     canary = summarise_blocks(_transform(canary_values, log_scale), canary_blocks, grid.count, with_spread)
     baseline = summarise_blocks(
@@ -99,12 +117,25 @@ def analyse_continuous(
 
     band = tolerance_band(metric.direction, metric.tolerance, log_scale)
     differences = _differences(canary.location[paired], baseline.location[paired], log_scale)
-    autocorrelation = lag_one_autocorrelation(differences)
-    location = t_mixture_sequence(differences, band, log_threshold, autocorrelation)
-    tests: list[TestResult] = [to_test_result(LOCATION_TEST, location, band, log_scale)]
+    autocorrelation = max(
+        lag_one_autocorrelation(differences),
+        _interval_autocorrelation(samples, grid, spacing, judged, log_scale),
+    )
+    location = t_mixture_sequence(differences, band, budget.main, budget.safe, autocorrelation)
+    tests: list[TestResult] = [to_test_result(TestName.LOCATION, location, band, log_scale)]
+    regression = location.rejected
+
+    if budget.recent is not None:
+        # The latest half of the analysis on its own: a regression that grows is not averaged away. The
+        # noise estimate comes from the window; the autocorrelation from the whole series (steadier).
+        in_window = np.arange(grid.count)[paired] >= recent_window(grid.count, warmup_intervals)
+        if int(in_window.sum()) >= RECENT_MIN_INTERVALS:
+            recent = recent_t_test(differences[in_window], band, budget.recent, autocorrelation)
+            tests.append(to_test_result(TestName.RECENT, recent, band, log_scale, Statistic.P_VALUE))
+            regression = regression or recent.rejected
 
     if (
-        dispersion_log_threshold is not None
+        budget.dispersion is not None
         and canary_weight is not None
         and canary.spread is not None
         and baseline.spread is not None
@@ -120,9 +151,10 @@ def analyse_continuous(
         traffic_ratio = max(1.0, (100.0 - canary_weight) / canary_weight)
         allowed = Band(None, 0.5 * math.log(traffic_ratio) + math.log1p(DISPERSION_TOLERANCE))
         spread = t_mixture_sequence(
-            spread_ratios, allowed, dispersion_log_threshold, lag_one_autocorrelation(spread_ratios)
+            spread_ratios, allowed, budget.dispersion, autocorrelation=lag_one_autocorrelation(spread_ratios)
         )
-        tests.append(to_test_result(DISPERSION_TEST, spread, allowed))
+        tests.append(to_test_result(TestName.DISPERSION, spread, allowed))
+        regression = regression or spread.rejected
 
     scale_note = "" if log_scale else "; compared as relative differences (values <= 0 seen)"
     if autocorrelation > 0:
@@ -134,10 +166,33 @@ def analyse_continuous(
         intervals=int(paired.sum()),
         no_data_share=no_data_share,
         testable=location.ci_low is not None,  # bounded: enough intervals for the evidence to count
+        shown_safe=location.within,
+        regression=regression,
         canary_value=_typical_level(canary.location[paired], log_scale),
         baseline_value=_typical_level(baseline.location[paired], log_scale),
         detail=f"{int(paired.sum())} paired intervals{scale_note}",
+        settle_factor=settle_factor(location, band),
     )
+
+
+def _interval_autocorrelation(
+    samples: PreparedSamples, grid: BlockGrid, spacing: float, judged: np.ndarray, log_scale: bool
+) -> float:
+    """Autocorrelation one interval apart of the paired query-step differences (see
+    :func:`lagged_autocorrelation`): canary and baseline points are paired by query step."""
+    if spacing <= 0:
+        return 0.0
+    steps = round(grid.length * grid.count / spacing) + 1
+    sides = []
+    for points in (samples.canary, samples.baseline):
+        index = np.round((points.times - grid.origin) / spacing).astype(np.int64)
+        keep = (index >= 0) & (index < steps)
+        block = grid.index(points.times)
+        keep &= (block >= 0) & judged[np.clip(block, 0, grid.count - 1)]
+        series = np.full(steps, np.nan)
+        series[index[keep]] = _transform(points.values[keep], log_scale)
+        sides.append(series)
+    return lagged_autocorrelation(sides[0] - sides[1], round(grid.length / spacing))
 
 
 def _all_positive(values: FloatArray) -> bool:

@@ -6,11 +6,20 @@ the sum over an interval still counts it about once). Exposure is the traffic ea
 ``total`` series when given (so error *ratios* are compared even at 10% canary traffic), otherwise the
 canary weight (or, lacking both, equal traffic).
 
-The test is the conditional-binomial rate-ratio confidence sequence of :mod:`aicd.judge.sequential` on the
-per-interval counts: it works with zero counts (a baseline without errors gives no division by zero; a
-canary that produces errors where the baseline has none fails once the count makes chance implausible),
+The main test is the conditional-binomial rate-ratio confidence sequence of :mod:`aicd.judge.sequential`
+on the per-interval counts: it works with zero counts (a baseline without errors gives no division by zero;
+a canary that produces errors where the baseline has none fails once the count makes chance implausible),
 and the per-interval exposure share absorbs load changes and unequal traffic. A Pearson quasi-likelihood
-factor widens it when errors come in bursts.
+factor widens it when errors come in bursts. The recent-window test runs the same comparison on the latest
+half of the analysis, so an error rate that starts climbing late is not averaged away.
+
+A relative tolerance cannot show a canary safe when neither track has (almost) any events: "within 5% of
+zero" needs infinitely many requests. ``absoluteTolerance`` (with a ``total``) widens the band by an
+absolute difference of event ratios: the canary passes when either its ratio to the baseline or its event
+ratio minus the baseline's is shown inside the band, and fails only when both are shown beyond it (an
+intersection-union test, so each part keeps the full error budget). The absolute part bounds each track's
+event ratio with its own Poisson confidence sequence; it assumes each track's ratio is roughly steady during
+the analysis (the dispersion factor widens the bounds when it is not).
 
 When the total series shows traffic but the error series has no point at that time, the error count is
 taken as zero: Prometheus returns nothing for an error counter that has never been incremented, and
@@ -19,12 +28,29 @@ reading that as "no data" would let a canary pass just because the baseline neve
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass, replace
+
 import numpy as np
 
 from aicd.judge.blocks import BlockGrid, FloatArray, Points, PreparedSamples
-from aicd.judge.evidence import RATE_RATIO_TEST, MetricEvidence, to_test_result
-from aicd.judge.model import MetricConfig
-from aicd.judge.sequential import rate_ratio_sequence, tolerance_band
+from aicd.judge.evidence import (
+    RECENT_MIN_INTERVALS,
+    Budget,
+    MetricEvidence,
+    recent_window,
+    to_test_result,
+)
+from aicd.judge.model import MetricConfig, Statistic, TestName, TestResult
+from aicd.judge.sequential import (
+    Band,
+    SequenceResult,
+    poisson_rate_bounds,
+    rate_ratio_sequence,
+    settle_factor,
+    side_threshold,
+    tolerance_band,
+)
 
 EQUAL_TRAFFIC_SHARE = 0.5
 
@@ -34,7 +60,7 @@ def analyse_count(
     samples: PreparedSamples,
     grid: BlockGrid,
     spacing: float,
-    log_threshold: float,
+    budget: Budget,
     canary_weight: float | None,
     warmup_intervals: int,
 ) -> MetricEvidence:
@@ -61,16 +87,22 @@ def analyse_count(
     no_data_share = 1.0 - int(paired.sum()) / judged_count if judged_count else 1.0
 
     band = tolerance_band(metric.direction, metric.tolerance)
-    canary_events, baseline_events = canary.events[paired], baseline.events[paired]
-    share = canary.exposure[paired] / (canary.exposure[paired] + baseline.exposure[paired])
-    sequence, dispersion = rate_ratio_sequence(canary_events, baseline_events, share, band, log_threshold)
-    test = to_test_result(RATE_RATIO_TEST, sequence, band)
+    absolute = metric.absolute_tolerance if has_totals else 0.0
+    main = _compare(metric, band, absolute, canary, baseline, paired, budget.main, budget.safe)
+    tests = list(main.tests)
+    regression = main.regression
+    if budget.recent is not None:
+        window = paired & (np.arange(grid.count) >= recent_window(grid.count, warmup_intervals))
+        if int(window.sum()) >= RECENT_MIN_INTERVALS:
+            recent = _compare(metric, band, absolute, canary, baseline, window, budget.recent, None)
+            tests.append(_renamed(recent.tests[0], TestName.RECENT))
+            regression = regression or recent.regression
 
-    total_canary_events = float(canary_events.sum())
-    total_baseline_events = float(baseline_events.sum())
+    total_canary_events = float(canary.events[paired].sum())
+    total_baseline_events = float(baseline.events[paired].sum())
     detail = f"events {_count(total_canary_events)} vs {_count(total_baseline_events)}; {note}"
-    if dispersion > 1.0:
-        detail += f"; bursty (dispersion {dispersion:.1f})"
+    if main.dispersion > 1.0:
+        detail += f"; bursty (dispersion {main.dispersion:.1f})"
     if has_totals:
         # Visible on purpose: an empty result is also what a misspelt query returns.
         empty = [
@@ -80,17 +112,202 @@ def analyse_count(
         ]
         if empty:
             detail += f"; no {' or '.join(empty)} series returned, counted as 0 events"
+    events_note = ""
+    if has_totals:
+        events_note = (
+            f"{_count(total_canary_events)} events in {_count(float(canary.exposure[paired].sum()))} on the "
+            f"canary, {_count(total_baseline_events)} in {_count(float(baseline.exposure[paired].sum()))} on "
+            "the baseline"
+        )
     return MetricEvidence(
-        tests=(test,),
+        tests=tuple(tests),
         canary_samples=canary.samples,
         baseline_samples=baseline.samples,
         intervals=int(paired.sum()),
         no_data_share=no_data_share,
         testable=bool(paired.any()),
+        shown_safe=main.safe,
+        regression=regression,
         canary_value=_level(total_canary_events, canary, paired, has_totals),
         baseline_value=_level(total_baseline_events, baseline, paired, has_totals),
         detail=detail,
+        settle_factor=main.settle_factor,
+        unit="event",
+        events_note=events_note,
     )
+
+
+@dataclass(frozen=True)
+class _Comparison:
+    tests: tuple[TestResult, ...]  # the rate-ratio test, then the absolute one when configured
+    regression: bool
+    safe: bool
+    dispersion: float
+    settle_factor: float | None
+
+
+def _compare(
+    metric: MetricConfig,
+    band: Band,
+    absolute: float,
+    canary: _SideBlocks,
+    baseline: _SideBlocks,
+    use: np.ndarray,
+    log_threshold: float,
+    safe_log_threshold: float | None,
+) -> _Comparison:
+    """The rate-ratio test on the intervals in ``use`` and, with an absolute tolerance, the absolute one;
+    ``safe_log_threshold`` None: the fail side only (the recent window never passes a metric)."""
+    canary_events, baseline_events = canary.events[use], baseline.events[use]
+    share = canary.exposure[use] / (canary.exposure[use] + baseline.exposure[use])
+    routes = 2.0 if absolute > 0 else 1.0  # the pass side's budget is shared by the two routes
+    ratio_safe = math.inf if safe_log_threshold is None else safe_log_threshold + math.log(routes)
+    sequence, dispersion = rate_ratio_sequence(
+        canary_events, baseline_events, share, band, log_threshold, ratio_safe
+    )
+    ratio_test = to_test_result(TestName.RATE_RATIO, sequence, band)
+    settle = settle_factor(sequence, band)
+    if absolute <= 0:
+        return _Comparison((ratio_test,), sequence.rejected, sequence.within, dispersion, settle)
+    rates = _RateBounds.of(canary, baseline, use, side_threshold(band, log_threshold), safe_log_threshold)
+    regression, safe = False, True
+    shown: TestResult | None = None
+    absolute_settle: float | None = None
+    for high_side in (True, False):
+        edge = band.high if high_side else band.low
+        if edge is None:
+            continue
+        scale = 1.0 + metric.tolerance if high_side else 1.0 - metric.tolerance
+        fail_low, fail_high = rates.fail_difference(scale)
+        safe_low, safe_high = rates.safe_difference(scale)
+        if high_side:
+            absolute_rejected, absolute_within = fail_low > absolute, safe_high < absolute
+            ratio_within = sequence.safe_high is not None and sequence.safe_high < edge
+        else:
+            absolute_rejected, absolute_within = fail_high < -absolute, safe_low > -absolute
+            ratio_within = sequence.safe_low is not None and sequence.safe_low > edge
+        regression = regression or (_rejected_on(sequence, band, high_side) and absolute_rejected)
+        safe = safe and (ratio_within or absolute_within)
+        if shown is None:  # the details show the first bad side's difference
+            difference = rates.difference(scale)
+            shown = TestResult(
+                name=TestName.ABSOLUTE,
+                estimate=_finite(difference),
+                ci_low=_finite(fail_low),
+                ci_high=_finite(fail_high),
+                confidence=1.0 - math.exp(-rates.fail_log_threshold),
+                allowed_low=None if high_side else -absolute,
+                allowed_high=absolute if high_side else None,
+                statistic=Statistic.BOUNDS,
+                log_evidence=0.0,
+                log_threshold=rates.fail_log_threshold,
+                rejected=absolute_rejected,
+                observations=int(use.sum()),
+                safe_low=_finite(safe_low) if rates.has_safe else None,
+                safe_high=_finite(safe_high) if rates.has_safe else None,
+                safe_confidence=1.0 - math.exp(-rates.safe_log_threshold) if rates.has_safe else None,
+                within=absolute_within,
+            )
+            absolute_settle = _absolute_settle_factor(
+                difference, safe_high if high_side else safe_low, absolute, high_side
+            )
+    assert shown is not None  # every band is bounded on at least one side
+    factors = [factor for factor in (settle, absolute_settle) if factor is not None]
+    # Each test's `rejected` says whether it counts as showing a regression: here only both together.
+    tests = (replace(ratio_test, rejected=regression), replace(shown, rejected=regression))
+    return _Comparison(tests, regression, safe, dispersion, min(factors) if factors else None)
+
+
+@dataclass(frozen=True)
+class _RateBounds:
+    """Each track's event ratio (events per unit of exposure) with fail-side and pass-side bounds; every
+    bound gets half of the fail threshold's alpha (a difference uses two) and a quarter of the pass side's
+    (the absolute route has half of it, and a difference uses two bounds)."""
+
+    canary: float
+    baseline: float
+    canary_fail: tuple[float, float]
+    baseline_fail: tuple[float, float]
+    canary_safe: tuple[float, float]
+    baseline_safe: tuple[float, float]
+    fail_log_threshold: float
+    safe_log_threshold: float
+    has_safe: bool
+
+    @classmethod
+    def of(
+        cls,
+        canary: _SideBlocks,
+        baseline: _SideBlocks,
+        use: np.ndarray,
+        fail_log_threshold: float,
+        safe_log_threshold: float | None,
+    ) -> _RateBounds:
+        fail = fail_log_threshold + math.log(2.0)
+        safe = math.inf if safe_log_threshold is None else safe_log_threshold + math.log(4.0)
+        sides = []
+        for side in (canary, baseline):
+            events, exposure = side.events[use], side.exposure[use]
+            total_events, total_exposure = float(events.sum()), float(exposure.sum())
+            dispersion = _poisson_dispersion(events, exposure)
+            rate = total_events / total_exposure if total_exposure > 0 else 0.0
+            fail_bounds = poisson_rate_bounds(total_events, total_exposure, fail, dispersion)
+            safe_bounds = (
+                poisson_rate_bounds(total_events, total_exposure, safe, dispersion)
+                if math.isfinite(safe)
+                else (0.0, math.inf)
+            )
+            sides.append((rate, fail_bounds, safe_bounds))
+        (canary_rate, canary_fail, canary_safe), (baseline_rate, baseline_fail, baseline_safe) = sides
+        return cls(
+            canary_rate,
+            baseline_rate,
+            canary_fail,
+            baseline_fail,
+            canary_safe,
+            baseline_safe,
+            fail,
+            safe,
+            math.isfinite(safe),
+        )
+
+    def difference(self, scale: float) -> float:
+        return self.canary - scale * self.baseline
+
+    def fail_difference(self, scale: float) -> tuple[float, float]:
+        return (
+            self.canary_fail[0] - scale * self.baseline_fail[1],
+            self.canary_fail[1] - scale * self.baseline_fail[0],
+        )
+
+    def safe_difference(self, scale: float) -> tuple[float, float]:
+        return (
+            self.canary_safe[0] - scale * self.baseline_safe[1],
+            self.canary_safe[1] - scale * self.baseline_safe[0],
+        )
+
+
+def _rejected_on(sequence: SequenceResult, band: Band, high_side: bool) -> bool:
+    """Did the rate-ratio test reject on this side of the band?"""
+    if high_side:
+        return band.high is not None and sequence.ci_low is not None and sequence.ci_low > band.high
+    return band.low is not None and sequence.ci_high is not None and sequence.ci_high < band.low
+
+
+def _absolute_settle_factor(
+    difference: float, safe_bound: float, absolute: float, high_side: bool
+) -> float | None:
+    room = absolute - difference if high_side else difference + absolute
+    width = safe_bound - difference if high_side else difference - safe_bound
+    if room <= 0 or not math.isfinite(width) or width <= 0:
+        return None
+    # With events the width shrinks like 1/sqrt(exposure); with none at all (the usual reason for an
+    # absolute tolerance) it shrinks like 1/exposure.
+    return width / room if difference == 0 else (width / room) ** 2
+
+
+def _renamed(test: TestResult, name: TestName) -> TestResult:
+    return replace(test, name=name)
 
 
 class _SideBlocks:
@@ -145,6 +362,19 @@ def _align(
     return aligned
 
 
+def _poisson_dispersion(events: FloatArray, exposure: FloatArray) -> float:
+    """Pearson dispersion of per-interval counts around a steady rate, less one standard error, floored
+    at 1 (as for the rate ratio): a rate that changes during the analysis widens the absolute bounds."""
+    used = exposure > 0
+    degrees_of_freedom = int(used.sum()) - 1
+    total = float(events[used].sum())
+    if degrees_of_freedom < 2 or total <= 0:
+        return 1.0
+    expected = exposure[used] * total / float(exposure[used].sum())
+    pearson = float(np.sum((events[used] - expected) ** 2 / expected)) / degrees_of_freedom
+    return max(1.0, pearson - math.sqrt(2.0 / degrees_of_freedom))
+
+
 def _level(events: float, side: _SideBlocks, paired: np.ndarray, has_totals: bool) -> float | None:
     """Event ratio (events per total) with totals, otherwise mean rate in events per second."""
     denominator = float(side.exposure[paired].sum()) if has_totals else float(side.seconds[paired].sum())
@@ -155,9 +385,13 @@ def _has_data(points: Points | None) -> bool:
     return points is not None and points.size > 0
 
 
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
 def _count(value: float) -> str:
     if value >= 10_000:
         return f"{value / 1000:.0f}k"
     if value >= 100:
         return f"{value:.0f}"
-    return f"{value:.1f}"
+    return f"{value:.1f}".removesuffix(".0")

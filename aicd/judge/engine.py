@@ -1,83 +1,81 @@
-"""The judge: per-metric verdicts and the analysis outcome at one look.
+"""The judge: per-metric verdicts and the evidence outcome at one look (a pure function of its inputs).
 
-Error budget: ``alpha`` is split evenly over the m configured metrics (Bonferroni on e-values: metric i
-rejects when its e-process reaches m/alpha; a metric judged in both directions gives each side half, and
-when the spread test runs it takes a fixed share of its metric's part). Metrics without data still count
-in m, so the split never depends on the data. Each test is anytime-valid, so the probability that an unchanged canary fails at
-*any* look of the analysis, on *any* metric, is at most alpha, however many looks there are -- which is
-why a statistical rejection may end the analysis at an interim look.
+Verdicts, per metric:
 
-Outcome rules:
+* **fail** -- a regression beyond the tolerance is shown: the fail-side confidence bound lies beyond the
+  tolerance band (over the whole analysis, or over its most recent half for a regression that grows, or a
+  much noisier canary), or the canary's median over the latest interval breaks an absolute ``max``/``min``;
+* **pass** -- the canary is shown within tolerance: the pass-side bound lies inside the band (for a metric
+  whose bad direction is ``increase``, the upper bound of the canary/baseline ratio is below 1 +
+  tolerance), with at least ``min_samples`` points per side and no more than ``no_data_limit`` of the
+  intervals without data;
+* **inconclusive** -- neither yet; **nodata** -- too little data to judge; **error** -- the query failed.
 
-* a metric FAILs when one of its tests rejects (its confidence sequence lies outside the tolerance band)
-  or when its canary median over the latest interval breaks an absolute ``max``/``min``;
-* a rejection fails the analysis at once; a broken limit does so at once for a ``critical`` metric and
-  otherwise only if it still holds at the final look (limits are point-in-time readings);
-* the final look PASSes only when every metric passed: no failure, at least ``min_samples`` points per
-  side, a testable number of intervals and no more than ``no_data_limit`` intervals without data. A metric
-  that is nodata, errored or short of data makes the final outcome INCONCLUSIVE -- never a pass.
+The evidence outcome is ``fail`` if a metric failed, ``pass`` if every metric passed, else
+``inconclusive``; what to do with it across looks is :mod:`aicd.judge.decision`'s job.
 
-Deterministic: the verdict is a pure function of its arguments, recomputed from all samples at each look.
+Error budget. ``alpha`` bounds two risks:
+
+* *false alarm*: a canary within tolerance on every metric fails at any look. alpha is split evenly over
+  the m configured metrics (metric i's tests together get alpha/m; metrics without data still count, so the
+  split never depends on the data). Inside a metric, the recent-window test takes ``RECENT_ALPHA_SHARE`` when
+  the analysis is long enough for it (spread evenly over the intervals at which it may run, so its
+  fixed-sample test keeps its level over all of them), the spread test ``DISPERSION_ALPHA_SHARE`` when it
+  applies, the main test the rest; both sides of a metric judged in both directions get half each. The
+  main test is a confidence sequence, valid at every look at once, however many looks there are.
+* *unsafe pass*: a canary beyond tolerance on some metric passes. A pass needs *every* metric shown
+  within tolerance, so it is enough that the metric beyond tolerance is shown inside the band with
+  probability <= alpha (an intersection-union argument): each metric's pass-side bound holds at level alpha,
+  without dividing by m.
+
+All budget splits are decided from the configuration (and the number of intervals, never their values).
+Deterministic: the verdict is recomputed from all samples at each look.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import numpy as np
 
 from aicd.judge.blocks import BlockGrid, Points, PreparedSamples, make_grid, recent_median, typical_spacing
 from aicd.judge.continuous import DISPERSION_ALPHA_SHARE, analyse_continuous, dispersion_test_applies
 from aicd.judge.count import analyse_count
-from aicd.judge.evidence import MetricEvidence
-from aicd.judge.explain import describe_test, explain_metric
+from aicd.judge.evidence import RECENT_MIN_INTERVALS, Budget, MetricEvidence
+from aicd.judge.explain import explain_metric, settle_text, summarise
 from aicd.judge.model import (
-    ERROR,
-    FAIL,
-    INCONCLUSIVE,
-    KIND_COUNT,
-    NODATA,
-    PASS,
-    RUNNING,
     AnalysisVerdict,
     JudgeConfig,
+    Kind,
     MetricConfig,
+    MetricOutcome,
     MetricSamples,
     MetricVerdict,
+    Outcome,
     ThresholdCheck,
 )
 
 DEFAULT_SPACING_SECONDS = 15.0  # only when no series has two points to measure the query step from
+RECENT_ALPHA_SHARE = 0.2
+RECENT_FIRST_INTERVALS = 2 * RECENT_MIN_INTERVALS  # judged intervals before the recent window runs
 
 
 def judge(
-    metrics: Sequence[MetricConfig],
-    samples: Mapping[str, MetricSamples],
-    config: JudgeConfig,
-    *,
-    final: bool,
-    canary_weight: float | None = None,
-    interval_seconds: float | None = None,
-    warmup_intervals: int = 0,
+    samples: Mapping[str, MetricSamples], config: JudgeConfig, *, canary_weight: float | None = None
 ) -> AnalysisVerdict:
     """Judge one look of a canary analysis.
 
-    ``samples`` holds, per metric name, everything since the analysis started. ``canary_weight`` (0..100)
-    is the canary's traffic share, used as exposure for count metrics without total series and for the
-    spread test. ``interval_seconds`` is the length of the intervals the series are cut into (default:
-    inferred as five query steps, at least 30 s; it should be at least the PromQL range window).
-    ``warmup_intervals`` leading intervals are left out of the tests (cold caches, JIT).
+    ``samples`` holds, per metric name, everything since the analysis started (a metric missing there is
+    ``nodata``). ``canary_weight`` (0..100) is the canary's traffic share, used as exposure for count
+    metrics without total series and for the spread test.
     """
-    names = [metric.name for metric in metrics]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise ValueError(f"metric names must be unique, repeated: {', '.join(duplicates)}")
+    metrics = config.metrics
     if not metrics:
-        outcome = INCONCLUSIVE if final else RUNNING
-        return AnalysisVerdict(outcome, (), "no metrics to judge")
-
-    prepared = {name: PreparedSamples.of(samples[name]) for name in names if name in samples}
+        return AnalysisVerdict(Outcome.INCONCLUSIVE, (), "no metrics to judge")
+    prepared = {
+        metric.name: PreparedSamples.of(samples[metric.name]) for metric in metrics if metric.name in samples
+    }
     all_points = [points for entry in prepared.values() for points in entry.all_points()]
     populated = [points.times for points in all_points if points.size]
     spacing = typical_spacing(all_points) or DEFAULT_SPACING_SECONDS
@@ -86,9 +84,7 @@ def judge(
         end = max(float(times[-1]) for times in populated)
     else:
         origin = end = 0.0
-    grid = make_grid(origin, end, spacing, interval_seconds)
-
-    metric_count = len(metrics)
+    grid = make_grid(origin, end, spacing, config.interval_s)
     verdicts = tuple(
         _judge_metric(
             metric,
@@ -97,15 +93,44 @@ def judge(
             config,
             grid,
             spacing,
-            metric_count,
             canary_weight,
-            max(0, warmup_intervals),
             bool(populated),
         )
         for metric in metrics
     )
-    outcome, summary = _outcome(verdicts, config, final)
-    return AnalysisVerdict(outcome=outcome, metrics=verdicts, summary=summary)
+    outcome = _outcome(verdicts)
+    return AnalysisVerdict(outcome=outcome, metrics=verdicts, summary=summarise(outcome, verdicts))
+
+
+def budget_for(
+    metric: MetricConfig, config: JudgeConfig, intervals: int, canary_weight: float | None
+) -> Budget:
+    """The log thresholds of one metric's tests at a look whose grid has ``intervals`` intervals."""
+    per_metric = math.log(len(config.metrics) / config.alpha)
+    main_share = 1.0
+    dispersion = None
+    if dispersion_test_applies(metric, canary_weight):
+        main_share -= DISPERSION_ALPHA_SHARE
+        dispersion = per_metric - math.log(DISPERSION_ALPHA_SHARE)
+    judged_now = intervals - config.warmup_intervals
+    # A planned analysis sets the shares aside from its plan, whatever the data; a single look (no plan)
+    # runs each test once, with the intervals it has.
+    planned = (
+        judged_now if config.planned_intervals is None else config.planned_intervals - config.warmup_intervals
+    )
+    last = planned if config.planned_intervals is None else planned + 1  # one spare for a rounded grid
+    recent = None
+    if planned >= RECENT_FIRST_INTERVALS:
+        main_share -= RECENT_ALPHA_SHARE
+        if RECENT_FIRST_INTERVALS <= judged_now <= last:
+            looks = last - RECENT_FIRST_INTERVALS + 1
+            recent = per_metric - math.log(RECENT_ALPHA_SHARE) + math.log(looks)
+    return Budget(
+        main=per_metric - math.log(main_share),
+        safe=math.log(1.0 / config.alpha),
+        recent=recent,
+        dispersion=dispersion,
+    )
 
 
 def _judge_metric(
@@ -115,50 +140,37 @@ def _judge_metric(
     config: JudgeConfig,
     grid: BlockGrid,
     spacing: float,
-    metric_count: int,
     canary_weight: float | None,
-    warmup_intervals: int,
     any_data: bool,
 ) -> MetricVerdict:
     if samples is None or prepared is None:
-        explanation = explain_metric(metric, NODATA, None, (), None, config.min_samples, config.no_data_limit)
-        return MetricVerdict(metric.name, metric.kind, metric.direction, metric.critical, NODATA, explanation)
-
-    log_budget = math.log(metric_count / config.alpha)  # log(1/alpha_i)
-    if metric.kind == KIND_COUNT:
-        metric_spacing = typical_spacing(prepared.all_points()) or spacing
-        evidence = analyse_count(
-            metric, prepared, grid, metric_spacing, log_budget, canary_weight, warmup_intervals
+        explanation = explain_metric(metric, MetricOutcome.NODATA, None, (), None, config)
+        return MetricVerdict(
+            metric.name, metric.kind, metric.direction, metric.critical, MetricOutcome.NODATA, explanation
         )
+    budget = budget_for(metric, config, grid.count, canary_weight)
+    warmup = config.warmup_intervals
+    metric_spacing = typical_spacing(prepared.all_points()) or spacing
+    if metric.kind == Kind.COUNT:
+        evidence = analyse_count(metric, prepared, grid, metric_spacing, budget, canary_weight, warmup)
     else:
-        dispersion_threshold = None
-        location_threshold = log_budget
-        if dispersion_test_applies(metric, canary_weight):
-            location_threshold = log_budget - math.log1p(-DISPERSION_ALPHA_SHARE)
-            dispersion_threshold = log_budget - math.log(DISPERSION_ALPHA_SHARE)
-        evidence = analyse_continuous(
-            metric, prepared, grid, location_threshold, dispersion_threshold, canary_weight, warmup_intervals
-        )
+        evidence = analyse_continuous(metric, prepared, grid, metric_spacing, budget, canary_weight, warmup)
     thresholds = _threshold_checks(metric, prepared.canary, grid, config.min_samples) if any_data else ()
 
     verdict = _metric_verdict(evidence, thresholds, samples.error, config)
     main = evidence.tests[0]
-    explanation = explain_metric(
-        metric, verdict, evidence, thresholds, samples.error, config.min_samples, config.no_data_limit
-    )
     return MetricVerdict(
         name=metric.name,
         kind=metric.kind,
         direction=metric.direction,
         critical=metric.critical,
         verdict=verdict,
-        explanation=explanation,
+        explanation=explain_metric(metric, verdict, evidence, thresholds, samples.error, config, grid.length),
         estimate=main.estimate,
         ci_low=main.ci_low,
         ci_high=main.ci_high,
-        confidence=main.confidence,
-        log_e_value=main.log_e_value,
-        log_threshold=main.log_threshold,
+        safe_low=main.safe_low,
+        safe_high=main.safe_high,
         canary_samples=evidence.canary_samples,
         baseline_samples=evidence.baseline_samples,
         intervals=evidence.intervals,
@@ -168,30 +180,36 @@ def _judge_metric(
         tests=evidence.tests,
         thresholds=thresholds,
         error=samples.error,
+        regression=evidence.regression,
+        detail=evidence.detail,
+        settle=settle_text(metric, verdict, evidence, grid.length)
+        if verdict == MetricOutcome.INCONCLUSIVE
+        else "",
     )
 
 
 def _metric_verdict(
     evidence: MetricEvidence, thresholds: tuple[ThresholdCheck, ...], error: str | None, config: JudgeConfig
-) -> str:
-    # A rejection or a broken limit stands on the data already seen, whatever this look's query did.
-    if any(test.rejected for test in evidence.tests) or any(check.violated for check in thresholds):
-        return FAIL
+) -> MetricOutcome:
+    # A shown regression or a broken limit stands on the data already seen, whatever this look's query did.
+    if evidence.regression or any(check.violated for check in thresholds):
+        return MetricOutcome.FAIL
     if error:
-        return ERROR
+        return MetricOutcome.ERROR
     if (
         evidence.canary_samples == 0
         or evidence.baseline_samples == 0
         or evidence.no_data_share > config.no_data_limit
     ):
-        return NODATA
+        return MetricOutcome.NODATA
     if (
         evidence.canary_samples < config.min_samples
         or evidence.baseline_samples < config.min_samples
         or not evidence.testable
+        or not evidence.shown_safe
     ):
-        return INCONCLUSIVE
-    return PASS
+        return MetricOutcome.INCONCLUSIVE
+    return MetricOutcome.PASS
 
 
 def _threshold_checks(
@@ -212,40 +230,12 @@ def _threshold_checks(
     return tuple(checks)
 
 
-def _outcome(verdicts: tuple[MetricVerdict, ...], config: JudgeConfig, final: bool) -> tuple[str, str]:
-    rejected = [verdict for verdict in verdicts if verdict.statistically_rejected]
-    limit_broken = [verdict for verdict in verdicts if verdict.threshold_violated]
-    immediate = rejected + [
-        verdict for verdict in limit_broken if verdict.critical and verdict not in rejected
-    ]
-    failing = immediate if not final else rejected + [v for v in limit_broken if v not in rejected]
-    if failing:
-        return FAIL, "fail: " + "; ".join(_failure_reason(verdict) for verdict in failing)
-    if not final:
-        ready = sum(1 for verdict in verdicts if verdict.verdict == PASS)
-        pending = f"; limits broken on {', '.join(v.name for v in limit_broken)}" if limit_broken else ""
-        return RUNNING, (
-            f"running: no regression detected so far ({ready} of {len(verdicts)} metrics have enough data, "
-            f"family-wise alpha {config.alpha:g}){pending}"
-        )
-    not_passed = [verdict for verdict in verdicts if verdict.verdict != PASS]
-    if not_passed:
-        listed = ", ".join(f"{verdict.name} {verdict.verdict}" for verdict in not_passed)
-        return (
-            INCONCLUSIVE,
-            f"inconclusive: no regression found, but not every metric had the evidence to pass ({listed})",
-        )
-    return PASS, f"pass: all {len(verdicts)} metrics within tolerance (family-wise alpha {config.alpha:g})"
-
-
-def _failure_reason(verdict: MetricVerdict) -> str:
-    reasons = [describe_test(test) for test in verdict.tests if test.rejected]
-    reasons += [
-        f"{check.bound} {check.limit:g} broken (recent median {check.observed:.4g})"
-        for check in verdict.thresholds
-        if check.violated and check.observed is not None
-    ]
-    return f"{verdict.name}{' (critical)' if verdict.critical else ''}: " + "; ".join(reasons)
+def _outcome(verdicts: tuple[MetricVerdict, ...]) -> Outcome:
+    if any(verdict.verdict == MetricOutcome.FAIL for verdict in verdicts):
+        return Outcome.FAIL
+    if all(verdict.verdict == MetricOutcome.PASS for verdict in verdicts):
+        return Outcome.PASS
+    return Outcome.INCONCLUSIVE
 
 
 def _finite_or_none(value: float | None) -> float | None:

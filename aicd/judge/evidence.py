@@ -5,17 +5,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from aicd.judge.model import TestResult
+from aicd.judge.model import Statistic, TestName, TestResult
 from aicd.judge.sequential import Band, SequenceResult
-
-LOCATION_TEST = "location"
-RATE_RATIO_TEST = "rate-ratio"
-DISPERSION_TEST = "dispersion"
 
 
 @dataclass(frozen=True)
 class MetricEvidence:
-    """Data counts and test results of one metric at one look."""
+    """Data counts and test results of one metric at one look. ``tests[0]`` is the main test: its safe
+    bounds decide a pass."""
 
     tests: tuple[TestResult, ...]
     canary_samples: int  # usable points per side
@@ -23,19 +20,56 @@ class MetricEvidence:
     intervals: int  # intervals with data on both sides (the test's observations)
     no_data_share: float  # share of intervals without data on either side
     testable: bool  # enough paired data for the test to say anything
+    shown_safe: bool  # the pass-side bounds lie inside the tolerance band
+    regression: bool  # a regression beyond the band is shown (by the main or the recent-window test)
     canary_value: float | None = None  # a readable level per side (median, error ratio, rate)
     baseline_value: float | None = None
-    detail: str = ""  # extra facts for the explanation ("12 vs 104 events", "exposure from weight")
+    detail: str = ""  # extra facts for the details view ("12 vs 104 events", "exposure from weight")
+    settle_factor: float | None = None  # how many times the data so far would settle an inconclusive metric
+    unit: str = "interval"  # what more data means here: "interval" (time) or "event"
+    events_note: str = ""  # readable event counts of a count metric ("0 errors in 60 requests")
 
 
-def to_test_result(name: str, sequence: SequenceResult, band: Band, log_scale: bool = True) -> TestResult:
+LOG_RATIO_CAP = math.log(1e9)
+RECENT_MIN_INTERVALS = 4  # the recent window is the latest half of the judged intervals, at least this many
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One metric's log thresholds at this look (see :mod:`aicd.judge.engine` for the split).
+
+    ``main``: the fail side of the main test (before a two-sided band splits it); ``safe``: the pass-side
+    bounds; ``recent``: the recent-window test, ``None`` when it does not run at this look; ``dispersion``:
+    the spread test, ``None`` when it does not apply."""
+
+    main: float
+    safe: float
+    recent: float | None = None
+    dispersion: float | None = None
+
+
+def recent_window(count: int, warmup_intervals: int) -> int:
+    """Index of the first interval of the recent window: the latest half of the judged intervals."""
+    judged = max(0, count - warmup_intervals)
+    return count - math.ceil(judged / 2)
+
+
+def to_test_result(
+    name: TestName,
+    sequence: SequenceResult,
+    band: Band,
+    log_scale: bool = True,
+    statistic: Statistic = Statistic.E_VALUE,
+) -> TestResult:
     """Map a log-scale (or relative-difference) sequence onto canary/baseline ratios."""
 
     def ratio(value: float | None) -> float | None:
         if value is None or not math.isfinite(value):
             return None
-        return math.exp(value) if log_scale else 1.0 + value
+        # Bounds from very few observations can be astronomically wide; beyond 1e9x they say nothing more.
+        return math.exp(max(-LOG_RATIO_CAP, min(LOG_RATIO_CAP, value))) if log_scale else 1.0 + value
 
+    safe_known = math.isfinite(sequence.safe_log_threshold)
     return TestResult(
         name=name,
         estimate=ratio(sequence.estimate),
@@ -44,14 +78,19 @@ def to_test_result(name: str, sequence: SequenceResult, band: Band, log_scale: b
         confidence=1.0 - math.exp(-sequence.log_threshold),
         allowed_low=ratio(band.low),
         allowed_high=ratio(band.high),
-        log_e_value=_finite(sequence.log_e_value),
+        statistic=statistic,
+        log_evidence=finite(sequence.log_evidence),
         log_threshold=sequence.log_threshold,
         rejected=sequence.rejected,
         observations=sequence.observations,
+        safe_low=ratio(sequence.safe_low) if safe_known else None,
+        safe_high=ratio(sequence.safe_high) if safe_known else None,
+        safe_confidence=1.0 - math.exp(-sequence.safe_log_threshold) if safe_known else None,
+        within=sequence.within,
     )
 
 
-def _finite(value: float) -> float:
+def finite(value: float) -> float:
     """Clamp so verdicts stay plain JSON (no inf/nan)."""
     if math.isnan(value):
         return 0.0

@@ -1,9 +1,11 @@
-"""Plain data types of the canary judge: inputs, configuration and verdicts.
+"""Plain data types of the canary judge: closed vocabularies, inputs, configuration and verdicts.
 
-Every type here is a frozen dataclass whose fields are str/float/int/bool/None, tuples of those, or
-nested dataclasses, so Temporal's default JSON payload converter can carry them between workflow and
-activities. Float fields that the judge fills are always finite (``None`` stands for "undefined"), so
-the JSON stays standard. ``to_dict``/``from_dict`` round-trip the verdicts through plain dicts.
+Every type here is a frozen dataclass whose fields are str enums, str/float/int/bool/None, tuples of those,
+or nested dataclasses, so Temporal's default JSON payload converter carries them between workflow and
+activities (and old payloads with fields that no longer exist still decode: unknown keys are ignored).
+Float fields the judge fills are always finite (``None`` stands for "undefined"), so the JSON stays
+standard. Vocabularies (kind, direction, outcomes) are ``StrEnum``s parsed once where data enters: a
+``MetricConfig`` built from a spec string converts it and names the metric when the string is unknown.
 """
 
 from __future__ import annotations
@@ -11,28 +13,86 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar
 
-KIND_COUNT = "count"
-KIND_CONTINUOUS = "continuous"
-KINDS = (KIND_COUNT, KIND_CONTINUOUS)
+_E = TypeVar("_E", bound=StrEnum)
 
-DIRECTION_INCREASE = "increase"
-DIRECTION_DECREASE = "decrease"
-DIRECTION_EITHER = "either"
-DIRECTIONS = (DIRECTION_INCREASE, DIRECTION_DECREASE, DIRECTION_EITHER)
 
-# Per-metric verdicts.
-PASS = "pass"
-FAIL = "fail"
-INCONCLUSIVE = "inconclusive"
-NODATA = "nodata"
-ERROR = "error"
-METRIC_VERDICTS = (PASS, FAIL, INCONCLUSIVE, NODATA, ERROR)
+class Kind(StrEnum):
+    """``count``: events such as errors, compared as rates; ``continuous``: levels such as latency."""
 
-# Overall outcomes: interim looks return RUNNING or FAIL; the final look PASS, FAIL or INCONCLUSIVE.
-RUNNING = "running"
-OUTCOMES = (RUNNING, PASS, FAIL, INCONCLUSIVE)
+    COUNT = "count"
+    CONTINUOUS = "continuous"
+
+
+class Direction(StrEnum):
+    """Which change of the canary against the baseline is bad."""
+
+    INCREASE = "increase"
+    DECREASE = "decrease"
+    EITHER = "either"
+
+
+class MetricOutcome(StrEnum):
+    """The judge's verdict on one metric at one look.
+
+    ``pass``: shown to be within tolerance; ``fail``: a regression beyond tolerance is shown (or an absolute
+    limit is broken); ``inconclusive``: neither yet; ``nodata``: too little data to judge; ``error``: the
+    query failed at this look."""
+
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+    NODATA = "nodata"
+    ERROR = "error"
+
+
+class Outcome(StrEnum):
+    """Where an analysis stands: ``running`` while it goes on, then ``pass``, ``fail`` or ``inconclusive``.
+
+    The judge reports the evidence as if the analysis ended now (pass, fail or inconclusive); the decision
+    across looks (:mod:`aicd.judge.decision`) turns that into ``running`` until the analysis ends."""
+
+    RUNNING = "running"
+    PASS = "pass"
+    FAIL = "fail"
+    INCONCLUSIVE = "inconclusive"
+
+
+class OnInconclusive(StrEnum):
+    """What an analysis step does when its duration is over and some metric is neither shown safe nor
+    failed: wait for a human (``pause``), fail the step (``fail``) or keep looking until ``maxDuration``
+    (``extend``), then wait for a human."""
+
+    PAUSE = "pause"
+    FAIL = "fail"
+    EXTEND = "extend"
+
+
+class TestName(StrEnum):
+    """The judge's tests. ``location``: the canary's level over the whole analysis (continuous metrics);
+    ``rate-ratio``: the canary's event rate over the baseline's (counts); ``recent``: the same comparison on
+    the most recent half of the analysis, which catches a regression that grows; ``dispersion``: a much
+    noisier canary; ``absolute``: a count metric's event ratio difference (with ``absoluteTolerance``)."""
+
+    __test__ = False  # not a pytest test class despite its name
+
+    LOCATION = "location"
+    RATE_RATIO = "rate-ratio"
+    RECENT = "recent"
+    DISPERSION = "dispersion"
+    ABSOLUTE = "absolute"
+
+
+class Statistic(StrEnum):
+    """How a test measures its evidence: an e-value (anytime-valid, any number of looks), a p-value (the
+    continuous recent-window test: fixed-sample, its error budget split over the intervals it may run at),
+    or bounds (the absolute test: two tracks' confidence bounds set against the band)."""
+
+    E_VALUE = "e-value"
+    P_VALUE = "p-value"
+    BOUNDS = "bounds"  # the absolute test compares two tracks' confidence bounds with the band
 
 
 @dataclass(frozen=True)
@@ -124,19 +184,29 @@ class MetricSamples:
         )
 
 
+DEFAULT_TOLERANCE = 0.05
+DEFAULT_ALPHA = 0.01
+DEFAULT_NO_DATA_LIMIT = 0.5
+DEFAULT_MIN_SAMPLES = 3
+
+
 @dataclass(frozen=True)
 class MetricConfig:
     """How one metric is judged.
 
     ``tolerance`` is the practical-significance floor, relative to the baseline: with 0.05 a canary up to
-    5% worse than the baseline is acceptable. ``max``/``min`` are absolute limits on the canary's value
-    (checked on the median of the most recent interval, so one bad scrape does not trip them).
+    5% worse than the baseline is acceptable. ``absolute_tolerance`` (count metrics with a total series
+    only) widens that band by an absolute difference of event ratios -- 0.001 accepts a canary error ratio
+    up to 0.1 percentage points above the baseline's -- so that a metric whose events are rare on both
+    sides (no errors at all) can be shown safe. ``max``/``min`` are absolute limits on the canary's value,
+    checked on the median of the most recent interval so one bad scrape does not trip them.
     """
 
     name: str
-    kind: str
-    direction: str
-    tolerance: float = 0.05
+    kind: Kind
+    direction: Direction = Direction.INCREASE
+    tolerance: float = DEFAULT_TOLERANCE
+    absolute_tolerance: float = 0.0
     max: float | None = None
     min: float | None = None
     critical: bool = False
@@ -144,32 +214,42 @@ class MetricConfig:
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("metric name must not be empty")
-        if self.kind not in KINDS:
-            raise ValueError(f"metric {self.name!r}: kind must be one of {KINDS}, got {self.kind!r}")
-        if self.direction not in DIRECTIONS:
-            raise ValueError(
-                f"metric {self.name!r}: direction must be one of {DIRECTIONS}, got {self.direction!r}"
-            )
+        object.__setattr__(self, "kind", _parse(Kind, self.kind, f"metric {self.name!r}: kind"))
+        object.__setattr__(
+            self, "direction", _parse(Direction, self.direction, f"metric {self.name!r}: direction")
+        )
         if not (math.isfinite(self.tolerance) and self.tolerance >= 0):
             raise ValueError(f"metric {self.name!r}: tolerance must be a finite number >= 0")
-        if self.direction != DIRECTION_INCREASE and self.tolerance >= 1:
+        if self.direction != Direction.INCREASE and self.tolerance >= 1:
             # A relative drop of 100% or more cannot happen, so the decrease side would never fail.
             raise ValueError(f"metric {self.name!r}: tolerance must be < 1 when decreases are bad")
+        if not (math.isfinite(self.absolute_tolerance) and 0 <= self.absolute_tolerance < 1):
+            raise ValueError(f"metric {self.name!r}: absolute tolerance must be in [0, 1)")
+        if self.absolute_tolerance > 0 and self.kind != Kind.COUNT:
+            raise ValueError(f"metric {self.name!r}: absolute tolerance applies to count metrics only")
 
 
 @dataclass(frozen=True)
 class JudgeConfig:
-    """Error budget and data requirements of one analysis.
+    """The metrics of one analysis and its error budget and data requirements.
 
-    ``alpha`` is the probability that an analysis of an unchanged canary fails at any look, across all
-    metrics. ``no_data_limit`` is the share of intervals without data on either side (or failed queries)
-    above which a metric is ``nodata``; ``min_samples`` the number of data points per side before a metric
-    can pass.
+    ``alpha`` bounds both risks of the analysis: that a canary within tolerance on every metric fails (at
+    any look, on any metric), and that a canary beyond tolerance on some metric passes. ``no_data_limit`` is
+    the share of intervals without data on either side above which a metric is ``nodata``; ``min_samples``
+    the data points per side a metric needs before it can pass. ``warmup_intervals`` leading intervals are
+    left out of every test (cold caches, JIT). ``interval_s`` is the length of the intervals the series are
+    cut into (``None``: five query steps, at least 30 s). ``planned_intervals`` is how many intervals the
+    analysis may last (its duration, or ``maxDuration`` when it may extend): the recent-window test spreads
+    its share of the error budget over them (``None``: as many as the data has, i.e. a single look).
     """
 
-    alpha: float = 0.01
-    no_data_limit: float = 0.5
-    min_samples: int = 3
+    metrics: tuple[MetricConfig, ...] = ()
+    alpha: float = DEFAULT_ALPHA
+    no_data_limit: float = DEFAULT_NO_DATA_LIMIT
+    min_samples: int = DEFAULT_MIN_SAMPLES
+    warmup_intervals: int = 0
+    interval_s: float | None = None
+    planned_intervals: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
@@ -178,6 +258,14 @@ class JudgeConfig:
             raise ValueError(f"no_data_limit must be in [0, 1], got {self.no_data_limit}")
         if self.min_samples < 1:
             raise ValueError(f"min_samples must be >= 1, got {self.min_samples}")
+        if self.warmup_intervals < 0:
+            raise ValueError(f"warmup_intervals must be >= 0, got {self.warmup_intervals}")
+        if self.planned_intervals is not None and self.planned_intervals < 1:
+            raise ValueError(f"planned_intervals must be >= 1, got {self.planned_intervals}")
+        names = [metric.name for metric in self.metrics]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"metric names must be unique, repeated: {', '.join(duplicates)}")
 
 
 @dataclass(frozen=True)
@@ -192,49 +280,60 @@ class ThresholdCheck:
 
 @dataclass(frozen=True)
 class TestResult:
-    """One anytime-valid test of a metric.
+    """One test of a metric, on the canary/baseline ratio (1.0 == no change; for metrics that can be
+    <= 0, 1 + the relative difference; for the ``absolute`` test, the canary's event ratio minus the
+    baseline's scaled by 1 + tolerance, plus 1).
 
-    ``estimate`` is the canary/baseline ratio (1.0 == no change; for metrics that can be <= 0 it is
-    1 + the relative difference). ``ci_low``/``ci_high`` are anytime-valid lower and upper confidence
-    bounds on it, each holding at every look with probability >= ``confidence`` (``None``: too little data
-    to bound yet). ``allowed_low``/``allowed_high`` bound the acceptable ratios (the tolerance band;
-    ``None`` == a change that way is never bad). ``log_e_value`` is the log of the evidence against the
-    band's edge on the bad side(s); the test rejects -- equivalently, the bound on the bad side lies beyond
-    the band -- when it reaches ``log_threshold``: log(1/alpha_i), or log(2/alpha_i) per side for a metric
-    judged in both directions.
+    ``ci_low``/``ci_high`` are the bounds the *fail* decision reads: each holds with probability >=
+    ``confidence`` at every look at once (``None``: too little data to bound yet). ``safe_low``/
+    ``safe_high`` are the bounds the *pass* decision reads, each at ``safe_confidence``. ``allowed_low``/
+    ``allowed_high`` bound the acceptable values (the tolerance band; ``None`` == a change that way is
+    never bad). ``log_evidence`` is the evidence against the band's edge on the bad side(s) -- the log of an
+    e-value, or minus the log of a p-value -- and the test ``rejected`` (a regression) when it reaches
+    ``log_threshold``; ``within`` means the safe bounds lie inside the band.
     """
 
     __test__ = False  # not a pytest test class despite its name
 
-    name: str
+    name: TestName
     estimate: float | None
     ci_low: float | None
     ci_high: float | None
     confidence: float
     allowed_low: float | None
     allowed_high: float | None
-    log_e_value: float
+    statistic: Statistic
+    log_evidence: float
     log_threshold: float
     rejected: bool
     observations: int
+    safe_low: float | None = None
+    safe_high: float | None = None
+    safe_confidence: float | None = None
+    within: bool = False
 
 
 @dataclass(frozen=True)
 class MetricVerdict:
-    """The judge's verdict on one metric with the numbers behind it."""
+    """The judge's verdict on one metric, the sentence that explains it and the numbers behind it.
+
+    ``estimate``, ``ci_low``/``ci_high`` and ``safe_low``/``safe_high`` repeat the main test's (see
+    :class:`TestResult`); ``regression``: a test showed a regression beyond tolerance (a count metric with an
+    absolute tolerance needs its ratio and absolute tests to agree); ``settle`` says, for an inconclusive
+    metric, what more data would decide it.
+    """
 
     name: str
-    kind: str
-    direction: str
+    kind: Kind
+    direction: Direction
     critical: bool
-    verdict: str
+    verdict: MetricOutcome
     explanation: str
     estimate: float | None = None
     ci_low: float | None = None
     ci_high: float | None = None
-    confidence: float | None = None
-    log_e_value: float | None = None
-    log_threshold: float | None = None
+    safe_low: float | None = None
+    safe_high: float | None = None
     canary_samples: int = 0
     baseline_samples: int = 0
     intervals: int = 0
@@ -244,6 +343,9 @@ class MetricVerdict:
     tests: tuple[TestResult, ...] = ()
     thresholds: tuple[ThresholdCheck, ...] = ()
     error: str | None = None
+    regression: bool = False  # a regression beyond tolerance shown by a test (not a broken limit)
+    settle: str = ""
+    detail: str = ""  # facts for the details view (event counts, exposure source, autocorrelation)
 
     @property
     def relative_change(self) -> float | None:
@@ -255,26 +357,49 @@ class MetricVerdict:
         return any(check.violated for check in self.thresholds)
 
     @property
-    def statistically_rejected(self) -> bool:
-        return any(test.rejected for test in self.tests)
+    def fails_at_once(self) -> bool:
+        """A shown regression (valid at any look) or a broken limit of a critical metric; a broken limit of
+        another metric is a point-in-time reading that fails the analysis only if it holds at the end.
+        (Verdicts recorded before ``regression`` existed carry the same fact in their tests.)"""
+        return (
+            self.regression
+            or any(test.rejected for test in self.tests)
+            or (self.critical and self.threshold_violated)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MetricVerdict:
-        values = dict(data)
-        values["tests"] = tuple(TestResult(**test) for test in values.get("tests", ()))
+        known = {name for name in cls.__dataclass_fields__}
+        values = {key: value for key, value in data.items() if key in known}
+        values["tests"] = tuple(_test_from_dict(test) for test in values.get("tests", ()))
         values["thresholds"] = tuple(ThresholdCheck(**check) for check in values.get("thresholds", ()))
+        values["kind"] = Kind(values["kind"])
+        values["direction"] = Direction(values["direction"])
+        values["verdict"] = MetricOutcome(values["verdict"])
         return cls(**values)
+
+
+def _test_from_dict(data: Mapping[str, Any]) -> TestResult:
+    known = {name for name in TestResult.__dataclass_fields__}
+    values = {key: value for key, value in data.items() if key in known}
+    values["name"] = TestName(values["name"])
+    values["statistic"] = Statistic(values.get("statistic", Statistic.E_VALUE))
+    return TestResult(**values)
 
 
 @dataclass(frozen=True)
 class AnalysisVerdict:
-    """Overall outcome of one look: ``running``/``fail`` on interim looks, ``pass``/``fail``/``inconclusive``
-    on the final one."""
+    """One look of an analysis: the metric verdicts, the overall outcome and a plain-words summary.
 
-    outcome: str
+    From :func:`aicd.judge.judge` the outcome is the evidence as if the analysis ended now: ``fail`` when a
+    metric failed, ``pass`` when every metric was shown within tolerance, else ``inconclusive``. The
+    decision across looks replaces it with ``running`` while the analysis goes on.
+    """
+
+    outcome: Outcome
     metrics: tuple[MetricVerdict, ...]
     summary: str
 
@@ -290,7 +415,15 @@ class AnalysisVerdict:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AnalysisVerdict:
         return cls(
-            outcome=data["outcome"],
+            outcome=Outcome(data["outcome"]),
             metrics=tuple(MetricVerdict.from_dict(metric) for metric in data.get("metrics", ())),
             summary=data.get("summary", ""),
         )
+
+
+def _parse(enum: type[_E], value: Any, where: str) -> _E:
+    try:
+        return enum(value)
+    except ValueError:
+        choices = ", ".join(member.value for member in enum)
+        raise ValueError(f"{where} must be one of {choices}, got {value!r}") from None

@@ -9,11 +9,20 @@ inequality ``P(sup_t E_t(v_true) >= 1/alpha) <= alpha``. Mixing the likelihood r
 at once with probability >= 1 - alpha (a confidence sequence; Howard et al. 2021, Lindon et al.,
 KDD 2022); alternatives below give the upper bound.
 
-A metric fails when the bound on its bad side lies beyond the tolerance band -- for "increase is bad",
-when even the lower bound exceeds 1 + tolerance: were the truth inside the band, the bound would have
-had to miss it, which happens with probability <= alpha. The reported e-value is ``E_t`` at the band's
-edge; "e-value >= 1/alpha" and "bound beyond the band" are the same decision (both families below are
-monotone in ``v``). A metric judged in both directions splits its alpha over the two sides.
+Each test gives two decisions from two bounds at two levels:
+
+* *fail* when the bound on the bad side lies beyond the tolerance band -- for "increase is bad", when even
+  the lower bound exceeds 1 + tolerance: were the truth inside the band, the bound would have had to miss
+  it, which happens with probability <= the fail level (the metric's share of alpha). The reported e-value
+  is ``E_t`` at the band's edge; "e-value >= 1/alpha_i" and "bound beyond the band" are the same decision
+  (both families below are monotone in ``v``). A band bounded on both sides splits the fail level.
+* *shown within* (pass) when the bound on the good side lies inside the band -- for "increase is bad", the
+  upper bound below 1 + tolerance: were the truth beyond the band, that bound would have had to miss it,
+  which happens with probability <= the pass level.
+
+Besides the sequences, ``recent_t_test`` is a fixed-sample Student t-test for the recent-window test, its
+noise estimated around a fitted line, and ``poisson_rate_bounds`` bounds one track's event ratio (the
+absolute part of a count metric's band).
 
 * ``t_mixture``: Gaussian observations (per-interval differences of continuous metrics) with unknown mean
   and *unknown variance*. With the right-Haar prior on sigma and a half-normal prior HN(g) on the
@@ -39,12 +48,13 @@ monotone in ``v``). A metric judged in both directions splits its alpha over the
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import stdtr
+from scipy.special import stdtr, stdtrit
 
 FloatArray = NDArray[np.float64]
 
@@ -79,24 +89,57 @@ class Band:
 
 @dataclass(frozen=True)
 class SequenceResult:
-    """Estimate, anytime-valid bounds and the test of a band for one parameter.
+    """Estimate, bounds and the two decisions of one test of a (log-scale) parameter against a band.
 
-    ``ci_low``/``ci_high`` each hold at level 1 - exp(-log_threshold) (``None``: not bounded yet);
-    ``log_e_value`` is the larger of the e-values at the band's edges.
+    ``ci_low``/``ci_high`` are the fail-side bounds, each at level 1 - exp(-log_threshold) (``None``: not
+    bounded yet); ``safe_low``/``safe_high`` the pass-side bounds at 1 - exp(-safe_log_threshold).
+    ``log_evidence`` is the larger of the evidence values at the band's edges; ``rejected``: beyond the
+    band (a regression), ``within``: the safe bounds lie inside it.
     """
 
     estimate: float | None
     ci_low: float | None
     ci_high: float | None
-    log_e_value: float
+    log_evidence: float
     log_threshold: float  # per side: log(1/alpha_i), plus log 2 when both sides are judged
     rejected: bool
     observations: int
+    safe_low: float | None = None
+    safe_high: float | None = None
+    safe_log_threshold: float = math.inf
+    within: bool = False
 
 
 def side_threshold(band: Band, log_threshold: float) -> float:
-    """A band bounded on both sides splits the error budget over its two one-sided tests."""
+    """A band bounded on both sides splits the fail-side error budget over its two one-sided tests.
+
+    The pass side needs no split: a canary beyond the band is beyond it on one side only, so only that
+    side's bound can wrongly show it inside."""
     return log_threshold + (math.log(2.0) if band.sides == 2 else 0.0)
+
+
+def inside(band: Band, low: float | None, high: float | None) -> bool:
+    """Do the bounds that matter for ``band`` lie strictly inside it (``None``: unbounded, so no)?"""
+    if band.high is not None and (high is None or high >= band.high):
+        return False
+    return not (band.low is not None and (low is None or low <= band.low))
+
+
+def settle_factor(sequence: SequenceResult, band: Band) -> float | None:
+    """How many times the data so far would bring the pass-side bound(s) inside the band if the estimate
+    stayed where it is (a bound's distance from the estimate shrinks about like 1/sqrt(data)); ``None`` when
+    the estimate is outside the band or nothing is bounded yet."""
+    if sequence.estimate is None:
+        return None
+    factors = []
+    for edge, bound in ((band.high, sequence.safe_high), (band.low, sequence.safe_low)):
+        if edge is None:
+            continue
+        room = abs(edge - sequence.estimate)
+        if bound is None or room <= 0 or (edge - sequence.estimate) * (bound - sequence.estimate) <= 0:
+            return None
+        factors.append((abs(bound - sequence.estimate) / room) ** 2)
+    return max(factors) if factors else None
 
 
 # ------------------------------------------------------------------------------ t-mixture (continuous)
@@ -143,7 +186,11 @@ def t_critical(n: int, log_threshold: float) -> float:
 
 
 def t_mixture_sequence(
-    observations: FloatArray, band: Band, log_threshold: float, autocorrelation: float = 0.0
+    observations: FloatArray,
+    band: Band,
+    log_threshold: float,
+    safe_log_threshold: float = math.inf,
+    autocorrelation: float = 0.0,
 ) -> SequenceResult:
     """Bounds for the mean of Gaussian ``observations`` (unknown variance); test of ``band``.
 
@@ -153,32 +200,97 @@ def t_mixture_sequence(
     threshold = side_threshold(band, log_threshold)
     count = int(observations.size)
     if count == 0:
-        return SequenceResult(None, None, None, 0.0, threshold, False, 0)
+        return SequenceResult(
+            None, None, None, 0.0, threshold, False, 0, safe_log_threshold=safe_log_threshold
+        )
     mean = float(np.mean(observations))
-    r = min(max(autocorrelation, 0.0), 0.95)
-    n = math.floor(count * (1.0 - r) / (1.0 + r) + 1e-9) if r > 0 else count
+    n = effective_size(count, autocorrelation)
     if n < 2:
-        return SequenceResult(mean, None, None, 0.0, threshold, False, count)
-    sd = float(np.std(observations, ddof=1))
-    # Identical observations leave no noise estimate; a tiny floor keeps t finite.
-    standard_error = max(sd, 1e-9 * max(1.0, abs(mean))) / math.sqrt(n)
+        return SequenceResult(
+            mean, None, None, 0.0, threshold, False, count, safe_log_threshold=safe_log_threshold
+        )
+    standard_error = _standard_error(observations, mean, n)
     half_width = t_critical(n, threshold) * standard_error
-    bounded = math.isfinite(half_width)
+    safe_half_width = t_critical(n, safe_log_threshold) * standard_error
     evidence = []
     if band.high is not None:  # increases are bad: evidence that the mean is above the band
         evidence.append(log_t_mixture((mean - band.high) / standard_error, n))
     if band.low is not None:
         evidence.append(log_t_mixture((band.low - mean) / standard_error, n))
-    log_e_value = max(evidence) if evidence else 0.0
+    log_evidence = max(evidence) if evidence else 0.0
+    safe_low = _finite_or_none(mean - safe_half_width)
+    safe_high = _finite_or_none(mean + safe_half_width)
     return SequenceResult(
         estimate=mean,
-        ci_low=mean - half_width if bounded else None,
-        ci_high=mean + half_width if bounded else None,
-        log_e_value=log_e_value,
+        ci_low=_finite_or_none(mean - half_width),
+        ci_high=_finite_or_none(mean + half_width),
+        log_evidence=log_evidence,
         log_threshold=threshold,
-        rejected=log_e_value >= threshold,
+        rejected=log_evidence >= threshold,
+        observations=count,
+        safe_low=safe_low,
+        safe_high=safe_high,
+        safe_log_threshold=safe_log_threshold,
+        within=inside(band, safe_low, safe_high),
+    )
+
+
+def recent_t_test(
+    observations: FloatArray, band: Band, log_threshold: float, autocorrelation: float = 0.0
+) -> SequenceResult:
+    """One-sided Student t-test(s) of the mean of ``observations`` against the band's edge(s), at level
+    exp(-log_threshold) per side (split over two sides like the sequences): a fixed-sample test for one
+    look, whose level the caller spreads over the looks it may run at. ``log_evidence`` is -log(p).
+
+    The noise is estimated around a straight line (n - 2 degrees of freedom): the mean and the residuals of
+    a fitted line are independent for Gaussian observations, so the test keeps its level whatever the means
+    do as long as their average stays inside the band, and a regression that grows inside the window does
+    not inflate its own noise estimate."""
+    threshold = side_threshold(band, log_threshold)
+    count = int(observations.size)
+    n = effective_size(count, autocorrelation)
+    if count == 0 or n < 3:
+        estimate = float(np.mean(observations)) if count else None
+        return SequenceResult(estimate, None, None, 0.0, threshold, False, count)
+    mean = float(np.mean(observations))
+    residuals = detrended(observations)
+    variance = float(np.dot(residuals, residuals)) / (count - 2)
+    standard_error = max(math.sqrt(variance), 1e-9 * max(1.0, abs(mean))) / math.sqrt(n)
+    degrees = n - 2
+    critical = -float(stdtrit(degrees, math.exp(-threshold)))
+    log_p_values = []
+    if band.high is not None:
+        log_p_values.append(
+            math.log(max(float(stdtr(degrees, -(mean - band.high) / standard_error)), 1e-300))
+        )
+    if band.low is not None:
+        log_p_values.append(math.log(max(float(stdtr(degrees, -(band.low - mean) / standard_error)), 1e-300)))
+    log_evidence = -min(log_p_values) if log_p_values else 0.0
+    return SequenceResult(
+        estimate=mean,
+        ci_low=mean - critical * standard_error,
+        ci_high=mean + critical * standard_error,
+        log_evidence=log_evidence,
+        log_threshold=threshold,
+        rejected=log_evidence >= threshold,
         observations=count,
     )
+
+
+def effective_size(count: int, autocorrelation: float) -> int:
+    """The AR(1) effective number of observations n (1 - r) / (1 + r) (r capped at 0.95)."""
+    r = min(max(autocorrelation, 0.0), 0.95)
+    return math.floor(count * (1.0 - r) / (1.0 + r) + 1e-9) if r > 0 else count
+
+
+def _standard_error(observations: FloatArray, mean: float, n: int) -> float:
+    sd = float(np.std(observations, ddof=1))
+    # Identical observations leave no noise estimate; a tiny floor keeps t finite.
+    return max(sd, 1e-9 * max(1.0, abs(mean))) / math.sqrt(n)
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def lag_one_autocorrelation(observations: FloatArray) -> float:
@@ -186,17 +298,55 @@ def lag_one_autocorrelation(observations: FloatArray) -> float:
 
     Interval summaries of most metrics are close to independent and their estimated autocorrelation is
     noise; the shrinkage keeps that noise from costing power, while slowly wandering metrics (memory, a
-    single pod's drift) get their effective sample size cut. Below four observations: 0.
+    single pod's drift) get their effective sample size cut. From eight observations on, a straight-line
+    trend is removed first, so a regression that grows is not mistaken for a wandering metric. Below four
+    observations: 0.
     """
     n = int(observations.size)
     if n < 4:
         return 0.0
-    centred = observations - observations.mean()
+    centred = detrended(observations) if n >= 8 else observations - observations.mean()
     denominator = float(np.dot(centred, centred))
     if denominator <= 0:
         return 0.0
     estimate = float(np.dot(centred[:-1], centred[1:])) / denominator
     return max(0.0, estimate - 1.0 / math.sqrt(n))
+
+
+def lagged_autocorrelation(values: FloatArray, lag: int) -> float:
+    """Autocorrelation at ``lag`` steps of an evenly spaced series with gaps (NaN), after removing a
+    straight-line trend; shrunk by one standard error (1/sqrt(pairs)) and floored at 0.
+
+    On the query-step series this sees, after a few intervals, what the interval summaries cannot show
+    until there are many of them: whether the level one interval later still remembers this one (a single
+    canary pod sitting high for minutes)."""
+    if lag < 1 or values.size <= lag:
+        return 0.0
+    present = np.isfinite(values)
+    positions = np.flatnonzero(present).astype(np.float64)
+    if positions.size < 8:
+        return 0.0
+    residuals = np.full(values.size, np.nan)
+    residuals[present] = detrended(values[present], positions)
+    first, second = residuals[:-lag], residuals[lag:]
+    both = np.isfinite(first) & np.isfinite(second)
+    pairs = int(both.sum())
+    denominator = float(np.nanmean(residuals**2))
+    if pairs < 8 or denominator <= 0:
+        return 0.0
+    estimate = float(np.mean(first[both] * second[both])) / denominator
+    return max(0.0, estimate - 1.0 / math.sqrt(pairs))
+
+
+def detrended(values: FloatArray, positions: FloatArray | None = None) -> FloatArray:
+    """Residuals of the least-squares line through ``values`` (at ``positions``, default 0, 1, 2, ...)."""
+    x = np.arange(values.size, dtype=np.float64) if positions is None else positions
+    x = x - x.mean()
+    centred = values - values.mean()
+    spread = float(np.dot(x, x))
+    slope = float(np.dot(x, centred)) / spread if spread > 0 else 0.0
+    result: FloatArray = centred - slope * x
+    return result
 
 
 # ------------------------------------------------------------------------------- rate ratio (counts)
@@ -208,6 +358,7 @@ def rate_ratio_sequence(
     canary_share: FloatArray,
     band: Band,
     log_threshold: float,
+    safe_log_threshold: float = math.inf,
 ) -> tuple[SequenceResult, float]:
     """Bounds for log(rho), the canary/baseline rate ratio, from per-interval event counts, the test of
     ``band``, and the dispersion factor used.
@@ -217,22 +368,31 @@ def rate_ratio_sequence(
     threshold = side_threshold(band, log_threshold)
     observations = int(canary_events.size)
     if float(np.sum(canary_events) + np.sum(baseline_events)) <= 0:
-        return SequenceResult(None, None, None, 0.0, threshold, False, observations), 1.0
+        empty = SequenceResult(
+            None, None, None, 0.0, threshold, False, observations, safe_log_threshold=safe_log_threshold
+        )
+        return empty, 1.0
     likelihood = _GridLikelihood(canary_events, baseline_events, canary_share)
     evidence = []
     if band.high is not None:
         evidence.append(likelihood.log_evidence_above(band.high))
     if band.low is not None:
         evidence.append(likelihood.log_evidence_below(band.low))
-    log_e_value = max(evidence) if evidence else 0.0
+    log_evidence = max(evidence) if evidence else 0.0
+    safe_low = likelihood.lower_bound(safe_log_threshold) if math.isfinite(safe_log_threshold) else None
+    safe_high = likelihood.upper_bound(safe_log_threshold) if math.isfinite(safe_log_threshold) else None
     result = SequenceResult(
         estimate=likelihood.estimate,
         ci_low=likelihood.lower_bound(threshold),
         ci_high=likelihood.upper_bound(threshold),
-        log_e_value=log_e_value,
+        log_evidence=log_evidence,
         log_threshold=threshold,
-        rejected=log_e_value >= threshold,
+        rejected=log_evidence >= threshold,
         observations=observations,
+        safe_low=safe_low,
+        safe_high=safe_high,
+        safe_log_threshold=safe_log_threshold,
+        within=inside(band, safe_low, safe_high),
     )
     return result, likelihood.dispersion
 
@@ -373,6 +533,57 @@ def quasi_dispersion(
     variance = totals[used] * share * (1 - share)
     pearson = float(np.sum((canary_events[used] - expected) ** 2 / variance)) / degrees_of_freedom
     return max(1.0, pearson - math.sqrt(2.0 / degrees_of_freedom))
+
+
+# --------------------------------------------------------------------- one rate (absolute differences)
+
+RATE_OFFSETS = np.linspace(0.0, 15.0, 1501)[1:]  # log offsets of the alternatives, beyond the candidate
+RATE_OFFSETS.flags.writeable = False
+
+
+def poisson_rate_bounds(
+    events: float, exposure: float, log_threshold: float, dispersion: float = 1.0
+) -> tuple[float, float]:
+    """Anytime-valid lower and upper bounds, each at level 1 - exp(-log_threshold), of an event rate
+    (events per unit of exposure) from the running totals of a Poisson process.
+
+    For a candidate rate r the half-normal mixture (``RATE_PRIOR_SCALES``) over alternatives r e^u, u > 0
+    (or r e^-u) of the Poisson likelihood ratios is a test martingale; the bound is where its evidence
+    reaches the threshold. With no events the lower bound is 0 and the upper one about
+    log(1/alpha) / exposure. ``dispersion`` > 1 (bursty events) widens both, as in the rate-ratio test.
+    """
+    if exposure <= 0:
+        return 0.0, math.inf
+    weights = _half_normal_mixture(RATE_OFFSETS)
+    log_weights = np.log(weights * (RATE_OFFSETS[1] - RATE_OFFSETS[0]))
+
+    def log_evidence(log_rate: float, upward: bool) -> float:
+        scale = exposure * math.exp(log_rate)
+        if upward:  # alternatives above: evidence that the rate exceeds exp(log_rate)
+            log_ratio = events * RATE_OFFSETS - scale * np.expm1(RATE_OFFSETS)
+        else:
+            log_ratio = -events * RATE_OFFSETS - scale * np.expm1(-RATE_OFFSETS)
+        terms = log_weights + log_ratio / dispersion
+        top = float(terms.max())
+        return top + math.log(float(np.sum(np.exp(terms - top))))
+
+    centre = math.log(max(events, 0.5) / exposure)
+    lower = 0.0
+    if events > 0 and log_evidence(centre - 60.0, True) >= log_threshold:
+        lower = math.exp(_bisect(lambda x: log_evidence(x, True) >= log_threshold, centre - 60.0, centre))
+    upper = math.exp(_bisect(lambda x: log_evidence(x, False) < log_threshold, centre, centre + 60.0))
+    return lower, upper
+
+
+def _bisect(holds: Callable[[float], bool], low: float, high: float) -> float:
+    """The boundary in [low, high] where ``holds`` (true at ``low``, monotone) turns false."""
+    for _ in range(60):
+        middle = 0.5 * (low + high)
+        if holds(middle):
+            low = middle
+        else:
+            high = middle
+    return 0.5 * (low + high)
 
 
 def tolerance_band(direction: str, tolerance: float, log_scale: bool = True) -> Band:

@@ -17,6 +17,7 @@ from aicd.spec.model import DeliverySpec, build_model
 from aicd.spec.semantic import SEMANTIC_CHECKS
 from aicd.spec.yamlsafe import Path, YamlDocument, YamlReadError, read_yaml
 from aicd.steps import STEP_KINDS
+from aicd.yamledit import WRITE_PATH_PATTERN, parse_path
 
 SCHEMA_PATH = FsPath(str(schema_resource()))  # where editors find it (the yaml-language-server comment)
 SPEC_SUFFIXES = (".yaml", ".yml")
@@ -45,6 +46,8 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
             return f"unparsable duration {error.instance!r} (use e.g. 30s, 5m, 1h30m, 24h)"
         if error.validator_value == PERCENT_PATTERN:
             return f"unparsable percentage {error.instance!r} (use e.g. 5%, 12.5%)"
+        if error.validator_value == WRITE_PATH_PATTERN:
+            return _write_path_problem(error.instance)
         return f"{error.instance!r} does not match {error.validator_value}"
     if error.validator == "additionalProperties":
         instance: Any = error.instance  # an object: additionalProperties applies to nothing else
@@ -57,15 +60,23 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
         return (
             f"{error.instance!r} is not valid here: {_schema_of(error).get('description', 'see the schema')}"
         )
-    if error.validator in ("minProperties", "maxProperties") and _schema_of(error).get("properties", {}).keys() == set(
-        STEP_KINDS.names
-    ):
+    if error.validator in ("minProperties", "maxProperties") and _schema_of(error).get(
+        "properties", {}
+    ).keys() == set(STEP_KINDS.names):
         return f"a step has exactly one of {', '.join(STEP_KINDS.names)}"
     if error.validator == "const":
         return f"must be {error.validator_value!r}, not {error.instance!r}"
     if error.validator == "enum":
         return f"{error.instance!r} is not one of {error.validator_value}"
     return error.message
+
+
+def _write_path_problem(text: Any) -> str:
+    try:
+        parse_path(text)
+    except ValueError as problem:
+        return str(problem)
+    return f"write path {text!r} does not match {WRITE_PATH_PATTERN}"  # the pattern and the parser disagree
 
 
 def _error_path(error: jsonschema.ValidationError) -> Path:

@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from aicd.judge.model import JudgeConfig, MetricConfig
+from aicd.judge.model import (
+    DEFAULT_ALPHA,
+    DEFAULT_MIN_SAMPLES,
+    DEFAULT_NO_DATA_LIMIT,
+    DEFAULT_TOLERANCE,
+    JudgeConfig,
+    MetricConfig,
+)
 from aicd.spec.durations import parse_duration, parse_percent
 from aicd.steps import Step, parse_step
 from aicd.targets import TARGET_KINDS, TargetConfig
@@ -20,9 +27,7 @@ DEFAULT_PROGRESS_DEADLINE_S = 10 * 60.0
 DEFAULT_APPROVAL_TIMEOUT_S = 24 * 3600.0
 DEFAULT_ANALYSIS_INTERVAL_S = 30.0
 DEFAULT_POLL_INTERVAL_S = 60.0
-DEFAULT_TOLERANCE = 0.05
-DEFAULT_ALPHA = 0.01
-DEFAULT_NO_DATA_LIMIT = 0.5
+DEFAULT_PROMETHEUS_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -55,19 +60,51 @@ class Target:
 
 @dataclass(frozen=True)
 class WriteKeys:
+    """Write paths (aicd.yamledit) in a target's file; weight and canary_image None: the file has no canary."""
+
     image: str = "image.tag"
-    weight: str = "canary.weight"
-    canary_image: str = "canary.tag"
+    weight: str | None = "canary.weight"
+    canary_image: str | None = "canary.tag"
+
+
+@dataclass(frozen=True)
+class SecretSource:
+    """Where the worker reads a secret at each use: an environment variable or a file on the worker. The
+    spec (and so the plan, the workflow history and status) only ever holds the name or the path."""
+
+    env: str | None = None
+    file: str | None = None
+
+    def describe(self) -> str:
+        return f"environment variable {self.env}" if self.env else f"file {self.file}"
+
+
+@dataclass(frozen=True)
+class PrometheusConfig:
+    """How the analysis reaches Prometheus (or Mimir, Cortex, Thanos, Grafana Cloud): TLS is verified
+    against the system's CAs, or ``ca_cert`` (a PEM file on the worker), unless ``insecure`` says not to."""
+
+    url: str
+    timeout_s: float = DEFAULT_PROMETHEUS_TIMEOUT_S
+    headers: dict[str, str] = field(default_factory=dict, hash=False)
+    bearer: SecretSource | None = None  # Authorization: Bearer <token>
+    basic_username: str | None = None  # HTTP basic auth, with the password from basic_password
+    basic_password: SecretSource | None = None
+    ca_cert: str | None = None
+    insecure: bool = False
 
 
 @dataclass(frozen=True)
 class Analysis:
-    prometheus_url: str
+    prometheus: PrometheusConfig
     interval_s: float
-    judge: JudgeConfig
-    metrics: tuple[MetricConfig, ...]
+    judge: JudgeConfig  # the metrics and the judge's settings (alpha, noDataLimit, minSamples, warm-up)
     queries: dict[str, str] = field(hash=False)  # metric name -> PromQL with {{ track }}
     totals: dict[str, str] = field(hash=False)  # metric name -> PromQL of the total, count metrics only
+
+    @property
+    def metrics(self) -> tuple[MetricConfig, ...]:
+        return self.judge.metrics
 
 
 @dataclass(frozen=True)
@@ -116,30 +153,55 @@ def _command(raw: dict[str, Any]) -> Command:
     )
 
 
+def _secret(raw: dict[str, Any]) -> SecretSource:
+    return SecretSource(env=raw.get("env"), file=raw.get("file"))
+
+
+def _prometheus(raw: dict[str, Any]) -> PrometheusConfig:
+    auth = raw.get("auth", {})
+    basic = auth.get("basic")
+    return PrometheusConfig(
+        url=raw["url"].rstrip("/"),
+        timeout_s=parse_duration(raw["timeout"]) if "timeout" in raw else DEFAULT_PROMETHEUS_TIMEOUT_S,
+        headers=dict(raw.get("headers", {})),
+        bearer=_secret(auth["bearer"]) if "bearer" in auth else None,
+        basic_username=basic["username"] if basic else None,
+        basic_password=_secret(basic["password"]) if basic else None,
+        ca_cert=raw.get("caCert"),
+        insecure=bool(raw.get("insecure", False)),
+    )
+
+
 def _analysis(raw: dict[str, Any]) -> Analysis:
-    metrics = []
-    for metric in raw["metrics"]:
-        metrics.append(
-            MetricConfig(
-                name=metric["name"],
-                kind=metric["kind"],
-                direction=metric.get("direction", "increase"),
-                tolerance=parse_percent(metric["tolerance"]) if "tolerance" in metric else DEFAULT_TOLERANCE,
-                max=metric.get("max"),
-                min=metric.get("min"),
-                critical=bool(metric.get("critical", False)),
-            )
+    interval_s = parse_duration(raw["interval"]) if "interval" in raw else DEFAULT_ANALYSIS_INTERVAL_S
+    metrics = tuple(
+        MetricConfig(
+            name=metric["name"],
+            kind=metric["kind"],
+            direction=metric.get("direction", "increase"),
+            tolerance=parse_percent(metric["tolerance"]) if "tolerance" in metric else DEFAULT_TOLERANCE,
+            absolute_tolerance=parse_percent(metric["absoluteTolerance"])
+            if "absoluteTolerance" in metric
+            else 0.0,
+            max=metric.get("max"),
+            min=metric.get("min"),
+            critical=bool(metric.get("critical", False)),
         )
+        for metric in raw["metrics"]
+    )
     return Analysis(
-        prometheus_url=raw["prometheus"]["url"].rstrip("/"),
-        interval_s=parse_duration(raw["interval"]) if "interval" in raw else DEFAULT_ANALYSIS_INTERVAL_S,
+        prometheus=_prometheus(raw["prometheus"]),
+        interval_s=interval_s,
         judge=JudgeConfig(
+            metrics=metrics,
             alpha=float(raw.get("alpha", DEFAULT_ALPHA)),
             no_data_limit=parse_percent(raw["noDataLimit"])
             if "noDataLimit" in raw
             else DEFAULT_NO_DATA_LIMIT,
+            min_samples=int(raw.get("minSamples", DEFAULT_MIN_SAMPLES)),
+            warmup_intervals=int(raw.get("warmupIntervals", 0)),
+            interval_s=interval_s,
         ),
-        metrics=tuple(metrics),
         queries={metric["name"]: metric["query"] for metric in raw["metrics"]},
         totals={metric["name"]: metric["total"] for metric in raw["metrics"] if "total" in metric},
     )
@@ -216,9 +278,9 @@ def build_model(document: dict[str, Any]) -> DeliverySpec:
         gitops_branch=spec["gitops"].get("branch", "main"),
         targets=targets,
         write=WriteKeys(
-            image=write.get("image", "image.tag"),
-            weight=write.get("weight", "canary.weight"),
-            canary_image=write.get("canaryImage", "canary.tag"),
+            image=write.get("image", WriteKeys.image),
+            weight=write.get("weight", WriteKeys.weight),
+            canary_image=write.get("canaryImage", WriteKeys.canary_image),
         ),
         analysis=_analysis(spec["analysis"]) if "analysis" in spec else None,
         stages=tuple(stages),

@@ -7,11 +7,13 @@ from typing import Any
 
 from aicd.redact import has_password
 from aicd.spec.durations import parse_duration, parse_percent
+from aicd.spec.model import WriteKeys
 from aicd.spec.paths import repo_path_problem
 from aicd.spec.placeholders import ALLOWED_VARIABLES, placeholders_in, unknown_placeholders
 from aicd.spec.yamlsafe import Path
 from aicd.steps import STEP_KINDS, SetWeightStep
 from aicd.targets import TARGET_KINDS
+from aicd.yamledit import parse_path
 
 Finding = tuple[Path, str]
 Check = Callable[[dict[str, Any]], Iterator[Finding]]
@@ -102,6 +104,11 @@ def check_metric_thresholds(spec: dict[str, Any]) -> Iterator[Finding]:
             yield (*path, "min"), f"min {metric['min']} is greater than max {metric['max']}"
         if "total" in metric and metric.get("kind") != "count":
             yield (*path, "total"), "total applies to count metrics only"
+        if "absoluteTolerance" in metric and (metric.get("kind") != "count" or "total" not in metric):
+            yield (
+                (*path, "absoluteTolerance"),
+                "absoluteTolerance applies to count metrics with a total (it is a difference of event ratios)",
+            )
 
 
 def check_analysis_ranges(spec: dict[str, Any]) -> Iterator[Finding]:
@@ -114,6 +121,11 @@ def check_analysis_ranges(spec: dict[str, Any]) -> Iterator[Finding]:
         pass  # reported by the schema
     for index, metric in enumerate(analysis.get("metrics", [])):
         try:
+            if parse_percent(metric.get("absoluteTolerance", "0%")) >= 1.0:
+                yield (
+                    ("spec", "analysis", "metrics", index, "absoluteTolerance"),
+                    f"absoluteTolerance {metric['absoluteTolerance']} must be below 100%",
+                )
             tolerance = parse_percent(metric.get("tolerance", "0%"))
         except ValueError:
             continue
@@ -123,6 +135,57 @@ def check_analysis_ranges(spec: dict[str, Any]) -> Iterator[Finding]:
                 f"tolerance {metric['tolerance']} must be below 100% when decreases are bad"
                 f" (direction {metric.get('direction')})",
             )
+
+
+def check_prometheus_tls(spec: dict[str, Any]) -> Iterator[Finding]:
+    """caCert and insecure contradict each other, and mean nothing without TLS."""
+    prometheus = spec.get("analysis", {}).get("prometheus", {})
+    path = ("spec", "analysis", "prometheus")
+    if prometheus.get("insecure") and "caCert" in prometheus:
+        yield (
+            (*path, "insecure"),
+            "insecure: true turns certificate checks off; with caCert they are on: choose one",
+        )
+    url = str(prometheus.get("url", ""))
+    if url.startswith("http://"):
+        for key in ("caCert", "insecure"):
+            if key in prometheus:
+                yield (*path, key), f"{key} applies to https:// URLs; the url is {url}"
+
+
+def check_analysis_steps(spec: dict[str, Any]) -> Iterator[Finding]:
+    """maxDuration goes with onInconclusive extend and is at least the duration; the warm-up leaves time
+    to judge."""
+    analysis = spec.get("analysis") or {}
+    warmup = analysis.get("warmupIntervals", 0)
+    try:
+        interval = parse_duration(analysis["interval"]) if "interval" in analysis else 30.0
+    except ValueError:
+        return  # reported by the schema
+    for index, stage in enumerate(spec.get("stages", [])):
+        for step_index, step in enumerate(stage.get("strategy", {}).get("canary", {}).get("steps", [])):
+            if not isinstance(step, dict) or not isinstance(step.get("analysis"), dict):
+                continue
+            raw = step["analysis"]
+            path = ("spec", "stages", index, "strategy", "canary", "steps", step_index, "analysis")
+            try:
+                duration = parse_duration(raw["duration"]) if "duration" in raw else 300.0
+                longest = parse_duration(raw["maxDuration"]) if "maxDuration" in raw else None
+            except ValueError:
+                continue  # reported by the schema
+            if longest is not None and raw.get("onInconclusive") != "extend":
+                yield (*path, "maxDuration"), "maxDuration applies with onInconclusive: extend"
+            elif longest is not None and longest < duration:
+                yield (
+                    (*path, "maxDuration"),
+                    f"maxDuration {raw['maxDuration']} is shorter than the duration {duration:g}s",
+                )
+            if isinstance(warmup, int) and warmup > 0 and warmup * interval >= duration:
+                yield (
+                    (*path, "duration"),
+                    f"the warm-up (warmupIntervals {warmup} x interval {interval:g}s) leaves nothing of this"
+                    f" {duration:g}s analysis to judge",
+                )
 
 
 def check_placeholders(spec: dict[str, Any]) -> Iterator[Finding]:
@@ -217,19 +280,16 @@ def check_repo_credentials(spec: dict[str, Any]) -> Iterator[Finding]:
             )
 
 
+DURATION_KEYS = ("timeout", "interval", "duration", "maxDuration", "progressDeadline", "pollInterval")
+
+
 def check_durations(spec: dict[str, Any]) -> Iterator[Finding]:
     """The schema checks the pattern; this catches what parses but makes no sense."""
 
     def walk(value: Any, path: Path) -> Iterator[Finding]:
         if isinstance(value, dict):
             for key, item in value.items():
-                if key in (
-                    "timeout",
-                    "interval",
-                    "duration",
-                    "progressDeadline",
-                    "pollInterval",
-                ) and isinstance(item, str):
+                if key in DURATION_KEYS and isinstance(item, str):
                     try:
                         if parse_duration(item) <= 0:
                             yield (*path, key), f"duration {item!r} must be greater than zero"
@@ -244,6 +304,66 @@ def check_durations(spec: dict[str, Any]) -> Iterator[Finding]:
     yield from walk(spec, ("spec",))
 
 
+WRITE_DEFAULTS = {"image": WriteKeys.image, "weight": WriteKeys.weight, "canaryImage": WriteKeys.canary_image}
+
+
+def check_write_paths(spec: dict[str, Any]) -> Iterator[Finding]:
+    """Write paths that each name their own value, and canary steps the target's file can express."""
+    write = spec.get("write") or {}
+
+    def where(key: str) -> Path:
+        return (
+            ("spec", "write", key) if key in write else (("spec", "write") if "write" in spec else ("spec",))
+        )
+
+    paths = {}
+    for key, default in WRITE_DEFAULTS.items():
+        text = write.get(key, default)
+        if text is None:
+            continue
+        try:
+            paths[key] = parse_path(text)
+        except ValueError:
+            continue  # reported by the schema
+
+    def label(key: str) -> str:
+        return f"{key} ({paths[key].text}{'' if key in write else ', the default'})"
+
+    keys = list(paths)
+    for position, first in enumerate(keys):
+        for second in keys[position + 1 :]:
+            a, b = paths[first].normalized(), paths[second].normalized()
+            at = second if second in write or first not in write else first
+            if a == b:
+                yield where(at), f"{label(first)} and {label(second)} write the same place"
+            elif a[: len(b)] == b or b[: len(a)] == a:
+                outer, inner = (first, second) if len(a) < len(b) else (second, first)
+                yield (
+                    where(at),
+                    (
+                        f"{label(inner)} lies inside {label(outer)}: writing one would replace the other;"
+                        " each write path must name its own value"
+                    ),
+                )
+    nulls = [key for key in ("weight", "canaryImage") if key in write and write[key] is None]
+    if len(nulls) == 1:
+        other = "canaryImage" if nulls[0] == "weight" else "weight"
+        yield (
+            where(nulls[0]),
+            f"{nulls[0]}: null needs {other}: null too (a file has a canary or it has none)",
+        )
+    if "weight" in nulls:
+        for index, stage in enumerate(spec.get("stages", [])):
+            for step_index, step in enumerate(stage.get("strategy", {}).get("canary", {}).get("steps", [])):
+                weight = step.get("setWeight")
+                if weight is not None and 0 < weight < 100:
+                    yield (
+                        ("spec", "stages", index, "strategy", "canary", "steps", step_index, "setWeight"),
+                        f"setWeight {weight} needs a canary weight in the target's file, but spec.write.weight"
+                        " is null; without a canary use setWeight 100 (pauses and analysis still apply)",
+                    )
+
+
 SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_stage_has_targets,
     check_stage_targets_known,
@@ -252,6 +372,8 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_steps,
     check_metric_thresholds,
     check_analysis_ranges,
+    check_prometheus_tls,
+    check_analysis_steps,
     check_placeholders,
     check_artifact_placeholders,
     check_approvals,
@@ -259,4 +381,5 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_command_env,
     check_repo_credentials,
     check_durations,
+    check_write_paths,
 )

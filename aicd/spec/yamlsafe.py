@@ -78,7 +78,9 @@ class _Builder:
         if _NODE_TAG.get(type(node), _SCALAR) != _NODE_TAG.get(node.tag, _SCALAR):
             # `!!map x`, `!!str [1]`: an explicit tag on the wrong kind of node.
             raise YamlReadError(
-                f"YAML tag {node.tag!r} does not fit a {_NODE_TAG.get(type(node), _SCALAR)}", _mark(node), path
+                f"YAML tag {node.tag!r} does not fit a {_NODE_TAG.get(type(node), _SCALAR)}",
+                _mark(node),
+                path,
             )
         self.marks.setdefault(path, _mark(node))
         if isinstance(node, yaml.MappingNode):

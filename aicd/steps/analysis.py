@@ -7,6 +7,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
+from aicd.judge.decision import AnalysisPolicy
+from aicd.judge.model import OnInconclusive
 from aicd.spec.durations import format_duration, parse_duration
 from aicd.spec.yamlsafe import Path
 from aicd.steps.base import Finding, Rollout, StepKind
@@ -18,6 +20,8 @@ DEFAULT_ANALYSIS_DURATION_S = 5 * 60.0
 class AnalysisStep(StepKind):
     duration_s: float
     metrics: list[str] = field(default_factory=list)  # a subset of spec.analysis.metrics; empty: all
+    on_inconclusive: OnInconclusive = OnInconclusive.PAUSE  # what an inconclusive end does
+    max_duration_s: float | None = None  # with onInconclusive extend: look until then
     kind: Literal["analysis"] = "analysis"
 
     name: ClassVar[str] = "analysis"
@@ -28,12 +32,25 @@ class AnalysisStep(StepKind):
         "properties": {
             "duration": {
                 "$ref": "#/$defs/duration",
-                "description": "How long the judge gathers evidence (default 5m).",
+                "description": "How long the judge gathers evidence (default 5m). A shown regression fails the"
+                " step at any look; a pass needs the whole duration.",
             },
             "metrics": {
                 "type": "array",
                 "items": {"type": "string"},
                 "description": "Only these metrics of spec.analysis (default all).",
+            },
+            "onInconclusive": {
+                "enum": [str(choice) for choice in OnInconclusive],
+                "description": "What happens when the duration is over and some metric is neither shown within"
+                " tolerance nor failed: pause waits for a human to resume (a pass) or abort (default); fail fails"
+                " the step (rollback); extend keeps looking every interval until the evidence decides or"
+                " maxDuration is reached, then waits for a human.",
+            },
+            "maxDuration": {
+                "$ref": "#/$defs/duration",
+                "description": "With onInconclusive extend: the longest the step may look in all, at least the"
+                " duration (default three times the duration).",
             },
         },
     }
@@ -46,7 +63,13 @@ class AnalysisStep(StepKind):
             index,
             parse_duration(duration) if duration else DEFAULT_ANALYSIS_DURATION_S,
             list(value.get("metrics", ())),
+            OnInconclusive(value.get("onInconclusive", OnInconclusive.PAUSE)),
+            parse_duration(value["maxDuration"]) if "maxDuration" in value else None,
         )
+
+    def policy(self, interval_s: float) -> AnalysisPolicy:
+        """The step's timeline for the judge's decision across looks."""
+        return AnalysisPolicy(self.duration_s, interval_s, self.on_inconclusive, self.max_duration_s)
 
     @classmethod
     def checks(cls, occurrences: list[tuple[Path, Any]], spec: Mapping[str, Any]) -> Iterator[Finding]:
@@ -67,6 +90,10 @@ class AnalysisStep(StepKind):
 
     def describe(self) -> str:
         subset = f" on {', '.join(self.metrics)}" if self.metrics else ""
+        if self.on_inconclusive == OnInconclusive.FAIL:
+            subset += " (fails if inconclusive)"
+        elif self.on_inconclusive == OnInconclusive.EXTEND:
+            subset += f" (if inconclusive, looks on up to {format_duration(self.policy(1.0).horizon_s)})"
         return f"analysis {format_duration(self.duration_s)}{subset}"
 
     async def run(self, rollout: Rollout) -> None:

@@ -22,7 +22,12 @@ class PauseStep(StepKind):
             {
                 "type": "object",
                 "additionalProperties": False,
-                "properties": {"duration": {"$ref": "#/$defs/duration"}},
+                "properties": {
+                    "duration": {
+                        "$ref": "#/$defs/duration",
+                        "description": "How long to wait; without it the step waits until a human resumes.",
+                    }
+                },
             },
         ],
     }

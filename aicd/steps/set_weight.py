@@ -50,9 +50,11 @@ class SetWeightStep(StepKind):
         return f"setWeight {self.weight}"
 
     def plan_line(self, write: WritePlan, artifact_tag: str) -> str:
-        return f"setWeight {self.weight}: {write.canary_image}={artifact_tag}, {write.weight}={self.weight}"
+        from aicd.plan import assignments
+
+        return f"setWeight {self.weight}: {assignments(write.canary_values(artifact_tag, self.weight))}"
 
     async def run(self, rollout: Rollout) -> None:
-        values = {rollout.write.canary_image: rollout.artifact_tag, rollout.write.weight: self.weight}
+        values = rollout.write.canary_values(rollout.artifact_tag, self.weight)
         await rollout.commit(self.id, self.describe(), values)
         rollout.status.weight = self.weight

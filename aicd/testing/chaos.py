@@ -54,15 +54,28 @@ from aicd.plan import DeliveryPlan
 from aicd.testing.engine import commits, git, make_repo, plan_from, spec_document
 from aicd.testing.standins.kube_argocd import KubeArgoCD, _Fault
 from aicd.trailers import split_step
+from aicd.yamledit import get_path
 
 T = TypeVar("T")
 
-FAULT_KINDS = ("worker_kill", "server_restart", "push_refused", "prometheus_stop", "argocd_500", "argocd_hang")
+FAULT_KINDS = (
+    "worker_kill",
+    "server_restart",
+    "push_refused",
+    "prometheus_stop",
+    "argocd_500",
+    "argocd_hang",
+)
 TASK_QUEUE = "chaos"
 BRANCH = "main"
 SEED_CONTENT = "image:\n  tag: v0\ncanary:\n  weight: 0\n"
 # (app label, track) -> error ratio: the broken release's canary answers 40 % errors.
-EXPORTERS = {("healthy", "stable"): 0.0, ("healthy", "canary"): 0.0, ("broken", "stable"): 0.0, ("broken", "canary"): 0.4}
+EXPORTERS = {
+    ("healthy", "stable"): 0.0,
+    ("healthy", "canary"): 0.0,
+    ("broken", "stable"): 0.0,
+    ("broken", "canary"): 0.4,
+}
 SETTLED_TARGET_STATES = {"awaiting-resume", "promoted", "failed", "aborted", "rolled-back"}
 # How long each fault lasts (seconds), per kind: long enough to hit work in flight, short enough that the
 # retry budgets (push: 30 re-applies then 20 activity attempts; sync: 10 attempts) outlast it.
@@ -83,7 +96,9 @@ class ChaosConfig:
     faults: int = 6  # total faults; at least one of every kind when >= len(FAULT_KINDS)
     start_span_s: float = 30.0  # deliveries start spread over this span
     fault_span_s: float = 45.0  # faults are scheduled over this span (run one after another)
-    deadline_s: float = 180.0  # the whole run, from the first delivery start; what still runs then is incorrect
+    deadline_s: float = (
+        180.0  # the whole run, from the first delivery start; what still runs then is incorrect
+    )
     analysis_duration_s: int = 12
     analysis_interval_s: int = 3
     root: Path = field(default_factory=lambda: Path("chaos-run"))
@@ -99,8 +114,13 @@ def _client_runtime() -> Runtime:
     global _runtime
     if _runtime is None:
         forwarding = LogForwardingConfig(logger=logging.getLogger("aicd.chaos.temporal-core"))
-        _runtime = Runtime(telemetry=TelemetryConfig(logging=LoggingConfig(
-            filter=TelemetryFilter(core_level="WARN", other_level="ERROR"), forwarding=forwarding)))
+        _runtime = Runtime(
+            telemetry=TelemetryConfig(
+                logging=LoggingConfig(
+                    filter=TelemetryFilter(core_level="WARN", other_level="ERROR"), forwarding=forwarding
+                )
+            )
+        )
     return _runtime
 
 
@@ -113,7 +133,9 @@ class TargetRecord:
     stage: str
     path: str
     steps: list[tuple[int, str]]  # (index, kind) of the stage's canary steps
-    final_looks: list[str] = field(default_factory=list)  # outcome of each analysis' final look, in step order
+    final_looks: list[str] = field(
+        default_factory=list
+    )  # outcome of each analysis' final look, in step order
     human_resumes: int = 0  # resume signals in the target's history
 
 
@@ -148,14 +170,6 @@ class CheckResult:
     problems: list[str] = field(default_factory=list)
 
 
-def _dig(document: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(document, dict):
-            return None
-        document = document.get(part)
-    return document
-
-
 def _step_index(step: str) -> float | None:
     """`<stage>/<target>/<n>-<kind>` -> n, `.../promote` -> infinity, a rollback -> None."""
     last = split_step(step)[2]
@@ -170,7 +184,11 @@ def check_run(gitops: str, records: list[DeliveryRecord], branch: str = BRANCH) 
     result = CheckResult(deliveries=len(records))
     log = commits(gitops, branch)
     on_branch = {entry["sha"] for entry in log}
-    per_step = Counter((entry["Aicd-Delivery"], entry["Aicd-Step"]) for entry in log if "Aicd-Step" in entry and "Aicd-Delivery" in entry)
+    per_step = Counter(
+        (entry["Aicd-Delivery"], entry["Aicd-Step"])
+        for entry in log
+        if "Aicd-Step" in entry and "Aicd-Delivery" in entry
+    )
     bad: set[str] = set()
 
     def problem(record: DeliveryRecord, text: str) -> None:
@@ -191,7 +209,9 @@ def check_run(gitops: str, records: list[DeliveryRecord], branch: str = BRANCH) 
         for target in record.targets:
             result.human_resumes += target.human_resumes
             prefix = f"{target.stage}/{target.name}/"
-            indices = [index for step in mine if step.startswith(prefix) and (index := _step_index(step)) is not None]
+            indices = [
+                index for step in mine if step.startswith(prefix) and (index := _step_index(step)) is not None
+            ]
             analyses = [index for index, kind in target.steps if kind == "analysis"]
             unsafe = ""
             for order, analysis_index in enumerate(analyses):
@@ -216,7 +236,9 @@ def check_run(gitops: str, records: list[DeliveryRecord], branch: str = BRANCH) 
     return result
 
 
-def _check_terminal(gitops: str, branch: str, record: DeliveryRecord, problem: Callable[[DeliveryRecord, str], None]) -> None:
+def _check_terminal(
+    gitops: str, branch: str, record: DeliveryRecord, problem: Callable[[DeliveryRecord, str], None]
+) -> None:
     """A broken release never succeeds; a healthy one succeeds, or ends failed with a reason (a fault that
     outlasted its retry budget - but never a failed analysis), or waits for a human with a reason."""
     phase = record.phase
@@ -226,7 +248,7 @@ def _check_terminal(gitops: str, branch: str, record: DeliveryRecord, problem: C
             return
         for target in record.targets:
             content = yaml.safe_load(_show(gitops, branch, target.path) or "") or {}
-            if _dig(content, record.image_key) != record.artifact_tag:
+            if get_path(content, record.image_key) != record.artifact_tag:
                 problem(record, f"{target.path} on {branch} does not run {record.artifact_tag} after success")
     elif phase == "failed":
         if not record.reason:
@@ -281,7 +303,9 @@ class ChaosArgoCD(KubeArgoCD):
                 left = until - time.monotonic()
                 if left > 0:
                     self.outage_hits += 1
-                    return _Fault("status", 1, status=500) if kind == "500" else _Fault("hang", 1, seconds=left)
+                    return (
+                        _Fault("status", 1, status=500) if kind == "500" else _Fault("hang", 1, seconds=left)
+                    )
         return super()._take_fault(method, is_watch)
 
 
@@ -325,10 +349,19 @@ class ChaosReport:
 
     def lines(self) -> list[str]:
         out = [f"seed: {self.seed}"]
-        out.append("faults injected: " + ", ".join(f"{kind}={self.faults.get(kind, 0)}" for kind in FAULT_KINDS))
-        out.append("fault hits: " + ", ".join(f"{kind}={count}" for kind, count in sorted(self.fault_hits.items())))
-        out.append("deliveries by outcome: " + ", ".join(f"{name}={count}" for name, count in sorted(self.check.outcomes.items())))
-        out.append(f"unplanned worker restarts: {self.unplanned_worker_restarts}; human resumes: {self.check.human_resumes}")
+        out.append(
+            "faults injected: " + ", ".join(f"{kind}={self.faults.get(kind, 0)}" for kind in FAULT_KINDS)
+        )
+        out.append(
+            "fault hits: " + ", ".join(f"{kind}={count}" for kind, count in sorted(self.fault_hits.items()))
+        )
+        out.append(
+            "deliveries by outcome: "
+            + ", ".join(f"{name}={count}" for name, count in sorted(self.check.outcomes.items()))
+        )
+        out.append(
+            f"unplanned worker restarts: {self.unplanned_worker_restarts}; human resumes: {self.check.human_resumes}"
+        )
         out.append(f"leftover processes: {len(self.leftover_processes)}; elapsed: {self.elapsed_s:.0f}s")
         out += [f"PROBLEM {text}" for text in self.check.problems]
         out.append(self.summary_line())
@@ -341,7 +374,10 @@ def plan_faults(rng: random.Random, count: int, span_s: float) -> list[PlannedFa
     kinds += [rng.choice(FAULT_KINDS) for _ in range(count - len(kinds))]
     rng.shuffle(kinds)
     times = sorted(rng.uniform(3.0, span_s) for _ in kinds)
-    return [PlannedFault(at, kind, round(rng.uniform(*FAULT_SECONDS[kind]), 1)) for at, kind in zip(times, kinds, strict=True)]
+    return [
+        PlannedFault(at, kind, round(rng.uniform(*FAULT_SECONDS[kind]), 1))
+        for at, kind in zip(times, kinds, strict=True)
+    ]
 
 
 class ChaosRun:
@@ -380,8 +416,22 @@ class ChaosRun:
             config_file = exporters_dir / f"{app}-{track}.yaml"
             config_file.write_text(f"error_ratio: {ratio}\nadded_latency_ms: 2\n")
             port = free_port()
-            argv = [sys.executable, "-m", "aicd.dev.demo_app", "--port", str(port), "--track", track, "--version",
-                    f"{app}-{track}", "--config", str(config_file), "--app", app, "--exit-with-parent"]
+            argv = [
+                sys.executable,
+                "-m",
+                "aicd.dev.demo_app",
+                "--port",
+                str(port),
+                "--track",
+                track,
+                "--version",
+                f"{app}-{track}",
+                "--config",
+                str(config_file),
+                "--app",
+                app,
+                "--exit-with-parent",
+            ]
             self.exporters.append(ManagedProcess(argv, exporters_dir / f"{app}-{track}.log").start())
             addresses.append(f"127.0.0.1:{port}")
         for address in addresses:
@@ -404,29 +454,53 @@ class ChaosRun:
         source, revision = make_repo(self.root, "source", {"README": "chaos\n"})
         kinds: list[tuple[bool, str, bool]] = []  # (healthy, target mix, analysis)
         # Every ingredient at least once, then drawn from the seed.
-        required = [(True, "git", True), (False, "argocd", True), (True, "argocd", False), (False, "git", True), (True, "both", True)]
+        required = [
+            (True, "git", True),
+            (False, "argocd", True),
+            (True, "argocd", False),
+            (False, "git", True),
+            (True, "both", True),
+        ]
         for index in range(config.deliveries):
             if index < len(required):
                 kinds.append(required[index])
                 continue
             healthy = self.rng.random() < 0.6
-            kinds.append((healthy, self.rng.choice(["git", "argocd", "both"]), (not healthy) or self.rng.random() < 0.7))
+            kinds.append(
+                (
+                    healthy,
+                    self.rng.choice(["git", "argocd", "both"]),
+                    (not healthy) or self.rng.random() < 0.7,
+                )
+            )
         self.rng.shuffle(kinds)
         files: dict[str, str] = {}
         documents = []
-        kubeconfig = self.standin.write_kubeconfig(self.root / "kubeconfig", context="chaos") if self.standin else None
+        kubeconfig = (
+            self.standin.write_kubeconfig(self.root / "kubeconfig", context="chaos") if self.standin else None
+        )
         for index, (healthy, mix, analysis) in enumerate(kinds):
             app = f"chaos-{index:02d}-{'ok' if healthy else 'bad'}"
             targets: dict[str, dict[str, Any]] = {}
             if mix in ("git", "both"):
                 targets["web"] = {"kind": "git", "path": f"apps/{app}/web/values.yaml"}
             if mix in ("argocd", "both"):
-                targets["api"] = {"kind": "argocd", "path": f"apps/{app}/api/values.yaml", "app": f"{app}-api",
-                                  "context": "chaos", "kubeconfig": str(kubeconfig), "progressDeadline": "2m"}
+                targets["api"] = {
+                    "kind": "argocd",
+                    "path": f"apps/{app}/api/values.yaml",
+                    "app": f"{app}-api",
+                    "context": "chaos",
+                    "kubeconfig": str(kubeconfig),
+                    "progressDeadline": "2m",
+                }
             for target in targets.values():
                 files[target["path"]] = SEED_CONTENT
             steps: list[dict[str, Any]] = [{"setWeight": 20}]
-            steps += [{"analysis": {"duration": f"{config.analysis_duration_s}s"}}] if analysis else [{"pause": "2s"}]
+            steps += (
+                [{"analysis": {"duration": f"{config.analysis_duration_s}s"}}]
+                if analysis
+                else [{"pause": "2s"}]
+            )
             steps += [{"setWeight": 100}]
             label = "healthy" if healthy else "broken"
             extra: dict[str, Any] = {"rollback": {"scope": "stage"}}
@@ -435,11 +509,17 @@ class ChaosRun:
                 extra["analysis"] = {
                     "prometheus": {"url": self.prometheus.url},
                     "interval": f"{config.analysis_interval_s}s",
-                    "metrics": [{
-                        "name": "error-rate", "kind": "count", "critical": True,
-                        "query": f'sum(rate(http_requests_total{{app="{label}",track="{{{{ track }}}}",code=~"5.."}}[5s]))',
-                        "total": f'sum(rate(http_requests_total{{app="{label}",track="{{{{ track }}}}"}}[5s]))',
-                    }],
+                    "metrics": [
+                        {
+                            # No errors on either side is shown safe only with an absolute tolerance.
+                            "name": "error-rate",
+                            "kind": "count",
+                            "critical": True,
+                            "absoluteTolerance": "5%",
+                            "query": f'sum(rate(http_requests_total{{app="{label}",track="{{{{ track }}}}",code=~"5.."}}[5s]))',
+                            "total": f'sum(rate(http_requests_total{{app="{label}",track="{{{{ track }}}}"}}[5s]))',
+                        }
+                    ],
                 }
             documents.append((index, healthy, app, targets, steps, extra))
         self.gitops, _ = make_repo(self.root, "gitops", files)
@@ -451,14 +531,30 @@ class ChaosRun:
         )
         hook.chmod(hook.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
         for index, healthy, app, targets, steps, extra in documents:
-            document = spec_document(app, source, self.gitops, targets,
-                                     [{"name": "prod", "waves": [[name] for name in targets], "strategy": {"canary": {"steps": steps}}}],
-                                     **extra)
+            document = spec_document(
+                app,
+                source,
+                self.gitops,
+                targets,
+                [
+                    {
+                        "name": "prod",
+                        "waves": [[name] for name in targets],
+                        "strategy": {"canary": {"steps": steps}},
+                    }
+                ],
+                **extra,
+            )
             plan = plan_from(document, revision)
             if self.standin is not None:
-                for manifest in render_applications(app, self.gitops, BRANCH, {n: t for n, t in targets.items() if t["kind"] == "argocd"}):
-                    stale = {"sync": {"status": "Synced", "revision": "0" * 40}, "health": {"status": "Healthy"},
-                             "reconciledAt": "2020-01-01T00:00:00Z"}
+                for manifest in render_applications(
+                    app, self.gitops, BRANCH, {n: t for n, t in targets.items() if t["kind"] == "argocd"}
+                ):
+                    stale = {
+                        "sync": {"status": "Synced", "revision": "0" * 40},
+                        "health": {"status": "Healthy"},
+                        "reconciledAt": "2020-01-01T00:00:00Z",
+                    }
                     self.standin.add_application(manifest, status=stale)
             start_at = config.start_span_s * index / max(config.deliveries - 1, 1)
             self.cases.append(Case(index, healthy, plan, start_at))
@@ -565,8 +661,13 @@ class ChaosRun:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             analysing = [
-                status for case in self.cases if not case.settled and (status := self.statuses.get(case.plan.delivery_id))
-                and any(t.step_kind == "analysis" and t.state == "progressing" for t in status.targets.values())
+                status
+                for case in self.cases
+                if not case.settled
+                and (status := self.statuses.get(case.plan.delivery_id))
+                and any(
+                    t.step_kind == "analysis" and t.state == "progressing" for t in status.targets.values()
+                )
             ]
             if analysing:
                 self.fault_hits["prometheus_stop"] += len(analysing)
@@ -589,12 +690,16 @@ class ChaosRun:
             for attempt in range(240):
                 try:
                     assert self.client is not None
-                    await asyncio.wait_for(start_delivery(self.client, case.plan, Trigger("cli", "chaos"), queue=TASK_QUEUE), 10)
+                    await asyncio.wait_for(
+                        start_delivery(self.client, case.plan, Trigger("cli", "chaos"), queue=TASK_QUEUE), 10
+                    )
                     case.started = True
                     break
                 except Exception as error:
                     if attempt % 10 == 0:
-                        self.say(f"start of {case.plan.app} not accepted yet: {type(error).__name__}: {str(error)[:160]}")
+                        self.say(
+                            f"start of {case.plan.app} not accepted yet: {type(error).__name__}: {str(error)[:160]}"
+                        )
                     await asyncio.sleep(0.5)
             self.say(f"started {case.plan.app} ({'healthy' if case.healthy else 'broken'})")
 
@@ -607,7 +712,11 @@ class ChaosRun:
             return
         status = await asyncio.wait_for(get_status(self.client, case.plan.delivery_id), 5)
         self.statuses[case.plan.delivery_id] = status
-        if status.phase == "paused" and status.targets and all(t.state in SETTLED_TARGET_STATES for t in status.targets.values()):
+        if (
+            status.phase == "paused"
+            and status.targets
+            and all(t.state in SETTLED_TARGET_STATES for t in status.targets.values())
+        ):
             case.settled = True  # waits for a human, who never comes in a chaos run
 
     async def _watch(self, faults: asyncio.Task[None], starts: asyncio.Task[None]) -> None:
@@ -655,15 +764,21 @@ class ChaosRun:
         elif description.status == WorkflowExecutionStatus.RUNNING:
             record.phase = status.phase if status.phase == "paused" else "running"
             record.reason = status.pause_reason or status.reason
-            record.awaiting_human = bool(status.pause_reason) and any(t.state == "awaiting-resume" for t in status.targets.values())
+            record.awaiting_human = bool(status.pause_reason) and any(
+                t.state == "awaiting-resume" for t in status.targets.values()
+            )
         else:
             record.phase = (description.status.name if description.status else "unknown").lower()
         record.reported_commits = sorted(set(commits_reported))
         for name in stage.targets:
             if name not in status.targets:
                 continue
-            target = TargetRecord(name, stage.name, plan.targets[name].path, [(step.index, step.name) for step in stage.steps])
-            target.final_looks, target.human_resumes = await self._analysis_history(f"{plan.delivery_id}--{stage.name}--{name}")
+            target = TargetRecord(
+                name, stage.name, plan.targets[name].path, [(step.index, step.name) for step in stage.steps]
+            )
+            target.final_looks, target.human_resumes = await self._analysis_history(
+                f"{plan.delivery_id}--{stage.name}--{name}"
+            )
             record.targets.append(target)
         return record
 
@@ -683,7 +798,9 @@ class ChaosRun:
             elif event.HasField("activity_task_completed_event_attributes"):
                 completed = event.activity_task_completed_event_attributes
                 if completed.scheduled_event_id in scheduled:
-                    outcomes[completed.scheduled_event_id] = str(json.loads(completed.result.payloads[0].data).get("outcome"))
+                    outcomes[completed.scheduled_event_id] = str(
+                        json.loads(completed.result.payloads[0].data).get("outcome")
+                    )
             elif event.HasField("workflow_execution_signaled_event_attributes"):
                 resumes += event.workflow_execution_signaled_event_attributes.signal_name == "resume"
         finals: dict[float, str] = {}
@@ -704,9 +821,13 @@ class ChaosRun:
             await asyncio.to_thread(self._setup_repos)
             await self._connect()
             planned = plan_faults(self.rng, self.config.faults, self.config.fault_span_s)
-            self.say(f"seed {self.config.seed}: {len(self.cases)} deliveries, faults planned: "
-                     + ", ".join(f"{f.kind}@{f.at:.0f}s/{f.seconds}s" for f in planned))
-            await asyncio.sleep(max(0.0, 7.0 - (time.monotonic() - started)))  # Prometheus picks file_sd targets up within ~5 s
+            self.say(
+                f"seed {self.config.seed}: {len(self.cases)} deliveries, faults planned: "
+                + ", ".join(f"{f.kind}@{f.at:.0f}s/{f.seconds}s" for f in planned)
+            )
+            await asyncio.sleep(
+                max(0.0, 7.0 - (time.monotonic() - started))
+            )  # Prometheus picks file_sd targets up within ~5 s
             self.t0 = time.monotonic()
             faults = asyncio.create_task(self._run_faults(planned))
             starts = asyncio.create_task(self._start_deliveries())
@@ -729,8 +850,15 @@ class ChaosRun:
             await asyncio.to_thread(self._teardown)
         leftovers = _leftovers(before)
         check = check_run(self.gitops, records)
-        return ChaosReport(self.config.seed, self.faults, self.fault_hits, check, self.unplanned_restarts,
-                           leftovers, time.monotonic() - started)
+        return ChaosReport(
+            self.config.seed,
+            self.faults,
+            self.fault_hits,
+            check,
+            self.unplanned_restarts,
+            leftovers,
+            time.monotonic() - started,
+        )
 
     def _teardown(self) -> None:
         with contextlib.suppress(Exception):

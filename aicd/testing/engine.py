@@ -35,7 +35,9 @@ TEST_SERVER_BIN = str(BIN_DIR / "temporal-test-server")
 @pytest_asyncio.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=TEMPORAL_BIN, search_attributes=list(search.ALL), dev_server_log_level="error"
+        dev_server_existing_path=TEMPORAL_BIN,
+        search_attributes=list(search.ALL),
+        dev_server_log_level="error",
     )
     yield env
     await env.shutdown()
@@ -56,7 +58,17 @@ def make_repo(root: Path, name: str, files: dict[str, str], branch: str = "main"
         (work / path).write_text(content)
     git("add", "-A", cwd=work)
     # A unique message: equal content seeded in the same second must not make equal SHAs (= equal delivery IDs).
-    git("-c", "user.name=seed", "-c", "user.email=seed@localhost", "commit", "-q", "-m", f"seed {uuid.uuid4()}", cwd=work)
+    git(
+        "-c",
+        "user.name=seed",
+        "-c",
+        "user.email=seed@localhost",
+        "commit",
+        "-q",
+        "-m",
+        f"seed {uuid.uuid4()}",
+        cwd=work,
+    )
     git("push", "-q", str(bare), f"{branch}:{branch}", cwd=work)
     return str(bare), git("rev-parse", "HEAD", cwd=work)
 
@@ -75,7 +87,9 @@ async def deliveries_of(client: Client, app: str, revision: str) -> list[str]:
 
 def commits(bare: str, branch: str = "main") -> list[dict[str, str]]:
     """Commits on the branch, oldest first, with their aicd trailers."""
-    log = git("--git-dir", bare, "log", "--reverse", "--format=%H%x00%(trailers:only,unfold)%x00%s%x1e", branch)
+    log = git(
+        "--git-dir", bare, "log", "--reverse", "--format=%H%x00%(trailers:only,unfold)%x00%s%x1e", branch
+    )
     result = []
     for record in log.split("\x1e"):
         record = record.strip()
@@ -112,7 +126,12 @@ def spec_document(
         "stages": stages,
     }
     spec.update(extra)
-    return {"apiVersion": "aicd.dev/v1alpha1", "kind": "DeliverySpec", "metadata": {"name": name}, "spec": spec}
+    return {
+        "apiVersion": "aicd.dev/v1alpha1",
+        "kind": "DeliverySpec",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 async def wait_for(

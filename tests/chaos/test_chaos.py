@@ -17,11 +17,18 @@ STEPS = [(0, "setWeight"), (1, "analysis"), (2, "setWeight")]
 DELIVERY = "shop@" + "a" * 40
 
 
-@pytest.mark.skipif(find_prometheus() is None, reason="needs Debian's prometheus (scripts/setup.sh installs it)")
+@pytest.mark.skipif(
+    find_prometheus() is None, reason="needs Debian's prometheus (scripts/setup.sh installs it)"
+)
 @pytest.mark.timeout(420)  # the run itself is bounded by its deadline; setup and teardown add some
 def test_deliveries_stay_correct_under_every_kind_of_fault(tmp_path: Path) -> None:
     config = ChaosConfig(
-        seed=7, deliveries=6, faults=len(FAULT_KINDS), start_span_s=25.0, fault_span_s=40.0, deadline_s=210.0,
+        seed=7,
+        deliveries=6,
+        faults=len(FAULT_KINDS),
+        start_span_s=25.0,
+        fault_span_s=40.0,
+        deadline_s=210.0,
         root=tmp_path / "chaos",
     )
     report = run_chaos(config)
@@ -41,7 +48,18 @@ def _commit(work: Path, step: str, content: str, delivery: str = DELIVERY) -> st
     (work / "web.yaml").write_text(content)
     git("add", "-A", cwd=work)
     message = commit_message(f"aicd: {step}", CommitTrailers(delivery=delivery, step=step, actor="aicd"))
-    git("-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-q", "--allow-empty", "-m", message, cwd=work)
+    git(
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@localhost",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        message,
+        cwd=work,
+    )
     git("push", "-q", "origin", "HEAD:main", cwd=work)
     return git("rev-parse", "HEAD", cwd=work)
 
@@ -53,19 +71,36 @@ def _repo(tmp_path: Path) -> tuple[str, Path]:
     return bare, work
 
 
-def _record(healthy: bool, phase: str, looks: list[str], commits: list[str], reason: str = "") -> DeliveryRecord:
+def _record(
+    healthy: bool, phase: str, looks: list[str], commits: list[str], reason: str = ""
+) -> DeliveryRecord:
     target = TargetRecord("web", "prod", "web.yaml", STEPS, final_looks=looks)
-    return DeliveryRecord("delivery-shop", DELIVERY, healthy, phase, reason, reported_commits=commits,
-                          targets=[target], artifact_tag="v1")
+    return DeliveryRecord(
+        "delivery-shop",
+        DELIVERY,
+        healthy,
+        phase,
+        reason,
+        reported_commits=commits,
+        targets=[target],
+        artifact_tag="v1",
+    )
 
 
 def test_checker_accepts_a_clean_run(tmp_path: Path) -> None:
     bare, work = _repo(tmp_path)
-    shas = [_commit(work, "prod/web/0-setWeight", "image:\n  tag: v0\ncanary: v1\n"),
-            _commit(work, "prod/web/2-setWeight", "image:\n  tag: v0\ncanary: v1\n"),
-            _commit(work, "prod/web/promote", "image:\n  tag: v1\n")]
+    shas = [
+        _commit(work, "prod/web/0-setWeight", "image:\n  tag: v0\ncanary: v1\n"),
+        _commit(work, "prod/web/2-setWeight", "image:\n  tag: v0\ncanary: v1\n"),
+        _commit(work, "prod/web/promote", "image:\n  tag: v1\n"),
+    ]
     result = check_run(bare, [_record(True, "succeeded", ["pass"], shas)])
-    assert (result.correct, result.duplicate_commits, result.lost_commits, result.unsafe_promotions) == (1, 0, 0, 0), result.problems
+    assert (result.correct, result.duplicate_commits, result.lost_commits, result.unsafe_promotions) == (
+        1,
+        0,
+        0,
+        0,
+    ), result.problems
 
 
 def test_checker_counts_a_duplicated_step_commit(tmp_path: Path) -> None:
@@ -77,7 +112,10 @@ def test_checker_counts_a_duplicated_step_commit(tmp_path: Path) -> None:
 
 def test_checker_counts_a_promotion_past_a_failed_analysis(tmp_path: Path) -> None:
     bare, work = _repo(tmp_path)
-    shas = [_commit(work, "prod/web/0-setWeight", "a: 1\n"), _commit(work, "prod/web/promote", "image:\n  tag: v1\n")]
+    shas = [
+        _commit(work, "prod/web/0-setWeight", "a: 1\n"),
+        _commit(work, "prod/web/promote", "image:\n  tag: v1\n"),
+    ]
     result = check_run(bare, [_record(False, "succeeded", ["fail"], shas)])
     assert result.unsafe_promotions == 1 and result.correct == 0
     assert any("broken release succeeded" in problem for problem in result.problems)

@@ -47,6 +47,8 @@ def effective_spec_text(template: Path, layout: DemoLayout, prometheus_url: str,
             for step in stage["strategy"]["canary"]["steps"]:
                 if "analysis" in step and options.analysis_duration is not None:
                     step["analysis"]["duration"] = _duration(options.analysis_duration)
+                    if "maxDuration" in step["analysis"]:  # keeps looking up to three times as long
+                        step["analysis"]["maxDuration"] = _duration(3 * options.analysis_duration)
                 if isinstance(step.get("pause"), str) and options.pause is not None:
                     step["pause"] = _duration(options.pause)
     except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError) as error:

@@ -273,6 +273,7 @@ def run_demo(
             assert stack.temporal is not None
             report.temporal_address = stack.temporal.address
             report.temporal_ui = stack.temporal.ui_url
+            report.dashboard_url = stack.dashboard.url if stack.dashboard else None
             report.setup_seconds = time.monotonic() - began
             run = _Run(options, observer, cancel, stack, repos, spec, report)
             asyncio.run(run.deliver_all())

@@ -111,6 +111,7 @@ class DemoReport:
     spec_path: Path | None = None
     temporal_address: str | None = None
     temporal_ui: str | None = None
+    dashboard_url: str | None = None
     prometheus_url: str | None = None
     versions: dict[str, str] = field(default_factory=dict)  # artifact tag -> release version
     outcomes: list[ReleaseOutcome] = field(default_factory=list)

@@ -15,6 +15,7 @@ import yaml
 from aicd.dev.demo.model import INITIAL, DemoError, GitOpsCommit, Release
 from aicd.dev.demo_app.build import BuildError, build
 from aicd.spec.model import DeliverySpec
+from aicd.yamledit import get_path, set_keys
 
 GIT_ENV = {
     "GIT_AUTHOR_NAME": "Dana Demo",
@@ -75,21 +76,6 @@ def _new_repo(bare: Path, work: Path) -> None:
     git(work, "checkout", "-q", "-B", "main")
 
 
-def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
-    *parents, last = dotted.split(".")
-    for part in parents:
-        data = data.setdefault(part, {})
-    data[last] = value
-
-
-def get_dotted(data: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        if not isinstance(data, dict):
-            return None
-        data = data.get(part)
-    return data
-
-
 class DemoRepos:
     """The demo's source repo (the app's app.yaml) and GitOps repo (one values file per target)."""
 
@@ -115,11 +101,9 @@ class DemoRepos:
 
         _new_repo(self.layout.gitops_repo, self.gitops)
         for target in self.spec.targets.values():
-            values: dict[str, Any] = {}
-            _set_dotted(values, self.spec.write.image, tag)
             path = self.gitops / target.path
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(yaml.safe_dump(values, sort_keys=False), encoding="utf-8")
+            path.write_text(set_keys("", {self.spec.write.image: tag}), encoding="utf-8")
         git(self.gitops, "add", "-A")
         names = ", ".join(self.spec.targets)
         git(self.gitops, "commit", "-q", "-m", f"{self.spec.name} {INITIAL.version} on {names}")
@@ -164,8 +148,7 @@ def gitops_log(repo: Path, branch: str = "main") -> list[GitOpsCommit]:
 def stable_at_head(layout: DemoLayout, spec: DeliverySpec) -> dict[str, str]:
     """Per target, the version Git says should run (its values file's image key at the branch head)."""
     return {
-        name: str(get_dotted(values, spec.write.image))
-        for name, values in values_at_head(layout, spec).items()
+        name: str(get_path(values, spec.write.image)) for name, values in values_at_head(layout, spec).items()
     }
 
 

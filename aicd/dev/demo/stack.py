@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from aicd.dashboard.embedded import DashboardStartError, EmbeddedDashboard, start_embedded
 from aicd.dev.demo.model import DemoError, DemoInterrupted, DemoOptions, Traffic
 from aicd.dev.demo.repos import DemoLayout
 from aicd.dev.loadgen import LoadGenerator, LoadStats
@@ -58,6 +59,7 @@ class DemoStack:
         self.temporal: EmbeddedTemporal | None = None
         self.loadgen: LoadGenerator | None = None
         self.meter: TrafficMeter | None = None
+        self.dashboard: EmbeddedDashboard | None = None
 
     def start_prometheus(self, note: Callable[[str], None]) -> str:
         """First, because the effective spec needs its URL (a free port) before anything else starts."""
@@ -102,6 +104,15 @@ class DemoStack:
         except DevStackError as error:
             raise DemoError(str(error)) from None
         self._wait_targets_healthy(cancel)
+        approvers = [
+            name for stage in self.spec.stages if stage.approval for name in stage.approval.approvers
+        ]
+        try:
+            self.dashboard = start_embedded(self.temporal, approvers[0] if approvers else "demo")
+        except DashboardStartError as error:
+            raise DemoError(str(error)) from None
+        board = self.dashboard
+        note(f"dashboard {board.url}: to act there, sign in as {board.identity} with token {board.token}")
         reconciler = self.reconciler
         self.loadgen = LoadGenerator(lambda: reconciler.proxy_urls().values(), rate=self.options.load_rate)
         self.loadgen.start()
@@ -144,6 +155,8 @@ class DemoStack:
         steps: list[tuple[str, Callable[[], object]]] = []
         if self.loadgen is not None:
             steps.append(("load generator", self.loadgen.stop))
+        if self.dashboard is not None:
+            steps.append(("dashboard", self.dashboard.stop))
         if self.temporal is not None:
             steps.append(("Temporal and the worker", self.temporal.stop))
         if self.reconciler is not None:

@@ -1,0 +1,109 @@
+"""The Prometheus metrics provider: range queries over the HTTP API of Prometheus or a compatible server
+(Thanos, Mimir, Cortex, Grafana Cloud), through the official ``prometheus-api-client``.
+
+TLS certificates are verified: against the system's CAs, or against ``caCert`` (a PEM file on the worker
+for a private CA or a self-signed certificate); only ``insecure: true`` turns that off. Secrets -- a bearer
+token or a basic-auth password -- are read from the worker's environment or a file at each use, never from
+the spec, so the delivery's history, status and logs hold only their names. ``headers`` go with every query
+(``X-Scope-OrgID`` for multi-tenant Mimir and Cortex).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+import requests
+from prometheus_api_client import PrometheusConnect
+from urllib3.exceptions import InsecureRequestWarning
+from urllib3.util.retry import Retry
+
+from aicd.judge import Series
+from aicd.spec.model import PrometheusConfig, SecretSource
+
+
+class MetricsProvider(Protocol):
+    """What the analysis needs of a metrics backend: one series per query over a time range."""
+
+    def query_range(self, query: str, start: float, end: float, step: float) -> Series: ...
+
+
+class ProviderConfigError(RuntimeError):
+    """The provider cannot be set up as configured (a missing secret or CA file); the message names what."""
+
+
+class PrometheusProvider:
+    def __init__(self, config: PrometheusConfig) -> None:
+        self._config = config
+        session = requests.Session()
+        # A CA file replaces the system's CAs for this server; `insecure` is the only way to skip the check.
+        session.verify = False if config.insecure else (config.ca_cert or True)
+        if config.ca_cert and not Path(config.ca_cert).is_file():
+            raise ProviderConfigError(f"prometheus caCert {config.ca_cert} is not a file on this worker")
+        headers = dict(config.headers)
+        auth: tuple[str, str] | None = None
+        if config.bearer is not None:
+            headers["Authorization"] = f"Bearer {read_secret(config.bearer, 'prometheus bearer token')}"
+        if config.basic_username is not None and config.basic_password is not None:
+            auth = (
+                config.basic_username,
+                read_secret(config.basic_password, "prometheus basic-auth password"),
+            )
+        # No client-side retries: a look that cannot reach Prometheus is a no-data look; the next look retries.
+        self._client = PrometheusConnect(
+            url=config.url,
+            headers=headers,
+            auth=auth,
+            session=session,
+            retry=Retry(total=0),
+            timeout=max(1, math.ceil(config.timeout_s)),
+        )
+
+    def query_range(self, query: str, start: float, end: float, step: float) -> Series:
+        """One series for a query: several result series are summed per timestamp (counts) -- a query that
+        should compare one value per track is expected to aggregate itself, as `sum(rate(...))` does."""
+        with warnings.catch_warnings():
+            if self._config.insecure:  # asked for in the spec: one warning per query would flood the log
+                warnings.simplefilter("ignore", InsecureRequestWarning)
+            result = self._client.custom_query_range(
+                query,
+                start_time=datetime.fromtimestamp(start, UTC),
+                end_time=datetime.fromtimestamp(max(end, start + step), UTC),
+                step=f"{step:g}s",
+                params={"timeout": f"{self._config.timeout_s:g}s"},
+            )
+        totals: dict[float, float] = {}
+        for series in result:
+            for timestamp, value in series.get("values", []):
+                number = float(value)
+                if math.isnan(number):
+                    continue
+                totals[float(timestamp)] = totals.get(float(timestamp), 0.0) + number
+        stamps = sorted(totals)
+        return Series(tuple(stamps), tuple(totals[stamp] for stamp in stamps))
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def read_secret(source: SecretSource, what: str) -> str:
+    """The secret's value from the worker's environment or a file; the error names where it looked, never
+    the value."""
+    if source.env:
+        value = os.environ.get(source.env)
+        if not value:
+            raise ProviderConfigError(f"{what}: environment variable {source.env} is not set on this worker")
+        return value
+    if source.file:
+        try:
+            value = Path(source.file).read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ProviderConfigError(f"{what}: cannot read file {source.file}: {error.strerror}") from None
+        if not value:
+            raise ProviderConfigError(f"{what}: file {source.file} is empty")
+        return value
+    raise ProviderConfigError(f"{what}: no environment variable or file given")

@@ -1,0 +1,235 @@
+"""The commits a delivery made, read from its GitOps repository for the dashboard: subject, author, aicd
+trailers and the diff (the built-in diff view), or a link to the Git host's own diff page.
+
+The repository is read from a bare mirror in aicd's cache (`aicd.source.fetch_mirror`, the one place aicd
+mirrors repositories), fetched only when a wanted commit is not there yet and then at most every few
+seconds. Commits never change, so what was read once is kept. git runs as an argv list, never a shell."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aicd.redact import redact_credentials
+from aicd.source import SourceError, fetch_mirror, git_in
+from aicd.trailers import parse_trailers
+
+log = logging.getLogger("aicd.dashboard")
+
+SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+FETCH_COOLDOWN_S = 1.0
+MAX_DIFF_BYTES = 512 * 1024  # a diff beyond this is cut (values files are small; a vendored chart is not)
+READ_TIMEOUT_S = 20.0
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    sha: str
+    subject: str
+    author: str
+    date: str  # ISO 8601
+    step: str = ""  # the Aicd-Step trailer
+    actor: str = ""  # the Aicd-Actor trailer
+
+
+@dataclass(frozen=True)
+class DiffLine:
+    kind: str  # add | del | ctx | hunk
+    text: str
+    old: int | None = None  # line numbers in the old and new file
+    new: int | None = None
+
+
+@dataclass
+class FileDiff:
+    path: str
+    old_path: str
+    lines: list[DiffLine] = field(default_factory=list)
+    added: int = 0
+    removed: int = 0
+    binary: bool = False
+
+
+@dataclass
+class CommitDiff:
+    info: CommitInfo
+    files: list[FileDiff]
+    truncated: bool = False
+
+
+class GitOpsUnreadable(Exception):
+    """The repository or commit cannot be read now; the message says why (credentials redacted)."""
+
+
+def commit_url(template: str, repo: str, sha: str) -> str:
+    """A link to the Git host's view of a commit: the template's `{sha}`, `{short}` and `{repo_path}` (the
+    repository URL's path without `.git`, e.g. `platform/gitops`) filled in."""
+    return template.replace("{sha}", sha).replace("{short}", sha[:8]).replace("{repo_path}", repo_path(repo))
+
+
+def repo_path(repo: str) -> str:
+    """`https://host/group/gitops.git`, `git@host:group/gitops.git`, `ssh://git@host/group/gitops` ->
+    `group/gitops`."""
+    text = redact_credentials(repo).strip().rstrip("/")
+    if "://" in text:
+        text = text.split("://", 1)[1]
+        text = text.split("/", 1)[1] if "/" in text else ""
+    elif re.match(r"^[\w.-]+@[\w.-]+:", text):
+        text = text.split(":", 1)[1]
+    return text.removesuffix(".git").lstrip("/")
+
+
+class GitOpsReader:
+    """Reads commits of GitOps repositories through mirrors under `cache` (None: aicd's cache dir)."""
+
+    def __init__(self, cache: Path | None = None) -> None:
+        self.cache = cache
+        self._infos: dict[tuple[str, str], CommitInfo] = {}
+        self._fetched: dict[str, float] = {}
+        self._mirrors: dict[str, Path] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def infos(self, repo: str, shas: list[str]) -> dict[str, CommitInfo]:
+        """What is known of these commits (best effort: an unreadable repository gives what was read before)."""
+        wanted = [sha for sha in dict.fromkeys(shas) if SHA.fullmatch(sha) and (repo, sha) not in self._infos]
+        if wanted:
+            try:
+                mirror = await self._mirror_with(repo, wanted)
+                await self._read_infos(repo, mirror, wanted)
+            except GitOpsUnreadable as unreadable:
+                log.warning("cannot read commits of the GitOps repo: %s", unreadable)
+        return {sha: self._infos[(repo, sha)] for sha in shas if (repo, sha) in self._infos}
+
+    async def diff(self, repo: str, sha: str) -> CommitDiff:
+        if not SHA.fullmatch(sha):
+            raise GitOpsUnreadable(f"{sha!r} is not a full commit SHA")
+        mirror = await self._mirror_with(repo, [sha])
+        await self._read_infos(repo, mirror, [sha])
+        info = self._infos.get((repo, sha))
+        if info is None:
+            raise GitOpsUnreadable(f"commit {sha[:12]} is not in {redact_credentials(repo)}")
+        code, out, err = await git_in(
+            mirror,
+            "show",
+            "--format=",
+            "--patch",
+            "--no-color",
+            "--no-ext-diff",
+            "--no-textconv",
+            "-M",
+            "--end-of-options",
+            sha,
+            timeout_s=READ_TIMEOUT_S,
+        )
+        if code != 0:
+            raise GitOpsUnreadable(redact_credentials(f"git show {sha[:12]} failed: {err.strip()[-300:]}"))
+        truncated = len(out) > MAX_DIFF_BYTES
+        return CommitDiff(info, parse_diff(out[:MAX_DIFF_BYTES]), truncated)
+
+    async def _mirror_with(self, repo: str, shas: list[str]) -> Path:
+        """The repository's mirror, fetched first when one of `shas` is not in it (at most once a second)."""
+        lock = self._locks.setdefault(repo, asyncio.Lock())
+        async with lock:
+            mirror = self._mirrors.get(repo)
+            if mirror is not None and await _has_all(mirror, shas):
+                return mirror
+            wait = FETCH_COOLDOWN_S - (time.monotonic() - self._fetched.get(repo, -FETCH_COOLDOWN_S))
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                mirror = await fetch_mirror(repo, self.cache)
+            except SourceError as error:
+                raise GitOpsUnreadable(str(error)) from None
+            self._mirrors[repo] = mirror
+            self._fetched[repo] = time.monotonic()
+            return mirror
+
+    async def _read_infos(self, repo: str, mirror: Path, shas: list[str]) -> None:
+        missing = [sha for sha in shas if (repo, sha) not in self._infos]
+        present = [sha for sha in missing if await _has_all(mirror, [sha])]
+        if not present:
+            return
+        fields = "%H%x01%an%x01%aI%x01%s%x01%(trailers:only,unfold)%x02"
+        code, out, err = await git_in(
+            mirror,
+            "show",
+            "--no-patch",
+            f"--format={fields}",
+            "--end-of-options",
+            *present,
+            timeout_s=READ_TIMEOUT_S,
+        )
+        if code != 0:
+            raise GitOpsUnreadable(redact_credentials(f"git show failed: {err.strip()[-300:]}"))
+        for record in out.split("\x02"):
+            parts = record.strip().split("\x01")
+            if len(parts) != 5 or not SHA.fullmatch(parts[0]):
+                continue
+            sha, author, date, subject, trailer_text = parts
+            trailers = parse_trailers(trailer_text)
+            self._infos[(repo, sha)] = CommitInfo(
+                sha,
+                subject,
+                author,
+                date,
+                trailers.step if trailers else "",
+                trailers.actor if trailers else "",
+            )
+
+
+async def _has_all(mirror: Path, shas: list[str]) -> bool:
+    for sha in shas:
+        with contextlib.suppress(SourceError):
+            code, _out, _err = await git_in(mirror, "cat-file", "-e", "--end-of-options", f"{sha}^{{commit}}")
+            if code == 0:
+                continue
+        return False
+    return True
+
+
+HUNK = re.compile(r"^@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@")
+
+
+def parse_diff(text: str) -> list[FileDiff]:
+    """Files and lines of `git show --patch` output."""
+    files: list[FileDiff] = []
+    current: FileDiff | None = None
+    old_line = new_line = 0
+    for line in text.splitlines():
+        if line.startswith("diff --git "):
+            match = re.match(r"^diff --git a/(.*) b/(.*)$", line)
+            old, new = (match.group(1), match.group(2)) if match else (line[11:], line[11:])
+            current = FileDiff(path=new, old_path=old)
+            files.append(current)
+            continue
+        if current is None:
+            continue
+        if line.startswith("Binary files "):
+            current.binary = True
+        elif line.startswith("@@"):
+            match = HUNK.match(line)
+            if match:
+                old_line, new_line = int(match.group(1)), int(match.group(2))
+            current.lines.append(DiffLine("hunk", line))
+        elif not current.lines:
+            continue  # the header lines (index, ---, +++, rename from/to) before the first hunk
+        elif line.startswith("+"):
+            current.lines.append(DiffLine("add", line[1:], None, new_line))
+            current.added += 1
+            new_line += 1
+        elif line.startswith("-"):
+            current.lines.append(DiffLine("del", line[1:], old_line, None))
+            current.removed += 1
+            old_line += 1
+        elif line.startswith("\\"):
+            current.lines.append(DiffLine("ctx", line, None, None))
+        else:
+            current.lines.append(DiffLine("ctx", line[1:], old_line, new_line))
+            old_line += 1
+            new_line += 1
+    return files

@@ -1,0 +1,138 @@
+"""The analysis settings from spec to plan: every setting that matters reaches the judge and the decision
+across looks, the schema documents every property, and secrets can only be named, never written."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import yaml
+
+from aicd.judge import Kind, OnInconclusive, planned_intervals
+from aicd.plan import build_plan
+from aicd.spec.loader import parse_spec_bytes
+from aicd.spec.model import SecretSource
+from tests.helpers_spec import MINIMAL, REPO_ROOT
+
+SCHEMA = REPO_ROOT / "schemas" / "delivery-spec.v1alpha1.json"
+REVISION = "4f2c1d9e" * 5
+
+
+def properties(node: Any, path: str = "$") -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every named property of the schema, with its JSON path."""
+    if isinstance(node, dict):
+        for name, value in node.get("properties", {}).items():
+            yield f"{path}.{name}", value
+        for key, value in node.items():
+            if key != "if":  # conditions name properties, they do not define them
+                yield from properties(value, f"{path}.{key}" if key != "properties" else path)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from properties(value, f"{path}[{index}]")
+
+
+def test_every_schema_property_has_a_description() -> None:
+    schema = json.loads(SCHEMA.read_text(encoding="utf-8"))
+    missing = sorted({path for path, value in properties(schema) if "description" not in value})
+    assert missing == []
+    assert len(list(properties(schema))) > 90  # the walk reaches the nested definitions
+
+
+def document(**analysis: Any) -> dict[str, Any]:
+    spec = yaml.safe_load(MINIMAL.read_bytes())
+    spec["spec"]["analysis"].update(analysis)
+    return spec
+
+
+def parse(spec: dict[str, Any]) -> tuple[Any, list[str]]:
+    model, errors = parse_spec_bytes(yaml.safe_dump(spec).encode(), "spec.yaml")
+    return model, [str(error) for error in errors]
+
+
+def test_every_analysis_setting_reaches_the_plan() -> None:
+    spec = document(
+        prometheus={
+            "url": "https://mimir.example.com/prometheus/",
+            "timeout": "20s",
+            "headers": {"X-Scope-OrgID": "payments"},
+            "auth": {"basic": {"username": "1234", "password": {"env": "GRAFANA_CLOUD_TOKEN"}}},
+            "caCert": "/etc/aicd/ca.pem",
+        },
+        interval="1m",
+        alpha=0.02,
+        noDataLimit="30%",
+        minSamples=5,
+        warmupIntervals=2,
+        metrics=[
+            {
+                "name": "errors",
+                "kind": "count",
+                "query": 'sum(rate(errors_total{track="{{ track }}"}[1m]))',
+                "total": 'sum(rate(requests_total{track="{{ track }}"}[1m]))',
+                "tolerance": "20%",
+                "absoluteTolerance": "0.1%",
+            }
+        ],
+    )
+    steps = spec["spec"]["stages"][1]["strategy"]["canary"]["steps"]
+    steps[1] = {"analysis": {"duration": "10m", "onInconclusive": "extend", "maxDuration": "30m"}}
+    model, errors = parse(spec)
+    assert errors == []
+    plan = build_plan(model, REVISION)
+    analysis = plan.analysis
+    assert analysis is not None and analysis.prometheus is not None
+    connection = analysis.connection
+    assert connection.url == "https://mimir.example.com/prometheus" and connection.timeout_s == 20.0
+    assert connection.headers == {"X-Scope-OrgID": "payments"} and connection.ca_cert == "/etc/aicd/ca.pem"
+    assert connection.basic_username == "1234"
+    assert connection.basic_password == SecretSource(env="GRAFANA_CLOUD_TOKEN")
+    assert not connection.insecure
+    step = plan.stages[1].steps[1]
+    assert step.on_inconclusive == OnInconclusive.EXTEND and step.max_duration_s == 1800.0
+    policy = step.policy(analysis.interval_s)
+    assert planned_intervals(policy) == 30
+    config = analysis.judge_config([], planned_intervals(policy))
+    assert (config.alpha, config.no_data_limit, config.min_samples, config.warmup_intervals) == (
+        0.02,
+        0.3,
+        5,
+        2,
+    )
+    assert config.interval_s == 60.0 and config.planned_intervals == 30
+    (metric,) = config.metrics
+    assert metric.kind == Kind.COUNT and metric.tolerance == 0.2 and metric.absolute_tolerance == 0.001
+    assert "if inconclusive, looks on up to 30m" in step.describe()
+    # The plan, as Temporal carries it, holds only where the password is, never a password.
+    assert "GRAFANA_CLOUD_TOKEN" in json.dumps(plan.to_dict()) and "password" in json.dumps(plan.to_dict())
+
+
+def test_defaults_keep_todays_behaviour() -> None:
+    model, errors = parse(document())
+    assert errors == []
+    plan = build_plan(model, REVISION)
+    assert plan.analysis is not None
+    step = plan.stages[1].steps[1]
+    assert step.on_inconclusive == OnInconclusive.PAUSE and step.max_duration_s is None
+    connection = plan.analysis.connection
+    assert connection.timeout_s == 10.0 and not connection.insecure and connection.ca_cert is None
+    assert step.describe() == "analysis 1m"
+
+
+def test_a_secret_cannot_be_written_into_the_spec() -> None:
+    for auth in (
+        {"bearer": "eyJhbGciOi"},
+        {"basic": {"username": "u", "password": "hunter2"}},
+        {"bearer": {}},
+    ):
+        _, errors = parse(document(prometheus={"url": "https://p:9090", "auth": auth}))
+        assert errors and all("prometheus.auth" in error for error in errors), errors
+
+
+def test_bad_analysis_settings_are_refused_with_their_place() -> None:
+    spec = document()
+    spec["spec"]["stages"][1]["strategy"]["canary"]["steps"][1] = {"analysis": {"onInconclusive": "retry"}}
+    _, errors = parse(spec)
+    assert len(errors) == 1 and "steps[1].analysis.onInconclusive" in errors[0]
+    _, errors = parse(document(minSamples=0))
+    assert len(errors) == 1 and "$.spec.analysis.minSamples" in errors[0]

@@ -1,0 +1,609 @@
+"""The dashboard without a browser: what it reads from recorded and live Temporal histories, what its pages
+draw from that, who may act and how (sessions, tokens, proxy headers, CSRF), its settings, and the commits
+and diffs it reads from a real Git repository. The browser test (test_dashboard_browser.py) runs it whole."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from starlette.requests import Request
+from temporalio.client import Client, WorkflowHistory
+from temporalio.converter import DataConverter
+from temporalio.testing import WorkflowEnvironment
+
+from aicd.client import send_action, start_delivery
+from aicd.dashboard import Dashboard, DashboardSettings, SettingsError, charts, standalone_app
+from aicd.dashboard.app import Urls, Viewer
+from aicd.dashboard.auth import (
+    CSRF_COOKIE,
+    Identity,
+    NotAuthenticated,
+    csrf_problem,
+    read_session,
+    request_identity,
+    sign_session,
+    steering_refusal,
+)
+from aicd.dashboard.gitops import GitOpsReader, commit_url, parse_diff, repo_path
+from aicd.dashboard.history import DeliveryDigest, HistoryStore, Look
+from aicd.dashboard.live import Hub
+from aicd.dashboard.settings import load_tokens
+from aicd.dashboard.views import build_view, fleet_grid, metric_chart, status_from_history
+from aicd.judge import JudgeConfig, MetricConfig, MetricSamples, Series, judge
+from aicd.messages import HumanAction, TargetStatus, Trigger
+from aicd.testing.engine import (
+    commits,
+    git,
+    make_repo,
+    plan_from,
+    running_worker,
+    spec_document,
+    temporal_env,
+    wait_for,
+)
+from tests.conftest import RunAicd, aicd_env
+
+__all__ = ["temporal_env"]
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def recorded_digest() -> DeliveryDigest:
+    """The recorded replay scenario: approval by alice, pause and resume by oncall, a `pause: {}` released,
+    a second stage aborted by carol and rolled back (release scope)."""
+    history = WorkflowHistory.from_json("delivery", (HISTORIES / "delivery.json").read_text())
+    digest = DeliveryDigest()
+    half = len(history.events) // 2
+    await digest.feed(history.events[:half], DataConverter.default)  # fed in two parts, as a live run is
+    await digest.feed(history.events[half:], DataConverter.default)
+    return digest
+
+
+# --- histories -------------------------------------------------------------------------------------------------
+
+
+async def test_the_digest_of_a_recorded_delivery_holds_its_facts() -> None:
+    digest = await recorded_digest()
+    assert digest.input is not None and digest.input.plan.app == "replay"
+    assert digest.close_kind == "completed" and digest.result is not None and digest.result.phase == "aborted"
+    assert [(a.kind, a.action.actor) for a in digest.actions] == [
+        ("approve", "alice"),
+        ("pause", "oncall"),
+        ("resume", "oncall"),
+        ("resume", "oncall"),
+        ("abort", "carol"),
+    ]
+    assert [state for _at, state in [(at, s.state) for at, s in digest.progress["a"]]] == [
+        "progressing",
+        "paused",
+        "progressing",
+        "awaiting-resume",
+        "progressing",
+        "progressing",
+        "promoted",
+    ]
+    assert [s.weight for _at, s in digest.progress["a"]] == [10, 10, 10, 10, 10, 100, 100]
+    assert [r.targets for r in digest.rollbacks] == [["b", "a"]]  # release scope: newest stage first
+    assert digest.rollbacks[0].reason == "enough"
+    assert {t: (c.stage, c.workflow_id) for t, c in digest.children.items()} == {
+        "a": ("one", "delivery-replay-06875341bf43--one--a"),
+        "b": ("two", "delivery-replay-06875341bf43--two--b"),
+    }
+    assert all(child.run_id and child.started for child in digest.children.values())
+    phases = [phase for _at, phase in digest.phases]
+    assert phases[0] == "awaiting-approval" and phases[-2:] == ["rolling-back", "aborted"]
+    times = [at for at, _ in digest.phases]
+    assert times == sorted(times)
+
+
+async def test_a_recorded_delivery_draws_its_timeline_with_pauses_actions_and_rollbacks() -> None:
+    digest = await recorded_digest()
+    status = status_from_history(digest, "")
+    assert status.phase == "aborted"
+    assert status.targets["a"].state == "rolled-back"  # promoted, then rolled back with the release
+    view = build_view(
+        status,
+        digest,
+        {},
+        {},
+        now=datetime.now(UTC),
+        commit_template=None,
+        status_source="history",
+        running=False,
+    )
+    assert view.available == [] and view.notes  # ended; and it says the page comes from history
+    assert [stage.name for stage in view.stages] == ["one", "two"]
+    assert view.stages[0].approvers == ["alice"] and view.stages[0].approved_by == []  # not in the history
+    timeline = view.timeline
+    assert timeline is not None
+    lanes = {lane.target: lane for lane in timeline.lanes}
+    assert [p.weight for p in lanes["a"].points] == [0, 10, 10, 10, 10, 10, 100, 100, 0]  # ... rolled back
+    assert [p.state for p in lanes["a"].points][-1] == "rolled-back"
+    assert [pause.kind for pause in lanes["a"].pauses] == ["paused", "awaiting-resume"]
+    assert [m.label.split(":")[0] for m in lanes["a"].steps] == ["1", "2", "3"]
+    assert len(lanes["a"].rollbacks) == len(lanes["b"].rollbacks) == 1
+    assert [(m.kind, m.actor) for m in timeline.actions] == [(a.kind, a.action.actor) for a in digest.actions]
+    xs = [p.x for lane in timeline.lanes for p in lane.points]
+    assert min(xs) >= timeline.plot_left and max(xs) <= timeline.plot_right
+    # Every point sits within its lane, weight 0 at the lane's base line and 100 at its top line.
+    for lane in timeline.lanes:
+        for point in lane.points:
+            assert point.y == pytest.approx(
+                lane.baseline_y - (lane.baseline_y - lane.full_y) * point.weight / 100
+            )
+
+
+async def test_history_is_read_incrementally_and_agrees_with_a_full_read(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    client = temporal_env.client
+    source, revision = make_repo(tmp_path, "source", {"README": "x\n"})
+    gitops, _ = make_repo(tmp_path, "gitops", {"a.yaml": "image: {tag: v0}\n"})
+    document = spec_document(
+        "history-read",
+        source,
+        gitops,
+        {"a": {"kind": "git", "path": "a.yaml"}},
+        [
+            {
+                "name": "one",
+                "targets": ["a"],
+                "strategy": {"canary": {"steps": [{"setWeight": 10}, {"pause": {}}, {"setWeight": 100}]}},
+            }
+        ],
+    )
+    plan = plan_from(document, revision)
+    store = HistoryStore(client)
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue, index_search_attributes=False)
+        await wait_for(
+            client, plan.delivery_id, lambda s: "a" in s.targets and s.targets["a"].state == "awaiting-resume"
+        )
+        run_id = (await client.get_workflow_handle(plan.delivery_id).describe()).run_id
+        first = await store.delivery(plan.delivery_id, run_id)
+        read_before = store.events_read
+        assert [s.state for _at, s in first.progress["a"]][-1] == "awaiting-resume"
+        assert first.closed is None
+        await send_action(client, plan.delivery_id, "resume", HumanAction("oncall", "go"))
+        await client.get_workflow_handle(plan.delivery_id).result()
+        later = await store.delivery(plan.delivery_id, run_id)
+    total = len((await client.get_workflow_handle(plan.delivery_id).fetch_history()).events)
+    assert later is first and later.closed is not None and later.result is not None
+    assert store.events_read == total  # the second read fetched only the new events
+    assert store.events_read - read_before < total
+    fresh = DeliveryDigest()
+    await fresh.feed(
+        (await client.get_workflow_handle(plan.delivery_id).fetch_history()).events, client.data_converter
+    )
+    assert [(s.state, s.weight) for _at, s in later.progress["a"]] == [
+        (s.state, s.weight) for _at, s in fresh.progress["a"]
+    ]
+    assert [(a.kind, a.action.actor) for a in later.actions] == [("resume", "oncall")]
+    await store.delivery(plan.delivery_id, run_id)
+    assert store.events_read == total  # a closed run is never read again
+    assert [c["Aicd-Step"] for c in commits(gitops) if "Aicd-Step" in c][-1] == "one/a/promote"
+
+
+# --- charts -------------------------------------------------------------------------------------------------
+
+
+def test_time_ticks_fall_on_round_clock_times() -> None:
+    start = datetime(2026, 1, 1, 10, 0, 7, tzinfo=UTC).timestamp()
+    scale = charts.Linear(start, start + 100, 0, 1000)
+    ticks = charts.time_ticks(start, start + 100, scale)
+    assert [t.label for t in ticks] == [
+        "10:00:15",
+        "10:00:30",
+        "10:00:45",
+        "10:01:00",
+        "10:01:15",
+        "10:01:30",
+        "10:01:45",
+    ]
+    relative = charts.time_ticks(start, start + 25, charts.Linear(start, start + 25, 0, 100), relative=True)
+    assert [t.label for t in relative] == ["+0s", "+5s", "+10s", "+15s", "+20s", "+25s"]
+    assert relative[0].position == 0 and relative[-1].position == 100
+
+
+def test_log_ticks_and_scales() -> None:
+    scale = charts.Log(0.5, 2000, 100, 0)
+    labels = [t.label for t in charts.log_ticks(0.5, 2000, scale)]
+    assert labels == ["1x", "10x", "100x", "1000x"]
+    wide = [t.label for t in charts.log_ticks(0.001, 10000, charts.Log(0.001, 10000, 100, 0))]
+    assert wide == ["0.01x", "1x", "100x", "10kx"]  # seven decades: every second power of ten
+    assert scale(1) > scale(10) > scale(1000) and scale(1e9) == scale(2000)  # clamped to the range
+    assert [t.label for t in charts.log_ticks(0.8, 1.6, charts.Log(0.8, 1.6, 1, 0))] == ["1x", "1.2x", "1.5x"]
+
+
+def test_paths_hold_steps_and_break_on_missing_looks() -> None:
+    assert charts.step_path([(0, 50), (10, 20), (20, 20)], 30) == "M0,50 H10 V20 H20 H30"
+    assert charts.line_path([(0, 1), None, (2, 3), (4, 5)]) == "M0,1 M2,3 L4,5"
+    band = charts.band_path([(0, 1), (1, 1), None, (3, 1)], [(0, 5), (1, 5), None, (3, 5)])
+    assert band.count("Z") == 2  # two runs of known bounds; the lone look becomes a thin bar
+
+
+def test_numbers_read_well() -> None:
+    assert [charts.format_number(v) for v in (0.0045, 12.345, 0, 25000, None, math.inf)] == [
+        "0.0045",
+        "12.3",
+        "0",
+        "25k",
+        "-",
+        "-",
+    ]
+    assert charts.format_ratio(999.9999) == "1000x"
+
+
+def _series(rng: np.random.Generator, level: float, start: float, seconds: int) -> Series:
+    times = [start + t for t in range(0, seconds, 2)]
+    return Series.from_lists(times, [level * (1 + 0.05 * rng.standard_normal()) for _ in times])
+
+
+def test_a_metric_chart_draws_the_judges_bounds_and_the_tolerance() -> None:
+    rng = np.random.default_rng(7)
+    config = JudgeConfig(metrics=(MetricConfig("latency", "continuous", tolerance=0.1),), interval_s=10)
+    start = 1_800_000_000.0
+    looks = []
+    for seconds in (30, 60, 90, 120):
+        samples = {
+            "latency": MetricSamples(_series(rng, 0.2, start, seconds), _series(rng, 0.1, start, seconds))
+        }
+        verdict = judge(samples, config, canary_weight=50)
+        looks.append(Look(datetime.fromtimestamp(start + seconds, UTC), start, start + seconds, 50, verdict))
+    chart = metric_chart("latency", start, looks)
+    assert chart.verdict == "fail" and "latency on the canary" in chart.explanation
+    assert [look.seconds for look in chart.looks] == [30, 60, 90, 120]
+    assert [look.canary for look in chart.looks] == [look.verdict.metrics[0].canary_value for look in looks]
+    ratio = chart.panels[1]
+    assert [value for _y, value in ratio.tolerance] == [1.1]
+    assert ratio.band and ratio.bad_zone is not None
+    tolerance_y = ratio.tolerance[0][0]
+    # The canary is twice the baseline: every estimate lies in the regression zone (above the tolerance).
+    assert all(look.estimate_y is not None and look.estimate_y < tolerance_y for look in chart.looks)
+    assert all(look.ci_low is not None and look.ci_low > 1.1 for look in chart.looks[-1:])
+
+
+def test_a_fleet_grid_stands_each_cell_for_several_sites_when_large() -> None:
+    fleet = TargetStatus(
+        "edge",
+        "prod",
+        "edge",
+        sites_total=10_000,
+        sites_by_state={"updated": 6000, "failed": 15, "updating": 100},
+        failed_sites=["pop-1", "pop-2"],
+    )
+    grid = fleet_grid(fleet)
+    assert grid.per_cell == 10 and grid.columns == 50
+    assert grid.counts == [("updated", 6000), ("updating", 100), ("failed", 15), ("pending", 3885)]
+    assert grid.cells.count("updated") == 600 and grid.cells.count("failed") == 2
+    assert grid.cells[:1] == ["updated"] and grid.cells[-1] == "pending"
+    small = fleet_grid(TargetStatus("e", "p", "edge", sites_total=3, sites_by_state={"updated": 3}))
+    assert small.per_cell == 1 and small.cells == ["updated"] * 3 and small.columns == 3
+
+
+async def test_the_page_regions_render_the_view(tmp_path: Path) -> None:
+    """Every region of the delivery page renders from a view; an edge fleet becomes a grid of sites."""
+    digest = await recorded_digest()
+    status = status_from_history(digest, "")
+    status.targets["b"] = TargetStatus(
+        "b",
+        "two",
+        "edge",
+        "progressing",
+        sites_total=40,
+        sites_by_state={"updated": 30, "failed": 2},
+        failed_sites=["pop-7"],
+    )
+    view = build_view(status, digest, {}, {}, now=datetime.now(UTC), commit_template=None, running=False)
+    board = Dashboard(_settings(tmp_path), _unreachable)
+    viewer = Viewer(Identity("alice", "session"), "c" * 43, False, Urls(""), "/")
+    regions = board.delivery_regions(view, viewer)
+    fleet = regions["fleets"]
+    assert fleet.count('class="site site-updated"') == 30 and fleet.count('class="site site-failed"') == 2
+    assert fleet.count('class="site site-pending"') == 8 and "pop-7" in fleet
+    assert regions["graph"].count('<li class="node') == 2
+    assert regions["actions"].count("<tr data-kind=") == 5
+    assert "This delivery has ended" in regions["controls"]
+
+
+# --- who may act ---------------------------------------------------------------------------------------------
+
+
+def _request(headers: dict[str, str] | None = None, client: str = "127.0.0.1", cookies: str = "") -> Request:
+    raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
+    if cookies:
+        raw.append((b"cookie", cookies.encode()))
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/",
+        "headers": raw,
+        "client": (client, 1234),
+        "server": ("dash.example", 443),
+        "scheme": "https",
+        "query_string": b"",
+        "root_path": "",
+    }
+    return Request(scope)
+
+
+def _settings(tmp_path: Path, **overrides: Any) -> DashboardSettings:
+    tokens = tmp_path / "tokens.yaml"
+    digest = "sha256:" + hashlib.sha256(b"bob-token-0123456789abcdef").hexdigest()
+    tokens.write_text(f"alice: alice-token-0123456789abcdef\nbob: {digest}\n")
+    tokens.chmod(0o600)
+    env = {"AICD_DASHBOARD_TOKENS_FILE": str(tokens), "AICD_DASHBOARD_TRUSTED_PROXIES": "10.0.0.0/24"}
+    return DashboardSettings.from_env({**env, **overrides})
+
+
+def test_identity_from_a_bearer_token_a_trusted_proxy_or_a_session(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    assert settings.read_signed_in  # sign-in is set up, so reading needs it by default
+    bearer = request_identity(_request({"Authorization": "Bearer alice-token-0123456789abcdef"}), settings)
+    assert bearer == Identity("alice", "token") and not bearer.ambient
+    hashed = request_identity(_request({"Authorization": "Bearer bob-token-0123456789abcdef"}), settings)
+    assert hashed == Identity("bob", "token")
+    with pytest.raises(NotAuthenticated):
+        request_identity(_request({"Authorization": "Bearer wrong-token-0123456789abc"}), settings)
+    proxied = {"X-Forwarded-User": "carol@example.com"}
+    assert request_identity(_request(proxied, client="10.0.0.7"), settings) == Identity(
+        "carol@example.com", "proxy"
+    )
+    # The same header from anywhere else is anyone's to write: ignored.
+    assert request_identity(_request(proxied, client="192.0.2.9"), settings) is None
+    assert (
+        request_identity(_request({**proxied, "X-Forwarded-For": "10.0.0.7"}, client="192.0.2.9"), settings)
+        is None
+    )
+    session = sign_session("dave", settings.session_key)
+    assert request_identity(_request(cookies=f"aicd_session={session}"), settings) == Identity(
+        "dave", "session"
+    )
+    assert request_identity(_request(cookies=f"aicd_session={session[:-2]}xx"), settings) is None
+
+
+def test_sessions_expire_and_cannot_be_forged() -> None:
+    key = b"k" * 32
+    value = sign_session("alice", key, now=1000.0, ttl_s=60)
+    assert read_session(value, key, now=1030.0) == "alice"
+    assert read_session(value, key, now=1061.0) is None
+    assert read_session(value, b"x" * 32, now=1030.0) is None
+    body, _, mac = value.partition(".")
+    forged_body = sign_session("mallory", b"x" * 32, now=1000.0).partition(".")[0]
+    assert read_session(f"{forged_body}.{mac}", key, now=1030.0) is None
+    assert read_session("garbage", key) is None and read_session(f"{body}.", key) is None
+
+
+def test_csrf_needs_the_double_submitted_token_and_a_same_site_origin() -> None:
+    token = "t" * 43
+    ok = _request(
+        {"Origin": "https://dash.example", "Host": "dash.example"}, cookies=f"{CSRF_COOKIE}={token}"
+    )
+    assert csrf_problem(ok, token) is None
+    assert "CSRF token" in (csrf_problem(ok, "other") or "")
+    assert "CSRF token" in (csrf_problem(_request({"Host": "dash.example"}), token) or "")
+    evil = _request(
+        {"Origin": "https://evil.example", "Host": "dash.example"}, cookies=f"{CSRF_COOKIE}={token}"
+    )
+    assert "another origin" in (csrf_problem(evil, token) or "")
+    cross = _request(
+        {"Sec-Fetch-Site": "cross-site", "Host": "dash.example"}, cookies=f"{CSRF_COOKIE}={token}"
+    )
+    assert csrf_problem(cross, token) == "cross-site request"
+
+
+def test_pause_resume_abort_need_an_approver_or_an_operator(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, AICD_DASHBOARD_OPERATORS="oncall")
+    approvers = ["alice"]
+    assert steering_refusal(Identity("alice", "session"), "pause", approvers, settings) is None
+    assert steering_refusal(Identity("oncall", "proxy"), "abort", approvers, settings) is None
+    refused = steering_refusal(Identity("mallory", "session"), "resume", approvers, settings)
+    assert refused is not None and "mallory may not resume" in refused and "alice" in refused
+    assert steering_refusal(None, "pause", approvers, settings) == "sign in to act on a delivery"
+    # Approvals are the workflow's to decide (its validator knows the stage's approvers).
+    assert steering_refusal(Identity("mallory", "session"), "approve", approvers, settings) is None
+    everyone = _settings(tmp_path, AICD_DASHBOARD_OPERATORS="*")
+    assert steering_refusal(Identity("mallory", "session"), "pause", approvers, everyone) is None
+
+
+# --- settings ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("AICD_DASHBOARD_TRUSTED_PROXIES", "10.0.0.0/24, proxy.local", "'proxy.local' is not an IP address"),
+        ("AICD_DASHBOARD_PROXY_HEADER", "X-User", "must be one of X-Forwarded-User, X-Forwarded-Email"),
+        ("AICD_DASHBOARD_COMMIT_URL", "https://git.example/commit", "must contain {sha}"),
+        ("AICD_DASHBOARD_SESSION_KEY", "short", "at least 32 characters"),
+        ("AICD_DASHBOARD_READ", "everyone", "must be anyone or signed-in"),
+        ("AICD_DASHBOARD_POLL_S", "0", "between 0.1 and 60"),
+        ("AICD_DASHBOARD_TOKENS_FILE", "/nonexistent/tokens.yaml", "cannot read /nonexistent/tokens.yaml"),
+    ],
+)
+def test_bad_settings_say_which_and_why(variable: str, value: str, message: str) -> None:
+    with pytest.raises(SettingsError) as error:
+        DashboardSettings.from_env({variable: value})
+    assert variable in str(error.value) and message in str(error.value)
+
+
+def test_a_tokens_file_is_checked_line_by_line(tmp_path: Path) -> None:
+    path = tmp_path / "tokens.yaml"
+    path.write_text("alice: alice-token-0123456789abcdef\nbob: short\n")
+    with pytest.raises(SettingsError, match=rf"{path}:2:6: bob: a token needs at least 16 characters"):
+        load_tokens(path)
+    path.write_text("alice: alice-token-0123456789abcdef\nbob: alice-token-0123456789abcdef\n")
+    with pytest.raises(SettingsError, match="the same token as alice"):
+        load_tokens(path)
+    path.write_text("alice: [1, 2]\n")
+    with pytest.raises(SettingsError, match="alice: the token must be a string"):
+        load_tokens(path)
+    assert not DashboardSettings.from_env({}).read_signed_in  # nobody can sign in: reading stays open
+
+
+# --- the app without Temporal --------------------------------------------------------------------------------
+
+
+async def _unreachable() -> Client:
+    raise RuntimeError("Temporal is not reachable in this test")
+
+
+def _app(tmp_path: Path) -> httpx.AsyncClient:
+    app = standalone_app(_settings(tmp_path, AICD_DASHBOARD_READ="anyone"), _unreachable)
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver")
+
+
+async def test_login_sets_a_strict_session_cookie_and_slows_down_guessing(tmp_path: Path) -> None:
+    async with _app(tmp_path) as http:
+        page = await http.get("/login?next=/deliveries/x")
+        assert page.status_code == 200 and "Your dashboard token" in page.text
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        assert page.headers["x-frame-options"] == "DENY"
+        csrf = http.cookies[CSRF_COOKIE]
+        headers = {"origin": "http://testserver"}
+        no_csrf = await http.post("/login", data={"token": "alice-token-0123456789abcdef"}, headers=headers)
+        assert no_csrf.status_code == 403 and "aicd_session" not in http.cookies
+        signed = await http.post(
+            "/login",
+            data={"token": "alice-token-0123456789abcdef", "csrf_token": csrf, "next": "/deliveries/x"},
+            headers=headers,
+            follow_redirects=False,
+        )
+        assert signed.status_code == 303 and signed.headers["location"] == "/deliveries/x"
+        cookie = signed.headers["set-cookie"].lower()
+        assert "httponly" in cookie and "samesite=strict" in cookie
+        offsite = await http.post(
+            "/login",
+            data={"token": "alice-token-0123456789abcdef", "csrf_token": csrf, "next": "//evil.example/"},
+            headers=headers,
+            follow_redirects=False,
+        )
+        assert offsite.headers["location"] == "/"  # never off this site
+        for _ in range(10):
+            wrong = await http.post("/login", data={"token": "x" * 20, "csrf_token": csrf}, headers=headers)
+            assert wrong.status_code == 401 and "Unknown token" in wrong.text
+        blocked = await http.post("/login", data={"token": "x" * 20, "csrf_token": csrf}, headers=headers)
+        assert blocked.status_code == 429
+
+
+async def test_pages_say_when_temporal_cannot_be_reached_and_actions_need_identity(tmp_path: Path) -> None:
+    async with _app(tmp_path) as http:
+        listing = await http.get("/")
+        assert listing.status_code == 200 and "Temporal cannot be reached" in listing.text
+        page = await http.get("/deliveries/delivery-demo-app-" + "a" * 40)
+        assert page.status_code == 503
+        assert (await http.get("/deliveries/not-a-delivery")).status_code == 404
+        refused = await http.post(
+            "/deliveries/delivery-demo-app-" + "a" * 40 + "/actions/pause",
+            headers={"accept": "application/json"},
+        )
+        assert refused.status_code == 401 and "no action without an identity" in refused.json()["message"]
+        assert (await http.get("/static/dashboard.js")).status_code == 200
+
+
+# --- Git ------------------------------------------------------------------------------------------------------
+
+
+def test_commit_links_and_repository_paths() -> None:
+    assert repo_path("https://github.com/acme/gitops.git") == "acme/gitops"
+    assert repo_path("git@gitlab.example.com:platform/deploy/gitops.git") == "platform/deploy/gitops"
+    assert repo_path("ssh://git@host:2222/acme/gitops") == "acme/gitops"
+    assert repo_path("https://user:secret@host/acme/gitops.git") == "acme/gitops"
+    sha = "a" * 40
+    assert commit_url(
+        "https://github.com/{repo_path}/commit/{sha}", "git@github.com:acme/gitops.git", sha
+    ) == (f"https://github.com/acme/gitops/commit/{sha}")
+    assert commit_url(
+        "https://gitlab.example.com/{repo_path}/-/commit/{short}", "https://gitlab.example.com/a/b.git", sha
+    ) == ("https://gitlab.example.com/a/b/-/commit/aaaaaaaa")
+
+
+def test_parse_diff_numbers_lines() -> None:
+    text = (
+        "diff --git a/apps/web.yaml b/apps/web.yaml\nindex 1..2 100644\n--- a/apps/web.yaml\n+++ b/apps/web.yaml\n"
+        "@@ -1,3 +1,3 @@\n image:\n-  tag: v1\n+  tag: v2\n canary:\n"
+    )
+    (diff,) = parse_diff(text)
+    assert (diff.path, diff.added, diff.removed) == ("apps/web.yaml", 1, 1)
+    assert [(line.kind, line.old, line.new) for line in diff.lines] == [
+        ("hunk", None, None),
+        ("ctx", 1, 1),
+        ("del", 2, None),
+        ("add", None, 2),
+        ("ctx", 3, 3),
+    ]
+
+
+async def test_commits_and_diffs_come_from_the_gitops_repository(tmp_path: Path) -> None:
+    bare, base = make_repo(tmp_path, "gitops", {"web.yaml": "image:\n  tag: v1\n"})
+    work = tmp_path / "work"
+    git("clone", "-q", bare, str(work))
+    (work / "web.yaml").write_text("image:\n  tag: v2\n")
+    message = (
+        "aicd: web v2\n\nAicd-Delivery: web@"
+        + "b" * 40
+        + "\nAicd-Step: prod/web/0-setWeight\nAicd-Actor: alice\n"
+    )
+    git("-c", "user.name=aicd", "-c", "user.email=aicd@localhost", "commit", "-qam", message, cwd=work)
+    reader = GitOpsReader(cache=tmp_path / "cache")
+    sha = git("rev-parse", "HEAD", cwd=work)
+    assert await reader.infos(bare, [sha]) == {}  # not pushed yet: unknown, no error
+    git("push", "-q", "origin", "HEAD:main", cwd=work)
+    await asyncio.sleep(1.0)  # the fetch cooldown
+    infos = await reader.infos(bare, [sha, base])
+    assert (
+        infos[sha].step == "prod/web/0-setWeight"
+        and infos[sha].actor == "alice"
+        and infos[sha].author == "aicd"
+    )
+    assert infos[base].step == ""  # a commit that is not aicd's
+    diff = await reader.diff(bare, sha)
+    (changed,) = diff.files
+    assert changed.path == "web.yaml" and [
+        (line.kind, line.text) for line in changed.lines if line.kind != "ctx"
+    ][-2:] == [
+        ("del", "  tag: v1"),
+        ("add", "  tag: v2"),
+    ]
+
+
+def test_aicd_dashboard_refuses_to_show_everything_to_everyone(run_aicd: RunAicd, tmp_path: Path) -> None:
+    exposed = run_aicd("dashboard", "--host", "0.0.0.0", "--port", "0")
+    assert exposed.returncode == 2
+    assert (
+        "would show every delivery to anyone" in exposed.stderr
+        and "AICD_DASHBOARD_TOKENS_FILE" in exposed.stderr
+    )
+    bad = run_aicd("dashboard", env=aicd_env(AICD_DASHBOARD_SESSION_KEY="short"))
+    assert bad.returncode == 2 and bad.stderr.strip() == (
+        "aicd: AICD_DASHBOARD_SESSION_KEY must be at least 32 characters"
+    )
+
+
+async def test_one_poller_serves_every_subscriber_and_stops_at_the_end() -> None:
+    hub = Hub(poll_s=0.01)
+    calls = 0
+
+    async def produce() -> tuple[int, bool]:
+        nonlocal calls
+        calls += 1
+        return min(calls, 5), calls >= 5  # changes four times, then the delivery ends
+
+    async def watch() -> list[tuple[int | None, bool]]:
+        return [update async for update in hub.follow("d", produce, lambda n: n)]
+
+    first, second = await asyncio.gather(watch(), watch())
+    assert calls == 5  # one poller for both watchers, not one each
+    for seen in (first, second):
+        assert seen[-1] == (5, True) and [n for n, _ in seen] == sorted(n for n, _ in seen)
+    assert await watch() == [(5, True)]  # a page opened after the end gets the last picture at once
+    assert calls == 6
+    await hub.close()

@@ -1,0 +1,161 @@
+"""Group commit: steps that different activities of one worker write to the same GitOps branch at the same
+moment are committed one by one (trailers and idempotency unchanged) and pushed together; a request refused
+by its own checks or its fence is dropped without holding back or spoiling the others."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from temporalio.exceptions import ApplicationError
+
+from aicd.activities.gitops import CommitRequest, FileEdit, GitOpsActivities, WriteFence
+from aicd.errors import ErrorType
+from aicd.testing.engine import commits, make_repo, show
+
+PUSH_DELAY_S = 0.4
+
+
+def slow_counting_repo(tmp_path: Path, files: dict[str, str]) -> tuple[str, Path]:
+    """A bare repo whose pushes take a while (so requests pile up behind one) and are counted."""
+    bare, _ = make_repo(tmp_path, "gitops", files)
+    log = tmp_path / "pushes.log"
+    hook = Path(bare) / "hooks" / "pre-receive"
+    hook.write_text(f"#!/bin/sh\ncat >> {log}\nsleep {PUSH_DELAY_S}\n")
+    hook.chmod(0o755)
+    return bare, log
+
+
+def request(gitops: str, app: str, step: str, *, started: str = "2026-01-01T00:00:00+00:00") -> CommitRequest:
+    return CommitRequest(
+        gitops,
+        "main",
+        f"{app}@{'a' * 40}",
+        f"prod/{app}/{step}",
+        "aicd",
+        f"aicd: {app} {step}",
+        [FileEdit(f"{app}.yaml", {"canary.weight": 10})],
+        delivery_id=f"delivery-{app}",
+        started=started,
+    )
+
+
+class Refused(WriteFence):
+    def check(self) -> None:
+        raise ApplicationError(
+            "write dropped: attempt superseded", non_retryable=True, type=str(ErrorType.WRITE_FENCED)
+        )
+
+
+def run_together(calls: dict[str, object]) -> dict[str, object]:
+    """Run the callables at once in threads; each one's result or exception."""
+    outcomes: dict[str, object] = {}
+    barrier = threading.Barrier(len(calls))
+
+    def run(name: str, call) -> None:  # type: ignore[no-untyped-def]
+        barrier.wait()
+        try:
+            outcomes[name] = call()
+        except Exception as error:
+            outcomes[name] = error
+
+    threads = [threading.Thread(target=run, args=item) for item in calls.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return outcomes
+
+
+def test_concurrent_steps_share_pushes_and_keep_one_commit_each(tmp_path: Path) -> None:
+    apps = [f"app{n}" for n in range(8)]
+    gitops, pushes = slow_counting_repo(tmp_path, {f"{app}.yaml": "canary:\n  weight: 0\n" for app in apps})
+    writer = GitOpsActivities(tmp_path / "state")
+    outcomes = run_together(
+        {
+            app: lambda app=app: writer._commit(
+                request(gitops, app, "0-setWeight"), lambda _: None, WriteFence()
+            )
+            for app in apps
+        }
+    )
+    assert all(not isinstance(outcome, Exception) for outcome in outcomes.values()), outcomes
+    made = [entry for entry in commits(gitops) if "Aicd-Step" in entry]
+    assert sorted(entry["Aicd-Step"] for entry in made) == sorted(f"prod/{app}/0-setWeight" for app in apps)
+    assert {outcome.sha for outcome in outcomes.values()} == {entry["sha"] for entry in made}  # type: ignore[attr-defined]
+    assert len(pushes.read_text().splitlines()) <= 3  # 8 steps: the first push, then the rest together
+    # Idempotent as before: the same step again is found, not committed twice.
+    again = writer._commit(request(gitops, "app0", "0-setWeight"), lambda _: None, WriteFence())
+    assert again.already_done and again.sha == outcomes["app0"].sha  # type: ignore[attr-defined]
+
+
+def test_a_refused_or_fenced_request_does_not_hold_back_the_others(tmp_path: Path) -> None:
+    gitops, _ = slow_counting_repo(
+        tmp_path, {f"{app}.yaml": "canary:\n  weight: 0\n" for app in ("a", "b", "c", "d")}
+    )
+    writer = GitOpsActivities(tmp_path / "state")
+    # A newer delivery of app `c` has written c.yaml: the older one's write is refused by ownership.
+    newer = CommitRequest(
+        gitops,
+        "main",
+        f"c@{'b' * 40}",
+        "prod/c/0-setWeight",
+        "aicd",
+        "aicd: c newer",
+        [FileEdit("c.yaml", {"canary.weight": 50})],
+        delivery_id="delivery-c-newer",
+        started="2026-06-01T00:00:00+00:00",
+    )
+    writer._commit(newer, lambda _: None, WriteFence())
+    outcomes = run_together(
+        {
+            "a": lambda: writer._commit(request(gitops, "a", "0-setWeight"), lambda _: None, WriteFence()),
+            "b": lambda: writer._commit(request(gitops, "b", "0-setWeight"), lambda _: None, Refused()),
+            "c": lambda: writer._commit(request(gitops, "c", "0-setWeight"), lambda _: None, WriteFence()),
+            "d": lambda: writer._commit(request(gitops, "d", "0-setWeight"), lambda _: None, WriteFence()),
+        }
+    )
+    assert isinstance(outcomes["b"], ApplicationError) and outcomes["b"].type == ErrorType.WRITE_FENCED
+    assert isinstance(outcomes["c"], ApplicationError) and outcomes["c"].type == ErrorType.SUPERSEDED
+    assert not isinstance(outcomes["a"], Exception) and not isinstance(outcomes["d"], Exception), outcomes
+    steps = [entry["Aicd-Step"] for entry in commits(gitops) if "Aicd-Step" in entry]
+    assert sorted(steps) == ["prod/a/0-setWeight", "prod/c/0-setWeight", "prod/d/0-setWeight"]
+    assert "weight: 0" in show(gitops, "main", "b.yaml") and "weight: 50" in show(gitops, "main", "c.yaml")
+
+
+@pytest.mark.parametrize("workers", [2])
+def test_two_workers_with_their_own_clones_lose_nothing(tmp_path: Path, workers: int) -> None:
+    apps = [f"app{n}" for n in range(12)]
+    gitops, _ = slow_counting_repo(tmp_path, {f"{app}.yaml": "canary:\n  weight: 0\n" for app in apps})
+    writers = [GitOpsActivities(tmp_path / f"state-{n}") for n in range(workers)]
+    outcomes = run_together(
+        {
+            app: lambda app=app, n=n: writers[n % workers]._commit(
+                request(gitops, app, "0-setWeight"), lambda _: None, WriteFence()
+            )
+            for n, app in enumerate(apps)
+        }
+    )
+    assert all(not isinstance(outcome, Exception) for outcome in outcomes.values()), outcomes
+    assert len([entry for entry in commits(gitops) if "Aicd-Step" in entry]) == len(apps)
+
+
+def test_a_first_attempt_on_a_stale_clone_fetches_the_base_it_does_not_know(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two workers alternate the steps of one delivery: a worker whose clone it believes in step with the
+    branch must still fetch when the step's ownership base is another worker's commit (first attempts skip
+    the fetch only when the base is their own HEAD)."""
+    monkeypatch.setattr("aicd.activities.gitops._retried", lambda: False)  # every write a first attempt
+    gitops, _ = make_repo(tmp_path, "gitops", {"web.yaml": "canary:\n  weight: 0\n"})
+    workers = [GitOpsActivities(tmp_path / "state-a"), GitOpsActivities(tmp_path / "state-b")]
+    base = None
+    for index, weight in enumerate((10, 20, 30, 40)):
+        step = request(gitops, "web", f"{index}-setWeight")
+        step.edits = [FileEdit("web.yaml", {"canary.weight": weight})]
+        step.base = base
+        result = workers[index % 2]._commit(step, lambda _: None, WriteFence())
+        assert result.sha and not result.already_done
+        base = result.sha
+    assert "weight: 40" in show(gitops, "main", "web.yaml")
