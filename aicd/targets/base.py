@@ -50,7 +50,11 @@ class TargetKind:
             "type": "object",
             "additionalProperties": False,
             "required": ["kind", "path", *cls.required],
-            "properties": {"kind": {"const": cls.name}, **COMMON_PROPERTIES, **cls.properties},
+            "properties": {
+                "kind": {"const": cls.name, "description": f"This target is of kind {cls.name}."},
+                **COMMON_PROPERTIES,
+                **cls.properties,
+            },
         }
 
     @classmethod
