@@ -59,7 +59,7 @@ HISTORIES = Path(__file__).parent / "histories"
 async def recorded_digest() -> DeliveryDigest:
     """The recorded replay scenario: approval by alice, pause and resume by oncall, a `pause: {}` released,
     a second stage aborted by carol and rolled back (release scope)."""
-    history = WorkflowHistory.from_json("delivery", (HISTORIES / "delivery.json").read_text())
+    history = WorkflowHistory.from_json("delivery", (HISTORIES / "gates" / "delivery.json").read_text())
     digest = DeliveryDigest()
     half = len(history.events) // 2
     await digest.feed(history.events[:half], DataConverter.default)  # fed in two parts, as a live run is

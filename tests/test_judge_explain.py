@@ -135,8 +135,9 @@ def test_a_limit_sentence_names_the_limit_and_the_reading() -> None:
 def test_status_and_slack_say_which_metric_could_not_be_shown_safe_and_what_would_settle_it() -> None:
     from aicd.judge import AnalysisPolicy, decide
     from aicd.messages import DeliveryStatus, TargetStatus
-    from aicd.slack_blocks import compact_status, describe_progress, progress_key
+    from aicd.slack_blocks import compact_status, describe_progress
     from aicd.status_view import verdict_lines
+    from aicd.workflows.notifications import progress_key
 
     rng = np.random.default_rng(4)
     verdict = judged(
