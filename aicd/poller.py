@@ -174,7 +174,7 @@ class GitPoller:
         outcome = "started" if started.started else "already started"
         if self.metrics is not None:
             name = (
-                "aicd_deliveries_started_total"
+                "aicd_gateway_deliveries_started_total"
                 if started.started
                 else "aicd_deliveries_already_started_total"
             )

@@ -194,7 +194,7 @@ async def test_signed_push_starts_exactly_one_delivery(
         assert f"1111111..{revision[:7]}" in status.trigger.detail
         runs = [w async for w in client.list_workflows(f"WorkflowId = '{delivery}'")]
         assert len(runs) == 1
-    assert metric(metrics, 'aicd_deliveries_started_total{source="github"}') == 1
+    assert metric(metrics, 'aicd_gateway_deliveries_started_total{source="github"}') == 1
     assert metric(metrics, 'aicd_deliveries_already_started_total{source="github"}') == 2
     assert metric(metrics, 'aicd_webhooks_received_total{provider="github"}') == 7
     assert metric(metrics, 'aicd_webhooks_refused_total{provider="github",reason="bad_signature"}') == 2
@@ -263,7 +263,7 @@ async def test_pushes_that_start_nothing(temporal_env: WorkflowEnvironment, tmp_
             assert unconfigured.status_code == 503
         metrics = (await web.get("/metrics")).text
     assert await deliveries_of(client, "quiet", revision) == []
-    assert metric(metrics, 'aicd_deliveries_started_total{source="github"}') == 0
+    assert metric(metrics, 'aicd_gateway_deliveries_started_total{source="github"}') == 0
     assert metric(metrics, 'aicd_webhooks_refused_total{provider="github",reason="body_too_large"}') == 2
 
 

@@ -1,25 +1,27 @@
-"""Counters of the gateway in Prometheus text exposition format (version 0.0.4); no client library needed
-for a handful of labelled counters.
+"""The gateway's and the poller's metrics, served on `/metrics` through prometheus_client (one registry per
+Gateway, so several gateways in one process - the tests - keep their own counts).
 
 Every label value comes from a fixed set declared here (`LABEL_VALUES`); anything else is counted under
 `other`. A request header or an exception's text can never make a new series, so the number of series
-stays bounded whatever senders send.
+stays bounded whatever senders send. Every series of a fixed set exists from the start at zero, so a rate
+or increase sees the first event too.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
-import threading
-from collections import defaultdict
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
 OTHER = "other"
 
 HELP = {
     "aicd_webhooks_received_total": "Git webhooks received, by provider.",
     "aicd_webhooks_refused_total": "Git webhooks refused, by provider and reason.",
     "aicd_webhooks_ignored_total": "Git webhooks that started nothing on purpose, by provider and reason.",
-    "aicd_deliveries_started_total": "Deliveries started by the gateway or the poller, by trigger source.",
+    "aicd_gateway_deliveries_started_total": "Deliveries started by the gateway or the poller, by trigger source.",
     "aicd_deliveries_already_started_total": "Triggers that found their delivery already started, by source.",
     "aicd_slack_requests_refused_total": "Slack requests refused before acting, by endpoint and reason.",
     "aicd_slack_actions_total": "Slack buttons and commands acted on, by kind and outcome.",
@@ -68,7 +70,7 @@ LABEL_VALUES: dict[str, dict[str, frozenset[str]]] = {
             }
         ),
     },
-    "aicd_deliveries_started_total": {"source": _SOURCES},
+    "aicd_gateway_deliveries_started_total": {"source": _SOURCES},
     "aicd_deliveries_already_started_total": {"source": _SOURCES},
     "aicd_slack_requests_refused_total": {
         "endpoint": frozenset({"interactions", "commands"}),
@@ -113,36 +115,38 @@ def bounded(name: str, labels: dict[str, str]) -> tuple[tuple[str, str], ...]:
 
 
 class Metrics:
+    """Counters and gauges by name with their declared labels (`inc`, `set`, `value`), rendered by `render`."""
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._values: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._series: dict[str, Counter | Gauge] = {}
+        for name, description in HELP.items():
+            labels = sorted(LABEL_VALUES.get(name, {}))
+            kind = Gauge if name in GAUGES else Counter
+            # prometheus_client adds `_total` to a counter's name itself.
+            metric = kind(name.removesuffix("_total"), description, labels, registry=self.registry)
+            self._series[name] = metric
+            if not labels:
+                continue
+            for values in itertools.product(*(sorted(LABEL_VALUES[name][label]) for label in labels)):
+                metric.labels(*values)  # every fixed series from the start, at zero
+
+    def _metric(self, name: str, labels: dict[str, str]) -> Counter | Gauge:
+        metric = self._series[name]
+        key = dict(bounded(name, labels))
+        return metric.labels(**key) if key else metric
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
-        key = bounded(name, labels)
-        with self._lock:
-            self._values[name][key] = self._values[name].get(key, 0.0) + amount
+        self._metric(name, labels).inc(amount)
 
     def set(self, name: str, value: float, **labels: str) -> None:
-        key = bounded(name, labels)
-        with self._lock:
-            self._values[name][key] = value
+        metric = self._metric(name, labels)
+        assert isinstance(metric, Gauge), f"{name} is a counter"
+        metric.set(value)
 
     def value(self, name: str, **labels: str) -> float:
-        key = bounded(name, labels)
-        with self._lock:
-            return self._values.get(name, {}).get(key, 0.0)
+        found = self.registry.get_sample_value(name, dict(bounded(name, labels)))
+        return float(found) if found is not None else 0.0
 
     def render(self) -> str:
-        lines: list[str] = []
-        with self._lock:
-            for name in sorted(set(HELP) | set(self._values)):
-                lines.append(f"# HELP {name} {HELP.get(name, name)}")
-                lines.append(f"# TYPE {name} {'gauge' if name in GAUGES else 'counter'}")
-                for key, value in sorted(self._values.get(name, {}).items()):
-                    labels = ",".join(f'{label}="{_escape(text)}"' for label, text in key)
-                    lines.append(f"{name}{{{labels}}} {value:g}" if labels else f"{name} {value:g}")
-        return "\n".join(lines) + "\n"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+        return generate_latest(self.registry).decode()

@@ -268,7 +268,7 @@ async def _start_for_push(gateway: Gateway, provider: str, push: Push, replay_ke
             )
             outcome = "started" if started.started else "already started"
             name = (
-                "aicd_deliveries_started_total"
+                "aicd_gateway_deliveries_started_total"
                 if started.started
                 else "aicd_deliveries_already_started_total"
             )
