@@ -467,7 +467,7 @@ class GitOpsActivities:
 
     @activity.defn(name="gitops_commit")
     async def commit(self, request: CommitRequest) -> CommitResult:
-        fence = write_fence(self.client)
+        fence = write_fence(self.client, request.delivery_id)
         return await in_thread_with_heartbeats(lambda r, beat: self._commit(r, beat, fence), request)
 
     def _commit(
@@ -507,7 +507,7 @@ class GitOpsActivities:
     async def rollback_many(self, requests: list[RollbackRequest]) -> list[CommitResult]:
         """Rollback commits of several targets of one GitOps branch, one commit each, pushed together: an
         abort restores a whole stage in one push."""
-        fence = write_fence(self.client)
+        fence = write_fence(self.client, requests[0].delivery_id if requests else "")
         return await in_thread_with_heartbeats(lambda r, beat: self._rollback(r, beat, fence), requests)
 
     def _rollback(
@@ -684,6 +684,8 @@ def check_ownership(
     -> HumanEdit, this delivery's own -> StaleWrite (a later step already wrote: this write is late). Without
     one (the delivery's first write to them), only a newer delivery of the app can take a file away."""
     where = f"target {target}: " if target else ""
+    if base is not None and base == read_ref(Path(repo.git_dir), f"refs/remotes/{ref}"):
+        return  # this delivery's own last write is the branch head: nobody has written since
     if base is not None:
         try:
             repo.git.merge_base("--is-ancestor", base, ref)
@@ -785,8 +787,9 @@ class ActivityFence(WriteFence):
     throttling) or lost Temporal while still reaching Git must not push a step the delivery has given to
     another worker or moved past."""
 
-    def __init__(self, client: Client | None) -> None:
+    def __init__(self, client: Client | None, delivery_id: str = "") -> None:
         self.client = client
+        self.delivery_id = delivery_id  # the delivery above the activity's workflow (asked at the same time)
         self.info = activity.info()
         self.context = contextvars.copy_context()  # the activity's own, whichever thread asks
         self.loop = asyncio.get_running_loop()
@@ -801,7 +804,9 @@ class ActivityFence(WriteFence):
             raise cancelled
         if self.client is None:
             return
-        future = asyncio.run_coroutine_threadsafe(_why_not_current(self.client, self.info), self.loop)
+        future = asyncio.run_coroutine_threadsafe(
+            _why_not_current(self.client, self.info, self.delivery_id), self.loop
+        )
         try:
             why = future.result(timeout=FENCE_TIMEOUT_S)
         except Exception as error:  # Temporal unreachable: do not push blind; the attempt is retried
@@ -813,37 +818,34 @@ class ActivityFence(WriteFence):
             raise _error(ErrorType.WRITE_FENCED, f"write dropped: {why}")
 
 
-def write_fence(client: Client | None) -> WriteFence:
-    """The fence for a write made by the running activity (none outside one)."""
-    return ActivityFence(client) if activity.in_activity() else WriteFence()
+def write_fence(client: Client | None, delivery_id: str = "") -> WriteFence:
+    """The fence for a write made by the running activity (none outside one); `delivery_id` names the
+    delivery the write belongs to when the activity runs in one of its target workflows."""
+    return ActivityFence(client, delivery_id) if activity.in_activity() else WriteFence()
 
 
-async def _why_not_current(client: Client, info: activity.Info) -> str:
+async def _why_not_current(client: Client, info: activity.Info, delivery_id: str = "") -> str:
     """Why Temporal no longer waits for this attempt's write ("" when it does): its workflow ended, the
     attempt timed out and was retried, it was cancelled - or the delivery above a target's workflow ended
     (a terminated delivery's children are ended by the server moments later; the write must not land in
-    between)."""
-    description = await client.get_workflow_handle(
-        info.workflow_id or "", run_id=info.workflow_run_id
-    ).describe()
+    between). The two are asked at once."""
+    own = client.get_workflow_handle(info.workflow_id or "", run_id=info.workflow_run_id).describe()
+    if delivery_id and delivery_id != info.workflow_id:
+        description, above = await asyncio.gather(own, client.get_workflow_handle(delivery_id).describe())
+        if above.status != WorkflowExecutionStatus.RUNNING:
+            return f"workflow {info.workflow_id} has ended with its delivery {delivery_id}"
+    else:
+        description = await own
     if description.status != WorkflowExecutionStatus.RUNNING:
         return f"workflow {info.workflow_id} has ended"
-    why = f"{info.activity_type} (activity {info.activity_id}) is no longer pending in {info.workflow_id}"
     for pending in description.raw_description.pending_activities:
         if pending.activity_id == info.activity_id:
             if pending.attempt != info.attempt:
                 return f"attempt {info.attempt} of {info.activity_type} was superseded by attempt {pending.attempt}"
             if pending.state == PendingActivityState.PENDING_ACTIVITY_STATE_CANCEL_REQUESTED:
                 return f"{info.activity_type} was cancelled"
-            why = ""
-    if why:
-        return why
-    parent = description.raw_description.workflow_execution_info.parent_execution
-    if parent.workflow_id:
-        above = await client.get_workflow_handle(parent.workflow_id, run_id=parent.run_id or None).describe()
-        if above.status != WorkflowExecutionStatus.RUNNING:
-            return f"workflow {info.workflow_id} has ended with its delivery {parent.workflow_id}"
-    return ""
+            return ""
+    return f"{info.activity_type} (activity {info.activity_id}) is no longer pending in {info.workflow_id}"
 
 
 # --- plumbing -------------------------------------------------------------------------------------------------
