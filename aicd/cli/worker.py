@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
 from aicd.cli.app import EXIT_USAGE, app, fail
 from aicd.observability.logs import LOG_FORMATS, configure_logging
+
+if TYPE_CHECKING:
+    from aicd.worker import WorkerRole
 
 
 @app.command()
@@ -46,20 +49,38 @@ def worker(
             help="text, or json: one object per line with the delivery context.",
         ),
     ] = "text",
+    role: Annotated[
+        str,
+        typer.Option(
+            "--role",
+            envvar="AICD_WORKER_ROLE",
+            help="all (workflows, activities and GitOps writes), delivery (all but the writes), or "
+            "gitops-writer (the writes only: run one per fleet at a time, so workers never race pushes).",
+        ),
+    ] = "all",
 ) -> None:
-    """Run every aicd workflow and activity against the Temporal that TEMPORAL_* points at."""
+    """Run aicd's workflows and activities against the Temporal that TEMPORAL_* points at."""
     from aicd.observability.tracing import TracingConfigError
-    from aicd.worker import (
+    from aicd.worker import (  # the worker pulls in every activity; only this command needs them
+        WORKER_ROLES,
         observability_from,
         run_worker,
-    )  # the worker pulls in every activity; only this command needs them
+    )
 
     if log_format not in LOG_FORMATS:
         raise fail(f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}", EXIT_USAGE)
+    if role not in WORKER_ROLES:
+        raise fail(f"--role must be one of {', '.join(WORKER_ROLES)}, not {role!r}", EXIT_USAGE)
     configure_logging("INFO", log_format)
     try:
         asyncio.run(
-            run_worker(state_dir, address, task_queue, observability_from(metrics_port, metrics_host))
+            run_worker(
+                state_dir,
+                address,
+                task_queue,
+                observability_from(metrics_port, metrics_host),
+                cast("WorkerRole", role),
+            )
         )
     except TracingConfigError as error:
         raise fail(str(error), EXIT_USAGE) from None
