@@ -221,7 +221,7 @@ async def main() -> None:
         dev_server_log_level="error",
     )
     try:
-        with RssSampler() as rss, tempfile.TemporaryDirectory() as tmp:
+        with RssSampler() as rss, tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
             if args.scenario in ("control", "all"):
                 root = Path(tmp) / "control"
                 root.mkdir()
