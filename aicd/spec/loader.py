@@ -9,6 +9,7 @@ from typing import Any
 
 import jsonschema
 
+from aicd.argo_rollouts.expand import expand as expand_analysis_templates
 from aicd.redact import redact_credentials
 from aicd.resources import schema_resource
 from aicd.spec.durations import DURATION_PATTERN, PERCENT_PATTERN
@@ -17,6 +18,7 @@ from aicd.spec.model import DeliverySpec, build_model
 from aicd.spec.semantic import SEMANTIC_CHECKS
 from aicd.spec.yamlsafe import Path, YamlDocument, YamlReadError, read_yaml
 from aicd.steps import STEP_KINDS
+from aicd.steps.unsupported import REFUSAL_PREFIX
 from aicd.yamledit import WRITE_PATH_PATTERN, parse_path
 
 SCHEMA_PATH = FsPath(str(schema_resource()))  # where editors find it (the yaml-language-server comment)
@@ -60,10 +62,12 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
         return (
             f"{error.instance!r} is not valid here: {_schema_of(error).get('description', 'see the schema')}"
         )
-    if error.validator in ("minProperties", "maxProperties") and _schema_of(error).get(
-        "properties", {}
-    ).keys() == set(STEP_KINDS.names):
+    if error.validator in ("minProperties", "maxProperties") and set(STEP_KINDS.names) <= set(
+        _schema_of(error).get("properties", {})
+    ):
         return f"a step has exactly one of {', '.join(STEP_KINDS.names)}"
+    if error.validator == "not" and str(_schema_of(error).get("description", "")).startswith(REFUSAL_PREFIX):
+        return str(_schema_of(error)["description"])  # an Argo Rollouts step aicd lacks, refused by name
     if error.validator == "const":
         return f"must be {error.validator_value!r}, not {error.instance!r}"
     if error.validator == "enum":
@@ -96,9 +100,17 @@ def _locate(document: YamlDocument, file: str, path: Path, message: str) -> Spec
 
 
 def validate_document(document: YamlDocument, file: str) -> list[SpecError]:
+    return check_document(document, file)[1]
+
+
+def check_document(
+    document: YamlDocument, file: str, notes: list[str] | None = None
+) -> tuple[dict[str, Any] | None, list[SpecError]]:
+    """The document as the model reads it (Argo analysis templates expanded, aicd.argo_rollouts.expand) and
+    every error; `notes` receives what people should know about the expansion."""
     errors: list[SpecError] = []
     if not isinstance(document.data, dict):
-        return [
+        return None, [
             _locate(
                 document, file, (), f"expected a mapping (a DeliverySpec), got {type(document.data).__name__}"
             )
@@ -107,23 +119,34 @@ def validate_document(document: YamlDocument, file: str) -> list[SpecError]:
         errors.append(_locate(document, file, _error_path(error), _schema_message(error)))
     if errors:
         # Semantic checks assume the shape is right; the shape errors come first and alone.
-        return sorted(errors, key=lambda e: (e.line, e.col, e.path))
+        return None, sorted(errors, key=lambda e: (e.line, e.col, e.path))
+    expansion = expand_analysis_templates(document.data, file)
+    errors.extend(_locate(document, file, path, message) for path, message in expansion.findings)
+    if errors or expansion.errors:
+        # Errors inside template files keep their own order, after the spec's.
+        return None, [*sorted(errors, key=lambda e: (e.line, e.col, e.path)), *expansion.errors]
     for check in SEMANTIC_CHECKS:
-        for path, message in check(document.data["spec"]):
+        for path, message in check(expansion.data["spec"]):
             errors.append(_locate(document, file, path, message))
-    return sorted(errors, key=lambda e: (e.line, e.col, e.path))
+    if notes is not None:
+        notes.extend(expansion.notes)
+    return expansion.data, sorted(errors, key=lambda e: (e.line, e.col, e.path))
 
 
-def parse_spec_bytes(raw: bytes, file: str) -> tuple[DeliverySpec | None, list[SpecError]]:
+def parse_spec_bytes(
+    raw: bytes, file: str, notes: list[str] | None = None
+) -> tuple[DeliverySpec | None, list[SpecError]]:
+    """The model of the spec in `raw` (`file` names it, and Argo analysis template files are found relative to
+    it), or every error; `notes` receives what people should know (how Argo conditions were translated)."""
     try:
         document = read_yaml(raw)
     except YamlReadError as error:
         return None, [SpecError(file, error.mark.line, error.mark.col, json_path(error.path), error.message)]
-    errors = validate_document(document, file)
-    if errors:
+    data, errors = check_document(document, file, notes)
+    if errors or data is None:
         return None, errors
     try:
-        return build_model(document.data), []
+        return build_model(data), []
     except (ValueError, TypeError, KeyError) as error:
         # A model invariant no check above caught: still an error about the spec, not a crash.
         return None, [_locate(document, file, ("spec",), f"invalid spec: {error}")]
