@@ -189,6 +189,135 @@ def test_an_argo_step_list_without_final_full_weight_plans_a_promotion(tmp_path:
     assert [step.weight for step in stage.steps if isinstance(step, SetWeightStep)] == [20, 40, 60, 80]
 
 
+# --- aicd import argo-rollout ------------------------------------------------------------------------------
+
+ROLLOUTS = CORPUS / "rollouts"
+
+
+def spec_with(stage: dict[str, Any], metrics: list[dict[str, Any]]) -> bytes:
+    """A spec with an imported stage and metrics pasted in, as the output tells a user to."""
+    document = yaml.safe_load(SPEC_HEAD + f"{INDENT}- setWeight: 100\n")
+    spec = document["spec"]
+    spec["analysis"].pop("analysisTemplates")
+    spec["analysis"]["metrics"] = metrics or spec["analysis"]["metrics"]
+    spec["targets"] = {target: spec["targets"]["prod"] for target in stage["targets"]}
+    spec["stages"] = [stage]
+    return yaml.safe_dump(document).encode()
+
+
+def imported(run_aicd: Any, *args: str) -> tuple[int, dict[str, Any], list[str]]:
+    done = run_aicd("import", "argo-rollout", *args)
+    return done.returncode, (yaml.safe_load(done.stdout) or {}), done.stderr.splitlines()
+
+
+def test_import_carries_weights_and_pauses_over_as_argo_runs_them(run_aicd: Any) -> None:
+    code, output, stderr = imported(run_aicd, "tests/data/argo-rollouts/rollouts/weights-only.yaml")
+    assert code == 0, stderr
+    assert stderr == []
+    stage = output["stage"]
+    assert stage["name"] == "production" and stage["targets"] == ["rollouts-demo"]
+    rollout = yaml.safe_load((ROLLOUTS / "weights-only.yaml").read_text(encoding="utf-8"))
+    source = rollout["spec"]["strategy"]["canary"]["steps"]
+    spec, errors = parse_spec_bytes(spec_with(stage, []), "imported.yaml")
+    assert not errors and spec is not None, errors
+    (planned,) = build_plan(spec, REVISION).stages
+    assert len(planned.steps) == len(source)
+    for step, argo in zip(planned.steps, source, strict=True):
+        if "setWeight" in argo:
+            assert isinstance(step, SetWeightStep) and step.weight == argo["setWeight"]
+        else:
+            assert isinstance(step, PauseStep) and step.duration_s == argo_pause_seconds(argo["pause"])
+
+
+def test_import_translates_the_analysis_template_of_the_rollouts_file(run_aicd: Any) -> None:
+    code, output, stderr = imported(
+        run_aicd, "tests/data/argo-rollouts/rollouts/canary-with-analysis.yaml", "--stage", "prod",
+        "--target", "prod-use1", "--target", "prod-euw1",
+    )  # fmt: skip
+    assert code == 0, stderr
+    # Routing is the chart's business: shown, not counted as lost.
+    assert [line.split(": ")[1] for line in stderr] == ["left to the chart"] * 3
+    assert any("$.spec.strategy.canary.trafficRouting" in line and ":49: " in line for line in stderr)
+    stage = output["stage"]
+    assert stage["name"] == "prod" and stage["targets"] == ["prod-use1", "prod-euw1"]
+    assert stage["strategy"]["canary"]["steps"] == [
+        {"setWeight": 5},
+        {"pause": "2m"},
+        {"setWeight": 20},
+        {"analysis": {"duration": "10m", "metrics": ["http-success"]}},  # count 10 x interval 1m
+        {"setWeight": 50},
+        {"pause": "5m"},
+    ]
+    (metric,) = output["metrics"]
+    assert (
+        metric["min"] == 0.99 and metric["direction"] == "decrease" and "critical" not in metric
+    )  # failureLimit 2
+    assert 'service="checkout-api",code!~"5..",track="{{ track }}"' in metric["query"]
+    spec, errors = parse_spec_bytes(spec_with(stage, output["metrics"]), "imported.yaml")
+    assert not errors and spec is not None, errors
+    assert spec.analysis is not None and spec.analysis.metrics[0].min == 0.99
+
+
+def test_import_names_every_step_and_check_it_leaves_out(run_aicd: Any) -> None:
+    code, output, stderr = imported(
+        run_aicd, "tests/data/argo-rollouts/rollouts/mixed.yaml", "-t", "tests/data/argo-rollouts/analysis-templates.yaml",
+    )  # fmt: skip
+    assert code == 1
+    lost = [line for line in stderr if ": not carried over: " in line]
+    for name, line in (("setCanaryScale", 19), ("setHeaderRoute", 21), ("experiment", 28), ("plugin", 38)):
+        assert any(
+            f"mixed.yaml:{line}: not carried over: " in entry
+            and f"Argo Rollouts step {name} is not supported by aicd: " in entry
+            for entry in lost
+        ), name
+    assert any("canary.analysis: background analysis" in line for line in lost)
+    assert any("analysis-templates.yaml:" in line and "uses the job provider" in line for line in lost)
+    assert stderr[-1] == f"aicd: {len(lost)} thing(s) of Rollout storefront not carried over (above)"
+    assert output["stage"]["strategy"]["canary"]["steps"] == [
+        {"setWeight": 10}, {"pause": "1h"}, {"setWeight": 50}, {"pause": {}},
+    ]  # fmt: skip
+    # The background analysis's template is translated, for the analysis steps the user adds.
+    assert [metric["name"] for metric in output["metrics"]] == ["success-rate"]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (
+            "blue-green.yaml",
+            "blue-green.yaml:7:3: error: $.spec.strategy: Rollout rollout-bluegreen uses the blueGreen",
+        ),
+        ("not-a-rollout.yaml", "not-a-rollout.yaml:0:0: error: $: no Argo Rollouts Rollout"),
+        ("missing.yaml", "missing.yaml:0:0: error: $: cannot read: No such file or directory"),
+    ],
+)
+def test_import_refuses_input_without_a_canary_with_exit_2(run_aicd: Any, name: str, expected: str) -> None:
+    done = run_aicd("import", "argo-rollout", f"tests/data/argo-rollouts/rollouts/{name}")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines()[0].startswith(f"tests/data/argo-rollouts/rollouts/{expected}")
+
+
+def test_import_of_a_file_with_two_rollouts_asks_which(run_aicd: Any, tmp_path: Path) -> None:
+    both = tmp_path / "both.yaml"
+    both.write_text(
+        (ROLLOUTS / "weights-only.yaml").read_text(encoding="utf-8")
+        + "---\n"
+        + (ROLLOUTS / "mixed.yaml").read_text(encoding="utf-8"),
+        encoding="utf-8",
+    )
+    done = run_aicd("import", "argo-rollout", str(both))
+    assert (
+        done.returncode == 2
+        and "2 Rollouts here (rollouts-demo, storefront); choose one with --name" in done.stderr
+    )
+    code, output, _ = imported(run_aicd, str(both), "--name", "rollouts-demo")
+    assert code == 0 and output["stage"]["targets"] == ["rollouts-demo"]
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("kind: Rollout\nspec: [\n", encoding="utf-8")
+    done = run_aicd("import", "argo-rollout", str(broken))
+    assert done.returncode == 2 and done.stderr.startswith(f"{broken}:")
+
+
 def regenerate() -> None:
     import tempfile
 
