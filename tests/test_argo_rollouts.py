@@ -17,12 +17,26 @@ from typing import Any
 
 import pytest
 import yaml
+from temporalio.testing import WorkflowEnvironment
 
+from aicd.client import handle_for, start_delivery
+from aicd.messages import Trigger
 from aicd.plan import build_plan
 from aicd.spec.durations import parse_duration
 from aicd.spec.loader import parse_spec_bytes
 from aicd.steps import AnalysisStep, PauseStep, SetWeightStep
 from aicd.steps.unsupported import UNSUPPORTED_STEPS
+from aicd.testing.engine import (
+    commits,
+    make_repo,
+    plan_from,
+    running_worker,
+    show,
+    spec_document,
+    temporal_env,
+)
+
+__all__ = ["temporal_env"]
 
 CORPUS = Path(__file__).resolve().parent / "data" / "argo-rollouts"
 CASES = sorted((CORPUS / "steps").glob("*.yaml"))
@@ -178,15 +192,33 @@ def test_the_corpus_refuses_every_argo_step_aicd_lacks_by_name() -> None:
     assert sorted(refused) == sorted(UNSUPPORTED_STEPS)
 
 
-def test_an_argo_step_list_without_final_full_weight_plans_a_promotion(tmp_path: Path) -> None:
-    """The implicit promotion: the last planned action writes the release as stable, whatever the last step."""
-    case = CORPUS / "steps" / "canary-demo.yaml"
-    (tmp_path / SPEC_NAME).write_text(pasted(case), encoding="utf-8")
-    shutil.copy(TEMPLATES, tmp_path / TEMPLATES.name)
-    spec, errors = parse_spec_bytes((tmp_path / SPEC_NAME).read_bytes(), str(tmp_path / SPEC_NAME))
-    assert spec is not None and not errors
-    (stage,) = build_plan(spec, REVISION).stages
-    assert [step.weight for step in stage.steps if isinstance(step, SetWeightStep)] == [20, 40, 60, 80]
+# --- the implicit promotion, run for real ----------------------------------------------------------------------
+
+
+async def test_argo_steps_without_full_weight_promote_after_the_last_step(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Argo's steps as written (no `setWeight: 100`, a pause in integer seconds) run on real Temporal and Git:
+    one commit per weight, then the promotion writes the release as stable with no canary traffic left."""
+    source, revision = make_repo(tmp_path, "source", {"README": "app\n"})
+    gitops, _ = make_repo(tmp_path, "gitops", {"apps/shop/values.yaml": "image:\n  tag: v0\n"})
+    steps = yaml.safe_load("[{setWeight: 20}, {pause: {duration: 1}}, {setWeight: 60}]")
+    stages = [{"name": "production", "targets": ["prod"], "strategy": {"canary": {"steps": steps}}}]
+    targets = {"prod": {"kind": "git", "path": "apps/shop/values.yaml"}}
+    plan = plan_from(spec_document("shop", source, gitops, targets, stages), revision)
+    async with running_worker(temporal_env.client, tmp_path / "state") as queue:
+        await start_delivery(temporal_env.client, plan, Trigger("cli", "tester"), queue=queue)
+        result = await handle_for(temporal_env.client, plan.delivery_id).result()
+    assert result.phase == "succeeded", result.reason
+    log = commits(gitops)[1:]
+    assert [entry["Aicd-Step"] for entry in log] == [
+        "production/prod/0-setWeight",
+        "production/prod/2-setWeight",
+        "production/prod/promote",
+    ]
+    assert "weight: 60" in show(gitops, log[1]["sha"], "apps/shop/values.yaml")
+    promoted = show(gitops, "main", "apps/shop/values.yaml")
+    assert f"tag: {plan.artifact_tag}" in promoted and "weight: 0" in promoted
 
 
 # --- aicd import argo-rollout ------------------------------------------------------------------------------
