@@ -20,6 +20,7 @@ import yaml
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.client import handle_for, start_delivery
+from aicd.gateway.specs import SpecDirectory
 from aicd.messages import Trigger
 from aicd.plan import build_plan
 from aicd.spec.durations import parse_duration
@@ -190,6 +191,68 @@ def test_the_corpus_refuses_every_argo_step_aicd_lacks_by_name() -> None:
             if match:
                 refused[match[1]] = case.name
     assert sorted(refused) == sorted(UNSUPPORTED_STEPS)
+
+
+# --- where specs are served and validated --------------------------------------------------------------------
+
+
+def spec_directory(tmp_path: Path) -> tuple[Path, Path]:
+    """A spec directory holding a spec whose analysis names a template, and the templates file beside it."""
+    directory = tmp_path / "specs"
+    directory.mkdir()
+    spec = directory / SPEC_NAME
+    spec.write_text(pasted(CORPUS / "steps" / "analysis-success-rate.yaml"), encoding="utf-8")
+    templates = directory / TEMPLATES.name
+    shutil.copy(TEMPLATES, templates)
+    return spec, templates
+
+
+def test_validate_prints_how_templates_were_translated_and_skips_template_files(
+    run_aicd: Any, tmp_path: Path
+) -> None:
+    spec, templates = spec_directory(tmp_path)
+    done = run_aicd("validate", str(spec.parent))
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == f"ok: {spec}"  # the templates file beside it is not taken for a broken spec
+    assert any(
+        line.startswith(
+            f"note: {spec}: $.spec.stages[0].strategy.canary.steps[2].analysis: metric 'success-rate'"
+        )
+        and "successCondition 'result[0] >= 0.95' -> min 0.95" in line
+        for line in lines
+    ), lines
+    # A broken template makes the spec invalid, located in the template file.
+    templates.write_text(
+        templates.read_text(encoding="utf-8").replace("result[0] >= 0.95", "result[0] == 0.95")
+    )
+    done = run_aicd("validate", str(spec))
+    assert done.returncode == 2
+    assert done.stdout.startswith(f"{templates}:15:5: error: $.spec.metrics[0].successCondition: "), (
+        done.stdout
+    )
+
+
+def test_the_gateway_reloads_a_spec_when_its_template_file_changes(tmp_path: Path) -> None:
+    spec, templates = spec_directory(tmp_path)
+    directory = SpecDirectory(spec.parent)
+    assert directory.reload()
+    assert [loaded.spec.name for loaded in directory.specs] == ["shop"] and directory.errors == {}
+    assert not directory.reload()
+
+    def floor() -> float | None:
+        (loaded,) = directory.specs
+        analysis = loaded.spec.analysis
+        assert analysis is not None
+        return next(metric.min for metric in analysis.metrics if metric.name == "success-rate")
+
+    assert floor() == 0.95
+    templates.write_text(
+        templates.read_text(encoding="utf-8").replace("result[0] >= 0.95", "result[0] >= 0.97")
+    )
+    os.utime(templates, ns=(10**18, 10**18))  # a change the mtime shows even within one clock tick
+    assert directory.reload()
+    assert floor() == 0.97
 
 
 # --- the implicit promotion, run for real ----------------------------------------------------------------------

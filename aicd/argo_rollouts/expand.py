@@ -11,13 +11,18 @@ what the judge does instead of each Argo condition; `aicd validate` and `aicd pl
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
+from pathlib import Path as FsPath
 from typing import Any
 
 from aicd.argo_rollouts.templates import DEFAULT_TRACK_LABEL, Catalog, resolve_files, translate_step
 from aicd.spec.durations import format_duration
 from aicd.spec.errors import SpecError, json_path
-from aicd.spec.yamlsafe import Path
+from aicd.spec.yamlsafe import Path, YamlReadError, read_yaml
+
+_ARGO_API_VERSION = re.compile(rb"^apiVersion:\s*[\"']?argoproj\.io/", re.MULTILINE)
+_AICD_API_VERSION = re.compile(rb"^apiVersion:\s*[\"']?aicd\.dev/", re.MULTILINE)
 
 TEMPLATE_STEP_KEYS = ("templates", "args", "analysisRunMetadata")  # what an expanded step no longer has
 
@@ -122,3 +127,22 @@ def expand(data: dict[str, Any], file: str) -> Expansion:
         assert isinstance(stage, int) and isinstance(steps_key, int)
         result.data["spec"]["stages"][stage]["strategy"]["canary"]["steps"][steps_key] = {"analysis": step}
     return result
+
+
+def template_files(raw: bytes, spec_file: str) -> list[FsPath]:
+    """The template files the spec in `raw` names (resolved, existing or not), so whoever serves the spec can
+    reload it when one of them changes; nothing for a file that does not parse."""
+    try:
+        data = read_yaml(raw).data
+    except YamlReadError:
+        return []
+    config = (((data or {}).get("spec") or {}).get("analysis") or {}) if isinstance(data, dict) else {}
+    files = (config.get("analysisTemplates") or {}).get("files") if isinstance(config, dict) else None
+    base = FsPath(spec_file).resolve().parent
+    return [(base / name).resolve() for name in files or [] if isinstance(name, str)]
+
+
+def is_argo_manifest(raw: bytes) -> bool:
+    """Whether a YAML file holds Argo Rollouts objects (templates, Rollouts) and no DeliverySpec: a spec
+    directory may keep the templates its specs name, and such a file is not a spec that failed to load."""
+    return bool(_ARGO_API_VERSION.search(raw)) and not _AICD_API_VERSION.search(raw)

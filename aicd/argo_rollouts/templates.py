@@ -513,7 +513,8 @@ def resolve_files(
         if path.stat().st_size > MAX_FILE_BYTES:
             problems.append((index, f"{name!r} is over the limit of {MAX_FILE_BYTES} bytes"))
             continue
-        found.append((name, path))
+        # Shown as the spec is named (relative to where aicd runs), so a message's file:line opens as is.
+        found.append((os.path.normpath(os.path.join(os.path.dirname(spec_file), name)), path))
     return found, problems
 
 

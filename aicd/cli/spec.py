@@ -23,7 +23,7 @@ from aicd.cli.app import EXIT_OK, EXIT_USAGE, app, fail
 from aicd.plan import REVISION, build_plan, render_tree
 from aicd.redact import redact_credentials
 from aicd.spec.errors import SpecError
-from aicd.spec.loader import SPEC_SUFFIXES, parse_spec_bytes
+from aicd.spec.loader import SPEC_SUFFIXES, is_argo_manifest_file, parse_spec_bytes
 from aicd.spec.model import DeliverySpec
 from aicd.spec.yamlsafe import MAX_FILE_BYTES
 
@@ -106,7 +106,11 @@ def collect(paths: list[Path]) -> tuple[list[Path], list[SpecError]]:
     for path in paths:
         if path.is_dir():
             try:
-                found = sorted(p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES and p.is_file())
+                found = sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.suffix in SPEC_SUFFIXES and p.is_file() and not is_argo_manifest_file(p)
+                )
             except OSError as error:
                 errors.append(_file_error(str(path), f"cannot list: {error.strerror or error}"))
                 continue

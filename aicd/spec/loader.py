@@ -10,13 +10,14 @@ from typing import Any
 import jsonschema
 
 from aicd.argo_rollouts.expand import expand as expand_analysis_templates
+from aicd.argo_rollouts.expand import is_argo_manifest
 from aicd.redact import redact_credentials
 from aicd.resources import schema_resource
 from aicd.spec.durations import DURATION_PATTERN, PERCENT_PATTERN
 from aicd.spec.errors import SpecError, SpecInvalid, json_path
 from aicd.spec.model import DeliverySpec, build_model
 from aicd.spec.semantic import SEMANTIC_CHECKS
-from aicd.spec.yamlsafe import Path, YamlDocument, YamlReadError, read_yaml
+from aicd.spec.yamlsafe import MAX_FILE_BYTES, Path, YamlDocument, YamlReadError, read_yaml
 from aicd.steps import STEP_KINDS
 from aicd.steps.unsupported import REFUSAL_PREFIX
 from aicd.yamledit import WRITE_PATH_PATTERN, parse_path
@@ -166,12 +167,28 @@ def load_spec(path: str | FsPath) -> DeliverySpec:
 
 
 def spec_files(paths: list[str]) -> list[FsPath]:
-    """Files named, and the spec files inside directories named (sorted)."""
+    """Files named, and the spec files inside directories named (sorted; Argo Rollouts manifests, such as the
+    analysis templates specs name, are not spec files)."""
     found: list[FsPath] = []
     for name in paths:
         path = FsPath(name)
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES and p.is_file()))
+            found.extend(
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.suffix in SPEC_SUFFIXES and p.is_file() and not is_argo_manifest_file(p)
+                )
+            )
         else:
             found.append(path)
     return found
+
+
+def is_argo_manifest_file(path: FsPath) -> bool:
+    """Whether the file holds Argo Rollouts objects and no DeliverySpec (aicd.argo_rollouts.expand)."""
+    try:
+        with open(path, "rb") as handle:
+            return is_argo_manifest(handle.read(MAX_FILE_BYTES))
+    except OSError:
+        return False  # reported by whoever reads it as a spec
