@@ -193,6 +193,44 @@ def test_the_corpus_refuses_every_argo_step_aicd_lacks_by_name() -> None:
     assert sorted(refused) == sorted(UNSUPPORTED_STEPS)
 
 
+def parse_pasted(tmp_path: Path, text: str) -> list[str]:
+    (tmp_path / SPEC_NAME).write_text(text, encoding="utf-8")
+    shutil.copy(TEMPLATES, tmp_path / TEMPLATES.name)
+    spec, errors = parse_spec_bytes(text.encode(), str(tmp_path / SPEC_NAME))
+    assert spec is None
+    return [str(error).removeprefix(f"{tmp_path / SPEC_NAME}:") for error in errors]
+
+
+def test_templates_without_files_to_read_them_from_say_where_to_list_them(tmp_path: Path) -> None:
+    text = pasted(CORPUS / "steps" / "analysis-success-rate.yaml").replace(
+        "    analysisTemplates:\n      files: [analysis-templates.yaml]\n", ""
+    )
+    (error,) = parse_pasted(tmp_path, text)
+    assert error.startswith(
+        f"{HEAD_LINES - 2 + 5}:17: error: $.spec.stages[0].strategy.canary.steps[2].analysis.templates:"  # 2 lines fewer
+    )
+    assert "list the files that define them under spec.analysis.analysisTemplates.files" in error
+    escaping = pasted(CORPUS / "steps" / "analysis-success-rate.yaml").replace(
+        "files: [analysis-templates.yaml]", "files: [../../etc/passwd, /etc/hosts, missing.yaml]"
+    )
+    errors = parse_pasted(tmp_path, escaping)
+    assert [error.split(": error: ")[1].split(":")[0] for error in errors] == [
+        "$.spec.analysis.analysisTemplates.files[0]",
+        "$.spec.analysis.analysisTemplates.files[1]",
+        "$.spec.analysis.analysisTemplates.files[2]",
+    ]
+    assert "leaves the repository" in errors[0] and "is absolute" in errors[1] and "no such file" in errors[2]
+
+
+def test_a_template_metric_named_like_a_different_spec_metric_is_refused(tmp_path: Path) -> None:
+    text = pasted(CORPUS / "steps" / "analysis-success-rate.yaml").replace(
+        "- name: errors", "- name: success-rate"
+    )
+    (error,) = parse_pasted(tmp_path, text)
+    assert "$.spec.stages[0].strategy.canary.steps[2].analysis.templates: metric 'success-rate' of" in error
+    assert "comes out differently from the metric of that name in spec.analysis.metrics" in error
+
+
 # --- where specs are served and validated --------------------------------------------------------------------
 
 
