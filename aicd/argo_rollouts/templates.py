@@ -33,7 +33,7 @@ from aicd.argo_rollouts.conditions import ConditionError, limits
 from aicd.argo_rollouts.promql import PromQLError, has_selector, inject_label
 from aicd.spec.durations import DURATION_PATTERN, format_duration, parse_duration
 from aicd.spec.errors import SpecError, json_path
-from aicd.spec.placeholders import ALLOWED_VARIABLES, PLACEHOLDER
+from aicd.spec.placeholders import ALLOWED_VARIABLES
 from aicd.spec.yamlsafe import MAX_FILE_BYTES, Path, YamlDocument, YamlReadError, read_yaml_documents
 
 ARGO_API_PREFIX = "argoproj.io/"
@@ -180,7 +180,7 @@ def translate_step(
     """The metrics and duration of an Argo analysis step (`step` is the value under `analysis:`, `path` its
     JSON path, for findings)."""
     result = StepTranslation()
-    given = _step_args(step, path, result)
+    given = _step_args(step)
     durations: list[float] = []
     unbounded = single = False
     names: set[str] = set()
@@ -241,16 +241,10 @@ def translate_step(
     return result
 
 
-def _step_args(step: Mapping[str, Any], path: Path, result: StepTranslation) -> dict[str, str | None]:
-    """The step's args: a literal value, or None where the value comes from the cluster (refused when used)."""
-    given: dict[str, str | None] = {}
-    for index, arg in enumerate(step.get("args") or []):
-        if "value" in arg:
-            given[arg["name"]] = str(arg["value"])
-        else:
-            given[arg["name"]] = None
-            _ = index  # located when the arg is used, see _fill
-    return given
+def _step_args(step: Mapping[str, Any]) -> dict[str, str | None]:
+    """The step's args: a literal value, or None where the value comes from the cluster (refused where a
+    template uses it, see _Filler)."""
+    return {arg["name"]: str(arg["value"]) if "value" in arg else None for arg in step.get("args") or []}
 
 
 def translate_metric(
@@ -349,7 +343,8 @@ def translate_metric(
                 f"{key} not used: query errors and no data are the judge's `error`/`nodata` outcomes"
             )
     aicd_metric: dict[str, Any] = {"name": name, "query": injected, "kind": "continuous"}
-    if (bounds.min is not None and bounds.max is not None) or (bounds.min is None and bounds.max is None):
+    # The bad side of the limit is the bad direction of the comparison with stable; both sides or none: either.
+    if (bounds.min is None) == (bounds.max is None):
         aicd_metric["direction"] = "either"
     else:
         aicd_metric["direction"] = "decrease" if bounds.min is not None else "increase"
@@ -527,7 +522,6 @@ def _work_tree(directory: FsPath) -> FsPath:
 
 __all__ = [
     "DEFAULT_TRACK_LABEL",
-    "PLACEHOLDER",
     "Catalog",
     "StepTranslation",
     "Template",

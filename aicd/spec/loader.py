@@ -54,8 +54,10 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
         return f"{error.instance!r} does not match {error.validator_value}"
     if error.validator == "additionalProperties":
         instance: Any = error.instance  # an object: additionalProperties applies to nothing else
-        extra = sorted(set(instance) - set(_schema_of(error).get("properties", {})))
-        allowed = sorted(_schema_of(error).get("properties", {}))
+        properties = _schema_of(error).get("properties", {})
+        extra = sorted(set(instance) - set(properties))
+        # Keys listed only to be refused by name (aicd.steps.unsupported) are not offered.
+        allowed = sorted(key for key, value in properties.items() if not _refusal(value))
         return f"unknown key(s) {extra}; allowed here: {allowed}"
     if error.validator == "required":
         return error.message.replace("is a required property", "is required")
@@ -67,13 +69,22 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
         _schema_of(error).get("properties", {})
     ):
         return f"a step has exactly one of {', '.join(STEP_KINDS.names)}"
-    if error.validator == "not" and str(_schema_of(error).get("description", "")).startswith(REFUSAL_PREFIX):
+    if error.validator == "not" and _refusal(_schema_of(error)):
         return str(_schema_of(error)["description"])  # an Argo Rollouts step aicd lacks, refused by name
     if error.validator == "const":
         return f"must be {error.validator_value!r}, not {error.instance!r}"
     if error.validator == "enum":
         return f"{error.instance!r} is not one of {error.validator_value}"
     return error.message
+
+
+def _refusal(schema: Any) -> bool:
+    """Whether a schema property exists only to refuse its key by name (an Argo Rollouts step aicd lacks)."""
+    return (
+        isinstance(schema, dict)
+        and "not" in schema
+        and str(schema.get("description", "")).startswith(REFUSAL_PREFIX)
+    )
 
 
 def _write_path_problem(text: Any) -> str:
