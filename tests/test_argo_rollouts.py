@@ -260,6 +260,12 @@ def test_validate_prints_how_templates_were_translated_and_skips_template_files(
         and "successCondition 'result[0] >= 0.95' -> min 0.95" in line
         for line in lines
     ), lines
+    plan = run_aicd("plan", str(spec), "--revision", REVISION)
+    assert plan.returncode == 0, plan.stderr
+    assert "analysis 5m on success-rate" in plan.stdout
+    assert any(
+        line.startswith(f"note: {spec}: ") and "-> min 0.95" in line for line in plan.stderr.splitlines()
+    )
     # A broken template makes the spec invalid, located in the template file.
     templates.write_text(
         templates.read_text(encoding="utf-8").replace("result[0] >= 0.95", "result[0] == 0.95")

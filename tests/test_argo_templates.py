@@ -54,6 +54,7 @@ def test_unreadable_queries_and_constants_are_told_apart() -> None:
         ("all(result, {# < 1000})", None, None, 1000.0),
         ("result[0] >= 0 && result[0] <= 0.8", None, 0.0, 0.8),
         ("len(result) == 0 || result[0] >= 0.99", None, 0.99, None),  # the no-data guard is the judge's rule
+        (None, "default(result[0], 0) > 0.05", None, 0.05),
         (None, "result[0] > 0.05", None, 0.05),
         (None, "result[0] < 0.9", 0.9, None),
         ("result[0] < 0.01", "result[0] > 0.05", None, 0.05),  # both: the failure side is the limit
@@ -86,8 +87,9 @@ def test_conditions_aicd_cannot_check_are_refused_by_name(condition: str, why: s
 def test_no_data_guards_are_noted_not_dropped() -> None:
     comparisons, guarded = parse_condition("isNaN(result[0]) || result[0] < 3")
     assert (comparisons, guarded) == (parse_condition("result[0] < 3")[0], True)
-    notes = limits(None, "isNaN(result[0]) || result[0] > 3", failure_limit=0).notes
-    assert any("never passes on missing data" in note for note in notes)
+    for condition in ("isNaN(result[0]) || result[0] > 3", "default(result[0], 0) > 3"):
+        notes = limits(None, condition, failure_limit=0).notes
+        assert any("never passes on missing data" in note for note in notes), condition
 
 
 TEMPLATE = b"""\

@@ -2,7 +2,7 @@
 as the absolute limits aicd's judge checks on the canary: `min` and `max`.
 
 Understood: a comparison of the measurement with a number - `result`, `result[0]`, `asFloat(result)`,
-`asFloat(result[0])` or every point, `all(result, # < 1000)` / `all(result, {# < 1000})` - on either side,
+`asFloat(result[0])`, `default(result[0], 0)` or every point, `all(result, # < 1000)` / `all(result, {# < 1000})` - on either side,
 several joined by `&&`, and no-data guards joined by `||` (`len(result) == 0`, `isNaN(result[0])`), which
 aicd leaves to its no-data rule. Anything else (`==`, arithmetic, other functions) is refused by name: a
 condition aicd cannot check is never dropped silently."""
@@ -15,7 +15,9 @@ from typing import Literal
 
 _NUMBER = r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
 _VALUE = r"(?:result|result\[0\])"
-_OPERAND = rf"(?:{_VALUE}|(?:asFloat|float)\(\s*{_VALUE}\s*\))"
+# `default(result[0], 0)` gives a value when the query returned none: a no-data guard too.
+_DEFAULT = rf"default\(\s*{_VALUE}\s*,\s*{_NUMBER}\s*\)"
+_OPERAND = rf"(?:{_VALUE}|{_DEFAULT}|(?:asFloat|float)\(\s*(?:{_VALUE}|{_DEFAULT})\s*\))"
 _OPERATOR = r"(?:>=|<=|>|<|==|!=)"
 _COMPARISON_LEFT = re.compile(rf"^{_OPERAND}\s*(?P<op>{_OPERATOR})\s*(?P<number>{_NUMBER})$")
 _COMPARISON_RIGHT = re.compile(rf"^(?P<number>{_NUMBER})\s*(?P<op>{_OPERATOR})\s*{_OPERAND}$")
@@ -84,6 +86,7 @@ def parse_condition(text: str) -> tuple[list[Comparison], bool]:
             guarded = True
             continue
         comparisons.append(_comparison(part, text))
+        guarded = guarded or part.lstrip("(").startswith(("default(", "asFloat(default(", "float(default("))
     return comparisons, guarded
 
 
