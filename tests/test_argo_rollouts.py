@@ -20,11 +20,12 @@ import yaml
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.client import handle_for, start_delivery
+from aicd.dev.prometheus import find_prometheus
 from aicd.gateway.specs import SpecDirectory
 from aicd.messages import Trigger
 from aicd.plan import build_plan
 from aicd.spec.durations import parse_duration
-from aicd.spec.loader import parse_spec_bytes
+from aicd.spec.loader import load_spec, parse_spec_bytes
 from aicd.steps import AnalysisStep, PauseStep, SetWeightStep
 from aicd.steps.unsupported import UNSUPPORTED_STEPS
 from aicd.testing.engine import (
@@ -36,8 +37,9 @@ from aicd.testing.engine import (
     spec_document,
     temporal_env,
 )
+from tests.test_analysis_prometheus import exporters, scraping
 
-__all__ = ["temporal_env"]
+__all__ = ["exporters", "temporal_env"]
 
 CORPUS = Path(__file__).resolve().parent / "data" / "argo-rollouts"
 CASES = sorted((CORPUS / "steps").glob("*.yaml"))
@@ -326,6 +328,76 @@ async def test_argo_steps_without_full_weight_promote_after_the_last_step(
     assert "weight: 60" in show(gitops, log[1]["sha"], "apps/shop/values.yaml")
     promoted = show(gitops, "main", "apps/shop/values.yaml")
     assert f"tag: {plan.artifact_tag}" in promoted and "weight: 0" in promoted
+
+
+# --- a translated template judging a real canary -----------------------------------------------------------
+
+ERROR_RATIO_TEMPLATE = """\
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata:
+  name: error-ratio
+spec:
+  args:
+  - name: app
+  metrics:
+  - name: error-ratio
+    interval: 3s
+    count: 5
+    failureCondition: result[0] > 0.1
+    provider:
+      prometheus:
+        address: http://prometheus.monitoring:9090
+        query: |
+          sum(rate(http_requests_total{app="{{args.app}}",code=~"5.."}[5s]))
+          / sum(rate(http_requests_total{app="{{args.app}}"}[5s]))
+"""
+
+
+@pytest.mark.skipif(
+    find_prometheus() is None, reason="needs Debian's prometheus (scripts/setup.sh installs it)"
+)
+async def test_a_translated_template_fails_a_broken_canary_on_real_prometheus(
+    temporal_env: WorkflowEnvironment, exporters: list[str], tmp_path: Path
+) -> None:
+    """The Argo step and template as written, against the demo app's stable and canary exporters: the query
+    is measured per track (the label aicd added), and the canary's 40% errors break the failureCondition's
+    ceiling (critical, as failureLimit 0), so the delivery rolls back before any promotion."""
+    prometheus = scraping(tmp_path, exporters)
+    try:
+        source, revision = make_repo(tmp_path, "source", {"README": "x\n"})
+        gitops, _ = make_repo(tmp_path, "gitops", {"web.yaml": "image:\n  tag: v0\n"})
+        step = {"templates": [{"templateName": "error-ratio"}], "args": [{"name": "app", "value": "broken"}]}
+        stages = [
+            {
+                "name": "prod",
+                "targets": ["web"],
+                "strategy": {"canary": {"steps": [{"setWeight": 50}, {"analysis": step}]}},
+            }
+        ]
+        analysis = {
+            "prometheus": {"url": prometheus.url},
+            "interval": "3s",
+            "analysisTemplates": {"files": ["templates/error-ratio.yaml"]},
+        }
+        document = spec_document(
+            "broken", source, gitops, {"web": {"kind": "git", "path": "web.yaml"}}, stages, analysis=analysis
+        )
+        (tmp_path / "templates").mkdir()
+        (tmp_path / "templates" / "error-ratio.yaml").write_text(ERROR_RATIO_TEMPLATE, encoding="utf-8")
+        (tmp_path / SPEC_NAME).write_text(yaml.safe_dump(document), encoding="utf-8")
+        spec = load_spec(tmp_path / SPEC_NAME)
+        assert spec.analysis is not None
+        assert spec.analysis.queries["error-ratio"].count('track="{{ track }}"') == 2
+        plan = build_plan(spec, revision)
+        async with running_worker(temporal_env.client, tmp_path / "state") as queue:
+            await start_delivery(temporal_env.client, plan, Trigger("cli", "t"), queue=queue)
+            result = await handle_for(temporal_env.client, plan.delivery_id).result()
+    finally:
+        prometheus.stop()
+    assert result.phase == "failed" and "analysis failed" in result.reason and "error-ratio" in result.reason
+    steps = [entry["Aicd-Step"] for entry in commits(gitops) if "Aicd-Step" in entry]
+    assert steps == ["prod/web/0-setWeight", "prod/web/rollback"]
 
 
 # --- aicd import argo-rollout ------------------------------------------------------------------------------
