@@ -4,7 +4,7 @@ templates validate and plan to the same steps, then a promotion; every other ste
 
 Each case's `.expected` holds the plan (`step` lines, `note:` lines saying what the judge does instead of each
 Argo condition) or the errors, with spec lines counted in the case file. After a deliberate change, regenerate
-them with `python tests/test_argo_rollouts.py --regen` and review the diff."""
+them with `python -m tests.test_argo_rollouts --regen` and review the diff."""
 
 from __future__ import annotations
 
@@ -543,4 +543,4 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--regen"]:
         regenerate()
     else:
-        sys.exit("usage: python tests/test_argo_rollouts.py --regen")
+        sys.exit("usage: python -m tests.test_argo_rollouts --regen")
