@@ -123,9 +123,9 @@ def argo_rollout(
         typer.echo(
             one_line(f"{error.file}:{error.line}: not carried over: {error.path}: {error.message}"), err=True
         )
-    for left in imported.left:
+    for left in dict.fromkeys(imported.left):  # a template named by two steps is reported once
         typer.echo(one_line(str(left)), err=True)
-    problems = sum(1 for left in imported.left if left.lost) + len(catalog.errors)
+    problems = sum(1 for left in dict.fromkeys(imported.left) if left.lost) + len(catalog.errors)
     if problems:
         typer.echo(
             f"aicd: {problems} thing(s) of Rollout {imported.rollout} not carried over (above)", err=True

@@ -136,7 +136,9 @@ def check_document(
     errors.extend(_locate(document, file, path, message) for path, message in expansion.findings)
     if errors or expansion.errors:
         # Errors inside template files keep their own order, after the spec's.
-        return None, [*sorted(errors, key=lambda e: (e.line, e.col, e.path)), *expansion.errors]
+        # (A template named by two steps is reported once.)
+        file_errors = list(dict.fromkeys(expansion.errors))
+        return None, [*sorted(errors, key=lambda e: (e.line, e.col, e.path)), *file_errors]
     for check in SEMANTIC_CHECKS:
         for path, message in check(expansion.data["spec"]):
             errors.append(_locate(document, file, path, message))
