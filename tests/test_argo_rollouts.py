@@ -491,6 +491,26 @@ def test_import_names_every_step_and_check_it_leaves_out(run_aicd: Any) -> None:
     assert [metric["name"] for metric in output["metrics"]] == ["success-rate"]
 
 
+def test_import_finds_templates_in_the_argo_manifests_beside_the_rollout(
+    run_aicd: Any, tmp_path: Path
+) -> None:
+    template, rollout = (ROLLOUTS / "canary-with-analysis.yaml").read_text(encoding="utf-8").split("---\n", 1)
+    (tmp_path / "analysis.yaml").write_text(template, encoding="utf-8")
+    (tmp_path / "rollout.yaml").write_text(rollout, encoding="utf-8")
+    (tmp_path / "service.yaml").write_text("apiVersion: v1\nkind: Service\nmetadata: {name: x}\n")
+    done = run_aicd("import", "argo-rollout", "rollout.yaml", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert [metric["name"] for metric in yaml.safe_load(done.stdout)["metrics"]] == ["http-success"]
+    assert "# from AnalysisTemplate http-success (analysis.yaml:11)" in done.stdout
+    # Named files replace the search: without the template, the step is reported, naming what was read.
+    (tmp_path / "empty.yaml").write_text(
+        "apiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: other}\nspec: {metrics: []}\n"
+    )
+    done = run_aicd("import", "argo-rollout", "rollout.yaml", "-t", "empty.yaml", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "no AnalysisTemplate 'http-success' in rollout.yaml, empty.yaml" in done.stderr
+
+
 @pytest.mark.parametrize(
     ("name", "expected"),
     [

@@ -14,6 +14,7 @@ from aicd.argo_rollouts.importer import Imported, RolloutUnusable, convert, read
 from aicd.argo_rollouts.templates import DEFAULT_TRACK_LABEL, Catalog
 from aicd.cli.app import EXIT_FAILED, EXIT_OK, EXIT_USAGE, app
 from aicd.cli.spec import one_line
+from aicd.spec.loader import is_argo_manifest_file
 
 import_app = typer.Typer(help="Convert other tools' delivery definitions into aicd's.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
@@ -69,6 +70,22 @@ def render(imported: Imported, source: str) -> str:
     return out
 
 
+def _argo_siblings(file: Path) -> list[Path]:
+    """The other YAML files of FILE's directory that hold Argo Rollouts objects (not its subdirectories)."""
+    try:
+        candidates = sorted(file.resolve().parent.iterdir())
+    except OSError:
+        return []
+    return [
+        file.parent / path.name  # named as FILE is
+        for path in candidates
+        if path.suffix in (".yaml", ".yml")
+        and path.is_file()
+        and path.resolve() != file.resolve()
+        and is_argo_manifest_file(path)
+    ]
+
+
 @import_app.command("argo-rollout")
 def argo_rollout(
     file: Annotated[
@@ -80,7 +97,7 @@ def argo_rollout(
             "--templates",
             "-t",
             help="Files with the AnalysisTemplates/ClusterAnalysisTemplates its analysis names (repeatable); FILE's"
-            " own documents are read too.",
+            " own documents are read too. Default: FILE and the Argo Rollouts manifests in its directory.",
         ),
     ] = None,
     name: Annotated[
@@ -105,7 +122,11 @@ def argo_rollout(
         documents = read_documents(str(file), file)
         for template_file in templates or []:
             read_documents(str(template_file), template_file)  # unreadable or not YAML: unusable input
-        catalog = Catalog.read([(str(file), file), *((str(path), path) for path in templates or [])])
+        sources = [(str(file), file), *((str(path), path) for path in templates or [])]
+        if not templates:
+            # Found where Argo's examples keep them: the Argo Rollouts manifests beside FILE.
+            sources += [(str(path), path) for path in _argo_siblings(file)]
+        catalog = Catalog.read(sources)
         imported = convert(
             str(file),
             documents,
