@@ -23,7 +23,7 @@ from aicd.cli.app import EXIT_OK, EXIT_USAGE, app, fail
 from aicd.plan import REVISION, build_plan, render_tree
 from aicd.redact import redact_credentials
 from aicd.spec.errors import SpecError
-from aicd.spec.loader import SPEC_SUFFIXES, parse_spec_bytes
+from aicd.spec.loader import SPEC_SUFFIXES, is_argo_manifest_file, parse_spec_bytes
 from aicd.spec.model import DeliverySpec
 from aicd.spec.yamlsafe import MAX_FILE_BYTES
 
@@ -63,8 +63,9 @@ def _file_error(file: str, message: str) -> SpecError:
     return SpecError(file, 0, 0, "$", message)
 
 
-def read_spec(path: Path) -> tuple[DeliverySpec | None, list[SpecError]]:
-    """Parse the spec file at `path`; never raises for anything about the file or its content."""
+def read_spec(path: Path, notes: list[str] | None = None) -> tuple[DeliverySpec | None, list[SpecError]]:
+    """Parse the spec file at `path`; never raises for anything about the file or its content. `notes`
+    receives what the reader should know about a valid spec (how Argo Rollouts templates were translated)."""
     file = str(path)
     try:
         info = path.stat()
@@ -84,7 +85,7 @@ def read_spec(path: Path) -> tuple[DeliverySpec | None, list[SpecError]]:
     if len(raw) > MAX_FILE_BYTES:
         return None, [_file_error(file, f"file is over the limit of {MAX_FILE_BYTES} bytes")]
     try:
-        return parse_spec_bytes(raw, file)
+        return parse_spec_bytes(raw, file, notes)
     except RecursionError:
         return None, [_file_error(file, "nesting too deep")]
 
@@ -105,7 +106,11 @@ def collect(paths: list[Path]) -> tuple[list[Path], list[SpecError]]:
     for path in paths:
         if path.is_dir():
             try:
-                found = sorted(p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES and p.is_file())
+                found = sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.suffix in SPEC_SUFFIXES and p.is_file() and not is_argo_manifest_file(p)
+                )
             except OSError as error:
                 errors.append(_file_error(str(path), f"cannot list: {error.strerror or error}"))
                 continue
@@ -150,7 +155,9 @@ def validate(
 
     Prints `ok: FILE` for each valid spec and one line `file:line:col: error: <json.path>: <message>` for every problem (all problems of a file at once; line and column 0 when the problem is the file itself).
 
-    Exit status: 0 when every spec is valid, 2 otherwise. With --format json: {"ok", "files": [{"file", "ok", "errors"}], "errors"}.
+    A spec whose analysis steps name Argo Rollouts AnalysisTemplates gets `note: FILE: <json.path>: ...` lines saying how each template metric was translated and what the judge does instead of its successCondition/failureCondition.
+
+    Exit status: 0 when every spec is valid, 2 otherwise. With --format json: {"ok", "files": [{"file", "ok", "errors", "notes"}], "errors"}.
     """
     _tolerant_output()
     files, collect_errors = collect(paths)
@@ -159,9 +166,17 @@ def validate(
     for error in collect_errors:
         results.append({"file": error.file, "ok": False, "errors": [error.to_dict()]})
     for path in files:
-        _spec, errors = read_spec(path)
+        notes: list[str] = []
+        _spec, errors = read_spec(path, notes)
         all_errors.extend(errors)
-        results.append({"file": str(path), "ok": not errors, "errors": [error.to_dict() for error in errors]})
+        results.append(
+            {
+                "file": str(path),
+                "ok": not errors,
+                "errors": [error.to_dict() for error in errors],
+                "notes": notes,
+            }
+        )
 
     if output is OutputFormat.json:
         document = {
@@ -174,6 +189,8 @@ def validate(
         for result in results:
             if result["ok"]:
                 _echo(f"ok: {result['file']}")
+            for note in result.get("notes", ()):
+                _echo(f"note: {note}")
             for error in result["errors"]:
                 _echo(str(SpecError(**error)))
         bad = sum(1 for result in results if not result["ok"])
@@ -243,7 +260,8 @@ def plan(
         raise fail(
             f"--revision {one_line(repr(revision))} is not a commit SHA (7 to 64 hex digits)", EXIT_USAGE
         )
-    spec, errors = read_spec(spec_path)
+    notes: list[str] = []
+    spec, errors = read_spec(spec_path, notes)
     if errors or spec is None:
         if output is OutputFormat.json:
             typer.echo(json.dumps({"ok": False, "errors": [error.to_dict() for error in errors]}, indent=2))
@@ -274,3 +292,5 @@ def plan(
     else:
         for line in render_tree(delivery).splitlines():
             _echo(line)
+        for note in notes:  # how Argo Rollouts templates became aicd metrics
+            _echo(f"note: {note}", err=True)
