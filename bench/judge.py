@@ -2,7 +2,7 @@
 
 Run: ``python bench/judge.py [--quick] [--reps N] [--seed S] [--workers W]``. Prints one table row per
 scenario and, last, one summary line; the same seed gives the same numbers. ``--quick`` runs 60 instead of
-200 replications per scenario (a minute on two cores; the figures are then only indicative).
+200 replications per scenario (about a minute on two cores; the figures are then only indicative).
 
 Simulated world (per replication, 5 s scrapes, 1-min intervals, 20 looks, canary at 10% of traffic):
 
@@ -22,12 +22,15 @@ and 10 metrics and on the sparse-error set; heavy tails (5% Pareto(1.1) tail); a
 load, 40-min period); a baseline that misses its first 3 minutes of scrapes; canary scrape gaps (two
 2-minute gaps, 10% of scrapes missed); a warm-up (the canary 60% slower with 3x the errors at start,
 fading over the first 2 minutes, which every judge is told to skip); low traffic (10 req/s: the canary
-serves 1 req/s); a benign +3% latency offset (inside aicd's 5% tolerance). *Regression* scenarios (the
-change affects the canary from the start unless said): error rate x1.5 and x2; sparse errors (0.01% ->
-the canary adds 3 errors/min); latency +10% and +25%; latency variance x3 and bimodal latency (both with
-the same mean); a latency ramp (equal at start, +30% at the end); error rate x2 on low traffic; latency
-+25% behind a warm-up; error rate x2 with a late baseline. Regression scenarios judge three metrics (an
-error count, latency p50 and p95). All metrics are "increase is bad" with aicd's default 5% tolerance.
+serves 1 req/s); a benign +3% latency offset (inside aicd's 5% tolerance); and two canaries exactly *at*
+the tolerance -- latency +5% and errors x1.05 -- the hardest nulls aicd's error budget promises to
+handle. *Regression* scenarios (the change affects the canary from the start unless said): error rate
+x1.5 and x2; sparse errors (0.01% -> the canary adds 3 errors/min); latency +10% and +25%; latency
+variance x3 and bimodal latency (both with the same mean); a latency ramp (equal at start, +30% at the
+end); error rate x2 on low traffic; latency +25% behind a warm-up; error rate x2 with a late baseline.
+Regression scenarios judge three metrics (an error count, latency p50 and p95). All metrics are
+"increase is bad" with aicd's default 5% tolerance. Each scenario's runs are seeded by its position in
+``SCENARIOS`` (new ones are appended), and every judge sees the same runs.
 
 Judges, each evaluated at every 1-min look on all data since the start:
 
@@ -48,21 +51,35 @@ Matched false-alarm rate: the references have no calibrated error budget (as spe
 thresholds at the 99th percentile of healthy canaries for Flagger -- they fail most unchanged canaries, see
 the "raw" line). Each is therefore re-tuned *in-sample* so that it fails at most 1% of the runs of *every*
 3-metric null scenario: Kayenta's confidence level (its classifier reduces to "High iff z_conf <= z*", so
-the level is read off the nulls' peaks of z*) and one multiplier on Flagger's thresholds. The tuning uses
-knowledge of the null distributions no real deployment has, so it flatters the references. Every judge
-skips the warm-up intervals a scenario declares (Kayenta's ``beginCanaryAnalysisAfterMins``, Flagger's
-first checks).
+the level is read off the nulls' peaks of z*) and one multiplier on Flagger's thresholds. This is done
+twice: ``@m`` on the first benchmark's nulls (none closer to the tolerance than the +3% offset), ``@t`` on
+all nulls including the two at the tolerance -- the null aicd is held to, so the fair comparison of
+detection. Tuning on the very runs it is scored on gives the references knowledge of the noise level that
+no real deployment has, so both matchings flatter them. Every judge skips the warm-up intervals a
+scenario declares (Kayenta's ``beginCanaryAnalysisAfterMins``, Flagger's first checks).
+
+Oracle: for each regression scenario, the share of runs that a test *knowing the noise level* flags at the
+last look (per metric: the mean over the intervals of the canary-baseline difference of interval summaries
+for continuous metrics, the conditional-binomial score at the tolerance edge for counts, standardised by its
+sd over the runs of the same conditions' null scenario; flagged beyond z(alpha/m) from the edge). By
+Neyman-Pearson no judge that keeps its false alarms within alpha/m per metric for a canary at the tolerance
+flags more runs by the last look from those summaries: ``orc`` is that upper bound, ``orc1`` the same with
+all of alpha on the single best metric (what an in-sample tuned reference can effectively spend).
 
 The table: per scenario, aicd's flag rate (false-alarm rate on null scenarios, detection rate otherwise),
 its median interval of detection and the shares of runs that ended pass / fail / inconclusive; the same
-flag rate and delay for each matched reference. Against the *best* matched reference of a regression
-scenario (highest detection rate, ties to the earlier median), ``det`` is aicd's detection rate divided by
-it and ``delay`` aicd's median interval of detection divided by it.
+flag rate and delay for each reference under each matching; against the *best* matched reference of a
+regression scenario (highest detection rate, ties to the earlier median), ``det`` is aicd's detection rate
+divided by it and ``delay`` aicd's median interval of detection divided by it; then ``orc``/``orc1``. A
+second table gives, per regression scenario, the share of runs detected by looks 5, 10, 15 and 20 for aicd
+and the best reference @m (a judge that detects more runs late has a later median, so this tells earlier
+from later where medians cannot).
 
-Last line: ``fpr_max`` (aicd's largest false-alarm rate over the null scenarios), ``detection_min_ratio``
-and ``delay_max_ratio`` (the worst ``det`` and ``delay`` ratios over regression scenarios; detection rates
-floored at 1/reps), ``unsafe_pass_max`` (the largest share of runs of a regression scenario that aicd
-ended with *pass*).
+Last line: ``fpr_max`` (aicd's largest false-alarm rate over all null scenarios), ``detection_min_ratio``
+and ``delay_max_ratio`` (the worst ``det`` and ``delay`` ratios over regression scenarios against the @m
+references, as in the first benchmark; detection rates floored at 1/reps), ``unsafe_pass_max`` (the
+largest share of runs of a regression scenario that aicd ended with *pass*), and the same two ratios
+against the @t references (``..._at_tolerance``).
 """
 
 from __future__ import annotations
@@ -79,12 +96,14 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import NDArray
 from scipy.signal import lfilter
-from scipy.stats import norm
+from scipy.stats import norm, trim_mean
 
 from aicd.judge import (
     Action,
     AnalysisPolicy,
+    Direction,
     JudgeConfig,
+    Kind,
     MetricConfig,
     MetricOutcome,
     MetricSamples,
@@ -242,7 +261,7 @@ def count_metric(
     canary_errors = rng.poisson(np.clip(world.canary_requests * canary_p, 0, None) + extra).astype(np.float64)
     baseline_errors = rng.poisson(np.clip(world.baseline_requests * baseline_p, 0, None)).astype(np.float64)
     return SimMetric(
-        MetricConfig(name, "count", "increase", tolerance=tolerance),
+        MetricConfig(name, Kind.COUNT, Direction.INCREASE, tolerance=tolerance),
         canary=_missed(window_mean(canary_errors) / SCRAPE_S, world.canary_missed),
         baseline=_missed(window_mean(baseline_errors) / SCRAPE_S, world.baseline_missed),
         canary_total=_missed(window_mean(world.canary_requests) / SCRAPE_S, world.canary_missed),
@@ -295,7 +314,9 @@ def latency_group(
     for index, quantile in enumerate(quantiles):
         metrics.append(
             SimMetric(
-                MetricConfig(f"{prefix}-p{quantile}", "continuous", "increase", tolerance=tolerance),
+                MetricConfig(
+                    f"{prefix}-p{quantile}", Kind.CONTINUOUS, Direction.INCREASE, tolerance=tolerance
+                ),
                 canary=_missed(sides[0][index], world.canary_missed),
                 baseline=_missed(sides[1][index], world.baseline_missed),
             )
@@ -311,7 +332,7 @@ def gauge_metric(
     load = world.load if follows_load else np.ones(RAW)
     per_pod = level * load[np.newaxis, :] * np.exp(pods)
     return SimMetric(
-        MetricConfig(name, "continuous", "increase", tolerance=tolerance),
+        MetricConfig(name, Kind.CONTINUOUS, Direction.INCREASE, tolerance=tolerance),
         canary=_missed(window_mean(per_pod[0]), world.canary_missed),
         baseline=_missed(window_mean(per_pod[1:].mean(axis=0)), world.baseline_missed),
     )
@@ -326,7 +347,7 @@ def _missed(values: FloatArray, missed: NDArray[np.bool_]) -> FloatArray:
 COUNT_METRICS = {"errors-5xx": 0.01, "errors-timeout": 0.001, "errors-4xx": 0.03, "errors-sparse": 0.0001}
 LATENCY_GROUPS = {"latency": (50.0, 0.5, (50, 95, 99)), "db-latency": (8.0, 0.8, (50, 95))}
 GAUGES = {"cpu": (0.4, True, 0.95, 0.10), "memory": (512.0, False, 0.99, 0.03)}
-TOLERANCE = MetricConfig("default", "continuous").tolerance  # aicd's default, 5%
+TOLERANCE = MetricConfig("default", Kind.CONTINUOUS).tolerance  # aicd's default, 5%
 
 
 def simulate(
@@ -369,6 +390,7 @@ class Scenario:
     target: str = ""
     conditions: Conditions = DEFAULT_CONDITIONS
     null: bool = False  # nothing beyond tolerance: every failure is a false alarm
+    at_tolerance: bool = False  # a null exactly at the tolerance: the hardest null aicd promises to handle
 
     @property
     def matched(self) -> bool:
@@ -437,6 +459,23 @@ SCENARIOS = (
     Scenario("warm-up, latency +25%", REGRESSION_SET, Change(latency_factor=1.25), "latency", WARMUP),
     Scenario(
         "baseline late, errors x2", REGRESSION_SET, Change(error_factor=2.0), "errors-5xx", BASELINE_LATE
+    ),
+    # Appended, so every scenario above keeps its index and therefore its runs (seeds).
+    Scenario(
+        "latency +5% (at tolerance)",
+        REGRESSION_SET,
+        Change(latency_factor=1.05),
+        "latency",
+        null=True,
+        at_tolerance=True,
+    ),
+    Scenario(
+        "errors x1.05 (at tolerance)",
+        REGRESSION_SET,
+        Change(error_factor=1.05),
+        "errors-5xx",
+        null=True,
+        at_tolerance=True,
     ),
 )
 ALL_METRICS = tuple(sorted({name for scenario in SCENARIOS for name in scenario.metrics}))
@@ -573,6 +612,69 @@ def calibration_values(seed: int, first: int, count: int) -> dict[str, list[Floa
     return values
 
 
+# ------------------------------------------------------------------------------------------- oracle
+
+ORACLE_TRIM = 0.2  # the interval summary aicd uses for levels: a 20%-trimmed mean of the log values
+
+
+def oracle_statistic(metric: SimMetric, warmup_intervals: int) -> float:
+    """What a judge that knows the noise level would test at the last look, per metric: continuous, the
+    mean over the judged intervals of the canary-baseline difference of log levels (interval summaries as
+    aicd's); counts, the conditional-binomial score of the canary's events against the tolerance edge
+    (rate ratio 1 + tolerance), standardised by its binomial sd. NaN without paired data."""
+    differences: list[float] = []
+    canary_events = baseline_events = expected = variance = 0.0
+    edge = 1.0 + TOLERANCE
+    for interval in range(warmup_intervals, LOOKS):
+        points = slice(interval * PER_INTERVAL, (interval + 1) * PER_INTERVAL)
+        canary, baseline = metric.canary[points], metric.baseline[points]
+        if metric.canary_total is None or metric.baseline_total is None:
+            canary, baseline = canary[np.isfinite(canary)], baseline[np.isfinite(baseline)]
+            if canary.size and baseline.size:
+                differences.append(
+                    float(trim_mean(np.log(canary), ORACLE_TRIM) - trim_mean(np.log(baseline), ORACLE_TRIM))
+                )
+            continue
+        exposures = (np.nansum(metric.canary_total[points]), np.nansum(metric.baseline_total[points]))
+        if min(exposures) <= 0:
+            continue
+        share = edge * exposures[0] / (edge * exposures[0] + exposures[1])
+        events = (float(np.nansum(canary)) * SCRAPE_S, float(np.nansum(baseline)) * SCRAPE_S)
+        total = events[0] + events[1]
+        canary_events += events[0]
+        baseline_events += events[1]
+        expected += total * share
+        variance += total * share * (1.0 - share)
+    if metric.canary_total is None:
+        return float(np.mean(differences)) if differences else math.nan
+    return (canary_events - expected) / math.sqrt(variance) if variance > 0 else math.nan
+
+
+def oracle_detection(
+    runs: list[dict[str, float]], null_runs: list[dict[str, float]], metrics: Sequence[str]
+) -> tuple[float, float]:
+    """The share of runs a test that knows the noise level flags at the last look, and the same with all
+    of alpha on the one metric that gains most from it.
+
+    The noise level of each metric's statistic is its sd over the runs of the null scenario with the same
+    conditions (in-sample, as the references are tuned); the test flags a metric whose statistic lies
+    beyond the tolerance edge by z(alpha/m) of those sds. By Neyman-Pearson, no procedure whose false alarms
+    stay within alpha/m per metric (within alpha) for a canary exactly at the tolerance can flag more runs
+    by the last look from the same interval summaries: an upper bound, not a judge."""
+    per_metric = ALPHA / len(metrics)
+    flagged = np.zeros(len(runs), dtype=bool)
+    best_single = 0.0
+    for name in metrics:
+        null = np.array([row[name] for row in null_runs])
+        values = np.array([row[name] for row in runs])
+        sd = float(np.nanstd(null, ddof=1))
+        centre = 0.0 if name in COUNT_METRICS else math.log1p(TOLERANCE)
+        standardised = np.nan_to_num((values - centre) / sd, nan=-math.inf)
+        flagged |= standardised >= norm.isf(per_metric)
+        best_single = max(best_single, float(np.mean(standardised >= norm.isf(ALPHA))))
+    return float(np.mean(flagged)), best_single
+
+
 # --------------------------------------------------------------------------------------------- runs
 
 
@@ -583,6 +685,7 @@ class RepResult:
     aicd_failed: list[str]
     kayenta_z_by_look: list[float]  # Kayenta's peak z* per look (computed until it passes the stop z)
     flagger_values: dict[str, FloatArray] = field(default_factory=dict)
+    oracle: dict[str, float] = field(default_factory=dict)  # per metric, see oracle_statistic
 
 
 @dataclass(frozen=True)
@@ -617,7 +720,8 @@ def run_rep(
         metric.config.name: np.array([flagger_value(metric, look) for look in range(1, LOOKS + 1)])
         for metric in metrics
     }
-    return RepResult(aicd, outcome, failed, z_by_look, flagger_values)
+    oracle = {metric.config.name: oracle_statistic(metric, warmup) for metric in metrics}
+    return RepResult(aicd, outcome, failed, z_by_look, flagger_values, oracle)
 
 
 def run_task(task: Task) -> tuple[int, list[RepResult]]:
@@ -718,58 +822,106 @@ def run(reps: int, seed: int, workers: int, progress: Callable[[str], None]) -> 
                 pooled[name].extend(arrays)
         for index, chunk_results in pool.map(run_task, tasks_for(null_indices, None)):
             results[index].extend(chunk_results)
-        matched_nulls = [(SCENARIOS[i], results[i]) for i in null_indices if SCENARIOS[i].matched]
-        kayenta_matched = matched_kayenta_z([runs for _, runs in matched_nulls], MATCHED_FPR)
-        # Phase 2: the regression scenarios, Kayenta computed until it reaches its matched level.
-        for index, chunk_results in pool.map(run_task, tasks_for(regression_indices, kayenta_matched)):
+        pooled_values = {name: np.concatenate(arrays) for name, arrays in pooled.items()}
+        p99 = {
+            name: float(np.nanpercentile(values, FLAGGER_QUANTILE)) for name, values in pooled_values.items()
+        }
+        # Two matchings: on the null scenarios of the first benchmark (none closer to the tolerance than a
+        # +3% latency), and on all of them, with the canaries exactly at the tolerance too -- the null
+        # aicd's error budget is for, so the fair one for comparing detection.
+        matchings = {}
+        for key, with_tolerance in (("m", False), ("t", True)):
+            nulls = [
+                (SCENARIOS[i], results[i])
+                for i in null_indices
+                if SCENARIOS[i].matched and (with_tolerance or not SCENARIOS[i].at_tolerance)
+            ]
+            factor = matched_flagger_factor(nulls, p99, MATCHED_FPR)
+            matchings[key] = Matching(
+                matched_kayenta_z([runs for _, runs in nulls], MATCHED_FPR),
+                factor,
+                {name: factor * value for name, value in p99.items()},
+            )
+        # Phase 2: the regression scenarios, Kayenta computed until it reaches its highest matched level.
+        stop_z = max(matching.kayenta_z for matching in matchings.values())
+        for index, chunk_results in pool.map(run_task, tasks_for(regression_indices, stop_z)):
             results[index].extend(chunk_results)
-    pooled_values = {name: np.concatenate(arrays) for name, arrays in pooled.items()}
-    p99 = {name: float(np.nanpercentile(values, FLAGGER_QUANTILE)) for name, values in pooled_values.items()}
-    flagger_factor = matched_flagger_factor(matched_nulls, p99, MATCHED_FPR)
-    flagger_matched = {name: flagger_factor * value for name, value in p99.items()}
 
     progress(
         f"canary judge benchmark: {reps} runs/scenario, seed {seed}, {LOOKS} looks x {INTERVAL_S:.0f} s, "
         f"{SCRAPE_S:.0f} s scrapes, canary weight {CANARY_WEIGHT:.0f}%, aicd alpha {ALPHA}, tolerance {TOLERANCE:.0%}"
     )
-    progress(
-        f"references matched to <= {MATCHED_FPR:.0%} false alarms on every 3-metric null scenario: Kayenta "
-        f"confidence {2 * norm.cdf(kayenta_matched) - 1:.6f} (as specified {KAYENTA_CONFIDENCE}), Flagger "
-        f"thresholds {flagger_factor:.2f} x the p{FLAGGER_QUANTILE:g} of healthy canaries (as specified 1.00)"
-    )
+    for key, label in (("m", "the first benchmark's nulls"), ("t", "every null, at the tolerance too")):
+        matching = matchings[key]
+        progress(
+            f"references @{key} matched to <= {MATCHED_FPR:.0%} false alarms on {label} (3 metrics): Kayenta "
+            f"confidence z {matching.kayenta_z:.2f} (as specified {KAYENTA_Z:.2f}, i.e. {KAYENTA_CONFIDENCE}), "
+            f"Flagger thresholds {matching.flagger_factor:.2f} x the p{FLAGGER_QUANTILE:g} of healthy "
+            "canaries (as specified 1.00); tuned in-sample on those nulls' runs"
+        )
     progress(
         "flag = false-alarm rate (null) or detection rate; delay = median interval of detection; "
-        "pass/fail/inc = how aicd's analysis ended; det, delay ratios vs the best matched reference"
+        "pass/fail/inc = how aicd's analysis ended; det, delay = aicd's detection and delay over the best "
+        "matched reference's; orc = detection by the last look of a test that knows the noise level "
+        "(alpha/m per metric; orc1: all of alpha on the best metric), an upper bound for any judge within "
+        "its false-alarm budget at the tolerance"
     )
     header = (
-        f"{'scenario':<26} {'m':>2} {'null':>4} | {'aicd':>5} {'delay':>5} {'pass':>5} {'fail':>5} {'inc':>5} | "
-        f"{'kay@m':>5} {'delay':>5} | {'flg@m':>5} {'delay':>5} | {'det':>5} {'delay':>5}"
+        f"{'scenario':<27} {'m':>2} {'null':>4} | {'aicd':>5} {'delay':>5} {'pass':>5} {'fail':>5} {'inc':>5} | "
+        f"{'kay@m':>5} {'delay':>5} {'flg@m':>5} {'delay':>5} {'det':>5} {'delay':>5} | "
+        f"{'kay@t':>5} {'delay':>5} {'flg@t':>5} {'delay':>5} {'det':>5} {'delay':>5} | {'orc':>5} {'orc1':>5}"
     )
     progress(header)
     progress("-" * len(header))
     fprs: list[float] = []
-    detection_ratios: list[float] = []
-    delay_ratios: list[float] = []
+    ratios: dict[str, tuple[list[float], list[float]]] = {key: ([], []) for key in matchings}
     unsafe_passes: list[float] = []
     raw_kayenta: list[float] = []
     raw_flagger: list[float] = []
     null_failures: dict[str, int] = {}
-    for index, scenario in enumerate(SCENARIOS):
+    by_look: list[str] = []
+    order = sorted(range(len(SCENARIOS)), key=lambda i: (not SCENARIOS[i].null, SCENARIOS[i].at_tolerance, i))
+    for index in order:
+        scenario = SCENARIOS[index]
         rows = results[index]
         warmup = scenario.conditions.warmup_intervals
         ours = summarise([row.aicd for row in rows])
         ended = {
             outcome: sum(1 for row in rows if row.aicd_outcome == outcome) / len(rows) for outcome in Outcome
         }
-        references: list[JudgeSummary | None] = [None, None]
-        if scenario.matched:
-            references = [
-                summarise([first_look_at_or_above(row.kayenta_z_by_look, kayenta_matched) for row in rows]),
-                summarise(
-                    [flagger_detection_look(row.flagger_values, flagger_matched, warmup) for row in rows]
-                ),
-            ]
-        detection_cell = delay_cell = "-"
+        cells: list[str] = []
+        best_by_key: dict[str, tuple[JudgeSummary, list[int]]] = {}
+        for key, matching in matchings.items():
+            if not scenario.matched:
+                cells.append(f"{'-':>5} {'-':>5} {'-':>5} {'-':>5} {'-':>5} {'-':>5}")
+                continue
+            looks = {
+                "Kayenta": [
+                    first_look_at_or_above(row.kayenta_z_by_look, matching.kayenta_z) for row in rows
+                ],
+                "Flagger": [
+                    flagger_detection_look(row.flagger_values, matching.flagger_thresholds, warmup)
+                    for row in rows
+                ],
+            }
+            kayenta, flagger = summarise(looks["Kayenta"]), summarise(looks["Flagger"])
+            detection_cell = delay_cell = "-"
+            if not scenario.null:
+                best_name = max(looks, key=lambda n: _rank(summarise(looks[n])))
+                best = summarise(looks[best_name])
+                best_by_key[key] = (best, looks[best_name])
+                ratio = ours.rate / max(best.rate, 1.0 / reps)
+                ratios[key][0].append(ratio)
+                detection_cell = f"{ratio:.2f}"
+                if ours.median_delay is not None and best.median_delay is not None:
+                    delay_ratio = ours.median_delay / best.median_delay
+                    ratios[key][1].append(delay_ratio)
+                    delay_cell = f"{delay_ratio:.2f}"
+            cells.append(
+                f"{_rate(kayenta):>5} {_delay(kayenta):>5} {_rate(flagger):>5} {_delay(flagger):>5} "
+                f"{detection_cell:>5} {delay_cell:>5}"
+            )
+        oracle_cells = f"{'-':>5} {'-':>5}"
         if scenario.null:
             fprs.append(ours.rate)
             for row in rows:
@@ -782,22 +934,24 @@ def run(reps: int, seed: int, workers: int, progress: Callable[[str], None]) -> 
             raw_flagger.append(raw_p99.rate)
         else:
             unsafe_passes.append(ended[Outcome.PASS])
-            matched = [reference for reference in references if reference is not None]
-            if matched:
-                best = max(matched, key=lambda r: (r.rate, -(r.median_delay or math.inf)))
-                ratio = ours.rate / max(best.rate, 1.0 / reps)
-                detection_ratios.append(ratio)
-                detection_cell = f"{ratio:.2f}"
-                if ours.median_delay is not None and best.median_delay is not None:
-                    delay_ratio = ours.median_delay / best.median_delay
-                    delay_ratios.append(delay_ratio)
-                    delay_cell = f"{delay_ratio:.2f}"
-        kayenta, flagger = references
+            twin = _null_twin(scenario)
+            if twin is not None:
+                oracle, oracle_single = oracle_detection(
+                    [row.oracle for row in rows], [row.oracle for row in results[twin]], scenario.metrics
+                )
+                oracle_cells = f"{oracle:>5.3f} {oracle_single:>5.3f}"
+            if "m" in best_by_key:
+                best, best_looks = best_by_key["m"]
+                by_look.append(
+                    f"{scenario.name:<27} | "
+                    + " ".join(f"{_share_by([row.aicd for row in rows], look):>5.3f}" for look in BY_LOOKS)
+                    + " | "
+                    + " ".join(f"{_share_by(best_looks, look):>5.3f}" for look in BY_LOOKS)
+                )
         progress(
-            f"{scenario.name:<26} {len(scenario.metrics):>2} {'yes' if scenario.null else '':>4} | "
+            f"{scenario.name:<27} {len(scenario.metrics):>2} {'yes' if scenario.null else '':>4} | "
             f"{ours.rate:>5.3f} {_delay(ours):>5} {ended[Outcome.PASS]:>5.3f} {ended[Outcome.FAIL]:>5.3f} "
-            f"{ended[Outcome.INCONCLUSIVE]:>5.3f} | {_rate(kayenta):>5} {_delay(kayenta):>5} | "
-            f"{_rate(flagger):>5} {_delay(flagger):>5} | {detection_cell:>5} {delay_cell:>5}"
+            f"{ended[Outcome.INCONCLUSIVE]:>5.3f} | {cells[0]} | {cells[1]} | {oracle_cells}"
         )
     attribution = ", ".join(f"{name} {count}" for name, count in sorted(null_failures.items())) or "none"
     progress(f"aicd's false alarms by metric (all null scenarios): {attribution}")
@@ -805,12 +959,54 @@ def run(reps: int, seed: int, workers: int, progress: Callable[[str], None]) -> 
         f"raw references (as specified) on the null scenarios: Kayenta false alarms {min(raw_kayenta):.3f}.."
         f"{max(raw_kayenta):.3f}, Flagger {min(raw_flagger):.3f}..{max(raw_flagger):.3f}"
     )
+    looks_header = " ".join(f"{'@' + str(look):>5}" for look in BY_LOOKS)
+    progress("share of runs detected by each look: aicd | the best reference @m")
+    progress(f"{'scenario':<27} | {looks_header} | {looks_header}")
+    for line in by_look:
+        progress(line)
     progress(f"(ran in {time.time() - started:.0f} s)")
     print(
-        f"fpr_max={max(fprs):.3f} detection_min_ratio={_worst(detection_ratios, min):.3f} "
-        f"delay_max_ratio={_worst(delay_ratios, max):.3f} unsafe_pass_max={max(unsafe_passes):.3f}"
+        f"fpr_max={max(fprs):.3f} detection_min_ratio={_worst(ratios['m'][0], min):.3f} "
+        f"delay_max_ratio={_worst(ratios['m'][1], max):.3f} unsafe_pass_max={max(unsafe_passes):.3f} "
+        f"detection_min_ratio_at_tolerance={_worst(ratios['t'][0], min):.3f} "
+        f"delay_max_ratio_at_tolerance={_worst(ratios['t'][1], max):.3f}"
     )
     return 0
+
+
+BY_LOOKS = (5, 10, 15, 20)
+
+
+@dataclass(frozen=True)
+class Matching:
+    """References tuned to the matched false-alarm rate on a set of null scenarios."""
+
+    kayenta_z: float
+    flagger_factor: float
+    flagger_thresholds: dict[str, float]
+
+
+def _rank(summary: JudgeSummary) -> tuple[float, float]:
+    """Best reference: highest detection rate, ties to the earlier median."""
+    return summary.rate, -(summary.median_delay or math.inf)
+
+
+def _share_by(looks: Sequence[int], look: int) -> float:
+    return sum(1 for value in looks if 0 < value <= look) / len(looks)
+
+
+def _null_twin(scenario: Scenario) -> int | None:
+    """The null scenario run in the same conditions on the same metrics (the oracle's noise level)."""
+    for index, candidate in enumerate(SCENARIOS):
+        if (
+            candidate.null
+            and not candidate.at_tolerance
+            and candidate.change == NO_CHANGE
+            and candidate.conditions == scenario.conditions
+            and candidate.metrics == scenario.metrics
+        ):
+            return index
+    return None
 
 
 def _worst(values: list[float], pick: Callable[[list[float]], float]) -> float:

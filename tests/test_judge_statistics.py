@@ -7,16 +7,21 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
+from scipy.stats import norm
 
 from aicd.judge.sequential import (
     Band,
+    interval_correlation,
     lag_one_autocorrelation,
     lagged_autocorrelation,
     poisson_rate_bounds,
-    recent_t_test,
+    rate_ratio_test,
     settle_factor,
     t_mixture_sequence,
+    t_test,
 )
+from aicd.judge.spending import group_sequential_levels, look_share, planned_level
 
 EDGE = math.log(1.05)
 INCREASE = Band(None, EDGE)
@@ -56,14 +61,14 @@ def test_recent_window_test_keeps_its_level_when_the_null_is_not_flat() -> None:
     means = np.concatenate([np.linspace(math.log(0.9), EDGE, 5), np.full(5, EDGE)])
     for _ in range(trials):
         observations = means + rng.normal(0.0, 0.05, means.size)
-        rejections += recent_t_test(observations, INCREASE, math.log(1 / alpha)).rejected
+        rejections += t_test(observations, INCREASE, math.log(1 / alpha)).rejected
     assert rejections / trials <= alpha * 1.15  # sampling slack: sd of the rate is ~0.0034
 
 
 def test_recent_window_test_sees_a_ramp_the_sample_variance_would_hide() -> None:
     rng = np.random.default_rng(9)
     ramp = np.linspace(math.log(1.02), math.log(1.4), 10) + rng.normal(0.0, 0.03, 10)
-    detrended = recent_t_test(ramp, INCREASE, math.log(1 / 1e-4))
+    detrended = t_test(ramp, INCREASE, math.log(1 / 1e-4))
     assert detrended.rejected and detrended.ci_low is not None and detrended.ci_low > EDGE
     # The plain t statistic with the sample variance (inflated by the ramp) would not reject.
     mean, sd = float(ramp.mean()), float(ramp.std(ddof=1))
@@ -105,3 +110,134 @@ def test_settle_factor_estimates_how_much_more_data_would_decide() -> None:
     assert math.isclose(
         result.estimate + (result.safe_high - result.estimate) / math.sqrt(factor), EDGE, rel_tol=1e-9
     )
+
+
+# ---------------------------------------------------------------------------- spending over planned looks
+
+
+def test_look_shares_spend_the_budget_over_the_plan_and_a_tail_for_longer_analyses() -> None:
+    planned = [look_share(look, 1, 21, 1.0, 0.1) for look in range(1, 22)]
+    assert math.isclose(sum(planned), 0.9, rel_tol=1e-12)
+    assert planned == sorted(planned)  # power 1: more of the budget where there is more data
+    tail = sum(look_share(look, 1, 21, 1.0, 0.1) for look in range(22, 200_000))
+    assert 0.0999 < tail <= 0.1  # looks after the plan (a paused analysis) share the rest, never more
+    assert look_share(7, 8, 21, 0.0, 0.0) == 0.0  # before its first look a test does not run
+    assert look_share(30, 8, 21, 0.0, 0.0) == 0.0  # no tail: nothing after the plan
+    assert look_share(5, 1, None, 1.0, 0.1) == 1.0  # without a plan the look is the only one
+
+
+def test_group_sequential_levels_match_the_textbook() -> None:
+    """Lan-DeMets O'Brien-Fleming-type spending, one-sided 0.025, five equally spaced looks: the
+    critical values of Jennison & Turnbull (table 2.3 family) 4.877, 3.357, 2.680, 2.290, 2.031."""
+    spent = [2.0 * float(norm.sf(norm.isf(0.0125) / math.sqrt(k / 5.0))) for k in range(1, 6)]
+    critical = [float(norm.isf(level)) for level in group_sequential_levels([1, 2, 3, 4, 5], spent)]
+    assert critical == pytest.approx([4.877, 3.357, 2.680, 2.290, 2.031], abs=2e-3)
+
+
+def test_group_sequential_levels_keep_the_budget_over_correlated_looks_and_beat_the_union_bound() -> None:
+    """Brownian paths over 20 looks: the share of paths that ever cross the levels is the budget (0.0025),
+    and the last look's level is well above its Bonferroni spend (what the planned-look test gains)."""
+    looks, budget = 20, 0.0025
+    spent = [budget * k / looks for k in range(1, looks + 1)]
+    levels = np.array(group_sequential_levels([float(k) for k in range(1, looks + 1)], spent))
+    rng = np.random.default_rng(31)
+    crossed = 0
+    for _ in range(4):
+        paths = np.cumsum(rng.standard_normal((250_000, looks)), axis=1) / np.sqrt(np.arange(1, looks + 1))
+        crossed += int(np.count_nonzero((paths >= norm.isf(levels)).any(axis=1)))
+    assert abs(crossed / 1_000_000 - budget) < 0.0003  # binomial sd 0.00005
+    assert levels[-1] > 3 * budget / looks
+    # Information that does not grow spends nothing new.
+    repeated = group_sequential_levels([1.0, 1.0, 2.0], [0.001, 0.002, 0.003])
+    assert repeated[0] == repeated[1]
+
+
+def test_planned_level_spends_more_than_its_share_at_the_end_and_all_of_it_without_a_plan() -> None:
+    alpha = 0.01
+    assert planned_level(5, 1, None, 1.0, 0.1, alpha) == alpha
+    assert planned_level(3, 6, 21, 1.0, 0.1, alpha) == 0.0
+    last = planned_level(20, 1, 21, 1.0, 0.1, alpha)
+    assert last > alpha * look_share(20, 1, 21, 1.0, 0.1)
+    assert last < alpha
+
+
+# ------------------------------------------------------------------------------ fixed-sample tests
+
+
+def _binomial_intervals(
+    rng: np.random.Generator, ratio: float, intervals: int, totals: float, share: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    exposure_share = np.full(intervals, share)
+    probability = ratio * share / (ratio * share + 1 - share)
+    events = rng.poisson(totals, intervals).astype(np.float64)
+    canary = rng.binomial(events.astype(np.int64), probability).astype(np.float64)
+    return canary, events - canary, exposure_share
+
+
+def test_rate_ratio_test_keeps_its_level_at_the_edge_even_with_few_events() -> None:
+    """Canary exactly at the tolerance edge (rate ratio 1.05), a 10% canary: the likelihood-ratio test at
+    level 0.05 rejects at most ~5% of 3000 analyses, with 150 events per analysis or with only 15."""
+    rng = np.random.default_rng(32)
+    for totals in (7.5, 0.75):
+        rejected = 0
+        for _ in range(3000):
+            canary, baseline, share = _binomial_intervals(rng, 1.05, 20, totals, 0.1)
+            result, _ = rate_ratio_test(canary, baseline, share, INCREASE, math.log(1 / 0.05))
+            rejected += result.rejected
+        assert 0.02 < rejected / 3000 <= 0.05 * 1.2  # sd of the rate 0.004: valid, and not vacuous
+
+
+def test_rate_ratio_test_finds_a_doubling_and_its_bounds_agree_with_its_decision() -> None:
+    rng = np.random.default_rng(33)
+    caught = 0
+    for _ in range(200):
+        canary, baseline, share = _binomial_intervals(rng, 2.0, 20, 30.0, 0.1)
+        result, dispersion = rate_ratio_test(canary, baseline, share, INCREASE, math.log(1 / 0.001))
+        assert dispersion >= 1.0
+        assert result.ci_low is not None and result.estimate is not None
+        assert result.rejected == (result.ci_low > EDGE)  # the bound and the p-value decide alike
+        assert result.ci_low < result.estimate < (result.ci_high or math.inf)
+        caught += result.rejected
+    assert caught >= 190  # ~600 events, 2x: about 6 sds beyond the edge
+
+
+def test_t_test_with_the_interval_correlation_keeps_its_level_on_wandering_intervals() -> None:
+    """AR(1) interval means (r = 0.4) exactly at the edge: told the correlation, the t-test rejects at most
+    about its level; treating the intervals as independent would reject several times as often."""
+    rng = np.random.default_rng(34)
+    told = naive = 0
+    trials, level = 4000, 0.01
+    for _ in range(trials):
+        noise = np.empty(20)
+        noise[0] = rng.normal()
+        for index in range(1, 20):
+            noise[index] = 0.4 * noise[index - 1] + math.sqrt(1 - 0.16) * rng.normal()
+        observations = EDGE + 0.05 * noise
+        told += t_test(observations, INCREASE, math.log(1 / level), autocorrelation=0.4).rejected
+        naive += t_test(observations, INCREASE, math.log(1 / level)).rejected
+    assert told / trials <= level * 1.3
+    assert naive / trials > 2.5 * level
+
+
+def test_interval_correlation_reads_a_slow_wander_from_the_query_steps() -> None:
+    """Steps of an AR(1) with phi 0.9 (a canary pod's wander, 12 steps per interval, 5% missed): the means
+    of consecutive intervals correlate at 0.47. From 20 intervals the step-level estimate sees most of it
+    (detrending costs some); the interval summaries' own lag-1 estimate sees little; white noise gives ~0."""
+    rng = np.random.default_rng(35)
+    estimates, from_summaries, white = [], [], []
+    for _ in range(200):
+        steps = np.empty(240)
+        steps[0] = rng.normal()
+        for index in range(1, 240):
+            steps[index] = 0.9 * steps[index - 1] + math.sqrt(1 - 0.81) * rng.normal()
+        from_summaries.append(lag_one_autocorrelation(steps.reshape(20, 12).mean(axis=1)))
+        steps[rng.random(240) < 0.05] = np.nan  # missed scrapes
+        estimates.append(interval_correlation(steps, 12))
+        white.append(interval_correlation(rng.normal(size=240), 12))
+    phi, b = 0.9, 12
+    within = np.mean([phi ** abs(i - j) for i in range(b) for j in range(b)])
+    across = np.mean([phi ** (j + b - i) for i in range(b) for j in range(b)])
+    assert 0.45 < across / within < 0.5
+    assert 0.25 < float(np.mean(estimates)) < 0.5
+    assert float(np.mean(estimates)) > float(np.mean(from_summaries)) + 0.15
+    assert float(np.mean(white)) < 0.05

@@ -39,13 +39,15 @@ class Budget:
     """One metric's log thresholds at this look (see :mod:`aicd.judge.engine` for the split).
 
     ``main``: the fail side of the main test (before a two-sided band splits it); ``safe``: the pass-side
-    bounds; ``recent``: the recent-window test, ``None`` when it does not run at this look; ``dispersion``:
-    the spread test, ``None`` when it does not apply."""
+    bounds; ``planned``: the planned-look test (the main comparison as a fixed-sample test at this look),
+    ``None`` when it does not run; ``recent``: the recent-window test, ``None`` when it does not run at this
+    look; ``dispersion``: the spread test, ``None`` when it does not apply."""
 
     main: float
     safe: float
     recent: float | None = None
     dispersion: float | None = None
+    planned: float | None = None
 
 
 def recent_window(count: int, warmup_intervals: int) -> int:

@@ -72,7 +72,9 @@ class OnInconclusive(StrEnum):
 
 class TestName(StrEnum):
     """The judge's tests. ``location``: the canary's level over the whole analysis (continuous metrics);
-    ``rate-ratio``: the canary's event rate over the baseline's (counts); ``recent``: the same comparison on
+    ``rate-ratio``: the canary's event rate over the baseline's (counts); ``planned``: the same comparison
+    as a fixed-sample test at this look, its share of the error budget spent over the planned looks;
+    ``recent``: the same comparison on
     the most recent half of the analysis, which catches a regression that grows; ``dispersion``: a much
     noisier canary; ``absolute``: a count metric's event ratio difference (with ``absoluteTolerance``)."""
 
@@ -80,6 +82,7 @@ class TestName(StrEnum):
 
     LOCATION = "location"
     RATE_RATIO = "rate-ratio"
+    PLANNED = "planned"
     RECENT = "recent"
     DISPERSION = "dispersion"
     ABSOLUTE = "absolute"
@@ -87,8 +90,8 @@ class TestName(StrEnum):
 
 class Statistic(StrEnum):
     """How a test measures its evidence: an e-value (anytime-valid, any number of looks), a p-value (the
-    continuous recent-window test: fixed-sample, its error budget split over the intervals it may run at),
-    or bounds (the absolute test: two tracks' confidence bounds set against the band)."""
+    planned-look and recent-window tests: fixed-sample, their error budget spent over the looks they may
+    run at), or bounds (the absolute test: two tracks' confidence bounds set against the band)."""
 
     E_VALUE = "e-value"
     P_VALUE = "p-value"
