@@ -7,7 +7,7 @@ bash scripts/setup.sh
 echo "== ruff"
 .venv/bin/ruff check .
 echo "== ruff format"
-.venv/bin/ruff format --check --exclude "aicd/judge/*" --exclude "bench/judge.py" --exclude "tests/test_judge*.py" .
+.venv/bin/ruff format --check .
 echo "== mypy"
 .venv/bin/mypy  # the files of [tool.mypy] in pyproject.toml: aicd (its workflows and activities too), worker.py
 echo "== pytest"
