@@ -13,6 +13,7 @@ from aicd.activities.analysis import analysis_look
 from aicd.activities.commands import CommandActivities, CommandSecrets
 from aicd.activities.edge import check_sites
 from aicd.activities.gitops import GitOpsActivities
+from aicd.activities.governance import GovernanceActivities
 from aicd.activities.notify import notify
 from aicd.activities.releases import ReleaseActivities
 from aicd.activities.steps import StepActivities
@@ -33,6 +34,7 @@ def all_activities(settings: WorkerSettings, client: Client) -> list[Callable[..
     gitops = GitOpsActivities(settings.state_dir, client)
     commands = CommandActivities(settings.state_dir, settings.command_secrets)
     releases = ReleaseActivities(client)
+    governance = GovernanceActivities(settings.state_dir, gitops, client)
     return [
         commands.run_command,
         gitops.commit,
@@ -46,4 +48,5 @@ def all_activities(settings: WorkerSettings, client: Client) -> list[Callable[..
         notify,
         releases.claim,
         releases.running,
+        governance.check_gates,
     ]

@@ -142,6 +142,14 @@ def command_env(request: CommandRequest, secrets: CommandSecrets) -> dict[str, s
     return env
 
 
+REPORTS_DIR_ENV = "AICD_REPORTS_DIR"
+
+
+def reports_dir(state_dir: Path, delivery_id: str) -> Path:
+    """Where a delivery's commands leave JSON reports for the policy gate (on the worker that ran them)."""
+    return state_dir / "reports" / delivery_id
+
+
 class CommandActivities:
     def __init__(self, state_dir: Path, secrets: CommandSecrets | None = None) -> None:
         self.state_dir = state_dir
@@ -180,6 +188,10 @@ class CommandActivities:
                 type=ErrorType.COMMAND_INVALID,
             )
         env = command_env(request, self.secrets)
+        # Reports the command writes here (a Trivy JSON report, an SBOM) go into the policy gate's input.
+        reports = reports_dir(self.state_dir, request.delivery_id)
+        reports.mkdir(parents=True, exist_ok=True)
+        env[REPORTS_DIR_ENV] = str(reports)
         # Every secret this worker holds, not only the ones this command was given: a command can read files.
         mask = process_mask(extra=self.secrets.values())
         workdir = await asyncio.to_thread(self._checkout, request)

@@ -74,6 +74,10 @@ NOTIFY_RETRY = RetryPolicy(
     maximum_attempts=5,
 )
 
+# The gate activity reads Git, perhaps asks OPA or Prometheus; a failure after these attempts holds the stage
+# (fail closed) and is asked again at the next recheck.
+GATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+GATE_TIMEOUT = timedelta(minutes=2)
 GIT_TIMEOUT = timedelta(minutes=5)
 GIT_HEARTBEAT = timedelta(seconds=10)
 SYNC_HEARTBEAT = timedelta(seconds=15)

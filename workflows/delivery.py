@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -19,9 +19,11 @@ with workflow.unsafe.imports_passed_through():
     from aicd.activities.commands import CommandActivities, CommandRequest
     from aicd.activities.drivers.base import SyncRequest
     from aicd.activities.gitops import GitOpsActivities, RollbackRequest
+    from aicd.activities.governance import GovernanceActivities
     from aicd.activities.notify import NotifyEvent, NotifyRequest, SlackMessage, notify
     from aicd.activities.releases import ClaimRequest, ReleaseActivities
     from aicd.activities.sync import sync_target
+    from aicd.gates import GateAnswer, GateHold, GateRequest, OverrideKind
     from aicd.messages import (
         DELIVERY_WORKFLOW,
         NOTIFY_ON_END_SIGNAL,
@@ -49,6 +51,8 @@ with workflow.unsafe.imports_passed_through():
         CLAIM_TIMEOUT,
         COMMAND_HEARTBEAT,
         COMMAND_RETRY,
+        GATE_RETRY,
+        GATE_TIMEOUT,
         GIT_HEARTBEAT,
         GIT_RETRY,
         GIT_TIMEOUT,
@@ -103,6 +107,9 @@ class DeliveryWorkflow:
         self.claimed = False
         self.waiters: list[str] = []  # queued newer deliveries to tell when this one ends
         self.rejection: HumanAction | None = None
+        # Gates (aicd.gates) a listed person let through, per stage: "override" (a policy's deny),
+        # "break-glass" (a freeze, a closed window, the carbon wait).
+        self.overrides: dict[str, list[str]] = {}
         self.children: dict[str, workflow.ChildWorkflowHandle[Any, TargetRolloutResult]] = {}
         self.started_targets: list[tuple[str, str]] = []  # (stage, target) in start order
         # Slack: the one sender task, events waiting for it, the delivery's message once posted (kept here so
@@ -256,6 +263,53 @@ class DeliveryWorkflow:
     def _validate_reject(self, action: HumanAction) -> None:
         self._gate_stage(action)
 
+    @workflow.update(name="override")
+    def override(self, action: HumanAction) -> str:
+        return self._let_through("override", action)
+
+    @override.validator
+    def _validate_override(self, action: HumanAction) -> None:
+        self._holds_for("override", action)
+
+    @workflow.update(name="break_glass")
+    def break_glass(self, action: HumanAction) -> str:
+        return self._let_through("break-glass", action)
+
+    @break_glass.validator
+    def _validate_break_glass(self, action: HumanAction) -> None:
+        self._holds_for("break-glass", action)
+
+    def _holds_for(self, kind: OverrideKind, action: HumanAction) -> list[GateHold]:
+        """The holds of the current stage that `kind` lets through, checked against the action."""
+        self._refuse_when_finished()
+        stage = self.status.stage
+        holds = [hold for hold in self.status.holds if hold.override == kind]
+        if stage is None or not holds:
+            held = "; ".join(f"{hold.gate} ({hold.override})" for hold in self.status.holds) or "nothing"
+            raise ValueError(
+                f"delivery {self.plan.delivery_id}: no hold that {kind} lets through (held by {held})"
+            )
+        if action.stage and action.stage != stage:
+            raise ValueError(f"stage {action.stage} is not held (held: {stage})")
+        allowed = sorted({who for hold in holds for who in hold.overriders})
+        if action.actor not in allowed:
+            raise ValueError(
+                f"{action.actor} may not {kind} stage {stage} (listed: {', '.join(allowed) or 'nobody'})"
+            )
+        if not action.reason.strip():
+            raise ValueError(f"{kind} needs a reason; it is recorded and announced")
+        return holds
+
+    def _let_through(self, kind: OverrideKind, action: HumanAction) -> str:
+        holds = self._holds_for(kind, action)
+        stage = self.status.stage
+        assert stage is not None
+        self._record(kind, action, stage)
+        self.overrides.setdefault(stage, []).append(kind)
+        what = "; ".join(hold.reason for hold in holds)
+        self._notify(kind, f"{action.actor} let stage {stage} through ({what}): {action.reason}")
+        return f"{kind}: stage {stage} goes on"
+
     def _gate_stage(self, action: HumanAction) -> StagePlan:
         """The stage whose gate is pending, checked against the action; raises what the caller is told."""
         self._refuse_when_finished()
@@ -344,6 +398,7 @@ class DeliveryWorkflow:
         actor = SYSTEM_ACTOR
         if stage.approval is not None:
             actor = await self._approval_gate(stage)
+        await self._gates(stage, None)
         await self._wait_unpaused()
         if not self.claimed:
             await self._claim_app()
@@ -351,6 +406,8 @@ class DeliveryWorkflow:
         self._notify("stage", f"stage {stage.name} started")
         for wave_index, wave in enumerate(stage.waves):
             self.status.wave = wave_index + 1
+            if wave_index > 0 and self.plan.policy is not None and self.plan.policy.every_wave:
+                await self._gates(stage, wave_index + 1)
             await self._wait_unpaused()
             results = await self._wave(stage, wave, actor)
             actor = SYSTEM_ACTOR
@@ -395,6 +452,111 @@ class DeliveryWorkflow:
                 "rejected", f"stage {stage.name} rejected by {self.rejection.actor}: {self.rejection.reason}"
             )
         return self.status.approvals[stage.name][-1]
+
+    async def _gates(self, stage: StagePlan, wave: int | None) -> None:
+        """Ask the gate kinds (aicd.gates) until none holds the stage: while held, the phase is `held` with
+        each hold's reason, and the delivery sleeps until the earliest hold may lift (a window opening),
+        its recheck, an override or break-glass by a listed person, or an abort."""
+        if self.plan.policy is None and self.plan.schedule is None:
+            return  # a plan made before governance
+        if not workflow.patched("governance-gates"):
+            return
+        held_since = workflow.now()
+        announced = ""
+        while True:
+            request = GateRequest(
+                delivery_id=self.plan.delivery_id,
+                app=self.plan.app,
+                stage=stage.name,
+                wave=wave,
+                at=workflow.now().isoformat(),
+                held_since=held_since.isoformat(),
+                gitops_repo=self.plan.gitops_repo,
+                gitops_branch=self.plan.gitops_branch,
+                policy=self.plan.policy,
+                schedule=self.plan.schedule,
+                input_document=self._policy_input(stage),
+                skip=list(self.overrides.get(stage.name, [])),
+            )
+            try:
+                answer = await workflow.execute_activity_method(
+                    GovernanceActivities.check_gates,
+                    request,
+                    start_to_close_timeout=GATE_TIMEOUT,
+                    retry_policy=GATE_RETRY,
+                )
+            except ActivityError as error:  # fail closed: a stage never starts unchecked
+                answer = GateAnswer(
+                    [GateHold("gates", f"gates could not be checked: {cause_of(error)}", "override")]
+                )
+            self.status.holds = answer.holds
+            self.status.warnings = answer.warnings
+            if not answer.holds:
+                break
+            reasons = "; ".join(hold.reason for hold in answer.holds)
+            self._set_phase("held")
+            if reasons != announced:
+                announced = reasons
+                self._notify("held", f"stage {stage.name} held: {reasons}")
+            now = workflow.now()
+            waits = [hold.recheck_s for hold in answer.holds]
+            waits += [
+                (datetime.fromisoformat(hold.until) - now).total_seconds()
+                for hold in answer.holds
+                if hold.until is not None
+            ]
+            used = len(self.overrides.get(stage.name, []))
+
+            def lifted(used: int = used) -> bool:
+                return self._stopping() or len(self.overrides.get(stage.name, [])) != used
+
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lifted,
+                    timeout=timedelta(seconds=max(1.0, min(waits))),
+                )
+            if self._stopping():
+                self.status.holds = []
+                await self._wait_unpaused()  # rolls back per scope and raises DeliveryStopped
+        if announced:
+            self._notify("released", f"stage {stage.name} no longer held")
+        if self.status.phase == "held":
+            self._set_phase("progressing")
+
+    def _policy_input(self, stage: StagePlan) -> dict[str, Any]:
+        """The policy's input document but for time, wave and reports (the gate adds those)."""
+        plan = self.plan
+        trigger = self.input.trigger
+        return {
+            "delivery": {
+                "id": plan.delivery_id,
+                "app": plan.app,
+                "revision": plan.revision,
+                "started": self.status.started,
+            },
+            "artifact": {"name": plan.artifact, "tag": plan.artifact_tag},
+            "trigger": {
+                "source": trigger.source,
+                "actor": trigger.actor,
+                "branch": trigger.branch,
+                "detail": trigger.detail,
+            },
+            "stage": {
+                "name": stage.name,
+                "targets": stage.targets,
+                "waves": stage.waves,
+                "regions": sorted(
+                    {region for name in stage.targets if (region := plan.targets[name].region) is not None}
+                ),
+                "approvers": stage.approval.approvers if stage.approval else [],
+            },
+            "approvals": {name: list(actors) for name, actors in self.status.approvals.items()},
+            "stages": [item.name for item in plan.stages],
+            "targets": {
+                name: {"kind": target.kind, "region": target.region, "path": target.path}
+                for name, target in plan.targets.items()
+            },
+        }
 
     async def _wave(self, stage: StagePlan, wave: list[str], actor: str) -> list[TargetRolloutResult]:
         for name in wave:
