@@ -14,6 +14,7 @@ from aicd.activities.commands import CommandActivities, CommandSecrets
 from aicd.activities.edge import check_sites
 from aicd.activities.gitops import GitOpsActivities
 from aicd.activities.governance import GovernanceActivities
+from aicd.activities.incidents import IncidentActivities
 from aicd.activities.notify import notify
 from aicd.activities.releases import ReleaseActivities
 from aicd.activities.steps import StepActivities
@@ -49,4 +50,5 @@ def all_activities(settings: WorkerSettings, client: Client) -> list[Callable[..
         releases.claim,
         releases.running,
         governance.check_gates,
+        IncidentActivities(client).send,
     ]

@@ -188,6 +188,7 @@ async def test_freeze_holds_until_break_glass_or_unfreeze(
         await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
         status = await wait_for(client, plan.delivery_id, held_by("freeze"))
         assert "INC-42: payments degraded" in status.holds[0].reason
+        assert step_commits(gitops) == []
         assert "may not break-glass" in await refused(
             client, plan.delivery_id, "break_glass", HumanAction("bob", "x")
         )

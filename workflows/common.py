@@ -78,6 +78,13 @@ NOTIFY_RETRY = RetryPolicy(
 # (fail closed) and is asked again at the next recheck.
 GATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
 GATE_TIMEOUT = timedelta(minutes=2)
+# Incident hooks: retried for a while in the background; a refused event (4xx) is not.
+INCIDENT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    non_retryable_error_types=names(ErrorType.INCIDENT_REJECTED),
+)
+INCIDENT_TIMEOUT = timedelta(seconds=60)
 GIT_TIMEOUT = timedelta(minutes=5)
 GIT_HEARTBEAT = timedelta(seconds=10)
 SYNC_HEARTBEAT = timedelta(seconds=15)

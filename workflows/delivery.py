@@ -20,6 +20,7 @@ with workflow.unsafe.imports_passed_through():
     from aicd.activities.drivers.base import SyncRequest
     from aicd.activities.gitops import GitOpsActivities, RollbackRequest
     from aicd.activities.governance import GovernanceActivities
+    from aicd.activities.incidents import IncidentActivities, IncidentEvent, IncidentRequest
     from aicd.activities.notify import NotifyEvent, NotifyRequest, SlackMessage, notify
     from aicd.activities.releases import ClaimRequest, ReleaseActivities
     from aicd.activities.sync import sync_target
@@ -56,6 +57,8 @@ with workflow.unsafe.imports_passed_through():
         GIT_HEARTBEAT,
         GIT_RETRY,
         GIT_TIMEOUT,
+        INCIDENT_RETRY,
+        INCIDENT_TIMEOUT,
         NOTIFY_RETRY,
         NOTIFY_TIMEOUT,
         SYNC_HEARTBEAT,
@@ -110,6 +113,7 @@ class DeliveryWorkflow:
         # Gates (aicd.gates) a listed person let through, per stage: "override" (a policy's deny),
         # "break-glass" (a freeze, a closed window, the carbon wait).
         self.overrides: dict[str, list[str]] = {}
+        self.incidents: list[asyncio.Task[None]] = []  # incident hooks in flight (never awaited by the steps)
         self.children: dict[str, workflow.ChildWorkflowHandle[Any, TargetRolloutResult]] = {}
         self.started_targets: list[tuple[str, str]] = []  # (stage, target) in start order
         # Slack: the one sender task, events waiting for it, the delivery's message once posted (kept here so
@@ -340,6 +344,8 @@ class DeliveryWorkflow:
             self._set_phase(stop.phase)
         await self._tell_waiters()
         self._notify("finished", self.status.reason)
+        if self.status.phase in ("failed", "aborted", "succeeded"):
+            self._incident(self.status.phase, self.status.reason or f"delivery {self.status.phase}")
         await self._drain_notifications()
         commits = [sha for target in self.status.targets.values() for sha in target.commits]
         return DeliveryResult(self.plan.delivery_id, self.status.phase, self.status.reason, commits)
@@ -463,6 +469,7 @@ class DeliveryWorkflow:
             return
         held_since = workflow.now()
         announced = ""
+        raised_waiting = False
         while True:
             request = GateRequest(
                 delivery_id=self.plan.delivery_id,
@@ -495,6 +502,17 @@ class DeliveryWorkflow:
                 break
             reasons = "; ".join(hold.reason for hold in answer.holds)
             self._set_phase("held")
+            incidents = self.plan.incidents
+            if (
+                incidents is not None
+                and incidents.waiting_too_long_s is not None
+                and not raised_waiting
+                and (workflow.now() - held_since).total_seconds() >= incidents.waiting_too_long_s
+            ):
+                raised_waiting = True
+                self._incident(
+                    "waiting", f"stage {stage.name} held since {held_since.isoformat()}: {reasons}"
+                )
             if reasons != announced:
                 announced = reasons
                 self._notify("held", f"stage {stage.name} held: {reasons}")
@@ -651,6 +669,7 @@ class DeliveryWorkflow:
             return
         self._set_phase("rolling-back")
         self._notify("rolled-back", reason)
+        self._incident("rolled-back", f"rolling back {', '.join(name for _stage, name in targets)}: {reason}")
         ordered = list(reversed(targets))
         requests = [
             RollbackRequest(
@@ -906,3 +925,39 @@ class DeliveryWorkflow:
             await workflow.wait_condition(
                 lambda: all(task.done() for task in self.notifications), timeout=timedelta(seconds=10)
             )
+        if self.incidents:  # a few retries of the last incident hook (PagerDuty slow or briefly down)
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: all(task.done() for task in self.incidents), timeout=INCIDENT_TIMEOUT
+                )
+
+    def _incident(self, kind: str, summary: str) -> None:
+        """Raise (or, for a success, resolve) through the incident hooks, in the background: a hook that
+        fails is retried and never holds or fails the delivery."""
+        incidents = self.plan.incidents
+        if incidents is None or not workflow.patched("incident-hooks"):
+            return
+        event = IncidentEvent(
+            kind=kind,
+            delivery_id=self.plan.delivery_id,
+            app=self.plan.app,
+            revision=self.plan.revision,
+            summary=f"{self.plan.app} {self.plan.revision_short}: {summary}",
+            at=workflow.now().isoformat(),
+            stage=self.status.stage,
+            phase=self.status.phase,
+        )
+
+        async def send() -> None:
+            try:
+                await workflow.execute_activity_method(
+                    IncidentActivities.send,
+                    IncidentRequest(incidents, event),
+                    schedule_to_close_timeout=INCIDENT_TIMEOUT,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=INCIDENT_RETRY,
+                )
+            except ActivityError as error:
+                workflow.logger.warning("incident hook %s not sent: %s", kind, cause_of(error))
+
+        self.incidents.append(asyncio.ensure_future(send()))
