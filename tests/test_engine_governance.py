@@ -6,11 +6,13 @@ delivery until break-glass by a listed person or `aicd unfreeze`."""
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
@@ -27,6 +29,7 @@ from aicd.testing.engine import (
     temporal_env,
     wait_for,
 )
+from aicd.testing.standins.slack import SlackStandIn
 
 __all__ = ["temporal_env"]
 
@@ -66,11 +69,26 @@ def held_by(gate: str) -> Any:
     return lambda status: status.phase == "held" and [hold.gate for hold in status.holds] == [gate]
 
 
+@pytest.fixture
+async def slack(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SlackStandIn]:
+    standin = SlackStandIn()
+    await standin.start()
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-test")
+    monkeypatch.setenv("SLACK_API_URL", standin.base_url)
+    yield standin
+    await standin.stop()
+
+
 async def test_policy_deny_holds_the_stage_until_a_listed_override(
-    temporal_env: WorkflowEnvironment, tmp_path: Path
+    temporal_env: WorkflowEnvironment, tmp_path: Path, slack: SlackStandIn
 ) -> None:
     policy = {"modules": ["policies/"], "overriders": ["lead"], "recheck": "1h"}
-    document, gitops, revision = production_spec(tmp_path, {"policies/delivery.rego": POLICY}, policy=policy)
+    document, gitops, revision = production_spec(
+        tmp_path,
+        {"policies/delivery.rego": POLICY},
+        policy=policy,
+        notifications={"slack": {"channel": "#deploys"}},
+    )
     plan = plan_from(document, revision)
     client = temporal_env.client
     async with running_worker(client, tmp_path / "state") as queue:
@@ -84,6 +102,11 @@ async def test_policy_deny_holds_the_stage_until_a_listed_override(
         assert hold.override == "override" and hold.overriders == ["lead"]
         assert status.warnings == ["policy: no Trivy report: the build wrote no $AICD_REPORTS_DIR/trivy.json"]
         assert step_commits(gitops) == []
+        deny = "production deliveries come from release/* branches"
+        [message] = await slack.wait_for(
+            lambda: [m for m in slack.top_level() if deny in json.dumps(m.blocks)]
+        )
+        assert ":no_entry_sign:" in json.dumps(message.blocks) and "held" in message.text
         assert "may not override" in await refused(
             client, plan.delivery_id, "override", HumanAction("mallory", "pls")
         )
@@ -96,6 +119,11 @@ async def test_policy_deny_holds_the_stage_until_a_listed_override(
         )
         result = await handle_for(client, plan.delivery_id).result()
         status = await get_status(client, plan.delivery_id)
+        # The override is announced in the channel, not only in the thread.
+        announced = await slack.wait_for(
+            lambda: [m for m in slack.messages.values() if m.broadcast and "hotfix INC-7" in m.text]
+        )
+        assert "lead let stage production through" in announced[0].text
     assert result.phase == "succeeded"
     assert len(step_commits(gitops)) >= 1
     overrides = [action for action in status.actions if action.kind == "override"]
