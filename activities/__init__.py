@@ -10,6 +10,7 @@ from typing import Any
 from temporalio.client import Client
 
 from aicd.activities.analysis import analysis_look
+from aicd.activities.audit import AuditActivities
 from aicd.activities.commands import CommandActivities, CommandSecrets
 from aicd.activities.edge import check_sites
 from aicd.activities.gitops import GitOpsActivities
@@ -51,4 +52,5 @@ def all_activities(settings: WorkerSettings, client: Client) -> list[Callable[..
         releases.running,
         governance.check_gates,
         IncidentActivities(client).send,
+        AuditActivities().append,
     ]

@@ -32,6 +32,7 @@ class ErrorType(StrEnum):
     # Incident hooks (PagerDuty, webhooks): refused (a bad routing key, a 4xx) or unreachable (retried).
     INCIDENT_REJECTED = "IncidentRejected"
     INCIDENT_UNAVAILABLE = "IncidentUnavailable"
+    AUDIT_SINK_UNAVAILABLE = "AuditSinkUnavailable"  # the audit file or HTTP sink (retried)
 
 
 def names(*types: ErrorType) -> list[str]:

@@ -108,6 +108,9 @@ class HumanAction:
     actor: str
     reason: str = ""
     stage: str | None = None
+    via: str = (
+        ""  # where the person acted: cli | slack | dashboard | gateway (the audit trail's "from where")
+    )
 
 
 @dataclass
@@ -117,6 +120,7 @@ class ActionRecord:
     at: str  # ISO time from workflow.now()
     reason: str = ""
     stage: str | None = None
+    via: str = ""  # cli | slack | dashboard | gateway; empty for aicd itself and older records
 
 
 @dataclass

@@ -85,6 +85,9 @@ INCIDENT_RETRY = RetryPolicy(
     non_retryable_error_types=names(ErrorType.INCIDENT_REJECTED),
 )
 INCIDENT_TIMEOUT = timedelta(seconds=60)
+# The audit sinks (a file, an HTTP endpoint): retried, never failing a delivery.
+AUDIT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+AUDIT_TIMEOUT = timedelta(seconds=30)
 GIT_TIMEOUT = timedelta(minutes=5)
 GIT_HEARTBEAT = timedelta(seconds=10)
 SYNC_HEARTBEAT = timedelta(seconds=15)

@@ -16,6 +16,7 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from aicd import search
+    from aicd.activities.audit import AuditActivities
     from aicd.activities.commands import CommandActivities, CommandRequest
     from aicd.activities.drivers.base import SyncRequest
     from aicd.activities.gitops import GitOpsActivities, RollbackRequest
@@ -25,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
     from aicd.activities.releases import ClaimRequest, ReleaseActivities
     from aicd.activities.sync import sync_target
     from aicd.gates import GateAnswer, GateHold, GateRequest, OverrideKind
+    from aicd.governance.audit import AuditEntry
     from aicd.messages import (
         DELIVERY_WORKFLOW,
         NOTIFY_ON_END_SIGNAL,
@@ -48,6 +50,8 @@ with workflow.unsafe.imports_passed_through():
     from aicd.targets import TARGET_KINDS
     from aicd.trailers import delivery_trailer, step_trailer
     from aicd.workflows.common import (
+        AUDIT_RETRY,
+        AUDIT_TIMEOUT,
         CLAIM_RETRY,
         CLAIM_TIMEOUT,
         COMMAND_HEARTBEAT,
@@ -114,6 +118,11 @@ class DeliveryWorkflow:
         # "break-glass" (a freeze, a closed window, the carbon wait).
         self.overrides: dict[str, list[str]] = {}
         self.incidents: list[asyncio.Task[None]] = []  # incident hooks in flight (never awaited by the steps)
+        # The audit stream (aicd.governance.audit): entries waiting for the one sender, and their count.
+        self.audit_outbox: list[AuditEntry] = []
+        self.audit_sender: list[asyncio.Task[None]] = []
+        self.audit_seq = 0
+        self.audited_phase = ""
         self.children: dict[str, workflow.ChildWorkflowHandle[Any, TargetRolloutResult]] = {}
         self.started_targets: list[tuple[str, str]] = []  # (stage, target) in start order
         # Slack: the one sender task, events waiting for it, the delivery's message once posted (kept here so
@@ -179,8 +188,19 @@ class DeliveryWorkflow:
             self._set_phase("progressing")
 
     def _record(self, kind: str, action: HumanAction, stage: str | None = None) -> None:
-        self.status.actions.append(
-            ActionRecord(kind, action.actor, workflow.now().isoformat(), action.reason, stage or action.stage)
+        record = ActionRecord(
+            kind, action.actor, workflow.now().isoformat(), action.reason, stage or action.stage, action.via
+        )
+        self.status.actions.append(record)
+        self._audit(
+            "action",
+            {
+                "kind": kind,
+                "actor": action.actor,
+                "reason": action.reason,
+                "stage": self.status.stage,
+                "via": action.via,
+            },
         )
 
     def _refuse_when_finished(self) -> None:
@@ -334,6 +354,15 @@ class DeliveryWorkflow:
     @workflow.run
     async def run(self, input: DeliveryInput) -> DeliveryResult:
         self._notify("started", f"triggered by {input.trigger.actor} ({input.trigger.source})")
+        trigger = input.trigger
+        self._audit(
+            "started",
+            {
+                "trigger": {"source": trigger.source, "actor": trigger.actor, "branch": trigger.branch},
+                "revision": self.plan.revision,
+                "artifact": self.plan.artifact,
+            },
+        )
         try:
             await self._commands()
             for stage in self.plan.stages:
@@ -344,6 +373,7 @@ class DeliveryWorkflow:
             self._set_phase(stop.phase)
         await self._tell_waiters()
         self._notify("finished", self.status.reason)
+        self._audit("finished", {"phase": self.status.phase, "reason": self.status.reason})
         if self.status.phase in ("failed", "aborted", "succeeded"):
             self._incident(self.status.phase, self.status.reason or f"delivery {self.status.phase}")
         await self._drain_notifications()
@@ -852,6 +882,9 @@ class DeliveryWorkflow:
             return
         self.status.phase = phase
         self._upsert(search.PHASE.value_set(phase))
+        if phase != self.audited_phase:
+            self.audited_phase = phase
+            self._audit("phase", {"phase": phase})
 
     def _upsert(self, update: Any) -> None:
         if self.input.index_search_attributes:
@@ -925,11 +958,45 @@ class DeliveryWorkflow:
             await workflow.wait_condition(
                 lambda: all(task.done() for task in self.notifications), timeout=timedelta(seconds=10)
             )
+        if self.audit_sender:
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(lambda: self.audit_sender[0].done(), timeout=AUDIT_TIMEOUT)
         if self.incidents:  # a few retries of the last incident hook (PagerDuty slow or briefly down)
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(
                     lambda: all(task.done() for task in self.incidents), timeout=INCIDENT_TIMEOUT
                 )
+
+    def _audit(self, kind: str, data: dict[str, Any]) -> None:
+        """Append to the delivery's audit stream (written by the worker's sinks, aicd.activities.audit)."""
+        if not workflow.patched("audit-trail"):
+            return
+        self.audit_seq += 1
+        self.audit_outbox.append(
+            AuditEntry(
+                kind, self.plan.delivery_id, self.plan.app, workflow.now().isoformat(), self.audit_seq, data
+            )
+        )
+        if not self.audit_sender:
+            self.audit_sender.append(asyncio.ensure_future(self._send_audit()))
+
+    async def _send_audit(self) -> None:
+        """One sender, in order: what piles up while a sink is slow goes in the next batch."""
+        while True:
+            await workflow.wait_condition(lambda: bool(self.audit_outbox))
+            batch, self.audit_outbox = self.audit_outbox, []
+            try:
+                await workflow.execute_activity_method(
+                    AuditActivities.append,
+                    batch,
+                    schedule_to_close_timeout=AUDIT_TIMEOUT * 10,
+                    start_to_close_timeout=AUDIT_TIMEOUT,
+                    retry_policy=AUDIT_RETRY,
+                )
+            except ActivityError as error:  # never fails a delivery; `aicd audit` rebuilds the records
+                workflow.logger.warning("%d audit records not written: %s", len(batch), cause_of(error))
+            if any(entry.kind == "finished" for entry in batch):
+                return
 
     def _incident(self, kind: str, summary: str) -> None:
         """Raise (or, for a success, resolve) through the incident hooks, in the background: a hook that
