@@ -2,9 +2,9 @@
 
 - PagerDuty: a failure, a rollback, an abort or a delivery held too long `trigger`s an alert whose
   `dedup_key` is the delivery's ID (so its later events update one alert); a later successful delivery of
-  the app `resolve`s the keys of the app's earlier deliveries (resolving a key with no open alert is a no-op
-  in PagerDuty). The routing key is read from the worker (spec: `routingKey: {env|file}`), never carried in
-  the plan or the history. The endpoint is PagerDuty's, or AICD_PAGERDUTY_EVENTS_URL (a proxy, a stand-in).
+  the app `resolve`s the keys of the app's earlier deliveries and its own (an alert it raised while held
+  too long); resolving a key with no open alert is a no-op in PagerDuty. The routing key is read from the
+  worker (spec: `routingKey: {env|file}`), never carried in the plan or the history. The endpoint is PagerDuty's, or AICD_PAGERDUTY_EVENTS_URL (a proxy, a stand-in).
 - Webhook: the same events as CloudEvents 1.0 in structured JSON mode (`application/cloudevents+json`),
   signed with HMAC-SHA256 over the body (`X-Aicd-Signature-256: sha256=<hex>`, as GitHub signs its
   webhooks) when a secret is configured. The event `id` is stable across retries, so a receiver dedupes.
@@ -124,7 +124,8 @@ class IncidentActivities:
         if event.resolves:
             bodies = [
                 {"routing_key": routing_key, "event_action": "resolve", "dedup_key": key}
-                for key in await self._earlier_deliveries(event)
+                # Its own key too: an alert it raised while waiting (waitingTooLong) ends with its success.
+                for key in [event.delivery_id, *await self._earlier_deliveries(event)]
             ]
         else:
             bodies = [

@@ -13,8 +13,8 @@ import pytest_asyncio
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.activities.incidents import PAGERDUTY_URL_ENV, sign
-from aicd.client import handle_for, start_delivery
-from aicd.messages import Trigger
+from aicd.client import handle_for, send_action, start_delivery
+from aicd.messages import HumanAction, Trigger
 from aicd.testing.engine import make_repo, plan_from, running_worker, spec_document, temporal_env
 from aicd.testing.standins.incidents import IncidentStandin, pagerduty_errors
 
@@ -79,7 +79,7 @@ async def test_failure_triggers_and_a_later_success_resolves(
     assert trigger["payload"]["severity"] == "critical" and trigger["payload"]["source"] == "aicd/shop"
     assert "build failed" in trigger["payload"]["summary"]
     resolves = [event for event in standin.events if event["event_action"] == "resolve"]
-    assert [event["dedup_key"] for event in resolves] == [first.delivery_id]
+    assert [event["dedup_key"] for event in resolves] == [second.delivery_id, first.delivery_id]
     kinds = [(event["type"], event["subject"]) for event in standin.cloud_events]
     assert ("dev.aicd.delivery.failed", first.delivery_id) in kinds
     assert ("dev.aicd.delivery.succeeded", second.delivery_id) in kinds
@@ -102,3 +102,25 @@ def test_standin_refuses_what_pagerduty_refuses() -> None:
     assert pagerduty_errors({"routing_key": ROUTING_KEY, "event_action": "resolve"}) == [
         "dedup_key is required for resolve"
     ]
+
+
+async def test_waiting_too_long_for_approval_raises_an_incident_once(
+    temporal_env: WorkflowEnvironment, tmp_path: Path, standin: IncidentStandin
+) -> None:
+    client = temporal_env.client
+    document, revision = incident_spec(tmp_path, standin)
+    document["spec"]["notifications"]["waitingTooLong"] = "2s"
+    document["spec"]["stages"][0]["approval"] = {"approvers": ["alice"], "timeout": "1h"}
+    plan = plan_from(document, revision)
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+        await standin.wait_for(lambda: plan.delivery_id in standin.open_alerts)
+        alert = standin.open_alerts[plan.delivery_id]
+        assert "awaiting approval for 2s" in alert["payload"]["summary"]
+        assert alert["payload"]["class"] == "delivery waiting"
+        await send_action(client, plan.delivery_id, "approve", HumanAction("alice", stage="staging"))
+        assert (await handle_for(client, plan.delivery_id).result()).phase == "succeeded"
+    # Raised once while it waited; its success resolves it.
+    mine = [event["event_action"] for event in standin.events if event.get("dedup_key") == plan.delivery_id]
+    assert mine == ["trigger", "resolve"]
+    assert plan.delivery_id not in standin.open_alerts

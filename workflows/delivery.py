@@ -473,8 +473,22 @@ class DeliveryWorkflow:
             approvals = len(self.status.approvals.get(stage.name, []))
             return approvals >= approval.min_approvals or self.rejection is not None or self._stopping()
 
+        timeout_s = approval.timeout_s
+        incidents = self.plan.incidents
+        too_long = incidents.waiting_too_long_s if incidents is not None else None
+        if too_long is not None and too_long < timeout_s and workflow.patched("approval-waiting-incident"):
+            # Waiting long for approvers raises an incident (once), then the approval waits out its timeout.
+            try:
+                await workflow.wait_condition(decided, timeout=timedelta(seconds=too_long))
+                timeout_s = 0.0
+            except TimeoutError:
+                self._incident(
+                    "waiting", f"stage {stage.name} awaiting approval for {format_duration(too_long)}"
+                )
+                timeout_s -= too_long
         try:
-            await workflow.wait_condition(decided, timeout=timedelta(seconds=approval.timeout_s))
+            if timeout_s > 0 or not decided():
+                await workflow.wait_condition(decided, timeout=timedelta(seconds=max(timeout_s, 0.001)))
         except TimeoutError:
             self.status.pending_approval = None
             raise DeliveryStopped(
