@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
@@ -29,6 +30,7 @@ from aicd.testing.engine import (
     temporal_env,
     wait_for,
 )
+from aicd.testing.standins.opa import OpaStandin
 from aicd.testing.standins.slack import SlackStandIn
 
 __all__ = ["temporal_env"]
@@ -38,12 +40,12 @@ SEED = "image:\n  tag: v0\n"
 
 
 def production_spec(
-    tmp_path: Path, gitops_files: dict[str, str], **extra: Any
+    tmp_path: Path, gitops_files: dict[str, str], app: str = "web", **extra: Any
 ) -> tuple[dict[str, Any], str, str]:
     source, revision = make_repo(tmp_path, "source", {"README": "x\n"})
     gitops, _ = make_repo(tmp_path, "gitops", {"apps/web/values.yaml": SEED, **gitops_files})
     document = spec_document(
-        "web",
+        app,
         source,
         gitops,
         {"web": {"kind": "git", "path": "apps/web/values.yaml", "region": "us-east-1"}},
@@ -233,3 +235,68 @@ async def test_freeze_holds_until_break_glass_or_unfreeze(
         assert (await handle_for(client, second.delivery_id).result()).phase == "succeeded"
         actions = (await get_status(client, second.delivery_id)).actions
         assert [a.kind for a in actions if a.kind == "break-glass"] == []
+
+
+async def test_an_opa_server_decides_when_configured(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    opa = OpaStandin()
+    await opa.start()
+    try:
+        async with httpx.AsyncClient() as http:  # loaded as platform teams load OPA
+            assert (await http.put(f"{opa.url}/v1/policies/delivery", content=POLICY)).status_code == 200
+        policy = {"opa": {"url": opa.url}, "overriders": ["lead"], "recheck": "1s"}
+        document, _gitops, revision = production_spec(tmp_path, {}, app="web-opa", policy=policy)
+        plan = plan_from(document, revision)
+        client = temporal_env.client
+        async with running_worker(client, tmp_path / "state") as queue:
+            await start_delivery(client, plan, Trigger("github", "dave", branch="feature/x"), queue=queue)
+            status = await wait_for(client, plan.delivery_id, held_by("policy"))
+            assert status.holds[0].messages == [
+                "production deliveries come from release/* branches; this one came from branch feature/x"
+            ]
+            sent = opa.requests[-1]["input"]
+            assert sent["trigger"] == {
+                "source": "github",
+                "actor": "dave",
+                "branch": "feature/x",
+                "detail": "",
+            }
+            assert sent["stage"]["regions"] == ["us-east-1"] and sent["artifact"]["tag"] == revision
+            # The platform team relaxes the policy on its server: the next recheck lets the stage go.
+            async with httpx.AsyncClient() as http:
+                relaxed = "package aicd.delivery\n"  # no deny rules any more
+                assert (await http.put(f"{opa.url}/v1/policies/delivery", content=relaxed)).status_code == 200
+            assert (await handle_for(client, plan.delivery_id).result()).phase == "succeeded"
+    finally:
+        await opa.stop()
+
+
+CALENDAR = """apiVersion: aicd.dev/v1alpha1
+kind: DeliveryCalendar
+timezone: UTC
+freezes:
+  - {{name: incident-week, from: "{start}", until: "{end}", reason: "payments incident review", apps: ["web-*"]}}
+breakGlass: [platform-lead]
+"""
+
+
+async def test_the_organisation_calendar_in_git_freezes_without_any_spec_key(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    today = datetime.now(UTC).date()
+    calendar = CALENDAR.format(start=today - timedelta(days=1), end=today + timedelta(days=2))
+    document, gitops, revision = production_spec(tmp_path, {"aicd/calendar.yaml": calendar}, app="web-cal")
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+        status = await wait_for(client, plan.delivery_id, held_by("freeze"))
+        hold = status.holds[0]
+        assert "incident-week (payments incident review) [aicd/calendar.yaml]" in hold.reason
+        assert hold.overriders == ["platform-lead"] and hold.until is not None
+        assert step_commits(gitops) == []
+        await send_action(
+            client, plan.delivery_id, "break_glass", HumanAction("platform-lead", "security fix")
+        )
+        assert (await handle_for(client, plan.delivery_id).result()).phase == "succeeded"
