@@ -26,8 +26,8 @@ AUDIT_URL_ENV = "AICD_AUDIT_URL"
 TAIL_BYTES = 256 * 1024  # how much of the file's end is read for the last hash and recent IDs
 
 
-def _tail(file: Path) -> tuple[str, set[str]]:
-    """The hash of the file's last line and the IDs of its recent records."""
+def _tail(file: Path) -> tuple[str, dict[str, str]]:
+    """The hash of the file's last line and its recent records' lines by ID."""
     with open(file, "rb") as handle:
         handle.seek(0, os.SEEK_END)
         size = handle.tell()
@@ -37,14 +37,14 @@ def _tail(file: Path) -> tuple[str, set[str]]:
         lines = lines[1:]  # the first may be cut
     lines = [line for line in lines if line.strip()]
     if not lines:
-        return GENESIS, set()
-    ids = set()
+        return GENESIS, {}
+    by_id = {}
     for line in lines:
         try:
-            ids.add(str(json.loads(line).get("id")))
+            by_id[str(json.loads(line).get("id"))] = line
         except ValueError:
             continue
-    return digest(lines[-1]), ids
+    return digest(lines[-1]), by_id
 
 
 class AuditActivities:
@@ -88,11 +88,14 @@ class AuditActivities:
             try:
                 previous, seen = _tail(file)
                 fresh = [record for record in records if str(record["id"]) not in seen]
-                lines = chained(fresh, previous)
-                for line in lines:
+                written = dict(
+                    zip((str(record["id"]) for record in fresh), chained(fresh, previous), strict=True)
+                )
+                for line in written.values():
                     handle.write(line + "\n")
                 handle.flush()
                 os.fsync(handle.fileno())
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
-        return lines
+        # A retry after the file took the batch but the HTTP sink did not: the sink gets the same lines.
+        return [written.get(str(record["id"])) or seen[str(record["id"])] for record in records]

@@ -1,7 +1,7 @@
 """The audit trail end to end: a delivery with an approval, a pause and a resume, and an abort that rolls
 back streams CloudEvents to the worker's JSON-lines file; `aicd audit` rebuilds the same records from the
-Temporal history (plus the commits from Git trailers and the rollback), both chains verify, and changing
-one field of an exported file is detected at its line."""
+Temporal history (plus the commits from Git trailers and the rollback), the HTTP sink receives the same
+chained records, both chains verify, and changing one field of an exported file is detected at its line."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from aicd.activities.audit import AUDIT_FILE_ENV
+from aicd.activities.audit import AUDIT_FILE_ENV, AUDIT_URL_ENV
 from aicd.client import handle_for, send_action, start_delivery
 from aicd.governance.audit import STREAMED_TYPES, TYPE_PREFIX, chained, comparable, verify
 from aicd.governance.reconstruct import reconstruct
 from aicd.messages import HumanAction, Trigger
 from aicd.testing.engine import make_repo, plan_from, running_worker, spec_document, temporal_env, wait_for
+from aicd.testing.standins.incidents import IncidentStandin
 
 __all__ = ["temporal_env"]
 
@@ -39,6 +40,10 @@ async def test_streamed_audit_matches_the_reconstruction_and_tampering_shows(
 ) -> None:
     stream = tmp_path / "audit" / "aicd.jsonl"
     monkeypatch.setenv(AUDIT_FILE_ENV, str(stream))
+    sink = IncidentStandin()
+    await sink.start()
+    monkeypatch.setenv(AUDIT_URL_ENV, sink.audit_url)
+    sink.fail_next(1)  # the sink down for a moment: the batch is retried, and written to the file once
     source, revision = make_repo(tmp_path, "source", {"README": "x\n"})
     gitops, _ = make_repo(
         tmp_path, "gitops", {"apps/web/values.yaml": "image:\n  tag: v0\ncanary:\n  weight: 0\n"}
@@ -74,9 +79,19 @@ async def test_streamed_audit_matches_the_reconstruction_and_tampering_shows(
         result = await handle_for(client, plan.delivery_id).result()
         assert result.phase == "aborted"
         streamed_lines = stream.read_text().splitlines()
+        await sink.wait_for(
+            lambda: (
+                sum(len(batch) for batch in sink.audit_batches) == len(streamed_lines)
+                and any(e["type"].endswith(".finished") for b in sink.audit_batches for e in b)
+            )
+        )
         rebuilt = await reconstruct(client, "audited")
+    await sink.stop()
     streamed = [json.loads(line) for line in streamed_lines]
     assert verify(streamed_lines) == []
+    # The HTTP sink got the same records, chain included; a retried batch did not repeat in the file.
+    assert [event for batch in sink.audit_batches for event in batch] == streamed
+    assert len({record["id"] for record in streamed}) == len(streamed)
     assert {record["subject"] for record in streamed} == {plan.delivery_id}
     assert by_type(streamed) == by_type(rebuilt)
     actions = [json.loads(item[2]) for item in by_type(streamed)["action"]]

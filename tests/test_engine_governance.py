@@ -300,3 +300,31 @@ async def test_the_organisation_calendar_in_git_freezes_without_any_spec_key(
             client, plan.delivery_id, "break_glass", HumanAction("platform-lead", "security fix")
         )
         assert (await handle_for(client, plan.delivery_id).result()).phase == "succeeded"
+
+
+async def test_every_wave_policy_holds_a_later_wave_after_the_first_went_out(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    second_wave = 'package aicd.delivery\n\nimport rego.v1\n\ndeny contains "wave 2 waits for the soak review" if input.wave == 2\n'
+    source, revision = make_repo(tmp_path, "source", {"README": "x\n"})
+    gitops, _ = make_repo(
+        tmp_path, "gitops", {"a.yaml": SEED, "b.yaml": SEED, "policies/waves.rego": second_wave}
+    )
+    document = spec_document(
+        "web-waves",
+        source,
+        gitops,
+        {"a": {"kind": "git", "path": "a.yaml"}, "b": {"kind": "git", "path": "b.yaml"}},
+        [{"name": "production", "waves": [["a"], ["b"]]}],
+        policy={"modules": ["policies/"], "everyWave": True, "overriders": ["lead"], "recheck": "1h"},
+    )
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+        status = await wait_for(client, plan.delivery_id, held_by("policy"))
+        assert status.wave == 2 and status.holds[0].messages == ["wave 2 waits for the soak review"]
+        assert status.targets["a"].state == "promoted" and "b" not in status.targets
+        await send_action(client, plan.delivery_id, "override", HumanAction("lead", "soak reviewed"))
+        assert (await handle_for(client, plan.delivery_id).result()).phase == "succeeded"
+    assert {commit["Aicd-Step"].split("/")[1] for commit in step_commits(gitops)} == {"a", "b"}

@@ -10,6 +10,8 @@ Open alerts are tracked by dedup_key (trigger opens, resolve closes).
 
 The webhook (`POST /hook`) wants `application/cloudevents+json` with the CloudEvents 1.0 required attributes
 (specversion 1.0, id, source, type) and, when it knows a secret, a valid `X-Aicd-Signature-256` HMAC.
+The audit sink (`POST /audit`) wants a CloudEvents JSON batch (`application/cloudevents-batch+json`, an
+array of events with the required attributes) and keeps each batch's events.
 `fail_next(n)` answers the next n requests of either with 500 (the service briefly down)."""
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class IncidentStandin:
     webhook_secret: str | None = None
     events: list[dict[str, Any]] = field(default_factory=list)  # accepted PagerDuty events
     cloud_events: list[dict[str, Any]] = field(default_factory=list)  # accepted webhook events
+    audit_batches: list[list[dict[str, Any]]] = field(default_factory=list)  # accepted audit batches
     refused: list[tuple[str, list[str]]] = field(default_factory=list)  # (endpoint, errors)
     open_alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures_left: int = 0
@@ -55,11 +58,16 @@ class IncidentStandin:
     def webhook_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
+    @property
+    def audit_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/audit"
+
     async def start(self) -> None:
         app = Starlette(
             routes=[
                 Route("/v2/enqueue", self._pagerduty, methods=["POST"]),
                 Route("/hook", self._webhook, methods=["POST"]),
+                Route("/audit", self._audit, methods=["POST"]),
             ]
         )
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
@@ -146,6 +154,34 @@ class IncidentStandin:
             return JSONResponse({"errors": errors}, status_code=400)
         self.cloud_events.append(event)
         return Response(status_code=204)
+
+    async def _audit(self, request: Request) -> Response:
+        if self._failing():
+            return Response(status_code=503)
+        errors = []
+        if request.headers.get("content-type", "").split(";")[0] != "application/cloudevents-batch+json":
+            errors.append("Content-Type must be application/cloudevents-batch+json")
+        try:
+            batch = json.loads(await request.body())
+        except ValueError:
+            batch = None
+        if not isinstance(batch, list):
+            errors.append("a batch is a JSON array of events")
+            batch = []
+        for index, event in enumerate(batch):
+            if not isinstance(event, dict) or event.get("specversion") != "1.0":
+                errors.append(f"event {index}: specversion must be 1.0")
+                continue
+            errors += [
+                f"event {index}: {name} is required"
+                for name in ("id", "source", "type")
+                if not event.get(name)
+            ]
+        if errors:
+            self.refused.append(("audit", errors))
+            return JSONResponse({"errors": errors}, status_code=400)
+        self.audit_batches.append(batch)
+        return Response(status_code=202)
 
 
 def pagerduty_errors(body: Any) -> list[str]:
