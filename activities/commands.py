@@ -4,7 +4,8 @@ delivery's revision. Never a shell; the whole process group dies on timeout or c
 A command gets an explicit environment, never the worker's: a small fixed base (`BASE_ENV`), the spec's
 `env` (literal values), the spec's `secretEnv` (names only; their values are read here, on the worker, from
 the secrets the operator allows: `AICD_COMMAND_SECRET_ENV` and `AICD_COMMAND_SECRET_DIR`), and the
-`AICD_*` values of the delivery. Its output goes to a log file on the worker with every secret value the
+`AICD_*` values of the delivery (with `AICD_REPORTS_DIR`, where it may leave JSON reports for the policy
+gate). Its output goes to a log file on the worker with every secret value the
 worker holds masked; only the tail of that (masked, credentials redacted) output reaches the result or the
 failure, and so Temporal history, status and Slack.
 """

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -328,3 +329,53 @@ async def test_every_wave_policy_holds_a_later_wave_after_the_first_went_out(
         await send_action(client, plan.delivery_id, "override", HumanAction("lead", "soak reviewed"))
         assert (await handle_for(client, plan.delivery_id).result()).phase == "succeeded"
     assert {commit["Aicd-Step"].split("/")[1] for commit in step_commits(gitops)} == {"a", "b"}
+
+
+TRIVY = {
+    "Results": [
+        {
+            "Target": "registry.example.com/web (debian 12.5)",
+            "Vulnerabilities": [
+                {
+                    "VulnerabilityID": "CVE-2024-6387",
+                    "PkgName": "openssh",
+                    "InstalledVersion": "9.2",
+                    "Severity": "CRITICAL",
+                }
+            ],
+        }
+    ]
+}
+
+
+async def test_a_build_report_reaches_the_policy_and_a_critical_cve_holds_production(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    # The build leaves Trivy's JSON report where aicd tells it ($AICD_REPORTS_DIR), as `trivy image -f json -o` does.
+    write_report = (
+        "import json, os, pathlib; pathlib.Path(os.environ['AICD_REPORTS_DIR'], 'trivy.json')"
+        f".write_text(json.dumps({TRIVY!r}))"
+    )
+    build = {
+        "command": [sys.executable, "-c", write_report],
+        "artifact": "registry.example.com/web:{{ revision.short }}",
+    }
+    policy = {"modules": ["policies/delivery.rego"], "recheck": "1h"}
+    document, gitops, revision = production_spec(
+        tmp_path, {"policies/delivery.rego": POLICY}, app="web-cve", policy=policy, build=build
+    )
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("github", "erin", branch="release/2.0"), queue=queue)
+        status = await wait_for(client, plan.delivery_id, held_by("policy"))
+        assert status.holds[0].messages == [
+            "critical vulnerability CVE-2024-6387 in openssh 9.2 (registry.example.com/web (debian 12.5))"
+        ]
+        assert status.holds[0].overriders == []  # nobody may override this policy: fix it or abort
+        assert "nobody" in await refused(client, plan.delivery_id, "override", HumanAction("erin", "ship it"))
+        await send_action(
+            client, plan.delivery_id, "abort", HumanAction("erin", "rebuild with the patched base")
+        )
+        result = await handle_for(client, plan.delivery_id).result()
+    assert result.phase == "aborted" and step_commits(gitops) == []

@@ -582,8 +582,8 @@ class DeliveryWorkflow:
                 await self._wait_unpaused()  # rolls back per scope and raises DeliveryStopped
         if announced:
             self._notify("released", f"stage {stage.name} no longer held")
-        if self.status.phase == "held":
-            self._set_phase("progressing")
+        if self.status.phase == "held" or (self.status.paused and self.phase_before_pause == "held"):
+            self._set_phase("progressing")  # while paused: what a resume goes back to
 
     def _policy_input(self, stage: StagePlan) -> dict[str, Any]:
         """The policy's input document but for time, wave and reports (the gate adds those)."""
