@@ -10,9 +10,12 @@ from typing import Any
 from temporalio.client import Client
 
 from aicd.activities.analysis import analysis_look
+from aicd.activities.audit import AuditActivities
 from aicd.activities.commands import CommandActivities, CommandSecrets
 from aicd.activities.edge import check_sites
 from aicd.activities.gitops import GitOpsActivities
+from aicd.activities.governance import GovernanceActivities
+from aicd.activities.incidents import IncidentActivities
 from aicd.activities.notify import notify
 from aicd.activities.releases import ReleaseActivities
 from aicd.activities.steps import StepActivities
@@ -28,19 +31,25 @@ class WorkerSettings:
 
 def delivery_activities(settings: WorkerSettings, client: Client) -> list[Callable[..., Any]]:
     """The activities of the delivery queue, served by every worker: commands, reads, syncs, analysis,
-    notifications, release claims. `client` lets activities ask Temporal (release claims)."""
+    notifications, release claims, gates, incident hooks, the audit stream. `client` lets activities ask
+    Temporal (release claims, the freeze board)."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     commands = CommandActivities(settings.state_dir, settings.command_secrets)
     releases = ReleaseActivities(client)
+    gitops = GitOpsActivities(settings.state_dir, client)  # reads only: writes are the writer's
+    governance = GovernanceActivities(settings.state_dir, gitops, client)
     return [
         commands.run_command,
-        GitOpsActivities(settings.state_dir, client).read_file,
+        gitops.read_file,
         sync_target,
         check_sites,
         analysis_look,
         notify,
         releases.claim,
         releases.running,
+        governance.check_gates,
+        IncidentActivities(client).send,
+        AuditActivities().append,
     ]
 
 

@@ -4,7 +4,8 @@ delivery's revision. Never a shell; the whole process group dies on timeout or c
 A command gets an explicit environment, never the worker's: a small fixed base (`BASE_ENV`), the spec's
 `env` (literal values), the spec's `secretEnv` (names only; their values are read here, on the worker, from
 the secrets the operator allows: `AICD_COMMAND_SECRET_ENV` and `AICD_COMMAND_SECRET_DIR`), and the
-`AICD_*` values of the delivery. Its output goes to a log file on the worker with every secret value the
+`AICD_*` values of the delivery (with `AICD_REPORTS_DIR`, where it may leave JSON reports for the policy
+gate). Its output goes to a log file on the worker with every secret value the
 worker holds masked; only the tail of that (masked, credentials redacted) output reaches the result or the
 failure, and so Temporal history, status and Slack.
 """
@@ -142,6 +143,14 @@ def command_env(request: CommandRequest, secrets: CommandSecrets) -> dict[str, s
     return env
 
 
+REPORTS_DIR_ENV = "AICD_REPORTS_DIR"
+
+
+def reports_dir(state_dir: Path, delivery_id: str) -> Path:
+    """Where a delivery's commands leave JSON reports for the policy gate (on the worker that ran them)."""
+    return state_dir / "reports" / delivery_id
+
+
 class CommandActivities:
     def __init__(self, state_dir: Path, secrets: CommandSecrets | None = None) -> None:
         self.state_dir = state_dir
@@ -180,6 +189,10 @@ class CommandActivities:
                 type=ErrorType.COMMAND_INVALID,
             )
         env = command_env(request, self.secrets)
+        # Reports the command writes here (a Trivy JSON report, an SBOM) go into the policy gate's input.
+        reports = reports_dir(self.state_dir, request.delivery_id)
+        reports.mkdir(parents=True, exist_ok=True)
+        env[REPORTS_DIR_ENV] = str(reports)
         # Every secret this worker holds, not only the ones this command was given: a command can read files.
         mask = process_mask(extra=self.secrets.values())
         workdir = await asyncio.to_thread(self._checkout, request)

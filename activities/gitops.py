@@ -599,6 +599,26 @@ class GitOpsActivities:
 
         return await asyncio.to_thread(read)
 
+    def files_under(self, repo: str, branch: str, paths: list[str], suffix: str) -> dict[str, str]:
+        """The files at `paths` on the branch (a path names a file, or a directory whose files ending in
+        `suffix` are taken, recursively); paths that name nothing are left out. For readers such as the
+        policy gate and the calendar; blocking (call it in a thread)."""
+        clone = self._clone(repo, branch)
+        with clone.locked() as local:
+            if not clone.refresh(local):
+                return {}
+            listing = local.git.ls_tree("-r", "-z", "--name-only", "--full-tree", clone.remote_ref)
+            names = [name for name in listing.split("\0") if name]
+            wanted = [
+                name
+                for name in names
+                for path in paths
+                if name == path.rstrip("/")
+                or (name.startswith(path.rstrip("/") + "/") and name.endswith(suffix))
+            ]
+            contents = _contents_at(local, {name: clone.remote_ref for name in wanted}, target="")
+        return {name: content.decode() for name, content in contents.items() if content is not None}
+
 
 # --- where a write may go -----------------------------------------------------------------------------------
 def safe_file(root: Path, path: str, target: str) -> Path:

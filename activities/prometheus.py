@@ -86,6 +86,16 @@ class PrometheusProvider:
         stamps = sorted(totals)
         return Series(tuple(stamps), tuple(totals[stamp] for stamp in stamps))
 
+    def instant(self, query: str) -> float | None:
+        """The query's value now (several series summed); None when it has none."""
+        with warnings.catch_warnings():
+            if self._config.insecure:
+                warnings.simplefilter("ignore", InsecureRequestWarning)
+            result = self._client.custom_query(query, params={"timeout": f"{self._config.timeout_s:g}s"})
+        values = [float(series["value"][1]) for series in result if "value" in series]
+        values = [value for value in values if not math.isnan(value)]
+        return sum(values) if values else None
+
     def close(self) -> None:
         self._client.close()
 

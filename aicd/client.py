@@ -22,6 +22,8 @@ from aicd import plan as plans
 from aicd import search
 from aicd.messages import (
     DELIVERY_WORKFLOW,
+    FREEZE_BOARD_ID,
+    FREEZES_MEMO,
     DeliveryInput,
     DeliveryResult,
     DeliveryStatus,
@@ -36,7 +38,7 @@ if TYPE_CHECKING:
     from aicd.workflows.delivery import DeliveryWorkflow
 
 # The human actions: each is the DeliveryWorkflow update of the same name.
-HumanActionKind = Literal["pause", "resume", "abort", "approve", "reject"]
+HumanActionKind = Literal["pause", "resume", "abort", "approve", "reject", "override", "break_glass"]
 HUMAN_ACTIONS: tuple[HumanActionKind, ...] = get_args(HumanActionKind)
 
 
@@ -154,6 +156,8 @@ def _update(kind: str) -> Any:
         "abort": workflow.abort,
         "approve": workflow.approve,
         "reject": workflow.reject,
+        "override": workflow.override,
+        "break_glass": workflow.break_glass,
     }
     try:
         return updates[kind]
@@ -173,6 +177,44 @@ async def send_action(client: Client, delivery_id: str, kind: str, action: Human
         raise ActionRefused(str(getattr(cause, "message", None) or cause or error)) from None
     except RPCError as error:
         raise ActionRefused(_rpc_reason(delivery_id, error)) from None
+
+
+async def change_freeze(
+    client: Client,
+    kind: Literal["freeze", "unfreeze"],
+    app: str,
+    action: HumanAction,
+    *,
+    queue: str | None = None,
+) -> str:
+    """`aicd freeze` / `aicd unfreeze`: an update of the organisation's freeze board (started on first use);
+    ActionRefused carries the board's reason (already frozen, not frozen, no reason)."""
+    from aicd.workflows.freezes import FreezeBoardInput, FreezeBoardWorkflow, FreezeChange
+
+    handle = await client.start_workflow(
+        FreezeBoardWorkflow.run,
+        FreezeBoardInput(),
+        id=FREEZE_BOARD_ID,
+        task_queue=queue or task_queue(),
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+    )
+    update = FreezeBoardWorkflow.freeze if kind == "freeze" else FreezeBoardWorkflow.unfreeze
+    try:
+        result: str = await handle.execute_update(update, FreezeChange(action, app))
+        return result
+    except WorkflowUpdateFailedError as error:
+        cause = error.cause
+        raise ActionRefused(str(getattr(cause, "message", None) or cause or error)) from None
+
+
+async def list_freezes(client: Client) -> list[dict[str, str]]:
+    try:
+        board = await client.get_workflow_handle(FREEZE_BOARD_ID).describe()
+    except RPCError:
+        return []  # never frozen: no board yet
+    freezes: list[dict[str, str]] = await board.memo_value(FREEZES_MEMO, default=[])
+    return freezes
 
 
 async def get_status(client: Client, delivery_id: str) -> DeliveryStatus:

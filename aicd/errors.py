@@ -29,6 +29,10 @@ class ErrorType(StrEnum):
     SOURCE_UNAVAILABLE = "SourceUnavailable"  # the revision cannot be checked out
     # Notifications: Slack down or rate limiting (retried; a delivery never fails for it).
     SLACK_UNAVAILABLE = "SlackUnavailable"
+    # Incident hooks (PagerDuty, webhooks): refused (a bad routing key, a 4xx) or unreachable (retried).
+    INCIDENT_REJECTED = "IncidentRejected"
+    INCIDENT_UNAVAILABLE = "IncidentUnavailable"
+    AUDIT_SINK_UNAVAILABLE = "AuditSinkUnavailable"  # the audit file or HTTP sink (retried)
 
 
 def names(*types: ErrorType) -> list[str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
+from aicd.gates.base import GateHold
 from aicd.judge.model import AnalysisVerdict
 from aicd.plan import DeliveryPlan
 
@@ -16,6 +17,7 @@ Phase = Literal[
     "testing",
     "provisioning",
     "awaiting-approval",
+    "held",  # a gate holds the stage: a closed window, a freeze, a policy's deny, the carbon intensity
     "queued",
     "progressing",
     "paused",
@@ -71,6 +73,12 @@ SYSTEM_ACTOR = "aicd"
 DELIVERY_WORKFLOW = "DeliveryWorkflow"
 TARGET_ROLLOUT_WORKFLOW = "TargetRolloutWorkflow"
 EDGE_FLEET_WORKFLOW = "EdgeFleetWorkflow"
+# The organisation's freeze button (`aicd freeze`): one workflow holds the freezes and publishes them in its
+# memo, which the gate activity reads (activities never import workflows; a memo needs no worker to answer).
+FREEZE_BOARD_WORKFLOW = "FreezeBoardWorkflow"
+FREEZE_BOARD_ID = "aicd-freezes"
+FREEZES_QUERY = "freezes"
+FREEZES_MEMO = "freezes"
 
 
 @dataclass
@@ -100,15 +108,19 @@ class HumanAction:
     actor: str
     reason: str = ""
     stage: str | None = None
+    via: str = (
+        ""  # where the person acted: cli | slack | dashboard | gateway (the audit trail's "from where")
+    )
 
 
 @dataclass
 class ActionRecord:
-    kind: str  # pause | resume | abort | approve | reject | approve-inconclusive
+    kind: str  # pause | resume | abort | approve | reject | override | break-glass | human-edit | superseded
     actor: str
     at: str  # ISO time from workflow.now()
     reason: str = ""
     stage: str | None = None
+    via: str = ""  # cli | slack | dashboard | gateway; empty for aicd itself and older records
 
 
 @dataclass
@@ -160,6 +172,8 @@ class DeliveryStatus:
     started: str = ""  # ISO time the delivery started; "newer" deliveries of an app started later
     superseded_by: str | None = None  # the newer delivery that replaced this one
     waiting_for: list[str] = field(default_factory=list)  # queued: the older deliveries it waits for
+    holds: list[GateHold] = field(default_factory=list)  # what holds the current stage (phase held)
+    warnings: list[str] = field(default_factory=list)  # a policy's warn messages for the current stage
 
     @property
     def terminal(self) -> bool:

@@ -7,6 +7,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from aicd.gates import gate_lines, incident_lines
+from aicd.governance.model import IncidentPlan, PolicyPlan, SchedulePlan
 from aicd.judge.model import DEFAULT_MIN_SAMPLES, JudgeConfig, MetricConfig
 from aicd.redact import redact_credentials
 from aicd.spec.durations import format_duration
@@ -149,6 +151,10 @@ class DeliveryPlan:
     rollback_scope: RollbackScope
     slack_channel: str | None
     concurrency: Concurrency = "supersede"  # what an older running delivery of the app does
+    # Governance (aicd.governance): None in plans made before it, which then run without these gates.
+    policy: PolicyPlan | None = None
+    schedule: SchedulePlan | None = None
+    incidents: IncidentPlan | None = None
 
     def stage(self, name: str) -> StagePlan:
         for stage in self.stages:
@@ -266,6 +272,10 @@ def build_plan(spec: DeliverySpec, revision: str, *, artifact_override: str | No
         rollback_scope=spec.rollback_scope,
         slack_channel=spec.slack_channel,
         concurrency=spec.concurrency,
+        policy=spec.policy,
+        # Without a spec schedule the organisation's calendar and `aicd freeze` still hold the delivery.
+        schedule=spec.schedule if spec.schedule is not None else SchedulePlan(),
+        incidents=spec.incidents,
     )
 
 
@@ -284,6 +294,8 @@ def render_tree(plan: DeliveryPlan) -> str:
         lines += _command_lines(f"test {test.name}", test)
     for command in plan.provision:
         lines += _command_lines(f"provision {command.name}", command)
+    for line in incident_lines(plan.incidents):
+        lines.append(f"  {line}")
     for stage in plan.stages:
         lines.append(f"  stage {stage.name}")
         if stage.approval:
@@ -292,6 +304,7 @@ def render_tree(plan: DeliveryPlan) -> str:
                 f"    approval gate: {gate.min_approvals} of {', '.join(gate.approvers)}"
                 f" within {format_duration(gate.timeout_s)}"
             )
+        lines += [f"    {line}" for line in gate_lines(plan.policy, plan.schedule, stage.name)]
         for wave_index, wave in enumerate(stage.waves):
             lines.append(f"    wave {wave_index + 1}: {', '.join(wave)} (in parallel)")
             for name in wave:

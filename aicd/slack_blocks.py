@@ -28,6 +28,7 @@ PHASE_EMOJI = {
     "testing": ":test_tube:",
     "provisioning": ":building_construction:",
     "awaiting-approval": ":raised_hand:",
+    "held": ":no_entry_sign:",
     "queued": ":busstop:",
     "progressing": ":arrows_counterclockwise:",
     "paused": ":double_vertical_bar:",
@@ -43,6 +44,8 @@ EVENT_EMOJI = {
     "paused": ":double_vertical_bar:",
     "resumed": ":arrow_forward:",
     "queued": ":busstop:",
+    "held": ":no_entry_sign:",
+    "released": ":arrow_forward:",
 }
 ALERT_PHASES = frozenset({"failed", "aborted", "rejected"})
 MAX_TARGET_LINES = 20  # a section holds 3,000 characters; fleets are summarised anyway
@@ -95,6 +98,16 @@ def compact_status(status: DeliveryStatus) -> dict[str, Any]:
             if last
             else None
         ),
+        # What holds the stage (a policy's deny, a window, a freeze): each hold's reason, and its messages.
+        "holds": [
+            {
+                "gate": hold.gate,
+                "reason": hold.reason[:500],
+                "override": hold.override,
+                "messages": hold.messages[:10],
+            }
+            for hold in status.holds
+        ],
     }
 
 
@@ -182,6 +195,10 @@ def delivery_message(
         headline += f"\nPaused: {escape(status['pause_reason'])}"
     if status.get("reason"):
         headline += f"\nReason: {escape(status['reason'])}"
+    for hold in status.get("holds") or []:
+        headline += f"\nHeld: {escape(hold['reason'])}"
+        if hold["gate"] == "policy":
+            headline += "".join(f"\n  • {escape(message)}" for message in hold["messages"])
     blocks: list[dict[str, Any]] = [
         _section(headline),
         {"type": "section", "fields": [_mrkdwn(text) for text in _fields(status)]},
@@ -391,6 +408,8 @@ def event_reply(
             f":rotating_light: *{escape(status['app'])}* `{status['revision'][:7]}` rolling back: {escape(detail)}",
             True,
         )
+    if kind in ("override", "break-glass"):
+        return f":rotating_light: {kind}: {escape(detail)}", True  # announced in the channel too
     if kind == "finished":
         emoji = PHASE_EMOJI.get(phase, "")
         if phase in ALERT_PHASES:

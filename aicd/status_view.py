@@ -19,6 +19,7 @@ PHASE_STYLE = {
     "rolling-back": "bold yellow",
     "paused": "bold yellow",
     "awaiting-approval": "bold cyan",
+    "held": "bold yellow",
 }
 BAR_WIDTH = 20
 
@@ -83,6 +84,17 @@ def render_status(status: DeliveryStatus, details: bool = False) -> RenderableTy
                 style="cyan",
             )
         )
+    for hold in status.holds:
+        parts.append(Text(f"held ({hold.gate}): {hold.reason}", style="yellow"))
+        if hold.gate == "policy":
+            parts += [Text(f"  deny: {message}", style="yellow") for message in hold.messages]
+        if hold.overriders:
+            command = "aicd override" if hold.override == "override" else "aicd break-glass"
+            parts.append(
+                Text(f"  `{command} {status.delivery_id} --reason ...` by {', '.join(hold.overriders)}")
+            )
+    for warning in status.warnings:
+        parts.append(Text(f"warning: {warning}", style="yellow"))
     if status.waiting_for:
         parts.append(
             Text(f"queued behind {', '.join(status.waiting_for)} (spec.concurrency: queue)", style="cyan")

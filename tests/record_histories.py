@@ -5,7 +5,9 @@
 - `notify`: the same delivery with Slack notifications on, so its history holds the `notify` activities
   the delivery schedules on events and target progress (no bot token: each call is skipped, but scheduled);
 - `fleet`: an edge fleet of four sites in two batches, a timed pause after each, continued as new between
-  the batches (both runs are kept).
+  the batches (both runs are kept);
+- `governance`: a stage held by a Rego policy's deny and a schedule, let through by an override, with the
+  audit stream and an incident hook (no routing key on the recorder: each call fails at once, but scheduled).
 
 Run `python -m tests.record_histories [SCENARIO...]` after a deliberate, versioned change of workflow
 behaviour; the replay test fails whenever workflow code changes in a way that would break running deliveries.
@@ -122,10 +124,37 @@ async def record_fleet(client: Client, root: Path) -> list[WorkflowHistory]:
         return await _histories(client, plan.delivery_id)
 
 
+DENY_ONE = 'package aicd.delivery\n\nimport rego.v1\n\ndeny contains "stage one is closed" if input.stage.name == "one"\n'
+
+
+async def record_governance(client: Client, root: Path) -> list[WorkflowHistory]:
+    source, revision = make_repo(root, "source", {"README": "x\n"})
+    gitops, _ = make_repo(root, "gitops", {"a.yaml": "image: {tag: v0}\n", "policies/one.rego": DENY_ONE})
+    document = spec_document(
+        "replay-governance",
+        source,
+        gitops,
+        {"a": {"kind": "git", "path": "a.yaml"}},
+        [{"name": "one", "targets": ["a"], "strategy": {"canary": {"steps": [{"setWeight": 100}]}}}],
+        policy={"modules": ["policies/"], "overriders": ["lead"], "recheck": "1h"},
+        schedule={"freezes": [{"name": "long-ago", "from": "2001-01-01", "until": "2001-01-02"}]},
+        notifications={"pagerduty": {"routingKey": {"env": "AICD_RECORDER_HAS_NO_KEY"}}},
+    )
+    plan = plan_from(document, revision)
+    async with running_worker(client, root / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda s: s.phase == "held")
+        await send_action(client, plan.delivery_id, "override", HumanAction("lead", "recorded override"))
+        result = await handle_for(client, plan.delivery_id).result()
+        assert result.phase == "succeeded", result.reason
+        return await _histories(client, plan.delivery_id)
+
+
 SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]] = {
     "gates": record_gates,
     "notify": record_notify,
     "fleet": record_fleet,
+    "governance": record_governance,
 }
 
 

@@ -170,6 +170,7 @@ async def test_secrets_reach_the_command_by_name_and_nothing_stores_them(
     assert seen["greeting"] == f"hello {revision[:7]}"
     base = {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "LC_CTYPE"}  # LC_CTYPE: Python may set it itself
     given = {"GREETING", "DEPLOY_KEY", "NPM_TOKEN", "AICD_DELIVERY", "AICD_REVISION", "AICD_ARTIFACT"}
+    given.add("AICD_REPORTS_DIR")  # where a command leaves JSON reports for the policy gate
     assert set(seen["names"]) - base == given
     assert "SLACK_BOT_TOKEN" not in seen["names"] and "SLACK_API_URL" not in seen["names"]
 

@@ -44,3 +44,10 @@ async def test_fresh_run_replays(temporal_env: WorkflowEnvironment, tmp_path: Pa
     assert histories[0].events[-1].event_type == 2  # EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
     for history in histories:
         await replayer().replay_workflow(history)
+
+
+async def test_governance_history_holds_the_gate_commands() -> None:
+    """The `governance` scenario guards the gate, override, audit and incident commands: its history holds them."""
+    text = (HISTORY_DIR / "governance" / "delivery.json").read_text()
+    for name in ("check_gates", "override", "audit_append", "send_incident"):
+        assert f'"name": "{name}"' in text, name

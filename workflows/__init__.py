@@ -9,9 +9,10 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 import aicd
 from aicd.workflows.delivery import DeliveryWorkflow
 from aicd.workflows.edge_fleet import EdgeFleetWorkflow
+from aicd.workflows.freezes import FreezeBoardWorkflow
 from aicd.workflows.target_rollout import TargetRolloutWorkflow
 
-ALL_WORKFLOWS: list[type] = [DeliveryWorkflow, TargetRolloutWorkflow, EdgeFleetWorkflow]
+ALL_WORKFLOWS: list[type] = [DeliveryWorkflow, TargetRolloutWorkflow, EdgeFleetWorkflow, FreezeBoardWorkflow]
 
 # Deterministic, heavy modules are passed through rather than re-imported for every workflow run: every part
 # of aicd but the workflows themselves, which the sandbox loads afresh for each run.

@@ -91,6 +91,20 @@ NOTIFY_RETRY = RetryPolicy(
     maximum_attempts=5,
 )
 
+# The gate activity reads Git, perhaps asks OPA or Prometheus; a failure after these attempts holds the stage
+# (fail closed) and is asked again at the next recheck.
+GATE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+GATE_TIMEOUT = timedelta(minutes=2)
+# Incident hooks: retried for a while in the background; a refused event (4xx) is not.
+INCIDENT_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=10),
+    non_retryable_error_types=names(ErrorType.INCIDENT_REJECTED),
+)
+INCIDENT_TIMEOUT = timedelta(seconds=60)
+# The audit sinks (a file, an HTTP endpoint): retried, never failing a delivery.
+AUDIT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+AUDIT_TIMEOUT = timedelta(seconds=30)
 GIT_TIMEOUT = timedelta(minutes=5)
 GIT_HEARTBEAT = timedelta(seconds=10)
 SYNC_HEARTBEAT = timedelta(seconds=15)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
@@ -16,12 +16,17 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from aicd import search
+    from aicd.activities.audit import AuditActivities
     from aicd.activities.commands import CommandActivities, CommandRequest
     from aicd.activities.drivers.base import SyncRequest
     from aicd.activities.gitops import GitOpsActivities, RollbackRequest
+    from aicd.activities.governance import GovernanceActivities
+    from aicd.activities.incidents import IncidentActivities, IncidentEvent, IncidentRequest
     from aicd.activities.notify import NotifyEvent, NotifyRequest, SlackMessage, notify
     from aicd.activities.releases import ClaimRequest, ReleaseActivities
     from aicd.activities.sync import sync_target
+    from aicd.gates import GateAnswer, GateHold, GateRequest, OverrideKind
+    from aicd.governance.audit import AuditEntry
     from aicd.messages import (
         DELIVERY_WORKFLOW,
         NOTIFY_ON_END_SIGNAL,
@@ -45,13 +50,19 @@ with workflow.unsafe.imports_passed_through():
     from aicd.targets import TARGET_KINDS
     from aicd.trailers import delivery_trailer, step_trailer
     from aicd.workflows.common import (
+        AUDIT_RETRY,
+        AUDIT_TIMEOUT,
         CLAIM_RETRY,
         CLAIM_TIMEOUT,
         COMMAND_HEARTBEAT,
         COMMAND_RETRY,
+        GATE_RETRY,
+        GATE_TIMEOUT,
         GIT_HEARTBEAT,
         GIT_RETRY,
         GIT_TIMEOUT,
+        INCIDENT_RETRY,
+        INCIDENT_TIMEOUT,
         NOTIFY_RETRY,
         NOTIFY_TIMEOUT,
         SYNC_HEARTBEAT,
@@ -104,6 +115,15 @@ class DeliveryWorkflow:
         self.claimed = False
         self.waiters: list[str] = []  # queued newer deliveries to tell when this one ends
         self.rejection: HumanAction | None = None
+        # Gates (aicd.gates) a listed person let through, per stage: "override" (a policy's deny),
+        # "break-glass" (a freeze, a closed window, the carbon wait).
+        self.overrides: dict[str, list[str]] = {}
+        self.incidents: list[asyncio.Task[None]] = []  # incident hooks in flight (never awaited by the steps)
+        # The audit stream (aicd.governance.audit): entries waiting for the one sender, and their count.
+        self.audit_outbox: list[AuditEntry] = []
+        self.audit_sender: list[asyncio.Task[None]] = []
+        self.audit_seq = 0
+        self.audited_phase = ""
         self.children: dict[str, workflow.ChildWorkflowHandle[Any, TargetRolloutResult]] = {}
         self.started_targets: list[tuple[str, str]] = []  # (stage, target) in start order
         # Slack: the one sender task, events waiting for it, the delivery's message once posted (kept here so
@@ -169,8 +189,19 @@ class DeliveryWorkflow:
             self._set_phase("progressing")
 
     def _record(self, kind: str, action: HumanAction, stage: str | None = None) -> None:
-        self.status.actions.append(
-            ActionRecord(kind, action.actor, workflow.now().isoformat(), action.reason, stage or action.stage)
+        record = ActionRecord(
+            kind, action.actor, workflow.now().isoformat(), action.reason, stage or action.stage, action.via
+        )
+        self.status.actions.append(record)
+        self._audit(
+            "action",
+            {
+                "kind": kind,
+                "actor": action.actor,
+                "reason": action.reason,
+                "stage": self.status.stage,
+                "via": action.via,
+            },
         )
 
     def _refuse_when_finished(self) -> None:
@@ -257,6 +288,53 @@ class DeliveryWorkflow:
     def _validate_reject(self, action: HumanAction) -> None:
         self._gate_stage(action)
 
+    @workflow.update(name="override")
+    def override(self, action: HumanAction) -> str:
+        return self._let_through("override", action)
+
+    @override.validator
+    def _validate_override(self, action: HumanAction) -> None:
+        self._holds_for("override", action)
+
+    @workflow.update(name="break_glass")
+    def break_glass(self, action: HumanAction) -> str:
+        return self._let_through("break-glass", action)
+
+    @break_glass.validator
+    def _validate_break_glass(self, action: HumanAction) -> None:
+        self._holds_for("break-glass", action)
+
+    def _holds_for(self, kind: OverrideKind, action: HumanAction) -> list[GateHold]:
+        """The holds of the current stage that `kind` lets through, checked against the action."""
+        self._refuse_when_finished()
+        stage = self.status.stage
+        holds = [hold for hold in self.status.holds if hold.override == kind]
+        if stage is None or not holds:
+            held = "; ".join(f"{hold.gate} ({hold.override})" for hold in self.status.holds) or "nothing"
+            raise ValueError(
+                f"delivery {self.plan.delivery_id}: no hold that {kind} lets through (held by {held})"
+            )
+        if action.stage and action.stage != stage:
+            raise ValueError(f"stage {action.stage} is not held (held: {stage})")
+        allowed = sorted({who for hold in holds for who in hold.overriders})
+        if action.actor not in allowed:
+            raise ValueError(
+                f"{action.actor} may not {kind} stage {stage} (listed: {', '.join(allowed) or 'nobody'})"
+            )
+        if not action.reason.strip():
+            raise ValueError(f"{kind} needs a reason; it is recorded and announced")
+        return holds
+
+    def _let_through(self, kind: OverrideKind, action: HumanAction) -> str:
+        holds = self._holds_for(kind, action)
+        stage = self.status.stage
+        assert stage is not None
+        self._record(kind, action, stage)
+        self.overrides.setdefault(stage, []).append(kind)
+        what = "; ".join(hold.reason for hold in holds)
+        self._notify(kind, f"{action.actor} let stage {stage} through ({what}): {action.reason}")
+        return f"{kind}: stage {stage} goes on"
+
     def _gate_stage(self, action: HumanAction) -> StagePlan:
         """The stage whose gate is pending, checked against the action; raises what the caller is told."""
         self._refuse_when_finished()
@@ -277,6 +355,15 @@ class DeliveryWorkflow:
     @workflow.run
     async def run(self, input: DeliveryInput) -> DeliveryResult:
         self._notify("started", f"triggered by {input.trigger.actor} ({input.trigger.source})")
+        trigger = input.trigger
+        self._audit(
+            "started",
+            {
+                "trigger": {"source": trigger.source, "actor": trigger.actor, "branch": trigger.branch},
+                "revision": self.plan.revision,
+                "artifact": self.plan.artifact,
+            },
+        )
         try:
             await self._commands()
             for stage in self.plan.stages:
@@ -287,6 +374,9 @@ class DeliveryWorkflow:
             self._set_phase(stop.phase)
         await self._tell_waiters()
         self._notify("finished", self.status.reason)
+        self._audit("finished", {"phase": self.status.phase, "reason": self.status.reason})
+        if self.status.phase in ("failed", "aborted", "succeeded"):
+            self._incident(self.status.phase, self.status.reason or f"delivery {self.status.phase}")
         await self._drain_notifications()
         commits = [sha for target in self.status.targets.values() for sha in target.commits]
         return DeliveryResult(self.plan.delivery_id, self.status.phase, self.status.reason, commits)
@@ -345,6 +435,7 @@ class DeliveryWorkflow:
         actor = SYSTEM_ACTOR
         if stage.approval is not None:
             actor = await self._approval_gate(stage)
+        await self._gates(stage, None)
         await self._wait_unpaused()
         if not self.claimed:
             await self._claim_app()
@@ -352,6 +443,8 @@ class DeliveryWorkflow:
         self._notify("stage", f"stage {stage.name} started")
         for wave_index, wave in enumerate(stage.waves):
             self.status.wave = wave_index + 1
+            if wave_index > 0 and self.plan.policy is not None and self.plan.policy.every_wave:
+                await self._gates(stage, wave_index + 1)
             await self._wait_unpaused()
             results = await self._wave(stage, wave, actor)
             actor = SYSTEM_ACTOR
@@ -381,8 +474,22 @@ class DeliveryWorkflow:
             approvals = len(self.status.approvals.get(stage.name, []))
             return approvals >= approval.min_approvals or self.rejection is not None or self._stopping()
 
+        timeout_s = approval.timeout_s
+        incidents = self.plan.incidents
+        too_long = incidents.waiting_too_long_s if incidents is not None else None
+        if too_long is not None and too_long < timeout_s and workflow.patched("approval-waiting-incident"):
+            # Waiting long for approvers raises an incident (once), then the approval waits out its timeout.
+            try:
+                await workflow.wait_condition(decided, timeout=timedelta(seconds=too_long))
+                timeout_s = 0.0
+            except TimeoutError:
+                self._incident(
+                    "waiting", f"stage {stage.name} awaiting approval for {format_duration(too_long)}"
+                )
+                timeout_s -= too_long
         try:
-            await workflow.wait_condition(decided, timeout=timedelta(seconds=approval.timeout_s))
+            if timeout_s > 0 or not decided():
+                await workflow.wait_condition(decided, timeout=timedelta(seconds=max(timeout_s, 0.001)))
         except TimeoutError:
             self.status.pending_approval = None
             raise DeliveryStopped(
@@ -396,6 +503,123 @@ class DeliveryWorkflow:
                 "rejected", f"stage {stage.name} rejected by {self.rejection.actor}: {self.rejection.reason}"
             )
         return self.status.approvals[stage.name][-1]
+
+    async def _gates(self, stage: StagePlan, wave: int | None) -> None:
+        """Ask the gate kinds (aicd.gates) until none holds the stage: while held, the phase is `held` with
+        each hold's reason, and the delivery sleeps until the earliest hold may lift (a window opening),
+        its recheck, an override or break-glass by a listed person, or an abort."""
+        if self.plan.policy is None and self.plan.schedule is None:
+            return  # a plan made before governance
+        if not workflow.patched("governance-gates"):
+            return
+        held_since = workflow.now()
+        announced = ""
+        raised_waiting = False
+        while True:
+            request = GateRequest(
+                delivery_id=self.plan.delivery_id,
+                app=self.plan.app,
+                stage=stage.name,
+                wave=wave,
+                at=workflow.now().isoformat(),
+                held_since=held_since.isoformat(),
+                gitops_repo=self.plan.gitops_repo,
+                gitops_branch=self.plan.gitops_branch,
+                policy=self.plan.policy,
+                schedule=self.plan.schedule,
+                input_document=self._policy_input(stage),
+                skip=list(self.overrides.get(stage.name, [])),
+            )
+            try:
+                answer = await workflow.execute_activity_method(
+                    GovernanceActivities.check_gates,
+                    request,
+                    start_to_close_timeout=GATE_TIMEOUT,
+                    retry_policy=GATE_RETRY,
+                )
+            except ActivityError as error:  # fail closed: a stage never starts unchecked
+                answer = GateAnswer(
+                    [GateHold("gates", f"gates could not be checked: {cause_of(error)}", "override")]
+                )
+            self.status.holds = answer.holds
+            self.status.warnings = answer.warnings
+            if not answer.holds:
+                break
+            reasons = "; ".join(hold.reason for hold in answer.holds)
+            self._set_phase("held")
+            incidents = self.plan.incidents
+            if (
+                incidents is not None
+                and incidents.waiting_too_long_s is not None
+                and not raised_waiting
+                and (workflow.now() - held_since).total_seconds() >= incidents.waiting_too_long_s
+            ):
+                raised_waiting = True
+                self._incident(
+                    "waiting", f"stage {stage.name} held since {held_since.isoformat()}: {reasons}"
+                )
+            if reasons != announced:
+                announced = reasons
+                self._notify("held", f"stage {stage.name} held: {reasons}")
+            now = workflow.now()
+            waits = [hold.recheck_s for hold in answer.holds]
+            waits += [
+                (datetime.fromisoformat(hold.until) - now).total_seconds()
+                for hold in answer.holds
+                if hold.until is not None
+            ]
+            used = len(self.overrides.get(stage.name, []))
+
+            def lifted(used: int = used) -> bool:
+                return self._stopping() or len(self.overrides.get(stage.name, [])) != used
+
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lifted,
+                    timeout=timedelta(seconds=max(1.0, min(waits))),
+                )
+            if self._stopping():
+                self.status.holds = []
+                await self._wait_unpaused()  # rolls back per scope and raises DeliveryStopped
+        if announced:
+            self._notify("released", f"stage {stage.name} no longer held")
+        if self.status.phase == "held" or (self.status.paused and self.phase_before_pause == "held"):
+            self._set_phase("progressing")  # while paused: what a resume goes back to
+
+    def _policy_input(self, stage: StagePlan) -> dict[str, Any]:
+        """The policy's input document but for time, wave and reports (the gate adds those)."""
+        plan = self.plan
+        trigger = self.input.trigger
+        return {
+            "delivery": {
+                "id": plan.delivery_id,
+                "app": plan.app,
+                "revision": plan.revision,
+                "started": self.status.started,
+            },
+            "artifact": {"name": plan.artifact, "tag": plan.artifact_tag},
+            "trigger": {
+                "source": trigger.source,
+                "actor": trigger.actor,
+                "branch": trigger.branch,
+                "detail": trigger.detail,
+            },
+            "stage": {
+                "name": stage.name,
+                "targets": stage.targets,
+                "waves": stage.waves,
+                "regions": sorted(
+                    {region for name in stage.targets if (region := plan.targets[name].region) is not None}
+                ),
+                "approvers": stage.approval.approvers if stage.approval else [],
+            },
+            "approvals": {name: list(actors) for name, actors in self.status.approvals.items()},
+            "stages": [item.name for item in plan.stages],
+            "targets": {
+                name: {"kind": target.kind, "region": target.region, "path": target.path}
+                for name, target in plan.targets.items()
+            },
+        }
 
     async def _wave(self, stage: StagePlan, wave: list[str], actor: str) -> list[TargetRolloutResult]:
         for name in wave:
@@ -490,6 +714,7 @@ class DeliveryWorkflow:
             return
         self._set_phase("rolling-back")
         self._notify("rolled-back", reason)
+        self._incident("rolled-back", f"rolling back {', '.join(name for _stage, name in targets)}: {reason}")
         ordered = list(reversed(targets))
         requests = [
             RollbackRequest(
@@ -673,6 +898,9 @@ class DeliveryWorkflow:
             return
         self.status.phase = phase
         self._upsert(search.PHASE.value_set(phase))
+        if phase != self.audited_phase:
+            self.audited_phase = phase
+            self._audit("phase", {"phase": phase})
 
     def _upsert(self, update: Any) -> None:
         if self.input.index_search_attributes:
@@ -746,3 +974,73 @@ class DeliveryWorkflow:
             await workflow.wait_condition(
                 lambda: all(task.done() for task in self.notifications), timeout=timedelta(seconds=10)
             )
+        if self.audit_sender:
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(lambda: self.audit_sender[0].done(), timeout=AUDIT_TIMEOUT)
+        if self.incidents:  # a few retries of the last incident hook (PagerDuty slow or briefly down)
+            with contextlib.suppress(TimeoutError):
+                await workflow.wait_condition(
+                    lambda: all(task.done() for task in self.incidents), timeout=INCIDENT_TIMEOUT
+                )
+
+    def _audit(self, kind: str, data: dict[str, Any]) -> None:
+        """Append to the delivery's audit stream (written by the worker's sinks, aicd.activities.audit)."""
+        if not workflow.patched("audit-trail"):
+            return
+        self.audit_seq += 1
+        self.audit_outbox.append(
+            AuditEntry(
+                kind, self.plan.delivery_id, self.plan.app, workflow.now().isoformat(), self.audit_seq, data
+            )
+        )
+        if not self.audit_sender:
+            self.audit_sender.append(asyncio.ensure_future(self._send_audit()))
+
+    async def _send_audit(self) -> None:
+        """One sender, in order: what piles up while a sink is slow goes in the next batch."""
+        while True:
+            await workflow.wait_condition(lambda: bool(self.audit_outbox))
+            batch, self.audit_outbox = self.audit_outbox, []
+            try:
+                await workflow.execute_activity_method(
+                    AuditActivities.append,
+                    batch,
+                    schedule_to_close_timeout=AUDIT_TIMEOUT * 10,
+                    start_to_close_timeout=AUDIT_TIMEOUT,
+                    retry_policy=AUDIT_RETRY,
+                )
+            except ActivityError as error:  # never fails a delivery; `aicd audit` rebuilds the records
+                workflow.logger.warning("%d audit records not written: %s", len(batch), cause_of(error))
+            if any(entry.kind == "finished" for entry in batch):
+                return
+
+    def _incident(self, kind: str, summary: str) -> None:
+        """Raise (or, for a success, resolve) through the incident hooks, in the background: a hook that
+        fails is retried and never holds or fails the delivery."""
+        incidents = self.plan.incidents
+        if incidents is None or not workflow.patched("incident-hooks"):
+            return
+        event = IncidentEvent(
+            kind=kind,
+            delivery_id=self.plan.delivery_id,
+            app=self.plan.app,
+            revision=self.plan.revision,
+            summary=f"{self.plan.app} {self.plan.revision_short}: {summary}",
+            at=workflow.now().isoformat(),
+            stage=self.status.stage,
+            phase=self.status.phase,
+        )
+
+        async def send() -> None:
+            try:
+                await workflow.execute_activity_method(
+                    IncidentActivities.send,
+                    IncidentRequest(incidents, event),
+                    schedule_to_close_timeout=INCIDENT_TIMEOUT,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=INCIDENT_RETRY,
+                )
+            except ActivityError as error:
+                workflow.logger.warning("incident hook %s not sent: %s", kind, cause_of(error))
+
+        self.incidents.append(asyncio.ensure_future(send()))

@@ -14,6 +14,7 @@ _COMMAND_MODULES = (
     "spec",
     "dev",
     "delivery",
+    "governance",
     "argocd",
     "importer",
     "analyze",

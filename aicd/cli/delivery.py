@@ -189,13 +189,13 @@ def pause(
     delivery_id: DeliveryArg = None, app_name: AppOption = None, reason: Reason = "", actor: AsUser = None
 ) -> None:
     """Pause: no new step starts; a timed pause stops its clock."""
-    _act_on("pause", delivery_id, app_name, HumanAction(_actor(actor), reason))
+    _act_on("pause", delivery_id, app_name, HumanAction(_actor(actor), reason, via="cli"))
 
 
 @app.command()
 def resume(delivery_id: DeliveryArg = None, app_name: AppOption = None, actor: AsUser = None) -> None:
     """Resume a paused delivery, a `pause: {}` step, or an inconclusive analysis (treated as a pass)."""
-    _act_on("resume", delivery_id, app_name, HumanAction(_actor(actor)))
+    _act_on("resume", delivery_id, app_name, HumanAction(_actor(actor), via="cli"))
 
 
 @app.command()
@@ -205,7 +205,7 @@ def abort(
     actor: AsUser = None,
 ) -> None:
     """Abort: roll back what this delivery touched (per rollback.scope) and end as aborted."""
-    _act_on("abort", delivery_id, None, HumanAction(_actor(actor), reason))
+    _act_on("abort", delivery_id, None, HumanAction(_actor(actor), reason, via="cli"))
 
 
 @app.command()
@@ -215,7 +215,7 @@ def approve(
     actor: AsUser = None,
 ) -> None:
     """Approve a stage's gate (only listed approvers count, each once)."""
-    _act_on("approve", delivery_id, None, HumanAction(_actor(actor), stage=stage))
+    _act_on("approve", delivery_id, None, HumanAction(_actor(actor), stage=stage, via="cli"))
 
 
 @app.command()
@@ -226,4 +226,4 @@ def reject(
     actor: AsUser = None,
 ) -> None:
     """Reject a stage's gate: the delivery ends rejected without touching any target."""
-    _act_on("reject", delivery_id, None, HumanAction(_actor(actor), reason, stage=stage))
+    _act_on("reject", delivery_id, None, HumanAction(_actor(actor), reason, stage=stage, via="cli"))

@@ -468,7 +468,7 @@ class Dashboard:
         if refusal:
             log.info("dashboard: %s on %s refused: %s", kind, delivery_id, refusal)
             return answer(False, f"refused: {refusal}", 403)
-        action = HumanAction(identity.name, reason or "from the dashboard", stage)
+        action = HumanAction(identity.name, reason or "from the dashboard", stage, via="dashboard")
         try:
             outcome = await self.service.act(delivery_id, kind, action)
         except ActionRefused as refused:

@@ -14,6 +14,7 @@ from aicd.dashboard import charts
 from aicd.dashboard.charts import Linear, Log, Tick
 from aicd.dashboard.gitops import CommitInfo, commit_url
 from aicd.dashboard.history import DeliveryDigest, Look
+from aicd.gates import GateHold
 from aicd.judge.model import MetricVerdict, TestName, TestResult
 from aicd.messages import (
     TERMINAL_PHASES,
@@ -300,6 +301,8 @@ class DeliveryView:
     status_source: str  # "query" (live) or "history" (no worker answered: reconstructed)
     running: bool = True
     notes: list[str] = field(default_factory=list)
+    holds: list[GateHold] = field(default_factory=list)  # what holds the stage (aicd.gates)
+    warnings: list[str] = field(default_factory=list)  # a policy's warn messages
 
     @property
     def terminal(self) -> bool:
@@ -426,6 +429,8 @@ def build_view(
         approvers=plan_approvers(plan),
         status_source=status_source,
         running=running,
+        holds=list(status.holds),
+        warnings=list(status.warnings),
     )
     if status_source == "history":
         view.notes.append(

@@ -186,7 +186,7 @@ async def _act_on_click(
 ) -> None:
     try:
         client = await gateway.client()
-        action = HumanAction(user_id, f"from Slack by {user_id}", stage)
+        action = HumanAction(user_id, f"from Slack by {user_id}", stage, via="slack")
         outcome = await send_action(client, delivery, kind, action)
     except ActionRefused as refused:
         gateway.metrics.inc("aicd_slack_actions_total", kind=kind, via="button", outcome="refused")
@@ -303,7 +303,7 @@ async def _command(gateway: Gateway, sub: str, args: list[str], user_id: str) ->
         if sub == "status":
             return True, await _status_text(client, app)
         reason = " ".join(args[1:]) or f"{sub}d from Slack"
-        outcomes = await act_on_app(client, app, sub, HumanAction(user_id, reason))
+        outcomes = await act_on_app(client, app, sub, HumanAction(user_id, reason, via="slack"))
         if not outcomes:
             return True, f"No running delivery of *{escape(app)}*."
         lines = [f"`{escape(delivery)}`: {escape(outcome)}" for delivery, outcome in outcomes]
@@ -313,7 +313,7 @@ async def _command(gateway: Gateway, sub: str, args: list[str], user_id: str) ->
             return True, "Usage: `/aicd approve DELIVERY STAGE`"
         client = await gateway.client()
         outcome = await send_action(
-            client, args[0], APPROVE, HumanAction(user_id, "approved from Slack", args[1])
+            client, args[0], APPROVE, HumanAction(user_id, "approved from Slack", args[1], via="slack")
         )
         return False, f"{who(user_id)}: {escape(outcome)} of `{escape(args[0])}`"
     return True, f"Unknown command `{escape(sub)}`.\n{COMMAND_HELP}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from aicd.judge.model import (
     DEFAULT_ALPHA,
@@ -16,6 +16,9 @@ from aicd.judge.model import (
 from aicd.spec.durations import parse_duration, parse_percent
 from aicd.steps import Step, parse_step
 from aicd.targets import TARGET_KINDS, TargetConfig
+
+if TYPE_CHECKING:
+    from aicd.governance.model import IncidentPlan, PolicyPlan, SchedulePlan
 
 # What a failed step rolls back; what a newer delivery of the app does to older running ones.
 RollbackScope = Literal["target", "stage", "release"]
@@ -140,6 +143,10 @@ class DeliverySpec:
     rollback_scope: RollbackScope = "stage"
     slack_channel: str | None = None
     concurrency: Concurrency = "supersede"
+    # Governance (aicd.governance.model): a Rego policy gate, windows and freezes, incident hooks.
+    policy: PolicyPlan | None = None
+    schedule: SchedulePlan | None = None
+    incidents: IncidentPlan | None = None
     raw: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
@@ -209,6 +216,8 @@ def _analysis(raw: dict[str, Any]) -> Analysis:
 
 def build_model(document: dict[str, Any]) -> DeliverySpec:
     """Typed model of a document that passed schema and semantic validation."""
+    from aicd.governance.model import incidents_from, policy_from, schedule_from  # it builds on this module
+
     spec = document["spec"]
     build = spec.get("build")
     targets = {
@@ -287,5 +296,8 @@ def build_model(document: dict[str, Any]) -> DeliverySpec:
         rollback_scope=spec.get("rollback", {}).get("scope", "stage"),
         slack_channel=spec.get("notifications", {}).get("slack", {}).get("channel"),
         concurrency=spec.get("concurrency", "supersede"),
+        policy=policy_from(spec.get("policy")),
+        schedule=schedule_from(spec["schedule"]) if "schedule" in spec else None,
+        incidents=incidents_from(spec.get("notifications", {})),
         raw=document,
     )

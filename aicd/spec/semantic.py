@@ -287,6 +287,9 @@ DURATION_KEYS = (
     "progressDeadline",
     "pollInterval",
     "pause",
+    "recheck",
+    "maxDelay",
+    "waitingTooLong",
 )
 
 
@@ -372,6 +375,46 @@ def check_write_paths(spec: dict[str, Any]) -> Iterator[Finding]:
                     )
 
 
+def check_schedule(spec: dict[str, Any]) -> Iterator[Finding]:
+    """Time zones that exist, hours that end after they start, freezes that end after they begin."""
+    from aicd.governance.calendar import moment, zone
+    from aicd.governance.model import parse_hours
+
+    schedule = spec.get("schedule")
+    if not isinstance(schedule, dict):
+        return
+    tz = schedule.get("timezone", "UTC")
+    try:
+        zone(str(tz))
+    except ValueError as error:
+        yield ("spec", "schedule", "timezone"), str(error)
+        tz = "UTC"
+    for index, window in enumerate(schedule.get("windows", [])):
+        path: Path = ("spec", "schedule", "windows", index)
+        try:
+            parse_hours(window.get("hours", "00:00-24:00"))
+        except ValueError as error:
+            yield (*path, "hours"), str(error)
+        if "timezone" in window:
+            try:
+                zone(str(window["timezone"]))
+            except ValueError as error:
+                yield (*path, "timezone"), str(error)
+    for index, freeze in enumerate(schedule.get("freezes", [])):
+        path = ("spec", "schedule", "freezes", index)
+        try:
+            start = moment(str(freeze["from"]), str(tz))
+            if "until" in freeze and moment(str(freeze["until"]), str(tz)) <= start:
+                yield (*path, "until"), "until must come after from"
+        except (ValueError, KeyError) as error:
+            yield path, str(error)
+    for index, day in enumerate(schedule.get("holidays", [])):
+        try:
+            moment(str(day), str(tz))
+        except ValueError as error:
+            yield ("spec", "schedule", "holidays", index), str(error)
+
+
 SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_stage_has_targets,
     check_stage_targets_known,
@@ -390,4 +433,5 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_repo_credentials,
     check_durations,
     check_write_paths,
+    check_schedule,
 )

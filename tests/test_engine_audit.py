@@ -1,0 +1,130 @@
+"""The audit trail end to end: a delivery with an approval, a pause and a resume, and an abort that rolls
+back streams CloudEvents to the worker's JSON-lines file; `aicd audit` rebuilds the same records from the
+Temporal history (plus the commits from Git trailers and the rollback), the HTTP sink receives the same
+chained records, both chains verify, and changing one field of an exported file is detected at its line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from aicd.activities.audit import AUDIT_FILE_ENV, AUDIT_URL_ENV
+from aicd.client import handle_for, send_action, start_delivery
+from aicd.governance.audit import STREAMED_TYPES, TYPE_PREFIX, chained, comparable, verify
+from aicd.governance.reconstruct import reconstruct
+from aicd.messages import HumanAction, Trigger
+from aicd.testing.engine import make_repo, plan_from, running_worker, spec_document, temporal_env, wait_for
+from aicd.testing.standins.incidents import IncidentStandin
+
+__all__ = ["temporal_env"]
+
+
+def by_type(records: list[dict[str, Any]]) -> dict[str, list[tuple[str, str, str]]]:
+    grouped: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+    for record in records:
+        kind = record["type"].removeprefix(TYPE_PREFIX)
+        if kind in STREAMED_TYPES:
+            grouped[kind].append(comparable(record))
+    return dict(grouped)
+
+
+async def test_streamed_audit_matches_the_reconstruction_and_tampering_shows(
+    temporal_env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = tmp_path / "audit" / "aicd.jsonl"
+    monkeypatch.setenv(AUDIT_FILE_ENV, str(stream))
+    sink = IncidentStandin()
+    await sink.start()
+    monkeypatch.setenv(AUDIT_URL_ENV, sink.audit_url)
+    sink.fail_next(1)  # the sink down for a moment: the batch is retried, and written to the file once
+    source, revision = make_repo(tmp_path, "source", {"README": "x\n"})
+    gitops, _ = make_repo(
+        tmp_path, "gitops", {"apps/web/values.yaml": "image:\n  tag: v0\ncanary:\n  weight: 0\n"}
+    )
+    document = spec_document(
+        "audited",
+        source,
+        gitops,
+        {"web": {"kind": "git", "path": "apps/web/values.yaml"}},
+        [
+            {
+                "name": "staging",
+                "targets": ["web"],
+                "approval": {"approvers": ["alice"]},
+                "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]}},
+            }
+        ],
+    )
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "carol", branch="release/1"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda s: s.pending_approval == "staging")
+        await send_action(
+            client, plan.delivery_id, "approve", HumanAction("alice", stage="staging", via="slack")
+        )
+        await wait_for(client, plan.delivery_id, lambda s: s.phase == "paused")  # the `pause: {}` step
+        await send_action(client, plan.delivery_id, "pause", HumanAction("oncall", "look closer", via="cli"))
+        await send_action(client, plan.delivery_id, "resume", HumanAction("oncall", via="cli"))
+        await send_action(
+            client, plan.delivery_id, "abort", HumanAction("oncall", "canary looks wrong", via="cli")
+        )
+        result = await handle_for(client, plan.delivery_id).result()
+        assert result.phase == "aborted"
+        streamed_lines = stream.read_text().splitlines()
+        await sink.wait_for(
+            lambda: (
+                sum(len(batch) for batch in sink.audit_batches) == len(streamed_lines)
+                and any(e["type"].endswith(".finished") for b in sink.audit_batches for e in b)
+            )
+        )
+        rebuilt = await reconstruct(client, "audited")
+    await sink.stop()
+    streamed = [json.loads(line) for line in streamed_lines]
+    assert verify(streamed_lines) == []
+    # The HTTP sink got the same records, chain included; a retried batch did not repeat in the file.
+    assert [event for batch in sink.audit_batches for event in batch] == streamed
+    assert len({record["id"] for record in streamed}) == len(streamed)
+    assert {record["subject"] for record in streamed} == {plan.delivery_id}
+    assert by_type(streamed) == by_type(rebuilt)
+    actions = [json.loads(item[2]) for item in by_type(streamed)["action"]]
+    assert [(a["kind"], a["actor"], a["via"], a["stage"]) for a in actions] == [
+        ("approve", "alice", "slack", "staging"),
+        ("pause", "oncall", "cli", "staging"),
+        ("resume", "oncall", "cli", "staging"),
+        ("abort", "oncall", "cli", "staging"),
+    ]
+    phases = [json.loads(item[2])["phase"] for item in by_type(streamed)["phase"]]
+    assert phases[:2] == ["awaiting-approval", "progressing"] and "rolling-back" in phases
+    assert phases[-1] == "aborted"
+    # What only the reconstruction has: the commits (from Git trailers) and the rollback (from the history).
+    commits = [record["data"] for record in rebuilt if record["type"] == TYPE_PREFIX + "commit"]
+    assert commits[0]["actor"] == "alice" and commits[0]["step"] == "staging/web/0-setWeight"
+    assert commits[-1]["step"] == "staging/web/rollback"
+    [rollback] = [record["data"] for record in rebuilt if record["type"] == TYPE_PREFIX + "rollback"]
+    assert rollback == {"targets": ["web"], "reason": "canary looks wrong"}
+
+    exported = tmp_path / "export.jsonl"
+    exported.write_text("\n".join(chained(rebuilt)) + "\n")
+
+    def verify_cli() -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "aicd", "audit", "--verify", str(exported)]
+        return subprocess.run(command, capture_output=True, text=True, check=False)
+
+    intact = verify_cli()
+    assert intact.returncode == 0 and "chain intact" in intact.stdout
+    lines = exported.read_text().splitlines()
+    target = next(index for index, line in enumerate(lines) if '"kind":"abort"' in line)
+    lines[target] = lines[target].replace('"actor":"oncall"', '"actor":"someone-else"')
+    exported.write_text("\n".join(lines) + "\n")
+    tampered = verify_cli()
+    assert tampered.returncode == 1
+    assert f"line {target + 2}: aicdprevhash" in tampered.stderr  # the record after the edited one
+    assert verify(lines[:target] + lines[target + 1 :])  # removing a record breaks the chain too
