@@ -17,6 +17,7 @@ from aicd.activities.notify import notify
 from aicd.activities.releases import ReleaseActivities
 from aicd.activities.steps import StepActivities
 from aicd.activities.sync import sync_target
+from aicd.activities.verification import VerificationActivities
 
 
 @dataclass
@@ -35,6 +36,7 @@ def all_activities(settings: WorkerSettings, client: Client) -> list[Callable[..
     releases = ReleaseActivities(client)
     return [
         commands.run_command,
+        VerificationActivities(settings.command_secrets).http_check,
         gitops.commit,
         StepActivities(gitops).apply_step,
         gitops.rollback,

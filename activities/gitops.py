@@ -43,6 +43,7 @@ from temporalio.exceptions import ApplicationError
 from aicd.activities.heartbeats import in_thread_with_heartbeats
 from aicd.activities.yamledit import get_key, set_keys
 from aicd.errors import ErrorType
+from aicd.flags import FlagChange, apply_flag_change
 from aicd.plan import WritePlan
 from aicd.redact import redact_credentials
 from aicd.spec.paths import repo_path_problem
@@ -72,11 +73,13 @@ _thread_locks_guard = threading.Lock()
 @dataclass
 class FileEdit:
     """Set `values` (dotted key -> value) in the file at `path`; with `sites`, `path` is a template with
-    `{{ site }}` and the same values go into every site's file (an edge batch stays a small payload)."""
+    `{{ site }}` and the same values go into every site's file (an edge batch stays a small payload). With
+    `flag`, the file is a flagd flag-definition file and the edit is that change of one flag (aicd.flags)."""
 
     path: str
     values: dict[str, Any]
     sites: list[str] = field(default_factory=list)
+    flag: FlagChange | None = None
 
     def paths(self) -> list[str]:
         if not self.sites:
@@ -488,7 +491,10 @@ class GitOpsActivities:
                 for path in edit.paths():
                     text = _read(files[path]) or b""
                     try:
-                        updated = set_keys(text.decode(), edit.values)
+                        if edit.flag is not None:
+                            updated = apply_flag_change(text.decode(), edit.flag)
+                        else:
+                            updated = set_keys(text.decode(), edit.values)
                     except (ValueError, UnicodeDecodeError) as error:
                         raise _error(ErrorType.GITOPS_FILE_INVALID, f"{path}: {error}") from error
                     _write(files[path], updated.encode())

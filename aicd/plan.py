@@ -14,6 +14,7 @@ from aicd.spec.model import Concurrency, DeliverySpec, PrometheusConfig, Rollbac
 from aicd.spec.placeholders import render
 from aicd.steps import Step
 from aicd.targets import TARGET_KINDS, TargetConfig, TargetKind
+from aicd.verification import Verification
 
 REVISION = re.compile(r"^[0-9a-fA-F]{7,64}$")
 
@@ -38,6 +39,12 @@ class TargetPlan:
     # Plans made before `settings` carried the kind's spec fields as written (running deliveries still do):
     # typed() parses them with the kind's own parser.
     config: dict[str, Any] = field(default_factory=dict)
+    flags: str | None = None  # its flagd flag-definition file in the GitOps repository
+    urls: dict[str, str] = field(default_factory=dict)  # placeholder (url, preview.url, ...) -> URL
+
+    def files(self) -> list[str]:
+        """Every file of the target in the GitOps repository (what a rollback restores)."""
+        return [self.path, *([self.flags] if self.flags else [])]
 
     def typed(self) -> TargetKind:
         return self.settings if self.settings is not None else TARGET_KINDS[self.kind].parse(self.config)
@@ -56,6 +63,7 @@ class StagePlan:
     approval: ApprovalPlan | None
     waves: list[list[str]]
     steps: list[Step]  # each kind's typed step (aicd.steps)
+    verify: list[Verification] = field(default_factory=list)  # after every target is promoted
 
     @property
     def targets(self) -> list[str]:
@@ -205,6 +213,10 @@ def build_plan(spec: DeliverySpec, revision: str, *, artifact_override: str | No
             region=target.region,
             progress_deadline_s=target.progress_deadline_s,
             settings=target.config,
+            flags=(
+                render(target.flags, {**variables, "target": name}, partial=True) if target.flags else None
+            ),
+            urls=dict(target.urls),
         )
         for name, target in spec.targets.items()
     }
@@ -259,6 +271,7 @@ def build_plan(spec: DeliverySpec, revision: str, *, artifact_override: str | No
                 ),
                 waves=[list(wave) for wave in stage.waves],
                 steps=list(stage.steps),
+                verify=list(stage.verify),
             )
             for stage in spec.stages
         ],
@@ -302,6 +315,9 @@ def render_tree(plan: DeliveryPlan) -> str:
                 for step in stage.steps:
                     lines.append(f"        {step.id}: {step.plan_line(plan.write, plan.artifact_tag)}")
                 lines.append(f"        promote: {assignments(plan.write.promote_values(plan.artifact_tag))}")
+        for run in stage.verify:
+            each = " (once per target)" if run.per_target else ""
+            lines.append(f"    after the stage: {run.describe()}{each}")
     return "\n".join(lines)
 
 

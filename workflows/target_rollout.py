@@ -16,9 +16,11 @@ with workflow.unsafe.imports_passed_through():
     from aicd.activities.drivers.base import SyncRequest
     from aicd.activities.gitops import CommitRequest, FileEdit
     from aicd.activities.steps import StepActivities, StepRequest, StepResult
+    from aicd.flags import FlagChange
     from aicd.messages import SYSTEM_ACTOR, TARGET_ROLLOUT_WORKFLOW, TargetStatus
     from aicd.steps import StepKind
     from aicd.trailers import delivery_trailer, step_trailer
+    from aicd.verification import target_urls
     from aicd.workflows.common import GIT_TIMEOUT, STEP_RETRY, SYNC_HEARTBEAT, cause_of
     from aicd.workflows.rollout_control import (
         Aborted,
@@ -66,16 +68,24 @@ class TargetRolloutWorkflow(RolloutControl):
         await self._report()
 
     async def commit(self, step_id: str, description: str, values: Mapping[str, Any]) -> None:
-        await self._commit_and_sync(step_id, description, dict(values))
+        await self._commit_and_sync(step_id, description, [FileEdit(self.input.target.path, dict(values))])
+
+    async def change_flag(self, step_id: str, description: str, change: FlagChange) -> None:
+        flags = self.input.target.flags
+        if not flags:  # validation refuses this; never pass silently
+            raise StepFailed(f"{step_id}: target {self.input.target.name} has no `flags` file")
+        await self._commit_and_sync(step_id, description, [FileEdit(flags, {}, flag=change)])
+        self.status.flags[change.flag] = change.describe().split(": ", 1)[-1]
 
     async def _promote(self) -> None:
         await self._wait_unpaused()
         values = self.input.write.promote_values(self.input.artifact_tag)
-        await self._commit_and_sync("promote", f"promote {self.input.artifact_tag}", values)
+        edit = FileEdit(self.input.target.path, values)
+        await self._commit_and_sync("promote", f"promote {self.input.artifact_tag}", [edit])
         self.status.weight = 100
         self.status.step_kind = "promote"
 
-    async def _commit_and_sync(self, step_id: str, description: str, values: dict[str, Any]) -> None:
+    async def _commit_and_sync(self, step_id: str, description: str, edits: list[FileEdit]) -> None:
         """The step's commit, then the driver bringing the target to it and waiting for health."""
         target = self.input.target
         trailer_step = step_trailer(self.input.stage, target.name, step_id)
@@ -102,7 +112,7 @@ class TargetRolloutWorkflow(RolloutControl):
                 step=trailer_step,
                 actor=actor,
                 subject=f"aicd: {self.input.app} {self.input.revision_short} {target.name} {description}",
-                edits=[FileEdit(target.path, values)],
+                edits=edits,
                 delivery_id=self.input.delivery_id,
                 started=self.input.delivery_started,
                 base=base,
@@ -120,6 +130,8 @@ class TargetRolloutWorkflow(RolloutControl):
         except ActivityError as error:
             raise StepFailed(f"{trailer_step}: {cause_of(error)}") from error
         assert result.commit.sha is not None
+        self.reported_urls.update(result.sync.details.get("urls") or {})
+        self.status.urls = target_urls(self.input.target.urls, self.reported_urls)
         self.base = result.commit.sha
         if result.commit.sha not in self.status.commits:
             self.status.commits.append(result.commit.sha)

@@ -692,6 +692,11 @@ class LocalReconciler:
             "weight": desired.weight if desired else 0,
             "proxy": f"http://{LOOPBACK}:{target.proxy_port}",
             "processes": [p.describe() for p in target.processes()],
+            # By verification placeholder (aicd.verification): live traffic, and each role's own process.
+            "urls": {
+                "url": f"http://{LOOPBACK}:{target.proxy_port}",
+                **{f"{role}.url": p.url for role, p in target.active.items() if role != "stable"},
+            },
         }
 
     async def _status_of(self, name: str, revision: str | None = None) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from aicd.judge.model import (
 from aicd.spec.durations import parse_duration, parse_percent
 from aicd.steps import Step, parse_step
 from aicd.targets import TARGET_KINDS, TargetConfig
+from aicd.verification import URL_KEYS, Verification
 
 # What a failed step rolls back; what a newer delivery of the app does to older running ones.
 RollbackScope = Literal["target", "stage", "release"]
@@ -56,6 +57,10 @@ class Target:
     region: str | None
     progress_deadline_s: float
     config: TargetConfig = field(hash=False)  # the kind's typed config (aicd.targets)
+    flags: str | None = None  # its flagd flag-definition file in the GitOps repository
+    urls: dict[str, str] = field(
+        default_factory=dict, hash=False
+    )  # placeholder (url, preview.url, ...) -> URL
 
 
 @dataclass(frozen=True)
@@ -120,6 +125,7 @@ class Stage:
     waves: tuple[tuple[str, ...], ...]
     steps: tuple[Step, ...]
     approval: Approval | None
+    verify: tuple[Verification, ...] = ()  # runs after every target of the stage is promoted
 
 
 @dataclass(frozen=True)
@@ -223,6 +229,8 @@ def build_model(document: dict[str, Any]) -> DeliverySpec:
                 else DEFAULT_PROGRESS_DEADLINE_S
             ),
             config=TARGET_KINDS[raw["kind"]].parse(raw),
+            flags=raw.get("flags"),
+            urls={name: raw[key] for name, key in URL_KEYS.items() if key in raw},
         )
         for name, raw in spec["targets"].items()
     }
@@ -236,6 +244,7 @@ def build_model(document: dict[str, Any]) -> DeliverySpec:
                 name=raw["name"],
                 waves=waves,
                 steps=tuple(parse_step(index, step) for index, step in enumerate(steps)),
+                verify=tuple(Verification.parse(run) for run in raw.get("verify", [])),
                 approval=(
                     Approval(
                         approvers=tuple(approval["approvers"]),

@@ -11,7 +11,7 @@ from aicd.spec.model import WriteKeys
 from aicd.spec.paths import repo_path_problem
 from aicd.spec.placeholders import ALLOWED_VARIABLES, placeholders_in, unknown_placeholders
 from aicd.spec.yamlsafe import Path
-from aicd.steps import STEP_KINDS, SetWeightStep
+from aicd.steps import STEP_KINDS, SetFlagStep, SetWeightStep
 from aicd.targets import TARGET_KINDS
 from aicd.yamledit import parse_path
 
@@ -93,6 +93,46 @@ def check_steps(spec: dict[str, Any]) -> Iterator[Finding]:
             yield from STEP_KINDS[name].checks(occurrences, spec)
         if not any(step.get(SetWeightStep.name) == 100 for step in steps):
             yield base, "the canary never reaches setWeight 100; add a final `setWeight: 100` step"
+
+
+def check_flag_targets(spec: dict[str, Any]) -> Iterator[Finding]:
+    """A stage with setFlag steps changes each target's flag file: every target has one (`flags`), and none
+    is a fleet (its sites are promoted whole, batch by batch)."""
+    targets = spec.get("targets", {})
+    for index, stage in enumerate(spec.get("stages", [])):
+        steps = stage.get("strategy", {}).get("canary", {}).get("steps") or []
+        flag_steps = [
+            i for i, step in enumerate(steps) if isinstance(step, dict) and SetFlagStep.name in step
+        ]
+        if not flag_steps:
+            continue
+        path: Path = ("spec", "stages", index, "strategy", "canary", "steps", flag_steps[0], SetFlagStep.name)
+        for wave in _stage_waves(stage)[1]:
+            for name in wave:
+                target = targets.get(name)
+                if not isinstance(target, dict) or target.get("kind") not in TARGET_KINDS:
+                    continue  # reported elsewhere
+                if TARGET_KINDS[target["kind"]].fleet:
+                    yield (
+                        path,
+                        f"target {name!r} is a fleet (promoted site by site); setFlag needs a single target",
+                    )
+                elif not target.get("flags"):
+                    yield path, f"target {name!r} has no `flags` file for setFlag to change"
+
+
+def check_stage_verify(spec: dict[str, Any]) -> Iterator[Finding]:
+    """A stage's verification runs have unique names (they name the runs in status and logs)."""
+    for index, stage in enumerate(spec.get("stages", [])):
+        seen: set[str] = set()
+        for run_index, run in enumerate(stage.get("verify") or []):
+            name = str(run.get("name")) if isinstance(run, dict) else ""
+            if name in seen:
+                yield (
+                    ("spec", "stages", index, "verify", run_index, "name"),
+                    f"duplicate verify name {name!r}",
+                )
+            seen.add(name)
 
 
 def check_metric_thresholds(spec: dict[str, Any]) -> Iterator[Finding]:
@@ -239,8 +279,9 @@ def check_targets(spec: dict[str, Any]) -> Iterator[Finding]:
     for name, target in spec.get("targets", {}).items():
         path: Path = ("spec", "targets", name)
         yield from TARGET_KINDS[target["kind"]].checks(target, path)
-        if isinstance(target.get("path"), str) and (problem := repo_path_problem(target["path"])):
-            yield (*path, "path"), f"path {target['path']!r} {problem}"
+        for key in ("path", "flags"):
+            if isinstance(target.get(key), str) and (problem := repo_path_problem(target[key])):
+                yield (*path, key), f"{key} {target[key]!r} {problem}"
 
 
 def _commands(spec: dict[str, Any]) -> Iterator[tuple[Path, dict[str, Any]]]:
@@ -374,6 +415,8 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_analysis_ranges,
     check_prometheus_tls,
     check_analysis_steps,
+    check_flag_targets,
+    check_stage_verify,
     check_placeholders,
     check_artifact_placeholders,
     check_approvals,
