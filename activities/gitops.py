@@ -80,6 +80,9 @@ class FileEdit:
     values: dict[str, Any]
     sites: list[str] = field(default_factory=list)
     flag: FlagChange | None = None
+    # key -> another key: set to the value the file held at the other key before this edit (a blue-green
+    # switch keeps the version it replaces, which only the file knows).
+    copies: dict[str, str] = field(default_factory=dict)
 
     def paths(self) -> list[str]:
         if not self.sites:
@@ -494,7 +497,10 @@ class GitOpsActivities:
                         if edit.flag is not None:
                             updated = apply_flag_change(text.decode(), edit.flag)
                         else:
-                            updated = set_keys(text.decode(), edit.values)
+                            values = {
+                                key: get_key(text.decode(), source) for key, source in edit.copies.items()
+                            }
+                            updated = set_keys(text.decode(), {**values, **edit.values})
                     except (ValueError, UnicodeDecodeError) as error:
                         raise _error(ErrorType.GITOPS_FILE_INVALID, f"{path}: {error}") from error
                     _write(files[path], updated.encode())

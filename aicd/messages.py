@@ -156,6 +156,7 @@ class TargetStatus:
     human_edit: dict[str, str] | None = None
     verifications: list[VerificationStatus] = field(default_factory=list)  # its `verify` steps
     urls: dict[str, str] = field(default_factory=dict)  # placeholder (url, preview.url, ...) -> URL
+    strategy: str = ""  # a stage's strategy other than a canary (blueGreen): step_kind names its phase
     flags: dict[str, str] = field(default_factory=dict)  # flag -> what its last setFlag step made it
 
 

@@ -488,6 +488,7 @@ class DeliveryWorkflow:
                 base=self._last_commit(name),
                 source_repo=self.plan.source_repo,
                 artifact=self.plan.artifact,
+                strategy=stage.strategy,
             )
             self.status.targets[name] = TargetStatus(target=name, stage=stage.name, kind=target.kind)
             self.started_targets.append((stage.name, name))

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from aicd.plan import AnalysisPlan, TargetPlan, WritePlan
     from aicd.steps import AnalysisStep, Step
+    from aicd.strategies import BlueGreenStrategy
     from aicd.verification import Verification, target_urls
     from aicd.workflows.common import (
         ANALYSIS_HEARTBEAT,
@@ -66,6 +67,8 @@ class TargetRolloutInput:
     # verification runs have no value here and no verify steps.
     source_repo: str = ""
     artifact: str = ""
+    # Any strategy but a canary, whose steps are `steps` (plans before strategies had kinds: None).
+    strategy: BlueGreenStrategy | None = None
 
 
 @dataclass

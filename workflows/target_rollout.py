@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from aicd.flags import FlagChange
     from aicd.messages import SYSTEM_ACTOR, TARGET_ROLLOUT_WORKFLOW, TargetStatus
     from aicd.steps import StepKind
+    from aicd.strategies import CanaryStrategy
     from aicd.trailers import delivery_trailer, step_trailer
     from aicd.verification import target_urls
     from aicd.workflows.common import GIT_TIMEOUT, STEP_RETRY, SYNC_HEARTBEAT, cause_of
@@ -45,10 +46,11 @@ class TargetRolloutWorkflow(RolloutControl):
 
     @workflow.run
     async def run(self, input: TargetRolloutInput) -> TargetRolloutResult:
+        strategy = input.strategy if input.strategy is not None else CanaryStrategy(list(input.steps))
+        if input.strategy is not None:
+            self.status.strategy = strategy.name
         try:
-            for step in input.steps:
-                await self._step(step)
-            await self._promote()
+            await strategy.run(self)
         except Aborted:
             return await self._finish("aborted", self.abort_reason)
         except StepFailed as failure:
@@ -56,6 +58,26 @@ class TargetRolloutWorkflow(RolloutControl):
         except Superseded as superseded:
             return await self._finish("superseded", str(superseded), superseded.by)
         return await self._finish("promoted", "")
+
+    # --- what a strategy can do (aicd.strategies.base.StrategyRollout) ----------------------------------
+    async def step(self, step: StepKind) -> None:
+        await self._step(step)
+
+    async def promote(self) -> None:
+        await self._promote()
+
+    async def enter(self, phase: str, message: str, weight: int | None = None) -> None:
+        await self._wait_unpaused()
+        self.status.step_index = -1
+        self.status.step_kind = phase
+        self.status.state = "progressing"
+        self.status.message = message
+        if weight is not None:
+            self.status.weight = weight
+        await self._report()
+
+    def now(self) -> float:
+        return workflow.now().timestamp()
 
     async def _step(self, step: StepKind) -> None:
         await self._wait_unpaused()
@@ -67,8 +89,15 @@ class TargetRolloutWorkflow(RolloutControl):
         await step.run(self)
         await self._report()
 
-    async def commit(self, step_id: str, description: str, values: Mapping[str, Any]) -> None:
-        await self._commit_and_sync(step_id, description, [FileEdit(self.input.target.path, dict(values))])
+    async def commit(
+        self,
+        step_id: str,
+        description: str,
+        values: Mapping[str, Any],
+        copies: Mapping[str, str] | None = None,
+    ) -> None:
+        edit = FileEdit(self.input.target.path, dict(values), copies=dict(copies or {}))
+        await self._commit_and_sync(step_id, description, [edit])
 
     async def change_flag(self, step_id: str, description: str, change: FlagChange) -> None:
         flags = self.input.target.flags

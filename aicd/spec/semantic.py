@@ -11,7 +11,8 @@ from aicd.spec.model import WriteKeys
 from aicd.spec.paths import repo_path_problem
 from aicd.spec.placeholders import ALLOWED_VARIABLES, placeholders_in, unknown_placeholders
 from aicd.spec.yamlsafe import Path
-from aicd.steps import STEP_KINDS, SetFlagStep, SetWeightStep
+from aicd.steps import STEP_KINDS, SetFlagStep
+from aicd.strategies import STRATEGY_KINDS
 from aicd.targets import TARGET_KINDS
 from aicd.yamledit import parse_path
 
@@ -79,20 +80,31 @@ def check_unique_names(spec: dict[str, Any]) -> Iterator[Finding]:
 
 
 def check_steps(spec: dict[str, Any]) -> Iterator[Finding]:
-    """Each step kind checks its steps of a stage (aicd.steps); a canary ends at full weight."""
+    """Each strategy kind checks a stage's strategy (aicd.strategies: a canary ends at full weight, ...), each
+    step kind its steps of the stage (aicd.steps); a strategy that cannot run on a fleet has none."""
+    targets = spec.get("targets", {})
     for index, stage in enumerate(spec.get("stages", [])):
-        steps = stage.get("strategy", {}).get("canary", {}).get("steps")
-        if not steps:
-            continue
-        base: Path = ("spec", "stages", index, "strategy", "canary", "steps")
-        by_kind: dict[str, list[tuple[Path, Any]]] = {}
-        for step_index, step in enumerate(steps):
-            for name, value in step.items():
-                by_kind.setdefault(name, []).append(((*base, step_index, name), value))
-        for name, occurrences in by_kind.items():
-            yield from STEP_KINDS[name].checks(occurrences, spec)
-        if not any(step.get(SetWeightStep.name) == 100 for step in steps):
-            yield base, "the canary never reaches setWeight 100; add a final `setWeight: 100` step"
+        for strategy_name, value in (stage.get("strategy") or {}).items():
+            strategy = STRATEGY_KINDS[strategy_name]
+            path: Path = ("spec", "stages", index, "strategy", strategy_name)
+            by_kind: dict[str, list[tuple[Path, Any]]] = {}
+            for key, steps in strategy.step_lists(value or {}):
+                for step_index, step in enumerate(steps):
+                    for name, step_value in step.items():
+                        by_kind.setdefault(name, []).append(((*path, key, step_index, name), step_value))
+            for name, occurrences in by_kind.items():
+                yield from STEP_KINDS[name].checks(occurrences, spec)
+            yield from strategy.checks(path, value or {}, spec)
+            if strategy.fleets:
+                continue
+            for wave in _stage_waves(stage)[1]:
+                for name in wave:
+                    kind = str((targets.get(name) or {}).get("kind"))
+                    if kind in TARGET_KINDS and TARGET_KINDS[kind].fleet:
+                        yield (
+                            path,
+                            f"target {name!r} is a fleet (rolled out in batches); {strategy_name} needs single targets",
+                        )
 
 
 def check_flag_targets(spec: dict[str, Any]) -> Iterator[Finding]:
@@ -345,7 +357,13 @@ def check_durations(spec: dict[str, Any]) -> Iterator[Finding]:
     yield from walk(spec, ("spec",))
 
 
-WRITE_DEFAULTS = {"image": WriteKeys.image, "weight": WriteKeys.weight, "canaryImage": WriteKeys.canary_image}
+WRITE_DEFAULTS = {
+    "image": WriteKeys.image,
+    "weight": WriteKeys.weight,
+    "canaryImage": WriteKeys.canary_image,
+    "preview": WriteKeys.preview,
+    "previous": WriteKeys.previous,
+}
 
 
 def check_write_paths(spec: dict[str, Any]) -> Iterator[Finding]:

@@ -37,8 +37,15 @@ class Rollout(Protocol):
     @property
     def artifact_tag(self) -> str: ...
 
-    async def commit(self, step_id: str, description: str, values: Mapping[str, Any]) -> None:
-        """One commit setting `values` in the target's file, then the target synced to it and healthy."""
+    async def commit(
+        self,
+        step_id: str,
+        description: str,
+        values: Mapping[str, Any],
+        copies: Mapping[str, str] | None = None,
+    ) -> None:
+        """One commit setting `values` in the target's file (and each `copies` key to the value the file held
+        at another key before the commit), then the target synced to it and healthy."""
         ...
 
     async def change_flag(self, step_id: str, description: str, change: FlagChange) -> None:
