@@ -668,7 +668,10 @@ class LocalReconciler:
             target.last_failure[role] = f"{role} {version}: artifact not found ({config} is missing)"
             return None
         port = free_port()
-        argv = [self._python, "-m", "aicd.dev.demo_app", "--port", str(port), "--track", role]
+        # The metrics' track: a preview is the release under test, as a canary is (the analysis compares it
+        # with stable); a process keeps its label when a blue-green switch hands it to another role.
+        track = role if role in ("stable", "canary") else "canary" if role == "preview" else "stable"
+        argv = [self._python, "-m", "aicd.dev.demo_app", "--port", str(port), "--track", track]
         argv += ["--version", version, "--config", str(config), "--exit-with-parent"]
         if target.spec.app:
             argv += ["--app", target.spec.app]
