@@ -21,9 +21,11 @@ from temporalio.testing import WorkflowEnvironment
 
 from aicd.activities import WorkerSettings
 from aicd.client import get_status, handle_for, send_action, start_delivery
+from aicd.dashboard.views import stage_views
 from aicd.dev.reconciler import LocalReconciler
 from aicd.messages import DeliveryStatus, HumanAction, Trigger
 from aicd.plan import render_tree
+from aicd.slack_blocks import describe_progress
 from aicd.status_view import status_text
 from aicd.testing.engine import (
     assert_replays,
@@ -181,6 +183,14 @@ async def test_blue_green_release_previews_switches_keeps_warm_and_retires(
         status = await wait_for(client, plan.delivery_id, state_of("scale-down-delay"), 30)
         assert await served(live) == {NEW: 20}
         assert pids(reconciler) == {f"stable:{NEW}": preview_pid, f"previous:{OLD}": old_pid}
+        # Slack and the dashboard say where the strategy stands.
+        assert describe_progress(status.targets["web"]).startswith(
+            "`web` blueGreen scale-down-delay: previous"
+        )
+        (stage,) = stage_views(plan, status)
+        assert stage.strategy == "blueGreen" and stage.steps == ["verify preview-smoke", "verify live-smoke"]
+        assert stage.waves[0].nodes[0].strategy == "blueGreen"
+        assert stage.waves[0].nodes[0].step == "scale-down-delay"
         assert [(run.name, run.state) for run in status.targets["web"].verifications][-1] == (
             "live-smoke",
             "passed",

@@ -4,6 +4,7 @@ back per scope with Git restored. The checked service is a real loopback HTTP se
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -19,8 +20,10 @@ from temporalio.testing import WorkflowEnvironment
 from aicd.activities import WorkerSettings
 from aicd.activities.commands import CommandSecrets
 from aicd.client import get_status, handle_for, start_delivery
+from aicd.dashboard.views import stage_views
 from aicd.messages import Trigger
 from aicd.plan import render_tree
+from aicd.slack_blocks import compact_status, delivery_message
 from aicd.status_view import status_text
 from aicd.testing.engine import (
     assert_replays,
@@ -251,4 +254,8 @@ async def test_a_stage_verify_runs_after_promotion_and_its_failure_rolls_the_sta
     steps_committed = [entry["Aicd-Step"] for entry in commits(gitops) if "Aicd-Step" in entry]
     assert [step.rsplit("/", 1)[1] for step in steps_committed] == ["0-setWeight", "promote", "rollback"]
     assert show(gitops, "main", VALUES) == SEED.strip()
-    assert "e2e" in status_text(status)
+    assert "stage staging verification:" in status_text(status)
+    _text, blocks = delivery_message(compact_status(status))
+    assert "stage *staging* `web` verify e2e failed (attempt 1: status 500" in json.dumps(blocks)
+    (stage,) = stage_views(plan, status)
+    assert stage.verifications[1].startswith("web verify e2e [stage] failed: attempt 1: status 500")
