@@ -346,6 +346,12 @@ def render_tree(plan: DeliveryPlan) -> str:
                 where = f" {target.region}" if target.region else ""
                 lines.append(f"      target {name} [{target.kind}{where}] {target.path}")
                 lines += [f"        {line}" for line in target.typed().plan_lines()]
+                if target.flags:
+                    lines.append(f"        flags file {target.flags} (flagd; setFlag steps change it)")
+                if target.urls:
+                    lines.append(
+                        "        urls: " + ", ".join(f"{{{{ {k} }}}}={v}" for k, v in target.urls.items())
+                    )
                 strategy = stage.rollout_strategy()
                 if stage.strategy is not None:
                     lines.append(f"        strategy {strategy.name}")
