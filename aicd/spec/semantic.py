@@ -14,6 +14,7 @@ from aicd.spec.yamlsafe import Path
 from aicd.steps import STEP_KINDS, SetFlagStep
 from aicd.strategies import STRATEGY_KINDS
 from aicd.targets import TARGET_KINDS
+from aicd.verification import URL_KEYS, Verification
 from aicd.yamledit import parse_path
 
 Finding = tuple[Path, str]
@@ -134,9 +135,13 @@ def check_flag_targets(spec: dict[str, Any]) -> Iterator[Finding]:
 
 
 def check_stage_verify(spec: dict[str, Any]) -> Iterator[Finding]:
-    """A stage's verification runs have unique names (they name the runs in status and logs)."""
+    """A stage's verification runs have unique names (they name the runs in status and logs); a run that
+    names a target's URL ({{ url }}, {{ preview.url }}, {{ canary.url }}) has one on every target of its stage
+    (a `local` target's come from the embedded reconciler)."""
+    targets = spec.get("targets", {})
     for index, stage in enumerate(spec.get("stages", [])):
         seen: set[str] = set()
+        runs: list[tuple[Path, Any]] = []
         for run_index, run in enumerate(stage.get("verify") or []):
             name = str(run.get("name")) if isinstance(run, dict) else ""
             if name in seen:
@@ -145,6 +150,28 @@ def check_stage_verify(spec: dict[str, Any]) -> Iterator[Finding]:
                     f"duplicate verify name {name!r}",
                 )
             seen.add(name)
+            runs.append((("spec", "stages", index, "verify", run_index), run))
+        for strategy_name, value in (stage.get("strategy") or {}).items():
+            for key, steps in STRATEGY_KINDS[strategy_name].step_lists(value or {}):
+                for step_index, step in enumerate(steps):
+                    if isinstance(step, dict) and isinstance(step.get("verify"), dict):
+                        where: Path = ("spec", "stages", index, "strategy", strategy_name, key, step_index)
+                        runs.append(((*where, "verify"), step["verify"]))
+        names = [name for wave in _stage_waves(stage)[1] for name in wave]
+        for run_path, run in runs:
+            used = Verification.parse(run).variables_used() & set(URL_KEYS)
+            for variable in sorted(used):
+                for name in names:
+                    target = targets.get(name)
+                    if (
+                        isinstance(target, dict)
+                        and target.get("kind") != "local"
+                        and URL_KEYS[variable] not in target
+                    ):
+                        yield (
+                            run_path,
+                            f"{{{{ {variable} }}}} needs `{URL_KEYS[variable]}` on target {name!r}",
+                        )
 
 
 def check_metric_thresholds(spec: dict[str, Any]) -> Iterator[Finding]:
