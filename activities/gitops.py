@@ -763,22 +763,27 @@ def _delivery_history(repo: git.Repo, ref: str, owner: DeliveryRef) -> list[Logg
 
 
 def _without_canary(content: bytes, write: WritePlan) -> bytes:
-    """The restored content with no canary in it: a weight another (older, superseded) delivery left there
-    would otherwise come back with nobody left to drive it."""
-    if write.weight is None:  # a file without canary keys (spec.write.weight: null)
-        return content
+    """The restored content with no canary and no blue-green preview or warm previous version in it: what
+    another (older, superseded) delivery left there would otherwise come back with nobody left to drive it."""
     try:
         text = content.decode()
-        weight = get_key(text, write.weight)
-    except (ValueError, UnicodeDecodeError):
+    except UnicodeDecodeError:
         return content
-    if weight in (None, 0, "0"):
+    values: dict[str, Any] = {}
+    try:
+        weight = get_key(text, write.weight) if write.weight is not None else None
+        if weight not in (None, 0, "0"):
+            assert write.weight is not None
+            values[write.weight] = 0
+            image = get_key(text, write.image)
+            if image is not None and write.canary_image is not None:
+                values[write.canary_image] = image
+        for key in (write.preview, write.previous):
+            if key is not None and get_key(text, key) not in (None, ""):
+                values[key] = None
+    except ValueError:
         return content
-    values: dict[str, Any] = {write.weight: 0}
-    image = get_key(text, write.image)
-    if image is not None and write.canary_image is not None:
-        values[write.canary_image] = image
-    return set_keys(text, values).encode()
+    return set_keys(text, values).encode() if values else content
 
 
 # --- the fence ------------------------------------------------------------------------------------------------

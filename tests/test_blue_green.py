@@ -20,11 +20,12 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.activities import WorkerSettings
+from aicd.activities.gitops import _without_canary
 from aicd.client import get_status, handle_for, send_action, start_delivery
 from aicd.dashboard.views import stage_views
 from aicd.dev.reconciler import LocalReconciler
 from aicd.messages import DeliveryStatus, HumanAction, Trigger
-from aicd.plan import render_tree
+from aicd.plan import WritePlan, render_tree
 from aicd.slack_blocks import describe_progress
 from aicd.status_view import status_text
 from aicd.testing.engine import (
@@ -262,3 +263,17 @@ async def test_abort_after_the_switch_switches_back_to_the_warm_version_in_one_c
     assert show(gitops, "main", VALUES) == SEED.strip()
     assert await served(live) == {OLD: 20}
     assert await settle(reconciler, {f"stable:{OLD}"}) == {f"stable:{OLD}": old_pid}
+
+
+def test_a_restored_file_keeps_no_preview_or_warm_version_left_by_another_delivery() -> None:
+    """A rollback restores the file as it was before this delivery; a preview or a warm previous version that
+    an older (superseded) delivery left there would come back with nobody left to retire it."""
+    write = WritePlan("image.tag", "canary.weight", "canary.tag", "preview.tag", "previous.tag")
+    left = b"image:\n  tag: v1\npreview:\n  tag: v2\nprevious:\n  tag: v0\n"
+    assert (
+        _without_canary(left, write) == b"image:\n  tag: v1\npreview:\n  tag: null\nprevious:\n  tag: null\n"
+    )
+    clean = b"image:\n  tag: v1\npreview:\n  tag: null\n"
+    assert _without_canary(clean, write) == clean
+    # Plans made before blue-green name no such keys: the file is restored as it was.
+    assert _without_canary(left, WritePlan("image.tag", "canary.weight", "canary.tag")) == left

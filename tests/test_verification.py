@@ -187,6 +187,18 @@ async def test_a_check_that_answers_too_late_has_timed_out(
     assert show(gitops, "main", VALUES) == SEED.strip()
 
 
+async def test_a_command_that_runs_too_long_is_stopped_and_fails(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    slow = {"name": "soak", "timeout": "1s", "command": [sys.executable, "-c", "import time; time.sleep(30)"]}
+    plan, gitops = delivery(tmp_path, [{"verify": slow}, {"setWeight": 100}])
+    status = await run(temporal_env, tmp_path, plan)
+    assert status.phase == "failed"
+    (check,) = runs_of(status)
+    assert check.state == "failed" and check.detail == "attempt 1: timed out after 1s"
+    assert show(gitops, "main", VALUES) == SEED.strip()
+
+
 async def test_a_flaky_check_passes_on_its_third_attempt(
     temporal_env: WorkflowEnvironment, tmp_path: Path, service: Service
 ) -> None:
