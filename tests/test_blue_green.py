@@ -31,6 +31,7 @@ from aicd.status_view import status_text
 from aicd.testing.engine import (
     assert_replays,
     commits,
+    git,
     make_repo,
     plan_from,
     show,
@@ -277,3 +278,35 @@ def test_a_restored_file_keeps_no_preview_or_warm_version_left_by_another_delive
     assert _without_canary(clean, write) == clean
     # Plans made before blue-green name no such keys: the file is restored as it was.
     assert _without_canary(left, WritePlan("image.tag", "canary.weight", "canary.tag")) == left
+
+
+async def test_a_canary_promotion_still_starts_its_stable_process(
+    tmp_path: Path, stack: tuple[str, LocalReconciler]
+) -> None:
+    """Only blue-green roles hand processes over: a canary's promotion starts the new stable version labelled
+    `stable`, so the next release's analysis still compares canary with stable."""
+    gitops, reconciler = stack
+    work = tmp_path / "hand-edit"
+    git("clone", "-q", gitops, str(work))
+
+    def commit(text: str) -> str:
+        (work / VALUES).write_text(text)
+        git("-c", "user.name=t", "-c", "user.email=t@localhost", "commit", "-qam", "edit", cwd=work)
+        git("push", "-q", "origin", "HEAD:main", cwd=work)
+        return git("rev-parse", "HEAD", cwd=work)
+
+    async def synced(sha: str) -> None:
+        deadline = time.monotonic() + 30
+        while not (await asyncio.to_thread(reconciler.sync, "web", sha)).get("healthy"):
+            assert time.monotonic() < deadline, reconciler.status("web")
+            await asyncio.sleep(0.2)
+
+    await synced(commit(f"image:\n  tag: {OLD}\ncanary:\n  tag: {NEW}\n  weight: 50\n"))
+    canary_pid = pids(reconciler)[f"canary:{NEW}"]
+    await synced(commit(f"image:\n  tag: {NEW}\ncanary:\n  tag: {NEW}\n  weight: 0\n"))
+    stable_pid = (await settle(reconciler, {f"stable:{NEW}"}))[f"stable:{NEW}"]
+    assert stable_pid != canary_pid
+    async with httpx.AsyncClient(trust_env=False, timeout=5) as client:
+        port = next(p["port"] for p in reconciler.status("web")["processes"] if p["role"] == "stable")
+        metrics = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    assert 'track="stable"' in metrics and 'track="canary"' not in metrics

@@ -64,6 +64,9 @@ from aicd.yamledit import get_path, parse_path
 log = logging.getLogger("aicd.dev.reconciler")
 
 ROLES = ("stable", "canary", "preview", "previous")
+BLUE_GREEN_ROLES = frozenset(
+    {"stable", "preview", "previous"}
+)  # roles a blue-green switch moves processes between
 
 
 # --------------------------------------------------------------------------------------------- config
@@ -292,11 +295,20 @@ class _Target:
         """Give a role a running, healthy process of the version it wants from a role that no longer wants
         that version: a blue-green switch (preview -> stable, stable -> previous) and its switch back move
         processes between roles at once, as a Service's selector moves, instead of starting them anew."""
-        free = {proc.version: role for role, proc in self.active.items() if wanted.get(role) != proc.version}
+        # A canary is never handed over: its promotion starts the new stable process, as it always has.
+        free = {
+            proc.version: role
+            for role, proc in self.active.items()
+            if role in BLUE_GREEN_ROLES and wanted.get(role) != proc.version
+        }
         moves = {}
         for role, version in wanted.items():
             current = self.active.get(role)
-            if (current is None or current.version != version) and version in free:
+            if (
+                role in BLUE_GREEN_ROLES
+                and (current is None or current.version != version)
+                and version in free
+            ):
                 moves[role] = self.active[free.pop(version)]
         if not moves:
             return
@@ -668,9 +680,9 @@ class LocalReconciler:
             target.last_failure[role] = f"{role} {version}: artifact not found ({config} is missing)"
             return None
         port = free_port()
-        # The metrics' track: a preview is the release under test, as a canary is (the analysis compares it
-        # with stable); a process keeps its label when a blue-green switch hands it to another role.
-        track = role if role in ("stable", "canary") else "canary" if role == "preview" else "stable"
+        # The metrics' track: only a canary is "canary". A blue-green preview becomes the stable version at the
+        # switch without a restart (it keeps its label), and it takes no live traffic before it.
+        track = "canary" if role == "canary" else "stable"
         argv = [self._python, "-m", "aicd.dev.demo_app", "--port", str(port), "--track", track]
         argv += ["--version", version, "--config", str(config), "--exit-with-parent"]
         if target.spec.app:
