@@ -20,6 +20,7 @@ from aicd.activities.notify import notify
 from aicd.activities.releases import ReleaseActivities
 from aicd.activities.steps import StepActivities
 from aicd.activities.sync import sync_target
+from aicd.activities.verification import VerificationActivities
 
 
 @dataclass
@@ -40,6 +41,7 @@ def delivery_activities(settings: WorkerSettings, client: Client) -> list[Callab
     governance = GovernanceActivities(settings.state_dir, gitops, client)
     return [
         commands.run_command,
+        VerificationActivities(settings.command_secrets).http_check,
         gitops.read_file,
         sync_target,
         check_sites,

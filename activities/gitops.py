@@ -43,6 +43,7 @@ from temporalio.exceptions import ApplicationError
 from aicd.activities.heartbeats import in_thread_with_heartbeats
 from aicd.activities.yamledit import get_key, set_keys
 from aicd.errors import ErrorType
+from aicd.flags import FlagChange, apply_flag_change
 from aicd.plan import WritePlan
 from aicd.redact import redact_credentials
 from aicd.spec.paths import repo_path_problem
@@ -72,11 +73,16 @@ _thread_locks_guard = threading.Lock()
 @dataclass
 class FileEdit:
     """Set `values` (dotted key -> value) in the file at `path`; with `sites`, `path` is a template with
-    `{{ site }}` and the same values go into every site's file (an edge batch stays a small payload)."""
+    `{{ site }}` and the same values go into every site's file (an edge batch stays a small payload). With
+    `flag`, the file is a flagd flag-definition file and the edit is that change of one flag (aicd.flags)."""
 
     path: str
     values: dict[str, Any]
     sites: list[str] = field(default_factory=list)
+    flag: FlagChange | None = None
+    # key -> another key: set to the value the file held at the other key before this edit (a blue-green
+    # switch keeps the version it replaces, which only the file knows).
+    copies: dict[str, str] = field(default_factory=dict)
 
     def paths(self) -> list[str]:
         if not self.sites:
@@ -498,7 +504,13 @@ class GitOpsActivities:
                 for path in edit.paths():
                     text = _read(files[path]) or b""
                     try:
-                        updated = set_keys(text.decode(), edit.values)
+                        if edit.flag is not None:
+                            updated = apply_flag_change(text.decode(), edit.flag)
+                        else:
+                            values = {
+                                key: get_key(text.decode(), source) for key, source in edit.copies.items()
+                            }
+                            updated = set_keys(text.decode(), {**values, **edit.values})
                     except (ValueError, UnicodeDecodeError) as error:
                         raise _error(ErrorType.GITOPS_FILE_INVALID, f"{path}: {error}") from error
                     _write(files[path], updated.encode())
@@ -781,22 +793,27 @@ def _delivery_history(repo: git.Repo, ref: str, owner: DeliveryRef) -> list[Logg
 
 
 def _without_canary(content: bytes, write: WritePlan) -> bytes:
-    """The restored content with no canary in it: a weight another (older, superseded) delivery left there
-    would otherwise come back with nobody left to drive it."""
-    if write.weight is None:  # a file without canary keys (spec.write.weight: null)
-        return content
+    """The restored content with no canary and no blue-green preview or warm previous version in it: what
+    another (older, superseded) delivery left there would otherwise come back with nobody left to drive it."""
     try:
         text = content.decode()
-        weight = get_key(text, write.weight)
-    except (ValueError, UnicodeDecodeError):
+    except UnicodeDecodeError:
         return content
-    if weight in (None, 0, "0"):
+    values: dict[str, Any] = {}
+    try:
+        weight = get_key(text, write.weight) if write.weight is not None else None
+        if weight not in (None, 0, "0"):
+            assert write.weight is not None
+            values[write.weight] = 0
+            image = get_key(text, write.image)
+            if image is not None and write.canary_image is not None:
+                values[write.canary_image] = image
+        for key in (write.preview, write.previous):
+            if key is not None and get_key(text, key) not in (None, ""):
+                values[key] = None
+    except ValueError:
         return content
-    values: dict[str, Any] = {write.weight: 0}
-    image = get_key(text, write.image)
-    if image is not None and write.canary_image is not None:
-        values[write.canary_image] = image
-    return set_keys(text, values).encode()
+    return set_keys(text, values).encode() if values else content
 
 
 # --- the fence ------------------------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ TargetState = Literal[
     "rolled-back",
 ]
 CommandState = Literal["pending", "running", "succeeded", "failed"]
+VerificationState = Literal["running", "retrying", "passed", "failed"]
 
 # Signals sent by name where the sender cannot import the receiving workflow: a rollout child reports to its
 # parent delivery (the parent imports the child), and the claim activity (activities never import workflows)
@@ -132,6 +133,22 @@ class CommandStatus:
 
 
 @dataclass
+class VerificationStatus:
+    """One verification run (aicd.verification) as it stands: a `verify` step of a target, or a stage's
+    `verify:` run after its targets are promoted."""
+
+    name: str
+    step: str  # the step's id (`2-verify`), or `stage` for a stage-level run
+    state: VerificationState
+    attempts: int = 0  # attempts made so far
+    max_attempts: int = 1
+    detail: str = ""  # the last attempt's result: status and body match, or exit code; why it failed
+    output_tail: str = ""  # the last attempt's output (a command's, or a response body's start), masked
+    log: str = ""  # host:path of a command's whole (masked) output on the worker that ran it
+    target: str = ""  # a stage-level run naming a target runs once per target
+
+
+@dataclass
 class TargetStatus:
     target: str
     stage: str
@@ -149,6 +166,10 @@ class TargetStatus:
     failed_sites: list[str] = field(default_factory=list)
     # A human's commit changed the target's file since this delivery wrote it: sha, author, subject.
     human_edit: dict[str, str] | None = None
+    verifications: list[VerificationStatus] = field(default_factory=list)  # its `verify` steps
+    urls: dict[str, str] = field(default_factory=dict)  # placeholder (url, preview.url, ...) -> URL
+    strategy: str = ""  # a stage's strategy other than a canary (blueGreen): step_kind names its phase
+    flags: dict[str, str] = field(default_factory=dict)  # flag -> what its last setFlag step made it
 
 
 @dataclass
@@ -174,6 +195,8 @@ class DeliveryStatus:
     waiting_for: list[str] = field(default_factory=list)  # queued: the older deliveries it waits for
     holds: list[GateHold] = field(default_factory=list)  # what holds the current stage (phase held)
     warnings: list[str] = field(default_factory=list)  # a policy's warn messages for the current stage
+    # Each stage's `verify:` runs, after every target of the stage is promoted (stage -> runs).
+    verifications: dict[str, list[VerificationStatus]] = field(default_factory=dict)
 
     @property
     def terminal(self) -> bool:

@@ -15,7 +15,9 @@ from aicd.spec.durations import format_duration
 from aicd.spec.model import Concurrency, DeliverySpec, PrometheusConfig, RollbackScope
 from aicd.spec.placeholders import render
 from aicd.steps import Step
+from aicd.strategies import BlueGreenStrategy, CanaryStrategy, StrategyKind
 from aicd.targets import TARGET_KINDS, TargetConfig, TargetKind
+from aicd.verification import Verification
 
 REVISION = re.compile(r"^[0-9a-fA-F]{7,64}$")
 
@@ -40,6 +42,12 @@ class TargetPlan:
     # Plans made before `settings` carried the kind's spec fields as written (running deliveries still do):
     # typed() parses them with the kind's own parser.
     config: dict[str, Any] = field(default_factory=dict)
+    flags: str | None = None  # its flagd flag-definition file in the GitOps repository
+    urls: dict[str, str] = field(default_factory=dict)  # placeholder (url, preview.url, ...) -> URL
+
+    def files(self) -> list[str]:
+        """Every file of the target in the GitOps repository (what a rollback restores)."""
+        return [self.path, *([self.flags] if self.flags else [])]
 
     def typed(self) -> TargetKind:
         return self.settings if self.settings is not None else TARGET_KINDS[self.kind].parse(self.config)
@@ -58,6 +66,12 @@ class StagePlan:
     approval: ApprovalPlan | None
     waves: list[list[str]]
     steps: list[Step]  # each kind's typed step (aicd.steps)
+    verify: list[Verification] = field(default_factory=list)  # after every target is promoted
+    # Any strategy but a canary, whose steps are `steps` (as in every plan made before strategies had kinds).
+    strategy: BlueGreenStrategy | None = None
+
+    def rollout_strategy(self) -> StrategyKind:
+        return self.strategy if self.strategy is not None else CanaryStrategy(list(self.steps))
 
     @property
     def targets(self) -> list[str]:
@@ -110,6 +124,9 @@ class WritePlan:
     image: str
     weight: str | None
     canary_image: str | None
+    # Blue-green keys (None: the file has none; plans made before blue-green have none either).
+    preview: str | None = None
+    previous: str | None = None
 
     def canary_values(self, tag: str, weight: int) -> dict[str, Any]:
         """What a setWeight step writes (nothing when the file has no canary keys)."""
@@ -119,6 +136,24 @@ class WritePlan:
         if self.weight is not None:
             values[self.weight] = weight
         return values
+
+    def preview_values(self, tag: str) -> dict[str, Any]:
+        """Blue-green: the release as the preview, without live traffic."""
+        assert self.preview is not None, "validation requires write.preview for blue-green"
+        return {self.preview: tag}
+
+    def switch_values(self, tag: str) -> tuple[dict[str, Any], dict[str, str]]:
+        """Blue-green's switch, one commit: the release takes live traffic (and stops being the preview), the
+        version it replaces is kept warm as `previous`. Returns (values, copies): copies take the value a key
+        held before the commit (the active version, which only the file knows)."""
+        assert self.preview is not None and self.previous is not None
+        values = {**self.promote_values(tag), self.preview: None}
+        return values, {self.previous: self.image}
+
+    def retire_values(self) -> dict[str, Any]:
+        """Blue-green: the previous version retired after the scale-down delay."""
+        assert self.previous is not None
+        return {self.previous: None}
 
     def promote_values(self, tag: str) -> dict[str, Any]:
         """What the promotion writes: the release becomes stable, the canary stops."""
@@ -211,6 +246,10 @@ def build_plan(spec: DeliverySpec, revision: str, *, artifact_override: str | No
             region=target.region,
             progress_deadline_s=target.progress_deadline_s,
             settings=target.config,
+            flags=(
+                render(target.flags, {**variables, "target": name}, partial=True) if target.flags else None
+            ),
+            urls=dict(target.urls),
         )
         for name, target in spec.targets.items()
     }
@@ -239,7 +278,13 @@ def build_plan(spec: DeliverySpec, revision: str, *, artifact_override: str | No
         source_repo=spec.source_repo,
         gitops_repo=spec.gitops_repo,
         gitops_branch=spec.gitops_branch,
-        write=WritePlan(spec.write.image, spec.write.weight, spec.write.canary_image),
+        write=WritePlan(
+            spec.write.image,
+            spec.write.weight,
+            spec.write.canary_image,
+            spec.write.preview,
+            spec.write.previous,
+        ),
         build=(
             command("build", spec.build.command, spec.build.timeout_s, spec.build.env, spec.build.secret_env)
             if spec.build
@@ -265,6 +310,8 @@ def build_plan(spec: DeliverySpec, revision: str, *, artifact_override: str | No
                 ),
                 waves=[list(wave) for wave in stage.waves],
                 steps=list(stage.steps),
+                verify=list(stage.verify),
+                strategy=stage.strategy,
             )
             for stage in spec.stages
         ],
@@ -312,9 +359,19 @@ def render_tree(plan: DeliveryPlan) -> str:
                 where = f" {target.region}" if target.region else ""
                 lines.append(f"      target {name} [{target.kind}{where}] {target.path}")
                 lines += [f"        {line}" for line in target.typed().plan_lines()]
-                for step in stage.steps:
-                    lines.append(f"        {step.id}: {step.plan_line(plan.write, plan.artifact_tag)}")
-                lines.append(f"        promote: {assignments(plan.write.promote_values(plan.artifact_tag))}")
+                if target.flags:
+                    lines.append(f"        flags file {target.flags} (flagd; setFlag steps change it)")
+                if target.urls:
+                    lines.append(
+                        "        urls: " + ", ".join(f"{{{{ {k} }}}}={v}" for k, v in target.urls.items())
+                    )
+                strategy = stage.rollout_strategy()
+                if stage.strategy is not None:
+                    lines.append(f"        strategy {strategy.name}")
+                lines += [f"        {line}" for line in strategy.plan_lines(plan.write, plan.artifact_tag)]
+        for run in stage.verify:
+            each = " (once per target)" if run.per_target else ""
+            lines.append(f"    after the stage: {run.describe()}{each}")
     return "\n".join(lines)
 
 

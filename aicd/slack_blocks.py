@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aicd.judge.model import Outcome
-from aicd.messages import TERMINAL_PHASES, DeliveryStatus, TargetStatus
+from aicd.messages import TERMINAL_PHASES, DeliveryStatus, TargetStatus, VerificationStatus
 from aicd.plan import DeliveryPlan
 
 # Action IDs of the buttons; the gateway maps them to the workflow's updates of the same name.
@@ -93,6 +93,15 @@ def compact_status(status: DeliveryStatus) -> dict[str, Any]:
         ),
         "commands": [{"name": c.name, "state": c.state, "detail": c.detail[:200]} for c in status.commands],
         "targets": [_compact_target(target) for target in status.targets.values()],
+        **(
+            {
+                "verifications": {
+                    stage: [_compact_run(run) for run in runs] for stage, runs in status.verifications.items()
+                }
+            }
+            if status.verifications
+            else {}
+        ),
         "last_action": (
             {"kind": last.kind, "actor": last.actor, "reason": last.reason, "stage": last.stage}
             if last
@@ -128,7 +137,22 @@ def _compact_target(target: TargetStatus) -> dict[str, Any]:
         "sites_total": target.sites_total,
         "sites_by_state": dict(target.sites_by_state),
         "failed_sites": list(target.failed_sites[:5]),
+        # Only when there is something to say, so messages without them stay as they were.
+        **({"strategy": target.strategy} if target.strategy else {}),
+        **({"verify": _compact_run(target.verifications[-1])} if target.verifications else {}),
+        **({"flags": dict(target.flags)} if target.flags else {}),
     }
+
+
+def _compact_run(run: VerificationStatus) -> dict[str, Any]:
+    return {"name": run.name, "state": run.state, "target": run.target, "detail": run.detail[:200]}
+
+
+def verification_text(run: dict[str, Any]) -> str:
+    """A verification run in a message: `verify smoke passed (attempt 1: status 200)`."""
+    where = f"`{escape(run['target'])}` " if run.get("target") else ""
+    detail = f" ({escape(run['detail'])})" if run.get("detail") else ""
+    return f"{where}verify {escape(run['name'])} {run['state']}{detail}"
 
 
 def approval_info(plan: DeliveryPlan, stage: str | None) -> ApprovalInfo | None:
@@ -151,10 +175,17 @@ def describe_progress(target: TargetStatus) -> str:
         return f"{name} waits for a human: {escape(target.message)}"
     if target.state == "paused":
         return f"{name} paused at step {target.step_index}"
-    parts = [
-        f"{name} step {target.step_index} {escape(target.step_kind)}".rstrip(),
-        f"weight {target.weight}%",
-    ]
+    if (
+        target.strategy and target.step_index < 0
+    ):  # a strategy's own phase (blue-green's preview, switch, ...)
+        parts = [f"{name} {escape(target.strategy)} {escape(target.step_kind)}: {escape(target.message)}"]
+    else:
+        parts = [f"{name} step {target.step_index} {escape(target.step_kind)}".rstrip()]
+    parts.append(f"weight {target.weight}%")
+    if target.step_kind == "verify" and target.verifications:
+        parts.append(verification_text(_compact_run(target.verifications[-1])))
+    if target.step_kind == "setFlag" and target.flags:
+        parts.append("flags " + ", ".join(f"{escape(k)} {escape(v)}" for k, v in target.flags.items()))
     verdict = target.last_verdict
     if verdict is not None and verdict.outcome != Outcome.RUNNING:
         parts.append(f"analysis {verdict.outcome}: {escape(verdict.summary[:MAX_SUMMARY])}")
@@ -247,7 +278,13 @@ def _target_lines(status: dict[str, Any]) -> list[str]:
         parts = [f"`{escape(target['target'])}` ({escape(target['stage'])}) {target['state']}"]
         if target["step_index"] >= 0:
             parts.append(f"step {target['step_index']} {escape(target['step_kind'])}")
+        elif target.get("strategy"):
+            parts.append(f"{escape(target['strategy'])} {escape(target['step_kind'])}")
         parts.append(f"weight {target['weight']}%")
+        if target.get("verify"):
+            parts.append(verification_text(target["verify"]))
+        if target.get("flags"):
+            parts.append("flags " + ", ".join(f"{escape(k)} {escape(v)}" for k, v in target["flags"].items()))
         verdict = target.get("verdict")
         if verdict:
             parts.append(f"analysis {verdict['outcome']}")
@@ -256,6 +293,8 @@ def _target_lines(status: dict[str, Any]) -> list[str]:
         lines.append(" · ".join(parts))
     if len(targets) > MAX_TARGET_LINES:
         lines.append(f"… and {len(targets) - MAX_TARGET_LINES} more targets")
+    for stage, runs in (status.get("verifications") or {}).items():
+        lines += [f"stage *{escape(stage)}* " + verification_text(run) for run in runs[:MAX_TARGET_LINES]]
     return lines
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from rich.console import Group, RenderableType
+import io
+
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
 from aicd.judge import AnalysisVerdict, Outcome
-from aicd.messages import DeliveryStatus, TargetStatus
+from aicd.messages import DeliveryStatus, TargetStatus, VerificationStatus
 
 PHASE_STYLE = {
     "succeeded": "bold green",
@@ -44,6 +46,13 @@ def verdict_lines(verdict: AnalysisVerdict | None, details: bool = False) -> lis
     return lines
 
 
+def status_text(status: DeliveryStatus, details: bool = False, width: int = 160) -> str:
+    """The status as plain text (what `aicd status` prints, without colours)."""
+    console = Console(width=width, record=True, file=io.StringIO(), color_system=None)
+    console.print(render_status(status, details))
+    return console.export_text()
+
+
 def _target_row(target: TargetStatus) -> list[str]:
     step = f"{target.step_index}:{target.step_kind}" if target.step_index >= 0 else target.step_kind or "-"
     if target.sites_total:
@@ -58,6 +67,23 @@ def _target_row(target: TargetStatus) -> list[str]:
         weight_bar(target.weight),
         str(len(target.commits)),
     ]
+
+
+def verification_line(run: VerificationStatus) -> str:
+    """One verification run: where, what, how many attempts, what the last one saw."""
+    where = f"{run.target} " if run.target else ""
+    attempts = f" {run.attempts}/{run.max_attempts}" if run.max_attempts > 1 else ""
+    return f"{where}verify {run.name} [{run.step}] {run.state}{attempts}: {run.detail}".rstrip(": ")
+
+
+def verification_lines(run: VerificationStatus, details: bool = False) -> list[str]:
+    """The run's line, and with `details` (or when it failed) its masked output tail."""
+    lines = [verification_line(run)]
+    if run.output_tail and (details or run.state == "failed"):
+        lines += [f"    | {line}" for line in run.output_tail.rstrip().splitlines()[-10:]]
+    if run.log and (details or run.state == "failed"):
+        lines.append(f"    whole output: {run.log}")
+    return lines
 
 
 def render_status(status: DeliveryStatus, details: bool = False) -> RenderableType:
@@ -116,6 +142,14 @@ def render_status(status: DeliveryStatus, details: bool = False) -> RenderableTy
             lines = verdict_lines(target.last_verdict, details)
             if lines:
                 parts.append(Text(f"{target.target}: " + "\n".join(lines)))
+            for run in target.verifications:
+                style = "red" if run.state == "failed" else ""
+                parts.append(
+                    Text(f"{target.target}: " + "\n".join(verification_lines(run, details)), style=style)
+                )
+            if target.flags:
+                flags = ", ".join(f"{flag} {what}" for flag, what in target.flags.items())
+                parts.append(Text(f"{target.target}: flags {flags}"))
             if target.failed_sites:
                 parts.append(
                     Text(f"{target.target}: failed sites {', '.join(target.failed_sites[:20])}", style="red")
@@ -128,6 +162,13 @@ def render_status(status: DeliveryStatus, details: bool = False) -> RenderableTy
                 "superseded",
             ):
                 parts.append(Text(f"{target.target}: {target.message}"))
+    for stage, runs in status.verifications.items():
+        parts.append(Text(f"stage {stage} verification:"))
+        for run in runs:
+            style = "red" if run.state == "failed" else ""
+            parts.append(
+                Text("\n".join(f"  {line}" for line in verification_lines(run, details)), style=style)
+            )
     if status.actions:
         parts.append(Text("actions:"))
         for action in status.actions:

@@ -8,6 +8,9 @@
   the batches (both runs are kept);
 - `governance`: a stage held by a Rego policy's deny and a schedule, let through by an override, with the
   audit stream and an incident hook (no routing key on the recorder: each call fails at once, but scheduled).
+- `strategies`: a blue-green stage (a verification run before the switch, a pause after it, the scale-down
+  delay and the retirement) with a stage verification run, then a canary stage that changes a feature flag
+  and fails a retried verification run, rolled back.
 
 Run `python -m tests.record_histories [SCENARIO...]` after a deliberate, versioned change of workflow
 behaviour; the replay test fails whenever workflow code changes in a way that would break running deliveries.
@@ -150,11 +153,60 @@ async def record_governance(client: Client, root: Path) -> list[WorkflowHistory]
         return await _histories(client, plan.delivery_id)
 
 
+FLAGS = {
+    "flags": {
+        "new-checkout": {"state": "ENABLED", "variants": {"on": True, "off": False}, "defaultVariant": "off"}
+    }
+}
+
+
+async def record_strategies(client: Client, root: Path) -> list[WorkflowHistory]:
+    source, revision = make_repo(root, "source", {"README": "x\n"})
+    gitops, _ = make_repo(
+        root,
+        "gitops",
+        {"a.yaml": "image: {tag: v0}\n", "b.yaml": "image: {tag: v0}\n", "b-flags.json": json.dumps(FLAGS)},
+    )
+    ok = {"name": "ok", "command": ["true"]}
+    blue_green = {
+        "autoPromotionSeconds": 1,
+        "scaleDownDelaySeconds": 2,
+        "prePromotionAnalysis": [{"verify": ok}],
+        "postPromotionAnalysis": [{"pause": "1s"}],
+    }
+    canary = [
+        {"setWeight": 100},
+        {"setFlag": {"flag": "new-checkout", "percent": 10, "variant": "on"}},
+        {"verify": {"name": "e2e", "command": ["false"], "retries": 1, "retryInterval": "1s"}},
+    ]
+    document = spec_document(
+        "replay-strategies",
+        source,
+        gitops,
+        {
+            "a": {"kind": "git", "path": "a.yaml"},
+            "b": {"kind": "git", "path": "b.yaml", "flags": "b-flags.json"},
+        },
+        [
+            {"name": "one", "targets": ["a"], "strategy": {"blueGreen": blue_green}, "verify": [ok]},
+            {"name": "two", "targets": ["b"], "strategy": {"canary": {"steps": canary}}},
+        ],
+        rollback={"scope": "stage"},
+    )
+    plan = plan_from(document, revision)
+    async with running_worker(client, root / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
+        result = await handle_for(client, plan.delivery_id).result()
+        assert result.phase == "failed" and "verify e2e failed" in result.reason, result.reason
+        return await _histories(client, plan.delivery_id)
+
+
 SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]] = {
     "gates": record_gates,
     "notify": record_notify,
     "fleet": record_fleet,
     "governance": record_governance,
+    "strategies": record_strategies,
 }
 
 

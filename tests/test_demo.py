@@ -164,6 +164,8 @@ def test_demo_promotes_the_good_release_and_rolls_back_the_bad_one(tmp_path: Pat
     assert {n: (t.state, t.weight) for n, t in good.status.targets.items()} == {
         n: ("promoted", 100) for n in TARGETS
     }
+    (smoke,) = good.status.verifications["staging"]  # the staging stage's end-to-end check
+    assert (smoke.name, smoke.target, smoke.state) == ("smoke", "staging", "passed")
     assert [(a.kind, a.actor, a.stage) for a in good.status.actions] == [
         ("approve", "demo-user", "production")
     ]

@@ -44,7 +44,8 @@ def test_a_kind_registered_twice_fails_at_once() -> None:
 
 def test_an_unknown_kind_names_the_known_ones() -> None:
     with pytest.raises(
-        KeyError, match=r"no step kind 'setweight'; known: \['analysis', 'pause', 'setWeight'\]"
+        KeyError,
+        match=r"no step kind 'setweight'; known: \['analysis', 'pause', 'setFlag', 'setWeight', 'verify'\]",
     ):
         STEP_KINDS["setweight"]
     with pytest.raises(KeyError, match=r"no target kind 'argo'; known: \['argocd', 'edge', 'git', 'local'\]"):

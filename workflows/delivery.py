@@ -43,12 +43,14 @@ with workflow.unsafe.imports_passed_through():
         HumanAction,
         Phase,
         TargetStatus,
+        VerificationStatus,
     )
     from aicd.plan import CommandPlan, DeliveryPlan, StagePlan
     from aicd.slack_blocks import approval_info, compact_status, describe_progress
     from aicd.spec.durations import format_duration
     from aicd.targets import TARGET_KINDS
     from aicd.trailers import delivery_trailer, step_trailer
+    from aicd.verification import target_urls
     from aicd.workflows.common import (
         AUDIT_RETRY,
         AUDIT_TIMEOUT,
@@ -74,6 +76,7 @@ with workflow.unsafe.imports_passed_through():
     from aicd.workflows.notifications import ProgressKey, progress_changes
     from aicd.workflows.rollout_control import RolloutControl, TargetRolloutInput, TargetRolloutResult
     from aicd.workflows.target_rollout import TargetRolloutWorkflow
+    from aicd.workflows.verification import VerificationContext, run_verification
 
 T = TypeVar("T")
 # The rollout children's signals (pause, resume, abort), by method.
@@ -462,6 +465,72 @@ class DeliveryWorkflow:
                 reason = "; ".join(f"{result.target}: {result.reason}" for result in failed)
                 await self._rollback(self._failure_scope(stage, failed), SYSTEM_ACTOR, reason)
                 raise DeliveryStopped("failed", reason)
+        if stage.verify:  # plans made before stage verification runs have none: no new commands for them
+            await self._verify_stage(stage)
+
+    async def _verify_stage(self, stage: StagePlan) -> None:
+        """The stage's `verify:` runs, in order, once every target is promoted (a run naming a target runs once
+        per target). The first run that fails fails the stage: rolled back per scope (scope `target`: the
+        targets it failed on)."""
+        self.status.wave = None
+        runs = self.status.verifications.setdefault(stage.name, [])
+        base = {
+            "stage": stage.name,
+            "revision": self.plan.revision,
+            "revision.short": self.plan.revision_short,
+            "artifact": self.plan.artifact,
+        }
+        for run in stage.verify:
+            named = stage.targets if run.per_target else [""]
+            failed: list[str] = []
+            for name in named:
+                await self._wait_unpaused()
+                variables = dict(base)
+                if name:
+                    target = self.status.targets.get(name)
+                    urls = target.urls if target is not None else {}
+                    variables |= {"target": name, **target_urls(self.plan.targets[name].urls, urls)}
+                status = VerificationStatus(
+                    run.name, "stage", "running", max_attempts=run.attempts, target=name
+                )
+                runs.append(status)
+                try:
+                    rendered = run.rendered(variables)
+                except ValueError as error:
+                    status.state = "failed"
+                    status.detail = str(error)
+                    failed.append(name)
+                    continue
+                context = VerificationContext(
+                    delivery_id=self.plan.delivery_id,
+                    source_repo=self.plan.source_repo,
+                    revision=self.plan.revision,
+                    artifact=self.plan.artifact,
+                    label=f"verify-{stage.name}-{run.name}" + (f"-{name}" if name else ""),
+                )
+                passed = await self._abortable(
+                    run_verification(rendered, context, status, self._verify_sleep, self._verify_report)
+                )
+                if not passed:
+                    failed.append(name)
+            if failed:
+                where = f" on {', '.join(failed)}" if failed != [""] else ""
+                details = "; ".join(status.detail for status in runs if status.state == "failed")
+                reason = f"stage {stage.name}: verify {run.name} failed{where}: {details}"
+                scope = (
+                    [(stage.name, name) for name in failed if name]
+                    if self.plan.rollback_scope == "target" and failed != [""]
+                    else self._abort_scope(stage)
+                )
+                await self._rollback(scope, SYSTEM_ACTOR, reason)
+                raise DeliveryStopped("failed", reason)
+        self._notify("stage", f"stage {stage.name}: {len(runs)} verification run(s) passed")
+
+    async def _verify_sleep(self, seconds: float) -> None:
+        await workflow.sleep(seconds)
+
+    async def _verify_report(self) -> None:
+        """Stage verification shows in the status query at once; nothing to send."""
 
     async def _approval_gate(self, stage: StagePlan) -> str:
         approval = stage.approval
@@ -642,6 +711,9 @@ class DeliveryWorkflow:
                 pause_reason=self.status.pause_reason,
                 delivery_started=self.status.started,
                 base=self._last_commit(name),
+                source_repo=self.plan.source_repo,
+                artifact=self.plan.artifact,
+                strategy=stage.strategy,
             )
             self.status.targets[name] = TargetStatus(target=name, stage=stage.name, kind=target.kind)
             self.started_targets.append((stage.name, name))
@@ -724,7 +796,7 @@ class DeliveryWorkflow:
                 step=step_trailer(stage, name, "rollback"),
                 actor=actor,
                 subject=f"aicd: {self.plan.app} {self.plan.revision_short} {name} {what}",
-                paths=[self.plan.targets[name].path],
+                paths=self.plan.targets[name].files(),
                 reason=reason,
                 delivery_id=self.plan.delivery_id,
                 started=self.status.started,

@@ -253,7 +253,13 @@ class EdgeFleetWorkflow(RolloutControl):
         await self._report()
         await step.run(self)
 
-    async def commit(self, step_id: str, description: str, values: Mapping[str, Any]) -> None:
+    async def commit(
+        self,
+        step_id: str,
+        description: str,
+        values: Mapping[str, Any],
+        copies: Mapping[str, str] | None = None,
+    ) -> None:
         # The walk skips the steps that move traffic, the only ones that commit: batches commit for a fleet.
         raise ApplicationError(f"{step_id}: a fleet commits per batch, not per step", non_retryable=True)
 

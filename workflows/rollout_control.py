@@ -17,10 +17,20 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from aicd.activities.analysis import AnalysisLookRequest, analysis_look
     from aicd.errors import ErrorType
+    from aicd.flags import FlagChange
     from aicd.judge import Action, AnalysisVerdict, Outcome, decide, next_look_in, planned_intervals
-    from aicd.messages import SYSTEM_ACTOR, TARGET_PROGRESS_SIGNAL, HumanAction, RolloutOutcome, TargetStatus
+    from aicd.messages import (
+        SYSTEM_ACTOR,
+        TARGET_PROGRESS_SIGNAL,
+        HumanAction,
+        RolloutOutcome,
+        TargetStatus,
+        VerificationStatus,
+    )
     from aicd.plan import AnalysisPlan, TargetPlan, WritePlan
     from aicd.steps import AnalysisStep, Step
+    from aicd.strategies import BlueGreenStrategy
+    from aicd.verification import Verification, target_urls
     from aicd.workflows.common import (
         ANALYSIS_HEARTBEAT,
         ANALYSIS_RETRY,
@@ -28,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         application_cause,
         cause_of,
     )
+    from aicd.workflows.verification import VerificationContext, run_verification
 
 T = TypeVar("T")
 
@@ -52,6 +63,12 @@ class TargetRolloutInput:
     delivery_started: str = ""  # the delivery's start (ISO), in every commit's trailers: orders deliveries
     # This delivery's last commit to the target's files in an earlier stage (None: it never wrote them).
     base: str | None = None
+    # Where a verification run's command runs (the delivery's source at its revision); plans made before
+    # verification runs have no value here and no verify steps.
+    source_repo: str = ""
+    artifact: str = ""
+    # Any strategy but a canary, whose steps are `steps` (plans before strategies had kinds: None).
+    strategy: BlueGreenStrategy | None = None
 
 
 @dataclass
@@ -105,6 +122,8 @@ class RolloutControl:
         # The last commit of this delivery to the target's files, or a human's commit a resume accepted:
         # every write says it, so Git can tell whether someone else wrote the files since.
         self.base: str | None = None
+        # The target's URLs as its driver reported them (placeholder name -> URL), for verification runs.
+        self.reported_urls: dict[str, str] = {}
 
     # --- messages from the parent delivery -------------------------------------------------------
     @workflow.signal(name="pause")
@@ -214,6 +233,40 @@ class RolloutControl:
 
     async def analyse(self, step: AnalysisStep) -> None:
         await self._analysis(step)
+
+    async def change_flag(self, step_id: str, description: str, change: FlagChange) -> None:
+        raise StepFailed(f"{step_id}: {self.input.target.name} has no flag file of its own")
+
+    async def verify(self, step_id: str, run: Verification) -> None:
+        """The run against this target; a run whose every attempt failed fails the step (StepFailed)."""
+        status = VerificationStatus(run.name, step_id, "running", max_attempts=run.attempts)
+        self.status.verifications.append(status)
+        variables = {
+            "stage": self.input.stage,
+            "target": self.input.target.name,
+            "revision": self.input.revision,
+            "revision.short": self.input.revision_short,
+            "artifact": self.input.artifact,
+            **target_urls(self.input.target.urls, self.reported_urls),
+        }
+        try:
+            rendered = run.rendered(variables)
+        except ValueError as error:
+            status.state = "failed"
+            status.detail = str(error)
+            raise StepFailed(f"{step_id}: verify {run.name}: {error}") from None
+        context = VerificationContext(
+            delivery_id=self.input.delivery_id,
+            source_repo=self.input.source_repo,
+            revision=self.input.revision,
+            artifact=self.input.artifact,
+            label=f"verify-{self.input.stage}-{self.input.target.name}-{step_id}-{len(self.status.verifications)}",
+        )
+        await self._report()
+        if not await run_verification(rendered, context, status, self._sleep, self._report):
+            raise StepFailed(
+                f"{step_id}: verify {run.name} failed after {status.attempts} attempt(s): {status.detail}"
+            )
 
     # --- analysis -------------------------------------------------------------------------------
     def _analysis_position(self) -> str:

@@ -16,9 +16,12 @@ with workflow.unsafe.imports_passed_through():
     from aicd.activities.drivers.base import SyncRequest
     from aicd.activities.gitops import CommitRequest, FileEdit
     from aicd.activities.steps import StepActivities, StepRequest, StepResult
+    from aicd.flags import FlagChange
     from aicd.messages import SYSTEM_ACTOR, TARGET_ROLLOUT_WORKFLOW, TargetStatus
     from aicd.steps import StepKind
+    from aicd.strategies import CanaryStrategy
     from aicd.trailers import delivery_trailer, step_trailer
+    from aicd.verification import target_urls
     from aicd.workflows.common import GIT_TIMEOUT, STEP_RETRY, SYNC_HEARTBEAT, cause_of, on_writer_queue
     from aicd.workflows.rollout_control import (
         Aborted,
@@ -43,10 +46,11 @@ class TargetRolloutWorkflow(RolloutControl):
 
     @workflow.run
     async def run(self, input: TargetRolloutInput) -> TargetRolloutResult:
+        strategy = input.strategy if input.strategy is not None else CanaryStrategy(list(input.steps))
+        if input.strategy is not None:
+            self.status.strategy = strategy.name
         try:
-            for step in input.steps:
-                await self._step(step)
-            await self._promote()
+            await strategy.run(self)
         except Aborted:
             return await self._finish("aborted", self.abort_reason)
         except StepFailed as failure:
@@ -54,6 +58,26 @@ class TargetRolloutWorkflow(RolloutControl):
         except Superseded as superseded:
             return await self._finish("superseded", str(superseded), superseded.by)
         return await self._finish("promoted", "")
+
+    # --- what a strategy can do (aicd.strategies.base.StrategyRollout) ----------------------------------
+    async def step(self, step: StepKind) -> None:
+        await self._step(step)
+
+    async def promote(self) -> None:
+        await self._promote()
+
+    async def enter(self, phase: str, message: str, weight: int | None = None) -> None:
+        await self._wait_unpaused()
+        self.status.step_index = -1
+        self.status.step_kind = phase
+        self.status.state = "progressing"
+        self.status.message = message
+        if weight is not None:
+            self.status.weight = weight
+        await self._report()
+
+    def now(self) -> float:
+        return workflow.now().timestamp()
 
     async def _step(self, step: StepKind) -> None:
         await self._wait_unpaused()
@@ -65,17 +89,32 @@ class TargetRolloutWorkflow(RolloutControl):
         await step.run(self)
         await self._report()
 
-    async def commit(self, step_id: str, description: str, values: Mapping[str, Any]) -> None:
-        await self._commit_and_sync(step_id, description, dict(values))
+    async def commit(
+        self,
+        step_id: str,
+        description: str,
+        values: Mapping[str, Any],
+        copies: Mapping[str, str] | None = None,
+    ) -> None:
+        edit = FileEdit(self.input.target.path, dict(values), copies=dict(copies or {}))
+        await self._commit_and_sync(step_id, description, [edit])
+
+    async def change_flag(self, step_id: str, description: str, change: FlagChange) -> None:
+        flags = self.input.target.flags
+        if not flags:  # validation refuses this; never pass silently
+            raise StepFailed(f"{step_id}: target {self.input.target.name} has no `flags` file")
+        await self._commit_and_sync(step_id, description, [FileEdit(flags, {}, flag=change)])
+        self.status.flags[change.flag] = change.describe().split(": ", 1)[-1]
 
     async def _promote(self) -> None:
         await self._wait_unpaused()
         values = self.input.write.promote_values(self.input.artifact_tag)
-        await self._commit_and_sync("promote", f"promote {self.input.artifact_tag}", values)
+        edit = FileEdit(self.input.target.path, values)
+        await self._commit_and_sync("promote", f"promote {self.input.artifact_tag}", [edit])
         self.status.weight = 100
         self.status.step_kind = "promote"
 
-    async def _commit_and_sync(self, step_id: str, description: str, values: dict[str, Any]) -> None:
+    async def _commit_and_sync(self, step_id: str, description: str, edits: list[FileEdit]) -> None:
         """The step's commit, then the driver bringing the target to it and waiting for health."""
         target = self.input.target
         trailer_step = step_trailer(self.input.stage, target.name, step_id)
@@ -102,7 +141,7 @@ class TargetRolloutWorkflow(RolloutControl):
                 step=trailer_step,
                 actor=actor,
                 subject=f"aicd: {self.input.app} {self.input.revision_short} {target.name} {description}",
-                edits=[FileEdit(target.path, values)],
+                edits=edits,
                 delivery_id=self.input.delivery_id,
                 started=self.input.delivery_started,
                 base=base,
@@ -121,6 +160,8 @@ class TargetRolloutWorkflow(RolloutControl):
         except ActivityError as error:
             raise StepFailed(f"{trailer_step}: {cause_of(error)}") from error
         assert result.commit.sha is not None
+        self.reported_urls.update(result.sync.details.get("urls") or {})
+        self.status.urls = target_urls(self.input.target.urls, self.reported_urls)
         self.base = result.commit.sha
         if result.commit.sha not in self.status.commits:
             self.status.commits.append(result.commit.sha)

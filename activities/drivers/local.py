@@ -108,5 +108,18 @@ def _error(response: httpx.Response) -> str:
 
 
 def _details(status: dict[str, Any]) -> dict[str, Any]:
-    keys = ("revision", "phase", "message", "stable", "canary", "weight", "proxy", "applied", "error")
+    keys = (
+        "revision",
+        "phase",
+        "message",
+        "stable",
+        "canary",
+        "weight",
+        "preview",
+        "previous",
+        "proxy",
+        "urls",
+        "applied",
+        "error",
+    )
     return {k: status[k] for k in keys if k in status}

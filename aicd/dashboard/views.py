@@ -25,6 +25,7 @@ from aicd.messages import (
     as_phase,
 )
 from aicd.plan import DeliveryPlan, StagePlan
+from aicd.status_view import verification_line
 
 WAITING_STATES = ("paused", "awaiting-resume")
 
@@ -93,6 +94,9 @@ class TargetNode:
     verdict: str  # the latest analysis outcome, or ""
     verdict_summary: str
     commits: int
+    strategy: str = ""  # blueGreen while its phases (preview, promote, ...) are the step
+    verifications: list[str] = field(default_factory=list)  # its verify steps, one line each
+    flags: str = ""  # what its setFlag steps made each flag
 
 
 @dataclass
@@ -111,6 +115,8 @@ class StageView:
     awaiting_approval: bool
     waves: list[WaveView]
     steps: list[str]
+    strategy: str = "canary"
+    verifications: list[str] = field(default_factory=list)  # its `verify:` runs after promotion
 
 
 @dataclass
@@ -440,8 +446,9 @@ def build_view(
 
 
 def step_label(stage: StagePlan | None, index: int, kind: str) -> str:
-    if stage is not None and 0 <= index < len(stage.steps) and stage.steps[index].name == kind:
-        return f"{index}: {stage.steps[index].describe()}"
+    steps = stage.rollout_strategy().steps() if stage is not None else []
+    if 0 <= index < len(steps) and steps[index].name == kind:
+        return f"{index}: {steps[index].describe()}"
     return f"{index}: {kind}" if index >= 0 else kind
 
 
@@ -476,6 +483,13 @@ def stage_views(plan: DeliveryPlan, status: DeliveryStatus) -> list[StageView]:
                         verdict=str(verdict.outcome) if verdict else "",
                         verdict_summary=verdict.summary if verdict else "",
                         commits=len(target.commits) if target else 0,
+                        strategy=target.strategy if target else "",
+                        verifications=[verification_line(run) for run in target.verifications]
+                        if target
+                        else [],
+                        flags=", ".join(f"{flag} {what}" for flag, what in target.flags.items())
+                        if target
+                        else "",
                     )
                 )
             waves.append(WaveView(number, nodes))
@@ -492,7 +506,9 @@ def stage_views(plan: DeliveryPlan, status: DeliveryStatus) -> list[StageView]:
                 approved_by=list(status.approvals.get(stage.name, [])),
                 awaiting_approval=status.pending_approval == stage.name,
                 waves=waves,
-                steps=[step.describe() for step in stage.steps],
+                steps=[step.describe() for step in stage.rollout_strategy().steps()],
+                strategy=stage.rollout_strategy().name,
+                verifications=[verification_line(run) for run in status.verifications.get(stage.name, [])],
             )
         )
     return views

@@ -63,7 +63,10 @@ from aicd.yamledit import get_path, parse_path
 
 log = logging.getLogger("aicd.dev.reconciler")
 
-ROLES = ("stable", "canary")
+ROLES = ("stable", "canary", "preview", "previous")
+BLUE_GREEN_ROLES = frozenset(
+    {"stable", "preview", "previous"}
+)  # roles a blue-green switch moves processes between
 
 
 # --------------------------------------------------------------------------------------------- config
@@ -77,6 +80,9 @@ class ValueKeys:
     image: str = "image.tag"
     canary: str | None = "canary.tag"
     weight: str | None = "canary.weight"
+    # Blue-green: the preview (its own port, no live traffic) and the previous version kept warm after a switch.
+    preview: str | None = "preview.tag"
+    previous: str | None = "previous.tag"
 
 
 @dataclass(frozen=True)
@@ -105,10 +111,13 @@ class LocalTarget:
             raise ValueError(f"target {name}: `app` must be a string, got {app!r}")
         raw_keys = config.get("keys") or {}
         if not isinstance(raw_keys, Mapping) or not all(
-            k in ("image", "canary", "weight") and (isinstance(v, str) or (v is None and k != "image"))
+            k in ("image", "canary", "weight", "preview", "previous")
+            and (isinstance(v, str) or (v is None and k != "image"))
             for k, v in raw_keys.items()
         ):
-            raise ValueError(f"target {name}: `keys` may only set image/canary/weight to write paths")
+            raise ValueError(
+                f"target {name}: `keys` may only set image/canary/weight/preview/previous to write paths"
+            )
         for key, text in raw_keys.items():
             if text is not None:
                 try:
@@ -135,6 +144,8 @@ class Desired:
     stable: str
     canary: str | None  # None: no canary process
     weight: int  # percent of requests to the canary (0 when there is none)
+    preview: str | None = None  # blue-green: served on the target's preview port only
+    previous: str | None = None  # blue-green: the version switched away from, kept warm, no traffic
 
 
 def parse_values(text: str, keys: ValueKeys = ValueKeys()) -> Desired:
@@ -147,8 +158,15 @@ def parse_values(text: str, keys: ValueKeys = ValueKeys()) -> Desired:
     stable = get_path(data, keys.image)
     if not isinstance(stable, str) or not stable:
         raise ValueError(f"no `{keys.image}` (the stable version) in the values file")
+    blue_green = {
+        role: version
+        for role, key in (("preview", keys.preview), ("previous", keys.previous))
+        if key is not None
+        and isinstance(version := get_path(data, key), str)
+        and version not in ("", "~", "null", stable)
+    }
     if keys.canary is None or keys.weight is None:
-        return Desired(stable=stable, canary=None, weight=0)
+        return Desired(stable=stable, canary=None, weight=0, **blue_green)
     canary = get_path(data, keys.canary)
     if canary is not None and (not isinstance(canary, str) or not canary or canary in ("~", "null")):
         canary = None
@@ -162,8 +180,8 @@ def parse_values(text: str, keys: ValueKeys = ValueKeys()) -> Desired:
         if not 0 <= weight <= 100:
             raise ValueError(f"`{keys.weight}` must be within 0..100, got {weight}")
     if canary is None or canary == stable or weight == 0:
-        return Desired(stable=stable, canary=None, weight=0)
-    return Desired(stable=stable, canary=canary, weight=weight)
+        return Desired(stable=stable, canary=None, weight=0, **blue_green)
+    return Desired(stable=stable, canary=canary, weight=weight, **blue_green)
 
 
 # ----------------------------------------------------------------------------------------------- git
@@ -266,6 +284,42 @@ class _Target:
     last_failure: dict[str, str] = field(default_factory=dict)  # role -> what happened
     next_start: dict[str, float] = field(default_factory=dict)  # role -> earliest restart (backoff)
     proxy: RunningServer | None = None
+    preview_port: int = 0  # the preview's own proxy: a blue-green preview, reachable without live traffic
+    preview_proxy: RunningServer | None = None
+
+    def pick_preview(self) -> str | None:
+        preview = self.active.get("preview")
+        return preview.url if preview is not None else None
+
+    def hand_over(self, wanted: dict[str, str]) -> None:
+        """Give a role a running, healthy process of the version it wants from a role that no longer wants
+        that version: a blue-green switch (preview -> stable, stable -> previous) and its switch back move
+        processes between roles at once, as a Service's selector moves, instead of starting them anew."""
+        # A canary is never handed over: its promotion starts the new stable process, as it always has.
+        free = {
+            proc.version: role
+            for role, proc in self.active.items()
+            if role in BLUE_GREEN_ROLES and wanted.get(role) != proc.version
+        }
+        moves = {}
+        for role, version in wanted.items():
+            current = self.active.get(role)
+            if (
+                role in BLUE_GREEN_ROLES
+                and (current is None or current.version != version)
+                and version in free
+            ):
+                moves[role] = self.active[free.pop(version)]
+        if not moves:
+            return
+        kept = {role: proc for role, proc in self.active.items() if proc not in moves.values()}
+        for role, proc in moves.items():
+            displaced = kept.pop(role, None)
+            if displaced is not None:  # the role's old process, still running: retired by _converge
+                kept[f"retiring:{role}:{displaced.version}"] = displaced
+            proc.role = role
+            kept[role] = proc
+        self.active = kept
 
     def processes(self) -> list[_AppProcess]:
         return [*self.active.values(), *self.pending.values()]
@@ -276,6 +330,10 @@ class _Target:
         wanted = {"stable": self.desired.stable}
         if self.desired.canary is not None:
             wanted["canary"] = self.desired.canary
+        if self.desired.preview is not None:
+            wanted["preview"] = self.desired.preview
+        if self.desired.previous is not None:
+            wanted["previous"] = self.desired.previous
         return wanted
 
     def pick_upstream(self) -> str | None:
@@ -444,7 +502,12 @@ class LocalReconciler:
             await self._shutdown()
 
     async def _shutdown(self) -> None:
-        servers = [t.proxy for t in self._targets.values() if t.proxy is not None]
+        servers = [
+            server
+            for t in self._targets.values()
+            for server in (t.proxy, t.preview_proxy)
+            if server is not None
+        ]
         if self._api is not None:
             servers.append(self._api)
         await asyncio.gather(*(s.stop() for s in servers), return_exceptions=True)
@@ -490,6 +553,13 @@ class LocalReconciler:
         target = _Target(spec=spec, proxy_port=int(sock.getsockname()[1]))
         target.proxy = await start_server(
             create_proxy_app(spec.name, target.pick_upstream, self._client), sock, f"proxy-{spec.name}"
+        )
+        preview_sock = bind_socket(LOOPBACK, 0)
+        target.preview_port = int(preview_sock.getsockname()[1])
+        target.preview_proxy = await start_server(
+            create_proxy_app(f"{spec.name} (preview)", target.pick_preview, self._client),
+            preview_sock,
+            f"preview-{spec.name}",
         )
         self._targets[spec.name] = target
         self._remember_proxy_port(spec.name, target.proxy_port)
@@ -569,6 +639,8 @@ class LocalReconciler:
                     )
                     target.next_start[role] = now + min(10.0, 0.5 * 2**n)
         wanted = target.wanted()
+        if target.desired is not None:
+            target.hand_over(wanted)
         if target.desired is not None:  # an unreadable values file changes nothing that runs
             for table in (target.active, target.pending):
                 for role in [r for r in table if r not in wanted]:
@@ -608,7 +680,10 @@ class LocalReconciler:
             target.last_failure[role] = f"{role} {version}: artifact not found ({config} is missing)"
             return None
         port = free_port()
-        argv = [self._python, "-m", "aicd.dev.demo_app", "--port", str(port), "--track", role]
+        # The metrics' track: only a canary is "canary". A blue-green preview becomes the stable version at the
+        # switch without a restart (it keeps its label), and it takes no live traffic before it.
+        track = "canary" if role == "canary" else "stable"
+        argv = [self._python, "-m", "aicd.dev.demo_app", "--port", str(port), "--track", track]
         argv += ["--version", version, "--config", str(config), "--exit-with-parent"]
         if target.spec.app:
             argv += ["--app", target.spec.app]
@@ -669,6 +744,10 @@ class LocalReconciler:
             message = f"stable {desired.stable} healthy"
             if desired.canary is not None:
                 message += f", canary {desired.canary} healthy at weight {desired.weight}%"
+            if desired.preview is not None:
+                message += f", preview {desired.preview} healthy"
+            if desired.previous is not None:
+                message += f", previous {desired.previous} kept warm"
         else:
             message = "; ".join(problems)
         # Argo CD's health vocabulary, so `aicd status` reads the same for local and argocd targets.
@@ -690,8 +769,16 @@ class LocalReconciler:
             "stable": desired.stable if desired else None,
             "canary": desired.canary if desired else None,
             "weight": desired.weight if desired else 0,
+            "preview": desired.preview if desired else None,
+            "previous": desired.previous if desired else None,
             "proxy": f"http://{LOOPBACK}:{target.proxy_port}",
             "processes": [p.describe() for p in target.processes()],
+            # By verification placeholder (aicd.verification): live traffic, and each role's own process.
+            "urls": {
+                "url": f"http://{LOOPBACK}:{target.proxy_port}",
+                "preview.url": f"http://{LOOPBACK}:{target.preview_port}",
+                **{f"{role}.url": p.url for role, p in target.active.items() if role == "canary"},
+            },
         }
 
     async def _status_of(self, name: str, revision: str | None = None) -> dict[str, Any]:

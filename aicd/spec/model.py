@@ -14,8 +14,10 @@ from aicd.judge.model import (
     MetricConfig,
 )
 from aicd.spec.durations import parse_duration, parse_percent
-from aicd.steps import Step, parse_step
+from aicd.steps import Step
+from aicd.strategies import BlueGreenStrategy, CanaryStrategy, parse_strategy
 from aicd.targets import TARGET_KINDS, TargetConfig
+from aicd.verification import URL_KEYS, Verification
 
 if TYPE_CHECKING:
     from aicd.governance.model import IncidentPlan, PolicyPlan, SchedulePlan
@@ -59,6 +61,10 @@ class Target:
     region: str | None
     progress_deadline_s: float
     config: TargetConfig = field(hash=False)  # the kind's typed config (aicd.targets)
+    flags: str | None = None  # its flagd flag-definition file in the GitOps repository
+    urls: dict[str, str] = field(
+        default_factory=dict, hash=False
+    )  # placeholder (url, preview.url, ...) -> URL
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,8 @@ class WriteKeys:
     image: str = "image.tag"
     weight: str | None = "canary.weight"
     canary_image: str | None = "canary.tag"
+    preview: str | None = "preview.tag"  # blue-green: the version under test, without live traffic
+    previous: str | None = "previous.tag"  # blue-green: the version switched away from, kept warm a while
 
 
 @dataclass(frozen=True)
@@ -123,6 +131,9 @@ class Stage:
     waves: tuple[tuple[str, ...], ...]
     steps: tuple[Step, ...]
     approval: Approval | None
+    verify: tuple[Verification, ...] = ()  # runs after every target of the stage is promoted
+    # Any strategy but a canary (whose steps are `steps`, as in every plan before strategies had kinds).
+    strategy: BlueGreenStrategy | None = None
 
 
 @dataclass(frozen=True)
@@ -232,19 +243,23 @@ def build_model(document: dict[str, Any]) -> DeliverySpec:
                 else DEFAULT_PROGRESS_DEADLINE_S
             ),
             config=TARGET_KINDS[raw["kind"]].parse(raw),
+            flags=raw.get("flags"),
+            urls={name: raw[key] for name, key in URL_KEYS.items() if key in raw},
         )
         for name, raw in spec["targets"].items()
     }
     stages = []
     for raw in spec["stages"]:
         waves = tuple(tuple(wave) for wave in raw["waves"]) if "waves" in raw else (tuple(raw["targets"]),)
-        steps = raw.get("strategy", {}).get("canary", {}).get("steps", [{"setWeight": 100}])
+        strategy = parse_strategy(raw.get("strategy"))
         approval = raw.get("approval")
         stages.append(
             Stage(
                 name=raw["name"],
                 waves=waves,
-                steps=tuple(parse_step(index, step) for index, step in enumerate(steps)),
+                steps=tuple(strategy.steps()) if isinstance(strategy, CanaryStrategy) else (),
+                strategy=strategy if isinstance(strategy, BlueGreenStrategy) else None,
+                verify=tuple(Verification.parse(run) for run in raw.get("verify", [])),
                 approval=(
                     Approval(
                         approvers=tuple(approval["approvers"]),
@@ -290,6 +305,8 @@ def build_model(document: dict[str, Any]) -> DeliverySpec:
             image=write.get("image", WriteKeys.image),
             weight=write.get("weight", WriteKeys.weight),
             canary_image=write.get("canaryImage", WriteKeys.canary_image),
+            preview=write.get("preview", WriteKeys.preview),
+            previous=write.get("previous", WriteKeys.previous),
         ),
         analysis=_analysis(spec["analysis"]) if "analysis" in spec else None,
         stages=tuple(stages),

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 
 ALLOWED_VARIABLES = frozenset(
     {"revision", "revision.short", "artifact", "track", "site", "stage", "target", "weight"}
+    # A target's URLs, for verification runs (aicd.verification): live traffic, a blue-green preview, the canary.
+    | {"url", "preview.url", "canary.url"}
 )
 PLACEHOLDER = re.compile(r"\{\{\s*([^{}]*?)\s*\}\}")
 

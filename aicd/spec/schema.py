@@ -1,6 +1,6 @@
-"""The parts of the spec's JSON Schema that the kinds own: `$defs.step` (aicd.steps) and `$defs.target`
-(aicd.targets), built from each kind's fragment. The schema file stays the one document editors load and the
-loader validates with; after adding or changing a kind, rewrite those two parts of it (nothing else of the
+"""The parts of the spec's JSON Schema that the kinds own: `$defs.step` (aicd.steps), `$defs.strategy`
+(aicd.strategies), `$defs.target` (aicd.targets) and `$defs.verification` (aicd.verification), built from each kind's fragment. The schema file stays the one document editors load and the
+loader validates with; after adding or changing a kind, rewrite those parts of it (nothing else of the
 file changes; a test fails while they differ):
 
     .venv/bin/python -m aicd.spec.schema
@@ -16,9 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from aicd.steps import step_schema
+from aicd.strategies import strategy_schema
 from aicd.targets import target_schema
+from aicd.verification import VERIFICATION_SCHEMA
 
-GENERATED: dict[str, Callable[[], dict[str, Any]]] = {"step": step_schema, "target": target_schema}
+GENERATED: dict[str, Callable[[], dict[str, Any]]] = {
+    "step": step_schema,
+    "target": target_schema,
+    "strategy": strategy_schema,
+    "verification": lambda: VERIFICATION_SCHEMA,
+}
 CHECKOUT_SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "delivery-spec.v1alpha1.json"
 
 

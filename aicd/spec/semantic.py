@@ -11,8 +11,10 @@ from aicd.spec.model import WriteKeys
 from aicd.spec.paths import repo_path_problem
 from aicd.spec.placeholders import ALLOWED_VARIABLES, placeholders_in, unknown_placeholders
 from aicd.spec.yamlsafe import Path
-from aicd.steps import STEP_KINDS
+from aicd.steps import STEP_KINDS, SetFlagStep
+from aicd.strategies import STRATEGY_KINDS
 from aicd.targets import TARGET_KINDS
+from aicd.verification import URL_KEYS, Verification
 from aicd.yamledit import parse_path
 
 Finding = tuple[Path, str]
@@ -79,19 +81,98 @@ def check_unique_names(spec: dict[str, Any]) -> Iterator[Finding]:
 
 
 def check_steps(spec: dict[str, Any]) -> Iterator[Finding]:
-    """Each step kind checks its steps of a stage (aicd.steps). A canary need not end at `setWeight: 100`: as
-    in Argo Rollouts, the rollout promotes after its last step (an explicit `setWeight: 100` is allowed)."""
+    """Each strategy kind checks a stage's strategy (aicd.strategies), each step kind its steps of the stage
+    (aicd.steps); a strategy that cannot run on a fleet has none. A canary need not end at `setWeight: 100`:
+    as in Argo Rollouts, the rollout promotes after its last step (an explicit `setWeight: 100` is allowed)."""
+    targets = spec.get("targets", {})
     for index, stage in enumerate(spec.get("stages", [])):
-        steps = stage.get("strategy", {}).get("canary", {}).get("steps")
-        if not steps:
+        for strategy_name, value in (stage.get("strategy") or {}).items():
+            strategy = STRATEGY_KINDS[strategy_name]
+            path: Path = ("spec", "stages", index, "strategy", strategy_name)
+            by_kind: dict[str, list[tuple[Path, Any]]] = {}
+            for key, steps in strategy.step_lists(value or {}):
+                for step_index, step in enumerate(steps):
+                    for name, step_value in step.items():
+                        by_kind.setdefault(name, []).append(((*path, key, step_index, name), step_value))
+            for name, occurrences in by_kind.items():
+                yield from STEP_KINDS[name].checks(occurrences, spec)
+            yield from strategy.checks(path, value or {}, spec)
+            if strategy.fleets:
+                continue
+            for wave in _stage_waves(stage)[1]:
+                for name in wave:
+                    kind = str((targets.get(name) or {}).get("kind"))
+                    if kind in TARGET_KINDS and TARGET_KINDS[kind].fleet:
+                        yield (
+                            path,
+                            f"target {name!r} is a fleet (rolled out in batches); {strategy_name} needs single targets",
+                        )
+
+
+def check_flag_targets(spec: dict[str, Any]) -> Iterator[Finding]:
+    """A stage with setFlag steps changes each target's flag file: every target has one (`flags`), and none
+    is a fleet (its sites are promoted whole, batch by batch)."""
+    targets = spec.get("targets", {})
+    for index, stage in enumerate(spec.get("stages", [])):
+        steps = stage.get("strategy", {}).get("canary", {}).get("steps") or []
+        flag_steps = [
+            i for i, step in enumerate(steps) if isinstance(step, dict) and SetFlagStep.name in step
+        ]
+        if not flag_steps:
             continue
-        base: Path = ("spec", "stages", index, "strategy", "canary", "steps")
-        by_kind: dict[str, list[tuple[Path, Any]]] = {}
-        for step_index, step in enumerate(steps):
-            for name, value in step.items():
-                by_kind.setdefault(name, []).append(((*base, step_index, name), value))
-        for name, occurrences in by_kind.items():
-            yield from STEP_KINDS[name].checks(occurrences, spec)
+        path: Path = ("spec", "stages", index, "strategy", "canary", "steps", flag_steps[0], SetFlagStep.name)
+        for wave in _stage_waves(stage)[1]:
+            for name in wave:
+                target = targets.get(name)
+                if not isinstance(target, dict) or target.get("kind") not in TARGET_KINDS:
+                    continue  # reported elsewhere
+                if TARGET_KINDS[target["kind"]].fleet:
+                    yield (
+                        path,
+                        f"target {name!r} is a fleet (promoted site by site); setFlag needs a single target",
+                    )
+                elif not target.get("flags"):
+                    yield path, f"target {name!r} has no `flags` file for setFlag to change"
+
+
+def check_stage_verify(spec: dict[str, Any]) -> Iterator[Finding]:
+    """A stage's verification runs have unique names (they name the runs in status and logs); a run that
+    names a target's URL ({{ url }}, {{ preview.url }}, {{ canary.url }}) has one on every target of its stage
+    (a `local` target's come from the embedded reconciler)."""
+    targets = spec.get("targets", {})
+    for index, stage in enumerate(spec.get("stages", [])):
+        seen: set[str] = set()
+        runs: list[tuple[Path, Any]] = []
+        for run_index, run in enumerate(stage.get("verify") or []):
+            name = str(run.get("name")) if isinstance(run, dict) else ""
+            if name in seen:
+                yield (
+                    ("spec", "stages", index, "verify", run_index, "name"),
+                    f"duplicate verify name {name!r}",
+                )
+            seen.add(name)
+            runs.append((("spec", "stages", index, "verify", run_index), run))
+        for strategy_name, value in (stage.get("strategy") or {}).items():
+            for key, steps in STRATEGY_KINDS[strategy_name].step_lists(value or {}):
+                for step_index, step in enumerate(steps):
+                    if isinstance(step, dict) and isinstance(step.get("verify"), dict):
+                        where: Path = ("spec", "stages", index, "strategy", strategy_name, key, step_index)
+                        runs.append(((*where, "verify"), step["verify"]))
+        names = [name for wave in _stage_waves(stage)[1] for name in wave]
+        for run_path, run in runs:
+            used = Verification.parse(run).variables_used() & set(URL_KEYS)
+            for variable in sorted(used):
+                for name in names:
+                    target = targets.get(name)
+                    if (
+                        isinstance(target, dict)
+                        and target.get("kind") != "local"
+                        and URL_KEYS[variable] not in target
+                    ):
+                        yield (
+                            run_path,
+                            f"{{{{ {variable} }}}} needs `{URL_KEYS[variable]}` on target {name!r}",
+                        )
 
 
 def check_metric_thresholds(spec: dict[str, Any]) -> Iterator[Finding]:
@@ -238,8 +319,9 @@ def check_targets(spec: dict[str, Any]) -> Iterator[Finding]:
     for name, target in spec.get("targets", {}).items():
         path: Path = ("spec", "targets", name)
         yield from TARGET_KINDS[target["kind"]].checks(target, path)
-        if isinstance(target.get("path"), str) and (problem := repo_path_problem(target["path"])):
-            yield (*path, "path"), f"path {target['path']!r} {problem}"
+        for key in ("path", "flags"):
+            if isinstance(target.get(key), str) and (problem := repo_path_problem(target[key])):
+                yield (*path, key), f"{key} {target[key]!r} {problem}"
 
 
 def _commands(spec: dict[str, Any]) -> Iterator[tuple[Path, dict[str, Any]]]:
@@ -315,7 +397,13 @@ def check_durations(spec: dict[str, Any]) -> Iterator[Finding]:
     yield from walk(spec, ("spec",))
 
 
-WRITE_DEFAULTS = {"image": WriteKeys.image, "weight": WriteKeys.weight, "canaryImage": WriteKeys.canary_image}
+WRITE_DEFAULTS = {
+    "image": WriteKeys.image,
+    "weight": WriteKeys.weight,
+    "canaryImage": WriteKeys.canary_image,
+    "preview": WriteKeys.preview,
+    "previous": WriteKeys.previous,
+}
 
 
 def check_write_paths(spec: dict[str, Any]) -> Iterator[Finding]:
@@ -425,6 +513,8 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_analysis_ranges,
     check_prometheus_tls,
     check_analysis_steps,
+    check_flag_targets,
+    check_stage_verify,
     check_placeholders,
     check_artifact_placeholders,
     check_approvals,

@@ -1,4 +1,4 @@
-"""Canary step kinds: one module each (its typed config, schema fragment, checks and behaviour, see
+"""Step kinds (a canary's steps, a blue-green's checks): one module each (its typed config, schema fragment, checks and behaviour, see
 aicd.steps.base), registered here, the one list of them. Adding a step kind is a module and a line below."""
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from aicd.kinds import KindRegistry
 from aicd.steps.analysis import AnalysisStep
 from aicd.steps.base import Rollout, StepKind
 from aicd.steps.pause import PauseStep
+from aicd.steps.set_flag import SetFlagStep
 from aicd.steps.set_weight import SetWeightStep
 from aicd.steps.unsupported import unsupported_step_schemas
+from aicd.steps.verify import VerifyStep
 
 STEP_KINDS: KindRegistry[type[StepKind]] = KindRegistry(
     "step",
@@ -19,6 +21,8 @@ STEP_KINDS: KindRegistry[type[StepKind]] = KindRegistry(
         SetWeightStep,
         PauseStep,
         AnalysisStep,
+        VerifyStep,
+        SetFlagStep,
     ],
 )
 
@@ -41,7 +45,7 @@ def step_schema() -> dict[str, Any]:
     steps that aicd lacks are listed too, matching nothing, so each is refused by name (aicd.steps.unsupported)."""
     return {
         "type": "object",
-        "description": f"One canary step: {', '.join(STEP_KINDS.names)} (Argo Rollouts' vocabulary).",
+        "description": f"One step: {', '.join(STEP_KINDS.names)} (Argo Rollouts' vocabulary).",
         "minProperties": 1,
         "maxProperties": 1,
         "additionalProperties": False,
@@ -54,8 +58,10 @@ __all__ = [
     "AnalysisStep",
     "PauseStep",
     "Rollout",
+    "SetFlagStep",
     "SetWeightStep",
     "Step",
     "StepKind",
+    "VerifyStep",
     "parse_step",
 ]

@@ -15,9 +15,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from aicd.spec.yamlsafe import Path
 
 if TYPE_CHECKING:
+    from aicd.flags import FlagChange
     from aicd.messages import TargetStatus
     from aicd.plan import WritePlan
     from aicd.steps.analysis import AnalysisStep
+    from aicd.verification import Verification
 
 Finding = tuple[Path, str]
 
@@ -35,8 +37,23 @@ class Rollout(Protocol):
     @property
     def artifact_tag(self) -> str: ...
 
-    async def commit(self, step_id: str, description: str, values: Mapping[str, Any]) -> None:
-        """One commit setting `values` in the target's file, then the target synced to it and healthy."""
+    async def commit(
+        self,
+        step_id: str,
+        description: str,
+        values: Mapping[str, Any],
+        copies: Mapping[str, str] | None = None,
+    ) -> None:
+        """One commit setting `values` in the target's file (and each `copies` key to the value the file held
+        at another key before the commit), then the target synced to it and healthy."""
+        ...
+
+    async def change_flag(self, step_id: str, description: str, change: FlagChange) -> None:
+        """One commit changing a flag in the target's flag-definition file, then the target synced to it."""
+        ...
+
+    async def verify(self, step_id: str, run: Verification) -> None:
+        """A verification run against the target, with its retries; a failure fails the rollout."""
         ...
 
     async def sleep(self, seconds: float) -> None:

@@ -23,6 +23,27 @@ COMMON_PROPERTIES: dict[str, Any] = {
         "$ref": "#/$defs/repoPath",
         "description": "The values file of this target in the GitOps repository; an edge path contains {{ site }}.",
     },
+    "flags": {
+        "$ref": "#/$defs/repoPath",
+        "description": "The target's feature-flag file in the GitOps repository, in flagd's flag-definition"
+        " JSON (OpenFeature): what setFlag steps change, one commit each, restored by a rollback.",
+    },
+    "url": {
+        "type": "string",
+        "pattern": "^https?://",
+        "description": "Where the target serves live traffic: {{ url }} in verification runs (a local"
+        " target's comes from the embedded reconciler).",
+    },
+    "previewUrl": {
+        "type": "string",
+        "pattern": "^https?://",
+        "description": "Where the target serves a blue-green preview: {{ preview.url }} in verification runs.",
+    },
+    "canaryUrl": {
+        "type": "string",
+        "pattern": "^https?://",
+        "description": "Where the target serves the canary alone: {{ canary.url }} in verification runs.",
+    },
     "progressDeadline": {
         "$ref": "#/$defs/duration",
         "description": "How long a sync may take to become healthy before the step fails (default 10m).",

@@ -1,0 +1,192 @@
+"""Feature flags in GitOps style: setFlag steps change a flagd flag-definition file in the GitOps repository,
+one commit per change, and a rollback restores it. What each commit means is checked the way an application
+would read it: the real OpenFeature Python SDK with its flagd provider in in-process file mode, evaluating the
+committed file for thousands of users."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openfeature import api
+from openfeature.contrib.provider.flagd import FlagdProvider
+from openfeature.contrib.provider.flagd.config import ResolverType
+from openfeature.evaluation_context import EvaluationContext
+from temporalio.testing import WorkflowEnvironment
+
+from aicd.activities import WorkerSettings
+from aicd.client import get_status, handle_for, start_delivery
+from aicd.flags import FlagChange, apply_flag_change, rollout_percent
+from aicd.messages import Trigger
+from aicd.plan import render_tree
+from aicd.status_view import status_text
+from aicd.testing.engine import (
+    assert_replays,
+    commits,
+    make_repo,
+    plan_from,
+    show,
+    spec_document,
+    temporal_env,
+)
+from aicd.worker import build_worker
+
+__all__ = ["temporal_env"]
+
+VALUES = "apps/shop/values.yaml"
+FLAGS = "apps/shop/flags.json"
+FLAG_FILE = {
+    "$schema": "https://flagd.dev/schema/v0/flags.json",
+    "flags": {
+        "new-checkout": {
+            "state": "ENABLED",
+            "variants": {"on": True, "off": False},
+            "defaultVariant": "off",
+        },
+        "banner": {"state": "DISABLED", "variants": {"red": "red", "blue": "blue"}, "defaultVariant": "red"},
+    },
+}
+SEED_FLAGS = json.dumps(FLAG_FILE, indent=2) + "\n"
+USERS = 4000
+
+
+def evaluate(text: str, tmp_path: Path, flag: str = "new-checkout") -> tuple[float, set[str]]:
+    """The share of USERS that get True for `flag` from the file `text`, and the reasons OpenFeature gave:
+    the flagd provider reads the file in process, as an application next to its GitOps checkout would."""
+    file = tmp_path / f"flags-{time.monotonic_ns()}.json"
+    file.write_text(text)
+    api.set_provider_and_wait(
+        FlagdProvider(resolver_type=ResolverType.FILE, offline_flag_source_path=str(file))
+    )
+    try:
+        client = api.get_client()
+        details = [
+            client.get_boolean_details(flag, False, EvaluationContext(f"user-{index}"))
+            for index in range(USERS)
+        ]
+    finally:
+        api.shutdown()
+    assert not [(d.error_code, d.error_message) for d in details if d.error_code is not None][:3]
+    return sum(d.value for d in details) / USERS, {str(d.reason) for d in details}
+
+
+def test_a_percentage_rollout_is_a_fractional_split_the_sdk_evaluates(tmp_path: Path) -> None:
+    text = apply_flag_change(SEED_FLAGS, FlagChange("new-checkout", percent=10, variant="on"))
+    assert rollout_percent(text, "new-checkout", "on") == 10
+    share, _ = evaluate(text, tmp_path)
+    assert 0.07 < share < 0.13
+    # Only that flag changed; the file keeps its layout and its other flags.
+    document = json.loads(text)
+    assert document["flags"]["banner"] == FLAG_FILE["flags"]["banner"]
+    assert text.startswith('{\n  "$schema"') and text.endswith("}\n")
+    wider = apply_flag_change(text, FlagChange("new-checkout", percent=50, variant="on"))
+    assert json.loads(wider)["flags"]["new-checkout"]["targeting"] == {
+        "fractional": [["on", 50], ["off", 50]]
+    }
+
+
+def test_flag_changes_that_cannot_be_made_say_why() -> None:
+    with pytest.raises(
+        ValueError, match=r"flag 'nope' is not defined \(flags: \['banner', 'new-checkout'\]\)"
+    ):
+        apply_flag_change(SEED_FLAGS, FlagChange("nope", state="ENABLED"))
+    with pytest.raises(
+        ValueError, match=r"default variant 'green' is not one of its variants \['blue', 'red'\]"
+    ):
+        apply_flag_change(SEED_FLAGS, FlagChange("banner", default_variant="green"))
+    with pytest.raises(ValueError, match="'off' is already the default variant"):
+        apply_flag_change(SEED_FLAGS, FlagChange("new-checkout", percent=10, variant="off"))
+    ruled = json.loads(SEED_FLAGS)
+    ruled["flags"]["new-checkout"]["targeting"] = {
+        "if": [{"in": ["@example.com", {"var": "email"}]}, "on", None]
+    }
+    with pytest.raises(ValueError, match="targeting rules aicd did not write"):
+        apply_flag_change(json.dumps(ruled), FlagChange("new-checkout", percent=10, variant="on"))
+    with pytest.raises(ValueError, match='no "flags" object'):
+        apply_flag_change("[]", FlagChange("new-checkout", state="ENABLED"))
+
+
+def flag_delivery(tmp_path: Path, steps: list[dict[str, Any]]) -> tuple[Any, str]:
+    source, revision = make_repo(tmp_path, "source", {"README": "shop\n"})
+    gitops, _ = make_repo(tmp_path, "gitops", {VALUES: "image:\n  tag: v1\n", FLAGS: SEED_FLAGS})
+    document = spec_document(
+        "shop",
+        source,
+        gitops,
+        {"web": {"kind": "git", "path": VALUES, "flags": FLAGS}},
+        [{"name": "prod", "targets": ["web"], "strategy": {"canary": {"steps": steps}}}],
+        build={"command": ["true"], "artifact": "registry.example.com/shop:v2"},
+    )
+    return plan_from(document, revision), gitops
+
+
+async def deliver(env: WorkflowEnvironment, tmp_path: Path, plan: Any) -> Any:
+    client = env.client
+    queue = f"flags-{os.getpid()}-{time.monotonic_ns()}"
+    async with build_worker(client, WorkerSettings(state_dir=tmp_path / "state"), queue):
+        await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+        await handle_for(client, plan.delivery_id).result()
+        status = await get_status(client, plan.delivery_id)
+        await assert_replays(client, [plan.delivery_id, f"{plan.delivery_id}--prod--web"])
+    return status
+
+
+async def test_a_flag_rolled_out_to_10_50_100_percent_then_rolled_back(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    steps = [
+        {"setWeight": 100},
+        {"setFlag": {"flag": "new-checkout", "percent": 10, "variant": "on"}},
+        {"setFlag": {"flag": "new-checkout", "percent": 50, "variant": "on"}},
+        {"setFlag": {"flag": "new-checkout", "percent": 100, "variant": "on"}},
+        {"setFlag": {"flag": "banner", "state": "ENABLED", "defaultVariant": "blue"}},
+        {"verify": {"name": "e2e", "command": ["false"]}},  # fails: the whole rollout is rolled back
+    ]
+    plan, gitops = flag_delivery(tmp_path, steps)
+    assert (
+        "1-setFlag: setFlag new-checkout: on to 10% (one commit to the target's flags file)"
+        in render_tree(plan)
+    )
+    status = await deliver(temporal_env, tmp_path, plan)
+    assert status.phase == "failed" and "verify e2e failed" in status.reason
+
+    by_step = {
+        entry["Aicd-Step"].rsplit("/", 1)[1]: entry["sha"]
+        for entry in commits(gitops)
+        if "Aicd-Step" in entry
+    }
+    assert list(by_step) == ["0-setWeight", "1-setFlag", "2-setFlag", "3-setFlag", "4-setFlag", "rollback"]
+    shares = []
+    for step in ("1-setFlag", "2-setFlag", "3-setFlag"):
+        share, reasons = evaluate(show(gitops, by_step[step], FLAGS), tmp_path)
+        shares.append(share)
+        assert reasons == {"TARGETING_MATCH"}
+    assert 0.07 < shares[0] < 0.13 and 0.45 < shares[1] < 0.55 and shares[2] == 1.0
+    banner = json.loads(show(gitops, by_step["4-setFlag"], FLAGS))["flags"]["banner"]
+    assert (banner["state"], banner["defaultVariant"]) == ("ENABLED", "blue")
+    # The rollback restored the flag file with the values file, in one commit: nobody gets the new checkout.
+    assert show(gitops, "main", FLAGS) == SEED_FLAGS.strip()
+    assert show(gitops, "main", VALUES) == "image:\n  tag: v1"
+    share, reasons = evaluate(show(gitops, "main", FLAGS) + "\n", tmp_path)
+    assert share == 0.0 and reasons == {"STATIC"}
+    web = status.targets["web"]
+    assert web.state == "rolled-back" and web.flags["new-checkout"] == "on to 100%"
+    shown = status_text(status)
+    assert "new-checkout on to 100%" in shown and "banner enable, default variant blue" in shown
+
+
+async def test_a_flag_the_file_does_not_define_fails_the_step_without_a_commit(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    plan, gitops = flag_delivery(
+        tmp_path, [{"setFlag": {"flag": "dark-mode", "state": "ENABLED"}}, {"setWeight": 100}]
+    )
+    status = await deliver(temporal_env, tmp_path, plan)
+    assert status.phase == "failed"
+    assert f"{FLAGS}: flag 'dark-mode' is not defined" in status.reason
+    assert not [entry for entry in commits(gitops) if "Aicd-Step" in entry]
+    assert show(gitops, "main", FLAGS) == SEED_FLAGS.strip()
