@@ -131,6 +131,8 @@ class TargetStatus:
     commits: list[str] = field(default_factory=list)
     last_verdict: AnalysisVerdict | None = None  # the latest look of the current or last analysis step
     message: str = ""
+    # ISO time a timed wait (`pause: 5m`) ends, while one runs; its clock stops while the delivery is paused.
+    wait_until: str = ""
     # Edge fleets summarise instead of listing every site.
     sites_total: int = 0
     sites_by_state: dict[str, int] = field(default_factory=dict)
@@ -160,10 +162,21 @@ class DeliveryStatus:
     started: str = ""  # ISO time the delivery started; "newer" deliveries of an app started later
     superseded_by: str | None = None  # the newer delivery that replaced this one
     waiting_for: list[str] = field(default_factory=list)  # queued: the older deliveries it waits for
+    # Every target in delivery order (stage by stage, wave by wave): Temporal's JSON sorts `targets` by name.
+    target_order: list[str] = field(default_factory=list)
 
     @property
     def terminal(self) -> bool:
         return self.phase in TERMINAL_PHASES
+
+    def in_delivery_order(self) -> DeliveryStatus:
+        """This status with `targets` in delivery order (production after staging), whatever order the
+        query's JSON left them in; targets the order does not name (a status from an older worker) follow
+        by name."""
+        rank = {name: index for index, name in enumerate(self.target_order)}
+        names = sorted(self.targets, key=lambda name: (rank.get(name, len(rank)), name))
+        self.targets = {name: self.targets[name] for name in names}
+        return self
 
 
 @dataclass

@@ -8,8 +8,7 @@ from typing import Annotated
 
 import typer
 
-from aicd.cli.app import EXIT_USAGE, app, fail
-from aicd.observability.logs import LOG_FORMATS, configure_logging
+from aicd.cli.app import EXIT_USAGE, LogFormatOption, app, fail, setup_logging
 
 
 @app.command()
@@ -38,14 +37,7 @@ def worker(
             "--metrics-host", envvar="AICD_METRICS_HOST", help="Address for --metrics-port (default 0.0.0.0)."
         ),
     ] = None,
-    log_format: Annotated[
-        str,
-        typer.Option(
-            "--log-format",
-            envvar="AICD_LOG_FORMAT",
-            help="text, or json: one object per line with the delivery context.",
-        ),
-    ] = "text",
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Run every aicd workflow and activity against the Temporal that TEMPORAL_* points at."""
     from aicd.observability.tracing import TracingConfigError
@@ -54,9 +46,7 @@ def worker(
         run_worker,
     )  # the worker pulls in every activity; only this command needs them
 
-    if log_format not in LOG_FORMATS:
-        raise fail(f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}", EXIT_USAGE)
-    configure_logging("INFO", log_format)
+    setup_logging("INFO", log_format)
     try:
         asyncio.run(
             run_worker(state_dir, address, task_queue, observability_from(metrics_port, metrics_host))

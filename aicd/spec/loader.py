@@ -103,14 +103,25 @@ def validate_document(document: YamlDocument, file: str) -> list[SpecError]:
                 document, file, (), f"expected a mapping (a DeliverySpec), got {type(document.data).__name__}"
             )
         ]
+    shape_paths: list[Path] = []
     for error in _validator().iter_errors(document.data):
-        errors.append(_locate(document, file, _error_path(error), _schema_message(error)))
-    if errors:
-        # Semantic checks assume the shape is right; the shape errors come first and alone.
-        return sorted(errors, key=lambda e: (e.line, e.col, e.path))
-    for check in SEMANTIC_CHECKS:
-        for path, message in check(document.data["spec"]):
-            errors.append(_locate(document, file, path, message))
+        shape_paths.append(_error_path(error))
+        errors.append(_locate(document, file, shape_paths[-1], _schema_message(error)))
+    spec = document.data.get("spec")
+    if isinstance(spec, dict):
+        # All problems at once: the semantic checks run on a document with shape errors too. They assume the
+        # shape is right, so a check that trips over a malformed part is skipped (its part already has a
+        # schema error), and a finding inside a part with a schema error is left out (one cause, one line).
+        for check in SEMANTIC_CHECKS:
+            try:
+                findings = list(check(spec))
+            except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+                if not shape_paths:
+                    raise
+                continue
+            for path, message in findings:
+                if not any(len(bad) > 1 and path[: len(bad)] == bad for bad in shape_paths):
+                    errors.append(_locate(document, file, path, message))
     return sorted(errors, key=lambda e: (e.line, e.col, e.path))
 
 
