@@ -10,7 +10,18 @@ from aicd.cli.app import app
 from aicd.observability.tracing import flush_process_tracing
 
 # Each module registers its commands on `app` when imported.
-_COMMAND_MODULES = ("spec", "dev", "delivery", "argocd", "analyze", "serve", "dashboard", "demo", "worker")
+_COMMAND_MODULES = (
+    "init",
+    "spec",
+    "dev",
+    "delivery",
+    "argocd",
+    "analyze",
+    "serve",
+    "dashboard",
+    "demo",
+    "worker",
+)
 
 
 def main() -> None:

@@ -89,7 +89,7 @@ def demo(
     )
 
     def before_stop(stack: DemoStack, report: DemoReport) -> None:
-        console.print(render_summary(report, kept=keep))
+        console.print(render_summary(report, kept=keep), soft_wrap=True)  # links stay whole lines
         if keep:
             while not cancel.wait(0.5):
                 pass

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from aicd.dev.demo import DemoReport, LiveState, Release, ReleaseOutcome
+    from aicd.dev.demo import DemoReport, LiveState, Release, ReleaseOutcome, Traffic
     from aicd.messages import DeliveryStatus
 
 # --- rendering ----------------------------------------------------------------------------------------------
@@ -64,18 +64,43 @@ def render_live(state: LiveState) -> RenderableType:
             f"{target.get('weight', 0)}%",
             str(target.get("phase", "?")),
         )
-    traffic = state.traffic
-    served = " · ".join(
-        f"{_version(v, state.versions)} {share:.0%}" for v, share in traffic.by_version.items()
-    )
-    traffic_line = Text(
-        f"traffic (last 5 s): {traffic.rate:.0f} req/s · 5xx {traffic.error_share:.1%}"
-        f" · no answer {traffic.no_answer_share:.1%} · served: {served or '-'}",
-        style="red" if traffic.error_share > 0.02 else "",
-    )
     return Group(
-        Rule(title, align="left"), render_status(_focus(state.status)), Text(""), running, traffic_line
+        Rule(title, align="left"),
+        render_status(_focus(state.status)),
+        Text(""),
+        running,
+        *traffic_lines(state.traffic, state.versions),
     )
+
+
+BAD_RELEASE_SHARE = 0.02  # a version whose own answers are 5xx more often than this looks like a bad release
+
+
+def traffic_lines(traffic: Traffic, versions: dict[str, str]) -> list[Text]:
+    """Recent traffic in two lines that keep apart what a release does (its own 5xx, per version: red when
+    a version fails) and what a busy machine does (requests the app did not answer in time: yellow, named
+    as such, never counted against a version)."""
+    served = " · ".join(
+        f"{_version(v, versions)} {share:.0%}"
+        + (f" (5xx {traffic.error_share_by_version[v]:.1%})" if traffic.error_share_by_version.get(v) else "")
+        for v, share in traffic.by_version.items()
+    )
+    failing = any(share > BAD_RELEASE_SHARE for share in traffic.error_share_by_version.values())
+    lines = [
+        Text(
+            f"traffic (last 5 s): {traffic.rate:.0f} req/s · answered by: {served or '-'}",
+            style="red" if failing else "",
+        )
+    ]
+    if traffic.no_answer_share > 0:
+        lines.append(
+            Text(
+                f"slow machine: {traffic.no_answer_share:.0%} of requests got no answer in time"
+                " (timeouts under load, not a release's errors)",
+                style="yellow",
+            )
+        )
+    return lines
 
 
 def _outcome_text(outcome: ReleaseOutcome, order: list[str]) -> str:
@@ -137,36 +162,42 @@ def render_summary(report: DemoReport, *, kept: bool = False) -> RenderableType:
                 f"traffic during the demo: {report.traffic.sent} requests ({codes}; no answer: {report.traffic.failed})"
             )
         )
+    for note in report.load_notes:
+        parts.append(Text(f"slow machine (not a failure): {note}", style="yellow"))
     times = [f"setup {_clock(report.setup_seconds)}"]
     times += [f"release {o.release.version} {_clock(o.seconds)}" for o in report.outcomes]
     times.append(f"total {_clock(report.total_seconds)}")
     parts.append(Text("times: " + ", ".join(times)))
     parts.append(Text(""))
-    links = Table(box=None, pad_edge=False, show_header=False)
-    links.add_column(style="bold")
-    links.add_column(overflow="fold")
+    # One link per line, never folded (print the summary with soft_wrap=True): a URL broken by a newline
+    # cannot be clicked or copied.
+    links: list[tuple[str, str]] = []
     if report.dashboard_url:
-        links.add_row("dashboard", report.dashboard_url)
+        links.append(("dashboard", report.dashboard_url))
     for outcome in report.outcomes:
         url = report.workflow_url(outcome.delivery_id)
-        links.add_row(
-            f"release {outcome.release.version}",
-            url or f"{outcome.delivery_id} (Temporal at {report.temporal_address})",
+        links.append(
+            (
+                f"release {outcome.release.version}",
+                url or f"{outcome.delivery_id} (Temporal at {report.temporal_address})",
+            )
         )
     if report.prometheus_url:
-        links.add_row("Prometheus", _prometheus_graph(report.prometheus_url, report.app))
+        links.append(("Prometheus", _prometheus_graph(report.prometheus_url, report.app)))
     if report.spec_path:
-        links.add_row("effective spec", str(report.spec_path))
-    links.add_row("logs", str(report.state_dir / "logs"))
-    parts.append(links)
+        links.append(("effective spec", str(report.spec_path)))
+    links.append(("logs", str(report.state_dir / "logs")))
+    width = max(len(label) for label, _ in links)
+    for label, link in links:
+        parts.append(Text.assemble((f"{label:<{width}}  ", "bold"), link))
     if kept:
-        parts.append(Text("The stack keeps running: Ctrl-C stops it.", style="bold"))
+        parts.append(Text("The links work while the stack runs: Ctrl-C stops it.", style="bold"))
     else:
         parts.append(
             Text(
-                f"The stack stops now: `aicd demo --keep` keeps it up; "
-                f"`aicd dev --state-dir {report.state_dir}` reopens this history in the Temporal UI.",
-                style="dim",
+                "The links work while the stack runs, and it stops now: `aicd demo --keep` keeps it up after"
+                f" the summary; `aicd dev --state-dir {report.state_dir}` reopens this history in the Temporal UI.",
+                style="bold",
             )
         )
     parts.append(Text(""))
