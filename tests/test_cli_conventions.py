@@ -223,3 +223,27 @@ def test_failure_text_is_said_once() -> None:
         "delivery-x-4", "x", "a" * 40, "x:1", "failed", reason=f"prod: {message}", targets={"prod": failed}
     )
     assert _text(status).count(message) == 1
+
+
+def test_setup_puts_aicd_on_the_path(tmp_path: Path) -> None:
+    """After scripts/setup.sh, `aicd` works as typed: linked into a directory already on PATH."""
+    bin_dir = tmp_path / ".local" / "bin"
+    bin_dir.mkdir(parents=True)
+    path = f"{bin_dir}:/usr/bin:/bin"
+    env = {"HOME": str(tmp_path), "PATH": path, "LANG": "C.UTF-8"}
+    done = subprocess.run(
+        ["bash", "scripts/setup.sh"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    link = bin_dir / "aicd"
+    assert link.is_symlink() and link.resolve() == (REPO_ROOT / ".venv" / "bin" / "aicd").resolve()
+    typed = subprocess.run(["aicd", "--version"], env=env, capture_output=True, text=True, timeout=60)
+    assert typed.returncode == 0 and typed.stdout.startswith("aicd "), typed.stderr
+    # A file of that name that is not such a link is never replaced: setup says what to type instead.
+    link.unlink()
+    link.write_text("#!/bin/sh\necho mine\n")
+    again = subprocess.run(
+        ["bash", "scripts/setup.sh"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert again.returncode == 0 and link.read_text() == "#!/bin/sh\necho mine\n"
+    assert f'export PATH="{REPO_ROOT}/.venv/bin:$PATH"' in again.stdout

@@ -37,6 +37,8 @@ def both_cores_busy() -> Iterator[list[subprocess.Popen[bytes]]]:
             hog.wait(timeout=10)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)  # a whole demo on two starved cores
 def test_demo_exits_0_under_load_when_the_releases_behave(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "aicd", "demo", "--yes", "--state-dir", str(tmp_path)]
     argv += ["--port", "0", "--ui-port", "0", "--rate", "10"]
@@ -62,6 +64,8 @@ def test_demo_exits_0_under_load_when_the_releases_behave(tmp_path: Path) -> Non
     assert "`aicd demo --keep` keeps it up" in out
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_demo_fails_when_a_target_serves_another_version_than_git_says(tmp_path: Path) -> None:
     # A build that answers as "c0ffee0" whatever its tag: every delivery step passes (healthy, no errors),
     # so only the demo's own final check can see that the targets do not serve what Git says.
