@@ -27,7 +27,7 @@ HEAVY = ("temporalio", "numpy", "scipy", "kubernetes", "starlette", "jinja2", "u
 CHECKOUT = "delivery_specs/checkout-api.yaml"
 SHA = "4f2c1d9e5b6a4f2c1d9e5b6a4f2c1d9e5b6a4f2c"
 # Every command that prints data, with arguments that make it print (or at least parse its options).
-DATA_COMMANDS = ("validate", "plan", "status", "list", "analyze")
+DATA_COMMANDS = ("validate", "plan", "status", "list", "analyze", "init", "argocd manifests")
 
 
 def imported_modules(*args: str) -> set[str]:
@@ -92,7 +92,7 @@ def test_help_has_no_type_artefacts(run_aicd: RunAicd) -> None:
 
 @pytest.mark.parametrize("command", DATA_COMMANDS)
 def test_every_data_command_has_output_option(run_aicd: RunAicd, command: str) -> None:
-    out = run_aicd(command, "--help", env=aicd_env(COLUMNS="200")).stdout
+    out = run_aicd(*command.split(), "--help", env=aicd_env(COLUMNS="200")).stdout
     assert re.search(r"--output\S*\s+-o\S*\s+<text\|json>", out), out
 
 

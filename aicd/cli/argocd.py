@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from aicd.cli.app import EXIT_USAGE, app, fail
+from aicd.cli.app import EXIT_USAGE, OutputFormat, OutputOption, app, fail
 
 if TYPE_CHECKING:  # GitPython loads inside the command: `aicd --help` stays quick
     from aicd.argocd_manifests import GitOpsTree
@@ -62,10 +63,12 @@ def manifests(
             "it is on this machine, else a shallow clone of it).",
         ),
     ] = None,
+    output: OutputOption = OutputFormat.text,
 ) -> None:
     """Print one Application per argocd target, its source shaped by the target's file in the GitOps repo
     (Helm chart directory, Kustomize, plain manifests, or a chart from a chart repository with `ref: values`).
-    Automated sync is off: aicd drives the syncs."""
+    Automated sync is off: aicd drives the syncs. Text is multi-document YAML for `kubectl apply -f -`;
+    -o json a list of the Applications."""
     from aicd.argocd_manifests import dump_manifests, render_applications
     from aicd.spec.errors import SpecInvalid
     from aicd.spec.loader import load_spec
@@ -86,4 +89,7 @@ def manifests(
             )
         except ValueError as error:
             raise fail(f"{spec}: {error}", EXIT_USAGE) from None
-    typer.echo(dump_manifests(applications), nl=False)
+    if output is OutputFormat.json:
+        typer.echo(json.dumps(applications, indent=2))
+    else:
+        typer.echo(dump_manifests(applications), nl=False)
