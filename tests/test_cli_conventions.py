@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from aicd.dashboard.views import _until
 from aicd.messages import DeliveryStatus, TargetStatus
 from aicd.status_view import render_status
 from tests.conftest import REPO_ROOT, RunAicd, aicd_env
@@ -190,6 +191,8 @@ def test_timed_pause_shows_time_left_and_human_wait_says_how_to_release() -> Non
     )
     status = DeliveryStatus("delivery-x-2", "x", "a" * 40, "x:1", "running", targets={"prod": waiting})
     assert "1:pause (4m10s left)" in _text(status, now)
+    # The dashboard shows the end as a clock time: right however long its page stays open.
+    assert _until(waiting) == " (until 12:04:10 UTC)"
     assert "1:pause (0s left)" in _text(status, now + timedelta(hours=1))
     paused = DeliveryStatus(
         "delivery-x-2",

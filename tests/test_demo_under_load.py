@@ -127,3 +127,34 @@ def test_the_demo_app_answers_as_the_version_it_claims() -> None:
     with pytest.raises(ConfigError, match="claims_version must be a non-empty string"):
         parse_config({"claims_version": 7})
     assert "claims_version: 'c0ffee0'" in Release("9", "b", "s", 0.0, claims_version="c0ffee0").app_yaml("a")
+
+
+def test_summary_keeps_load_apart_from_release_errors(tmp_path: Path) -> None:
+    from collections import Counter
+
+    from rich.console import Console
+
+    from aicd.cli.demo_view import render_summary
+    from aicd.dev.demo import DemoReport
+    from aicd.dev.loadgen import LoadStats
+
+    traffic = LoadStats(
+        sent=1000,
+        failed=12,
+        by_status=Counter({200: 900, 500: 60, 502: 28}),
+        by_version=Counter({"5146fd5": 700, "9abc012": 260, "?": 28}),
+        errors_by_version=Counter({"9abc012": 60}),
+    )
+    report = DemoReport(
+        state_dir=tmp_path,
+        versions={"5146fd5": "1.1", "9abc012": "1.2"},
+        traffic=traffic,
+        load_notes=[
+            "prod-a: 3 of 33 requests got no answer in time (ReadTimeout 3): a busy machine, retried"
+        ],
+    )
+    console = Console(width=300, record=True, color_system=None)
+    console.print(render_summary(report), soft_wrap=True)
+    text = console.export_text()
+    assert "5xx from the releases: 1.2 (9abc012) 60; not answered in time (load): 40" in text
+    assert "slow machine (not a failure): prod-a: 3 of 33 requests got no answer in time" in text

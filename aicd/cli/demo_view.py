@@ -156,10 +156,17 @@ def render_summary(report: DemoReport, *, kept: bool = False) -> RenderableType:
         parts.append(Text(f"now serving (requests through each target's proxy): {serving}"))
         parts.append(Text(f"canaries running: {', '.join(canaries) or 'none'}"))
     if report.traffic is not None:
-        codes = ", ".join(f"{code}: {n}" for code, n in sorted(report.traffic.by_status.items()))
+        traffic = report.traffic
+        codes = ", ".join(f"{code}: {n}" for code, n in sorted(traffic.by_status.items()))
+        release_errors = ", ".join(
+            f"{_version(v, report.versions)} {n}" for v, n in sorted(traffic.errors_by_version.items())
+        )
+        # Answers without a version came from the proxy: the app did not answer in time (the machine).
+        slow = traffic.failed + traffic.by_version.get("?", 0)
         parts.append(
             Text(
-                f"traffic during the demo: {report.traffic.sent} requests ({codes}; no answer: {report.traffic.failed})"
+                f"traffic during the demo: {traffic.sent} requests ({codes}); 5xx from the releases:"
+                f" {release_errors or 'none'}; not answered in time (load): {slow}"
             )
         )
     for note in report.load_notes:
