@@ -108,8 +108,12 @@ def test_output_json_and_old_spellings_agree(run_aicd: RunAicd) -> None:
     assert bad.returncode == 2 and "yaml" in bad.stderr
 
 
-def test_temporal_unreachable_says_what_to_do(run_aicd: RunAicd) -> None:
-    for args in (("status", "delivery-x-0"), ("list", "-o", "json")):
+def test_temporal_unreachable_says_what_to_do(run_aicd: RunAicd, tmp_path: Path) -> None:
+    for args in (
+        ("status", "delivery-x-0"),
+        ("list", "-o", "json"),
+        ("worker", "--state-dir", str(tmp_path)),
+    ):
         done = run_aicd(*args, env=aicd_env(TEMPORAL_ADDRESS="127.0.0.1:1"))
         assert done.returncode == 1 and done.stdout == ""
         line = done.stderr.strip()

@@ -4,7 +4,6 @@ dashboard's settings from AICD_DASHBOARD_* (see aicd.dashboard.settings)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
@@ -32,6 +31,8 @@ def dashboard(
 ) -> None:
     """Web dashboard alone: deliveries, their waves, weights and verdicts, followed live; pause, resume,
     abort, approve and reject for signed-in users (AICD_DASHBOARD_TOKENS_FILE or an authenticating proxy)."""
+    import asyncio  # not at module level: `aicd --help` stays quick
+
     # Imported here: the other commands need neither Temporal's client nor the dashboard at start-up.
     from aicd.dashboard import DashboardSettings, SettingsError, standalone_app
     from aicd.temporal import connect

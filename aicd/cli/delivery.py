@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import os
@@ -49,6 +48,8 @@ def _dev_address() -> str | None:
 
 
 def _run(body: Callable[[Client], Awaitable[T]]) -> T:
+    import asyncio  # not at module level: `aicd --help` stays quick
+
     from aicd import client as deliveries
     from aicd.temporal import DEFAULT_ADDRESS, connect
 
@@ -91,6 +92,8 @@ def deliver(
     """Start the delivery of REVISION, resolved to its full commit SHA in the spec's source repository; a
     repeated call while it runs finds the same delivery, a call after it ended delivers it again (a re-deploy,
     which wins over older deliveries still running). Prints the delivery's ID."""
+    import asyncio  # not at module level: `aicd --help` stays quick
+
     from aicd import client as deliveries
     from aicd.messages import Trigger
     from aicd.plan import build_plan
@@ -137,6 +140,8 @@ def status(
     ] = False,
 ) -> None:
     """Phase, stage and wave, per-target step, weight, analysis verdict and commits, and the human action log."""
+    import asyncio  # not at module level: `aicd --help` stays quick
+
     from rich.console import Console
     from rich.live import Live
 

@@ -4,7 +4,6 @@ secrets come from the environment only and are never printed."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import signal
@@ -52,6 +51,8 @@ def serve(
 ) -> None:
     """HTTP gateway: /hooks/github, /hooks/gitlab, /slack/interactions, /slack/commands, /healthz, /metrics,
     and the delivery dashboard at / (settings AICD_DASHBOARD_*; `aicd dashboard` serves it alone)."""
+    import asyncio  # not at module level: `aicd --help` stays quick
+
     from aicd.cli.dashboard import exposure_problem, warn_if_open
     from aicd.dashboard import Dashboard, DashboardSettings, SettingsError
     from aicd.gateway import Gateway, GatewaySettings
@@ -96,6 +97,8 @@ async def _serve(
     poll_state: Path | None,
     board: Dashboard | None = None,
 ) -> None:
+    import asyncio  # not at module level: `aicd --help` stays quick
+
     import uvicorn
 
     from aicd.cli.dashboard import server_config
@@ -137,11 +140,15 @@ def watch(
 ) -> None:
     """Git poller: lists each spec's source heads every source.pollInterval and starts deliveries for new
     heads of matching branches (the first poll of a repository only records its heads)."""
+    import asyncio  # not at module level: `aicd --help` stays quick
+
     setup_logging(log_level, log_format)
     asyncio.run(_watch(specs, task_queue, state_dir, once))
 
 
 async def _watch(specs: Path, task_queue: str | None, state_dir: Path, once: bool) -> None:
+    import asyncio  # not at module level: `aicd --help` stays quick
+
     from aicd.gateway.metrics import Metrics
     from aicd.gateway.specs import SpecDirectory
     from aicd.poller import GitPoller

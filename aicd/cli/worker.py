@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from aicd.cli.app import EXIT_USAGE, LogFormatOption, app, fail, setup_logging
+from aicd.cli.app import EXIT_USAGE, LogFormatOption, app, fail, setup_logging, temporal_unreachable
 
 
 @app.command()
@@ -40,6 +40,8 @@ def worker(
     log_format: LogFormatOption = "text",
 ) -> None:
     """Run every aicd workflow and activity against the Temporal that TEMPORAL_* points at."""
+    import asyncio  # not at module level: `aicd --help` stays quick
+
     from aicd.observability.tracing import TracingConfigError
     from aicd.worker import (
         observability_from,
@@ -53,3 +55,11 @@ def worker(
         )
     except TracingConfigError as error:
         raise fail(str(error), EXIT_USAGE) from None
+    except RuntimeError as error:
+        if "Failed client connect" not in str(error):  # the SDK's words for a Temporal that does not answer
+            raise
+        from aicd.temporal import DEFAULT_ADDRESS
+
+        raise temporal_unreachable(
+            address or os.environ.get("TEMPORAL_ADDRESS") or DEFAULT_ADDRESS, error
+        ) from None
