@@ -26,20 +26,15 @@ class WorkerSettings:
     command_secrets: CommandSecrets = field(default_factory=CommandSecrets.from_env)
 
 
-def all_activities(settings: WorkerSettings, client: Client) -> list[Callable[..., Any]]:
-    """Every activity; `client` lets activities ask Temporal before a write (the fence) and tell other
-    deliveries of an app that a newer one claims it."""
+def delivery_activities(settings: WorkerSettings, client: Client) -> list[Callable[..., Any]]:
+    """The activities of the delivery queue, served by every worker: commands, reads, syncs, analysis,
+    notifications, release claims. `client` lets activities ask Temporal (release claims)."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    gitops = GitOpsActivities(settings.state_dir, client)
     commands = CommandActivities(settings.state_dir, settings.command_secrets)
     releases = ReleaseActivities(client)
     return [
         commands.run_command,
-        gitops.commit,
-        StepActivities(gitops).apply_step,
-        gitops.rollback,
-        gitops.rollback_many,
-        gitops.read_file,
+        GitOpsActivities(settings.state_dir, client).read_file,
         sync_target,
         check_sites,
         analysis_look,
@@ -47,3 +42,11 @@ def all_activities(settings: WorkerSettings, client: Client) -> list[Callable[..
         releases.claim,
         releases.running,
     ]
+
+
+def writer_activities(settings: WorkerSettings, client: Client) -> list[Callable[..., Any]]:
+    """The GitOps writes (aicd.workflows.common.writer_queue): served by one worker of the fleet at a time.
+    `client` lets each write ask Temporal whether it is still wanted before it pushes (the fence)."""
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    gitops = GitOpsActivities(settings.state_dir, client)
+    return [gitops.commit, StepActivities(gitops).apply_step, gitops.rollback, gitops.rollback_many]

@@ -246,14 +246,17 @@ class GitOpsClone:
     def refresh(self, repo: git.Repo) -> bool:
         """Reset the clone to the remote branch; False when the branch does not exist yet."""
         repo.git.fetch("origin", "--prune", "--quiet")
-        try:
-            repo.git.rev_parse("--verify", "--quiet", self.remote_ref)
-        except git.GitCommandError:
+        git_dir = Path(repo.git_dir)
+        remote = read_ref(git_dir, f"refs/remotes/{self.remote_ref}")
+        if remote is None:
             repo.git.checkout("--orphan", f"aicd-{self.branch}") if not repo.head.is_valid() else None
             return False
-        repo.git.checkout("-B", self.branch, self.remote_ref, "--quiet", "--force")
-        repo.git.reset("--hard", self.remote_ref, "--quiet")
-        repo.git.clean("-fdq")
+        clean = str(self.path) in _in_sync_clones  # left clean by this process: no reset or clean needed
+        if not (clean and read_ref(git_dir, "HEAD") == remote):
+            repo.git.checkout("-B", self.branch, self.remote_ref, "--quiet", "--force")
+            if not clean:
+                repo.git.reset("--hard", self.remote_ref, "--quiet")
+                repo.git.clean("-fdq")
         _in_sync_clones.add(str(self.path))
         return True
 
@@ -445,16 +448,23 @@ class GitOpsClone:
         return results
 
     def _known_in_sync(self, repo: git.Repo, requests: list[_WriteRequest]) -> bool:
-        """This process last left the clone clean and pushed, HEAD is still the remote branch, and every step's
-        ownership base is that HEAD (a base this clone has not seen - another worker's commit - needs a fetch).
-        Read from the ref files: a process per check would cost as much as the commit."""
+        """This process last left the clone clean and pushed, HEAD is still the remote branch as last seen, and
+        every step's ownership base is a commit this clone has (a base it has not seen - another worker's
+        commit - needs a fetch). The checks then run on this state without a fetch: should the remote have
+        moved since, the push is refused, and the retry refetches and checks again - a push that lands proves
+        the state it was checked on was the branch. Read from files: a process per check costs as much as
+        the commit."""
         if str(self.path) not in _in_sync_clones:
             return False
         git_dir = Path(repo.git_dir)
         head = read_ref(git_dir, "HEAD")
         if head is None or head != read_ref(git_dir, f"refs/remotes/origin/{self.branch}"):
             return False
-        return all(step.base in (None, head) for request in requests for step in request.steps)
+        return all(
+            step.base in (None, head) or _has_loose_object(git_dir, step.base)
+            for request in requests
+            for step in request.steps
+        )
 
 
 class GitOpsActivities:
@@ -882,6 +892,12 @@ def read_ref(git_dir: Path, ref: str) -> str | None:
                     return sha
         return None
     return None
+
+
+def _has_loose_object(git_dir: Path, sha: str) -> bool:
+    """The clone holds this object unpacked (every commit it made or fetched since its last gc): a file test,
+    no process. False for a packed one, which only costs the caller a fetch."""
+    return len(sha) == 40 and (git_dir / "objects" / sha[:2] / sha[2:]).is_file()
 
 
 def _untracked(repo: git.Repo, paths: list[str]) -> list[str]:

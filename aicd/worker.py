@@ -1,6 +1,11 @@
 """The Temporal worker (`aicd worker`, `python -m aicd.worker`, `python worker.py` in a checkout): runs every aicd
 workflow and activity.
 
+Roles: a worker serves the delivery queue (workflows and every activity but GitOps writes) and the writer
+queue (GitOps writes, aicd.workflows.common.writer_queue). `--role all` (the default) serves both: one worker
+is a whole aicd. A fleet runs any number of `--role delivery` workers and one `--role gitops-writer` at a time,
+so more workers never means more workers racing pushes to one GitOps branch.
+
 Reads the standard Temporal client settings (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY,
 TEMPORAL_TLS_*), so the same worker runs against the embedded dev server, a cluster or Temporal Cloud.
 
@@ -19,16 +24,19 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from types import TracebackType
+from typing import Literal, get_args
 
 from prometheus_client import CollectorRegistry, disable_created_metrics
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Interceptor, Worker
 
-from aicd.activities import WorkerSettings, all_activities
+from aicd.activities import WorkerSettings, delivery_activities, writer_activities
 from aicd.activities.failures import RedactFailures
 from aicd.dev.ports import LOOPBACK, free_port
 from aicd.observability.census import DEFAULT_INTERVAL_S, DeliveryCensus
@@ -40,12 +48,17 @@ from aicd.observability.tracing import TracingConfigError, configure_tracing
 from aicd.redact import process_mask
 from aicd.temporal import connect, task_queue
 from aicd.workflows import ALL_WORKFLOWS, sandbox_runner
+from aicd.workflows.common import writer_queue
 
 METRICS_PORT_ENV = "AICD_METRICS_PORT"
 METRICS_HOST_ENV = "AICD_METRICS_HOST"
 LOG_FORMAT_ENV = "AICD_LOG_FORMAT"
 CENSUS_INTERVAL_ENV = "AICD_CENSUS_INTERVAL"
+ROLE_ENV = "AICD_WORKER_ROLE"
 DEFAULT_METRICS_HOST = "0.0.0.0"  # scraped and probed from outside the pod
+
+WorkerRole = Literal["all", "delivery", "gitops-writer"]
+WORKER_ROLES: tuple[WorkerRole, ...] = get_args(WorkerRole)
 
 log = logging.getLogger("aicd.worker")
 
@@ -57,23 +70,64 @@ class ObservabilitySettings:
     census_interval_s: float = DEFAULT_INTERVAL_S  # how often deliveries in flight are counted
 
 
+class Workers:
+    """The Temporal workers of one aicd worker process (one per task queue it serves), run together."""
+
+    def __init__(self, workers: list[Worker]) -> None:
+        self.workers = workers
+        self._stack = AsyncExitStack()
+
+    @property
+    def task_queues(self) -> list[str]:
+        return [worker.task_queue for worker in self.workers]
+
+    async def __aenter__(self) -> Workers:
+        for worker in self.workers:
+            await self._stack.enter_async_context(worker)
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.__aexit__(kind, error, tb)
+
+
 def build_worker(
     client: Client,
     settings: WorkerSettings,
     queue: str | None = None,
     interceptors: Sequence[Interceptor] = (),
-) -> Worker:
-    return Worker(
-        client,
-        task_queue=queue or task_queue(),
-        workflows=ALL_WORKFLOWS,
-        activities=all_activities(settings, client),
-        workflow_runner=sandbox_runner(),
-        # Outermost: what reaches Temporal is redacted, whatever the interceptors inside saw.
-        interceptors=[RedactFailures(process_mask(extra=settings.command_secrets.values())), *interceptors],
-        max_concurrent_activities=200,
-        graceful_shutdown_timeout=timedelta(seconds=5),
-    )
+    role: WorkerRole = "all",
+) -> Workers:
+    queue = queue or task_queue()
+    # Outermost: what reaches Temporal is redacted, whatever the interceptors inside saw.
+    chain = [RedactFailures(process_mask(extra=settings.command_secrets.values())), *interceptors]
+    workers = []
+    if role in ("all", "delivery"):
+        workers.append(
+            Worker(
+                client,
+                task_queue=queue,
+                workflows=ALL_WORKFLOWS,
+                activities=delivery_activities(settings, client),
+                workflow_runner=sandbox_runner(),
+                interceptors=chain,
+                max_concurrent_activities=200,
+                graceful_shutdown_timeout=timedelta(seconds=5),
+            )
+        )
+    if role in ("all", "gitops-writer"):
+        workers.append(
+            Worker(
+                client,
+                task_queue=writer_queue(queue),
+                activities=writer_activities(settings, client),
+                interceptors=chain,
+                max_concurrent_activities=200,
+                graceful_shutdown_timeout=timedelta(seconds=5),
+            )
+        )
+    return Workers(workers)
 
 
 def _temporal_runtime() -> tuple[Runtime, str]:
@@ -97,6 +151,7 @@ async def run_worker(
     address: str | None = None,
     queue: str | None = None,
     observability: ObservabilitySettings | None = None,
+    role: WorkerRole = "all",
 ) -> None:
     observability = observability or ObservabilitySettings()
     queue = queue or task_queue()
@@ -123,7 +178,7 @@ async def run_worker(
     try:
         client = await connect(address, runtime=runtime)
         worker = build_worker(
-            client, WorkerSettings(state_dir=state_dir), queue, [MetricsInterceptor(metrics)]
+            client, WorkerSettings(state_dir=state_dir), queue, [MetricsInterceptor(metrics)], role
         )
         background = [asyncio.create_task(health.keep_fresh(client, stop))]
         if server is not None:
@@ -134,7 +189,12 @@ async def run_worker(
             )
         async with worker:
             health.polling = True
-            log.info("worker running on task queue %s%s", queue, " (tracing on)" if tracing.enabled else "")
+            log.info(
+                "worker (role %s) running on task queues %s%s",
+                role,
+                ", ".join(worker.task_queues),
+                " (tracing on)" if tracing.enabled else "",
+            )
             await stop.wait()
             health.polling = False
         for task in background:
@@ -180,6 +240,12 @@ def main() -> None:
         help=f"address to serve them on (${METRICS_HOST_ENV})",
     )
     parser.add_argument("--log-format", choices=LOG_FORMATS, default=os.environ.get(LOG_FORMAT_ENV, "text"))
+    parser.add_argument(
+        "--role",
+        choices=WORKER_ROLES,
+        default=os.environ.get(ROLE_ENV, "all"),
+        help=f"all (default), delivery, or gitops-writer: one per fleet at a time (${ROLE_ENV})",
+    )
     args = parser.parse_args()
     configure_logging("INFO", args.log_format)
     try:
@@ -189,6 +255,7 @@ def main() -> None:
                 args.address,
                 args.task_queue,
                 observability_from(args.metrics_port, args.metrics_host),
+                args.role,
             )
         )
     except TracingConfigError as error:

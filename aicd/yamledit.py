@@ -751,7 +751,7 @@ def _plain_ok(text: str, flow: bool = False) -> bool:
     """`text` can go unquoted and every YAML reader (1.1 and 1.2) reads it back as this string."""
     if not _PLAIN_SAFE_RE.fullmatch(text) or text.endswith(":") or (flow and ":" in text):
         return False
-    if text == "-":  # a lone dash is a block sequence entry, not a scalar
+    if text == "-":  # a lone `-` is a block sequence entry, not a scalar
         return False
     if _YAML12_NOT_STR_RE.fullmatch(text):
         return False

@@ -88,7 +88,7 @@ def test_validate_json(run_aicd: RunAicd) -> None:
     assert ok.returncode == 0
     assert json.loads(ok.stdout) == {
         "ok": True,
-        "files": [{"file": rel(MINIMAL), "ok": True, "errors": []}],
+        "files": [{"file": rel(MINIMAL), "ok": True, "errors": [], "notes": []}],
         "errors": [],
     }
 

@@ -105,26 +105,39 @@ def _monitoring_problems(item: dict[str, Any], directory: Path) -> Iterator[str]
     if item["kind"] != "PodMonitor":
         yield f"unexpected kind {item['kind']}"
         return
-    selector = item["spec"]["selector"]["matchLabels"]
+    selector = item["spec"]["selector"]
     pods = [
         d
         for d in objects(directory, "Deployment")
-        if _selects(selector, d["spec"]["template"]["metadata"]["labels"])
+        if _matches(selector, d["spec"]["template"]["metadata"]["labels"])
     ]
-    if len(pods) != 1:
-        yield f"selects {len(pods)} Deployments' pods"
-        return
-    ports = {
-        port["name"]
-        for container in pods[0]["spec"]["template"]["spec"]["containers"]
-        for port in container.get("ports", [])
-    }
+    if not pods:
+        yield "selects no Deployment's pods"
+    for pod in pods:
+        ports = {
+            port["name"]
+            for container in pod["spec"]["template"]["spec"]["containers"]
+            for port in container.get("ports", [])
+        }
+        for endpoint in item["spec"]["podMetricsEndpoints"]:
+            if endpoint["port"] not in ports:
+                yield f"port {endpoint['port']} not on the pods of {pod['metadata']['name']} ({sorted(ports)})"
     for endpoint in item["spec"]["podMetricsEndpoints"]:
-        if endpoint["port"] not in ports:
-            yield f"port {endpoint['port']} not on the pods ({sorted(ports)})"
         jobs = [r["replacement"] for r in endpoint.get("relabelings", []) if r.get("targetLabel") == "job"]
-        if jobs != [f"aicd-{pods[0]['metadata']['labels']['app.kubernetes.io/component']}"]:
+        if jobs != [f"aicd-{item['metadata']['labels']['app.kubernetes.io/component']}"]:
             yield f"job label {jobs}: the rules and the dashboard select job=aicd-worker / aicd-gateway"
+
+
+def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector: matchLabels and matchExpressions (In, NotIn, Exists)."""
+    for expression in selector.get("matchExpressions", []):
+        value, values = labels.get(expression["key"]), expression.get("values", [])
+        operator = expression["operator"]
+        if (operator == "In" and value not in values) or (operator == "NotIn" and value in values):
+            return False
+        if operator == "Exists" and value is None:
+            return False
+    return _selects(selector.get("matchLabels", {}), labels)
 
 
 def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
@@ -208,11 +221,10 @@ def test_pods_run_non_root_read_only_with_probes_resources_and_secret_references
                     f"{name}: {variable['name']} must come from a Secret"
                 )
         ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-        if name == "aicd-worker":
+        if container["args"][0] == "worker":
             assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
             assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
-            assert container["args"][0] == "worker" and ports["metrics"] == 9464
-            assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+            assert ports["metrics"] == 9464
         else:
             assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
             assert container["args"][:2] == ["serve", "--specs"]
@@ -244,6 +256,38 @@ def test_pods_run_non_root_read_only_with_probes_resources_and_secret_references
         "aicd-worker",
         "aicd-gateway",
     }
+
+
+@pytest.mark.parametrize("directory", OVERLAYS, ids=ids(OVERLAYS))
+def test_one_gitops_writer_and_delivery_workers_that_never_push(directory: Path) -> None:
+    """Every GitOps write goes to the writer queue (aicd.workflows.common.writer_queue): exactly one pod
+    serves it, replaced with Recreate so an upgrade never runs two; the delivery workers scale freely and
+    roll without a gap. Both are scraped as one job and carry the same Temporal settings."""
+    roles: dict[str, list[dict[str, Any]]] = {}
+    for deployment in objects(directory, "Deployment"):
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        if args[0] == "worker":
+            roles.setdefault(args[args.index("--role") + 1], []).append(deployment)
+    assert set(roles) == {"delivery", "gitops-writer"}
+    (writer,) = roles["gitops-writer"]
+    assert writer["spec"]["replicas"] == 1 and writer["spec"]["strategy"] == {"type": "Recreate"}
+    (workers,) = roles["delivery"]
+    assert workers["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    writer_pod, worker_pod = writer["spec"]["template"], workers["spec"]["template"]
+    assert writer["spec"]["selector"]["matchLabels"] != workers["spec"]["selector"]["matchLabels"]
+    assert not _selects(workers["spec"]["selector"]["matchLabels"], writer_pod["metadata"]["labels"])
+    container = {k: v for k, v in worker_pod["spec"]["containers"][0].items() if k != "args"}
+    assert {k: v for k, v in writer_pod["spec"]["containers"][0].items() if k != "args"} == {
+        **container,
+        "env": [{"name": "OTEL_SERVICE_NAME", "value": "aicd-gitops-writer"}, *container["env"][1:]],
+    }
+    assert writer_pod["spec"]["volumes"] == worker_pod["spec"]["volumes"]
+    for monitor in objects(directory, "PodMonitor"):
+        if monitor["metadata"]["name"] == "aicd-worker":
+            (expression,) = monitor["spec"]["selector"]["matchExpressions"]
+            assert {writer_pod["metadata"]["labels"][expression["key"]], "worker"} == set(
+                expression["values"]
+            )
 
 
 @pytest.mark.parametrize("directory", OVERLAYS, ids=ids(OVERLAYS))

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import uuid
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
@@ -78,6 +80,84 @@ async def test_ten_deliveries_push_into_one_repo_and_lose_nothing(
     assert claimed == {entry["sha"] for entry in log}
     for app in apps:
         assert "weight: 0" in show(gitops, "main", f"apps/{app}/values.yaml")
+
+
+async def test_writes_go_to_the_one_writer_and_wait_for_it(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Delivery workers never push: every GitOps write of a delivery is scheduled on the writer queue, so a
+    fleet of delivery-only workers waits for the writer instead of racing each other's pushes."""
+    source, revision = make_repo(tmp_path, "source", {"README": "x\n"})
+    gitops, _ = make_repo(tmp_path, "gitops", {"web.yaml": "image:\n  tag: v0\n"})
+    plan = plan_from(
+        spec_document(
+            "roles",
+            source,
+            gitops,
+            {"web": {"kind": "git", "path": "web.yaml"}},
+            [
+                {
+                    "name": "prod",
+                    "targets": ["web"],
+                    "strategy": {"canary": {"steps": [{"setWeight": 50}, {"setWeight": 100}]}},
+                }
+            ],
+        ),
+        revision,
+    )
+    client = temporal_env.client
+    queue = f"roles-{uuid.uuid4().hex[:8]}"
+    handle = handle_for(client, plan.delivery_id)
+    settings = WorkerSettings(tmp_path / "state-delivery")
+    async with build_worker(client, settings, queue, role="delivery") as delivery_only:
+        assert delivery_only.task_queues == [queue]
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+        pending = await wait_for_pending_write(client, handle)
+        assert len(commits(gitops)) == 1  # only the seed: nobody served the write
+    async with build_worker(client, settings, queue, role="delivery"):
+        async with build_worker(
+            client, WorkerSettings(tmp_path / "state-writer"), queue, role="gitops-writer"
+        ):
+            result = await handle.result()
+    assert result.phase == "succeeded"
+    writes = {"apply_step", "gitops_commit", "gitops_rollback", "gitops_rollback_many"}
+    scheduled_writes = [
+        child_event.activity_task_scheduled_event_attributes
+        for child in await child_histories(client, plan.delivery_id)
+        for child_event in child.events
+        if child_event.HasField("activity_task_scheduled_event_attributes")
+        and child_event.activity_task_scheduled_event_attributes.activity_type.name in writes
+    ]
+    assert pending in {attributes.activity_type.name for attributes in scheduled_writes}
+    assert {attributes.task_queue.name for attributes in scheduled_writes} == {f"{queue}-gitops"}
+    assert "tag: " in show(gitops, "main", "web.yaml") and len(commits(gitops)) > 1
+
+
+async def wait_for_pending_write(client: Client, handle: WorkflowHandle[Any, Any]) -> str:
+    """The name of the first pending activity of the delivery's target workflows, once one is pending."""
+    for _ in range(300):
+        for child in await child_ids(client, handle.id):
+            description = await client.get_workflow_handle(child).describe()
+            for activity in description.raw_description.pending_activities:
+                return activity.activity_type.name
+        await asyncio.sleep(0.1)
+    raise AssertionError("no write was ever scheduled")
+
+
+async def child_ids(client: Client, delivery_id: str) -> list[str]:
+    history = await client.get_workflow_handle(delivery_id).fetch_history()
+    return [
+        event.start_child_workflow_execution_initiated_event_attributes.workflow_id
+        for event in history.events
+        if event.HasField("start_child_workflow_execution_initiated_event_attributes")
+    ]
+
+
+async def child_histories(client: Client, delivery_id: str) -> list[WorkflowHistory]:
+    histories = [await client.get_workflow_handle(delivery_id).fetch_history()]
+    for child in await child_ids(client, delivery_id):
+        histories.append(await client.get_workflow_handle(child).fetch_history())
+    return histories
 
 
 async def test_commit_activity_is_idempotent_by_trailer(tmp_path: Path) -> None:

@@ -5,10 +5,27 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
 
 from aicd.errors import ErrorType, names
+
+WRITER_QUEUE_SUFFIX = "-gitops"
+
+
+def writer_queue(queue: str) -> str:
+    """The task queue of the GitOps writes of the workflows on `queue`. One worker of the fleet serves it at
+    a time (`aicd worker --role gitops-writer`; the default role serves both), so adding workers adds room for
+    workflows, commands, analysis and Argo CD waits without adding workers that race each other's pushes.
+    Its writes are coalesced per clone (activities/gitops.py: group commit)."""
+    return f"{queue}{WRITER_QUEUE_SUFFIX}"
+
+
+def on_writer_queue() -> str:
+    """The writer queue for a GitOps write scheduled by the running workflow."""
+    return writer_queue(workflow.info().task_queue)
+
 
 # A write refused by its ownership or fence check is a definite answer: retrying cannot change who owns a file.
 WRITE_REFUSALS = names(

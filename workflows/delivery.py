@@ -57,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         SYNC_HEARTBEAT,
         SYNC_RETRY,
         cause_of,
+        on_writer_queue,
     )
     from aicd.workflows.edge_fleet import EdgeFleetWorkflow, FleetInput
     from aicd.workflows.notifications import ProgressKey, progress_changes
@@ -517,6 +518,7 @@ class DeliveryWorkflow:
             results = await workflow.execute_activity_method(
                 GitOpsActivities.rollback_many,
                 requests,
+                task_queue=on_writer_queue(),
                 start_to_close_timeout=GIT_TIMEOUT,
                 heartbeat_timeout=GIT_HEARTBEAT,
                 retry_policy=GIT_RETRY,

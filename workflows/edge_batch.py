@@ -23,7 +23,14 @@ with workflow.unsafe.imports_passed_through():
     from aicd.messages import SYSTEM_ACTOR
     from aicd.targets.edge import EdgeTarget, SitesFile
     from aicd.trailers import delivery_trailer, step_trailer
-    from aicd.workflows.common import GIT_HEARTBEAT, GIT_RETRY, GIT_TIMEOUT, SYNC_HEARTBEAT, cause_of
+    from aicd.workflows.common import (
+        GIT_HEARTBEAT,
+        GIT_RETRY,
+        GIT_TIMEOUT,
+        SYNC_HEARTBEAT,
+        cause_of,
+        on_writer_queue,
+    )
     from aicd.workflows.rollout_control import Aborted, StepFailed, TargetRolloutInput
 
 # A chunk's sites are checked `parallelism` at a time; a transient error (API down) retries the chunk.
@@ -99,6 +106,7 @@ async def commit_batch(
     commit = await workflow.execute_activity_method(
         GitOpsActivities.commit,
         request,
+        task_queue=on_writer_queue(),
         start_to_close_timeout=GIT_TIMEOUT,
         heartbeat_timeout=GIT_HEARTBEAT,
         retry_policy=GIT_RETRY,
@@ -193,6 +201,7 @@ async def restore_sites(input: TargetRolloutInput, number: int, failed: list[str
         result = await workflow.execute_activity_method(
             GitOpsActivities.rollback,
             request,
+            task_queue=on_writer_queue(),
             start_to_close_timeout=GIT_TIMEOUT,
             heartbeat_timeout=GIT_HEARTBEAT,
             retry_policy=GIT_RETRY,

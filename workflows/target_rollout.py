@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from aicd.messages import SYSTEM_ACTOR, TARGET_ROLLOUT_WORKFLOW, TargetStatus
     from aicd.steps import StepKind
     from aicd.trailers import delivery_trailer, step_trailer
-    from aicd.workflows.common import GIT_TIMEOUT, STEP_RETRY, SYNC_HEARTBEAT, cause_of
+    from aicd.workflows.common import GIT_TIMEOUT, STEP_RETRY, SYNC_HEARTBEAT, cause_of, on_writer_queue
     from aicd.workflows.rollout_control import (
         Aborted,
         RolloutControl,
@@ -113,6 +113,7 @@ class TargetRolloutWorkflow(RolloutControl):
             return await workflow.execute_activity_method(
                 StepActivities.apply_step,
                 StepRequest(commit, sync),
+                task_queue=on_writer_queue(),
                 start_to_close_timeout=GIT_TIMEOUT + timedelta(seconds=target.progress_deadline_s + 60),
                 heartbeat_timeout=SYNC_HEARTBEAT,
                 retry_policy=STEP_RETRY,

@@ -16,6 +16,7 @@ _COMMAND_MODULES = (
     "dev",
     "delivery",
     "argocd",
+    "importer",
     "analyze",
     "serve",
     "dashboard",

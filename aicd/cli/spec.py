@@ -20,6 +20,7 @@ import typer
 
 from aicd.cli.app import EXIT_OK, EXIT_USAGE, OutputFormat, app, fail, output_option
 
+# The spec loader (jsonschema) and the planner load inside the commands: `aicd --help` stays quick.
 if TYPE_CHECKING:
     from aicd.spec.errors import SpecError
     from aicd.spec.model import DeliverySpec
@@ -55,8 +56,9 @@ def _file_error(file: str, message: str) -> SpecError:
     return SpecError(file, 0, 0, "$", message)
 
 
-def read_spec(path: Path) -> tuple[DeliverySpec | None, list[SpecError]]:
-    """Parse the spec file at `path`; never raises for anything about the file or its content."""
+def read_spec(path: Path, notes: list[str] | None = None) -> tuple[DeliverySpec | None, list[SpecError]]:
+    """Parse the spec file at `path`; never raises for anything about the file or its content. `notes`
+    receives what the reader should know about a valid spec (how Argo Rollouts templates were translated)."""
     from aicd.spec.loader import parse_spec_bytes
     from aicd.spec.yamlsafe import MAX_FILE_BYTES
 
@@ -79,7 +81,7 @@ def read_spec(path: Path) -> tuple[DeliverySpec | None, list[SpecError]]:
     if len(raw) > MAX_FILE_BYTES:
         return None, [_file_error(file, f"file is over the limit of {MAX_FILE_BYTES} bytes")]
     try:
-        return parse_spec_bytes(raw, file)
+        return parse_spec_bytes(raw, file, notes)
     except RecursionError:
         return None, [_file_error(file, "nesting too deep")]
 
@@ -87,7 +89,7 @@ def read_spec(path: Path) -> tuple[DeliverySpec | None, list[SpecError]]:
 def collect(paths: list[Path]) -> tuple[list[Path], list[SpecError]]:
     """The spec files named and found in the directories named (each once), and errors for names that
     exist as neither or name a directory without specs."""
-    from aicd.spec.loader import SPEC_SUFFIXES
+    from aicd.spec.loader import SPEC_SUFFIXES, is_argo_manifest_file
 
     files: list[Path] = []
     errors: list[SpecError] = []
@@ -102,7 +104,11 @@ def collect(paths: list[Path]) -> tuple[list[Path], list[SpecError]]:
     for path in paths:
         if path.is_dir():
             try:
-                found = sorted(p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES and p.is_file())
+                found = sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.suffix in SPEC_SUFFIXES and p.is_file() and not is_argo_manifest_file(p)
+                )
             except OSError as error:
                 errors.append(_file_error(str(path), f"cannot list: {error.strerror or error}"))
                 continue
@@ -147,7 +153,9 @@ def validate(
 
     Prints `ok: FILE` for each valid spec and one line `file:line:col: error: <json.path>: <message>` for every problem (all problems of a file at once; line and column 0 when the problem is the file itself).
 
-    Exit status: 0 when every spec is valid, 2 otherwise. With -o json: {"ok", "files": [{"file", "ok", "errors"}], "errors"}.
+    A spec whose analysis steps name Argo Rollouts AnalysisTemplates gets `note: FILE: <json.path>: ...` lines saying how each template metric was translated and what the judge does instead of its successCondition/failureCondition.
+
+    Exit status: 0 when every spec is valid, 2 otherwise. With -o json: {"ok", "files": [{"file", "ok", "errors", "notes"}], "errors"}.
     """
     from aicd.spec.errors import SpecError
 
@@ -158,9 +166,17 @@ def validate(
     for error in collect_errors:
         results.append({"file": error.file, "ok": False, "errors": [error.to_dict()]})
     for path in files:
-        _spec, errors = read_spec(path)
+        notes: list[str] = []
+        _spec, errors = read_spec(path, notes)
         all_errors.extend(errors)
-        results.append({"file": str(path), "ok": not errors, "errors": [error.to_dict() for error in errors]})
+        results.append(
+            {
+                "file": str(path),
+                "ok": not errors,
+                "errors": [error.to_dict() for error in errors],
+                "notes": notes,
+            }
+        )
 
     if output is OutputFormat.json:
         document = {
@@ -173,6 +189,8 @@ def validate(
         for result in results:
             if result["ok"]:
                 _echo(f"ok: {result['file']}")
+            for note in result.get("notes", ()):
+                _echo(f"note: {note}")
             for error in result["errors"]:
                 _echo(str(SpecError(**error)))
         bad = sum(1 for result in results if not result["ok"])
@@ -247,7 +265,8 @@ def plan(
         raise fail(
             f"--revision {one_line(repr(revision))} is not a commit SHA (7 to 64 hex digits)", EXIT_USAGE
         )
-    spec, errors = read_spec(spec_path)
+    notes: list[str] = []
+    spec, errors = read_spec(spec_path, notes)
     if errors or spec is None:
         if output is OutputFormat.json:
             typer.echo(json.dumps({"ok": False, "errors": [error.to_dict() for error in errors]}, indent=2))
@@ -278,3 +297,5 @@ def plan(
     else:
         for line in render_tree(delivery).splitlines():
             _echo(line)
+        for note in notes:  # how Argo Rollouts templates became aicd metrics
+            _echo(f"note: {note}", err=True)

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
 from aicd.cli.app import EXIT_USAGE, LogFormatOption, app, fail, setup_logging, temporal_unreachable
+
+if TYPE_CHECKING:
+    from aicd.worker import WorkerRole
 
 
 @app.command()
@@ -38,20 +41,38 @@ def worker(
         ),
     ] = None,
     log_format: LogFormatOption = "text",
+    role: Annotated[
+        str,
+        typer.Option(
+            "--role",
+            envvar="AICD_WORKER_ROLE",
+            help="all (workflows, activities and GitOps writes), delivery (all but the writes), or "
+            "gitops-writer (the writes only: run one per fleet at a time, so workers never race pushes).",
+        ),
+    ] = "all",
 ) -> None:
-    """Run every aicd workflow and activity against the Temporal that TEMPORAL_* points at."""
+    """Run aicd's workflows and activities against the Temporal that TEMPORAL_* points at."""
     import asyncio  # not at module level: `aicd --help` stays quick
 
     from aicd.observability.tracing import TracingConfigError
-    from aicd.worker import (
+    from aicd.worker import (  # the worker pulls in every activity; only this command needs them
+        WORKER_ROLES,
         observability_from,
         run_worker,
-    )  # the worker pulls in every activity; only this command needs them
+    )
 
+    if role not in WORKER_ROLES:
+        raise fail(f"--role must be one of {', '.join(WORKER_ROLES)}, not {role!r}", EXIT_USAGE)
     setup_logging("INFO", log_format)
     try:
         asyncio.run(
-            run_worker(state_dir, address, task_queue, observability_from(metrics_port, metrics_host))
+            run_worker(
+                state_dir,
+                address,
+                task_queue,
+                observability_from(metrics_port, metrics_host),
+                cast("WorkerRole", role),
+            )
         )
     except TracingConfigError as error:
         raise fail(str(error), EXIT_USAGE) from None

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from aicd.argo_rollouts.expand import template_files
 from aicd.gateway.metrics import Metrics
 from aicd.spec.loader import parse_spec_bytes, spec_files
 from aicd.spec.model import DeliverySpec
@@ -67,11 +68,24 @@ class LoadedSpec:
     repo: str | None  # repo_key of spec.source.repo
 
 
+Signature = tuple[int, int, int] | None  # mtime, size, inode; None: missing
+
+
 @dataclass
 class _FileState:
     signature: tuple[int, int, int]
     loaded: LoadedSpec | None  # the last valid version
     errors: list[str]
+    # The Argo Rollouts template files the spec names, as they were when it was read: a change reloads it.
+    sources: tuple[tuple[Path, Signature], ...] = ()
+
+
+def _signature(path: Path) -> Signature:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return (stat.st_mtime_ns, stat.st_size, stat.st_ino)
 
 
 class SpecDirectory:
@@ -134,7 +148,11 @@ class SpecDirectory:
             changed = True
         for path, signature in current.items():
             previous = self._files.get(path)
-            if previous is not None and previous.signature == signature:
+            if (
+                previous is not None
+                and previous.signature == signature
+                and all(_signature(source) == seen for source, seen in previous.sources)
+            ):
                 continue
             self._files[path] = self._load(path, signature, previous)
             changed = True
@@ -148,12 +166,15 @@ class SpecDirectory:
         except OSError as error:
             errors = [f"{path}:0:0: error: $: cannot read: {error.strerror or error}"]
             spec = None
+            sources: tuple[tuple[Path, Signature], ...] = ()
         else:
+            # Signatures before reading, so a template changed while the spec is read reloads it again.
+            sources = tuple((source, _signature(source)) for source in template_files(raw, str(path)))
             spec, spec_errors = parse_spec_bytes(raw, str(path))
             errors = [str(error) for error in spec_errors]
         if spec is not None and not errors:
             log.info("loaded spec %s from %s", spec.name, path)
-            return _FileState(signature, LoadedSpec(spec, path, repo_key(spec.source_repo)), [])
+            return _FileState(signature, LoadedSpec(spec, path, repo_key(spec.source_repo)), [], sources)
         kept = previous.loaded if previous else None
         for line in errors:
             log.error("%s", line)
@@ -161,7 +182,7 @@ class SpecDirectory:
             log.error("%s is invalid; still serving its last valid version (%s)", path, kept.spec.name)
         else:
             log.error("%s is invalid; not served", path)
-        return _FileState(signature, kept, errors)
+        return _FileState(signature, kept, errors, sources)
 
     def _index(self) -> None:
         by_app: dict[str, LoadedSpec] = {}

@@ -6,6 +6,7 @@ import re
 
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h|d))+$"
 PERCENT_PATTERN = r"^[0-9]+(\.[0-9]+)?%$"
+SECONDS_PATTERN = r"^[0-9]+$"  # whole seconds written as a string, as Argo Rollouts accepts them
 
 _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h|d)")
 _SECONDS = r"[0-9]+(?:\.[0-9]+)?"

@@ -9,14 +9,17 @@ from typing import Any
 
 import jsonschema
 
+from aicd.argo_rollouts.expand import expand as expand_analysis_templates
+from aicd.argo_rollouts.expand import is_argo_manifest
 from aicd.redact import redact_credentials
 from aicd.resources import schema_resource
 from aicd.spec.durations import DURATION_PATTERN, PERCENT_PATTERN
 from aicd.spec.errors import SpecError, SpecInvalid, json_path
 from aicd.spec.model import DeliverySpec, build_model
 from aicd.spec.semantic import SEMANTIC_CHECKS
-from aicd.spec.yamlsafe import Path, YamlDocument, YamlReadError, read_yaml
+from aicd.spec.yamlsafe import MAX_FILE_BYTES, Path, YamlDocument, YamlReadError, read_yaml
 from aicd.steps import STEP_KINDS
+from aicd.steps.unsupported import REFUSAL_PREFIX
 from aicd.yamledit import WRITE_PATH_PATTERN, parse_path
 
 SCHEMA_PATH = FsPath(str(schema_resource()))  # where editors find it (the yaml-language-server comment)
@@ -51,8 +54,10 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
         return f"{error.instance!r} does not match {error.validator_value}"
     if error.validator == "additionalProperties":
         instance: Any = error.instance  # an object: additionalProperties applies to nothing else
-        extra = sorted(set(instance) - set(_schema_of(error).get("properties", {})))
-        allowed = sorted(_schema_of(error).get("properties", {}))
+        properties = _schema_of(error).get("properties", {})
+        extra = sorted(set(instance) - set(properties))
+        # Keys listed only to be refused by name (aicd.steps.unsupported) are not offered.
+        allowed = sorted(key for key, value in properties.items() if not _refusal(value))
         return f"unknown key(s) {extra}; allowed here: {allowed}"
     if error.validator == "required":
         return error.message.replace("is a required property", "is required")
@@ -60,15 +65,26 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
         return (
             f"{error.instance!r} is not valid here: {_schema_of(error).get('description', 'see the schema')}"
         )
-    if error.validator in ("minProperties", "maxProperties") and _schema_of(error).get(
-        "properties", {}
-    ).keys() == set(STEP_KINDS.names):
+    if error.validator in ("minProperties", "maxProperties") and set(STEP_KINDS.names) <= set(
+        _schema_of(error).get("properties", {})
+    ):
         return f"a step has exactly one of {', '.join(STEP_KINDS.names)}"
+    if error.validator == "not" and _refusal(_schema_of(error)):
+        return str(_schema_of(error)["description"])  # an Argo Rollouts step aicd lacks, refused by name
     if error.validator == "const":
         return f"must be {error.validator_value!r}, not {error.instance!r}"
     if error.validator == "enum":
         return f"{error.instance!r} is not one of {error.validator_value}"
     return error.message
+
+
+def _refusal(schema: Any) -> bool:
+    """Whether a schema property exists only to refuse its key by name (an Argo Rollouts step aicd lacks)."""
+    return (
+        isinstance(schema, dict)
+        and "not" in schema
+        and str(schema.get("description", "")).startswith(REFUSAL_PREFIX)
+    )
 
 
 def _write_path_problem(text: Any) -> str:
@@ -96,9 +112,38 @@ def _locate(document: YamlDocument, file: str, path: Path, message: str) -> Spec
 
 
 def validate_document(document: YamlDocument, file: str) -> list[SpecError]:
+    return check_document(document, file)[1]
+
+
+def _findings_despite_shape_errors(
+    document: YamlDocument, file: str, shape_paths: list[Path]
+) -> list[SpecError]:
+    """The semantic checks on a document with schema errors. They assume the shape is right, so a check that
+    trips over a malformed part is skipped (that part already has a schema error), and a finding inside a
+    part with a schema error is left out (one cause, one line)."""
+    spec = document.data.get("spec") if isinstance(document.data, dict) else None
+    if not isinstance(spec, dict):
+        return []
+    found: list[SpecError] = []
+    for check in SEMANTIC_CHECKS:
+        try:
+            findings = list(check(spec))
+        except Exception:  # whatever a malformed part makes a check trip over: never a crash
+            continue
+        for path, message in findings:
+            if not any(len(bad) > 1 and path[: len(bad)] == bad for bad in shape_paths):
+                found.append(_locate(document, file, path, message))
+    return found
+
+
+def check_document(
+    document: YamlDocument, file: str, notes: list[str] | None = None
+) -> tuple[dict[str, Any] | None, list[SpecError]]:
+    """The document as the model reads it (Argo analysis templates expanded, aicd.argo_rollouts.expand) and
+    every error; `notes` receives what people should know about the expansion."""
     errors: list[SpecError] = []
     if not isinstance(document.data, dict):
-        return [
+        return None, [
             _locate(
                 document, file, (), f"expected a mapping (a DeliverySpec), got {type(document.data).__name__}"
             )
@@ -107,34 +152,39 @@ def validate_document(document: YamlDocument, file: str) -> list[SpecError]:
     for error in _validator().iter_errors(document.data):
         shape_paths.append(_error_path(error))
         errors.append(_locate(document, file, shape_paths[-1], _schema_message(error)))
-    spec = document.data.get("spec")
-    if isinstance(spec, dict):
-        # All problems at once: the semantic checks run on a document with shape errors too. They assume the
-        # shape is right, so a check that trips over a malformed part is skipped (its part already has a
-        # schema error), and a finding inside a part with a schema error is left out (one cause, one line).
-        for check in SEMANTIC_CHECKS:
-            try:
-                findings = list(check(spec))
-            except Exception:  # whatever a malformed part makes a check trip over, never a crash
-                if not shape_paths:
-                    raise  # on a well-formed spec a check that fails is a bug: let it show
-                continue
-            for path, message in findings:
-                if not any(len(bad) > 1 and path[: len(bad)] == bad for bad in shape_paths):
-                    errors.append(_locate(document, file, path, message))
-    return sorted(errors, key=lambda e: (e.line, e.col, e.path))
+    if errors:
+        # All problems at once: the semantic checks' findings elsewhere in the document come too.
+        errors.extend(_findings_despite_shape_errors(document, file, shape_paths))
+        return None, sorted(errors, key=lambda e: (e.line, e.col, e.path))
+    expansion = expand_analysis_templates(document.data, file)
+    errors.extend(_locate(document, file, path, message) for path, message in expansion.findings)
+    if errors or expansion.errors:
+        # Errors inside template files keep their own order, after the spec's.
+        # (A template named by two steps is reported once.)
+        file_errors = list(dict.fromkeys(expansion.errors))
+        return None, [*sorted(errors, key=lambda e: (e.line, e.col, e.path)), *file_errors]
+    for check in SEMANTIC_CHECKS:
+        for path, message in check(expansion.data["spec"]):
+            errors.append(_locate(document, file, path, message))
+    if notes is not None:
+        notes.extend(expansion.notes)
+    return expansion.data, sorted(errors, key=lambda e: (e.line, e.col, e.path))
 
 
-def parse_spec_bytes(raw: bytes, file: str) -> tuple[DeliverySpec | None, list[SpecError]]:
+def parse_spec_bytes(
+    raw: bytes, file: str, notes: list[str] | None = None
+) -> tuple[DeliverySpec | None, list[SpecError]]:
+    """The model of the spec in `raw` (`file` names it, and Argo analysis template files are found relative to
+    it), or every error; `notes` receives what people should know (how Argo conditions were translated)."""
     try:
         document = read_yaml(raw)
     except YamlReadError as error:
         return None, [SpecError(file, error.mark.line, error.mark.col, json_path(error.path), error.message)]
-    errors = validate_document(document, file)
-    if errors:
+    data, errors = check_document(document, file, notes)
+    if errors or data is None:
         return None, errors
     try:
-        return build_model(document.data), []
+        return build_model(data), []
     except (ValueError, TypeError, KeyError) as error:
         # A model invariant no check above caught: still an error about the spec, not a crash.
         return None, [_locate(document, file, ("spec",), f"invalid spec: {error}")]
@@ -154,12 +204,28 @@ def load_spec(path: str | FsPath) -> DeliverySpec:
 
 
 def spec_files(paths: list[str]) -> list[FsPath]:
-    """Files named, and the spec files inside directories named (sorted)."""
+    """Files named, and the spec files inside directories named (sorted; Argo Rollouts manifests, such as the
+    analysis templates specs name, are not spec files)."""
     found: list[FsPath] = []
     for name in paths:
         path = FsPath(name)
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.suffix in SPEC_SUFFIXES and p.is_file()))
+            found.extend(
+                sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.suffix in SPEC_SUFFIXES and p.is_file() and not is_argo_manifest_file(p)
+                )
+            )
         else:
             found.append(path)
     return found
+
+
+def is_argo_manifest_file(path: FsPath) -> bool:
+    """Whether the file holds Argo Rollouts objects and no DeliverySpec (aicd.argo_rollouts.expand)."""
+    try:
+        with open(path, "rb") as handle:
+            return is_argo_manifest(handle.read(MAX_FILE_BYTES))
+    except OSError:
+        return False  # reported by whoever reads it as a spec

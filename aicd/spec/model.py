@@ -187,7 +187,7 @@ def _analysis(raw: dict[str, Any]) -> Analysis:
             min=metric.get("min"),
             critical=bool(metric.get("critical", False)),
         )
-        for metric in raw["metrics"]
+        for metric in raw.get("metrics", [])
     )
     return Analysis(
         prometheus=_prometheus(raw["prometheus"]),
@@ -202,8 +202,8 @@ def _analysis(raw: dict[str, Any]) -> Analysis:
             warmup_intervals=int(raw.get("warmupIntervals", 0)),
             interval_s=interval_s,
         ),
-        queries={metric["name"]: metric["query"] for metric in raw["metrics"]},
-        totals={metric["name"]: metric["total"] for metric in raw["metrics"] if "total" in metric},
+        queries={metric["name"]: metric["query"] for metric in raw.get("metrics", [])},
+        totals={metric["name"]: metric["total"] for metric in raw.get("metrics", []) if "total" in metric},
     )
 
 

@@ -11,7 +11,7 @@ from aicd.spec.model import WriteKeys
 from aicd.spec.paths import repo_path_problem
 from aicd.spec.placeholders import ALLOWED_VARIABLES, placeholders_in, unknown_placeholders
 from aicd.spec.yamlsafe import Path
-from aicd.steps import STEP_KINDS, SetWeightStep
+from aicd.steps import STEP_KINDS
 from aicd.targets import TARGET_KINDS
 from aicd.yamledit import parse_path
 
@@ -79,7 +79,8 @@ def check_unique_names(spec: dict[str, Any]) -> Iterator[Finding]:
 
 
 def check_steps(spec: dict[str, Any]) -> Iterator[Finding]:
-    """Each step kind checks its steps of a stage (aicd.steps); a canary ends at full weight."""
+    """Each step kind checks its steps of a stage (aicd.steps). A canary need not end at `setWeight: 100`: as
+    in Argo Rollouts, the rollout promotes after its last step (an explicit `setWeight: 100` is allowed)."""
     for index, stage in enumerate(spec.get("stages", [])):
         steps = stage.get("strategy", {}).get("canary", {}).get("steps")
         if not steps:
@@ -91,8 +92,6 @@ def check_steps(spec: dict[str, Any]) -> Iterator[Finding]:
                 by_kind.setdefault(name, []).append(((*base, step_index, name), value))
         for name, occurrences in by_kind.items():
             yield from STEP_KINDS[name].checks(occurrences, spec)
-        if not any(step.get(SetWeightStep.name) == 100 for step in steps):
-            yield base, "the canary never reaches setWeight 100; add a final `setWeight: 100` step"
 
 
 def check_metric_thresholds(spec: dict[str, Any]) -> Iterator[Finding]:
@@ -280,16 +279,25 @@ def check_repo_credentials(spec: dict[str, Any]) -> Iterator[Finding]:
             )
 
 
-DURATION_KEYS = ("timeout", "interval", "duration", "maxDuration", "progressDeadline", "pollInterval")
+DURATION_KEYS = (
+    "timeout",
+    "interval",
+    "duration",
+    "maxDuration",
+    "progressDeadline",
+    "pollInterval",
+    "pause",
+)
 
 
 def check_durations(spec: dict[str, Any]) -> Iterator[Finding]:
-    """The schema checks the pattern; this catches what parses but makes no sense."""
+    """The schema checks the pattern; this catches what parses but makes no sense (`pause: 0s`, or Argo's
+    integer seconds `pause: {duration: 0}`, would not wait at all)."""
 
     def walk(value: Any, path: Path) -> Iterator[Finding]:
         if isinstance(value, dict):
             for key, item in value.items():
-                if key in DURATION_KEYS and isinstance(item, str):
+                if key in DURATION_KEYS and isinstance(item, str | int) and not isinstance(item, bool):
                     try:
                         if parse_duration(item) <= 0:
                             yield (*path, key), f"duration {item!r} must be greater than zero"

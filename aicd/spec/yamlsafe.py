@@ -132,6 +132,16 @@ class YamlDocument:
 
 
 def read_yaml(raw: bytes) -> YamlDocument:
+    """The one YAML document of a spec file (a second document is an error)."""
+    return _read(raw, multiple=False)[0]
+
+
+def read_yaml_documents(raw: bytes) -> list[YamlDocument]:
+    """Every document of a multi-document file (Kubernetes manifests), each with its own marks."""
+    return _read(raw, multiple=True)
+
+
+def _read(raw: bytes, *, multiple: bool) -> list[YamlDocument]:
     if len(raw) > MAX_FILE_BYTES:
         raise YamlReadError(f"file is {len(raw)} bytes; the limit is {MAX_FILE_BYTES} bytes", Mark(1, 1))
     if b"\x00" in raw:
@@ -158,16 +168,22 @@ def read_yaml(raw: bytes) -> YamlDocument:
         raise YamlReadError(f"nesting deeper than {MAX_DEPTH} levels", Mark(1, 1)) from None
     documents = [document for document in documents if document is not None]
     if not documents:
-        raise YamlReadError("empty document; expected a DeliverySpec", Mark(1, 1))
-    if len(documents) > 1:
+        raise YamlReadError("empty document" + ("" if multiple else "; expected a DeliverySpec"), Mark(1, 1))
+    if len(documents) > 1 and not multiple:
         raise YamlReadError("more than one YAML document; one spec per file", _mark(documents[1]))
-    builder = _Builder()
-    try:
-        data = builder.build(documents[0], (), 0)
-    except yaml.constructor.ConstructorError as error:
-        mark = error.problem_mark
-        where = Mark(mark.line + 1, mark.column + 1) if mark else Mark(1, 1)
-        raise YamlReadError(f"invalid value: {error.problem}", where) from None
-    except RecursionError:
-        raise YamlReadError(f"nesting deeper than {MAX_DEPTH} levels", Mark(1, 1)) from None
-    return YamlDocument(data, builder.marks, builder.key_marks)
+    built = []
+    nodes = 0
+    for node in documents:
+        builder = _Builder()
+        builder.nodes = nodes  # the node budget holds for the whole file
+        try:
+            data = builder.build(node, (), 0)
+        except yaml.constructor.ConstructorError as error:
+            mark = error.problem_mark
+            where = Mark(mark.line + 1, mark.column + 1) if mark else Mark(1, 1)
+            raise YamlReadError(f"invalid value: {error.problem}", where) from None
+        except RecursionError:
+            raise YamlReadError(f"nesting deeper than {MAX_DEPTH} levels", Mark(1, 1)) from None
+        nodes = builder.nodes
+        built.append(YamlDocument(data, builder.marks, builder.key_marks))
+    return built

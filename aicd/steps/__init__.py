@@ -11,6 +11,7 @@ from aicd.steps.analysis import AnalysisStep
 from aicd.steps.base import Rollout, StepKind
 from aicd.steps.pause import PauseStep
 from aicd.steps.set_weight import SetWeightStep
+from aicd.steps.unsupported import unsupported_step_schemas
 
 STEP_KINDS: KindRegistry[type[StepKind]] = KindRegistry(
     "step",
@@ -36,14 +37,15 @@ def parse_step(index: int, raw: Mapping[str, Any]) -> StepKind:
 
 
 def step_schema() -> dict[str, Any]:
-    """The JSON Schema of a step: exactly one kind's key, its value per that kind's fragment."""
+    """The JSON Schema of a step: exactly one kind's key, its value per that kind's fragment. Argo Rollouts'
+    steps that aicd lacks are listed too, matching nothing, so each is refused by name (aicd.steps.unsupported)."""
     return {
         "type": "object",
         "description": f"One canary step: {', '.join(STEP_KINDS.names)} (Argo Rollouts' vocabulary).",
         "minProperties": 1,
         "maxProperties": 1,
         "additionalProperties": False,
-        "properties": {kind.name: kind.schema for kind in STEP_KINDS},
+        "properties": {**{kind.name: kind.schema for kind in STEP_KINDS}, **unsupported_step_schemas()},
     }
 
 

@@ -12,6 +12,7 @@ from aicd.judge.model import OnInconclusive
 from aicd.spec.durations import format_duration, parse_duration
 from aicd.spec.yamlsafe import Path
 from aicd.steps.base import Finding, Rollout, StepKind
+from aicd.steps.unsupported import unsupported_analysis_fields
 
 DEFAULT_ANALYSIS_DURATION_S = 5 * 60.0
 
@@ -52,6 +53,58 @@ class AnalysisStep(StepKind):
                 "description": "With onInconclusive extend: the longest the step may look in all, at least the"
                 " duration (default three times the duration).",
             },
+            # Argo Rollouts' form, expanded into the fields above when the spec is loaded
+            # (aicd.argo_rollouts.expand): its Prometheus metrics join spec.analysis.metrics.
+            "templates": {
+                "type": "array",
+                "minItems": 1,
+                "description": "Argo Rollouts AnalysisTemplates (or ClusterAnalysisTemplates) whose Prometheus"
+                " metrics this step judges, read from spec.analysis.analysisTemplates.files; each metric's"
+                " successCondition/failureCondition becomes the canary's min/max and the judge compares canary"
+                " with stable (`aicd validate` says what it does instead of each condition).",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["templateName"],
+                    "properties": {
+                        "templateName": {
+                            "type": "string",
+                            "minLength": 1,
+                            "description": "The template's metadata.name.",
+                        },
+                        "clusterScope": {
+                            "type": "boolean",
+                            "description": "A ClusterAnalysisTemplate rather than an AnalysisTemplate.",
+                        },
+                    },
+                },
+            },
+            "args": {
+                "type": "array",
+                "description": "Values for the templates' {{args.NAME}} (Argo Rollouts' form).",
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name"],
+                    "properties": {
+                        "name": {"type": "string", "minLength": 1, "description": "The template's arg."},
+                        "value": {
+                            "type": "string",
+                            "description": "Its value; aicd placeholders are filled.",
+                        },
+                        "valueFrom": {
+                            "type": "object",
+                            "description": "Refused where used: aicd cannot read values from the cluster.",
+                        },
+                    },
+                },
+            },
+            "analysisRunMetadata": {
+                "type": "object",
+                "description": "Argo Rollouts' labels and annotations for the AnalysisRun; aicd runs none, so"
+                " they are ignored.",
+            },
+            **unsupported_analysis_fields(),
         },
     }
 

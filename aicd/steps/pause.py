@@ -1,12 +1,25 @@
-"""`pause: 5m` waits (a durable timer whose clock stops while paused); `pause: {}` waits for a human."""
+"""`pause: 5m` waits (a durable timer whose clock stops while paused); `pause: {}` waits for a human.
+
+Argo Rollouts' forms are accepted as written: `pause: {duration: 10}` (integer seconds, Argo's documented form),
+`pause: {duration: "10"}` (seconds as a string) and `pause: {duration: 1h}`."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
-from aicd.spec.durations import format_duration, parse_duration
+from aicd.spec.durations import SECONDS_PATTERN, format_duration, parse_duration
 from aicd.steps.base import Rollout, StepKind
+
+# A pause's duration: aicd's `30s`/`5m`/`1h30m`, or Argo Rollouts' integer seconds (`10`, or `"10"`).
+PAUSE_DURATION: dict[str, Any] = {
+    "description": "How long to wait: a duration (30s, 5m, 1h) or whole seconds (10, as Argo Rollouts writes it).",
+    "anyOf": [
+        {"$ref": "#/$defs/duration"},
+        {"type": "integer", "minimum": 0},
+        {"type": "string", "pattern": SECONDS_PATTERN},
+    ],
+}
 
 
 @dataclass(frozen=True)
@@ -16,16 +29,18 @@ class PauseStep(StepKind):
 
     name: ClassVar[str] = "pause"
     schema: ClassVar[dict[str, Any]] = {
-        "description": "Wait: a duration (5m, a durable timer) or {} to wait until a human resumes.",
+        "description": "Wait: a duration (5m, a durable timer; or whole seconds, 10, as Argo Rollouts writes"
+        " it), {duration: ...} alike, or {} to wait until a human resumes.",
         "oneOf": [
-            {"$ref": "#/$defs/duration"},
+            PAUSE_DURATION,
             {
                 "type": "object",
                 "additionalProperties": False,
                 "properties": {
                     "duration": {
-                        "$ref": "#/$defs/duration",
-                        "description": "How long to wait; without it the step waits until a human resumes.",
+                        **PAUSE_DURATION,
+                        "description": "How long to wait: a duration (30s, 5m, 1h) or whole seconds (10, as Argo"
+                        " Rollouts writes it); without it the step waits until a human resumes.",
                     }
                 },
             },
@@ -34,8 +49,8 @@ class PauseStep(StepKind):
 
     @classmethod
     def parse(cls, index: int, value: Any) -> PauseStep:
-        duration = value if isinstance(value, str) else value.get("duration")
-        return cls(index, parse_duration(duration) if duration else None)
+        duration = value.get("duration") if isinstance(value, dict) else value
+        return cls(index, parse_duration(duration) if duration is not None else None)
 
     def describe(self) -> str:
         return f"pause {format_duration(self.duration_s)}" if self.duration_s else "pause until resumed"

@@ -78,11 +78,17 @@ def branch_at(bare: str, branch: str, sha: str) -> None:
     git("--git-dir", bare, "update-ref", f"refs/heads/{branch}", sha)
 
 
-async def deliveries_of(client: Client, app: str, revision: str) -> list[str]:
-    """IDs of every delivery (running or ended) of this revision of the app, whatever triggered it."""
+async def deliveries_of(client: Client, app: str, revision: str, at_least: int = 0) -> list[str]:
+    """IDs of every delivery (running or ended) of this revision of the app, whatever triggered it. Temporal's
+    visibility lags a start by a moment: `at_least` waits (up to 10 s) for that many to be listed."""
     prefix = delivery_id(app, revision)
     query = f"WorkflowType = '{DELIVERY_WORKFLOW}' AND WorkflowId STARTS_WITH '{prefix}'"
-    return sorted({execution.id async for execution in client.list_workflows(query)})
+    deadline = time.monotonic() + 10
+    while True:
+        found = sorted({execution.id async for execution in client.list_workflows(query)})
+        if len(found) >= at_least or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.1)
 
 
 def commits(bare: str, branch: str = "main") -> list[dict[str, str]]:
