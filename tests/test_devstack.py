@@ -233,7 +233,7 @@ async def test_dev_runs_the_worker_and_stops_both_on_sigterm(run_dev, state_dir:
     assert "Traceback" not in dev.stderr.text()
     assert wait_no_processes(str(state_dir)) == []
     log = (state_dir / "logs" / "worker.log").read_text()
-    assert "worker running on task queue aicd" in log
+    assert "worker (role all) running on task queues aicd" in log
     assert "Finished server process" in (state_dir / "logs" / "dashboard.log").read_text()
 
 
