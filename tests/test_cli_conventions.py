@@ -254,3 +254,11 @@ def test_setup_puts_aicd_on_the_path(tmp_path: Path) -> None:
     )
     assert again.returncode == 0 and link.read_text() == "#!/bin/sh\necho mine\n"
     assert f'export PATH="{REPO_ROOT}/.venv/bin:$PATH"' in again.stdout
+
+
+def test_import_help_names_the_default_track_label(run_aicd: RunAicd) -> None:
+    # The importer loads inside its command; its help still states the default the command applies.
+    from aicd.argo_rollouts.templates import DEFAULT_TRACK_LABEL
+
+    out = run_aicd("import", "argo-rollout", "--help", env=aicd_env(COLUMNS="200")).stdout
+    assert f"(default: {DEFAULT_TRACK_LABEL})" in out, out
