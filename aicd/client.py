@@ -219,7 +219,8 @@ async def list_freezes(client: Client) -> list[dict[str, str]]:
 
 async def get_status(client: Client, delivery_id: str) -> DeliveryStatus:
     try:
-        return await handle_for(client, delivery_id).query(_workflow().status_query)
+        status = await handle_for(client, delivery_id).query(_workflow().status_query)
+        return status.in_delivery_order()
     except RPCError as error:
         raise ActionRefused(_rpc_reason(delivery_id, error)) from None
 

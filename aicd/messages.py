@@ -160,6 +160,8 @@ class TargetStatus:
     commits: list[str] = field(default_factory=list)
     last_verdict: AnalysisVerdict | None = None  # the latest look of the current or last analysis step
     message: str = ""
+    # ISO time a timed wait (`pause: 5m`) ends, while one runs; its clock stops while the delivery is paused.
+    wait_until: str = ""
     # Edge fleets summarise instead of listing every site.
     sites_total: int = 0
     sites_by_state: dict[str, int] = field(default_factory=dict)
@@ -197,10 +199,21 @@ class DeliveryStatus:
     warnings: list[str] = field(default_factory=list)  # a policy's warn messages for the current stage
     # Each stage's `verify:` runs, after every target of the stage is promoted (stage -> runs).
     verifications: dict[str, list[VerificationStatus]] = field(default_factory=dict)
+    # Every target in delivery order (stage by stage, wave by wave): Temporal's JSON sorts `targets` by name.
+    target_order: list[str] = field(default_factory=list)
 
     @property
     def terminal(self) -> bool:
         return self.phase in TERMINAL_PHASES
+
+    def in_delivery_order(self) -> DeliveryStatus:
+        """This status with `targets` in delivery order (production after staging), whatever order the
+        query's JSON left them in; targets the order does not name (a status from an older worker) follow
+        by name."""
+        rank = {name: index for index, name in enumerate(self.target_order)}
+        names = sorted(self.targets, key=lambda name: (rank.get(name, len(rank)), name))
+        self.targets = {name: self.targets[name] for name in names}
+        return self
 
 
 @dataclass

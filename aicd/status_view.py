@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
 
 from rich.console import Console, Group, RenderableType
 from rich.table import Table
@@ -53,8 +54,26 @@ def status_text(status: DeliveryStatus, details: bool = False, width: int = 160)
     return console.export_text()
 
 
-def _target_row(target: TargetStatus) -> list[str]:
+def time_left(until: str, now: datetime | None = None) -> str:
+    """`4m10s left` until the ISO time `until` (`0s left` once it passed); "" when `until` is not a time."""
+    from aicd.spec.durations import format_duration
+
+    try:
+        end = datetime.fromisoformat(until)
+    except ValueError:
+        return ""
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=UTC)
+    seconds = max(0, round((end - (now or datetime.now(UTC))).total_seconds()))
+    return f"{format_duration(seconds) if seconds else '0s'} left"
+
+
+def _target_row(target: TargetStatus, paused: bool, now: datetime | None) -> list[str]:
     step = f"{target.step_index}:{target.step_kind}" if target.step_index >= 0 else target.step_kind or "-"
+    if target.wait_until and target.state == "progressing":
+        # The timer's clock stops while the delivery is paused: the time left then is only an upper bound.
+        left = time_left(target.wait_until, now)
+        step = f"{step} ({'clock stopped' if paused else left})" if left else step
     if target.sites_total:
         counts = ", ".join(f"{state} {count}" for state, count in sorted(target.sites_by_state.items()))
         step = f"{step}  sites {target.sites_total}: {counts}"
@@ -86,7 +105,14 @@ def verification_lines(run: VerificationStatus, details: bool = False) -> list[s
     return lines
 
 
-def render_status(status: DeliveryStatus, details: bool = False) -> RenderableType:
+def resume_hint(status: DeliveryStatus) -> str:
+    """How to release a target that waits for a human (`pause: {}`, an inconclusive analysis, a human's edit)."""
+    return f"`aicd resume {status.delivery_id}` releases it, `aicd abort {status.delivery_id}` rolls back"
+
+
+def render_status(
+    status: DeliveryStatus, details: bool = False, now: datetime | None = None
+) -> RenderableType:
     header = Text()
     header.append(f"{status.delivery_id}  ", style="bold")
     header.append(status.phase, style=PHASE_STYLE.get(status.phase, "bold blue"))
@@ -101,7 +127,12 @@ def render_status(status: DeliveryStatus, details: bool = False) -> RenderableTy
     header.append(f"  {status.app} @ {status.revision[:12]}  {status.artifact}  {where}")
     parts: list[RenderableType] = [header]
     if status.paused:
-        parts.append(Text(f"paused: {status.pause_reason}", style="yellow"))
+        parts.append(
+            Text(
+                f"paused: {status.pause_reason or 'no reason given'} (`aicd resume {status.delivery_id}` resumes)",
+                style="yellow",
+            )
+        )
     if status.pending_approval:
         approvals = ", ".join(status.approvals.get(status.pending_approval, [])) or "none yet"
         parts.append(
@@ -136,12 +167,14 @@ def render_status(status: DeliveryStatus, details: bool = False) -> RenderableTy
         for column in ("stage", "target", "kind", "state", "step", "canary weight", "commits"):
             table.add_column(column)
         for target in status.targets.values():
-            table.add_row(*_target_row(target))
+            table.add_row(*_target_row(target, status.paused, now))
         parts.append(table)
+        shown = [status.reason] if status.reason else []
         for target in status.targets.values():
             lines = verdict_lines(target.last_verdict, details)
             if lines:
                 parts.append(Text(f"{target.target}: " + "\n".join(lines)))
+                shown.append("\n".join(lines))
             for run in target.verifications:
                 style = "red" if run.state == "failed" else ""
                 parts.append(
@@ -154,12 +187,15 @@ def render_status(status: DeliveryStatus, details: bool = False) -> RenderableTy
                 parts.append(
                     Text(f"{target.target}: failed sites {', '.join(target.failed_sites[:20])}", style="red")
                 )
-            if target.message and target.state in (
-                "failed",
-                "awaiting-resume",
-                "rolled-back",
-                "aborted",
-                "superseded",
+            if target.state == "awaiting-resume":
+                parts.append(
+                    Text(f"{target.target}: {target.message}: {resume_hint(status)}", style="yellow")
+                )
+            elif (
+                target.message
+                and target.state in ("failed", "rolled-back", "aborted", "superseded")
+                # said once: the delivery's reason or the verdict above often carries the same words
+                and not any(target.message in text for text in shown)
             ):
                 parts.append(Text(f"{target.target}: {target.message}"))
     for stage, runs in status.verifications.items():

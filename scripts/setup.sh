@@ -32,3 +32,21 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q -e ".[dev,test]"
   touch "$stamp"
 fi
+
+# `aicd` as typed: a link to .venv/bin/aicd in a directory already on PATH (~/.local/bin, else
+# /usr/local/bin when we may write there). An existing `aicd` that is not such a link is left alone.
+aicd_bin="$PWD/.venv/bin/aicd"
+linked=""
+for dir in "$HOME/.local/bin" /usr/local/bin; do
+  case ":$PATH:" in *":$dir:"*) ;; *) continue ;; esac
+  [ -d "$dir" ] && [ -w "$dir" ] || continue
+  link="$dir/aicd"
+  if [ -e "$link" ] && [ ! -L "$link" ]; then continue; fi
+  if [ -L "$link" ] && [ "$(readlink "$link")" = "$aicd_bin" ]; then linked="$link"; break; fi
+  if [ -L "$link" ] && [[ "$(readlink "$link")" != */.venv/bin/aicd ]]; then continue; fi
+  ln -sfn "$aicd_bin" "$link" && linked="$link" && echo "setup: linked $link -> $aicd_bin"
+  break
+done
+if [ -z "$linked" ] && [ "$(command -v aicd 2>/dev/null)" != "$aicd_bin" ]; then
+  echo "setup: to type \`aicd\`, add it to your PATH: export PATH=\"$PWD/.venv/bin:\$PATH\""
+fi

@@ -3,6 +3,7 @@ and applied to the Kubernetes/Argo CD stand-in (which must render and sync it)."
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -253,6 +254,8 @@ def test_command_with_a_gitops_dir_for_a_remote_repo(
     assert done.returncode == 0, done.stderr
     (app,) = yaml.safe_load_all(done.stdout)
     assert app["spec"]["source"]["repoURL"] == remote and "directory" in app["spec"]["source"]
+    as_json = run_aicd("argocd", "manifests", str(spec), "--gitops-dir", str(gitops.work), "-o", "json")
+    assert as_json.returncode == 0 and json.loads(as_json.stdout) == [app]
     done = run_aicd("argocd", "manifests", str(spec), "--gitops-dir", str(tmp_path / "nowhere"))
     assert done.returncode == 2 and "--gitops-dir" in done.stderr and "not a Git repository" in done.stderr
 

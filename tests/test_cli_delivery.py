@@ -98,9 +98,24 @@ def test_cli_drives_a_delivery_through_approval_pause_resume(stack: EmbeddedTemp
     approved = aicd(stack, "approve", delivery_id, "--stage", "production", "--as", "alice")
     assert approved.returncode == 0 and "approved production" in approved.stdout
 
-    wait_status(stack, delivery_id, lambda s: s["targets"].get("prd", {}).get("state") == "awaiting-resume")
+    waiting = wait_status(
+        stack, delivery_id, lambda s: s["targets"].get("prd", {}).get("state") == "awaiting-resume"
+    )
+    # Delivery order, not name order ("prd" sorts before "stg"): in JSON and in the text view.
+    assert list(waiting["targets"]) == ["stg", "prd"] and waiting["target_order"] == ["stg", "prd"]
+    shown = aicd(stack, "status", delivery_id, "-o", "json")
+    assert shown.returncode == 0 and list(json.loads(shown.stdout)["targets"]) == ["stg", "prd"]
+    text = aicd(stack, "status", delivery_id).stdout
+    rows = [
+        line.split()[1] for line in text.splitlines() if line.split()[:1] in (["staging"], ["production"])
+    ]
+    assert rows == ["stg", "prd"], text
+    assert f"`aicd resume {delivery_id}` releases it" in text, text
     listed = aicd(stack, "list", "--app", "cli-app", "--running")
     assert listed.returncode == 0 and delivery_id in listed.stdout
+    listed_json = aicd(stack, "list", "--app", "cli-app", "--running", "-o", "json")
+    assert listed_json.returncode == 0, listed_json.stderr
+    assert {"id": delivery_id, "status": "running", "phase": "paused"} in json.loads(listed_json.stdout)
     paused = aicd(stack, "pause", "--app", "cli-app", "--reason", "stop the line")
     assert paused.returncode == 0 and f"{delivery_id}: paused" in paused.stdout
     status = wait_status(stack, delivery_id, lambda s: s["phase"] == "paused")

@@ -163,13 +163,15 @@ def test_plan_text_shows_stages_waves_targets_steps(run_aicd: RunAicd) -> None:
         "wave 2: prod-euw1",
         "wave 3: edge-pops",
         "target prod-euw1 [argocd eu-west-1] apps/checkout-api/prod/eu-west-1/values.yaml",
-        "fleet file fleets/edge-pops.yaml in batches ['1%', '10%', '50%', '100%'], max failures 2%",
+        "fleet file fleets/edge-pops.yaml in batches 1%, 10%, 50%, 100%, max failures 2%",
         "Argo CD Application argocd/checkout-api-prod-euw1 (context prod-euw1)",
         "1-pause: pause 5m",
         "2-analysis: analysis 10m",
         "5-setWeight: setWeight 100",
     ):
         assert fragment in out, fragment
+    # Plain text, never a Python dict or list repr.
+    assert not any(marker in out for marker in ("{'", "['", "': ")), out
     # Order: staging before production, waves in order.
     positions = [
         out.index(text)

@@ -26,7 +26,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from aicd.cli.demo import render_live, render_summary
+from aicd.cli.demo_view import render_live, render_summary
 from aicd.dev.demo import (
     BAD,
     DEFAULT_SPEC,

@@ -220,6 +220,11 @@ async def test_dev_runs_the_worker_and_stops_both_on_sigterm(run_dev, state_dir:
     )
     assert any(poller.identity.startswith(f"{worker.pid}@") for poller in pollers.pollers)
     assert worker.environ().get("TEMPORAL_ADDRESS") == info["address"]
+    # `local` targets (aicd init's) run on the stack's reconciler, which the worker is told about.
+    reconciler = dev.stdout.wait_for("  local targets  ").split()[3].rstrip(",")
+    assert worker.environ().get("AICD_RECONCILER_URL") == reconciler
+    assert httpx.get(f"{reconciler}/targets", timeout=10, trust_env=False).status_code == 200
+    assert (state_dir / "gitops.git" / "HEAD").is_file()
     dashboard = dev.stdout.wait_for("  Dashboard  ").split()[1]  # it reads this stack's Temporal
     assert httpx.get(f"{dashboard}/", timeout=10, trust_env=False).status_code == 200
 
@@ -228,7 +233,7 @@ async def test_dev_runs_the_worker_and_stops_both_on_sigterm(run_dev, state_dir:
     assert "Traceback" not in dev.stderr.text()
     assert wait_no_processes(str(state_dir)) == []
     log = (state_dir / "logs" / "worker.log").read_text()
-    assert "worker running on task queue aicd" in log
+    assert "worker (role all) running on task queues aicd" in log
     assert "Finished server process" in (state_dir / "logs" / "dashboard.log").read_text()
 
 

@@ -12,7 +12,15 @@ from aicd.plan import build_plan, render_tree
 from aicd.spec.errors import SpecError, SpecInvalid
 from aicd.spec.loader import load_spec, parse_spec_bytes, spec_files
 from aicd.spec.yamlsafe import MAX_DEPTH, MAX_FILE_BYTES
-from tests.helpers_spec import EXAMPLE_SPECS, MINIMAL, broken_fixtures, expected_lines, fixture_header, rel
+from tests.helpers_spec import (
+    ERROR_LINE,
+    EXAMPLE_SPECS,
+    MINIMAL,
+    broken_fixtures,
+    expected_lines,
+    fixture_header,
+    rel,
+)
 
 SHA = "4f2c1d9e" + "0" * 32
 
@@ -130,15 +138,16 @@ def test_every_schema_error_of_a_file_is_reported_at_once() -> None:
     ]
 
 
-def test_schema_errors_come_before_semantic_checks() -> None:
-    # An unknown target (semantic) is not reported while the shape is wrong (schema).
+def test_schema_and_semantic_errors_come_together_in_file_order() -> None:
+    # An unknown target (semantic) is reported in the same run as a wrong shape elsewhere (schema), by position.
     raw = (
         MINIMAL.read_bytes()
         .replace(b"targets: [prod]", b"targets: [nowhere]")
         .replace(b"kind: count", b"kind: x")
     )
     assert lines(raw) == [
-        "spec.yaml:23:9: error: $.spec.analysis.metrics[0].kind: 'x' is not one of ['count', 'continuous']"
+        "spec.yaml:23:9: error: $.spec.analysis.metrics[0].kind: 'x' is not one of ['count', 'continuous']",
+        "spec.yaml:28:17: error: $.spec.stages[1].targets[0]: unknown target 'nowhere'; targets are ['prod', 'staging']",
     ]
 
 
@@ -324,3 +333,30 @@ def test_spec_files_walks_directories(tmp_path: Path) -> None:
         "a/one.yaml",
         "three.yaml",
     ]
+
+
+def test_schema_and_semantic_errors_are_reported_at_once() -> None:
+    """`validate` promises all problems at once: a semantic problem (an unknown target) shows up in the same
+    run as a schema problem elsewhere (an unknown key), not only after the schema problem is fixed."""
+    raw = (
+        MINIMAL.read_bytes()
+        .replace(b"  build:\n", b"  biuld: {}\n  build:\n")
+        .replace(b"targets: [prod]", b"targets: [prd]")
+    )
+    found = lines(raw)
+    assert any("$.spec.biuld: unknown key(s)" in line for line in found), found
+    assert any("unknown target 'prd'" in line for line in found), found
+
+
+def test_semantic_checks_never_crash_on_a_malformed_spec() -> None:
+    """The semantic checks run on documents with shape errors: a stage that is a string, steps that are a
+    number, targets that are a list must give schema errors, never an exception."""
+    raw = MINIMAL.read_bytes()
+    for broken in (
+        raw.replace(b"  stages:\n", b"  stages: oops\n  stagez:\n"),
+        raw.replace(b"targets: [prod]", b"targets: 7"),
+        raw.replace(b"  targets:\n", b"  targets: [a, b]\n  targetz:\n"),
+    ):
+        assert broken != raw
+        found = lines(broken)
+        assert found and all(ERROR_LINE.match(line) for line in found), found

@@ -142,6 +142,21 @@ def test_validate_and_plan_from_the_wheel(installed: Installed) -> None:
     assert json.loads(plan.stdout)["delivery_id"] == f"delivery-checkout-api-{'4f2c1d9e' * 5}"
 
 
+def test_init_templates_from_the_wheel(installed: Installed) -> None:
+    """The app templates are package data: listed and scaffolded from the installed wheel."""
+    listed = installed.run("init", "--list", "-o", "json", check=True)
+    assert set(json.loads(listed.stdout)) == {"python", "node", "image"}
+    for template in ("python", "node"):
+        app = f"wheel-{template}"
+        installed.run("init", app, "-t", template, "--state-dir", "init-state", check=True)
+        made = installed.work / app
+        assert (made / ".gitignore").is_file() and (
+            made / "gitops" / "apps" / app / "staging" / "Chart.yaml"
+        ).is_file()
+        assert (made / "gitops" / "apps" / app / "production" / "templates" / "deployments.yaml").is_file()
+        installed.run("validate", str(made / "delivery"), check=True)
+
+
 def test_worker_help_from_the_wheel(installed: Installed) -> None:
     done = installed.run("worker", "--help", check=True)
     assert "--task-queue" in done.stdout

@@ -669,3 +669,18 @@ def test_replacements_and_insertions_in_one_write() -> None:
 )
 def test_empty_values_inside_flow_collections_and_lists(text: str, path: str, expected: str) -> None:
     assert set_keys(text, {path: 5}) == expected
+
+
+@pytest.mark.parametrize("value", ["-", "-x", "--"])
+def test_dash_values_read_back_in_every_slot(value: str) -> None:
+    # A lone "-" is a sequence entry in YAML: it must be quoted wherever it is written (found by hypothesis).
+    for text, path in (
+        ("a:\n  b: x  # c\n", "a.b"),
+        ("a: {b: x, c: 1}\n", "a.b"),
+        ("a: [x, y]\n", "a[0]"),
+        ("a:\n", "a.b"),
+    ):
+        with mock.patch.object(yamledit, "_round_trip", side_effect=AssertionError("the text edit missed")):
+            result = set_keys(text, {path: value})
+        assert get_path(yaml.safe_load(result), path) == value, result
+        assert get_path(ruamel_load(result), path) == value, result

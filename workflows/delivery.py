@@ -111,6 +111,7 @@ class DeliveryWorkflow:
             phase="pending",
             trigger=input.trigger,
             started=workflow.info().workflow_start_time.isoformat(),
+            target_order=list(dict.fromkeys(name for stage in plan.stages for name in stage.targets)),
         )
         self.phase_before_pause: Phase = "pending"
         self.abort_action: HumanAction | None = None

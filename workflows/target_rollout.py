@@ -84,9 +84,12 @@ class TargetRolloutWorkflow(RolloutControl):
         self.status.step_index = step.index
         self.status.step_kind = step.name
         self.status.state = "progressing"
+        wait_s = step.fixed_wait_s
+        self.status.wait_until = (workflow.now() + timedelta(seconds=wait_s)).isoformat() if wait_s else ""
         if step.waits:
             await self._report()  # steps that take time show at once; a weight change shows when done
         await step.run(self)
+        self.status.wait_until = ""
         await self._report()
 
     async def commit(

@@ -11,6 +11,7 @@ from aicd.observability.tracing import flush_process_tracing
 
 # Each module registers its commands on `app` when imported.
 _COMMAND_MODULES = (
+    "init",
     "spec",
     "dev",
     "delivery",

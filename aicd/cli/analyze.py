@@ -10,12 +10,7 @@ from typing import Annotated
 
 import typer
 
-from aicd.cli.app import EXIT_USAGE, app, fail
-from aicd.judge import Outcome
-from aicd.plan import build_plan
-from aicd.spec.durations import parse_duration
-from aicd.spec.errors import SpecInvalid
-from aicd.spec.loader import load_spec
+from aicd.cli.app import EXIT_USAGE, JsonFlag, OutputFormat, OutputOption, app, fail, wants_json
 
 PLAN_REVISION = "0" * 40  # the analysis does not depend on a revision
 
@@ -31,18 +26,22 @@ def analyze(
     weight: Annotated[
         float | None, typer.Option("--weight", help="Canary traffic share (0..100) if no total query says.")
     ] = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="The verdict as JSON (with every test's statistics).")
-    ] = False,
+    output: OutputOption = OutputFormat.text,
+    as_json: JsonFlag = False,
     details: Annotated[
         bool, typer.Option("--details", help="Also every test's bounds and evidence (e-values, thresholds).")
     ] = False,
 ) -> None:
     """Judge the last --since of canary vs baseline as one look and print the verdict; exit 1 unless every
-    metric is shown within tolerance."""
+    metric is shown within tolerance (-o json: the verdict with every test's statistics)."""
     from aicd.activities.analysis import (
         analyze as run_analysis,  # the Prometheus provider lives with the activities
     )
+    from aicd.judge import Outcome
+    from aicd.plan import build_plan
+    from aicd.spec.durations import parse_duration
+    from aicd.spec.errors import SpecInvalid
+    from aicd.spec.loader import load_spec
 
     try:
         loaded = load_spec(spec)
@@ -61,7 +60,7 @@ def analyze(
     now = time.time()
     variables = {"target": target, **({"stage": stage} if stage else {})}
     verdict = run_analysis(plan, now - window, now, canary_weight=weight, variables=variables)
-    if as_json:
+    if wants_json(output, as_json):
         typer.echo(json.dumps(verdict.to_dict(), indent=2))
     else:
         from aicd.judge import render_details, render_table

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import git
 import typer
 
-from aicd.argocd_manifests import GitOpsTree, dump_manifests, is_local_repo, render_applications
-from aicd.cli.app import EXIT_USAGE, app, fail
-from aicd.spec.errors import SpecInvalid
-from aicd.spec.loader import load_spec
+from aicd.cli.app import EXIT_USAGE, OutputFormat, OutputOption, app, fail
+
+if TYPE_CHECKING:  # GitPython loads inside the command: `aicd --help` stays quick
+    from aicd.argocd_manifests import GitOpsTree
 
 argocd_app = typer.Typer(help="Argo CD helpers.", no_args_is_help=True)
 app.add_typer(argocd_app, name="argocd")
@@ -24,6 +24,10 @@ app.add_typer(argocd_app, name="argocd")
 def _gitops_tree(repo: str, branch: str, gitops_dir: Path | None) -> Iterator[GitOpsTree | None]:
     """The GitOps repo at its branch: `--gitops-dir`, else the spec's repo itself when it is on this machine, else a
     shallow clone of it; None (with a warning) when a remote one cannot be read."""
+    import git
+
+    from aicd.argocd_manifests import GitOpsTree, is_local_repo
+
     if gitops_dir is not None or is_local_repo(repo):
         location = gitops_dir if gitops_dir is not None else repo
         try:
@@ -59,10 +63,16 @@ def manifests(
             "it is on this machine, else a shallow clone of it).",
         ),
     ] = None,
+    output: OutputOption = OutputFormat.text,
 ) -> None:
     """Print one Application per argocd target, its source shaped by the target's file in the GitOps repo
     (Helm chart directory, Kustomize, plain manifests, or a chart from a chart repository with `ref: values`).
-    Automated sync is off: aicd drives the syncs."""
+    Automated sync is off: aicd drives the syncs. Text is multi-document YAML for `kubectl apply -f -`;
+    -o json a list of the Applications."""
+    from aicd.argocd_manifests import dump_manifests, render_applications
+    from aicd.spec.errors import SpecInvalid
+    from aicd.spec.loader import load_spec
+
     try:
         loaded = load_spec(spec)
     except SpecInvalid as invalid:
@@ -79,4 +89,7 @@ def manifests(
             )
         except ValueError as error:
             raise fail(f"{spec}: {error}", EXIT_USAGE) from None
-    typer.echo(dump_manifests(applications), nl=False)
+    if output is OutputFormat.json:
+        typer.echo(json.dumps(applications, indent=2))
+    else:
+        typer.echo(dump_manifests(applications), nl=False)

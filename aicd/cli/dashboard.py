@@ -4,19 +4,17 @@ dashboard's settings from AICD_DASHBOARD_* (see aicd.dashboard.settings)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import signal
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import uvicorn
 
-from aicd.cli.app import EXIT_USAGE, app, fail
-from aicd.observability.logs import configure_logging
+from aicd.cli.app import EXIT_USAGE, LogFormatOption, app, fail, setup_logging
 
 if TYPE_CHECKING:
+    import uvicorn
     from temporalio.client import Client
 
     from aicd.dashboard import DashboardSettings
@@ -29,14 +27,17 @@ def dashboard(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8090,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Web dashboard alone: deliveries, their waves, weights and verdicts, followed live; pause, resume,
     abort, approve and reject for signed-in users (AICD_DASHBOARD_TOKENS_FILE or an authenticating proxy)."""
+    import asyncio  # not at module level: `aicd --help` stays quick
+
     # Imported here: the other commands need neither Temporal's client nor the dashboard at start-up.
     from aicd.dashboard import DashboardSettings, SettingsError, standalone_app
     from aicd.temporal import connect
 
-    configure_logging(log_level)
+    setup_logging(log_level, log_format)
     try:
         settings = DashboardSettings.from_env()
     except SettingsError as error:
@@ -86,6 +87,8 @@ def server_config(asgi: Any, host: str, port: int, log_level: str) -> uvicorn.Co
     believed is decided on the real peer address, never on an X-Forwarded-For a client wrote. A short
     graceful shutdown: open live pages (server-sent events) never end by themselves. log_config=None:
     uvicorn's lines go through the root handler, so they are redacted like ours."""
+    import uvicorn
+
     return uvicorn.Config(
         asgi,
         host=host,
@@ -99,6 +102,8 @@ def server_config(asgi: Any, host: str, port: int, log_level: str) -> uvicorn.Co
 
 
 async def run_server(asgi: Any, host: str, port: int, log_level: str) -> None:
+    import uvicorn
+
     server = uvicorn.Server(server_config(asgi, host, port, log_level))
     # uvicorn handles SIGINT/SIGTERM with a graceful shutdown, then re-raises the signal for the handler
     # that was there before: make that one a no-op so a clean stop exits 0.

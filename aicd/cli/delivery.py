@@ -2,29 +2,31 @@
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-from rich.console import Console
-from rich.live import Live
-from temporalio.client import Client
 
-from aicd import client as deliveries
-from aicd.cli.app import EXIT_USAGE, app, fail
-from aicd.messages import HumanAction, Trigger
-from aicd.plan import build_plan
-from aicd.source import RevisionUnknown, SourceError, resolve_revision
-from aicd.spec.errors import SpecInvalid
-from aicd.spec.loader import load_spec
-from aicd.status_view import render_status
-from aicd.temporal import connect
+from aicd.cli.app import (
+    EXIT_USAGE,
+    JsonFlag,
+    OutputFormat,
+    OutputOption,
+    app,
+    fail,
+    temporal_unreachable,
+    wants_json,
+)
+
+# Temporal's client, the spec loader and rich load inside the commands: `aicd --help` stays quick.
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
 
 T = TypeVar("T")
 STATE_DIR_ENV = "AICD_STATE_DIR"
@@ -34,24 +36,30 @@ def _actor(given: str | None) -> str:
     return given or os.environ.get("AICD_ACTOR") or getpass.getuser()
 
 
-async def _connect() -> Client:
-    address = None
-    if not os.environ.get("TEMPORAL_ADDRESS"):
-        try:  # a running `aicd dev` tells where its Temporal is
-            from aicd.dev.temporal import dev_address
-
-            address = dev_address(Path(os.environ.get(STATE_DIR_ENV, ".aicd")))
-        except ImportError:
-            address = None
-    return await connect(address)
+def _dev_address() -> str | None:
+    """Where a running `aicd dev` (or demo) of AICD_STATE_DIR has its Temporal, unless TEMPORAL_ADDRESS says."""
+    if os.environ.get("TEMPORAL_ADDRESS"):
+        return None
+    try:
+        from aicd.dev.temporal import dev_address
+    except ImportError:
+        return None
+    return dev_address(Path(os.environ.get(STATE_DIR_ENV, ".aicd")))
 
 
 def _run(body: Callable[[Client], Awaitable[T]]) -> T:
+    import asyncio  # not at module level: `aicd --help` stays quick
+
+    from aicd import client as deliveries
+    from aicd.temporal import DEFAULT_ADDRESS, connect
+
     async def main() -> T:
+        address = _dev_address()
         try:
-            client = await _connect()
+            client = await connect(address)
         except Exception as error:
-            raise fail(f"cannot reach Temporal: {error}") from None
+            where = address or os.environ.get("TEMPORAL_ADDRESS") or DEFAULT_ADDRESS
+            raise temporal_unreachable(where, error) from None
         try:
             return await body(client)
         except deliveries.ActionRefused as refused:
@@ -84,6 +92,15 @@ def deliver(
     """Start the delivery of REVISION, resolved to its full commit SHA in the spec's source repository; a
     repeated call while it runs finds the same delivery, a call after it ended delivers it again (a re-deploy,
     which wins over older deliveries still running). Prints the delivery's ID."""
+    import asyncio  # not at module level: `aicd --help` stays quick
+
+    from aicd import client as deliveries
+    from aicd.messages import Trigger
+    from aicd.plan import build_plan
+    from aicd.source import RevisionUnknown, SourceError, resolve_revision
+    from aicd.spec.errors import SpecInvalid
+    from aicd.spec.loader import load_spec
+
     try:
         loaded = load_spec(spec)
     except SpecInvalid as invalid:
@@ -116,21 +133,30 @@ def deliver(
 def status(
     delivery_id: Annotated[str, typer.Argument(metavar="ID", help="Delivery ID.")],
     watch: Annotated[bool, typer.Option("--watch", help="Live view until the delivery ends.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable status.")] = False,
+    output: OutputOption = OutputFormat.text,
+    as_json: JsonFlag = False,
     details: Annotated[
         bool, typer.Option("--details", help="Also the judge's statistics: every test's bounds and evidence.")
     ] = False,
 ) -> None:
     """Phase, stage and wave, per-target step, weight, analysis verdict and commits, and the human action log."""
+    import asyncio  # not at module level: `aicd --help` stays quick
+
+    from rich.console import Console
+    from rich.live import Live
+
+    from aicd import client as deliveries
+    from aicd.status_view import render_status
 
     async def body(client: Client) -> None:
         current = await deliveries.get_status(client, delivery_id)
-        if as_json:
+        if wants_json(output, as_json):
             typer.echo(json.dumps(asdict(current), indent=2))
             return
         console = Console()
         if not watch:
-            console.print(render_status(current, details))
+            # soft_wrap: a long line (a hint with a delivery ID to copy) is never broken by a newline
+            console.print(render_status(current, details), soft_wrap=True)
             return
         with Live(render_status(current, details), console=console, refresh_per_second=4) as live:
             while not current.terminal:
@@ -145,18 +171,38 @@ def status(
 def list_deliveries(
     app_name: Annotated[str | None, typer.Option("--app", help="Only this app's deliveries.")] = None,
     running: Annotated[bool, typer.Option("--running", help="Only running deliveries.")] = False,
+    output: OutputOption = OutputFormat.text,
 ) -> None:
-    """Deliveries, newest first: ID, Temporal status, phase."""
+    """Deliveries, newest first: ID, Temporal status, phase (-o json: a list of {"id", "status", "phase"})."""
+    from aicd import client as deliveries
 
     async def body(client: Client) -> None:
         rows = await deliveries.list_deliveries(client, app_name, running)
+        if output is OutputFormat.json:
+            document = [
+                {"id": delivery_id, "status": state, "phase": phase} for delivery_id, state, phase in rows
+            ]
+            typer.echo(json.dumps(document, indent=2))
+            return
         for delivery_id, state, phase in rows:
             typer.echo(f"{delivery_id}\t{state}\t{phase}")
 
     _run(body)
 
 
-def _act_on(kind: str, delivery_id: str | None, app_name: str | None, action: HumanAction) -> None:
+def _act_on(
+    kind: str,
+    delivery_id: str | None,
+    app_name: str | None,
+    actor: str | None,
+    reason: str = "",
+    stage: str | None = None,
+) -> None:
+    from aicd import client as deliveries
+    from aicd.messages import HumanAction
+
+    action = HumanAction(_actor(actor), reason, stage=stage, via="cli")
+
     if (delivery_id is None) == (app_name is None):
         raise fail("name a delivery ID or --app APP (one of them)", EXIT_USAGE)
 
@@ -189,13 +235,13 @@ def pause(
     delivery_id: DeliveryArg = None, app_name: AppOption = None, reason: Reason = "", actor: AsUser = None
 ) -> None:
     """Pause: no new step starts; a timed pause stops its clock."""
-    _act_on("pause", delivery_id, app_name, HumanAction(_actor(actor), reason, via="cli"))
+    _act_on("pause", delivery_id, app_name, actor, reason)
 
 
 @app.command()
 def resume(delivery_id: DeliveryArg = None, app_name: AppOption = None, actor: AsUser = None) -> None:
     """Resume a paused delivery, a `pause: {}` step, or an inconclusive analysis (treated as a pass)."""
-    _act_on("resume", delivery_id, app_name, HumanAction(_actor(actor), via="cli"))
+    _act_on("resume", delivery_id, app_name, actor)
 
 
 @app.command()
@@ -205,7 +251,7 @@ def abort(
     actor: AsUser = None,
 ) -> None:
     """Abort: roll back what this delivery touched (per rollback.scope) and end as aborted."""
-    _act_on("abort", delivery_id, None, HumanAction(_actor(actor), reason, via="cli"))
+    _act_on("abort", delivery_id, None, actor, reason)
 
 
 @app.command()
@@ -215,7 +261,7 @@ def approve(
     actor: AsUser = None,
 ) -> None:
     """Approve a stage's gate (only listed approvers count, each once)."""
-    _act_on("approve", delivery_id, None, HumanAction(_actor(actor), stage=stage, via="cli"))
+    _act_on("approve", delivery_id, None, actor, stage=stage)
 
 
 @app.command()
@@ -226,4 +272,4 @@ def reject(
     actor: AsUser = None,
 ) -> None:
     """Reject a stage's gate: the delivery ends rejected without touching any target."""
-    _act_on("reject", delivery_id, None, HumanAction(_actor(actor), reason, stage=stage, via="cli"))
+    _act_on("reject", delivery_id, None, actor, reason, stage=stage)

@@ -1,328 +1,23 @@
 """`aicd demo`: the demo (aicd.dev.demo) in the terminal: a live view of each delivery, the approval prompt,
-and a summary at the end. Ctrl-C stops the demo and every process it started."""
+and a summary at the end (aicd.cli.demo_view). Ctrl-C stops the demo and every process it started."""
 
 from __future__ import annotations
 
-import dataclasses
-import select
 import signal
-import sys
 import threading
-import urllib.parse
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console, Group, RenderableType
-from rich.live import Live
-from rich.markup import escape
-from rich.rule import Rule
-from rich.table import Table
-from rich.text import Text
 
 from aicd.cli.app import EXIT_FAILED, EXIT_OK, app, fail
 from aicd.cli.dev import TemporalPort, TemporalUiPort
 
 if TYPE_CHECKING:
-    from aicd.dev.demo import DemoReport, DemoStack, LiveState, Release, ReleaseOutcome
-    from aicd.messages import DeliveryStatus
+    from aicd.dev.demo import DemoReport, DemoStack
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-
-
-# --- rendering ----------------------------------------------------------------------------------------------
-
-
-def _clock(seconds: float) -> str:
-    minutes, rest = divmod(round(seconds), 60)
-    return f"{minutes}m{rest:02d}s" if minutes else f"{rest}s"
-
-
-def _version(tag: str | None, versions: dict[str, str]) -> str:
-    if not tag:
-        return "-"
-    return f"{versions[tag]} ({tag})" if tag in versions else tag
-
-
-def _focus(status: DeliveryStatus) -> DeliveryStatus:
-    """The status with the verdict tables of promoted targets left out: their analysis passed (the state
-    says so), and a frame with one full table per target would not fit a terminal."""
-    targets = {
-        name: target if target.state != "promoted" else dataclasses.replace(target, last_verdict=None)
-        for name, target in status.targets.items()
-    }
-    return dataclasses.replace(status, targets=targets)
-
-
-def render_live(state: LiveState) -> RenderableType:
-    """One frame: the delivery's status, what the reconciler runs on each target, recent traffic."""
-    from aicd.status_view import render_status
-
-    title = (
-        f"release {state.release.version} → {state.release.branch} · {state.status.delivery_id}"
-        f" · {_clock(state.elapsed)}"
-    )
-    running = Table(title="running now (local reconciler)", title_justify="left", box=None, pad_edge=False)
-    for column in ("target", "stable", "canary", "weight", "health"):
-        running.add_column(column)
-    for name, target in state.running.items():
-        running.add_row(
-            name,
-            _version(target.get("stable"), state.versions),
-            _version(target.get("canary"), state.versions),
-            f"{target.get('weight', 0)}%",
-            str(target.get("phase", "?")),
-        )
-    traffic = state.traffic
-    served = " · ".join(
-        f"{_version(v, state.versions)} {share:.0%}" for v, share in traffic.by_version.items()
-    )
-    traffic_line = Text(
-        f"traffic (last 5 s): {traffic.rate:.0f} req/s · 5xx {traffic.error_share:.1%}"
-        f" · no answer {traffic.no_answer_share:.1%} · served: {served or '-'}",
-        style="red" if traffic.error_share > 0.02 else "",
-    )
-    return Group(
-        Rule(title, align="left"), render_status(_focus(state.status)), Text(""), running, traffic_line
-    )
-
-
-def _outcome_text(outcome: ReleaseOutcome, order: list[str]) -> str:
-    status = outcome.status
-    if status.phase == "succeeded":
-        text = "promoted on " + ", ".join(
-            sorted(status.targets, key=lambda t: order.index(t) if t in order else 0)
-        )
-    else:
-        text = status.reason or status.phase
-    if outcome.rollback_commits:
-        text += " → rolled back in Git: " + ", ".join(
-            f"{c.sha[:8]} ({c.step})" for c in outcome.rollback_commits
-        )
-    return text
-
-
-def _prometheus_graph(url: str, app_name: str) -> str:
-    expr = f'sum by (target, track, version) (rate(http_requests_total{{app="{app_name}",code=~"5.."}}[15s]))'
-    return f"{url}/graph?" + urllib.parse.urlencode({"g0.expr": expr, "g0.tab": "0", "g0.range_input": "15m"})
-
-
-def render_summary(report: DemoReport, *, kept: bool = False) -> RenderableType:
-    parts: list[RenderableType] = [Rule("aicd demo: summary", align="left")]
-    releases = Table(box=None, pad_edge=False)
-    for column in ("release", "branch", "revision", "outcome", "time", "what happened"):
-        releases.add_column(column, overflow="fold")
-    for outcome in report.outcomes:
-        style = "green" if outcome.as_expected else "red"
-        releases.add_row(
-            outcome.release.version,
-            outcome.release.branch,
-            outcome.revision[:12],
-            Text(outcome.status.phase, style=style),
-            _clock(outcome.seconds),
-            _outcome_text(outcome, report.targets),
-        )
-    parts.append(releases)
-    for outcome in report.outcomes:
-        for problem in outcome.problems:
-            parts.append(Text(f"release {outcome.release.version}: {problem}", style="red"))
-        for note in outcome.notes:
-            parts.append(Text(f"release {outcome.release.version}: {note}", style="yellow"))
-    if report.serving:
-        serving = "; ".join(
-            f"{target}: "
-            + ", ".join(
-                f"{_version(v, report.versions)} {n}/{sum(counts.values())}" for v, n in counts.items()
-            )
-            for target, counts in report.serving.items()
-        )
-        canaries = [f"{t} {c}" for t, c in report.canaries.items() if c]
-        parts.append(Text(f"now serving (requests through each target's proxy): {serving}"))
-        parts.append(Text(f"canaries running: {', '.join(canaries) or 'none'}"))
-    if report.traffic is not None:
-        codes = ", ".join(f"{code}: {n}" for code, n in sorted(report.traffic.by_status.items()))
-        parts.append(
-            Text(
-                f"traffic during the demo: {report.traffic.sent} requests ({codes}; no answer: {report.traffic.failed})"
-            )
-        )
-    times = [f"setup {_clock(report.setup_seconds)}"]
-    times += [f"release {o.release.version} {_clock(o.seconds)}" for o in report.outcomes]
-    times.append(f"total {_clock(report.total_seconds)}")
-    parts.append(Text("times: " + ", ".join(times)))
-    parts.append(Text(""))
-    links = Table(box=None, pad_edge=False, show_header=False)
-    links.add_column(style="bold")
-    links.add_column(overflow="fold")
-    if report.dashboard_url:
-        links.add_row("dashboard", report.dashboard_url)
-    for outcome in report.outcomes:
-        url = report.workflow_url(outcome.delivery_id)
-        links.add_row(
-            f"release {outcome.release.version}",
-            url or f"{outcome.delivery_id} (Temporal at {report.temporal_address})",
-        )
-    if report.prometheus_url:
-        links.add_row("Prometheus", _prometheus_graph(report.prometheus_url, report.app))
-    if report.spec_path:
-        links.add_row("effective spec", str(report.spec_path))
-    links.add_row("logs", str(report.state_dir / "logs"))
-    parts.append(links)
-    if kept:
-        parts.append(Text("The stack keeps running: Ctrl-C stops it.", style="bold"))
-    else:
-        parts.append(
-            Text(
-                f"The stack stops now: `aicd demo --keep` keeps it up; "
-                f"`aicd dev --state-dir {report.state_dir}` reopens this history in the Temporal UI.",
-                style="dim",
-            )
-        )
-    parts.append(Text(""))
-    parts.append(
-        Text(
-            f"git log of the GitOps repo ({report.state_dir / 'gitops.git'}, {report.gitops_branch}):",
-            style="bold",
-        )
-    )
-    log = Table(box=None, pad_edge=False, show_header=True)
-    # The commit and its step must stay readable on a narrow terminal; the subject gives way.
-    log.add_column("commit", no_wrap=True, min_width=8)
-    log.add_column(
-        "Aicd-Step", no_wrap=True, min_width=max((len(c.step) for c in report.gitops_log), default=9)
-    )
-    log.add_column("subject", no_wrap=True, overflow="ellipsis")
-    for commit in report.gitops_log:
-        step_style = "red" if commit.step.endswith("/rollback") else "cyan"
-        log.add_row(commit.sha[:8], Text(commit.step or "-", style=step_style), commit.subject)
-    parts.append(log)
-    parts.append(Text(""))
-    if report.ok:
-        parts.append(
-            Text(
-                "demo OK: the good release went out everywhere, the bad one was caught and rolled back.",
-                style="bold green",
-            )
-        )
-    else:
-        parts.append(Text("demo NOT as expected:", style="bold red"))
-        problems = [f"release {o.release.version}: {p}" for o in report.outcomes for p in o.problems]
-        if not report.outcomes:
-            problems.append("no release was delivered")
-        for problem in [*problems, *report.problems]:
-            parts.append(Text(f"  {problem}", style="red"))
-    return Group(*parts)
-
-
-# --- the terminal observer ------------------------------------------------------------------------------------
-
-
-class TerminalObserver:
-    """Live view while a delivery runs; prompts (interruptible by Ctrl-C) for approvals and resumes."""
-
-    def __init__(self, console: Console, cancel: threading.Event) -> None:
-        self.console = console
-        self.cancel = cancel
-        self.live: Live | None = None
-        self._lock = threading.Lock()
-
-    def note(self, text: str) -> None:
-        self.console.print(Text(f"• {text}", style="dim"))
-
-    def release_started(self, release: Release, revision: str, delivery_id: str) -> None:
-        self.console.print(
-            Text(
-                f"▶ release {release.version}: {release.summary}; delivery {delivery_id} started",
-                style="bold",
-            )
-        )
-        self.live = Live(console=self.console, refresh_per_second=4, transient=False)
-        self.live.start()
-
-    def progress(self, state: LiveState) -> None:
-        with self._lock:
-            if self.live is not None:
-                self.live.update(render_live(state), refresh=True)
-
-    def _pause_live(self) -> None:
-        with self._lock:
-            if self.live is not None:
-                self.live.stop()
-
-    def _resume_live(self) -> None:
-        with self._lock:
-            if self.live is not None:
-                self.live.start()
-
-    def approve(self, release: Release, status: DeliveryStatus, stage: str, approver: str) -> bool:
-        self._pause_live()
-        try:
-            return self._ask(
-                f"Approve stage [bold]{escape(stage)}[/] of {escape(status.app)} {release.version}"
-                f" ({status.revision[:12]}) as [bold]{escape(approver)}[/]? \\[Y/n] ",
-                default=True,
-                what=f"stage {stage}",
-            )
-        finally:
-            self._resume_live()
-
-    def resume(self, release: Release, status: DeliveryStatus, target: str, actor: str) -> bool:
-        self._pause_live()
-        try:
-            return self._ask(
-                f"The analysis on [bold]{escape(target)}[/] was inconclusive."
-                f" Resume as {escape(actor)} (treat it as a pass)? \\[y/N] ",
-                default=False,
-                what=f"the resume of {target}",
-            )
-        finally:
-            self._resume_live()
-
-    def _ask(self, question: str, *, default: bool, what: str) -> bool:
-        """A y/n answer from stdin, polled so Ctrl-C (which only sets `cancel`) ends the wait too."""
-        self.console.print(question, end="")
-        if sys.stdin is None:  # started without any stdin at all
-            self.console.print(f"\nno stdin: declining {what}; `aicd demo --yes` approves automatically")
-            return False
-        while not self.cancel.is_set():
-            try:
-                ready, _, _ = select.select([sys.stdin], [], [], 0.2)
-            except (ValueError, OSError):  # no usable stdin
-                ready = [sys.stdin]
-            if not ready:
-                continue
-            try:
-                line = sys.stdin.readline()
-            except (ValueError, OSError):
-                line = ""
-            if line == "":
-                self.console.print(
-                    f"\nno answer (stdin closed): declining {what}; `aicd demo --yes` approves automatically"
-                )
-                return False
-            answer = line.strip().lower()
-            if answer in ("y", "yes") or (answer == "" and default):
-                return True
-            if answer in ("n", "no") or answer == "":
-                return False
-            self.console.print("please answer y or n: ", end="")
-        return False
-
-    def release_finished(self, outcome: ReleaseOutcome) -> None:
-        with self._lock:
-            if self.live is not None:
-                self.live.stop()
-                self.live = None
-        style = "green" if outcome.as_expected else "red"
-        self.console.print(
-            Text(
-                f"■ release {outcome.release.version}: {outcome.status.phase} after {_clock(outcome.seconds)}"
-                f" (expected {outcome.release.expect})",
-                style=f"bold {style}",
-            )
-        )
-        self.console.print()
 
 
 # --- the command ------------------------------------------------------------------------------------------------
@@ -367,6 +62,10 @@ def demo(
     Sets up a demo source repo and GitOps repo, starts Temporal, the worker, a local reconciler running the demo app, Prometheus and a load generator, then delivers release 1.1 (good: staging, approval, production in two waves) and release 1.2 (bad: the canary analysis fails it, the delivery rolls back). Exit 0 when both went as expected.
     """
     # Imported here: the other commands need neither Temporal's client nor the embedded stack at start-up.
+    from rich.console import Console
+    from rich.text import Text
+
+    from aicd.cli.demo_view import TerminalObserver, render_summary
     from aicd.dev.demo import DEFAULT_SPEC, DemoError, DemoInterrupted, DemoOptions, run_demo
 
     for value, name in ((port, "--port"), (ui_port, "--ui-port")):
@@ -390,7 +89,7 @@ def demo(
     )
 
     def before_stop(stack: DemoStack, report: DemoReport) -> None:
-        console.print(render_summary(report, kept=keep))
+        console.print(render_summary(report, kept=keep), soft_wrap=True)  # links stay whole lines
         if keep:
             while not cancel.wait(0.5):
                 pass

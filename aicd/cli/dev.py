@@ -16,6 +16,7 @@ import typer
 from aicd.cli.app import EXIT_FAILED, EXIT_OK, app, fail
 
 if TYPE_CHECKING:
+    from aicd.dev.reconciler import LocalReconciler
     from aicd.dev.temporal import EmbeddedTemporal
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -65,12 +66,14 @@ def dev(
         float, typer.Option("--timeout", help="Seconds to wait for each part to come up.")
     ] = 30.0,
 ) -> None:
-    """Run the embedded stack (Temporal dev server + aicd worker) until Ctrl-C.
+    """Run the embedded stack (Temporal dev server, aicd worker, reconciler of `local` targets) until Ctrl-C.
 
     Temporal keeps its state in STATE_DIR/temporal.db across restarts and has the aicd search attributes registered. Ctrl-C or SIGTERM stops both cleanly, the worker first. Other shells find the stack through STATE_DIR/dev.json, or with the printed `export TEMPORAL_ADDRESS=...` line.
     """
     # Imported here: the Temporal client libraries are not needed by the other commands' start-up.
     from aicd.dashboard.embedded import DashboardStartError, start_embedded
+    from aicd.dev.local_gitops import BRANCH, LocalGitOpsError, local_artifacts, local_gitops_repo
+    from aicd.dev.reconciler import LocalReconciler
     from aicd.dev.temporal import DevStackError, DevStackInterrupted, EmbeddedTemporal
 
     for value, name in ((port, "--port"), (ui_port, "--ui-port")):
@@ -86,18 +89,33 @@ def dev(
     previous = {signum: signal.signal(signum, on_signal) for signum in _STOP_SIGNALS}
     stack = EmbeddedTemporal(state_dir, port, ui_port)
     board = None
+    reconciler: LocalReconciler | None = None
     code = EXIT_OK
     try:
         try:
             address = stack.start(timeout=timeout, cancel=stop)
             if worker:
-                stack.start_worker(wait=True, timeout=max(timeout, 60.0), cancel=stop)
+                # `local` targets (aicd init's) run here: the reconciler follows the stack's own GitOps repo.
+                reconciler = LocalReconciler(
+                    local_gitops_repo(state_dir),
+                    BRANCH,
+                    {},
+                    local_artifacts(state_dir),
+                    stack.state_dir / "reconciler",
+                )
+                reconciler_url = reconciler.start(timeout=timeout)
+                stack.start_worker(
+                    wait=True,
+                    timeout=max(timeout, 60.0),
+                    cancel=stop,
+                    env={"AICD_RECONCILER_URL": reconciler_url},
+                )
             actor = os.environ.get("AICD_ACTOR") or getpass.getuser()  # the CLI's actor: the token's identity
             board = start_embedded(stack, actor)
         except DevStackInterrupted:
             _say("aicd dev: interrupted during start-up; stopped")
             return
-        except (DevStackError, DashboardStartError) as error:
+        except (DevStackError, DashboardStartError, LocalGitOpsError, RuntimeError, TimeoutError) as error:
             raise fail(str(error), EXIT_FAILED) from None
         _say(f"aicd dev: running (state {stack.state_dir})")
         _say(f"  Temporal gRPC  {address}  (namespace {stack.namespace})")
@@ -111,6 +129,11 @@ def dev(
             )
         else:
             _say("  worker         not started (--no-worker)")
+        if reconciler is not None:
+            _say(
+                f"  local targets  reconciler {reconciler.url}, GitOps repo {local_gitops_repo(state_dir)}"
+                " (aicd init adds apps to it)"
+            )
         _say(f"  logs           {stack.state_dir / 'logs'}")
         _say("In other shells:")
         _say(f"  export TEMPORAL_ADDRESS={address}")
@@ -127,6 +150,8 @@ def dev(
         if board is not None:
             board.stop()
         stack.stop()
+        if reconciler is not None:
+            reconciler.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if received:

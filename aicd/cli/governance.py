@@ -38,7 +38,7 @@ def override(
 ) -> None:
     """Let a stage through its policy's deny (only the policy's overriders)."""
     _needs_reason(reason)
-    _act_on("override", delivery_id, None, HumanAction(_actor(actor), reason, stage=stage, via="cli"))
+    _act_on("override", delivery_id, None, actor, reason, stage=stage)
 
 
 @app.command(name="break-glass")
@@ -47,7 +47,7 @@ def break_glass(
 ) -> None:
     """Let one delivery's stage through a freeze or outside its deploy window (only listed break-glass people)."""
     _needs_reason(reason)
-    _act_on("break_glass", delivery_id, None, HumanAction(_actor(actor), reason, stage=stage, via="cli"))
+    _act_on("break_glass", delivery_id, None, actor, reason, stage=stage)
 
 
 @app.command()

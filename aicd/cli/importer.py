@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
 
-from aicd.argo_rollouts.importer import Imported, RolloutUnusable, convert, read_documents
-from aicd.argo_rollouts.templates import DEFAULT_TRACK_LABEL, Catalog
 from aicd.cli.app import EXIT_FAILED, EXIT_OK, EXIT_USAGE, app
 from aicd.cli.spec import one_line
-from aicd.spec.loader import is_argo_manifest_file
+
+# The importer and the spec loader (jsonschema) load inside the command: `aicd --help` stays quick.
+if TYPE_CHECKING:
+    from aicd.argo_rollouts.importer import Imported
 
 import_app = typer.Typer(help="Convert other tools' delivery definitions into aicd's.", no_args_is_help=True)
 app.add_typer(import_app, name="import")
@@ -72,6 +73,8 @@ def render(imported: Imported, source: str) -> str:
 
 def _argo_siblings(file: Path) -> list[Path]:
     """The other YAML files of FILE's directory that hold Argo Rollouts objects (not its subdirectories)."""
+    from aicd.spec.loader import is_argo_manifest_file
+
     try:
         candidates = sorted(file.resolve().parent.iterdir())
     except OSError:
@@ -109,8 +112,13 @@ def argo_rollout(
         typer.Option("--target", help="The stage's targets (repeatable; default the Rollout's name)."),
     ] = None,
     track_label: Annotated[
-        str, typer.Option("--track-label", help="The label telling canary from stable series in the queries.")
-    ] = DEFAULT_TRACK_LABEL,
+        str | None,
+        typer.Option(
+            "--track-label",
+            help="The label telling canary from stable series in the queries (default: track).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Convert a Rollout's canary strategy into an aicd spec stage (YAML on stdout).
 
@@ -118,6 +126,9 @@ def argo_rollout(
 
     Exit status: 0 when every step and check carried over, 1 when the stage was printed but a step or check was left out, 2 when FILE holds no usable canary (not YAML, no Rollout, another strategy) or a templates file cannot be read.
     """
+    from aicd.argo_rollouts.importer import RolloutUnusable, convert, read_documents
+    from aicd.argo_rollouts.templates import DEFAULT_TRACK_LABEL, Catalog
+
     try:
         documents = read_documents(str(file), file)
         for template_file in templates or []:
@@ -134,7 +145,7 @@ def argo_rollout(
             rollout_name=name,
             stage_name=stage,
             targets=target or (),
-            track_label=track_label,
+            track_label=track_label or DEFAULT_TRACK_LABEL,
         )
     except RolloutUnusable as unusable:
         typer.echo(one_line(str(unusable.error)), err=True)

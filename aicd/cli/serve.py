@@ -4,32 +4,22 @@ secrets come from the environment only and are never printed."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
-from temporalio.client import Client
 
-from aicd.cli.app import EXIT_USAGE, app, fail
-from aicd.cli.dashboard import exposure_problem, server_config, warn_if_open
-from aicd.dashboard import Dashboard, DashboardSettings, SettingsError
-from aicd.gateway import Gateway, GatewaySettings, create_app
-from aicd.gateway.context import (
-    GITHUB_SECRET_ENV,
-    GITLAB_TOKEN_ENV,
-    SLACK_SIGNING_SECRET_ENV,
-    SLACK_TOKEN_ENV,
-)
-from aicd.gateway.metrics import Metrics
-from aicd.gateway.specs import SpecDirectory
-from aicd.observability.logs import configure_logging
-from aicd.poller import GitPoller
-from aicd.temporal import connect
+from aicd.cli.app import EXIT_USAGE, LogFormatOption, app, fail, setup_logging
+
+# The web stack, Temporal's client and Git load inside the commands: `aicd --help` stays quick.
+if TYPE_CHECKING:
+    from temporalio.client import Client
+
+    from aicd.dashboard import Dashboard
+    from aicd.gateway import Gateway
 
 log = logging.getLogger("aicd.serve")
 
@@ -45,10 +35,6 @@ StateDir = Annotated[
 ]
 
 
-def _logging(level: str) -> None:
-    configure_logging(level)
-
-
 @app.command()
 def serve(
     specs: Specs,
@@ -58,13 +44,26 @@ def serve(
     poll: Annotated[bool, typer.Option("--poll", help="Also run the Git poller in this process.")] = False,
     state_dir: StateDir = Path(".aicd"),
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    log_format: LogFormatOption = "text",
     with_dashboard: Annotated[
         bool, typer.Option("--dashboard/--no-dashboard", help="Also serve the delivery dashboard at /.")
     ] = True,
 ) -> None:
     """HTTP gateway: /hooks/github, /hooks/gitlab, /slack/interactions, /slack/commands, /healthz, /metrics,
     and the delivery dashboard at / (settings AICD_DASHBOARD_*; `aicd dashboard` serves it alone)."""
-    _logging(log_level)
+    import asyncio  # not at module level: `aicd --help` stays quick
+
+    from aicd.cli.dashboard import exposure_problem, warn_if_open
+    from aicd.dashboard import Dashboard, DashboardSettings, SettingsError
+    from aicd.gateway import Gateway, GatewaySettings
+    from aicd.gateway.context import (
+        GITHUB_SECRET_ENV,
+        GITLAB_TOKEN_ENV,
+        SLACK_SIGNING_SECRET_ENV,
+        SLACK_TOKEN_ENV,
+    )
+
+    setup_logging(log_level, log_format)
     settings = GatewaySettings.from_env(specs, task_queue)
     for value, name, what in (
         (settings.github_secret, GITHUB_SECRET_ENV, "/hooks/github"),
@@ -98,6 +97,14 @@ async def _serve(
     poll_state: Path | None,
     board: Dashboard | None = None,
 ) -> None:
+    import asyncio  # not at module level: `aicd --help` stays quick
+
+    import uvicorn
+
+    from aicd.cli.dashboard import server_config
+    from aicd.gateway import create_app
+    from aicd.poller import GitPoller
+
     server = uvicorn.Server(server_config(create_app(gateway, board), host, port, log_level))
     stop = asyncio.Event()
     poller_task = None
@@ -129,14 +136,24 @@ def watch(
     state_dir: StateDir = Path(".aicd"),
     once: Annotated[bool, typer.Option("--once", help="Poll every spec once and exit (for cron).")] = False,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
+    log_format: LogFormatOption = "text",
 ) -> None:
     """Git poller: lists each spec's source heads every source.pollInterval and starts deliveries for new
     heads of matching branches (the first poll of a repository only records its heads)."""
-    _logging(log_level)
+    import asyncio  # not at module level: `aicd --help` stays quick
+
+    setup_logging(log_level, log_format)
     asyncio.run(_watch(specs, task_queue, state_dir, once))
 
 
 async def _watch(specs: Path, task_queue: str | None, state_dir: Path, once: bool) -> None:
+    import asyncio  # not at module level: `aicd --help` stays quick
+
+    from aicd.gateway.metrics import Metrics
+    from aicd.gateway.specs import SpecDirectory
+    from aicd.poller import GitPoller
+    from aicd.temporal import connect
+
     connected: list[Client] = []
 
     async def client() -> Client:  # connected on first use, then kept

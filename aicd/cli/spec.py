@@ -12,35 +12,26 @@ import stat
 import subprocess
 import sys
 import unicodedata
-from enum import StrEnum
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from aicd.cli.app import EXIT_OK, EXIT_USAGE, app, fail
-from aicd.plan import REVISION, build_plan, render_tree
-from aicd.redact import redact_credentials
-from aicd.spec.errors import SpecError
-from aicd.spec.loader import SPEC_SUFFIXES, is_argo_manifest_file, parse_spec_bytes
-from aicd.spec.model import DeliverySpec
-from aicd.spec.yamlsafe import MAX_FILE_BYTES
+from aicd.cli.app import EXIT_OK, EXIT_USAGE, OutputFormat, app, fail, output_option
+
+# The spec loader (jsonschema) and the planner load inside the commands: `aicd --help` stays quick.
+if TYPE_CHECKING:
+    from aicd.spec.errors import SpecError
+    from aicd.spec.model import DeliverySpec
 
 # Without --revision and without a local source repository to ask: Git's all-zero "null" SHA, announced on
 # stderr, so a preview never passes for a real revision.
 PLACEHOLDER_REVISION = "0" * 40
 
 
-class OutputFormat(StrEnum):
-    text = "text"
-    json = "json"
-
-
-FormatOption = Annotated[
-    OutputFormat,
-    typer.Option("--format", "-f", help="text for people; json for machines.", case_sensitive=False),
-]
+# -o/--output, and the older --format/-f
+FormatOption = Annotated[OutputFormat, output_option("--format", "-f")]
 
 
 # --- reading --------------------------------------------------------------------------------------------------
@@ -60,12 +51,17 @@ def one_line(text: str) -> str:
 
 
 def _file_error(file: str, message: str) -> SpecError:
+    from aicd.spec.errors import SpecError
+
     return SpecError(file, 0, 0, "$", message)
 
 
 def read_spec(path: Path, notes: list[str] | None = None) -> tuple[DeliverySpec | None, list[SpecError]]:
     """Parse the spec file at `path`; never raises for anything about the file or its content. `notes`
     receives what the reader should know about a valid spec (how Argo Rollouts templates were translated)."""
+    from aicd.spec.loader import parse_spec_bytes
+    from aicd.spec.yamlsafe import MAX_FILE_BYTES
+
     file = str(path)
     try:
         info = path.stat()
@@ -93,6 +89,8 @@ def read_spec(path: Path, notes: list[str] | None = None) -> tuple[DeliverySpec 
 def collect(paths: list[Path]) -> tuple[list[Path], list[SpecError]]:
     """The spec files named and found in the directories named (each once), and errors for names that
     exist as neither or name a directory without specs."""
+    from aicd.spec.loader import SPEC_SUFFIXES, is_argo_manifest_file
+
     files: list[Path] = []
     errors: list[SpecError] = []
     seen: set[str] = set()
@@ -157,8 +155,10 @@ def validate(
 
     A spec whose analysis steps name Argo Rollouts AnalysisTemplates gets `note: FILE: <json.path>: ...` lines saying how each template metric was translated and what the judge does instead of its successCondition/failureCondition.
 
-    Exit status: 0 when every spec is valid, 2 otherwise. With --format json: {"ok", "files": [{"file", "ok", "errors", "notes"}], "errors"}.
+    Exit status: 0 when every spec is valid, 2 otherwise. With -o json: {"ok", "files": [{"file", "ok", "errors", "notes"}], "errors"}.
     """
+    from aicd.spec.errors import SpecError
+
     _tolerant_output()
     files, collect_errors = collect(paths)
     results: list[dict[str, Any]] = []
@@ -217,6 +217,8 @@ def _git(repo: Path, *args: str) -> str | None:
 def local_source_revision(spec: DeliverySpec) -> tuple[str, str] | None:
     """(SHA, ref) of the newest commit on a branch matching the spec's globs, when the source repository is
     a local path (relative paths count from the current directory); else None. HEAD when no branch matches."""
+    from aicd.plan import REVISION
+
     repo = Path(spec.source_repo).expanduser()
     if "://" in spec.source_repo or not repo.exists():
         return None
@@ -251,10 +253,13 @@ def plan(
 ) -> None:
     """Validate SPEC and show the delivery it would run.
 
-    Build, tests, provisioning, then each stage's approval gate, waves, targets and canary steps, exactly as the workflows execute them (--format json: the plan as data).
+    Build, tests, provisioning, then each stage's approval gate, waves, targets and canary steps, exactly as the workflows execute them (-o json: the plan as data).
 
     Exit status 2 when the spec is invalid (the `aicd validate` lines, on stderr) or the revision is not a commit SHA.
     """
+    from aicd.plan import REVISION, build_plan, render_tree
+    from aicd.redact import redact_credentials
+
     _tolerant_output()
     if revision is not None and not REVISION.fullmatch(revision):
         raise fail(

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 
-from aicd.cli.app import EXIT_USAGE, app, fail
-from aicd.observability.logs import LOG_FORMATS, configure_logging
+from aicd.cli.app import EXIT_USAGE, LogFormatOption, app, fail, setup_logging, temporal_unreachable
 
 if TYPE_CHECKING:
     from aicd.worker import WorkerRole
@@ -41,14 +40,7 @@ def worker(
             "--metrics-host", envvar="AICD_METRICS_HOST", help="Address for --metrics-port (default 0.0.0.0)."
         ),
     ] = None,
-    log_format: Annotated[
-        str,
-        typer.Option(
-            "--log-format",
-            envvar="AICD_LOG_FORMAT",
-            help="text, or json: one object per line with the delivery context.",
-        ),
-    ] = "text",
+    log_format: LogFormatOption = "text",
     role: Annotated[
         str,
         typer.Option(
@@ -60,6 +52,8 @@ def worker(
     ] = "all",
 ) -> None:
     """Run aicd's workflows and activities against the Temporal that TEMPORAL_* points at."""
+    import asyncio  # not at module level: `aicd --help` stays quick
+
     from aicd.observability.tracing import TracingConfigError
     from aicd.worker import (  # the worker pulls in every activity; only this command needs them
         WORKER_ROLES,
@@ -67,11 +61,9 @@ def worker(
         run_worker,
     )
 
-    if log_format not in LOG_FORMATS:
-        raise fail(f"--log-format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}", EXIT_USAGE)
     if role not in WORKER_ROLES:
         raise fail(f"--role must be one of {', '.join(WORKER_ROLES)}, not {role!r}", EXIT_USAGE)
-    configure_logging("INFO", log_format)
+    setup_logging("INFO", log_format)
     try:
         asyncio.run(
             run_worker(
@@ -84,3 +76,11 @@ def worker(
         )
     except TracingConfigError as error:
         raise fail(str(error), EXIT_USAGE) from None
+    except RuntimeError as error:
+        if "Failed client connect" not in str(error):  # the SDK's words for a Temporal that does not answer
+            raise
+        from aicd.temporal import DEFAULT_ADDRESS
+
+        raise temporal_unreachable(
+            address or os.environ.get("TEMPORAL_ADDRESS") or DEFAULT_ADDRESS, error
+        ) from None

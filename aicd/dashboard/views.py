@@ -452,6 +452,16 @@ def step_label(stage: StagePlan | None, index: int, kind: str) -> str:
     return f"{index}: {kind}" if index >= 0 else kind
 
 
+def _until(target: TargetStatus) -> str:
+    """When a timed wait (`pause: 5m`) ends, as a clock time: right however long the page stays open."""
+    if not target.wait_until or target.state != "progressing":
+        return ""
+    try:
+        return f" (until {datetime.fromisoformat(target.wait_until):%H:%M:%S} UTC)"
+    except ValueError:
+        return ""
+
+
 def _stage_of(plan: DeliveryPlan, name: str) -> StagePlan | None:
     for stage in plan.stages:
         if stage.name == name:
@@ -478,7 +488,9 @@ def stage_views(plan: DeliveryPlan, status: DeliveryStatus) -> list[StageView]:
                         region=target_plan.region or "",
                         state=target.state if target else "not-started",
                         weight=target.weight if target else 0,
-                        step=step_label(stage, target.step_index, target.step_kind) if target else "",
+                        step=(step_label(stage, target.step_index, target.step_kind) + _until(target))
+                        if target
+                        else "",
                         message=target.message if target else "",
                         verdict=str(verdict.outcome) if verdict else "",
                         verdict_summary=verdict.summary if verdict else "",

@@ -51,6 +51,9 @@ class LoadStats:
     failed: int = 0  # no HTTP response (connection refused, timeout)
     by_status: Counter[int] = field(default_factory=Counter)
     by_version: Counter[str] = field(default_factory=Counter)  # from the demo app's X-Version header
+    # 5xx answered by the app itself, by version: the release's own errors. A 5xx without X-Version came
+    # from the proxy (no answer from the app in time): the machine, not the release.
+    errors_by_version: Counter[str] = field(default_factory=Counter)
 
 
 class LoadGenerator:
@@ -111,7 +114,14 @@ class LoadGenerator:
     def stats(self) -> LoadStats:
         with self._stats_lock:
             s = self._stats
-            return LoadStats(s.sent, s.dropped, s.failed, Counter(s.by_status), Counter(s.by_version))
+            return LoadStats(
+                s.sent,
+                s.dropped,
+                s.failed,
+                Counter(s.by_status),
+                Counter(s.by_version),
+                Counter(s.errors_by_version),
+            )
 
     def __enter__(self) -> LoadGenerator:
         return self.start()
@@ -166,7 +176,10 @@ class LoadGenerator:
         with self._stats_lock:
             self._stats.sent += 1
             self._stats.by_status[response.status_code] += 1
-            self._stats.by_version[response.headers.get("x-version", "?")] += 1
+            version = response.headers.get("x-version", "?")
+            self._stats.by_version[version] += 1
+            if response.status_code >= 500 and version != "?":
+                self._stats.errors_by_version[version] += 1
 
 
 def main(argv: list[str] | None = None) -> int:

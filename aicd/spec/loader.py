@@ -115,6 +115,27 @@ def validate_document(document: YamlDocument, file: str) -> list[SpecError]:
     return check_document(document, file)[1]
 
 
+def _findings_despite_shape_errors(
+    document: YamlDocument, file: str, shape_paths: list[Path]
+) -> list[SpecError]:
+    """The semantic checks on a document with schema errors. They assume the shape is right, so a check that
+    trips over a malformed part is skipped (that part already has a schema error), and a finding inside a
+    part with a schema error is left out (one cause, one line)."""
+    spec = document.data.get("spec") if isinstance(document.data, dict) else None
+    if not isinstance(spec, dict):
+        return []
+    found: list[SpecError] = []
+    for check in SEMANTIC_CHECKS:
+        try:
+            findings = list(check(spec))
+        except Exception:  # whatever a malformed part makes a check trip over: never a crash
+            continue
+        for path, message in findings:
+            if not any(len(bad) > 1 and path[: len(bad)] == bad for bad in shape_paths):
+                found.append(_locate(document, file, path, message))
+    return found
+
+
 def check_document(
     document: YamlDocument, file: str, notes: list[str] | None = None
 ) -> tuple[dict[str, Any] | None, list[SpecError]]:
@@ -127,10 +148,13 @@ def check_document(
                 document, file, (), f"expected a mapping (a DeliverySpec), got {type(document.data).__name__}"
             )
         ]
+    shape_paths: list[Path] = []
     for error in _validator().iter_errors(document.data):
-        errors.append(_locate(document, file, _error_path(error), _schema_message(error)))
+        shape_paths.append(_error_path(error))
+        errors.append(_locate(document, file, shape_paths[-1], _schema_message(error)))
     if errors:
-        # Semantic checks assume the shape is right; the shape errors come first and alone.
+        # All problems at once: the semantic checks' findings elsewhere in the document come too.
+        errors.extend(_findings_despite_shape_errors(document, file, shape_paths))
         return None, sorted(errors, key=lambda e: (e.line, e.col, e.path))
     expansion = expand_analysis_templates(document.data, file)
     errors.extend(_locate(document, file, path, message) for path, message in expansion.findings)

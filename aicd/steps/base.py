@@ -102,6 +102,11 @@ class StepKind:
     def describe(self) -> str:
         raise NotImplementedError
 
+    @property
+    def fixed_wait_s(self) -> float | None:
+        """How long the step waits when that is known in advance (`pause: 5m`): status shows the time left."""
+        return None
+
     def plan_line(self, write: WritePlan, artifact_tag: str) -> str:
         """The step in `aicd plan`: what it does to the target's file, where it writes."""
         return self.describe()

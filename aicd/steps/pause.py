@@ -55,8 +55,12 @@ class PauseStep(StepKind):
     def describe(self) -> str:
         return f"pause {format_duration(self.duration_s)}" if self.duration_s else "pause until resumed"
 
+    @property
+    def fixed_wait_s(self) -> float | None:
+        return self.duration_s
+
     async def run(self, rollout: Rollout) -> None:
         if self.duration_s is None:
-            await rollout.wait_for_human("waiting at `pause: {}` until resumed")
+            await rollout.wait_for_human("waiting at `pause: {}` until a human resumes it")
         else:
             await rollout.sleep(self.duration_s)

@@ -133,4 +133,4 @@ class EdgeTarget(TargetKind):
 
     def plan_lines(self) -> list[str]:
         sites = f"file {self.sites.file}" if isinstance(self.sites, SitesFile) else f"{len(self.sites)} sites"
-        return [f"fleet {sites} in batches {self.batches}, max failures {self.max_failures}"]
+        return [f"fleet {sites} in batches {', '.join(self.batches)}, max failures {self.max_failures}"]

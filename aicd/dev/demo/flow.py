@@ -9,6 +9,7 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import httpx
 from temporalio.client import Client
@@ -37,7 +38,9 @@ from aicd.spec.model import DeliverySpec
 
 DEMO_ACTOR = "demo"
 POLL_S = 0.5
-SERVE_SAMPLES = 30  # requests per target in the final "what runs now" check
+SERVE_SAMPLES = 30  # answers per target in the final "what runs now" check
+SERVE_TRIES = 3  # at most this many times SERVE_SAMPLES requests per target, for a starved machine
+SERVE_TIMEOUT_S = 10.0  # per request: a busy laptop answers late, not wrongly
 
 
 class _Run:
@@ -204,30 +207,73 @@ class _Run:
                 outcome.notes.append(f"an inconclusive analysis was resumed by {action.actor}")
 
 
+@dataclass
+class ServingCheck:
+    """What each target answered in the final check, against what Git says it should run."""
+
+    serving: dict[str, dict[str, int]] = field(default_factory=dict)  # target -> version -> answers
+    canaries: dict[str, str | None] = field(default_factory=dict)  # target -> canary the reconciler runs
+    problems: list[str] = field(default_factory=list)  # a wrong version served, a canary left: the demo fails
+    load_notes: list[str] = field(default_factory=list)  # requests a busy machine did not answer in time
+
+
 def check_serving(
-    stack: DemoStack, desired: Mapping[str, str], samples: int = SERVE_SAMPLES
-) -> tuple[dict[str, dict[str, int]], dict[str, str | None], list[str]]:
-    """Ask each target's proxy `samples` times which version answers, and the reconciler which canary runs:
-    after the deliveries every target must serve exactly the version Git says (`desired`), no canary."""
+    stack: DemoStack,
+    desired: Mapping[str, str],
+    samples: int = SERVE_SAMPLES,
+    progress: Callable[[str], None] | None = None,
+) -> ServingCheck:
+    """Ask each target's proxy which version answers until `samples` answers came (or `SERVE_TRIES` times
+    as many requests were sent), and the reconciler which canary runs. Every target must serve exactly the
+    version Git says (`desired`) and no canary: that is what the demo exists to show. A request the app
+    does not answer in time (a timeout, the proxy's 502/503 without a version) says the machine is busy,
+    not which version runs: it is retried and reported as load, never as a failure; only a wrong version
+    answering, or no answer at all, fails the check."""
     assert stack.reconciler is not None
-    serving: dict[str, dict[str, int]] = {}
-    canaries: dict[str, str | None] = {}
-    problems: list[str] = []
-    with httpx.Client(timeout=5.0, trust_env=False) as http:
+    check = ServingCheck()
+    say = progress or (lambda text: None)
+    with httpx.Client(timeout=SERVE_TIMEOUT_S, trust_env=False) as http:
         for name, url in stack.reconciler.proxy_urls().items():
             counts: collections.Counter[str] = collections.Counter()
-            for _ in range(samples):
+            unanswered: collections.Counter[str] = collections.Counter()
+            sent = 0
+            while sum(counts.values()) < samples and sent < samples * SERVE_TRIES:
+                sent += 1
                 try:
-                    counts[http.get(f"{url}/").headers.get("x-version", "?")] += 1
+                    version = http.get(f"{url}/").headers.get("x-version")
                 except httpx.HTTPError as error:
-                    counts[f"error: {type(error).__name__}"] += 1
-            serving[name] = dict(counts)
-            canaries[name] = stack.reconciler.status(name).get("canary")
-            if set(counts) != {desired.get(name)}:
-                problems.append(f"{name} serves {dict(counts)}, Git says {desired.get(name)}")
-            if canaries[name] is not None:
-                problems.append(f"{name} still runs canary {canaries[name]}")
-    return serving, canaries, problems
+                    unanswered[type(error).__name__] += 1
+                    time.sleep(min(2.0, 0.1 * sum(unanswered.values())))  # let a starved machine catch up
+                    continue
+                if version is None:
+                    unanswered["proxy: no answer from the app"] += 1
+                    continue
+                counts[version] += 1
+            check.serving[name] = dict(counts)
+            check.canaries[name] = stack.reconciler.status(name).get("canary")
+            want = desired.get(name)
+            wrong = {version: n for version, n in counts.items() if version != want}
+            answered = sum(counts.values())
+            if wrong:
+                served = ", ".join(f"{version} ({n}/{answered} answers)" for version, n in wrong.items())
+                check.problems.append(f"{name} serves {served}; Git says {want}")
+            elif not answered:
+                check.problems.append(
+                    f"{name}: no answer in {sent} requests, so what it serves is unknown"
+                    f" (timeouts: {dict(unanswered)}); is the machine overloaded?"
+                )
+            if unanswered:
+                check.load_notes.append(
+                    f"{name}: {sum(unanswered.values())} of {sent} requests got no answer in time"
+                    f" ({', '.join(f'{why} {n}' for why, n in unanswered.items())}): a busy machine, retried"
+                )
+            if check.canaries[name] is not None:
+                check.problems.append(f"{name} still runs canary {check.canaries[name]}")
+            verdict = "as Git says" if not wrong and answered else "NOT as Git says"
+            say(
+                f"checked {name}: {answered} answers from {', '.join(counts) or 'nobody'}, {verdict} ({want})"
+            )
+    return check
 
 
 # --- the whole demo ---------------------------------------------------------------------------------------
@@ -278,8 +324,14 @@ def run_demo(
             run = _Run(options, observer, cancel, stack, repos, spec, report)
             asyncio.run(run.deliver_all())
             desired = stable_at_head(layout, spec)
-            report.serving, report.canaries, problems = check_serving(stack, desired)
-            report.problems.extend(problems)
+            observer.note(
+                f"checking what each target serves ({SERVE_SAMPLES} answers each) against Git: "
+                + ", ".join(f"{target} {tag}" for target, tag in desired.items())
+            )
+            checked = check_serving(stack, desired, progress=observer.note)
+            report.serving, report.canaries = checked.serving, checked.canaries
+            report.problems.extend(checked.problems)
+            report.load_notes.extend(checked.load_notes)
             report.gitops_log = gitops_log(layout.gitops_repo, spec.gitops_branch)
             report.traffic = stack.loadgen.stats() if stack.loadgen is not None else None
             report.total_seconds = time.monotonic() - began

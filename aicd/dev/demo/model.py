@@ -29,11 +29,16 @@ class Release:
     error_ratio: float
     added_latency_ms: float = 0.0
     expect: str = "succeeded"  # the delivery phase that makes this release's part of the demo a success
+    # A build that ships other code than its tag says: the app answers with this version instead. The
+    # deliveries cannot tell; the demo's final check (what each target serves, per Git) must.
+    claims_version: str | None = None
 
     def app_yaml(self, app: str) -> str:
+        claims = f"claims_version: '{self.claims_version}'\n" if self.claims_version else ""
         return (
             f"# demo-app {self.version}: {self.summary}\n"
             f"name: {app}\nerror_ratio: {self.error_ratio}\nadded_latency_ms: {self.added_latency_ms}\n"
+            + claims
         )
 
 
@@ -69,12 +74,17 @@ class GitOpsCommit:
 
 @dataclass(frozen=True)
 class Traffic:
-    """What the load generator saw over the last few seconds."""
+    """What the load generator saw over the last few seconds, split into what a release does (its own 5xx
+    answers) and what a busy machine does (requests the app did not answer in time: timeouts, the proxy's
+    5xx), so the live view never blames a good release for a starved laptop."""
 
     rate: float  # requests per second, all targets
-    error_share: float  # share of requests answered with a 5xx
-    no_answer_share: float  # share of requests without an HTTP answer (refused, timed out)
-    by_version: dict[str, float]  # version -> share of answers
+    error_share: float  # share of requests answered with a 5xx, by the app or the proxy
+    no_answer_share: float  # share of requests the app did not answer: no HTTP answer, or the proxy's 5xx
+    by_version: dict[str, float]  # version -> share of the app's answers
+    error_share_by_version: dict[str, float] = field(
+        default_factory=dict
+    )  # version -> its answers' 5xx share
 
 
 @dataclass
@@ -123,6 +133,7 @@ class DemoReport:
     targets: list[str] = field(default_factory=list)  # in the spec's order
     gitops_branch: str = "main"
     problems: list[str] = field(default_factory=list)  # checks after the deliveries
+    load_notes: list[str] = field(default_factory=list)  # what a busy machine did (timeouts), not a failure
     setup_seconds: float = 0.0
     total_seconds: float = 0.0
 

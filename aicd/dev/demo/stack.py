@@ -41,9 +41,14 @@ class TrafficMeter:
             return Traffic(0.0, 0.0, 0.0, {})
         errors = sum(n - old.by_status.get(code, 0) for code, n in stats.by_status.items() if code >= 500)
         versions = {v: n - old.by_version.get(v, 0) for v, n in stats.by_version.items()}
+        # "?": the proxy answered for an app that did not answer in time; that is the machine, not a version.
+        proxy_answers = versions.pop("?", 0)
         answered = sum(n for n in versions.values() if n > 0) or 1
         shares = {v: n / answered for v, n in sorted(versions.items()) if n > 0}
-        return Traffic(sent / (now - then), errors / sent, (stats.failed - old.failed) / sent, shares)
+        app_errors = {v: n - old.errors_by_version.get(v, 0) for v, n in stats.errors_by_version.items()}
+        error_shares = {v: app_errors.get(v, 0) / n for v, n in sorted(versions.items()) if n > 0}
+        no_answer = (stats.failed - old.failed) + proxy_answers
+        return Traffic(sent / (now - then), errors / sent, no_answer / sent, shares, error_shares)
 
 
 class DemoStack:

@@ -27,6 +27,8 @@ class AppConfig:
     added_latency_ms: float = 0.0  # extra delay on every request to "/"
     unhealthy: bool = False  # /health answers 503: the release never becomes healthy
     name: str | None = None  # optional app name (the `app` metrics label) when the target gives none
+    # Answer with this version instead of the one it runs (a mislabelled build; the demo's tests use it).
+    claims_version: str | None = None
 
 
 def parse_config(data: Any, source: str = "app.yaml") -> AppConfig:
@@ -34,7 +36,7 @@ def parse_config(data: Any, source: str = "app.yaml") -> AppConfig:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
-    known = {"error_ratio", "added_latency_ms", "unhealthy", "name"}
+    known = {"error_ratio", "added_latency_ms", "unhealthy", "name", "claims_version"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {unknown}; known: {sorted(known)}")
@@ -50,7 +52,16 @@ def parse_config(data: Any, source: str = "app.yaml") -> AppConfig:
     name = data.get("name")
     if name is not None and not isinstance(name, str):
         raise ConfigError(f"{source}: name must be a string, got {name!r}")
-    return AppConfig(error_ratio=error_ratio, added_latency_ms=latency, unhealthy=unhealthy, name=name)
+    claims = data.get("claims_version")
+    if claims is not None and (not isinstance(claims, str) or not claims):
+        raise ConfigError(f"{source}: claims_version must be a non-empty string, got {claims!r}")
+    return AppConfig(
+        error_ratio=error_ratio,
+        added_latency_ms=latency,
+        unhealthy=unhealthy,
+        name=name,
+        claims_version=claims,
+    )
 
 
 def load_config(path: Path) -> AppConfig:

@@ -31,7 +31,7 @@ def create_app(
     for code in ("200", "500"):
         requests_total.inc({"code": code}, 0.0)
     draw = rng or random.Random()
-    identity = {"X-App": app_name, "X-Version": version, "X-Track": track}
+    identity = {"X-App": app_name, "X-Version": config.claims_version or version, "X-Track": track}
 
     async def serve(request: Request) -> Response:
         started = time.perf_counter()
@@ -39,7 +39,7 @@ def create_app(
             await asyncio.sleep(config.added_latency_ms / 1000.0)
         failed = config.error_ratio > 0 and draw.random() < config.error_ratio
         code = 500 if failed else 200
-        body = {"app": app_name, "version": version, "track": track, "ok": not failed}
+        body = {"app": app_name, "version": identity["X-Version"], "track": track, "ok": not failed}
         requests_total.inc({"code": str(code)})
         duration.observe(time.perf_counter() - started)
         return JSONResponse(body, status_code=code, headers=identity)
