@@ -6,18 +6,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from temporalio.client import Client
 
-from aicd import client as deliveries
 from aicd.cli.app import EXIT_USAGE, app, fail
 from aicd.cli.delivery import AsUser, _act_on, _actor, _run
 from aicd.governance.audit import TYPE_PREFIX, chained
 from aicd.governance.audit import verify as verify_chain
-from aicd.messages import HumanAction
 from aicd.spec.durations import parse_duration
+
+if TYPE_CHECKING:  # the CLI's --help must not load Temporal: commands import what they use
+    from temporalio.client import Client
 
 DeliveryId = Annotated[str, typer.Argument(metavar="ID", help="Delivery ID.")]
 Why = Annotated[str, typer.Option("--reason", help="Why (required): recorded, and announced in Slack.")]
@@ -60,6 +60,9 @@ def freeze(
     """Stop the line: no stage of a matching delivery starts until `aicd unfreeze` (running steps finish)."""
 
     async def body(client: Client) -> None:
+        from aicd import client as deliveries
+        from aicd.messages import HumanAction
+
         if show:
             for item in await deliveries.list_freezes(client):
                 typer.echo(
@@ -81,6 +84,9 @@ def unfreeze(app_name: FreezeApp = None, reason: Why = "", actor: AsUser = None)
     """Lift a freeze set with `aicd freeze` (the same --app, or none for the all-apps freeze)."""
 
     async def body(client: Client) -> None:
+        from aicd import client as deliveries
+        from aicd.messages import HumanAction
+
         typer.echo(
             await deliveries.change_freeze(
                 client, "unfreeze", app_name or "*", HumanAction(_actor(actor), reason, via="cli")
