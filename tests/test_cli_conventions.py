@@ -122,6 +122,21 @@ def test_temporal_unreachable_says_what_to_do(run_aicd: RunAicd, tmp_path: Path)
         assert "`aicd dev`" in line and "TEMPORAL_ADDRESS" in line and "tonic" not in line, line
 
 
+async def test_long_running_commands_say_the_same_line_when_temporal_is_down(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`aicd watch` and `aicd dashboard` connect on first use and keep running: what they log is the line the
+    other commands print, not the transport's text."""
+    from aicd.cli.app import TemporalUnreachable, connect_explained
+
+    monkeypatch.setenv("TEMPORAL_ADDRESS", "127.0.0.1:1")
+    with pytest.raises(TemporalUnreachable) as raised:
+        await connect_explained()
+    line = str(raised.value)
+    assert line.startswith("cannot reach Temporal at 127.0.0.1:1:"), line
+    assert "`aicd dev`" in line and "tonic" not in line and "\n" not in line, line
+
+
 def _first_line(command: list[str], timeout: float = 30) -> str:
     process = subprocess.Popen(
         command, cwd=REPO_ROOT, env=aicd_env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True

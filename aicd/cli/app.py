@@ -6,11 +6,15 @@ checks `sys.modules` after `aicd --help`)."""
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from typer import core as typer_core
+
+if TYPE_CHECKING:
+    from temporalio.client import Client
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the command ran and the answer is "no" (refused update, unknown ID, unreachable Temporal)
@@ -103,14 +107,35 @@ TEMPORAL_HINT = "start the embedded stack with `aicd dev` (another shell), or se
 
 
 def temporal_unreachable(address: str, error: BaseException) -> typer.Exit:
-    """The one line for a Temporal that does not answer: where we looked and what to do. The transport's
-    own text (`tonic::transport::Error(...)`) is left out; any other reason (TLS, API key) is kept."""
+    """The one line for a Temporal that does not answer: where we looked and what to do."""
+    return fail(unreachable_message(address, error))
+
+
+def unreachable_message(address: str, error: BaseException) -> str:
+    """`cannot reach Temporal at X: <what to do>`. The transport's own text (`tonic::transport::Error(...)`) is
+    left out; any other reason (TLS, API key) is kept."""
     text = " ".join(str(error).split())
     transport = not text or any(
         word in text for word in ("tonic", "transport", "Connection refused", "connect")
     )
     detail = "" if transport else f" ({text[:200]})"
-    return fail(f"cannot reach Temporal at {address}{detail}: {TEMPORAL_HINT}")
+    return f"cannot reach Temporal at {address}{detail}: {TEMPORAL_HINT}"
+
+
+class TemporalUnreachable(RuntimeError):
+    """Raised by the long-running commands' lazy connection: logged as its one line, retried on next use."""
+
+
+async def connect_explained() -> Client:
+    """connect() for `aicd watch` and `aicd dashboard`, which connect on first use and keep running: a
+    Temporal that does not answer is reported as the same one line as the CLI's, not the transport's text."""
+    from aicd.temporal import DEFAULT_ADDRESS, connect
+
+    try:
+        return await connect()
+    except Exception as error:
+        where = os.environ.get("TEMPORAL_ADDRESS") or DEFAULT_ADDRESS
+        raise TemporalUnreachable(unreachable_message(where, error)) from None
 
 
 # --- help without the type artefacts of Typer's renderer ---------------------------------------------------------

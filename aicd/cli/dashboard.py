@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from aicd.cli.app import EXIT_USAGE, LogFormatOption, app, fail, setup_logging
+from aicd.cli.app import EXIT_USAGE, LogFormatOption, app, connect_explained, fail, setup_logging
 
 if TYPE_CHECKING:
     import uvicorn
@@ -35,7 +35,6 @@ def dashboard(
 
     # Imported here: the other commands need neither Temporal's client nor the dashboard at start-up.
     from aicd.dashboard import DashboardSettings, SettingsError, standalone_app
-    from aicd.temporal import connect
 
     setup_logging(log_level, log_format)
     try:
@@ -50,7 +49,7 @@ def dashboard(
 
     async def client() -> Client:  # connected on first use, then kept
         if not connected:
-            connected.append(await connect())
+            connected.append(await connect_explained())
         return connected[0]
 
     asyncio.run(run_server(standalone_app(settings, client), host, port, log_level))

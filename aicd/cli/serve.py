@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from aicd.cli.app import EXIT_USAGE, LogFormatOption, app, fail, setup_logging
+from aicd.cli.app import EXIT_USAGE, LogFormatOption, app, connect_explained, fail, setup_logging
 
 # The web stack, Temporal's client and Git load inside the commands: `aicd --help` stays quick.
 if TYPE_CHECKING:
@@ -152,13 +152,12 @@ async def _watch(specs: Path, task_queue: str | None, state_dir: Path, once: boo
     from aicd.gateway.metrics import Metrics
     from aicd.gateway.specs import SpecDirectory
     from aicd.poller import GitPoller
-    from aicd.temporal import connect
 
     connected: list[Client] = []
 
     async def client() -> Client:  # connected on first use, then kept
         if not connected:
-            connected.append(await connect())
+            connected.append(await connect_explained())
         return connected[0]
 
     poller = GitPoller(
