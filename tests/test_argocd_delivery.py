@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.argocd_manifests import GitOpsTree, render_applications
@@ -315,3 +316,34 @@ async def test_api_server_restart_mid_delivery_does_not_fail_it(
         e["sha"] for e in commits(gitops) if e.get("Aicd-Step", "").startswith("production/prod-use1/")
     ]
     assert [s.revision for s in use1.syncs("shop-prod-use1")] == committed  # one sync per step, none repeated
+
+
+async def test_blue_green_through_argo_cd_syncs_each_commit_and_ends_on_the_release(
+    temporal_env: WorkflowEnvironment, clusters: dict[str, KubeArgoCD], tmp_path: Path
+) -> None:
+    """A blue-green stage on argocd targets: the preview, the switch and the retirement are one commit each,
+    each synced by its region's Argo CD in that order, wave after wave; the file ends on the release with no
+    preview and no warm version left."""
+    document, gitops, revision = two_region_delivery(tmp_path, clusters)
+    document["spec"]["stages"][0]["strategy"] = {
+        "blueGreen": {"autoPromotionSeconds": 1, "scaleDownDelaySeconds": 1}
+    }
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+        result = await handle_for(client, plan.delivery_id).result()
+    assert result.phase == "succeeded", result.reason
+    log = [entry for entry in commits(gitops) if "Aicd-Step" in entry]
+    for name, region in REGIONS.items():
+        mine = [entry for entry in log if entry["Aicd-Step"].startswith(f"production/{name}/")]
+        assert [entry["Aicd-Step"].rsplit("/", 1)[1] for entry in mine] == ["preview", "promote", "retire"]
+        assert [record.revision for record in clusters[name].syncs(f"shop-{name}")] == [
+            e["sha"] for e in mine
+        ]
+        final = yaml.safe_load(show(gitops, "main", f"apps/shop/{region}/values.yaml"))
+        assert final["image"]["tag"] == plan.artifact_tag
+        assert not (final.get("preview") or {}).get("tag") and not (final.get("previous") or {}).get("tag")
+    assert min(r.at for r in clusters["prod-euw1"].syncs("shop-prod-euw1")) > max(
+        r.at for r in clusters["prod-use1"].syncs("shop-prod-use1")
+    )  # waves in order
