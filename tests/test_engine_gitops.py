@@ -14,6 +14,7 @@ import pytest
 import yaml
 from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.activities import WorkerSettings
@@ -137,7 +138,12 @@ async def wait_for_pending_write(client: Client, handle: WorkflowHandle[Any, Any
     """The name of the first pending activity of the delivery's target workflows, once one is pending."""
     for _ in range(300):
         for child in await child_ids(client, handle.id):
-            description = await client.get_workflow_handle(child).describe()
+            try:
+                description = await client.get_workflow_handle(child).describe()
+            except RPCError as error:  # initiated in the delivery's history, not started yet
+                if error.status != RPCStatusCode.NOT_FOUND:
+                    raise
+                continue
             for activity in description.raw_description.pending_activities:
                 return activity.activity_type.name
         await asyncio.sleep(0.1)
