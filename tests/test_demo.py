@@ -13,6 +13,7 @@ import io
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -70,10 +71,14 @@ class Recorder(QuietObserver):
         self.layout = layout
         self.values: dict[str, Any] = {}
         self.last_frame: LiveState | None = None
+        self.blue_green_frames: dict[str, str] = {}  # "preview"/"previous" -> the first frame showing it
 
     def progress(self, state: LiveState) -> None:
         super().progress(state)
         self.last_frame = state
+        for role in ("preview", "previous"):
+            if state.running["prod-b"].get(role) and role not in self.blue_green_frames:
+                self.blue_green_frames[role] = rendered(render_live(state))
 
     def release_finished(self, outcome: ReleaseOutcome) -> None:
         super().release_finished(outcome)
@@ -255,6 +260,15 @@ def test_demo_promotes_the_good_release_and_rolls_back_the_bad_one(tmp_path: Pat
     assert recorder.frames > 20 and recorder.last_frame is not None
     frame, summary = rendered(render_live(recorder.last_frame)), rendered(render_summary(report))
     assert "release 1.2" in frame and "running now" in frame and "traffic" in frame
+    # While prod-b switched, the live view showed the preview (no live traffic yet), then 1.0 kept warm.
+    preview_frame = recorder.blue_green_frames["preview"]
+    assert re.search(rf"prod-b\s+1\.0 \({initial_tag}\).*preview 1\.1 \({good_tag}\)", preview_frame), (
+        preview_frame
+    )
+    previous_frame = recorder.blue_green_frames["previous"]
+    assert re.search(rf"prod-b\s+1\.1 \({good_tag}\).*previous 1\.0 \({initial_tag}\)", previous_frame), (
+        previous_frame
+    )
     for text in (
         "succeeded",
         "prod-b (blue-green switch)",
