@@ -10,8 +10,10 @@ import collections
 import contextlib
 import dataclasses
 import io
+import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -47,11 +49,13 @@ from aicd.dev.demo import (
     values_at_head,
 )
 from aicd.dev.processes import wait_gone
+from aicd.flags import rollout_percent
 from aicd.messages import DeliveryStatus
 from aicd.spec.loader import load_spec
 from tests.conftest import REPO_ROOT, aicd_env
 
 TARGETS = ("staging", "prod-a", "prod-b")
+STAGING_FLAGS = "apps/demo-app/staging/flags.json"
 # 5 s before the analysis (Prometheus discovers a new canary within ~5 s), then 4 intervals of 5 s: the
 # judge passes a metric from 3 paired intervals (a bounded confidence sequence), one spare for a slow scrape.
 ANALYSIS_S, PAUSE_S = 20.0, 5.0
@@ -67,15 +71,33 @@ class Recorder(QuietObserver):
         self.layout = layout
         self.values: dict[str, Any] = {}
         self.last_frame: LiveState | None = None
+        self.blue_green_frames: dict[str, str] = {}  # "preview"/"previous" -> the first frame showing it
 
     def progress(self, state: LiveState) -> None:
         super().progress(state)
         self.last_frame = state
+        for role in ("preview", "previous"):
+            if state.running["prod-b"].get(role) and role not in self.blue_green_frames:
+                self.blue_green_frames[role] = rendered(render_live(state))
 
     def release_finished(self, outcome: ReleaseOutcome) -> None:
         super().release_finished(outcome)
         spec = load_spec(self.layout.spec)
         self.values[outcome.release.version] = values_at_head(self.layout, spec)
+
+
+def git_show(layout: DemoLayout, revision: str, path: str) -> str:
+    return subprocess.run(
+        ["git", "show", f"{revision}:{path}"],
+        cwd=layout.gitops_repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def prod_b_values(layout: DemoLayout, revision: str) -> Any:
+    return yaml.safe_load(git_show(layout, revision, "apps/demo-app/prod-b/values.yaml"))
 
 
 def rendered(renderable: Any) -> str:
@@ -171,13 +193,44 @@ def test_demo_promotes_the_good_release_and_rolls_back_the_bad_one(tmp_path: Pat
     ]
     for name, values in recorder.values["1.1"].items():
         assert values["image"]["tag"] == good_tag and values["canary"]["weight"] == 0, (name, values)
-    good_steps = [c.step for c in reversed(report.gitops_log) if c.delivery == f"{app}@{good.revision}"]
-    # Every target in order: its canary weight (step 0), weight 100 (step 3), then promotion.
-    assert good_steps == [
-        f"{stage}/{target}/{step}"
-        for stage, target in (("staging", "staging"), ("production", "prod-a"), ("production", "prod-b"))
-        for step in ("0-setWeight", "3-setWeight", "promote")
+    good_commits = [c for c in reversed(report.gitops_log) if c.delivery == f"{app}@{good.revision}"]
+    # Every target in order: staging's canary weights, its flag rollout and promotion; prod-a's canary; then
+    # prod-b blue-green: the preview, the switch (one commit) and the previous version retired.
+    assert [c.step for c in good_commits] == [
+        "staging/staging/0-setWeight",
+        "staging/staging/3-setWeight",
+        "staging/staging/4-setFlag",
+        "staging/staging/promote",
+        "production/prod-a/0-setWeight",
+        "production/prod-a/3-setWeight",
+        "production/prod-a/promote",
+        "blue-green/prod-b/preview",
+        "blue-green/prod-b/promote",
+        "blue-green/prod-b/retire",
     ]
+    # The switch, per Git: the preview ran the release while 1.0 took live traffic; the switch made it live
+    # and kept 1.0 warm as the previous version; the retirement let 1.0 go.
+    initial_tag = next(tag for tag, version in report.versions.items() if version == "1.0")
+    prod_b = {c.step.rsplit("/", 1)[1]: prod_b_values(layout, c.sha) for c in good_commits[-3:]}
+    assert (prod_b["preview"]["image"]["tag"], prod_b["preview"]["preview"]["tag"]) == (initial_tag, good_tag)
+    assert prod_b["promote"]["image"]["tag"] == good_tag and prod_b["promote"]["preview"]["tag"] is None
+    assert prod_b["promote"]["previous"]["tag"] == initial_tag
+    assert prod_b["retire"]["image"]["tag"] == good_tag and prod_b["retire"]["previous"]["tag"] is None
+    prod_b_status = good.status.targets["prod-b"]
+    assert prod_b_status.strategy == "blueGreen"
+    assert [(run.name, run.state) for run in prod_b_status.verifications] == [("preview-smoke", "passed")]
+    # The flag rollout: one commit took new-checkout from off for everyone to "on" for half of staging's users;
+    # the bad release never reached it, so the flag file at the end is still that one.
+    flag_commit = next(c for c in good_commits if c.step.endswith("/4-setFlag"))
+    assert (
+        rollout_percent(git_show(layout, f"{flag_commit.sha}~1", STAGING_FLAGS), "new-checkout", "on") is None
+    )
+    flags_at_end = git_show(layout, "main", STAGING_FLAGS)
+    assert rollout_percent(flags_at_end, "new-checkout", "on") == 50
+    assert json.loads(flags_at_end)["flags"]["new-checkout"]["targeting"] == {
+        "fractional": [["on", 50], ["off", 50]]
+    }
+    assert good.status.targets["staging"].flags == {"new-checkout": "on to 50%"}
 
     # The bad release: failed by the analysis on error rate at its first canary weight, rolled back in Git.
     assert bad.status.phase == "failed"
@@ -200,14 +253,26 @@ def test_demo_promotes_the_good_release_and_rolls_back_the_bad_one(tmp_path: Pat
 
     # Afterwards every target serves the good version only, with no canary running.
     assert_serving_only(seen, good_tag)
+    assert seen["running"]["prod-b"]["preview"] is None and seen["running"]["prod-b"]["previous"] is None
     assert report.serving == {name: {good_tag: 30} for name in TARGETS}
 
     # What the terminal shows: the last live frame and the summary, rendered from this run's data.
     assert recorder.frames > 20 and recorder.last_frame is not None
     frame, summary = rendered(render_live(recorder.last_frame)), rendered(render_summary(report))
     assert "release 1.2" in frame and "running now" in frame and "traffic" in frame
+    # While prod-b switched, the live view showed the preview (no live traffic yet), then 1.0 kept warm.
+    preview_frame = recorder.blue_green_frames["preview"]
+    assert re.search(rf"prod-b\s+1\.0 \({initial_tag}\).*preview 1\.1 \({good_tag}\)", preview_frame), (
+        preview_frame
+    )
+    previous_frame = recorder.blue_green_frames["previous"]
+    assert re.search(rf"prod-b\s+1\.1 \({good_tag}\).*previous 1\.0 \({initial_tag}\)", previous_frame), (
+        previous_frame
+    )
     for text in (
         "succeeded",
+        "prod-b (blue-green switch)",
+        "flags: staging new-checkout on to 50%",
         "failed",
         "staging/staging/rollback",
         "Prometheus",

@@ -59,7 +59,7 @@ def demo(
 ) -> None:
     """A good release promoted and a bad one rolled back, live, on the embedded stack (a few minutes).
 
-    Sets up a demo source repo and GitOps repo, starts Temporal, the worker, a local reconciler running the demo app, Prometheus and a load generator, then delivers release 1.1 (good: staging, approval, production in two waves) and release 1.2 (bad: the canary analysis fails it, the delivery rolls back). Exit 0 when both went as expected.
+    Sets up a demo source repo and GitOps repo, starts Temporal, the worker, a local reconciler running the demo app, Prometheus and a load generator, then delivers release 1.1 (good: a staging canary with a feature-flag rollout and an end-to-end check, approval, a canary on prod-a, a blue-green switch on prod-b) and release 1.2 (bad: the canary analysis fails it, the delivery rolls back). Exit 0 when both went as expected.
     """
     # Imported here: the other commands need neither Temporal's client nor the embedded stack at start-up.
     from rich.console import Console

@@ -54,14 +54,22 @@ def render_live(state: LiveState) -> RenderableType:
         f" · {_clock(state.elapsed)}"
     )
     running = Table(title="running now (local reconciler)", title_justify="left", box=None, pad_edge=False)
-    for column in ("target", "stable", "canary", "weight", "health"):
+    for column in ("target", "stable", "canary", "weight", "blue-green", "health"):
         running.add_column(column)
     for name, target in state.running.items():
+        # A blue-green target's preview (its own port, no live traffic) and, after the switch, the previous
+        # version kept warm until it is retired.
+        blue_green = [
+            f"{role} {_version(target.get(role), state.versions)}"
+            for role in ("preview", "previous")
+            if target.get(role)
+        ]
         running.add_row(
             name,
             _version(target.get("stable"), state.versions),
             _version(target.get("canary"), state.versions),
             f"{target.get('weight', 0)}%",
+            ", ".join(blue_green) or "-",
             str(target.get("phase", "?")),
         )
     return Group(
@@ -107,8 +115,16 @@ def _outcome_text(outcome: ReleaseOutcome, order: list[str]) -> str:
     status = outcome.status
     if status.phase == "succeeded":
         text = "promoted on " + ", ".join(
-            sorted(status.targets, key=lambda t: order.index(t) if t in order else 0)
+            f"{name} (blue-green switch)" if status.targets[name].strategy == "blueGreen" else name
+            for name in sorted(status.targets, key=lambda t: order.index(t) if t in order else 0)
         )
+        flags = [
+            f"{name} {flag} {what}"
+            for name, target in status.targets.items()
+            for flag, what in target.flags.items()
+        ]
+        if flags:
+            text += "; flags: " + ", ".join(flags)
     else:
         text = status.reason or status.phase
     if outcome.rollback_commits:
@@ -229,7 +245,8 @@ def render_summary(report: DemoReport, *, kept: bool = False) -> RenderableType:
     if report.ok:
         parts.append(
             Text(
-                "demo OK: the good release went out everywhere, the bad one was caught and rolled back.",
+                "demo OK: the good release went out everywhere (canary, flag rollout, blue-green switch),"
+                " the bad one was caught and rolled back.",
                 style="bold green",
             )
         )

@@ -8,7 +8,9 @@ demo app's versions behind traffic-splitting proxies, and a load generator. The 
    with release 1.0 built and running on every target, so each canary has a stable version to compare with;
 2. starts the stack and writes the effective spec (the committed `delivery_specs/demo.yaml` with the
    repository paths, artifacts directory, interpreter and Prometheus URL filled in), validated by the loader;
-3. merges release 1.1 (good) to `release/1.1` and delivers it: staging, approval, production in two waves;
+3. merges release 1.1 (good) to `release/1.1` and delivers it: a staging canary that also rolls a feature
+   flag out to 50% (setFlag) and ends with an end-to-end check, approval, a canary on prod-a, then a
+   blue-green switch on prod-b (preview checked on its own port, one switch commit, the old version retired);
 4. merges release 1.2 (30% of requests fail) to `release/1.2`: the analysis fails it in staging and the
    delivery rolls back with a commit;
 5. checks what the targets serve afterwards, and stops every process it started.

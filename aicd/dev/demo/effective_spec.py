@@ -26,6 +26,14 @@ def _point_at(argv: list[Any], flag: str, value: str) -> None:
         argv[argv.index(flag) + 1] = value
 
 
+def _steps(strategy: dict[str, Any]) -> list[dict[str, Any]]:
+    """A stage's steps whatever its strategy: a canary's steps, a blue-green's pre- and post-promotion checks."""
+    if "canary" in strategy:
+        return list(strategy["canary"]["steps"])
+    blue_green = strategy["blueGreen"] or {}
+    return [*blue_green.get("prePromotionAnalysis", []), *blue_green.get("postPromotionAnalysis", [])]
+
+
 def effective_spec_text(template: Path, layout: DemoLayout, prometheus_url: str, options: DemoOptions) -> str:
     """The committed demo spec with what only this run knows filled in: absolute repository paths, the
     artifacts directory, this interpreter (the worker's PATH need not have `python`) and Prometheus' URL;
@@ -44,7 +52,7 @@ def effective_spec_text(template: Path, layout: DemoLayout, prometheus_url: str,
         if options.analysis_interval is not None:
             spec["analysis"]["interval"] = _duration(options.analysis_interval)
         for stage in spec["stages"]:
-            for step in stage["strategy"]["canary"]["steps"]:
+            for step in _steps(stage["strategy"]):
                 if "analysis" in step and options.analysis_duration is not None:
                     step["analysis"]["duration"] = _duration(options.analysis_duration)
                     if "maxDuration" in step["analysis"]:  # keeps looking up to three times as long

@@ -3,6 +3,7 @@ commits made the way a developer would (a topic branch merged into a release bra
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from collections.abc import Mapping
@@ -25,6 +26,25 @@ GIT_ENV = {
     "GIT_TERMINAL_PROMPT": "0",
     "LC_ALL": "C",
 }
+
+# The flags the demo app defines (flagd's flag-definition format), seeded for every target with `flags`: the
+# good release rolls `new-checkout` out to part of staging's users with a setFlag step.
+DEMO_FLAGS = (
+    json.dumps(
+        {
+            "$schema": "https://flagd.dev/schema/v0/flags.json",
+            "flags": {
+                "new-checkout": {
+                    "state": "ENABLED",
+                    "variants": {"on": True, "off": False},
+                    "defaultVariant": "off",
+                }
+            },
+        },
+        indent=2,
+    )
+    + "\n"
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +124,9 @@ class DemoRepos:
             path = self.gitops / target.path
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(set_keys("", {self.spec.write.image: tag}), encoding="utf-8")
+            if target.flags:
+                (self.gitops / target.flags).parent.mkdir(parents=True, exist_ok=True)
+                (self.gitops / target.flags).write_text(DEMO_FLAGS, encoding="utf-8")
         git(self.gitops, "add", "-A")
         names = ", ".join(self.spec.targets)
         git(self.gitops, "commit", "-q", "-m", f"{self.spec.name} {INITIAL.version} on {names}")

@@ -84,6 +84,8 @@ class DemoStack:
             "image": self.spec.write.image,
             "canary": self.spec.write.canary_image,
             "weight": self.spec.write.weight,
+            "preview": self.spec.write.preview,
+            "previous": self.spec.write.previous,
         }
         self.reconciler = LocalReconciler(
             self.layout.gitops_repo,
