@@ -61,7 +61,6 @@ Argo CD (application controller)
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import copy
 import datetime as dt
@@ -568,6 +567,9 @@ class KubeArgoCD:
         self._objects: dict[Key, dict[str, Any]] = {}
         self._rv = 1000
         self._history: list[_Event] = []  # the watch cache's window
+        # Each open watch's own queue (the API server's per-watcher channel): the window moving on loses
+        # nothing for a watch that is already open, however slowly it reads.
+        self._open_watches: list[list[_Event]] = []
         self._history_rvs: list[int] = []
         self._cache_floor = self._rv  # a watch from resourceVersion r is served iff r >= this
         self._watch_gen = 0  # bumped to end every open watch
@@ -861,8 +863,11 @@ class KubeArgoCD:
             self._objects.pop(key, None)
         else:
             self._objects[key] = obj
-        self._history.append(_Event(self._rv, typ, copy.deepcopy(obj)))
+        event = _Event(self._rv, typ, copy.deepcopy(obj))
+        self._history.append(event)
         self._history_rvs.append(self._rv)
+        for queue in self._open_watches:
+            queue.append(event)
         if len(self._history) > self.watch_cache_size:
             # the window moves on: a watch from before its oldest event can no longer be served
             drop = len(self._history) - self.watch_cache_size
@@ -1524,6 +1529,27 @@ class KubeArgoCD:
                     handler.send_event({"type": "ERROR", "object": expired.status()})
                     handler.end_stream()
                     return
+            queue = [e for e in self._history if e.rv > cursor]  # from its version, then every new event
+            self._open_watches.append(queue)
+        try:
+            self._stream_watch(handler, ns, fields, labels, timeout, bookmarks, gen, cursor, initial, queue)
+        finally:
+            with self._cond:
+                self._open_watches.remove(queue)
+
+    def _stream_watch(
+        self,
+        handler: _Handler,
+        ns: str,
+        fields: Any,
+        labels: Any,
+        timeout: float,
+        bookmarks: bool,
+        gen: int,
+        cursor: int,
+        initial: list[dict[str, Any]],
+        queue: list[_Event],
+    ) -> None:
         handler.start_stream()
         for ev in initial:
             handler.send_event(ev)
@@ -1535,7 +1561,7 @@ class KubeArgoCD:
                 while True:
                     now = time.monotonic()
                     done = self._stop.is_set() or gen != self._watch_gen or now >= deadline
-                    pending = self._history_rvs and self._history_rvs[-1] > cursor
+                    pending = bool(queue)
                     bookmark_due = bookmarks and now >= next_bookmark
                     if done or pending or bookmark_due:
                         break
@@ -1543,12 +1569,12 @@ class KubeArgoCD:
                     self._cond.wait(timeout=max(0.0, min(wait, 0.25)))
                     if handler.client_gone():
                         return
-                start = bisect.bisect_right(self._history_rvs, cursor)
                 events: list[dict[str, Any]] = [
                     {"type": e.type, "object": copy.deepcopy(e.obj)}
-                    for e in self._history[start:]
+                    for e in queue
                     if e.obj["metadata"].get("namespace") == ns and _selector_match(e.obj, fields, labels)
                 ]
+                queue.clear()
                 cursor = self._rv
             if done:
                 break
