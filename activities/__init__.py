@@ -28,6 +28,9 @@ class WorkerSettings:
     state_dir: Path  # Git clones, source checkouts and command logs
     # What specs may hand to their commands by name (AICD_COMMAND_SECRET_ENV, AICD_COMMAND_SECRET_DIR).
     command_secrets: CommandSecrets = field(default_factory=CommandSecrets.from_env)
+    # The queue only this worker serves (aicd.workflows.common.host_queue; set by build_worker): results of
+    # commands name it, so the delivery's later commands and gate checks find the checkout and reports.
+    host_queue: str = ""
 
 
 def delivery_activities(settings: WorkerSettings, client: Client) -> list[Callable[..., Any]]:
@@ -35,7 +38,7 @@ def delivery_activities(settings: WorkerSettings, client: Client) -> list[Callab
     notifications, release claims, gates, incident hooks, the audit stream. `client` lets activities ask
     Temporal (release claims, the freeze board)."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    commands = CommandActivities(settings.state_dir, settings.command_secrets)
+    commands = CommandActivities(settings.state_dir, settings.command_secrets, settings.host_queue)
     releases = ReleaseActivities(client)
     gitops = GitOpsActivities(settings.state_dir, client)  # reads only: writes are the writer's
     governance = GovernanceActivities(settings.state_dir, gitops, client)

@@ -66,6 +66,7 @@ class CommandResult:
     output_tail: str  # masked
     log_path: str  # the whole (masked) output, on the worker that ran it
     host: str = ""
+    host_queue: str = ""  # the queue of the worker that ran it, where its checkout and reports are
 
 
 @dataclass(frozen=True)
@@ -152,9 +153,12 @@ def reports_dir(state_dir: Path, delivery_id: str) -> Path:
 
 
 class CommandActivities:
-    def __init__(self, state_dir: Path, secrets: CommandSecrets | None = None) -> None:
+    def __init__(
+        self, state_dir: Path, secrets: CommandSecrets | None = None, host_queue: str = ""
+    ) -> None:
         self.state_dir = state_dir
         self.secrets = secrets if secrets is not None else CommandSecrets.from_env()
+        self.host_queue = host_queue
 
     def _checkout(self, request: CommandRequest) -> Path:
         """The delivery's source checkout, made once (idempotent across retries and workers)."""
@@ -235,7 +239,7 @@ class CommandActivities:
                     await copying
         seconds = time.monotonic() - started
         tail = redact(_tail(log_path), mask)
-        result = CommandResult(request.name, exit_code, seconds, tail, str(log_path), host)
+        result = CommandResult(request.name, exit_code, seconds, tail, str(log_path), host, self.host_queue)
         if exit_code != 0:
             raise ApplicationError(
                 f"{request.name} exited with {exit_code} after {seconds:.1f}s (whole output: {host}:{log_path});"

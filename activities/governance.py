@@ -3,9 +3,10 @@ need: files of the GitOps repository (policies, the calendar; through GitOpsActi
 set with `aicd freeze` (the freeze board workflow, by query), the reports the delivery's commands wrote on
 this worker, Prometheus (carbon-aware timing) and an OPA server's Data API.
 
-Reports live on the worker that ran the build (`$AICD_REPORTS_DIR`); with several workers the policy sees
-them where the gate activity runs on the same worker, and an empty `reports` elsewhere - a policy that needs
-a report should deny when it is missing, as the example policy warns."""
+Reports live on the worker that ran the build (`$AICD_REPORTS_DIR`, never in Temporal history: a scanner's
+report can quote what it found); the delivery asks that worker for its gate checks (its host queue,
+aicd.workflows.common.host_queue). Should that worker be gone, another one answers with no reports - a
+policy that needs a report should deny when it is missing, as the example policy warns."""
 
 from __future__ import annotations
 

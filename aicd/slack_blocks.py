@@ -113,6 +113,7 @@ def compact_status(status: DeliveryStatus) -> dict[str, Any]:
                 "gate": hold.gate,
                 "reason": hold.reason[:500],
                 "override": hold.override,
+                "overriders": hold.overriders[:10],
                 "messages": hold.messages[:10],
             }
             for hold in status.holds
@@ -230,6 +231,11 @@ def delivery_message(
         headline += f"\nHeld: {escape(hold['reason'])}"
         if hold["gate"] == "policy":
             headline += "".join(f"\n  • {escape(message)}" for message in hold["messages"])
+        if hold.get("overriders"):
+            headline += (
+                f"\n  `/aicd {hold['override']} {escape(status['delivery_id'])} REASON`"
+                f" — {', '.join(who(person) for person in hold['overriders'][:10])}"
+            )
     blocks: list[dict[str, Any]] = [
         _section(headline),
         {"type": "section", "fields": [_mrkdwn(text) for text in _fields(status)]},
@@ -465,6 +471,8 @@ COMMAND_HELP = (
     "`/aicd pause APP [reason]` — pause every running delivery of APP (stop the line)\n"
     "`/aicd resume APP` — resume them\n"
     "`/aicd approve DELIVERY STAGE` — approve a stage (listed approvers only)\n"
+    "`/aicd override DELIVERY REASON` — let a stage through its policy (listed overriders only)\n"
+    "`/aicd break-glass DELIVERY REASON` — let it through a freeze or a closed window (listed people only)\n"
     "`/aicd help` — this text"
 )
 

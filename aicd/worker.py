@@ -19,9 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
@@ -48,7 +50,7 @@ from aicd.observability.tracing import TracingConfigError, configure_tracing
 from aicd.redact import process_mask
 from aicd.temporal import connect, task_queue
 from aicd.workflows import ALL_WORKFLOWS, sandbox_runner
-from aicd.workflows.common import writer_queue
+from aicd.workflows.common import host_queue, writer_queue
 
 METRICS_PORT_ENV = "AICD_METRICS_PORT"
 METRICS_HOST_ENV = "AICD_METRICS_HOST"
@@ -104,13 +106,27 @@ def build_worker(
     chain = [RedactFailures(process_mask(extra=settings.command_secrets.values())), *interceptors]
     workers = []
     if role in ("all", "delivery"):
+        own_queue = host_queue(queue, socket.gethostname(), str(settings.state_dir.resolve()))
+        settings = dataclasses.replace(settings, host_queue=own_queue)
+        activities = delivery_activities(settings, client)
         workers.append(
             Worker(
                 client,
                 task_queue=queue,
                 workflows=ALL_WORKFLOWS,
-                activities=delivery_activities(settings, client),
+                activities=activities,
                 workflow_runner=sandbox_runner(),
+                interceptors=chain,
+                max_concurrent_activities=200,
+                graceful_shutdown_timeout=timedelta(seconds=5),
+            )
+        )
+        # Only this worker: the delivery's later commands and gate checks, where its checkout and reports are.
+        workers.append(
+            Worker(
+                client,
+                task_queue=settings.host_queue,
+                activities=activities,
                 interceptors=chain,
                 max_concurrent_activities=200,
                 graceful_shutdown_timeout=timedelta(seconds=5),

@@ -63,8 +63,18 @@ warn contains msg if {
 	msg := sprintf("high-severity vulnerability %s in %s", [vulnerability.VulnerabilityID, vulnerability.PkgName])
 }
 
+# A build that ran and left no scan is held, not waved through: its report may never have been written, or
+# be on a worker that is gone (aicd then says so in the delivery's warnings).
+deny contains msg if {
+	production
+	input.commands.build == "succeeded"
+	not input.reports.trivy
+	msg := "no Trivy report from the build: it must write $AICD_REPORTS_DIR/trivy.json (rebuild to scan again)"
+}
+
 warn contains msg if {
 	production
+	not input.commands.build
 	not input.reports.trivy
-	msg := "no Trivy report: the build wrote no $AICD_REPORTS_DIR/trivy.json"
+	msg := "no Trivy report: this delivery has no build to scan its image"
 }

@@ -44,6 +44,13 @@ test_many_regions_need_two_approvers if {
 	count(delivery.deny) == 0 with input as object.union(production_release, {"stage": stage, "approvals": {"production": ["alice", "bob"]}})
 }
 
-test_missing_report_warns if {
-	delivery.warn == {"no Trivy report: the build wrote no $AICD_REPORTS_DIR/trivy.json"} with input as object.remove(production_release, ["reports"])
+test_missing_report_warns_without_a_build if {
+	delivery.warn == {"no Trivy report: this delivery has no build to scan its image"} with input as object.remove(production_release, ["reports"])
+	count(delivery.deny) == 0 with input as object.remove(production_release, ["reports"])
+}
+
+test_a_build_without_a_report_is_denied if {
+	built := object.union(object.remove(production_release, ["reports"]), {"commands": {"build": "succeeded"}})
+	delivery.deny == {"no Trivy report from the build: it must write $AICD_REPORTS_DIR/trivy.json (rebuild to scan again)"} with input as built
+	count(delivery.deny) == 0 with input as object.union(built, {"reports": production_release.reports})
 }

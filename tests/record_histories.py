@@ -11,6 +11,8 @@
 - `strategies`: a blue-green stage (a verification run before the switch, a pause after it, the scale-down
   delay and the retirement) with a stage verification run, then a canary stage that changes a feature flag
   and fails a retried verification run, rolled back.
+- `host`: a build, two tests and a provisioning command, then a policy-gated stage: the commands after the
+  build and the gate check are sent to the queue of the worker that ran the build (its host queue).
 
 Run `python -m tests.record_histories [SCENARIO...]` after a deliberate, versioned change of workflow
 behaviour; the replay test fails whenever workflow code changes in a way that would break running deliveries.
@@ -201,12 +203,38 @@ async def record_strategies(client: Client, root: Path) -> list[WorkflowHistory]
         return await _histories(client, plan.delivery_id)
 
 
+ALLOW = 'package aicd.delivery\n\nimport rego.v1\n\ndeny contains "never" if input.stage.name == "none"\n'
+
+
+async def record_host(client: Client, root: Path) -> list[WorkflowHistory]:
+    source, revision = make_repo(root, "source", {"README": "x\n"})
+    gitops, _ = make_repo(root, "gitops", {"a.yaml": "image: {tag: v0}\n", "policies/allow.rego": ALLOW})
+    document = spec_document(
+        "replay-host",
+        source,
+        gitops,
+        {"a": {"kind": "git", "path": "a.yaml"}},
+        [{"name": "one", "targets": ["a"], "strategy": {"canary": {"steps": [{"setWeight": 100}]}}}],
+        build={"command": ["true"], "artifact": "registry.example.com/replay:{{ revision.short }}"},
+        test=[{"name": "unit", "command": ["true"]}, {"name": "lint", "command": ["true"]}],
+        provision=[{"name": "db", "command": ["true"]}],
+        policy={"modules": ["policies/"], "recheck": "1h"},
+    )
+    plan = plan_from(document, revision)
+    async with running_worker(client, root / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
+        result = await handle_for(client, plan.delivery_id).result()
+        assert result.phase == "succeeded", result.reason
+        return await _histories(client, plan.delivery_id)
+
+
 SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]] = {
     "gates": record_gates,
     "notify": record_notify,
     "fleet": record_fleet,
     "governance": record_governance,
     "strategies": record_strategies,
+    "host": record_host,
 }
 
 

@@ -356,3 +356,36 @@ def test_start_service_logs_under_the_state_dir_and_stops_the_whole_group(state_
     assert not service.alive()
     # The group got the signal; the grandchild (reparented, reaped by init) is gone moments later.
     assert wait_gone([grandchild], timeout=10) == []
+
+
+def test_embedded_dashboard_serves_on_the_socket_bound_for_it_never_on_a_port_someone_else_holds(
+    tmp_path: Path,
+) -> None:
+    """The stack binds the dashboard's port itself and hands the socket over: a server that already holds
+    8090 and answers /healthz is never taken for the dashboard (a free-then-bind check raced with it)."""
+    from aicd.dashboard.embedded import DEFAULT_PORT, TOKENS_FILE, ensure_token, start_dashboard
+
+    ensure_token(tmp_path / TOKENS_FILE, "ada")
+
+    impostor = socket.socket()
+    try:
+        impostor.bind(("127.0.0.1", DEFAULT_PORT))
+        impostor.listen()
+    except OSError:
+        pass  # someone else holds it already: the dashboard must not be them either
+    try:
+        process, url = start_dashboard(tmp_path, "127.0.0.1:1", "default")
+        try:
+            port = int(url.rsplit(":", 1)[1])
+            assert port != DEFAULT_PORT
+            listening = {
+                c.laddr.port for c in psutil.Process(process.pid).net_connections() if c.status == "LISTEN"
+            }
+            assert port in listening, f"the dashboard process listens on {listening}, not on {port}"
+            assert httpx.get(f"{url}/healthz", timeout=10, trust_env=False).status_code == 200
+        finally:
+            process.stop()
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{url}/healthz", timeout=2, trust_env=False)
+    finally:
+        impostor.close()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,18 +16,11 @@ from aicd.dev.processes import signal_group
 from aicd.dev.temporal import EmbeddedTemporal
 from aicd.messages import Trigger
 from aicd.testing.engine import commits, make_repo, plan_from, spec_document
+from aicd.testing.polling import poll_until
 
 
 def step_commits(gitops: str) -> list[dict[str, str]]:
     return [entry for entry in commits(gitops) if "Aicd-Step" in entry]
-
-
-async def wait_until(predicate, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.02)
 
 
 def kill_worker(stack: EmbeddedTemporal) -> None:
@@ -57,7 +49,12 @@ async def test_worker_sigkilled_at_several_points_no_step_twice(tmp_path: Path) 
         await start_delivery(client, plan, Trigger("cli", "t"), queue="durable")
         kills = 0
         for after_commits in (2, 7, 12, 17):  # inside wave 1, at its end, inside wave 2, near the end
-            await wait_until(lambda n=after_commits: len(step_commits(gitops)) >= n)
+            await poll_until(
+                lambda n=after_commits: len(step_commits(gitops)) >= n,
+                60,
+                lambda: f"step commits {step_commits(gitops)}",
+                interval=0.02,
+            )
             kill_worker(stack)
             kills += 1
             await asyncio.sleep(0.3)

@@ -111,7 +111,7 @@ async def test_writes_go_to_the_one_writer_and_wait_for_it(
     handle = handle_for(client, plan.delivery_id)
     settings = WorkerSettings(tmp_path / "state-delivery")
     async with build_worker(client, settings, queue, role="delivery") as delivery_only:
-        assert delivery_only.task_queues == [queue]
+        assert delivery_only.task_queues[0] == queue and f"{queue}-gitops" not in delivery_only.task_queues
         await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
         pending = await wait_for_pending_write(client, handle)
         assert len(commits(gitops)) == 1  # only the seed: nobody served the write

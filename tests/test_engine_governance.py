@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import sys
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,11 +17,13 @@ from typing import Any
 
 import httpx
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
+from aicd.activities import WorkerSettings
 from aicd.client import ActionRefused, change_freeze, get_status, handle_for, send_action, start_delivery
 from aicd.messages import FREEZE_BOARD_ID, HumanAction, Trigger
+from aicd.plan import DeliveryPlan
 from aicd.testing.engine import (
     TEST_SERVER_BIN,
     commits,
@@ -33,6 +37,8 @@ from aicd.testing.engine import (
 )
 from aicd.testing.standins.opa import OpaStandin
 from aicd.testing.standins.slack import SlackStandIn
+from aicd.worker import build_worker
+from aicd.workflows.common import HOST_WAIT, host_queue
 
 __all__ = ["temporal_env"]
 
@@ -103,7 +109,7 @@ async def test_policy_deny_holds_the_stage_until_a_listed_override(
             "production deliveries come from release/* branches; this one came from no branch (cli by carol)"
         ]
         assert hold.override == "override" and hold.overriders == ["lead"]
-        assert status.warnings == ["policy: no Trivy report: the build wrote no $AICD_REPORTS_DIR/trivy.json"]
+        assert status.warnings == ["policy: no Trivy report: this delivery has no build to scan its image"]
         assert step_commits(gitops) == []
         deny = "production deliveries come from release/* branches"
         [message] = await slack.wait_for(
@@ -379,3 +385,80 @@ async def test_a_build_report_reaches_the_policy_and_a_critical_cve_holds_produc
         )
         result = await handle_for(client, plan.delivery_id).result()
     assert result.phase == "aborted" and step_commits(gitops) == []
+
+
+def reports_spec(tmp_path: Path, app: str) -> tuple[DeliveryPlan, str]:
+    """A production stage behind an approval and the CVE policy, after a build that leaves Trivy's report."""
+    write_report = (
+        "import json, os, pathlib; pathlib.Path(os.environ['AICD_REPORTS_DIR'], 'trivy.json')"
+        f".write_text(json.dumps({TRIVY!r}))"
+    )
+    build = {"command": [sys.executable, "-c", write_report], "artifact": "registry.example.com/web:1"}
+    policy = {"modules": ["policies/delivery.rego"], "recheck": "1h"}
+    document, gitops, revision = production_spec(
+        tmp_path, {"policies/delivery.rego": POLICY}, app=app, policy=policy, build=build
+    )
+    document["spec"]["stages"][0]["approval"] = {"approvers": ["erin"], "timeout": "1h"}
+    return plan_from(document, revision), gitops
+
+
+def scheduled_on(history: WorkflowHistory, activity: str) -> list[str]:
+    return [
+        event.activity_task_scheduled_event_attributes.task_queue.name
+        for event in history.events
+        if event.HasField("activity_task_scheduled_event_attributes")
+        and event.activity_task_scheduled_event_attributes.activity_type.name == activity
+    ]
+
+
+async def test_with_two_workers_the_gate_asks_the_worker_that_ran_the_build_for_its_report(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Reports stay on the worker that ran the build (never in history); with several workers the gate
+    check is sent to that worker's own queue, so the policy sees the report whichever worker took it."""
+    plan, _ = reports_spec(tmp_path, "web-two")
+    client = temporal_env.client
+    queue = f"hosts-{uuid.uuid4().hex[:8]}"
+    host = socket.gethostname()
+    states = [tmp_path / "state-a", tmp_path / "state-b"]
+    second_client = await Client.connect(client.service_client.config.target_host)  # another host's
+    async with build_worker(client, WorkerSettings(states[0]), queue):
+        async with build_worker(second_client, WorkerSettings(states[1]), queue):
+            await start_delivery(client, plan, Trigger("github", "erin", branch="release/2.0"), queue=queue)
+            await wait_for(client, plan.delivery_id, lambda s: s.phase == "awaiting-approval")
+            await send_action(client, plan.delivery_id, "approve", HumanAction("erin"))
+            status = await wait_for(client, plan.delivery_id, held_by("policy"))
+            await send_action(client, plan.delivery_id, "abort", HumanAction("erin", "rebuild"))
+            await handle_for(client, plan.delivery_id).result()
+    assert status.holds[0].messages[0].startswith("critical vulnerability CVE-2024-6387")
+    builder = next(
+        state for state in states if (state / "reports" / plan.delivery_id / "trivy.json").exists()
+    )
+    history = await handle_for(client, plan.delivery_id).fetch_history()
+    assert scheduled_on(history, "run_command") == [queue]
+    assert set(scheduled_on(history, "check_gates")) == {host_queue(queue, host, str(builder.resolve()))}
+
+
+async def test_when_the_build_worker_is_gone_another_answers_the_gate_without_its_reports(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The worker that ran the build stops for good: the gate check waits HOST_WAIT for it, then runs on
+    another worker, where the report is missing - the policy denies (fail closed) and status says why."""
+    plan, _ = reports_spec(tmp_path, "web-gone")
+    client = temporal_env.client
+    queue = f"hosts-{uuid.uuid4().hex[:8]}"
+    async with build_worker(client, WorkerSettings(tmp_path / "state-a"), queue):
+        await start_delivery(client, plan, Trigger("github", "erin", branch="release/2.0"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda s: s.phase == "awaiting-approval")
+    async with build_worker(client, WorkerSettings(tmp_path / "state-b"), queue):
+        await send_action(client, plan.delivery_id, "approve", HumanAction("erin"))
+        status = await wait_for(client, plan.delivery_id, held_by("policy"), timeout=HOST_WAIT.seconds + 60)
+        await send_action(client, plan.delivery_id, "abort", HumanAction("erin", "rebuild"))
+        await handle_for(client, plan.delivery_id).result()
+    assert status.holds[0].messages == [
+        "no Trivy report from the build: it must write $AICD_REPORTS_DIR/trivy.json (rebuild to scan again)"
+    ]
+    assert any("did not answer within 30s" in warning for warning in status.warnings), status.warnings
+    history = await handle_for(client, plan.delivery_id).fetch_history()
+    own = host_queue(queue, socket.gethostname(), str((tmp_path / "state-a").resolve()))
+    assert scheduled_on(history, "check_gates")[:2] == [own, queue]

@@ -22,7 +22,15 @@ from aicd.gateway.signatures import sign_slack
 from aicd.messages import Trigger
 from aicd.plan import build_plan
 from aicd.spec.loader import load_spec
-from aicd.testing.engine import commits, git, running_worker, temporal_env, wait_for
+from aicd.testing.engine import (
+    commits,
+    git,
+    make_repo,
+    running_worker,
+    spec_document,
+    temporal_env,
+    wait_for,
+)
 from aicd.testing.standins.slack import Message, SlackStandIn
 from tests.test_gateway_webhooks import SLACK_SECRET, app_spec, http, make_gateway, metric, write_spec
 
@@ -347,3 +355,61 @@ async def test_a_username_never_stands_in_for_an_approver(
     assert [(a.kind, a.actor) for a in final.actions] == [("approve", approver)]
     first_step = commits(document["spec"]["gitops"]["repo"])[1]
     assert first_step["Aicd-Actor"] == approver  # the approved stage's first commit names who approved
+
+
+DENY_STAGING = 'package aicd.delivery\n\nimport rego.v1\n\ndeny contains "staging is closed" if input.stage.name == "staging"\n'
+
+
+async def test_override_from_slack_only_by_a_listed_person_with_a_reason(
+    temporal_env: WorkflowEnvironment, slack: SlackStandIn, tmp_path: Path
+) -> None:
+    """A stage held by a policy: the Slack message names who may override and how; `/aicd override` by
+    someone not listed, or without a reason, changes nothing; by a listed person it lets the stage through,
+    recorded as that Slack user with the reason."""
+    app = f"ovr-{uuid.uuid4().hex[:6]}"
+    source, revision = make_repo(tmp_path, f"{app}-source", {"README": "x\n"})
+    gitops, _ = make_repo(
+        tmp_path, f"{app}-gitops", {"web.yaml": "image:\n  tag: v0\n", "policies/closed.rego": DENY_STAGING}
+    )
+    document = spec_document(
+        app,
+        source,
+        gitops,
+        {"web": {"kind": "git", "path": "web.yaml"}},
+        [{"name": "staging", "targets": ["web"], "strategy": {"canary": {"steps": [{"setWeight": 100}]}}}],
+        notifications={"slack": {"channel": "#deploys"}},
+        policy={"modules": ["policies/"], "overriders": [APPROVER], "recheck": "1h"},
+    )
+    plan = build_plan(load_spec(write_spec(tmp_path / "specs", document)), revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        gateway = make_gateway(
+            client, tmp_path / "specs", queue, slack_bot_token=GATEWAY_TOKEN, slack_api_url=slack.base_url
+        )
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda s: s.phase == "held")
+        hint = f"/aicd override {plan.delivery_id} REASON"
+        await slack.wait_for(lambda: any(hint in json.dumps(m.blocks) for m in slack.top_level()))
+        async with http(gateway) as web:
+
+            async def run(text: str, user_id: str) -> dict[str, Any]:
+                body = command_body(text, user_id)
+                answer = await web.post("/slack/commands", content=body, headers=signed(body))
+                assert answer.status_code == 200, answer.text
+                result: dict[str, Any] = answer.json()
+                return result
+
+            refused = await run(f"override {plan.delivery_id} trust me", CAROL)
+            assert refused["response_type"] == "ephemeral" and "Not done" in refused["text"], refused
+            usage = await run(f"override {plan.delivery_id}", APPROVER)
+            assert "Usage: `/aicd override DELIVERY REASON`" in usage["text"]
+            assert (await get_status(client, plan.delivery_id)).phase == "held"
+
+            done = await run(f"override {plan.delivery_id} hotfix for INC-7", APPROVER)
+            assert done["response_type"] == "in_channel" and "hotfix for INC-7" in done["text"], done
+            result = await handle_for(client, plan.delivery_id).result()
+            status = await get_status(client, plan.delivery_id)
+    assert result.phase == "succeeded", result.reason
+    override = [action for action in status.actions if action.kind == "override"]
+    assert [(a.actor, a.reason, a.via) for a in override] == [(APPROVER, "hotfix for INC-7", "slack")]
+    assert len(commits(gitops)) > 1  # the stage went out

@@ -4,6 +4,7 @@ the same scenarios must replay on the current workflow code without a nondetermi
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,20 @@ async def test_fresh_run_replays(temporal_env: WorkflowEnvironment, tmp_path: Pa
     assert histories[0].events[-1].event_type == 2  # EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
     for history in histories:
         await replayer().replay_workflow(history)
+
+
+async def test_host_history_sends_later_commands_and_the_gate_to_the_build_worker() -> None:
+    """The `host` scenario guards the host-queue commands: after the build, every command and gate check
+    was scheduled on the build worker's own queue."""
+    history = json.loads((HISTORY_DIR / "host" / "delivery.json").read_text())
+    queues = [
+        (attributes["activityType"]["name"], attributes["taskQueue"]["name"])
+        for event in history["events"]
+        if (attributes := event.get("activityTaskScheduledEventAttributes"))
+        and attributes["activityType"]["name"] in ("run_command", "check_gates")
+    ]
+    assert [name for name, _ in queues] == ["run_command"] * 4 + ["check_gates"]
+    assert "-host-" not in queues[0][1] and all("-host-" in queue for _, queue in queues[1:]), queues
 
 
 async def test_governance_history_holds_the_gate_commands() -> None:

@@ -3,11 +3,13 @@ how it is retried; errors typed non-retryable stop at once."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, TimeoutType
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 from aicd.errors import ErrorType, names
 
@@ -113,6 +115,25 @@ ANALYSIS_HEARTBEAT = timedelta(seconds=15)
 NOTIFY_TIMEOUT = timedelta(seconds=30)
 CLAIM_TIMEOUT = timedelta(seconds=60)
 COMMAND_HEARTBEAT = timedelta(seconds=30)
+# How long an activity for the worker that holds a delivery's checkout and reports (its host queue) waits for
+# that worker to pick it up: a restarting pod is back within this; a worker that is gone is not waited for.
+HOST_WAIT = timedelta(seconds=30)
+
+
+def host_queue(queue: str, host: str, state_dir: str) -> str:
+    """The task queue only the worker on `host` with this state directory serves: a delivery's later commands
+    and its gate checks go there, where the build's checkout and reports are (Temporal's worker-specific
+    task queue pattern). Several workers on one machine have their own state directories."""
+    digest = hashlib.sha256(state_dir.encode()).hexdigest()[:8]
+    return f"{queue}-host-{host}-{digest}"
+
+
+def never_started(error: BaseException) -> bool:
+    """The activity timed out waiting for a worker to pick it up (its schedule-to-start timeout)."""
+    return isinstance(error, ActivityError) and (
+        isinstance(error.cause, TemporalTimeoutError)
+        and error.cause.type == TimeoutType.SCHEDULE_TO_START
+    )
 
 
 def application_cause(error: BaseException) -> ApplicationError | None:

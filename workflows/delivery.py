@@ -17,7 +17,7 @@ from temporalio.exceptions import ActivityError, ChildWorkflowError
 with workflow.unsafe.imports_passed_through():
     from aicd import search
     from aicd.activities.audit import AuditActivities
-    from aicd.activities.commands import CommandActivities, CommandRequest
+    from aicd.activities.commands import CommandActivities, CommandRequest, CommandResult
     from aicd.activities.drivers.base import SyncRequest
     from aicd.activities.gitops import GitOpsActivities, RollbackRequest
     from aicd.activities.governance import GovernanceActivities
@@ -63,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
         GIT_HEARTBEAT,
         GIT_RETRY,
         GIT_TIMEOUT,
+        HOST_WAIT,
         INCIDENT_RETRY,
         INCIDENT_TIMEOUT,
         NOTIFY_RETRY,
@@ -70,6 +71,7 @@ with workflow.unsafe.imports_passed_through():
         SYNC_HEARTBEAT,
         SYNC_RETRY,
         cause_of,
+        never_started,
         on_writer_queue,
     )
     from aicd.workflows.edge_fleet import EdgeFleetWorkflow, FleetInput
@@ -136,6 +138,10 @@ class DeliveryWorkflow:
         self.slack_outbox: list[NotifyEvent] = []
         self.slack_message: SlackMessage | None = None
         self.slack_progress: dict[str, ProgressKey] = {}
+        # The worker holding this delivery's source checkout and the reports its commands wrote (the queue
+        # only it serves, from the first command's result); `host_lost` says why that worker was given up.
+        self.host_queue: str | None = None
+        self.host_lost = ""
 
     # --- queries and updates ----------------------------------------------------------------------
     @workflow.query(name="status_query")
@@ -415,8 +421,8 @@ class DeliveryWorkflow:
             secret_env=list(command.secret_env),
         )
         try:
-            result = await self._abortable(
-                workflow.execute_activity_method(
+            result: CommandResult = await self._abortable(
+                self._on_host(
                     CommandActivities.run_command,
                     request,
                     start_to_close_timeout=timedelta(seconds=command.timeout_s + 120),
@@ -431,6 +437,30 @@ class DeliveryWorkflow:
         state.state = "succeeded"
         state.detail = f"{result.seconds:.1f}s"
         state.log = f"{result.host}:{result.log_path}" if result.host else result.log_path
+        if self.host_queue is None and result.host_queue and workflow.patched("host-affinity"):
+            self.host_queue = result.host_queue
+
+    async def _on_host(self, activity: Callable[..., Awaitable[T]], arg: Any, **options: Any) -> T:
+        """Run `activity` on the worker that holds this delivery's checkout and reports (once a command has
+        run); should that worker not pick it up within HOST_WAIT (gone), on any worker, said in status."""
+        if self.host_queue is not None:
+            try:
+                result: T = await workflow.execute_activity_method(
+                    activity, arg, task_queue=self.host_queue, schedule_to_start_timeout=HOST_WAIT, **options
+                )
+                return result
+            except ActivityError as error:
+                if not never_started(error):
+                    raise
+                self.host_lost = (
+                    f"the worker that ran this delivery's first command ({self.host_queue}) did not answer"
+                    f" within {format_duration(HOST_WAIT.total_seconds())}: its checkout and reports are not"
+                    " used from here on"
+                )
+                workflow.logger.warning("%s", self.host_lost)
+                self.host_queue = None
+        result = await workflow.execute_activity_method(activity, arg, **options)
+        return result
 
     async def _stage(self, stage: StagePlan) -> None:
         self.status.stage = stage.name
@@ -601,7 +631,7 @@ class DeliveryWorkflow:
                 skip=list(self.overrides.get(stage.name, [])),
             )
             try:
-                answer = await workflow.execute_activity_method(
+                answer: GateAnswer = await self._on_host(
                     GovernanceActivities.check_gates,
                     request,
                     start_to_close_timeout=GATE_TIMEOUT,
@@ -612,7 +642,7 @@ class DeliveryWorkflow:
                     [GateHold("gates", f"gates could not be checked: {cause_of(error)}", "override")]
                 )
             self.status.holds = answer.holds
-            self.status.warnings = answer.warnings
+            self.status.warnings = [*answer.warnings, *([self.host_lost] if self.host_lost else [])]
             if not answer.holds:
                 break
             reasons = "; ".join(hold.reason for hold in answer.holds)
@@ -684,6 +714,7 @@ class DeliveryWorkflow:
                 "approvers": stage.approval.approvers if stage.approval else [],
             },
             "approvals": {name: list(actors) for name, actors in self.status.approvals.items()},
+            "commands": {command.name: command.state for command in self.status.commands},
             "stages": [item.name for item in plan.stages],
             "targets": {
                 name: {"kind": target.kind, "region": target.region, "path": target.path}

@@ -28,6 +28,10 @@ def dashboard(
     port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8090,
     log_level: Annotated[str, typer.Option("--log-level")] = "info",
     log_format: LogFormatOption = "text",
+    fd: Annotated[
+        int | None,
+        typer.Option("--fd", hidden=True, help="Serve on this inherited, already bound socket."),
+    ] = None,
 ) -> None:
     """Web dashboard alone: deliveries, their waves, weights and verdicts, followed live; pause, resume,
     abort, approve and reject for signed-in users (AICD_DASHBOARD_TOKENS_FILE or an authenticating proxy)."""
@@ -52,7 +56,7 @@ def dashboard(
             connected.append(await connect_explained())
         return connected[0]
 
-    asyncio.run(run_server(standalone_app(settings, client), host, port, log_level))
+    asyncio.run(run_server(standalone_app(settings, client), host, port, log_level, fd=fd))
 
 
 def exposure_problem(host: str, settings: DashboardSettings) -> str | None:
@@ -100,7 +104,11 @@ def server_config(asgi: Any, host: str, port: int, log_level: str) -> uvicorn.Co
     )
 
 
-async def run_server(asgi: Any, host: str, port: int, log_level: str) -> None:
+async def run_server(asgi: Any, host: str, port: int, log_level: str, *, fd: int | None = None) -> None:
+    """Serve until SIGINT/SIGTERM; `fd`: an inherited socket the parent bound (`aicd dev` does, so nobody
+    takes the port between its check and our bind)."""
+    import socket
+
     import uvicorn
 
     server = uvicorn.Server(server_config(asgi, host, port, log_level))
@@ -108,4 +116,4 @@ async def run_server(asgi: Any, host: str, port: int, log_level: str) -> None:
     # that was there before: make that one a no-op so a clean stop exits 0.
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: None)
-    await server.serve()
+    await server.serve(sockets=None if fd is None else [socket.socket(fileno=fd)])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +14,9 @@ from pathlib import Path
 import yaml
 
 from aicd.dashboard.settings import READ_ENV, TOKENS_FILE_ENV
-from aicd.dev.ports import LOOPBACK, free_port, wait_http_ok
+from aicd.dev.ports import LOOPBACK, bind_socket, wait_http_ok
 from aicd.dev.processes import ManagedProcess
-from aicd.dev.temporal import EmbeddedTemporal, port_free, start_service
+from aicd.dev.temporal import EmbeddedTemporal, start_service
 
 DEFAULT_PORT = 8090
 TOKENS_FILE = "dashboard-tokens.yaml"
@@ -45,8 +46,11 @@ def start_dashboard(
     state_dir: Path, temporal_address: str, namespace: str, *, port: int | None = None, timeout: float = 30.0
 ) -> tuple[ManagedProcess, str]:
     """Start `aicd dashboard` for the stack (log in `<state>/logs/dashboard.log`); returns it and its URL.
-    `port`: None = 8090 if free, else any free port."""
-    chosen = port if port else (DEFAULT_PORT if port_free(DEFAULT_PORT) else free_port())
+    `port`: None = 8090 if free, else any free port. The socket is bound here and inherited by the child:
+    checking a port free and letting the child bind it later races with other processes, and the health
+    check could then be answered by someone else's server."""
+    sock = _listening_socket(port)
+    chosen = sock.getsockname()[1]
     env = {key: value for key, value in os.environ.items() if not key.startswith("TEMPORAL_")}
     env.update(
         {
@@ -57,7 +61,11 @@ def start_dashboard(
         }
     )
     argv = [sys.executable, "-m", "aicd", "dashboard", "--host", LOOPBACK, "--port", str(chosen)]
-    process = start_service("dashboard", argv, state_dir, env=env)
+    argv += ["--fd", str(sock.fileno())]
+    try:
+        process = start_service("dashboard", argv, state_dir, env=env, pass_fds=[sock.fileno()])
+    finally:
+        sock.close()  # the child holds its own copy
     url = f"http://{LOOPBACK}:{chosen}"
     if not wait_http_ok(f"{url}/healthz", timeout=timeout):
         process.stop()
@@ -65,6 +73,15 @@ def start_dashboard(
             f"the dashboard did not answer on {url} within {timeout:.0f}s (log {process.log_path})"
         )
     return process, url
+
+
+def _listening_socket(port: int | None) -> socket.socket:
+    if port:
+        return bind_socket(LOOPBACK, port)
+    try:
+        return bind_socket(LOOPBACK, DEFAULT_PORT)
+    except OSError:
+        return bind_socket(LOOPBACK, 0)
 
 
 @dataclass

@@ -26,8 +26,10 @@ class ManagedProcess:
         log_path: Path,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        pass_fds: Sequence[int] = (),
     ) -> None:
         self.argv = list(argv)
+        self._pass_fds = tuple(pass_fds)  # inherited by the child (e.g. a socket bound for it)
         self.log_path = log_path
         self._env = dict(env) if env is not None else None
         self._cwd = cwd
@@ -48,6 +50,7 @@ class ManagedProcess:
             cwd=self._cwd,
             start_new_session=True,  # own session and process group: pgid == pid
             close_fds=True,
+            pass_fds=self._pass_fds,
         )
         return self
 

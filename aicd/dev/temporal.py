@@ -92,10 +92,12 @@ def start_service(
     *,
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> ManagedProcess:
     """Start `argv` in its own process group, output appended to `<state>/logs/<name>.log`; stop it with
-    `.stop()` (SIGTERM to the group, SIGKILL after a grace period, reaped)."""
-    return ManagedProcess(argv, log_path(state_dir, name), env=env, cwd=cwd).start()
+    `.stop()` (SIGTERM to the group, SIGKILL after a grace period, reaped). `pass_fds`: descriptors the child
+    inherits."""
+    return ManagedProcess(argv, log_path(state_dir, name), env=env, cwd=cwd, pass_fds=pass_fds).start()
 
 
 def run_coroutine(factory: Callable[[], Awaitable[T]], timeout: float) -> T:

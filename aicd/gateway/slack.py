@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from temporalio.client import Client
 
 from aicd.client import ActionRefused, act_on_app, get_status, list_deliveries, send_action
+from aicd.gates.base import OVERRIDE_KINDS
 from aicd.gateway.context import (
     SLACK_MAX_BODY_BYTES,
     BodyTooLarge,
@@ -278,7 +279,7 @@ async def _answer_later(
 async def run_command(gateway: Gateway, words: list[str], user_id: str) -> tuple[bool, str]:
     """(answer only to the user?, text) for `/aicd WORDS...`."""
     sub = words[0].lower() if words else "help"
-    kind = sub if sub in ("status", "pause", "resume", "approve") else "help"
+    kind = sub if sub in ("status", "pause", "resume", "approve", *OVERRIDE_KINDS) else "help"
     try:
         private, text = await _command(gateway, sub, words[1:], user_id)
     except ActionRefused as refused:
@@ -316,6 +317,15 @@ async def _command(gateway: Gateway, sub: str, args: list[str], user_id: str) ->
             client, args[0], APPROVE, HumanAction(user_id, "approved from Slack", args[1], via="slack")
         )
         return False, f"{who(user_id)}: {escape(outcome)} of `{escape(args[0])}`"
+    if sub in OVERRIDE_KINDS:
+        # The workflow's validator decides: only people the spec lists, and never without a reason.
+        if len(args) < 2 or not DELIVERY_ID.fullmatch(args[0]):
+            return True, f"Usage: `/aicd {sub} DELIVERY REASON`"
+        client = await gateway.client()
+        reason = " ".join(args[1:])
+        kind = "break_glass" if sub == "break-glass" else "override"
+        outcome = await send_action(client, args[0], kind, HumanAction(user_id, reason, via="slack"))
+        return False, f"{who(user_id)} ran `{sub}` ({escape(reason)}): {escape(outcome)}"
     return True, f"Unknown command `{escape(sub)}`.\n{COMMAND_HELP}"
 
 

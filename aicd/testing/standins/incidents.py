@@ -16,22 +16,22 @@ array of events with the required attributes) and keeps each batch's events.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import hmac
 import json
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from aicd.dev.ports import bind_socket
+from aicd.dev.proxy import RunningServer, start_server
+from aicd.testing.polling import poll_until
 
 SEVERITIES = {"critical", "error", "warning", "info"}
 ACTIONS = {"trigger", "acknowledge", "resolve"}
@@ -47,8 +47,7 @@ class IncidentStandin:
     open_alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures_left: int = 0
     port: int = 0
-    _server: uvicorn.Server | None = None
-    _task: asyncio.Task[None] | None = None
+    _server: RunningServer | None = None
 
     @property
     def pagerduty_url(self) -> str:
@@ -70,33 +69,20 @@ class IncidentStandin:
                 Route("/audit", self._audit, methods=["POST"]),
             ]
         )
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.01)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        self._server = await start_server(app, bind_socket(port=self.port), "incident stand-in")
+        self.port = self._server.port
 
     async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            with contextlib.suppress(Exception):
-                await self._task
+        if self._server is not None:
+            await self._server.stop()
 
     def fail_next(self, count: int) -> None:
         self.failures_left = count
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"stand-in never saw it; events {self.events}, refused {self.refused}")
-            await asyncio.sleep(0.05)
+        return await poll_until(
+            predicate, timeout, lambda: f"the stand-in saw events {self.events}, refused {self.refused}"
+        )
 
     def _failing(self) -> bool:
         if self.failures_left > 0:

@@ -8,17 +8,17 @@ Every Data API request is recorded (`requests`) so a test sees the input documen
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from aicd.dev.ports import bind_socket
+from aicd.dev.proxy import RunningServer, start_server
 
 
 @dataclass
@@ -26,8 +26,7 @@ class OpaStandin:
     modules: dict[str, str] = field(default_factory=dict)
     requests: list[dict[str, Any]] = field(default_factory=list)
     port: int = 0
-    _server: uvicorn.Server | None = None
-    _task: asyncio.Task[None] | None = None
+    _server: RunningServer | None = None
 
     @property
     def url(self) -> str:
@@ -40,20 +39,12 @@ class OpaStandin:
                 Route("/v1/data/{path:path}", self._data, methods=["POST"]),
             ]
         )
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.01)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        self._server = await start_server(app, bind_socket(port=self.port), "OPA stand-in")
+        self.port = self._server.port
 
     async def stop(self) -> None:
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            with contextlib.suppress(Exception):
-                await self._task
+        if self._server is not None:
+            await self._server.stop()
 
     def _engine(self, modules: dict[str, str]) -> Any:
         import regorus

@@ -16,8 +16,6 @@ It records every call and answers like Slack does, and it is strict where a clie
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 import json
 import time
@@ -26,11 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from aicd.dev.ports import bind_socket
+from aicd.dev.proxy import RunningServer, start_server
+from aicd.testing.polling import poll_until
 
 BLOCK_TYPES = {"section", "actions", "context", "header", "divider"}
 
@@ -77,8 +78,7 @@ class SlackStandIn:
         self.ephemerals: list[dict[str, Any]] = []
         self.fail_status: int | None = None
         self._ts = itertools.count(1)
-        self._server: uvicorn.Server | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._server: RunningServer | None = None
         self.port = 0
 
     # --- lifecycle --------------------------------------------------------------------------------------
@@ -88,24 +88,15 @@ class SlackStandIn:
 
     async def start(self) -> str:
         app = Starlette(routes=[Route("/api/{method}", self._endpoint, methods=["GET", "POST"])])
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.01)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
+        self._server = await start_server(app, bind_socket(port=self.port), "Slack stand-in")
+        self.port = self._server.port
         return self.base_url
 
     async def stop(self) -> None:
         """Close the port (Slack unreachable); `start()` opens it again on the same port."""
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            with contextlib.suppress(Exception):
-                await self._task
+        if self._server is not None:
+            await self._server.stop()
         self._server = None
-        self._task = None
 
     def fail_with(self, status: int | None) -> None:
         self.fail_status = status
@@ -131,14 +122,9 @@ class SlackStandIn:
         return [m for m in self.messages.values() if m.thread_ts == ts]
 
     async def wait_for(self, predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"stand-in Slack never saw it; calls: {[c.method for c in self.calls]}")
-            await asyncio.sleep(0.05)
+        return await poll_until(
+            predicate, timeout, lambda: f"stand-in Slack saw calls {[c.method for c in self.calls]}"
+        )
 
     # --- the API ---------------------------------------------------------------------------------------------
     async def _endpoint(self, request: Request) -> Response:
