@@ -153,9 +153,7 @@ def reports_dir(state_dir: Path, delivery_id: str) -> Path:
 
 
 class CommandActivities:
-    def __init__(
-        self, state_dir: Path, secrets: CommandSecrets | None = None, host_queue: str = ""
-    ) -> None:
+    def __init__(self, state_dir: Path, secrets: CommandSecrets | None = None, host_queue: str = "") -> None:
         self.state_dir = state_dir
         self.secrets = secrets if secrets is not None else CommandSecrets.from_env()
         self.host_queue = host_queue

@@ -131,8 +131,7 @@ def host_queue(queue: str, host: str, state_dir: str) -> str:
 def never_started(error: BaseException) -> bool:
     """The activity timed out waiting for a worker to pick it up (its schedule-to-start timeout)."""
     return isinstance(error, ActivityError) and (
-        isinstance(error.cause, TemporalTimeoutError)
-        and error.cause.type == TimeoutType.SCHEDULE_TO_START
+        isinstance(error.cause, TemporalTimeoutError) and error.cause.type == TimeoutType.SCHEDULE_TO_START
     )
 
 
