@@ -225,6 +225,7 @@ class GitOpsClone:
         with thread_lock, open(self.lock_path, "w") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
+                _remove_stale_git_locks(self.path / ".git")
                 yield self._open()
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
@@ -929,6 +930,17 @@ def read_ref(git_dir: Path, ref: str) -> str | None:
                     return sha
         return None
     return None
+
+
+def _remove_stale_git_locks(git_dir: Path) -> None:
+    """Git's own lock files (`index.lock`, `HEAD.lock`, a ref's `.lock`) left in the clone by a process killed
+    inside a commit or a ref update. Every aicd use of the clone holds its lock, so under it they are stale;
+    left there, every later write would fail on them."""
+    if not git_dir.is_dir():
+        return
+    for stale in [*git_dir.glob("*.lock"), *(git_dir / "refs").rglob("*.lock")]:
+        log.warning("removing %s, left by a writer that was killed", stale)
+        stale.unlink(missing_ok=True)
 
 
 def _has_loose_object(git_dir: Path, sha: str) -> bool:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from temporalio.client import Client
 
+from aicd.activities.gitops import CommitRequest, FileEdit, GitOpsActivities
 from aicd.client import get_status, handle_for, start_delivery
 from aicd.dev.processes import signal_group
 from aicd.dev.temporal import EmbeddedTemporal
@@ -116,3 +117,24 @@ async def test_dev_server_restart_during_pause_resumes(tmp_path: Path) -> None:
         "prod/a/2-setWeight",
         "prod/a/promote",
     ]
+
+
+async def test_a_clone_left_with_gits_lock_files_by_a_killed_writer_still_commits(tmp_path: Path) -> None:
+    """A writer SIGKILLed inside `git commit` or a ref update leaves git's lock files in its clone; they are
+    stale once the clone's lock is ours (every aicd use of the clone holds it), and the next write must
+    not fail on them forever."""
+    gitops, _ = make_repo(tmp_path, "gitops", {"v.yaml": "a: 1\n"})
+    activities = GitOpsActivities(tmp_path / "state")
+
+    def request(step: str, value: int, base: str | None) -> CommitRequest:
+        edits = [FileEdit("v.yaml", {"a": value})]
+        return CommitRequest(gitops, "main", "x@abc", step, "aicd", f"aicd: {step}", edits, base=base)
+
+    first = await activities.commit(request("s/t/0-setWeight", 2, None))
+    git_dir = next((tmp_path / "state" / "gitops").glob("*/.git"))
+    for stale in ("index.lock", "HEAD.lock", "refs/heads/main.lock", "packed-refs.lock"):
+        (git_dir / stale).write_text("")
+    result = await activities.commit(request("s/t/1-setWeight", 3, first.sha))
+    assert result.sha and not result.already_done
+    assert [entry["Aicd-Step"] for entry in step_commits(gitops)] == ["s/t/0-setWeight", "s/t/1-setWeight"]
+    assert not list(git_dir.rglob("*.lock"))
