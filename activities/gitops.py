@@ -24,7 +24,6 @@ import os
 import random
 import re
 import stat
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,11 +34,23 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import git
+import pygit2
 from temporalio import activity
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 
+from aicd.activities.gitobjects import (
+    LoggedCommit,
+    NotAnAncestor,
+    commit_index,
+    first_parent,
+    head_of,
+    history,
+    open_objects,
+    resolve,
+    stage_files,
+)
 from aicd.activities.heartbeats import in_thread_with_heartbeats
 from aicd.activities.yamledit import get_key, set_keys
 from aicd.errors import ErrorType
@@ -50,10 +61,10 @@ from aicd.spec.paths import repo_path_problem
 from aicd.spec.placeholders import render
 from aicd.trailers import (
     DELIVERY,
+    STEP,
     CommitTrailers,
     DeliveryRef,
     commit_message,
-    parse_trailers,
 )
 
 log = logging.getLogger(__name__)
@@ -156,6 +167,23 @@ class Applied:
 
 
 @dataclass
+class Worktree:
+    """The clone a step is applied to: the git CLI's handle and the in-process one (gitobjects) on the same
+    repository. HEAD is the remote branch plus the commits of the batch made before this step."""
+
+    repo: git.Repo
+    objects: pygit2.Repository
+
+    @property
+    def root(self) -> Path:
+        return Path(self.repo.working_tree_dir or ".")
+
+    @property
+    def head(self) -> str | None:
+        return head_of(self.objects)
+
+
+@dataclass
 class StepCommit:
     """One step's commit: `apply` edits the work tree (after checking it may) and says what it changed."""
 
@@ -164,7 +192,7 @@ class StepCommit:
     actor: str
     subject: str
     reason: str
-    apply: Callable[[git.Repo], Applied]
+    apply: Callable[[Worktree], Applied]
     commit_unchanged: bool = (
         True  # a canary step commits even when nothing changed (its trailer is its record)
     )
@@ -273,22 +301,16 @@ class GitOpsClone:
             repo.git.reset("--hard", self.remote_ref, "--quiet")
             repo.git.clean("-fdq")
 
-    def find_step_commit(self, repo: git.Repo, owner: DeliveryRef, step: str) -> str | None:
-        output = repo.git.log(
-            self.remote_ref,
-            "--format=%H%x1f%(trailers:only,unfold)%x1e",
-            "--all-match",
-            "--fixed-strings",
-            f"--grep={DELIVERY}: {owner.trailer}",
-            f"--grep=Aicd-Step: {step}",
-            "-n",
-            "50",
-        )
-        for record in output.split("\x1e"):
-            sha, _, text = record.strip().partition("\x1f")
-            trailers = parse_trailers(text)
-            if trailers is not None and trailers.step == step and trailers.belongs_to(owner):
-                return sha
+    def find_step_commit(self, objects: pygit2.Repository, owner: DeliveryRef, step: str) -> str | None:
+        """The commit of this step on the remote branch, if an earlier attempt has pushed it."""
+        marks = (f"{DELIVERY}: {owner.trailer}", f"{STEP}: {step}")
+        for commit in history(objects, resolve(objects, self.remote_ref), containing=marks, limit=50):
+            if (
+                commit.trailers is not None
+                and commit.trailers.step == step
+                and commit.trailers.belongs_to(owner)
+            ):
+                return commit.sha
         return None
 
     def commit_and_push(
@@ -410,12 +432,13 @@ class GitOpsClone:
             and self._known_in_sync(repo, requests)
         ):
             has_branch = self.refresh(repo)
+        work = Worktree(repo, open_objects(repo.git_dir))
         staged = []
         for request in requests:
             before = read_ref(Path(repo.git_dir), "HEAD")
             try:
                 request.results = self._commit_locally(
-                    repo, request.steps, has_branch=has_branch, maybe_done=request.maybe_done
+                    work, request.steps, has_branch=has_branch, maybe_done=request.maybe_done
                 )
             except Exception as error:
                 if before is None:
@@ -428,29 +451,32 @@ class GitOpsClone:
         return staged
 
     def _commit_locally(
-        self, repo: git.Repo, steps: list[StepCommit], *, has_branch: bool, maybe_done: bool
+        self, work: Worktree, steps: list[StepCommit], *, has_branch: bool, maybe_done: bool
     ) -> list[CommitResult]:
+        """Each step checked, applied and committed in process: no git process per step."""
         results = []
         for step in steps:
             existing = (
-                self.find_step_commit(repo, step.owner, step.step) if has_branch and maybe_done else None
+                self.find_step_commit(work.objects, step.owner, step.step)
+                if has_branch and maybe_done
+                else None
             )
             if existing:
                 results.append(CommitResult(existing, already_done=True))
                 continue
-            applied = step.apply(repo)
+            applied = step.apply(work)
             if not applied.paths and not step.commit_unchanged:
                 results.append(CommitResult(None, left=applied.left))
                 continue
-            # The work tree was clean before `apply`: `commit -a` takes its edits and deletions of tracked
-            # files; only files new to the repo need staging first (rare: a first deploy to a new path).
-            new_files = _untracked(repo, applied.paths)
-            if new_files:
-                _stage(repo, new_files)
-            repo.git.commit("--all", "--allow-empty", "-m", step.message(applied), "--quiet")
-            head = read_ref(Path(repo.git_dir), "HEAD")
-            assert head is not None, "HEAD unreadable right after a commit"
-            results.append(CommitResult(head, left=applied.left))
+            # The work tree was clean before `apply`: the paths it wrote are all there is to commit.
+            stage_files(work.objects, applied.paths)
+            if _runs_commit_hooks(work.repo):  # git would run hooks of its own: it commits
+                work.repo.git.commit("--allow-empty", "-m", step.message(applied), "--quiet")
+                sha = work.head
+                assert sha is not None, "HEAD unreadable right after a commit"
+            else:
+                sha = commit_index(work.objects, step.message(applied))
+            results.append(CommitResult(sha, left=applied.left))
         return results
 
     def _known_in_sync(self, repo: git.Repo, requests: list[_WriteRequest]) -> bool:
@@ -490,16 +516,20 @@ class GitOpsActivities:
         self, request: CommitRequest, heartbeat: Callable[[str], None], fence: WriteFence
     ) -> CommitResult:
         clone = self._clone(request.repo, request.branch)
+        step = self.step_commit(request)
+        return clone.commit_and_push([step], heartbeat, maybe_done=_retried(), fence=fence)[0]
+
+    def step_commit(self, request: CommitRequest) -> StepCommit:
+        """The request as a step of a group commit: checks, then the edits of its files."""
         owner = request.owner()
         target = _target_of(request.step)
 
-        def apply(repo: git.Repo) -> Applied:
+        def apply(work: Worktree) -> Applied:
             paths = [path for edit in request.edits for path in edit.paths()]
-            root = Path(repo.working_tree_dir or ".")
             files = {
-                path: safe_file(root, path, target) for path in paths
+                path: safe_file(work.root, path, target) for path in paths
             }  # every path checked before any write
-            check_ownership(repo, clone.remote_ref, owner, request.base, set(paths), target)
+            check_ownership(work, owner, request.base, set(paths), target)
             for edit in request.edits:
                 for path in edit.paths():
                     text = _read(files[path]) or b""
@@ -516,10 +546,9 @@ class GitOpsActivities:
                     _write(files[path], updated.encode())
             return Applied(paths)
 
-        step = StepCommit(
+        return StepCommit(
             owner, request.step, request.actor, request.subject, request.reason, apply, base=request.base
         )
-        return clone.commit_and_push([step], heartbeat, maybe_done=_retried(), fence=fence)[0]
 
     @activity.defn(name="gitops_rollback")
     async def rollback(self, request: RollbackRequest) -> CommitResult:
@@ -546,24 +575,25 @@ class GitOpsActivities:
                 request.actor,
                 request.subject,
                 request.reason,
-                self._restore(clone, request),
+                self._restore(request),
                 commit_unchanged=False,
             )
             for request in requests
         ]
         return clone.commit_and_push(steps, heartbeat, maybe_done=_retried(), fence=fence)
 
-    def _restore(self, clone: GitOpsClone, request: RollbackRequest) -> Callable[[git.Repo], Applied]:
+    def _restore(self, request: RollbackRequest) -> Callable[[Worktree], Applied]:
         owner = request.owner()
         matches = path_matcher(set(request.paths))
         target = _target_of(request.step)
 
-        def apply(repo: git.Repo) -> Applied:
-            history = _delivery_history(repo, clone.remote_ref, owner)
+        def apply(work: Worktree) -> Applied:
+            repo = work.repo
+            commits = _delivery_history(work, owner)
             first_touch: dict[str, str] = {}
             left: dict[str, str] = {}
             settled: set[str] = set()  # newest first: a path's first write by this delivery ends its scan
-            for commit in history:
+            for commit in commits:
                 for path in filter(matches, commit.files):
                     if path in settled:
                         continue
@@ -580,10 +610,9 @@ class GitOpsActivities:
             befores = _contents_at(
                 repo, {path: f"{sha}^" for path, sha in first_touch.items() if path not in left}, target
             )
-            root = Path(repo.working_tree_dir or ".")
             changed: list[str] = []
             for path in sorted(befores):
-                file = safe_file(root, path, target)
+                file = safe_file(work.root, path, target)
                 before = befores[path]
                 if before is not None and request.write is not None:
                     before = _without_canary(before, request.write)
@@ -680,71 +709,37 @@ def _target_of(step: str) -> str:
 
 
 # --- who owns a file ------------------------------------------------------------------------------------------
-@dataclass
-class LoggedCommit:
-    sha: str
-    author: str
-    subject: str
-    trailers: CommitTrailers | None
-    files: list[str]
-
-    def describe_writer(self) -> str:
-        if self.trailers is None:
-            return f'changed since by commit {self.sha[:7]} of {self.author} ("{self.subject}"), not by aicd'
-        writer = self.trailers.delivery_id or self.trailers.delivery
-        return f"written since by {writer} (step {self.trailers.step})"
-
-
-def git_log(repo: git.Repo, *args: str) -> list[LoggedCommit]:
-    """Commits (newest first) with their author, subject, aicd trailers and the files they changed (a merge:
-    what it changed on the first-parent line)."""
-    output = repo.git.log(
-        *args,
-        "--format=%x1e%H%x1f%an <%ae>%x1f%s%x1f%(trailers:only,unfold)%x1f",
-        "--name-only",
-        "--no-renames",
-        "--diff-merges=first-parent",
-    )
-    commits = []
-    for record in output.split("\x1e")[1:]:
-        sha, author, subject, trailers, files = record.split("\x1f", 4)
-        commits.append(
-            LoggedCommit(
-                sha.strip(), author, subject, parse_trailers(trailers), [f for f in files.splitlines() if f]
-            )
-        )
-    return commits
-
-
 def check_ownership(
-    repo: git.Repo, ref: str, owner: DeliveryRef, base: str | None, paths: set[str], target: str
+    work: Worktree, owner: DeliveryRef, base: str | None, paths: set[str], target: str
 ) -> None:
     """Refuse (typed, non-retryable) a write of `paths` by `owner` that would overwrite someone else's write.
 
     With a `base` (this delivery's last commit to these files, or a human commit it was told to continue
     from), every commit after it that touched them is looked at: a newer delivery's -> Superseded, a human's
     -> HumanEdit, this delivery's own -> StaleWrite (a later step already wrote: this write is late). Without
-    one (the delivery's first write to them), only a newer delivery of the app can take a file away."""
+    one (the delivery's first write to them), only a newer delivery of the app can take a file away.
+    "After" runs to the clone's HEAD: the remote branch and the commits made before this one in its batch."""
     where = f"target {target}: " if target else ""
-    if base is not None and base == read_ref(Path(repo.git_dir), f"refs/remotes/{ref}"):
+    head = work.head
+    if base is not None and base == head:
         return  # this delivery's own last write is the branch head: nobody has written since
     if base is not None:
         try:
-            repo.git.merge_base("--is-ancestor", base, ref)
-        except git.GitCommandError:
+            commits = history(work.objects, head, after=base)
+        except NotAnAncestor:
             raise _error(
                 ErrorType.HUMAN_EDIT,
                 f"{where}the history of the GitOps branch was rewritten: {base[:7]}, this delivery's last write,"
                 " is no longer on it",
                 {"sha": base, "author": "", "subject": "history rewritten"},
             ) from None
-        commits = git_log(repo, f"{base}..{ref}")
     else:
-        window = ["-n", "500"]
+        mark = (f"{DELIVERY}: {owner.app}@",)
         if owner.started:
             since = datetime.fromisoformat(owner.started) - OWNERSHIP_CLOCK_MARGIN
-            window = [f"--since={since.isoformat()}"]
-        commits = git_log(repo, ref, *window, "--fixed-strings", f"--grep={DELIVERY}: {owner.app}@")
+            commits = history(work.objects, head, since=since, containing=mark)
+        else:
+            commits = history(work.objects, head, containing=mark, limit=500)
     human: LoggedCommit | None = None
     own_later: LoggedCommit | None = None
     for commit in commits:
@@ -779,17 +774,16 @@ def check_ownership(
         )
 
 
-def _delivery_history(repo: git.Repo, ref: str, owner: DeliveryRef) -> list[LoggedCommit]:
-    """Every commit from this delivery's first one to the branch head, newest first ([] if it never wrote)."""
-    mine = repo.git.log(ref, "--format=%H", "--fixed-strings", f"--grep={DELIVERY}: {owner.trailer}").split()
+def _delivery_history(work: Worktree, owner: DeliveryRef) -> list[LoggedCommit]:
+    """Every commit from this delivery's first one to HEAD, newest first ([] if it never wrote)."""
+    head = work.head
+    mine = history(work.objects, head, containing=(f"{DELIVERY}: {owner.trailer}",))
     if not mine:
         return []
-    oldest = mine[-1]
-    try:
-        repo.git.rev_parse("--verify", "--quiet", f"{oldest}^")
-        return git_log(repo, f"{oldest}^..{ref}")
-    except git.GitCommandError:  # its first commit is the root commit
-        return git_log(repo, ref)
+    before = first_parent(work.objects, mine[-1].sha)
+    if before is None:  # its first commit is the root commit
+        return history(work.objects, head)
+    return history(work.objects, head, after=before)
 
 
 def _without_canary(content: bytes, write: WritePlan) -> bytes:
@@ -911,6 +905,22 @@ def path_matcher(paths: set[str]) -> Callable[[str], bool]:
     return lambda path: path in exact or any(pattern.match(path) for pattern in patterns)
 
 
+COMMIT_HOOKS = ("pre-commit", "prepare-commit-msg", "commit-msg", "post-commit")
+_commit_hooks: dict[str, bool] = {}
+
+
+def _runs_commit_hooks(repo: git.Repo) -> bool:
+    """Whether `git commit` would run a hook in this clone (its hooks directory, or core.hooksPath however
+    git is configured): then commits go through git so the hooks run as before. Asked of git once per clone
+    and process."""
+    key = str(repo.git_dir)
+    if key not in _commit_hooks:
+        # relative to the work tree, where GitPython runs git (an absolute core.hooksPath stays as it is)
+        hooks = Path(repo.working_tree_dir or ".") / repo.git.rev_parse("--git-path", "hooks")
+        _commit_hooks[key] = any(os.access(hooks / name, os.X_OK) for name in COMMIT_HOOKS)
+    return _commit_hooks[key]
+
+
 def read_ref(git_dir: Path, ref: str) -> str | None:
     """The commit a ref points at, from the loose ref file or packed-refs (symbolic refs followed)."""
     for _ in range(5):  # HEAD -> refs/heads/<branch> -> sha; deeper chains are not ours
@@ -935,23 +945,6 @@ def _has_loose_object(git_dir: Path, sha: str) -> bool:
     """The clone holds this object unpacked (every commit it made or fetched since its last gc): a file test,
     no process. False for a packed one, which only costs the caller a fetch."""
     return len(sha) == 40 and (git_dir / "objects" / sha[:2] / sha[2:]).is_file()
-
-
-def _untracked(repo: git.Repo, paths: list[str]) -> list[str]:
-    """Those of `paths` that exist in the work tree but not in the index (read from .git/index, no process)."""
-    root = Path(repo.working_tree_dir or ".")
-    tracked = {path for path, _stage_number in repo.index.entries}
-    return [path for path in paths if path not in tracked and (root / path).exists()]
-
-
-def _stage(repo: git.Repo, paths: list[str]) -> None:
-    """`git add --all -- <paths>` in one process that reads the paths from stdin: linear in the paths, where
-    thousands of pathspecs on the command line cost git time per path *per index entry* (and can pass the
-    argument-size limit)."""
-    with tempfile.TemporaryFile() as listing:
-        listing.write(b"".join(path.encode() + b"\0" for path in paths))
-        listing.seek(0)
-        repo.git.update_index("--add", "--remove", "-z", "--stdin", istream=listing)
 
 
 SYMLINK_MODE = "120000"
