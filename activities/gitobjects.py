@@ -68,6 +68,25 @@ def resolve(objects: pygit2.Repository, ref: str) -> str | None:
         return None
 
 
+class SymbolicLink(Exception):
+    """A path that is a symbolic link in the commit read: aicd reads and writes only regular files."""
+
+
+def read_at(objects: pygit2.Repository, revision: str, path: str) -> bytes | None:
+    """The content of the file at `path` in `revision` (a SHA, a ref, `<sha>^`); None when there is no such
+    revision (the parent of a root commit) or no such file. A symbolic link raises SymbolicLink. Trees are
+    cached by libgit2, so reading thousands of paths of one commit walks each directory once."""
+    try:
+        entry = objects.revparse_single(revision).peel(pygit2.Commit).tree[path]
+    except (KeyError, ValueError, pygit2.GitError):
+        return None
+    if entry.filemode == pygit2.enums.FileMode.LINK:
+        raise SymbolicLink(path)
+    if entry.type != pygit2.enums.ObjectType.BLOB:
+        return None
+    return bytes(objects[entry.id].read_raw())
+
+
 def history(
     objects: pygit2.Repository,
     head: str | None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import fcntl
 import hashlib
 import logging
@@ -30,6 +31,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -43,11 +45,13 @@ from temporalio.exceptions import ApplicationError
 from aicd.activities.gitobjects import (
     LoggedCommit,
     NotAnAncestor,
+    SymbolicLink,
     commit_index,
     first_parent,
     head_of,
     history,
     open_objects,
+    read_at,
     resolve,
     stage_files,
 )
@@ -55,6 +59,7 @@ from aicd.activities.heartbeats import in_thread_with_heartbeats
 from aicd.activities.yamledit import get_key, set_keys
 from aicd.errors import ErrorType
 from aicd.flags import FlagChange, apply_flag_change
+from aicd.fleet import FleetError, FleetFile, FleetSlice, Site, parse_fleet
 from aicd.plan import WritePlan
 from aicd.redact import redact_credentials
 from aicd.spec.paths import repo_path_problem
@@ -94,8 +99,11 @@ class FileEdit:
     # key -> another key: set to the value the file held at the other key before this edit (a blue-green
     # switch keeps the version it replaces, which only the file knows).
     copies: dict[str, str] = field(default_factory=dict)
+    # Instead of `sites`: those sites of a fleet file, read by the worker (the names stay out of history).
+    fleet_sites: FleetSlice | None = None
 
     def paths(self) -> list[str]:
+        assert self.fleet_sites is None, "a fleet slice is resolved to its sites before the edit is applied"
         if not self.sites:
             return [self.path]
         return [render(self.path, {"site": site}, partial=True) for site in self.sites]
@@ -516,8 +524,26 @@ class GitOpsActivities:
         self, request: CommitRequest, heartbeat: Callable[[str], None], fence: WriteFence
     ) -> CommitResult:
         clone = self._clone(request.repo, request.branch)
-        step = self.step_commit(request)
+        step = self.step_commit(self._with_fleet_sites(request))
         return clone.commit_and_push([step], heartbeat, maybe_done=_retried(), fence=fence)[0]
+
+    def _with_fleet_sites(self, request: CommitRequest) -> CommitRequest:
+        """The request with each fleet slice of its edits read from Git as the sites' names."""
+        if all(edit.fleet_sites is None for edit in request.edits):
+            return request
+        edits = [
+            dataclasses.replace(
+                edit,
+                sites=[
+                    site.name for site in self.fleet_sites(request.repo, request.branch, edit.fleet_sites)
+                ],
+                fleet_sites=None,
+            )
+            if edit.fleet_sites is not None
+            else edit
+            for edit in request.edits
+        ]
+        return dataclasses.replace(request, edits=edits)
 
     def step_commit(self, request: CommitRequest) -> StepCommit:
         """The request as a step of a group commit: checks, then the edits of its files."""
@@ -588,7 +614,6 @@ class GitOpsActivities:
         target = _target_of(request.step)
 
         def apply(work: Worktree) -> Applied:
-            repo = work.repo
             commits = _delivery_history(work, owner)
             first_touch: dict[str, str] = {}
             left: dict[str, str] = {}
@@ -608,7 +633,9 @@ class GitOpsActivities:
                 if path not in first_touch:  # written by others only, never by this delivery
                     del left[path]
             befores = _contents_at(
-                repo, {path: f"{sha}^" for path, sha in first_touch.items() if path not in left}, target
+                work.objects,
+                {path: f"{sha}^" for path, sha in first_touch.items() if path not in left},
+                target,
             )
             changed: list[str] = []
             for path in sorted(befores):
@@ -627,13 +654,56 @@ class GitOpsActivities:
 
         return apply
 
+    @activity.defn(name="gitops_read_fleet")
+    async def read_fleet(self, repo: str, branch: str, path: str) -> FleetFile:
+        """The fleet file at the branch head, parsed and checked here: the workflow gets its commit and its
+        size, never its sites (FleetFile). A file that is no fleet is a non-retryable FleetConfigError."""
+
+        def read() -> FleetFile:
+            clone = self._clone(repo, branch)
+            with clone.locked() as local:
+                clone.refresh(local)
+                revision = read_ref(Path(local.git_dir), f"refs/remotes/{clone.remote_ref}")
+            if revision is None:
+                raise _error(
+                    ErrorType.GITOPS_FILE_MISSING, f"{path} not found: {branch} of {repo} has no commits"
+                )
+            return FleetFile(
+                path, revision, len(self.fleet_sites(repo, branch, FleetSlice(path, revision, 0, 0)))
+            )
+
+        return await asyncio.to_thread(read)
+
+    @activity.defn(name="gitops_read_fleet_names")
+    async def read_fleet_names(self, repo: str, branch: str, part: FleetSlice) -> list[str]:
+        """The names of a slice's sites (a chunk whose health could not be checked fails by name)."""
+        sites = await asyncio.to_thread(self.fleet_sites, repo, branch, part)
+        return [site.name for site in sites]
+
+    def fleet_sites(self, repo: str, branch: str, part: FleetSlice) -> list[Site]:
+        """The sites of a fleet slice (all of them for an empty slice at 0..0), read from the clone at the
+        slice's commit - fetched if this clone has not seen it - and parsed once per process and commit.
+        Blocking (call it in a thread)."""
+        clone = self._clone(repo, branch)
+        sites = _parsed_fleet(str(clone.path), part.revision, part.path)
+        if sites is None:
+            with clone.locked() as local:
+                clone.refresh(local)
+            sites = _parsed_fleet(str(clone.path), part.revision, part.path)
+        if sites is None:
+            raise _error(
+                ErrorType.GITOPS_FILE_MISSING,
+                f"{part.path} not found at {part.revision[:12]} of {branch} of {repo}",
+            )
+        return sites[part.start : part.end] if part.end else sites
+
     @activity.defn(name="gitops_read_file")
     async def read_file(self, repo: str, branch: str, path: str) -> str:
         def read() -> str:
             clone = self._clone(repo, branch)
             with clone.locked() as local:
                 clone.refresh(local)
-                content = _contents_at(local, {path: clone.remote_ref}, target="")[path]
+                content = _contents_at(open_objects(local.git_dir), {path: clone.remote_ref}, target="")[path]
             if content is None:
                 raise _error(ErrorType.GITOPS_FILE_MISSING, f"{path} not found on {branch} of {repo}")
             return content.decode()
@@ -657,8 +727,31 @@ class GitOpsActivities:
                 if name == path.rstrip("/")
                 or (name.startswith(path.rstrip("/") + "/") and name.endswith(suffix))
             ]
-            contents = _contents_at(local, {name: clone.remote_ref for name in wanted}, target="")
+            contents = _contents_at(
+                open_objects(local.git_dir), {name: clone.remote_ref for name in wanted}, target=""
+            )
         return {name: content.decode() for name, content in contents.items() if content is not None}
+
+
+@lru_cache(maxsize=4)
+def _parsed_fleet_cached(clone: str, revision: str, path: str) -> list[Site]:
+    objects = open_objects(Path(clone) / ".git")
+    blob = _contents_at(objects, {path: revision}, target="")[path]
+    if blob is None:
+        raise FileNotFoundError(path)
+    try:
+        return parse_fleet(blob.decode(), path)
+    except (FleetError, UnicodeDecodeError) as error:
+        raise _error(ErrorType.FLEET_CONFIG_ERROR, str(error)) from None
+
+
+def _parsed_fleet(clone: str, revision: str, path: str) -> list[Site] | None:
+    """The sites of the fleet file at `path` in commit `revision` of the clone (None: the clone lacks the
+    commit, or the file is not in it). A fleet file of one commit never changes: parsed once per process."""
+    try:
+        return _parsed_fleet_cached(clone, revision, path)
+    except FileNotFoundError:
+        return None
 
 
 # --- where a write may go -----------------------------------------------------------------------------------
@@ -947,39 +1040,22 @@ def _has_loose_object(git_dir: Path, sha: str) -> bool:
     return len(sha) == 40 and (git_dir / "objects" / sha[:2] / sha[2:]).is_file()
 
 
-SYMLINK_MODE = "120000"
-
-
-def _contents_at(repo: git.Repo, revisions: dict[str, str], target: str) -> dict[str, bytes | None]:
-    """The content of each path at its revision (None: absent there), without a process per path: one
-    `ls-tree` per distinct revision (a fleet rollback has one per batch) maps paths to blobs, and the blobs
-    are read through one `git cat-file --batch` process. Looking up `<rev>:<path>` per path instead re-reads
-    the large directory trees of a fleet every time. A symbolic link there is refused, never followed."""
-    by_revision: dict[str, list[str]] = {}
-    for path, revision in revisions.items():
-        by_revision.setdefault(revision, []).append(path)
+def _contents_at(
+    objects: pygit2.Repository, revisions: dict[str, str], target: str
+) -> dict[str, bytes | None]:
+    """The content of each path at its revision (None: absent there), read in process. A symbolic link there
+    is refused, never followed."""
     contents: dict[str, bytes | None] = {}
-    for revision, paths in by_revision.items():
+    for path, revision in revisions.items():
         try:
-            listing = repo.git.ls_tree("-r", "-z", "--full-tree", revision)
-        except git.GitCommandError:  # no such revision (the parent of a root commit): nothing existed
-            listing = ""
-        blobs: dict[str, tuple[str, str]] = {}
-        for entry in listing.split("\0"):
-            meta, _, path = entry.partition("\t")
-            fields = meta.split(" ")
-            if fields[1:2] == ["blob"]:
-                blobs[path] = (fields[0], fields[2])
-        for path in paths:
-            mode, blob = blobs.get(path, ("", ""))
-            if mode == SYMLINK_MODE:
-                where = f"target {target}: " if target else ""
-                raise _error(
-                    ErrorType.GITOPS_PATH_INVALID,
-                    f"{where}{path} is a symbolic link in the GitOps repository at {revision}; aicd reads and writes"
-                    " only regular files",
-                )
-            contents[path] = repo.git.get_object_data(blob)[3] if blob else None
+            contents[path] = read_at(objects, revision, path)
+        except SymbolicLink:
+            where = f"target {target}: " if target else ""
+            raise _error(
+                ErrorType.GITOPS_PATH_INVALID,
+                f"{where}{path} is a symbolic link in the GitOps repository at {revision}; aicd reads and writes"
+                " only regular files",
+            ) from None
     return contents
 
 
