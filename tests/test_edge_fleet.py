@@ -403,6 +403,11 @@ async def test_a_fleet_file_larger_than_the_payload_limit_never_travels_through_
                 await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
                 result = await handle_for(client, plan.delivery_id).result()
                 status = await get_status(client, plan.delivery_id)
+        # Every run of the fleet (the branch that reads the file by reference) replays deterministically.
+        replayer = Replayer(workflows=ALL_WORKFLOWS, workflow_runner=sandbox_runner())
+        async for execution in client.list_workflows(f"WorkflowId STARTS_WITH '{plan.delivery_id}'"):
+            handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+            await replayer.replay_workflow(await handle.fetch_history())
     finally:
         await env.shutdown()
     assert result.phase == "succeeded", result.reason
