@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pygit2
 from pygit2.enums import SortMode
@@ -149,26 +150,62 @@ def changed_files(commit: pygit2.Commit) -> list[str]:
     return [delta.new_file.path for delta in diff.deltas]
 
 
-def stage_files(objects: pygit2.Repository, paths: list[str]) -> None:
-    """Put the work tree's `paths` (written or deleted) into the index, as `git add --all -- paths` does."""
+def commit_paths(objects: pygit2.Repository, paths: list[str], message: str) -> str:
+    """Commit the work tree's `paths` (written or deleted; nothing else differs from HEAD) on top of HEAD, as
+    `git commit --all --allow-empty -m message` does with the clone's configured identity (its hooks aside:
+    see the caller), and keep the index in step for the git CLI. The new tree is HEAD's with only the
+    directories on the way to `paths` rebuilt: the cost follows the change, not the repository (libgit2's
+    own index-to-tree writes every tree of the repository). Returns the new commit's SHA."""
     index = objects.index
     index.read(force=False)
     root = Path(objects.workdir)
+    changes: dict[str, Any] = {}
     for path in paths:
+        *directories, name = path.split("/")
+        level = changes
+        for directory in directories:
+            level = level.setdefault(directory, {})
         if os.path.lexists(root / path):
             index.add(path)
-        elif path in index:
-            index.remove(path)
+            level[name] = index[path]
+        else:
+            if path in index:
+                index.remove(path)
+            level[name] = None
     index.write()
-
-
-def commit_index(objects: pygit2.Repository, message: str) -> str:
-    """Commit the index on top of HEAD, as `git commit --allow-empty -m message` does with the clone's
-    configured identity (its hooks aside: see the caller). Returns the new commit's SHA."""
-    tree = objects.index.write_tree()
-    parents = [] if objects.head_is_unborn else [objects.head.target]
+    head = None if objects.head_is_unborn else objects[objects.head.target].peel(pygit2.Commit)
+    tree = _rebuilt(objects, head.tree if head is not None else None, changes)
+    if tree is None:
+        tree = objects.TreeBuilder().write()
     identity = objects.default_signature
+    parents = [head.id] if head is not None else []
     return str(objects.create_commit("HEAD", identity, identity, clean_message(message), tree, parents))
+
+
+def _rebuilt(
+    objects: pygit2.Repository, tree: pygit2.Tree | None, changes: dict[str, Any]
+) -> pygit2.Oid | None:
+    """`tree` with `changes` (name -> index entry, None to delete, or a dict of changes below a directory);
+    None when nothing is left in it."""
+    builder = objects.TreeBuilder(tree) if tree is not None else objects.TreeBuilder()
+    for name, change in changes.items():
+        existing = builder.get(name)
+        if isinstance(change, dict):
+            below = (
+                objects[existing.id].peel(pygit2.Tree)
+                if existing is not None and existing.type_str == "tree"
+                else None
+            )
+            rebuilt = _rebuilt(objects, below, change)
+            if rebuilt is not None:
+                builder.insert(name, rebuilt, pygit2.enums.FileMode.TREE)
+            elif existing is not None:
+                builder.remove(name)
+        elif change is not None:
+            builder.insert(name, change.id, change.mode)
+        elif existing is not None:
+            builder.remove(name)
+    return builder.write() if len(builder) else None
 
 
 def clean_message(message: str) -> str:
