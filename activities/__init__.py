@@ -12,7 +12,7 @@ from temporalio.client import Client
 from aicd.activities.analysis import analysis_look
 from aicd.activities.audit import AuditActivities
 from aicd.activities.commands import CommandActivities, CommandSecrets
-from aicd.activities.edge import check_sites
+from aicd.activities.edge import EdgeActivities
 from aicd.activities.gitops import GitOpsActivities
 from aicd.activities.governance import GovernanceActivities
 from aicd.activities.incidents import IncidentActivities
@@ -46,8 +46,10 @@ def delivery_activities(settings: WorkerSettings, client: Client) -> list[Callab
         commands.run_command,
         VerificationActivities(settings.command_secrets).http_check,
         gitops.read_file,
+        gitops.read_fleet,
+        gitops.read_fleet_names,
         sync_target,
-        check_sites,
+        EdgeActivities(gitops).check_sites,
         analysis_look,
         notify,
         releases.claim,

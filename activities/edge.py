@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,8 +34,9 @@ from temporalio.exceptions import ApplicationError
 
 from aicd.activities.drivers import driver_for
 from aicd.activities.drivers.base import SyncFailed, SyncRequest
+from aicd.activities.gitops import GitOpsActivities
 from aicd.errors import ErrorType
-from aicd.fleet import Site, site_path, site_variables
+from aicd.fleet import FleetSlice, Site, site_path, site_variables
 from aicd.spec.placeholders import render
 from aicd.targets import ArgoCDTarget, EdgeTarget, GitTarget, TargetKind
 
@@ -54,13 +56,15 @@ class SiteHealthRequest:
     gitops_branch: str
     revision: str  # the batch's commit
     step: str  # "<stage>/<target>/batch-<n>"
-    sites: list[Site]
+    sites: list[Site]  # empty when `fleet_sites` names them
     parallelism: int = 50
     timeout_s: float = 600.0  # progress deadline of one site
     settings: EdgeTarget | None = None  # the fleet's typed config, without its sites; read it through fleet()
     path: str = ""  # the site file template, with {{ site }}
     # Requests scheduled before `settings` carried the target's spec fields as written.
     config: dict[str, Any] = field(default_factory=dict)
+    # The chunk as a slice of the fleet file (its names and health URLs stay out of workflow history).
+    fleet_sites: FleetSlice | None = None
 
     def fleet(self) -> EdgeTarget:
         return self.settings if self.settings is not None else EdgeTarget.parse(self.config)
@@ -89,7 +93,21 @@ def site_target(fleet: EdgeTarget, site: str, stage: str, target: str) -> ArgoCD
     )
 
 
-@activity.defn(name="edge_check_sites")
+class EdgeActivities:
+    def __init__(self, gitops: GitOpsActivities) -> None:
+        self.gitops = gitops  # reads a chunk's sites from the fleet file
+
+    @activity.defn(name="edge_check_sites")
+    async def check_sites(self, request: SiteHealthRequest) -> SiteHealthResult:
+        if request.fleet_sites is not None:
+            part = request.fleet_sites
+            sites = await asyncio.to_thread(
+                self.gitops.fleet_sites, request.gitops_repo, request.gitops_branch, part
+            )
+            request = dataclasses.replace(request, sites=sites, fleet_sites=None)
+        return await check_sites(request)
+
+
 async def check_sites(request: SiteHealthRequest) -> SiteHealthResult:
     if request.site_kind not in SITE_KINDS:
         raise ApplicationError(

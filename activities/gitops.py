@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
 import fcntl
 import hashlib
 import logging
@@ -31,34 +32,51 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import git
+import pygit2
 from temporalio import activity
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.exceptions import ApplicationError
 
+from aicd.activities.gitobjects import (
+    LoggedCommit,
+    NotAnAncestor,
+    SymbolicLink,
+    commit_paths,
+    first_parent,
+    head_of,
+    history,
+    open_objects,
+    read_at,
+    resolve,
+)
 from aicd.activities.heartbeats import in_thread_with_heartbeats
 from aicd.activities.yamledit import get_key, set_keys
 from aicd.errors import ErrorType
 from aicd.flags import FlagChange, apply_flag_change
+from aicd.fleet import FleetError, FleetFile, FleetSlice, Site, parse_fleet
 from aicd.plan import WritePlan
 from aicd.redact import redact_credentials
 from aicd.spec.paths import repo_path_problem
 from aicd.spec.placeholders import render
 from aicd.trailers import (
     DELIVERY,
+    STEP,
     CommitTrailers,
     DeliveryRef,
     commit_message,
-    parse_trailers,
 )
 
 log = logging.getLogger(__name__)
 
 MAX_PUSH_ATTEMPTS = 30
+# A step writing more files than this (an edge batch) is committed by git, which hashes them faster.
+IN_PROCESS_PATHS = 200
 FENCE_TIMEOUT_S = 10.0
 # Newer deliveries' commits are younger than this delivery's start; the margin absorbs clock skew between
 # worker hosts (committer dates are their clocks).
@@ -83,8 +101,11 @@ class FileEdit:
     # key -> another key: set to the value the file held at the other key before this edit (a blue-green
     # switch keeps the version it replaces, which only the file knows).
     copies: dict[str, str] = field(default_factory=dict)
+    # Instead of `sites`: those sites of a fleet file, read by the worker (the names stay out of history).
+    fleet_sites: FleetSlice | None = None
 
     def paths(self) -> list[str]:
+        assert self.fleet_sites is None, "a fleet slice is resolved to its sites before the edit is applied"
         if not self.sites:
             return [self.path]
         return [render(self.path, {"site": site}, partial=True) for site in self.sites]
@@ -156,6 +177,23 @@ class Applied:
 
 
 @dataclass
+class Worktree:
+    """The clone a step is applied to: the git CLI's handle and the in-process one (gitobjects) on the same
+    repository. HEAD is the remote branch plus the commits of the batch made before this step."""
+
+    repo: git.Repo
+    objects: pygit2.Repository
+
+    @property
+    def root(self) -> Path:
+        return Path(self.repo.working_tree_dir or ".")
+
+    @property
+    def head(self) -> str | None:
+        return head_of(self.objects)
+
+
+@dataclass
 class StepCommit:
     """One step's commit: `apply` edits the work tree (after checking it may) and says what it changed."""
 
@@ -164,7 +202,7 @@ class StepCommit:
     actor: str
     subject: str
     reason: str
-    apply: Callable[[git.Repo], Applied]
+    apply: Callable[[Worktree], Applied]
     commit_unchanged: bool = (
         True  # a canary step commits even when nothing changed (its trailer is its record)
     )
@@ -274,22 +312,16 @@ class GitOpsClone:
             repo.git.reset("--hard", self.remote_ref, "--quiet")
             repo.git.clean("-fdq")
 
-    def find_step_commit(self, repo: git.Repo, owner: DeliveryRef, step: str) -> str | None:
-        output = repo.git.log(
-            self.remote_ref,
-            "--format=%H%x1f%(trailers:only,unfold)%x1e",
-            "--all-match",
-            "--fixed-strings",
-            f"--grep={DELIVERY}: {owner.trailer}",
-            f"--grep=Aicd-Step: {step}",
-            "-n",
-            "50",
-        )
-        for record in output.split("\x1e"):
-            sha, _, text = record.strip().partition("\x1f")
-            trailers = parse_trailers(text)
-            if trailers is not None and trailers.step == step and trailers.belongs_to(owner):
-                return sha
+    def find_step_commit(self, objects: pygit2.Repository, owner: DeliveryRef, step: str) -> str | None:
+        """The commit of this step on the remote branch, if an earlier attempt has pushed it."""
+        marks = (f"{DELIVERY}: {owner.trailer}", f"{STEP}: {step}")
+        for commit in history(objects, resolve(objects, self.remote_ref), containing=marks, limit=50):
+            if (
+                commit.trailers is not None
+                and commit.trailers.step == step
+                and commit.trailers.belongs_to(owner)
+            ):
+                return commit.sha
         return None
 
     def commit_and_push(
@@ -411,12 +443,13 @@ class GitOpsClone:
             and self._known_in_sync(repo, requests)
         ):
             has_branch = self.refresh(repo)
+        work = Worktree(repo, open_objects(repo.git_dir))
         staged = []
         for request in requests:
             before = read_ref(Path(repo.git_dir), "HEAD")
             try:
                 request.results = self._commit_locally(
-                    repo, request.steps, has_branch=has_branch, maybe_done=request.maybe_done
+                    work, request.steps, has_branch=has_branch, maybe_done=request.maybe_done
                 )
             except Exception as error:
                 if before is None:
@@ -429,29 +462,33 @@ class GitOpsClone:
         return staged
 
     def _commit_locally(
-        self, repo: git.Repo, steps: list[StepCommit], *, has_branch: bool, maybe_done: bool
+        self, work: Worktree, steps: list[StepCommit], *, has_branch: bool, maybe_done: bool
     ) -> list[CommitResult]:
+        """Each step checked, applied and committed in process: no git process per step."""
         results = []
         for step in steps:
             existing = (
-                self.find_step_commit(repo, step.owner, step.step) if has_branch and maybe_done else None
+                self.find_step_commit(work.objects, step.owner, step.step)
+                if has_branch and maybe_done
+                else None
             )
             if existing:
                 results.append(CommitResult(existing, already_done=True))
                 continue
-            applied = step.apply(repo)
+            applied = step.apply(work)
             if not applied.paths and not step.commit_unchanged:
                 results.append(CommitResult(None, left=applied.left))
                 continue
-            # The work tree was clean before `apply`: `commit -a` takes its edits and deletions of tracked
-            # files; only files new to the repo need staging first (rare: a first deploy to a new path).
-            new_files = _untracked(repo, applied.paths)
-            if new_files:
-                _stage(repo, new_files)
-            repo.git.commit("--all", "--allow-empty", "-m", step.message(applied), "--quiet")
-            head = read_ref(Path(repo.git_dir), "HEAD")
-            assert head is not None, "HEAD unreadable right after a commit"
-            results.append(CommitResult(head, left=applied.left))
+            # The work tree was clean before `apply`: the paths it wrote are all there is to commit.
+            if _runs_commit_hooks(work.repo) or len(applied.paths) > IN_PROCESS_PATHS:
+                # git runs hooks of its own; and hashes thousands of files (a fleet batch) faster than libgit2
+                _stage(work.repo, applied.paths)
+                work.repo.git.commit("--allow-empty", "-m", step.message(applied), "--quiet")
+                sha = work.head
+                assert sha is not None, "HEAD unreadable right after a commit"
+            else:
+                sha = commit_paths(work.objects, applied.paths, step.message(applied))
+            results.append(CommitResult(sha, left=applied.left))
         return results
 
     def _known_in_sync(self, repo: git.Repo, requests: list[_WriteRequest]) -> bool:
@@ -491,16 +528,38 @@ class GitOpsActivities:
         self, request: CommitRequest, heartbeat: Callable[[str], None], fence: WriteFence
     ) -> CommitResult:
         clone = self._clone(request.repo, request.branch)
+        step = self.step_commit(self._with_fleet_sites(request))
+        return clone.commit_and_push([step], heartbeat, maybe_done=_retried(), fence=fence)[0]
+
+    def _with_fleet_sites(self, request: CommitRequest) -> CommitRequest:
+        """The request with each fleet slice of its edits read from Git as the sites' names."""
+        if all(edit.fleet_sites is None for edit in request.edits):
+            return request
+        edits = [
+            dataclasses.replace(
+                edit,
+                sites=[
+                    site.name for site in self.fleet_sites(request.repo, request.branch, edit.fleet_sites)
+                ],
+                fleet_sites=None,
+            )
+            if edit.fleet_sites is not None
+            else edit
+            for edit in request.edits
+        ]
+        return dataclasses.replace(request, edits=edits)
+
+    def step_commit(self, request: CommitRequest) -> StepCommit:
+        """The request as a step of a group commit: checks, then the edits of its files."""
         owner = request.owner()
         target = _target_of(request.step)
 
-        def apply(repo: git.Repo) -> Applied:
+        def apply(work: Worktree) -> Applied:
             paths = [path for edit in request.edits for path in edit.paths()]
-            root = Path(repo.working_tree_dir or ".")
             files = {
-                path: safe_file(root, path, target) for path in paths
+                path: safe_file(work.root, path, target) for path in paths
             }  # every path checked before any write
-            check_ownership(repo, clone.remote_ref, owner, request.base, set(paths), target)
+            check_ownership(work, owner, request.base, set(paths), target)
             for edit in request.edits:
                 for path in edit.paths():
                     text = _read(files[path]) or b""
@@ -517,10 +576,9 @@ class GitOpsActivities:
                     _write(files[path], updated.encode())
             return Applied(paths)
 
-        step = StepCommit(
+        return StepCommit(
             owner, request.step, request.actor, request.subject, request.reason, apply, base=request.base
         )
-        return clone.commit_and_push([step], heartbeat, maybe_done=_retried(), fence=fence)[0]
 
     @activity.defn(name="gitops_rollback")
     async def rollback(self, request: RollbackRequest) -> CommitResult:
@@ -547,24 +605,24 @@ class GitOpsActivities:
                 request.actor,
                 request.subject,
                 request.reason,
-                self._restore(clone, request),
+                self._restore(request),
                 commit_unchanged=False,
             )
             for request in requests
         ]
         return clone.commit_and_push(steps, heartbeat, maybe_done=_retried(), fence=fence)
 
-    def _restore(self, clone: GitOpsClone, request: RollbackRequest) -> Callable[[git.Repo], Applied]:
+    def _restore(self, request: RollbackRequest) -> Callable[[Worktree], Applied]:
         owner = request.owner()
         matches = path_matcher(set(request.paths))
         target = _target_of(request.step)
 
-        def apply(repo: git.Repo) -> Applied:
-            history = _delivery_history(repo, clone.remote_ref, owner)
+        def apply(work: Worktree) -> Applied:
+            commits = _delivery_history(work, owner)
             first_touch: dict[str, str] = {}
             left: dict[str, str] = {}
             settled: set[str] = set()  # newest first: a path's first write by this delivery ends its scan
-            for commit in history:
+            for commit in commits:
                 for path in filter(matches, commit.files):
                     if path in settled:
                         continue
@@ -579,12 +637,13 @@ class GitOpsActivities:
                 if path not in first_touch:  # written by others only, never by this delivery
                     del left[path]
             befores = _contents_at(
-                repo, {path: f"{sha}^" for path, sha in first_touch.items() if path not in left}, target
+                work.objects,
+                {path: f"{sha}^" for path, sha in first_touch.items() if path not in left},
+                target,
             )
-            root = Path(repo.working_tree_dir or ".")
             changed: list[str] = []
             for path in sorted(befores):
-                file = safe_file(root, path, target)
+                file = safe_file(work.root, path, target)
                 before = befores[path]
                 if before is not None and request.write is not None:
                     before = _without_canary(before, request.write)
@@ -599,13 +658,56 @@ class GitOpsActivities:
 
         return apply
 
+    @activity.defn(name="gitops_read_fleet")
+    async def read_fleet(self, repo: str, branch: str, path: str) -> FleetFile:
+        """The fleet file at the branch head, parsed and checked here: the workflow gets its commit and its
+        size, never its sites (FleetFile). A file that is no fleet is a non-retryable FleetConfigError."""
+
+        def read() -> FleetFile:
+            clone = self._clone(repo, branch)
+            with clone.locked() as local:
+                clone.refresh(local)
+                revision = read_ref(Path(local.git_dir), f"refs/remotes/{clone.remote_ref}")
+            if revision is None:
+                raise _error(
+                    ErrorType.GITOPS_FILE_MISSING, f"{path} not found: {branch} of {repo} has no commits"
+                )
+            return FleetFile(
+                path, revision, len(self.fleet_sites(repo, branch, FleetSlice(path, revision, 0, 0)))
+            )
+
+        return await asyncio.to_thread(read)
+
+    @activity.defn(name="gitops_read_fleet_names")
+    async def read_fleet_names(self, repo: str, branch: str, part: FleetSlice) -> list[str]:
+        """The names of a slice's sites (a chunk whose health could not be checked fails by name)."""
+        sites = await asyncio.to_thread(self.fleet_sites, repo, branch, part)
+        return [site.name for site in sites]
+
+    def fleet_sites(self, repo: str, branch: str, part: FleetSlice) -> list[Site]:
+        """The sites of a fleet slice (all of them for an empty slice at 0..0), read from the clone at the
+        slice's commit - fetched if this clone has not seen it - and parsed once per process and commit.
+        Blocking (call it in a thread)."""
+        clone = self._clone(repo, branch)
+        sites = _parsed_fleet(str(clone.path), part.revision, part.path)
+        if sites is None:
+            with clone.locked() as local:
+                clone.refresh(local)
+            sites = _parsed_fleet(str(clone.path), part.revision, part.path)
+        if sites is None:
+            raise _error(
+                ErrorType.GITOPS_FILE_MISSING,
+                f"{part.path} not found at {part.revision[:12]} of {branch} of {repo}",
+            )
+        return sites[part.start : part.end] if part.end else sites
+
     @activity.defn(name="gitops_read_file")
     async def read_file(self, repo: str, branch: str, path: str) -> str:
         def read() -> str:
             clone = self._clone(repo, branch)
             with clone.locked() as local:
                 clone.refresh(local)
-                content = _contents_at(local, {path: clone.remote_ref}, target="")[path]
+                content = _contents_at(open_objects(local.git_dir), {path: clone.remote_ref}, target="")[path]
             if content is None:
                 raise _error(ErrorType.GITOPS_FILE_MISSING, f"{path} not found on {branch} of {repo}")
             return content.decode()
@@ -629,8 +731,31 @@ class GitOpsActivities:
                 if name == path.rstrip("/")
                 or (name.startswith(path.rstrip("/") + "/") and name.endswith(suffix))
             ]
-            contents = _contents_at(local, {name: clone.remote_ref for name in wanted}, target="")
+            contents = _contents_at(
+                open_objects(local.git_dir), {name: clone.remote_ref for name in wanted}, target=""
+            )
         return {name: content.decode() for name, content in contents.items() if content is not None}
+
+
+@lru_cache(maxsize=4)
+def _parsed_fleet_cached(clone: str, revision: str, path: str) -> list[Site]:
+    objects = open_objects(Path(clone) / ".git")
+    blob = _contents_at(objects, {path: revision}, target="")[path]
+    if blob is None:
+        raise FileNotFoundError(path)
+    try:
+        return parse_fleet(blob.decode(), path)
+    except (FleetError, UnicodeDecodeError) as error:
+        raise _error(ErrorType.FLEET_CONFIG_ERROR, str(error)) from None
+
+
+def _parsed_fleet(clone: str, revision: str, path: str) -> list[Site] | None:
+    """The sites of the fleet file at `path` in commit `revision` of the clone (None: the clone lacks the
+    commit, or the file is not in it). A fleet file of one commit never changes: parsed once per process."""
+    try:
+        return _parsed_fleet_cached(clone, revision, path)
+    except FileNotFoundError:
+        return None
 
 
 # --- where a write may go -----------------------------------------------------------------------------------
@@ -681,71 +806,37 @@ def _target_of(step: str) -> str:
 
 
 # --- who owns a file ------------------------------------------------------------------------------------------
-@dataclass
-class LoggedCommit:
-    sha: str
-    author: str
-    subject: str
-    trailers: CommitTrailers | None
-    files: list[str]
-
-    def describe_writer(self) -> str:
-        if self.trailers is None:
-            return f'changed since by commit {self.sha[:7]} of {self.author} ("{self.subject}"), not by aicd'
-        writer = self.trailers.delivery_id or self.trailers.delivery
-        return f"written since by {writer} (step {self.trailers.step})"
-
-
-def git_log(repo: git.Repo, *args: str) -> list[LoggedCommit]:
-    """Commits (newest first) with their author, subject, aicd trailers and the files they changed (a merge:
-    what it changed on the first-parent line)."""
-    output = repo.git.log(
-        *args,
-        "--format=%x1e%H%x1f%an <%ae>%x1f%s%x1f%(trailers:only,unfold)%x1f",
-        "--name-only",
-        "--no-renames",
-        "--diff-merges=first-parent",
-    )
-    commits = []
-    for record in output.split("\x1e")[1:]:
-        sha, author, subject, trailers, files = record.split("\x1f", 4)
-        commits.append(
-            LoggedCommit(
-                sha.strip(), author, subject, parse_trailers(trailers), [f for f in files.splitlines() if f]
-            )
-        )
-    return commits
-
-
 def check_ownership(
-    repo: git.Repo, ref: str, owner: DeliveryRef, base: str | None, paths: set[str], target: str
+    work: Worktree, owner: DeliveryRef, base: str | None, paths: set[str], target: str
 ) -> None:
     """Refuse (typed, non-retryable) a write of `paths` by `owner` that would overwrite someone else's write.
 
     With a `base` (this delivery's last commit to these files, or a human commit it was told to continue
     from), every commit after it that touched them is looked at: a newer delivery's -> Superseded, a human's
     -> HumanEdit, this delivery's own -> StaleWrite (a later step already wrote: this write is late). Without
-    one (the delivery's first write to them), only a newer delivery of the app can take a file away."""
+    one (the delivery's first write to them), only a newer delivery of the app can take a file away.
+    "After" runs to the clone's HEAD: the remote branch and the commits made before this one in its batch."""
     where = f"target {target}: " if target else ""
-    if base is not None and base == read_ref(Path(repo.git_dir), f"refs/remotes/{ref}"):
+    head = work.head
+    if base is not None and base == head:
         return  # this delivery's own last write is the branch head: nobody has written since
     if base is not None:
         try:
-            repo.git.merge_base("--is-ancestor", base, ref)
-        except git.GitCommandError:
+            commits = history(work.objects, head, after=base)
+        except NotAnAncestor:
             raise _error(
                 ErrorType.HUMAN_EDIT,
                 f"{where}the history of the GitOps branch was rewritten: {base[:7]}, this delivery's last write,"
                 " is no longer on it",
                 {"sha": base, "author": "", "subject": "history rewritten"},
             ) from None
-        commits = git_log(repo, f"{base}..{ref}")
     else:
-        window = ["-n", "500"]
+        mark = (f"{DELIVERY}: {owner.app}@",)
         if owner.started:
             since = datetime.fromisoformat(owner.started) - OWNERSHIP_CLOCK_MARGIN
-            window = [f"--since={since.isoformat()}"]
-        commits = git_log(repo, ref, *window, "--fixed-strings", f"--grep={DELIVERY}: {owner.app}@")
+            commits = history(work.objects, head, since=since, containing=mark)
+        else:
+            commits = history(work.objects, head, containing=mark, limit=500)
     human: LoggedCommit | None = None
     own_later: LoggedCommit | None = None
     for commit in commits:
@@ -780,17 +871,16 @@ def check_ownership(
         )
 
 
-def _delivery_history(repo: git.Repo, ref: str, owner: DeliveryRef) -> list[LoggedCommit]:
-    """Every commit from this delivery's first one to the branch head, newest first ([] if it never wrote)."""
-    mine = repo.git.log(ref, "--format=%H", "--fixed-strings", f"--grep={DELIVERY}: {owner.trailer}").split()
+def _delivery_history(work: Worktree, owner: DeliveryRef) -> list[LoggedCommit]:
+    """Every commit from this delivery's first one to HEAD, newest first ([] if it never wrote)."""
+    head = work.head
+    mine = history(work.objects, head, containing=(f"{DELIVERY}: {owner.trailer}",))
     if not mine:
         return []
-    oldest = mine[-1]
-    try:
-        repo.git.rev_parse("--verify", "--quiet", f"{oldest}^")
-        return git_log(repo, f"{oldest}^..{ref}")
-    except git.GitCommandError:  # its first commit is the root commit
-        return git_log(repo, ref)
+    before = first_parent(work.objects, mine[-1].sha)
+    if before is None:  # its first commit is the root commit
+        return history(work.objects, head)
+    return history(work.objects, head, after=before)
 
 
 def _without_canary(content: bytes, write: WritePlan) -> bytes:
@@ -912,6 +1002,32 @@ def path_matcher(paths: set[str]) -> Callable[[str], bool]:
     return lambda path: path in exact or any(pattern.match(path) for pattern in patterns)
 
 
+def _stage(repo: git.Repo, paths: list[str]) -> None:
+    """`git add --all -- <paths>` in one process that reads the paths from stdin: linear in the paths, where
+    thousands of pathspecs on the command line cost git time per path *per index entry* (and can pass the
+    argument-size limit)."""
+    with tempfile.TemporaryFile() as listing:
+        listing.write(b"".join(path.encode() + b"\0" for path in paths))
+        listing.seek(0)
+        repo.git.update_index("--add", "--remove", "-z", "--stdin", istream=listing)
+
+
+COMMIT_HOOKS = ("pre-commit", "prepare-commit-msg", "commit-msg", "post-commit")
+_commit_hooks: dict[str, bool] = {}
+
+
+def _runs_commit_hooks(repo: git.Repo) -> bool:
+    """Whether `git commit` would run a hook in this clone (its hooks directory, or core.hooksPath however
+    git is configured): then commits go through git so the hooks run as before. Asked of git once per clone
+    and process."""
+    key = str(repo.git_dir)
+    if key not in _commit_hooks:
+        # relative to the work tree, where GitPython runs git (an absolute core.hooksPath stays as it is)
+        hooks = Path(repo.working_tree_dir or ".") / repo.git.rev_parse("--git-path", "hooks")
+        _commit_hooks[key] = any(os.access(hooks / name, os.X_OK) for name in COMMIT_HOOKS)
+    return _commit_hooks[key]
+
+
 def read_ref(git_dir: Path, ref: str) -> str | None:
     """The commit a ref points at, from the loose ref file or packed-refs (symbolic refs followed)."""
     for _ in range(5):  # HEAD -> refs/heads/<branch> -> sha; deeper chains are not ours
@@ -949,56 +1065,22 @@ def _has_loose_object(git_dir: Path, sha: str) -> bool:
     return len(sha) == 40 and (git_dir / "objects" / sha[:2] / sha[2:]).is_file()
 
 
-def _untracked(repo: git.Repo, paths: list[str]) -> list[str]:
-    """Those of `paths` that exist in the work tree but not in the index (read from .git/index, no process)."""
-    root = Path(repo.working_tree_dir or ".")
-    tracked = {path for path, _stage_number in repo.index.entries}
-    return [path for path in paths if path not in tracked and (root / path).exists()]
-
-
-def _stage(repo: git.Repo, paths: list[str]) -> None:
-    """`git add --all -- <paths>` in one process that reads the paths from stdin: linear in the paths, where
-    thousands of pathspecs on the command line cost git time per path *per index entry* (and can pass the
-    argument-size limit)."""
-    with tempfile.TemporaryFile() as listing:
-        listing.write(b"".join(path.encode() + b"\0" for path in paths))
-        listing.seek(0)
-        repo.git.update_index("--add", "--remove", "-z", "--stdin", istream=listing)
-
-
-SYMLINK_MODE = "120000"
-
-
-def _contents_at(repo: git.Repo, revisions: dict[str, str], target: str) -> dict[str, bytes | None]:
-    """The content of each path at its revision (None: absent there), without a process per path: one
-    `ls-tree` per distinct revision (a fleet rollback has one per batch) maps paths to blobs, and the blobs
-    are read through one `git cat-file --batch` process. Looking up `<rev>:<path>` per path instead re-reads
-    the large directory trees of a fleet every time. A symbolic link there is refused, never followed."""
-    by_revision: dict[str, list[str]] = {}
-    for path, revision in revisions.items():
-        by_revision.setdefault(revision, []).append(path)
+def _contents_at(
+    objects: pygit2.Repository, revisions: dict[str, str], target: str
+) -> dict[str, bytes | None]:
+    """The content of each path at its revision (None: absent there), read in process. A symbolic link there
+    is refused, never followed."""
     contents: dict[str, bytes | None] = {}
-    for revision, paths in by_revision.items():
+    for path, revision in revisions.items():
         try:
-            listing = repo.git.ls_tree("-r", "-z", "--full-tree", revision)
-        except git.GitCommandError:  # no such revision (the parent of a root commit): nothing existed
-            listing = ""
-        blobs: dict[str, tuple[str, str]] = {}
-        for entry in listing.split("\0"):
-            meta, _, path = entry.partition("\t")
-            fields = meta.split(" ")
-            if fields[1:2] == ["blob"]:
-                blobs[path] = (fields[0], fields[2])
-        for path in paths:
-            mode, blob = blobs.get(path, ("", ""))
-            if mode == SYMLINK_MODE:
-                where = f"target {target}: " if target else ""
-                raise _error(
-                    ErrorType.GITOPS_PATH_INVALID,
-                    f"{where}{path} is a symbolic link in the GitOps repository at {revision}; aicd reads and writes"
-                    " only regular files",
-                )
-            contents[path] = repo.git.get_object_data(blob)[3] if blob else None
+            contents[path] = read_at(objects, revision, path)
+        except SymbolicLink:
+            where = f"target {target}: " if target else ""
+            raise _error(
+                ErrorType.GITOPS_PATH_INVALID,
+                f"{where}{path} is a symbolic link in the GitOps repository at {revision}; aicd reads and writes"
+                " only regular files",
+            ) from None
     return contents
 
 

@@ -130,6 +130,41 @@ def sites_from_list(items: Sequence[Any], where: str) -> list[Site]:
     return sites
 
 
+@dataclass
+class FleetFile:
+    """A fleet file as read once, when the fleet starts: where it is, the commit it was read at, how many
+    sites it lists. The sites themselves never travel through workflow history (a file of 170,000 names
+    passes Temporal's 2 MB payload limit): activities read the ones they need from Git at `revision`."""
+
+    path: str
+    revision: str
+    total: int
+
+    def slice(self, start: int, end: int) -> FleetSlice:
+        return FleetSlice(self.path, self.revision, start, end)
+
+
+@dataclass
+class FleetSlice:
+    """Sites `start`..`end` (fleet order, end exclusive) of the fleet file at `path` as of commit `revision`:
+    what a batch's commit or a chunk of its health checks names instead of the sites themselves."""
+
+    path: str
+    revision: str
+    start: int
+    end: int
+
+    @property
+    def count(self) -> int:
+        return self.end - self.start
+
+    def chunks(self, size: int) -> list[FleetSlice]:
+        return [
+            FleetSlice(self.path, self.revision, start, min(self.end, start + size))
+            for start in range(self.start, self.end, size)
+        ]
+
+
 def site_path(template: str, site: str) -> str:
     """The site's values file: the target's path with `{{ site }}` filled in."""
     return render(template, {"site": site}, partial=True)

@@ -8,7 +8,10 @@ processes of their own (as worker hosts would be), in three fleets:
   the writer queue): rejected pushes are refetched and retried.
 
 Per fleet: deliveries/s, successful pushes (the branch's reflog), rejected pushes retried, commits lost
-(must be 0), p50/p95 latency of a step's write activity (scheduled to completed), peak worker RSS.
+(must be 0), p50/p95 latency of a step's write activity (scheduled to completed), peak worker RSS; the
+writer's commits/s and commits per push; and where the CPU went: CPU seconds per delivery of the Temporal
+dev server, the worker processes, their child processes (git: reaped children's CPU), the bench itself and
+everything else on the machine, against the machine's utilisation over the run (1.0 = every core busy).
 Last line: key=value per fleet and the ratio of the writer fleet's throughput to one worker's.
 
     .venv/bin/python bench/concurrency.py                      # 50 deliveries, the three fleets
@@ -51,14 +54,37 @@ WRITES = {"apply_step", "gitops_commit"}
 
 
 @dataclass
+class Cpu:
+    """CPU seconds over one run, by who spent them, and the machine's total capacity over it."""
+
+    server: float
+    workers: list[float]
+    git: float  # the workers' children (git processes), counted as they are reaped
+    bench: float
+    machine_busy: float
+    machine_total: float
+
+    @property
+    def others(self) -> float:
+        """Busy time of processes outside this run (other users of the machine)."""
+        return max(0.0, self.machine_busy - self.server - sum(self.workers) - self.git - self.bench)
+
+    @property
+    def utilisation(self) -> float:
+        return self.machine_busy / self.machine_total if self.machine_total else 0.0
+
+
+@dataclass
 class Figures:
     seconds: float
+    commits: int
     pushes: int
     rejected: int
     lost: int
     step_p50_ms: float
     step_p95_ms: float
     peak_rss_mb: float
+    cpu: Cpu
 
 
 def rejected_pushes(history: WorkflowHistory) -> int:
@@ -147,6 +173,47 @@ async def sample_rss(
         await asyncio.sleep(0.5)
 
 
+def dev_server_process() -> psutil.Process:
+    """The Temporal dev server: a child process of this one (the SDK starts it)."""
+    for child in psutil.Process().children(recursive=True):
+        with suppress(psutil.Error):
+            if child.name().startswith("temporal"):
+                return child
+    raise RuntimeError("no Temporal dev server among this process's children")
+
+
+def cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return float(times.user + times.system)
+
+
+def cpu_now(server: psutil.Process, workers: list[psutil.Process]) -> Cpu:
+    """CPU seconds spent so far by each party (subtract two of these for a run's)."""
+    worker_times = [worker.cpu_times() for worker in workers]
+    machine = psutil.cpu_times()
+    idle = machine.idle + getattr(machine, "iowait", 0.0)
+    total = sum(machine)
+    return Cpu(
+        server=cpu_seconds(server),
+        workers=[times.user + times.system for times in worker_times],
+        git=sum(times.children_user + times.children_system for times in worker_times),
+        bench=cpu_seconds(psutil.Process()),
+        machine_busy=total - idle,
+        machine_total=total,
+    )
+
+
+def cpu_spent(before: Cpu, after: Cpu) -> Cpu:
+    return Cpu(
+        server=after.server - before.server,
+        workers=[end - start for start, end in zip(before.workers, after.workers, strict=True)],
+        git=after.git - before.git,
+        bench=after.bench - before.bench,
+        machine_busy=after.machine_busy - before.machine_busy,
+        machine_total=after.machine_total - before.machine_total,
+    )
+
+
 async def run_fleet(client: Client, root: Path, count: int, roles: list[str]) -> Figures:
     apps = [f"app-{index:03d}" for index in range(count)]
     source, revision = make_repo(root, "source", {"README": "x\n"})
@@ -173,12 +240,15 @@ async def run_fleet(client: Client, root: Path, count: int, roles: list[str]) ->
         peak = [0.0] * len(processes)
         stop = asyncio.Event()
         sampler = asyncio.create_task(sample_rss(processes, peak, stop))
+        server, workers = dev_server_process(), [psutil.Process(p.pid) for p in processes]
+        cpu_before = cpu_now(server, workers)
         started = time.perf_counter()
         await asyncio.gather(
             *(start_delivery(client, plan, Trigger("cli", "bench"), queue=queue) for plan in plans)
         )
         results = await asyncio.gather(*(handle_for(client, plan.delivery_id).result() for plan in plans))
         seconds = time.perf_counter() - started
+        cpu = cpu_spent(cpu_before, cpu_now(server, workers))
         stop.set()
         await sampler
     rejected, latencies = 0, []
@@ -199,12 +269,14 @@ async def run_fleet(client: Client, root: Path, count: int, roles: list[str]) ->
     ).stdout.split()
     return Figures(
         seconds=seconds,
+        commits=len(claimed),
         pushes=len(reflog),
         rejected=rejected,
         lost=len(claimed - on_branch),
         step_p50_ms=percentile(latencies, 0.5),
         step_p95_ms=percentile(latencies, 0.95),
         peak_rss_mb=max(peak),
+        cpu=cpu,
     )
 
 
@@ -216,6 +288,24 @@ async def run(count: int, fleets: list[str]) -> dict[str, Figures]:
                 figures[fleet] = await run_fleet(env.client, Path(root), count, FLEETS[fleet])
             print(f"{fleet}: {figures[fleet]}", flush=True)
     return figures
+
+
+def print_cpu(figures: dict[str, Figures], count: int, cores: int) -> None:
+    """Where the CPU went, per delivery, and whether the machine's cores were saturated."""
+    print(f"\nCPU ms per delivery ({cores} cores; utilisation 1.00 = all of them busy for the whole run)")
+    print(
+        f"{'fleet':14} {'server':>7} {'workers':>8} {'git':>6} {'bench':>6} {'others':>7} {'util':>5}"
+        f" {'commits/s':>10} {'per push':>9}  per worker process"
+    )
+    for fleet, f in figures.items():
+        c = f.cpu
+        per = [1000 * seconds / count for seconds in c.workers]
+        print(
+            f"{fleet:14} {1000 * c.server / count:7.0f} {sum(per):8.0f} {1000 * c.git / count:6.0f}"
+            f" {1000 * c.bench / count:6.0f} {1000 * c.others / count:7.0f} {c.utilisation:5.2f}"
+            f" {f.commits / f.seconds:10.1f} {f.commits / max(1, f.pushes):9.1f}  "
+            + " ".join(f"{ms:.0f}" for ms in per)
+        )
 
 
 def main() -> None:
@@ -236,6 +326,7 @@ def main() -> None:
             f"{fleet:14} {args.deliveries / f.seconds:8.2f} {f.pushes:7d} {f.rejected:9d} {f.lost:5d}"
             f" {f.step_p50_ms:8.0f} {f.step_p95_ms:8.0f} {f.peak_rss_mb:7.0f}"
         )
+    print_cpu(figures, args.deliveries, os.cpu_count() or 1)
     parts = [f"deliveries={args.deliveries}"]
     for fleet, f in figures.items():
         key = fleet.replace("-", "_")
@@ -246,6 +337,11 @@ def main() -> None:
             f"{key}_lost={f.lost}",
             f"{key}_step_p95_ms={f.step_p95_ms:.0f}",
             f"{key}_rss_mb={f.peak_rss_mb:.0f}",
+            f"{key}_commits_per_push={f.commits / max(1, f.pushes):.1f}",
+            f"{key}_util={f.cpu.utilisation:.2f}",
+            f"{key}_server_ms={1000 * f.cpu.server / args.deliveries:.0f}",
+            f"{key}_worker_ms={1000 * sum(f.cpu.workers) / args.deliveries:.0f}",
+            f"{key}_git_ms={1000 * f.cpu.git / args.deliveries:.0f}",
         ]
     if "one" in figures and "three-writer" in figures:
         parts.append(f"three_writer_vs_one={figures['one'].seconds / figures['three-writer'].seconds:.2f}")

@@ -11,13 +11,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 from temporalio.client import Client
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from aicd import search
 from aicd.client import get_status, handle_for, send_action, start_delivery
 from aicd.messages import DeliveryStatus, HumanAction, TargetStatus, Trigger
 from aicd.testing.engine import (
+    TEMPORAL_BIN,
     commits,
     git,
     make_repo,
@@ -361,3 +365,59 @@ async def test_argocd_sites_sync_their_own_application(
     target = pops(status)
     assert target.sites_by_state == {"updated": 5, "failed": 1} and target.failed_sites == [broken]
     assert raw_tree_diff(gitops, seed).split() == sorted(site_file(site) for site in sites if site != broken)
+
+
+PAYLOAD_LIMIT = 64 * 1024  # this test's server refuses payloads over 64 KB (Temporal's default: 2 MB)
+
+
+async def test_a_fleet_file_larger_than_the_payload_limit_never_travels_through_history(
+    tmp_path: Path,
+) -> None:
+    """A fleet file over Temporal's payload limit (here lowered to 64 KB, so a fleet of 2,500 sites stands
+    for one of 200,000) rolls out: the workflow holds the file's commit and size, and the activities read the
+    sites - names and health URLs - from Git. A site whose health URL fails is restored by name."""
+    health = HealthServer()
+    sites = names(2_500)
+    health.broken = {sites[1_800]}
+    document, gitops, seed, revision = fleet_spec(
+        tmp_path, sites, batches=["10%", "100%"], health=health.url, maxFailures="1%", progressDeadline="1s"
+    )
+    fleet_bytes = len(git("--git-dir", gitops, "show", "main:fleets/edge.yaml"))
+    assert fleet_bytes > 2 * PAYLOAD_LIMIT, fleet_bytes
+    plan = plan_from(document, revision)
+    limits = [f"limit.blobSize.error={PAYLOAD_LIMIT}", f"limit.blobSize.warn={PAYLOAD_LIMIT // 2}"]
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=TEMPORAL_BIN,
+        search_attributes=list(search.ALL),
+        dev_server_log_level="error",
+        dev_server_extra_args=[arg for limit in limits for arg in ("--dynamic-config-value", limit)],
+    )
+    try:
+        client = env.client
+        with pytest.raises(RPCError, match=r"(?i)size"):  # the limit is in force on this server
+            await client.start_workflow(
+                "NoSuchWorkflow", "x" * PAYLOAD_LIMIT, id="too-big", task_queue="none"
+            )
+        with health.running():
+            async with running_worker(client, tmp_path / "state") as queue:
+                await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+                result = await handle_for(client, plan.delivery_id).result()
+                status = await get_status(client, plan.delivery_id)
+        # Every run of the fleet (the branch that reads the file by reference) replays deterministically.
+        replayer = Replayer(workflows=ALL_WORKFLOWS, workflow_runner=sandbox_runner())
+        async for execution in client.list_workflows(f"WorkflowId STARTS_WITH '{plan.delivery_id}'"):
+            handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+            await replayer.replay_workflow(await handle.fetch_history())
+    finally:
+        await env.shutdown()
+    assert result.phase == "succeeded", result.reason
+    assert [entry["Aicd-Step"] for entry in delivery_commits(gitops)] == [
+        "edge/pops/batch-1",
+        "edge/pops/batch-2",
+        "edge/pops/batch-2-restore",
+    ]
+    changed = set(raw_tree_diff(gitops, seed).split())
+    assert len(changed) == 2_499 and site_file(sites[1_800]) not in changed
+    assert pops(status).sites_by_state == {"updated": 2_499, "failed": 1}
+    assert pops(status).failed_sites == [sites[1_800]]
+    assert len(health.hits) == 2_500  # every site's health URL, read from the file by the activities

@@ -4,15 +4,17 @@ by its own checks or its fence is dropped without holding back or spoiling the o
 
 from __future__ import annotations
 
+import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from aicd.activities.gitops import CommitRequest, FileEdit, GitOpsActivities, WriteFence
+from aicd.activities.gitobjects import clean_message
+from aicd.activities.gitops import CommitRequest, FileEdit, GitOpsActivities, WriteFence, _WriteRequest
 from aicd.errors import ErrorType
-from aicd.testing.engine import commits, make_repo, show
+from aicd.testing.engine import commits, git, make_repo, show
 
 PUSH_DELAY_S = 0.4
 
@@ -159,3 +161,52 @@ def test_a_first_attempt_on_a_stale_clone_fetches_the_base_it_does_not_know(
         assert result.sha and not result.already_done
         base = result.sha
     assert "weight: 40" in show(gitops, "main", "web.yaml")
+
+
+def test_a_check_in_a_batch_sees_the_commits_made_before_it_in_the_same_batch(tmp_path: Path) -> None:
+    """Two deliveries of one app whose writes to one file land in one batch, the newer first: the older's
+    ownership check runs on the branch plus the batch's earlier commits, so it is refused (Superseded)
+    instead of writing over the newer delivery before either is pushed."""
+    gitops, pushes = slow_counting_repo(tmp_path, {"c.yaml": "canary:\n  weight: 0\n"})
+    writer = GitOpsActivities(tmp_path / "state")
+    newer = request(gitops, "c", "0-setWeight", started="2026-06-01T00:00:00+00:00")
+    newer.delivery, newer.delivery_id = f"c@{'b' * 40}", "delivery-c-newer"
+    newer.edits = [FileEdit("c.yaml", {"canary.weight": 50})]
+    older = request(gitops, "c", "0-setWeight")
+    clone = writer._clone(gitops, "main")
+    batch = [_WriteRequest([writer.step_commit(r)], False, WriteFence()) for r in (newer, older)]
+    clone._write_batch(batch, lambda _: None)
+    assert batch[0].error is None and batch[0].results is not None
+    assert isinstance(batch[1].error, ApplicationError) and batch[1].error.type == ErrorType.SUPERSEDED
+    assert [entry["Aicd-Delivery-Id"] for entry in commits(gitops) if "Aicd-Step" in entry] == [
+        "delivery-c-newer"
+    ]
+    assert "weight: 50" in show(gitops, "main", "c.yaml")
+    assert len(pushes.read_text().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "message",
+    ["subject\n\nAicd-Step: a/b/c\n", "subject  \n\n\n\nreason \n\n\nAicd-Step: a/b/c", "\n\nsubject\n\n"],
+)
+def test_an_in_process_commit_message_is_what_git_commit_would_store(message: str) -> None:
+    stored = subprocess.run(["git", "stripspace"], input=message, capture_output=True, text=True, check=True)
+    assert clean_message(message) == stored.stdout
+
+
+def test_a_step_commit_is_made_as_git_would_make_it(tmp_path: Path) -> None:
+    """Author and committer are the clone's identity, the message carries the trailers git reads back, the
+    new file is tracked and the clone is left clean for the git CLI."""
+    gitops, _ = make_repo(tmp_path, "gitops", {"old.yaml": "x: 1\n"})
+    writer = GitOpsActivities(tmp_path / "state")
+    step = request(gitops, "fresh", "0-setWeight")
+    step.reason = "first deploy"
+    result = writer._commit(step, lambda _: None, WriteFence())
+    made = commits(gitops)[-1]
+    assert made["sha"] == result.sha and made["Aicd-Step"] == "prod/fresh/0-setWeight"
+    assert made["Aicd-Delivery-Id"] == "delivery-fresh" and made["Aicd-Actor"] == "aicd"
+    people = git("--git-dir", gitops, "log", "-1", "--format=%an <%ae>|%cn <%ce>", "main")
+    assert people == "aicd <aicd@localhost>|aicd <aicd@localhost>"
+    assert git("--git-dir", gitops, "show", "--format=", "--name-status", "main") == "A\tfresh.yaml"
+    clone = writer._clone(gitops, "main").path
+    assert git("status", "--porcelain", cwd=clone) == ""

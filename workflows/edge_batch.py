@@ -1,6 +1,11 @@
 """One batch of an edge fleet, as workflow code (no I/O: every side effect is an activity): read the fleet,
 commit a batch (one commit, one file edit per site), check its sites' health through a sliding window of
-chunked `edge_check_sites` activities, and restore the failed sites of a batch (one commit)."""
+chunked `edge_check_sites` activities, and restore the failed sites of a batch (one commit).
+
+A fleet file is read by the worker (`gitops_read_fleet`): the workflow learns its commit and its size, and
+batches and chunks name slices of it (aicd.fleet.FleetSlice) that the activities read back from Git, so
+no payload or history grows with the fleet. An inline list of sites is in the spec already and travels as
+names."""
 
 from __future__ import annotations
 
@@ -16,10 +21,10 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from aicd import fleet
-    from aicd.activities.edge import SiteHealthRequest, check_sites
+    from aicd.activities.edge import EdgeActivities, SiteHealthRequest
     from aicd.activities.gitops import CommitRequest, FileEdit, GitOpsActivities, RollbackRequest
     from aicd.errors import ErrorType, names
-    from aicd.fleet import Site
+    from aicd.fleet import FleetFile, FleetSlice, Site
     from aicd.messages import SYSTEM_ACTOR
     from aicd.targets.edge import EdgeTarget, SitesFile
     from aicd.trailers import delivery_trailer, step_trailer
@@ -28,6 +33,7 @@ with workflow.unsafe.imports_passed_through():
         GIT_RETRY,
         GIT_TIMEOUT,
         SYNC_HEARTBEAT,
+        application_cause,
         cause_of,
         on_writer_queue,
     )
@@ -41,6 +47,16 @@ SITES_RETRY = RetryPolicy(
     maximum_attempts=5,
     non_retryable_error_types=names(ErrorType.FLEET_CONFIG_ERROR),
 )
+
+
+# Fleet files read by reference (gitops_read_fleet) instead of as text through history (gitops_read_file).
+FLEET_BY_REFERENCE = "fleet-file-by-reference"
+# A batch's sites: names (an inline fleet, or a run that read its file as text) or a slice of the fleet file.
+BatchSites = list[Site] | FleetSlice
+
+
+def site_count(sites: BatchSites) -> int:
+    return sites.count if isinstance(sites, FleetSlice) else len(sites)
 
 
 class FleetStop(Exception):
@@ -59,13 +75,21 @@ def batch_step(input: TargetRolloutInput, number: int) -> str:
     return step_trailer(input.stage, input.target.name, f"batch-{number}")
 
 
-async def read_fleet(input: TargetRolloutInput) -> list[Site]:
-    """The sites, inline in the target or from a YAML list in the GitOps repository (read at the branch head
-    once, when the fleet starts: a fleet file edited mid-delivery does not reshuffle the batches)."""
+async def read_fleet(input: TargetRolloutInput) -> list[Site] | FleetFile:
+    """The sites inline in the target, or the YAML list in the GitOps repository as a FleetFile (read at the
+    branch head once, when the fleet starts: a fleet file edited mid-delivery does not reshuffle the
+    batches)."""
     sites = fleet_of(input).sites
     try:
         if not isinstance(sites, SitesFile):
             return fleet.sites_from_list(sites, f"targets.{input.target.name}.sites")
+        if workflow.patched(FLEET_BY_REFERENCE):
+            return await workflow.execute_activity_method(
+                GitOpsActivities.read_fleet,
+                args=[input.gitops_repo, input.gitops_branch, sites.file],
+                start_to_close_timeout=GIT_TIMEOUT,
+                retry_policy=GIT_RETRY,
+            )
         text = await workflow.execute_activity_method(
             GitOpsActivities.read_file,
             args=[input.gitops_repo, input.gitops_branch, sites.file],
@@ -74,13 +98,16 @@ async def read_fleet(input: TargetRolloutInput) -> list[Site]:
         )
         return fleet.parse_fleet(text, sites.file)
     except ActivityError as error:
+        cause = application_cause(error)
+        if cause is not None and cause.type == ErrorType.FLEET_CONFIG_ERROR:  # read, and not a fleet
+            raise FleetStop(cause.message) from error
         raise FleetStop(f"cannot read the fleet: {cause_of(error)}") from error
     except fleet.FleetError as error:
         raise FleetStop(str(error)) from error
 
 
 async def commit_batch(
-    input: TargetRolloutInput, number: int, of: int, sites: list[Site], actor: str, base: str | None
+    input: TargetRolloutInput, number: int, of: int, sites: BatchSites, actor: str, base: str | None
 ) -> str:
     """One commit moving every site of the batch: `write.image` = the artifact tag in each site's file.
     Sites are promoted directly; a canary weight means nothing on a single site. Raises ActivityError (the
@@ -91,12 +118,13 @@ async def commit_batch(
         delivery=delivery_trailer(input.app, input.revision),
         step=batch_step(input, number),
         actor=actor,
-        subject=f"aicd: {input.app} {input.revision_short} {input.target.name} batch {number}/{of} ({len(sites)} sites)",
+        subject=f"aicd: {input.app} {input.revision_short} {input.target.name} batch {number}/{of} ({site_count(sites)} sites)",
         edits=[
             FileEdit(
                 input.target.path,
                 {input.write.image: input.artifact_tag},
-                sites=[site.name for site in sites],
+                sites=[site.name for site in sites] if isinstance(sites, list) else [],
+                fleet_sites=sites if isinstance(sites, FleetSlice) else None,
             )
         ],
         delivery_id=input.delivery_id,
@@ -118,7 +146,7 @@ async def commit_batch(
 async def check_batch(
     input: TargetRolloutInput,
     number: int,
-    sites: list[Site],
+    sites: BatchSites,
     sha: str,
     budget_left: int,
     aborted: Callable[[], bool],
@@ -128,13 +156,13 @@ async def check_batch(
     (raises Aborted) or as soon as the failures exceed what the fleet's budget has left."""
     config = fleet_of(input).without_sites()
     parallelism = config.parallelism
-    size = fleet.chunk_size(len(sites))
+    size = fleet.chunk_size(site_count(sites))
     window = max(1, parallelism // size)
     per_chunk = min(parallelism, size)
     deadline_s = input.target.progress_deadline_s
     timeout = timedelta(seconds=deadline_s * math.ceil(size / per_chunk) + 120)
 
-    async def check(chunk: list[Site]) -> dict[str, str]:
+    async def check(chunk: BatchSites) -> dict[str, str]:
         request = SiteHealthRequest(
             delivery_id=input.delivery_id,
             stage=input.stage,
@@ -146,40 +174,57 @@ async def check_batch(
             gitops_branch=input.gitops_branch,
             revision=sha,
             step=batch_step(input, number),
-            sites=chunk,
+            sites=chunk if isinstance(chunk, list) else [],
             parallelism=per_chunk,
             timeout_s=deadline_s,
+            fleet_sites=chunk if isinstance(chunk, FleetSlice) else None,
         )
         try:
-            result = await workflow.execute_activity(
-                check_sites,
+            result = await workflow.execute_activity_method(
+                EdgeActivities.check_sites,
                 request,
                 start_to_close_timeout=timeout,
                 heartbeat_timeout=SYNC_HEARTBEAT,
                 retry_policy=SITES_RETRY,
             )
         except ActivityError as error:  # unknown health is no health
-            return {site.name: f"health check failed: {cause_of(error)}"[:300] for site in chunk}
+            why = f"health check failed: {cause_of(error)}"[:300]
+            return {name: why for name in await _names(input, chunk)}
         return result.failed
 
-    waiting = deque(fleet.chunked(sites, size))
-    running: list[asyncio.Task[dict[str, str]]] = []
-    failed: dict[str, str] = {}
+    chunks: list[BatchSites] = [
+        *(sites.chunks(size) if isinstance(sites, FleetSlice) else fleet.chunked(sites, size))
+    ]
+    waiting = deque(enumerate(chunks))
+    running: dict[int, asyncio.Task[dict[str, str]]] = {}
+    failed_by_chunk: dict[int, dict[str, str]] = {}
     while waiting or running:
         while waiting and len(running) < window:
-            running.append(asyncio.ensure_future(check(waiting.popleft())))
-        await workflow.wait_condition(lambda: aborted() or any(task.done() for task in running))
+            index, chunk = waiting.popleft()
+            running[index] = asyncio.ensure_future(check(chunk))
+        await workflow.wait_condition(lambda: aborted() or any(task.done() for task in running.values()))
         if aborted():
-            _cancel(running)
+            _cancel(list(running.values()))
             raise Aborted()
-        for task in [task for task in running if task.done()]:
-            running.remove(task)
-            failed.update(task.result())
-        if len(failed) > budget_left:  # the fleet is failing: no point checking the rest
-            _cancel(running)
+        for index, task in [(index, task) for index, task in running.items() if task.done()]:
+            del running[index]
+            failed_by_chunk[index] = task.result()
+        if sum(map(len, failed_by_chunk.values())) > budget_left:  # the fleet is failing: stop checking
+            _cancel(list(running.values()))
             break
-    order = {site.name: index for index, site in enumerate(sites)}
-    return dict(sorted(failed.items(), key=lambda item: order[item[0]]))
+    # In fleet order: chunk by chunk, each chunk's failures as its activity listed them (in fleet order).
+    return {name: why for index in sorted(failed_by_chunk) for name, why in failed_by_chunk[index].items()}
+
+
+async def _names(input: TargetRolloutInput, sites: BatchSites) -> list[str]:
+    if isinstance(sites, list):
+        return [site.name for site in sites]
+    return await workflow.execute_activity_method(
+        GitOpsActivities.read_fleet_names,
+        args=[input.gitops_repo, input.gitops_branch, sites],
+        start_to_close_timeout=GIT_TIMEOUT,
+        retry_policy=GIT_RETRY,
+    )
 
 
 async def restore_sites(input: TargetRolloutInput, number: int, failed: list[str]) -> str | None:

@@ -40,11 +40,12 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from aicd import fleet
-    from aicd.fleet import FleetTally, Site
+    from aicd.fleet import FleetFile, FleetTally, Site
     from aicd.messages import EDGE_FLEET_WORKFLOW, SYSTEM_ACTOR, TargetStatus
     from aicd.steps import StepKind
     from aicd.workflows.common import cause_of
     from aicd.workflows.edge_batch import (
+        BatchSites,
         FleetStop,
         batch_step,
         check_batch,
@@ -52,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         fleet_of,
         read_fleet,
         restore_sites,
+        site_count,
     )
     from aicd.workflows.rollout_control import (
         Aborted,
@@ -68,10 +70,11 @@ CONTINUE_AS_NEW_EVENTS = 4_000
 
 @dataclass
 class FleetProgress:
-    """Everything a run hands to the next one when it continues as new. The fleet travels as plain names
-    (and the few health URLs): decoding 10,000 dataclasses would take the workflow task seconds."""
+    """Everything a run hands to the next one when it continues as new. A fleet file travels as its commit and
+    size (`fleet`: the activities read its sites from Git); an inline fleet as plain names (and the few
+    health URLs): decoding 10,000 dataclasses would take the workflow task seconds."""
 
-    names: list[str]
+    names: list[str]  # empty for a fleet file read by reference (`fleet`)
     health: dict[str, str]  # site -> health URL, only for sites that list one
     ends: list[int]  # cumulative end of each batch (aicd.fleet.batch_ends)
     budget: int  # failed sites tolerated in the whole fleet
@@ -85,6 +88,7 @@ class FleetProgress:
     abort_reason: str = ""
     next_actor: str = SYSTEM_ACTOR
     run: int = 1
+    fleet: FleetFile | None = None  # the fleet file, whose sites the activities read from Git
 
 
 @dataclass
@@ -146,17 +150,21 @@ class EdgeFleetWorkflow(RolloutControl):
         self.status.state = "progressing"
         self.status.message = "reading the fleet"
         sites = await read_fleet(self.input)
+        total = sites.total if isinstance(sites, FleetFile) else len(sites)
         try:
             settings = fleet_of(self.input)
-            ends = fleet.batch_ends(len(sites), settings.batches)
-            budget = fleet.failure_budget(len(sites), settings.max_failures)
+            ends = fleet.batch_ends(total, settings.batches)
+            budget = fleet.failure_budget(total, settings.max_failures)
         except fleet.FleetError as error:
             raise FleetStop(str(error)) from error
-        tally = FleetTally(total=len(sites))
-        self.status.sites_total = len(sites)
-        self.status.message = f"{len(sites)} sites in {len(ends)} batches; up to {budget} may fail"
-        health = {site.name: site.health for site in sites if site.health}
-        progress = FleetProgress([site.name for site in sites], health, ends, budget, tally, self.status)
+        tally = FleetTally(total=total)
+        self.status.sites_total = total
+        self.status.message = f"{total} sites in {len(ends)} batches; up to {budget} may fail"
+        if isinstance(sites, FleetFile):
+            progress = FleetProgress([], {}, ends, budget, tally, self.status, fleet=sites)
+        else:
+            health = {site.name: site.health for site in sites if site.health}
+            progress = FleetProgress([site.name for site in sites], health, ends, budget, tally, self.status)
         self._summarise(progress)
         await self._report()
         return progress
@@ -180,17 +188,20 @@ class EdgeFleetWorkflow(RolloutControl):
 
     async def _batch(self, index: int) -> None:
         progress = self.progress
-        start = progress.ends[index - 1] if index else 0
-        sites = [
-            Site(name, progress.health.get(name, "")) for name in progress.names[start : progress.ends[index]]
-        ]
+        start, end = (progress.ends[index - 1] if index else 0), progress.ends[index]
+        sites: BatchSites = (
+            progress.fleet.slice(start, end)
+            if progress.fleet is not None
+            else [Site(name, progress.health.get(name, "")) for name in progress.names[start:end]]
+        )
+        count = site_count(sites)
         number, of = index + 1, len(progress.ends)
         await self._wait_unpaused()
-        progress.tally.updating = len(sites)
+        progress.tally.updating = count
         self.status.state = "progressing"
         self.status.step_index = -1
         self.status.step_kind = f"batch-{number}"
-        self.status.message = f"batch {number}/{of}: {len(sites)} sites"
+        self.status.message = f"batch {number}/{of}: {count} sites"
         self._summarise(progress)
         actor, self.next_actor = self.next_actor, SYSTEM_ACTOR
         try:
@@ -203,7 +214,7 @@ class EdgeFleetWorkflow(RolloutControl):
         self._add_commit(sha)
         if self.aborted:
             raise Aborted()
-        self.status.message = f"batch {number}/{of}: {len(sites)} sites committed, checking their health"
+        self.status.message = f"batch {number}/{of}: {count} sites committed, checking their health"
         await self._report()  # health checks of Argo CD sites can take minutes: show the batch started
         budget_left = progress.budget - len(progress.tally.failed)
         failed = await check_batch(self.input, number, sites, sha, budget_left, lambda: self.aborted)
@@ -222,7 +233,7 @@ class EdgeFleetWorkflow(RolloutControl):
             if restored is not None:
                 self.base = restored
                 self._add_commit(restored)
-        self.status.message = f"batch {number}/{of} done: {len(sites) - len(failed)} sites updated" + (
+        self.status.message = f"batch {number}/{of} done: {count - len(failed)} sites updated" + (
             f", {len(failed)} failed and restored: {fleet.describe_sites(list(failed))}" if failed else ""
         )
         await self._report()

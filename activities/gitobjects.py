@@ -1,0 +1,221 @@
+"""A GitOps clone's history and commits, read and written in process (libgit2 through pygit2).
+
+The writer checks ownership and commits every step of a batch here, so a step costs no git process: the
+checks walk the commits since a step's base (or the delivery's window) in memory, and a step's commit is
+built from the index entries of the files its `apply` wrote. Fetch and push stay on the git CLI, so
+credentials, transports and hooks of the remote are the ones git is configured with.
+
+What a check reads is what `git log --name-only --no-renames --diff-merges=first-parent` says: newest
+first, each commit's files as changed against its first parent, its aicd trailers as git parses them
+(libgit2 implements git's trailer rules).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pygit2
+from pygit2.enums import SortMode
+
+from aicd.trailers import CommitTrailers, parse_trailers
+
+
+@dataclass
+class LoggedCommit:
+    sha: str
+    author: str
+    subject: str
+    trailers: CommitTrailers | None
+    files: list[str]
+
+    def describe_writer(self) -> str:
+        if self.trailers is None:
+            return f'changed since by commit {self.sha[:7]} of {self.author} ("{self.subject}"), not by aicd'
+        writer = self.trailers.delivery_id or self.trailers.delivery
+        return f"written since by {writer} (step {self.trailers.step})"
+
+
+class NotAnAncestor(Exception):
+    """The base of a range is not in the history of its head (the branch was rewritten, or it is unknown)."""
+
+
+def open_objects(git_dir: str | os.PathLike[str]) -> pygit2.Repository:
+    return pygit2.Repository(os.fspath(git_dir))
+
+
+def first_parent(objects: pygit2.Repository, sha: str) -> str | None:
+    """The first parent of a commit (`sha^`); None for a root commit."""
+    commit = objects[pygit2.Oid(hex=sha)].peel(pygit2.Commit)
+    return str(commit.parent_ids[0]) if commit.parent_ids else None
+
+
+def head_of(objects: pygit2.Repository) -> str | None:
+    """The commit HEAD points at; None on an unborn branch."""
+    return None if objects.head_is_unborn else str(objects.head.target)
+
+
+def resolve(objects: pygit2.Repository, ref: str) -> str | None:
+    """The commit a ref (`HEAD`, `origin/main`, `refs/...`) points at; None when there is no such ref."""
+    if ref == "HEAD":
+        return head_of(objects)
+    try:
+        return str(objects.revparse_single(ref).peel(pygit2.Commit).id)
+    except (KeyError, ValueError, pygit2.GitError):
+        return None
+
+
+class SymbolicLink(Exception):
+    """A path that is a symbolic link in the commit read: aicd reads and writes only regular files."""
+
+
+def read_at(objects: pygit2.Repository, revision: str, path: str) -> bytes | None:
+    """The content of the file at `path` in `revision` (a SHA, a ref, `<sha>^`); None when there is no such
+    revision (the parent of a root commit) or no such file. A symbolic link raises SymbolicLink. Trees are
+    cached by libgit2, so reading thousands of paths of one commit walks each directory once."""
+    try:
+        entry = objects.revparse_single(revision).peel(pygit2.Commit).tree[path]
+    except (KeyError, ValueError, pygit2.GitError):
+        return None
+    if entry.filemode == pygit2.enums.FileMode.LINK:
+        raise SymbolicLink(path)
+    if entry.type != pygit2.enums.ObjectType.BLOB:
+        return None
+    return bytes(objects[entry.id].read_raw())
+
+
+def history(
+    objects: pygit2.Repository,
+    head: str | None,
+    *,
+    after: str | None = None,
+    since: datetime | None = None,
+    containing: tuple[str, ...] = (),
+    limit: int | None = None,
+) -> list[LoggedCommit]:
+    """The commits of `head` (newest first): only those not in `after`'s history (`after..head`), only
+    those committed since `since` (the walk stops at the first older one, as git's --since does), only
+    those whose message holds every string of `containing`; at most `limit` of them. `after` must be in
+    `head`'s history (NotAnAncestor)."""
+    if head is None:
+        return []
+    walker = objects.walk(pygit2.Oid(hex=head), SortMode.TIME)
+    if after is not None:
+        try:
+            if after != head and not objects.descendant_of(pygit2.Oid(hex=head), pygit2.Oid(hex=after)):
+                raise NotAnAncestor(after)
+        except (KeyError, ValueError, pygit2.GitError):
+            raise NotAnAncestor(after) from None
+        walker.hide(pygit2.Oid(hex=after))
+    found: list[LoggedCommit] = []
+    for commit in _walk(walker, since):
+        message = commit.message
+        if all(text in message for text in containing):
+            found.append(logged(commit, message))
+            if limit is not None and len(found) >= limit:
+                break
+    return found
+
+
+def _walk(walker: pygit2.Walker, since: datetime | None) -> Iterator[pygit2.Commit]:
+    floor = since.timestamp() if since is not None else None
+    for commit in walker:
+        if floor is not None and commit.commit_time < floor:
+            return
+        yield commit
+
+
+def logged(commit: pygit2.Commit, message: str | None = None) -> LoggedCommit:
+    message = commit.message if message is None else message
+    trailers = "\n".join(f"{key}: {value}" for key, value in commit.message_trailers.items())
+    return LoggedCommit(
+        str(commit.id),
+        f"{commit.author.name} <{commit.author.email}>",
+        " ".join(message.split("\n\n", 1)[0].split()),
+        parse_trailers(trailers),
+        changed_files(commit),
+    )
+
+
+def changed_files(commit: pygit2.Commit) -> list[str]:
+    """The paths a commit changed against its first parent (everything it holds, for a root commit)."""
+    if commit.parents:
+        diff = commit.parents[0].tree.diff_to_tree(commit.tree)
+    else:
+        diff = commit.tree.diff_to_tree(swap=True)
+    return [delta.new_file.path for delta in diff.deltas]
+
+
+def commit_paths(objects: pygit2.Repository, paths: list[str], message: str) -> str:
+    """Commit the work tree's `paths` (written or deleted; nothing else differs from HEAD) on top of HEAD, as
+    `git commit --all --allow-empty -m message` does with the clone's configured identity (its hooks aside:
+    see the caller), and keep the index in step for the git CLI. The new tree is HEAD's with only the
+    directories on the way to `paths` rebuilt: the cost follows the change, not the repository (libgit2's
+    own index-to-tree writes every tree of the repository). Returns the new commit's SHA."""
+    index = objects.index
+    index.read(force=False)
+    root = Path(objects.workdir)
+    changes: dict[str, Any] = {}
+    for path in paths:
+        *directories, name = path.split("/")
+        level = changes
+        for directory in directories:
+            level = level.setdefault(directory, {})
+        if os.path.lexists(root / path):
+            index.add(path)
+            level[name] = index[path]
+        else:
+            if path in index:
+                index.remove(path)
+            level[name] = None
+    index.write()
+    head = None if objects.head_is_unborn else objects[objects.head.target].peel(pygit2.Commit)
+    tree = _rebuilt(objects, head.tree if head is not None else None, changes)
+    if tree is None:
+        tree = objects.TreeBuilder().write()
+    identity = objects.default_signature
+    parents = [head.id] if head is not None else []
+    return str(objects.create_commit("HEAD", identity, identity, clean_message(message), tree, parents))
+
+
+def _rebuilt(
+    objects: pygit2.Repository, tree: pygit2.Tree | None, changes: dict[str, Any]
+) -> pygit2.Oid | None:
+    """`tree` with `changes` (name -> index entry, None to delete, or a dict of changes below a directory);
+    None when nothing is left in it."""
+    builder = objects.TreeBuilder(tree) if tree is not None else objects.TreeBuilder()
+    for name, change in changes.items():
+        existing = builder.get(name)
+        if isinstance(change, dict):
+            below = (
+                objects[existing.id].peel(pygit2.Tree)
+                if existing is not None and existing.type_str == "tree"
+                else None
+            )
+            rebuilt = _rebuilt(objects, below, change)
+            if rebuilt is not None:
+                builder.insert(name, rebuilt, pygit2.enums.FileMode.TREE)
+            elif existing is not None:
+                builder.remove(name)
+        elif change is not None:
+            builder.insert(name, change.id, change.mode)
+        elif existing is not None:
+            builder.remove(name)
+    return builder.write() if len(builder) else None
+
+
+def clean_message(message: str) -> str:
+    """The message as `git commit -m` stores it (its default "whitespace" cleanup): trailing spaces cut,
+    runs of blank lines made one, no blank lines at either end, one final newline."""
+    lines: list[str] = []
+    for line in message.splitlines():
+        line = line.rstrip()
+        if line or (lines and lines[-1]):
+            lines.append(line)
+    while lines and not lines[-1]:
+        lines.pop()
+    return "\n".join(lines) + "\n" if lines else ""
