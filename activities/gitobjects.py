@@ -103,7 +103,9 @@ def history(
     `head`'s history (NotAnAncestor)."""
     if head is None:
         return []
-    walker = objects.walk(pygit2.Oid(hex=head), SortMode.TIME)
+    # Topological first: commits made in the same second tie on time, and a child must never follow its
+    # parent (the delivery's oldest commit is the last one found).
+    walker = objects.walk(pygit2.Oid(hex=head), SortMode.TOPOLOGICAL | SortMode.TIME)
     if after is not None:
         try:
             if after != head and not objects.descendant_of(pygit2.Oid(hex=head), pygit2.Oid(hex=after)):

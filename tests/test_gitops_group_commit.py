@@ -4,6 +4,7 @@ by its own checks or its fence is dropped without holding back or spoiling the o
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from aicd.activities.gitobjects import clean_message
+from aicd.activities.gitobjects import clean_message, first_parent, head_of, history, open_objects
 from aicd.activities.gitops import CommitRequest, FileEdit, GitOpsActivities, WriteFence, _WriteRequest
 from aicd.errors import ErrorType
 from aicd.testing.engine import commits, git, make_repo, show
@@ -210,3 +211,26 @@ def test_a_step_commit_is_made_as_git_would_make_it(tmp_path: Path) -> None:
     assert git("--git-dir", gitops, "show", "--format=", "--name-status", "main") == "A\tfresh.yaml"
     clone = writer._clone(gitops, "main").path
     assert git("status", "--porcelain", cwd=clone) == ""
+
+
+def test_history_lists_children_before_parents_when_commits_share_a_second(tmp_path: Path) -> None:
+    """In-process commits land many to a second; a walk by time alone may then put a parent first, and a
+    rollback that takes the delivery's oldest commit from the end of the list restores the wrong content."""
+    work = tmp_path / "work"
+    git("init", "-q", "-b", "main", str(work))
+    same_second = "2026-01-01T00:00:00+00:00"
+    env = {**os.environ, "GIT_COMMITTER_DATE": same_second, "GIT_AUTHOR_DATE": same_second}
+    for index in range(12):
+        (work / "v.yaml").write_text(f"a: {index}\n")
+        for argv in (
+            ["add", "v.yaml"],
+            ["-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qm", f"c{index}"],
+        ):
+            subprocess.run(["git", *argv], cwd=work, check=True, env=env)
+    objects = open_objects(work / ".git")
+    listed = history(objects, head_of(objects))
+    parents = {commit.sha: first_parent(objects, commit.sha) for commit in listed}
+    position = {commit.sha: index for index, commit in enumerate(listed)}
+    assert all(position[parent] > position[sha] for sha, parent in parents.items() if parent), [
+        c.subject for c in listed
+    ]
