@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import httpx
 import psutil
@@ -359,25 +359,44 @@ def test_start_service_logs_under_the_state_dir_and_stops_the_whole_group(state_
 
 
 def test_embedded_dashboard_serves_on_the_socket_bound_for_it_never_on_a_port_someone_else_holds(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The stack binds the dashboard's port itself and hands the socket over: a server that already holds
-    8090 and answers /healthz is never taken for the dashboard (a free-then-bind check raced with it)."""
-    from aicd.dashboard.embedded import DEFAULT_PORT, TOKENS_FILE, ensure_token, start_dashboard
+    """The stack binds the dashboard's port itself and hands the socket over: another process that tries to
+    take the port while the dashboard starts (the race a free-then-bind check lost) cannot, and a server
+    already on 8090 is never taken for the dashboard."""
+    from aicd.dashboard import embedded
 
-    ensure_token(tmp_path / TOKENS_FILE, "ada")
+    embedded.ensure_token(tmp_path / embedded.TOKENS_FILE, "ada")
+    racers: list[socket.socket] = []
+    raced: list[bool] = []
 
+    def start_service_while_someone_grabs_the_port(
+        name: str, argv: list[str], *args: Any, **kwargs: Any
+    ) -> Any:
+        racer = socket.socket()
+        racers.append(racer)
+        try:
+            racer.bind(("127.0.0.1", int(argv[argv.index("--port") + 1])))
+            racer.listen()
+            raced.append(True)
+        except OSError:
+            raced.append(False)
+        return start_service(name, argv, *args, **kwargs)
+
+    monkeypatch.setattr(embedded, "start_service", start_service_while_someone_grabs_the_port)
     impostor = socket.socket()
-    try:
-        impostor.bind(("127.0.0.1", DEFAULT_PORT))
+    racers.append(impostor)
+    with contextlib.suppress(OSError):  # someone else may hold it already: the dashboard must not be them
+        impostor.bind(("127.0.0.1", embedded.DEFAULT_PORT))
         impostor.listen()
-    except OSError:
-        pass  # someone else holds it already: the dashboard must not be them either
     try:
-        process, url = start_dashboard(tmp_path, "127.0.0.1:1", "default")
+        process, url = embedded.start_dashboard(tmp_path, "127.0.0.1:1", "default")
         try:
             port = int(url.rsplit(":", 1)[1])
-            assert port != DEFAULT_PORT
+            assert port != embedded.DEFAULT_PORT
+            assert raced == [False], (
+                "another process could take the port between the check and the child's bind"
+            )
             listening = {
                 c.laddr.port for c in psutil.Process(process.pid).net_connections() if c.status == "LISTEN"
             }
@@ -388,4 +407,5 @@ def test_embedded_dashboard_serves_on_the_socket_bound_for_it_never_on_a_port_so
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{url}/healthz", timeout=2, trust_env=False)
     finally:
-        impostor.close()
+        for racer in racers:
+            racer.close()
