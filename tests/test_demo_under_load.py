@@ -1,7 +1,7 @@
 """`aicd demo` on a busy laptop: with both cores kept busy by two busy-loop processes the demo still exits 0
-when the releases behave (timeouts are retried and reported as load, never as a failure), and it fails,
-naming the target and what it served, when a release serves another version than Git says. Real Temporal,
-Git, Prometheus and processes, as in tests/test_demo.py (slow: two demo runs under load)."""
+when the releases behave (timeouts are retried and reported as load, never as a failure). Real Temporal, Git,
+Prometheus and processes, as in tests/test_demo.py (slow: a whole demo under load). That the final check
+fails a release serving another version than Git says is proven in tests/test_demo.py."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from aicd.cli.demo_view import traffic_lines
-from aicd.dev.demo import GOOD, DemoOptions, Release, Traffic, run_demo
+from aicd.dev.demo import Release, Traffic
 from aicd.dev.demo_app import ConfigError, parse_config
 from tests.conftest import REPO_ROOT, aicd_env
 
@@ -62,39 +62,6 @@ def test_demo_exits_0_under_load_when_the_releases_behave(tmp_path: Path) -> Non
     assert re.search(r"^dashboard\s+http://127\.0\.0\.1:\d+/?$", out, re.M), out[-4000:]
     assert re.search(r"^Prometheus\s+http://\S+g0\.range_input=15m$", out, re.M), out[-4000:]
     assert "`aicd demo --keep` keeps it up" in out
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(900)
-def test_demo_fails_when_a_target_serves_another_version_than_git_says(tmp_path: Path) -> None:
-    # A build that answers as "c0ffee0" whatever its tag: every delivery step passes (healthy, no errors),
-    # so only the demo's own final check can see that the targets do not serve what Git says.
-    mislabelled = Release(
-        "1.1",
-        GOOD.branch,
-        "a good release whose build answers as another version",
-        0.0,
-        claims_version="c0ffee0",
-    )
-    options = DemoOptions(
-        state_dir=tmp_path / "state",
-        auto_approve=True,
-        ui=False,
-        temporal_port=0,
-        load_rate=10.0,
-        releases=(mislabelled,),
-    )
-    with both_cores_busy():
-        report = run_demo(options)
-    (outcome,) = report.outcomes
-    assert outcome.status.phase == "succeeded" and outcome.as_expected, outcome.problems
-    assert not report.ok
-    tag = outcome.revision[:7]
-    for target in ("staging", "prod-a", "prod-b"):
-        assert any(
-            re.fullmatch(rf"{target} serves c0ffee0 \(\d+/\d+ answers\); Git says {tag}", problem)
-            for problem in report.problems
-        ), report.problems
 
 
 # --- fast checks ----------------------------------------------------------------------------------------------
