@@ -157,6 +157,9 @@ class CommitResult:
     already_done: bool = False
     push_retries: int = 0
     left: dict[str, str] = field(default_factory=dict)  # path -> why a rollback left it as it is
+    # This very call's push put the commit on the branch (a push that was not forced succeeded with it): no
+    # one needs to ask the remote whether it landed. False when found by its trailer or not pushed here.
+    pushed: bool = False
 
 
 def _owner(delivery: str, delivery_id: str, started: str) -> DeliveryRef:
@@ -395,6 +398,9 @@ class GitOpsClone:
                         if pushing:
                             repo.git.push("origin", f"HEAD:refs/heads/{self.branch}", "--quiet")
                             _in_sync_clones.add(str(self.path))
+                            for request in pushing:
+                                for result in request.results or []:
+                                    result.pushed = bool(result.sha) and not result.already_done
                         for request in staged:
                             for result in request.results or []:
                                 result.push_retries = retries

@@ -17,6 +17,10 @@ class GitDriver:
     name: ClassVar[str] = "git"
 
     async def sync(self, request: SyncRequest, heartbeat: Callable[..., None]) -> SyncResult:
+        if request.pushed:  # the step's own push just landed it; the branch is never force-pushed
+            return SyncResult(
+                request.target, request.revision, healthy=True, message="commit landed (pushed)"
+            )
         landed = await asyncio.to_thread(
             _on_branch, request.gitops_repo, request.gitops_branch, request.revision
         )
