@@ -293,8 +293,9 @@ class GitOpsClone:
 
     def refresh(self, repo: git.Repo) -> bool:
         """Reset the clone to the remote branch; False when the branch does not exist yet."""
-        repo.git.fetch("origin", "--prune", "--quiet")
         git_dir = Path(repo.git_dir)
+        if not self._remote_unchanged(git_dir):
+            repo.git.fetch("origin", "--prune", "--quiet")
         remote = read_ref(git_dir, f"refs/remotes/{self.remote_ref}")
         if remote is None:
             repo.git.checkout("--orphan", f"aicd-{self.branch}") if not repo.head.is_valid() else None
@@ -307,6 +308,15 @@ class GitOpsClone:
                 repo.git.clean("-fdq")
         _in_sync_clones.add(str(self.path))
         return True
+
+    def _remote_unchanged(self, git_dir: Path) -> bool:
+        """The clone's copy of the remote branch is the remote branch now: nothing to fetch. Known only for a
+        remote on this machine, whose ref is a file read (a network remote is asked by the fetch itself)."""
+        remote = local_git_dir(self.url)
+        if remote is None:
+            return False
+        known = read_ref(git_dir, f"refs/remotes/{self.remote_ref}")
+        return known is not None and known == read_ref(remote, f"refs/heads/{self.branch}")
 
     def discard_local_work(self, repo: git.Repo) -> None:
         """Back to the remote branch after a refused or failed step: nothing half-written stays in the clone."""
@@ -1032,6 +1042,15 @@ def _runs_commit_hooks(repo: git.Repo) -> bool:
         hooks = Path(repo.working_tree_dir or ".") / repo.git.rev_parse("--git-path", "hooks")
         _commit_hooks[key] = any(os.access(hooks / name, os.X_OK) for name in COMMIT_HOOKS)
     return _commit_hooks[key]
+
+
+def local_git_dir(url: str) -> Path | None:
+    """The git directory of a remote that is a repository on this machine (a path or file:// URL)."""
+    path = Path(url.removeprefix("file://"))
+    for git_dir in (path, path / ".git"):
+        if (git_dir / "HEAD").is_file() and (git_dir / "objects").is_dir():
+            return git_dir
+    return None
 
 
 def read_ref(git_dir: Path, ref: str) -> str | None:

@@ -278,3 +278,26 @@ def test_history_lists_children_before_parents_when_commits_share_a_second(tmp_p
     assert all(position[parent] > position[sha] for sha, parent in parents.items() if parent), [
         c.subject for c in listed
     ]
+
+
+def test_a_read_fetches_only_when_the_branch_has_moved(tmp_path: Path) -> None:
+    """Gate reads (policies, calendars) see the branch as it is now; a clone whose copy of a local remote's
+    branch is the branch is read without a fetch."""
+    gitops, _ = make_repo(tmp_path, "gitops", {"policies/a.rego": "one\n"})
+    reader = GitOpsActivities(tmp_path / "state")
+    fetch_head = reader._clone(gitops, "main").path / ".git" / "FETCH_HEAD"
+
+    def read() -> tuple[dict[str, str], int | None]:
+        files = reader.files_under(gitops, "main", ["policies/"], ".rego")
+        return files, fetch_head.stat().st_mtime_ns if fetch_head.exists() else None
+
+    first, fetched = read()
+    assert first == {"policies/a.rego": "one\n"}
+    assert read() == (first, fetched)  # nothing moved: no fetch
+    human = tmp_path / "human"
+    git("clone", "-q", gitops, str(human))
+    (human / "policies" / "a.rego").write_text("two\n")
+    git("-c", "user.name=h", "-c", "user.email=h@x", "commit", "-qam", "tighten", cwd=human)
+    git("push", "-q", "origin", "HEAD:main", cwd=human)
+    later, fetched_later = read()
+    assert later == {"policies/a.rego": "two\n"} and fetched_later != fetched

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from pathlib import Path
 from typing import ClassVar
 
 import git
 
 from aicd.activities.drivers.base import SyncFailed, SyncRequest, SyncResult
+from aicd.activities.gitops import local_git_dir
 
 
 class GitDriver:
@@ -37,8 +37,8 @@ def _on_branch(repo: str, branch: str, revision: str) -> bool:
     head = output.split()[0] if output else ""
     if head == revision:
         return True
-    local = Path(repo.removeprefix("file://"))
-    if not local.exists():
+    local = local_git_dir(repo)
+    if local is None:
         # A remote we only push to fast-forward: our successful push put it there and nobody force-pushes.
         return bool(head)
     status, _out, _err = git.Git().execute(
