@@ -2,7 +2,9 @@
 re-applying the step on the fresh branch (never a force-push), rollback restored from Git itself.
 
 Git never says something false about what runs, whatever the order of releases, pauses, aborts and human
-commits. Every write checks, under the clone lock and after a fresh fetch, right before it commits:
+commits. Every write checks, under the clone lock and on the branch as it is (fetched, unless a remote on this
+machine shows the clone already has it; or as this process last pushed it, see `_known_in_sync`), right
+before it commits:
 - where it writes: a real file inside the clone, never through a symbolic link (file, directory, dangling);
 - who owns the file (aicd.trailers): a delivery never writes over a newer delivery of its app (Superseded),
   nor over a human's commit made since its own last write (HumanEdit, until a human resumes), nor after a
