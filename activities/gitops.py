@@ -2,7 +2,9 @@
 re-applying the step on the fresh branch (never a force-push), rollback restored from Git itself.
 
 Git never says something false about what runs, whatever the order of releases, pauses, aborts and human
-commits. Every write checks, under the clone lock and after a fresh fetch, right before it commits:
+commits. Every write checks, under the clone lock and on the branch as it is (fetched, unless a remote on this
+machine shows the clone already has it; or as this process last pushed it, see `_known_in_sync`), right
+before it commits:
 - where it writes: a real file inside the clone, never through a symbolic link (file, directory, dangling);
 - who owns the file (aicd.trailers): a delivery never writes over a newer delivery of its app (Superseded),
   nor over a human's commit made since its own last write (HumanEdit, until a human resumes), nor after a
@@ -157,6 +159,9 @@ class CommitResult:
     already_done: bool = False
     push_retries: int = 0
     left: dict[str, str] = field(default_factory=dict)  # path -> why a rollback left it as it is
+    # This very call's push put the commit on the branch (a push that was not forced succeeded with it): no
+    # one needs to ask the remote whether it landed. False when found by its trailer or not pushed here.
+    pushed: bool = False
 
 
 def _owner(delivery: str, delivery_id: str, started: str) -> DeliveryRef:
@@ -290,8 +295,9 @@ class GitOpsClone:
 
     def refresh(self, repo: git.Repo) -> bool:
         """Reset the clone to the remote branch; False when the branch does not exist yet."""
-        repo.git.fetch("origin", "--prune", "--quiet")
         git_dir = Path(repo.git_dir)
+        if not self._remote_unchanged(git_dir):
+            repo.git.fetch("origin", "--prune", "--quiet")
         remote = read_ref(git_dir, f"refs/remotes/{self.remote_ref}")
         if remote is None:
             repo.git.checkout("--orphan", f"aicd-{self.branch}") if not repo.head.is_valid() else None
@@ -304,6 +310,15 @@ class GitOpsClone:
                 repo.git.clean("-fdq")
         _in_sync_clones.add(str(self.path))
         return True
+
+    def _remote_unchanged(self, git_dir: Path) -> bool:
+        """The clone's copy of the remote branch is the remote branch now: nothing to fetch. Known only for a
+        remote on this machine, whose ref is a file read (a network remote is asked by the fetch itself)."""
+        remote = local_git_dir(self.url)
+        if remote is None:
+            return False
+        known = read_ref(git_dir, f"refs/remotes/{self.remote_ref}")
+        return known is not None and known == read_ref(remote, f"refs/heads/{self.branch}")
 
     def discard_local_work(self, repo: git.Repo) -> None:
         """Back to the remote branch after a refused or failed step: nothing half-written stays in the clone."""
@@ -395,6 +410,9 @@ class GitOpsClone:
                         if pushing:
                             repo.git.push("origin", f"HEAD:refs/heads/{self.branch}", "--quiet")
                             _in_sync_clones.add(str(self.path))
+                            for request in pushing:
+                                for result in request.results or []:
+                                    result.pushed = bool(result.sha) and not result.already_done
                         for request in staged:
                             for result in request.results or []:
                                 result.push_retries = retries
@@ -1026,6 +1044,15 @@ def _runs_commit_hooks(repo: git.Repo) -> bool:
         hooks = Path(repo.working_tree_dir or ".") / repo.git.rev_parse("--git-path", "hooks")
         _commit_hooks[key] = any(os.access(hooks / name, os.X_OK) for name in COMMIT_HOOKS)
     return _commit_hooks[key]
+
+
+def local_git_dir(url: str) -> Path | None:
+    """The git directory of a remote that is a repository on this machine (a path or file:// URL)."""
+    path = Path(url.removeprefix("file://"))
+    for git_dir in (path, path / ".git"):
+        if (git_dir / "HEAD").is_file() and (git_dir / "objects").is_dir():
+            return git_dir
+    return None
 
 
 def read_ref(git_dir: Path, ref: str) -> str | None:

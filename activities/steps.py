@@ -34,5 +34,7 @@ class StepActivities:
     async def apply_step(self, request: StepRequest) -> StepResult:
         commit = await self.gitops.commit(request.commit)
         assert commit.sha is not None, "a step always commits (empty commits included)"
-        synced = await sync_target(dataclasses.replace(request.sync, revision=commit.sha))
+        synced = await sync_target(
+            dataclasses.replace(request.sync, revision=commit.sha, pushed=commit.pushed)
+        )
         return StepResult(commit, synced)

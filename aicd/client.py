@@ -3,6 +3,7 @@ status, list. Shared by the CLI, the gateway and the demo."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -22,13 +23,16 @@ from aicd import plan as plans
 from aicd import search
 from aicd.messages import (
     DELIVERY_WORKFLOW,
+    FINAL_TARGET_STATES,
     FREEZE_BOARD_ID,
     FREEZES_MEMO,
     DeliveryInput,
     DeliveryResult,
     DeliveryStatus,
     HumanAction,
+    TargetStatus,
     Trigger,
+    rollout_workflow_id,
 )
 from aicd.plan import DeliveryPlan
 from aicd.source import is_full_sha
@@ -220,9 +224,32 @@ async def list_freezes(client: Client) -> list[dict[str, str]]:
 async def get_status(client: Client, delivery_id: str) -> DeliveryStatus:
     try:
         status = await handle_for(client, delivery_id).query(_workflow().status_query)
-        return status.in_delivery_order()
     except RPCError as error:
         raise ActionRefused(_rpc_reason(delivery_id, error)) from None
+    if not status.terminal:
+        await _live_targets(client, status)
+    return status.in_delivery_order()
+
+
+async def _live_targets(client: Client, status: DeliveryStatus) -> None:
+    """The targets still rolling out, as their rollout children stand now: a child reports to the delivery only
+    when it starts waiting and when it ends (workflows.rollout_control.PROGRESS_IN_RESULT), so the steps in
+    between are read from the child's `current` query. A child that does not answer keeps its last report."""
+    from aicd.workflows.rollout_control import RolloutControl
+
+    running = [t for t in status.targets.values() if t.state not in FINAL_TARGET_STATES]
+
+    async def current(target: TargetStatus) -> None:
+        handle = client.get_workflow_handle(
+            rollout_workflow_id(status.delivery_id, target.stage, target.target)
+        )
+        try:
+            live = await handle.query(RolloutControl.current)
+        except RPCError:
+            return  # not started yet, or gone: the delivery's own record stands
+        status.targets[target.target] = live
+
+    await asyncio.gather(*(current(target) for target in running))
 
 
 async def list_deliveries(

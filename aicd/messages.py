@@ -56,6 +56,10 @@ TargetState = Literal[
     "superseded",
     "rolled-back",
 ]
+# A target in one of these has ended its rollout (the rest are still moving or waiting).
+FINAL_TARGET_STATES: frozenset[TargetState] = frozenset(
+    {"promoted", "failed", "aborted", "superseded", "rolled-back"}
+)
 CommandState = Literal["pending", "running", "succeeded", "failed"]
 VerificationState = Literal["running", "retrying", "passed", "failed"]
 
@@ -74,6 +78,13 @@ SYSTEM_ACTOR = "aicd"
 DELIVERY_WORKFLOW = "DeliveryWorkflow"
 TARGET_ROLLOUT_WORKFLOW = "TargetRolloutWorkflow"
 EDGE_FLEET_WORKFLOW = "EdgeFleetWorkflow"
+
+
+def rollout_workflow_id(delivery_id: str, stage: str, target: str) -> str:
+    """The workflow ID of a delivery's rollout child for one target of one stage."""
+    return f"{delivery_id}--{stage}--{target}"
+
+
 # The organisation's freeze button (`aicd freeze`): one workflow holds the freezes and publishes them in its
 # memo, which the gate activity reads (activities never import workflows; a memo needs no worker to answer).
 FREEZE_BOARD_WORKFLOW = "FreezeBoardWorkflow"

@@ -13,6 +13,8 @@
   and fails a retried verification run, rolled back.
 - `host`: a build, two tests and a provisioning command, then a policy-gated stage: the commands after the
   build and the gate check are sent to the queue of the worker that ran the build (its host queue).
+- `progress`: the `gates` scenario again, its rollouts reporting to the delivery only as they start waiting
+  and handing their final status back in their results (workflows.rollout_control.PROGRESS_IN_RESULT).
 
 Run `python -m tests.record_histories [SCENARIO...]` after a deliberate, versioned change of workflow
 behaviour; the replay test fails whenever workflow code changes in a way that would break running deliveries.
@@ -235,6 +237,7 @@ SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]]
     "governance": record_governance,
     "strategies": record_strategies,
     "host": record_host,
+    "progress": record_gates,
 }
 
 

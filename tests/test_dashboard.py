@@ -33,7 +33,7 @@ from aicd.dashboard.auth import (
     steering_refusal,
 )
 from aicd.dashboard.gitops import GitOpsReader, commit_url, parse_diff, repo_path
-from aicd.dashboard.history import DeliveryDigest, HistoryStore, Look
+from aicd.dashboard.history import DeliveryDigest, HistoryStore, Look, RolloutDigest, StepMark
 from aicd.dashboard.live import Hub
 from aicd.dashboard.settings import load_tokens
 from aicd.dashboard.views import build_view, fleet_grid, metric_chart, status_from_history
@@ -139,6 +139,50 @@ async def test_a_recorded_delivery_draws_its_timeline_with_pauses_actions_and_ro
             assert point.y == pytest.approx(
                 lane.baseline_y - (lane.baseline_y - lane.full_y) * point.weight / 100
             )
+
+
+async def recorded_lanes(scenario: str, with_steps: bool = True) -> dict[str, list[tuple[Any, ...]]]:
+    """Per target of a recorded gates scenario: its timeline lane as (weight, state, step) points, its pauses
+    and its step markers, drawn from the delivery's history and (with_steps) the rollouts' own."""
+    folder = HISTORIES / scenario
+    digest = DeliveryDigest()
+    history = WorkflowHistory.from_json("delivery", (folder / "delivery.json").read_text())
+    await digest.feed(history.events, DataConverter.default)
+    steps: dict[str, list[StepMark]] = {}
+    for target in ("a", "b") if with_steps else ():
+        rollout = RolloutDigest()
+        history = WorkflowHistory.from_json(target, (folder / f"{target}.json").read_text())
+        await rollout.feed(history.events, DataConverter.default)
+        steps[target] = rollout.steps
+    status = status_from_history(digest, "")
+    view = build_view(
+        status, digest, {}, {}, steps=steps, now=datetime.now(UTC), commit_template=None, running=False
+    )
+    assert view.timeline is not None
+    return {
+        lane.target: [
+            [(p.weight, p.state, p.step) for p in lane.points],
+            [pause.kind for pause in lane.pauses],
+            [marker.label for marker in lane.steps],
+            (status.targets[lane.target].state, len(status.targets[lane.target].commits)),
+        ]
+        for lane in view.timeline.lanes
+    }
+
+
+async def test_rollouts_that_report_only_their_waits_draw_the_same_timeline() -> None:
+    """The `progress` recording is the `gates` scenario with rollouts that report to the delivery only as
+    they start waiting and end with their status in their result: its timeline, drawn from the delivery's
+    history and the rollouts' step commits, is the one drawn from the older run's report after every step."""
+    before = await recorded_lanes("gates")
+    after = await recorded_lanes("progress")
+    assert after == before
+    weights = [weight for weight, _state, _step in after["a"][0]]
+    assert weights == [0, 10, 10, 10, 10, 10, 10, 100, 100, 100, 0]
+    assert after["a"][1] == ["paused", "awaiting-resume"]
+    assert after["a"][3] == ("rolled-back", 3)  # its commits came with the rollout's result
+    # Without the rollouts' own histories the steps they did not report are missing.
+    assert (await recorded_lanes("progress", with_steps=False))["a"][2] != after["a"][2]
 
 
 async def test_history_is_read_incrementally_and_agrees_with_a_full_read(

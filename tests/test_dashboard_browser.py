@@ -138,23 +138,28 @@ def payload(attributes: dict[str, Any], key: str) -> Any:
     return json.loads(base64.b64decode(attributes[key]["payloads"][0]["data"]))
 
 
-def reported_weights(events: list[dict[str, Any]]) -> dict[str, list[int]]:
-    """Per target: 0 at its start, then the weight of every reported change (as a chart should draw it)."""
+async def committed_weights(client: Client, events: list[dict[str, Any]]) -> dict[str, list[int]]:
+    """Per target: 0 at its start, then the weight each of its rollout's step commits set, read from the
+    rollout's own history (independently of the dashboard's reader; a rollout reports to the delivery only the
+    steps it waits on): the chart must step through exactly these."""
     weights: dict[str, list[int]] = {}
-    last: dict[str, tuple[Any, ...]] = {}
     for event in events:
-        signal = event.get("workflowExecutionSignaledEventAttributes")
-        if not signal or signal["signalName"] != "target_progress":
+        child = event.get("startChildWorkflowExecutionInitiatedEventAttributes")
+        if not child:
             continue
-        snapshot = payload(signal, "input")
-        key = (snapshot["weight"], snapshot["state"], snapshot["step_index"], snapshot["step_kind"])
-        target = snapshot["target"]
-        if target not in weights:
-            weights[target] = [0]
-        if last.get(target) != key:
-            weights[target].append(snapshot["weight"])
-            last[target] = key
+        target = child["workflowId"].rsplit("--", 1)[1]
+        weights[target] = [0]
+        for step in await history_json(client, child["workflowId"]):
+            scheduled = step.get("activityTaskScheduledEventAttributes")
+            if scheduled and scheduled["activityType"]["name"] == "apply_step":
+                subject = payload(scheduled, "input")["commit"]["subject"]  # "... <target> setWeight 50"
+                words = subject.split()
+                weights[target].append(100 if words[-2] == "promote" else int(words[-1]))
     return weights
+
+
+def changes(values: list[int]) -> list[int]:
+    return [value for index, value in enumerate(values) if index == 0 or value != values[index - 1]]
 
 
 def analysis_looks(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -301,14 +306,13 @@ async def test_dashboard_in_a_browser(
                 "2",
             ]
 
-            events = await history_json(client, good.delivery_id)
-            expected = reported_weights(events)
+            expected = await committed_weights(client, await history_json(client, good.delivery_id))
             assert await alice.locator("g.lane").count() == 3
             for name, weights in expected.items():
                 drawn = await numbers(alice, f'g.lane[data-target="{name}"] circle.point', "data-weight")
-                assert [int(w) for w in drawn] == weights, name
-            steps = expected["web-a"]
-            assert [w for i, w in enumerate(steps) if i == 0 or w != steps[i - 1]] == [0, 50, 100]
+                assert changes([int(w) for w in drawn]) == changes(weights), name
+            assert changes(expected["web-a"]) == [0, 50, 100]
+            assert changes(expected["web-b"]) == [0, 25, 100]
             assert "paused" in await numbers(alice, 'g.lane[data-target="web-a"] circle.point', "data-state")
             pauses = await numbers(alice, 'g.lane[data-target="web-a"] rect.pause', "data-state")
             assert pauses[0] == "paused" and set(pauses) <= {"paused", "awaiting-resume"}

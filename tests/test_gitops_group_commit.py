@@ -4,6 +4,8 @@ by its own checks or its fence is dropped without holding back or spoiling the o
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import subprocess
 import threading
@@ -12,8 +14,17 @@ from pathlib import Path
 import pytest
 from temporalio.exceptions import ApplicationError
 
+from aicd.activities.drivers.base import SyncFailed, SyncRequest, SyncResult
+from aicd.activities.drivers.git import GitDriver
 from aicd.activities.gitobjects import clean_message, first_parent, head_of, history, open_objects
-from aicd.activities.gitops import CommitRequest, FileEdit, GitOpsActivities, WriteFence, _WriteRequest
+from aicd.activities.gitops import (
+    CommitRequest,
+    CommitResult,
+    FileEdit,
+    GitOpsActivities,
+    WriteFence,
+    _WriteRequest,
+)
 from aicd.errors import ErrorType
 from aicd.testing.engine import commits, git, make_repo, show
 
@@ -88,9 +99,12 @@ def test_concurrent_steps_share_pushes_and_keep_one_commit_each(tmp_path: Path) 
     assert sorted(entry["Aicd-Step"] for entry in made) == sorted(f"prod/{app}/0-setWeight" for app in apps)
     assert {outcome.sha for outcome in outcomes.values()} == {entry["sha"] for entry in made}  # type: ignore[attr-defined]
     assert len(pushes.read_text().splitlines()) <= 3  # 8 steps: the first push, then the rest together
-    # Idempotent as before: the same step again is found, not committed twice.
+    # Each step's own push landed it: the git driver need not ask the remote (CommitResult.pushed).
+    assert all(outcome.pushed for outcome in outcomes.values())  # type: ignore[attr-defined]
+    # Idempotent as before: the same step again is found, not committed twice - nor said pushed by this call.
     again = writer._commit(request(gitops, "app0", "0-setWeight"), lambda _: None, WriteFence())
     assert again.already_done and again.sha == outcomes["app0"].sha  # type: ignore[attr-defined]
+    assert not again.pushed
 
 
 def test_a_refused_or_fenced_request_does_not_hold_back_the_others(tmp_path: Path) -> None:
@@ -141,7 +155,37 @@ def test_two_workers_with_their_own_clones_lose_nothing(tmp_path: Path, workers:
         }
     )
     assert all(not isinstance(outcome, Exception) for outcome in outcomes.values()), outcomes
-    assert len([entry for entry in commits(gitops) if "Aicd-Step" in entry]) == len(apps)
+    made = {entry["sha"] for entry in commits(gitops) if "Aicd-Step" in entry}
+    assert len(made) == len(apps)
+    # Pushes rejected and retried: a step said pushed is on the branch, whoever's push got it there.
+    assert {outcome.sha for outcome in outcomes.values() if outcome.pushed} <= made  # type: ignore[attr-defined]
+
+
+def test_the_git_driver_trusts_only_a_push_of_the_same_step(tmp_path: Path) -> None:
+    """A step whose own push landed its commit is synced without asking the remote; anything else (a commit
+    found by its trailer on a retry, a rollback's sync) is looked up on the branch, and a commit that is not
+    on it is never reported synced."""
+    gitops, _ = make_repo(tmp_path, "gitops", {"web.yaml": "canary:\n  weight: 0\n"})
+    writer = GitOpsActivities(tmp_path / "state")
+    first = writer._commit(request(gitops, "web", "0-setWeight"), lambda _: None, WriteFence())
+    again = writer._commit(request(gitops, "web", "0-setWeight"), lambda _: None, WriteFence())
+    assert first.pushed and again.already_done and not again.pushed
+    git("--git-dir", gitops, "branch", "elsewhere", "main")  # keeps the commit, off main
+    git(
+        "--git-dir", gitops, "update-ref", "refs/heads/main", "main~1"
+    )  # the step's commit left main (a human's doing)
+    driver = GitDriver()
+
+    def sync(result: CommitResult) -> SyncResult:
+        assert result.sha is not None
+        target = SyncRequest(
+            "delivery-web", "prod", "web", "git", gitops, "main", result.sha, "prod/web/0-setWeight"
+        )
+        return asyncio.run(driver.sync(dataclasses.replace(target, pushed=result.pushed), lambda *_: None))
+
+    assert sync(first).message == "commit landed (pushed)"  # the step's own activity, right after its push
+    with pytest.raises(SyncFailed, match="is not on main"):
+        sync(again)
 
 
 def test_a_first_attempt_on_a_stale_clone_fetches_the_base_it_does_not_know(
@@ -234,3 +278,26 @@ def test_history_lists_children_before_parents_when_commits_share_a_second(tmp_p
     assert all(position[parent] > position[sha] for sha, parent in parents.items() if parent), [
         c.subject for c in listed
     ]
+
+
+def test_a_read_fetches_only_when_the_branch_has_moved(tmp_path: Path) -> None:
+    """Gate reads (policies, calendars) see the branch as it is now; a clone whose copy of a local remote's
+    branch is the branch is read without a fetch."""
+    gitops, _ = make_repo(tmp_path, "gitops", {"policies/a.rego": "one\n"})
+    reader = GitOpsActivities(tmp_path / "state")
+    fetch_head = reader._clone(gitops, "main").path / ".git" / "FETCH_HEAD"
+
+    def read() -> tuple[dict[str, str], int | None]:
+        files = reader.files_under(gitops, "main", ["policies/"], ".rego")
+        return files, fetch_head.stat().st_mtime_ns if fetch_head.exists() else None
+
+    first, fetched = read()
+    assert first == {"policies/a.rego": "one\n"}
+    assert read() == (first, fetched)  # nothing moved: no fetch
+    human = tmp_path / "human"
+    git("clone", "-q", gitops, str(human))
+    (human / "policies" / "a.rego").write_text("two\n")
+    git("-c", "user.name=h", "-c", "user.email=h@x", "commit", "-qam", "tighten", cwd=human)
+    git("push", "-q", "origin", "HEAD:main", cwd=human)
+    later, fetched_later = read()
+    assert later == {"policies/a.rego": "two\n"} and fetched_later != fetched

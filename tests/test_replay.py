@@ -4,8 +4,10 @@ the same scenarios must replay on the current workflow code without a nondetermi
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHistory
@@ -14,6 +16,7 @@ from temporalio.worker import Replayer
 
 from aicd.testing.engine import temporal_env
 from aicd.workflows import ALL_WORKFLOWS, sandbox_runner
+from aicd.workflows.rollout_control import PROGRESS_IN_RESULT
 from tests.record_histories import HISTORY_DIR, SCENARIOS, record_scenario
 
 __all__ = ["temporal_env"]
@@ -66,3 +69,39 @@ async def test_governance_history_holds_the_gate_commands() -> None:
     text = (HISTORY_DIR / "governance" / "delivery.json").read_text()
     for name in ("check_gates", "override", "audit_append", "send_incident"):
         assert f'"name": "{name}"' in text, name
+
+
+def _events(scenario: str, name: str) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = json.loads((HISTORY_DIR / scenario / f"{name}.json").read_text())["events"]
+    return events
+
+
+def _progress_signals(scenario: str, name: str) -> int:
+    return sum(
+        1
+        for event in _events(scenario, name)
+        if "signalExternalWorkflowExecutionInitiatedEventAttributes" in event
+    )
+
+
+async def test_progress_history_reports_waits_and_ends_with_the_status_in_the_result() -> None:
+    """The `progress` scenario guards PROGRESS_IN_RESULT: the same delivery as `gates`, whose rollouts no longer
+    report after every step; the final status travels in the result."""
+    for name in ("a", "b"):
+        events = _events("progress", name)
+        patches = [
+            base64.b64decode(
+                event["markerRecordedEventAttributes"]["details"]["patch-data"]["payloads"][0]["data"]
+            )
+            for event in events
+            if "markerRecordedEventAttributes" in event
+        ]
+        assert any(PROGRESS_IN_RESULT.encode() in patch for patch in patches), name
+        (completed,) = [e for e in events if "workflowExecutionCompletedEventAttributes" in e]
+        payload = completed["workflowExecutionCompletedEventAttributes"]["result"]["payloads"][0]["data"]
+        result = json.loads(base64.b64decode(payload))
+        assert (
+            result["status"]["state"] == result["outcome"]
+            and result["status"]["commits"] == result["commits"]
+        )
+        assert _progress_signals("progress", name) < _progress_signals("gates", name), name

@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         Phase,
         TargetStatus,
         VerificationStatus,
+        rollout_workflow_id,
     )
     from aicd.plan import CommandPlan, DeliveryPlan, StagePlan
     from aicd.slack_blocks import approval_info, compact_status, describe_progress
@@ -150,6 +151,10 @@ class DeliveryWorkflow:
 
     @workflow.signal(name=TARGET_PROGRESS_SIGNAL)
     def target_progress(self, progress: TargetStatus) -> None:
+        self._take_progress(progress)
+
+    def _take_progress(self, progress: TargetStatus) -> None:
+        """A target's status from its rollout child: a progress signal, or the final status in its result."""
         previous = self.status.targets.get(progress.target)
         edit = progress.human_edit
         if edit and (previous is None or previous.human_edit != edit):
@@ -749,7 +754,7 @@ class DeliveryWorkflow:
             )
             self.status.targets[name] = TargetStatus(target=name, stage=stage.name, kind=target.kind)
             self.started_targets.append((stage.name, name))
-            child_id = f"{self.plan.delivery_id}--{stage.name}--{name}"
+            child_id = rollout_workflow_id(self.plan.delivery_id, stage.name, name)
             handle: workflow.ChildWorkflowHandle[Any, TargetRolloutResult]
             if TARGET_KINDS[target.kind].fleet:  # a fleet of sites: batches, not canary weights
                 handle = await workflow.start_child_workflow(
@@ -793,9 +798,12 @@ class DeliveryWorkflow:
 
     async def _child_result(self, name: str) -> TargetRolloutResult:
         try:
-            return await self.children[name]
+            result = await self.children[name]
         except ChildWorkflowError as error:
             return TargetRolloutResult(name, "failed", f"rollout workflow failed: {cause_of(error)}")
+        if result.status is not None:
+            self._take_progress(result.status)
+        return result
 
     # --- rollback ---------------------------------------------------------------------------------
     def _failure_scope(self, stage: StagePlan, failed: list[TargetRolloutResult]) -> list[tuple[str, str]]:
@@ -1032,8 +1040,8 @@ class DeliveryWorkflow:
         channel = self.plan.slack_channel
         assert channel is not None
         while True:
-            # Target progress arrives by signal from the children; each change of step, state, weight or final
-            # verdict becomes a thread reply.
+            # Target progress arrives from the children (a signal when one starts waiting, the final status
+            # with its result); each change of step, state, weight or final verdict becomes a thread reply.
             await workflow.wait_condition(
                 lambda: (
                     bool(self.slack_outbox)

@@ -21,8 +21,9 @@ Scale: a batch costs a handful of activities whatever its size, and the workflow
 every batch (and mid-walk when its history grows long), carrying the fleet and its progress, so no history
 comes near Temporal's limits with 10,000 sites. The parent reaches every run of it: its `pause`, `resume`
 and `abort` signals go to the workflow ID, and the new run inherits the flags they set. An abort cancels the
-health checks in flight. Progress goes to the parent (`target_progress`) once per batch and on state
-changes, as a summary: counts per state and a capped list of failed sites.
+health checks in flight. Progress goes to the parent (`target_progress`) as each batch's health checks start
+and on state changes (see rollout_control.PROGRESS_IN_RESULT), as a summary: counts per state and a capped
+list of failed sites; the final summary is in the result.
 
 Same input (`TargetRolloutInput`, extended only with what continue-as-new carries) and result
 (`TargetRolloutResult`) as TargetRolloutWorkflow, so the delivery needs no special case.
@@ -125,6 +126,7 @@ class EdgeFleetWorkflow(RolloutControl):
     # --- the fleet --------------------------------------------------------------------------------
     @workflow.run
     async def run(self, input: FleetInput) -> TargetRolloutResult:
+        self._patch_reporting()
         try:
             self.progress = input.progress or await self._start()
         except FleetStop as stop:
@@ -166,7 +168,7 @@ class EdgeFleetWorkflow(RolloutControl):
             health = {site.name: site.health for site in sites if site.health}
             progress = FleetProgress([site.name for site in sites], health, ends, budget, tally, self.status)
         self._summarise(progress)
-        await self._report()
+        await self._report_step_done()  # the first batch's report follows at once
         return progress
 
     async def _walk(self) -> None:
@@ -236,7 +238,7 @@ class EdgeFleetWorkflow(RolloutControl):
         self.status.message = f"batch {number}/{of} done: {count - len(failed)} sites updated" + (
             f", {len(failed)} failed and restored: {fleet.describe_sites(list(failed))}" if failed else ""
         )
-        await self._report()
+        await self._report_step_done()
 
     async def _continue_as_new(self) -> None:
         await self._flush_reports()  # the reports of this run reach the parent before it ends

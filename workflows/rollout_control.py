@@ -42,6 +42,12 @@ with workflow.unsafe.imports_passed_through():
 
 T = TypeVar("T")
 
+# The patch after which a rollout child reports to its parent only when a watcher needs to know at once (it
+# starts waiting: a pause, a human, an analysis or other waiting step, a verification run) and hands its final
+# status back in its result: a progress signal after every step cost the parent and the child two workflow
+# tasks each. Live progress between reports is the child's `current` query (aicd.client.get_status).
+PROGRESS_IN_RESULT = "progress-in-result"
+
 
 @dataclass
 class TargetRolloutInput:
@@ -78,6 +84,9 @@ class TargetRolloutResult:
     reason: str = ""
     commits: list[str] = field(default_factory=list)
     superseded_by: str = ""  # outcome superseded: the newer delivery that wrote the target's file
+    # The target's final status: the parent takes it from here instead of a last progress signal (None from
+    # children started before PROGRESS_IN_RESULT).
+    status: TargetStatus | None = None
 
 
 class Aborted(Exception):
@@ -119,6 +128,7 @@ class RolloutControl:
         self.resumed_by: str | None = None  # releases a `pause: {}` step or an inconclusive analysis
         self.reports: list[asyncio.Future[None]] = []
         self.report_seq = 0
+        self.progress_in_result = False  # set by `_patch_reporting` as the run starts
         # The last commit of this delivery to the target's files, or a human's commit a resume accepted:
         # every write says it, so Git can tell whether someone else wrote the files since.
         self.base: str | None = None
@@ -292,7 +302,7 @@ class RolloutControl:
             )
             decision = decide(verdict, policy, active_s)
             self.status.last_verdict = decision.verdict
-            await self._report()
+            await self._report_step_done()  # interim looks: the `current` query shows them
             if decision.action == Action.CONTINUE:
                 continue
             if decision.action == Action.FAIL:
@@ -332,6 +342,15 @@ class RolloutControl:
             return AnalysisVerdict(Outcome.INCONCLUSIVE, (), f"the analysis could not run: {cause_of(error)}")
 
     # --- reporting ------------------------------------------------------------------------------
+    def _patch_reporting(self) -> None:
+        """Called first in `run`, before any command, so a run decides once how it reports."""
+        self.progress_in_result = workflow.patched(PROGRESS_IN_RESULT)
+
+    async def _report_step_done(self) -> None:
+        """A step ended: runs before PROGRESS_IN_RESULT reported it; now the next wait or the result does."""
+        if not self.progress_in_result:
+            await self._report()
+
     async def _report(self) -> None:
         """Tell the parent delivery how this target stands (its status query shows every target).
 
@@ -365,8 +384,12 @@ class RolloutControl:
     ) -> TargetRolloutResult:
         self.status.state = outcome
         self.status.message = reason
-        await self._report()
-        await self._flush_reports()
+        final = None
+        if self.progress_in_result:
+            final = dataclasses.replace(self.status, commits=list(self.status.commits))
+        else:
+            await self._report()
+        await self._flush_reports()  # an earlier report reaches the parent before the result
         return TargetRolloutResult(
-            self.input.target.name, outcome, reason, list(self.status.commits), superseded_by
+            self.input.target.name, outcome, reason, list(self.status.commits), superseded_by, final
         )

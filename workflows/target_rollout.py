@@ -46,6 +46,7 @@ class TargetRolloutWorkflow(RolloutControl):
 
     @workflow.run
     async def run(self, input: TargetRolloutInput) -> TargetRolloutResult:
+        self._patch_reporting()
         strategy = input.strategy if input.strategy is not None else CanaryStrategy(list(input.steps))
         if input.strategy is not None:
             self.status.strategy = strategy.name
@@ -90,7 +91,7 @@ class TargetRolloutWorkflow(RolloutControl):
             await self._report()  # steps that take time show at once; a weight change shows when done
         await step.run(self)
         self.status.wait_until = ""
-        await self._report()
+        await self._report_step_done()
 
     async def commit(
         self,

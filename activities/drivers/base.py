@@ -34,6 +34,8 @@ class SyncRequest:
     path: str = ""  # the target's file in the GitOps repository
     # Requests scheduled before `settings` carried the target's spec fields as written (`path` among them).
     config: dict[str, Any] = field(default_factory=dict)
+    # Set by the step activity when its own push just put `revision` on the branch (CommitResult.pushed).
+    pushed: bool = False
 
     def typed(self) -> TargetKind:
         return self.settings if self.settings is not None else TARGET_KINDS[self.kind].parse(self.config)

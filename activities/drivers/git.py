@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from pathlib import Path
 from typing import ClassVar
 
 import git
 
 from aicd.activities.drivers.base import SyncFailed, SyncRequest, SyncResult
+from aicd.activities.gitops import local_git_dir
 
 
 class GitDriver:
     name: ClassVar[str] = "git"
 
     async def sync(self, request: SyncRequest, heartbeat: Callable[..., None]) -> SyncResult:
+        if request.pushed:  # the step's own push just landed it; the branch is never force-pushed
+            return SyncResult(
+                request.target, request.revision, healthy=True, message="commit landed (pushed)"
+            )
         landed = await asyncio.to_thread(
             _on_branch, request.gitops_repo, request.gitops_branch, request.revision
         )
@@ -33,8 +37,8 @@ def _on_branch(repo: str, branch: str, revision: str) -> bool:
     head = output.split()[0] if output else ""
     if head == revision:
         return True
-    local = Path(repo.removeprefix("file://"))
-    if not local.exists():
+    local = local_git_dir(repo)
+    if local is None:
         # A remote we only push to fast-forward: our successful push put it there and nobody force-pushes.
         return bool(head)
     status, _out, _err = git.Git().execute(

@@ -12,9 +12,14 @@ Facts taken from a delivery's history (DeliveryWorkflow):
 - the human actions the workflow accepted (updates), the rollback commits and when they landed;
 - the child rollout workflows (one per target), and how the run ended.
 
+A rollout child reports progress to its delivery only when it starts waiting (a pause, a human, an analysis)
+and hands its final status back in its result (workflows.rollout_control.PROGRESS_IN_RESULT), so each target's
+progress is also read from the child's completion (its result's `status`) and from its own history.
+
 From a target's rollout (TargetRolloutWorkflow, or an edge fleet's runs, continued as new): every analysis
 look - the `analysis_look` activity's request (the step's start, the look's time, the canary weight) and its
-result, the judge's AnalysisVerdict.
+result, the judge's AnalysisVerdict; and every step's commit - the `apply_step` activity's step ID, when it
+was scheduled and when it landed.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from temporalio.api.common.v1 import Payload, WorkflowExecution
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.api.workflowservice.v1 import GetWorkflowExecutionHistoryReverseRequest
 from temporalio.client import Client
-from temporalio.converter import DataConverter
+from temporalio.converter import DataConverter, value_to_type
 
 from aicd import search
 from aicd.client import HUMAN_ACTIONS
@@ -160,6 +165,13 @@ class DeliveryDigest:
                 if child_run.initiated_event_id == started.initiated_event_id:
                     child_run.run_id = started.workflow_execution.run_id
                     child_run.started = event_time(event)
+        elif kind == "child_workflow_execution_completed_event_attributes":
+            ended = event.child_workflow_execution_completed_event_attributes
+            (result,) = await _decode(converter, ended.result.payloads, [None])
+            final = result.get("status") if isinstance(result, dict) else None
+            if final:  # a child of PROGRESS_IN_RESULT: its final status came with its result, not by signal
+                status = value_to_type(TargetStatus, final)
+                self.progress.setdefault(status.target, []).append((event_time(event), status))
         elif kind in CLOSING:
             self.closed = event_time(event)
             self.close_kind = CLOSING[kind]
@@ -195,13 +207,24 @@ class Look:
 
 
 @dataclass
+class StepMark:
+    """One step's commit of a rollout (its `apply_step` activity)."""
+
+    scheduled: datetime  # when the step began to commit
+    at: datetime  # when its commit landed and the target synced
+    step: str  # the step's ID in its trailer: "<index>-<kind>", or "promote"
+
+
+@dataclass
 class RolloutDigest:
-    """The analysis looks of one rollout run."""
+    """The analysis looks and step commits of one rollout run."""
 
     looks: list[Look] = field(default_factory=list)
+    steps: list[StepMark] = field(default_factory=list)
     next_run_id: str = ""  # an edge fleet continues as new: its looks go on in that run
     closed: datetime | None = None
     _scheduled: dict[int, Any] = field(default_factory=dict, repr=False)
+    _steps: dict[int, tuple[datetime, str]] = field(default_factory=dict, repr=False)
 
     async def feed(self, events: Sequence[HistoryEvent], converter: DataConverter) -> None:
         for event in events:
@@ -214,8 +237,15 @@ class RolloutDigest:
             if scheduled.activity_type.name == "analysis_look":
                 (request,) = await _decode(converter, scheduled.input.payloads, [None])
                 self._scheduled[event.event_id] = request if isinstance(request, dict) else {}
+            elif scheduled.activity_type.name == "apply_step":
+                (request,) = await _decode(converter, scheduled.input.payloads, [None])
+                trailer = str(request.get("commit", {}).get("step", "")) if isinstance(request, dict) else ""
+                self._steps[event.event_id] = (event_time(event), trailer.rsplit("/", 1)[-1])
         elif kind == "activity_task_completed_event_attributes":
             completed = event.activity_task_completed_event_attributes
+            step = self._steps.pop(completed.scheduled_event_id, None)
+            if step is not None:
+                self.steps.append(StepMark(step[0], event_time(event), step[1]))
             request = self._scheduled.pop(completed.scheduled_event_id, None)
             if request is not None:
                 (verdict,) = await _decode(converter, completed.result.payloads, [AnalysisVerdict])
@@ -301,16 +331,17 @@ class HistoryStore:
         digest: DeliveryDigest = await self._digest(workflow_id, run_id, DeliveryDigest, length)
         return digest
 
-    async def rollout(self, workflow_id: str, run_id: str) -> list[Look]:
-        """Every look of a rollout, following an edge fleet's runs continued as new."""
-        looks: list[Look] = []
+    async def rollout(self, workflow_id: str, run_id: str) -> RolloutDigest:
+        """Every look and step commit of a rollout, following an edge fleet's runs continued as new."""
+        merged = RolloutDigest()
         seen = set()
         while run_id and run_id not in seen:
             seen.add(run_id)
             digest: RolloutDigest = await self._digest(workflow_id, run_id, RolloutDigest, None)
-            looks.extend(digest.looks)
+            merged.looks.extend(digest.looks)
+            merged.steps.extend(digest.steps)
             run_id = digest.next_run_id
-        return looks
+        return merged
 
     async def _digest(self, workflow_id: str, run_id: str, kind: type[Any], length: int | None) -> Any:
         key = (workflow_id, run_id)

@@ -17,7 +17,7 @@ from temporalio.service import RPCError
 from aicd import client as deliveries
 from aicd import search
 from aicd.dashboard.gitops import CommitInfo, GitOpsReader
-from aicd.dashboard.history import DeliveryDigest, HistoryStore, Look
+from aicd.dashboard.history import DeliveryDigest, HistoryStore, RolloutDigest
 from aicd.dashboard.settings import DashboardSettings
 from aicd.dashboard.views import (
     DeliveryRow,
@@ -127,14 +127,15 @@ class DashboardService:
         status, source = await self._status(
             client, delivery_id, digest, described.typed_search_attributes.get(search.PHASE) or ""
         )
-        looks = await self._looks(history, digest)
+        rollouts = await self._rollouts(history, digest)
         plan = digest.input.plan if digest.input else None
         infos = await self._commit_infos(plan.gitops_repo, status) if plan else {}
         return build_view(
             status,
             digest,
-            looks,
+            {target: rollout.looks for target, rollout in rollouts.items()},
             infos,
+            steps={target: rollout.steps for target, rollout in rollouts.items()},
             now=datetime.now(UTC),
             commit_template=self.settings.commit_url,
             status_source=source,
@@ -155,13 +156,11 @@ class DashboardService:
             )
             return status_from_history(digest, phase), "history"
 
-    async def _looks(self, history: HistoryStore, digest: DeliveryDigest) -> dict[str, list[Look]]:
-        plan = digest.input.plan if digest.input else None
-        if plan is None or plan.analysis is None:
-            return {}
+    async def _rollouts(self, history: HistoryStore, digest: DeliveryDigest) -> dict[str, RolloutDigest]:
+        """Each started target's rollout: its analysis looks, and its step commits (the timeline's steps)."""
         started = [child for child in digest.children.values() if child.run_id]
         found = await asyncio.gather(*(history.rollout(child.workflow_id, child.run_id) for child in started))
-        return {child.target: child_looks for child, child_looks in zip(started, found, strict=True)}
+        return {child.target: rollout for child, rollout in zip(started, found, strict=True)}
 
     async def _commit_infos(self, repo: str, status: DeliveryStatus) -> dict[str, CommitInfo]:
         shas = [sha for target in status.targets.values() for sha in target.commits]

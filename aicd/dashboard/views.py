@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from aicd.dashboard import charts
 from aicd.dashboard.charts import Linear, Log, Tick
 from aicd.dashboard.gitops import CommitInfo, commit_url
-from aicd.dashboard.history import DeliveryDigest, Look
+from aicd.dashboard.history import DeliveryDigest, Look, StepMark
 from aicd.gates import GateHold
 from aicd.judge.model import MetricVerdict, TestName, TestResult
 from aicd.messages import (
@@ -26,6 +26,7 @@ from aicd.messages import (
 )
 from aicd.plan import DeliveryPlan, StagePlan
 from aicd.status_view import verification_line
+from aicd.steps.set_weight import SetWeightStep
 
 WAITING_STATES = ("paused", "awaiting-resume")
 
@@ -392,6 +393,7 @@ def build_view(
     looks: dict[str, list[Look]],
     infos: dict[str, CommitInfo],
     *,
+    steps: dict[str, list[StepMark]] | None = None,
     now: datetime,
     commit_template: str | None,
     status_source: str = "query",
@@ -426,7 +428,11 @@ def build_view(
         waiting_for=list(status.waiting_for),
         commands=list(status.commands),
         stages=stage_views(plan, status) if plan else [],
-        timeline=weight_timeline(plan, status, digest, started, drawn_until) if plan and started else None,
+        timeline=(
+            weight_timeline(plan, status, digest, started, drawn_until, steps or {})
+            if plan and started
+            else None
+        ),
         analyses=analysis_views(plan, status, looks) if plan else [],
         commits=commit_rows(plan, status, infos, commit_template) if plan else [],
         actions=list(status.actions),
@@ -541,13 +547,19 @@ TIMELINE_STEP_S = 5.0
 
 
 def weight_timeline(
-    plan: DeliveryPlan, status: DeliveryStatus, digest: DeliveryDigest, start: datetime, end: datetime
+    plan: DeliveryPlan,
+    status: DeliveryStatus,
+    digest: DeliveryDigest,
+    start: datetime,
+    end: datetime,
+    steps: dict[str, list[StepMark]],
 ) -> WeightTimeline:
     t0, t1 = start.timestamp(), max(end.timestamp(), start.timestamp() + 1.0)
     x = Linear(t0, t1, TIMELINE_LEFT, TIMELINE_WIDTH - TIMELINE_RIGHT)
     order = [(stage.name, name) for stage in plan.stages for name in stage.targets]
     lanes = [
-        _lane(stage, name, index, x, plan, status, digest, t1) for index, (stage, name) in enumerate(order)
+        _lane(stage, name, index, x, plan, status, digest, steps.get(name, []), t1)
+        for index, (stage, name) in enumerate(order)
     ]
     axis_y = LANES_TOP + LANE_HEIGHT * len(lanes) + 4
     phases = []
@@ -594,12 +606,16 @@ def _lane(
     plan: DeliveryPlan,
     status: DeliveryStatus,
     digest: DeliveryDigest,
+    marks: list[StepMark],
     t1: float,
 ) -> Lane:
     top = LANES_TOP + index * LANE_HEIGHT
     y = Linear(0, 100, top + LANE_HEIGHT - 10, top + 8)
     stage = _stage_of(plan, stage_name)
-    snapshots = digest.progress.get(target, [])
+    kind = plan.targets[target].kind if target in plan.targets else ""
+    snapshots = progress_over_time(
+        digest.progress.get(target, []), marks, stage, TargetStatus(target, stage_name, kind)
+    )
     child = digest.children.get(target)
     begun = child.started if child and child.started else (snapshots[0][0] if snapshots else None)
     points: list[TimelinePoint] = []
@@ -670,6 +686,51 @@ def _lane(
         rollbacks=rollbacks,
         started=begun is not None,
     )
+
+
+def progress_over_time(
+    reported: list[tuple[datetime, TargetStatus]],
+    marks: list[StepMark],
+    stage: StagePlan | None,
+    initial: TargetStatus,
+) -> list[tuple[datetime, TargetStatus]]:
+    """A target's progress over time: what its rollout reported to the delivery (as it starts waiting, and its
+    final status) and, from the rollout's own history, each step's commit - a rollout of PROGRESS_IN_RESULT
+    reports no step it does not wait on. A commit is drawn when it landed (the weight changes then); one begun
+    while the target waited ends that wait."""
+    steps = stage.rollout_strategy().steps() if stage is not None else []
+    timed: list[tuple[datetime, int, TargetStatus | StepMark]] = [(at, 1, status) for at, status in reported]
+    timed += [(mark.scheduled, 0, mark) for mark in marks] + [(mark.at, 2, mark) for mark in marks]
+    timed.sort(key=lambda entry: (entry[0], entry[1]))
+    last = initial
+    snapshots: list[tuple[datetime, TargetStatus]] = []
+    for at, order, what in timed:
+        if isinstance(what, TargetStatus):
+            last = what
+        elif order == 0:
+            if last.state not in WAITING_STATES:
+                continue
+            last = replace(last, state="progressing", message="")
+        else:
+            index_text, _, step_kind = what.step.partition("-")
+            if what.step == "promote":
+                last = replace(last, state="progressing", step_kind="promote", weight=100, message="")
+            elif index_text.isdigit() and step_kind:
+                index = int(index_text)
+                step = steps[index] if index < len(steps) else None
+                weight = step.weight if isinstance(step, SetWeightStep) else last.weight
+                last = replace(
+                    last,
+                    state="progressing",
+                    step_index=index,
+                    step_kind=step_kind,
+                    weight=weight,
+                    message="",
+                )
+            else:
+                continue  # a commit of another strategy (blue-green): its phases are reported
+        snapshots.append((at, last))
+    return snapshots
 
 
 def _make_room(markers: list[Marker], room: float = 64.0) -> None:

@@ -49,7 +49,7 @@ from aicd.dev.ports import free_port, wait_http_ok
 from aicd.dev.processes import ManagedProcess, signal_group
 from aicd.dev.prometheus import EmbeddedPrometheus
 from aicd.dev.temporal import DevStackError, EmbeddedTemporal
-from aicd.messages import DeliveryStatus, Trigger
+from aicd.messages import DeliveryStatus, Trigger, rollout_workflow_id
 from aicd.plan import DeliveryPlan
 from aicd.testing.engine import commits, git, make_repo, plan_from, spec_document
 from aicd.testing.standins.kube_argocd import KubeArgoCD, _Fault
@@ -777,7 +777,7 @@ class ChaosRun:
                 name, stage.name, plan.targets[name].path, [(step.index, step.name) for step in stage.steps]
             )
             target.final_looks, target.human_resumes = await self._analysis_history(
-                f"{plan.delivery_id}--{stage.name}--{name}"
+                rollout_workflow_id(plan.delivery_id, stage.name, name)
             )
             record.targets.append(target)
         return record
