@@ -486,21 +486,16 @@ SCENARIOS = (
     ),
     # The canary scaled so that its *measured* ratio is exactly the tolerance (see MEASURED_EDGE), judged
     # as one metric with all of alpha: the exact edge where a false alarm would break aicd's promise.
-    Scenario(
-        "p50 at the measured edge",
-        ("latency-p50",),
-        Change(latency_factor=MEASURED_EDGE["latency-p50"]),
-        "latency",
-        null=True,
-        at_tolerance=True,
-    ),
-    Scenario(
-        "p95 at the measured edge",
-        ("latency-p95",),
-        Change(latency_factor=MEASURED_EDGE["latency-p95"]),
-        "latency",
-        null=True,
-        at_tolerance=True,
+    *(
+        Scenario(
+            f"{name.removeprefix('latency-')} at the measured edge",
+            (name,),
+            Change(latency_factor=factor),
+            "latency",
+            null=True,
+            at_tolerance=True,
+        )
+        for name, factor in MEASURED_EDGE.items()
     ),
 )
 ALL_METRICS = tuple(sorted({name for scenario in SCENARIOS for name in scenario.metrics}))
