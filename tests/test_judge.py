@@ -197,8 +197,9 @@ def test_count_direction_decrease() -> None:
 
 def test_a_shift_inside_the_tolerance_passes_and_one_beyond_fails() -> None:
     rng = np.random.default_rng(9)
-    # A real +2% shift measured very precisely: inside the 5% tolerance, so shown safe.
-    verdict = run([LATENCY], {"latency-p95": continuous_samples(rng, 40, factor=1.02, sd=0.02)})
+    # A real +2% shift measured very precisely (the intervals still correlate, about 0.25): inside the 5%
+    # tolerance, so shown safe.
+    verdict = run([LATENCY], {"latency-p95": continuous_samples(rng, 40, factor=1.02, sd=0.01)})
     metric = verdict.metric("latency-p95")
     assert verdict.outcome == Outcome.PASS
     assert metric.ci_low is not None and metric.ci_low > 1.0  # the shift is real ...
@@ -517,8 +518,10 @@ def test_a_canary_just_beyond_the_band_rarely_passes() -> None:
 
 def test_power_a_forty_percent_regression_fails_within_eight_intervals() -> None:
     """Power with a fixed seed: +40% latency at moderate noise (per-interval noise about a third of the
-    shift) is caught within eight one-minute looks in at least 90% of 40 analyses (today: a median of six
-    looks); a judge that lost power would miss this."""
+    shift) is caught within eight one-minute looks in at least 26 of 40 analyses (measured: 28, a median of
+    six looks); a judge that lost power would miss this. The intervals correlate (about 0.25), which the
+    judge reads from the eighth interval on; before it read that correlation as about 0.1 and caught 36+,
+    at the price of too many false alarms at the edge of the tolerance."""
     rng = np.random.default_rng(2026)
     caught = 0
     for _ in range(40):
@@ -532,7 +535,7 @@ def test_power_a_forty_percent_regression_fails_within_eight_intervals() -> None
             if verdict.outcome == Outcome.FAIL:
                 caught += 1
                 break
-    assert caught >= 36
+    assert caught >= 26
 
 
 def test_power_errors_doubling_on_a_low_traffic_canary_within_the_plan() -> None:

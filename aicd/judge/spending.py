@@ -56,7 +56,6 @@ GRID_POINTS_PER_SD = (
 GRID_LOW_Z = -8.0  # paths this far below zero (in sds of the score) never come back to cross
 
 
-@lru_cache(maxsize=4096)
 def planned_level(
     judged: int, first: int, last: int | None, power: float, tail: float, alpha: float
 ) -> float:
@@ -69,13 +68,24 @@ def planned_level(
         return 0.0
     if last is None:
         return alpha
+    looks = judged - first + 1
+    # A look's level depends only on the looks up to it, so one recursion serves every look up to a
+    # horizon; horizons double, so an analysis that runs long costs O(looks), not O(looks^2).
+    horizon = 1 << max(0, looks - 1).bit_length()
+    return _planned_levels(first, last, power, tail, alpha, horizon)[looks - 1]
+
+
+@lru_cache(maxsize=256)
+def _planned_levels(
+    first: int, last: int, power: float, tail: float, alpha: float, looks: int
+) -> tuple[float, ...]:
     spent: list[float] = []
     total = 0.0
-    for look in range(first, judged + 1):
+    for look in range(first, first + looks):
         total += alpha * look_share(look, first, last, power, tail)
         spent.append(total)
-    informations = [float(k) for k in range(1, len(spent) + 1)]
-    return group_sequential_levels(informations, spent)[-1]
+    informations = [float(k) for k in range(1, looks + 1)]
+    return tuple(group_sequential_levels(informations, spent))
 
 
 def group_sequential_levels(informations: Sequence[float], spent: Sequence[float]) -> list[float]:
