@@ -39,7 +39,7 @@ from aicd.testing.engine import commits, git, make_repo, plan_from, running_work
 PARTS: list[tuple[Any, str, str]] = [
     (gitops.GitOpsActivities, "_commit", "batching"),
     (gitops.GitOpsClone, "locked", "lock"),
-    (gitops, "_remove_stale_git_locks", "lock"),
+    (gitops, "_remove_stale_git_locks", "lock files"),
     (gitops.GitOpsClone, "_open", "open"),
     (gitops.GitOpsClone, "_known_in_sync", "refresh"),
     (gitops.GitOpsClone, "refresh", "refresh"),
@@ -49,7 +49,7 @@ PARTS: list[tuple[Any, str, str]] = [
     (gitops, "set_keys", "yaml"),
     (gitops, "get_key", "yaml"),
     (gitops, "commit_paths", "commit"),
-    (gitops.ActivityFence, "check", "fence"),
+    (gitops.ActivityFence, "ask", "fence"),
     (steps, "sync_target", "sync"),
 ]
 
@@ -89,6 +89,10 @@ class Spans:
                     self.ms[name(*args, **kwargs)] += 1000 * (time.perf_counter() - started)
 
             return timed_async
+        if part == "lock":  # a context manager: time taking and releasing it, not what runs under it
+            return self._timed_lock(function)
+        if part == "fence":  # asking starts the question; the call it returns waits for the answer
+            return self._timed_ask(function)
 
         @functools.wraps(function)
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -113,6 +117,20 @@ class Spans:
                         pass
 
         return contextmanager(timed_lock)
+
+    def _timed_ask(self, ask: Callable[..., Callable[[], None]]) -> Callable[..., Callable[[], None]]:
+        @functools.wraps(ask)
+        def timed_ask(*args: Any, **kwargs: Any) -> Callable[[], None]:
+            with self.span("fence"):
+                answer = ask(*args, **kwargs)
+
+            def timed_answer() -> None:
+                with self.span("fence"):
+                    answer()
+
+            return timed_answer
+
+        return timed_ask
 
     @contextmanager
     def installed(self) -> Iterator[None]:
