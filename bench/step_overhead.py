@@ -5,8 +5,9 @@ The breakdown (from the target workflow's history, per step): waiting for a work
 -> started), the write itself (started -> completed: fetch check, edit, commit, push, sync), and the
 workflow's own turn between one step's write and the next (completed -> next scheduled: a workflow task,
 status, timers). The write is split further by timing the functions of the write path in the (in-process)
-worker, each part's own time without the parts it calls (`PARTS`); `other` is the rest of the activity
-(its thread hand-off, heartbeats, Temporal's completion).
+worker, each part's own time without the parts it calls (`PARTS`), summed over the whole delivery (its
+first clone and its gate reads too) and divided by its writes; `other` is the rest of the activity (its
+thread hand-off, heartbeats, Temporal's completion).
 
 Last line: steps=N delivery_s=X floor_s=Y overhead_ratio=Z queue_ms=.. write_ms=.. workflow_ms=.. and
 <part>_ms=.. per part of the write (goal: overhead_ratio <= 1.5)"""
