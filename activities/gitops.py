@@ -872,9 +872,10 @@ def check_ownership(
     head = work.head
     if base is not None and base == head:
         return  # this delivery's own last write is the branch head: nobody has written since
+    touching = frozenset(paths)  # only commits of these files can refuse the write
     if base is not None:
         try:
-            commits = history(work.objects, head, after=base)
+            commits = history(work.objects, head, after=base, touching=touching)
         except NotAnAncestor:
             raise _error(
                 ErrorType.HUMAN_EDIT,
@@ -886,9 +887,9 @@ def check_ownership(
         mark = (f"{DELIVERY}: {owner.app}@",)
         if owner.started:
             since = datetime.fromisoformat(owner.started) - OWNERSHIP_CLOCK_MARGIN
-            commits = history(work.objects, head, since=since, containing=mark)
+            commits = history(work.objects, head, since=since, containing=mark, touching=touching)
         else:
-            commits = history(work.objects, head, containing=mark, limit=500)
+            commits = history(work.objects, head, containing=mark, touching=touching, limit=500)
     human: LoggedCommit | None = None
     own_later: LoggedCommit | None = None
     for commit in commits:

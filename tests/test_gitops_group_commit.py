@@ -343,6 +343,37 @@ def test_history_lists_children_before_parents_when_commits_share_a_second(tmp_p
     ]
 
 
+def test_history_touching_files_lists_what_git_log_of_those_files_lists(tmp_path: Path) -> None:
+    """The ownership check walks only the commits that changed its files (added, edited, made executable,
+    deleted, the root commit that added them), as `git log -- <files>` with first-parent diffs lists them."""
+    work = tmp_path / "work"
+    git("init", "-q", "-b", "main", str(work))
+    (work / "a").mkdir()
+    changes = [
+        ("a/x.yaml", "w: 0\n"),  # root commit: adds x
+        ("b.yaml", "w: 0\n"),  # another file only
+        ("a/x.yaml", "w: 1\n"),
+        ("b.yaml", "w: 1\n"),
+        ("a/x.yaml", None),  # chmod +x
+        ("c.yaml", "w: 0\n"),
+        ("a/x.yaml", ""),  # deleted
+    ]
+    for index, (path, content) in enumerate(changes):
+        if content is None:
+            (work / path).chmod(0o755)
+            git("add", path, cwd=work)
+        elif content == "":
+            git("rm", "-q", path, cwd=work)
+        else:
+            (work / path).write_text(content)
+            git("add", path, cwd=work)
+        git("-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qm", f"c{index}", cwd=work)
+    objects = open_objects(work / ".git")
+    listed = history(objects, head_of(objects), touching=frozenset({"a/x.yaml", "gone.yaml"}))
+    expected = git("log", "--format=%s", "--", "a/x.yaml", "gone.yaml", cwd=work).split()
+    assert [commit.subject for commit in listed] == expected == ["c6", "c4", "c2", "c0"]
+
+
 def test_a_read_fetches_only_when_the_branch_has_moved(tmp_path: Path) -> None:
     """Gate reads (policies, calendars) see the branch as it is now; a clone whose copy of a local remote's
     branch is the branch is read without a fetch."""
