@@ -95,12 +95,13 @@ def history(
     after: str | None = None,
     since: datetime | None = None,
     containing: tuple[str, ...] = (),
+    touching: frozenset[str] = frozenset(),
     limit: int | None = None,
 ) -> list[LoggedCommit]:
     """The commits of `head` (newest first): only those not in `after`'s history (`after..head`), only
     those committed since `since` (the walk stops at the first older one, as git's --since does), only
-    those whose message holds every string of `containing`; at most `limit` of them. `after` must be in
-    `head`'s history (NotAnAncestor)."""
+    those whose message holds every string of `containing`, only those that changed one of the files
+    `touching` (when given); at most `limit` of them. `after` must be in `head`'s history (NotAnAncestor)."""
     if head is None:
         return []
     # Topological first: commits made in the same second tie on time, and a child must never follow its
@@ -116,7 +117,7 @@ def history(
     found: list[LoggedCommit] = []
     for commit in _walk(walker, since):
         message = commit.message
-        if all(text in message for text in containing):
+        if all(text in message for text in containing) and (not touching or _touches(commit, touching)):
             found.append(logged(commit, message))
             if limit is not None and len(found) >= limit:
                 break
@@ -129,6 +130,24 @@ def _walk(walker: pygit2.Walker, since: datetime | None) -> Iterator[pygit2.Comm
         if floor is not None and commit.commit_time < floor:
             return
         yield commit
+
+
+def _touches(commit: pygit2.Commit, paths: frozenset[str]) -> bool:
+    """Whether the commit changed one of the files against its first parent: a look-up of each path in two
+    trees, where listing everything it changed diffs whole directories (with many deliveries writing one
+    repository, a check walks hundreds of commits of other files)."""
+    before = commit.parents[0].tree if commit.parents else None
+    return any(_entry(commit.tree, path) != _entry(before, path) for path in paths)
+
+
+def _entry(tree: pygit2.Tree | None, path: str) -> tuple[str, int] | None:
+    if tree is None:
+        return None
+    try:
+        entry = tree[path]
+    except KeyError:
+        return None
+    return str(entry.id), int(entry.filemode)
 
 
 def logged(commit: pygit2.Commit, message: str | None = None) -> LoggedCommit:

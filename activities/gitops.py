@@ -245,6 +245,28 @@ class _GroupCommit:
 _groups: dict[str, _GroupCommit] = {}
 
 
+@dataclass
+class _Handles:
+    """A clone's handles, opened once per process: opening them costs more than a step's commit. Both read
+    refs, the index and objects from disk as they use them, so what git processes or other workers change
+    in the clone is seen; a clone made again (another `.git`) gets new ones."""
+
+    git_dir: tuple[int, int] | None
+    repo: git.Repo
+    objects: pygit2.Repository
+
+
+_handles: dict[str, _Handles] = {}
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return found.st_dev, found.st_ino
+
+
 class GitOpsClone:
     """A working clone of one GitOps repository under the worker's state dir, guarded by a lock that holds
     across threads and across worker processes sharing the state dir."""
@@ -274,6 +296,9 @@ class GitOpsClone:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
 
     def _open(self) -> git.Repo:
+        cached = _handles.get(str(self.path))
+        if cached is not None and cached.git_dir == _identity(self.path / ".git"):
+            return cached.repo
         if (self.path / ".git").exists():
             repo = git.Repo(self.path)
         else:
@@ -291,7 +316,12 @@ class GitOpsClone:
             with repo.config_writer() as config:
                 config.set_value("user", "name", "aicd")
                 config.set_value("user", "email", "aicd@localhost")
+        _handles[str(self.path)] = _Handles(_identity(self.path / ".git"), repo, open_objects(repo.git_dir))
         return repo
+
+    def objects(self) -> pygit2.Repository:
+        """The in-process handle on the clone `locked` opened (use it under the lock, as the clone)."""
+        return _handles[str(self.path)].objects
 
     def refresh(self, repo: git.Repo) -> bool:
         """Reset the clone to the remote branch; False when the branch does not exist yet."""
@@ -398,9 +428,15 @@ class GitOpsClone:
                         pushing = [
                             r for r in staged if any(c.sha and not c.already_done for c in r.results or [])
                         ]
+                        answers = []
                         for request in pushing:
                             try:
-                                request.fence.check()
+                                answers.append((request, request.fence.ask()))
+                            except Exception as error:
+                                request.error = error
+                        for request, answer in answers:
+                            try:
+                                answer()
                             except Exception as error:
                                 request.error = error
                         if any(request.error is not None for request in pushing):
@@ -461,7 +497,7 @@ class GitOpsClone:
             and self._known_in_sync(repo, requests)
         ):
             has_branch = self.refresh(repo)
-        work = Worktree(repo, open_objects(repo.git_dir))
+        work = Worktree(repo, self.objects())
         staged = []
         for request in requests:
             before = read_ref(Path(repo.git_dir), "HEAD")
@@ -725,7 +761,7 @@ class GitOpsActivities:
             clone = self._clone(repo, branch)
             with clone.locked() as local:
                 clone.refresh(local)
-                content = _contents_at(open_objects(local.git_dir), {path: clone.remote_ref}, target="")[path]
+                content = _contents_at(clone.objects(), {path: clone.remote_ref}, target="")[path]
             if content is None:
                 raise _error(ErrorType.GITOPS_FILE_MISSING, f"{path} not found on {branch} of {repo}")
             return content.decode()
@@ -749,9 +785,7 @@ class GitOpsActivities:
                 if name == path.rstrip("/")
                 or (name.startswith(path.rstrip("/") + "/") and name.endswith(suffix))
             ]
-            contents = _contents_at(
-                open_objects(local.git_dir), {name: clone.remote_ref for name in wanted}, target=""
-            )
+            contents = _contents_at(clone.objects(), {name: clone.remote_ref for name in wanted}, target="")
         return {name: content.decode() for name, content in contents.items() if content is not None}
 
 
@@ -838,9 +872,10 @@ def check_ownership(
     head = work.head
     if base is not None and base == head:
         return  # this delivery's own last write is the branch head: nobody has written since
+    touching = frozenset(paths)  # only commits of these files can refuse the write
     if base is not None:
         try:
-            commits = history(work.objects, head, after=base)
+            commits = history(work.objects, head, after=base, touching=touching)
         except NotAnAncestor:
             raise _error(
                 ErrorType.HUMAN_EDIT,
@@ -852,9 +887,9 @@ def check_ownership(
         mark = (f"{DELIVERY}: {owner.app}@",)
         if owner.started:
             since = datetime.fromisoformat(owner.started) - OWNERSHIP_CLOCK_MARGIN
-            commits = history(work.objects, head, since=since, containing=mark)
+            commits = history(work.objects, head, since=since, containing=mark, touching=touching)
         else:
-            commits = history(work.objects, head, containing=mark, limit=500)
+            commits = history(work.objects, head, containing=mark, touching=touching, limit=500)
     human: LoggedCommit | None = None
     own_later: LoggedCommit | None = None
     for commit in commits:
@@ -936,6 +971,11 @@ class WriteFence:
     def check(self) -> None:
         pass
 
+    def ask(self) -> Callable[[], None]:
+        """Start asking; the returned call waits for the answer and raises as `check` does. A batch asks
+        every request's fence at once, so its push waits for the slowest answer, not for their sum."""
+        return self.check
+
 
 class ActivityFence(WriteFence):
     """The fence of the activity that is running where it is made: not cancelled, and - asked of Temporal
@@ -956,22 +996,29 @@ class ActivityFence(WriteFence):
         return None
 
     def check(self) -> None:
+        self.ask()()
+
+    def ask(self) -> Callable[[], None]:
         if (cancelled := self.cancelled()) is not None:
             raise cancelled
         if self.client is None:
-            return
+            return lambda: None
         future = asyncio.run_coroutine_threadsafe(
             _why_not_current(self.client, self.info, self.delivery_id), self.loop
         )
-        try:
-            why = future.result(timeout=FENCE_TIMEOUT_S)
-        except Exception as error:  # Temporal unreachable: do not push blind; the attempt is retried
-            future.cancel()
-            raise RuntimeError(
-                f"cannot confirm with Temporal that this write is still wanted: {error}"
-            ) from error
-        if why:
-            raise _error(ErrorType.WRITE_FENCED, f"write dropped: {why}")
+
+        def answer() -> None:
+            try:
+                why = future.result(timeout=FENCE_TIMEOUT_S)
+            except Exception as error:  # Temporal unreachable: do not push blind; the attempt is retried
+                future.cancel()
+                raise RuntimeError(
+                    f"cannot confirm with Temporal that this write is still wanted: {error}"
+                ) from error
+            if why:
+                raise _error(ErrorType.WRITE_FENCED, f"write dropped: {why}")
+
+        return answer
 
 
 def write_fence(client: Client | None, delivery_id: str = "") -> WriteFence:

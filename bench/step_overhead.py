@@ -4,25 +4,156 @@ commits and pushes done directly with git, measured in one run.
 The breakdown (from the target workflow's history, per step): waiting for a worker (write activity scheduled
 -> started), the write itself (started -> completed: fetch check, edit, commit, push, sync), and the
 workflow's own turn between one step's write and the next (completed -> next scheduled: a workflow task,
-status, timers).
+status, timers). The write is split further by timing the functions of the write path in the (in-process)
+worker, each part's own time without the parts it calls (`PARTS`), summed over the whole delivery (its
+first clone and its gate reads too) and divided by its writes; `other` is the rest of the activity (its
+thread hand-off, heartbeats, Temporal's completion).
 
-Last line: steps=N delivery_s=X floor_s=Y overhead_ratio=Z queue_ms=.. write_ms=.. workflow_ms=..
-(goal: overhead_ratio <= 1.5)"""
+Last line: steps=N delivery_s=X floor_s=Y overhead_ratio=Z queue_ms=.. write_ms=.. workflow_ms=.. and
+<part>_ms=.. per part of the write (goal: overhead_ratio <= 1.5)"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import inspect
 import tempfile
+import threading
 import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from _stack import dev_server
+from git.cmd import Git as GitCommand
 from temporalio.client import WorkflowHistory
 
+from aicd.activities import gitops, steps
 from aicd.client import handle_for, start_delivery
 from aicd.messages import Trigger
 from aicd.testing.engine import commits, git, make_repo, plan_from, running_worker, spec_document
+
+# (owner, attribute, part): the functions of a step's write path, timed while the bench runs.
+PARTS: list[tuple[Any, str, str]] = [
+    (gitops.GitOpsActivities, "_commit", "batching"),
+    (gitops.GitOpsClone, "locked", "lock"),
+    (gitops, "_remove_stale_git_locks", "lock files"),
+    (gitops.GitOpsClone, "_open", "open"),
+    (gitops.GitOpsClone, "_known_in_sync", "refresh"),
+    (gitops.GitOpsClone, "refresh", "refresh"),
+    (gitops, "open_objects", "open"),
+    (gitops, "safe_file", "paths"),
+    (gitops, "check_ownership", "ownership"),
+    (gitops, "set_keys", "yaml"),
+    (gitops, "get_key", "yaml"),
+    (gitops, "commit_paths", "commit"),
+    (gitops.ActivityFence, "ask", "fence"),
+    (steps, "sync_target", "sync"),
+]
+
+
+class Spans:
+    """Exclusive time per part (a part's time minus the parts it calls), summed over the run. A git process
+    is its own part, `git <subcommand>`, whoever runs it."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = defaultdict(float)
+        self.local = threading.local()
+
+    @contextmanager
+    def span(self, part: str) -> Iterator[None]:
+        stack = self.local.__dict__.setdefault("stack", [])
+        stack.append(0.0)  # time spent in the parts this one calls
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = time.perf_counter() - started
+            inner = stack.pop()
+            self.ms[part] += 1000 * (spent - inner)
+            if stack:
+                stack[-1] += spent
+
+    def wrap(self, function: Callable[..., Any], part: str | Callable[..., str]) -> Callable[..., Any]:
+        name = part if callable(part) else (lambda *args, **kwargs: part)
+        if inspect.iscoroutinefunction(function):
+
+            @functools.wraps(function)
+            async def timed_async(*args: Any, **kwargs: Any) -> Any:
+                started = time.perf_counter()  # inclusive: other coroutines may run meanwhile
+                try:
+                    return await function(*args, **kwargs)
+                finally:
+                    self.ms[name(*args, **kwargs)] += 1000 * (time.perf_counter() - started)
+
+            return timed_async
+        if part == "lock":  # a context manager: time taking and releasing it, not what runs under it
+            return self._timed_lock(function)
+        if part == "fence":  # asking starts the question; the call it returns waits for the answer
+            return self._timed_ask(function)
+
+        @functools.wraps(function)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            with self.span(name(*args, **kwargs)):
+                return function(*args, **kwargs)
+
+        return timed
+
+    def _timed_lock(self, locked: Callable[..., Any]) -> Callable[..., Any]:
+        body = locked.__wrapped__  # the generator under @contextmanager
+
+        @functools.wraps(body)
+        def timed_lock(*args: Any, **kwargs: Any) -> Iterator[Any]:
+            generator = body(*args, **kwargs)
+            with self.span("lock"):
+                value = next(generator)
+            try:
+                yield value
+            finally:
+                with self.span("lock"):
+                    for _ in generator:
+                        pass
+
+        return contextmanager(timed_lock)
+
+    def _timed_ask(self, ask: Callable[..., Callable[[], None]]) -> Callable[..., Callable[[], None]]:
+        @functools.wraps(ask)
+        def timed_ask(*args: Any, **kwargs: Any) -> Callable[[], None]:
+            with self.span("fence"):
+                answer = ask(*args, **kwargs)
+
+            def timed_answer() -> None:
+                with self.span("fence"):
+                    answer()
+
+            return timed_answer
+
+        return timed_ask
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        saved = []
+        for owner, attribute, part in PARTS:
+            original = owner.__dict__[attribute]
+            saved.append((owner, attribute, original))
+            setattr(owner, attribute, self.wrap(original, part))
+        execute = GitCommand.execute
+        saved.append((GitCommand, "execute", execute))
+        GitCommand.execute = self.wrap(execute, _git_part)  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            for owner, attribute, original in reversed(saved):
+                setattr(owner, attribute, original)
+
+
+def _git_part(*args: Any, **kwargs: Any) -> str:
+    command = args[1] if len(args) > 1 else kwargs.get("command", [])
+    words = [word for word in command[1:] if not str(word).startswith("-")] if command else []
+    return f"git {words[0]}" if words else "git"
 
 
 def floor_seconds(root: Path, steps: int) -> float:
@@ -62,12 +193,17 @@ def breakdown_ms(history: WorkflowHistory) -> dict[str, float]:
             )
             last_done = at[event.event_id]
     return {
-        name: sum(values) / len(values) if values else 0.0
-        for name, values in (("queue", queue), ("write", write), ("workflow", workflow_turn))
+        "writes": len(write),
+        **{
+            name: sum(values) / len(values) if values else 0.0
+            for name, values in (("queue", queue), ("write", write), ("workflow", workflow_turn))
+        },
     }
 
 
-async def delivery_seconds(root: Path, steps: int) -> tuple[float, dict[str, float]]:
+async def delivery_seconds(root: Path, steps: int) -> tuple[float, dict[str, float], dict[str, float]]:
+    """The delivery's seconds per commit, the history's breakdown per write, and the write's parts (ms per
+    write)."""
     source, revision = make_repo(root, "source", {"README": "x\n"})
     gitops, _ = make_repo(root, "gitops", {"apps/web/values.yaml": "image:\n  tag: v0\n"})
     weights = [round(100 * (index + 1) / steps) for index in range(steps)]
@@ -85,17 +221,23 @@ async def delivery_seconds(root: Path, steps: int) -> tuple[float, dict[str, flo
         ],
     )
     plan = plan_from(document, revision)
+    spans = Spans()
     async with dev_server() as env, running_worker(env.client, root / "state") as queue:
-        started = time.perf_counter()
-        await start_delivery(env.client, plan, Trigger("cli", "bench"), queue=queue)
-        result = await handle_for(env.client, plan.delivery_id).result()
-        seconds = time.perf_counter() - started
+        with spans.installed():
+            started = time.perf_counter()
+            await start_delivery(env.client, plan, Trigger("cli", "bench"), queue=queue)
+            result = await handle_for(env.client, plan.delivery_id).result()
+            seconds = time.perf_counter() - started
         history = await env.client.get_workflow_handle(f"{plan.delivery_id}--prod--web").fetch_history()
     assert result.phase == "succeeded", result.reason
     made = [entry for entry in commits(gitops) if "Aicd-Step" in entry]
     assert len(made) == steps + 1, len(made)  # the steps and the promotion
     # The floor pushes N commits; the delivery pushes N + 1 (promotion): compare per commit.
-    return seconds * steps / (steps + 1), breakdown_ms(history)
+    timeline = breakdown_ms(history)
+    writes = timeline["writes"] or 1
+    parts = {part: ms / writes for part, ms in sorted(spans.ms.items(), key=lambda item: -item[1])}
+    parts["other"] = max(0.0, timeline["write"] - sum(parts.values()))
+    return seconds * steps / (steps + 1), timeline, parts
 
 
 def main() -> None:
@@ -104,7 +246,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
         floor = floor_seconds(Path(root), args.steps)
-        delivery, parts = asyncio.run(delivery_seconds(Path(root), args.steps))
+        delivery, parts, write_parts = asyncio.run(delivery_seconds(Path(root), args.steps))
     print(
         f"floor: {args.steps} commits+pushes with git: {floor:.3f}s ({1000 * floor / args.steps:.1f} ms each)"
     )
@@ -113,9 +255,11 @@ def main() -> None:
         "per step: waiting for a worker {queue:.1f} ms, the write (check, edit, commit, push, sync) {write:.1f}"
         " ms, the workflow's turn {workflow:.1f} ms".format(**parts)
     )
+    print("the write, ms per step: " + ", ".join(f"{part} {ms:.1f}" for part, ms in write_parts.items()))
     print(
         f"steps={args.steps} delivery_s={delivery:.3f} floor_s={floor:.3f} overhead_ratio={delivery / floor:.2f}"
-        f" queue_ms={parts['queue']:.1f} write_ms={parts['write']:.1f} workflow_ms={parts['workflow']:.1f}"
+        f" queue_ms={parts['queue']:.1f} write_ms={parts['write']:.1f} workflow_ms={parts['workflow']:.1f} "
+        + " ".join(f"{part.replace(' ', '_')}_ms={ms:.1f}" for part, ms in write_parts.items())
     )
 
 

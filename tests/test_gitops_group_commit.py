@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import shutil
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -139,6 +141,67 @@ def test_a_refused_or_fenced_request_does_not_hold_back_the_others(tmp_path: Pat
     steps = [entry["Aicd-Step"] for entry in commits(gitops) if "Aicd-Step" in entry]
     assert sorted(steps) == ["prod/a/0-setWeight", "prod/c/0-setWeight", "prod/d/0-setWeight"]
     assert "weight: 0" in show(gitops, "main", "b.yaml") and "weight: 50" in show(gitops, "main", "c.yaml")
+
+
+class Recorded(WriteFence):
+    """A fence that logs when it is asked and when its answer is waited for; `refuse` answers no."""
+
+    def __init__(self, name: str, log: list[str], *, refuse: bool = False) -> None:
+        self.name, self.log, self.refuse = name, log, refuse
+
+    def ask(self) -> Callable[[], None]:
+        self.log.append(f"ask {self.name}")
+
+        def answer() -> None:
+            self.log.append(f"answer {self.name}")
+            if self.refuse:
+                Refused().check()
+
+        return answer
+
+
+def test_the_fences_of_a_batch_are_asked_together_before_its_push(tmp_path: Path) -> None:
+    """Every request of a batch has its fence asked before any answer is waited for (one round trip to
+    Temporal per push, not one per request); a request whose fence answers no is dropped, the rest pushed."""
+    gitops, pushes = slow_counting_repo(tmp_path, {f"{app}.yaml": "canary:\n  weight: 0\n" for app in "abc"})
+    writer = GitOpsActivities(tmp_path / "state")
+    clone = writer._clone(gitops, "main")
+    log: list[str] = []
+    batch = [
+        _WriteRequest(
+            [writer.step_commit(request(gitops, app, "0-setWeight"))],
+            False,
+            Recorded(app, log, refuse=app == "b"),
+        )
+        for app in "abc"
+    ]
+    clone._write_batch(batch, lambda _: None)
+    assert log[:3] == ["ask a", "ask b", "ask c"] and sorted(log[3:6]) == ["answer a", "answer b", "answer c"]
+    assert isinstance(batch[1].error, ApplicationError) and batch[1].error.type == ErrorType.WRITE_FENCED
+    assert batch[0].error is None and batch[2].error is None
+    steps = sorted(entry["Aicd-Step"] for entry in commits(gitops) if "Aicd-Step" in entry)
+    assert steps == ["prod/a/0-setWeight", "prod/c/0-setWeight"]
+    assert "weight: 0" in show(gitops, "main", "b.yaml")
+    assert len(pushes.read_text().splitlines()) == 1  # b's commit was taken out, a and c pushed once
+
+
+def test_a_clone_made_again_under_a_running_worker_is_read_afresh(tmp_path: Path) -> None:
+    """The clone's handles are kept between writes; a clone removed and cloned again (a wiped state dir) is
+    opened anew, and a human commit made meanwhile is seen by the next write's ownership check."""
+    gitops, _ = make_repo(tmp_path, "gitops", {"web.yaml": "canary:\n  weight: 0\n"})
+    writer = GitOpsActivities(tmp_path / "state")
+    first = writer._commit(request(gitops, "web", "0-setWeight"), lambda _: None, WriteFence())
+    shutil.rmtree(writer._clone(gitops, "main").path)
+    work = tmp_path / "human"
+    git("clone", "-q", gitops, str(work))
+    (work / "web.yaml").write_text("canary:\n  weight: 7\n")
+    git("-c", "user.name=h", "-c", "user.email=h@x", "commit", "-qam", "hotfix", cwd=work)
+    git("push", "-q", "origin", "HEAD:main", cwd=work)
+    second = request(gitops, "web", "1-setWeight")
+    second.base = first.sha
+    with pytest.raises(ApplicationError) as refused:
+        writer._commit(second, lambda _: None, WriteFence())
+    assert refused.value.type == ErrorType.HUMAN_EDIT
 
 
 @pytest.mark.parametrize("workers", [2])
@@ -278,6 +341,37 @@ def test_history_lists_children_before_parents_when_commits_share_a_second(tmp_p
     assert all(position[parent] > position[sha] for sha, parent in parents.items() if parent), [
         c.subject for c in listed
     ]
+
+
+def test_history_touching_files_lists_what_git_log_of_those_files_lists(tmp_path: Path) -> None:
+    """The ownership check walks only the commits that changed its files (added, edited, made executable,
+    deleted, the root commit that added them), as `git log -- <files>` with first-parent diffs lists them."""
+    work = tmp_path / "work"
+    git("init", "-q", "-b", "main", str(work))
+    (work / "a").mkdir()
+    changes = [
+        ("a/x.yaml", "w: 0\n"),  # root commit: adds x
+        ("b.yaml", "w: 0\n"),  # another file only
+        ("a/x.yaml", "w: 1\n"),
+        ("b.yaml", "w: 1\n"),
+        ("a/x.yaml", None),  # chmod +x
+        ("c.yaml", "w: 0\n"),
+        ("a/x.yaml", ""),  # deleted
+    ]
+    for index, (path, content) in enumerate(changes):
+        if content is None:
+            (work / path).chmod(0o755)
+            git("add", path, cwd=work)
+        elif content == "":
+            git("rm", "-q", path, cwd=work)
+        else:
+            (work / path).write_text(content)
+            git("add", path, cwd=work)
+        git("-c", "user.name=t", "-c", "user.email=t@x", "commit", "-qm", f"c{index}", cwd=work)
+    objects = open_objects(work / ".git")
+    listed = history(objects, head_of(objects), touching=frozenset({"a/x.yaml", "gone.yaml"}))
+    expected = git("log", "--format=%s", "--", "a/x.yaml", "gone.yaml", cwd=work).split()
+    assert [commit.subject for commit in listed] == expected == ["c6", "c4", "c2", "c0"]
 
 
 def test_a_read_fetches_only_when_the_branch_has_moved(tmp_path: Path) -> None:
