@@ -136,3 +136,22 @@ def test_bad_analysis_settings_are_refused_with_their_place() -> None:
     assert len(errors) == 1 and "steps[1].analysis.onInconclusive" in errors[0]
     _, errors = parse(document(minSamples=0))
     assert len(errors) == 1 and "$.spec.analysis.minSamples" in errors[0]
+
+
+def test_interval_correlation_reaches_the_judge_and_is_refused_where_it_means_nothing() -> None:
+    latency = {"name": "latency", "kind": "continuous", "query": 'p95{track="{{ track }}"}'}
+    model, errors = parse(
+        document(metrics=[{**latency, "intervalCorrelation": 0.6}, {**latency, "name": "b"}])
+    )
+    assert errors == []
+    analysis = build_plan(model, REVISION).analysis
+    assert analysis is not None
+    stated, default = analysis.judge_config([], None).metrics
+    assert stated.interval_correlation == 0.6 and default.interval_correlation is None
+    _, errors = parse(document(metrics=[{**latency, "name": "a", "intervalCorrelation": 0.99}]))
+    assert len(errors) == 1 and "$.spec.analysis.metrics[0].intervalCorrelation" in errors[0]
+    errors_query = 'errors{track="{{ track }}"}'
+    count = {"name": "errors", "kind": "count", "query": errors_query, "intervalCorrelation": 0.3}
+    _, errors = parse(document(metrics=[latency, count]))
+    assert len(errors) == 1 and "metrics[1].intervalCorrelation" in errors[0], errors
+    assert "continuous metrics" in errors[0]

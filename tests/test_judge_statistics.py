@@ -12,6 +12,7 @@ from scipy.stats import norm
 
 from aicd.judge.sequential import (
     Band,
+    estimated_interval_correlation,
     interval_correlation,
     lag_one_autocorrelation,
     lagged_autocorrelation,
@@ -239,8 +240,53 @@ def test_interval_correlation_reads_a_slow_wander_from_the_query_steps() -> None
                 steps[index] = phi * steps[index - 1] + math.sqrt(1 - phi * phi) * rng.normal()
             from_summaries.append(lag_one_autocorrelation(steps.reshape(intervals, b).mean(axis=1)))
             steps[rng.random(steps.size) < 0.05] = np.nan  # missed scrapes
-            estimates.append(interval_correlation(steps, b))
-            white.append(interval_correlation(rng.normal(size=steps.size), b))
+            estimates.append(estimated_interval_correlation(steps, b) or 0.0)
+            white.append(estimated_interval_correlation(rng.normal(size=steps.size), b) or 0.0)
         assert abs(float(np.mean(estimates)) - truth) < 0.08
         assert float(np.mean(estimates)) > float(np.mean(from_summaries)) + 0.15
         assert float(np.mean(white)) < 0.15
+
+
+def test_interval_correlation_is_the_prior_until_the_data_can_speak_then_moves_towards_the_estimate() -> None:
+    """Before eight intervals the series cannot tell 0 from 0.7, so the stated prior stands whatever the
+    data; from then on the estimate gains weight with every interval, so white noise pulls a prior of 0.6
+    down gradually (not at once) and a strong wander pulls a prior of 0 up."""
+    b, rng = 12, np.random.default_rng(36)
+    white = rng.normal(size=60 * b)
+    for prior in (0.0, 0.3, 0.6):
+        assert interval_correlation(white[: 7 * b], b, prior) == prior
+    readings = [
+        float(np.mean([interval_correlation(rng.normal(size=k * b), b, 0.6) for _ in range(50)]))
+        for k in (8, 20, 60)
+    ]
+    assert 0.45 < readings[0] < 0.6 and readings[0] > readings[1] > readings[2] and readings[2] < 0.3
+    wander = np.empty(60 * b)
+    wander[0] = rng.normal()
+    for index in range(1, wander.size):
+        wander[index] = 0.97 * wander[index - 1] + math.sqrt(1 - 0.97**2) * rng.normal()
+    assert interval_correlation(wander, b, 0.0) > 0.3
+
+
+def test_t_mixture_told_of_correlated_intervals_keeps_its_level_at_every_look() -> None:
+    """AR(1) interval differences (r = 0.36, bench/judge.py's p50) exactly at the edge, looked at after
+    every interval from the third to the twentieth: told the correlation, the sequence fails at most about
+    its level; told 0 (what a short series reads) it fails several times as often."""
+    rng = np.random.default_rng(37)
+    told = naive = 0
+    trials, level, r = 3000, 0.01, 0.36
+    for _ in range(trials):
+        noise = np.empty(20)
+        noise[0] = rng.normal()
+        for index in range(1, 20):
+            noise[index] = r * noise[index - 1] + math.sqrt(1 - r * r) * rng.normal()
+        observations = EDGE + 0.05 * noise
+        looks = range(3, 21)
+        told += any(
+            t_mixture_sequence(observations[:k], INCREASE, math.log(1 / level), autocorrelation=r).rejected
+            for k in looks
+        )
+        naive += any(
+            t_mixture_sequence(observations[:k], INCREASE, math.log(1 / level)).rejected for k in looks
+        )
+    assert told / trials <= level
+    assert naive / trials > 2 * told / trials

@@ -203,6 +203,9 @@ class MetricConfig:
     up to 0.1 percentage points above the baseline's -- so that a metric whose events are rare on both
     sides (no errors at all) can be shown safe. ``max``/``min`` are absolute limits on the canary's value,
     checked on the median of the most recent interval so one bad scrape does not trip them.
+    ``interval_correlation`` (continuous metrics) is the lag-1 correlation of neighbouring intervals' canary-
+    baseline differences assumed until the data can show it (``None``: the judge's default, see
+    :mod:`aicd.judge.continuous`).
     """
 
     name: str
@@ -213,6 +216,7 @@ class MetricConfig:
     max: float | None = None
     min: float | None = None
     critical: bool = False
+    interval_correlation: float | None = None
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -230,6 +234,13 @@ class MetricConfig:
             raise ValueError(f"metric {self.name!r}: absolute tolerance must be in [0, 1)")
         if self.absolute_tolerance > 0 and self.kind != Kind.COUNT:
             raise ValueError(f"metric {self.name!r}: absolute tolerance applies to count metrics only")
+        if self.interval_correlation is not None:
+            if not (math.isfinite(self.interval_correlation) and 0 <= self.interval_correlation <= 0.95):
+                raise ValueError(f"metric {self.name!r}: interval correlation must be in [0, 0.95]")
+            if self.kind != Kind.CONTINUOUS:
+                raise ValueError(
+                    f"metric {self.name!r}: interval correlation applies to continuous metrics only"
+                )
 
 
 @dataclass(frozen=True)

@@ -155,7 +155,7 @@ def settle_factor(sequence: SequenceResult, band: Band) -> float | None:
 # ------------------------------------------------------------------------------ t-mixture (continuous)
 
 
-def log_t_mixture(t: float, n: int) -> float:
+def log_t_mixture(t: float, n: float) -> float:
     """log BF+(t, n): evidence that the mean is above the value at which the t-statistic is t."""
     nu = n - 1
     g = T_MIXTURE_G
@@ -172,7 +172,7 @@ def log_t_mixture(t: float, n: int) -> float:
 
 
 @lru_cache(maxsize=4096)
-def t_critical(n: int, log_threshold: float) -> float:
+def t_critical(n: float, log_threshold: float) -> float:
     """Smallest t whose e-value reaches exp(log_threshold) after n observations; ``inf`` if none can
     (with few observations the unknown variance caps the evidence)."""
     if n < 2:
@@ -204,8 +204,8 @@ def t_mixture_sequence(
 ) -> SequenceResult:
     """Bounds for the mean of Gaussian ``observations`` (unknown variance); test of ``band``.
 
-    ``autocorrelation`` (lag 1, >= 0) deflates the number of observations to the AR(1) effective
-    sample size n (1 - r) / (1 + r), widening the bounds for series whose intervals are not independent.
+    ``autocorrelation`` (lag 1, >= 0) widens the bounds for series whose intervals are not independent
+    (:func:`_correlated_size_and_error`).
     """
     threshold = side_threshold(band, log_threshold)
     count = int(observations.size)
@@ -214,12 +214,11 @@ def t_mixture_sequence(
             None, None, None, 0.0, threshold, False, 0, safe_log_threshold=safe_log_threshold
         )
     mean = float(np.mean(observations))
-    n = effective_size(count, autocorrelation)
+    n, standard_error = _correlated_size_and_error(observations, mean, autocorrelation)
     if n < 2:
         return SequenceResult(
             mean, None, None, 0.0, threshold, False, count, safe_log_threshold=safe_log_threshold
         )
-    standard_error = _standard_error(observations, mean, n)
     half_width = t_critical(n, threshold) * standard_error
     safe_half_width = t_critical(n, safe_log_threshold) * standard_error
     evidence = []
@@ -292,16 +291,29 @@ def t_test(
     )
 
 
-def effective_size(count: int, autocorrelation: float) -> int:
-    """The AR(1) effective number of observations n (1 - r) / (1 + r) (r capped at 0.95)."""
+DEGREES_STEP = 0.05  # effective sizes are rounded down to this, so t_critical's cache is reused
+
+
+def _correlated_size_and_error(
+    observations: FloatArray, mean: float, autocorrelation: float
+) -> tuple[float, float]:
+    """The t-mixture's number of observations and the standard error of the mean for AR(1) observations
+    with lag-1 correlation r: the noise sd is read from the sample sd corrected for its bias on a correlated
+    series, the mean's variance widened by (1 + r) / (1 - r), and the sd estimate counts as n (1 - r^2) /
+    (1 + r^2) observations (Bartlett). Deflating both to n (1 - r) / (1 + r) instead, as this did before,
+    treated the noise estimate as worth less than it is: with a correlation of 0.3 assumed from the first
+    interval, +25% latency was found at a median interval of 12 instead of 9 (bench/judge.py's world)."""
+    count = int(observations.size)
+    if count < 2:
+        return float(count), math.inf
     r = min(max(autocorrelation, 0.0), 0.95)
-    return math.floor(count * (1.0 - r) / (1.0 + r) + 1e-9) if r > 0 else count
-
-
-def _standard_error(observations: FloatArray, mean: float, n: int) -> float:
-    sd = float(np.std(observations, ddof=1))
-    # Identical observations leave no noise estimate; a tiny floor keeps t finite.
-    return max(sd, 1e-9 * max(1.0, abs(mean))) / math.sqrt(n)
+    lags = np.arange(1, count)
+    carried = float(np.sum((1.0 - lags / count) * r**lags))
+    bias = 1.0 - 2.0 * carried / (count - 1)  # E[s^2] / sigma^2
+    sd = max(float(np.std(observations, ddof=1)) / math.sqrt(bias), 1e-9 * max(1.0, abs(mean)))
+    error = sd * math.sqrt((1.0 + r) / ((1.0 - r) * count))
+    degrees = count * (1.0 - r * r) / (1.0 + r * r)
+    return math.floor(degrees / DEGREES_STEP + 1e-9) * DEGREES_STEP, error
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -353,29 +365,45 @@ def lagged_autocorrelation(values: FloatArray, lag: int) -> float:
     return max(0.0, estimate - 1.0 / math.sqrt(pairs))
 
 
-def interval_correlation(values: FloatArray, per_interval: int) -> float:
+def interval_correlation(values: FloatArray, per_interval: int, prior: float) -> float:
+    """The lag-1 correlation of consecutive intervals' means that the tests use: ``prior`` until the series
+    has ``CORRECTED_FROM_INTERVALS`` intervals, then the estimate (:func:`estimated_interval_correlation`)
+    shrunk towards the prior, which counts as ``PRIOR_INTERVALS`` intervals of it -- a weighted mean, not a
+    switch, so the noisy estimate of a short series moves the tests gradually.
+
+    Why a prior: before eight intervals a line through so few of them absorbs nearly all of a wander that
+    lasts an interval, and the data cannot tell 0 from 0.7 (below). Read as about 0 there, a canary exactly
+    at the edge of the tolerance (bench/judge.py's p50, true correlation 0.36) failed the early looks of the
+    anytime-valid test several times its share; with a prior of 0.3 none of 2000 runs failed before the
+    eighth."""
+    estimate = estimated_interval_correlation(values, per_interval)
+    if estimate is None:
+        return prior
+    readable = round(values.size / per_interval) - CORRECTED_FROM_INTERVALS + 1
+    return (PRIOR_INTERVALS * prior + readable * estimate) / (PRIOR_INTERVALS + readable)
+
+
+def estimated_interval_correlation(values: FloatArray, per_interval: int) -> float | None:
     """Lag-1 correlation of the means of consecutive intervals of ``per_interval`` steps, implied by the
     autocovariances of an evenly spaced series with gaps (NaN) at lags 0 .. 2 per_interval - 1, after
-    removing a straight-line trend (a regression that grows is not correlation); in [0, 0.95].
+    removing a straight-line trend (a regression that grows is not correlation); in [0, 0.95]. ``None``
+    before ``CORRECTED_FROM_INTERVALS`` intervals or when the series cannot say.
 
     Covariances around a line fitted to the series itself are biased low by that fit's error, which on a
     short, correlated series is most of the interval covariance: 0.36 between neighbouring 1-min summaries
     reads 0.01-0.03 after five intervals and 0.14-0.23 after twenty, so fixed-sample tests that trusted it
-    rejected a canary at the edge of the tolerance twice as often as their level allows. From
-    ``CORRECTED_FROM_INTERVALS`` on, the raw ratio is therefore mapped back through its expectation for
-    AR(1) interval means (:func:`_expected_raw_correlations`): unbiased on average, though noisy (sd about
-    0.2 at twenty intervals). Before that, a line through so few intervals absorbs nearly all of a wander
-    that lasts an interval and the raw ratio barely moves with the correlation (-0.5 to -0.34 over 0 to 0.7
-    at five), so there is nothing to correct and the raw ratio (floored at 0) stands; the anytime-valid
-    sequence, the only test that runs that early, has slack enough for it (no at-edge failure before the
-    eighth interval in 4,500 runs of bench/judge.py's world)."""
+    rejected a canary at the edge of the tolerance twice as often as their level allows. The raw ratio is
+    therefore mapped back through its expectation for AR(1) interval means
+    (:func:`_expected_raw_correlations`): unbiased on average, though noisy (sd about 0.2 at twenty
+    intervals). Before eight intervals there is nothing to correct: the raw ratio barely moves with the
+    correlation (-0.5 to -0.34 over 0 to 0.7 at five)."""
     b = per_interval
-    if b < 1 or values.size < 2 * b:
-        return 0.0
+    if b < 1 or round(values.size / b) < CORRECTED_FROM_INTERVALS:
+        return None
     present = np.isfinite(values)
     positions = np.flatnonzero(present).astype(np.float64)
     if positions.size < 2 * b:
-        return 0.0
+        return None
     residuals = np.zeros(values.size)
     residuals[present] = detrended(values[present], positions)
     weights = present.astype(np.float64)
@@ -383,22 +411,20 @@ def interval_correlation(values: FloatArray, per_interval: int) -> float:
     for lag in range(2 * b):
         pairs = float(np.dot(weights[: values.size - lag], weights[lag:]))
         if pairs < 1:
-            return 0.0
+            return None
         covariances[lag] = float(np.dot(residuals[: values.size - lag], residuals[lag:])) / pairs
     within, across = _interval_lag_matrices(b)
     variance = float(np.dot(within, covariances))
     if variance <= 0:
-        return 0.0
+        return None
     raw = float(np.dot(across, covariances)) / variance
-    intervals = round(values.size / b)
-    if intervals < CORRECTED_FROM_INTERVALS:
-        return max(0.0, min(0.95, raw))
     # The expectation rises with the true correlation: read off the correlation that expects the raw ratio.
-    expected = _expected_raw_correlations(intervals)
+    expected = _expected_raw_correlations(round(values.size / b))
     return float(np.interp(raw, expected, CORRELATION_GRID, left=0.0, right=float(CORRELATION_GRID[-1])))
 
 
 CORRECTED_FROM_INTERVALS = 8
+PRIOR_INTERVALS = 12  # the prior counts as this many readable intervals of the estimate
 CORRELATION_GRID = np.linspace(0.0, 0.95, 96)
 CORRELATION_GRID.flags.writeable = False
 

@@ -204,6 +204,9 @@ def _analysis(raw: dict[str, Any]) -> Analysis:
             max=metric.get("max"),
             min=metric.get("min"),
             critical=bool(metric.get("critical", False)),
+            interval_correlation=float(metric["intervalCorrelation"])
+            if "intervalCorrelation" in metric
+            else None,
         )
         for metric in raw.get("metrics", [])
     )

@@ -189,6 +189,11 @@ def check_metric_thresholds(spec: dict[str, Any]) -> Iterator[Finding]:
                 (*path, "absoluteTolerance"),
                 "absoluteTolerance applies to count metrics with a total (it is a difference of event ratios)",
             )
+        if "intervalCorrelation" in metric and metric.get("kind") != "continuous":
+            yield (
+                (*path, "intervalCorrelation"),
+                "intervalCorrelation applies to continuous metrics (count metrics are judged per event)",
+            )
 
 
 def check_analysis_ranges(spec: dict[str, Any]) -> Iterator[Finding]:
