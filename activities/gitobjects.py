@@ -13,6 +13,8 @@ first, each commit's files as changed against its first parent, its aicd trailer
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -133,21 +135,28 @@ def _walk(walker: pygit2.Walker, since: datetime | None) -> Iterator[pygit2.Comm
 
 
 def _touches(commit: pygit2.Commit, paths: frozenset[str]) -> bool:
-    """Whether the commit changed one of the files against its first parent: a look-up of each path in two
-    trees, where listing everything it changed diffs whole directories (with many deliveries writing one
-    repository, a check walks hundreds of commits of other files)."""
-    before = commit.parents[0].tree if commit.parents else None
-    return any(_entry(commit.tree, path) != _entry(before, path) for path in paths)
+    return not paths.isdisjoint(_changed_file_set(commit))
 
 
-def _entry(tree: pygit2.Tree | None, path: str) -> tuple[str, int] | None:
-    if tree is None:
-        return None
-    try:
-        entry = tree[path]
-    except KeyError:
-        return None
-    return str(entry.id), int(entry.filemode)
+# A commit's changes never change, and with many deliveries writing one repository every ownership check
+# walks the same recent commits of other apps: each is diffed once per process, then looked up.
+_CHANGED_FILES_KEPT = 50_000
+_changed_file_sets: OrderedDict[pygit2.Oid, frozenset[str]] = OrderedDict()
+_changed_file_sets_guard = threading.Lock()
+
+
+def _changed_file_set(commit: pygit2.Commit) -> frozenset[str]:
+    with _changed_file_sets_guard:
+        known = _changed_file_sets.get(commit.id)
+        if known is not None:
+            _changed_file_sets.move_to_end(commit.id)
+            return known
+    files = frozenset(changed_files(commit))
+    with _changed_file_sets_guard:
+        _changed_file_sets[commit.id] = files
+        if len(_changed_file_sets) > _CHANGED_FILES_KEPT:
+            _changed_file_sets.popitem(last=False)
+    return files
 
 
 def logged(commit: pygit2.Commit, message: str | None = None) -> LoggedCommit:

@@ -49,8 +49,8 @@ from aicd.observability.server import MetricsServer, WorkerHealth
 from aicd.observability.tracing import TracingConfigError, configure_tracing
 from aicd.redact import process_mask
 from aicd.temporal import connect, task_queue
-from aicd.workflows import ALL_WORKFLOWS, sandbox_runner
 from aicd.workflows.common import host_queue, writer_queue
+from aicd.workflows.registry import ALL_WORKFLOWS, sandbox_runner
 
 METRICS_PORT_ENV = "AICD_METRICS_PORT"
 METRICS_HOST_ENV = "AICD_METRICS_HOST"

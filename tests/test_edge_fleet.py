@@ -32,8 +32,8 @@ from aicd.testing.engine import (
     wait_for,
 )
 from aicd.testing.standins.kube_argocd import KubeArgoCD
-from aicd.workflows import ALL_WORKFLOWS, sandbox_runner
 from aicd.workflows.edge_fleet import EdgeFleetWorkflow
+from aicd.workflows.registry import ALL_WORKFLOWS, sandbox_runner
 
 __all__ = ["temporal_env"]
 

@@ -15,7 +15,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from aicd.testing.engine import temporal_env
-from aicd.workflows import ALL_WORKFLOWS, sandbox_runner
+from aicd.workflows.registry import ALL_WORKFLOWS, sandbox_runner
 from aicd.workflows.rollout_control import PROGRESS_IN_RESULT
 from tests.record_histories import HISTORY_DIR, SCENARIOS, record_scenario
 

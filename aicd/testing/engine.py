@@ -162,7 +162,7 @@ async def assert_replays(client: Client, workflow_ids: list[str]) -> None:
     """The histories of these workflows replay on the current workflow code without nondeterminism."""
     from temporalio.worker import Replayer
 
-    from aicd.workflows import ALL_WORKFLOWS, sandbox_runner
+    from aicd.workflows.registry import ALL_WORKFLOWS, sandbox_runner
 
     replayer = Replayer(workflows=ALL_WORKFLOWS, workflow_runner=sandbox_runner())
     for workflow_id in workflow_ids:
