@@ -4,6 +4,8 @@ processes of their own (as worker hosts would be), in three fleets:
 - `one`: one worker (`--role all`);
 - `three-writer`: three workers, one of them the GitOps writer (`--role all` + 2 x `--role delivery`):
   every push goes through one process, which commits steps one by one and pushes them together;
+- `three-deployed`: three workers as `deploy/` runs them (`--role gitops-writer` + 2 x `--role delivery`):
+  the writer process only writes, workflows and every other activity run in the two others;
 - `three-racing`: three `--role all` workers, each pushing from its own clone (how three workers ran before
   the writer queue): rejected pushes are refetched and retried.
 
@@ -13,7 +15,7 @@ tasks per delivery (WorkflowTaskCompleted events in the delivery's and its rollo
 writer's commits/s and commits per push; and where the CPU went: CPU seconds per delivery of the Temporal
 dev server, the worker processes, their child processes (git: reaped children's CPU), the bench itself and
 everything else on the machine, against the machine's utilisation over the run (1.0 = every core busy).
-Last line: key=value per fleet and the ratio of the writer fleet's throughput to one worker's.
+Last line: key=value per fleet and the ratio of each three-worker fleet's throughput to one worker's.
 
     .venv/bin/python bench/concurrency.py                      # 50 deliveries, the three fleets
     .venv/bin/python bench/concurrency.py --deliveries 500 --fleets one three-writer
@@ -49,6 +51,7 @@ from aicd.workflows.common import writer_queue
 FLEETS = {
     "one": ["all"],
     "three-writer": ["all", "delivery", "delivery"],
+    "three-deployed": ["gitops-writer", "delivery", "delivery"],
     "three-racing": ["all", "all", "all"],
 }
 WRITES = {"apply_step", "gitops_commit"}
@@ -354,8 +357,10 @@ def main() -> None:
             f"{key}_worker_ms={1000 * sum(f.cpu.workers) / args.deliveries:.0f}",
             f"{key}_git_ms={1000 * f.cpu.git / args.deliveries:.0f}",
         ]
-    if "one" in figures and "three-writer" in figures:
-        parts.append(f"three_writer_vs_one={figures['one'].seconds / figures['three-writer'].seconds:.2f}")
+    for fleet in FLEETS:
+        if fleet != "one" and "one" in figures and fleet in figures:
+            key = fleet.replace("-", "_")
+            parts.append(f"{key}_vs_one={figures['one'].seconds / figures[fleet].seconds:.2f}")
     print(" ".join(parts), flush=True)
 
 
