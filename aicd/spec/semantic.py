@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from aicd.redact import has_password
+from aicd.redact import has_credentials
 from aicd.spec.durations import parse_duration, parse_percent
 from aicd.spec.model import WriteKeys
 from aicd.spec.paths import repo_path_problem
@@ -354,16 +354,38 @@ def check_command_env(spec: dict[str, Any]) -> Iterator[Finding]:
                 yield (*base, "secretEnv", index), f"{name} is in both env and secretEnv; keep one"
 
 
-def check_repo_credentials(spec: dict[str, Any]) -> Iterator[Finding]:
-    """A password in a repository URL would travel in every workflow's input and history."""
-    for key in ("source", "gitops"):
-        url = spec.get(key, {}).get("repo")
-        if isinstance(url, str) and has_password(url):
+REPO_URL_PATHS = (("spec", "source", "repo"), ("spec", "gitops", "repo"))
+
+
+def check_url_credentials(spec: dict[str, Any]) -> Iterator[Finding]:
+    """A password or token in any URL of the spec (a repository, Prometheus, a webhook, a verification) would
+    travel in every workflow's input and history."""
+    for path, text in _strings(spec, ("spec",)):
+        if not has_credentials(text):
+            continue
+        if path in REPO_URL_PATHS:
             yield (
-                ("spec", key, "repo"),
+                path,
                 "the URL holds a password or token, which would be stored in workflow history; give the"
                 " worker a Git credential helper, ~/.git-credentials or an SSH key instead",
             )
+        else:
+            yield (
+                path,
+                "the URL holds a password or token, which would be stored in workflow history; keep it on"
+                " the worker and name it instead (Prometheus' `auth`, a verification's secret headers)",
+            )
+
+
+def _strings(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, (*path, str(key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, (*path, index))
 
 
 DURATION_KEYS = (
@@ -525,7 +547,7 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_approvals,
     check_targets,
     check_command_env,
-    check_repo_credentials,
+    check_url_credentials,
     check_durations,
     check_write_paths,
     check_schedule,
