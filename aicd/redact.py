@@ -88,6 +88,22 @@ def has_credentials(text: str) -> bool:
     return False
 
 
+# Tokens whose form gives them away (their providers chose these prefixes so scanners find them). Written into
+# a spec, one would travel in every workflow's input and history.
+KNOWN_TOKENS = (
+    ("a GitHub token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{22,})")),
+    ("a GitLab token", re.compile(r"\bgl(?:pat|dt|ptt|rt)-[A-Za-z0-9_-]{20,}")),
+    ("a Slack token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
+    ("an npm token", re.compile(r"\bnpm_[A-Za-z0-9]{36}")),
+    ("a private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
+)
+
+
+def known_token(text: str) -> str | None:
+    """What kind of well-known token `text` holds, or None."""
+    return next((kind for kind, pattern in KNOWN_TOKENS if pattern.search(text)), None)
+
+
 class SecretMask:
     """Replaces every occurrence of the given secret values with `***`."""
 

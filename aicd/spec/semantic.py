@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from aicd.redact import has_credentials
+from aicd.redact import has_credentials, known_token
 from aicd.spec.durations import parse_duration, parse_percent
 from aicd.spec.model import WriteKeys
 from aicd.spec.paths import repo_path_problem
@@ -377,6 +377,18 @@ def check_url_credentials(spec: dict[str, Any]) -> Iterator[Finding]:
             )
 
 
+def check_literal_secrets(spec: dict[str, Any]) -> Iterator[Finding]:
+    """A token written into the spec (a command's argument or `env` value, say) would travel in every
+    workflow's input and history; a command gets secrets by name (`secretEnv`)."""
+    for path, text in _strings(spec, ("spec",)):
+        if not has_credentials(text) and (kind := known_token(text)):  # else check_url_credentials says it
+            yield (
+                path,
+                f"holds {kind}, which would be stored in workflow history; give it to the command by name"
+                " (`secretEnv`, read on the worker) instead",
+            )
+
+
 def _strings(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
     if isinstance(value, str):
         yield path, value
@@ -548,6 +560,7 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_targets,
     check_command_env,
     check_url_credentials,
+    check_literal_secrets,
     check_durations,
     check_write_paths,
     check_schedule,
