@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from aicd.redact import has_credentials, known_token
+from aicd.redact import has_credentials, known_token, looks_secret
 from aicd.spec.durations import parse_duration, parse_percent
 from aicd.spec.model import WriteKeys
 from aicd.spec.paths import repo_path_problem
@@ -378,10 +378,17 @@ def check_url_credentials(spec: dict[str, Any]) -> Iterator[Finding]:
 
 
 def check_literal_secrets(spec: dict[str, Any]) -> Iterator[Finding]:
-    """A token written into the spec (a command's argument or `env` value, say) would travel in every
-    workflow's input and history; a command gets secrets by name (`secretEnv`)."""
+    """A token written into the spec (a command's argument or `env` value, say), or a literal credential
+    header (`Authorization`, `X-Api-Key`), would travel in every workflow's input and history; secrets are
+    named instead and read on the worker."""
     for path, text in _strings(spec, ("spec",)):
-        if not has_credentials(text) and (kind := known_token(text)):  # else check_url_credentials says it
+        if len(path) > 2 and path[-2] == "headers" and looks_secret(str(path[-1])):
+            yield (
+                path,
+                f"a literal {path[-1]} header would be stored in workflow history; name the secret instead"
+                " (Prometheus' `auth`, a verification's `secretHeaders`)",
+            )
+        elif not has_credentials(text) and (kind := known_token(text)):  # else check_url_credentials says it
             yield (
                 path,
                 f"holds {kind}, which would be stored in workflow history; give it to the command by name"
