@@ -71,9 +71,37 @@ def redact_credentials(text: str) -> str:
     return _URL_USERINFO.sub(replace, text)
 
 
-def has_password(url: str) -> bool:
-    """Whether a URL carries a password (or a token in the password's place: `x-access-token:TOKEN@`)."""
-    return any(":" in match.group("userinfo") for match in _URL_USERINFO.finditer(url))
+# A user name alone is a token when it has a provider's token prefix or is longer than user names are
+# (`https://TOKEN@github.com/...`); a short one (`https://alice@bitbucket.org/...`, Azure DevOps' organisation
+# name) is a public user name.
+TOKEN_PREFIXES = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "gldt-", "glptt-", "xox")
+MIN_TOKEN_USER_CHARS = 32
+
+
+def has_credentials(text: str) -> bool:
+    """Whether a URL in `text` carries a password (or a token in the password's place:
+    `x-access-token:TOKEN@`), or a token in the user name's place (`https://ghp_...@github.com/...`)."""
+    for match in _URL_USERINFO.finditer(text):
+        user, colon, _password = match.group("userinfo").partition(":")
+        if colon or user.lower().startswith(TOKEN_PREFIXES) or len(user) >= MIN_TOKEN_USER_CHARS:
+            return True
+    return False
+
+
+# Tokens whose form gives them away (their providers chose these prefixes so scanners find them). Written into
+# a spec, one would travel in every workflow's input and history.
+KNOWN_TOKENS = (
+    ("a GitHub token", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{22,})")),
+    ("a GitLab token", re.compile(r"\bgl(?:pat|dt|ptt|rt)-[A-Za-z0-9_-]{20,}")),
+    ("a Slack token", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
+    ("an npm token", re.compile(r"\bnpm_[A-Za-z0-9]{36}")),
+    ("a private key", re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
+)
+
+
+def known_token(text: str) -> str | None:
+    """What kind of well-known token `text` holds, or None."""
+    return next((kind for kind, pattern in KNOWN_TOKENS if pattern.search(text)), None)
 
 
 class SecretMask:

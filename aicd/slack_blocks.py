@@ -262,7 +262,9 @@ def _fields(status: dict[str, Any]) -> list[str]:
     trigger = status.get("trigger")
     if trigger:
         branch = f" on `{escape(trigger['branch'])}`" if trigger.get("branch") else ""
-        fields.append(f"*Triggered by*\n{who(trigger['actor'])} ({escape(trigger['source'])}){branch}")
+        # A Git host's user name is its owner's choice: only the CLI's actor (--as) may be shown as a Slack user.
+        actor = who(trigger["actor"]) if trigger["source"] == "cli" else escape(trigger["actor"])
+        fields.append(f"*Triggered by*\n{actor} ({escape(trigger['source'])}){branch}")
     commands = status.get("commands") or []
     if commands:
         fields.append("*Build & tests*\n" + ", ".join(f"{escape(c['name'])} {c['state']}" for c in commands))

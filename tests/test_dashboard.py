@@ -35,7 +35,7 @@ from aicd.dashboard.auth import (
 from aicd.dashboard.gitops import GitOpsReader, commit_url, parse_diff, repo_path
 from aicd.dashboard.history import DeliveryDigest, HistoryStore, Look, RolloutDigest, StepMark
 from aicd.dashboard.live import Hub
-from aicd.dashboard.settings import load_tokens
+from aicd.dashboard.settings import TokenTable, load_tokens
 from aicd.dashboard.views import build_view, fleet_grid, metric_chart, status_from_history
 from aicd.judge import JudgeConfig, MetricConfig, MetricSamples, Series, judge
 from aicd.messages import HumanAction, TargetStatus, Trigger
@@ -407,23 +407,27 @@ def test_identity_from_a_bearer_token_a_trusted_proxy_or_a_session(tmp_path: Pat
         request_identity(_request({**proxied, "X-Forwarded-For": "10.0.0.7"}, client="192.0.2.9"), settings)
         is None
     )
-    session = sign_session("dave", settings.session_key)
+    session = sign_session("alice", "alice-token-0123456789abcdef", settings.session_key)
     assert request_identity(_request(cookies=f"aicd_session={session}"), settings) == Identity(
-        "dave", "session"
+        "alice", "session"
     )
+    # A session names the identity of the token it was signed in with, and no other.
+    dave = sign_session("dave", "alice-token-0123456789abcdef", settings.session_key)
+    assert request_identity(_request(cookies=f"aicd_session={dave}"), settings) is None
     assert request_identity(_request(cookies=f"aicd_session={session[:-2]}xx"), settings) is None
 
 
 def test_sessions_expire_and_cannot_be_forged() -> None:
-    key = b"k" * 32
-    value = sign_session("alice", key, now=1000.0, ttl_s=60)
-    assert read_session(value, key, now=1030.0) == "alice"
-    assert read_session(value, key, now=1061.0) is None
-    assert read_session(value, b"x" * 32, now=1030.0) is None
+    key, token = b"k" * 32, "alice-token-0123456789abcdef"
+    tokens = TokenTable({hashlib.sha256(token.encode()).hexdigest(): "alice"})
+    value = sign_session("alice", token, key, now=1000.0, ttl_s=60)
+    assert read_session(value, key, tokens, now=1030.0) == "alice"
+    assert read_session(value, key, tokens, now=1061.0) is None
+    assert read_session(value, b"x" * 32, tokens, now=1030.0) is None
     body, _, mac = value.partition(".")
-    forged_body = sign_session("mallory", b"x" * 32, now=1000.0).partition(".")[0]
-    assert read_session(f"{forged_body}.{mac}", key, now=1030.0) is None
-    assert read_session("garbage", key) is None and read_session(f"{body}.", key) is None
+    forged_body = sign_session("mallory", token, b"x" * 32, now=1000.0).partition(".")[0]
+    assert read_session(f"{forged_body}.{mac}", key, tokens, now=1030.0) is None
+    assert read_session("garbage", key, tokens) is None and read_session(f"{body}.", key, tokens) is None
 
 
 def test_csrf_needs_the_double_submitted_token_and_a_same_site_origin() -> None:
@@ -536,6 +540,31 @@ async def test_login_sets_a_strict_session_cookie_and_slows_down_guessing(tmp_pa
             assert wrong.status_code == 401 and "Unknown token" in wrong.text
         blocked = await http.post("/login", data={"token": "x" * 20, "csrf_token": csrf}, headers=headers)
         assert blocked.status_code == 429
+
+
+async def test_a_removed_or_replaced_token_ends_its_sessions(tmp_path: Path) -> None:
+    """The operator removes a token from the tokens file (its owner left, or it leaked) or replaces it, and
+    restarts the dashboard with the same session key: the sessions signed in with the old token end, so they
+    can neither approve nor steer as that person any more."""
+    key = {"AICD_DASHBOARD_SESSION_KEY": "k" * 40, "AICD_DASHBOARD_READ": "anyone"}
+    settings = _settings(tmp_path, **key)
+    app = standalone_app(settings, _unreachable)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+    ) as http:
+        await http.get("/login")
+        form = {"token": "alice-token-0123456789abcdef", "csrf_token": http.cookies[CSRF_COOKIE]}
+        signed = await http.post("/login", data=form, headers={"origin": "http://testserver"})
+        assert signed.status_code == 303, signed.text
+        session = f"aicd_session={http.cookies['aicd_session']}"
+    assert request_identity(_request(cookies=session), settings) == Identity("alice", "session")
+
+    tokens = tmp_path / "tokens-now.yaml"
+    for now in ("bob: bob-token-0123456789abcdef\n", "alice: alice-new-token-0123456789ab\n"):
+        tokens.write_text(now)
+        tokens.chmod(0o600)
+        restarted = DashboardSettings.from_env({**key, "AICD_DASHBOARD_TOKENS_FILE": str(tokens)})
+        assert request_identity(_request(cookies=session), restarted) is None, now
 
 
 async def test_pages_say_when_temporal_cannot_be_reached_and_actions_need_identity(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from aicd.client import get_status, handle_for, list_deliveries, start_delivery
 from aicd.gateway.signatures import sign_slack
 from aicd.messages import Trigger
 from aicd.plan import build_plan
+from aicd.slack_blocks import action_value
 from aicd.spec.loader import load_spec
 from aicd.testing.engine import (
     commits,
@@ -413,3 +414,69 @@ async def test_override_from_slack_only_by_a_listed_person_with_a_reason(
     override = [action for action in status.actions if action.kind == "override"]
     assert [(a.actor, a.reason, a.via) for a in override] == [(APPROVER, "hotfix for INC-7", "slack")]
     assert len(commits(gitops)) > 1  # the stage went out
+
+
+def button_body(delivery_id: str, action_id: str, user_id: str, action_ts: str) -> bytes:
+    """A click on a delivery's button as Slack signs it; every click has its own `action_ts`."""
+    payload = {
+        "type": "block_actions",
+        "user": {"id": user_id, "team_id": "T0"},
+        "container": {"type": "message", "channel_id": "C0DEPLOYS"},
+        "actions": [{"action_id": action_id, "value": action_value(delivery_id), "action_ts": action_ts}],
+    }
+    return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+async def test_a_replayed_slack_request_is_refused(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    """A signed request seen on its way (a proxy's log, say) and sent again inside the five-minute window is
+    refused: replaying someone's earlier Resume must not resume a delivery that on-call paused since, and a
+    replayed command does not run twice."""
+    stage = {
+        "name": "production",
+        "targets": ["web"],
+        "approval": {"approvers": [APPROVER], "timeout": "1h"},
+        "strategy": {"canary": {"steps": [{"setWeight": 100}]}},
+    }
+    document, _, revision = app_spec(tmp_path, "replayed", stages=[stage])
+    plan = build_plan(load_spec(write_spec(tmp_path / "specs", document)), revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        gateway = make_gateway(client, tmp_path / "specs", queue)
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda s: s.pending_approval == "production")
+        async with http(gateway) as web:
+
+            async def click(kind: str, user_id: str, action_ts: str) -> tuple[bytes, dict[str, str]]:
+                body = button_body(plan.delivery_id, kind, user_id, action_ts)
+                headers = signed(body)
+                answer = await web.post("/slack/interactions", content=body, headers=headers)
+                assert answer.status_code == 200, answer.text
+                return body, headers
+
+            await click("pause", "U0ONCALL", "1.1")
+            await wait_for(client, plan.delivery_id, lambda s: s.paused)
+            resume = await click("resume", "U0DEV", "2.2")
+            await wait_for(client, plan.delivery_id, lambda s: not s.paused)
+            await click("pause", "U0ONCALL", "3.3")
+            await wait_for(client, plan.delivery_id, lambda s: s.paused)
+
+            replayed = await web.post("/slack/interactions", content=resume[0], headers=resume[1])
+            assert replayed.status_code == 401 and "replayed" in replayed.json()["error"], replayed.text
+            command = command_body(f"approve {plan.delivery_id} production", user_id=APPROVER)
+            headers = signed(command)
+            assert (await web.post("/slack/commands", content=command, headers=headers)).status_code == 200
+            again = await web.post("/slack/commands", content=command, headers=headers)
+            assert again.status_code == 401 and "replayed" in again.json()["error"], again.text
+            metrics = (await web.get("/metrics")).text
+        status = await get_status(client, plan.delivery_id)
+        await handle_for(client, plan.delivery_id).terminate("test over")
+    assert status.paused
+    assert [(a.kind, a.actor) for a in status.actions] == [
+        ("pause", "U0ONCALL"),
+        ("resume", "U0DEV"),
+        ("pause", "U0ONCALL"),
+        ("approve", APPROVER),
+    ]
+    for endpoint in ("interactions", "commands"):
+        refused = f'aicd_slack_requests_refused_total{{endpoint="{endpoint}",reason="replayed_request"}}'
+        assert metric(metrics, refused) == 1

@@ -204,3 +204,22 @@ def test_user_controlled_text_is_escaped() -> None:
     text = json.dumps(delivery_message(status)[1])
     assert "<!channel>" not in text and "<!here>" not in text and "<@U1>" not in text
     assert "&lt;!channel&gt; broke &amp; burned" in text
+
+
+def test_a_git_user_named_like_a_slack_id_is_not_a_mention() -> None:
+    """Who pushed is the Git host's user name, which its owner chooses: a GitHub user called `U024BE7LH` (an
+    approver's Slack ID) is shown as that text, never as a mention of the approver (who did not push)."""
+    status = {
+        "delivery_id": "delivery-shop-abc",
+        "app": "shop",
+        "revision": "a" * 40,
+        "artifact": "reg/shop:aaaaaaa",
+        "phase": "awaiting-approval",
+        "trigger": {"source": "github", "actor": "U024BE7LH", "branch": "release/1", "detail": ""},
+        "targets": [],
+    }
+    text = json.dumps(delivery_message(status)[1])
+    assert "<@U024BE7LH>" not in text and "*Triggered by*\\nU024BE7LH (github)" in text
+    # The CLI's --as may name a Slack user on purpose.
+    cli = {**status, "trigger": {**status["trigger"], "source": "cli"}}
+    assert "<@U024BE7LH>" in json.dumps(delivery_message(cli)[1])

@@ -21,7 +21,7 @@ from aicd.redact import (
     MASK,
     RedactingFormatter,
     SecretMask,
-    has_password,
+    has_credentials,
     looks_secret,
     process_mask,
     redact_credentials,
@@ -54,10 +54,17 @@ def test_credentials_in_urls_are_redacted(text: str, expected: str) -> None:
     assert PASSWORD not in redact_credentials(text) and TOKEN not in redact_credentials(text)
 
 
-def test_password_detection() -> None:
-    assert has_password(URL) and has_password(f"https://x-access-token:{TOKEN}@github.com/o/r")
-    assert not has_password("https://github.com/o/r.git") and not has_password("ssh://git@host/r")
-    assert not has_password("git@github.com:o/r.git")
+def test_credential_detection() -> None:
+    assert has_credentials(URL) and has_credentials(f"https://x-access-token:{TOKEN}@github.com/o/r")
+    assert not has_credentials("https://github.com/o/r.git") and not has_credentials("ssh://git@host/r")
+    assert not has_credentials("git@github.com:o/r.git")
+    # A token in the user name's place (GitHub and GitLab accept it) is a credential too ...
+    assert has_credentials(f"https://{TOKEN}@github.com/o/r.git")
+    assert has_credentials("https://glpat-0123456789abcdefghij@gitlab.example.com/o/r.git")
+    assert has_credentials(f"https://{'0123456789abcdef' * 2}@github.com/o/r.git")  # an old 40-hex token
+    # ... a user name is not (Bitbucket's and Azure DevOps' clone URLs carry one).
+    assert not has_credentials("https://alice@bitbucket.org/team/repo.git")
+    assert not has_credentials("https://contoso@dev.azure.com/contoso/shop/_git/shop")
 
 
 def test_secret_names() -> None:

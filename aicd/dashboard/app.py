@@ -550,7 +550,8 @@ class Dashboard:
                 429,
                 **self._login_context(next_path, "Too many failed sign-ins; wait a few minutes."),
             )
-        name = self.settings.tokens.identity(form.get("token", "").strip()) if self.settings.tokens else None
+        token = form.get("token", "").strip()
+        name = self.settings.tokens.identity(token) if self.settings.tokens else None
         if name is None:
             self.throttle.failed(client)
             log.info("dashboard: failed sign-in from %s", client)
@@ -564,7 +565,7 @@ class Dashboard:
             request,
             self.settings,
             SESSION_COOKIE,
-            sign_session(name, self.settings.session_key),
+            sign_session(name, token, self.settings.session_key),
             SESSION_TTL_S,
         )
         return response

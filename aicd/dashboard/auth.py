@@ -5,7 +5,8 @@ Identity comes from one of three places, in this order:
 - an authenticating proxy (oauth2-proxy): its `X-Forwarded-User` (or `-Email`) header, believed only when
   the connection comes from one of AICD_DASHBOARD_TRUSTED_PROXIES (anyone else can send that header);
 - the session cookie the login form sets after a valid token: HMAC-signed, HttpOnly, SameSite=Strict,
-  Secure over HTTPS, valid for 12 hours.
+  Secure over HTTPS, valid for 12 hours and only while that token is in the tokens file (removing or
+  replacing a token ends its sessions at the next start, even with a kept AICD_DASHBOARD_SESSION_KEY).
 
 Browsers send cookies (and the proxy's own cookie) on their own, so every action that rides on them is
 checked against cross-site request forgery: the form must carry the double-submit token of the CSRF cookie,
@@ -33,12 +34,13 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import Response
 
-from aicd.dashboard.settings import IDENTITY, DashboardSettings
+from aicd.dashboard.settings import IDENTITY, DashboardSettings, TokenTable
 
 SESSION_COOKIE = "aicd_session"
 CSRF_COOKIE = "aicd_csrf"
 CSRF_FIELD = "csrf_token"
 SESSION_TTL_S = 12 * 3600
+SESSION_TAG_CHARS = 16
 STEERING = ("pause", "resume", "abort")
 
 
@@ -82,7 +84,7 @@ def request_identity(request: Request, settings: DashboardSettings) -> Identity 
         forwarded = request.headers.get(settings.proxy_header, "").strip()
         if forwarded and IDENTITY.fullmatch(forwarded):
             return Identity(forwarded, "proxy")
-    name = read_session(request.cookies.get(SESSION_COOKIE, ""), settings.session_key)
+    name = read_session(request.cookies.get(SESSION_COOKIE, ""), settings.session_key, settings.tokens)
     return Identity(name, "session") if name else None
 
 
@@ -125,15 +127,27 @@ def verify(value: str, key: bytes, now: float | None = None) -> dict[str, object
     return claims
 
 
-def sign_session(name: str, key: bytes, now: float | None = None, ttl_s: float = SESSION_TTL_S) -> str:
-    return sign({"sub": name}, key, ttl_s, now)
+def session_tag(token: str) -> str:
+    """What a session keeps of the token it was signed in with (the start of its SHA-256, as the tokens file
+    may hold it): the session ends when that token leaves the tokens file or is replaced."""
+    return hashlib.sha256(token.encode()).hexdigest()[:SESSION_TAG_CHARS]
 
 
-def read_session(value: str, key: bytes, now: float | None = None) -> str | None:
-    """The identity a session cookie names, or None."""
+def sign_session(
+    name: str, token: str, key: bytes, now: float | None = None, ttl_s: float = SESSION_TTL_S
+) -> str:
+    return sign({"sub": name, "tok": session_tag(token)}, key, ttl_s, now)
+
+
+def read_session(value: str, key: bytes, tokens: TokenTable, now: float | None = None) -> str | None:
+    """The identity a session cookie names, or None (forged, expired, or its token no longer in `tokens`)."""
     claims = verify(value, key, now)
-    name = claims.get("sub") if claims else None
-    return name if isinstance(name, str) and IDENTITY.fullmatch(name) else None
+    if not claims:
+        return None
+    name, tag = claims.get("sub"), claims.get("tok")
+    if not isinstance(name, str) or not IDENTITY.fullmatch(name) or not isinstance(tag, str):
+        return None
+    return name if tokens.holds(name, tag) else None
 
 
 def secure_request(request: Request, settings: DashboardSettings) -> bool:

@@ -66,6 +66,13 @@ class TokenTable:
                 found = identity
         return found
 
+    def holds(self, identity: str, tag: str) -> bool:
+        """Whether `identity` still signs in with the token whose session tag (aicd.dashboard.auth) is `tag`."""
+        return bool(tag) and any(
+            who == identity and secrets.compare_digest(digest[: len(tag)], tag)
+            for digest, who in self.by_digest.items()
+        )
+
     def __bool__(self) -> bool:
         return bool(self.by_digest)
 

@@ -82,6 +82,7 @@ LABEL_VALUES: dict[str, dict[str, frozenset[str]]] = {
                 "malformed_timestamp",
                 "stale_timestamp",
                 "bad_signature",
+                "replayed_request",
                 "malformed_payload",
                 "malformed_action",
                 "malformed_command",

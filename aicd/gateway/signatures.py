@@ -61,8 +61,8 @@ def slack_refusal(
 
 
 class ReplayCache:
-    """Events (GitHub delivery IDs, GitLab idempotency keys) that started or found a delivery in the last
-    `ttl_s` seconds (at most `max_size`, oldest dropped first). GitHub signs no timestamp, so this only narrows
+    """Events (GitHub delivery IDs, GitLab idempotency keys) that started or found a delivery, and the Slack
+    requests accepted, in the last `ttl_s` seconds (at most `max_size`, oldest dropped first). GitHub signs no timestamp, so this only narrows
     the window; the delivery ID (one per push event) is what makes a replayed push harmless."""
 
     def __init__(self, ttl_s: float = 24 * 3600.0, max_size: int = 100_000) -> None:
@@ -86,6 +86,17 @@ class ReplayCache:
             self._expire(now)
             self._seen[key] = now
             self._seen.move_to_end(key)
+
+    def first_time(self, key: str, now: float | None = None) -> bool:
+        """Remember `key`; whether it was new (checked and remembered at once, so of two copies of one request
+        sent together only one is new)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._expire(now)
+            if key in self._seen:
+                return False
+            self._seen[key] = now
+            return True
 
     def _expire(self, now: float) -> None:
         while self._seen:

@@ -1,7 +1,7 @@
 """Slack interactions (buttons on delivery messages) and the `/aicd` slash command.
 
 Every request is checked against the signing secret over its exact bytes, with a five-minute window on the
-signed timestamp, then its shape (a signed payload of the wrong shape is a 400 with a one-line reason, never
+signed timestamp and a memory of the requests accepted (a request is acted on once), then its shape (a signed payload of the wrong shape is a 400 with a one-line reason, never
 a crash). The actor of every action is the Slack user ID of who clicked or typed, and nothing else: a
 username or display name is chosen by its owner and never stands in for an identity. The gateway never
 decides who may approve, the workflow's validators do, and a refusal is shown only to that user, changing
@@ -75,6 +75,10 @@ async def _verified_body(gateway: Gateway, request: Request, endpoint: str) -> b
     )
     if refusal:
         return _refuse(gateway, endpoint, 401, refusal)
+    # The signature covers the timestamp and the body, and Slack sends each click or command once: a second
+    # request with it is a replay inside the five-minute window (someone's old Resume, sent again).
+    if not gateway.replays.first_time(f"slack:{request.headers['x-slack-signature']}"):
+        return _refuse(gateway, endpoint, 401, "replayed request")
     return body
 
 

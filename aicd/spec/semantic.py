@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from aicd.redact import has_password
+from aicd.redact import has_credentials, known_token, looks_secret
 from aicd.spec.durations import parse_duration, parse_percent
 from aicd.spec.model import WriteKeys
 from aicd.spec.paths import repo_path_problem
@@ -354,16 +354,57 @@ def check_command_env(spec: dict[str, Any]) -> Iterator[Finding]:
                 yield (*base, "secretEnv", index), f"{name} is in both env and secretEnv; keep one"
 
 
-def check_repo_credentials(spec: dict[str, Any]) -> Iterator[Finding]:
-    """A password in a repository URL would travel in every workflow's input and history."""
-    for key in ("source", "gitops"):
-        url = spec.get(key, {}).get("repo")
-        if isinstance(url, str) and has_password(url):
+REPO_URL_PATHS = (("spec", "source", "repo"), ("spec", "gitops", "repo"))
+
+
+def check_url_credentials(spec: dict[str, Any]) -> Iterator[Finding]:
+    """A password or token in any URL of the spec (a repository, Prometheus, a webhook, a verification) would
+    travel in every workflow's input and history."""
+    for path, text in _strings(spec, ("spec",)):
+        if not has_credentials(text):
+            continue
+        if path in REPO_URL_PATHS:
             yield (
-                ("spec", key, "repo"),
+                path,
                 "the URL holds a password or token, which would be stored in workflow history; give the"
                 " worker a Git credential helper, ~/.git-credentials or an SSH key instead",
             )
+        else:
+            yield (
+                path,
+                "the URL holds a password or token, which would be stored in workflow history; keep it on"
+                " the worker and name it instead (Prometheus' `auth`, a verification's secret headers)",
+            )
+
+
+def check_literal_secrets(spec: dict[str, Any]) -> Iterator[Finding]:
+    """A token written into the spec (a command's argument or `env` value, say), or a literal credential
+    header (`Authorization`, `X-Api-Key`), would travel in every workflow's input and history; secrets are
+    named instead and read on the worker."""
+    for path, text in _strings(spec, ("spec",)):
+        if len(path) > 2 and path[-2] == "headers" and looks_secret(str(path[-1])):
+            yield (
+                path,
+                f"a literal {path[-1]} header would be stored in workflow history; name the secret instead"
+                " (Prometheus' `auth`, a verification's `secretHeaders`)",
+            )
+        elif not has_credentials(text) and (kind := known_token(text)):  # else check_url_credentials says it
+            yield (
+                path,
+                f"holds {kind}, which would be stored in workflow history; give it to the command by name"
+                " (`secretEnv`, read on the worker) instead",
+            )
+
+
+def _strings(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, (*path, str(key)))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, (*path, index))
 
 
 DURATION_KEYS = (
@@ -525,7 +566,8 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_approvals,
     check_targets,
     check_command_env,
-    check_repo_credentials,
+    check_url_credentials,
+    check_literal_secrets,
     check_durations,
     check_write_paths,
     check_schedule,
