@@ -11,8 +11,10 @@ before it commits:
   later write of its own has landed (StaleWrite);
 - that it is still wanted (the fence): the activity attempt is still the one Temporal waits for - not
   cancelled, not timed out and retried elsewhere while this worker stalled.
-A rejected push refetches and does all of it again. A rollback restores each file to its content before the
-delivery, except a file someone else has written since: it is left, and the commit message says why.
+A rejected push refetches and does all of it again. A retried step that finds its commit already pushed is
+checked the same way from that commit before it is synced again: Argo CD must not be brought back to a state
+someone has written over since. A rollback restores each file to its content before the delivery, except a
+file someone else has written since: it is left, and the commit message says why.
 """
 
 from __future__ import annotations
@@ -212,6 +214,9 @@ class StepCommit:
         True  # a canary step commits even when nothing changed (its trailer is its record)
     )
     base: str | None = None  # the commit its ownership check starts from: the clone must hold it
+    # For a step an earlier attempt already pushed (found by its trailer): refuses it, as `apply` would refuse
+    # a new write, when someone else has written its files since - its sync would run what Git no longer says.
+    confirm: Callable[[Worktree, str], None] | None = None
 
     def message(self, applied: Applied) -> str:
         trailers = CommitTrailers(
@@ -357,8 +362,12 @@ class GitOpsClone:
             repo.git.reset("--hard", self.remote_ref, "--quiet")
             repo.git.clean("-fdq")
 
-    def find_step_commit(self, objects: pygit2.Repository, owner: DeliveryRef, step: str) -> str | None:
-        """The commit of this step on the remote branch, if an earlier attempt has pushed it."""
+    def find_step_commit(
+        self, objects: pygit2.Repository, owner: DeliveryRef, step: str, base: str | None = None
+    ) -> str | None:
+        """The commit of this step on the remote branch, if an earlier attempt has pushed it. An attempt writes
+        on top of its `base`: a commit of the step older than the base (made before a human's commit that a
+        resume accepted as the base) is an earlier write the delivery has moved past, not this one."""
         marks = (f"{DELIVERY}: {owner.trailer}", f"{STEP}: {step}")
         for commit in history(objects, resolve(objects, self.remote_ref), containing=marks, limit=50):
             if (
@@ -366,7 +375,7 @@ class GitOpsClone:
                 and commit.trailers.step == step
                 and commit.trailers.belongs_to(owner)
             ):
-                return commit.sha
+                return None if _is_ancestor(objects, commit.sha, base) else commit.sha
         return None
 
     def commit_and_push(
@@ -522,11 +531,13 @@ class GitOpsClone:
         results = []
         for step in steps:
             existing = (
-                self.find_step_commit(work.objects, step.owner, step.step)
+                self.find_step_commit(work.objects, step.owner, step.step, step.base)
                 if has_branch and maybe_done
                 else None
             )
             if existing:
+                if step.confirm is not None:
+                    step.confirm(work, existing)
                 results.append(CommitResult(existing, already_done=True))
                 continue
             applied = step.apply(work)
@@ -607,9 +618,9 @@ class GitOpsActivities:
         """The request as a step of a group commit: checks, then the edits of its files."""
         owner = request.owner()
         target = _target_of(request.step)
+        paths = [path for edit in request.edits for path in edit.paths()]
 
         def apply(work: Worktree) -> Applied:
-            paths = [path for edit in request.edits for path in edit.paths()]
             files = {
                 path: safe_file(work.root, path, target) for path in paths
             }  # every path checked before any write
@@ -630,8 +641,18 @@ class GitOpsActivities:
                     _write(files[path], updated.encode())
             return Applied(paths)
 
+        def confirm(work: Worktree, pushed: str) -> None:
+            check_ownership(work, owner, pushed, set(paths), target)
+
         return StepCommit(
-            owner, request.step, request.actor, request.subject, request.reason, apply, base=request.base
+            owner,
+            request.step,
+            request.actor,
+            request.subject,
+            request.reason,
+            apply,
+            base=request.base,
+            confirm=confirm,
         )
 
     @activity.defn(name="gitops_rollback")
@@ -1131,6 +1152,16 @@ def _remove_stale_git_locks(git_dir: Path) -> None:
     for stale in [*git_dir.glob("*.lock"), *(git_dir / "refs").rglob("*.lock")]:
         log.warning("removing %s, left by a writer that was killed", stale)
         stale.unlink(missing_ok=True)
+
+
+def _is_ancestor(objects: pygit2.Repository, sha: str, of: str | None) -> bool:
+    """Whether commit `sha` is an ancestor of commit `of`, and not `of` itself (False when either is unknown)."""
+    if of is None or of == sha:
+        return False
+    try:
+        return bool(objects.descendant_of(pygit2.Oid(hex=of), pygit2.Oid(hex=sha)))
+    except (KeyError, ValueError, pygit2.GitError):
+        return False
 
 
 def _has_loose_object(git_dir: Path, sha: str) -> bool:
