@@ -32,13 +32,14 @@ import stat
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 import git
 import pygit2
@@ -89,6 +90,9 @@ _REJECTED_PUSH = ("rejected", "fetch first", "non-fast-forward", "failed to push
 _thread_locks: dict[str, threading.Lock] = {}
 # Clones this process left clean and equal to the remote branch after its own push or fetch.
 _in_sync_clones: set[str] = set()
+# Who holds a clone's lock, written in its lock file: a clone another process has held since (workers sharing
+# a state dir) may have been left mid-write by it, killed, so what this process knew of it no longer holds.
+_PROCESS_NONCE = uuid.uuid4().hex
 _thread_locks_guard = threading.Lock()
 
 
@@ -292,13 +296,26 @@ class GitOpsClone:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with _thread_locks_guard:
             thread_lock = _thread_locks.setdefault(str(self.path), threading.Lock())
-        with thread_lock, open(self.lock_path, "w") as lock_file:
+        with thread_lock, open(self.lock_path, "a+") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
+                self._take_over(lock_file)
                 _remove_stale_git_locks(self.path / ".git")
                 yield self._open()
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    def _take_over(self, lock_file: IO[str]) -> None:
+        """Under the lock: sign the lock file as this process's; when another process held the clone since
+        this one did, forget that this process left it in sync (it may hold that process's half-written step:
+        the next write resets the clone to the remote branch)."""
+        holder = f"{os.getpid()} {_PROCESS_NONCE}"  # the PID differs in a forked child
+        lock_file.seek(0)
+        if lock_file.read() != holder:
+            _in_sync_clones.discard(str(self.path))
+            lock_file.truncate(0)
+            lock_file.write(holder)
+            lock_file.flush()
 
     def _open(self) -> git.Repo:
         cached = _handles.get(str(self.path))
