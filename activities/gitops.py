@@ -11,8 +11,10 @@ before it commits:
   later write of its own has landed (StaleWrite);
 - that it is still wanted (the fence): the activity attempt is still the one Temporal waits for - not
   cancelled, not timed out and retried elsewhere while this worker stalled.
-A rejected push refetches and does all of it again. A rollback restores each file to its content before the
-delivery, except a file someone else has written since: it is left, and the commit message says why.
+A rejected push refetches and does all of it again. A retried step that finds its commit already pushed is
+checked the same way from that commit before it is synced again: Argo CD must not be brought back to a state
+someone has written over since. A rollback restores each file to its content before the delivery, except a
+file someone else has written since: it is left, and the commit message says why.
 """
 
 from __future__ import annotations
@@ -30,13 +32,14 @@ import stat
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 import git
 import pygit2
@@ -87,6 +90,9 @@ _REJECTED_PUSH = ("rejected", "fetch first", "non-fast-forward", "failed to push
 _thread_locks: dict[str, threading.Lock] = {}
 # Clones this process left clean and equal to the remote branch after its own push or fetch.
 _in_sync_clones: set[str] = set()
+# Who holds a clone's lock, written in its lock file: a clone another process has held since (workers sharing
+# a state dir) may have been left mid-write by it, killed, so what this process knew of it no longer holds.
+_PROCESS_NONCE = uuid.uuid4().hex
 _thread_locks_guard = threading.Lock()
 
 
@@ -212,6 +218,9 @@ class StepCommit:
         True  # a canary step commits even when nothing changed (its trailer is its record)
     )
     base: str | None = None  # the commit its ownership check starts from: the clone must hold it
+    # For a step an earlier attempt already pushed (found by its trailer): refuses it, as `apply` would refuse
+    # a new write, when someone else has written its files since - its sync would run what Git no longer says.
+    confirm: Callable[[Worktree, str], None] | None = None
 
     def message(self, applied: Applied) -> str:
         trailers = CommitTrailers(
@@ -287,13 +296,26 @@ class GitOpsClone:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with _thread_locks_guard:
             thread_lock = _thread_locks.setdefault(str(self.path), threading.Lock())
-        with thread_lock, open(self.lock_path, "w") as lock_file:
+        with thread_lock, open(self.lock_path, "a+") as lock_file:
             fcntl.flock(lock_file, fcntl.LOCK_EX)
             try:
+                self._take_over(lock_file)
                 _remove_stale_git_locks(self.path / ".git")
                 yield self._open()
             finally:
                 fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    def _take_over(self, lock_file: IO[str]) -> None:
+        """Under the lock: sign the lock file as this process's; when another process held the clone since
+        this one did, forget that this process left it in sync (it may hold that process's half-written step:
+        the next write resets the clone to the remote branch)."""
+        holder = f"{os.getpid()} {_PROCESS_NONCE}"  # the PID differs in a forked child
+        lock_file.seek(0)
+        if lock_file.read() != holder:
+            _in_sync_clones.discard(str(self.path))
+            lock_file.truncate(0)
+            lock_file.write(holder)
+            lock_file.flush()
 
     def _open(self) -> git.Repo:
         cached = _handles.get(str(self.path))
@@ -357,8 +379,12 @@ class GitOpsClone:
             repo.git.reset("--hard", self.remote_ref, "--quiet")
             repo.git.clean("-fdq")
 
-    def find_step_commit(self, objects: pygit2.Repository, owner: DeliveryRef, step: str) -> str | None:
-        """The commit of this step on the remote branch, if an earlier attempt has pushed it."""
+    def find_step_commit(
+        self, objects: pygit2.Repository, owner: DeliveryRef, step: str, base: str | None = None
+    ) -> str | None:
+        """The commit of this step on the remote branch, if an earlier attempt has pushed it. An attempt writes
+        on top of its `base`: a commit of the step older than the base (made before a human's commit that a
+        resume accepted as the base) is an earlier write the delivery has moved past, not this one."""
         marks = (f"{DELIVERY}: {owner.trailer}", f"{STEP}: {step}")
         for commit in history(objects, resolve(objects, self.remote_ref), containing=marks, limit=50):
             if (
@@ -366,7 +392,7 @@ class GitOpsClone:
                 and commit.trailers.step == step
                 and commit.trailers.belongs_to(owner)
             ):
-                return commit.sha
+                return None if _is_ancestor(objects, commit.sha, base) else commit.sha
         return None
 
     def commit_and_push(
@@ -522,11 +548,13 @@ class GitOpsClone:
         results = []
         for step in steps:
             existing = (
-                self.find_step_commit(work.objects, step.owner, step.step)
+                self.find_step_commit(work.objects, step.owner, step.step, step.base)
                 if has_branch and maybe_done
                 else None
             )
             if existing:
+                if step.confirm is not None:
+                    step.confirm(work, existing)
                 results.append(CommitResult(existing, already_done=True))
                 continue
             applied = step.apply(work)
@@ -607,9 +635,9 @@ class GitOpsActivities:
         """The request as a step of a group commit: checks, then the edits of its files."""
         owner = request.owner()
         target = _target_of(request.step)
+        paths = [path for edit in request.edits for path in edit.paths()]
 
         def apply(work: Worktree) -> Applied:
-            paths = [path for edit in request.edits for path in edit.paths()]
             files = {
                 path: safe_file(work.root, path, target) for path in paths
             }  # every path checked before any write
@@ -630,8 +658,18 @@ class GitOpsActivities:
                     _write(files[path], updated.encode())
             return Applied(paths)
 
+        def confirm(work: Worktree, pushed: str) -> None:
+            check_ownership(work, owner, pushed, set(paths), target)
+
         return StepCommit(
-            owner, request.step, request.actor, request.subject, request.reason, apply, base=request.base
+            owner,
+            request.step,
+            request.actor,
+            request.subject,
+            request.reason,
+            apply,
+            base=request.base,
+            confirm=confirm,
         )
 
     @activity.defn(name="gitops_rollback")
@@ -1131,6 +1169,16 @@ def _remove_stale_git_locks(git_dir: Path) -> None:
     for stale in [*git_dir.glob("*.lock"), *(git_dir / "refs").rglob("*.lock")]:
         log.warning("removing %s, left by a writer that was killed", stale)
         stale.unlink(missing_ok=True)
+
+
+def _is_ancestor(objects: pygit2.Repository, sha: str, of: str | None) -> bool:
+    """Whether commit `sha` is an ancestor of commit `of`, and not `of` itself (False when either is unknown)."""
+    if of is None or of == sha:
+        return False
+    try:
+        return bool(objects.descendant_of(pygit2.Oid(hex=of), pygit2.Oid(hex=sha)))
+    except (KeyError, ValueError, pygit2.GitError):
+        return False
 
 
 def _has_loose_object(git_dir: Path, sha: str) -> bool:

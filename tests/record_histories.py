@@ -13,6 +13,8 @@
   and fails a retried verification run, rolled back.
 - `host`: a build, two tests and a provisioning command, then a policy-gated stage: the commands after the
   build and the gate check are sent to the queue of the worker that ran the build (its host queue).
+- `two-stages`: one target through two stages (a canary stage, then a `pause: {}` stage), aborted there with
+  release scope: the rollback covers the target once (workflow patch `rollback-once-per-target`).
 - `progress`: the `gates` scenario again, its rollouts reporting to the delivery only as they start waiting
   and handing their final status back in their results (workflows.rollout_control.PROGRESS_IN_RESULT).
 
@@ -230,6 +232,34 @@ async def record_host(client: Client, root: Path) -> list[WorkflowHistory]:
         return await _histories(client, plan.delivery_id)
 
 
+async def record_two_stages(client: Client, root: Path) -> list[WorkflowHistory]:
+    source, revision = make_repo(root, "source", {"README": "x\n"})
+    gitops, _ = make_repo(root, "gitops", {"a.yaml": "image: {tag: v0}\n"})
+    document = spec_document(
+        "replay-stages",
+        source,
+        gitops,
+        {"a": {"kind": "git", "path": "a.yaml"}},
+        [
+            {"name": "one", "targets": ["a"], "strategy": {"canary": {"steps": [{"setWeight": 10}]}}},
+            {"name": "two", "targets": ["a"], "strategy": {"canary": {"steps": [{"pause": {}}]}}},
+        ],
+        rollback={"scope": "release"},
+    )
+    plan = plan_from(document, revision)
+    async with running_worker(client, root / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
+        await wait_for(
+            client,
+            plan.delivery_id,
+            lambda s: s.stage == "two" and "a" in s.targets and s.targets["a"].state == "awaiting-resume",
+        )
+        await send_action(client, plan.delivery_id, "abort", HumanAction("carol", "enough"))
+        await handle_for(client, plan.delivery_id).result()
+        histories = await _histories(client, plan.delivery_id)
+    return histories[:1]  # the children run unchanged code; the delivery decides what is rolled back
+
+
 SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]] = {
     "gates": record_gates,
     "notify": record_notify,
@@ -238,6 +268,7 @@ SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]]
     "strategies": record_strategies,
     "host": record_host,
     "progress": record_gates,
+    "two-stages": record_two_stages,
 }
 
 

@@ -175,3 +175,40 @@ async def test_reject_ends_rejected_and_validators_refuse_nonsense(
         result = await handle_for(client, plan.delivery_id).result()
     assert result.phase == "rejected" and "not today" in result.reason
     assert [c for c in commits(gitops) if "Aicd-Step" in c] == []
+
+
+async def test_release_scope_abort_of_a_target_in_two_stages_reports_its_rollback(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """A target may go through several stages (a canary stage, then a full one). Aborted with scope release, it
+    is rolled back once - one commit restores its file to before the delivery - and its status says so, not
+    "nothing to roll back" from a second request for the same file."""
+    source, revision = make_repo(tmp_path, "source", {"README": "x\n"})
+    gitops, _ = make_repo(tmp_path, "gitops", {"apps/web/values.yaml": SEED})
+    stages = [
+        {"name": "canary", "targets": ["web"], "strategy": {"canary": {"steps": [{"setWeight": 10}]}}},
+        {"name": "full", "targets": ["web"], "strategy": {"canary": {"steps": [{"pause": {}}]}}},
+    ]
+    targets = {"web": {"kind": "git", "path": "apps/web/values.yaml"}}
+    document = spec_document("web", source, gitops, targets, stages, rollback={"scope": "release"})
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+        await wait_for(
+            client,
+            plan.delivery_id,
+            lambda s: (
+                s.stage == "full" and "web" in s.targets and s.targets["web"].state == "awaiting-resume"
+            ),
+        )
+        await send_action(client, plan.delivery_id, "abort", HumanAction("carol", "customer errors"))
+        result = await handle_for(client, plan.delivery_id).result()
+        status = await get_status(client, plan.delivery_id)
+    assert result.phase == "aborted"
+    assert show(gitops, "main", "apps/web/values.yaml") == SEED.rstrip("\n")
+    rollbacks = [entry for entry in commits(gitops) if entry.get("Aicd-Step", "").endswith("/rollback")]
+    assert [entry["Aicd-Step"] for entry in rollbacks] == ["full/web/rollback"]
+    web = status.targets["web"]
+    assert web.state == "rolled-back" and web.message == "rolled back: customer errors", web.message
+    assert rollbacks[0]["sha"] in web.commits

@@ -5,19 +5,25 @@ two commits. Real processes: `aicd dev`'s EmbeddedTemporal and `python worker.py
 from __future__ import annotations
 
 import asyncio
+import os
+import pickle
 import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
 from temporalio.client import Client
 
-from aicd.activities.gitops import CommitRequest, FileEdit, GitOpsActivities
+from aicd.activities.gitops import CommitRequest, FileEdit, GitOpsActivities, RollbackRequest
 from aicd.client import get_status, handle_for, start_delivery
 from aicd.dev.processes import signal_group
 from aicd.dev.temporal import EmbeddedTemporal
 from aicd.messages import Trigger
-from aicd.testing.engine import commits, make_repo, plan_from, spec_document
+from aicd.plan import WritePlan
+from aicd.testing.engine import commits, make_repo, plan_from, show, spec_document
 from aicd.testing.polling import poll_until
+from tests.conftest import REPO_ROOT
 
 
 def step_commits(gitops: str) -> list[dict[str, str]]:
@@ -138,3 +144,70 @@ async def test_a_clone_left_with_gits_lock_files_by_a_killed_writer_still_commit
     assert result.sha and not result.already_done
     assert [entry["Aicd-Step"] for entry in step_commits(gitops)] == ["s/t/0-setWeight", "s/t/1-setWeight"]
     assert not list(git_dir.rglob("*.lock"))
+
+
+# Run by a second writer process: the rollback request pickled at argv[2], on the state dir at argv[1].
+ROLLBACK_IN_ANOTHER_PROCESS = """
+import asyncio, pickle, sys
+from pathlib import Path
+from aicd.activities.gitops import GitOpsActivities
+request = pickle.loads(Path(sys.argv[2]).read_bytes())
+asyncio.run(GitOpsActivities(Path(sys.argv[1])).rollback(request))
+"""
+# Its pre-commit hook (a hook makes the writer commit through git): the writer's whole process group - it,
+# `git commit`, the hook - killed between writing the file and committing it, as a container's end kills it.
+KILL_THE_WRITER = "#!/bin/sh\nkill -KILL 0\n"
+
+
+async def test_a_writer_killed_mid_write_in_a_shared_clone_leaves_nothing_another_trusts(
+    tmp_path: Path,
+) -> None:
+    """Writer processes on one state dir share its clones, one at a time under the clone's lock. One SIGKILLed
+    after writing a file and before committing it leaves the file changed in the work tree; a writer that
+    last left the clone clean itself must not take the tree as clean: its rollback would find the file
+    already restored and commit nothing - the delivery would say rolled back while Git keeps the canary."""
+    seed = "image:\n  tag: v0\ncanary:\n  weight: 0\n  tag: v0\n"
+    gitops, _ = make_repo(tmp_path, "gitops", {"v.yaml": seed})
+    state = tmp_path / "state"
+    owner = {"delivery_id": "delivery-x-abc", "started": "2026-01-01T00:00:00+00:00"}
+    canary = [FileEdit("v.yaml", {"canary.weight": 10, "canary.tag": "v1"})]
+    step = CommitRequest(gitops, "main", "x@abc", "s/t/0-setWeight", "aicd", "aicd: x", canary, **owner)
+    await GitOpsActivities(state).commit(step)
+    undo = RollbackRequest(
+        gitops,
+        "main",
+        "x@abc",
+        "s/t/rollback",
+        "aicd",
+        "aicd: x rollback",
+        ["v.yaml"],
+        write=WritePlan("image.tag", "canary.weight", "canary.tag"),
+        **owner,
+    )
+    (tmp_path / "request").write_bytes(pickle.dumps(undo))
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "pre-commit").write_text(KILL_THE_WRITER)
+    (hooks / "pre-commit").chmod(0o755)
+    env = {
+        **os.environ,
+        "GIT_CONFIG_COUNT": "1",
+        "GIT_CONFIG_KEY_0": "core.hooksPath",
+        "GIT_CONFIG_VALUE_0": str(hooks),
+        "PYTHONPATH": str(REPO_ROOT),
+    }
+    other = subprocess.run(
+        [sys.executable, "-c", ROLLBACK_IN_ANOTHER_PROCESS, str(state), str(tmp_path / "request")],
+        env=env,
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        start_new_session=True,
+    )
+    assert other.returncode == -signal.SIGKILL, other.stderr
+    assert "weight: 10" in show(gitops, "main", "v.yaml")  # killed before its commit
+    # Temporal retries the rollback on this worker.
+    undone = await GitOpsActivities(state).rollback(undo)
+    assert undone.sha is not None
+    assert show(gitops, "main", "v.yaml") == seed.rstrip("\n")

@@ -4,16 +4,22 @@ its own delivery wrote, matched by exact trailers, and leaves what others wrote 
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
+from aicd.activities.drivers.base import SyncRequest
 from aicd.activities.gitops import CommitRequest, FileEdit, GitOpsActivities, RollbackRequest
+from aicd.activities.steps import StepActivities, StepRequest
 from aicd.errors import ErrorType
 from aicd.plan import WritePlan
 from aicd.testing.engine import commits, git, make_repo, show
+from aicd.testing.standins.kube_argocd import KubeArgoCD
 
 SEED = "# web\nimage:\n  tag: v0   # stable\ncanary:\n  weight: 0\n  tag: v0\n"
 WRITE = WritePlan("image.tag", "canary.weight", "canary.tag")
@@ -333,3 +339,97 @@ async def test_rollback_leaves_a_file_written_since_and_withdraws_an_orphaned_ca
     )
     message = git("--git-dir", gitops, "log", "-1", "--format=%B", "main")
     assert "Aicd-Delivery-Id: new" in message and "Aicd-Started: 2026-01-01T00:05:00+00:00" in message
+
+
+# --- a retried step whose push had landed -------------------------------------------------------------------------
+def synced_step(commit: CommitRequest, kubeconfig: Path) -> StepRequest:
+    """The step as TargetRolloutWorkflow schedules it, for an Argo CD target running the file."""
+    path = commit.edits[0].path
+    config = {"kind": "argocd", "app": "web-prod", "path": path, "kubeconfig": str(kubeconfig)}
+    sync = SyncRequest(
+        commit.delivery_id,
+        "prod",
+        "web",
+        "argocd",
+        commit.repo,
+        commit.branch,
+        "",
+        commit.step,
+        20.0,
+        path=path,
+        config=config,
+    )
+    return StepRequest(commit, sync)
+
+
+async def attempt(number: int, call, *args):  # type: ignore[no-untyped-def]
+    """`call(*args)` as attempt `number` of an activity (a retry looks for its pushed commit first)."""
+    environment = ActivityEnvironment()
+    environment.info = dataclasses.replace(environment.info, attempt=number)
+    return await environment.run(call, *args)
+
+
+def running(standin: KubeArgoCD, gitops: str) -> str:
+    """The file as the Argo CD stand-in runs it: at the revision of its last sync."""
+    synced = standin.app("web-prod")["status"]["operationState"]["syncResult"]["revision"]
+    return show(gitops, synced, "apps/web/values.yaml")
+
+
+@pytest.fixture
+def argocd(tmp_path: Path) -> Iterator[tuple[str, KubeArgoCD, Path]]:
+    """A GitOps repository, an Argo CD stand-in with an Application on its file, and the kubeconfig."""
+    gitops, _ = make_repo(tmp_path, "gitops", {"apps/web/values.yaml": SEED})
+    with KubeArgoCD() as standin:
+        standin.create_app("web-prod", repo=gitops, path="apps/web")
+        yield gitops, standin, standin.write_kubeconfig(tmp_path / "kubeconfig")
+
+
+async def test_a_retried_step_never_syncs_its_commit_over_a_newer_delivery(
+    tmp_path: Path, argocd: tuple[str, KubeArgoCD, Path]
+) -> None:
+    """The step's push landed, then its attempt died before the sync (worker lost, Argo CD's API down); before
+    the retry a newer delivery wrote the file. Found by its trailer, the old commit must not be synced again:
+    Argo CD would run it while the branch says otherwise."""
+    gitops, standin, kubeconfig = argocd
+    older, newer = ("old", "2026-01-01T00:00:00+00:00"), ("new", "2026-01-01T00:05:00+00:00")
+    steps = StepActivities(GitOpsActivities(tmp_path / "state"))
+    first = request(gitops, *older, "0-setWeight", {"canary.weight": 10, "canary.tag": "v1"})
+    done = await attempt(1, steps.apply_step, synced_step(first, kubeconfig))
+    late = request(gitops, *older, "1-setWeight", {"canary.weight": 50}, base=done.commit.sha)
+    await attempt(1, steps.gitops.commit, late)  # pushed; the attempt dies before its sync
+    taken = request(
+        gitops, *newer, "0-setWeight", {"canary.weight": 20, "canary.tag": "v2"}, revision=NEW_REV
+    )
+    newest = await attempt(1, steps.apply_step, synced_step(taken, kubeconfig))
+    error = await refused(attempt(2, steps.apply_step, synced_step(late, kubeconfig)), ErrorType.SUPERSEDED)
+    assert error.details[0] == {"by": "new"}
+    # Argo CD runs what the branch says: the newer delivery's canary, not the older one's 50%.
+    assert [sync.revision for sync in standin.syncs("web-prod")] == [done.commit.sha, newest.commit.sha]
+    assert running(standin, gitops) == show(gitops, "main", "apps/web/values.yaml")
+
+
+async def test_a_retried_step_never_syncs_its_commit_over_a_human_edit(
+    tmp_path: Path, argocd: tuple[str, KubeArgoCD, Path]
+) -> None:
+    """As above with a human's commit since the step's push: the retry stops for a human as the next write
+    would. Once a resume accepts the human's commit (the write's base from then on), the step's old commit is
+    from before it: the step is written anew on top of the human's file, never the old commit synced."""
+    gitops, standin, kubeconfig = argocd
+    delivery = ("d1", "2026-01-01T00:00:00+00:00")
+    steps = StepActivities(GitOpsActivities(tmp_path / "state"))
+    first = request(gitops, *delivery, "0-setWeight", {"canary.weight": 10, "canary.tag": "v1"})
+    done = await attempt(1, steps.apply_step, synced_step(first, kubeconfig))
+    late = request(gitops, *delivery, "1-setWeight", {"canary.weight": 50}, base=done.commit.sha)
+    await attempt(1, steps.gitops.commit, late)  # pushed; the attempt dies before its sync
+    by_hand = show(gitops, "main", "apps/web/values.yaml").replace("# web", "# web: 6 replicas, by hand")
+    human = human_commit(gitops, tmp_path, {"apps/web/values.yaml": by_hand + "\n"}, "More replicas")
+    error = await refused(attempt(2, steps.apply_step, synced_step(late, kubeconfig)), ErrorType.HUMAN_EDIT)
+    assert error.details[0]["sha"] == human
+    assert [sync.revision for sync in standin.syncs("web-prod")] == [done.commit.sha]  # not the late one
+    # Resumed: the write goes on from the human's commit; its first attempt died before pushing.
+    accepted = dataclasses.replace(late, base=human)
+    result = await attempt(2, steps.apply_step, synced_step(accepted, kubeconfig))
+    assert not result.commit.already_done
+    now = show(gitops, "main", "apps/web/values.yaml")
+    assert "by hand" in now and "weight: 50" in now
+    assert running(standin, gitops) == now

@@ -1,5 +1,6 @@
 """Determinism: recorded histories (tests/record_histories.py: approval gates, pause and resume, `pause: {}`,
-abort with release-scope rollback; Slack notifications; an edge fleet continued as new) and fresh runs of
+abort with release-scope rollback; Slack notifications; an edge fleet continued as new; a target through two
+stages rolled back once) and fresh runs of
 the same scenarios must replay on the current workflow code without a nondeterminism error."""
 
 from __future__ import annotations

@@ -828,6 +828,11 @@ class DeliveryWorkflow:
         self._notify("rolled-back", reason)
         self._incident("rolled-back", f"rolling back {', '.join(name for _stage, name in targets)}: {reason}")
         ordered = list(reversed(targets))
+        names = [name for _stage, name in ordered]
+        if len(set(names)) < len(names) and workflow.patched("rollback-once-per-target"):
+            # A target gone through several stages: rolled back once, as of its newest stage (the commit restores
+            # its files to before the delivery); a second request would find nothing left and say so over it.
+            ordered = [entry for index, entry in enumerate(ordered) if entry[1] not in names[:index]]
         requests = [
             RollbackRequest(
                 repo=self.plan.gitops_repo,
