@@ -411,7 +411,8 @@ def spec_with(stage: dict[str, Any], metrics: list[dict[str, Any]]) -> bytes:
     spec = document["spec"]
     spec["analysis"].pop("analysisTemplates")
     spec["analysis"]["metrics"] = metrics or spec["analysis"]["metrics"]
-    spec["targets"] = {target: spec["targets"]["prod"] for target in stage["targets"]}
+    prod = spec["targets"]["prod"]  # each target with a file of its own, as the spec requires
+    spec["targets"] = {target: {**prod, "path": f"apps/shop/{target}.yaml"} for target in stage["targets"]}
     spec["stages"] = [stage]
     return yaml.safe_dump(document).encode()
 

@@ -9,7 +9,7 @@ from aicd.redact import has_credentials, known_token, looks_secret
 from aicd.spec.durations import parse_duration, parse_percent
 from aicd.spec.model import WriteKeys
 from aicd.spec.paths import repo_path_problem
-from aicd.spec.placeholders import ALLOWED_VARIABLES, placeholders_in, unknown_placeholders
+from aicd.spec.placeholders import ALLOWED_VARIABLES, placeholders_in, render, unknown_placeholders
 from aicd.spec.yamlsafe import Path
 from aicd.steps import STEP_KINDS, SetFlagStep
 from aicd.strategies import STRATEGY_KINDS
@@ -329,6 +329,32 @@ def check_targets(spec: dict[str, Any]) -> Iterator[Finding]:
                 yield (*path, key), f"{key} {target[key]!r} {problem}"
 
 
+def check_target_files(spec: dict[str, Any]) -> Iterator[Finding]:
+    """Each target writes files of its own: two targets writing one file (its values or its flags) take turns
+    overwriting each other's canary, and a delivery refuses the second write or a rollback of one undoes the
+    other. Compared as the plan renders them (`{{ target }}` is each target's own name)."""
+    owners: dict[str, tuple[str, str]] = {}
+    for name, target in spec.get("targets", {}).items():
+        for key in ("path", "flags"):
+            text = target.get(key)
+            if not isinstance(text, str):
+                continue
+            file = render(text, {"target": name}, partial=True)
+            if file in owners:
+                other, other_key = owners[file]
+                yield (
+                    ("spec", "targets", name, key),
+                    f"{file} is also target {other}'s {_target_file(other_key)}: each target needs files of its"
+                    " own (one's steps would overwrite the other's, and a rollback of one would undo both)",
+                )
+            else:
+                owners[file] = (name, key)
+
+
+def _target_file(key: str) -> str:
+    return "values file (path)" if key == "path" else "flags file"
+
+
 def _commands(spec: dict[str, Any]) -> Iterator[tuple[Path, dict[str, Any]]]:
     if "build" in spec:
         yield ("spec", "build"), spec["build"]
@@ -565,6 +591,7 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_artifact_placeholders,
     check_approvals,
     check_targets,
+    check_target_files,
     check_command_env,
     check_url_credentials,
     check_literal_secrets,
