@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -19,6 +22,7 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from aicd.cli.app import EXIT_USAGE
 from aicd.client import get_status, handle_for, list_deliveries, send_action, start_delivery
 from aicd.dashboard.auth import Identity, steering_refusal
 from aicd.dashboard.settings import DashboardSettings
@@ -705,3 +709,14 @@ def test_slack_and_the_dashboard_apply_one_steering_rule() -> None:
             Identity(identity, "session"), kind, approvers, DashboardSettings(operators=operators)
         )
         assert (refusal is None) is allowed
+
+
+def test_aicd_serve_refuses_a_name_among_the_slack_operators(tmp_path: Path) -> None:
+    """A name would never match who clicks: `aicd serve` stops at once and says which setting is wrong."""
+    (tmp_path / "specs").mkdir()
+    env = {**os.environ, SLACK_OPERATORS_ENV: "U0ONCALL, oncall-payments"}
+    command = [sys.executable, "-m", "aicd", "serve", "--specs", str(tmp_path / "specs"), "--port", "0"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == EXIT_USAGE, done
+    assert "AICD_SLACK_OPERATORS: 'oncall-payments' is not a Slack user ID" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
