@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -221,6 +222,22 @@ async def list_freezes(client: Client) -> list[dict[str, str]]:
     return freezes
 
 
+async def delivery_plan(client: Client, delivery_id: str) -> DeliveryPlan:
+    """The plan a delivery runs, as it was started (its input, in the first event of its history), whatever
+    its spec says now; ActionRefused when there is no such delivery."""
+    try:
+        async for event in client.get_workflow_handle(delivery_id).fetch_history_events(page_size=1):
+            started = event.workflow_execution_started_event_attributes
+            if started.workflow_type.name != DELIVERY_WORKFLOW or not started.input.payloads:
+                break
+            (delivery,) = await client.data_converter.decode(list(started.input.payloads), [DeliveryInput])
+            plan: DeliveryPlan = delivery.plan
+            return plan
+    except RPCError as error:
+        raise ActionRefused(_rpc_reason(delivery_id, error)) from None
+    raise ActionRefused(f"no delivery {delivery_id}")
+
+
 async def get_status(client: Client, delivery_id: str) -> DeliveryStatus:
     try:
         status = await handle_for(client, delivery_id).query(_workflow().status_query)
@@ -332,12 +349,23 @@ def _rpc_reason(delivery_id: str, error: RPCError) -> str:
     return f"{delivery_id}: {error}"
 
 
-async def act_on_app(client: Client, app: str, kind: str, action: HumanAction) -> list[tuple[str, str]]:
+async def act_on_app(
+    client: Client,
+    app: str,
+    kind: str,
+    action: HumanAction,
+    refusal: Callable[[str], Awaitable[str | None]] | None = None,
+) -> list[tuple[str, str]]:
     """The same action on every running delivery of `app` (on-call's "stop the line"): per delivery,
-    the outcome or `refused: <why>`."""
+    the outcome or `refused: <why>`. `refusal`, when given, is asked first for each delivery (why this actor
+    may not act on it, or None); a delivery it refuses is sent nothing."""
     outcomes = []
     for delivery_id, _state, _phase in await list_deliveries(client, app, running_only=True):
         try:
+            why = await refusal(delivery_id) if refusal is not None else None
+            if why is not None:
+                outcomes.append((delivery_id, f"refused: {why}"))
+                continue
             outcomes.append((delivery_id, await send_action(client, delivery_id, kind, action)))
         except ActionRefused as refused:
             outcomes.append((delivery_id, f"refused: {refused}"))

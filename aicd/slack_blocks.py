@@ -470,8 +470,9 @@ def event_reply(
 COMMAND_HELP = (
     "*aicd* — progressive delivery from Slack\n"
     "`/aicd status APP` — the app's deliveries and where they stand\n"
-    "`/aicd pause APP [reason]` — pause every running delivery of APP (stop the line)\n"
-    "`/aicd resume APP` — resume them\n"
+    "`/aicd pause APP [reason]` — pause every running delivery of APP (stop the line; its approvers and"
+    " Slack operators only)\n"
+    "`/aicd resume APP` — resume them (the same people)\n"
     "`/aicd approve DELIVERY STAGE` — approve a stage (listed approvers only)\n"
     "`/aicd override DELIVERY REASON` — let a stage through its policy (listed overriders only)\n"
     "`/aicd break-glass DELIVERY REASON` — let it through a freeze or a closed window (listed people only)\n"

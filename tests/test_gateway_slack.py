@@ -1,11 +1,16 @@
 """Slack through the gateway: signed button clicks call the workflow's updates as the real Slack user, the
 message is redrawn to say who did what, refusals go to that user only and change nothing, old or badly
-signed requests are refused; `/aicd` pauses and resumes every running delivery of an app."""
+signed requests are refused; `/aicd` pauses and resumes every running delivery of an app. Pause, resume and
+abort (buttons and `/aicd`) only from a delivery's approvers and AICD_SLACK_OPERATORS (`*`: anyone); anyone
+else is told privately and nothing reaches the delivery."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -17,12 +22,17 @@ import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from aicd.client import get_status, handle_for, list_deliveries, start_delivery
+from aicd.cli.app import EXIT_USAGE
+from aicd.client import get_status, handle_for, list_deliveries, send_action, start_delivery
+from aicd.dashboard.auth import Identity, steering_refusal
+from aicd.dashboard.settings import DashboardSettings
+from aicd.gateway.context import SLACK_OPERATORS_ENV, GatewaySettings
 from aicd.gateway.signatures import sign_slack
-from aicd.messages import Trigger
+from aicd.messages import HumanAction, Trigger
 from aicd.plan import build_plan
 from aicd.slack_blocks import action_value
 from aicd.spec.loader import load_spec
+from aicd.steering import may_steer
 from aicd.testing.engine import (
     commits,
     git,
@@ -223,7 +233,12 @@ async def test_slash_commands_pause_and_resume_every_running_delivery(
     client = temporal_env.client
     async with running_worker(client, tmp_path / "state") as queue:
         gateway = make_gateway(
-            client, tmp_path / "specs", queue, slack_bot_token=GATEWAY_TOKEN, slack_api_url=slack.base_url
+            client,
+            tmp_path / "specs",
+            queue,
+            slack_bot_token=GATEWAY_TOKEN,
+            slack_api_url=slack.base_url,
+            slack_operators=frozenset({"U0ONCALL"}),  # the stage has no approvers: on-call steers
         )
         plans = [build_plan(spec, first), build_plan(spec, second)]
         for plan in plans:
@@ -441,7 +456,9 @@ async def test_a_replayed_slack_request_is_refused(temporal_env: WorkflowEnviron
     plan = build_plan(load_spec(write_spec(tmp_path / "specs", document)), revision)
     client = temporal_env.client
     async with running_worker(client, tmp_path / "state") as queue:
-        gateway = make_gateway(client, tmp_path / "specs", queue)
+        gateway = make_gateway(
+            client, tmp_path / "specs", queue, slack_operators=frozenset({"U0ONCALL", "U0DEV"})
+        )
         await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
         await wait_for(client, plan.delivery_id, lambda s: s.pending_approval == "production")
         async with http(gateway) as web:
@@ -480,3 +497,226 @@ async def test_a_replayed_slack_request_is_refused(temporal_env: WorkflowEnviron
     for endpoint in ("interactions", "commands"):
         refused = f'aicd_slack_requests_refused_total{{endpoint="{endpoint}",reason="replayed_request"}}'
         assert metric(metrics, refused) == 1
+
+
+OPERATOR, MALLORY = "U0OPERATOR", "U0MALLORY"
+
+
+async def test_only_approvers_and_operators_steer_from_slack(
+    temporal_env: WorkflowEnvironment, slack: SlackStandIn, tmp_path: Path
+) -> None:
+    """Anyone in the workspace can type `/aicd` anywhere and click in a shared channel: resuming a `pause: {}`
+    step is a promotion, so pause, resume and abort come only from the delivery's approvers and the Slack
+    operators. Anyone else is told privately, and the delivery hears nothing; `*` lets anyone."""
+    waits = [
+        {"setWeight": 10},
+        {"pause": {}},
+        {"setWeight": 20},
+        {"pause": {}},
+        {"setWeight": 30},
+        {"pause": {}},
+    ]
+    stage = {
+        "name": "production",
+        "targets": ["web"],
+        "approval": {"approvers": [APPROVER], "timeout": "1h"},
+        "strategy": {"canary": {"steps": [*waits, {"setWeight": 100}]}},
+    }
+    app = f"steer-{uuid.uuid4().hex[:6]}"
+    document, _, revision = app_spec(
+        tmp_path, app, stages=[stage], notifications={"slack": {"channel": "#deploys"}}
+    )
+    plan = build_plan(load_spec(write_spec(tmp_path / "specs", document)), revision)
+    delivery = plan.delivery_id
+    client = temporal_env.client
+
+    def waiting_at(weight: int) -> Any:
+        def holds(status: Any) -> bool:
+            web = status.targets.get("web")
+            return bool(web and web.state == "awaiting-resume" and web.weight == weight)
+
+        return holds
+
+    async with running_worker(client, tmp_path / "state") as queue:
+        settings = {"slack_bot_token": GATEWAY_TOKEN, "slack_api_url": slack.base_url}
+        gateway = make_gateway(
+            client, tmp_path / "specs", queue, slack_operators=frozenset({OPERATOR}), **settings
+        )
+        anyone = make_gateway(client, tmp_path / "specs", queue, slack_operators=frozenset({"*"}), **settings)
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+        await wait_for(client, delivery, lambda s: s.pending_approval == "production")
+        await send_action(client, delivery, "approve", HumanAction(APPROVER, "ok", "production", via="cli"))
+        await wait_for(client, delivery, waiting_at(10))
+        await wait_for(client, delivery, lambda s: s.phase == "paused")
+        async with http(gateway) as web, http(anyone) as open_web:
+
+            async def click(server: httpx.AsyncClient, kind: str, user_id: str) -> None:
+                body = button_body(delivery, kind, user_id, uuid.uuid4().hex)
+                answer = await server.post("/slack/interactions", content=body, headers=signed(body))
+                assert answer.status_code == 200, answer.text
+
+            async def run(server: httpx.AsyncClient, text: str, user_id: str) -> dict[str, Any]:
+                body = command_body(text, user_id=user_id)
+                answer = await server.post("/slack/commands", content=body, headers=signed(body))
+                assert answer.status_code == 200, answer.text
+                result: dict[str, Any] = answer.json()
+                return result
+
+            # Not an approver, not an operator: the Resume and Abort buttons are refused privately...
+            for kind in ("resume", "abort"):
+                await click(web, kind, MALLORY)
+            told = await slack.wait_for(lambda: slack.ephemerals if len(slack.ephemerals) == 2 else None)
+            for ephemeral, kind in zip(told, ("resume", "abort"), strict=True):
+                assert ephemeral["user"] == MALLORY and ephemeral["channel"] == "C0DEPLOYS"
+                assert ephemeral["text"] == (
+                    f":no_entry_sign: Not done: {MALLORY} is not an approver or a Slack operator,"
+                    f" so may not {kind} {delivery}"
+                )
+            # ... and so is `/aicd` (typed in any channel or a DM), answered to her alone.
+            for sub in ("resume", "pause"):
+                answer = await run(web, f"{sub} {app}", MALLORY)
+                assert answer["response_type"] == "ephemeral", answer
+                assert answer["text"] == (
+                    f":no_entry_sign: Not done: {MALLORY} is not an approver or a Slack operator,"
+                    f" so may not {sub} {delivery}"
+                )
+            status = await get_status(client, delivery)
+            assert status.phase == "paused" and not status.paused and waiting_at(10)(status)
+            assert [(a.kind, a.actor) for a in status.actions] == [("approve", APPROVER)]
+            assert slack.calls_of("chat.update", token=GATEWAY_TOKEN) == []
+
+            # An operator (not an approver) resumes with `/aicd`, posted in the channel.
+            resumed = await run(web, f"resume {app}", OPERATOR)
+            assert resumed["response_type"] == "in_channel", resumed
+            assert f"`{delivery}`: resumed {delivery}" in resumed["text"]
+            await wait_for(client, delivery, waiting_at(20))
+
+            # The delivery's approver (no operator) resumes with the button.
+            await click(web, "resume", APPROVER)
+            await wait_for(client, delivery, waiting_at(30))
+
+            # AICD_SLACK_OPERATORS=*: anyone in the workspace, as before the rule.
+            opened = await run(open_web, f"resume {app}", MALLORY)
+            assert opened["response_type"] == "in_channel", opened
+            result = await handle_for(client, delivery).result()
+            metrics = (await web.get("/metrics")).text
+        final = await get_status(client, delivery)
+    assert result.phase == "succeeded", result.reason
+    assert [(a.kind, a.actor, a.via) for a in final.actions] == [
+        ("approve", APPROVER, "cli"),
+        ("resume", OPERATOR, "slack"),
+        ("resume", APPROVER, "slack"),
+        ("resume", MALLORY, "slack"),
+    ]
+    assert len(slack.ephemerals) == 2  # Mallory's clicks; her commands were answered in the response
+    for kind in ("resume", "abort"):
+        assert (
+            metric(metrics, f'aicd_slack_actions_total{{kind="{kind}",outcome="refused",via="button"}}') == 1
+        )
+    for kind in ("resume", "pause"):
+        assert (
+            metric(metrics, f'aicd_slack_actions_total{{kind="{kind}",outcome="refused",via="command"}}') == 1
+        )
+
+
+async def test_stop_the_line_acts_only_on_the_deliveries_the_user_may_steer(
+    temporal_env: WorkflowEnvironment, slack: SlackStandIn, tmp_path: Path
+) -> None:
+    """`/aicd pause APP` checks each running delivery: Carol approves the newer release only (its plan lists
+    her, the older one's does not), so that one pauses and the answer names the one refused."""
+    stage = {
+        "name": "production",
+        "targets": ["web"],
+        "approval": {"approvers": [APPROVER], "timeout": "1h"},
+        "strategy": {"canary": {"steps": [{"setWeight": 100}]}},
+    }
+    app = f"line-{uuid.uuid4().hex[:6]}"
+    document, _, first = app_spec(tmp_path, app, stages=[stage], concurrency="queue")
+    seed = tmp_path / f"{app}-source-seed"
+    git(
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@localhost",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        "2",
+        cwd=seed,
+    )
+    second = git("rev-parse", "HEAD", cwd=seed)
+    spec = load_spec(write_spec(tmp_path / "specs", document))
+    older, newer = build_plan(spec, first), build_plan(spec, second)
+    approval = newer.stages[0].approval
+    assert approval is not None
+    approval.approvers = [CAROL]  # the spec changed between the two releases
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        gateway = make_gateway(client, tmp_path / "specs", queue)
+        for plan in (older, newer):
+            await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+        for plan in (older, newer):
+            await wait_for(client, plan.delivery_id, lambda s: s.pending_approval == "production")
+        deadline = time.monotonic() + 20
+        while len(await list_deliveries(client, app, running_only=True)) < 2:  # visibility catches up
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        async with http(gateway) as web:
+            body = command_body(f"pause {app} hold on", user_id=CAROL)
+            answer = (await web.post("/slack/commands", content=body, headers=signed(body))).json()
+        assert answer["response_type"] == "in_channel", answer
+        assert f"`{newer.delivery_id}`: paused {newer.delivery_id}" in answer["text"]
+        assert (
+            f"`{older.delivery_id}`: refused: {CAROL} is not an approver or a Slack operator,"
+            f" so may not pause {older.delivery_id}"
+        ) in answer["text"]
+        assert (await get_status(client, newer.delivery_id)).paused
+        untouched = await get_status(client, older.delivery_id)
+        assert not untouched.paused and untouched.actions == []
+        for plan in (older, newer):
+            await client.get_workflow_handle(plan.delivery_id).terminate("test over")
+
+
+def test_slack_operators_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """AICD_SLACK_OPERATORS: Slack user IDs or `*`; a name (which no click ever carries) stops the start."""
+    monkeypatch.setenv(SLACK_OPERATORS_ENV, " U0ONCALL, W0ADMIN ,,")
+    assert GatewaySettings.from_env(tmp_path).slack_operators == {"U0ONCALL", "W0ADMIN"}
+    monkeypatch.setenv(SLACK_OPERATORS_ENV, "*")
+    assert GatewaySettings.from_env(tmp_path).slack_operators == {"*"}
+    monkeypatch.delenv(SLACK_OPERATORS_ENV)
+    assert GatewaySettings.from_env(tmp_path).slack_operators == frozenset()
+    monkeypatch.setenv(SLACK_OPERATORS_ENV, "U0ONCALL,oncall-payments")
+    with pytest.raises(ValueError, match="AICD_SLACK_OPERATORS: 'oncall-payments' is not a Slack user ID"):
+        GatewaySettings.from_env(tmp_path)
+
+
+def test_slack_and_the_dashboard_apply_one_steering_rule() -> None:
+    """aicd.steering decides for both front doors: the dashboard's refusal follows it, with its operators."""
+    approvers = [APPROVER, "oncall-payments"]
+    cases = [
+        (APPROVER, "resume", frozenset[str]()),
+        (MALLORY, "resume", frozenset[str]()),
+        (MALLORY, "pause", frozenset({MALLORY})),
+        (MALLORY, "abort", frozenset({"*"})),
+        (MALLORY, "approve", frozenset[str]()),  # the workflow's validators decide approvals
+        ("u024be7lh", "pause", frozenset[str]()),  # exact match only
+    ]
+    expected = [True, False, True, True, True, False]
+    for (identity, kind, operators), allowed in zip(cases, expected, strict=True):
+        assert may_steer(identity, kind, approvers, operators) is allowed, (identity, kind, operators)
+        refusal = steering_refusal(
+            Identity(identity, "session"), kind, approvers, DashboardSettings(operators=operators)
+        )
+        assert (refusal is None) is allowed
+
+
+def test_aicd_serve_refuses_a_name_among_the_slack_operators(tmp_path: Path) -> None:
+    """A name would never match who clicks: `aicd serve` stops at once and says which setting is wrong."""
+    (tmp_path / "specs").mkdir()
+    env = {**os.environ, SLACK_OPERATORS_ENV: "U0ONCALL, oncall-payments"}
+    command = [sys.executable, "-m", "aicd", "serve", "--specs", str(tmp_path / "specs"), "--port", "0"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == EXIT_USAGE, done
+    assert "AICD_SLACK_OPERATORS: 'oncall-payments' is not a Slack user ID" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr

@@ -59,12 +59,16 @@ def serve(
     from aicd.gateway.context import (
         GITHUB_SECRET_ENV,
         GITLAB_TOKEN_ENV,
+        SLACK_OPERATORS_ENV,
         SLACK_SIGNING_SECRET_ENV,
         SLACK_TOKEN_ENV,
     )
 
     setup_logging(log_level, log_format)
-    settings = GatewaySettings.from_env(specs, task_queue)
+    try:
+        settings = GatewaySettings.from_env(specs, task_queue)
+    except ValueError as error:
+        raise fail(str(error), EXIT_USAGE) from None
     for value, name, what in (
         (settings.github_secret, GITHUB_SECRET_ENV, "/hooks/github"),
         (settings.gitlab_token, GITLAB_TOKEN_ENV, "/hooks/gitlab"),
@@ -73,6 +77,11 @@ def serve(
     ):
         if not value:
             log.warning("%s is not set: %s refuses every request (or is off)", name, what)
+    if settings.slack_signing_secret and not settings.slack_operators:
+        log.info(
+            "%s is not set: from Slack, only a delivery's approvers may pause, resume and abort it",
+            SLACK_OPERATORS_ENV,
+        )
     gateway = Gateway(settings)
     board = None
     if with_dashboard:

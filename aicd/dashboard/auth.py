@@ -14,8 +14,9 @@ and a cross-site `Origin` / `Sec-Fetch-Site` is refused. A bearer token is never
 own, so it needs no such check.
 
 Who may do what: approve and reject go to the workflow, whose validator accepts only the listed approvers of
-the stage. Pause, resume and abort the workflow accepts from anyone, so the dashboard decides: the approvers
-of any stage of that delivery, and the identities of AICD_DASHBOARD_OPERATORS. No identity, no action.
+the stage. Pause, resume and abort the workflow accepts from anyone, so the dashboard decides, by the rule
+the Slack gateway applies too (aicd.steering): the approvers of any stage of that delivery, and the
+identities of AICD_DASHBOARD_OPERATORS. No identity, no action.
 """
 
 from __future__ import annotations
@@ -35,13 +36,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from aicd.dashboard.settings import IDENTITY, DashboardSettings, TokenTable
+from aicd.steering import may_steer
 
 SESSION_COOKIE = "aicd_session"
 CSRF_COOKIE = "aicd_csrf"
 CSRF_FIELD = "csrf_token"
 SESSION_TTL_S = 12 * 3600
 SESSION_TAG_CHARS = 16
-STEERING = ("pause", "resume", "abort")
 
 
 @dataclass(frozen=True)
@@ -207,9 +208,7 @@ def steering_refusal(
     decided by the workflow's validators (the stage's approvers)."""
     if identity is None:
         return "sign in to act on a delivery"
-    if kind not in STEERING:
-        return None
-    if "*" in settings.operators or identity.name in settings.operators or identity.name in approvers:
+    if may_steer(identity.name, kind, approvers, settings.operators):
         return None
     listed = ", ".join(approvers) or "none"
     return (

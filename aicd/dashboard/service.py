@@ -24,12 +24,12 @@ from aicd.dashboard.views import (
     DeliveryView,
     build_view,
     duration_text,
-    plan_approvers,
     status_from_history,
     trigger_text,
 )
 from aicd.messages import DeliveryStatus, HumanAction
 from aicd.plan import DELIVERY_ID, DeliveryPlan
+from aicd.steering import plan_approvers
 
 log = logging.getLogger("aicd.dashboard")
 

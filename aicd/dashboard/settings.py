@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aicd.spec.yamlsafe import YamlReadError, read_yaml
+from aicd.steering import parse_operators
 
 log = logging.getLogger("aicd.dashboard")
 
@@ -101,9 +102,7 @@ class DashboardSettings:
             tokens=load_tokens(Path(tokens_file)) if tokens_file else TokenTable(),
             trusted_proxies=parse_networks(env.get(TRUSTED_PROXIES_ENV, "")),
             proxy_header=_proxy_header(env.get(PROXY_HEADER_ENV, "")),
-            operators=frozenset(
-                name.strip() for name in env.get(OPERATORS_ENV, "").split(",") if name.strip()
-            ),
+            operators=parse_operators(env.get(OPERATORS_ENV, "")),
             commit_url=_commit_url(env.get(COMMIT_URL_ENV, "")),
             poll_s=_poll(env.get(POLL_ENV, "")),
         )

@@ -26,6 +26,7 @@ from aicd.messages import (
 )
 from aicd.plan import DeliveryPlan, StagePlan
 from aicd.status_view import verification_line
+from aicd.steering import plan_approvers
 from aicd.steps.set_weight import SetWeightStep
 
 WAITING_STATES = ("paused", "awaiting-resume")
@@ -341,16 +342,6 @@ def available_actions(status: DeliveryStatus) -> list[str]:
     if status.pending_approval:
         actions += ["approve", "reject"]
     return actions
-
-
-def plan_approvers(plan: DeliveryPlan | None) -> list[str]:
-    if plan is None:
-        return []
-    names: list[str] = []
-    for stage in plan.stages:
-        if stage.approval:
-            names += [name for name in stage.approval.approvers if name not in names]
-    return names
 
 
 def status_from_history(digest: DeliveryDigest, phase: str) -> DeliveryStatus:

@@ -20,11 +20,15 @@ from temporalio.client import Client
 from aicd.gateway.metrics import Metrics
 from aicd.gateway.signatures import ReplayCache
 from aicd.gateway.specs import SpecDirectory
+from aicd.slack_blocks import SLACK_ID
+from aicd.steering import ANYONE, parse_operators
 from aicd.temporal import connect
 
 GITHUB_SECRET_ENV = "AICD_GITHUB_WEBHOOK_SECRET"
 GITLAB_TOKEN_ENV = "AICD_GITLAB_WEBHOOK_TOKEN"
 SLACK_SIGNING_SECRET_ENV = "AICD_SLACK_SIGNING_SECRET"
+# Slack user IDs who may pause, resume and abort every delivery from Slack, besides its approvers; `*`: anyone.
+SLACK_OPERATORS_ENV = "AICD_SLACK_OPERATORS"
 # The same variables the notify activity reads (the gateway does not import activities).
 SLACK_TOKEN_ENV = "SLACK_BOT_TOKEN"
 SLACK_API_URL_ENV = "SLACK_API_URL"
@@ -44,6 +48,7 @@ class GatewaySettings:
     slack_signing_secret: str | None = field(default=None, repr=False)
     slack_bot_token: str | None = field(default=None, repr=False)
     slack_api_url: str | None = None
+    slack_operators: frozenset[str] = frozenset()  # aicd.steering: besides each delivery's approvers
     max_body_bytes: int = MAX_BODY_BYTES
     reload_interval_s: float = 2.0
     replay_ttl_s: float = 24 * 3600.0
@@ -60,8 +65,21 @@ class GatewaySettings:
             slack_signing_secret=env.get(SLACK_SIGNING_SECRET_ENV) or None,
             slack_bot_token=env.get(SLACK_TOKEN_ENV) or None,
             slack_api_url=env.get(SLACK_API_URL_ENV) or None,
+            slack_operators=slack_operators(env.get(SLACK_OPERATORS_ENV, "")),
             **{"max_body_bytes": _bytes(env.get(WEBHOOK_MAX_BODY_ENV), MAX_BODY_BYTES), **overrides},
         )
+
+
+def slack_operators(text: str) -> frozenset[str]:
+    """AICD_SLACK_OPERATORS: Slack user IDs (comma-separated), or `*`. A name would never match the user ID
+    of who clicks, so it is refused here rather than silently ignored."""
+    operators = parse_operators(text)
+    for name in sorted(operators):
+        if name != ANYONE and not SLACK_ID.fullmatch(name):
+            raise ValueError(
+                f"{SLACK_OPERATORS_ENV}: {name[:40]!r} is not a Slack user ID (like U024BE7LH) or *"
+            )
+    return operators
 
 
 def _bytes(value: str | None, default: int) -> int:

@@ -4,9 +4,13 @@ Every request is checked against the signing secret over its exact bytes, with a
 signed timestamp and a memory of the requests accepted (a request is acted on once), then its shape (a signed payload of the wrong shape is a 400 with a one-line reason, never
 a crash). The actor of every action is the Slack user ID of who clicked or typed, and nothing else: a
 username or display name is chosen by its owner and never stands in for an identity. The gateway never
-decides who may approve, the workflow's validators do, and a refusal is shown only to that user, changing
-nothing. Buttons are answered at once (Slack wants an answer within 3 s) and acted on right after; a
-command that takes longer than that answers "working on it" and posts its outcome when done.
+decides who may approve, the workflow's validators do. Pause, resume and abort the workflow accepts from
+anyone, and anyone in the workspace can type `/aicd` in any channel or DM (or click in a Slack Connect
+shared channel), so the gateway decides those by the rule the dashboard applies (aicd.steering): the
+delivery's approvers (any stage, from the plan it was started with) and AICD_SLACK_OPERATORS. A refusal,
+the gateway's or the workflow's, is shown only to that user, and nothing is sent to the delivery. Buttons
+are answered at once (Slack wants an answer within 3 s) and acted on right after; a command that takes
+longer than that answers "working on it" and posts its outcome when done.
 """
 
 from __future__ import annotations
@@ -25,7 +29,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from temporalio.client import Client
 
-from aicd.client import ActionRefused, act_on_app, get_status, list_deliveries, send_action
+from aicd.client import (
+    ActionRefused,
+    act_on_app,
+    delivery_plan,
+    get_status,
+    list_deliveries,
+    send_action,
+)
 from aicd.gates.base import OVERRIDE_KINDS
 from aicd.gateway.context import (
     SLACK_MAX_BODY_BYTES,
@@ -52,6 +63,7 @@ from aicd.slack_blocks import (
     status_line,
     who,
 )
+from aicd.steering import STEERING, may_steer, plan_approvers
 
 log = logging.getLogger("aicd.gateway.slack")
 APP_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,52}")
@@ -191,6 +203,10 @@ async def _act_on_click(
 ) -> None:
     try:
         client = await gateway.client()
+        refusal = await steering_refusal(gateway, client, delivery, kind, user_id)
+        if refusal is not None:
+            log.info("Slack: %s %s by %s refused: %s", kind, delivery, user_id, refusal)
+            raise ActionRefused(refusal)
         action = HumanAction(user_id, f"from Slack by {user_id}", stage, via="slack")
         outcome = await send_action(client, delivery, kind, action)
     except ActionRefused as refused:
@@ -205,6 +221,23 @@ async def _act_on_click(
     gateway.metrics.inc("aicd_slack_actions_total", kind=kind, via="button", outcome="accepted")
     log.info("Slack: %s %s by %s: %s", kind, delivery, user_id, outcome)
     await _redraw(gateway, client, delivery, channel, message_ts)
+
+
+async def steering_refusal(
+    gateway: Gateway, client: Client, delivery: str, kind: str, user_id: str
+) -> str | None:
+    """Why this Slack user may not `kind` (pause, resume, abort) the delivery, or None (aicd.steering; other
+    kinds are the workflow's to decide). ActionRefused: no such delivery."""
+    if kind not in STEERING:
+        return None
+    approvers = plan_approvers(await delivery_plan(client, delivery))
+    if may_steer(user_id, kind, approvers, gateway.settings.slack_operators):
+        return None
+    return _not_permitted(user_id, kind, [delivery])
+
+
+def _not_permitted(user_id: str, kind: str, deliveries: list[str]) -> str:
+    return f"{user_id} is not an approver or a Slack operator, so may not {kind} {', '.join(deliveries)}"
 
 
 async def _redraw(gateway: Gateway, client: Client, delivery: str, channel: str, message_ts: str) -> None:
@@ -308,9 +341,20 @@ async def _command(gateway: Gateway, sub: str, args: list[str], user_id: str) ->
         if sub == "status":
             return True, await _status_text(client, app)
         reason = " ".join(args[1:]) or f"{sub}d from Slack"
-        outcomes = await act_on_app(client, app, sub, HumanAction(user_id, reason, via="slack"))
+        refused: list[str] = []
+
+        async def refusal(delivery: str) -> str | None:
+            why = await steering_refusal(gateway, client, delivery, sub, user_id)
+            if why is not None:
+                refused.append(delivery)
+            return why
+
+        outcomes = await act_on_app(client, app, sub, HumanAction(user_id, reason, via="slack"), refusal)
         if not outcomes:
             return True, f"No running delivery of *{escape(app)}*."
+        if len(refused) == len(outcomes):  # may steer none of them: only this user hears of it
+            log.info("/aicd %s %s by %s refused: %s", sub, app, user_id, ", ".join(refused))
+            raise ActionRefused(_not_permitted(user_id, sub, refused))
         lines = [f"`{escape(delivery)}`: {escape(outcome)}" for delivery, outcome in outcomes]
         return False, f"{who(user_id)} ran `{sub}` on *{escape(app)}*:\n" + "\n".join(lines)
     if sub == "approve":
