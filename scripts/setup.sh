@@ -36,7 +36,7 @@ fi
 # Bytecode for aicd's own sources (an editable install has none, and PYTHONDONTWRITEBYTECODE, common on CI
 # machines and in containers, keeps Python from writing it): without it every process compiles aicd again,
 # and the workflow sandbox compiles the workflow modules for every workflow it starts. Only what changed.
-.venv/bin/python -m compileall -q -j 0 aicd activities workflows schemas delivery_specs >/dev/null
+.venv/bin/python -m compileall -q -j 0 -x '/templates/[^/]+/files/' aicd activities workflows schemas delivery_specs >/dev/null
 
 # `aicd` as typed: a link to .venv/bin/aicd in a directory already on PATH (~/.local/bin, else
 # /usr/local/bin when we may write there). An existing `aicd` that is not such a link is left alone.
