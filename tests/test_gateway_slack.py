@@ -62,6 +62,23 @@ async def slack(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[SlackStandIn]:
     await standin.stop()
 
 
+def empty_commit(repo: Path, message: str) -> str:
+    """A new (empty) commit on the repository's checked-out branch: a second revision to deliver."""
+    git(
+        "-c",
+        "user.name=t",
+        "-c",
+        "user.email=t@localhost",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        message,
+        cwd=repo,
+    )
+    return git("rev-parse", "HEAD", cwd=repo)
+
+
 def signed(body: bytes, *, age_s: float = 0, secret: str = SLACK_SECRET) -> dict[str, str]:
     timestamp = str(int(time.time() - age_s))
     return {
@@ -216,19 +233,7 @@ async def test_slash_commands_pause_and_resume_every_running_delivery(
         tmp_path, app, stages=[stage], notifications={"slack": {"channel": "#deploys"}}, concurrency="queue"
     )
     seed = tmp_path / f"{app}-source-seed"
-    git(
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@localhost",
-        "commit",
-        "-q",
-        "--allow-empty",
-        "-m",
-        "second",
-        cwd=seed,
-    )
-    second = git("rev-parse", "HEAD", cwd=seed)
+    second = empty_commit(seed, "second")
     spec = load_spec(write_spec(tmp_path / "specs", document))
     client = temporal_env.client
     async with running_worker(client, tmp_path / "state") as queue:
@@ -633,19 +638,7 @@ async def test_stop_the_line_acts_only_on_the_deliveries_the_user_may_steer(
     app = f"line-{uuid.uuid4().hex[:6]}"
     document, _, first = app_spec(tmp_path, app, stages=[stage], concurrency="queue")
     seed = tmp_path / f"{app}-source-seed"
-    git(
-        "-c",
-        "user.name=t",
-        "-c",
-        "user.email=t@localhost",
-        "commit",
-        "-q",
-        "--allow-empty",
-        "-m",
-        "2",
-        cwd=seed,
-    )
-    second = git("rev-parse", "HEAD", cwd=seed)
+    second = empty_commit(seed, "2")
     spec = load_spec(write_spec(tmp_path / "specs", document))
     older, newer = build_plan(spec, first), build_plan(spec, second)
     approval = newer.stages[0].approval
