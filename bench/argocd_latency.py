@@ -34,7 +34,7 @@ VALUES = "apps/bench/prod/values.yaml"
 GET_SAMPLES = 200
 
 
-def _request(sha: str, kubeconfig: Path, step: int) -> SyncRequest:
+def _request(sha: str, kubeconfig: Path, step: int, gitops: str) -> SyncRequest:
     return SyncRequest(
         delivery_id="delivery-bench",
         stage="production",
@@ -47,7 +47,7 @@ def _request(sha: str, kubeconfig: Path, step: int) -> SyncRequest:
             "kubeconfig": str(kubeconfig),
             "context": "bench",
         },
-        gitops_repo="unused",
+        gitops_repo=gitops,
         gitops_branch="main",
         revision=sha,
         step=f"production/prod/{step}-setWeight",
@@ -76,7 +76,7 @@ async def _run(steps: int) -> tuple[float, float]:
 
         # warm-up: client creation, imports, connection pool
         sha = gitops.commit({VALUES: "image:\n  tag: v1\ncanary:\n  weight: 1\n"})
-        await driver.sync(_request(sha, kubeconfig, 0), _noop)
+        await driver.sync(_request(sha, kubeconfig, 0, gitops.url), _noop)
         busy0, ops0, requests0 = (
             standin.stats.controller_busy_s,
             standin.stats.operations,
@@ -87,7 +87,7 @@ async def _run(steps: int) -> tuple[float, float]:
         for i in range(1, steps + 1):
             sha = gitops.commit({VALUES: f"image:\n  tag: v{i}\ncanary:\n  weight: {i % 100}\n"})
             t0 = time.perf_counter()  # commit pushed
-            result = await driver.sync(_request(sha, kubeconfig, i), _noop)
+            result = await driver.sync(_request(sha, kubeconfig, i, gitops.url), _noop)
             step_ms.append((time.perf_counter() - t0) * 1000)  # step marked healthy
             assert result.healthy and result.revision == sha
         ops = standin.stats.operations - ops0
@@ -124,7 +124,7 @@ async def _run(steps: int) -> tuple[float, float]:
 def driver_target(kubeconfig: Path) -> Any:
     from aicd.activities.drivers.argocd import _Target
 
-    return _Target.from_request(_request("0" * 40, kubeconfig, 0))
+    return _Target.from_request(_request("0" * 40, kubeconfig, 0, "unused"))
 
 
 def main() -> None:

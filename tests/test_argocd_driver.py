@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 from temporalio.exceptions import ApplicationError
 
-from aicd.activities.drivers import DRIVERS, driver_for
+from aicd.activities.drivers import DRIVERS, branch, driver_for
 from aicd.activities.drivers.argocd import ArgoCDAPIError, ArgoCDDriver, _repo_key
 from aicd.activities.drivers.base import SyncFailed, SyncRequest
 from aicd.argocd_manifests import render_applications
 from aicd.errors import ErrorType
 from aicd.spec.durations import parse_duration
 from aicd.targets import TARGET_KINDS, GitTarget
+from aicd.testing.standins.git_http import GitHttpStandIn
 from aicd.testing.standins.kube_argocd import GitOpsRepo, KubeArgoCD, write_kubeconfig
 
 APP = "checkout-api-prod-use1"
@@ -35,9 +36,16 @@ class Heartbeats:
         self.calls.append(details)
 
 
+# The GitOps repository of the running test: the driver reads its branch head before every sync.
+_GITOPS_URL = ["unused: no sync reaches the branch check"]
+
+
 @pytest.fixture
-def gitops(tmp_path: Path) -> GitOpsRepo:
-    return GitOpsRepo(tmp_path / "git")
+def gitops(tmp_path: Path) -> Iterator[GitOpsRepo]:
+    repo = GitOpsRepo(tmp_path / "git")
+    _GITOPS_URL[0] = repo.url
+    yield repo
+    _GITOPS_URL[0] = "unused: no sync reaches the branch check"
 
 
 @pytest.fixture
@@ -89,7 +97,7 @@ def request(
     step: str = "production/prod-use1/0-setWeight",
     target: str = "prod-use1",
     timeout_s: float = 20.0,
-    gitops_repo: str = "unused-by-single-source-apps",
+    gitops_repo: str | None = None,  # the test's GitOps repository
     **extra: Any,
 ) -> SyncRequest:
     config: dict[str, Any] = {"kind": "argocd", "app": app, "path": VALUES, **extra}
@@ -103,7 +111,7 @@ def request(
         target=target,
         kind="argocd",
         config=config,
-        gitops_repo=gitops_repo,
+        gitops_repo=gitops_repo or _GITOPS_URL[0],
         gitops_branch="main",
         revision=sha,
         step=step,
@@ -212,13 +220,16 @@ async def test_failed_operation_raises_sync_failed_with_operation_message(
         await driver.sync(request(sha, kubeconfig=kubeconfig), Heartbeats())
 
 
-async def test_unknown_revision_is_an_errored_operation(
+async def test_a_revision_the_branch_does_not_have_is_refused_before_any_sync(
     standin: KubeArgoCD, gitops: GitOpsRepo, kubeconfig: Path, driver: ArgoCDDriver
 ) -> None:
+    # Git no longer says it should run (the branch was rewritten, or it never was there): never synced
     add_app(standin, gitops)
     gitops.commit({VALUES: values("v1")})
-    with pytest.raises(SyncFailed, match=r"sync operation Error: ComparisonError"):
+    with pytest.raises(ApplicationError, match="rewritten") as refused:
         await driver.sync(request("f" * 40, kubeconfig=kubeconfig), Heartbeats())
+    assert refused.value.type == ErrorType.HUMAN_EDIT and refused.value.non_retryable
+    assert standin.syncs(APP) == []
 
 
 async def test_stale_healthy_from_before_the_sync_is_not_success(
@@ -269,10 +280,31 @@ async def test_branch_head_moving_on_does_not_block(
     add_app(standin, gitops)
     standin.track_branch_head = True
     sha = gitops.commit({VALUES: values("v8")})
-    other = gitops.commit({"apps/checkout-api/prod/eu-west-1/values.yaml": values("v8")})
+    landed: list[str] = []
+
+    def lands_on_top(_op: dict[str, Any]) -> None:  # another target's commit, while Argo CD syncs ours
+        landed.append(gitops.commit({"apps/checkout-api/prod/eu-west-1/values.yaml": values("v8")}))
+
+    standin.on_operation = lands_on_top
     result = await driver.sync(request(sha, kubeconfig=kubeconfig), Heartbeats())
-    assert result.details["syncRevision"] == other and result.details["syncStatus"] == "Synced"
+    assert result.details["syncRevision"] == landed[0] and result.details["syncStatus"] == "Synced"
     assert [s.revision for s in standin.syncs(APP)] == [sha]
+    assert result.details["operationRevision"] == sha
+
+
+async def test_a_commit_landed_on_top_before_the_sync_gets_the_branch_head_synced(
+    standin: KubeArgoCD, gitops: GitOpsRepo, kubeconfig: Path, driver: ArgoCDDriver
+) -> None:
+    # Argo CD must never run something older than the branch says: the head, which contains our commit, is synced
+    add_app(standin, gitops)
+    sha = gitops.commit({VALUES: values("v8")})
+    other = gitops.commit({VALUES: values("v9")})
+    result = await driver.sync(request(sha, kubeconfig=kubeconfig), Heartbeats())
+    assert result.healthy and result.revision == sha
+    assert result.details["operationRevision"] == other and result.details["syncRevision"] == other
+    assert [s.revision for s in standin.syncs(APP)] == [other]
+    again = await driver.sync(request(sha, kubeconfig=kubeconfig), Heartbeats())  # a retry: not synced again
+    assert again.healthy and [s.revision for s in standin.syncs(APP)] == [other]
 
 
 async def test_waits_for_a_pending_foreign_operation(
@@ -491,9 +523,10 @@ async def test_forbidden_that_lasts_past_the_grace_is_a_config_error(
     standin: KubeArgoCD, gitops: GitOpsRepo, kubeconfig: Path, driver: ArgoCDDriver
 ) -> None:
     add_app(standin, gitops)
+    sha = gitops.commit({VALUES: values("v1")})
     standin.forbid(APP, verbs={"patch"})
     with pytest.raises(ApplicationError) as info:
-        await driver.sync(request("a" * 40, kubeconfig=kubeconfig), Heartbeats())
+        await driver.sync(request(sha, kubeconfig=kubeconfig), Heartbeats())
     assert_config_error(info.value, "prod-use1", APP, "use1", "forbidden", "cannot patch", "still forbidden")
     assert answered(standin, 403, method="PATCH") >= 2  # retried within the grace, then it counted
     assert standin.syncs(APP) == []
@@ -708,11 +741,28 @@ async def test_multi_source_retried_activity_does_not_sync_twice_and_head_moving
     add_multi_source_app(standin, gitops)
     standin.track_branch_head = True
     sha = gitops.commit({VALUES: values("v32")})
-    other = gitops.commit({"apps/checkout-api/prod/eu-west-1/values.yaml": values("v32")})
+    landed: list[str] = []
+
+    def lands_on_top(_op: dict[str, Any]) -> None:  # another target's commit, while Argo CD syncs ours
+        landed.append(gitops.commit({"apps/checkout-api/prod/eu-west-1/values.yaml": values("v32")}))
+
+    standin.on_operation = lands_on_top
     first = await driver.sync(request(sha, kubeconfig=kubeconfig, gitops_repo=gitops.url), Heartbeats())
+    standin.on_operation = None
     again = await driver.sync(request(sha, kubeconfig=kubeconfig, gitops_repo=gitops.url), Heartbeats())
-    assert first.healthy and again.healthy and first.details["syncRevision"] == other
+    assert first.healthy and again.healthy and first.details["syncRevision"] == landed[0]
     assert [s.revisions for s in standin.syncs(APP)] == [["1.4.2", sha]]
+
+
+async def test_multi_source_a_commit_landed_on_top_gets_the_head_in_the_written_sources_only(
+    standin: KubeArgoCD, gitops: GitOpsRepo, kubeconfig: Path, driver: ArgoCDDriver
+) -> None:
+    add_multi_source_app(standin, gitops)
+    sha = gitops.commit({VALUES: values("v34")})
+    other = gitops.commit({VALUES: values("v35")})
+    result = await driver.sync(request(sha, kubeconfig=kubeconfig, gitops_repo=gitops.url), Heartbeats())
+    assert result.healthy and result.details["operationRevision"] == other
+    assert [s.revisions for s in standin.syncs(APP)] == [["1.4.2", other]]  # the chart keeps its version
 
 
 async def test_multi_source_gitops_sources_tracking_the_branch_all_get_the_commit(
@@ -914,3 +964,46 @@ async def test_trusted_server_certificate_syncs(
         result = await driver.sync(request(sha, kubeconfig=kc), Heartbeats())
         assert result.healthy and secure.url.startswith("https://")
         assert [s.revision for s in secure.syncs(APP)] == [sha]
+
+
+# ---- the branch head read before every sync (aicd.activities.drivers.branch) -----------------------------------
+
+
+async def test_the_head_of_a_remote_is_read_with_credentials_kept_out_of_argv(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started: list[tuple[tuple[str, ...], dict[str, str]]] = []
+    real_exec = asyncio.create_subprocess_exec
+
+    async def recorded(*argv: str, **kwargs: Any) -> Any:
+        started.append((argv, dict(kwargs.get("env") or {})))
+        return await real_exec(*argv, **kwargs)
+
+    monkeypatch.setattr(branch.asyncio, "create_subprocess_exec", recorded)
+    with GitHttpStandIn() as server:
+        server.refs = {"refs/heads/main": "c" * 40, "refs/heads/other": "d" * 40}
+        url = server.url().replace("http://", "http://aicd:s3cret-token@")
+        assert await branch.branch_head(url, "main") == "c" * 40
+        assert await branch.branch_head(url, "gone") is None
+    ((argv, env), _) = started
+    assert argv[:3] == ("git", "ls-remote", "--") and argv[-1] == "refs/heads/main"
+    assert not any("s3cret-token" in arg for arg in argv)
+    count = int(env["GIT_CONFIG_COUNT"]) - 1
+    assert env[f"GIT_CONFIG_KEY_{count}"] == f"url.{url}.insteadOf"
+    assert env[f"GIT_CONFIG_VALUE_{count}"] == server.url()
+
+
+async def test_a_remote_branch_is_fetched_to_tell_a_commit_landed_on_top_from_a_rewrite(
+    gitops: GitOpsRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(branch, "local_git_dir", lambda _url: None)  # as a remote on another machine
+    monkeypatch.setenv("AICD_CACHE_DIR", str(tmp_path / "cache"))
+    gitops.commit({VALUES: values("v0")})
+    ours = gitops.commit({VALUES: values("v1")})
+    head = gitops.commit({VALUES: values("v2")})
+    assert await branch.branch_head(gitops.url, "main") == head
+    assert await branch.contains(gitops.url, "main", head, ours)
+    gitops._run(gitops.work, "reset", "--quiet", "--hard", f"{ours}~1")
+    gitops._run(gitops.work, "push", "--quiet", "--force", "origin", "HEAD:main")
+    rewritten = gitops.commit({VALUES: values("v3")})
+    assert not await branch.contains(gitops.url, "main", rewritten, ours)

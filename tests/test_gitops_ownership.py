@@ -13,9 +13,11 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from aicd.activities.drivers import argocd as argocd_driver
 from aicd.activities.drivers.base import SyncRequest
 from aicd.activities.gitops import CommitRequest, FileEdit, GitOpsActivities, RollbackRequest
-from aicd.activities.steps import StepActivities, StepRequest
+from aicd.activities.steps import StepActivities, StepRequest, StepResult
+from aicd.activities.sync import sync_target
 from aicd.errors import ErrorType
 from aicd.plan import WritePlan
 from aicd.testing.engine import commits, git, make_repo, show
@@ -433,3 +435,111 @@ async def test_a_retried_step_never_syncs_its_commit_over_a_human_edit(
     now = show(gitops, "main", "apps/web/values.yaml")
     assert "by hand" in now and "weight: 50" in now
     assert running(standin, gitops) == now
+
+
+# --- a sync never moves Argo CD back behind the branch ------------------------------------------------------------
+def sync_back(commit: CommitRequest, kubeconfig: Path, sha: str) -> SyncRequest:
+    """The sync of a withdrawal commit, as DeliveryWorkflow._sync_back schedules it after `rollback_many`."""
+    return dataclasses.replace(synced_step(commit, kubeconfig).sync, step="prod/web/rollback", revision=sha)
+
+
+async def test_an_older_withdrawal_synced_late_runs_the_newer_delivery(
+    tmp_path: Path, argocd: tuple[str, KubeArgoCD, Path]
+) -> None:
+    """Supersede: the older delivery withdraws its canary, the newer one commits and syncs its canary, then the
+    older one's sync of its withdrawal arrives. It must not bring Argo CD back to the withdrawal commit: the
+    branch head (the newer canary, which contains the withdrawal) is what runs."""
+    gitops, standin, kubeconfig = argocd
+    older, newer = ("old", "2026-01-01T00:00:00+00:00"), ("new", "2026-01-01T00:05:00+00:00")
+    steps = StepActivities(GitOpsActivities(tmp_path / "state"))
+    first = request(gitops, *older, "0-setWeight", {"canary.weight": 10, "canary.tag": "v1"})
+    await attempt(1, steps.apply_step, synced_step(first, kubeconfig))
+    [withdrawn] = await attempt(1, steps.gitops.rollback_many, [rollback(gitops, *older)])
+    assert withdrawn.sha is not None
+    taken = request(
+        gitops, *newer, "0-setWeight", {"canary.weight": 20, "canary.tag": "v2"}, revision=NEW_REV
+    )
+    newest = await attempt(1, steps.apply_step, synced_step(taken, kubeconfig))
+    result = await attempt(1, sync_target, sync_back(first, kubeconfig, withdrawn.sha))
+    head = git("--git-dir", gitops, "rev-parse", "main")
+    assert head == newest.commit.sha
+    assert running(standin, gitops) == show(gitops, "main", "apps/web/values.yaml")
+    assert "tag: v2" in running(standin, gitops)
+    assert standin.syncs("web-prod")[-1].revision == head
+    assert result.details["operationRevision"] == head
+
+
+async def test_a_sync_at_the_branch_head_syncs_exactly_its_revision(
+    tmp_path: Path, argocd: tuple[str, KubeArgoCD, Path]
+) -> None:
+    gitops, standin, kubeconfig = argocd
+    steps = StepActivities(GitOpsActivities(tmp_path / "state"))
+    first = request(gitops, "d1", "2026-01-01T00:00:00+00:00", "0-setWeight", {"canary.weight": 10})
+    done = await attempt(1, steps.apply_step, synced_step(first, kubeconfig))
+    assert done.commit.sha == git("--git-dir", gitops, "rev-parse", "main")
+    assert [sync.revision for sync in standin.syncs("web-prod")] == [done.commit.sha]
+    # a retry finds its operation held: not requested again
+    again = await attempt(
+        2, sync_target, dataclasses.replace(synced_step(first, kubeconfig).sync, revision=done.commit.sha)
+    )
+    assert again.healthy
+    assert [sync.revision for sync in standin.syncs("web-prod")] == [done.commit.sha]
+
+
+async def test_a_sync_of_a_commit_the_rewritten_branch_no_longer_has_fails_typed(
+    tmp_path: Path, argocd: tuple[str, KubeArgoCD, Path]
+) -> None:
+    gitops, standin, kubeconfig = argocd
+    steps = StepActivities(GitOpsActivities(tmp_path / "state"))
+    first = request(gitops, "d1", "2026-01-01T00:00:00+00:00", "0-setWeight", {"canary.weight": 10})
+    done = await attempt(1, steps.apply_step, synced_step(first, kubeconfig))
+    assert done.commit.sha is not None
+    git("--git-dir", gitops, "update-ref", "refs/heads/main", f"{done.commit.sha}~1")  # a force-push
+    human = human_commit(gitops, tmp_path, {"apps/web/values.yaml": SEED + "# by hand\n"}, "Rewrite")
+    request_again = dataclasses.replace(synced_step(first, kubeconfig).sync, step="prod/web/rollback")
+    error = await refused(
+        attempt(1, sync_target, dataclasses.replace(request_again, revision=done.commit.sha)),
+        ErrorType.HUMAN_EDIT,
+    )
+    assert "rewritten" in str(error)
+    assert [sync.revision for sync in standin.syncs("web-prod")] == [done.commit.sha]  # nothing synced
+    assert human != done.commit.sha
+
+
+async def test_a_newer_sync_between_the_head_read_and_the_patch_is_not_undone(
+    tmp_path: Path, argocd: tuple[str, KubeArgoCD, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same supersede, interleaved at the worst moment: the older delivery's sync has read the app and the
+    branch head (its own withdrawal) when the newer delivery pushes its canary and syncs it. The older patch,
+    conditioned on the resourceVersion it read, gets a 409; on the fresh read it reads the head again and syncs
+    the newer canary, so the last sync to land still runs the branch head."""
+    gitops, standin, kubeconfig = argocd
+    older, newer = ("old", "2026-01-01T00:00:00+00:00"), ("new", "2026-01-01T00:05:00+00:00")
+    steps = StepActivities(GitOpsActivities(tmp_path / "state"))
+    first = request(gitops, *older, "0-setWeight", {"canary.weight": 10, "canary.tag": "v1"})
+    await attempt(1, steps.apply_step, synced_step(first, kubeconfig))
+    [withdrawn] = await attempt(1, steps.gitops.rollback_many, [rollback(gitops, *older)])
+    assert withdrawn.sha is not None
+    taken = request(
+        gitops, *newer, "0-setWeight", {"canary.weight": 20, "canary.tag": "v2"}, revision=NEW_REV
+    )
+    real_head = argocd_driver.branch_head
+    heads: list[str | None] = []
+    newest: list[StepResult] = []
+
+    async def head_then_newer_lands(repo: str, branch: str) -> str | None:
+        head = await real_head(repo, branch)
+        heads.append(head)
+        if len(heads) == 1:  # the older sync's first read: the newer delivery lands before its patch
+            newest.append(await attempt(1, steps.apply_step, synced_step(taken, kubeconfig)))
+        return head
+
+    monkeypatch.setattr(argocd_driver, "branch_head", head_then_newer_lands)
+    result = await attempt(1, sync_target, sync_back(first, kubeconfig, withdrawn.sha))
+    head = git("--git-dir", gitops, "rev-parse", "main")
+    assert head == newest[0].commit.sha
+    assert heads[0] == withdrawn.sha and heads[-1] == head  # read again after the 409
+    assert [sync.revision for sync in standin.syncs("web-prod")][-2:] == [head, head]
+    assert result.details["conflicts"] >= 1
+    assert result.details["operationRevision"] == head
+    assert running(standin, gitops) == show(gitops, "main", "apps/web/values.yaml")

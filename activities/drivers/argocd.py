@@ -32,10 +32,15 @@ How a sync works, through the official kubernetes client on `applications.argopr
 1. GET the Application and learn its shape. If Argo CD already holds our operation (same revision(s),
    `aicd-delivery` and `aicd-step` info) - a retried activity, or a patch replayed after a dropped connection -
    it is not requested again: one sync per committed step.
-2. Otherwise, once no other operation is pending, one JSON merge patch with a resourceVersion precondition sets
-   `argocd.argoproj.io/refresh: hard` and an `operation` of Argo CD's own shape (`sync.revision` or
-   `sync.revisions`, `initiatedBy`, `info`), exactly what `argocd app sync` asks the controller for. A 409 is
-   retried on a fresh read.
+2. Otherwise, once no other operation is pending, the GitOps branch head is read (aicd.activities.drivers.branch,
+   after the Application): a sync never moves Argo CD back behind the branch, so when a newer commit has landed
+   on top of ours the head is synced instead (and waited for as below); a head that no longer contains our commit
+   (the branch was rewritten) is a non-retryable HumanEdit. Then one JSON merge patch with a resourceVersion
+   precondition sets `argocd.argoproj.io/refresh: hard` and an `operation` of Argo CD's own shape
+   (`sync.revision` or `sync.revisions`, `initiatedBy`, `info`), exactly what `argocd app sync` asks the
+   controller for. A 409 is retried on a fresh read, the head read again. A delivery that pushes after our head
+   read syncs after us: its patch either bumps the resourceVersion ours is conditioned on (our 409 re-reads the
+   head) or finds our operation there and waits for it; so the last sync to land runs the branch head, no lock.
 3. Watch the Application (a field-selected watch from the last seen resourceVersion; a 410 Gone - an ERROR event
    in the stream or an HTTP answer - re-lists and watches on) and judge every version the way `argocd app wait`
    and Kargo do:
@@ -70,6 +75,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -92,8 +98,11 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
+from temporalio.exceptions import ApplicationError
 
 from aicd.activities.drivers.base import SyncFailed, SyncRequest, SyncResult, config_error
+from aicd.activities.drivers.branch import BranchUnreadable, branch_head, contains
+from aicd.errors import ErrorType
 from aicd.spec.durations import parse_duration
 from aicd.targets import ArgoCDTarget
 
@@ -885,6 +894,12 @@ class ArgoCDDriver:
                     if obj.get("operation"):
                         reason = "another operation is pending on the app; waiting for it to finish"
                     else:
+                        # read after the app: a commit that lands after this read is synced by its own
+                        # delivery, whose write bumps the resourceVersion our patch is conditioned on
+                        ours = await self._at_branch_head(request, target, ours, sources)
+                        if ours.requested(obj):
+                            progress.written = True
+                            continue
                         obj = await self._request_sync(session, ours, obj, progress)
                         continue
                 else:
@@ -911,6 +926,31 @@ class ArgoCDDriver:
                 obj = await self._next_version(watch, session, request, deadline, reason, obj)
         finally:
             watch.stop()
+
+    async def _at_branch_head(
+        self, request: SyncRequest, target: _Target, ours: _Ours, sources: Sequence[Mapping[str, Any]]
+    ) -> _Ours:
+        """What to sync: the branch head, which contains our revision (a newer commit landed on top of it: Argo
+        CD must never run something older than the branch says). HumanEdit when the head no longer contains it:
+        the branch was rewritten, and Git no longer says our commit should run."""
+        repo, branch = request.gitops_repo, request.gitops_branch
+        try:
+            head = await branch_head(repo, branch)
+            landed = head is not None and await contains(repo, branch, head, request.revision)
+        except BranchUnreadable as e:
+            raise ArgoCDAPIError(f"{target.where}: {e}") from None
+        if head is None or not landed:
+            now = f"head {head[:7]}" if head else "the branch is gone"
+            raise ApplicationError(
+                f"{target.where}: the history of the GitOps branch {branch} was rewritten: "
+                f"{request.revision[:7]} is no longer on it ({now}); not syncing a commit Git no longer has",
+                {"sha": request.revision, "author": "", "subject": "history rewritten"},
+                non_retryable=True,
+                type=str(ErrorType.HUMAN_EDIT),
+            )
+        if head == ours.revision:
+            return ours
+        return dataclasses.replace(ours, revision=head, revisions=tuple(ours.shape.revisions(head, sources)))
 
     async def _get(self, session: _Session) -> dict[str, Any]:
         target = session.target
@@ -1065,6 +1105,7 @@ class ArgoCDDriver:
                 "relists": watch.relists,
                 "watchRetries": watch.retries,
                 "conflicts": progress.conflicts,
+                "operationRevision": ours.revision,  # the branch head synced, when newer than our revision
             },
         )
 
