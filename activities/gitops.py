@@ -61,7 +61,7 @@ from aicd.activities.gitobjects import (
     resolve,
 )
 from aicd.activities.heartbeats import in_thread_with_heartbeats
-from aicd.activities.yamledit import get_key, set_keys
+from aicd.activities.yamledit import get_key, set_keys, undo_keeping_others
 from aicd.errors import ErrorType
 from aicd.flags import FlagChange, apply_flag_change
 from aicd.fleet import FleetError, FleetFile, FleetSlice, Site, parse_fleet
@@ -733,6 +733,8 @@ class GitOpsActivities:
                 {path: f"{sha}^" for path, sha in first_touch.items() if path not in left},
                 target,
             )
+            for path, before in befores.items():
+                befores[path] = _keeping_others_edits(work, owner, path, before, commits, first_touch[path])
             changed: list[str] = []
             for path in sorted(befores):
                 file = safe_file(work.root, path, target)
@@ -972,6 +974,46 @@ def _delivery_history(work: Worktree, owner: DeliveryRef) -> list[LoggedCommit]:
     if before is None:  # its first commit is the root commit
         return history(work.objects, head)
     return history(work.objects, head, after=before)
+
+
+def _keeping_others_edits(
+    work: Worktree,
+    owner: DeliveryRef,
+    path: str,
+    before: bytes | None,
+    commits: list[LoggedCommit],
+    first_touch: str,
+) -> bytes | None:
+    """The content to restore: `before` the delivery's first write, with the edits others made to the file
+    since (a human's commit that a resume accepted) kept, except where the delivery itself wrote. `commits`:
+    newest first, down to this delivery's first one. An edit that does more than set values (a key removed,
+    a list resized) cannot be carried over: then `before`, as a plain undo, and a warning naming it."""
+    since = [commit for commit in commits if path in commit.files]
+    since = list(reversed(since[: [commit.sha for commit in since].index(first_touch) + 1]))
+    theirs = [commit for commit in since if commit.trailers is None or not commit.trailers.belongs_to(owner)]
+    if not theirs or before is None:
+        return before
+    try:
+        edits = [
+            (
+                commit not in theirs,
+                (read_at(work.objects, f"{commit.sha}^", path) or b"").decode(),
+                (read_at(work.objects, commit.sha, path) or b"").decode(),
+            )
+            for commit in since
+        ]
+        kept = undo_keeping_others(before.decode(), edits)
+    except UnicodeDecodeError:
+        kept = None
+    if kept is None:
+        log.warning(
+            "rollback of %s restores %s as before it and drops later edits by others that set more than values: %s",
+            owner.trailer,
+            path,
+            "; ".join(commit.describe_writer() for commit in theirs),
+        )
+        return before
+    return kept.encode()
 
 
 def _without_canary(content: bytes, write: WritePlan) -> bytes:

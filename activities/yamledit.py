@@ -3,6 +3,6 @@ write-path syntax, the exact text edit, the checks), shared with the spec valida
 
 from __future__ import annotations
 
-from aicd.yamledit import get_key, set_keys
+from aicd.yamledit import get_key, set_keys, undo_keeping_others
 
-__all__ = ["get_key", "set_keys"]
+__all__ = ["get_key", "set_keys", "undo_keeping_others"]

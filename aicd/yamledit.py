@@ -318,6 +318,95 @@ def set_path(data: Any, path: str | WritePath, value: Any) -> Any:
     return root
 
 
+# ------------------------------------------------------------------------ undoing one writer's edits
+
+Place = tuple[str | int, ...]  # a value's place in parsed data: mapping keys and list positions
+
+
+def undo_keeping_others(before: str, edits: list[tuple[bool, str, str]]) -> str | None:
+    """What a file would hold had one writer never written it: `before` (the file before its first write)
+    with every later edit by others set on top, except at places the writer itself set (those were about
+    its own release and go back with it). `edits`: (by the writer, content before, content after), oldest
+    first. None when an edit did more than set scalars (removed a key, resized a list) or a kept value has
+    no write path: the caller then decides what to restore."""
+    ours: set[Place] = set()
+    theirs: dict[Place, Any] = {}
+    for mine, old, new in edits:
+        changes = scalar_changes(old, new)
+        if changes is None:
+            return None
+        if mine:
+            ours.update(changes)
+        else:
+            theirs.update(changes)  # a later edit of a place wins
+    kept: dict[str, Any] = {}
+    for place, value in theirs.items():
+        if any(place[: len(mine)] == mine or mine[: len(place)] == place for mine in ours):
+            continue
+        path = place_path(place)
+        if path is None:
+            return None
+        kept[path] = value
+    try:
+        return set_keys(before, kept)
+    except ValueError:
+        return None
+
+
+def scalar_changes(before: str, after: str) -> dict[Place, Any] | None:
+    """The scalars an edit from `before` to `after` set (added keys included), by place; None when it did more
+    than set scalars, or either side is not a YAML mapping."""
+    try:
+        old = yaml.load(before, Loader=_SafeLoader) if before.strip() else None
+        new = yaml.load(after, Loader=_SafeLoader) if after.strip() else None
+    except yaml.YAMLError:
+        return None
+    changes: dict[Place, Any] = {}
+    if not isinstance(old, Mapping | None) or not isinstance(new, Mapping | None):
+        return None
+    return changes if _collect_changes(old or {}, new or {}, (), changes) else None
+
+
+def _collect_changes(old: Any, new: Any, place: Place, changes: dict[Place, Any]) -> bool:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        if any(key not in new for key in old):
+            return False
+        return all(
+            isinstance(key, str) and _collect_changes(old.get(key, _MISSING), value, (*place, key), changes)
+            for key, value in new.items()
+        )
+    if isinstance(old, list) and isinstance(new, list):
+        return len(old) == len(new) and all(
+            _collect_changes(a, b, (*place, index), changes)
+            for index, (a, b) in enumerate(zip(old, new, strict=True))
+        )
+    if (old is _MISSING or old is None) and isinstance(new, Mapping):
+        # a new mapping of scalars: its keys are added one by one
+        return bool(new) and _collect_changes({}, new, place, changes)
+    if _is_scalar_value(new) and (old is _MISSING or _is_scalar_value(old)):
+        if old is _MISSING or old != new or type(old) is not type(new):  # 1 == True, but not in the file
+            changes[place] = new
+        return True
+    return False
+
+
+def place_path(place: Place) -> str | None:
+    """The write path of a place (None: a key no write path can name, e.g. one holding both quotes)."""
+    parts: list[str] = []
+    for step in place:
+        if isinstance(step, int):
+            parts.append(f"[{step}]")
+        elif _NAME_RE.fullmatch(step) and not step.isdigit():
+            parts.append(f".{step}" if parts else step)
+        elif '"' not in step:
+            parts.append(f'["{step}"]')
+        elif "'" not in step:
+            parts.append(f"['{step}']")
+        else:
+            return None
+    return "".join(parts)
+
+
 # ------------------------------------------------------------------------------------------ the writer
 
 if hasattr(yaml, "CSafeLoader"):

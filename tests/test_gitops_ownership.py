@@ -343,6 +343,57 @@ async def test_rollback_leaves_a_file_written_since_and_withdraws_an_orphaned_ca
     assert "Aicd-Delivery-Id: new" in message and "Aicd-Started: 2026-01-01T00:05:00+00:00" in message
 
 
+async def test_rollback_keeps_a_human_edit_that_a_resume_accepted(tmp_path: Path) -> None:
+    """Paused, a human scales the app (and pins the canary's tag by hand); resumed, the delivery writes again
+    and then aborts: the file goes back to before the delivery with the scaling kept. The human's canary tag
+    was about this release's canary and goes back with it."""
+    gitops, _ = make_repo(
+        tmp_path, "gitops", {"apps/web/values.yaml": SEED + "replicas: 3\nenv:\n- name: A\n  value: a\n"}
+    )
+    seeded = show(gitops, "main", "apps/web/values.yaml")
+    activities = GitOpsActivities(tmp_path / "state")
+    started = "2026-01-01T00:00:00+00:00"
+    await activities.commit(
+        request(gitops, "d1", started, "0-setWeight", {"canary.weight": 10, "canary.tag": "v1"})
+    )
+    edited = (
+        show(gitops, "main", "apps/web/values.yaml")
+        .replace("replicas: 3", "replicas: 6")
+        .replace("value: a", "value: b")
+        .replace("tag: v1", "tag: v1-hotfix")
+    )
+    human = human_commit(
+        gitops, tmp_path, {"apps/web/values.yaml": edited + "\nhpa:\n  max: 9\n"}, "Scale web for the sale"
+    )
+    await activities.commit(request(gitops, "d1", started, "1-setWeight", {"canary.weight": 50}, base=human))
+    undone = await activities.rollback(rollback(gitops, "d1", started))
+    assert undone.sha is not None and undone.left == {}
+    restored = show(gitops, "main", "apps/web/values.yaml")
+    expected = (
+        seeded.replace("replicas: 3", "replicas: 6").replace("value: a", "value: b") + "\nhpa:\n  max: 9"
+    )
+    assert restored == expected, restored
+
+
+async def test_rollback_over_a_human_edit_it_cannot_carry_restores_before_the_delivery(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A human edit that removed a key cannot be replayed as values: the rollback is a plain undo to before
+    the delivery, and says so in the worker's log."""
+    gitops, _ = make_repo(tmp_path, "gitops", {"apps/web/values.yaml": SEED + "replicas: 3\n"})
+    seeded = show(gitops, "main", "apps/web/values.yaml")
+    activities = GitOpsActivities(tmp_path / "state")
+    started = "2026-01-01T00:00:00+00:00"
+    await activities.commit(request(gitops, "d1", started, "0-setWeight", {"canary.weight": 10}))
+    edited = show(gitops, "main", "apps/web/values.yaml").replace("replicas: 3", "")
+    human = human_commit(gitops, tmp_path, {"apps/web/values.yaml": edited}, "Let the HPA scale web")
+    await activities.commit(request(gitops, "d1", started, "1-setWeight", {"canary.weight": 50}, base=human))
+    undone = await activities.rollback(rollback(gitops, "d1", started))
+    assert undone.sha is not None
+    assert show(gitops, "main", "apps/web/values.yaml") == seeded
+    assert "drops later edits by others" in caplog.text and "Let the HPA scale web" in caplog.text
+
+
 # --- a retried step whose push had landed -------------------------------------------------------------------------
 def synced_step(commit: CommitRequest, kubeconfig: Path) -> StepRequest:
     """The step as TargetRolloutWorkflow schedules it, for an Argo CD target running the file."""

@@ -34,8 +34,11 @@ from aicd.yamledit import (
     get_key,
     get_path,
     parse_path,
+    place_path,
+    scalar_changes,
     set_keys,
     set_path,
+    undo_keeping_others,
 )
 from tests.helpers_spec import DATA, MINIMAL
 
@@ -684,3 +687,38 @@ def test_dash_values_read_back_in_every_slot(value: str) -> None:
             result = set_keys(text, {path: value})
         assert get_path(yaml.safe_load(result), path) == value, result
         assert get_path(ruamel_load(result), path) == value, result
+
+
+# --- undoing one writer's edits (a rollback keeps others' edits) ------------------------------------------------
+def test_scalar_changes_name_each_value_set_and_refuse_anything_more() -> None:
+    before = 'a:\n  b: 1\n  "x.y": on\nl:\n- n: 1\n'
+    after = 'a:\n  b: 2\n  "x.y": off\n  c: {d: 3}\nl:\n- n: 1\nnew: true\n'
+    assert scalar_changes(before, after) == {
+        ("a", "b"): 2,
+        ("a", "x.y"): False,
+        ("a", "c", "d"): 3,
+        ("new",): True,
+    }
+    assert scalar_changes("a: 1\n", "a: true\n") == {("a",): True}  # 1 == True, but not in the file
+    assert scalar_changes("a: 1\nb: 2\n", "a: 1\n") is None  # a key removed
+    assert scalar_changes("l: [1]\n", "l: [1, 2]\n") is None  # a list resized
+    assert scalar_changes("a: 1\n", "a: {b: 1}\n") is None  # a value turned into a mapping
+    assert [place_path(place) for place in [("a", "x.y"), ("l", 0, "n"), ("7",), ("a", "q'\"")]] == [
+        'a["x.y"]',
+        "l[0].n",
+        '["7"]',
+        None,
+    ]
+
+
+def test_undo_keeping_others_keeps_their_values_except_where_the_writer_wrote() -> None:
+    before = "# stable\nimage: v0  # pinned\nreplicas: 3\n"
+    ours = "# stable\nimage: v0  # pinned\nreplicas: 3\ncanary: {weight: 10, tag: v1}\n"
+    theirs = ours.replace("replicas: 3", "replicas: 6").replace("tag: v1", "tag: v2")
+    ours_again = theirs.replace("weight: 10", "weight: 50")
+    undone = undo_keeping_others(
+        before, [(True, before, ours), (False, ours, theirs), (True, theirs, ours_again)]
+    )
+    assert undone == "# stable\nimage: v0  # pinned\nreplicas: 6\n"
+    removed = theirs.replace("replicas: 6\n", "")
+    assert undo_keeping_others(before, [(True, before, ours), (False, ours, removed)]) is None
