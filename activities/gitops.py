@@ -917,11 +917,20 @@ def check_ownership(
         try:
             commits = history(work.objects, head, after=base, touching=touching)
         except NotAnAncestor:
+            # The rewritten branch's head is what a resume continues from (as from a human's commit): the
+            # old base would be refused again on every resume.
+            rewritten = history(work.objects, head, limit=1)
             raise _error(
                 ErrorType.HUMAN_EDIT,
                 f"{where}the history of the GitOps branch was rewritten: {base[:7]}, this delivery's last write,"
-                " is no longer on it",
-                {"sha": base, "author": "", "subject": "history rewritten"},
+                f" is no longer on it (the branch is at {(head or '')[:7]})",
+                {
+                    "sha": head or base,
+                    "author": rewritten[0].author if rewritten else "",
+                    "subject": f"history rewritten: {rewritten[0].subject}"
+                    if rewritten
+                    else "history rewritten",
+                },
             ) from None
     else:
         mark = (f"{DELIVERY}: {owner.app}@",)

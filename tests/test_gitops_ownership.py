@@ -246,12 +246,18 @@ async def test_a_human_commit_stops_the_next_write_until_accepted(tmp_path: Path
     assert accepted.sha and "pinned by hand" in show(gitops, "main", "apps/web/values.yaml")
     # A rewritten branch (the base is gone from it) is a human's doing as well.
     git("--git-dir", gitops, "update-ref", "refs/heads/main", human)
-    await refused(
+    error = await refused(
         activities.commit(
             request(gitops, "d1", started, "2-setWeight", {"canary.weight": 60}, base=accepted.sha)
         ),
         ErrorType.HUMAN_EDIT,
     )
+    # Resumed after the rewrite: the write continues from the rewritten branch, as it is now.
+    assert error.details[0]["sha"] == human and "Revert canary" in error.details[0]["subject"]
+    resumed = await activities.commit(
+        request(gitops, "d1", started, "2-setWeight", {"canary.weight": 60}, base=error.details[0]["sha"])
+    )
+    assert resumed.sha and "weight: 60" in show(gitops, "main", "apps/web/values.yaml")
 
 
 async def test_a_late_write_after_a_later_step_is_dropped(tmp_path: Path) -> None:
