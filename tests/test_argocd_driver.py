@@ -1007,3 +1007,29 @@ async def test_a_remote_branch_is_fetched_to_tell_a_commit_landed_on_top_from_a_
     gitops._run(gitops.work, "push", "--quiet", "--force", "origin", "HEAD:main")
     rewritten = gitops.commit({VALUES: values("v3")})
     assert not await branch.contains(gitops.url, "main", rewritten, ours)
+
+
+async def test_concurrent_syncs_fetch_a_remote_branch_once(
+    gitops: GitOpsRepo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Syncs at once of one remote branch (an edge wave) share one fetch: concurrent fetches into one cache
+    fail on its ref lock."""
+    monkeypatch.setattr(branch, "local_git_dir", lambda _url: None)
+    monkeypatch.setenv("AICD_CACHE_DIR", str(tmp_path / "cache"))
+    ours = gitops.commit({VALUES: values("v1")})
+    head = gitops.commit({VALUES: values("v2")})
+    fetches: list[tuple[str, ...]] = []
+    real_exec = asyncio.create_subprocess_exec
+
+    async def recorded(*argv: str, **kwargs: Any) -> asyncio.subprocess.Process:
+        if "fetch" in argv:
+            fetches.append(argv)
+        return await real_exec(*argv, **kwargs)
+
+    monkeypatch.setattr(branch.asyncio, "create_subprocess_exec", recorded)
+    answers = await asyncio.gather(*(branch.contains(gitops.url, "main", head, ours) for _ in range(8)))
+    assert answers == [True] * 8
+    assert len(fetches) == 1
+    newer = gitops.commit({VALUES: values("v3")})
+    assert await branch.contains(gitops.url, "main", newer, ours)  # a head the cache lacks is fetched
+    assert len(fetches) == 2

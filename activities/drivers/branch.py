@@ -110,13 +110,32 @@ async def contains(repo: str, branch: str, head: str, revision: str) -> bool:
         return True
     local = local_git_dir(repo)
     if local is None:
-        local = await _fetched(repo, branch)
+        local = await _fetched(repo, branch, head)
     return await asyncio.to_thread(_descends, local, head, revision)
 
 
-async def _fetched(repo: str, branch: str) -> Path:
-    """A bare cache of the remote branch, fetched now."""
+# Syncs of one worker that need the same cache fetch one at a time: two fetches updating one ref at once
+# fail one of them ("cannot lock ref"), and the second usually finds the first already brought `head`.
+_cache_locks: dict[Path, asyncio.Lock] = {}
+
+
+async def _fetched(repo: str, branch: str, head: str) -> Path:
+    """A bare cache of the remote branch that has commit `head`: fetched now unless it already has it."""
     path = cache_dir().parent / "gitops-heads" / (hashlib.sha256(repo.encode()).hexdigest()[:20] + ".git")
+    async with _cache_locks.setdefault(path, asyncio.Lock()):
+        if (path / "HEAD").exists() and await asyncio.to_thread(_has_commit, path, head):
+            return path
+        return await _fetch(repo, branch, path)
+
+
+def _has_commit(git_dir: Path, sha: str) -> bool:
+    try:
+        return pygit2.Repository(str(git_dir)).get(sha) is not None
+    except (ValueError, pygit2.GitError):
+        return False
+
+
+async def _fetch(repo: str, branch: str, path: Path) -> Path:
     if not (path / "HEAD").exists():
         path.mkdir(parents=True, exist_ok=True)
         code, _out, stderr = await _git(
