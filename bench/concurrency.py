@@ -7,11 +7,14 @@ processes of their own (as worker hosts would be), in three fleets:
 - `three-deployed`: three workers as `deploy/` runs them (`--role gitops-writer` + 2 x `--role delivery`):
   the writer process only writes, workflows and every other activity run in the two others;
 - `three-racing`: three `--role all` workers, each pushing from its own clone (how three workers ran before
-  the writer queue): rejected pushes are refetched and retried.
+  the writer queue): rejected pushes are refetched and retried;
+- `temporal-floor`: no aicd at all: a parent workflow and one child running as many activities (each doing
+  nothing, bench/_floor.py) as the aicd fleet measured before it did per delivery - what Temporal and a Python
+  worker cost for a delivery's shape on this machine, the ceiling of any delivery of that shape.
 
 Per fleet: deliveries/s, successful pushes (the branch's reflog), rejected pushes retried, commits lost
 (must be 0), p50/p95 latency of a step's write activity (scheduled to completed), peak worker RSS, workflow
-tasks per delivery (WorkflowTaskCompleted events in the delivery's and its rollout's histories); the
+tasks, history events and activities per delivery (in the delivery's and its rollout's histories); the
 writer's commits/s and commits per push; and where the CPU went: CPU seconds per delivery of the Temporal
 dev server, the worker processes, their child processes (git: reaped children's CPU), the bench itself and
 everything else on the machine, against the machine's utilisation over the run (1.0 = every core busy).
@@ -37,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from _floor import FloorDelivery, Shape
 from _stack import dev_server, percentile
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
@@ -53,7 +57,12 @@ FLEETS = {
     "three-writer": ["all", "delivery", "delivery"],
     "three-deployed": ["gitops-writer", "delivery", "delivery"],
     "three-racing": ["all", "all", "all"],
+    "temporal-floor": ["floor"],
 }
+FLOOR = "temporal-floor"
+DEFAULT_SHAPE = Shape(
+    parent_activities=4, child_activities=4
+)  # a delivery of this bench, when none ran before
 WRITES = {"apply_step", "gitops_commit"}
 
 
@@ -89,6 +98,8 @@ class Figures:
     step_p95_ms: float
     peak_rss_mb: float
     workflow_tasks: float  # per delivery, its rollout's included
+    events: float  # history events per delivery, its rollout's included
+    shape: Shape  # activities per delivery (rounded) and per rollout
     cpu: Cpu
 
 
@@ -114,6 +125,10 @@ def workflow_tasks(history: WorkflowHistory) -> int:
     return sum(1 for event in history.events if event.HasField("workflow_task_completed_event_attributes"))
 
 
+def activities(history: WorkflowHistory) -> int:
+    return sum(1 for event in history.events if event.HasField("activity_task_scheduled_event_attributes"))
+
+
 def write_latencies_ms(history: WorkflowHistory) -> list[float]:
     scheduled: dict[int, float] = {}
     latencies = []
@@ -134,8 +149,12 @@ async def worker_processes(
 ) -> AsyncIterator[list[subprocess.Popen[bytes]]]:
     processes = []
     for index, role in enumerate(roles):
-        argv = [sys.executable, "-m", "aicd.worker", "--address", address, "--task-queue", queue]
-        argv += ["--state-dir", str(root / f"state-{index}"), "--role", role]
+        if role == "floor":
+            argv = [sys.executable, str(Path(__file__).parent / "_floor.py"), "--address", address]
+            argv += ["--task-queue", queue]
+        else:
+            argv = [sys.executable, "-m", "aicd.worker", "--address", address, "--task-queue", queue]
+            argv += ["--state-dir", str(root / f"state-{index}"), "--role", role]
         processes.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     try:
         yield processes
@@ -151,10 +170,14 @@ async def worker_processes(
 
 async def polling(client: Client, queue: str, roles: list[str]) -> None:
     """Wait until every worker process polls its queues, so start-up is not counted."""
-    wanted = {
-        queue: sum(role != "gitops-writer" for role in roles),
-        writer_queue(queue): sum(role != "delivery" for role in roles),
-    }
+    wanted = (
+        {queue: len(roles)}
+        if roles == FLEETS[FLOOR]
+        else {
+            queue: sum(role != "gitops-writer" for role in roles),
+            writer_queue(queue): sum(role != "delivery" for role in roles),
+        }
+    )
     for _ in range(600):
         seen = {}
         for name in wanted:
@@ -260,13 +283,16 @@ async def run_fleet(client: Client, root: Path, count: int, roles: list[str]) ->
         cpu = cpu_spent(cpu_before, cpu_now(server, workers))
         stop.set()
         await sampler
-    rejected, latencies, tasks = 0, [], 0
+    rejected, latencies, tasks, events, parent_activities, child_activities = 0, [], 0, 0, 0, 0
     for plan in plans:
         history = await client.get_workflow_handle(f"{plan.delivery_id}--prod--web").fetch_history()
+        parent = await client.get_workflow_handle(plan.delivery_id).fetch_history()
         rejected += rejected_pushes(history)
         latencies += write_latencies_ms(history)
-        tasks += workflow_tasks(history)
-        tasks += workflow_tasks(await client.get_workflow_handle(plan.delivery_id).fetch_history())
+        tasks += workflow_tasks(history) + workflow_tasks(parent)
+        events += len(history.events) + len(parent.events)
+        parent_activities += activities(parent)
+        child_activities += activities(history)
     failed = [result for result in results if result.phase != "succeeded"]
     assert not failed, failed[:3]
     on_branch = {entry["sha"] for entry in commits(gitops)}
@@ -288,6 +314,50 @@ async def run_fleet(client: Client, root: Path, count: int, roles: list[str]) ->
         step_p95_ms=percentile(latencies, 0.95),
         peak_rss_mb=max(peak),
         workflow_tasks=tasks / count,
+        events=events / count,
+        shape=Shape(round(parent_activities / count), round(child_activities / count)),
+        cpu=cpu,
+    )
+
+
+async def run_floor(client: Client, root: Path, count: int, shape: Shape) -> Figures:
+    """`count` workflows of the delivery's shape at once, on the floor's worker (bench/_floor.py)."""
+    queue = f"bench-{root.name}"
+    address = client.service_client.config.target_host
+    async with worker_processes(address, queue, FLEETS[FLOOR], root) as processes:
+        await polling(client, queue, FLEETS[FLOOR])
+        server, workers = dev_server_process(), [psutil.Process(p.pid) for p in processes]
+        peak = psutil.Process(processes[0].pid).memory_info().rss / 2**20
+        cpu_before = cpu_now(server, workers)
+        started = time.perf_counter()
+        ids = [f"floor-{root.name}-{index}" for index in range(count)]
+        handles = await asyncio.gather(
+            *(client.start_workflow(FloorDelivery.run, shape, id=id, task_queue=queue) for id in ids)
+        )
+        await asyncio.gather(*(handle.result() for handle in handles))
+        seconds = time.perf_counter() - started
+        cpu = cpu_spent(cpu_before, cpu_now(server, workers))
+        peak = max(peak, psutil.Process(processes[0].pid).memory_info().rss / 2**20)
+    tasks = events = 0
+    for id in ids:
+        for history in (
+            await client.get_workflow_handle(id).fetch_history(),
+            await client.get_workflow_handle(f"{id}--child").fetch_history(),
+        ):
+            tasks += workflow_tasks(history)
+            events += len(history.events)
+    return Figures(
+        seconds=seconds,
+        commits=0,
+        pushes=0,
+        rejected=0,
+        lost=0,
+        step_p50_ms=0.0,
+        step_p95_ms=0.0,
+        peak_rss_mb=peak,
+        workflow_tasks=tasks / count,
+        events=events / count,
+        shape=shape,
         cpu=cpu,
     )
 
@@ -295,9 +365,14 @@ async def run_fleet(client: Client, root: Path, count: int, roles: list[str]) ->
 async def run(count: int, fleets: list[str]) -> dict[str, Figures]:
     figures = {}
     async with dev_server() as env:
+        shape = DEFAULT_SHAPE
         for fleet in fleets:
             with tempfile.TemporaryDirectory(prefix=f"{fleet}-") as root:
-                figures[fleet] = await run_fleet(env.client, Path(root), count, FLEETS[fleet])
+                if fleet == FLOOR:
+                    figures[fleet] = await run_floor(env.client, Path(root), count, shape)
+                else:
+                    figures[fleet] = await run_fleet(env.client, Path(root), count, FLEETS[fleet])
+                    shape = figures[fleet].shape
             print(f"{fleet}: {figures[fleet]}", flush=True)
     return figures
 
@@ -332,12 +407,13 @@ def main() -> None:
     print(f"\n{args.deliveries} deliveries x 3 commits into one GitOps repository ({os.cpu_count()} cores)")
     print(
         f"{'fleet':14} {'deliv/s':>8} {'pushes':>7} {'rejected':>9} {'lost':>5} {'p50 ms':>8} {'p95 ms':>8}"
-        f" {'RSS MB':>7} {'wf tasks':>9}"
+        f" {'RSS MB':>7} {'wf tasks':>9} {'events':>7} {'activities':>11}"
     )
     for fleet, f in figures.items():
         print(
             f"{fleet:14} {args.deliveries / f.seconds:8.2f} {f.pushes:7d} {f.rejected:9d} {f.lost:5d}"
             f" {f.step_p50_ms:8.0f} {f.step_p95_ms:8.0f} {f.peak_rss_mb:7.0f} {f.workflow_tasks:9.1f}"
+            f" {f.events:7.1f} {f.shape.parent_activities:5d} + {f.shape.child_activities:3d}"
         )
     print_cpu(figures, args.deliveries, os.cpu_count() or 1)
     parts = [f"deliveries={args.deliveries}"]
@@ -351,6 +427,7 @@ def main() -> None:
             f"{key}_step_p95_ms={f.step_p95_ms:.0f}",
             f"{key}_rss_mb={f.peak_rss_mb:.0f}",
             f"{key}_workflow_tasks={f.workflow_tasks:.1f}",
+            f"{key}_events={f.events:.1f}",
             f"{key}_commits_per_push={f.commits / max(1, f.pushes):.1f}",
             f"{key}_util={f.cpu.utilisation:.2f}",
             f"{key}_server_ms={1000 * f.cpu.server / args.deliveries:.0f}",
@@ -358,9 +435,11 @@ def main() -> None:
             f"{key}_git_ms={1000 * f.cpu.git / args.deliveries:.0f}",
         ]
     for fleet in FLEETS:
-        if fleet != "one" and "one" in figures and fleet in figures:
+        if fleet != "one" and "one" in figures and fleet in figures and fleet != FLOOR:
             key = fleet.replace("-", "_")
             parts.append(f"{key}_vs_one={figures['one'].seconds / figures[fleet].seconds:.2f}")
+    if "one" in figures and FLOOR in figures:  # how much of the floor's throughput one aicd worker reaches
+        parts.append(f"one_vs_floor={figures[FLOOR].seconds / figures['one'].seconds:.2f}")
     print(" ".join(parts), flush=True)
 
 
