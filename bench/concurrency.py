@@ -9,7 +9,7 @@ processes of their own (as worker hosts would be), in three fleets:
 - `three-racing`: three `--role all` workers, each pushing from its own clone (how three workers ran before
   the writer queue): rejected pushes are refetched and retried;
 - `temporal-floor`: no aicd at all: a parent workflow and one child running as many activities (each doing
-  nothing, bench/_floor.py) as the aicd fleet measured before it did per delivery - what Temporal and a Python
+  nothing, bench/_floor.py) and search attribute upserts as the aicd fleet measured before it did per delivery - what Temporal and a Python
   worker cost for a delivery's shape on this machine, the ceiling of any delivery of that shape.
 
 Per fleet: deliveries/s, successful pushes (the branch's reflog), rejected pushes retried, commits lost
@@ -60,9 +60,8 @@ FLEETS = {
     "temporal-floor": ["floor"],
 }
 FLOOR = "temporal-floor"
-DEFAULT_SHAPE = Shape(
-    parent_activities=4, child_activities=4
-)  # a delivery of this bench, when none ran before
+# A delivery of this bench, for a floor run on its own.
+DEFAULT_SHAPE = Shape(parent_activities=5, child_activities=3, parent_upserts=6, child_upserts=1)
 WRITES = {"apply_step", "gitops_commit"}
 
 
@@ -127,6 +126,12 @@ def workflow_tasks(history: WorkflowHistory) -> int:
 
 def activities(history: WorkflowHistory) -> int:
     return sum(1 for event in history.events if event.HasField("activity_task_scheduled_event_attributes"))
+
+
+def upserts(history: WorkflowHistory) -> int:
+    return sum(
+        1 for event in history.events if event.HasField("upsert_workflow_search_attributes_event_attributes")
+    )
 
 
 def write_latencies_ms(history: WorkflowHistory) -> list[float]:
@@ -283,7 +288,8 @@ async def run_fleet(client: Client, root: Path, count: int, roles: list[str]) ->
         cpu = cpu_spent(cpu_before, cpu_now(server, workers))
         stop.set()
         await sampler
-    rejected, latencies, tasks, events, parent_activities, child_activities = 0, [], 0, 0, 0, 0
+    rejected, latencies, tasks, events = 0, [], 0, 0
+    parent_activities = child_activities = parent_upserts = child_upserts = 0
     for plan in plans:
         history = await client.get_workflow_handle(f"{plan.delivery_id}--prod--web").fetch_history()
         parent = await client.get_workflow_handle(plan.delivery_id).fetch_history()
@@ -293,6 +299,8 @@ async def run_fleet(client: Client, root: Path, count: int, roles: list[str]) ->
         events += len(history.events) + len(parent.events)
         parent_activities += activities(parent)
         child_activities += activities(history)
+        parent_upserts += upserts(parent)
+        child_upserts += upserts(history)
     failed = [result for result in results if result.phase != "succeeded"]
     assert not failed, failed[:3]
     on_branch = {entry["sha"] for entry in commits(gitops)}
@@ -315,7 +323,12 @@ async def run_fleet(client: Client, root: Path, count: int, roles: list[str]) ->
         peak_rss_mb=max(peak),
         workflow_tasks=tasks / count,
         events=events / count,
-        shape=Shape(round(parent_activities / count), round(child_activities / count)),
+        shape=Shape(
+            round(parent_activities / count),
+            round(child_activities / count),
+            round(parent_upserts / count),
+            round(child_upserts / count),
+        ),
         cpu=cpu,
     )
 
@@ -407,13 +420,14 @@ def main() -> None:
     print(f"\n{args.deliveries} deliveries x 3 commits into one GitOps repository ({os.cpu_count()} cores)")
     print(
         f"{'fleet':14} {'deliv/s':>8} {'pushes':>7} {'rejected':>9} {'lost':>5} {'p50 ms':>8} {'p95 ms':>8}"
-        f" {'RSS MB':>7} {'wf tasks':>9} {'events':>7} {'activities':>11}"
+        f" {'RSS MB':>7} {'wf tasks':>9} {'events':>7} {'activities':>11} {'upserts':>8}"
     )
     for fleet, f in figures.items():
         print(
             f"{fleet:14} {args.deliveries / f.seconds:8.2f} {f.pushes:7d} {f.rejected:9d} {f.lost:5d}"
             f" {f.step_p50_ms:8.0f} {f.step_p95_ms:8.0f} {f.peak_rss_mb:7.0f} {f.workflow_tasks:9.1f}"
             f" {f.events:7.1f} {f.shape.parent_activities:5d} + {f.shape.child_activities:3d}"
+            f" {f.shape.parent_upserts:4d} + {f.shape.child_upserts}"
         )
     print_cpu(figures, args.deliveries, os.cpu_count() or 1)
     parts = [f"deliveries={args.deliveries}"]
