@@ -26,7 +26,7 @@ from aicd.cli.app import EXIT_USAGE
 from aicd.client import get_status, handle_for, list_deliveries, send_action, start_delivery
 from aicd.dashboard.auth import Identity, steering_refusal
 from aicd.dashboard.settings import DashboardSettings
-from aicd.gateway.context import SLACK_OPERATORS_ENV, GatewaySettings
+from aicd.gateway.context import SLACK_OPERATORS_ENV, GatewaySettings, slack_teams
 from aicd.gateway.signatures import sign_slack
 from aicd.messages import HumanAction, Trigger
 from aicd.plan import build_plan
@@ -122,7 +122,7 @@ def click_body(message: Message, action_id: str, user_id: str, username: str) ->
     return urlencode({"payload": json.dumps(payload)}).encode()
 
 
-def command_body(text: str, user_id: str = "U0ONCALL", user_name: str = "oncall") -> bytes:
+def command_body(text: str, user_id: str = "U0ONCALL", user_name: str = "oncall", team: str = "T0") -> bytes:
     return urlencode(
         {
             "command": "/aicd",
@@ -130,7 +130,7 @@ def command_body(text: str, user_id: str = "U0ONCALL", user_name: str = "oncall"
             "user_id": user_id,
             "user_name": user_name,
             "channel_id": "C0DEPLOYS",
-            "team_id": "T0",
+            "team_id": team,
             "response_url": "https://hooks.slack.example/commands/T0/1/x",
             "trigger_id": "1.2.3",
         }
@@ -436,15 +436,64 @@ async def test_override_from_slack_only_by_a_listed_person_with_a_reason(
     assert len(commits(gitops)) > 1  # the stage went out
 
 
-def button_body(delivery_id: str, action_id: str, user_id: str, action_ts: str) -> bytes:
+def button_body(delivery_id: str, action_id: str, user_id: str, action_ts: str, team: str = "T0") -> bytes:
     """A click on a delivery's button as Slack signs it; every click has its own `action_ts`."""
     payload = {
         "type": "block_actions",
-        "user": {"id": user_id, "team_id": "T0"},
+        "team": {"id": team, "domain": "acme"},
+        "user": {"id": user_id, "team_id": team},
         "container": {"type": "message", "channel_id": "C0DEPLOYS"},
         "actions": [{"action_id": action_id, "value": action_value(delivery_id), "action_ts": action_ts}],
     }
     return urlencode({"payload": json.dumps(payload)}).encode()
+
+
+async def test_requests_from_another_slack_workspace_are_not_acted_on(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """An app installed in several workspaces gets requests from all of them signed with one secret: with
+    AICD_SLACK_TEAMS set, a click or command from another workspace is refused before anything reaches
+    Temporal, even from a user ID that is an operator here."""
+    with pytest.raises(ValueError, match="AICD_SLACK_TEAMS: 'acme' is not a Slack workspace ID"):
+        slack_teams("T0, acme")
+    stage = {
+        "name": "production",
+        "targets": ["web"],
+        "approval": {"approvers": [APPROVER], "timeout": "1h"},
+        "strategy": {"canary": {"steps": [{"setWeight": 100}]}},
+    }
+    document, _, revision = app_spec(tmp_path, "workspaces", stages=[stage])
+    plan = build_plan(load_spec(write_spec(tmp_path / "specs", document)), revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        gateway = make_gateway(
+            client,
+            tmp_path / "specs",
+            queue,
+            slack_operators=frozenset({"U0ONCALL"}),
+            slack_teams=slack_teams("T0,E0GRID"),
+        )
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda s: s.pending_approval == "production")
+        async with http(gateway) as web:
+            body = button_body(plan.delivery_id, "pause", "U0ONCALL", "1.1", team="T9OTHER")
+            refused = await web.post("/slack/interactions", content=body, headers=signed(body))
+            assert refused.status_code == 403 and "AICD_SLACK_TEAMS" in refused.json()["error"], refused.text
+            command = command_body(f"pause {plan.delivery_id}", team="T9OTHER")
+            refused = await web.post("/slack/commands", content=command, headers=signed(command))
+            assert refused.status_code == 403, refused.text
+            body = button_body(plan.delivery_id, "pause", "U0ONCALL", "2.2")
+            assert (
+                await web.post("/slack/interactions", content=body, headers=signed(body))
+            ).status_code == 200
+            await wait_for(client, plan.delivery_id, lambda s: s.paused)
+            metrics = (await web.get("/metrics")).text
+        status = await get_status(client, plan.delivery_id)
+        await handle_for(client, plan.delivery_id).terminate("test over")
+    assert [(a.kind, a.actor) for a in status.actions] == [("pause", "U0ONCALL")]
+    for endpoint in ("interactions", "commands"):
+        line = f'aicd_slack_requests_refused_total{{endpoint="{endpoint}",reason="other_workspace"}}'
+        assert metric(metrics, line) == 1, endpoint
 
 
 async def test_a_replayed_slack_request_is_refused(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:

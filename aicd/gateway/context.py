@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,10 @@ GITLAB_TOKEN_ENV = "AICD_GITLAB_WEBHOOK_TOKEN"
 SLACK_SIGNING_SECRET_ENV = "AICD_SLACK_SIGNING_SECRET"
 # Slack user IDs who may pause, resume and abort every delivery from Slack, besides its approvers; `*`: anyone.
 SLACK_OPERATORS_ENV = "AICD_SLACK_OPERATORS"
+# Slack workspace (team) or Enterprise Grid org IDs whose requests are acted on; unset: any workspace the app
+# is installed in (one signing secret signs requests from all of them).
+SLACK_TEAMS_ENV = "AICD_SLACK_TEAMS"
+SLACK_TEAM_ID = re.compile(r"^[TE][A-Z0-9]+$")
 # The same variables the notify activity reads (the gateway does not import activities).
 SLACK_TOKEN_ENV = "SLACK_BOT_TOKEN"
 SLACK_API_URL_ENV = "SLACK_API_URL"
@@ -49,6 +54,7 @@ class GatewaySettings:
     slack_bot_token: str | None = field(default=None, repr=False)
     slack_api_url: str | None = None
     slack_operators: frozenset[str] = frozenset()  # aicd.steering: besides each delivery's approvers
+    slack_teams: frozenset[str] = frozenset()  # empty: every workspace the app is installed in
     max_body_bytes: int = MAX_BODY_BYTES
     reload_interval_s: float = 2.0
     replay_ttl_s: float = 24 * 3600.0
@@ -66,6 +72,7 @@ class GatewaySettings:
             slack_bot_token=env.get(SLACK_TOKEN_ENV) or None,
             slack_api_url=env.get(SLACK_API_URL_ENV) or None,
             slack_operators=slack_operators(env.get(SLACK_OPERATORS_ENV, "")),
+            slack_teams=slack_teams(env.get(SLACK_TEAMS_ENV, "")),
             **{"max_body_bytes": _bytes(env.get(WEBHOOK_MAX_BODY_ENV), MAX_BODY_BYTES), **overrides},
         )
 
@@ -80,6 +87,17 @@ def slack_operators(text: str) -> frozenset[str]:
                 f"{SLACK_OPERATORS_ENV}: {name[:40]!r} is not a Slack user ID (like U024BE7LH) or *"
             )
     return operators
+
+
+def slack_teams(text: str) -> frozenset[str]:
+    """AICD_SLACK_TEAMS: Slack workspace IDs (T...) or Enterprise Grid org IDs (E...), comma-separated."""
+    teams = frozenset(part.strip() for part in text.split(",") if part.strip())
+    for team in sorted(teams):
+        if not SLACK_TEAM_ID.fullmatch(team):
+            raise ValueError(
+                f"{SLACK_TEAMS_ENV}: {team[:40]!r} is not a Slack workspace ID (like T0001) or org ID (like E0001)"
+            )
+    return teams
 
 
 def _bytes(value: str | None, default: int) -> int:

@@ -86,6 +86,7 @@ LABEL_VALUES: dict[str, dict[str, frozenset[str]]] = {
                 "malformed_payload",
                 "malformed_action",
                 "malformed_command",
+                "other_workspace",
             }
         ),
     },

@@ -40,6 +40,7 @@ from aicd.client import (
 from aicd.gates.base import OVERRIDE_KINDS
 from aicd.gateway.context import (
     SLACK_MAX_BODY_BYTES,
+    SLACK_TEAMS_ENV,
     BodyTooLarge,
     Gateway,
     PayloadInvalid,
@@ -100,6 +101,14 @@ def _refuse(gateway: Gateway, endpoint: str, status: int, reason: str) -> Respon
     return error(status, reason)
 
 
+def _other_workspace(gateway: Gateway, team: str | None, enterprise: str | None) -> str | None:
+    """Why a signed request from another Slack workspace is not acted on (AICD_SLACK_TEAMS), or None."""
+    allowed = gateway.settings.slack_teams
+    if not allowed or team in allowed or enterprise in allowed:
+        return None
+    return f"other workspace: {str(team)[:20]!r} is not in {SLACK_TEAMS_ENV}"
+
+
 def _form(body: bytes) -> dict[str, str]:
     try:
         return {key: values[0] for key, values in parse_qs(body.decode(), keep_blank_values=True).items()}
@@ -155,6 +164,16 @@ async def interactions(request: Request) -> Response:
         return _refuse(gateway, "interactions", 400, str(invalid))
     if payload.get("type") != "block_actions":
         return Response(status_code=200)  # shortcuts, views: nothing of ours
+    try:  # `team` is null for an org-wide app on Enterprise Grid: the user's workspace then
+        team = _field(payload, "team.id", str, required=False) or _field(
+            payload, "user.team_id", str, required=False
+        )
+        enterprise = _field(payload, "enterprise.id", str, required=False)
+    except PayloadInvalid as invalid:
+        return _refuse(gateway, "interactions", 400, f"malformed payload: {invalid}")
+    elsewhere = _other_workspace(gateway, team, enterprise)
+    if elsewhere:
+        return _refuse(gateway, "interactions", 403, elsewhere)
     try:
         click = _click(payload)
     except PayloadInvalid as invalid:
@@ -288,6 +307,9 @@ async def commands(request: Request) -> Response:
     user_id = form.get("user_id", "")
     if not SLACK_ID.fullmatch(user_id):
         return _refuse(gateway, "commands", 400, "malformed command: user_id is not a Slack user ID")
+    elsewhere = _other_workspace(gateway, form.get("team_id"), form.get("enterprise_id"))
+    if elsewhere:
+        return _refuse(gateway, "commands", 403, elsewhere)
     words = form.get("text", "").split()
     task = asyncio.ensure_future(run_command(gateway, words, user_id))
     try:
