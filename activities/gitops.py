@@ -714,8 +714,10 @@ class GitOpsActivities:
             first_touch: dict[str, str] = {}
             left: dict[str, str] = {}
             settled: set[str] = set()  # newest first: a path's first write by this delivery ends its scan
+            writes: dict[str, list[LoggedCommit]] = {}  # each path's commits, newest first
             for commit in commits:
                 for path in filter(matches, commit.files):
+                    writes.setdefault(path, []).append(commit)
                     if path in settled:
                         continue
                     if commit.trailers is not None and commit.trailers.belongs_to(owner):
@@ -734,7 +736,9 @@ class GitOpsActivities:
                 target,
             )
             for path, before in befores.items():
-                befores[path] = _keeping_others_edits(work, owner, path, before, commits, first_touch[path])
+                befores[path] = _keeping_others_edits(
+                    work, owner, path, before, writes[path], first_touch[path]
+                )
             changed: list[str] = []
             for path in sorted(befores):
                 file = safe_file(work.root, path, target)
@@ -990,15 +994,14 @@ def _keeping_others_edits(
     owner: DeliveryRef,
     path: str,
     before: bytes | None,
-    commits: list[LoggedCommit],
+    writes: list[LoggedCommit],
     first_touch: str,
 ) -> bytes | None:
     """The content to restore: `before` the delivery's first write, with the edits others made to the file
-    since (a human's commit that a resume accepted) kept, except where the delivery itself wrote. `commits`:
-    newest first, down to this delivery's first one. An edit that does more than set values (a key removed,
-    a list resized) cannot be carried over: then `before`, as a plain undo, and a warning naming it."""
-    since = [commit for commit in commits if path in commit.files]
-    since = list(reversed(since[: [commit.sha for commit in since].index(first_touch) + 1]))
+    since (a human's commit that a resume accepted) kept, except where the delivery itself wrote. `writes`:
+    the commits of the file, newest first. An edit that does more than set values (a key removed, a list
+    resized) cannot be carried over: then `before`, as a plain undo, and a warning naming it."""
+    since = list(reversed(writes[: [commit.sha for commit in writes].index(first_touch) + 1]))
     theirs = [commit for commit in since if commit.trailers is None or not commit.trailers.belongs_to(owner)]
     if not theirs or before is None:
         return before

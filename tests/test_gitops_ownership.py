@@ -592,7 +592,9 @@ async def test_a_newer_sync_between_the_head_read_and_the_patch_is_not_undone(
         return head
 
     monkeypatch.setattr(argocd_driver, "branch_head", head_then_newer_lands)
-    result = await attempt(1, sync_target, sync_back(first, kubeconfig, withdrawn.sha))
+    # The newer delivery's whole step runs inside this sync's progress deadline: room for a loaded machine.
+    late = dataclasses.replace(sync_back(first, kubeconfig, withdrawn.sha), timeout_s=300.0)
+    result = await attempt(1, sync_target, late)
     head = git("--git-dir", gitops, "rev-parse", "main")
     assert head == newest[0].commit.sha
     assert heads[0] == withdrawn.sha and heads[-1] == head  # read again after the 409
