@@ -84,6 +84,9 @@ with workflow.unsafe.imports_passed_through():
 T = TypeVar("T")
 # The rollout children's signals (pause, resume, abort), by method.
 ChildSignal = Callable[[RolloutControl, HumanAction], None]
+# A delivery stopped (aborted, superseded) while a wave was starting its rollouts starts no more of them and
+# tells the one being started; before, those started after the stop were told nothing and ran to the end.
+STOP_LATE_ROLLOUTS = "stop-rollouts-started-late"
 
 # A queued delivery looks whether the deliveries it waits for still run this often (their end notice is the
 # fast path; this is the net for one that never comes, e.g. a delivery terminated by an operator).
@@ -191,6 +194,12 @@ class DeliveryWorkflow:
 
     def _stopping(self) -> bool:
         return self.abort_action is not None or self.status.superseded_by is not None
+
+    def _stop_action(self) -> HumanAction:
+        """What the rollouts are told when the delivery stops: the abort, or the newer delivery's claim."""
+        if self.abort_action is not None:
+            return self.abort_action
+        return HumanAction(SYSTEM_ACTOR, f"superseded by {self.status.superseded_by}")
 
     def _reflect_waiting(self) -> None:
         """A target waiting for a human (`pause: {}`, an inconclusive analysis) shows the delivery as paused
@@ -728,7 +737,10 @@ class DeliveryWorkflow:
         }
 
     async def _wave(self, stage: StagePlan, wave: list[str], actor: str) -> list[TargetRolloutResult]:
+        started: list[str] = []
         for name in wave:
+            if self._stopping() and workflow.patched(STOP_LATE_ROLLOUTS):
+                break  # an abort or a newer delivery came while the wave was starting: start no more of it
             target = self.plan.targets[name]
             child_input = TargetRolloutInput(
                 delivery_id=self.plan.delivery_id,
@@ -765,9 +777,14 @@ class DeliveryWorkflow:
                     TargetRolloutWorkflow.run, child_input, id=child_id
                 )
             self.children[name] = handle
+            started.append(name)
+            if self._stopping() and workflow.patched(STOP_LATE_ROLLOUTS):
+                # The stop came while this rollout was being started: it was told nothing (the stop told the
+                # rollouts started by then); it stops at its next step boundary.
+                await handle.signal(RolloutControl.abort, self._stop_action())
         results = []
         # Scopes wider than one target stop the siblings of a failed target at once.
-        for name, outcome in await self._gather_children(stage, wave):
+        for name, outcome in await self._gather_children(stage, started):
             results.append(outcome)
             self.children.pop(name, None)
         return results
