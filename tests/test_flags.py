@@ -234,3 +234,48 @@ async def test_a_rollback_keeps_a_flag_a_human_changed_mid_rollout_and_a_resume_
     expected = json.loads(SEED_FLAGS)
     expected["flags"]["banner"]["defaultVariant"] = "blue"
     assert restored == expected
+
+
+async def test_a_human_edit_of_the_values_file_made_before_a_flag_step_still_pauses_the_next_values_write(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """While the canary waits at `pause: {}`, on-call sets the canary weight back to 0 by hand in the values
+    file (a kill). The next step changes a flag - another file - and lands; the step after it writes the
+    values file again. That write must stop and name the human's commit, as any write over a human's edit
+    does: it used to land silently (setWeight 50 over the human's 0), because the ownership check only looked
+    at commits after the delivery's last write to *any* of the target's files - the flag commit, made after
+    the human's edit."""
+    steps: list[dict[str, Any]] = [
+        {"setWeight": 10},
+        {"pause": {}},
+        {"setFlag": {"flag": "banner", "state": "ENABLED"}},
+        {"setWeight": 50},
+        {"pause": {}},
+    ]
+    plan, gitops = flag_delivery(tmp_path, steps)
+    client = temporal_env.client
+    queue = f"flags-{os.getpid()}-{time.monotonic_ns()}"
+    async with build_worker(client, WorkerSettings(state_dir=tmp_path / "state"), queue):
+        await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda s: s.phase == "paused")
+        work = tmp_path / "human"
+        git("clone", "-q", gitops, str(work))
+        values = (work / VALUES).read_text()
+        assert "weight: 10" in values
+        (work / VALUES).write_text(values.replace("weight: 10", "weight: 0"))
+        git("-c", "user.name=Alice", "-c", "user.email=alice@x", "commit", "-qam", "kill canary", cwd=work)
+        git("push", "-q", "origin", "HEAD:main", cwd=work)
+        human = git("rev-parse", "HEAD", cwd=work)
+        await send_action(client, plan.delivery_id, "resume", HumanAction("oncall"))  # the first `pause: {}`
+        stopped = await wait_for(
+            client,
+            plan.delivery_id,
+            lambda s: s.targets["web"].human_edit is not None or s.targets["web"].step_index == 4,
+        )
+        steps_done = [entry["Aicd-Step"] for entry in commits(gitops) if "Aicd-Step" in entry]
+        await send_action(client, plan.delivery_id, "abort", HumanAction("oncall", "enough"))
+        await handle_for(client, plan.delivery_id).result()
+    assert "prod/web/3-setWeight" not in steps_done, "setWeight 50 was written over the human's weight 0"
+    edit = stopped.targets["web"].human_edit
+    assert edit is not None and edit["sha"] == human, stopped.targets["web"]
+    assert "weight: 0" in show(gitops, "main", VALUES)  # the abort keeps the human's kill
