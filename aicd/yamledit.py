@@ -397,6 +397,9 @@ def _collect_places(old: Any, new: Any, place: Place, places: set[Place]) -> Non
     elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
         for index, (a, b) in enumerate(zip(old, new, strict=True)):
             _collect_places(a, b, (*place, index), places)
+    elif (old is _MISSING or old is None) and isinstance(new, Mapping) and new:
+        # a new mapping: its keys one by one, as scalar_changes has them
+        _collect_places({}, new, place, places)
     elif old is _MISSING or old != new or type(old) is not type(new):
         places.add(place)
 
