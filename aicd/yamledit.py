@@ -327,18 +327,22 @@ def undo_keeping_others(before: str, edits: list[tuple[bool, str, str]]) -> str 
     """What a file would hold had one writer never written it: `before` (the file before its first write)
     with every later edit by others set on top, except at places the writer itself set (those were about
     its own release and go back with it). `edits`: (by the writer, content before, content after), oldest
-    first. None when an edit did more than set scalars (removed a key, resized a list) or a kept value has
-    no write path: the caller then decides what to restore."""
+    first. None when an edit by others did more than set scalars (removed a key, resized a list) or a kept
+    value has no write path: the caller then decides what to restore. The writer's own edits may do more
+    (a flag rollout adds a `targeting` rule): every place they changed, as a whole, goes back with it."""
     ours: set[Place] = set()
     theirs: dict[Place, Any] = {}
     for mine, old, new in edits:
+        if mine:
+            places = changed_places(old, new)
+            if places is None:
+                return None
+            ours.update(places)
+            continue
         changes = scalar_changes(old, new)
         if changes is None:
             return None
-        if mine:
-            ours.update(changes)
-        else:
-            theirs.update(changes)  # a later edit of a place wins
+        theirs.update(changes)  # a later edit of a place wins
     kept: dict[str, Any] = {}
     for place, value in theirs.items():
         if any(place[: len(mine)] == mine or mine[: len(place)] == place for mine in ours):
@@ -365,6 +369,39 @@ def scalar_changes(before: str, after: str) -> dict[Place, Any] | None:
     if not isinstance(old, Mapping | None) or not isinstance(new, Mapping | None):
         return None
     return changes if _collect_changes(old or {}, new or {}, (), changes) else None
+
+
+def changed_places(before: str, after: str) -> set[Place] | None:
+    """Every place an edit from `before` to `after` changed: a scalar set, and where it did more (a key added
+    with a mapping or list under it, a key removed, a list resized, a type changed) that place as a whole;
+    None when either side is not a YAML mapping."""
+    try:
+        old = yaml.load(before, Loader=_SafeLoader) if before.strip() else None
+        new = yaml.load(after, Loader=_SafeLoader) if after.strip() else None
+    except yaml.YAMLError:
+        return None
+    if not isinstance(old, Mapping | None) or not isinstance(new, Mapping | None):
+        return None
+    places: set[Place] = set()
+    _collect_places(old or {}, new or {}, (), places)
+    return places
+
+
+def _collect_places(old: Any, new: Any, place: Place, places: set[Place]) -> None:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for key in old:
+            if key not in new:
+                places.add((*place, key))
+        for key, value in new.items():
+            _collect_places(old.get(key, _MISSING), value, (*place, key), places)
+    elif isinstance(old, list) and isinstance(new, list) and len(old) == len(new):
+        for index, (a, b) in enumerate(zip(old, new, strict=True)):
+            _collect_places(a, b, (*place, index), places)
+    elif (old is _MISSING or old is None) and isinstance(new, Mapping) and new:
+        # a new mapping: its keys one by one, as scalar_changes has them
+        _collect_places({}, new, place, places)
+    elif old is _MISSING or old != new or type(old) is not type(new):
+        places.add(place)
 
 
 def _collect_changes(old: Any, new: Any, place: Place, changes: dict[Place, Any]) -> bool:

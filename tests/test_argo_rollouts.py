@@ -233,6 +233,28 @@ def test_a_template_metric_named_like_a_different_spec_metric_is_refused(tmp_pat
     assert "comes out differently from the metric of that name in spec.analysis.metrics" in error
 
 
+def test_blue_green_checks_naming_templates_judge_the_templates_metrics(tmp_path: Path) -> None:
+    """An Argo analysis step in a blue-green's pre-promotion checks (Argo users write their templates there) is
+    read like one in a canary's steps: the template's metrics are judged, a missing arg is an error. It used
+    to pass `aicd validate` untranslated and then judge every spec metric instead - the template's
+    success-rate never looked at before the switch - and without the arg the template needs."""
+    head = SPEC_HEAD.replace(
+        "        canary:\n          steps:\n", "        blueGreen:\n          prePromotionAnalysis:\n"
+    )
+    step = f"{INDENT}- analysis: {{templates: [{{templateName: success-rate}}]}}\n"
+    (error,) = parse_pasted(tmp_path, head + step)
+    assert "$.spec.stages[0].strategy.blueGreen.prePromotionAnalysis[0].analysis.args:" in error
+    assert "AnalysisTemplate success-rate needs arg 'service-name'" in error
+    with_args = step.replace("]}", "], args: [{name: service-name, value: shop}]}")
+    (tmp_path / SPEC_NAME).write_text(head + with_args, encoding="utf-8")
+    spec, errors = parse_spec_bytes((tmp_path / SPEC_NAME).read_bytes(), str(tmp_path / SPEC_NAME))
+    assert not errors and spec is not None
+    (stage,) = build_plan(spec, REVISION).stages
+    assert stage.strategy is not None
+    (check,) = stage.strategy.pre_promotion
+    assert isinstance(check, AnalysisStep) and check.metrics == ["success-rate"]
+
+
 # --- where specs are served and validated --------------------------------------------------------------------
 
 

@@ -360,11 +360,54 @@ async def test_argocd_sites_sync_their_own_application(
         "edge/pops/batch-2-restore",
     ]
     assert synced == {
-        site: [log[0 if index < 3 else 1]["sha"]] for index, site in enumerate(sites)
-    }  # one sync each
+        site: [log[0 if index < 3 else 1]["sha"]] + ([log[2]["sha"]] if site == broken else [])
+        for index, site in enumerate(sites)
+    }  # one sync each; the failed site a second one, back to its restore commit
     target = pops(status)
     assert target.sites_by_state == {"updated": 5, "failed": 1} and target.failed_sites == [broken]
     assert raw_tree_diff(gitops, seed).split() == sorted(site_file(site) for site in sites if site != broken)
+
+
+async def test_a_failed_argocd_site_is_synced_back_to_its_restore_commit(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """siteKind argocd, a site fails within maxFailures: the fleet restores its file in Git (`batch-1-restore`)
+    and the status says it stays on the previous version. Its Application, though, was last synced to the
+    batch's commit and nothing synced it again - Argo CD syncs what aicd asks - so it kept running the release
+    that Git and the status say it no longer has. The restore must reach the site: its Application ends synced
+    to the restore commit, at which its file is the one from before the delivery."""
+    sites = names(4)
+    broken = sites[1]
+    document, gitops, seed, revision = fleet_spec(
+        tmp_path,
+        sites,
+        batches=["100%"],
+        maxFailures=1,
+        progressDeadline="60s",
+        siteKind="argocd",
+        app="web-{{ site }}",
+        context="edge",
+        kubeconfig=str(tmp_path / "kubeconfig"),
+    )
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    with KubeArgoCD(bookmark_interval_s=0.5) as argocd:
+        argocd.write_kubeconfig(tmp_path / "kubeconfig", context="edge")
+        argocd.broken_tags = {broken}  # Degraded once synced to a revision its values say `region: pop-0001`
+        for site in sites:
+            argocd.create_app(f"web-{site}", repo=gitops, path=f"apps/web/edge/{site}")
+        async with running_worker(client, tmp_path / "state") as queue:
+            await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+            result = await handle_for(client, plan.delivery_id).result()
+        running = argocd.syncs(f"web-{broken}")[-1].revision
+    assert result.phase == "succeeded", result.reason
+    steps = [entry["Aicd-Step"] for entry in delivery_commits(gitops)]
+    assert steps == ["edge/pops/batch-1", "edge/pops/batch-1-restore"]
+    restore = delivery_commits(gitops)[1]["sha"]
+    assert running == restore, "the failed site still runs the batch's commit"
+    assert git("--git-dir", gitops, "show", f"{running}:{site_file(broken)}") == git(
+        "--git-dir", gitops, "show", f"{seed}:{site_file(broken)}"
+    )
 
 
 PAYLOAD_LIMIT = 64 * 1024  # this test's server refuses payloads over 64 KB (Temporal's default: 2 MB)

@@ -19,19 +19,21 @@ from openfeature.evaluation_context import EvaluationContext
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.activities import WorkerSettings
-from aicd.client import get_status, handle_for, start_delivery
+from aicd.client import get_status, handle_for, send_action, start_delivery
 from aicd.flags import FlagChange, apply_flag_change, rollout_percent
-from aicd.messages import Trigger
+from aicd.messages import HumanAction, Trigger
 from aicd.plan import render_tree
 from aicd.status_view import status_text
 from aicd.testing.engine import (
     assert_replays,
     commits,
+    git,
     make_repo,
     plan_from,
     show,
     spec_document,
     temporal_env,
+    wait_for,
 )
 from aicd.worker import build_worker
 
@@ -190,3 +192,90 @@ async def test_a_flag_the_file_does_not_define_fails_the_step_without_a_commit(
     assert f"{FLAGS}: flag 'dark-mode' is not defined" in status.reason
     assert not [entry for entry in commits(gitops) if "Aicd-Step" in entry]
     assert show(gitops, "main", FLAGS) == SEED_FLAGS.strip()
+
+
+async def test_a_rollback_keeps_a_flag_a_human_changed_mid_rollout_and_a_resume_accepted(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """On-call switches another flag in the flags file by hand while a flag rollout waits (the banner's
+    default variant to blue: a kill switch would be the same one-value edit), the delivery stops at its next
+    write, on-call resumes it (accepting the edit), and the rollout later fails. The rollback must take back the delivery's own flag rollout and
+    keep the human's value, as for any values file. It used to restore the whole flags file as before the
+    delivery - silently undoing the human's switch - because the delivery's first percentage step adds a
+    `targeting` rule, more than a scalar, and then nobody's edits were carried over."""
+    steps: list[dict[str, Any]] = [
+        {"setFlag": {"flag": "new-checkout", "percent": 10, "variant": "on"}},
+        {"pause": {}},
+        {"setFlag": {"flag": "new-checkout", "percent": 50, "variant": "on"}},
+        {"verify": {"name": "e2e", "command": ["false"]}},  # fails: the target is rolled back
+    ]
+    plan, gitops = flag_delivery(tmp_path, steps)
+    client = temporal_env.client
+    queue = f"flags-{os.getpid()}-{time.monotonic_ns()}"
+    async with build_worker(client, WorkerSettings(state_dir=tmp_path / "state"), queue):
+        await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda s: s.phase == "paused")
+        work = tmp_path / "human"
+        git("clone", "-q", gitops, str(work))
+        edited = json.loads((work / FLAGS).read_text())
+        edited["flags"]["banner"]["defaultVariant"] = "blue"
+        (work / FLAGS).write_text(json.dumps(edited, indent=2) + "\n")
+        git("-c", "user.name=Alice", "-c", "user.email=alice@x", "commit", "-qam", "banner: blue", cwd=work)
+        git("push", "-q", "origin", "HEAD:main", cwd=work)
+        await send_action(client, plan.delivery_id, "resume", HumanAction("oncall"))  # the `pause: {}`
+        await wait_for(client, plan.delivery_id, lambda s: s.targets["web"].human_edit is not None)
+        await send_action(client, plan.delivery_id, "resume", HumanAction("oncall", "banner change is fine"))
+        await handle_for(client, plan.delivery_id).result()
+        status = await get_status(client, plan.delivery_id)
+    assert status.phase == "failed" and status.targets["web"].state == "rolled-back"
+    restored = json.loads(show(gitops, "main", FLAGS))
+    assert "targeting" not in restored["flags"]["new-checkout"]  # the delivery's rollout is taken back
+    assert restored["flags"]["banner"]["defaultVariant"] == "blue"  # the human's accepted switch stays
+    expected = json.loads(SEED_FLAGS)
+    expected["flags"]["banner"]["defaultVariant"] = "blue"
+    assert restored == expected
+
+
+async def test_a_human_edit_of_the_values_file_made_before_a_flag_step_still_pauses_the_next_values_write(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """While the canary waits at `pause: {}`, on-call sets the canary weight back to 0 by hand in the values
+    file (a kill). The next step changes a flag - another file - and lands; the step after it writes the
+    values file again. That write must stop and name the human's commit, as any write over a human's edit
+    does: it used to land silently (setWeight 50 over the human's 0), because the ownership check only looked
+    at commits after the delivery's last write to *any* of the target's files - the flag commit, made after
+    the human's edit."""
+    steps: list[dict[str, Any]] = [
+        {"setWeight": 10},
+        {"pause": {}},
+        {"setFlag": {"flag": "banner", "state": "ENABLED"}},
+        {"setWeight": 50},
+        {"pause": {}},
+    ]
+    plan, gitops = flag_delivery(tmp_path, steps)
+    client = temporal_env.client
+    queue = f"flags-{os.getpid()}-{time.monotonic_ns()}"
+    async with build_worker(client, WorkerSettings(state_dir=tmp_path / "state"), queue):
+        await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda s: s.phase == "paused")
+        work = tmp_path / "human"
+        git("clone", "-q", gitops, str(work))
+        values = (work / VALUES).read_text()
+        assert "weight: 10" in values
+        (work / VALUES).write_text(values.replace("weight: 10", "weight: 0"))
+        git("-c", "user.name=Alice", "-c", "user.email=alice@x", "commit", "-qam", "kill canary", cwd=work)
+        git("push", "-q", "origin", "HEAD:main", cwd=work)
+        human = git("rev-parse", "HEAD", cwd=work)
+        await send_action(client, plan.delivery_id, "resume", HumanAction("oncall"))  # the first `pause: {}`
+        stopped = await wait_for(
+            client,
+            plan.delivery_id,
+            lambda s: s.targets["web"].human_edit is not None or s.targets["web"].step_index == 4,
+        )
+        steps_done = [entry["Aicd-Step"] for entry in commits(gitops) if "Aicd-Step" in entry]
+        await send_action(client, plan.delivery_id, "abort", HumanAction("oncall", "enough"))
+        await handle_for(client, plan.delivery_id).result()
+    assert "prod/web/3-setWeight" not in steps_done, "setWeight 50 was written over the human's weight 0"
+    edit = stopped.targets["web"].human_edit
+    assert edit is not None and edit["sha"] == human, stopped.targets["web"]
+    assert "weight: 0" in show(gitops, "main", VALUES)  # the abort keeps the human's kill

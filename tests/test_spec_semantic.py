@@ -107,6 +107,22 @@ def test_more_semantic_cases(old: bytes, new: bytes, expected: str) -> None:
     assert [str(error) for error in parse_spec_bytes(raw.replace(old, new), "spec.yaml")[1]] == [expected]
 
 
+def test_blue_green_analysis_checks_are_checked_like_a_canarys() -> None:
+    """An analysis step in a blue-green's checks gets the checks one in a canary's steps gets: `maxDuration`
+    without `onInconclusive: extend` used to pass validation there, silently meaningless."""
+    raw = MINIMAL.read_bytes()
+    canary = b"strategy:\n        canary:\n          steps:\n"
+    assert raw.count(canary) == 1 and raw.count(b"{duration: 1m}") == 1
+    blue_green = raw.replace(canary, b"strategy:\n        blueGreen:\n          prePromotionAnalysis:\n")
+    blue_green = blue_green.replace(b"{duration: 1m}", b"{duration: 1m, maxDuration: 30s}")
+    errors = [str(error) for error in parse_spec_bytes(blue_green, "spec.yaml")[1]]
+    assert any(
+        "$.spec.stages[1].strategy.blueGreen.prePromotionAnalysis[1].analysis.maxDuration:"
+        " maxDuration applies with onInconclusive: extend" in error
+        for error in errors
+    ), errors
+
+
 def test_increase_metrics_may_tolerate_more_than_100_percent() -> None:
     raw = MINIMAL.read_bytes().replace(
         b"        kind: count\n", b"        kind: count\n        tolerance: 150%\n"

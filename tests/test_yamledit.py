@@ -722,3 +722,18 @@ def test_undo_keeping_others_keeps_their_values_except_where_the_writer_wrote() 
     assert undone == "# stable\nimage: v0  # pinned\nreplicas: 6\n"
     removed = theirs.replace("replicas: 6\n", "")
     assert undo_keeping_others(before, [(True, before, ours), (False, ours, removed)]) is None
+
+
+def test_undo_keeping_others_takes_back_what_the_writer_added_beyond_scalars_and_keeps_their_values() -> None:
+    """The writer's own edit may add more than scalars (a flag rollout adds a `targeting` rule with a list):
+    that place goes back as a whole, and others' scalar edits elsewhere are still kept."""
+    before = "flags:\n  a: {state: ENABLED}\n  b: {state: ENABLED}\n"
+    ours = "flags:\n  a: {state: ENABLED, targeting: {fractional: [[on, 10], [off, 90]]}}\n  b: {state: ENABLED}\n"
+    theirs = ours.replace("b: {state: ENABLED}", "b: {state: DISABLED}").replace(
+        "10], [off, 90", "5], [off, 95"
+    )
+    ours_again = theirs.replace("5], [off, 95", "50], [off, 50")
+    undone = undo_keeping_others(
+        before, [(True, before, ours), (False, ours, theirs), (True, theirs, ours_again)]
+    )
+    assert undone == "flags:\n  a: {state: ENABLED}\n  b: {state: DISABLED}\n"

@@ -84,6 +84,11 @@ with workflow.unsafe.imports_passed_through():
 T = TypeVar("T")
 # The rollout children's signals (pause, resume, abort), by method.
 ChildSignal = Callable[[RolloutControl, HumanAction], None]
+# A delivery stopped (aborted, superseded) while a wave was starting its rollouts starts no more of them and
+# tells the one being started; before, those started after the stop were told nothing and ran to the end.
+STOP_LATE_ROLLOUTS = "stop-rollouts-started-late"
+# Likewise a pause or a resume accepted while a wave was starting reaches the rollout being started.
+PAUSE_LATE_ROLLOUTS = "pause-rollouts-started-late"
 
 # A queued delivery looks whether the deliveries it waits for still run this often (their end notice is the
 # fast path; this is the net for one that never comes, e.g. a delivery terminated by an operator).
@@ -118,6 +123,7 @@ class DeliveryWorkflow:
         )
         self.phase_before_pause: Phase = "pending"
         self.abort_action: HumanAction | None = None
+        self.control_action: HumanAction | None = None  # the last pause or resume, to tell a late rollout
         # Overlapping releases of the app (spec.concurrency): claimed once, before the first GitOps write.
         self.claimed = False
         self.waiters: list[str] = []  # queued newer deliveries to tell when this one ends
@@ -192,6 +198,12 @@ class DeliveryWorkflow:
     def _stopping(self) -> bool:
         return self.abort_action is not None or self.status.superseded_by is not None
 
+    def _stop_action(self) -> HumanAction:
+        """What the rollouts are told when the delivery stops: the abort, or the newer delivery's claim."""
+        if self.abort_action is not None:
+            return self.abort_action
+        return HumanAction(SYSTEM_ACTOR, f"superseded by {self.status.superseded_by}")
+
     def _reflect_waiting(self) -> None:
         """A target waiting for a human (`pause: {}`, an inconclusive analysis) shows the delivery as paused
         with the reason; a resume while not paused releases it."""
@@ -226,6 +238,7 @@ class DeliveryWorkflow:
     @workflow.update(name="pause")
     async def pause(self, action: HumanAction) -> str:
         self._record("pause", action)
+        self.control_action = action
         self.status.paused = True
         self.status.pause_reason = action.reason
         self.phase_before_pause = self.status.phase
@@ -245,6 +258,7 @@ class DeliveryWorkflow:
     @workflow.update(name="resume")
     async def resume(self, action: HumanAction) -> str:
         self._record("resume", action)
+        self.control_action = action
         was_paused = self.status.paused
         self.status.paused = False
         self.status.pause_reason = ""
@@ -728,7 +742,10 @@ class DeliveryWorkflow:
         }
 
     async def _wave(self, stage: StagePlan, wave: list[str], actor: str) -> list[TargetRolloutResult]:
+        started: list[str] = []
         for name in wave:
+            if self._stopping() and workflow.patched(STOP_LATE_ROLLOUTS):
+                break  # an abort or a newer delivery came while the wave was starting: start no more of it
             target = self.plan.targets[name]
             child_input = TargetRolloutInput(
                 delivery_id=self.plan.delivery_id,
@@ -765,9 +782,21 @@ class DeliveryWorkflow:
                     TargetRolloutWorkflow.run, child_input, id=child_id
                 )
             self.children[name] = handle
+            started.append(name)
+            if self._stopping() and workflow.patched(STOP_LATE_ROLLOUTS):
+                # The stop came while this rollout was being started: it was told nothing (the stop told the
+                # rollouts started by then); it stops at its next step boundary.
+                await handle.signal(RolloutControl.abort, self._stop_action())
+            elif child_input.paused != self.status.paused and workflow.patched(PAUSE_LATE_ROLLOUTS):
+                # A pause or a resume came while this rollout was being started, told only to those started by
+                # then: this one runs as its input said (unpaused while the line is stopped, or paused for good).
+                await handle.signal(
+                    RolloutControl.pause if self.status.paused else RolloutControl.resume,
+                    self.control_action or HumanAction(SYSTEM_ACTOR, self.status.pause_reason),
+                )
         results = []
         # Scopes wider than one target stop the siblings of a failed target at once.
-        for name, outcome in await self._gather_children(stage, wave):
+        for name, outcome in await self._gather_children(stage, started):
             results.append(outcome)
             self.children.pop(name, None)
         return results

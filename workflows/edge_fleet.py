@@ -66,6 +66,9 @@ with workflow.unsafe.imports_passed_through():
     )
 
 # A run continues as new mid-walk past this many events; it also does after every batch.
+# The patch after which the failed sites of an argocd fleet are synced to their restore commit (before it, they
+# stayed synced to the batch's commit: running the release Git no longer gave them).
+SYNC_RESTORED_SITES = "sync-restored-sites"
 CONTINUE_AS_NEW_EVENTS = 4_000
 
 
@@ -230,15 +233,30 @@ class EdgeFleetWorkflow(RolloutControl):
                 f"batch {number}/{of}: {len(names)} sites failed, more than maxFailures {progress.budget}:"
                 f" {_with_reasons(progress.tally.failed, names)}"
             )
+        unsynced: dict[str, str] = {}
         if failed:
             restored = await restore_sites(self.input, number, list(failed))
             if restored is not None:
                 self.base = restored
                 self._add_commit(restored)
+                if fleet_of(self.input).site_kind == "argocd" and workflow.patched(SYNC_RESTORED_SITES):
+                    unsynced = await self._sync_restored(number, list(failed), restored)
         self.status.message = f"batch {number}/{of} done: {count - len(failed)} sites updated" + (
             f", {len(failed)} failed and restored: {fleet.describe_sites(list(failed))}" if failed else ""
         )
+        if unsynced:
+            self.status.message += (
+                f"; restored in Git but not synced back: {_with_reasons(unsynced, list(unsynced))}"
+            )
         await self._report_step_done()
+
+    async def _sync_restored(self, number: int, names: list[str], restored: str) -> dict[str, str]:
+        """Each restored site's Argo CD Application synced to the restore commit: Argo CD runs what it was last
+        synced to (the batch's commit), so without this the failed sites kept running the release that Git and
+        the status say they no longer have. Returns the sites that did not come back (site -> why)."""
+        return await check_batch(
+            self.input, number, [Site(name) for name in names], restored, len(names), lambda: False
+        )
 
     async def _continue_as_new(self) -> None:
         await self._flush_reports()  # the reports of this run reach the parent before it ends

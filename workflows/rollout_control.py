@@ -47,6 +47,10 @@ T = TypeVar("T")
 # status back in its result: a progress signal after every step cost the parent and the child two workflow
 # tasks each. Live progress between reports is the child's `current` query (aicd.client.get_status).
 PROGRESS_IN_RESULT = "progress-in-result"
+# The patch after which a target's write checks for others' commits since this delivery's last write of the
+# files it writes, not of any file of the target: before it, a human's edit of the values file made before a
+# flag step (another file) was written over by the next values step without a pause.
+PER_FILE_BASE = "per-file-ownership-base"
 
 
 @dataclass
@@ -132,6 +136,10 @@ class RolloutControl:
         # The last commit of this delivery to the target's files, or a human's commit a resume accepted:
         # every write says it, so Git can tell whether someone else wrote the files since.
         self.base: str | None = None
+        # The same per file of the target (a target with a flags file writes two): a write of one file checks
+        # for others' commits since this delivery's last write of *that* file (see PER_FILE_BASE).
+        self.file_bases: dict[str, str] = {}
+        self.per_file_base = False  # set by `_patch_per_file_base` as a run starts
         # The target's URLs as its driver reported them (placeholder name -> URL), for verification runs.
         self.reported_urls: dict[str, str] = {}
 
@@ -188,13 +196,36 @@ class RolloutControl:
         self.status.state = "progressing"
         self.status.message = f"resumed by {self.resumed_by}"
 
-    async def _guarded_write(self, write: Callable[[str | None], Awaitable[T]]) -> T:
-        """Run a GitOps write (`write(base)`), reacting to who owns the files: a newer delivery's write ends
-        this rollout (Superseded); a human's commit since this delivery's last write waits for a human -
-        `resume` continues from the file as the human left it, `abort` ends and keeps it."""
+    def _patch_per_file_base(self) -> None:
+        """Called as a run starts, before any command, so a run decides once how it picks a write's base."""
+        self.per_file_base = workflow.patched(PER_FILE_BASE)
+
+    def _base_for(self, paths: list[str]) -> str | None:
+        """The ownership base of a write of `paths`: this delivery's last write of those very files (a write
+        of one file of the target after a write of another must still see a human's edit of it made in
+        between), else its last write to the target."""
+        if self.per_file_base and paths:
+            known = {self.file_bases.get(path) for path in paths}
+            if len(known) == 1 and None not in known:
+                return known.pop()
+        return self.base
+
+    def _wrote(self, paths: list[str], sha: str) -> None:
+        """`sha` is now the base of the target and of these files."""
+        self.base = sha
+        for path in paths:
+            self.file_bases[path] = sha
+
+    async def _guarded_write(
+        self, write: Callable[[str | None], Awaitable[T]], paths: list[str] | None = None
+    ) -> T:
+        """Run a GitOps write (`write(base)`) of `paths` (None: files the base is not kept per file for),
+        reacting to who owns the files: a newer delivery's write ends this rollout (Superseded); a human's
+        commit since this delivery's last write waits for a human - `resume` continues from the file as the
+        human left it, `abort` ends and keeps it."""
         while True:
             try:
-                return await write(self.base)
+                return await write(self._base_for(paths or []))
             except ActivityError as error:
                 cause = application_cause(error)
                 details = cause.details[0] if cause is not None and cause.details else {}
@@ -209,7 +240,9 @@ class RolloutControl:
                     f"{cause.message}; resume continues from the file as it is now, abort ends the delivery and keeps it"
                 )
                 self.status.human_edit = None
-                self.base = str(details.get("sha")) or self.base
+                accepted = str(details.get("sha")) or self.base
+                if accepted is not None:
+                    self._wrote(paths or [], accepted)
 
     async def _sleep(self, seconds: float) -> None:
         """A durable timer whose clock stops while the rollout is paused."""

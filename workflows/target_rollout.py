@@ -47,6 +47,7 @@ class TargetRolloutWorkflow(RolloutControl):
     @workflow.run
     async def run(self, input: TargetRolloutInput) -> TargetRolloutResult:
         self._patch_reporting()
+        self._patch_per_file_base()
         strategy = input.strategy if input.strategy is not None else CanaryStrategy(list(input.steps))
         if input.strategy is not None:
             self.status.strategy = strategy.name
@@ -160,12 +161,12 @@ class TargetRolloutWorkflow(RolloutControl):
             )
 
         try:
-            result = await self._guarded_write(write)
+            result = await self._guarded_write(write, [edit.path for edit in edits])
         except ActivityError as error:
             raise StepFailed(f"{trailer_step}: {cause_of(error)}") from error
         assert result.commit.sha is not None
         self.reported_urls.update(result.sync.details.get("urls") or {})
         self.status.urls = target_urls(self.input.target.urls, self.reported_urls)
-        self.base = result.commit.sha
+        self._wrote([edit.path for edit in edits], result.commit.sha)
         if result.commit.sha not in self.status.commits:
             self.status.commits.append(result.commit.sha)

@@ -37,25 +37,35 @@ class Expansion:
     notes: list[str] = field(default_factory=list)  # `file: $.path: text`, for people
 
 
+# Where a stage lists steps an `analysis` step may name templates in: a canary's steps, a blue-green's checks.
+STEP_LISTS = (
+    ("canary", "steps"),
+    ("blueGreen", "prePromotionAnalysis"),
+    ("blueGreen", "postPromotionAnalysis"),
+)
+
+
 def template_steps(spec: dict[str, Any]) -> list[tuple[Path, dict[str, Any]]]:
-    """(path, value) of each `analysis` step that names Argo templates."""
+    """(path, value) of each `analysis` step that names Argo templates, in any step list of a stage."""
     found: list[tuple[Path, dict[str, Any]]] = []
     for stage_index, stage in enumerate(spec.get("stages", [])):
-        steps = stage.get("strategy", {}).get("canary", {}).get("steps") or []
-        for step_index, step in enumerate(steps):
-            value = step.get("analysis")
-            if isinstance(value, dict) and "templates" in value:
-                path: Path = (
-                    "spec",
-                    "stages",
-                    stage_index,
-                    "strategy",
-                    "canary",
-                    "steps",
-                    step_index,
-                    "analysis",
-                )
-                found.append((path, value))
+        strategy = stage.get("strategy") or {}
+        for kind, key in STEP_LISTS:
+            steps = (strategy.get(kind) or {}).get(key) or []
+            for step_index, step in enumerate(steps):
+                value = step.get("analysis") if isinstance(step, dict) else None
+                if isinstance(value, dict) and "templates" in value:
+                    path: Path = (
+                        "spec",
+                        "stages",
+                        stage_index,
+                        "strategy",
+                        kind,
+                        key,
+                        step_index,
+                        "analysis",
+                    )
+                    found.append((path, value))
     return found
 
 
@@ -123,9 +133,10 @@ def expand(data: dict[str, Any], file: str) -> Expansion:
             step["duration"] = format_duration(translation.duration_s)
         for note in translation.notes:
             result.notes.append(f"{file}: {json_path(path)}: {note}")
-        stage, steps_key = path[2], path[6]
-        assert isinstance(stage, int) and isinstance(steps_key, int)
-        result.data["spec"]["stages"][stage]["strategy"]["canary"]["steps"][steps_key] = {"analysis": step}
+        holder: Any = result.data
+        for key in path[:-2]:  # down to the step list
+            holder = holder[key]
+        holder[path[-2]] = {"analysis": step}
     return result
 
 

@@ -238,6 +238,25 @@ def check_prometheus_tls(spec: dict[str, Any]) -> Iterator[Finding]:
                 yield (*path, key), f"{key} applies to https:// URLs; the url is {url}"
 
 
+# Every list of steps a stage's strategy has: a canary's steps, a blue-green's checks before and after the switch.
+_STEP_LISTS = (
+    ("canary", "steps"),
+    ("blueGreen", "prePromotionAnalysis"),
+    ("blueGreen", "postPromotionAnalysis"),
+)
+
+
+def _stage_steps(stage: Any) -> Iterator[tuple[str, str, int, Any]]:
+    """(strategy kind, list key, index, step) of every step of the stage's strategy."""
+    strategy = stage.get("strategy") if isinstance(stage, dict) else None
+    if not isinstance(strategy, dict):
+        return
+    for kind, key in _STEP_LISTS:
+        steps = (strategy.get(kind) or {}).get(key) if isinstance(strategy.get(kind), dict) else None
+        for step_index, step in enumerate(steps if isinstance(steps, list) else []):
+            yield kind, key, step_index, step
+
+
 def check_analysis_steps(spec: dict[str, Any]) -> Iterator[Finding]:
     """maxDuration goes with onInconclusive extend and is at least the duration; the warm-up leaves time
     to judge."""
@@ -248,11 +267,11 @@ def check_analysis_steps(spec: dict[str, Any]) -> Iterator[Finding]:
     except ValueError:
         return  # reported by the schema
     for index, stage in enumerate(spec.get("stages", [])):
-        for step_index, step in enumerate(stage.get("strategy", {}).get("canary", {}).get("steps", [])):
+        for kind, key, step_index, step in _stage_steps(stage):
             if not isinstance(step, dict) or not isinstance(step.get("analysis"), dict):
                 continue
             raw = step["analysis"]
-            path = ("spec", "stages", index, "strategy", "canary", "steps", step_index, "analysis")
+            path = ("spec", "stages", index, "strategy", kind, key, step_index, "analysis")
             try:
                 duration = parse_duration(raw["duration"]) if "duration" in raw else 300.0
                 longest = parse_duration(raw["maxDuration"]) if "maxDuration" in raw else None

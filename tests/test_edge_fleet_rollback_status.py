@@ -1,0 +1,97 @@
+"""A fleet after the delivery rolled it back: what `aicd status`, Slack and the dashboard say about its sites, and
+what its sites run, must agree with Git, where every site the fleet moved is back on its previous version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from temporalio.testing import WorkflowEnvironment
+
+from aicd.client import get_status, handle_for, start_delivery
+from aicd.messages import Trigger
+from aicd.status_view import status_text
+from aicd.testing.engine import plan_from, running_worker, show, temporal_env
+from aicd.testing.standins.kube_argocd import KubeArgoCD
+from tests.test_edge_fleet import HealthServer, fleet_spec, names, pops, raw_tree_diff, site_file
+
+__all__ = ["temporal_env"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="design decision open: a fleet's site states (pending/updating/updated/failed) have no state for a"
+    " site the delivery's rollback put back; the parent's rollback leaves the fleet's last counts",
+)
+async def test_a_rolled_back_fleet_shows_no_site_on_the_release(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """A fleet fails over its budget in batch 2 and the delivery rolls every site file back (Git: the branch
+    equals the seed). The status still counted 7 sites `updated` (and the fleet's weight 0): `aicd status`
+    printed `rolled-back ... sites 20: failed 3, pending 10, updated 7`, so a reader believes 7 sites run the
+    release that Git - and the sites - no longer have."""
+    sites = names(20)
+    with HealthServer().running() as health:
+        health.broken = {"pop-0006", "pop-0008", "pop-0009"}
+        document, gitops, seed, revision = fleet_spec(
+            tmp_path,
+            sites,
+            batches=["25%", "50%", "100%"],
+            health=health.url,
+            maxFailures=1,
+            progressDeadline="1s",
+        )
+        plan = plan_from(document, revision)
+        client = temporal_env.client
+        async with running_worker(client, tmp_path / "state") as queue:
+            await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+            result = await handle_for(client, plan.delivery_id).result()
+            status = await get_status(client, plan.delivery_id)
+    assert result.phase == "failed"
+    assert raw_tree_diff(gitops, seed) == ""  # Git: no site runs the release
+    target = pops(status)
+    assert target.state == "rolled-back"
+    assert "updated" not in target.sites_by_state, (target.sites_by_state, status_text(status))
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="design decision open: the delivery's rollback of a fleet commits only (`_sync_back` skips fleets);"
+    " syncing an argocd fleet's sites back needs the sites the rollback restored, which only the fleet knows",
+)
+async def test_a_rolled_back_argocd_fleet_syncs_its_sites_back(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """siteKind argocd: batch 1 (2 sites) is synced to the batch's commit, one site turns Degraded over
+    maxFailures 0, and the delivery rolls the fleet back in Git. Nothing syncs the sites' Applications to the
+    rollback commit, so the healthy site of batch 1 keeps running the release while Git (and the status:
+    `rolled-back`) say the fleet is on its previous version."""
+    sites = names(4)
+    document, gitops, seed, revision = fleet_spec(
+        tmp_path,
+        sites,
+        batches=["50%", "100%"],
+        maxFailures=0,
+        progressDeadline="60s",
+        siteKind="argocd",
+        app="web-{{ site }}",
+        context="edge",
+        kubeconfig=str(tmp_path / "kubeconfig"),
+    )
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    with KubeArgoCD(bookmark_interval_s=0.5) as argocd:
+        argocd.write_kubeconfig(tmp_path / "kubeconfig", context="edge")
+        argocd.broken_tags = {sites[1]}
+        for site in sites:
+            argocd.create_app(f"web-{site}", repo=gitops, path=f"apps/web/edge/{site}")
+        async with running_worker(client, tmp_path / "state") as queue:
+            await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+            result = await handle_for(client, plan.delivery_id).result()
+            status = await get_status(client, plan.delivery_id)
+        running = argocd.syncs(f"web-{sites[0]}")[-1].revision
+    assert result.phase == "failed" and pops(status).state == "rolled-back"
+    assert raw_tree_diff(gitops, seed) == ""  # Git: the fleet is back
+    assert show(gitops, running, site_file(sites[0])) == show(gitops, seed, site_file(sites[0])), (
+        f"web-{sites[0]} still runs {running[:7]}, the batch's commit"
+    )
