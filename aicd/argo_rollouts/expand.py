@@ -20,6 +20,7 @@ from aicd.argo_rollouts.templates import DEFAULT_TRACK_LABEL, Catalog, resolve_f
 from aicd.spec.durations import format_duration
 from aicd.spec.errors import SpecError, json_path
 from aicd.spec.yamlsafe import Path, YamlReadError, read_yaml
+from aicd.strategies import STRATEGY_KINDS
 
 _ARGO_API_VERSION = re.compile(rb"^apiVersion:\s*[\"']?argoproj\.io/", re.MULTILINE)
 _AICD_API_VERSION = re.compile(rb"^apiVersion:\s*[\"']?aicd\.dev/", re.MULTILINE)
@@ -37,35 +38,20 @@ class Expansion:
     notes: list[str] = field(default_factory=list)  # `file: $.path: text`, for people
 
 
-# Where a stage lists steps an `analysis` step may name templates in: a canary's steps, a blue-green's checks.
-STEP_LISTS = (
-    ("canary", "steps"),
-    ("blueGreen", "prePromotionAnalysis"),
-    ("blueGreen", "postPromotionAnalysis"),
-)
-
-
 def template_steps(spec: dict[str, Any]) -> list[tuple[Path, dict[str, Any]]]:
     """(path, value) of each `analysis` step that names Argo templates, in any step list of a stage."""
     found: list[tuple[Path, dict[str, Any]]] = []
     for stage_index, stage in enumerate(spec.get("stages", [])):
         strategy = stage.get("strategy") or {}
-        for kind, key in STEP_LISTS:
-            steps = (strategy.get(kind) or {}).get(key) or []
-            for step_index, step in enumerate(steps):
-                value = step.get("analysis") if isinstance(step, dict) else None
-                if isinstance(value, dict) and "templates" in value:
-                    path: Path = (
-                        "spec",
-                        "stages",
-                        stage_index,
-                        "strategy",
-                        kind,
-                        key,
-                        step_index,
-                        "analysis",
-                    )
-                    found.append((path, value))
+        for kind, raw in strategy.items():
+            if kind not in STRATEGY_KINDS or not isinstance(raw or {}, dict):
+                continue  # reported by the schema
+            for key, steps in STRATEGY_KINDS[kind].step_lists(raw or {}):
+                for step_index, step in enumerate(steps):
+                    value = step.get("analysis") if isinstance(step, dict) else None
+                    if isinstance(value, dict) and "templates" in value:
+                        where = ("spec", "stages", stage_index, "strategy", kind, key, step_index, "analysis")
+                        found.append((where, value))
     return found
 
 

@@ -238,23 +238,17 @@ def check_prometheus_tls(spec: dict[str, Any]) -> Iterator[Finding]:
                 yield (*path, key), f"{key} applies to https:// URLs; the url is {url}"
 
 
-# Every list of steps a stage's strategy has: a canary's steps, a blue-green's checks before and after the switch.
-_STEP_LISTS = (
-    ("canary", "steps"),
-    ("blueGreen", "prePromotionAnalysis"),
-    ("blueGreen", "postPromotionAnalysis"),
-)
-
-
 def _stage_steps(stage: Any) -> Iterator[tuple[str, str, int, Any]]:
     """(strategy kind, list key, index, step) of every step of the stage's strategy."""
     strategy = stage.get("strategy") if isinstance(stage, dict) else None
     if not isinstance(strategy, dict):
         return
-    for kind, key in _STEP_LISTS:
-        steps = (strategy.get(kind) or {}).get(key) if isinstance(strategy.get(kind), dict) else None
-        for step_index, step in enumerate(steps if isinstance(steps, list) else []):
-            yield kind, key, step_index, step
+    for name, value in strategy.items():
+        if name not in STRATEGY_KINDS or not isinstance(value or {}, dict):
+            continue  # reported by the schema
+        for key, steps in STRATEGY_KINDS[name].step_lists(value or {}):
+            for step_index, step in enumerate(steps):
+                yield name, key, step_index, step
 
 
 def check_analysis_steps(spec: dict[str, Any]) -> Iterator[Finding]:
