@@ -11,7 +11,8 @@ processes of their own (as worker hosts would be), in three fleets:
 
 Per fleet: deliveries/s, successful pushes (the branch's reflog), rejected pushes retried, commits lost
 (must be 0), p50/p95 latency of a step's write activity (scheduled to completed), peak worker RSS, workflow
-tasks per delivery (WorkflowTaskCompleted events in the delivery's and its rollout's histories); the
+tasks, history events and activity tasks scheduled through the server per delivery (the delivery's and its
+rollout's histories; local activities are markers, not counted); the
 writer's commits/s and commits per push; and where the CPU went: CPU seconds per delivery of the Temporal
 dev server, the worker processes, their child processes (git: reaped children's CPU), the bench itself and
 everything else on the machine, against the machine's utilisation over the run (1.0 = every core busy).
@@ -89,6 +90,8 @@ class Figures:
     step_p95_ms: float
     peak_rss_mb: float
     workflow_tasks: float  # per delivery, its rollout's included
+    history_events: float  # per delivery, its rollout's included
+    activities: float  # activity tasks scheduled through the server, per delivery (local ones not counted)
     cpu: Cpu
 
 
@@ -112,6 +115,10 @@ def rejected_pushes(history: WorkflowHistory) -> int:
 
 def workflow_tasks(history: WorkflowHistory) -> int:
     return sum(1 for event in history.events if event.HasField("workflow_task_completed_event_attributes"))
+
+
+def activities_scheduled(history: WorkflowHistory) -> int:
+    return sum(1 for event in history.events if event.HasField("activity_task_scheduled_event_attributes"))
 
 
 def write_latencies_ms(history: WorkflowHistory) -> list[float]:
@@ -260,13 +267,16 @@ async def run_fleet(client: Client, root: Path, count: int, roles: list[str]) ->
         cpu = cpu_spent(cpu_before, cpu_now(server, workers))
         stop.set()
         await sampler
-    rejected, latencies, tasks = 0, [], 0
+    rejected, latencies, tasks, events, scheduled = 0, [], 0, 0, 0
     for plan in plans:
-        history = await client.get_workflow_handle(f"{plan.delivery_id}--prod--web").fetch_history()
-        rejected += rejected_pushes(history)
-        latencies += write_latencies_ms(history)
-        tasks += workflow_tasks(history)
-        tasks += workflow_tasks(await client.get_workflow_handle(plan.delivery_id).fetch_history())
+        rollout = await client.get_workflow_handle(f"{plan.delivery_id}--prod--web").fetch_history()
+        delivery = await client.get_workflow_handle(plan.delivery_id).fetch_history()
+        rejected += rejected_pushes(rollout)
+        latencies += write_latencies_ms(rollout)
+        for history in (rollout, delivery):
+            tasks += workflow_tasks(history)
+            events += len(history.events)
+            scheduled += activities_scheduled(history)
     failed = [result for result in results if result.phase != "succeeded"]
     assert not failed, failed[:3]
     on_branch = {entry["sha"] for entry in commits(gitops)}
@@ -288,6 +298,8 @@ async def run_fleet(client: Client, root: Path, count: int, roles: list[str]) ->
         step_p95_ms=percentile(latencies, 0.95),
         peak_rss_mb=max(peak),
         workflow_tasks=tasks / count,
+        history_events=events / count,
+        activities=scheduled / count,
         cpu=cpu,
     )
 
@@ -332,12 +344,13 @@ def main() -> None:
     print(f"\n{args.deliveries} deliveries x 3 commits into one GitOps repository ({os.cpu_count()} cores)")
     print(
         f"{'fleet':14} {'deliv/s':>8} {'pushes':>7} {'rejected':>9} {'lost':>5} {'p50 ms':>8} {'p95 ms':>8}"
-        f" {'RSS MB':>7} {'wf tasks':>9}"
+        f" {'RSS MB':>7} {'wf tasks':>9} {'events':>7} {'activities':>10}"
     )
     for fleet, f in figures.items():
         print(
             f"{fleet:14} {args.deliveries / f.seconds:8.2f} {f.pushes:7d} {f.rejected:9d} {f.lost:5d}"
             f" {f.step_p50_ms:8.0f} {f.step_p95_ms:8.0f} {f.peak_rss_mb:7.0f} {f.workflow_tasks:9.1f}"
+            f" {f.history_events:7.1f} {f.activities:10.1f}"
         )
     print_cpu(figures, args.deliveries, os.cpu_count() or 1)
     parts = [f"deliveries={args.deliveries}"]
@@ -351,6 +364,8 @@ def main() -> None:
             f"{key}_step_p95_ms={f.step_p95_ms:.0f}",
             f"{key}_rss_mb={f.peak_rss_mb:.0f}",
             f"{key}_workflow_tasks={f.workflow_tasks:.1f}",
+            f"{key}_history_events={f.history_events:.1f}",
+            f"{key}_activities={f.activities:.1f}",
             f"{key}_commits_per_push={f.commits / max(1, f.pushes):.1f}",
             f"{key}_util={f.cpu.utilisation:.2f}",
             f"{key}_server_ms={1000 * f.cpu.server / args.deliveries:.0f}",
