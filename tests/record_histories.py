@@ -17,8 +17,9 @@
   release scope: the rollback covers the target once (workflow patch `rollback-once-per-target`).
 - `progress`: the `gates` scenario again, its rollouts reporting to the delivery only as they start waiting
   and handing their final status back in their results (workflows.rollout_control.PROGRESS_IN_RESULT).
-- `audit`: an approval and a `pause: {}` step resumed, with a file sink configured: the audit
-  stream's batches go as local activities, markers in the history (workflows.delivery.AUDIT_LOCAL).
+- `audit`: an approval and a `pause: {}` step resumed, with a file sink configured: the audit stream's
+  batches and the release claim go as local activities, markers in the history
+  (workflows.delivery.LOCAL_ACTIVITIES).
 
 Run `python -m tests.record_histories [SCENARIO...]` after a deliberate, versioned change of workflow
 behaviour; the replay test fails whenever workflow code changes in a way that would break running deliveries.

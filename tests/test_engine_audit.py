@@ -2,7 +2,7 @@
 back streams CloudEvents to the worker's JSON-lines file; `aicd audit` rebuilds the same records from the
 Temporal history (plus the commits from Git trailers and the rollback), the HTTP sink receives the same
 chained records, both chains verify, and changing one field of an exported file is detected at its line.
-The batches go as local activities (workflows.delivery.AUDIT_LOCAL): no activity task through the server."""
+The batches go as local activities (workflows.delivery.LOCAL_ACTIVITIES): no activity task through the server."""
 
 from __future__ import annotations
 
@@ -93,6 +93,7 @@ async def test_streamed_audit_matches_the_reconstruction_and_tampering_shows(
     # Every batch, the one the sink refused at first too, went as a local activity: markers, no activity tasks.
     scheduled, local = activity_types(json.loads(history.to_json())["events"])
     assert "audit_append" not in scheduled and local.count("audit_append") >= 4, (scheduled, local)
+    assert "claim_release" not in scheduled and local.count("claim_release") == 1, (scheduled, local)
     streamed = [json.loads(line) for line in streamed_lines]
     assert verify(streamed_lines) == []
     # The HTTP sink got the same records, chain included; a retried batch did not repeat in the file.

@@ -16,7 +16,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from aicd.testing.engine import temporal_env
-from aicd.workflows.delivery import AUDIT_LOCAL
+from aicd.workflows.delivery import LOCAL_ACTIVITIES
 from aicd.workflows.registry import ALL_WORKFLOWS, sandbox_runner
 from aicd.workflows.rollout_control import PROGRESS_IN_RESULT
 from tests.record_histories import HISTORY_DIR, SCENARIOS, activity_types, record_scenario
@@ -73,17 +73,18 @@ async def test_governance_history_holds_the_gate_commands() -> None:
         assert f'"name": "{name}"' in text, name
 
 
-async def test_audit_history_sends_the_audit_stream_as_local_activities() -> None:
-    """The `audit` scenario guards AUDIT_LOCAL: every batch of the audit stream is a local activity (a marker
-    in the history), none an activity task through the server; the older `governance` history keeps its
-    activity tasks and replays as it ran (test_recorded_histories_replay)."""
+async def test_audit_history_sends_the_audit_stream_and_the_claim_as_local_activities() -> None:
+    """The `audit` scenario guards LOCAL_ACTIVITIES: every batch of the audit stream and the release claim are
+    local activities (markers in the history), none an activity task through the server; the older
+    `governance` history keeps its activity tasks and replays as it ran (test_recorded_histories_replay)."""
     events = _events("audit", "delivery")
     scheduled, local = activity_types(events)
-    assert "audit_append" not in scheduled and "check_gates" in scheduled, scheduled
-    assert local.count("audit_append") >= 4, local  # started, approve, phases, resume, finished in batches
-    assert any(AUDIT_LOCAL.encode() in patch for patch in _patches(events))
+    assert "audit_append" not in scheduled and "claim_release" not in scheduled, scheduled
+    assert "check_gates" in scheduled, scheduled
+    assert local.count("audit_append") >= 4 and local.count("claim_release") == 1, local
+    assert any(LOCAL_ACTIVITIES.encode() in patch for patch in _patches(events))
     older, older_local = activity_types(_events("governance", "delivery"))
-    assert "audit_append" in older and not older_local
+    assert "audit_append" in older and "claim_release" in older and not older_local
 
 
 def _patches(events: list[dict[str, Any]]) -> list[bytes]:
