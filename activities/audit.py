@@ -4,7 +4,8 @@ chained (aicd.governance.audit): the file's chain continues from its last line, 
 workers sharing the file (a shared volume) keep one chain; without a file the HTTP sink gets this worker
 process's own chain. A retried append skips records already in the file (their IDs are stable), so a retry
 never writes a record twice. Neither configured: the records go nowhere (`aicd audit` still rebuilds them
-from Temporal and Git)."""
+from Temporal and Git). The delivery calls `append` as a local activity (workflows.delivery.LOCAL_ACTIVITIES): the
+worker running the delivery's workflow task writes to its own sinks, as any worker of the queue did before."""
 
 from __future__ import annotations
 

@@ -14,7 +14,8 @@ processes of their own (as worker hosts would be), in three fleets:
 
 Per fleet: deliveries/s, successful pushes (the branch's reflog), rejected pushes retried, commits lost
 (must be 0), p50/p95 latency of a step's write activity (scheduled to completed), peak worker RSS, workflow
-tasks, history events and activities per delivery (in the delivery's and its rollout's histories); the
+tasks, history events, activity tasks scheduled through the server (local activities are markers, not counted)
+and search attribute upserts per delivery (in the delivery's and its rollout's histories); the
 writer's commits/s and commits per push; and where the CPU went: CPU seconds per delivery of the Temporal
 dev server, the worker processes, their child processes (git: reaped children's CPU), the bench itself and
 everything else on the machine, against the machine's utilisation over the run (1.0 = every core busy).

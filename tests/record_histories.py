@@ -17,6 +17,9 @@
   release scope: the rollback covers the target once (workflow patch `rollback-once-per-target`).
 - `progress`: the `gates` scenario again, its rollouts reporting to the delivery only as they start waiting
   and handing their final status back in their results (workflows.rollout_control.PROGRESS_IN_RESULT).
+- `audit`: an approval and a `pause: {}` step resumed, with a file sink configured: the audit stream's
+  batches and the release claim go as local activities, markers in the history
+  (workflows.delivery.LOCAL_ACTIVITIES).
 
 Run `python -m tests.record_histories [SCENARIO...]` after a deliberate, versioned change of workflow
 behaviour; the replay test fails whenever workflow code changes in a way that would break running deliveries.
@@ -25,22 +28,40 @@ Histories recorded by an older version of the code stay: they are what running d
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
 from aicd import search
+from aicd.activities.audit import AUDIT_FILE_ENV
 from aicd.client import handle_for, send_action, start_delivery
 from aicd.messages import HumanAction, Trigger
 from aicd.testing.engine import TEMPORAL_BIN, make_repo, plan_from, running_worker, spec_document, wait_for
 
 HISTORY_DIR = Path(__file__).parent / "histories"
+
+
+def activity_types(events: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
+    """The activities a history (as JSON) ran: those scheduled through the server as activity tasks, and the
+    local ones (a `core_local_activity` marker each), by type, in order."""
+    scheduled, local = [], []
+    for event in events:
+        if attributes := event.get("activityTaskScheduledEventAttributes"):
+            scheduled.append(attributes["activityType"]["name"])
+        marker = event.get("markerRecordedEventAttributes")
+        if marker and marker["markerName"] == "core_local_activity":
+            data = json.loads(base64.b64decode(marker["details"]["data"]["payloads"][0]["data"]))
+            local.append(data["activity_type"])
+    return scheduled, local
 
 
 async def _histories(client: Client, delivery_id: str) -> list[WorkflowHistory]:
@@ -260,6 +281,42 @@ async def record_two_stages(client: Client, root: Path) -> list[WorkflowHistory]
     return histories[:1]  # the children run unchanged code; the delivery decides what is rolled back
 
 
+async def record_audit(client: Client, root: Path) -> list[WorkflowHistory]:
+    source, revision = make_repo(root, "source", {"README": "x\n"})
+    gitops, _ = make_repo(root, "gitops", {"a.yaml": "image: {tag: v0}\n"})
+    steps = [{"setWeight": 10}, {"pause": {}}, {"setWeight": 100}]
+    document = spec_document(
+        "replay-audit",
+        source,
+        gitops,
+        {"a": {"kind": "git", "path": "a.yaml"}},
+        [
+            {
+                "name": "one",
+                "targets": ["a"],
+                "approval": {"approvers": ["alice"], "timeout": "1h"},
+                "strategy": {"canary": {"steps": steps}},
+            }
+        ],
+    )
+    plan = plan_from(document, revision)
+    stream = root / "audit.jsonl"
+    # The worker runs in this process: its audit sink is this process's environment.
+    with mock.patch.dict(os.environ, {AUDIT_FILE_ENV: str(stream)}):
+        async with running_worker(client, root / "state") as queue:
+            await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
+            await wait_for(client, plan.delivery_id, lambda s: s.pending_approval == "one")
+            await send_action(client, plan.delivery_id, "approve", HumanAction("alice"))
+            await wait_for(client, plan.delivery_id, lambda s: s.phase == "paused")  # the `pause: {}` step
+            await send_action(client, plan.delivery_id, "resume", HumanAction("oncall"))
+            result = await handle_for(client, plan.delivery_id).result()
+            assert result.phase == "succeeded", result.reason
+            histories = await _histories(client, plan.delivery_id)
+    kinds = [json.loads(line)["type"].rsplit(".", 1)[1] for line in stream.read_text().splitlines()]
+    assert kinds[0] == "started" and kinds[-1] == "finished" and kinds.count("action") == 2, kinds
+    return histories[:1]  # the rollout child has no audit stream
+
+
 SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]] = {
     "gates": record_gates,
     "notify": record_notify,
@@ -269,6 +326,7 @@ SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]]
     "host": record_host,
     "progress": record_gates,
     "two-stages": record_two_stages,
+    "audit": record_audit,
 }
 
 

@@ -1,7 +1,8 @@
 """The audit trail end to end: a delivery with an approval, a pause and a resume, and an abort that rolls
 back streams CloudEvents to the worker's JSON-lines file; `aicd audit` rebuilds the same records from the
 Temporal history (plus the commits from Git trailers and the rollback), the HTTP sink receives the same
-chained records, both chains verify, and changing one field of an exported file is detected at its line."""
+chained records, both chains verify, and changing one field of an exported file is detected at its line.
+The batches go as local activities (workflows.delivery.LOCAL_ACTIVITIES): no activity task through the server."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from aicd.governance.reconstruct import reconstruct
 from aicd.messages import HumanAction, Trigger
 from aicd.testing.engine import make_repo, plan_from, running_worker, spec_document, temporal_env, wait_for
 from aicd.testing.standins.incidents import IncidentStandin
+from tests.record_histories import activity_types
 
 __all__ = ["temporal_env"]
 
@@ -86,7 +88,12 @@ async def test_streamed_audit_matches_the_reconstruction_and_tampering_shows(
             )
         )
         rebuilt = await reconstruct(client, "audited")
+        history = await handle_for(client, plan.delivery_id).fetch_history()
     await sink.stop()
+    # Every batch, the one the sink refused at first too, went as a local activity: markers, no activity tasks.
+    scheduled, local = activity_types(json.loads(history.to_json())["events"])
+    assert "audit_append" not in scheduled and local.count("audit_append") >= 4, (scheduled, local)
+    assert "claim_release" not in scheduled and local.count("claim_release") == 1, (scheduled, local)
     streamed = [json.loads(line) for line in streamed_lines]
     assert verify(streamed_lines) == []
     # The HTTP sink got the same records, chain included; a retried batch did not repeat in the file.

@@ -1,7 +1,7 @@
 """Determinism: recorded histories (tests/record_histories.py: approval gates, pause and resume, `pause: {}`,
 abort with release-scope rollback; Slack notifications; an edge fleet continued as new; a target through two
-stages rolled back once) and fresh runs of
-the same scenarios must replay on the current workflow code without a nondeterminism error."""
+stages rolled back once; the audit stream as local activities) and fresh runs of the same scenarios must
+replay on the current workflow code without a nondeterminism error."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from aicd.testing.engine import temporal_env
+from aicd.workflows.delivery import LOCAL_ACTIVITIES
 from aicd.workflows.registry import ALL_WORKFLOWS, sandbox_runner
 from aicd.workflows.rollout_control import PROGRESS_IN_RESULT
-from tests.record_histories import HISTORY_DIR, SCENARIOS, record_scenario
+from tests.record_histories import HISTORY_DIR, SCENARIOS, activity_types, record_scenario
 
 __all__ = ["temporal_env"]
 
@@ -72,6 +73,31 @@ async def test_governance_history_holds_the_gate_commands() -> None:
         assert f'"name": "{name}"' in text, name
 
 
+async def test_audit_history_sends_the_audit_stream_and_the_claim_as_local_activities() -> None:
+    """The `audit` scenario guards LOCAL_ACTIVITIES: every batch of the audit stream and the release claim are
+    local activities (markers in the history), none an activity task through the server; the older
+    `governance` history keeps its activity tasks and replays as it ran (test_recorded_histories_replay)."""
+    events = _events("audit", "delivery")
+    scheduled, local = activity_types(events)
+    assert "audit_append" not in scheduled and "claim_release" not in scheduled, scheduled
+    assert "check_gates" in scheduled, scheduled
+    assert local.count("audit_append") >= 4 and local.count("claim_release") == 1, local
+    assert any(LOCAL_ACTIVITIES.encode() in patch for patch in _patches(events))
+    older, older_local = activity_types(_events("governance", "delivery"))
+    assert "audit_append" in older and "claim_release" in older and not older_local
+
+
+def _patches(events: list[dict[str, Any]]) -> list[bytes]:
+    return [
+        base64.b64decode(
+            event["markerRecordedEventAttributes"]["details"]["patch-data"]["payloads"][0]["data"]
+        )
+        for event in events
+        if "markerRecordedEventAttributes" in event
+        and event["markerRecordedEventAttributes"]["markerName"] == "core_patch"
+    ]
+
+
 def _events(scenario: str, name: str) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = json.loads((HISTORY_DIR / scenario / f"{name}.json").read_text())["events"]
     return events
@@ -90,14 +116,7 @@ async def test_progress_history_reports_waits_and_ends_with_the_status_in_the_re
     report after every step; the final status travels in the result."""
     for name in ("a", "b"):
         events = _events("progress", name)
-        patches = [
-            base64.b64decode(
-                event["markerRecordedEventAttributes"]["details"]["patch-data"]["payloads"][0]["data"]
-            )
-            for event in events
-            if "markerRecordedEventAttributes" in event
-        ]
-        assert any(PROGRESS_IN_RESULT.encode() in patch for patch in patches), name
+        assert any(PROGRESS_IN_RESULT.encode() in patch for patch in _patches(events)), name
         (completed,) = [e for e in events if "workflowExecutionCompletedEventAttributes" in e]
         payload = completed["workflowExecutionCompletedEventAttributes"]["result"]["payloads"][0]["data"]
         result = json.loads(base64.b64decode(payload))

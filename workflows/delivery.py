@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ChildWorkflowError
+from temporalio.exceptions import ActivityError, ChildWorkflowError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from aicd import search
@@ -89,6 +89,10 @@ ChildSignal = Callable[[RolloutControl, HumanAction], None]
 STOP_LATE_ROLLOUTS = "stop-rollouts-started-late"
 # Likewise a pause or a resume accepted while a wave was starting reaches the rollout being started.
 PAUSE_LATE_ROLLOUTS = "pause-rollouts-started-late"
+
+# Workflow patch: the audit stream's batches and the release claim go as local activities (_send_audit,
+# _claim_app): short calls the worker running the workflow task makes within it, at no activity task's cost.
+LOCAL_ACTIVITIES = "local-audit-and-claim"
 
 # A queued delivery looks whether the deliveries it waits for still run this often (their end notice is the
 # fast path; this is the net for one that never comes, e.g. a delivery terminated by an operator).
@@ -974,14 +978,23 @@ class DeliveryWorkflow:
         self.claimed = True
         if not workflow.patched("release-claim"):
             return  # a delivery started before aicd claimed apps: it goes on as it began
+        request = ClaimRequest(self.plan.app, self.plan.delivery_id, self.plan.concurrency)
         try:
-            claim = await workflow.execute_activity_method(
-                ReleaseActivities.claim,
-                ClaimRequest(self.plan.app, self.plan.delivery_id, self.plan.concurrency),
-                start_to_close_timeout=CLAIM_TIMEOUT,
-                retry_policy=CLAIM_RETRY,
-            )
-        except ActivityError as error:
+            if workflow.patched(LOCAL_ACTIVITIES):  # a few calls to Temporal: no activity task, no task more
+                claim = await workflow.execute_local_activity_method(
+                    ReleaseActivities.claim,
+                    request,
+                    start_to_close_timeout=CLAIM_TIMEOUT,
+                    retry_policy=CLAIM_RETRY,
+                )
+            else:
+                claim = await workflow.execute_activity_method(
+                    ReleaseActivities.claim,
+                    request,
+                    start_to_close_timeout=CLAIM_TIMEOUT,
+                    retry_policy=CLAIM_RETRY,
+                )
+        except FailureError as error:  # a local activity's last failure comes unwrapped, not as ActivityError
             workflow.logger.warning(
                 "cannot claim %s from older deliveries: %s", self.plan.app, cause_of(error)
             )
@@ -1143,19 +1156,35 @@ class DeliveryWorkflow:
             self.audit_sender.append(asyncio.ensure_future(self._send_audit()))
 
     async def _send_audit(self) -> None:
-        """One sender, in order: what piles up while a sink is slow goes in the next batch."""
+        """One sender, in order: what piles up while a sink is slow goes in the next batch. Since
+        LOCAL_ACTIVITIES a batch is a local activity: the worker running the workflow task writes it within
+        that task, so a send costs the server one marker event, not an activity task's round trip and a
+        workflow task more. Each worker writes to its own sinks, as before (an activity ran on any worker of
+        the queue). A slow sink holds the task open (the SDK heartbeats it), delaying messages by seconds."""
+        local = workflow.patched(LOCAL_ACTIVITIES)  # decided once, at the first send: a run keeps its way
         while True:
             await workflow.wait_condition(lambda: bool(self.audit_outbox))
             batch, self.audit_outbox = self.audit_outbox, []
             try:
-                await workflow.execute_activity_method(
-                    AuditActivities.append,
-                    batch,
-                    schedule_to_close_timeout=AUDIT_TIMEOUT * 10,
-                    start_to_close_timeout=AUDIT_TIMEOUT,
-                    retry_policy=AUDIT_RETRY,
-                )
-            except ActivityError as error:  # never fails a delivery; `aicd audit` rebuilds the records
+                if local:
+                    await workflow.execute_local_activity_method(
+                        AuditActivities.append,
+                        batch,
+                        schedule_to_close_timeout=AUDIT_TIMEOUT * 10,
+                        start_to_close_timeout=AUDIT_TIMEOUT,
+                        retry_policy=AUDIT_RETRY,
+                    )
+                else:  # a delivery that sent its first batch as an activity goes on that way
+                    await workflow.execute_activity_method(
+                        AuditActivities.append,
+                        batch,
+                        schedule_to_close_timeout=AUDIT_TIMEOUT * 10,
+                        start_to_close_timeout=AUDIT_TIMEOUT,
+                        retry_policy=AUDIT_RETRY,
+                    )
+            # Never fails a delivery; `aicd audit` rebuilds the records. (A local activity's last failure comes
+            # unwrapped, its own ApplicationError, not an ActivityError.)
+            except FailureError as error:
                 workflow.logger.warning("%d audit records not written: %s", len(batch), cause_of(error))
             if any(entry.kind == "finished" for entry in batch):
                 return
