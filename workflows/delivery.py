@@ -93,6 +93,8 @@ PAUSE_LATE_ROLLOUTS = "pause-rollouts-started-late"
 # Workflow patch: the audit stream's batches and the release claim go as local activities (_send_audit,
 # _claim_app): short calls the worker running the workflow task makes within it, at no activity task's cost.
 LOCAL_ACTIVITIES = "local-audit-and-claim"
+LOCAL_AUDIT_ATTEMPT = timedelta(seconds=10)
+LOCAL_AUDIT_RETRY_THRESHOLD = timedelta(seconds=3)
 
 # A queued delivery looks whether the deliveries it waits for still run this often (their end notice is the
 # fast path; this is the net for one that never comes, e.g. a delivery terminated by an operator).
@@ -1167,12 +1169,15 @@ class DeliveryWorkflow:
             batch, self.audit_outbox = self.audit_outbox, []
             try:
                 if local:
+                    # An attempt holds the workflow task open (a pause waits for its next heartbeat, ~8 s):
+                    # attempts are kept short, and waits between them beyond a few seconds are durable timers.
                     await workflow.execute_local_activity_method(
                         AuditActivities.append,
                         batch,
                         schedule_to_close_timeout=AUDIT_TIMEOUT * 10,
-                        start_to_close_timeout=AUDIT_TIMEOUT,
+                        start_to_close_timeout=LOCAL_AUDIT_ATTEMPT,
                         retry_policy=AUDIT_RETRY,
+                        local_retry_threshold=LOCAL_AUDIT_RETRY_THRESHOLD,
                     )
                 else:  # a delivery that sent its first batch as an activity goes on that way
                     await workflow.execute_activity_method(
