@@ -12,9 +12,12 @@ Simulated world (per replication, 5 s scrapes, 1-min intervals, 20 looks, canary
   10%; canary = 1 pod, baseline = mean of 9), so counts are mildly overdispersed; reported as Prometheus
   would, ``rate()`` over a 30 s window (errors/s and requests/s per track, the latter as the ``total``);
 * latency metrics: the requests of each scrape (50 canary, 450 baseline) drawn from a lognormal whose
-  median follows load and a pod-level AR(1) (sd 5%, 1 vs 9 pods), with a 2% Pareto(1.5) tail; p50/p95/p99
-  per scrape, smoothed over the 30 s window (neighbouring points strongly autocorrelated);
-* gauges: CPU per pod follows load with pod-level AR(1) noise; memory wanders slowly per pod;
+  median follows load and the serving pod's AR(1) wander (sd 5%; the canary is one pod, the baseline nine
+  serving 50 requests each), with a 2% Pareto(1.5) tail; p50/p95/p99 per scrape, smoothed over the 30 s
+  window (neighbouring points strongly autocorrelated), per track and, for the baseline, per pod too (as a
+  query ``by (pod)`` reads them);
+* gauges: CPU per pod follows load with pod-level AR(1) noise; memory wanders slowly per pod (baseline: the
+  pods' mean, and each pod);
 * 2% of scrapes are missed per track (the point is absent from every series of that track).
 
 Scenarios. *Null* scenarios (nothing beyond tolerance: every failure is a false alarm): A/A with 1, 3, 5
@@ -37,7 +40,9 @@ Regression scenarios judge three metrics (an error count, latency p50 and p95). 
 Judges, each evaluated at every 1-min look on all data since the start:
 
 * **aicd** -- :func:`aicd.judge.judge` with alpha = 0.01, canary weight 10, 1-min intervals, 20 planned
-  intervals, and :func:`aicd.judge.decide` for the step (duration 20 min, ``onInconclusive: pause``): a
+  intervals, every metric whose baseline has pods (latency, CPU, memory) judged per pod (``--aggregate``:
+  none, as before per-pod judging; judged per pod, the measured-edge nulls put the canary at x1.05, its
+  measured ratio against pods that serve as many requests), and :func:`aicd.judge.decide` for the step (duration 20 min, ``onInconclusive: pause``): a
   detection is a ``fail`` decision; at the end a run that did not fail ends ``pass`` (every metric shown
   within tolerance) or ``inconclusive`` (waits for a human).
 * **Kayenta** (NetflixACAJudge as in spinnaker/kayenta): per metric, NaNs dropped and outliers removed
@@ -81,7 +86,8 @@ Last line: ``fpr_max`` (aicd's largest false-alarm rate over all null scenarios)
 and ``delay_max_ratio`` (the worst ``det`` and ``delay`` ratios over regression scenarios against the @m
 references, as in the first benchmark; detection rates floored at 1/reps), ``unsafe_pass_max`` (the
 largest share of runs of a regression scenario that aicd ended with *pass*), and the same two ratios
-against the @t references (``..._at_tolerance``).
+against the @t references (``..._at_tolerance``), ``per_pod`` (1: aicd judged per pod, 0: ``--aggregate``)
+and ``latency_plus10_detection`` (aicd's detection rate of latency +10%).
 """
 
 from __future__ import annotations
