@@ -21,8 +21,11 @@ from aicd.judge import (
     TestName,
     judge,
 )
+from aicd.judge.evidence import MetricEvidence, to_test_result
+from aicd.judge.explain import explain_metric
+from aicd.judge.model import Statistic
 from aicd.judge.pods import MIN_PODS, canary_noise_factor, pod_test
-from aicd.judge.sequential import Band
+from aicd.judge.sequential import Band, SequenceResult
 from aicd.judge.spending import planned_level
 
 EDGE = math.log(1.05)
@@ -149,3 +152,25 @@ def test_per_pod_is_for_continuous_metrics_and_pod_series_survive_the_payload() 
     samples = _samples(np.random.default_rng(47), 1.0)
     assert MetricSamples.from_dict(samples.to_dict()) == samples
     assert MetricSamples.from_dict({"canary": {}, "baseline": {}}).baseline_pods == ()
+
+
+def test_a_failure_shown_by_the_pods_alone_says_so_in_plain_words() -> None:
+    metric = CONFIG.metrics[0]
+    location = SequenceResult(math.log(1.12), math.log(1.01), math.log(1.25), 2.0, 6.0, False, 20)
+    pods = SequenceResult(math.log(1.12), math.log(1.07), math.log(1.17), 8.0, 6.0, True, 20)
+    evidence = MetricEvidence(
+        tests=(
+            to_test_result(TestName.LOCATION, location, INCREASE),
+            to_test_result(TestName.PODS, pods, INCREASE, statistic=Statistic.P_VALUE),
+        ),
+        canary_samples=240,
+        baseline_samples=240,
+        intervals=20,
+        no_data_share=0.0,
+        testable=True,
+        shown_safe=False,
+        regression=True,
+    )
+    text = explain_metric(metric, MetricOutcome.FAIL, evidence, (), None, CONFIG, 60.0)
+    assert text.startswith("latency on the canary is 12% higher than on the baseline's typical pod")
+    assert "at least +7.0%" in text and "tolerance +5%" in text, text
