@@ -24,7 +24,16 @@ from aicd.dev.loadgen import LoadGenerator
 from aicd.dev.ports import free_port, wait_http_ok
 from aicd.dev.processes import ManagedProcess
 from aicd.dev.prometheus import EmbeddedPrometheus, find_prometheus
-from aicd.judge import JudgeConfig, Kind, MetricConfig, MetricOutcome, Outcome, TestName, judge
+from aicd.judge import (
+    JudgeConfig,
+    Kind,
+    MetricConfig,
+    MetricOutcome,
+    MetricSamples,
+    Outcome,
+    TestName,
+    judge,
+)
 from aicd.messages import HumanAction, Trigger
 from aicd.plan import MetricPlan
 from aicd.spec.model import PrometheusConfig
@@ -328,8 +337,8 @@ def test_a_metric_judged_per_pod_reads_the_baselines_pods_apart(exporters: list[
     try:
         start = time.time() - 6
         samples = fetch_samples(provider, metric, start, time.time(), 1.0)
-        deadline = time.monotonic() + 20
-        while len(samples.baseline_pods) < 2 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 30
+        while not _every_side_read(samples) and time.monotonic() < deadline:
             time.sleep(1)
             samples = fetch_samples(provider, metric, start, time.time(), 1.0)
     finally:
@@ -341,6 +350,12 @@ def test_a_metric_judged_per_pod_reads_the_baselines_pods_apart(exporters: list[
     assert samples.canary.finite_count > 0 and samples.baseline.finite_count > 0
     verdict = judge({"latency-p90": samples}, JudgeConfig(metrics=(metric.config,), interval_s=3.0))
     assert TestName.PODS in {test.name for test in verdict.metric("latency-p90").tests}
+
+
+def _every_side_read(samples: MetricSamples) -> bool:
+    """Both tracks and both stable pods have points (Prometheus needs a few scrapes of a new target)."""
+    series = (samples.canary, samples.baseline, *samples.baseline_pods)
+    return len(samples.baseline_pods) >= 2 and all(side.finite_count > 0 for side in series)
 
 
 def stable_addresses(addresses: list[str]) -> list[str]:
