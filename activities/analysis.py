@@ -54,7 +54,18 @@ def fetch_samples(
         if metric.total:
             canary_total = track_query(metric.total, CANARY_TRACK)
             baseline_total = track_query(metric.total, BASELINE_TRACK)
-        return MetricSamples(canary, baseline, canary_total, baseline_total)
+        baseline_pods: tuple[Series, ...] = ()
+        if metric.pod_query and metric.pod_label:
+            # The baseline once more, one series per pod: the judge compares the canary with each of them.
+            per_pod = provider.query_range_by(
+                render(metric.pod_query, {**(variables or {}), "track": BASELINE_TRACK}),
+                metric.pod_label,
+                start,
+                end,
+                step,
+            )
+            baseline_pods = tuple(per_pod.values())
+        return MetricSamples(canary, baseline, canary_total, baseline_total, baseline_pods=baseline_pods)
     except Exception as error:  # any provider trouble is a no-data look for the judge
         return failed_samples(error)
 

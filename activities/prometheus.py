@@ -15,7 +15,7 @@ import os
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import requests
 from prometheus_api_client import PrometheusConnect
@@ -27,9 +27,14 @@ from aicd.spec.model import PrometheusConfig, SecretSource
 
 
 class MetricsProvider(Protocol):
-    """What the analysis needs of a metrics backend: one series per query over a time range."""
+    """What the analysis needs of a metrics backend: one series per query over a time range, or one per
+    value of a label (a metric judged per pod)."""
 
     def query_range(self, query: str, start: float, end: float, step: float) -> Series: ...
+
+    def query_range_by(
+        self, query: str, label: str, start: float, end: float, step: float
+    ) -> dict[str, Series]: ...
 
 
 class ProviderConfigError(RuntimeError):
@@ -66,25 +71,32 @@ class PrometheusProvider:
     def query_range(self, query: str, start: float, end: float, step: float) -> Series:
         """One series for a query: several result series are summed per timestamp (counts) -- a query that
         should compare one value per track is expected to aggregate itself, as `sum(rate(...))` does."""
+        return _summed(self._range(query, start, end, step))
+
+    def query_range_by(
+        self, query: str, label: str, start: float, end: float, step: float
+    ) -> dict[str, Series]:
+        """One series per value of ``label`` (a pod's name): result series that share it are summed, as
+        ``query_range`` sums them all; series without the label are left out (they belong to no pod)."""
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for series in self._range(query, start, end, step):
+            value = series.get("metric", {}).get(label)
+            if value:
+                groups.setdefault(str(value), []).append(series)
+        return {value: _summed(members) for value, members in sorted(groups.items())}
+
+    def _range(self, query: str, start: float, end: float, step: float) -> list[dict[str, Any]]:
         with warnings.catch_warnings():
             if self._config.insecure:  # asked for in the spec: one warning per query would flood the log
                 warnings.simplefilter("ignore", InsecureRequestWarning)
-            result = self._client.custom_query_range(
+            result: list[dict[str, Any]] = self._client.custom_query_range(
                 query,
                 start_time=datetime.fromtimestamp(start, UTC),
                 end_time=datetime.fromtimestamp(max(end, start + step), UTC),
                 step=f"{step:g}s",
                 params={"timeout": f"{self._config.timeout_s:g}s"},
             )
-        totals: dict[float, float] = {}
-        for series in result:
-            for timestamp, value in series.get("values", []):
-                number = float(value)
-                if math.isnan(number):
-                    continue
-                totals[float(timestamp)] = totals.get(float(timestamp), 0.0) + number
-        stamps = sorted(totals)
-        return Series(tuple(stamps), tuple(totals[stamp] for stamp in stamps))
+        return result
 
     def instant(self, query: str) -> float | None:
         """The query's value now (several series summed); None when it has none."""
@@ -98,6 +110,19 @@ class PrometheusProvider:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _summed(result: list[dict[str, Any]]) -> Series:
+    """The series of a range query's result summed per timestamp (NaN points left out)."""
+    totals: dict[float, float] = {}
+    for series in result:
+        for timestamp, value in series.get("values", []):
+            number = float(value)
+            if math.isnan(number):
+                continue
+            totals[float(timestamp)] = totals.get(float(timestamp), 0.0) + number
+    stamps = sorted(totals)
+    return Series(tuple(stamps), tuple(totals[stamp] for stamp in stamps))
 
 
 def read_secret(source: SecretSource, what: str) -> str:

@@ -12,7 +12,7 @@ from aicd.governance.model import IncidentPlan, PolicyPlan, SchedulePlan
 from aicd.judge.model import DEFAULT_MIN_SAMPLES, JudgeConfig, MetricConfig
 from aicd.redact import redact_credentials
 from aicd.spec.durations import format_duration
-from aicd.spec.model import Concurrency, DeliverySpec, PrometheusConfig, RollbackScope
+from aicd.spec.model import Concurrency, DeliverySpec, PodQuery, PrometheusConfig, RollbackScope
 from aicd.spec.placeholders import render
 from aicd.steps import Step
 from aicd.strategies import BlueGreenStrategy, CanaryStrategy, StrategyKind
@@ -83,6 +83,8 @@ class MetricPlan:
     config: MetricConfig
     query: str  # PromQL with {{ track }}
     total: str | None = None
+    pod_query: str | None = None  # a metric judged per pod: PromQL with {{ track }}, one series per pod
+    pod_label: str | None = None  # the label that tells its pods apart
 
 
 @dataclass
@@ -261,7 +263,12 @@ def build_plan(spec: DeliverySpec, revision: str, *, artifact_override: str | No
             alpha=judge.alpha,
             no_data_limit=judge.no_data_limit,
             metrics=[
-                MetricPlan(metric, spec.analysis.queries[metric.name], spec.analysis.totals.get(metric.name))
+                MetricPlan(
+                    metric,
+                    spec.analysis.queries[metric.name],
+                    spec.analysis.totals.get(metric.name),
+                    *_pod_reading(spec.analysis.pods.get(metric.name)),
+                )
                 for metric in judge.metrics
             ],
             min_samples=judge.min_samples,
@@ -391,3 +398,7 @@ def assignments(values: dict[str, Any]) -> str:
     return (
         ", ".join(f"{path}={value}" for path, value in values.items()) or "nothing written (no canary keys)"
     )
+
+
+def _pod_reading(pods: PodQuery | None) -> tuple[str | None, str | None]:
+    return (None, None) if pods is None else (pods.query, pods.label)

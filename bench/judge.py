@@ -12,9 +12,12 @@ Simulated world (per replication, 5 s scrapes, 1-min intervals, 20 looks, canary
   10%; canary = 1 pod, baseline = mean of 9), so counts are mildly overdispersed; reported as Prometheus
   would, ``rate()`` over a 30 s window (errors/s and requests/s per track, the latter as the ``total``);
 * latency metrics: the requests of each scrape (50 canary, 450 baseline) drawn from a lognormal whose
-  median follows load and a pod-level AR(1) (sd 5%, 1 vs 9 pods), with a 2% Pareto(1.5) tail; p50/p95/p99
-  per scrape, smoothed over the 30 s window (neighbouring points strongly autocorrelated);
-* gauges: CPU per pod follows load with pod-level AR(1) noise; memory wanders slowly per pod;
+  median follows load and the serving pod's AR(1) wander (sd 5%; the canary is one pod, the baseline nine
+  serving 50 requests each), with a 2% Pareto(1.5) tail; p50/p95/p99 per scrape, smoothed over the 30 s
+  window (neighbouring points strongly autocorrelated), per track and, for the baseline, per pod too (as a
+  query ``by (pod)`` reads them);
+* gauges: CPU per pod follows load with pod-level AR(1) noise; memory wanders slowly per pod (baseline: the
+  pods' mean, and each pod);
 * 2% of scrapes are missed per track (the point is absent from every series of that track).
 
 Scenarios. *Null* scenarios (nothing beyond tolerance: every failure is a false alarm): A/A with 1, 3, 5
@@ -37,7 +40,9 @@ Regression scenarios judge three metrics (an error count, latency p50 and p95). 
 Judges, each evaluated at every 1-min look on all data since the start:
 
 * **aicd** -- :func:`aicd.judge.judge` with alpha = 0.01, canary weight 10, 1-min intervals, 20 planned
-  intervals, and :func:`aicd.judge.decide` for the step (duration 20 min, ``onInconclusive: pause``): a
+  intervals, every metric whose baseline has pods (latency, CPU, memory) judged per pod (``--aggregate``:
+  none, as before per-pod judging; judged per pod, the measured-edge nulls put the canary at x1.05, its
+  measured ratio against pods that serve as many requests), and :func:`aicd.judge.decide` for the step (duration 20 min, ``onInconclusive: pause``): a
   detection is a ``fail`` decision; at the end a run that did not fail ends ``pass`` (every metric shown
   within tolerance) or ``inconclusive`` (waits for a human).
 * **Kayenta** (NetflixACAJudge as in spinnaker/kayenta): per metric, NaNs dropped and outliers removed
@@ -81,7 +86,8 @@ Last line: ``fpr_max`` (aicd's largest false-alarm rate over all null scenarios)
 and ``delay_max_ratio`` (the worst ``det`` and ``delay`` ratios over regression scenarios against the @m
 references, as in the first benchmark; detection rates floored at 1/reps), ``unsafe_pass_max`` (the
 largest share of runs of a regression scenario that aicd ended with *pass*), and the same two ratios
-against the @t references (``..._at_tolerance``).
+against the @t references (``..._at_tolerance``), ``per_pod`` (1: aicd judged per pod, 0: ``--aggregate``)
+and ``latency_plus10_detection`` (aicd's detection rate of latency +10%).
 """
 
 from __future__ import annotations
@@ -93,7 +99,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from numpy.typing import NDArray
@@ -228,6 +234,9 @@ class SimMetric:
     baseline: FloatArray
     canary_total: FloatArray | None = None
     baseline_total: FloatArray | None = None
+    baseline_pods: FloatArray | None = (
+        None  # the baseline's series per pod (pods x points), where it has pods
+    )
 
 
 # ------------------------------------------------------------------------------------ canary changes
@@ -290,18 +299,21 @@ def latency_group(
         (max(1, int(conditions.total_rps * (1 - share) * SCRAPE_S)), BASELINE_PODS, False),
     )
     ramp = 1.0 + (change.latency_ramp_to - 1.0) * np.clip(RAW_SECONDS / (LOOKS * INTERVAL_S), 0.0, 1.0)
+    pod_sides: list[FloatArray] = []
     for requests, pods, is_canary in sizes:
-        # Pod-level wander of the median: the canary is one pod, the baseline averages nine.
-        pod_noise = ar1(rng, (pods, RAW), 0.9, 0.05).mean(axis=0)
-        log_median = math.log(median_ms) + 0.3 * np.log(world.load) + pod_noise
+        # Pod-level wander of the median: the canary is one pod, the baseline nine, each request served
+        # by one pod (request j by pod j mod pods, so each pod takes its share of the scrape's requests).
+        pod_of_request = np.arange(requests) % pods
+        pod_noise = ar1(rng, (pods, RAW), 0.9, 0.05)[pod_of_request].T  # RAW x requests
+        log_median = (math.log(median_ms) + 0.3 * np.log(world.load))[:, np.newaxis] + pod_noise
         if is_canary:
-            log_median = log_median + np.log1p(WARMUP_LATENCY * world.warmup) + np.log(ramp)
+            log_median = log_median + (np.log1p(WARMUP_LATENCY * world.warmup) + np.log(ramp))[:, np.newaxis]
         request_sigma = sigma
         if is_canary and change.latency_sigma is not None:
             # Same mean, wider spread: exp(mu + s^2/2) is held fixed.
             log_median = log_median + 0.5 * sigma**2 - 0.5 * change.latency_sigma**2
             request_sigma = change.latency_sigma
-        latencies = np.exp(log_median[:, np.newaxis] + request_sigma * rng.standard_normal((RAW, requests)))
+        latencies = np.exp(log_median + request_sigma * rng.standard_normal((RAW, requests)))
         tail = rng.random((RAW, requests)) < conditions.tail_share
         latencies[tail] *= 2.0 + rng.pareto(conditions.tail_shape, int(tail.sum()))
         if is_canary:
@@ -309,9 +321,17 @@ def latency_group(
             if change.bimodal:
                 slow = rng.random((RAW, requests)) < 0.10
                 latencies *= np.where(slow, 1.9, 0.9)
-        ranks = [min(requests - 1, math.ceil(q / 100.0 * requests) - 1) for q in quantiles]
-        per_scrape = np.partition(latencies, ranks, axis=1)[:, ranks]  # nearest-rank quantiles
-        sides.append(np.exp(window_mean(np.log(per_scrape).T)))  # quantiles x POINTS
+        sides.append(_windowed_quantiles(latencies, quantiles))  # quantiles x POINTS
+        if not is_canary:
+            # pods x quantiles x POINTS: each pod's own histogram_quantile, as ``by (pod)`` reads it
+            pod_sides.append(
+                np.stack(
+                    [
+                        _windowed_quantiles(latencies[:, pod_of_request == pod], quantiles)
+                        for pod in range(pods)
+                    ]
+                )
+            )
     metrics = []
     for index, quantile in enumerate(quantiles):
         metrics.append(
@@ -321,9 +341,19 @@ def latency_group(
                 ),
                 canary=_missed(sides[0][index], world.canary_missed),
                 baseline=_missed(sides[1][index], world.baseline_missed),
+                baseline_pods=_missed(pod_sides[0][:, index], world.baseline_missed),
             )
         )
     return metrics
+
+
+def _windowed_quantiles(latencies: FloatArray, quantiles: Sequence[int]) -> FloatArray:
+    """Nearest-rank quantiles of each scrape's requests (RAW x requests), smoothed over the range window
+    on the log scale: quantiles x POINTS."""
+    requests = latencies.shape[1]
+    ranks = [min(requests - 1, math.ceil(q / 100.0 * requests) - 1) for q in quantiles]
+    per_scrape = np.partition(latencies, ranks, axis=1)[:, ranks]
+    return np.exp(window_mean(np.log(per_scrape).T))
 
 
 def gauge_metric(
@@ -337,12 +367,13 @@ def gauge_metric(
         MetricConfig(name, Kind.CONTINUOUS, Direction.INCREASE, tolerance=tolerance),
         canary=_missed(window_mean(per_pod[0]), world.canary_missed),
         baseline=_missed(window_mean(per_pod[1:].mean(axis=0)), world.baseline_missed),
+        baseline_pods=_missed(window_mean(per_pod[1:]), world.baseline_missed),
     )
 
 
 def _missed(values: FloatArray, missed: NDArray[np.bool_]) -> FloatArray:
     result = values.copy()
-    result[missed] = np.nan
+    result[..., missed] = np.nan
     return result
 
 
@@ -393,6 +424,7 @@ class Scenario:
     conditions: Conditions = DEFAULT_CONDITIONS
     null: bool = False  # nothing beyond tolerance: every failure is a false alarm
     at_tolerance: bool = False  # a null exactly at the tolerance: the hardest null aicd promises to handle
+    per_pod_change: Change | None = None  # the change instead when aicd judges per pod (see MEASURED_EDGE)
 
     @property
     def matched(self) -> bool:
@@ -419,6 +451,9 @@ TEN = (
 # reads 1.1% (p50) / 0.3% (p95) below one over 450, so "latency +5%" is not at the edge of either. Measured
 # with 300 runs: ratios 1.0505 and 1.0509 (+-0.0009).
 MEASURED_EDGE = {"latency-p50": 1.062, "latency-p95": 1.053}
+# Judged per pod, the canary is compared with pods that serve as many requests as it does, so its measured
+# ratio is the factor itself: 1.062 would be a real +6.2% regression there, and the edge is 1.05 exactly.
+MEASURED_EDGE_PER_POD = 1.05
 LOW_TRAFFIC = Conditions(total_rps=10.0)
 WARMUP = Conditions(warmup_intervals=2)
 BASELINE_LATE = Conditions(baseline_late_intervals=3)
@@ -494,6 +529,7 @@ SCENARIOS = (
             "latency",
             null=True,
             at_tolerance=True,
+            per_pod_change=Change(latency_factor=MEASURED_EDGE_PER_POD),
         )
         for name, factor in MEASURED_EDGE.items()
     ),
@@ -513,11 +549,20 @@ def as_series(values: FloatArray, upto: int) -> Series:
     return Series(tuple(timestamps(upto)[present].tolist()), tuple(values[:upto][present].tolist()))
 
 
-def aicd_run(metrics: list[SimMetric], warmup_intervals: int) -> tuple[int, Outcome, list[str]]:
+def aicd_run(
+    metrics: list[SimMetric], warmup_intervals: int, per_pod: bool = True
+) -> tuple[int, Outcome, list[str]]:
     """aicd over one replication: the look of a fail decision (0: none), how the step ended, and the
-    metrics that failed."""
+    metrics that failed. With ``per_pod`` a metric whose baseline has pods is judged per pod."""
+
+    def pods_of(metric: SimMetric) -> FloatArray | None:
+        return metric.baseline_pods if per_pod else None
+
     config = JudgeConfig(
-        metrics=tuple(metric.config for metric in metrics),
+        metrics=tuple(
+            replace(metric.config, per_pod=True) if pods_of(metric) is not None else metric.config
+            for metric in metrics
+        ),
         alpha=ALPHA,
         interval_s=INTERVAL_S,
         planned_intervals=LOOKS,
@@ -531,6 +576,7 @@ def aicd_run(metrics: list[SimMetric], warmup_intervals: int) -> tuple[int, Outc
                 as_series(metric.baseline, upto),
                 None if metric.canary_total is None else as_series(metric.canary_total, upto),
                 None if metric.baseline_total is None else as_series(metric.baseline_total, upto),
+                baseline_pods=_pod_series(pods_of(metric), upto),
             )
             for metric in metrics
         }
@@ -541,6 +587,10 @@ def aicd_run(metrics: list[SimMetric], warmup_intervals: int) -> tuple[int, Outc
         if decision.action != Action.CONTINUE:
             return 0, decision.verdict.outcome, []
     raise AssertionError("the decision must end the step at its duration")
+
+
+def _pod_series(pods: FloatArray | None, upto: int) -> tuple[Series, ...]:
+    return () if pods is None else tuple(as_series(pod, upto) for pod in pods)
 
 
 def kayenta_values(metric: SimMetric, start: int, upto: int) -> tuple[FloatArray, FloatArray]:
@@ -715,15 +765,22 @@ class Task:
     count: int
     seed: int
     kayenta_stop_z: float | None  # stop computing Kayenta once its z* reaches this (None: every look)
+    per_pod: bool = True  # aicd judges per pod the metrics whose baseline has pods
 
 
 def run_rep(
-    scenario: Scenario, scenario_index: int, rep: int, seed: int, kayenta_stop_z: float | None
+    scenario: Scenario,
+    scenario_index: int,
+    rep: int,
+    seed: int,
+    kayenta_stop_z: float | None,
+    per_pod: bool = True,
 ) -> RepResult:
     rng = np.random.default_rng(np.random.SeedSequence([seed, scenario_index, rep]))
-    metrics = simulate(rng, scenario.metrics, scenario.change, scenario.target, scenario.conditions)
+    change = scenario.per_pod_change if per_pod and scenario.per_pod_change else scenario.change
+    metrics = simulate(rng, scenario.metrics, change, scenario.target, scenario.conditions)
     warmup = scenario.conditions.warmup_intervals
-    aicd, outcome, failed = aicd_run(metrics, warmup)
+    aicd, outcome, failed = aicd_run(metrics, warmup, per_pod)
     z_by_look: list[float] = []
     start = warmup * PER_INTERVAL
     for look in range(1, LOOKS + 1):
@@ -747,7 +804,7 @@ def run_rep(
 def run_task(task: Task) -> tuple[int, list[RepResult]]:
     scenario = SCENARIOS[task.scenario_index]
     results = [
-        run_rep(scenario, task.scenario_index, rep, task.seed, task.kayenta_stop_z)
+        run_rep(scenario, task.scenario_index, rep, task.seed, task.kayenta_stop_z, task.per_pod)
         for rep in range(task.first, task.first + task.count)
     ]
     return task.scenario_index, results
@@ -814,7 +871,7 @@ def matched_flagger_factor(
     return high
 
 
-def run(reps: int, seed: int, workers: int, progress: Callable[[str], None]) -> int:
+def run(reps: int, seed: int, workers: int, progress: Callable[[str], None], per_pod: bool = True) -> int:
     started = time.time()
     chunk = max(1, min(25, reps // 4 or 1))
     calibration_reps = min(CALIBRATION_REPS, max(60, reps))
@@ -826,7 +883,7 @@ def run(reps: int, seed: int, workers: int, progress: Callable[[str], None]) -> 
 
     def tasks_for(indices: list[int], stop_z: float | None) -> list[Task]:
         return [
-            Task(index, first, min(chunk, reps - first), seed, stop_z)
+            Task(index, first, min(chunk, reps - first), seed, stop_z, per_pod)
             for index in indices
             for first in range(0, reps, chunk)
         ]
@@ -900,12 +957,15 @@ def run(reps: int, seed: int, workers: int, progress: Callable[[str], None]) -> 
     raw_flagger: list[float] = []
     null_failures: dict[str, int] = {}
     by_look: list[str] = []
+    latency_plus10 = math.nan  # aicd's detection rate in "latency +10%", the issue's headline figure
     order = sorted(range(len(SCENARIOS)), key=lambda i: (not SCENARIOS[i].null, SCENARIOS[i].at_tolerance, i))
     for index in order:
         scenario = SCENARIOS[index]
         rows = results[index]
         warmup = scenario.conditions.warmup_intervals
         ours = summarise([row.aicd for row in rows])
+        if scenario.name == "latency +10%":
+            latency_plus10 = ours.rate
         ended = {
             outcome: sum(1 for row in rows if row.aicd_outcome == outcome) / len(rows) for outcome in Outcome
         }
@@ -989,7 +1049,8 @@ def run(reps: int, seed: int, workers: int, progress: Callable[[str], None]) -> 
         f"fpr_max={max(fprs):.3f} detection_min_ratio={_worst(ratios['m'][0], min):.3f} "
         f"delay_max_ratio={_worst(ratios['m'][1], max):.3f} unsafe_pass_max={max(unsafe_passes):.3f} "
         f"detection_min_ratio_at_tolerance={_worst(ratios['t'][0], min):.3f} "
-        f"delay_max_ratio_at_tolerance={_worst(ratios['t'][1], max):.3f}"
+        f"delay_max_ratio_at_tolerance={_worst(ratios['t'][1], max):.3f} "
+        f"per_pod={int(per_pod)} latency_plus10_detection={latency_plus10:.3f}"
     )
     return 0
 
@@ -1047,9 +1108,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="60 replications per scenario")
     parser.add_argument("--seed", type=int, default=20240601)
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
+    parser.add_argument(
+        "--aggregate",
+        action="store_true",
+        help="aicd without the baseline's per-pod series (every metric judged on the aggregate, as before)",
+    )
     arguments = parser.parse_args(argv)
     reps = arguments.reps if arguments.reps is not None else (60 if arguments.quick else 200)
-    return run(reps, arguments.seed, arguments.workers, lambda line: print(line, flush=True))
+    return run(
+        reps,
+        arguments.seed,
+        arguments.workers,
+        lambda line: print(line, flush=True),
+        per_pod=not arguments.aggregate,
+    )
 
 
 if __name__ == "__main__":

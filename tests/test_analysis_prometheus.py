@@ -17,13 +17,26 @@ import yaml
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from aicd.activities.analysis import fetch_samples
+from aicd.activities.prometheus import PrometheusProvider
 from aicd.client import get_status, handle_for, send_action, start_delivery
 from aicd.dev.loadgen import LoadGenerator
 from aicd.dev.ports import free_port, wait_http_ok
 from aicd.dev.processes import ManagedProcess
 from aicd.dev.prometheus import EmbeddedPrometheus, find_prometheus
-from aicd.judge import MetricOutcome, Outcome
+from aicd.judge import (
+    JudgeConfig,
+    Kind,
+    MetricConfig,
+    MetricOutcome,
+    MetricSamples,
+    Outcome,
+    TestName,
+    judge,
+)
 from aicd.messages import HumanAction, Trigger
+from aicd.plan import MetricPlan
+from aicd.spec.model import PrometheusConfig
 from aicd.testing.engine import (
     commits,
     make_repo,
@@ -306,3 +319,45 @@ def test_aicd_analyze_reads_like_the_status_and_keeps_the_statistics_for_details
         error_rate["verdict"] == "fail"
         and error_rate["tests"][0]["log_evidence"] >= error_rate["tests"][0]["log_threshold"]
     )
+
+
+def test_a_metric_judged_per_pod_reads_the_baselines_pods_apart(exporters: list[str], tmp_path: Path) -> None:
+    """The baseline of a per-pod metric is read once more ``by`` the pod label (here ``instance``: the two
+    apps' stable exporters stand for two pods), one series per pod beside the usual aggregate, and the
+    judge gets them; fetching stays apart from judging."""
+    selector = 'http_request_duration_seconds_bucket{track="{{ track }}"}'
+    metric = MetricPlan(
+        MetricConfig("latency-p90", Kind.CONTINUOUS, per_pod=True),
+        query=f"histogram_quantile(0.9, sum by (le)(rate({selector}[5s])))",
+        pod_query=f"histogram_quantile(0.9, sum by (le, instance)(rate({selector}[5s])))",
+        pod_label="instance",
+    )
+    prometheus = scraping(tmp_path, exporters)
+    provider = PrometheusProvider(PrometheusConfig(url=prometheus.url))
+    try:
+        start = time.time() - 6
+        samples = fetch_samples(provider, metric, start, time.time(), 1.0)
+        deadline = time.monotonic() + 30
+        while not _every_side_read(samples) and time.monotonic() < deadline:
+            time.sleep(1)
+            samples = fetch_samples(provider, metric, start, time.time(), 1.0)
+    finally:
+        provider.close()
+        prometheus.stop()
+    assert samples.error is None
+    assert len(samples.baseline_pods) == len(stable_addresses(exporters)) == 2
+    assert all(pod.finite_count > 0 for pod in samples.baseline_pods)
+    assert samples.canary.finite_count > 0 and samples.baseline.finite_count > 0
+    verdict = judge({"latency-p90": samples}, JudgeConfig(metrics=(metric.config,), interval_s=3.0))
+    assert TestName.PODS in {test.name for test in verdict.metric("latency-p90").tests}
+
+
+def _every_side_read(samples: MetricSamples) -> bool:
+    """Both tracks and both stable pods have points (Prometheus needs a few scrapes of a new target)."""
+    series = (samples.canary, samples.baseline, *samples.baseline_pods)
+    return len(samples.baseline_pods) >= 2 and all(side.finite_count > 0 for side in series)
+
+
+def stable_addresses(addresses: list[str]) -> list[str]:
+    """The stable exporters' addresses (the fixture starts them in EXPORTERS' order)."""
+    return [address for address, (_, track) in zip(addresses, EXPORTERS, strict=True) if track == "stable"]

@@ -155,3 +155,32 @@ def test_interval_correlation_reaches_the_judge_and_is_refused_where_it_means_no
     _, errors = parse(document(metrics=[latency, count]))
     assert len(errors) == 1 and "metrics[1].intervalCorrelation" in errors[0], errors
     assert "continuous metrics" in errors[0]
+
+
+def test_per_pod_judging_reaches_the_plan_and_is_refused_where_it_means_nothing() -> None:
+    latency = {"name": "latency", "kind": "continuous", "query": 'p95{track="{{ track }}"}'}
+    by_pod = 'histogram_quantile(0.95, sum by (le, instance)(rate(x_bucket{track="{{ track }}"}[1m])))'
+    model, errors = parse(
+        document(
+            metrics=[
+                {**latency, "perPod": {"label": "instance", "query": by_pod}},
+                {**latency, "name": "memory", "perPod": {}},
+                {**latency, "name": "plain"},
+            ]
+        )
+    )
+    assert errors == []
+    analysis = build_plan(model, REVISION).analysis
+    assert analysis is not None
+    stated, defaults, plain = analysis.metrics
+    assert stated.config.per_pod and (stated.pod_query, stated.pod_label) == (by_pod, "instance")
+    assert defaults.config.per_pod and (defaults.pod_query, defaults.pod_label) == (latency["query"], "pod")
+    assert not plain.config.per_pod and plain.pod_query is None
+    assert [metric.per_pod for metric in analysis.judge_config([], None).metrics] == [True, True, False]
+    count = {"name": "errors", "kind": "count", "query": 'errors{track="{{ track }}"}', "perPod": {}}
+    _, errors = parse(document(metrics=[latency, count]))
+    assert len(errors) == 1 and "metrics[1].perPod" in errors[0] and "continuous metrics" in errors[0], errors
+    _, errors = parse(document(metrics=[{**latency, "perPod": {"query": "sum by (pod)(x)"}}]))
+    assert len(errors) == 1 and "metrics[0].perPod.query" in errors[0] and "{{ track }}" in errors[0], errors
+    _, errors = parse(document(metrics=[{**latency, "perPod": {"label": "not a label"}}]))
+    assert len(errors) == 1 and "metrics[0].perPod.label" in errors[0], errors

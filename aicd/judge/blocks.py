@@ -69,6 +69,7 @@ class PreparedSamples:
     baseline: Points
     canary_total: Points | None
     baseline_total: Points | None
+    baseline_pods: tuple[Points, ...] = ()
 
     @classmethod
     def of(cls, samples: MetricSamples) -> PreparedSamples:
@@ -80,6 +81,7 @@ class PreparedSamples:
             Points.of(samples.baseline),
             optional(samples.canary_total),
             optional(samples.baseline_total),
+            tuple(Points.of(series) for series in samples.baseline_pods),
         )
 
     def all_points(self) -> list[Points]:

@@ -135,6 +135,7 @@ from aicd.judge.blocks import (
 )
 from aicd.judge.evidence import RECENT_MIN_INTERVALS, Budget, MetricEvidence, recent_window, to_test_result
 from aicd.judge.model import Kind, MetricConfig, Statistic, TestName, TestResult
+from aicd.judge.pods import canary_noise_factor, pod_levels, pod_test
 from aicd.judge.sequential import (
     Band,
     interval_correlation,
@@ -221,6 +222,22 @@ def analyse_continuous(
         tests.append(to_test_result(TestName.PLANNED, planned, band, log_scale, Statistic.P_VALUE))
         regression = regression or planned.rejected
 
+    pods_note = ""
+    if budget.pods is not None:
+        pods, covered = pod_levels(samples.baseline_pods, grid, paired, log_scale)
+        # On the linear scale both sides are put in units of the baseline's level, as the differences are.
+        scale = 1.0 if log_scale else _relative_scale(canary.location[paired], baseline.location[paired])
+        per_pod = pod_test(
+            canary.location[covered] / scale,
+            pods[:, covered] / scale,
+            band,
+            budget.pods,
+            canary_noise_factor(canary_weight, pods.shape[0]),
+        )
+        tests.append(to_test_result(TestName.PODS, per_pod, band, log_scale, Statistic.P_VALUE))
+        regression = regression or per_pod.rejected
+        pods_note = f"; against {pods.shape[0]} baseline pods over {int(covered.sum())} intervals"
+
     if budget.recent is not None:
         # The latest half of the analysis on its own: a regression that grows is not averaged away. The
         # noise estimate comes from the window; the autocorrelation from the whole series (steadier).
@@ -255,6 +272,7 @@ def analyse_continuous(
     scale_note = "" if log_scale else "; compared as relative differences (values <= 0 seen)"
     if autocorrelation > 0:
         scale_note += f"; intervals autocorrelated (lag-1 {autocorrelation:.2f}), evidence discounted"
+    scale_note += pods_note
     return MetricEvidence(
         tests=tuple(tests),
         canary_samples=int(canary.points.sum()),
@@ -303,12 +321,16 @@ def _transform(values: FloatArray, log_scale: bool) -> FloatArray:
 def _differences(canary: FloatArray, baseline: FloatArray, log_scale: bool) -> FloatArray:
     if log_scale:
         return canary - baseline
-    # Relative to the baseline's typical magnitude; fall back to the canary's, then to absolute units.
+    result: FloatArray = (canary - baseline) / _relative_scale(canary, baseline)
+    return result
+
+
+def _relative_scale(canary: FloatArray, baseline: FloatArray) -> float:
+    """The baseline's typical magnitude; else the canary's; else 1 (absolute units)."""
     scale = float(np.median(np.abs(baseline))) if baseline.size else 0.0
     if scale <= 0:
         scale = float(np.median(np.abs(canary))) if canary.size else 0.0
-    result: FloatArray = (canary - baseline) / (scale if scale > 0 else 1.0)
-    return result
+    return scale if scale > 0 else 1.0
 
 
 def _typical_level(locations: FloatArray, log_scale: bool) -> float | None:

@@ -25,7 +25,9 @@ Error budget. ``alpha`` bounds two risks:
   an anytime-valid bound -- takes ``planned``; the recent-window test takes ``recent`` when the analysis is
   long enough for it (spread evenly over the intervals at which it may run); the spread test
   ``DISPERSION_ALPHA_SHARE`` when it applies; the main test, a confidence sequence valid at every look at
-  once however many there are, the rest. Both sides of a metric judged in both directions get half each.
+  once however many there are, the rest. A continuous metric judged per pod (``per_pod``) gives the
+  per-pod test (:mod:`aicd.judge.pods`) ``PER_POD_SHARES.pods`` instead of the planned-look test's share,
+  spent over the plan the same way; without pod series at a look that share goes unused. Both sides of a metric judged in both directions get half each.
 * *unsafe pass*: a canary beyond tolerance on some metric passes. A pass needs *every* metric shown
   within tolerance, so it is enough that the metric beyond tolerance is shown inside the band with
   probability <= alpha (an intersection-union argument): each metric's pass-side bound holds at level alpha,
@@ -77,6 +79,8 @@ class Shares:
     recent: float
     planned_power: float = 1.0
     planned_from: float = 0.0
+    pods: float = 0.0  # the per-pod test's share, spent over the plan with ``pods_power``
+    pods_power: float = 0.0
 
 
 # Counts: the conditional binomial model has no unknown noise level, so the planned-look likelihood-ratio
@@ -99,6 +103,11 @@ SHARES = {
     Kind.COUNT: Shares(planned=0.85, recent=0.1, planned_power=0.0),
     Kind.CONTINUOUS: Shares(planned=0.3, recent=0.1, planned_power=2.0, planned_from=0.3),
 }
+# A continuous metric judged per pod: the per-pod test reads the noise level from the baseline's pods
+# rather than from the canary's few correlated intervals, so it takes what the planned-look test had and
+# more (the planned-look test only repeats the comparison the per-pod test does better); the t-mixture
+# keeps the rest for large shifts and for looks where the pods' series are missing.
+PER_POD_SHARES = Shares(planned=0.0, recent=0.1, pods=0.65, pods_power=1.0)
 PLANNED_TAIL = 0.1  # of the planned-look test's budget, for looks after the plan (a paused analysis)
 
 
@@ -149,8 +158,8 @@ def budget_for(
     """The log thresholds of one metric's tests at a look whose grid has ``intervals`` intervals."""
     per_metric_alpha = config.alpha / len(config.metrics)
     per_metric = -math.log(per_metric_alpha)
-    shares = SHARES[metric.kind]
-    main_share = 1.0 - shares.planned
+    shares = PER_POD_SHARES if metric.per_pod else SHARES[metric.kind]
+    main_share = 1.0 - shares.planned - shares.pods
     dispersion = None
     if dispersion_test_applies(metric, canary_weight):
         main_share -= DISPERSION_ALPHA_SHARE
@@ -172,12 +181,16 @@ def budget_for(
     level = planned_level(
         judged_now, first, last, shares.planned_power, PLANNED_TAIL, shares.planned * per_metric_alpha
     )
+    pods_level = planned_level(
+        judged_now, 1, last, shares.pods_power, PLANNED_TAIL, shares.pods * per_metric_alpha
+    )
     return Budget(
         main=per_metric - math.log(main_share),
         safe=math.log(1.0 / config.alpha),
         recent=recent,
         dispersion=dispersion,
         planned=-math.log(level) if level > 0 else None,
+        pods=-math.log(pods_level) if pods_level > 0 else None,
     )
 
 

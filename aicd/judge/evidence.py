@@ -41,13 +41,15 @@ class Budget:
     ``main``: the fail side of the main test (before a two-sided band splits it); ``safe``: the pass-side
     bounds; ``planned``: the planned-look test (the main comparison as a fixed-sample test at this look),
     ``None`` when it does not run; ``recent``: the recent-window test, ``None`` when it does not run at this
-    look; ``dispersion``: the spread test, ``None`` when it does not apply."""
+    look; ``dispersion``: the spread test, ``None`` when it does not apply; ``pods``: the per-pod test at
+    this look (:mod:`aicd.judge.pods`), ``None`` when the metric is not judged per pod."""
 
     main: float
     safe: float
     recent: float | None = None
     dispersion: float | None = None
     planned: float | None = None
+    pods: float | None = None
 
 
 def recent_window(count: int, warmup_intervals: int) -> int:

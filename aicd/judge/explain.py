@@ -200,6 +200,11 @@ def _failure(
             f"{name} got worse during the analysis: over {window} the canary was {compare(test.estimate)} "
             f"({_bound_words(metric, bound)}, {sure}); {tolerance_text(metric)}."
         )
+    if test.name == TestName.PODS:
+        return (
+            f"{name} on the canary is {compare(test.estimate)}'s typical pod, further than its pods differ "
+            f"from one another ({_bound_words(metric, bound)}, {sure}); {tolerance_text(metric)}."
+        )
     return (
         f"{name} on the canary is {compare(test.estimate)} ({_bound_words(metric, bound)}, {sure}{events}); "
         f"{tolerance_text(metric)}."

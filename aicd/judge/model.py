@@ -76,7 +76,9 @@ class TestName(StrEnum):
     as a fixed-sample test at this look, its share of the error budget spent over the planned looks;
     ``recent``: the same comparison on
     the most recent half of the analysis, which catches a regression that grows; ``dispersion``: a much
-    noisier canary; ``absolute``: a count metric's event ratio difference (with ``absoluteTolerance``)."""
+    noisier canary; ``absolute``: a count metric's event ratio difference (with ``absoluteTolerance``);
+    ``pods``: the canary against the baseline's own pods (a metric judged per pod), whose spread between
+    pods measures the noise one pod's series carries."""
 
     __test__ = False  # not a pytest test class despite its name
 
@@ -86,6 +88,7 @@ class TestName(StrEnum):
     RECENT = "recent"
     DISPERSION = "dispersion"
     ABSOLUTE = "absolute"
+    PODS = "pods"
 
 
 class Statistic(StrEnum):
@@ -154,7 +157,8 @@ class MetricSamples:
 
     ``canary_total``/``baseline_total`` are the exposure series of a ``count`` metric (e.g. all requests
     per second of each track) so that error *ratios* are compared when traffic is unequal. ``error`` is the
-    provider's error message when this look's query failed.
+    provider's error message when this look's query failed. ``baseline_pods`` holds the baseline's series
+    per pod (a metric judged per pod; empty otherwise), each as the query reads it for one pod.
     """
 
     canary: Series = field(default_factory=Series)
@@ -162,6 +166,7 @@ class MetricSamples:
     canary_total: Series | None = None
     baseline_total: Series | None = None
     error: str | None = None
+    baseline_pods: tuple[Series, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -170,6 +175,7 @@ class MetricSamples:
             "canary_total": None if self.canary_total is None else self.canary_total.to_dict(),
             "baseline_total": None if self.baseline_total is None else self.baseline_total.to_dict(),
             "error": self.error,
+            "baseline_pods": [series.to_dict() for series in self.baseline_pods],
         }
 
     @classmethod
@@ -184,6 +190,7 @@ class MetricSamples:
             canary_total=optional("canary_total"),
             baseline_total=optional("baseline_total"),
             error=data.get("error"),
+            baseline_pods=tuple(Series.from_dict(series) for series in data.get("baseline_pods") or ()),
         )
 
 
@@ -205,7 +212,8 @@ class MetricConfig:
     checked on the median of the most recent interval so one bad scrape does not trip them.
     ``interval_correlation`` (continuous metrics) is the lag-1 correlation of neighbouring intervals' canary-
     baseline differences assumed until the data can show it (``None``: the judge's default, see
-    :mod:`aicd.judge.continuous`).
+    :mod:`aicd.judge.continuous`). ``per_pod`` (continuous metrics): the canary is also compared with the
+    baseline's pods one by one (:mod:`aicd.judge.pods`), from the ``baseline_pods`` series of its samples.
     """
 
     name: str
@@ -217,6 +225,7 @@ class MetricConfig:
     min: float | None = None
     critical: bool = False
     interval_correlation: float | None = None
+    per_pod: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -241,6 +250,8 @@ class MetricConfig:
                 raise ValueError(
                     f"metric {self.name!r}: interval correlation applies to continuous metrics only"
                 )
+        if self.per_pod and self.kind != Kind.CONTINUOUS:
+            raise ValueError(f"metric {self.name!r}: per-pod judging applies to continuous metrics only")
 
 
 @dataclass(frozen=True)

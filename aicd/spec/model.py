@@ -105,6 +105,18 @@ class PrometheusConfig:
     insecure: bool = False
 
 
+DEFAULT_POD_LABEL = "pod"
+
+
+@dataclass(frozen=True)
+class PodQuery:
+    """How the baseline of a metric judged per pod is read: ``query`` (PromQL with {{ track }}) returns one
+    series per pod, told apart by the value of ``label``."""
+
+    query: str
+    label: str = DEFAULT_POD_LABEL
+
+
 @dataclass(frozen=True)
 class Analysis:
     prometheus: PrometheusConfig
@@ -112,6 +124,8 @@ class Analysis:
     judge: JudgeConfig  # the metrics and the judge's settings (alpha, noDataLimit, minSamples, warm-up)
     queries: dict[str, str] = field(hash=False)  # metric name -> PromQL with {{ track }}
     totals: dict[str, str] = field(hash=False)  # metric name -> PromQL of the total, count metrics only
+    # metric name -> the baseline's per-pod reading: (PromQL with {{ track }}, the label that names the pod)
+    pods: dict[str, PodQuery] = field(default_factory=dict, hash=False)
 
     @property
     def metrics(self) -> tuple[MetricConfig, ...]:
@@ -207,6 +221,7 @@ def _analysis(raw: dict[str, Any]) -> Analysis:
             interval_correlation=float(metric["intervalCorrelation"])
             if "intervalCorrelation" in metric
             else None,
+            per_pod="perPod" in metric,
         )
         for metric in raw.get("metrics", [])
     )
@@ -225,6 +240,14 @@ def _analysis(raw: dict[str, Any]) -> Analysis:
         ),
         queries={metric["name"]: metric["query"] for metric in raw.get("metrics", [])},
         totals={metric["name"]: metric["total"] for metric in raw.get("metrics", []) if "total" in metric},
+        pods={
+            metric["name"]: PodQuery(
+                query=metric["perPod"].get("query", metric["query"]),
+                label=metric["perPod"].get("label", DEFAULT_POD_LABEL),
+            )
+            for metric in raw.get("metrics", [])
+            if "perPod" in metric
+        },
     )
 
 

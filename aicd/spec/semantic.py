@@ -194,6 +194,18 @@ def check_metric_thresholds(spec: dict[str, Any]) -> Iterator[Finding]:
                 (*path, "intervalCorrelation"),
                 "intervalCorrelation applies to continuous metrics (count metrics are judged per event)",
             )
+        if "perPod" in metric:
+            if metric.get("kind") != "continuous":
+                yield (
+                    (*path, "perPod"),
+                    "perPod applies to continuous metrics (count metrics are judged per event)",
+                )
+            pod_query = (metric["perPod"] or {}).get("query")
+            if pod_query is not None and "track" not in str(pod_query):
+                yield (
+                    (*path, "perPod", "query"),
+                    "query must contain {{ track }} so the baseline's pods can be read",
+                )
 
 
 def check_analysis_ranges(spec: dict[str, Any]) -> Iterator[Finding]:
