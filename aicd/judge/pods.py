@@ -26,20 +26,11 @@ share of the metric's budget spent over the planned looks as a group-sequential 
 planned-look test does). The looks' means share most of their intervals, and a slow wander makes them
 share even more than independent intervals would, which only lowers the chance of crossing at several looks.
 
-Measured offline first (bench/judge.py's world, p50, canary x1.10 against the 5% edge, 20 intervals, one
-metric at alpha/3, 1000 runs, the last look alone): valid at the edge (0.30% rejected, 0.33% allowed), 29%
-detected, where an oracle that knows the noise level detects 60%. Pooling each interval's pod residuals
-with a pooled correlation reads more (57%) but overstates its degrees of freedom (0.60% at the edge); it
-is not used. In the judge (``PER_POD_SHARES``: 0.65 of the metric's budget, spent over the plan in
-proportion to the look; the planned-look test's share moved here), bench/judge.py, 200 runs per scenario,
-the same world with and without the pod series: latency +10% detected 13% -> 29% (Kayenta matched at the
-tolerance: 37%), +25% at a median interval 9 -> 6, variance x3 11 -> 6, the ramp to +30% 63.5% -> 81.5%,
-bimodal 0.5% -> 4%; every null within alpha (the worst, p95 at the edge with all of alpha: 1.0%). At the
-edge with all of alpha on one metric, over 2500-3000 runs of other seeds: p50 0.88% failed, p95 0.90%; the
-per-pod test alone 0.72% against its share 0.65% (18 of 2500, within one sd). Spending
-0.6 of the budget evenly found +10% in 18% of 200 runs of another seed, 0.6 in proportion 19%, 0.8 in
-proportion 23.5%, 0.8 towards the end (power 2) 25% with +25% a look later; 0.65 leaves the anytime-valid
-test (large shifts, looks without pod series) 0.25, or 0.05 where the spread test takes its 0.2.
+Measured: an offline prototype first (valid at the edge, 29% of a +10% shift found where an oracle that
+knows the noise level finds 60%; pooling each interval's pod residuals found 57% but overstated its degrees
+of freedom, so it is not used), then in the judge by bench/judge.py (with and without the pod series) and by
+tests/test_judge_pods.py's level checks at the edge. ``PER_POD_SHARES`` gives this test 0.65 of the metric's
+budget, spent over the plan in proportion to the look (the planned-look test's share moved here).
 """
 
 from __future__ import annotations
