@@ -14,6 +14,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 
 from aicd.activities.drivers import DRIVERS, branch, driver_for
+from aicd.activities.drivers import argocd as argocd_driver_module
 from aicd.activities.drivers.argocd import ArgoCDAPIError, ArgoCDDriver, _repo_key
 from aicd.activities.drivers.base import SyncFailed, SyncRequest
 from aicd.argocd_manifests import render_applications
@@ -164,6 +165,28 @@ async def test_sync_succeeds_with_exactly_one_sync_per_step(
     assert "operation" not in app and app["status"]["health"]["status"] == "Healthy"
     assert app["status"]["operationState"]["syncResult"]["revision"] == sha2
     assert beats.calls and all(c[0]["app"] == APP for c in beats.calls)
+
+
+async def test_a_watch_that_goes_quiet_does_not_stall_the_sync(
+    standin: KubeArgoCD, gitops: GitOpsRepo, kubeconfig: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watch stream can stop delivering versions without breaking (a client that buffers the stream's last
+    event until more bytes come, a proxy stalling an idle connection): after a quiet while the driver reads the
+    app itself, so the sync ends when Argo CD is done, not at the deadline or the watch's reconnect."""
+    gitops.commit({VALUES: values("v1")})
+    add_app(standin, gitops)
+    monkeypatch.setattr(argocd_driver_module._AppWatch, "_emit", lambda self, item: None)  # hears nothing
+    quiet = ArgoCDDriver(
+        request_timeout_s=2.0,
+        watch_timeout_s=60,
+        heartbeat_interval_s=0.2,
+        quiet_reread_s=0.5,
+        api_grace_s=1.5,
+    )
+    sha = gitops.commit({VALUES: values("v2")})
+    result = await quiet.sync(request(sha, kubeconfig=kubeconfig, timeout_s=15.0), Heartbeats())
+    assert result.healthy and result.details["syncRevision"] == sha
+    assert [s.revision for s in standin.syncs(APP)] == [sha]
 
 
 async def test_without_context_the_current_context_is_used(

@@ -635,6 +635,7 @@ class _AppWatch:
         self._watch = k8s_watch.Watch()
         self.relists = 0
         self.retries = 0
+        self.last_heard = loop.time()  # when a version last came (or the app was last read instead)
         self._thread = threading.Thread(target=self._run, name=f"argocd-watch-{name}", daemon=True)
 
     def start(self) -> None:
@@ -654,6 +655,8 @@ class _AppWatch:
         self._ready.clear()
         items = list(self._items)
         self._items.clear()
+        if items:
+            self.last_heard = self._loop.time()
         return items
 
     def _emit(self, item: _Item) -> None:
@@ -747,6 +750,7 @@ class ArgoCDDriver:
         request_timeout_s: float = 15.0,
         watch_timeout_s: int = 20,
         heartbeat_interval_s: float = 2.0,
+        quiet_reread_s: float = 5.0,
         refresh_after_s: float = 10.0,
         max_conflicts: int = 5,
         api_grace_s: float | None = None,
@@ -754,6 +758,7 @@ class ArgoCDDriver:
         self.request_timeout_s = request_timeout_s
         self.watch_timeout_s = watch_timeout_s
         self.heartbeat_interval_s = heartbeat_interval_s
+        self.quiet_reread_s = quiet_reread_s
         self.refresh_after_s = refresh_after_s
         self.max_conflicts = max_conflicts
         if api_grace_s is None:
@@ -1060,7 +1065,15 @@ class ArgoCDDriver:
                 f"({target.deadline_s:g}s): {reason}"
             )
         latest = current
-        for item in await watch.next(min(self.heartbeat_interval_s, remaining)):
+        items = await watch.next(min(self.heartbeat_interval_s, remaining))
+        if not items:
+            if loop.time() - watch.last_heard >= self.quiet_reread_s:
+                # A watch can go quiet with versions in flight (a client that buffers a stream's last event
+                # until more bytes come, a proxy that stalls an idle connection): read the app itself.
+                watch.last_heard = loop.time()
+                return await self._get(session)
+            return latest
+        for item in items:
             if item.kind == "error":
                 assert item.error is not None
                 raise self._error(session, "watch application", _classify(item.error)) from item.error
