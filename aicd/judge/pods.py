@@ -39,10 +39,9 @@ import math
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import stdtr, stdtrit
 
 from aicd.judge.blocks import BlockGrid, Points, minimum_points_per_block, summarise_blocks
-from aicd.judge.sequential import Band, SequenceResult, side_threshold
+from aicd.judge.sequential import Band, SequenceResult, side_threshold, t_test_result
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]
@@ -105,23 +104,4 @@ def pod_test(
     spread = float(np.var(pod_means, ddof=1))
     standard_error = max(math.sqrt(spread * (canary_noise + 1.0 / pod_count)), 1e-9)
     degrees = float(pod_count - 1)
-    critical = -float(stdtrit(degrees, math.exp(-threshold)))
-    log_p_values = []
-    if band.high is not None:
-        log_p_values.append(
-            math.log(max(float(stdtr(degrees, -(estimate - band.high) / standard_error)), 1e-300))
-        )
-    if band.low is not None:
-        log_p_values.append(
-            math.log(max(float(stdtr(degrees, -(band.low - estimate) / standard_error)), 1e-300))
-        )
-    log_evidence = -min(log_p_values) if log_p_values else 0.0
-    return SequenceResult(
-        estimate=estimate,
-        ci_low=estimate - critical * standard_error,
-        ci_high=estimate + critical * standard_error,
-        log_evidence=log_evidence,
-        log_threshold=threshold,
-        rejected=log_evidence >= threshold,
-        observations=count,
-    )
+    return t_test_result(estimate, standard_error, degrees, band, threshold, count)

@@ -273,17 +273,29 @@ def t_test(
     r = min(max(autocorrelation, 0.0), 0.95)
     standard_error = sd * math.sqrt((1.0 + r) / ((1.0 - r) * count))
     degrees = max(1.0, T_TEST_DEGREES_SHARE * (count - 2) * (1.0 - r * r) / (1.0 + r * r))
+    return t_test_result(mean, standard_error, degrees, band, threshold, count)
+
+
+def t_test_result(
+    estimate: float, standard_error: float, degrees: float, band: Band, threshold: float, count: int
+) -> SequenceResult:
+    """A t-statistic's verdict against the band's edge(s): -log(p) of the nearer side as evidence, the
+    t-interval at level exp(-threshold) per side as bounds."""
     critical = -float(stdtrit(degrees, math.exp(-threshold)))
     log_p_values = []
     if band.high is not None:
-        log_p_values.append(float(np.log(max(stdtr(degrees, -(mean - band.high) / standard_error), 1e-300))))
+        log_p_values.append(
+            float(np.log(max(stdtr(degrees, -(estimate - band.high) / standard_error), 1e-300)))
+        )
     if band.low is not None:
-        log_p_values.append(float(np.log(max(stdtr(degrees, -(band.low - mean) / standard_error), 1e-300))))
+        log_p_values.append(
+            float(np.log(max(stdtr(degrees, -(band.low - estimate) / standard_error), 1e-300)))
+        )
     log_evidence = -min(log_p_values) if log_p_values else 0.0
     return SequenceResult(
-        estimate=mean,
-        ci_low=mean - critical * standard_error,
-        ci_high=mean + critical * standard_error,
+        estimate=estimate,
+        ci_low=estimate - critical * standard_error,
+        ci_high=estimate + critical * standard_error,
         log_evidence=log_evidence,
         log_threshold=threshold,
         rejected=log_evidence >= threshold,
