@@ -121,18 +121,21 @@ def rejected_pushes(history: WorkflowHistory) -> int:
     )
 
 
+def events_of(history: WorkflowHistory, attributes: str) -> int:
+    """How many events of the history carry `attributes` (e.g. "workflow_task_completed_event_attributes")."""
+    return sum(1 for event in history.events if event.HasField(attributes))
+
+
 def workflow_tasks(history: WorkflowHistory) -> int:
-    return sum(1 for event in history.events if event.HasField("workflow_task_completed_event_attributes"))
+    return events_of(history, "workflow_task_completed_event_attributes")
 
 
 def activities(history: WorkflowHistory) -> int:
-    return sum(1 for event in history.events if event.HasField("activity_task_scheduled_event_attributes"))
+    return events_of(history, "activity_task_scheduled_event_attributes")
 
 
 def upserts(history: WorkflowHistory) -> int:
-    return sum(
-        1 for event in history.events if event.HasField("upsert_workflow_search_attributes_event_attributes")
-    )
+    return events_of(history, "upsert_workflow_search_attributes_event_attributes")
 
 
 def write_latencies_ms(history: WorkflowHistory) -> list[float]:
