@@ -144,6 +144,8 @@ class DeliveryWorkflow:
         self.audit_seq = 0
         self.audited_phase = ""
         self.children: dict[str, workflow.ChildWorkflowHandle[Any, TargetRolloutResult]] = {}
+        # Per target, the ownership base of each file its rollouts wrote, for its rollout in a later stage.
+        self.file_bases: dict[str, dict[str, str]] = {}
         self.started_targets: list[tuple[str, str]] = []  # (stage, target) in start order
         # Slack: the one sender task, events waiting for it, the delivery's message once posted (kept here so
         # it survives worker restarts), and the last progress of each target that was reported.
@@ -771,6 +773,7 @@ class DeliveryWorkflow:
                 pause_reason=self.status.pause_reason,
                 delivery_started=self.status.started,
                 base=self._last_commit(name),
+                file_bases=dict(self.file_bases.get(name, {})),
                 source_repo=self.plan.source_repo,
                 artifact=self.plan.artifact,
                 strategy=stage.strategy,
@@ -838,6 +841,8 @@ class DeliveryWorkflow:
             return TargetRolloutResult(name, "failed", f"rollout workflow failed: {cause_of(error)}")
         if result.status is not None:
             self._take_progress(result.status)
+        if result.file_bases:
+            self.file_bases[name] = dict(result.file_bases)
         return result
 
     # --- rollback ---------------------------------------------------------------------------------

@@ -79,6 +79,9 @@ class TargetRolloutInput:
     artifact: str = ""
     # Any strategy but a canary, whose steps are `steps` (plans before strategies had kinds: None).
     strategy: BlueGreenStrategy | None = None
+    # This delivery's last commit of each of the target's files in an earlier stage (by path): `base` alone
+    # would hide a human's edit of one file made before the earlier stage's last write of the other.
+    file_bases: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -91,6 +94,8 @@ class TargetRolloutResult:
     # The target's final status: the parent takes it from here instead of a last progress signal (None from
     # children started before PROGRESS_IN_RESULT).
     status: TargetStatus | None = None
+    # The ownership base of each file the rollout wrote (and of those its input named), for a later stage.
+    file_bases: dict[str, str] = field(default_factory=dict)
 
 
 class Aborted(Exception):
@@ -424,5 +429,11 @@ class RolloutControl:
             await self._report()
         await self._flush_reports()  # an earlier report reaches the parent before the result
         return TargetRolloutResult(
-            self.input.target.name, outcome, reason, list(self.status.commits), superseded_by, final
+            self.input.target.name,
+            outcome,
+            reason,
+            list(self.status.commits),
+            superseded_by,
+            final,
+            dict(self.file_bases),
         )
