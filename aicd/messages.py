@@ -8,6 +8,7 @@ from typing import Literal, get_args
 
 from aicd.gates.base import GateHold
 from aicd.judge.model import AnalysisVerdict
+from aicd.people import PersonRef, describe
 from aicd.plan import DeliveryPlan
 
 # Phases of a delivery, in the order they usually happen; the last five are terminal.
@@ -133,6 +134,13 @@ class ActionRecord:
     reason: str = ""
     stage: str | None = None
     via: str = ""  # cli | slack | dashboard | gateway; empty for aicd itself and older records
+    # The spec's person the actor is (aicd.people); empty when no person declares the identity.
+    person: str = ""
+
+    def who(self) -> str:
+        """The person and the identity they acted as (`alice (as U0ALICE via slack)`), or the identity."""
+        person = PersonRef(self.person, declared=True) if self.person else PersonRef(self.actor)
+        return describe(person, self.actor, self.via)
 
 
 @dataclass
@@ -216,6 +224,18 @@ class DeliveryStatus:
     @property
     def terminal(self) -> bool:
         return self.phase in TERMINAL_PHASES
+
+    def approved_by(self, stage: str) -> list[str]:
+        """Who approved `stage`, as views show them: the person and the identity they used (`alice (as
+        U0ALICE via slack)`), or the identity where no person declares it (aicd.people)."""
+        records = {
+            record.actor: record
+            for record in self.actions
+            if record.kind == "approve" and record.stage == stage
+        }
+        return [
+            records[actor].who() if actor in records else actor for actor in self.approvals.get(stage, [])
+        ]
 
     def in_delivery_order(self) -> DeliveryStatus:
         """This status with `targets` in delivery order (production after staging), whatever order the

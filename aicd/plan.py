@@ -10,6 +10,7 @@ from typing import Any
 from aicd.gates import gate_lines, incident_lines
 from aicd.governance.model import IncidentPlan, PolicyPlan, SchedulePlan
 from aicd.judge.model import DEFAULT_MIN_SAMPLES, JudgeConfig, MetricConfig
+from aicd.people import Person, Roster
 from aicd.redact import redact_credentials
 from aicd.spec.durations import format_duration
 from aicd.spec.model import Concurrency, DeliverySpec, PodQuery, PrometheusConfig, RollbackScope
@@ -192,6 +193,9 @@ class DeliveryPlan:
     policy: PolicyPlan | None = None
     schedule: SchedulePlan | None = None
     incidents: IncidentPlan | None = None
+    # Who is who (aicd.people): identities only, no secrets. Empty in plans made before people, and then
+    # every identity is a person of its own, as it was.
+    people: list[Person] = field(default_factory=list)
 
     def stage(self, name: str) -> StagePlan:
         for stage in self.stages:
@@ -330,6 +334,7 @@ def build_plan(spec: DeliverySpec, revision: str, *, artifact_override: str | No
         # Without a spec schedule the organisation's calendar and `aicd freeze` still hold the delivery.
         schedule=spec.schedule if spec.schedule is not None else SchedulePlan(),
         incidents=spec.incidents,
+        people=list(spec.people),
     )
 
 
@@ -350,12 +355,15 @@ def render_tree(plan: DeliveryPlan) -> str:
         lines += _command_lines(f"provision {command.name}", command)
     for line in incident_lines(plan.incidents):
         lines.append(f"  {line}")
+    if plan.people:
+        lines.append("  people: " + "; ".join(_person_line(person) for person in plan.people))
     for stage in plan.stages:
         lines.append(f"  stage {stage.name}")
         if stage.approval:
             gate = stage.approval
+            approvers = Roster.of(plan.people, gate.approvers).names()
             lines.append(
-                f"    approval gate: {gate.min_approvals} of {', '.join(gate.approvers)}"
+                f"    approval gate: {gate.min_approvals} of {', '.join(approvers)}"
                 f" within {format_duration(gate.timeout_s)}"
             )
         lines += [f"    {line}" for line in gate_lines(plan.policy, plan.schedule, stage.name)]
@@ -380,6 +388,12 @@ def render_tree(plan: DeliveryPlan) -> str:
             each = " (once per target)" if run.per_target else ""
             lines.append(f"    after the stage: {run.describe()}{each}")
     return "\n".join(lines)
+
+
+def _person_line(person: Person) -> str:
+    return (
+        f"{person.name} ({', '.join(f'{channel} {identity}' for channel, identity in person.identities())})"
+    )
 
 
 def _command_lines(label: str, command: CommandPlan) -> list[str]:

@@ -16,6 +16,7 @@ from typing import Any
 
 from aicd.judge.model import Outcome
 from aicd.messages import TERMINAL_PHASES, DeliveryStatus, TargetStatus, VerificationStatus
+from aicd.people import Roster
 from aicd.plan import DeliveryPlan
 
 # Action IDs of the buttons; the gateway maps them to the workflow's updates of the same name.
@@ -80,7 +81,7 @@ def compact_status(status: DeliveryStatus) -> dict[str, Any]:
         "pause_reason": status.pause_reason,
         "reason": status.reason,
         "pending_approval": status.pending_approval,
-        "approvals": {stage: list(actors) for stage, actors in status.approvals.items()},
+        "approvals": {stage: status.approved_by(stage) for stage in status.approvals},
         "trigger": (
             {
                 "source": trigger.source,
@@ -103,7 +104,14 @@ def compact_status(status: DeliveryStatus) -> dict[str, Any]:
             else {}
         ),
         "last_action": (
-            {"kind": last.kind, "actor": last.actor, "reason": last.reason, "stage": last.stage}
+            {
+                "kind": last.kind,
+                "actor": last.actor,
+                "reason": last.reason,
+                "stage": last.stage,
+                # The person behind the identity, only when the spec declares one (aicd.people).
+                **({"person": last.person, "via": last.via} if last.person else {}),
+            }
             if last
             else None
         ),
@@ -163,7 +171,7 @@ def approval_info(plan: DeliveryPlan, stage: str | None) -> ApprovalInfo | None:
         gate = plan.stage(stage).approval
     except KeyError:
         return None
-    return ApprovalInfo(list(gate.approvers), gate.min_approvals) if gate else None
+    return ApprovalInfo(Roster.of(plan.people, gate.approvers).names(), gate.min_approvals) if gate else None
 
 
 def describe_progress(target: TargetStatus) -> str:
@@ -251,7 +259,10 @@ def delivery_message(
     if last:
         stage = f" (stage {escape(last['stage'])})" if last.get("stage") else ""
         reason = f": {escape(last['reason'])}" if last.get("reason") else ""
-        blocks.append(_context(f"Last action: *{last['kind']}* by {who(last['actor'])}{stage}{reason}"))
+        actor = who(last["actor"])
+        if last.get("person"):
+            actor = f"{escape(last['person'])} (as {actor}{' via ' + escape(last['via']) if last.get('via') else ''})"
+        blocks.append(_context(f"Last action: *{last['kind']}* by {actor}{stage}{reason}"))
     blocks.append(_context(f"Delivery `{escape(status['delivery_id'])}`"))
     text = f"{status['app']} {short}: {phase}" + (f" ({status['stage']})" if status.get("stage") else "")
     return text, blocks

@@ -134,7 +134,7 @@ def render_status(
             )
         )
     if status.pending_approval:
-        approvals = ", ".join(status.approvals.get(status.pending_approval, [])) or "none yet"
+        approvals = ", ".join(status.approved_by(status.pending_approval)) or "none yet"
         parts.append(
             Text(
                 f"awaiting approval of stage {status.pending_approval} (approved by: {approvals})",
@@ -210,5 +210,5 @@ def render_status(
         for action in status.actions:
             stage = f" stage {action.stage}" if action.stage else ""
             reason = f": {action.reason}" if action.reason else ""
-            parts.append(Text(f"  {action.at[:19]} {action.kind} by {action.actor}{stage}{reason}"))
+            parts.append(Text(f"  {action.at[:19]} {action.kind} by {action.who()}{stage}{reason}"))
     return Group(*parts)

@@ -5,14 +5,16 @@ Approve and reject are not decided here: the workflow's validators accept them o
 approvers. Pause, resume and abort the workflow accepts from anyone (resuming a `pause: {}` step is, in
 effect, a promotion), so a front door asks `may_steer` first, and sends nothing when it says no. Allowed:
 the approvers of any stage of that delivery (its plan, as it was started), and the front door's own
-operators; `*` among the operators lets anyone it has identified. Identities match exactly, as approvals do:
-a Slack user ID is compared with the IDs listed, never with a name.
+operators; `*` among the operators lets anyone it has identified. Identities resolve to people as approvals
+do (aicd.people): a person's Slack user ID counts as that person from Slack, never a name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from typing import TYPE_CHECKING
+
+from aicd.people import Roster
 
 if TYPE_CHECKING:
     from aicd.plan import DeliveryPlan
@@ -21,24 +23,21 @@ STEERING = ("pause", "resume", "abort")
 ANYONE = "*"
 
 
-def may_steer(identity: str, kind: str, approvers: Collection[str], operators: Collection[str]) -> bool:
-    """Whether `identity` may take the action `kind` on a delivery whose approvers (any stage) are
-    `approvers`, where `operators` may steer every delivery. Kinds other than steering are the workflow's to
-    decide: True."""
+def may_steer(identity: str, via: str, kind: str, approvers: Roster, operators: Collection[str]) -> bool:
+    """Whether `identity`, acting through the channel `via`, may take the action `kind` on a delivery whose
+    approvers (any stage) are `approvers`, where `operators` (the front door's own identities, compared
+    exactly) may steer every delivery. Kinds other than steering are the workflow's to decide: True."""
     if kind not in STEERING:
         return True
-    return ANYONE in operators or identity in operators or identity in approvers
+    return ANYONE in operators or identity in operators or approvers.admits(identity, via)
 
 
-def plan_approvers(plan: DeliveryPlan | None) -> list[str]:
-    """Everyone listed as an approver in any stage of the plan, in order, each once."""
+def plan_approvers(plan: DeliveryPlan | None) -> Roster:
+    """Everyone listed as an approver in any stage of the plan, read through its people (aicd.people)."""
     if plan is None:
-        return []
-    names: list[str] = []
-    for stage in plan.stages:
-        if stage.approval:
-            names += [name for name in stage.approval.approvers if name not in names]
-    return names
+        return Roster((), ())
+    entries = [name for stage in plan.stages if stage.approval for name in stage.approval.approvers]
+    return Roster.of(plan.people, entries)
 
 
 def parse_operators(text: str) -> frozenset[str]:

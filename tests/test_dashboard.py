@@ -39,6 +39,7 @@ from aicd.dashboard.settings import TokenTable, load_tokens
 from aicd.dashboard.views import build_view, fleet_grid, metric_chart, status_from_history
 from aicd.judge import JudgeConfig, MetricConfig, MetricSamples, Series, judge
 from aicd.messages import HumanAction, TargetStatus, Trigger
+from aicd.people import Roster
 from aicd.testing.engine import (
     commits,
     git,
@@ -450,7 +451,7 @@ def test_csrf_needs_the_double_submitted_token_and_a_same_site_origin() -> None:
 
 def test_pause_resume_abort_need_an_approver_or_an_operator(tmp_path: Path) -> None:
     settings = _settings(tmp_path, AICD_DASHBOARD_OPERATORS="oncall")
-    approvers = ["alice"]
+    approvers = Roster.of((), ["alice"])
     assert steering_refusal(Identity("alice", "session"), "pause", approvers, settings) is None
     assert steering_refusal(Identity("oncall", "proxy"), "abort", approvers, settings) is None
     refused = steering_refusal(Identity("mallory", "session"), "resume", approvers, settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.client import ActionRefused, get_status, handle_for, send_action, start_delivery
@@ -17,6 +18,7 @@ from aicd.testing.engine import (
     show,
     spec_document,
     temporal_env,
+    wait_for,
 )
 
 __all__ = ["temporal_env"]
@@ -114,3 +116,71 @@ async def test_approval_refusals_and_acceptance(temporal_env: WorkflowEnvironmen
     production = [entry for entry in commits(gitops) if entry.get("Aicd-Step", "").startswith("production/")]
     assert production[0]["Aicd-Actor"] == "bob"  # the approval that opened the gate
     assert status_actions == [("approve", "alice"), ("approve", "bob")]
+
+
+async def _refused(client: Client, delivery_id: str, kind: str, action: HumanAction) -> str:
+    try:
+        outcome = await send_action(client, delivery_id, kind, action)
+    except ActionRefused as refused:
+        return str(refused)
+    raise AssertionError(f"{action} was accepted: {outcome}")
+
+
+async def test_one_person_approving_from_two_channels_counts_once(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """spec.people: Alice, listed by her Slack user ID and by her CLI name, does not pass a minApprovals: 2
+    gate alone from Slack and the dashboard; Bob's approval does."""
+    document, gitops, revision = two_stage_spec(
+        tmp_path, approval={"approvers": ["U0ALICE", "alice", "bob"], "minApprovals": 2, "timeout": "1h"}
+    )
+    document["spec"]["people"] = {
+        "alice": {"slack": "U0ALICE", "dashboard": "alice@example.com", "cli": "alice"}
+    }
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda status: status.pending_approval == "production")
+        await send_action(client, plan.delivery_id, "approve", HumanAction("U0ALICE", via="slack"))
+        again = "alice (as U0ALICE via slack) already approved stage production; each person counts once"
+        from_dashboard = HumanAction("alice@example.com", via="dashboard")
+        assert await _refused(client, plan.delivery_id, "approve", from_dashboard) == again
+        assert await _refused(client, plan.delivery_id, "approve", HumanAction("alice", via="cli")) == again
+        # Her Slack ID is hers from Slack only: a dashboard sign-in that reads U0ALICE is someone else.
+        impostor = HumanAction("U0ALICE", via="dashboard")
+        assert (
+            await _refused(client, plan.delivery_id, "approve", impostor)
+            == "U0ALICE is not an approver of stage production"
+        )
+        status = await get_status(client, plan.delivery_id)
+        assert status.phase == "awaiting-approval"
+        assert status.approved_by("production") == ["alice (as U0ALICE via slack)"]
+        await send_action(client, plan.delivery_id, "approve", HumanAction("bob", via="cli"))
+        result = await handle_for(client, plan.delivery_id).result()
+        status = await get_status(client, plan.delivery_id)
+    assert result.phase == "succeeded", result.reason
+    approvals = [(a.actor, a.via, a.person) for a in status.actions if a.kind == "approve"]
+    assert approvals == [("U0ALICE", "slack", "alice"), ("bob", "cli", "")]
+    production = [entry for entry in commits(gitops) if entry.get("Aicd-Step", "").startswith("production/")]
+    assert production[0]["Aicd-Actor"] == "bob"  # the approval that opened the gate
+
+
+async def test_a_rejection_names_the_person(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:
+    document, _, revision = two_stage_spec(
+        tmp_path, approval={"approvers": ["alice", "bob"], "timeout": "1h"}
+    )
+    document["spec"]["people"] = {"alice": {"slack": "U0ALICE", "cli": "alice"}}
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda status: status.pending_approval == "production")
+        await send_action(
+            client, plan.delivery_id, "reject", HumanAction("U0ALICE", "not today", via="slack")
+        )
+        result = await handle_for(client, plan.delivery_id).result()
+        status = await get_status(client, plan.delivery_id)
+    assert [(a.kind, a.who()) for a in status.actions] == [("reject", "alice (as U0ALICE via slack)")]
+    assert result.phase == "rejected"
+    assert result.reason == "stage production rejected by alice (as U0ALICE via slack): not today"

@@ -23,12 +23,13 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.cli.app import EXIT_USAGE
-from aicd.client import get_status, handle_for, list_deliveries, send_action, start_delivery
+from aicd.client import ActionRefused, get_status, handle_for, list_deliveries, send_action, start_delivery
 from aicd.dashboard.auth import Identity, steering_refusal
 from aicd.dashboard.settings import DashboardSettings
 from aicd.gateway.context import SLACK_OPERATORS_ENV, GatewaySettings, slack_teams
 from aicd.gateway.signatures import sign_slack
 from aicd.messages import HumanAction, Trigger
+from aicd.people import Person, Roster
 from aicd.plan import build_plan
 from aicd.slack_blocks import action_value
 from aicd.spec.loader import load_spec
@@ -49,6 +50,7 @@ __all__ = ["temporal_env"]
 
 APPROVER = "U024BE7LH"
 CAROL = "U0CAROL"
+ALICE = "U0ALICE"
 GATEWAY_TOKEN = "xoxb-gateway"
 
 
@@ -217,6 +219,82 @@ async def test_approval_from_slack(
     assert (
         metric(metrics, 'aicd_slack_requests_refused_total{endpoint="interactions",reason="stale_timestamp"}')
         == 2
+    )
+
+
+async def test_a_persons_slack_id_counts_as_that_person(
+    temporal_env: WorkflowEnvironment, slack: SlackStandIn, tmp_path: Path
+) -> None:
+    """spec.people: Alice is listed by name; her click in Slack is hers, the message names her, and her CLI
+    name cannot add a second approval."""
+    stage = {
+        "name": "production",
+        "targets": ["web"],
+        "approval": {"approvers": ["alice", CAROL], "minApprovals": 2, "timeout": "1h"},
+        "strategy": {"canary": {"steps": [{"setWeight": 100}]}},
+    }
+    document, _, revision = app_spec(
+        tmp_path,
+        "people",
+        stages=[stage],
+        notifications={"slack": {"channel": "#deploys"}},
+        people={"alice": {"slack": ALICE, "cli": "alice"}},
+    )
+    spec_file = write_spec(tmp_path / "specs", document)
+    plan = build_plan(load_spec(spec_file), revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        gateway = make_gateway(
+            client, tmp_path / "specs", queue, slack_bot_token=GATEWAY_TOKEN, slack_api_url=slack.base_url
+        )
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda s: s.pending_approval == "production")
+        message = await slack.wait_for(
+            lambda: next((m for m in slack.top_level() if "approve" in json.dumps(m.blocks)), None)
+        )
+        assert f"*Approvers* alice, <@{CAROL}>" in json.dumps(message.blocks)
+        async with http(gateway) as web:
+            body = click_body(message, "approve", ALICE, "alice.smith")
+            answer = await web.post("/slack/interactions", content=body, headers=signed(body))
+            assert answer.status_code == 200
+            redraw = await slack.wait_for(lambda: slack.calls_of("chat.update", token=GATEWAY_TOKEN))
+            drawn = json.dumps(redraw[0].args["blocks"])
+            assert f"Last action: *approve* by alice (as <@{ALICE}> via slack) (stage production)" in drawn
+            assert "1/2 approvals (alice (as U0ALICE via slack))" in drawn
+            try:
+                await send_action(client, plan.delivery_id, "approve", HumanAction("alice", via="cli"))
+                raise AssertionError("Alice's second identity added a second approval")
+            except ActionRefused as refused:
+                assert str(refused) == (
+                    "alice (as U0ALICE via slack) already approved stage production; each person counts once"
+                )
+            assert (await get_status(client, plan.delivery_id)).phase == "awaiting-approval"
+            body = click_body(message, "approve", CAROL, "carol")
+            assert (
+                await web.post("/slack/interactions", content=body, headers=signed(body))
+            ).status_code == 200
+            result = await handle_for(client, plan.delivery_id).result()
+        final = await get_status(client, plan.delivery_id)
+    assert result.phase == "succeeded"
+    assert [(a.actor, a.person) for a in final.actions] == [(ALICE, "alice"), (CAROL, "")]
+    assert slack.ephemerals == []
+
+
+def test_steering_resolves_a_persons_identities() -> None:
+    """aicd.steering reads the plan's people: Alice, listed by name, may pause from Slack with her user ID
+    and from the dashboard with her sign-in; her Slack ID typed into another channel is nobody listed."""
+    people = [Person("alice", slack=ALICE, dashboard="alice@example.com")]
+    approvers = Roster.of(people, ["alice"])
+    no_operators = frozenset[str]()
+    assert may_steer(ALICE, "slack", "pause", approvers, no_operators)
+    assert may_steer("alice@example.com", "dashboard", "resume", approvers, no_operators)
+    assert not may_steer(ALICE, "dashboard", "abort", approvers, no_operators)
+    assert not may_steer("alice", "dashboard", "pause", approvers, no_operators)  # her name is no identity
+    assert not may_steer(MALLORY, "slack", "pause", approvers, no_operators)
+    refusal = steering_refusal(Identity(ALICE, "session"), "pause", approvers, DashboardSettings())
+    assert (
+        refusal
+        == f"{ALICE} may not pause this delivery: only its approvers (alice) and the dashboard's operators may"
     )
 
 
@@ -793,7 +871,7 @@ def test_slack_operators_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 def test_slack_and_the_dashboard_apply_one_steering_rule() -> None:
     """aicd.steering decides for both front doors: the dashboard's refusal follows it, with its operators."""
-    approvers = [APPROVER, "oncall-payments"]
+    approvers = Roster.of((), [APPROVER, "oncall-payments"])
     cases = [
         (APPROVER, "resume", frozenset[str]()),
         (MALLORY, "resume", frozenset[str]()),
@@ -804,7 +882,11 @@ def test_slack_and_the_dashboard_apply_one_steering_rule() -> None:
     ]
     expected = [True, False, True, True, True, False]
     for (identity, kind, operators), allowed in zip(cases, expected, strict=True):
-        assert may_steer(identity, kind, approvers, operators) is allowed, (identity, kind, operators)
+        assert may_steer(identity, "slack", kind, approvers, operators) is allowed, (
+            identity,
+            kind,
+            operators,
+        )
         refusal = steering_refusal(
             Identity(identity, "session"), kind, approvers, DashboardSettings(operators=operators)
         )

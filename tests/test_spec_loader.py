@@ -118,8 +118,8 @@ def test_unknown_key_golden() -> None:
     raw = MINIMAL.read_bytes().replace(b"  build:\n", b"  biuld: {}\n  build:\n")
     assert lines(raw) == [
         "spec.yaml:10:3: error: $.spec.biuld: unknown key(s) ['biuld']; allowed here: ['analysis', 'build',"
-        " 'concurrency', 'gitops', 'notifications', 'policy', 'provision', 'rollback', 'schedule', 'source',"
-        " 'stages', 'targets', 'test', 'write']"
+        " 'concurrency', 'gitops', 'notifications', 'people', 'policy', 'provision', 'rollback', 'schedule',"
+        " 'source', 'stages', 'targets', 'test', 'write']"
     ]
 
 

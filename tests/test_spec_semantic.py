@@ -79,7 +79,8 @@ def test_checks_run_in_file_order_across_checks() -> None:
         (
             b"    - name: production\n",
             b"    - name: production\n      approval: {approvers: [a], minApprovals: 2}\n",
-            "spec.yaml:28:34: error: $.spec.stages[1].approval.minApprovals: minApprovals 2 exceeds the 1 distinct approvers",
+            "spec.yaml:28:34: error: $.spec.stages[1].approval.minApprovals: minApprovals 2 exceeds the 1 distinct"
+            " people among the approvers",
         ),
         (
             b"            - setWeight: 100\n",

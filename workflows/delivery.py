@@ -46,6 +46,7 @@ with workflow.unsafe.imports_passed_through():
         VerificationStatus,
         rollout_workflow_id,
     )
+    from aicd.people import PersonRef, Roster, describe, resolve
     from aicd.plan import CommandPlan, DeliveryPlan, StagePlan
     from aicd.slack_blocks import approval_info, compact_status, describe_progress
     from aicd.spec.durations import format_duration
@@ -134,6 +135,9 @@ class DeliveryWorkflow:
         self.claimed = False
         self.waiters: list[str] = []  # queued newer deliveries to tell when this one ends
         self.rejection: HumanAction | None = None
+        # Who approved each stage, one entry per person (aicd.people): the gate counts these, so a person
+        # approving from Slack and from the dashboard counts once.
+        self.approved: dict[str, dict[PersonRef, HumanAction]] = {}
         # Gates (aicd.gates) a listed person let through, per stage: "override" (a policy's deny),
         # "break-glass" (a freeze, a closed window, the carbon wait).
         self.overrides: dict[str, list[str]] = {}
@@ -223,9 +227,23 @@ class DeliveryWorkflow:
             self.status.pause_reason = ""
             self._set_phase("progressing")
 
+    def _person(self, action: HumanAction) -> PersonRef:
+        return resolve(self.plan.people, action.actor, action.via)
+
+    def _who(self, action: HumanAction) -> str:
+        """Who acted, as messages name them: `alice (as U0ALICE via slack)`, or the identity itself."""
+        return describe(self._person(action), action.actor, action.via)
+
     def _record(self, kind: str, action: HumanAction, stage: str | None = None) -> None:
+        person = self._person(action)
         record = ActionRecord(
-            kind, action.actor, workflow.now().isoformat(), action.reason, stage or action.stage, action.via
+            kind,
+            action.actor,
+            workflow.now().isoformat(),
+            action.reason,
+            stage or action.stage,
+            action.via,
+            person.name if person.declared else "",
         )
         self.status.actions.append(record)
         self._audit(
@@ -236,6 +254,8 @@ class DeliveryWorkflow:
                 "reason": action.reason,
                 "stage": self.status.stage,
                 "via": action.via,
+                # Only when the spec declares the person: audit entries of other deliveries stay as they were.
+                **({"person": person.name} if person.declared else {}),
             },
         )
 
@@ -252,7 +272,7 @@ class DeliveryWorkflow:
         self.phase_before_pause = self.status.phase
         self._set_phase("paused")
         await self._signal_children(RolloutControl.pause, action)
-        self._notify("paused", f"paused by {action.actor}: {action.reason}")
+        self._notify("paused", f"paused by {self._who(action)}: {action.reason}")
         return f"paused {self.plan.delivery_id}"
 
     @pause.validator
@@ -274,7 +294,7 @@ class DeliveryWorkflow:
             self._set_phase(self.phase_before_pause)
             self._reflect_waiting()
         await self._signal_children(RolloutControl.resume, action)
-        self._notify("resumed", f"resumed by {action.actor}")
+        self._notify("resumed", f"resumed by {self._who(action)}")
         return f"resumed {self.plan.delivery_id}"
 
     @resume.validator
@@ -302,16 +322,18 @@ class DeliveryWorkflow:
         stage = self._gate_stage(action)
         self._record("approve", action, stage.name)
         self.status.approvals.setdefault(stage.name, []).append(action.actor)
-        count = len(self.status.approvals[stage.name])
+        approved = self.approved.setdefault(stage.name, {})
+        approved[self._person(action)] = action
         assert stage.approval is not None
-        return f"approved {stage.name} ({count}/{stage.approval.min_approvals})"
+        return f"approved {stage.name} ({len(approved)}/{stage.approval.min_approvals})"
 
     @approve.validator
     def _validate_approve(self, action: HumanAction) -> None:
         stage = self._gate_stage(action)
-        if action.actor in self.status.approvals.get(stage.name, []):
+        earlier = self.approved.get(stage.name, {}).get(self._person(action))
+        if earlier is not None:
             raise ValueError(
-                f"{action.actor} has already approved stage {stage.name}; approvals must be distinct"
+                f"{self._who(earlier)} already approved stage {stage.name}; each person counts once"
             )
 
     @workflow.update(name="reject")
@@ -354,7 +376,7 @@ class DeliveryWorkflow:
         if action.stage and action.stage != stage:
             raise ValueError(f"stage {action.stage} is not held (held: {stage})")
         allowed = sorted({who for hold in holds for who in hold.overriders})
-        if action.actor not in allowed:
+        if not Roster.of(self.plan.people, allowed).admits(action.actor, action.via):
             raise ValueError(
                 f"{action.actor} may not {kind} stage {stage} (listed: {', '.join(allowed) or 'nobody'})"
             )
@@ -369,7 +391,7 @@ class DeliveryWorkflow:
         self._record(kind, action, stage)
         self.overrides.setdefault(stage, []).append(kind)
         what = "; ".join(hold.reason for hold in holds)
-        self._notify(kind, f"{action.actor} let stage {stage} through ({what}): {action.reason}")
+        self._notify(kind, f"{self._who(action)} let stage {stage} through ({what}): {action.reason}")
         return f"{kind}: stage {stage} goes on"
 
     def _gate_stage(self, action: HumanAction) -> StagePlan:
@@ -382,10 +404,10 @@ class DeliveryWorkflow:
             raise ValueError(f"stage {action.stage} is not awaiting approval (pending: {pending})")
         stage = self.plan.stage(pending)
         assert stage.approval is not None
-        if action.actor not in stage.approval.approvers:
-            raise ValueError(f"{action.actor} is not an approver of stage {pending}")
+        if not Roster.of(self.plan.people, stage.approval.approvers).admits(action.actor, action.via):
+            raise ValueError(f"{self._who(action)} is not an approver of stage {pending}")
         if self.rejection is not None:
-            raise ValueError(f"stage {pending} was already rejected by {self.rejection.actor}")
+            raise ValueError(f"stage {pending} was already rejected by {self._who(self.rejection)}")
         return stage
 
     # --- the delivery -----------------------------------------------------------------------------
@@ -598,8 +620,8 @@ class DeliveryWorkflow:
         self._notify("approval", f"stage {stage.name} awaits approval")
 
         def decided() -> bool:
-            approvals = len(self.status.approvals.get(stage.name, []))
-            return approvals >= approval.min_approvals or self.rejection is not None or self._stopping()
+            people = len(self.approved.get(stage.name, {}))  # one per person, however many identities
+            return people >= approval.min_approvals or self.rejection is not None or self._stopping()
 
         timeout_s = approval.timeout_s
         incidents = self.plan.incidents
@@ -627,7 +649,8 @@ class DeliveryWorkflow:
             await self._wait_unpaused()  # rolls back per scope and raises DeliveryStopped
         if self.rejection is not None:
             raise DeliveryStopped(
-                "rejected", f"stage {stage.name} rejected by {self.rejection.actor}: {self.rejection.reason}"
+                "rejected",
+                f"stage {stage.name} rejected by {self._who(self.rejection)}: {self.rejection.reason}",
             )
         return self.status.approvals[stage.name][-1]
 

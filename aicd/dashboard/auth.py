@@ -35,7 +35,8 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import Response
 
-from aicd.dashboard.settings import IDENTITY, DashboardSettings, TokenTable
+from aicd.dashboard.settings import DashboardSettings, TokenTable
+from aicd.people import IDENTITY, Roster
 from aicd.steering import may_steer
 
 SESSION_COOKIE = "aicd_session"
@@ -202,15 +203,15 @@ def csrf_problem(request: Request, submitted: str) -> str | None:
 
 
 def steering_refusal(
-    identity: Identity | None, kind: str, approvers: list[str], settings: DashboardSettings
+    identity: Identity | None, kind: str, approvers: Roster, settings: DashboardSettings
 ) -> str | None:
     """Why `identity` may not `kind` (pause/resume/abort) this delivery, or None. Approve and reject are
     decided by the workflow's validators (the stage's approvers)."""
     if identity is None:
         return "sign in to act on a delivery"
-    if may_steer(identity.name, kind, approvers, settings.operators):
+    if may_steer(identity.name, "dashboard", kind, approvers, settings.operators):
         return None
-    listed = ", ".join(approvers) or "none"
+    listed = ", ".join(approvers.names()) or "none"
     return (
         f"{identity.name} may not {kind} this delivery: only its approvers ({listed})"
         " and the dashboard's operators may"

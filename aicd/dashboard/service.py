@@ -28,6 +28,7 @@ from aicd.dashboard.views import (
     trigger_text,
 )
 from aicd.messages import DeliveryStatus, HumanAction
+from aicd.people import Roster
 from aicd.plan import DELIVERY_ID, DeliveryPlan
 from aicd.steering import plan_approvers
 
@@ -189,8 +190,8 @@ class DashboardService:
             raise NotFound(delivery_id)
         return digest.input.plan
 
-    async def approvers(self, delivery_id: str) -> list[str]:
-        """Everyone listed as an approver in any stage of the delivery."""
+    async def approvers(self, delivery_id: str) -> Roster:
+        """Everyone listed as an approver in any stage of the delivery, read through its people."""
         return plan_approvers(await self.plan(delivery_id))
 
     async def act(self, delivery_id: str, kind: str, action: HumanAction) -> str:

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aicd.people import IDENTITY
 from aicd.spec.yamlsafe import YamlReadError, read_yaml
 from aicd.steering import parse_operators
 
@@ -45,7 +46,6 @@ PROXY_HEADERS = ("X-Forwarded-User", "X-Forwarded-Email")
 MIN_TOKEN_LENGTH = 16
 MIN_SESSION_KEY_LENGTH = 32
 HASHED = re.compile(r"sha256:([0-9a-f]{64})")
-IDENTITY = re.compile(r"[^\s\x00-\x1f\x7f]{1,200}")
 
 
 class SettingsError(ValueError):

@@ -24,6 +24,7 @@ from aicd.messages import (
     TargetStatus,
     as_phase,
 )
+from aicd.people import Roster
 from aicd.plan import DeliveryPlan, StagePlan
 from aicd.status_view import verification_line
 from aicd.steering import plan_approvers
@@ -305,7 +306,7 @@ class DeliveryView:
     actions: list[ActionRecord]
     fleets: list[FleetGrid]
     available: list[str]  # the actions that make sense now (pause, resume, abort, approve, reject)
-    approvers: list[str]  # everyone listed in any stage's approval of this delivery
+    approvers: Roster  # everyone listed in any stage's approval of this delivery (aicd.people)
     status_source: str  # "query" (live) or "history" (no worker answered: reconstructed)
     running: bool = True
     notes: list[str] = field(default_factory=list)
@@ -510,9 +511,9 @@ def stage_views(plan: DeliveryPlan, status: DeliveryStatus) -> list[StageView]:
             StageView(
                 name=stage.name,
                 state=state,
-                approvers=list(approval.approvers) if approval else [],
+                approvers=Roster.of(plan.people, approval.approvers).names() if approval else [],
                 min_approvals=approval.min_approvals if approval else 0,
-                approved_by=list(status.approvals.get(stage.name, [])),
+                approved_by=status.approved_by(stage.name),
                 awaiting_approval=status.pending_approval == stage.name,
                 waves=waves,
                 steps=[step.describe() for step in stage.rollout_strategy().steps()],

@@ -52,6 +52,7 @@ from aicd.gateway.context import (
 from aicd.gateway.metrics import reason_label
 from aicd.gateway.signatures import slack_refusal
 from aicd.messages import HumanAction
+from aicd.people import Roster
 from aicd.plan import DELIVERY_ID
 from aicd.slack_blocks import (
     ACTION_IDS,
@@ -261,7 +262,7 @@ async def steering_refusal(
     if kind not in STEERING:
         return None
     approvers = plan_approvers(await delivery_plan(client, delivery))
-    if may_steer(user_id, kind, approvers, gateway.settings.slack_operators):
+    if may_steer(user_id, "slack", kind, approvers, gateway.settings.slack_operators):
         return None
     return _not_permitted(user_id, kind, [delivery])
 
@@ -291,7 +292,8 @@ def _approval(gateway: Gateway, app: str, stage: str | None) -> ApprovalInfo | N
         return None
     for candidate in loaded.spec.stages:
         if candidate.name == stage and candidate.approval:
-            return ApprovalInfo(list(candidate.approval.approvers), candidate.approval.min_approvals)
+            approvers = Roster.of(loaded.spec.people, candidate.approval.approvers).names()
+            return ApprovalInfo(approvers, candidate.approval.min_approvals)
     return None
 
 

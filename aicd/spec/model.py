@@ -13,6 +13,7 @@ from aicd.judge.model import (
     JudgeConfig,
     MetricConfig,
 )
+from aicd.people import Person
 from aicd.spec.durations import parse_duration, parse_percent
 from aicd.steps import Step
 from aicd.strategies import BlueGreenStrategy, CanaryStrategy, parse_strategy
@@ -172,6 +173,7 @@ class DeliverySpec:
     policy: PolicyPlan | None = None
     schedule: SchedulePlan | None = None
     incidents: IncidentPlan | None = None
+    people: tuple[Person, ...] = ()  # who is who across Slack, the dashboard and the CLI (aicd.people)
     raw: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
@@ -342,5 +344,6 @@ def build_model(document: dict[str, Any]) -> DeliverySpec:
         policy=policy_from(spec.get("policy")),
         schedule=schedule_from(spec["schedule"]) if "schedule" in spec else None,
         incidents=incidents_from(spec.get("notifications", {})),
+        people=tuple(Person(name, **identities) for name, identities in spec.get("people", {}).items()),
         raw=document,
     )

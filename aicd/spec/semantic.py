@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from aicd.people import IDENTITY, Person, PersonRef, resolve_listed
 from aicd.redact import has_credentials, known_token, looks_secret
 from aicd.spec.durations import parse_duration, parse_percent
 from aicd.spec.model import WriteKeys
@@ -327,20 +328,69 @@ def check_artifact_placeholders(spec: dict[str, Any]) -> Iterator[Finding]:
             )
 
 
+def _people(spec: dict[str, Any]) -> list[Person]:
+    return [Person(name, **identities) for name, identities in spec.get("people", {}).items()]
+
+
 def check_approvals(spec: dict[str, Any]) -> Iterator[Finding]:
+    """Enough distinct people to approve: entries naming one person (their name and an identity of
+    theirs) count once (aicd.people)."""
+    people = _people(spec)
     for index, stage in enumerate(spec.get("stages", [])):
         approval = stage.get("approval")
         if approval is None:
             continue
         approvers = approval.get("approvers", [])
         path = ("spec", "stages", index, "approval")
+        named: dict[PersonRef, list[str]] = {}  # each person listed, with the entries naming them
+        for entry in dict.fromkeys(approvers):
+            named.setdefault(resolve_listed(people, entry), []).append(entry)
         if not approvers:
             yield (*path, "approvers"), "approval with no approvers; list who may approve"
-        elif len(set(approvers)) < approval.get("minApprovals", 1):
+        elif len(named) < approval.get("minApprovals", 1):
+            same = [
+                f"{' and '.join(entries)} are one person, {person}"
+                for person, entries in named.items()
+                if len(entries) > 1
+            ]
             yield (
                 (*path, "minApprovals"),
-                f"minApprovals {approval.get('minApprovals')} exceeds the {len(set(approvers))} distinct approvers",
+                f"minApprovals {approval.get('minApprovals')} exceeds the {len(named)} distinct people among"
+                f" the approvers{' (' + '; '.join(same) + ')' if same else ''}",
             )
+
+
+def check_people(spec: dict[str, Any]) -> Iterator[Finding]:
+    """Who is who stays unambiguous: an identity (or a person's name) belongs to one person, and every
+    approver entry is a person or could be an identity (a display name with blanks can never act)."""
+    owners: dict[str, tuple[str, str]] = {}  # identity -> (person, channel)
+    for name, identities in spec.get("people", {}).items():
+        for channel, identity in identities.items():
+            owner = owners.get(identity)
+            if owner is not None and owner[0] != name:
+                yield (
+                    ("spec", "people", name, channel),
+                    f"identity {identity!r} is already {owner[0]}'s {owner[1]} identity; an identity belongs to"
+                    " one person",
+                )
+            else:
+                owners.setdefault(identity, (name, channel))
+    for name in spec.get("people", {}):
+        owner = owners.get(name)
+        if owner is not None and owner[0] != name:
+            yield (
+                ("spec", "people", name),
+                f"person {name!r} is also {owner[0]}'s {owner[1]} identity; an approver entry {name!r} would be"
+                " either of them",
+            )
+    for index, stage in enumerate(spec.get("stages", [])):
+        for entry_index, entry in enumerate((stage.get("approval") or {}).get("approvers", [])):
+            if entry not in spec.get("people", {}) and not IDENTITY.fullmatch(entry):
+                yield (
+                    ("spec", "stages", index, "approval", "approvers", entry_index),
+                    f"approver {entry!r} is neither a person of spec.people nor an identity (a Slack user ID,"
+                    " a dashboard sign-in or a CLI name: no blanks or control characters)",
+                )
 
 
 def check_targets(spec: dict[str, Any]) -> Iterator[Finding]:
@@ -615,6 +665,7 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_placeholders,
     check_artifact_placeholders,
     check_approvals,
+    check_people,
     check_targets,
     check_target_files,
     check_command_env,

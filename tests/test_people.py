@@ -1,0 +1,84 @@
+"""aicd.people: who an identity is, per channel; the plan carries the map and `aicd plan` shows people."""
+
+from __future__ import annotations
+
+from aicd.people import Person, PersonRef, Roster, describe, distinct_people, resolve, resolve_listed
+from aicd.plan import build_plan, render_tree
+from aicd.spec.loader import parse_spec_bytes
+from tests.helpers_spec import MINIMAL
+
+ALICE = Person("alice", slack="U0ALICE", dashboard="alice@example.com", cli="alice")
+BOB = Person("bob", cli="bob")
+PEOPLE = [ALICE, BOB]
+
+
+def test_an_identity_is_its_person_only_through_its_own_channel() -> None:
+    assert resolve(PEOPLE, "U0ALICE", "slack") == PersonRef("alice", declared=True)
+    assert resolve(PEOPLE, "alice@example.com", "dashboard") == PersonRef("alice", declared=True)
+    assert resolve(PEOPLE, "alice", "cli") == PersonRef("alice", declared=True)
+    # Alice's Slack ID signed in on the dashboard is someone else, a person of their own.
+    assert resolve(PEOPLE, "U0ALICE", "dashboard") == PersonRef("U0ALICE")
+    # An older client sends no channel: any of a person's identities is theirs.
+    assert resolve(PEOPLE, "U0ALICE") == PersonRef("alice", declared=True)
+
+
+def test_an_undeclared_identity_is_never_the_person_of_that_name() -> None:
+    # Bob has no dashboard identity: a dashboard sign-in reading "bob" is not Bob.
+    assert resolve(PEOPLE, "bob", "dashboard") == PersonRef("bob")
+    assert resolve(PEOPLE, "bob", "dashboard") != resolve_listed(PEOPLE, "bob")
+    assert not Roster.of(PEOPLE, ["bob"]).admits("bob", "dashboard")
+    assert Roster.of(PEOPLE, ["bob"]).admits("bob", "cli")
+
+
+def test_a_list_names_each_person_once_whichever_identity_it_uses() -> None:
+    assert distinct_people(PEOPLE, ["U0ALICE", "alice", "alice@example.com", "carol"]) == [
+        PersonRef("alice", declared=True),
+        PersonRef("carol"),
+    ]
+    roster = Roster.of(PEOPLE, ["U0ALICE", "carol"])
+    assert roster.names() == ["alice", "carol"]
+    assert roster.admits("alice", "cli") and roster.admits("carol", "slack")
+    assert not roster.admits("bob", "cli")
+
+
+def test_without_people_every_identity_is_compared_exactly() -> None:
+    roster = Roster.of((), ["U024BE7LH", "alice"])
+    assert roster.admits("U024BE7LH", "slack") and roster.admits("alice", "dashboard")
+    assert not roster.admits("u024be7lh", "slack")
+    assert describe(resolve((), "alice", "cli"), "alice", "cli") == "alice"
+
+
+def test_describe_names_the_person_and_the_identity_used() -> None:
+    alice = PersonRef("alice", declared=True)
+    assert describe(alice, "U0ALICE", "slack") == "alice (as U0ALICE via slack)"
+    assert describe(alice, "alice", "cli") == "alice (via cli)"
+    assert describe(alice, "U0ALICE") == "alice (as U0ALICE)"
+
+
+def test_the_plan_carries_the_people_and_shows_them() -> None:
+    raw = (
+        MINIMAL.read_bytes()
+        .replace(
+            b"  stages:\n",
+            b"  people:\n    alice: {slack: U0ALICE, cli: alice}\n  stages:\n",
+        )
+        .replace(
+            b"    - name: production\n",
+            b"    - name: production\n      approval: {approvers: [U0ALICE, alice, bob], minApprovals: 2}\n",
+        )
+    )
+    spec, errors = parse_spec_bytes(raw, "spec.yaml")
+    assert errors == [] and spec is not None
+    plan = build_plan(spec, "a1b2c3d" + "0" * 33)
+    assert plan.people == [Person("alice", slack="U0ALICE", cli="alice")]
+    tree = render_tree(plan)
+    assert "    approval gate: 2 of alice, bob within 24h" in tree
+    assert "  people: alice (slack U0ALICE, cli alice)" in tree
+
+
+def test_a_slack_identity_must_be_a_user_id() -> None:
+    raw = MINIMAL.read_bytes().replace(b"  stages:\n", b"  people:\n    alice: {slack: alice}\n  stages:\n")
+    errors = [str(error) for error in parse_spec_bytes(raw, "spec.yaml")[1]]
+    assert errors == [
+        "spec.yaml:25:13: error: $.spec.people.alice.slack: 'alice' does not match ^[UW][A-Z0-9]{2,}$"
+    ]
