@@ -20,17 +20,18 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.cli.app import EXIT_USAGE
 from aicd.client import ActionRefused, get_status, handle_for, list_deliveries, send_action, start_delivery
 from aicd.dashboard.auth import Identity, steering_refusal
 from aicd.dashboard.settings import DashboardSettings
-from aicd.gateway.context import SLACK_OPERATORS_ENV, GatewaySettings, slack_teams
+from aicd.gateway.context import SLACK_OPERATORS_ENV, Gateway, GatewaySettings, slack_teams
 from aicd.gateway.signatures import sign_slack
 from aicd.messages import HumanAction, Trigger
 from aicd.people import Person, Roster
-from aicd.plan import build_plan
+from aicd.plan import DeliveryPlan, build_plan
 from aicd.slack_blocks import action_value
 from aicd.spec.loader import load_spec
 from aicd.steering import may_steer
@@ -139,6 +140,19 @@ def command_body(text: str, user_id: str = "U0ONCALL", user_name: str = "oncall"
     ).encode()
 
 
+def slack_gateway(client: Client, specs: Path, queue: str, slack: SlackStandIn) -> Gateway:
+    return make_gateway(client, specs, queue, slack_bot_token=GATEWAY_TOKEN, slack_api_url=slack.base_url)
+
+
+async def approval_message(client: Client, plan: DeliveryPlan, queue: str, slack: SlackStandIn) -> Message:
+    """Start the delivery and wait for its Slack message asking for the production stage's approval."""
+    await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+    await wait_for(client, plan.delivery_id, lambda s: s.pending_approval == "production")
+    return await slack.wait_for(
+        lambda: next((m for m in slack.top_level() if "approve" in json.dumps(m.blocks)), None)
+    )
+
+
 async def test_approval_from_slack(
     temporal_env: WorkflowEnvironment, slack: SlackStandIn, tmp_path: Path
 ) -> None:
@@ -155,14 +169,8 @@ async def test_approval_from_slack(
     plan = build_plan(load_spec(spec_file), revision)
     client = temporal_env.client
     async with running_worker(client, tmp_path / "state") as queue:
-        gateway = make_gateway(
-            client, tmp_path / "specs", queue, slack_bot_token=GATEWAY_TOKEN, slack_api_url=slack.base_url
-        )
-        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
-        await wait_for(client, plan.delivery_id, lambda s: s.pending_approval == "production")
-        message = await slack.wait_for(
-            lambda: next((m for m in slack.top_level() if "approve" in json.dumps(m.blocks)), None)
-        )
+        gateway = slack_gateway(client, tmp_path / "specs", queue, slack)
+        message = await approval_message(client, plan, queue, slack)
         async with http(gateway) as web:
             # Not an approver: told privately, nothing changes.
             answer = await web.post(
@@ -244,14 +252,8 @@ async def test_a_persons_slack_id_counts_as_that_person(
     plan = build_plan(load_spec(spec_file), revision)
     client = temporal_env.client
     async with running_worker(client, tmp_path / "state") as queue:
-        gateway = make_gateway(
-            client, tmp_path / "specs", queue, slack_bot_token=GATEWAY_TOKEN, slack_api_url=slack.base_url
-        )
-        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
-        await wait_for(client, plan.delivery_id, lambda s: s.pending_approval == "production")
-        message = await slack.wait_for(
-            lambda: next((m for m in slack.top_level() if "approve" in json.dumps(m.blocks)), None)
-        )
+        gateway = slack_gateway(client, tmp_path / "specs", queue, slack)
+        message = await approval_message(client, plan, queue, slack)
         assert f"*Approvers* alice, <@{CAROL}>" in json.dumps(message.blocks)
         async with http(gateway) as web:
             body = click_body(message, "approve", ALICE, "alice.smith")
@@ -417,14 +419,8 @@ async def test_a_username_never_stands_in_for_an_approver(
     plan = build_plan(load_spec(write_spec(tmp_path / "specs", document)), revision)
     client = temporal_env.client
     async with running_worker(client, tmp_path / "state") as queue:
-        gateway = make_gateway(
-            client, tmp_path / "specs", queue, slack_bot_token=GATEWAY_TOKEN, slack_api_url=slack.base_url
-        )
-        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
-        await wait_for(client, plan.delivery_id, lambda s: s.pending_approval == "production")
-        message = await slack.wait_for(
-            lambda: next((m for m in slack.top_level() if "approve" in json.dumps(m.blocks)), None)
-        )
+        gateway = slack_gateway(client, tmp_path / "specs", queue, slack)
+        message = await approval_message(client, plan, queue, slack)
         async with http(gateway) as web:
             # Mallory's signed click, with the approver's ID as her username and name: refused as hers.
             body = click_body(message, "approve", mallory, approver)

@@ -378,7 +378,7 @@ class DeliveryWorkflow:
         allowed = sorted({who for hold in holds for who in hold.overriders})
         if not Roster.of(self.plan.people, allowed).admits(action.actor, action.via):
             raise ValueError(
-                f"{action.actor} may not {kind} stage {stage} (listed: {', '.join(allowed) or 'nobody'})"
+                f"{self._who(action)} may not {kind} stage {stage} (listed: {', '.join(allowed) or 'nobody'})"
             )
         if not action.reason.strip():
             raise ValueError(f"{kind} needs a reason; it is recorded and announced")
