@@ -28,6 +28,8 @@
   `per-file-ownership-base`).
 - `argocd-fleet-restore`: an Argo CD fleet whose one failed site is restored in Git and synced back to the
   restore commit (patch `sync-restored-sites`).
+- `people`: a spec with `people`: Alice approves from Slack, her CLI name is refused as a second approval of
+  hers, Bob's approval opens the gate (aicd.people).
 
 Run `python -m tests.record_histories [SCENARIO...]` after a deliberate, versioned change of workflow
 behaviour; the replay test fails whenever workflow code changes in a way that would break running deliveries.
@@ -37,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import sys
@@ -52,7 +55,7 @@ from temporalio.worker import Interceptor
 
 from aicd import search
 from aicd.activities.audit import AUDIT_FILE_ENV
-from aicd.client import handle_for, send_action, start_delivery
+from aicd.client import ActionRefused, handle_for, send_action, start_delivery
 from aicd.messages import HumanAction, Trigger
 from aicd.plan import DeliveryPlan
 from aicd.testing.engine import (
@@ -418,6 +421,38 @@ async def record_argocd_fleet_restore(client: Client, root: Path) -> list[Workfl
             return await _histories(client, plan.delivery_id)
 
 
+async def record_people(client: Client, root: Path) -> list[WorkflowHistory]:
+    """spec.people: Alice approves from Slack, her CLI name is refused as a second approval, Bob opens the
+    gate; each action recorded with the person."""
+    source, revision = make_repo(root, "source", {"README": "x\n"})
+    gitops, _ = make_repo(root, "gitops", {"a.yaml": "image: {tag: v0}\n"})
+    document = spec_document(
+        "replay",
+        source,
+        gitops,
+        {"a": {"kind": "git", "path": "a.yaml"}},
+        [
+            {
+                "name": "one",
+                "targets": ["a"],
+                "approval": {"approvers": ["alice", "bob"], "minApprovals": 2, "timeout": "1h"},
+                "strategy": {"canary": {"steps": [{"setWeight": 100}]}},
+            }
+        ],
+        people={"alice": {"slack": "U0ALICE", "cli": "alice"}, "bob": {"cli": "bob"}},
+    )
+    plan = plan_from(document, revision)
+    async with running_worker(client, root / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda s: s.pending_approval == "one")
+        await send_action(client, plan.delivery_id, "approve", HumanAction("U0ALICE", via="slack"))
+        with contextlib.suppress(ActionRefused):
+            await send_action(client, plan.delivery_id, "approve", HumanAction("alice", via="cli"))
+        await send_action(client, plan.delivery_id, "approve", HumanAction("bob", via="cli"))
+        await handle_for(client, plan.delivery_id).result()
+        return await _histories(client, plan.delivery_id)
+
+
 SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]] = {
     "gates": record_gates,
     "notify": record_notify,
@@ -432,6 +467,7 @@ SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]]
     "pause-while-starting": record_pause_while_starting,
     "per-file-base": record_strategies,
     "argocd-fleet-restore": record_argocd_fleet_restore,
+    "people": record_people,
 }
 # What a scenario's worker ran with that its replayer needs too: a durable timer an interceptor added.
 REPLAY_INTERCEPTORS: dict[str, Sequence[Interceptor]] = {

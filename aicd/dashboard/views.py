@@ -24,7 +24,7 @@ from aicd.messages import (
     TargetStatus,
     as_phase,
 )
-from aicd.people import Roster
+from aicd.people import Roster, resolve
 from aicd.plan import DeliveryPlan, StagePlan
 from aicd.status_view import verification_line
 from aicd.steering import plan_approvers
@@ -373,8 +373,17 @@ def status_from_history(digest: DeliveryDigest, phase: str) -> DeliveryStatus:
                 status.targets[target] = replace(status.targets[target], state="rolled-back", weight=0)
     for recorded in digest.actions:
         action = recorded.action
+        person = resolve(plan.people if plan else [], action.actor, action.via)
         status.actions.append(
-            ActionRecord(recorded.kind, action.actor, recorded.at.isoformat(), action.reason, action.stage)
+            ActionRecord(
+                recorded.kind,
+                action.actor,
+                recorded.at.isoformat(),
+                action.reason,
+                action.stage,
+                action.via,
+                person.name if person.declared else "",
+            )
         )
     return status
 
