@@ -97,6 +97,7 @@ async def test_policy_deny_holds_the_stage_until_a_listed_override(
         {"policies/delivery.rego": POLICY},
         policy=policy,
         notifications={"slack": {"channel": "#deploys"}},
+        people={"lead": {"slack": "U0LEAD", "cli": "lead"}},  # overriders may name people (aicd.people)
     )
     plan = plan_from(document, revision)
     client = temporal_env.client
@@ -123,8 +124,14 @@ async def test_policy_deny_holds_the_stage_until_a_listed_override(
         assert "no hold that break-glass" in await refused(
             client, plan.delivery_id, "break_glass", HumanAction("lead", "x")
         )
+        assert "U0LEAD may not override" in await refused(  # the lead's Slack ID, not from Slack
+            client, plan.delivery_id, "override", HumanAction("U0LEAD", "x", via="dashboard")
+        )
         await send_action(
-            client, plan.delivery_id, "override", HumanAction("lead", "hotfix INC-7, CAB approved")
+            client,
+            plan.delivery_id,
+            "override",
+            HumanAction("U0LEAD", "hotfix INC-7, CAB approved", via="slack"),
         )
         result = await handle_for(client, plan.delivery_id).result()
         status = await get_status(client, plan.delivery_id)
@@ -132,12 +139,12 @@ async def test_policy_deny_holds_the_stage_until_a_listed_override(
         announced = await slack.wait_for(
             lambda: [m for m in slack.messages.values() if m.broadcast and "hotfix INC-7" in m.text]
         )
-        assert "lead let stage production through" in announced[0].text
+        assert "lead (as U0LEAD via slack) let stage production through" in announced[0].text
     assert result.phase == "succeeded"
     assert len(step_commits(gitops)) >= 1
     overrides = [action for action in status.actions if action.kind == "override"]
-    assert [(a.actor, a.reason, a.stage) for a in overrides] == [
-        ("lead", "hotfix INC-7, CAB approved", "production")
+    assert [(a.actor, a.person, a.reason, a.stage) for a in overrides] == [
+        ("U0LEAD", "lead", "hotfix INC-7, CAB approved", "production")
     ]
     assert status.holds == []
 
