@@ -20,6 +20,8 @@
 - `audit`: an approval and a `pause: {}` step resumed, with a file sink configured: the audit stream's
   batches and the release claim go as local activities, markers in the history
   (workflows.delivery.LOCAL_ACTIVITIES).
+- `fleet-rollback`: an edge fleet of Argo CD sites (siteKind argocd) whose first batch fails over maxFailures:
+  the delivery rolls the fleet back in Git. Recorded before the delivery synced the fleet's sites back.
 
 Run `python -m tests.record_histories [SCENARIO...]` after a deliberate, versioned change of workflow
 behaviour; the replay test fails whenever workflow code changes in a way that would break running deliveries.
@@ -46,6 +48,7 @@ from aicd.activities.audit import AUDIT_FILE_ENV
 from aicd.client import handle_for, send_action, start_delivery
 from aicd.messages import HumanAction, Trigger
 from aicd.testing.engine import TEMPORAL_BIN, make_repo, plan_from, running_worker, spec_document, wait_for
+from aicd.testing.standins.kube_argocd import KubeArgoCD
 
 HISTORY_DIR = Path(__file__).parent / "histories"
 
@@ -317,6 +320,39 @@ async def record_audit(client: Client, root: Path) -> list[WorkflowHistory]:
     return histories[:1]  # the rollout child has no audit stream
 
 
+async def record_fleet_rollback(client: Client, root: Path) -> list[WorkflowHistory]:
+    sites = ["pop-1", "pop-2", "pop-3", "pop-4"]
+    source, revision = make_repo(root, "source", {"README": "x\n"})
+    files = {f"edge/{site}/values.yaml": f"image: {{tag: v0}}\nregion: {site}\n" for site in sites}
+    gitops, _ = make_repo(root, "gitops", files)
+    fleet = {
+        "kind": "edge",
+        "sites": sites,
+        "path": "edge/{{ site }}/values.yaml",
+        "batches": ["50%", "100%"],
+        "maxFailures": 0,
+        "progressDeadline": "10s",
+        "siteKind": "argocd",
+        "app": "web-{{ site }}",
+        "context": "edge",
+        "kubeconfig": str(root / "kubeconfig"),
+    }
+    document = spec_document(
+        "replay-fleet-rollback", source, gitops, {"pops": fleet}, [{"name": "edge", "targets": ["pops"]}]
+    )
+    plan = plan_from(document, revision)
+    with KubeArgoCD(bookmark_interval_s=0.5) as argocd:
+        argocd.write_kubeconfig(root / "kubeconfig", context="edge")
+        argocd.broken_tags = {"pop-2"}  # its values say `region: pop-2`: Degraded at every revision
+        for site in sites:
+            argocd.create_app(f"web-{site}", repo=gitops, path=f"edge/{site}")
+        async with running_worker(client, root / "state") as queue:
+            await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
+            result = await handle_for(client, plan.delivery_id).result()
+            assert result.phase == "failed", result.reason
+            return await _histories(client, plan.delivery_id)
+
+
 SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]] = {
     "gates": record_gates,
     "notify": record_notify,
@@ -327,6 +363,7 @@ SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]]
     "progress": record_gates,
     "two-stages": record_two_stages,
     "audit": record_audit,
+    "fleet-rollback": record_fleet_rollback,
 }
 
 
