@@ -22,6 +22,8 @@
   (workflows.delivery.LOCAL_ACTIVITIES).
 - `fleet-rollback`: an edge fleet of Argo CD sites (siteKind argocd) whose first batch fails over maxFailures:
   the delivery rolls the fleet back in Git. Recorded before the delivery synced the fleet's sites back.
+- `fleet-rollback-synced`: the same, after it: the delivery syncs the sites the fleet moved to the rollback
+  commit (workflows.delivery.SYNC_FLEET_BACK), as the fleet's result names them.
 
 Run `python -m tests.record_histories [SCENARIO...]` after a deliberate, versioned change of workflow
 behaviour; the replay test fails whenever workflow code changes in a way that would break running deliveries.
@@ -364,6 +366,7 @@ SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]]
     "two-stages": record_two_stages,
     "audit": record_audit,
     "fleet-rollback": record_fleet_rollback,
+    "fleet-rollback-synced": record_fleet_rollback,
 }
 
 
