@@ -13,7 +13,9 @@ see aicd.fleet for the rounding). For each batch, in fleet order:
 3. failed sites within `maxFailures` go back to the previous version in one follow-up commit
    (`batch-<n>-restore`) and are named in the status and the result; more failures than `maxFailures` in
    total stop the fleet at once with outcome `failed`, and the parent delivery rolls back per
-   `rollback.scope` (its rollback restores every site file through the path template);
+   `rollback.scope` (its rollback restores every site file through the path template, counts the sites the
+   fleet moved `rolled-back`, and syncs an argocd fleet's moved sites - the result names them - to the
+   rollback commit);
 4. the stage's `pause` and `analysis` steps, as TargetRolloutWorkflow walks them (pausable timers, `pause: {}`
    waits for a human, analysis looks with the share of updated sites as the canary weight).
 
