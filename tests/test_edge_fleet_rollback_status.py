@@ -9,11 +9,12 @@ from temporalio.testing import WorkflowEnvironment
 
 from aicd.client import get_status, handle_for, start_delivery
 from aicd.dashboard.views import fleet_grid
-from aicd.messages import Trigger
+from aicd.messages import Trigger, rollout_workflow_id
 from aicd.slack_blocks import compact_status, delivery_message, describe_progress
 from aicd.status_view import status_text
 from aicd.testing.engine import plan_from, running_worker, show, temporal_env
 from aicd.testing.standins.kube_argocd import KubeArgoCD
+from aicd.workflows.edge_fleet import EdgeFleetWorkflow
 from tests.test_edge_fleet import (
     HealthServer,
     delivery_commits,
@@ -52,8 +53,15 @@ async def test_a_rolled_back_fleet_shows_no_site_on_the_release(
             await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
             result = await handle_for(client, plan.delivery_id).result()
             status = await get_status(client, plan.delivery_id)
+            fleet_id = rollout_workflow_id(plan.delivery_id, "edge", "pops")
+            fleet = await client.get_workflow_handle_for(EdgeFleetWorkflow.run, fleet_id).result()
     assert result.phase == "failed"
     assert raw_tree_diff(gitops, seed) == ""  # Git: no site runs the release
+    # What a rollback syncs back (for an argocd fleet): the 10 sites of batches 1 and 2, the second run's
+    # (continued as new after batch 1) committed before it failed.
+    moved = fleet.moved_sites
+    assert moved is not None and moved.fleet_sites is not None and moved.sites == []
+    assert (moved.fleet_sites.start, moved.fleet_sites.end) == (0, 10)
     target = pops(status)
     assert target.state == "rolled-back"
     assert target.sites_by_state == {"rolled-back": 7, "failed": 3, "pending": 10}, status_text(status)
