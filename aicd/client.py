@@ -170,12 +170,17 @@ def _update(kind: str) -> Any:
         raise ValueError(f"unknown action {kind!r}; one of {HUMAN_ACTIONS}") from None
 
 
-async def send_action(client: Client, delivery_id: str, kind: str, action: HumanAction) -> str:
-    """Run a human action as a workflow update; ActionRefused carries the validator's reason."""
+async def send_action(
+    client: Client, delivery_id: str, kind: str, action: HumanAction, *, request_id: str | None = None
+) -> str:
+    """Run a human action as a workflow update; ActionRefused carries the validator's reason. `request_id`
+    (one per request from a chat or a webhook) is the update's ID: the server acts on a request once per
+    delivery, however many times and through whichever gateway replica it arrives - a second copy gets the
+    first one's outcome."""
     update = _update(kind)
     handle = handle_for(client, delivery_id)
     try:
-        result: str = await handle.execute_update(update, action)
+        result: str = await handle.execute_update(update, action, id=request_id)
         return result
     except WorkflowUpdateFailedError as error:
         cause = error.cause
@@ -355,10 +360,12 @@ async def act_on_app(
     kind: str,
     action: HumanAction,
     refusal: Callable[[str], Awaitable[str | None]] | None = None,
+    *,
+    request_id: str | None = None,
 ) -> list[tuple[str, str]]:
     """The same action on every running delivery of `app` (on-call's "stop the line"): per delivery,
     the outcome or `refused: <why>`. `refusal`, when given, is asked first for each delivery (why this actor
-    may not act on it, or None); a delivery it refuses is sent nothing."""
+    may not act on it, or None); a delivery it refuses is sent nothing. `request_id`: as for send_action."""
     outcomes = []
     for delivery_id, _state, _phase in await list_deliveries(client, app, running_only=True):
         try:
@@ -366,7 +373,8 @@ async def act_on_app(
             if why is not None:
                 outcomes.append((delivery_id, f"refused: {why}"))
                 continue
-            outcomes.append((delivery_id, await send_action(client, delivery_id, kind, action)))
+            outcome = await send_action(client, delivery_id, kind, action, request_id=request_id)
+            outcomes.append((delivery_id, outcome))
         except ActionRefused as refused:
             outcomes.append((delivery_id, f"refused: {refused}"))
     return outcomes

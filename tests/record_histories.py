@@ -20,6 +20,14 @@
 - `audit`: an approval and a `pause: {}` step resumed, with a file sink configured: the audit stream's
   batches and the release claim go as local activities, markers in the history
   (workflows.delivery.LOCAL_ACTIVITIES).
+- `abort-while-starting`: an abort accepted while the wave [a, b, c] is starting (b's start held on a durable
+  timer, aicd.testing.engine.HoldRollouts): b is told, c never started (patch `stop-rollouts-started-late`).
+- `pause-while-starting`: a pause accepted during b's start and a resume during c's: both reach b and c
+  (patch `pause-rollouts-started-late`).
+- `per-file-base`: the `strategies` scenario again, each rollout keeping its ownership base per file (patch
+  `per-file-ownership-base`).
+- `argocd-fleet-restore`: an Argo CD fleet whose one failed site is restored in Git and synced back to the
+  restore commit (patch `sync-restored-sites`).
 - `fleet-rollback`: an edge fleet of Argo CD sites (siteKind argocd) whose first batch fails over maxFailures:
   the delivery rolls the fleet back in Git. Recorded before the delivery synced the fleet's sites back.
 - `fleet-rollback-synced`: the same, after it: the delivery syncs the sites the fleet moved to the rollback
@@ -37,19 +45,29 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
 from temporalio.client import Client, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Interceptor
 
 from aicd import search
 from aicd.activities.audit import AUDIT_FILE_ENV
 from aicd.client import handle_for, send_action, start_delivery
 from aicd.messages import HumanAction, Trigger
-from aicd.testing.engine import TEMPORAL_BIN, make_repo, plan_from, running_worker, spec_document, wait_for
+from aicd.plan import DeliveryPlan
+from aicd.testing.engine import (
+    TEMPORAL_BIN,
+    HoldRollouts,
+    make_repo,
+    plan_from,
+    running_worker,
+    spec_document,
+    wait_for,
+)
 from aicd.testing.standins.kube_argocd import KubeArgoCD
 
 HISTORY_DIR = Path(__file__).parent / "histories"
@@ -322,6 +340,88 @@ async def record_audit(client: Client, root: Path) -> list[WorkflowHistory]:
     return histories[:1]  # the rollout child has no audit stream
 
 
+WAVE_SEED = "image: {tag: v0}\ncanary: {weight: 0, tag: v0}\n"
+HOLD_WAVE = HoldRollouts("b", "c", seconds=3.0)  # the wave's later rollouts start after a durable timer
+
+
+def wave_plan(root: Path, name: str) -> DeliveryPlan:
+    source, revision = make_repo(root, "source", {"README": "x\n"})
+    gitops, _ = make_repo(root, "gitops", {f"{target}.yaml": WAVE_SEED for target in "abc"})
+    steps = [{"setWeight": 10}, {"pause": "1s"}, {"setWeight": 100}]
+    document = spec_document(
+        name,
+        source,
+        gitops,
+        {target: {"kind": "git", "path": f"{target}.yaml"} for target in "abc"},
+        [{"name": "production", "targets": ["a", "b", "c"], "strategy": {"canary": {"steps": steps}}}],
+    )
+    return plan_from(document, revision)
+
+
+async def record_abort_while_starting(client: Client, root: Path) -> list[WorkflowHistory]:
+    plan = wave_plan(root, "replay-abort-race")
+    async with running_worker(client, root / "state", [HOLD_WAVE]) as queue:
+        await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda s: "a" in s.targets and "b" in s.targets)
+        await send_action(client, plan.delivery_id, "abort", HumanAction("oncall", "stop it"))
+        result = await handle_for(client, plan.delivery_id).result()
+        assert result.phase == "aborted", result.reason
+        return await _histories(client, plan.delivery_id)
+
+
+async def record_pause_while_starting(client: Client, root: Path) -> list[WorkflowHistory]:
+    plan = wave_plan(root, "replay-pause-race")
+    async with running_worker(client, root / "state", [HOLD_WAVE]) as queue:
+        await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda s: "a" in s.targets and "b" in s.targets)
+        await send_action(client, plan.delivery_id, "pause", HumanAction("oncall", "alarms"))
+        await wait_for(client, plan.delivery_id, lambda s: "c" in s.targets, timeout=20)
+        await send_action(client, plan.delivery_id, "resume", HumanAction("oncall"))
+        result = await handle_for(client, plan.delivery_id).result()
+        assert result.phase == "succeeded", result.reason
+        return await _histories(client, plan.delivery_id)
+
+
+async def record_argocd_fleet_restore(client: Client, root: Path) -> list[WorkflowHistory]:
+    sites = ["pop-1", "pop-2", "pop-3"]
+    source, revision = make_repo(root, "source", {"README": "x\n"})
+    gitops, _ = make_repo(
+        root,
+        "gitops",
+        {f"edge/{site}/values.yaml": f"image: {{tag: v0}}\nregion: {site}\n" for site in sites},
+    )
+    fleet = {
+        "kind": "edge",
+        "sites": sites,
+        "path": "edge/{{ site }}/values.yaml",
+        "batches": ["100%"],
+        "maxFailures": 1,
+        "progressDeadline": "60s",
+        "siteKind": "argocd",
+        "app": "web-{{ site }}",
+        "context": "edge",
+        "kubeconfig": str(root / "kubeconfig"),
+    }
+    document = spec_document(
+        "replay-argocd-fleet",
+        source,
+        gitops,
+        {"pops": fleet},
+        [{"name": "edge", "targets": ["pops"], "strategy": {"canary": {"steps": [{"setWeight": 100}]}}}],
+    )
+    plan = plan_from(document, revision)
+    with KubeArgoCD(bookmark_interval_s=0.5) as argocd:
+        argocd.write_kubeconfig(root / "kubeconfig", context="edge")
+        argocd.broken_tags = {"pop-2"}  # Degraded once synced to a revision whose values say `region: pop-2`
+        for site in sites:
+            argocd.create_app(f"web-{site}", repo=gitops, path=f"edge/{site}")
+        async with running_worker(client, root / "state") as queue:
+            await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
+            result = await handle_for(client, plan.delivery_id).result()
+            assert result.phase == "succeeded", result.reason
+            return await _histories(client, plan.delivery_id)
+
+
 async def record_fleet_rollback(client: Client, root: Path) -> list[WorkflowHistory]:
     sites = ["pop-1", "pop-2", "pop-3", "pop-4"]
     source, revision = make_repo(root, "source", {"README": "x\n"})
@@ -365,8 +465,17 @@ SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]]
     "progress": record_gates,
     "two-stages": record_two_stages,
     "audit": record_audit,
+    "abort-while-starting": record_abort_while_starting,
+    "pause-while-starting": record_pause_while_starting,
+    "per-file-base": record_strategies,
+    "argocd-fleet-restore": record_argocd_fleet_restore,
     "fleet-rollback": record_fleet_rollback,
     "fleet-rollback-synced": record_fleet_rollback,
+}
+# What a scenario's worker ran with that its replayer needs too: a durable timer an interceptor added.
+REPLAY_INTERCEPTORS: dict[str, Sequence[Interceptor]] = {
+    "abort-while-starting": [HOLD_WAVE],
+    "pause-while-starting": [HOLD_WAVE],
 }
 
 

@@ -11,63 +11,25 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import (
-    Interceptor,
-    StartChildWorkflowInput,
-    WorkflowInboundInterceptor,
-    WorkflowInterceptorClassInput,
-    WorkflowOutboundInterceptor,
-)
 
-from aicd.activities import WorkerSettings
 from aicd.client import get_status, handle_for, send_action, start_delivery
 from aicd.messages import HumanAction, Trigger
 from aicd.testing.engine import (
+    HoldRollouts,
     commits,
     make_repo,
     plan_from,
+    running_worker,
     show,
     spec_document,
     temporal_env,
     wait_for,
 )
-from aicd.worker import build_worker
 
 __all__ = ["temporal_env"]
 
 SEED = "image:\n  tag: v0\ncanary:\n  weight: 0\n  tag: v0\n"
-HELD_S = 4.0  # how long the start of target b is held
-
-
-def _holding(targets: frozenset[str]) -> type[WorkflowInboundInterceptor]:
-    class HoldOutbound(WorkflowOutboundInterceptor):
-        def start_child_workflow(self, input: StartChildWorkflowInput) -> Any:
-            if input.id.rsplit("--", 1)[-1] not in targets:
-                return super().start_child_workflow(input)
-
-            async def held() -> Any:
-                await asyncio.sleep(HELD_S)  # a durable timer: the delivery's history stays deterministic
-                return await super(HoldOutbound, self).start_child_workflow(input)
-
-            return held()
-
-    class HoldInbound(WorkflowInboundInterceptor):
-        def init(self, outbound: WorkflowOutboundInterceptor) -> None:
-            super().init(HoldOutbound(outbound))
-
-    return HoldInbound
-
-
-class HoldRollouts(Interceptor):
-    """Holds the start of the rollouts of `targets` for HELD_S seconds each."""
-
-    def __init__(self, *targets: str) -> None:
-        self.inbound = _holding(frozenset(targets))
-
-    def workflow_interceptor_class(
-        self, input: WorkflowInterceptorClassInput
-    ) -> type[WorkflowInboundInterceptor] | None:
-        return self.inbound
+HELD_S = 4.0  # how long the start of a held target is held
 
 
 def aicd_steps(gitops: str) -> list[str]:
@@ -101,11 +63,7 @@ async def test_an_abort_while_a_wave_is_starting_stops_the_rollouts_started_afte
     )
     plan = plan_from(document, revision)
     client = temporal_env.client
-    queue = f"race-{uuid.uuid4().hex[:10]}"
-    worker = build_worker(
-        client, WorkerSettings(state_dir=tmp_path / "state"), queue, interceptors=[HoldRollouts("b")]
-    )
-    async with worker:
+    async with running_worker(client, tmp_path / "state", [HoldRollouts("b", seconds=HELD_S)]) as queue:
         await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
         await wait_for(client, plan.delivery_id, lambda s: "a" in s.targets and "b" in s.targets)
         await send_action(client, plan.delivery_id, "abort", HumanAction("oncall", "stop it"))
@@ -151,11 +109,8 @@ async def test_a_pause_and_a_resume_while_a_wave_is_starting_reach_every_rollout
     while paused, and c goes on with the others after the resume: the delivery succeeds."""
     plan, gitops = three_targets(tmp_path, [{"setWeight": 10}, {"pause": "1s"}, {"setWeight": 100}])
     client = temporal_env.client
-    queue = f"race-{uuid.uuid4().hex[:10]}"
-    worker = build_worker(
-        client, WorkerSettings(state_dir=tmp_path / "state"), queue, interceptors=[HoldRollouts("b", "c")]
-    )
-    async with worker:
+    holding = [HoldRollouts("b", "c", seconds=HELD_S)]
+    async with running_worker(client, tmp_path / "state", holding) as queue:
         await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
         await wait_for(client, plan.delivery_id, lambda s: "a" in s.targets and "b" in s.targets)
         await send_action(client, plan.delivery_id, "pause", HumanAction("oncall", "alarms"))

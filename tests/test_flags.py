@@ -279,3 +279,88 @@ async def test_a_human_edit_of_the_values_file_made_before_a_flag_step_still_pau
     edit = stopped.targets["web"].human_edit
     assert edit is not None and edit["sha"] == human, stopped.targets["web"]
     assert "weight: 0" in show(gitops, "main", VALUES)  # the abort keeps the human's kill
+
+
+async def test_a_human_edit_of_the_flags_file_in_an_earlier_stage_pauses_the_next_stage_s_flag_write(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The target runs through two stages. In the first, a flag step rolls `new-checkout` to 10% and the canary
+    waits at `pause: {}`, where on-call kills the flag by hand in the flags file; the resume's setWeight 100
+    writes the values file - the other file - and lands. The second stage's flag step writes the flags file
+    again: it must stop and name the human's commit. It used to land silently, because the second stage's
+    rollout knew only the delivery's last write to any of the target's files - the values commit, made after
+    the human's edit."""
+    source, revision = make_repo(tmp_path, "source", {"README": "shop\n"})
+    gitops, _ = make_repo(tmp_path, "gitops", {VALUES: "image:\n  tag: v1\n", FLAGS: SEED_FLAGS})
+    document = spec_document(
+        "shop",
+        source,
+        gitops,
+        {"web": {"kind": "git", "path": VALUES, "flags": FLAGS}},
+        [
+            {
+                "name": "canary",
+                "targets": ["web"],
+                "strategy": {
+                    "canary": {
+                        "steps": [
+                            {"setFlag": {"flag": "new-checkout", "percent": 10, "variant": "on"}},
+                            {"pause": {}},
+                            {"setWeight": 100},
+                        ]
+                    }
+                },
+            },
+            {
+                "name": "rest",
+                "targets": ["web"],
+                "strategy": {
+                    "canary": {
+                        "steps": [{"setFlag": {"flag": "new-checkout", "percent": 50, "variant": "on"}}]
+                    }
+                },
+            },
+        ],
+        build={"command": ["true"], "artifact": "registry.example.com/shop:v2"},
+    )
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    queue = f"flags-{os.getpid()}-{time.monotonic_ns()}"
+    async with build_worker(client, WorkerSettings(state_dir=tmp_path / "state"), queue):
+        await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda s: s.phase == "paused")
+        work = tmp_path / "human"
+        git("clone", "-q", gitops, str(work))
+        flags = json.loads((work / FLAGS).read_text())
+        flags["flags"]["new-checkout"]["state"] = "DISABLED"
+        (work / FLAGS).write_text(json.dumps(flags, indent=2) + "\n")
+        git(
+            "-c",
+            "user.name=Alice",
+            "-c",
+            "user.email=alice@x",
+            "commit",
+            "-qam",
+            "kill new-checkout",
+            cwd=work,
+        )
+        git("push", "-q", "origin", "HEAD:main", cwd=work)
+        human = git("rev-parse", "HEAD", cwd=work)
+        await send_action(client, plan.delivery_id, "resume", HumanAction("oncall"))
+        stopped = await wait_for(
+            client,
+            plan.delivery_id,
+            lambda s: (
+                s.targets["web"].stage == "rest"
+                and (s.targets["web"].human_edit is not None or s.phase in ("succeeded", "failed"))
+            ),
+        )
+        steps_done = [entry["Aicd-Step"] for entry in commits(gitops) if "Aicd-Step" in entry]
+        if stopped.phase not in ("succeeded", "failed"):
+            await send_action(client, plan.delivery_id, "abort", HumanAction("oncall", "enough"))
+        await handle_for(client, plan.delivery_id).result()
+        await assert_replays(client, [plan.delivery_id, f"{plan.delivery_id}--rest--web"])
+    assert "rest/web/0-setFlag" not in steps_done, "the flag was rolled to 50% over the human's kill"
+    edit = stopped.targets["web"].human_edit
+    assert edit is not None and edit["sha"] == human, stopped.targets["web"]
+    assert json.loads(show(gitops, "main", FLAGS))["flags"]["new-checkout"]["state"] == "DISABLED"

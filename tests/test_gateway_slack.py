@@ -553,6 +553,64 @@ async def test_a_replayed_slack_request_is_refused(temporal_env: WorkflowEnviron
         assert metric(metrics, refused) == 1
 
 
+async def test_a_slack_request_replayed_to_another_gateway_replica_is_acted_on_once(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Two gateway replicas behind one load balancer each remember the requests they saw, not the other's: a
+    Resume seen on its way and sent again, to the replica that did not see it, inside the five-minute window,
+    resumed a delivery on-call had paused since. Each request's updates carry its ID (a digest of its
+    signature), so the server acts on it once, whichever replica it reaches."""
+    stage = {
+        "name": "production",
+        "targets": ["web"],
+        "approval": {"approvers": [APPROVER], "timeout": "1h"},
+        "strategy": {"canary": {"steps": [{"setWeight": 100}]}},
+    }
+    document, _, revision = app_spec(tmp_path, "replicas", stages=[stage])
+    plan = build_plan(load_spec(write_spec(tmp_path / "specs", document)), revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        operators = frozenset({"U0ONCALL", "U0DEV"})
+        one = make_gateway(client, tmp_path / "specs", queue, slack_operators=operators)
+        two = make_gateway(client, tmp_path / "specs", queue, slack_operators=operators)
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda s: s.pending_approval == "production")
+        async with http(one) as first, http(two) as second:
+
+            async def send(web: Any, endpoint: str, body: bytes, headers: dict[str, str]) -> None:
+                answer = await web.post(f"/slack/{endpoint}", content=body, headers=headers)
+                assert answer.status_code == 200, answer.text
+
+            async def click(kind: str, user_id: str, action_ts: str) -> tuple[bytes, dict[str, str]]:
+                body = button_body(plan.delivery_id, kind, user_id, action_ts)
+                headers = signed(body)
+                await send(first, "interactions", body, headers)
+                await wait_for(client, plan.delivery_id, lambda s: s.paused == (kind == "pause"))
+                return body, headers
+
+            await click("pause", "U0ONCALL", "1.1")
+            command = command_body(f"resume {plan.app}", user_id="U0DEV")
+            command_headers = signed(command)
+            await send(first, "commands", command, command_headers)
+            await wait_for(client, plan.delivery_id, lambda s: not s.paused)
+            await click("pause", "U0ONCALL", "3.3")
+            await send(second, "commands", command, command_headers)  # this replica never saw it
+            resume = await click("resume", "U0DEV", "4.4")
+            await click("pause", "U0ONCALL", "5.5")
+            await send(second, "interactions", *resume)
+        await asyncio.sleep(1.0)  # the replayed click's background task has run
+        status = await get_status(client, plan.delivery_id)
+        await handle_for(client, plan.delivery_id).terminate("test over")
+    assert status.paused, "the replayed Resume resumed the delivery on-call had paused"
+    assert [(a.kind, a.actor) for a in status.actions] == [
+        ("pause", "U0ONCALL"),
+        ("resume", "U0DEV"),
+        ("pause", "U0ONCALL"),
+        ("resume", "U0DEV"),
+        ("pause", "U0ONCALL"),
+    ], status.actions
+
+
 OPERATOR, MALLORY = "U0OPERATOR", "U0MALLORY"
 
 

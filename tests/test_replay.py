@@ -1,7 +1,8 @@
 """Determinism: recorded histories (tests/record_histories.py: approval gates, pause and resume, `pause: {}`,
 abort with release-scope rollback; Slack notifications; an edge fleet continued as new; a target through two
-stages rolled back once; the audit stream as local activities) and fresh runs of the same scenarios must
-replay on the current workflow code without a nondeterminism error."""
+stages rolled back once; the audit stream as local activities; stops, pauses and resumes while a wave is starting;
+a rollout keeping its ownership base per file; an Argo CD fleet syncing a restored site back) and fresh runs of the
+same scenarios must replay on the current workflow code without a nondeterminism error."""
 
 from __future__ import annotations
 
@@ -16,16 +17,27 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from aicd.testing.engine import temporal_env
-from aicd.workflows.delivery import LOCAL_ACTIVITIES, SYNC_FLEET_BACK
+from aicd.workflows.delivery import LOCAL_ACTIVITIES, PAUSE_LATE_ROLLOUTS, STOP_LATE_ROLLOUTS, SYNC_FLEET_BACK
+from aicd.workflows.edge_fleet import SYNC_RESTORED_SITES
 from aicd.workflows.registry import ALL_WORKFLOWS, sandbox_runner
-from aicd.workflows.rollout_control import PROGRESS_IN_RESULT
-from tests.record_histories import HISTORY_DIR, SCENARIOS, activity_types, record_scenario
+from aicd.workflows.rollout_control import PER_FILE_BASE, PROGRESS_IN_RESULT
+from tests.record_histories import (
+    HISTORY_DIR,
+    REPLAY_INTERCEPTORS,
+    SCENARIOS,
+    activity_types,
+    record_scenario,
+)
 
 __all__ = ["temporal_env"]
 
 
-def replayer() -> Replayer:
-    return Replayer(workflows=ALL_WORKFLOWS, workflow_runner=sandbox_runner())
+def replayer(scenario: str) -> Replayer:
+    return Replayer(
+        workflows=ALL_WORKFLOWS,
+        workflow_runner=sandbox_runner(),
+        interceptors=REPLAY_INTERCEPTORS.get(scenario, ()),
+    )
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
@@ -34,7 +46,7 @@ async def test_recorded_histories_replay(scenario: str) -> None:
     assert files, f"no recorded histories for {scenario}; run python -m tests.record_histories {scenario}"
     for path in files:
         history = WorkflowHistory.from_json(path.stem, path.read_text())
-        result = await replayer().replay_workflow(history, raise_on_replay_failure=False)
+        result = await replayer(scenario).replay_workflow(history, raise_on_replay_failure=False)
         assert result.replay_failure is None, f"{scenario}/{path.name}: {result.replay_failure}"
 
 
@@ -49,7 +61,7 @@ async def test_fresh_run_replays(temporal_env: WorkflowEnvironment, tmp_path: Pa
     histories = await record_scenario(temporal_env.client, tmp_path, scenario)
     assert histories[0].events[-1].event_type == 2  # EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
     for history in histories:
-        await replayer().replay_workflow(history)
+        await replayer(scenario).replay_workflow(history)
 
 
 async def test_host_history_sends_later_commands_and_the_gate_to_the_build_worker() -> None:
@@ -145,3 +157,38 @@ async def test_progress_history_reports_waits_and_ends_with_the_status_in_the_re
             and result["status"]["commits"] == result["commits"]
         )
         assert _progress_signals("progress", name) < _progress_signals("gates", name), name
+
+
+@pytest.mark.parametrize(
+    ("scenario", "name", "patch"),
+    [
+        ("abort-while-starting", "delivery", STOP_LATE_ROLLOUTS),
+        ("pause-while-starting", "delivery", PAUSE_LATE_ROLLOUTS),
+        ("per-file-base", "b", PER_FILE_BASE),
+        ("argocd-fleet-restore", "pops", SYNC_RESTORED_SITES),
+    ],
+)
+async def test_histories_recorded_through_a_patch_hold_its_marker(
+    scenario: str, name: str, patch: str
+) -> None:
+    """Each of these scenarios guards the new branch of one workflow patch: its history went through it."""
+    assert any(patch.encode() in data for data in _patches(_events(scenario, name))), (scenario, name)
+
+
+async def test_abort_while_starting_history_never_starts_the_last_rollout() -> None:
+    """The abort was accepted during b's start: the delivery started a and b, never c."""
+    started = [
+        event["startChildWorkflowExecutionInitiatedEventAttributes"]["workflowId"].rsplit("--", 1)[-1]
+        for event in _events("abort-while-starting", "delivery")
+        if "startChildWorkflowExecutionInitiatedEventAttributes" in event
+    ]
+    assert started == ["a", "b"], started
+
+
+async def test_argocd_fleet_restore_history_syncs_the_restored_site() -> None:
+    """The batch's sites are synced to its commit; the failed site, restored in Git, is synced again, to the
+    restore commit."""
+    scheduled, _ = activity_types(_events("argocd-fleet-restore", "pops"))
+    assert scheduled == ["gitops_commit", "edge_check_sites", "gitops_rollback", "edge_check_sites"], (
+        scheduled
+    )

@@ -149,6 +149,8 @@ class DeliveryWorkflow:
         self.audit_seq = 0
         self.audited_phase = ""
         self.children: dict[str, workflow.ChildWorkflowHandle[Any, TargetRolloutResult]] = {}
+        # Per target, the ownership base of each file its rollouts wrote, for its rollout in a later stage.
+        self.file_bases: dict[str, dict[str, str]] = {}
         self.started_targets: list[tuple[str, str]] = []  # (stage, target) in start order
         # Per edge fleet, the sites each of its rollouts moved (from their results): what a rollback syncs back.
         self.moved_sites: dict[str, list[MovedSites]] = {}
@@ -812,6 +814,7 @@ class DeliveryWorkflow:
             pause_reason=self.status.pause_reason,
             delivery_started=self.status.started,
             base=self._last_commit(name),
+            file_bases=dict(self.file_bases.get(name, {})),
             source_repo=self.plan.source_repo,
             artifact=self.plan.artifact,
             strategy=stage.strategy,
@@ -850,6 +853,8 @@ class DeliveryWorkflow:
             self._take_progress(result.status)
         if result.moved_sites is not None:
             self.moved_sites.setdefault(name, []).append(result.moved_sites)
+        if result.file_bases:
+            self.file_bases[name] = dict(result.file_bases)
         return result
 
     # --- rollback ---------------------------------------------------------------------------------

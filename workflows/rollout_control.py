@@ -80,6 +80,9 @@ class TargetRolloutInput:
     artifact: str = ""
     # Any strategy but a canary, whose steps are `steps` (plans before strategies had kinds: None).
     strategy: BlueGreenStrategy | None = None
+    # This delivery's last commit of each of the target's files in an earlier stage (by path): `base` alone
+    # would hide a human's edit of one file made before the earlier stage's last write of the other.
+    file_bases: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -95,6 +98,8 @@ class TargetRolloutResult:
     # An edge fleet: the sites its batches moved to the release, which the delivery's rollback syncs back (None:
     # not a fleet, a fleet that moved none, or one that ended before fleets said so).
     moved_sites: MovedSites | None = None
+    # The ownership base of each file the rollout wrote (and of those its input named), for a later stage.
+    file_bases: dict[str, str] = field(default_factory=dict)
 
 
 class Aborted(Exception):
@@ -428,5 +433,11 @@ class RolloutControl:
             await self._report()
         await self._flush_reports()  # an earlier report reaches the parent before the result
         return TargetRolloutResult(
-            self.input.target.name, outcome, reason, list(self.status.commits), superseded_by, final
+            self.input.target.name,
+            outcome,
+            reason,
+            list(self.status.commits),
+            superseded_by,
+            final,
+            file_bases=dict(self.file_bases),
         )

@@ -43,6 +43,7 @@ class TargetRolloutWorkflow(RolloutControl):
         self.status = TargetStatus(target=input.target.name, stage=input.stage, kind=input.target.kind)
         self._init_control(paused=input.paused, pause_reason=input.pause_reason, next_actor=input.actor)
         self.base = input.base
+        self.file_bases = dict(input.file_bases)
 
     @workflow.run
     async def run(self, input: TargetRolloutInput) -> TargetRolloutResult:

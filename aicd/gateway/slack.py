@@ -16,6 +16,7 @@ longer than that answers "working on it" and posts its outcome when done.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import re
 from dataclasses import asdict, dataclass
@@ -151,6 +152,7 @@ class Click:
     user_id: str
     channel: str
     message_ts: str
+    request_id: str
 
 
 async def interactions(request: Request) -> Response:
@@ -175,7 +177,7 @@ async def interactions(request: Request) -> Response:
     if elsewhere:
         return _refuse(gateway, "interactions", 403, elsewhere)
     try:
-        click = _click(payload)
+        click = _click(payload, slack_request_id(request))
     except PayloadInvalid as invalid:
         return _refuse(gateway, "interactions", 400, f"malformed action: {invalid}")
     if click is None:
@@ -184,7 +186,15 @@ async def interactions(request: Request) -> Response:
     return Response(status_code=200, background=BackgroundTask(_act_on_click, gateway, **asdict(click)))
 
 
-def _click(payload: dict[str, Any]) -> Click | None:
+def slack_request_id(request: Request) -> str:
+    """The ID of the workflow updates a signed Slack request makes: Slack signs each click or command once, so
+    a copy of the request (a replay inside the five-minute window, to this replica or another) names the same
+    updates, which the server runs once. A digest: the signature itself stays out of workflow histories."""
+    signature = request.headers["x-slack-signature"].encode()
+    return "slack-" + hashlib.sha256(signature).hexdigest()[:40]
+
+
+def _click(payload: dict[str, Any], request_id: str) -> Click | None:
     """The button click of a signed `block_actions` payload, checked field by field; None for buttons that are
     not ours."""
     actions = payload.get("actions")
@@ -208,7 +218,7 @@ def _click(payload: dict[str, Any]) -> Click | None:
     message_ts = _field(payload, "container.message_ts", str, required=False) or _field(
         payload, "message.ts", str, required=False
     )
-    return Click(kind, delivery, stage, user_id, channel or "", message_ts or "")
+    return Click(kind, delivery, stage, user_id, channel or "", message_ts or "", request_id)
 
 
 async def _act_on_click(
@@ -219,6 +229,7 @@ async def _act_on_click(
     user_id: str,
     channel: str,
     message_ts: str,
+    request_id: str,
 ) -> None:
     try:
         client = await gateway.client()
@@ -227,7 +238,7 @@ async def _act_on_click(
             log.info("Slack: %s %s by %s refused: %s", kind, delivery, user_id, refusal)
             raise ActionRefused(refusal)
         action = HumanAction(user_id, f"from Slack by {user_id}", stage, via="slack")
-        outcome = await send_action(client, delivery, kind, action)
+        outcome = await send_action(client, delivery, kind, action, request_id=request_id)
     except ActionRefused as refused:
         gateway.metrics.inc("aicd_slack_actions_total", kind=kind, via="button", outcome="refused")
         await _ephemeral(gateway, channel, user_id, f":no_entry_sign: Not done: {escape(str(refused))}")
@@ -311,7 +322,7 @@ async def commands(request: Request) -> Response:
     if elsewhere:
         return _refuse(gateway, "commands", 403, elsewhere)
     words = form.get("text", "").split()
-    task = asyncio.ensure_future(run_command(gateway, words, user_id))
+    task = asyncio.ensure_future(run_command(gateway, words, user_id, slack_request_id(request)))
     try:
         private, text = await asyncio.wait_for(asyncio.shield(task), COMMAND_DEADLINE_S)
     except TimeoutError:
@@ -335,12 +346,14 @@ async def _answer_later(
     await _ephemeral(gateway, channel, user, text)
 
 
-async def run_command(gateway: Gateway, words: list[str], user_id: str) -> tuple[bool, str]:
+async def run_command(
+    gateway: Gateway, words: list[str], user_id: str, request_id: str | None = None
+) -> tuple[bool, str]:
     """(answer only to the user?, text) for `/aicd WORDS...`."""
     sub = words[0].lower() if words else "help"
     kind = sub if sub in ("status", "pause", "resume", "approve", *OVERRIDE_KINDS) else "help"
     try:
-        private, text = await _command(gateway, sub, words[1:], user_id)
+        private, text = await _command(gateway, sub, words[1:], user_id, request_id)
     except ActionRefused as refused:
         gateway.metrics.inc("aicd_slack_actions_total", kind=kind, via="command", outcome="refused")
         return True, f":no_entry_sign: Not done: {escape(str(refused))}"
@@ -352,7 +365,9 @@ async def run_command(gateway: Gateway, words: list[str], user_id: str) -> tuple
     return private, text
 
 
-async def _command(gateway: Gateway, sub: str, args: list[str], user_id: str) -> tuple[bool, str]:
+async def _command(
+    gateway: Gateway, sub: str, args: list[str], user_id: str, request_id: str | None
+) -> tuple[bool, str]:
     if sub == "help":
         return True, COMMAND_HELP
     if sub in ("status", "pause", "resume"):
@@ -371,7 +386,8 @@ async def _command(gateway: Gateway, sub: str, args: list[str], user_id: str) ->
                 refused.append(delivery)
             return why
 
-        outcomes = await act_on_app(client, app, sub, HumanAction(user_id, reason, via="slack"), refusal)
+        action = HumanAction(user_id, reason, via="slack")
+        outcomes = await act_on_app(client, app, sub, action, refusal, request_id=request_id)
         if not outcomes:
             return True, f"No running delivery of *{escape(app)}*."
         if len(refused) == len(outcomes):  # may steer none of them: only this user hears of it
@@ -384,7 +400,11 @@ async def _command(gateway: Gateway, sub: str, args: list[str], user_id: str) ->
             return True, "Usage: `/aicd approve DELIVERY STAGE`"
         client = await gateway.client()
         outcome = await send_action(
-            client, args[0], APPROVE, HumanAction(user_id, "approved from Slack", args[1], via="slack")
+            client,
+            args[0],
+            APPROVE,
+            HumanAction(user_id, "approved from Slack", args[1], via="slack"),
+            request_id=request_id,
         )
         return False, f"{who(user_id)}: {escape(outcome)} of `{escape(args[0])}`"
     if sub in OVERRIDE_KINDS:
@@ -394,7 +414,8 @@ async def _command(gateway: Gateway, sub: str, args: list[str], user_id: str) ->
         client = await gateway.client()
         reason = " ".join(args[1:])
         kind = "break_glass" if sub == "break-glass" else "override"
-        outcome = await send_action(client, args[0], kind, HumanAction(user_id, reason, via="slack"))
+        action = HumanAction(user_id, reason, via="slack")
+        outcome = await send_action(client, args[0], kind, action, request_id=request_id)
         return False, f"{who(user_id)} ran `{sub}` ({escape(reason)}): {escape(outcome)}"
     return True, f"Unknown command `{escape(sub)}`.\n{COMMAND_HELP}"
 

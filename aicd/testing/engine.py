@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,13 @@ import pytest_asyncio
 import yaml
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import (
+    Interceptor,
+    StartChildWorkflowInput,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+    WorkflowOutboundInterceptor,
+)
 
 from aicd import search
 from aicd.activities import WorkerSettings
@@ -171,9 +178,42 @@ async def assert_replays(client: Client, workflow_ids: list[str]) -> None:
 
 
 @asynccontextmanager
-async def running_worker(client: Client, state_dir: Path) -> AsyncIterator[str]:
+async def running_worker(
+    client: Client, state_dir: Path, interceptors: Sequence[Interceptor] = ()
+) -> AsyncIterator[str]:
     """A worker with every aicd workflow and activity on a fresh task queue; yields the queue."""
     queue = f"test-{uuid.uuid4().hex[:10]}"
-    worker = build_worker(client, WorkerSettings(state_dir=state_dir), queue)
+    worker = build_worker(client, WorkerSettings(state_dir=state_dir), queue, interceptors=interceptors)
     async with worker:
         yield queue
+
+
+class HoldRollouts(Interceptor):
+    """Holds the start of the rollouts (child workflows) of `targets` for `seconds` each, so a message sent to
+    the delivery while a wave is starting lands in between every run. The hold is a durable timer: the
+    delivery's history stays deterministic, and replays with this interceptor on the replayer."""
+
+    def __init__(self, *targets: str, seconds: float = 4.0) -> None:
+        held_targets = frozenset(targets)
+
+        class HoldOutbound(WorkflowOutboundInterceptor):
+            def start_child_workflow(self, input: StartChildWorkflowInput) -> Any:
+                if input.id.rsplit("--", 1)[-1] not in held_targets:
+                    return super().start_child_workflow(input)
+
+                async def held() -> Any:
+                    await asyncio.sleep(seconds)
+                    return await super(HoldOutbound, self).start_child_workflow(input)
+
+                return held()
+
+        class HoldInbound(WorkflowInboundInterceptor):
+            def init(self, outbound: WorkflowOutboundInterceptor) -> None:
+                super().init(HoldOutbound(outbound))
+
+        self.inbound = HoldInbound
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[WorkflowInboundInterceptor] | None:
+        return self.inbound
