@@ -7,6 +7,8 @@
 - How many failed sites the fleet tolerates: `maxFailures` as a count, or as a percentage of the fleet
   rounded down (a share never tolerates more than it says: `2%` of 40 sites is 0).
 - A status that stays small however large the fleet: counts per state and a capped list of failed sites.
+- After the delivery rolled the fleet back: which sites its batches had moved (the ones to sync back), and the
+  counts as Git now has them - no site on the release.
 
 Shares are exact fractions (`Fraction("0.07")`), never floats: `7% of 100` must be 7 sites, not 8.
 """
@@ -19,7 +21,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, Literal, get_args
 
 import yaml
 
@@ -28,7 +30,11 @@ from aicd.spec.placeholders import render
 SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 PERCENT = re.compile(r"^([0-9]+(?:\.[0-9]+)?)%$")
 FAILED_SITES_SHOWN = 20  # names listed in a status or a reason; the rest are counted
-SITE_STATES = ("pending", "updating", "updated", "failed")
+# A site's state, in the order statuses list them and the dashboard's grid fills: sites move in fleet order, so
+# the ones through their batch come first. `rolled-back`: the delivery's rollback put the site back on its
+# previous version after the fleet had moved it (updated, or updating in the batch in progress).
+SiteState = Literal["updated", "rolled-back", "updating", "failed", "pending"]
+SITE_STATES: tuple[SiteState, ...] = get_args(SiteState)
 
 
 class FleetError(ValueError):
@@ -184,6 +190,13 @@ def chunked(items: Sequence[Site], size: int) -> list[list[Site]]:
     return [list(items[start : start + size]) for start in range(0, len(items), size)]
 
 
+def with_reasons(failed: Mapping[str, str], names: Sequence[str], cap: int = 5) -> str:
+    """`a (why); b (why)`, the first `cap` of `names` with their reasons, then the rest by name."""
+    shown = "; ".join(f"{name} ({failed[name]})" for name in names[:cap])
+    more = f"; and {len(names) - cap} more: {describe_sites(names[cap:])}" if len(names) > cap else ""
+    return shown + more
+
+
 def describe_sites(names: Sequence[str], cap: int = FAILED_SITES_SHOWN) -> str:
     """`a, b, c` or `a, b, c and 17 more`."""
     shown = ", ".join(names[:cap])
@@ -215,3 +228,35 @@ class FleetTally:
 
     def updated_percent(self) -> int:
         return (100 * (self.done - len(self.failed))) // self.total if self.total else 0
+
+
+def in_site_order(by_state: Mapping[str, int]) -> list[tuple[str, int]]:
+    """(state, count) in SITE_STATES order; a state this code does not know (a newer worker's) follows by name."""
+    known = [(state, by_state[state]) for state in SITE_STATES if state in by_state]
+    return known + sorted((state, count) for state, count in by_state.items() if state not in SITE_STATES)
+
+
+def rolled_back(by_state: Mapping[str, int]) -> dict[str, int]:
+    """A fleet's counts once the delivery's rollback restored every site file it moved: the sites on the release
+    (updated) or committed to it (updating) are rolled back; failed sites stay failed (back on their previous
+    version too, by their batch's restore or by the rollback), pending ones were never touched."""
+    counts = {state: count for state, count in by_state.items() if state not in ("updated", "updating")}
+    moved = by_state.get("updated", 0) + by_state.get("updating", 0) + by_state.get("rolled-back", 0)
+    if moved:
+        counts["rolled-back"] = moved
+    return dict(in_site_order(counts))
+
+
+@dataclass
+class MovedSites:
+    """The sites a fleet's batch commits moved to the release - the first `count` of the fleet, in fleet order -
+    which a rollback of the fleet puts back: as sites (an inline fleet) or as a slice of the fleet file (whose
+    names stay out of workflow history). Those its batches restored are among them: back on their previous
+    version in the rollback commit as well."""
+
+    sites: list[Site] = field(default_factory=list)
+    fleet_sites: FleetSlice | None = None
+
+    @property
+    def count(self) -> int:
+        return self.fleet_sites.count if self.fleet_sites is not None else len(self.sites)

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from aicd.fleet import in_site_order
 from aicd.judge.model import Outcome
 from aicd.messages import TERMINAL_PHASES, DeliveryStatus, TargetStatus, VerificationStatus
 from aicd.people import Roster
@@ -318,7 +319,7 @@ def _target_lines(status: dict[str, Any]) -> list[str]:
 
 
 def _sites(total: int, by_state: dict[str, int]) -> str:
-    counts = ", ".join(f"{count} {state}" for state, count in sorted(by_state.items()))
+    counts = ", ".join(f"{count} {state}" for state, count in in_site_order(by_state))
     return f"{total} sites ({counts})" if counts else f"{total} sites"
 
 

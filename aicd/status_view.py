@@ -9,6 +9,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from aicd.fleet import in_site_order
 from aicd.judge import AnalysisVerdict, Outcome
 from aicd.messages import DeliveryStatus, TargetStatus, VerificationStatus
 
@@ -75,7 +76,7 @@ def _target_row(target: TargetStatus, paused: bool, now: datetime | None) -> lis
         left = time_left(target.wait_until, now)
         step = f"{step} ({'clock stopped' if paused else left})" if left else step
     if target.sites_total:
-        counts = ", ".join(f"{state} {count}" for state, count in sorted(target.sites_by_state.items()))
+        counts = ", ".join(f"{state} {count}" for state, count in in_site_order(target.sites_by_state))
         step = f"{step}  sites {target.sites_total}: {counts}"
     return [
         target.stage,

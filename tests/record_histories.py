@@ -28,6 +28,10 @@
   `per-file-ownership-base`).
 - `argocd-fleet-restore`: an Argo CD fleet whose one failed site is restored in Git and synced back to the
   restore commit (patch `sync-restored-sites`).
+- `fleet-rollback`: an edge fleet of Argo CD sites (siteKind argocd) whose first batch fails over maxFailures:
+  the delivery rolls the fleet back in Git. Recorded before the delivery synced the fleet's sites back.
+- `fleet-rollback-synced`: the same, after it: the delivery syncs the sites the fleet moved to the rollback
+  commit (workflows.delivery.SYNC_FLEET_BACK), as the fleet's result names them.
 - `people`: a spec with `people`: Alice approves from Slack, her CLI name is refused as a second approval of
   hers, Bob's approval opens the gate (aicd.people).
 
@@ -453,6 +457,39 @@ async def record_people(client: Client, root: Path) -> list[WorkflowHistory]:
         return await _histories(client, plan.delivery_id)
 
 
+async def record_fleet_rollback(client: Client, root: Path) -> list[WorkflowHistory]:
+    sites = ["pop-1", "pop-2", "pop-3", "pop-4"]
+    source, revision = make_repo(root, "source", {"README": "x\n"})
+    files = {f"edge/{site}/values.yaml": f"image: {{tag: v0}}\nregion: {site}\n" for site in sites}
+    gitops, _ = make_repo(root, "gitops", files)
+    fleet = {
+        "kind": "edge",
+        "sites": sites,
+        "path": "edge/{{ site }}/values.yaml",
+        "batches": ["50%", "100%"],
+        "maxFailures": 0,
+        "progressDeadline": "10s",
+        "siteKind": "argocd",
+        "app": "web-{{ site }}",
+        "context": "edge",
+        "kubeconfig": str(root / "kubeconfig"),
+    }
+    document = spec_document(
+        "replay-fleet-rollback", source, gitops, {"pops": fleet}, [{"name": "edge", "targets": ["pops"]}]
+    )
+    plan = plan_from(document, revision)
+    with KubeArgoCD(bookmark_interval_s=0.5) as argocd:
+        argocd.write_kubeconfig(root / "kubeconfig", context="edge")
+        argocd.broken_tags = {"pop-2"}  # its values say `region: pop-2`: Degraded at every revision
+        for site in sites:
+            argocd.create_app(f"web-{site}", repo=gitops, path=f"edge/{site}")
+        async with running_worker(client, root / "state") as queue:
+            await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
+            result = await handle_for(client, plan.delivery_id).result()
+            assert result.phase == "failed", result.reason
+            return await _histories(client, plan.delivery_id)
+
+
 SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]] = {
     "gates": record_gates,
     "notify": record_notify,
@@ -468,6 +505,8 @@ SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]]
     "per-file-base": record_strategies,
     "argocd-fleet-restore": record_argocd_fleet_restore,
     "people": record_people,
+    "fleet-rollback": record_fleet_rollback,
+    "fleet-rollback-synced": record_fleet_rollback,
 }
 # What a scenario's worker ran with that its replayer needs too: a durable timer an interceptor added.
 REPLAY_INTERCEPTORS: dict[str, Sequence[Interceptor]] = {

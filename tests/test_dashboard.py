@@ -334,6 +334,20 @@ def test_a_fleet_grid_stands_each_cell_for_several_sites_when_large() -> None:
     assert small.per_cell == 1 and small.cells == ["updated"] * 3 and small.columns == 3
 
 
+async def test_a_fleet_rolled_back_shows_from_history_no_site_on_the_release() -> None:
+    """Read from its history (no worker answers), a fleet the delivery rolled back counts the sites it had moved
+    as rolled back, as the status query does: the history holds the fleet's last counts, from before."""
+    history = WorkflowHistory.from_json(
+        "delivery", (HISTORIES / "fleet-rollback" / "delivery.json").read_text()
+    )
+    digest = DeliveryDigest()
+    await digest.feed(history.events, DataConverter.default)
+    fleet = status_from_history(digest, "").targets["pops"]
+    assert fleet.state == "rolled-back" and fleet.weight == 0
+    assert fleet.sites_by_state == {"rolled-back": 1, "failed": 1, "pending": 2}
+    assert fleet_grid(fleet).cells == ["rolled-back", "failed", "pending", "pending"]
+
+
 async def test_the_page_regions_render_the_view(tmp_path: Path) -> None:
     """Every region of the delivery page renders from a view; an edge fleet becomes a grid of sites."""
     digest = await recorded_digest()

@@ -5,31 +5,37 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.client import get_status, handle_for, start_delivery
-from aicd.messages import Trigger
+from aicd.dashboard.views import fleet_grid
+from aicd.messages import Trigger, rollout_workflow_id
+from aicd.slack_blocks import compact_status, delivery_message, describe_progress
 from aicd.status_view import status_text
 from aicd.testing.engine import plan_from, running_worker, show, temporal_env
 from aicd.testing.standins.kube_argocd import KubeArgoCD
-from tests.test_edge_fleet import HealthServer, fleet_spec, names, pops, raw_tree_diff, site_file
+from aicd.workflows.edge_fleet import EdgeFleetWorkflow
+from tests.test_edge_fleet import (
+    HealthServer,
+    delivery_commits,
+    fleet_spec,
+    names,
+    pops,
+    raw_tree_diff,
+    site_file,
+)
 
 __all__ = ["temporal_env"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="design decision open: a fleet's site states (pending/updating/updated/failed) have no state for a"
-    " site the delivery's rollback put back; the parent's rollback leaves the fleet's last counts",
-)
 async def test_a_rolled_back_fleet_shows_no_site_on_the_release(
     temporal_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
     """A fleet fails over its budget in batch 2 and the delivery rolls every site file back (Git: the branch
-    equals the seed). The status still counted 7 sites `updated` (and the fleet's weight 0): `aicd status`
-    printed `rolled-back ... sites 20: failed 3, pending 10, updated 7`, so a reader believes 7 sites run the
-    release that Git - and the sites - no longer have."""
+    equals the seed). The status counted 7 sites `updated` after that (`aicd status`: `rolled-back ... sites 20:
+    failed 3, pending 10, updated 7`), so a reader believed 7 sites ran the release that Git - and the sites -
+    no longer had. The 7 sites the fleet had moved are `rolled-back` now, in the status, `aicd status`, Slack
+    and the dashboard's grid."""
     sites = names(20)
     with HealthServer().running() as health:
         health.broken = {"pop-0006", "pop-0008", "pop-0009"}
@@ -47,25 +53,36 @@ async def test_a_rolled_back_fleet_shows_no_site_on_the_release(
             await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
             result = await handle_for(client, plan.delivery_id).result()
             status = await get_status(client, plan.delivery_id)
+            fleet_id = rollout_workflow_id(plan.delivery_id, "edge", "pops")
+            fleet = await client.get_workflow_handle_for(EdgeFleetWorkflow.run, fleet_id).result()
     assert result.phase == "failed"
     assert raw_tree_diff(gitops, seed) == ""  # Git: no site runs the release
+    # What a rollback syncs back (for an argocd fleet): the 10 sites of batches 1 and 2, the second run's
+    # (continued as new after batch 1) committed before it failed.
+    moved = fleet.moved_sites
+    assert moved is not None and moved.fleet_sites is not None and moved.sites == []
+    assert (moved.fleet_sites.start, moved.fleet_sites.end) == (0, 10)
     target = pops(status)
     assert target.state == "rolled-back"
-    assert "updated" not in target.sites_by_state, (target.sites_by_state, status_text(status))
+    assert target.sites_by_state == {"rolled-back": 7, "failed": 3, "pending": 10}, status_text(status)
+    assert "sites 20: rolled-back 7, failed 3, pending 10" in status_text(status)
+    _, blocks = delivery_message(compact_status(status))
+    assert "20 sites (7 rolled-back, 3 failed, 10 pending)" in str(blocks), blocks
+    assert "updated" not in str(blocks) and "updated" not in describe_progress(target)
+    grid = fleet_grid(target)
+    assert grid.counts == [("rolled-back", 7), ("failed", 3), ("pending", 10)]
+    assert grid.cells[:7] == ["rolled-back"] * 7 and "updated" not in grid.cells
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="design decision open: the delivery's rollback of a fleet commits only (`_sync_back` skips fleets);"
-    " syncing an argocd fleet's sites back needs the sites the rollback restored, which only the fleet knows",
-)
 async def test_a_rolled_back_argocd_fleet_syncs_its_sites_back(
     temporal_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
     """siteKind argocd: batch 1 (2 sites) is synced to the batch's commit, one site turns Degraded over
-    maxFailures 0, and the delivery rolls the fleet back in Git. Nothing syncs the sites' Applications to the
-    rollback commit, so the healthy site of batch 1 keeps running the release while Git (and the status:
-    `rolled-back`) say the fleet is on its previous version."""
+    maxFailures 0, and the delivery rolls the fleet back in Git. Nothing synced the sites' Applications to the
+    rollback commit, so the healthy site of batch 1 kept running the release while Git (and the status:
+    `rolled-back`) said the fleet was on its previous version. Now the rollback syncs the two sites the fleet
+    moved - not the two it never touched - to the rollback commit, and names the one not healthy there (its
+    values are broken at every revision)."""
     sites = names(4)
     document, gitops, seed, revision = fleet_spec(
         tmp_path,
@@ -89,9 +106,15 @@ async def test_a_rolled_back_argocd_fleet_syncs_its_sites_back(
             await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
             result = await handle_for(client, plan.delivery_id).result()
             status = await get_status(client, plan.delivery_id)
-        running = argocd.syncs(f"web-{sites[0]}")[-1].revision
+        synced = {site: [record.revision for record in argocd.syncs(f"web-{site}")] for site in sites}
+    running = synced[sites[0]][-1]
     assert result.phase == "failed" and pops(status).state == "rolled-back"
     assert raw_tree_diff(gitops, seed) == ""  # Git: the fleet is back
     assert show(gitops, running, site_file(sites[0])) == show(gitops, seed, site_file(sites[0])), (
         f"web-{sites[0]} still runs {running[:7]}, the batch's commit"
     )
+    batch, rollback = (entry["sha"] for entry in delivery_commits(gitops))
+    assert synced == {sites[0]: [batch, rollback], sites[1]: [batch, rollback], sites[2]: [], sites[3]: []}
+    message = pops(status).message
+    assert f"not healthy after the rollback: {sites[1]} (" in message, message
+    assert pops(status).sites_by_state == {"rolled-back": 1, "failed": 1, "pending": 2}

@@ -19,8 +19,10 @@ from aicd.fleet import (
     chunked,
     describe_sites,
     failure_budget,
+    in_site_order,
     parse_fleet,
     parse_share,
+    rolled_back,
     site_path,
     sites_from_list,
 )
@@ -165,3 +167,17 @@ def test_chunks_bound_activities_per_batch() -> None:
     parts = chunked(sites, 250)
     assert [len(part) for part in parts] == [250, 250, 100]
     assert [site for part in parts for site in part] == sites
+
+
+def test_a_rolled_back_fleet_counts_no_site_on_the_release() -> None:
+    """The rollback restored every site file the fleet moved: updated and updating (committed) sites are rolled
+    back; failed and pending ones keep their state; listed in SITE_STATES order, unknown states last."""
+    counts = rolled_back({"pending": 10, "updated": 5, "updating": 2, "failed": 3})
+    assert list(counts.items()) == [("rolled-back", 7), ("failed", 3), ("pending", 10)]
+    assert rolled_back(counts) == counts  # a second rollback finds nothing more to move
+    assert rolled_back({"pending": 4}) == {"pending": 4} and rolled_back({}) == {}
+    assert in_site_order({"zapped": 1, "pending": 2, "updated": 3}) == [
+        ("updated", 3),
+        ("pending", 2),
+        ("zapped", 1),
+    ]

@@ -17,7 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from aicd.testing.engine import temporal_env
-from aicd.workflows.delivery import LOCAL_ACTIVITIES, PAUSE_LATE_ROLLOUTS, STOP_LATE_ROLLOUTS
+from aicd.workflows.delivery import LOCAL_ACTIVITIES, PAUSE_LATE_ROLLOUTS, STOP_LATE_ROLLOUTS, SYNC_FLEET_BACK
 from aicd.workflows.edge_fleet import SYNC_RESTORED_SITES
 from aicd.workflows.registry import ALL_WORKFLOWS, sandbox_runner
 from aicd.workflows.rollout_control import PER_FILE_BASE, PROGRESS_IN_RESULT
@@ -97,6 +97,26 @@ async def test_audit_history_sends_the_audit_stream_and_the_claim_as_local_activ
     assert any(LOCAL_ACTIVITIES.encode() in patch for patch in _patches(events))
     older, older_local = activity_types(_events("governance", "delivery"))
     assert "audit_append" in older and "claim_release" in older and not older_local
+
+
+async def test_fleet_rollback_syncs_the_sites_the_fleet_moved_back_under_its_patch() -> None:
+    """The `fleet-rollback` scenarios guard SYNC_FLEET_BACK: recorded before it, the rollback of an argocd fleet
+    only commits (and that history still replays, test_recorded_histories_replay); after it, the delivery checks
+    the two sites the fleet's first batch moved - its result names them - at the rollback commit."""
+    before = _events("fleet-rollback", "delivery")
+    after = _events("fleet-rollback-synced", "delivery")
+    assert activity_types(before)[0] == ["check_gates", "gitops_rollback_many"]
+    assert activity_types(after)[0] == ["check_gates", "gitops_rollback_many", "edge_check_sites"]
+    assert not any(SYNC_FLEET_BACK.encode() in patch for patch in _patches(before))
+    assert any(SYNC_FLEET_BACK.encode() in patch for patch in _patches(after))
+    (request,) = [
+        json.loads(base64.b64decode(attributes["input"]["payloads"][0]["data"]))
+        for event in after
+        if (attributes := event.get("activityTaskScheduledEventAttributes"))
+        and attributes["activityType"]["name"] == "edge_check_sites"
+    ]
+    assert [site["name"] for site in request["sites"]] == ["pop-1", "pop-2"]
+    assert request["step"] == "edge/pops/rollback"
 
 
 def _patches(events: list[dict[str, Any]]) -> list[bytes]:

@@ -15,7 +15,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ChildWorkflowError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-    from aicd import search
+    from aicd import fleet, search
     from aicd.activities.audit import AuditActivities
     from aicd.activities.commands import CommandActivities, CommandRequest, CommandResult
     from aicd.activities.drivers.base import SyncRequest
@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from aicd.activities.notify import NotifyEvent, NotifyRequest, SlackMessage, notify
     from aicd.activities.releases import ClaimRequest, ReleaseActivities
     from aicd.activities.sync import sync_target
+    from aicd.fleet import MovedSites
     from aicd.gates import GateAnswer, GateHold, GateRequest, OverrideKind
     from aicd.governance.audit import AuditEntry
     from aicd.messages import (
@@ -76,6 +77,7 @@ with workflow.unsafe.imports_passed_through():
         never_started,
         on_writer_queue,
     )
+    from aicd.workflows.edge_batch import fleet_of, sync_sites
     from aicd.workflows.edge_fleet import EdgeFleetWorkflow, FleetInput
     from aicd.workflows.notifications import ProgressKey, progress_changes
     from aicd.workflows.rollout_control import RolloutControl, TargetRolloutInput, TargetRolloutResult
@@ -90,6 +92,9 @@ ChildSignal = Callable[[RolloutControl, HumanAction], None]
 STOP_LATE_ROLLOUTS = "stop-rollouts-started-late"
 # Likewise a pause or a resume accepted while a wave was starting reaches the rollout being started.
 PAUSE_LATE_ROLLOUTS = "pause-rollouts-started-late"
+# The rollback of an argocd fleet syncs the sites the fleet moved to the rollback commit; before, it only
+# committed, and those sites kept running the release their Applications were last synced to.
+SYNC_FLEET_BACK = "sync-fleet-back"
 
 # Workflow patch: the audit stream's batches and the release claim go as local activities (_send_audit,
 # _claim_app): short calls the worker running the workflow task makes within it, at no activity task's cost.
@@ -151,6 +156,8 @@ class DeliveryWorkflow:
         # Per target, the ownership base of each file its rollouts wrote, for its rollout in a later stage.
         self.file_bases: dict[str, dict[str, str]] = {}
         self.started_targets: list[tuple[str, str]] = []  # (stage, target) in start order
+        # Per edge fleet, the sites each of its rollouts moved (from their results): what a rollback syncs back.
+        self.moved_sites: dict[str, list[MovedSites]] = {}
         # Slack: the one sender task, events waiting for it, the delivery's message once posted (kept here so
         # it survives worker restarts), and the last progress of each target that was reported.
         self.notifications: list[asyncio.Task[None]] = []
@@ -778,29 +785,7 @@ class DeliveryWorkflow:
             if self._stopping() and workflow.patched(STOP_LATE_ROLLOUTS):
                 break  # an abort or a newer delivery came while the wave was starting: start no more of it
             target = self.plan.targets[name]
-            child_input = TargetRolloutInput(
-                delivery_id=self.plan.delivery_id,
-                app=self.plan.app,
-                revision=self.plan.revision,
-                revision_short=self.plan.revision_short,
-                artifact_tag=self.plan.artifact_tag,
-                gitops_repo=self.plan.gitops_repo,
-                gitops_branch=self.plan.gitops_branch,
-                write=self.plan.write,
-                stage=stage.name,
-                target=target,
-                steps=stage.steps,
-                analysis=self.plan.analysis,
-                actor=actor,
-                paused=self.status.paused,
-                pause_reason=self.status.pause_reason,
-                delivery_started=self.status.started,
-                base=self._last_commit(name),
-                file_bases=dict(self.file_bases.get(name, {})),
-                source_repo=self.plan.source_repo,
-                artifact=self.plan.artifact,
-                strategy=stage.strategy,
-            )
+            child_input = self._rollout_input(stage, name, actor)
             self.status.targets[name] = TargetStatus(target=name, stage=stage.name, kind=target.kind)
             self.started_targets.append((stage.name, name))
             child_id = rollout_workflow_id(self.plan.delivery_id, stage.name, name)
@@ -833,6 +818,31 @@ class DeliveryWorkflow:
             self.children.pop(name, None)
         return results
 
+    def _rollout_input(self, stage: StagePlan, name: str, actor: str) -> TargetRolloutInput:
+        return TargetRolloutInput(
+            delivery_id=self.plan.delivery_id,
+            app=self.plan.app,
+            revision=self.plan.revision,
+            revision_short=self.plan.revision_short,
+            artifact_tag=self.plan.artifact_tag,
+            gitops_repo=self.plan.gitops_repo,
+            gitops_branch=self.plan.gitops_branch,
+            write=self.plan.write,
+            stage=stage.name,
+            target=self.plan.targets[name],
+            steps=stage.steps,
+            analysis=self.plan.analysis,
+            actor=actor,
+            paused=self.status.paused,
+            pause_reason=self.status.pause_reason,
+            delivery_started=self.status.started,
+            base=self._last_commit(name),
+            file_bases=dict(self.file_bases.get(name, {})),
+            source_repo=self.plan.source_repo,
+            artifact=self.plan.artifact,
+            strategy=stage.strategy,
+        )
+
     async def _gather_children(
         self, stage: StagePlan, wave: list[str]
     ) -> list[tuple[str, TargetRolloutResult]]:
@@ -864,6 +874,8 @@ class DeliveryWorkflow:
             return TargetRolloutResult(name, "failed", f"rollout workflow failed: {cause_of(error)}")
         if result.status is not None:
             self._take_progress(result.status)
+        if result.moved_sites is not None:
+            self.moved_sites.setdefault(name, []).append(result.moved_sites)
         if result.file_bases:
             self.file_bases[name] = dict(result.file_bases)
         return result
@@ -939,6 +951,7 @@ class DeliveryWorkflow:
                 continue
             state.state = "rolled-back"
             state.weight = 0
+            state.sites_by_state = fleet.rolled_back(state.sites_by_state)  # a fleet's: none on the release
             if result.sha is None:
                 state.message = f"nothing to roll back; {reason}"
                 continue
@@ -950,7 +963,8 @@ class DeliveryWorkflow:
     async def _sync_back(self, stage: str, name: str, sha: str, state: TargetStatus) -> None:
         target = self.plan.targets[name]
         if TARGET_KINDS[target.kind].fleet:
-            return  # a fleet's sites follow their files; per-site health is the fleet workflow's business
+            await self._sync_fleet_back(stage, name, sha, state)
+            return
         try:
             await workflow.execute_activity(
                 sync_target,
@@ -973,6 +987,26 @@ class DeliveryWorkflow:
             )
         except ActivityError as error:
             state.message = f"rolled back in Git; target not healthy after rollback: {cause_of(error)}"
+
+    async def _sync_fleet_back(self, stage: str, name: str, sha: str, state: TargetStatus) -> None:
+        """The sites the fleet moved, synced to the rollback commit as a batch's failed sites are to their restore
+        commit (edge_batch.sync_sites). Only an argocd fleet's: its sites run what their Applications were last
+        synced to; a git fleet's sites follow their files by themselves."""
+        moved = self.moved_sites.get(name, [])
+        input = self._rollout_input(self.plan.stage(stage), name, SYSTEM_ACTOR)
+        if not moved or fleet_of(input).site_kind != "argocd" or not workflow.patched(SYNC_FLEET_BACK):
+            return
+        message = state.message
+        state.message = f"{message}; syncing the {sum(part.count for part in moved)} sites it moved back"
+        unsynced: dict[str, str] = {}
+        for part in moved:  # one per stage that rolled the fleet out
+            sites = part.fleet_sites if part.fleet_sites is not None else part.sites
+            unsynced |= await sync_sites(input, step_trailer(stage, name, "rollback"), sites, sha)
+        state.message = message
+        if unsynced:
+            state.message += (
+                f"; not healthy after the rollback: {fleet.with_reasons(unsynced, list(unsynced))}"
+            )
 
     # --- helpers ----------------------------------------------------------------------------------
     async def _wait_unpaused(self) -> None:

@@ -145,7 +145,7 @@ async def commit_batch(
 
 async def check_batch(
     input: TargetRolloutInput,
-    number: int,
+    step: str,
     sites: BatchSites,
     sha: str,
     budget_left: int,
@@ -173,7 +173,7 @@ async def check_batch(
             gitops_repo=input.gitops_repo,
             gitops_branch=input.gitops_branch,
             revision=sha,
-            step=batch_step(input, number),
+            step=step,
             sites=chunk if isinstance(chunk, list) else [],
             parallelism=per_chunk,
             timeout_s=deadline_s,
@@ -214,6 +214,14 @@ async def check_batch(
             break
     # In fleet order: chunk by chunk, each chunk's failures as its activity listed them (in fleet order).
     return {name: why for index in sorted(failed_by_chunk) for name, why in failed_by_chunk[index].items()}
+
+
+async def sync_sites(input: TargetRolloutInput, step: str, sites: BatchSites, sha: str) -> dict[str, str]:
+    """Each site's Argo CD Application synced to `sha`, a commit that put the sites back on their previous version
+    (a batch's restore, the delivery's rollback): Argo CD runs what it was last synced to - the batch's commit -
+    so without this the sites keep running the release that Git and the status say they no longer have. Every
+    site is tried, none aborts it. Returns the sites that did not come back healthy (site -> why)."""
+    return await check_batch(input, step, sites, sha, site_count(sites), lambda: False)
 
 
 async def _names(input: TargetRolloutInput, sites: BatchSites) -> list[str]:

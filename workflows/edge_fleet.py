@@ -13,7 +13,9 @@ see aicd.fleet for the rounding). For each batch, in fleet order:
 3. failed sites within `maxFailures` go back to the previous version in one follow-up commit
    (`batch-<n>-restore`) and are named in the status and the result; more failures than `maxFailures` in
    total stop the fleet at once with outcome `failed`, and the parent delivery rolls back per
-   `rollback.scope` (its rollback restores every site file through the path template);
+   `rollback.scope` (its rollback restores every site file through the path template, counts the sites the
+   fleet moved `rolled-back`, and syncs an argocd fleet's moved sites - the result names them - to the
+   rollback commit);
 4. the stage's `pause` and `analysis` steps, as TargetRolloutWorkflow walks them (pausable timers, `pause: {}`
    waits for a human, analysis looks with the share of updated sites as the canary weight).
 
@@ -41,8 +43,8 @@ from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from aicd import fleet
-    from aicd.fleet import FleetFile, FleetTally, Site
-    from aicd.messages import EDGE_FLEET_WORKFLOW, SYSTEM_ACTOR, TargetStatus
+    from aicd.fleet import FleetFile, FleetTally, MovedSites, Site
+    from aicd.messages import EDGE_FLEET_WORKFLOW, SYSTEM_ACTOR, RolloutOutcome, TargetStatus
     from aicd.steps import StepKind
     from aicd.workflows.common import cause_of
     from aicd.workflows.edge_batch import (
@@ -55,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         read_fleet,
         restore_sites,
         site_count,
+        sync_sites,
     )
     from aicd.workflows.rollout_control import (
         Aborted,
@@ -65,10 +68,10 @@ with workflow.unsafe.imports_passed_through():
         TargetRolloutResult,
     )
 
-# A run continues as new mid-walk past this many events; it also does after every batch.
 # The patch after which the failed sites of an argocd fleet are synced to their restore commit (before it, they
 # stayed synced to the batch's commit: running the release Git no longer gave them).
 SYNC_RESTORED_SITES = "sync-restored-sites"
+# A run continues as new mid-walk past this many events; it also does after every batch.
 CONTINUE_AS_NEW_EVENTS = 4_000
 
 
@@ -125,6 +128,9 @@ class EdgeFleetWorkflow(RolloutControl):
             abort_reason=carried.abort_reason if carried else "",
         )
         self.base = self.status.commits[-1] if self.status.commits else input.base
+        # Sites before this index were moved by a batch's commit. A run starts between batches (or after its
+        # batch was checked): every site its tally counts done, no more.
+        self.moved_end = carried.tally.done if carried else 0
 
     # --- the fleet --------------------------------------------------------------------------------
     @workflow.run
@@ -217,12 +223,14 @@ class EdgeFleetWorkflow(RolloutControl):
             raise StepFailed(f"{batch_step(self.input, number)}: commit failed: {cause_of(error)}") from error
         self.base = sha
         self._add_commit(sha)
+        self.moved_end = end
         if self.aborted:
             raise Aborted()
         self.status.message = f"batch {number}/{of}: {count} sites committed, checking their health"
         await self._report()  # health checks of Argo CD sites can take minutes: show the batch started
         budget_left = progress.budget - len(progress.tally.failed)
-        failed = await check_batch(self.input, number, sites, sha, budget_left, lambda: self.aborted)
+        step = batch_step(self.input, number)
+        failed = await check_batch(self.input, step, sites, sha, budget_left, lambda: self.aborted)
         progress.tally.failed.update(failed)
         progress.tally.done = progress.ends[index]
         progress.tally.updating = 0
@@ -231,7 +239,7 @@ class EdgeFleetWorkflow(RolloutControl):
             names = list(progress.tally.failed)
             raise StepFailed(
                 f"batch {number}/{of}: {len(names)} sites failed, more than maxFailures {progress.budget}:"
-                f" {_with_reasons(progress.tally.failed, names)}"
+                f" {fleet.with_reasons(progress.tally.failed, names)}"
             )
         unsynced: dict[str, str] = {}
         if failed:
@@ -240,23 +248,32 @@ class EdgeFleetWorkflow(RolloutControl):
                 self.base = restored
                 self._add_commit(restored)
                 if fleet_of(self.input).site_kind == "argocd" and workflow.patched(SYNC_RESTORED_SITES):
-                    unsynced = await self._sync_restored(number, list(failed), restored)
+                    unsynced = await sync_sites(self.input, step, [Site(name) for name in failed], restored)
         self.status.message = f"batch {number}/{of} done: {count - len(failed)} sites updated" + (
             f", {len(failed)} failed and restored: {fleet.describe_sites(list(failed))}" if failed else ""
         )
         if unsynced:
             self.status.message += (
-                f"; restored in Git but not synced back: {_with_reasons(unsynced, list(unsynced))}"
+                f"; restored in Git but not synced back: {fleet.with_reasons(unsynced, list(unsynced))}"
             )
         await self._report_step_done()
 
-    async def _sync_restored(self, number: int, names: list[str], restored: str) -> dict[str, str]:
-        """Each restored site's Argo CD Application synced to the restore commit: Argo CD runs what it was last
-        synced to (the batch's commit), so without this the failed sites kept running the release that Git and
-        the status say they no longer have. Returns the sites that did not come back (site -> why)."""
-        return await check_batch(
-            self.input, number, [Site(name) for name in names], restored, len(names), lambda: False
-        )
+    async def _finish(
+        self, outcome: RolloutOutcome, reason: str, superseded_by: str = ""
+    ) -> TargetRolloutResult:
+        result = await super()._finish(outcome, reason, superseded_by)
+        result.moved_sites = self._moved_sites()
+        return result
+
+    def _moved_sites(self) -> MovedSites | None:
+        """The sites the batch commits of every run moved, for the delivery's rollback to put back."""
+        if not self.moved_end:
+            return None
+        progress = self.progress
+        if progress.fleet is not None:
+            return MovedSites(fleet_sites=progress.fleet.slice(0, self.moved_end))
+        names = progress.names[: self.moved_end]
+        return MovedSites(sites=[Site(name, progress.health.get(name, "")) for name in names])
 
     async def _continue_as_new(self) -> None:
         await self._flush_reports()  # the reports of this run reach the parent before it ends
@@ -307,9 +324,3 @@ class EdgeFleetWorkflow(RolloutControl):
     def _add_commit(self, sha: str) -> None:
         if sha not in self.status.commits:
             self.status.commits.append(sha)
-
-
-def _with_reasons(failed: dict[str, str], names: list[str], cap: int = 5) -> str:
-    shown = "; ".join(f"{name} ({failed[name]})" for name in names[:cap])
-    more = f"; and {len(names) - cap} more: {fleet.describe_sites(names[cap:])}" if len(names) > cap else ""
-    return shown + more

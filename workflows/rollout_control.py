@@ -18,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from aicd.activities.analysis import AnalysisLookRequest, analysis_look
     from aicd.errors import ErrorType
     from aicd.flags import FlagChange
+    from aicd.fleet import MovedSites
     from aicd.judge import Action, AnalysisVerdict, Outcome, decide, next_look_in, planned_intervals
     from aicd.messages import (
         SYSTEM_ACTOR,
@@ -94,6 +95,9 @@ class TargetRolloutResult:
     # The target's final status: the parent takes it from here instead of a last progress signal (None from
     # children started before PROGRESS_IN_RESULT).
     status: TargetStatus | None = None
+    # An edge fleet: the sites its batches moved to the release, which the delivery's rollback syncs back (None:
+    # not a fleet, a fleet that moved none, or one that ended before fleets said so).
+    moved_sites: MovedSites | None = None
     # The ownership base of each file the rollout wrote (and of those its input named), for a later stage.
     file_bases: dict[str, str] = field(default_factory=dict)
 
@@ -435,5 +439,5 @@ class RolloutControl:
             list(self.status.commits),
             superseded_by,
             final,
-            dict(self.file_bases),
+            file_bases=dict(self.file_bases),
         )

@@ -14,6 +14,7 @@ from aicd.dashboard import charts
 from aicd.dashboard.charts import Linear, Log, Tick
 from aicd.dashboard.gitops import CommitInfo, commit_url
 from aicd.dashboard.history import DeliveryDigest, Look, StepMark
+from aicd.fleet import in_site_order, rolled_back
 from aicd.gates import GateHold
 from aicd.judge.model import MetricVerdict, TestName, TestResult
 from aicd.messages import (
@@ -370,7 +371,10 @@ def status_from_history(digest: DeliveryDigest, phase: str) -> DeliveryStatus:
     for rollback in digest.rollbacks:  # the delivery rolls targets back itself, without a progress report
         for target in rollback.targets:
             if target in status.targets:
-                status.targets[target] = replace(status.targets[target], state="rolled-back", weight=0)
+                rolled = status.targets[target]
+                status.targets[target] = replace(
+                    rolled, state="rolled-back", weight=0, sites_by_state=rolled_back(rolled.sites_by_state)
+                )
     for recorded in digest.actions:
         action = recorded.action
         person = resolve(plan.people if plan else [], action.actor, action.via)
@@ -1021,7 +1025,6 @@ def _tolerance_text(metric: MetricVerdict) -> str:
 # --- fleets ---------------------------------------------------------------------------------------------------
 
 MAX_CELLS = 1000
-FLEET_ORDER = ("updated", "updating", "failed", "pending")  # aicd.fleet.SITE_STATES, as the grid fills
 FLEET_COLUMNS = 50
 
 
@@ -1034,9 +1037,7 @@ def fleet_grid(target: TargetStatus) -> FleetGrid:
     unaccounted = total - sum(by_state.values())
     if unaccounted > 0:  # sites the summary has not counted yet have not been touched
         by_state["pending"] = by_state.get("pending", 0) + unaccounted
-    order = [state for state in FLEET_ORDER if state in by_state]
-    order += sorted(state for state in by_state if state not in order)
-    counts = [(state, by_state[state]) for state in order]
+    counts = in_site_order(by_state)  # as the grid fills: sites move in fleet order
     cells: list[str] = []
     for state, count in counts:
         cells += [state] * math.ceil(count / per_cell)
