@@ -12,7 +12,7 @@ from aicd.dashboard.views import fleet_grid
 from aicd.messages import Trigger, rollout_workflow_id
 from aicd.slack_blocks import compact_status, delivery_message, describe_progress
 from aicd.status_view import status_text
-from aicd.testing.engine import plan_from, running_worker, show, temporal_env
+from aicd.testing.engine import git, plan_from, running_worker, show, temporal_env
 from aicd.testing.standins.kube_argocd import KubeArgoCD
 from aicd.workflows.edge_fleet import EdgeFleetWorkflow
 from tests.test_edge_fleet import (
@@ -118,3 +118,32 @@ async def test_a_rolled_back_argocd_fleet_syncs_its_sites_back(
     message = pops(status).message
     assert f"not healthy after the rollback: {sites[1]} (" in message, message
     assert pops(status).sites_by_state == {"rolled-back": 1, "failed": 1, "pending": 2}
+
+
+async def test_a_batch_whose_commit_failed_moved_no_site(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Batch 2's commit fails (a site file of that batch is not valid YAML: nothing of the batch reaches Git) and
+    the delivery rolls back batch 1. The batch's sites were still counted `updating`, and the rollback then
+    counted them `rolled-back` as if the fleet had moved them: 4 sites said to be put back where 2 ever left."""
+    sites = names(4)
+    document, gitops, _seed, revision = fleet_spec(tmp_path, sites, batches=["50%", "100%"])
+    work = tmp_path / "human"
+    git("clone", "-q", gitops, str(work))
+    (work / site_file(sites[3])).write_text("image: [tag: v0\n")  # unparseable
+    git("-c", "user.name=Alice", "-c", "user.email=alice@x", "commit", "-qam", "break pop-0003", cwd=work)
+    git("push", "-q", "origin", "HEAD:main", cwd=work)
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+        result = await handle_for(client, plan.delivery_id).result()
+        status = await get_status(client, plan.delivery_id)
+    assert result.phase == "failed" and "batch-2" in result.reason, result.reason
+    assert [entry["Aicd-Step"] for entry in delivery_commits(gitops)] == [
+        "edge/pops/batch-1",
+        "edge/pops/rollback",
+    ]
+    target = pops(status)
+    assert target.state == "rolled-back"
+    assert target.sites_by_state == {"rolled-back": 2, "pending": 2}, target.sites_by_state

@@ -215,12 +215,20 @@ class EdgeFleetWorkflow(RolloutControl):
         self.status.message = f"batch {number}/{of}: {count} sites"
         self._summarise(progress)
         actor, self.next_actor = self.next_actor, SYSTEM_ACTOR
+        committed = False
         try:
             sha = await self._guarded_write(
                 lambda base: commit_batch(self.input, number, of, sites, actor, base)
             )
+            committed = True
         except ActivityError as error:
             raise StepFailed(f"{batch_step(self.input, number)}: commit failed: {cause_of(error)}") from error
+        finally:
+            if (
+                not committed
+            ):  # failed, aborted or superseded before Git had the batch: none of its sites moved
+                progress.tally.updating = 0
+                self._summarise(progress)
         self.base = sha
         self._add_commit(sha)
         self.moved_end = end
