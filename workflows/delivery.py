@@ -153,6 +153,9 @@ class DeliveryWorkflow:
         self.audit_seq = 0
         self.audited_phase = ""
         self.children: dict[str, workflow.ChildWorkflowHandle[Any, TargetRolloutResult]] = {}
+        # Per target in more than one stage, the commits of its rollouts in the stages before the current one:
+        # its status and the delivery's result list them too.
+        self.earlier_commits: dict[str, list[str]] = {}
         # Per target, the ownership base of each file its rollouts wrote, for its rollout in a later stage.
         self.file_bases: dict[str, dict[str, str]] = {}
         self.started_targets: list[tuple[str, str]] = []  # (stage, target) in start order
@@ -188,6 +191,9 @@ class DeliveryWorkflow:
             self.status.actions.append(
                 ActionRecord("human-edit", edit["author"], workflow.now().isoformat(), reason, progress.stage)
             )
+        earlier = self.earlier_commits.get(progress.target, [])
+        if earlier:  # the rollout reports this stage's commits; the target's status holds every stage's
+            progress.commits = earlier + [sha for sha in progress.commits if sha not in earlier]
         self.status.targets[progress.target] = progress
         self._reflect_waiting()
 
@@ -786,7 +792,14 @@ class DeliveryWorkflow:
                 break  # an abort or a newer delivery came while the wave was starting: start no more of it
             target = self.plan.targets[name]
             child_input = self._rollout_input(stage, name, actor)
-            self.status.targets[name] = TargetStatus(target=name, stage=stage.name, kind=target.kind)
+            if (previous := self.status.targets.get(name)) is not None:
+                self.earlier_commits[name] = list(previous.commits)
+            self.status.targets[name] = TargetStatus(
+                target=name,
+                stage=stage.name,
+                kind=target.kind,
+                commits=list(self.earlier_commits.get(name, [])),
+            )
             self.started_targets.append((stage.name, name))
             child_id = rollout_workflow_id(self.plan.delivery_id, stage.name, name)
             handle: workflow.ChildWorkflowHandle[Any, TargetRolloutResult]

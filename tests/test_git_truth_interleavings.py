@@ -1,0 +1,347 @@
+"""Git never lies, whatever the order: seeded random interleavings of releases, pauses, resumes, aborts and
+humans' commits on one app (two targets in two waves), on real Temporal and real Git. The harness acts as the
+people around a delivery do, at random moments; at the end it resumes whatever waits for a human, then reads
+the GitOps branch and every delivery's final status and checks what must hold in any order:
+
+- every delivery ends (none waits for good);
+- once a newer delivery has written a file, an older one never writes it again;
+- every commit a delivery reports is on the branch, and every commit of a delivery on the branch is one it
+  reports (Git holds nothing a delivery does not own up to);
+- each file runs the release of the last delivery that says it promoted the target, or the seed's if none
+  did: never a release a delivery says it rolled back, aborted or never finished, and no canary is left on.
+
+`python -m tests.test_git_truth_interleavings FIRST LAST` runs seeds FIRST..LAST and prints the failures."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from aicd.client import ActionRefused, get_status, handle_for, send_action, start_delivery
+from aicd.messages import DeliveryStatus, HumanAction, Trigger
+from aicd.plan import DeliveryPlan
+from aicd.testing.engine import (
+    TEMPORAL_BIN,
+    git,
+    make_repo,
+    plan_from,
+    running_worker,
+    show,
+    spec_document,
+    temporal_env,
+)
+
+__all__ = ["temporal_env"]
+
+SEED_VALUES = "# values\nimage:\n  tag: v0\ncanary:\n  weight: 0\n  tag: v0\nreplicas: 2\n"
+FILES = ("a.yaml", "b.yaml")
+# A release whose source holds BROKEN fails its smoke test after the first canary step (run in its checkout).
+STEPS = [
+    {"setWeight": 10},
+    {"pause": "1s"},
+    {"verify": {"name": "smoke", "command": ["test", "!", "-e", "BROKEN"]}},
+    {"setWeight": 50},
+    {"pause": "1s"},
+    {"setWeight": 100},
+]
+ENDED = ("succeeded", "failed", "aborted", "superseded", "rejected", "timed-out")
+# `waves`: one stage, a then b. `stages`: a canary stage for a alone, then an approved stage for both (a
+# target in two stages: its second rollout must see a human's edit made during the first).
+STAGES: dict[str, list[dict[str, Any]]] = {
+    "waves": [{"name": "production", "waves": [["a"], ["b"]], "strategy": {"canary": {"steps": STEPS}}}],
+    "stages": [
+        {"name": "canary", "targets": ["a"], "strategy": {"canary": {"steps": STEPS[:3]}}},
+        {
+            "name": "production",
+            "targets": ["a", "b"],
+            "approval": {"approvers": ["oncall"], "timeout": "1h"},
+            "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": "1s"}, {"setWeight": 100}]}},
+        },
+    ],
+}
+SETTLE_S = 120.0  # how long the end may take once the harness stops acting, resuming what waits
+
+
+@dataclass
+class World:
+    root: Path
+    client: Client
+    queue: str
+    concurrency: str
+    rollback_scope: str
+    layout: str
+    rng: random.Random
+    source: str = ""
+    gitops: str = ""
+    plans: list[DeliveryPlan] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+    human_commits: int = 0
+    phases: list[str] = field(default_factory=list)  # each delivery's final phase, in start order
+
+    def setup(self) -> None:
+        self.source, _ = make_repo(self.root, "source", {"README": "r0\n"})
+        self.gitops, _ = make_repo(self.root, "gitops", {name: SEED_VALUES for name in FILES})
+        git("clone", "-q", self.gitops, str(self.root / "human"))
+
+    def document(self, app: str) -> dict[str, Any]:
+        return spec_document(
+            app,
+            self.source,
+            self.gitops,
+            {"a": {"kind": "git", "path": "a.yaml"}, "b": {"kind": "git", "path": "b.yaml"}},
+            STAGES[self.layout],
+            concurrency=self.concurrency,
+            rollback={"scope": self.rollback_scope},
+        )
+
+    def new_revision(self, broken: bool) -> str:
+        seed = self.root / "source-seed"
+        marker = seed / "BROKEN"
+        if broken:
+            marker.write_text("this release fails its smoke test\n")
+        elif marker.exists():
+            marker.unlink()
+        git("add", "-A", cwd=seed)
+        git(
+            "-c",
+            "user.name=dev",
+            "-c",
+            "user.email=dev@x",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "r",
+            cwd=seed,
+        )
+        git("push", "-q", self.source, "HEAD:main", cwd=seed)
+        return git("rev-parse", "HEAD", cwd=seed)
+
+    # --- what people do ---------------------------------------------------------------------------------
+    async def release(self, app: str) -> None:
+        broken = self.rng.random() < 0.3
+        plan = plan_from(self.document(app), self.new_revision(broken))
+        await start_delivery(self.client, plan, Trigger("cli", "dev"), queue=self.queue)
+        self.plans.append(plan)
+        self.log.append(
+            f"release {plan.artifact_tag} {plan.delivery_id[-8:]}" + (" (broken)" if broken else "")
+        )
+
+    async def steer(self, kind: str) -> None:
+        if not self.plans:
+            return
+        plan = self.rng.choice(self.plans)
+        try:
+            outcome = await send_action(self.client, plan.delivery_id, kind, HumanAction("oncall", kind))
+        except ActionRefused as refused:
+            outcome = f"refused: {refused}"
+        self.log.append(f"{kind} {plan.delivery_id[-8:]}: {outcome[:60]}")
+
+    def human_commit(self) -> None:
+        """On-call edits a file by hand: scales it, or kills its canary (weight 0)."""
+        work = self.root / "human"
+        git("pull", "-q", "--rebase", "origin", "main", cwd=work)
+        name = self.rng.choice(FILES)
+        values = yaml.safe_load((work / name).read_text())
+        if self.rng.random() < 0.5:
+            values["replicas"] = self.rng.randint(3, 9)
+            what = f"scale {name} to {values['replicas']}"
+        else:
+            values["canary"]["weight"] = 0
+            what = f"kill the canary of {name}"
+        text = yaml.safe_dump(values, sort_keys=False)
+        if text == yaml.safe_dump(yaml.safe_load((work / name).read_text()), sort_keys=False):
+            self.log.append(f"human: {what} (nothing to change)")
+            return
+        (work / name).write_text(text)
+        git("-c", "user.name=Alice", "-c", "user.email=alice@x", "commit", "-qam", what, cwd=work)
+        try:
+            git("push", "-q", "origin", "HEAD:main", cwd=work)
+        except Exception:  # a delivery pushed in between: drop the edit, as a human would retry later
+            git("reset", "-q", "--hard", "origin/main", cwd=work)
+            self.log.append(f"human: {what} (lost a push race, dropped)")
+            return
+        self.human_commits += 1
+        self.log.append(f"human: {what}")
+
+    async def act(self, app: str, actions: int) -> None:
+        await self.release(app)
+        for _ in range(actions):
+            await asyncio.sleep(self.rng.uniform(0.1, 1.5))
+            choice = self.rng.random()
+            if choice < 0.25:
+                await self.release(app)
+            elif choice < 0.45:
+                await self.steer("pause")
+            elif choice < 0.65:
+                await self.steer("resume")
+            elif choice < 0.72:
+                await self.steer("abort")
+            elif choice < 0.8:
+                await self.steer("approve")
+            else:
+                await asyncio.to_thread(self.human_commit)
+
+    async def settle(self) -> dict[str, DeliveryStatus]:
+        """Resume whatever waits for a human until every delivery has ended; their final statuses."""
+        deadline = asyncio.get_running_loop().time() + SETTLE_S
+        while True:
+            statuses = {
+                plan.delivery_id: await get_status(self.client, plan.delivery_id) for plan in self.plans
+            }
+            waiting = [d for d, s in statuses.items() if s.phase not in ENDED]
+            if not waiting:
+                return statuses
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(
+                    "deliveries never ended: "
+                    + "; ".join(f"{d[-8:]} {statuses[d].phase} {statuses[d].pause_reason}" for d in waiting)
+                )
+            for delivery in waiting:
+                if statuses[delivery].paused or statuses[delivery].phase == "paused":
+                    with contextlib.suppress(ActionRefused):
+                        await send_action(self.client, delivery, "resume", HumanAction("oncall", "settle"))
+                if statuses[delivery].pending_approval:
+                    with contextlib.suppress(ActionRefused):
+                        await send_action(self.client, delivery, "approve", HumanAction("oncall", "settle"))
+            await asyncio.sleep(0.5)
+
+
+def writes(gitops: str, path: str) -> list[tuple[str, str, str]]:
+    """(commit, delivery ID, step) of each commit that changed `path`, oldest first ('' for a human's)."""
+    out = git(
+        "--git-dir",
+        gitops,
+        "log",
+        "--reverse",
+        "--format=@%H|%(trailers:key=Aicd-Delivery-Id,valueonly,separator=)|%(trailers:key=Aicd-Step,valueonly,separator=)",
+        "--name-only",
+        "main",
+    )
+    found, current = [], ("", "", "")
+    for line in out.splitlines():
+        if line.startswith("@"):
+            sha, delivery, step = line[1:].split("|")
+            current = (sha, delivery.strip(), step.strip())
+        elif line.strip() == path:
+            found.append(current)
+    return found
+
+
+def violations(world: World, statuses: dict[str, DeliveryStatus]) -> list[str]:
+    found: list[str] = []
+    order = [plan.delivery_id for plan in world.plans]  # start order: a later start is the newer delivery
+    tags = {plan.delivery_id: plan.artifact_tag for plan in world.plans}
+    branch = set(git("--git-dir", world.gitops, "rev-list", "main").split())
+    for target, path in (("a", "a.yaml"), ("b", "b.yaml")):
+        history = writes(world.gitops, path)
+        by_delivery = [(sha, d) for sha, d, _ in history if d]
+        for index, (_, older) in enumerate(by_delivery):
+            for _, newer in by_delivery[:index]:
+                if order.index(newer) > order.index(older):
+                    found.append(f"{path}: {older[-8:]} wrote after the newer {newer[-8:]}")
+        for delivery, status in statuses.items():
+            state = status.targets.get(target)
+            reported = set(state.commits) if state else set()
+            missing = reported - branch
+            if missing:
+                found.append(f"{path}: {delivery[-8:]} reports commits not on the branch: {sorted(missing)}")
+            unreported = {sha for sha, d, _ in history if d == delivery} - reported
+            if unreported and state is not None:
+                found.append(f"{path}: {delivery[-8:]} does not report its commits {sorted(unreported)}")
+        promoted = [
+            sha
+            for sha, d, step in history
+            if d
+            and step.endswith("/promote")
+            and statuses[d].targets.get(target) is not None
+            and statuses[d].targets[target].state == "promoted"
+        ]
+        last = next((d for sha, d, _ in reversed(history) if sha in promoted), None)
+        expected = tags[last] if last else "v0"
+        values = yaml.safe_load(show(world.gitops, "main", path))
+        if values["image"]["tag"] != expected:
+            owner = next((d for d, tag in tags.items() if tag == values["image"]["tag"]), None)
+            said = statuses[owner].targets.get(target) if owner else None
+            found.append(
+                f"{path}: runs {values['image']['tag']} ("
+                + (
+                    f"{owner[-8:]} says {said.state if said else 'nothing'}: {said.message if said else ''}"
+                    if owner
+                    else "no delivery"
+                )
+                + f"), the last delivery to say it promoted it is {last[-8:] if last else 'none'} ({expected})"
+            )
+        if values["canary"]["weight"] != 0:
+            found.append(f"{path}: a canary at weight {values['canary']['weight']} is left on")
+    return found
+
+
+async def run_interleaving(
+    client: Client, root: Path, seed: int, actions: int = 14
+) -> tuple[list[str], World]:
+    rng = random.Random(seed)
+    concurrency = "queue" if seed % 3 == 2 else "supersede"
+    layout = "stages" if seed % 2 == 0 else "waves"
+    # A target in two stages rolled back by stage keeps the earlier stage's release: scope release there.
+    rollback_scope = "release" if layout == "stages" else ("stage", "release", "target")[seed % 4 % 3]
+    app = f"mix-{seed}-{uuid.uuid4().hex[:6]}"
+    async with running_worker(client, root / "state") as queue:
+        world = World(root, client, queue, concurrency, rollback_scope, layout, rng)
+        world.setup()
+        await world.act(app, actions)
+        statuses = await world.settle()
+        world.phases = [statuses[plan.delivery_id].phase for plan in world.plans]
+        for plan in world.plans:
+            await handle_for(client, plan.delivery_id).result()
+    return violations(world, statuses), world
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_git_tells_the_truth_after_a_random_interleaving(
+    temporal_env: WorkflowEnvironment, tmp_path: Path, seed: int
+) -> None:
+    found, world = await run_interleaving(temporal_env.client, tmp_path, seed)
+    assert not found, "\n".join([*found, "what happened:", *world.log])
+    assert len(world.plans) >= 2  # the seed made releases overlap
+
+
+async def _main(first: int, last: int) -> None:
+    import tempfile
+
+    from aicd import search
+
+    async with await WorkflowEnvironment.start_local(
+        dev_server_existing_path=TEMPORAL_BIN, search_attributes=list(search.ALL)
+    ) as env:
+        for seed in range(first, last + 1):
+            with tempfile.TemporaryDirectory() as root:
+                try:
+                    found, world = await run_interleaving(env.client, Path(root), seed)
+                except AssertionError as stuck:
+                    print(f"seed {seed}: STUCK {stuck}")
+                    continue
+                print(
+                    f"seed {seed}: {len(world.plans)} deliveries, {world.human_commits} human commits, "
+                    f"{'OK' if not found else 'VIOLATIONS'} {' '.join(world.phases)}"
+                )
+                for line in found:
+                    print("   ", line)
+                if found:
+                    for line in world.log:
+                        print("      ", line)
+
+
+if __name__ == "__main__":
+    asyncio.run(_main(int(sys.argv[1]), int(sys.argv[2])))
