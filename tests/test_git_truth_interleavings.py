@@ -308,6 +308,36 @@ async def run_interleaving(
     return violations(world, statuses), world
 
 
+async def test_a_target_in_two_stages_reports_the_commits_of_both(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The target's status and the delivery's result held only the last stage's commits: the first stage's
+    canary commits were on the branch, owned by the delivery (its trailers), and reported nowhere."""
+    source, revision = make_repo(tmp_path, "source", {"README": "r0\n"})
+    gitops, _ = make_repo(tmp_path, "gitops", {"a.yaml": SEED_VALUES})
+    steps = [{"setWeight": 10}, {"setWeight": 100}]
+    document = spec_document(
+        "two-stages",
+        source,
+        gitops,
+        {"a": {"kind": "git", "path": "a.yaml"}},
+        [
+            {"name": "canary", "targets": ["a"], "strategy": {"canary": {"steps": steps}}},
+            {"name": "production", "targets": ["a"], "strategy": {"canary": {"steps": steps}}},
+        ],
+    )
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "dev"), queue=queue)
+        result = await handle_for(client, plan.delivery_id).result()
+        status = await get_status(client, plan.delivery_id)
+    on_branch = [sha for sha, delivery, _ in writes(gitops, "a.yaml") if delivery == plan.delivery_id]
+    assert result.phase == "succeeded" and len(on_branch) == 6, on_branch  # 2 steps + promote, twice
+    assert status.targets["a"].commits == on_branch
+    assert result.commits == on_branch
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_git_tells_the_truth_after_a_random_interleaving(
     temporal_env: WorkflowEnvironment, tmp_path: Path, seed: int
