@@ -371,6 +371,11 @@ async def _main(first: int, last: int) -> None:
                 if found:
                     for line in world.log:
                         print("      ", line)
+                    for name in FILES:
+                        print(f"       history of {name}:")
+                        for sha, delivery, step in writes(world.gitops, name):
+                            values = yaml.safe_load(show(world.gitops, sha, name))
+                            print(f"         {sha[:7]} {delivery[-8:] or 'human':8} {step:28} {values}")
 
 
 if __name__ == "__main__":
