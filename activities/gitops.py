@@ -61,7 +61,7 @@ from aicd.activities.gitobjects import (
     resolve,
 )
 from aicd.activities.heartbeats import in_thread_with_heartbeats
-from aicd.activities.yamledit import get_key, set_keys, undo_keeping_others
+from aicd.activities.yamledit import clear_of_writer, get_key, set_keys, undo_keeping_others
 from aicd.errors import ErrorType
 from aicd.flags import FlagChange, apply_flag_change
 from aicd.fleet import FleetError, FleetFile, FleetSlice, Site, parse_fleet
@@ -730,6 +730,8 @@ class GitOpsActivities:
             for path in list(left):
                 if path not in first_touch:  # written by others only, never by this delivery
                     del left[path]
+                elif _only_clear_human_edits_since(work, owner, path, writes[path], first_touch[path]):
+                    del left[path]  # a human's edit beside the delivery's values: undone around it, kept
             befores = _contents_at(
                 work.objects,
                 {path: f"{sha}^" for path, sha in first_touch.items() if path not in left},
@@ -1001,20 +1003,13 @@ def _keeping_others_edits(
     since (a human's commit that a resume accepted) kept, except where the delivery itself wrote. `writes`:
     the commits of the file, newest first. An edit that does more than set values (a key removed, a list
     resized) cannot be carried over: then `before`, as a plain undo, and a warning naming it."""
-    since = list(reversed(writes[: [commit.sha for commit in writes].index(first_touch) + 1]))
-    theirs = [commit for commit in since if commit.trailers is None or not commit.trailers.belongs_to(owner)]
+    since = _since_first_touch(writes, first_touch)
+    theirs = [commit for commit in since if not _is_own(commit, owner)]
     if not theirs or before is None:
         return before
+    edits = _edits(work, owner, path, since)
     try:
-        edits = [
-            (
-                commit not in theirs,
-                (read_at(work.objects, f"{commit.sha}^", path) or b"").decode(),
-                (read_at(work.objects, commit.sha, path) or b"").decode(),
-            )
-            for commit in since
-        ]
-        kept = undo_keeping_others(before.decode(), edits)
+        kept = undo_keeping_others(before.decode(), edits) if edits is not None else None
     except UnicodeDecodeError:
         kept = None
     if kept is None:
@@ -1026,6 +1021,50 @@ def _keeping_others_edits(
         )
         return before
     return kept.encode()
+
+
+def _only_clear_human_edits_since(
+    work: Worktree, owner: DeliveryRef, path: str, writes: list[LoggedCommit], first_touch: str
+) -> bool:
+    """Whether everything written to `path` after the delivery's last write of it is people's commits (no
+    delivery's) that only set values away from the delivery's own (yamledit.clear_of_writer): on-call scaled
+    the app while the canary ran. The rollback then restores the file around them instead of leaving a failed
+    canary running."""
+    later = writes[: next(index for index, commit in enumerate(writes) if _is_own(commit, owner))]
+    if not later or any(commit.trailers is not None for commit in later):
+        return False
+    try:
+        edits = _edits(work, owner, path, _since_first_touch(writes, first_touch))
+    except SymbolicLink:  # swapped for a link: never read through, the file is left as it is
+        return False
+    return edits is not None and clear_of_writer(edits)
+
+
+def _since_first_touch(writes: list[LoggedCommit], first_touch: str) -> list[LoggedCommit]:
+    """The commits of a file (`writes`, newest first) from the delivery's first write of it on, oldest first."""
+    return list(reversed(writes[: [commit.sha for commit in writes].index(first_touch) + 1]))
+
+
+def _is_own(commit: LoggedCommit, owner: DeliveryRef) -> bool:
+    return commit.trailers is not None and commit.trailers.belongs_to(owner)
+
+
+def _edits(
+    work: Worktree, owner: DeliveryRef, path: str, commits: list[LoggedCommit]
+) -> list[tuple[bool, str, str]] | None:
+    """Each commit's edit of `path` as (by the delivery, content before, content after); None when the file is
+    not text."""
+    try:
+        return [
+            (
+                _is_own(commit, owner),
+                (read_at(work.objects, f"{commit.sha}^", path) or b"").decode(),
+                (read_at(work.objects, commit.sha, path) or b"").decode(),
+            )
+            for commit in commits
+        ]
+    except UnicodeDecodeError:
+        return None
 
 
 def _without_canary(content: bytes, write: WritePlan) -> bytes:

@@ -3,6 +3,6 @@ write-path syntax, the exact text edit, the checks), shared with the spec valida
 
 from __future__ import annotations
 
-from aicd.yamledit import get_key, set_keys, undo_keeping_others
+from aicd.yamledit import clear_of_writer, get_key, set_keys, undo_keeping_others
 
-__all__ = ["get_key", "set_keys", "undo_keeping_others"]
+__all__ = ["clear_of_writer", "get_key", "set_keys", "undo_keeping_others"]

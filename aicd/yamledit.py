@@ -345,7 +345,7 @@ def undo_keeping_others(before: str, edits: list[tuple[bool, str, str]]) -> str 
         theirs.update(changes)  # a later edit of a place wins
     kept: dict[str, Any] = {}
     for place, value in theirs.items():
-        if any(place[: len(mine)] == mine or mine[: len(place)] == place for mine in ours):
+        if _overlaps(place, ours):
             continue
         path = place_path(place)
         if path is None:
@@ -355,6 +355,37 @@ def undo_keeping_others(before: str, edits: list[tuple[bool, str, str]]) -> str 
         return set_keys(before, kept)
     except ValueError:
         return None
+
+
+def clear_of_writer(edits: list[tuple[bool, str, str]]) -> bool:
+    """Whether the edits by others after the writer's last edit (`edits` as for undo_keeping_others) set values
+    none at, inside or around a place the writer changed (and every edit by others only set values):
+    undoing the writer then takes nothing of theirs back (a human who scaled the app while a canary ran), so a
+    rollback may go ahead and keep them. False when they touched the writer's places: whoever made them took
+    the file over."""
+    mine_at = [index for index, (mine, _old, _new) in enumerate(edits) if mine]
+    if not mine_at:
+        return False
+    ours: set[Place] = set()
+    for _mine, old, new in (edits[index] for index in mine_at):
+        places = changed_places(old, new)
+        if places is None:
+            return False
+        ours.update(places)
+    for index, (mine, old, new) in enumerate(edits):
+        if mine:
+            continue
+        changes = scalar_changes(
+            old, new
+        )  # an earlier one too: undo_keeping_others must carry every edit over
+        if changes is None or (index > mine_at[-1] and any(_overlaps(place, ours) for place in changes)):
+            return False
+    return True
+
+
+def _overlaps(place: Place, places: set[Place]) -> bool:
+    """`place` is one of `places`, inside one, or holds one."""
+    return any(place[: len(other)] == other or other[: len(place)] == place for other in places)
 
 
 def scalar_changes(before: str, after: str) -> dict[Place, Any] | None:

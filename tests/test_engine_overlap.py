@@ -380,3 +380,42 @@ async def test_a_newer_release_that_fails_its_tests_stops_nothing(
     assert broken.phase == "failed" and "unit" in broken.reason
     assert older.phase == "succeeded"
     assert {d for path in ("a.yaml", "b.yaml") for d, _ in repos.writes(path)} == {old.delivery_id}
+
+
+async def test_a_human_scaling_the_app_mid_canary_does_not_keep_a_failed_canary_on(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """While the canary waits, on-call scales the app by hand (`replicas: 6`, nothing of the canary); then the
+    canary fails its smoke test. The rollback left the whole file as it was - the failed release kept its 10%
+    of the traffic - because someone had written it since the delivery. The human's edit was beside the
+    delivery's values: the rollback restores the file around it, and keeps it."""
+    repos = Repos(tmp_path)
+    app = f"scaled-{uuid.uuid4().hex[:6]}"
+    steps: list[dict[str, Any]] = [
+        {"setWeight": 10},
+        {"pause": "3s"},
+        {"verify": {"name": "smoke", "command": ["false"]}},
+    ]
+    plan = plan_from(document(repos, app, steps=steps), repos.revisions[0])
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "dev"), queue=queue)
+        await wait_for(
+            client, plan.delivery_id, lambda s: "a" in s.targets and s.targets["a"].step_kind == "pause"
+        )
+        work = tmp_path / "human"
+        git("clone", "-q", repos.gitops, str(work))
+        (work / "a.yaml").write_text((work / "a.yaml").read_text() + "replicas: 6\n")
+        git("-c", "user.name=Alice", "-c", "user.email=alice@x", "commit", "-qam", "scale a", cwd=work)
+        git("push", "-q", "origin", "HEAD:main", cwd=work)
+        result = await handle_for(client, plan.delivery_id).result()
+        status = await get_status(client, plan.delivery_id)
+    assert result.phase == "failed", result.reason
+    assert repos.values("a.yaml") == {
+        "image": {"tag": "v0"},
+        "canary": {"weight": 0, "tag": "v0"},
+        "replicas": 6,
+    }
+    assert show(repos.gitops, "main", "a.yaml").startswith("# values\n")  # the file's own text, restored
+    assert status.targets["a"].state == "rolled-back", status.targets["a"]
+    assert [step for _delivery, step in repos.writes("a.yaml")][-1] == "production/a/rollback"

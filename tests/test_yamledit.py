@@ -31,6 +31,7 @@ from aicd.yamledit import (
     Index,
     Key,
     Select,
+    clear_of_writer,
     get_key,
     get_path,
     parse_path,
@@ -737,3 +738,27 @@ def test_undo_keeping_others_takes_back_what_the_writer_added_beyond_scalars_and
         before, [(True, before, ours), (False, ours, theirs), (True, theirs, ours_again)]
     )
     assert undone == "flags:\n  a: {state: ENABLED}\n  b: {state: DISABLED}\n"
+
+
+def test_clear_of_writer_lets_a_rollback_keep_values_set_away_from_the_writers() -> None:
+    """After the writer's last edit, a human scaled the app: clear (the rollback restores around it). A human
+    who touched the canary, or removed a key, took the file over: not clear."""
+    before = "image: {tag: v0}\ncanary: {weight: 0, tag: v0}\nreplicas: 2\n"
+    ours = before.replace("weight: 0, tag: v0", "weight: 10, tag: v1")
+    scaled = ours.replace("replicas: 2", "replicas: 5")
+    assert clear_of_writer([(True, before, ours), (False, ours, scaled)])
+    killed = ours.replace("weight: 10", "weight: 0")
+    assert not clear_of_writer([(True, before, ours), (False, ours, killed)])
+    assert not clear_of_writer([(True, before, ours), (False, ours, ours.replace("replicas: 2\n", ""))])
+    # An edit of the writer's place *before* its last write was about its release (a resume accepted it).
+    ours_again = killed.replace("weight: 0, tag: v1", "weight: 50, tag: v1")
+    scaled_again = ours_again.replace("replicas: 2", "replicas: 5")
+    assert clear_of_writer(
+        [
+            (True, before, ours),
+            (False, ours, killed),
+            (True, killed, ours_again),
+            (False, ours_again, scaled_again),
+        ]
+    )
+    assert not clear_of_writer([(False, before, scaled)])  # the writer never wrote it: nothing to undo around
