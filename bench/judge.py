@@ -1,7 +1,9 @@
 """Seeded simulation benchmark: aicd's canary judge vs a Kayenta-style and a Flagger-style judge.
 
 Run: ``python bench/judge.py [--quick] [--reps N] [--seed S] [--workers W]``. Prints one table row per
-scenario and, last, one summary line; the same seed gives the same numbers. ``--quick`` runs 60 instead of
+scenario and, last, one summary line; the same seed gives the same numbers. ``--scenario NAME``
+(repeatable) runs aicd alone on the scenarios whose name contains NAME, on the same runs (a quick look
+while tuning; the references need every null scenario for their matching). ``--quick`` runs 60 instead of
 200 replications per scenario (about a minute on two cores; the figures are then only indicative).
 
 Simulated world (per replication, 5 s scrapes, 1-min intervals, 20 looks, canary at 10% of traffic):
@@ -963,12 +965,9 @@ def run(reps: int, seed: int, workers: int, progress: Callable[[str], None], per
         scenario = SCENARIOS[index]
         rows = results[index]
         warmup = scenario.conditions.warmup_intervals
-        ours = summarise([row.aicd for row in rows])
+        ours, ended = _aicd_summary(rows)
         if scenario.name == "latency +10%":
             latency_plus10 = ours.rate
-        ended = {
-            outcome: sum(1 for row in rows if row.aicd_outcome == outcome) / len(rows) for outcome in Outcome
-        }
         cells: list[str] = []
         best_by_key: dict[str, tuple[JudgeSummary, list[int]]] = {}
         for key, matching in matchings.items():
@@ -1072,6 +1071,14 @@ def _rank(summary: JudgeSummary) -> tuple[float, float]:
     return summary.rate, -(summary.median_delay or math.inf)
 
 
+def _aicd_summary(rows: Sequence[RepResult]) -> tuple[JudgeSummary, dict[Outcome, float]]:
+    """aicd's detection rate and median delay over a scenario's runs, and how its analyses ended."""
+    ended = {
+        outcome: sum(1 for row in rows if row.aicd_outcome == outcome) / len(rows) for outcome in Outcome
+    }
+    return summarise([row.aicd for row in rows]), ended
+
+
 def _share_by(looks: Sequence[int], look: int) -> float:
     return sum(1 for value in looks if 0 < value <= look) / len(looks)
 
@@ -1102,6 +1109,37 @@ def _rate(summary: JudgeSummary | None) -> str:
     return "-" if summary is None else f"{summary.rate:.3f}"
 
 
+def run_aicd_only(
+    names: Sequence[str], reps: int, seed: int, workers: int, progress: Callable[[str], None], per_pod: bool
+) -> int:
+    """aicd's rows of the scenarios whose names contain one of ``names``, without the references (their
+    matching needs every null scenario): a quick look while tuning, on the full benchmark's runs."""
+    indices = [i for i, s in enumerate(SCENARIOS) if any(n.lower() in s.name.lower() for n in names)]
+    if not indices:
+        progress(f"no scenario matches {', '.join(names)}")
+        return 2
+    chunk = max(1, min(25, reps // 4 or 1))
+    tasks = [  # Kayenta stops at its first look: its level is not matched here
+        Task(index, first, min(chunk, reps - first), seed, -math.inf, per_pod)
+        for index in indices
+        for first in range(0, reps, chunk)
+    ]
+    results: dict[int, list[RepResult]] = {index: [] for index in indices}
+    with ProcessPoolExecutor(max_workers=max(1, workers)) as pool:
+        for index, chunk_results in pool.map(run_task, tasks):
+            results[index].extend(chunk_results)
+    progress(f"aicd only: {reps} runs/scenario, seed {seed}, per_pod={int(per_pod)}")
+    progress(f"{'scenario':<27} {'null':>4} | {'aicd':>5} {'delay':>5} {'pass':>5} {'fail':>5} {'inc':>5}")
+    for index in indices:
+        ours, ended = _aicd_summary(results[index])
+        progress(
+            f"{SCENARIOS[index].name:<27} {'yes' if SCENARIOS[index].null else '':>4} | {ours.rate:>5.3f} "
+            f"{_delay(ours):>5} {ended[Outcome.PASS]:>5.3f} {ended[Outcome.FAIL]:>5.3f} "
+            f"{ended[Outcome.INCONCLUSIVE]:>5.3f}"
+        )
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n", 1)[0])
     parser.add_argument("--reps", type=int, default=None, help="replications per scenario (default 200)")
@@ -1113,8 +1151,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="aicd without the baseline's per-pod series (every metric judged on the aggregate, as before)",
     )
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only aicd, on the scenarios whose name contains NAME (repeatable; no references, no last line)",
+    )
     arguments = parser.parse_args(argv)
     reps = arguments.reps if arguments.reps is not None else (60 if arguments.quick else 200)
+    if arguments.scenario:
+        return run_aicd_only(
+            arguments.scenario,
+            reps,
+            arguments.seed,
+            arguments.workers,
+            lambda line: print(line, flush=True),
+            per_pod=not arguments.aggregate,
+        )
     return run(
         reps,
         arguments.seed,

@@ -26,11 +26,20 @@ share of the metric's budget spent over the planned looks as a group-sequential 
 planned-look test does). The looks' means share most of their intervals, and a slow wander makes them
 share even more than independent intervals would, which only lowers the chance of crossing at several looks.
 
-Measured: an offline prototype first (valid at the edge, 29% of a +10% shift found where an oracle that
-knows the noise level finds 60%; pooling each interval's pod residuals found 57% but overstated its degrees
-of freedom, so it is not used), then in the judge by bench/judge.py (with and without the pod series) and by
-tests/test_judge_pods.py's level checks at the edge. ``PER_POD_SHARES`` gives this test 0.65 of the metric's
-budget, spent over the plan in proportion to the look (the planned-look test's share moved here).
+Why no more than k - 1 degrees of freedom. The pods' intervals hold many more numbers than their k means,
+but what they say about the spread of a pod's *mean over the analysis* rests on a model of the wander.
+Pooling each interval's pod residuals as the noise (with or without a correction for their correlation over
+time) reads it from how pods change within the analysis, which neither a wander slower than the analysis nor
+pods that sit apart for good (a slower node) show; a canary exactly at the edge is then failed many times
+beyond the budget (tests/test_judge_pods.py holds this test to its level in both worlds). A two-way (pod x
+interval) split gains nothing honest either: the contrast's variance includes the pod main effect, whose
+only unbiased estimate is the spread of the pods' means itself (Satterthwaite on its parts gives back k - 1
+degrees of freedom); the interaction adds degrees of freedom only by assuming that effect away. The k - 1
+degrees of freedom are the price of a test that holds whatever the wander.
+
+Measured by bench/judge.py (with and without the pod series) and tests/test_judge_pods.py's level checks
+at the edge. ``PER_POD_SHARES`` gives this test 0.65 of the metric's budget, spent over the plan in
+proportion to the look (the planned-look test's share moved here).
 """
 
 from __future__ import annotations
