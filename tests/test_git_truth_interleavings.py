@@ -27,6 +27,7 @@ import pytest
 import yaml
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from aicd.client import ActionRefused, get_status, handle_for, send_action, start_delivery
 from aicd.messages import DeliveryStatus, HumanAction, Trigger
@@ -41,6 +42,7 @@ from aicd.testing.engine import (
     spec_document,
     temporal_env,
 )
+from aicd.workflows.registry import ALL_WORKFLOWS, sandbox_runner
 
 __all__ = ["temporal_env"]
 
@@ -289,7 +291,7 @@ def violations(world: World, statuses: dict[str, DeliveryStatus]) -> list[str]:
 
 
 async def run_interleaving(
-    client: Client, root: Path, seed: int, actions: int = 14
+    client: Client, root: Path, seed: int, actions: int = 14, keep: Path | None = None
 ) -> tuple[list[str], World]:
     rng = random.Random(seed)
     concurrency = "queue" if seed % 3 == 2 else "supersede"
@@ -301,11 +303,33 @@ async def run_interleaving(
         world = World(root, client, queue, concurrency, rollback_scope, layout, rng)
         world.setup()
         await world.act(app, actions)
-        statuses = await world.settle()
+        try:
+            statuses = await world.settle()
+            for plan in world.plans:
+                await handle_for(client, plan.delivery_id).result()
+        except Exception as error:  # a delivery that cannot go on: is its history still the code's?
+            unreplayable = await replay_failures(client, world.plans, keep or root)
+            raise AssertionError("\n".join([f"{type(error).__name__}: {error}", *unreplayable])) from error
         world.phases = [statuses[plan.delivery_id].phase for plan in world.plans]
-        for plan in world.plans:
-            await handle_for(client, plan.delivery_id).result()
-    return violations(world, statuses), world
+        unreplayable = await replay_failures(client, world.plans, keep or root)
+    return violations(world, statuses) + unreplayable, world
+
+
+async def replay_failures(client: Client, plans: list[DeliveryPlan], root: Path) -> list[str]:
+    """Every run of every delivery and of its rollouts replays on the workflow code that ran it; a history
+    that does not is kept beside the run (`root/unreplayable-*.json`) and named."""
+    replayer = Replayer(workflows=ALL_WORKFLOWS, workflow_runner=sandbox_runner())
+    found = []
+    for plan in plans:
+        async for execution in client.list_workflows(f"WorkflowId STARTS_WITH '{plan.delivery_id}'"):
+            handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+            history = await handle.fetch_history()
+            result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+            if result.replay_failure is not None:
+                kept = root / f"unreplayable-{execution.id[-30:]}-{execution.run_id[-8:]}.json"
+                kept.write_text(history.to_json())
+                found.append(f"{execution.id} does not replay ({kept}): {result.replay_failure}")
+    return found
 
 
 async def test_a_target_in_two_stages_reports_the_commits_of_both(
@@ -358,7 +382,9 @@ async def _main(first: int, last: int) -> None:
         for seed in range(first, last + 1):
             with tempfile.TemporaryDirectory() as root:
                 try:
-                    found, world = await run_interleaving(env.client, Path(root), seed)
+                    keep = Path(tempfile.gettempdir()) / "aicd-unreplayable"
+                    keep.mkdir(exist_ok=True)
+                    found, world = await run_interleaving(env.client, Path(root), seed, keep=keep)
                 except AssertionError as stuck:
                     print(f"seed {seed}: STUCK {stuck}")
                     continue
