@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from aicd.activities.audit import AUDIT_FILE_ENV, AUDIT_URL_ENV
 from aicd.client import handle_for, send_action, start_delivery
@@ -23,6 +24,7 @@ from aicd.governance.reconstruct import reconstruct
 from aicd.messages import HumanAction, Trigger
 from aicd.testing.engine import make_repo, plan_from, running_worker, spec_document, temporal_env, wait_for
 from aicd.testing.standins.incidents import IncidentStandin
+from aicd.workflows.registry import ALL_WORKFLOWS, sandbox_runner
 from tests.record_histories import activity_types
 
 __all__ = ["temporal_env"]
@@ -135,3 +137,37 @@ async def test_streamed_audit_matches_the_reconstruction_and_tampering_shows(
     assert tampered.returncode == 1
     assert f"line {target + 2}: aicdprevhash" in tampered.stderr  # the record after the edited one
     assert verify(lines[:target] + lines[target + 1 :])  # removing a record breaks the chain too
+
+
+async def test_a_slow_audit_sink_at_the_end_leaves_a_history_that_replays(
+    temporal_env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last audit batch (a local activity) was still being written when the delivery began to wait for it
+    with a timer; live, the timer was started, while on replay the batch's result is known at once and the
+    timer never is: the finished delivery's history no longer replayed - `aicd status` of it failed with a
+    nondeterminism error as soon as a worker had to replay it. The wait is now the batch's own."""
+    sink = IncidentStandin(audit_delay_s=1.5)
+    await sink.start()
+    monkeypatch.setenv(AUDIT_URL_ENV, sink.audit_url)
+    source, revision = make_repo(tmp_path, "source", {"README": "x\n"})
+    gitops, _ = make_repo(tmp_path, "gitops", {"a.yaml": "image:\n  tag: v0\ncanary:\n  weight: 0\n"})
+    document = spec_document(
+        "slow-sink",
+        source,
+        gitops,
+        {"a": {"kind": "git", "path": "a.yaml"}},
+        [{"name": "one", "targets": ["a"], "strategy": {"canary": {"steps": [{"setWeight": 100}]}}}],
+    )
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "carol"), queue=queue)
+        result = await handle_for(client, plan.delivery_id).result()
+        history = await handle_for(client, plan.delivery_id).fetch_history()
+    await sink.stop()
+    assert result.phase == "succeeded", result.reason
+    assert any(e["type"].endswith(".finished") for batch in sink.audit_batches for e in batch)
+    replayed = await Replayer(workflows=ALL_WORKFLOWS, workflow_runner=sandbox_runner()).replay_workflow(
+        history, raise_on_replay_failure=False
+    )
+    assert replayed.replay_failure is None, replayed.replay_failure

@@ -101,6 +101,10 @@ SYNC_FLEET_BACK = "sync-fleet-back"
 LOCAL_ACTIVITIES = "local-audit-and-claim"
 LOCAL_AUDIT_ATTEMPT = timedelta(seconds=10)
 LOCAL_AUDIT_RETRY_THRESHOLD = timedelta(seconds=3)
+# Workflow patch: the end waits for the last audit batch itself, not for a timer raced against it. Live, the
+# batch (a local activity) may still run when the wait starts, so the timer is started; on replay its result
+# is known at once and the timer never is: the finished delivery's history did not replay (nondeterminism).
+AUDIT_DRAIN_WITHOUT_TIMER = "audit-drain-without-timer"
 
 # A queued delivery looks whether the deliveries it waits for still run this often (their end notice is the
 # fast path; this is the net for one that never comes, e.g. a delivery terminated by an operator).
@@ -1210,7 +1214,9 @@ class DeliveryWorkflow:
             await workflow.wait_condition(
                 lambda: all(task.done() for task in self.notifications), timeout=timedelta(seconds=10)
             )
-        if self.audit_sender:
+        if self.audit_sender and workflow.patched(AUDIT_DRAIN_WITHOUT_TIMER):
+            await self.audit_sender[0]  # bounded by the last batch's own schedule-to-close (AUDIT_TIMEOUT)
+        elif self.audit_sender:
             with contextlib.suppress(TimeoutError):
                 await workflow.wait_condition(lambda: self.audit_sender[0].done(), timeout=AUDIT_TIMEOUT)
         if self.incidents:  # a few retries of the last incident hook (PagerDuty slow or briefly down)
@@ -1242,6 +1248,8 @@ class DeliveryWorkflow:
         while True:
             await workflow.wait_condition(lambda: bool(self.audit_outbox))
             batch, self.audit_outbox = self.audit_outbox, []
+            # The end waits for the last batch: an unreachable sink holds the delivery's result this long at most.
+            last = any(entry.kind == "finished" for entry in batch)
             try:
                 if local:
                     # An attempt holds the workflow task open (a pause waits for its next heartbeat, ~8 s):
@@ -1249,7 +1257,7 @@ class DeliveryWorkflow:
                     await workflow.execute_local_activity_method(
                         AuditActivities.append,
                         batch,
-                        schedule_to_close_timeout=AUDIT_TIMEOUT * 10,
+                        schedule_to_close_timeout=AUDIT_TIMEOUT if last else AUDIT_TIMEOUT * 10,
                         start_to_close_timeout=LOCAL_AUDIT_ATTEMPT,
                         retry_policy=AUDIT_RETRY,
                         local_retry_threshold=LOCAL_AUDIT_RETRY_THRESHOLD,
@@ -1258,7 +1266,7 @@ class DeliveryWorkflow:
                     await workflow.execute_activity_method(
                         AuditActivities.append,
                         batch,
-                        schedule_to_close_timeout=AUDIT_TIMEOUT * 10,
+                        schedule_to_close_timeout=AUDIT_TIMEOUT if last else AUDIT_TIMEOUT * 10,
                         start_to_close_timeout=AUDIT_TIMEOUT,
                         retry_policy=AUDIT_RETRY,
                     )
@@ -1266,7 +1274,7 @@ class DeliveryWorkflow:
             # unwrapped, its own ApplicationError, not an ActivityError.)
             except FailureError as error:
                 workflow.logger.warning("%d audit records not written: %s", len(batch), cause_of(error))
-            if any(entry.kind == "finished" for entry in batch):
+            if last:
                 return
 
     def _incident(self, kind: str, summary: str) -> None:

@@ -16,6 +16,7 @@ array of events with the required attributes) and keeps each batch's events.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -46,6 +47,7 @@ class IncidentStandin:
     refused: list[tuple[str, list[str]]] = field(default_factory=list)  # (endpoint, errors)
     open_alerts: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures_left: int = 0
+    audit_delay_s: float = 0.0  # a slow audit sink: each batch is answered this late
     port: int = 0
     _server: RunningServer | None = None
 
@@ -142,6 +144,8 @@ class IncidentStandin:
         return Response(status_code=204)
 
     async def _audit(self, request: Request) -> Response:
+        if self.audit_delay_s:
+            await asyncio.sleep(self.audit_delay_s)
         if self._failing():
             return Response(status_code=503)
         errors = []
