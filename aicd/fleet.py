@@ -260,3 +260,8 @@ class MovedSites:
     @property
     def count(self) -> int:
         return self.fleet_sites.count if self.fleet_sites is not None else len(self.sites)
+
+    @property
+    def batch(self) -> list[Site] | FleetSlice:
+        """The moved sites as a batch's sites are given to the activities."""
+        return self.fleet_sites if self.fleet_sites is not None else self.sites

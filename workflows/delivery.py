@@ -1017,8 +1017,7 @@ class DeliveryWorkflow:
         state.message = f"{message}; syncing the {sum(part.count for part in moved)} sites it moved back"
         unsynced: dict[str, str] = {}
         for part in moved:  # one per stage that rolled the fleet out
-            sites = part.fleet_sites if part.fleet_sites is not None else part.sites
-            unsynced |= await sync_sites(input, step_trailer(stage, name, "rollback"), sites, sha)
+            unsynced |= await sync_sites(input, step_trailer(stage, name, "rollback"), part.batch, sha)
         state.message = message
         if unsynced:
             state.message += (

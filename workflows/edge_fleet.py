@@ -97,6 +97,12 @@ class FleetProgress:
     run: int = 1
     fleet: FleetFile | None = None  # the fleet file, whose sites the activities read from Git
 
+    def sites(self, start: int, end: int) -> BatchSites:
+        """The sites from `start` to `end` in fleet order: a slice of the fleet file, or the inline sites."""
+        if self.fleet is not None:
+            return self.fleet.slice(start, end)
+        return [Site(name, self.health.get(name, "")) for name in self.names[start:end]]
+
 
 @dataclass
 class FleetInput(TargetRolloutInput):
@@ -200,11 +206,7 @@ class EdgeFleetWorkflow(RolloutControl):
     async def _batch(self, index: int) -> None:
         progress = self.progress
         start, end = (progress.ends[index - 1] if index else 0), progress.ends[index]
-        sites: BatchSites = (
-            progress.fleet.slice(start, end)
-            if progress.fleet is not None
-            else [Site(name, progress.health.get(name, "")) for name in progress.names[start:end]]
-        )
+        sites = progress.sites(start, end)
         count = site_count(sites)
         number, of = index + 1, len(progress.ends)
         await self._wait_unpaused()
@@ -224,9 +226,8 @@ class EdgeFleetWorkflow(RolloutControl):
         except ActivityError as error:
             raise StepFailed(f"{batch_step(self.input, number)}: commit failed: {cause_of(error)}") from error
         finally:
-            if (
-                not committed
-            ):  # failed, aborted or superseded before Git had the batch: none of its sites moved
+            # Failed, aborted or superseded before Git had the batch: none of its sites moved.
+            if not committed:
                 progress.tally.updating = 0
                 self._summarise(progress)
         self.base = sha
@@ -277,11 +278,8 @@ class EdgeFleetWorkflow(RolloutControl):
         """The sites the batch commits of every run moved, for the delivery's rollback to put back."""
         if not self.moved_end:
             return None
-        progress = self.progress
-        if progress.fleet is not None:
-            return MovedSites(fleet_sites=progress.fleet.slice(0, self.moved_end))
-        names = progress.names[: self.moved_end]
-        return MovedSites(sites=[Site(name, progress.health.get(name, "")) for name in names])
+        moved = self.progress.sites(0, self.moved_end)
+        return MovedSites(sites=moved) if isinstance(moved, list) else MovedSites(fleet_sites=moved)
 
     async def _continue_as_new(self) -> None:
         await self._flush_reports()  # the reports of this run reach the parent before it ends
