@@ -34,6 +34,8 @@
   commit (workflows.delivery.SYNC_FLEET_BACK), as the fleet's result names them.
 - `people`: a spec with `people`: Alice approves from Slack, her CLI name is refused as a second approval of
   hers, Bob's approval opens the gate (aicd.people).
+- `audit-drain`: the `audit` scenario again, its end awaiting the last audit batch without a timer (patch
+  `audit-drain-without-timer`).
 
 Run `python -m tests.record_histories [SCENARIO...]` after a deliberate, versioned change of workflow
 behaviour; the replay test fails whenever workflow code changes in a way that would break running deliveries.
@@ -88,6 +90,18 @@ def activity_types(events: list[dict[str, Any]]) -> tuple[list[str], list[str]]:
             data = json.loads(base64.b64decode(marker["details"]["data"]["payloads"][0]["data"]))
             local.append(data["activity_type"])
     return scheduled, local
+
+
+def patch_markers(events: list[dict[str, Any]]) -> list[bytes]:
+    """The data of each workflow patch marker of a history (as JSON): which patches the run went through."""
+    return [
+        base64.b64decode(
+            event["markerRecordedEventAttributes"]["details"]["patch-data"]["payloads"][0]["data"]
+        )
+        for event in events
+        if "markerRecordedEventAttributes" in event
+        and event["markerRecordedEventAttributes"]["markerName"] == "core_patch"
+    ]
 
 
 async def _histories(client: Client, delivery_id: str) -> list[WorkflowHistory]:
@@ -507,6 +521,7 @@ SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]]
     "people": record_people,
     "fleet-rollback": record_fleet_rollback,
     "fleet-rollback-synced": record_fleet_rollback,
+    "audit-drain": record_audit,
 }
 # What a scenario's worker ran with that its replayer needs too: a durable timer an interceptor added.
 REPLAY_INTERCEPTORS: dict[str, Sequence[Interceptor]] = {

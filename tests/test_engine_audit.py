@@ -24,8 +24,9 @@ from aicd.governance.reconstruct import reconstruct
 from aicd.messages import HumanAction, Trigger
 from aicd.testing.engine import make_repo, plan_from, running_worker, spec_document, temporal_env, wait_for
 from aicd.testing.standins.incidents import IncidentStandin
+from aicd.workflows.delivery import AUDIT_DRAIN_WITHOUT_TIMER
 from aicd.workflows.registry import ALL_WORKFLOWS, sandbox_runner
-from tests.record_histories import activity_types
+from tests.record_histories import activity_types, patch_markers
 
 __all__ = ["temporal_env"]
 
@@ -171,3 +172,5 @@ async def test_a_slow_audit_sink_at_the_end_leaves_a_history_that_replays(
         history, raise_on_replay_failure=False
     )
     assert replayed.replay_failure is None, replayed.replay_failure
+    events = json.loads(history.to_json())["events"]  # the end took the path without a timer
+    assert any(AUDIT_DRAIN_WITHOUT_TIMER.encode() in patch for patch in patch_markers(events))

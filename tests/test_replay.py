@@ -17,7 +17,13 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from aicd.testing.engine import temporal_env
-from aicd.workflows.delivery import LOCAL_ACTIVITIES, PAUSE_LATE_ROLLOUTS, STOP_LATE_ROLLOUTS, SYNC_FLEET_BACK
+from aicd.workflows.delivery import (
+    AUDIT_DRAIN_WITHOUT_TIMER,
+    LOCAL_ACTIVITIES,
+    PAUSE_LATE_ROLLOUTS,
+    STOP_LATE_ROLLOUTS,
+    SYNC_FLEET_BACK,
+)
 from aicd.workflows.edge_fleet import SYNC_RESTORED_SITES
 from aicd.workflows.registry import ALL_WORKFLOWS, sandbox_runner
 from aicd.workflows.rollout_control import PER_FILE_BASE, PROGRESS_IN_RESULT
@@ -26,6 +32,7 @@ from tests.record_histories import (
     REPLAY_INTERCEPTORS,
     SCENARIOS,
     activity_types,
+    patch_markers,
     record_scenario,
 )
 
@@ -94,7 +101,7 @@ async def test_audit_history_sends_the_audit_stream_and_the_claim_as_local_activ
     assert "audit_append" not in scheduled and "claim_release" not in scheduled, scheduled
     assert "check_gates" in scheduled, scheduled
     assert local.count("audit_append") >= 4 and local.count("claim_release") == 1, local
-    assert any(LOCAL_ACTIVITIES.encode() in patch for patch in _patches(events))
+    assert any(LOCAL_ACTIVITIES.encode() in patch for patch in patch_markers(events))
     older, older_local = activity_types(_events("governance", "delivery"))
     assert "audit_append" in older and "claim_release" in older and not older_local
 
@@ -107,8 +114,8 @@ async def test_fleet_rollback_syncs_the_sites_the_fleet_moved_back_under_its_pat
     after = _events("fleet-rollback-synced", "delivery")
     assert activity_types(before)[0] == ["check_gates", "gitops_rollback_many"]
     assert activity_types(after)[0] == ["check_gates", "gitops_rollback_many", "edge_check_sites"]
-    assert not any(SYNC_FLEET_BACK.encode() in patch for patch in _patches(before))
-    assert any(SYNC_FLEET_BACK.encode() in patch for patch in _patches(after))
+    assert not any(SYNC_FLEET_BACK.encode() in patch for patch in patch_markers(before))
+    assert any(SYNC_FLEET_BACK.encode() in patch for patch in patch_markers(after))
     (request,) = [
         json.loads(base64.b64decode(attributes["input"]["payloads"][0]["data"]))
         for event in after
@@ -117,17 +124,6 @@ async def test_fleet_rollback_syncs_the_sites_the_fleet_moved_back_under_its_pat
     ]
     assert [site["name"] for site in request["sites"]] == ["pop-1", "pop-2"]
     assert request["step"] == "edge/pops/rollback"
-
-
-def _patches(events: list[dict[str, Any]]) -> list[bytes]:
-    return [
-        base64.b64decode(
-            event["markerRecordedEventAttributes"]["details"]["patch-data"]["payloads"][0]["data"]
-        )
-        for event in events
-        if "markerRecordedEventAttributes" in event
-        and event["markerRecordedEventAttributes"]["markerName"] == "core_patch"
-    ]
 
 
 def _events(scenario: str, name: str) -> list[dict[str, Any]]:
@@ -148,7 +144,7 @@ async def test_progress_history_reports_waits_and_ends_with_the_status_in_the_re
     report after every step; the final status travels in the result."""
     for name in ("a", "b"):
         events = _events("progress", name)
-        assert any(PROGRESS_IN_RESULT.encode() in patch for patch in _patches(events)), name
+        assert any(PROGRESS_IN_RESULT.encode() in patch for patch in patch_markers(events)), name
         (completed,) = [e for e in events if "workflowExecutionCompletedEventAttributes" in e]
         payload = completed["workflowExecutionCompletedEventAttributes"]["result"]["payloads"][0]["data"]
         result = json.loads(base64.b64decode(payload))
@@ -166,13 +162,14 @@ async def test_progress_history_reports_waits_and_ends_with_the_status_in_the_re
         ("pause-while-starting", "delivery", PAUSE_LATE_ROLLOUTS),
         ("per-file-base", "b", PER_FILE_BASE),
         ("argocd-fleet-restore", "pops", SYNC_RESTORED_SITES),
+        ("audit-drain", "delivery", AUDIT_DRAIN_WITHOUT_TIMER),
     ],
 )
 async def test_histories_recorded_through_a_patch_hold_its_marker(
     scenario: str, name: str, patch: str
 ) -> None:
     """Each of these scenarios guards the new branch of one workflow patch: its history went through it."""
-    assert any(patch.encode() in data for data in _patches(_events(scenario, name))), (scenario, name)
+    assert any(patch.encode() in data for data in patch_markers(_events(scenario, name))), (scenario, name)
 
 
 async def test_abort_while_starting_history_never_starts_the_last_rollout() -> None:
