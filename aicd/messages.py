@@ -191,6 +191,9 @@ class TargetStatus:
     urls: dict[str, str] = field(default_factory=dict)  # placeholder (url, preview.url, ...) -> URL
     strategy: str = ""  # a stage's strategy other than a canary (blueGreen): step_kind names its phase
     flags: dict[str, str] = field(default_factory=dict)  # flag -> what its last setFlag step made it
+    # Earlier stages that promoted this target and whose release this delivery has not rolled back since: a
+    # later stage that ends aborted or superseded leaves that release standing (rollback.scope stage/target).
+    promoted_in: list[str] = field(default_factory=list)
 
 
 @dataclass

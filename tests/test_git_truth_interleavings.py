@@ -1,12 +1,13 @@
-"""Git never lies, whatever the order: seeded random interleavings of releases, pauses, resumes, aborts and
-humans' commits on one app (two targets in two waves), on real Temporal and real Git. The harness acts as the
-people around a delivery do, at random moments; at the end it resumes whatever waits for a human, then reads
-the GitOps branch and every delivery's final status and checks what must hold in any order:
+"""Git never lies, whatever the order: seeded random interleavings of releases, pauses, resumes, aborts,
+humans' commits and worker restarts on two apps that share one GitOps repository (two targets each), on real
+Temporal and real Git. The harness acts as the people around a delivery do, at random moments; at the end it
+resumes whatever waits for a human, then reads the GitOps branch and every delivery's final status and checks
+what must hold in any order:
 
 - every delivery ends (none waits for good);
 - once a newer delivery has written a file, an older one never writes it again;
 - every commit a delivery reports is on the branch, and every commit of a delivery on the branch is one it
-  reports (Git holds nothing a delivery does not own up to);
+  reports (Git holds nothing a delivery does not own up to); a delivery writes only its own app's files;
 - each file runs the release of the last delivery that says it promoted the target, or the seed's if none
   did: never a release a delivery says it rolled back, aborted or never finished, and no canary is left on.
 
@@ -29,25 +30,33 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
+from aicd.activities import WorkerSettings
 from aicd.client import ActionRefused, get_status, handle_for, send_action, start_delivery
 from aicd.messages import DeliveryStatus, HumanAction, Trigger
 from aicd.plan import DeliveryPlan
+from aicd.status_view import status_text
 from aicd.testing.engine import (
     TEMPORAL_BIN,
     git,
+    human_commit,
     make_repo,
     plan_from,
     running_worker,
     show,
     spec_document,
     temporal_env,
+    wait_for,
 )
+from aicd.trailers import split_step
+from aicd.worker import Workers, build_worker
 from aicd.workflows.registry import ALL_WORKFLOWS, sandbox_runner
 
 __all__ = ["temporal_env"]
 
 SEED_VALUES = "# values\nimage:\n  tag: v0\ncanary:\n  weight: 0\n  tag: v0\nreplicas: 2\n"
-FILES = ("a.yaml", "b.yaml")
+# Two apps in one GitOps repository: each delivery's targets `a` and `b` are its app's two files.
+APPS = {"one": {"a": "a.yaml", "b": "b.yaml"}, "two": {"a": "c.yaml", "b": "d.yaml"}}
+FILES = tuple(path for files in APPS.values() for path in files.values())
 # A release whose source holds BROKEN fails its smoke test after the first canary step (run in its checkout).
 STEPS = [
     {"setWeight": 10},
@@ -84,12 +93,16 @@ class World:
     rollback_scope: str
     layout: str
     rng: random.Random
+    app_prefix: str = "mix"
     source: str = ""
     gitops: str = ""
     plans: list[DeliveryPlan] = field(default_factory=list)
+    app_of: dict[str, str] = field(default_factory=dict)  # delivery ID -> its key in APPS
     log: list[str] = field(default_factory=list)
     human_commits: int = 0
+    restarts: int = 0
     phases: list[str] = field(default_factory=list)  # each delivery's final phase, in start order
+    worker: Workers | None = None
 
     def setup(self) -> None:
         self.source, _ = make_repo(self.root, "source", {"README": "r0\n"})
@@ -98,14 +111,33 @@ class World:
 
     def document(self, app: str) -> dict[str, Any]:
         return spec_document(
-            app,
+            f"{self.app_prefix}-{app}",
             self.source,
             self.gitops,
-            {"a": {"kind": "git", "path": "a.yaml"}, "b": {"kind": "git", "path": "b.yaml"}},
+            {target: {"kind": "git", "path": path} for target, path in APPS[app].items()},
             STAGES[self.layout],
             concurrency=self.concurrency,
             rollback={"scope": self.rollback_scope},
         )
+
+    # --- the worker: one pod, restarted now and then with a fresh disk (another pod) ---------------------
+    async def start_worker(self) -> None:
+        state = self.root / f"state-{self.restarts}"
+        self.worker = build_worker(self.client, WorkerSettings(state_dir=state), self.queue)
+        await self.worker.__aenter__()
+
+    async def stop_worker(self) -> None:
+        if self.worker is not None:
+            worker, self.worker = self.worker, None
+            await worker.__aexit__(None, None, None)
+
+    async def restart_worker(self) -> None:
+        """The worker's pod is replaced (a rolling upgrade, a node drained): in-flight activities get its
+        graceful shutdown, then a new worker with an empty state directory serves the same queue."""
+        await self.stop_worker()
+        self.restarts += 1
+        await self.start_worker()
+        self.log.append(f"worker restarted ({self.restarts})")
 
     def new_revision(self, broken: bool) -> str:
         seed = self.root / "source-seed"
@@ -131,13 +163,15 @@ class World:
         return git("rev-parse", "HEAD", cwd=seed)
 
     # --- what people do ---------------------------------------------------------------------------------
-    async def release(self, app: str) -> None:
+    async def release(self) -> None:
+        app = "one" if self.rng.random() < 0.65 else "two"
         broken = self.rng.random() < 0.3
         plan = plan_from(self.document(app), self.new_revision(broken))
         await start_delivery(self.client, plan, Trigger("cli", "dev"), queue=self.queue)
         self.plans.append(plan)
+        self.app_of[plan.delivery_id] = app
         self.log.append(
-            f"release {plan.artifact_tag} {plan.delivery_id[-8:]}" + (" (broken)" if broken else "")
+            f"release {app} {plan.artifact_tag} {plan.delivery_id[-8:]}" + (" (broken)" if broken else "")
         )
 
     async def steer(self, kind: str) -> None:
@@ -177,13 +211,13 @@ class World:
         self.human_commits += 1
         self.log.append(f"human: {what}")
 
-    async def act(self, app: str, actions: int) -> None:
-        await self.release(app)
+    async def act(self, actions: int) -> None:
+        await self.release()
         for _ in range(actions):
             await asyncio.sleep(self.rng.uniform(0.1, 1.5))
             choice = self.rng.random()
             if choice < 0.25:
-                await self.release(app)
+                await self.release()
             elif choice < 0.45:
                 await self.steer("pause")
             elif choice < 0.65:
@@ -192,6 +226,8 @@ class World:
                 await self.steer("abort")
             elif choice < 0.8:
                 await self.steer("approve")
+            elif choice < 0.84:
+                await self.restart_worker()
             else:
                 await asyncio.to_thread(self.human_commit)
 
@@ -241,19 +277,35 @@ def writes(gitops: str, path: str) -> list[tuple[str, str, str]]:
     return found
 
 
+def says_promoted(status: DeliveryStatus, target: str, step: str) -> bool:
+    """Whether the delivery's status says the promotion made by its commit of `step` stands: the target's last
+    stage ended promoted, or an earlier stage promoted it and the delivery did not roll that back."""
+    stage, name, kind = split_step(step)
+    state = status.targets.get(target)
+    if state is None or name != target or kind != "promote":
+        return False
+    return (state.state == "promoted" and state.stage == stage) or stage in state.promoted_in
+
+
 def violations(world: World, statuses: dict[str, DeliveryStatus]) -> list[str]:
     found: list[str] = []
     order = [plan.delivery_id for plan in world.plans]  # start order: a later start is the newer delivery
     tags = {plan.delivery_id: plan.artifact_tag for plan in world.plans}
     branch = set(git("--git-dir", world.gitops, "rev-list", "main").split())
-    for target, path in (("a", "a.yaml"), ("b", "b.yaml")):
+    for app, target, path in [(app, t, p) for app, files in APPS.items() for t, p in files.items()]:
         history = writes(world.gitops, path)
+        strangers = {d for _, d, _ in history if d and world.app_of.get(d) != app}
+        if strangers:
+            found.append(f"{path}: written by deliveries of another app: {sorted(d[-8:] for d in strangers)}")
+        history = [(sha, d, step) for sha, d, step in history if not d or world.app_of.get(d) == app]
         by_delivery = [(sha, d) for sha, d, _ in history if d]
         for index, (_, older) in enumerate(by_delivery):
             for _, newer in by_delivery[:index]:
                 if order.index(newer) > order.index(older):
                     found.append(f"{path}: {older[-8:]} wrote after the newer {newer[-8:]}")
         for delivery, status in statuses.items():
+            if world.app_of[delivery] != app:
+                continue
             state = status.targets.get(target)
             reported = set(state.commits) if state else set()
             missing = reported - branch
@@ -262,14 +314,7 @@ def violations(world: World, statuses: dict[str, DeliveryStatus]) -> list[str]:
             unreported = {sha for sha, d, _ in history if d == delivery} - reported
             if unreported and state is not None:
                 found.append(f"{path}: {delivery[-8:]} does not report its commits {sorted(unreported)}")
-        promoted = [
-            sha
-            for sha, d, step in history
-            if d
-            and step.endswith("/promote")
-            and statuses[d].targets.get(target) is not None
-            and statuses[d].targets[target].state == "promoted"
-        ]
+        promoted = [sha for sha, d, step in history if d and says_promoted(statuses[d], target, step)]
         last = next((d for sha, d, _ in reversed(history) if sha in promoted), None)
         expected = tags[last] if last else "v0"
         values = yaml.safe_load(show(world.gitops, "main", path))
@@ -298,11 +343,12 @@ async def run_interleaving(
     layout = "stages" if seed % 2 == 0 else "waves"
     # A target in two stages rolled back by stage keeps the earlier stage's release: scope release there.
     rollback_scope = "release" if layout == "stages" else ("stage", "release", "target")[seed % 4 % 3]
-    app = f"mix-{seed}-{uuid.uuid4().hex[:6]}"
-    async with running_worker(client, root / "state") as queue:
-        world = World(root, client, queue, concurrency, rollback_scope, layout, rng)
-        world.setup()
-        await world.act(app, actions)
+    queue = f"mix-{uuid.uuid4().hex[:10]}"
+    world = World(root, client, queue, concurrency, rollback_scope, layout, rng, f"mix-{seed}-{queue[-6:]}")
+    world.setup()
+    await world.start_worker()
+    try:
+        await world.act(actions)
         try:
             statuses = await world.settle()
             for plan in world.plans:
@@ -312,6 +358,8 @@ async def run_interleaving(
             raise AssertionError("\n".join([f"{type(error).__name__}: {error}", *unreplayable])) from error
         world.phases = [statuses[plan.delivery_id].phase for plan in world.plans]
         unreplayable = await replay_failures(client, world.plans, keep or root)
+    finally:
+        await world.stop_worker()
     return violations(world, statuses) + unreplayable, world
 
 
@@ -362,6 +410,56 @@ async def test_a_target_in_two_stages_reports_the_commits_of_both(
     assert result.commits == on_branch
 
 
+async def test_an_aborted_later_stage_says_the_earlier_stages_release_stands(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """A target promoted in stage one, then aborted in stage two after a human took its file over: the abort
+    leaves the file as it is, so the release promoted in stage one still runs, and the status says so (it
+    said only `aborted`). A rollback that does restore the file says no release of this delivery stands."""
+    source, revision = make_repo(tmp_path, "source", {"README": "r0\n"})
+    gitops, _ = make_repo(tmp_path, "gitops", {"a.yaml": SEED_VALUES, "b.yaml": SEED_VALUES})
+    document = spec_document(
+        "stands",
+        source,
+        gitops,
+        {"a": {"kind": "git", "path": "a.yaml"}, "b": {"kind": "git", "path": "b.yaml"}},
+        [
+            {"name": "canary", "targets": ["a"], "strategy": {"canary": {"steps": [{"setWeight": 10}]}}},
+            {
+                "name": "production",
+                "targets": ["a", "b"],
+                "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": "2s"}, {"setWeight": 100}]}},
+            },
+        ],
+        rollback={"scope": "stage"},
+    )
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "dev"), queue=queue)
+        await wait_for(
+            client,
+            plan.delivery_id,
+            lambda s: s.stage == "production" and s.targets["a"].step_kind == "pause",
+        )
+        killed = yaml.safe_load(show(gitops, "main", "a.yaml"))
+        killed["canary"]["weight"] = 0  # on-call kills a's canary by hand: the file is theirs now
+        human_commit(gitops, tmp_path, {"a.yaml": yaml.safe_dump(killed, sort_keys=False)}, "kill a's canary")
+        await wait_for(client, plan.delivery_id, lambda s: s.targets["a"].state == "awaiting-resume")
+        await send_action(client, plan.delivery_id, "abort", HumanAction("oncall", "abort"))
+        await handle_for(client, plan.delivery_id).result()
+        status = await get_status(client, plan.delivery_id)
+    a, b = status.targets["a"], status.targets["b"]
+    assert yaml.safe_load(show(gitops, "main", "a.yaml"))["image"]["tag"] == plan.artifact_tag
+    assert "left a.yaml as it is" in a.message and a.state != "promoted"
+    assert a.promoted_in == ["canary"]
+    assert says_promoted(status, "a", "canary/a/promote")
+    assert "(promoted in canary)" in status_text(status)
+    # b's rollback put its file back to before the delivery: nothing of this delivery stands there.
+    assert b.state == "rolled-back" and b.promoted_in == []
+    assert yaml.safe_load(show(gitops, "main", "b.yaml"))["image"]["tag"] == "v0"
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_git_tells_the_truth_after_a_random_interleaving(
     temporal_env: WorkflowEnvironment, tmp_path: Path, seed: int
@@ -390,6 +488,7 @@ async def _main(first: int, last: int) -> None:
                     continue
                 print(
                     f"seed {seed}: {len(world.plans)} deliveries, {world.human_commits} human commits, "
+                    f"{world.restarts} restarts, "
                     f"{'OK' if not found else 'VIOLATIONS'} {' '.join(world.phases)}"
                 )
                 for line in found:

@@ -5,7 +5,6 @@ its own delivery wrote, matched by exact trailers, and leaves what others wrote 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from aicd.activities.steps import StepActivities, StepRequest, StepResult
 from aicd.activities.sync import sync_target
 from aicd.errors import ErrorType
 from aicd.plan import WritePlan
-from aicd.testing.engine import commits, git, make_repo, show
+from aicd.testing.engine import commits, git, human_commit, make_repo, show
 from aicd.testing.standins.kube_argocd import KubeArgoCD
 
 SEED = "# web\nimage:\n  tag: v0   # stable\ncanary:\n  weight: 0\n  tag: v0\n"
@@ -68,39 +67,6 @@ def rollback(gitops: str, delivery_id: str, started: str, *, revision: str = OLD
         started=started,
         write=WRITE,
     )
-
-
-def human_commit(
-    bare: str,
-    root: Path,
-    files: dict[str, str | None],
-    message: str,
-    *,
-    symlinks: dict[str, str] | None = None,
-) -> str:
-    """Commit as a human (no aicd trailers) straight to the bare repo's main branch."""
-    work = root / f"human-{len(list(root.glob('human-*')))}"
-    git("clone", "-q", bare, str(work))
-    for path, content in files.items():
-        target = work / path
-        if content is None:
-            target.unlink()
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(content)
-    for path, link in (symlinks or {}).items():
-        target = work / path
-        if target.exists() or target.is_symlink():
-            if target.is_dir() and not target.is_symlink():
-                git("rm", "-rq", path, cwd=work)
-            else:
-                target.unlink()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.symlink(link, target)
-    git("add", "-A", cwd=work)
-    git("-c", "user.name=Alice", "-c", "user.email=alice@example.com", "commit", "-qm", message, cwd=work)
-    git("push", "-q", "origin", "HEAD:main", cwd=work)
-    return git("rev-parse", "HEAD", cwd=work)
 
 
 async def refused(call, kind: ErrorType) -> ApplicationError:  # type: ignore[no-untyped-def]

@@ -160,6 +160,8 @@ class DeliveryWorkflow:
         # Per target in more than one stage, the commits of its rollouts in the stages before the current one:
         # its status and the delivery's result list them too.
         self.earlier_commits: dict[str, list[str]] = {}
+        # A target's earlier stages that promoted it (TargetStatus.promoted_in), until a rollback undoes them.
+        self.promoted_in: dict[str, list[str]] = {}
         # Per target, the ownership base of each file its rollouts wrote, for its rollout in a later stage.
         self.file_bases: dict[str, dict[str, str]] = {}
         self.started_targets: list[tuple[str, str]] = []  # (stage, target) in start order
@@ -198,6 +200,7 @@ class DeliveryWorkflow:
         earlier = self.earlier_commits.get(progress.target, [])
         if earlier:  # the rollout reports this stage's commits; the target's status holds every stage's
             progress.commits = earlier + [sha for sha in progress.commits if sha not in earlier]
+        progress.promoted_in = list(self.promoted_in.get(progress.target, []))
         self.status.targets[progress.target] = progress
         self._reflect_waiting()
 
@@ -798,11 +801,15 @@ class DeliveryWorkflow:
             child_input = self._rollout_input(stage, name, actor)
             if (previous := self.status.targets.get(name)) is not None:
                 self.earlier_commits[name] = list(previous.commits)
+                self.promoted_in[name] = previous.promoted_in + (
+                    [previous.stage] if previous.state == "promoted" else []
+                )
             self.status.targets[name] = TargetStatus(
                 target=name,
                 stage=stage.name,
                 kind=target.kind,
                 commits=list(self.earlier_commits.get(name, [])),
+                promoted_in=list(self.promoted_in.get(name, [])),
             )
             self.started_targets.append((stage.name, name))
             child_id = rollout_workflow_id(self.plan.delivery_id, stage.name, name)
@@ -968,6 +975,7 @@ class DeliveryWorkflow:
                 continue
             state.state = "rolled-back"
             state.weight = 0
+            state.promoted_in = self.promoted_in[name] = []  # its files are back to before the delivery
             state.sites_by_state = fleet.rolled_back(state.sites_by_state)  # a fleet's: none on the release
             if result.sha is None:
                 state.message = f"nothing to roll back; {reason}"

@@ -4,6 +4,7 @@ its own task queue, and specs built from small dicts through the real loader."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -122,6 +123,39 @@ def plan_from(document: dict[str, Any], revision: str) -> DeliveryPlan:
     assert not errors, "\n".join(map(str, errors))
     assert spec is not None
     return build_plan(spec, revision)
+
+
+def human_commit(
+    bare: str,
+    root: Path,
+    files: dict[str, str | None],
+    message: str,
+    *,
+    symlinks: dict[str, str] | None = None,
+) -> str:
+    """Commit as a human (no aicd trailers) straight to the bare repo's main branch."""
+    work = root / f"human-{len(list(root.glob('human-*')))}"
+    git("clone", "-q", bare, str(work))
+    for path, content in files.items():
+        target = work / path
+        if content is None:
+            target.unlink()
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(content)
+    for path, link in (symlinks or {}).items():
+        target = work / path
+        if target.exists() or target.is_symlink():
+            if target.is_dir() and not target.is_symlink():
+                git("rm", "-rq", path, cwd=work)
+            else:
+                target.unlink()
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(link, target)
+    git("add", "-A", cwd=work)
+    git("-c", "user.name=Alice", "-c", "user.email=alice@example.com", "commit", "-qm", message, cwd=work)
+    git("push", "-q", "origin", "HEAD:main", cwd=work)
+    return git("rev-parse", "HEAD", cwd=work)
 
 
 def spec_document(
