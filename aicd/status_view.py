@@ -78,9 +78,9 @@ def _target_row(target: TargetStatus, paused: bool, now: datetime | None) -> lis
     if target.sites_total:
         counts = ", ".join(f"{state} {count}" for state, count in in_site_order(target.sites_by_state))
         step = f"{step}  sites {target.sites_total}: {counts}"
-    state = target.state
-    if target.promoted_in and state != "promoted":  # an earlier stage's release of it stands
-        state = f"{state} (promoted in {', '.join(target.promoted_in)})"
+    state: str = target.state
+    if target.promoted_in and target.state != "promoted":  # an earlier stage's release of it stands
+        state = f"{target.state} (promoted in {', '.join(target.promoted_in)})"
     return [
         target.stage,
         target.target,
