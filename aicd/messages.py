@@ -196,6 +196,13 @@ class TargetStatus:
     promoted_in: list[str] = field(default_factory=list)
 
 
+def target_state_text(target: TargetStatus) -> str:
+    """The target's state, and the earlier stages whose release of it stands: `aborted (promoted in canary)`."""
+    if target.promoted_in and target.state != "promoted":
+        return f"{target.state} (promoted in {', '.join(target.promoted_in)})"
+    return target.state
+
+
 @dataclass
 class DeliveryStatus:
     delivery_id: str

@@ -16,7 +16,13 @@ from typing import Any
 
 from aicd.fleet import in_site_order
 from aicd.judge.model import Outcome
-from aicd.messages import TERMINAL_PHASES, DeliveryStatus, TargetStatus, VerificationStatus
+from aicd.messages import (
+    TERMINAL_PHASES,
+    DeliveryStatus,
+    TargetStatus,
+    VerificationStatus,
+    target_state_text,
+)
 from aicd.people import Roster
 from aicd.plan import DeliveryPlan
 
@@ -180,7 +186,7 @@ def describe_progress(target: TargetStatus) -> str:
     name = f"`{escape(target.target)}`"
     if target.state in ("promoted", "failed", "aborted", "rolled-back"):
         tail = f": {escape(target.message)}" if target.message else ""
-        return f"{name} {target.state}{tail}"
+        return f"{name} {escape(target_state_text(target))}{tail}"
     if target.state == "awaiting-resume":
         return f"{name} waits for a human: {escape(target.message)}"
     if target.state == "paused":

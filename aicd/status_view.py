@@ -11,7 +11,7 @@ from rich.text import Text
 
 from aicd.fleet import in_site_order
 from aicd.judge import AnalysisVerdict, Outcome
-from aicd.messages import DeliveryStatus, TargetStatus, VerificationStatus
+from aicd.messages import DeliveryStatus, TargetStatus, VerificationStatus, target_state_text
 
 PHASE_STYLE = {
     "succeeded": "bold green",
@@ -78,14 +78,11 @@ def _target_row(target: TargetStatus, paused: bool, now: datetime | None) -> lis
     if target.sites_total:
         counts = ", ".join(f"{state} {count}" for state, count in in_site_order(target.sites_by_state))
         step = f"{step}  sites {target.sites_total}: {counts}"
-    state: str = target.state
-    if target.promoted_in and target.state != "promoted":  # an earlier stage's release of it stands
-        state = f"{target.state} (promoted in {', '.join(target.promoted_in)})"
     return [
         target.stage,
         target.target,
         target.kind,
-        state,
+        target_state_text(target),
         step,
         weight_bar(target.weight),
         str(len(target.commits)),

@@ -32,8 +32,10 @@ from temporalio.worker import Replayer
 
 from aicd.activities import WorkerSettings
 from aicd.client import ActionRefused, get_status, handle_for, send_action, start_delivery
+from aicd.dashboard.views import stage_views
 from aicd.messages import DeliveryStatus, HumanAction, Trigger
 from aicd.plan import DeliveryPlan
+from aicd.slack_blocks import describe_progress
 from aicd.status_view import status_text
 from aicd.testing.engine import (
     TEMPORAL_BIN,
@@ -454,7 +456,14 @@ async def test_an_aborted_later_stage_says_the_earlier_stages_release_stands(
     assert "left a.yaml as it is" in a.message and a.state != "promoted"
     assert a.promoted_in == ["canary"]
     assert says_promoted(status, "a", "canary/a/promote")
-    assert "(promoted in canary)" in status_text(status)
+    assert "(promoted in canary)" in status_text(status) and "(promoted in canary)" in describe_progress(a)
+    nodes = {
+        (view.name, node.name): node.state
+        for view in stage_views(plan, status)
+        for w in view.waves
+        for node in w.nodes
+    }
+    assert nodes[("canary", "a")] == "promoted" and nodes[("production", "a")] == "aborted"
     # b's rollback put its file back to before the delivery: nothing of this delivery stands there.
     assert b.state == "rolled-back" and b.promoted_in == []
     assert yaml.safe_load(show(gitops, "main", "b.yaml"))["image"]["tag"] == "v0"

@@ -480,6 +480,16 @@ def _stage_of(plan: DeliveryPlan, name: str) -> StagePlan | None:
     return None
 
 
+def _state_in(stage: StagePlan, target: TargetStatus | None) -> str:
+    """A target's state as its node in `stage` shows it: a target that went on to a later stage shows there
+    what it is now, and here `promoted` while the release this stage promoted stands."""
+    if target is None:
+        return "not-started"
+    if target.stage != stage.name and stage.name in target.promoted_in:
+        return "promoted"
+    return target.state
+
+
 def stage_views(plan: DeliveryPlan, status: DeliveryStatus) -> list[StageView]:
     views = []
     names = [stage.name for stage in plan.stages]
@@ -497,7 +507,7 @@ def stage_views(plan: DeliveryPlan, status: DeliveryStatus) -> list[StageView]:
                         name=name,
                         kind=target_plan.kind,
                         region=target_plan.region or "",
-                        state=target.state if target else "not-started",
+                        state=_state_in(stage, target),
                         weight=target.weight if target else 0,
                         step=(step_label(stage, target.step_index, target.step_kind) + _until(target))
                         if target
