@@ -20,7 +20,7 @@ import contextlib
 import random
 import sys
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +100,7 @@ class World:
     gitops: str = ""
     plans: list[DeliveryPlan] = field(default_factory=list)
     app_of: dict[str, str] = field(default_factory=dict)  # delivery ID -> its key in APPS
+    released: list[tuple[str, str]] = field(default_factory=list)  # (app, revision) of each release
     log: list[str] = field(default_factory=list)
     human_commits: int = 0
     restarts: int = 0
@@ -168,13 +169,25 @@ class World:
     async def release(self) -> None:
         app = "one" if self.rng.random() < 0.65 else "two"
         broken = self.rng.random() < 0.3
-        plan = plan_from(self.document(app), self.new_revision(broken))
-        await start_delivery(self.client, plan, Trigger("cli", "dev"), queue=self.queue)
+        revision = self.new_revision(broken)
+        self.released.append((app, revision))
+        await self.deliver(app, revision, "release" + (" (broken)" if broken else ""))
+
+    async def redeploy(self) -> None:
+        """`aicd deliver` of a revision released before (a rollback by re-deploy): a delivery of its own."""
+        if self.released:
+            await self.deliver(*self.rng.choice(self.released), "re-deploy")
+
+    async def deliver(self, app: str, revision: str, what: str) -> None:
+        plan = plan_from(self.document(app), revision)
+        started = await start_delivery(self.client, plan, Trigger("cli", "dev"), queue=self.queue)
+        if not started.started:  # that revision's delivery still runs: the request found it
+            self.log.append(f"{what} {app} {plan.artifact_tag}: runs as {started.delivery_id[-8:]}")
+            return
+        plan = replace(plan, delivery_id=started.delivery_id)
         self.plans.append(plan)
         self.app_of[plan.delivery_id] = app
-        self.log.append(
-            f"release {app} {plan.artifact_tag} {plan.delivery_id[-8:]}" + (" (broken)" if broken else "")
-        )
+        self.log.append(f"{what} {app} {plan.artifact_tag} {plan.delivery_id[-10:]}")
 
     async def steer(self, kind: str) -> None:
         if not self.plans:
@@ -230,6 +243,8 @@ class World:
                 await self.steer("approve")
             elif choice < 0.84:
                 await self.restart_worker()
+            elif choice < 0.88:
+                await self.redeploy()
             else:
                 await asyncio.to_thread(self.human_commit)
 
