@@ -793,6 +793,7 @@ class DeliveryWorkflow:
                 "approvers": stage.approval.approvers if stage.approval else [],
             },
             "approvals": {name: list(actors) for name, actors in self.status.approvals.items()},
+            "approved_by": {name: self._approvers(name) for name in self.status.approvals},
             "commands": {command.name: command.state for command in self.status.commands},
             "stages": [item.name for item in plan.stages],
             "targets": {
@@ -800,6 +801,15 @@ class DeliveryWorkflow:
                 for name, target in plan.targets.items()
             },
         }
+
+    def _approvers(self, stage: str) -> list[dict[str, Any]]:
+        """The policy input's `approved_by` of a stage: one entry per person who approved it, in order, with
+        the identity and channel they approved through; an identity no person declares is a person of its
+        own (`declared: false`), as the approval gate counts them."""
+        return [
+            {"person": person.name, "declared": person.declared, "identity": action.actor, "via": action.via}
+            for person, action in self.approved.get(stage, {}).items()
+        ]
 
     async def _wave(self, stage: StagePlan, wave: list[str], actor: str) -> list[TargetRolloutResult]:
         started: list[str] = []
