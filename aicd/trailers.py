@@ -14,6 +14,12 @@ Aicd-Step: production/prod-use1/0-setWeight
 Aicd-Actor: aicd
 ```
 
+`Aicd-Actor` says who caused the commit: `aicd` for aicd itself; for a human's action (the approval that
+opened a stage, a resume, an abort's rollback) the person of the spec's `people` and the identity and channel
+they acted through, as every view names them (`alice (as U0ALICE via slack)`, aicd.people.describe), so the
+value's first word is always the person (`git log -E --grep='^Aicd-Actor: alice( |$)'`). An identity no person
+declares is the value alone, as in commits made before there were people.
+
 Lookups always compare whole trailer values, never substrings: `app@4f2c1d9` must not match `app@4f2c1d9e...`.
 Commits made before `Aicd-Delivery-Id` existed are matched by their exact `Aicd-Delivery` value and count
 as older than any delivery that records its start.
@@ -21,7 +27,10 @@ as older than any delivery that records its start.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+from aicd.people import PersonRef, describe
 
 DELIVERY = "Aicd-Delivery"
 DELIVERY_ID = "Aicd-Delivery-Id"
@@ -44,6 +53,43 @@ def split_step(value: str) -> tuple[str, str, str]:
     """An `Aicd-Step` value as (stage, target, step); ValueError for one that is not three parts."""
     stage, target, step = value.split("/", 2)
     return stage, target, step
+
+
+@dataclass(frozen=True)
+class CommitActor:
+    """An `Aicd-Actor` value read back: who (a person, an identity, or `aicd`) and, for a person of the spec's
+    `people`, the identity and channel they acted through."""
+
+    who: str
+    identity: str = ""  # empty: `who` is the identity itself (no person declared it), or aicd
+    via: str = ""
+
+    @property
+    def person(self) -> str:
+        """The spec's person; empty where the value names an identity no person declares (or aicd)."""
+        return self.who if self.identity else ""
+
+
+# What actor_trailer writes: `who`, `who (as IDENTITY)`, `who (as IDENTITY via CHANNEL)` or `who (via CHANNEL)`.
+_ACTOR = re.compile(
+    r"(?P<who>\S+)(?: \((?:as (?P<identity>\S+)(?: via (?P<via>\S+))?|via (?P<channel>\S+))\))?"
+)
+
+
+def actor_trailer(person: PersonRef, identity: str, via: str = "") -> str:
+    """The `Aicd-Actor` value of a human's action: `alice (as U0ALICE via slack)`, `alice (via cli)` (her CLI
+    name is `alice`), or the identity alone where no person declares it."""
+    return describe(person, identity, via)
+
+
+def parse_actor(value: str) -> CommitActor:
+    """An `Aicd-Actor` value as actor_trailer wrote it (older commits: the identity alone, or `aicd`); a value
+    of another shape is `who` as it stands."""
+    found = _ACTOR.fullmatch(value.strip())
+    if found is None:
+        return CommitActor(value.strip())
+    who, channel = found["who"], found["via"] or found["channel"] or ""
+    return CommitActor(who, found["identity"] or (who if channel else ""), channel)
 
 
 @dataclass(frozen=True)

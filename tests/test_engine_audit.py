@@ -66,6 +66,7 @@ async def test_streamed_audit_matches_the_reconstruction_and_tampering_shows(
                 "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}, {"setWeight": 100}]}},
             }
         ],
+        people={"alice": {"slack": "U0ALICE"}},
     )
     plan = plan_from(document, revision)
     client = temporal_env.client
@@ -73,7 +74,7 @@ async def test_streamed_audit_matches_the_reconstruction_and_tampering_shows(
         await start_delivery(client, plan, Trigger("cli", "carol", branch="release/1"), queue=queue)
         await wait_for(client, plan.delivery_id, lambda s: s.pending_approval == "staging")
         await send_action(
-            client, plan.delivery_id, "approve", HumanAction("alice", stage="staging", via="slack")
+            client, plan.delivery_id, "approve", HumanAction("U0ALICE", stage="staging", via="slack")
         )
         await wait_for(client, plan.delivery_id, lambda s: s.phase == "paused")  # the `pause: {}` step
         await send_action(client, plan.delivery_id, "pause", HumanAction("oncall", "look closer", via="cli"))
@@ -105,19 +106,22 @@ async def test_streamed_audit_matches_the_reconstruction_and_tampering_shows(
     assert {record["subject"] for record in streamed} == {plan.delivery_id}
     assert by_type(streamed) == by_type(rebuilt)
     actions = [json.loads(item[2]) for item in by_type(streamed)["action"]]
-    assert [(a["kind"], a["actor"], a["via"], a["stage"]) for a in actions] == [
-        ("approve", "alice", "slack", "staging"),
-        ("pause", "oncall", "cli", "staging"),
-        ("resume", "oncall", "cli", "staging"),
-        ("abort", "oncall", "cli", "staging"),
+    assert [(a["kind"], a["actor"], a["via"], a["stage"], a.get("person")) for a in actions] == [
+        ("approve", "U0ALICE", "slack", "staging", "alice"),
+        ("pause", "oncall", "cli", "staging", None),
+        ("resume", "oncall", "cli", "staging", None),
+        ("abort", "oncall", "cli", "staging", None),
     ]
     phases = [json.loads(item[2])["phase"] for item in by_type(streamed)["phase"]]
     assert phases[:2] == ["awaiting-approval", "progressing"] and "rolling-back" in phases
     assert phases[-1] == "aborted"
     # What only the reconstruction has: the commits (from Git trailers) and the rollback (from the history).
     commits = [record["data"] for record in rebuilt if record["type"] == TYPE_PREFIX + "commit"]
-    assert commits[0]["actor"] == "alice" and commits[0]["step"] == "staging/web/0-setWeight"
-    assert commits[-1]["step"] == "staging/web/rollback"
+    # The approval's commit names Alice (Aicd-Actor: alice (as U0ALICE via slack)), recorded as her action is.
+    assert commits[0]["step"] == "staging/web/0-setWeight"
+    assert (commits[0]["actor"], commits[0]["via"], commits[0]["person"]) == ("U0ALICE", "slack", "alice")
+    assert commits[-1]["step"] == "staging/web/rollback" and commits[-1]["actor"] == "oncall"
+    assert "person" not in commits[-1]
     [rollback] = [record["data"] for record in rebuilt if record["type"] == TYPE_PREFIX + "rollback"]
     assert rollback == {"targets": ["web"], "reason": "canary looks wrong"}
 

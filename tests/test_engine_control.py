@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.client import ActionRefused, get_status, handle_for, send_action, start_delivery
-from aicd.messages import HumanAction, Trigger
+from aicd.messages import DeliveryStatus, HumanAction, Trigger
 from aicd.testing.engine import (
     TEST_SERVER_BIN,
     commits,
@@ -212,3 +213,46 @@ async def test_release_scope_abort_of_a_target_in_two_stages_reports_its_rollbac
     web = status.targets["web"]
     assert web.state == "rolled-back" and web.message == "rolled back: customer errors", web.message
     assert rollbacks[0]["sha"] in web.commits
+
+
+async def test_commits_a_person_caused_name_the_person_and_the_identity_used(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """spec.people: the Aicd-Actor trailer of the commit an approval, a resume and an abort caused names
+    Alice, and the identity and channel she acted through; an undeclared identity stays itself."""
+    wait = {"pause": {}}
+    steps = [{"setWeight": 10}, wait, {"setWeight": 20}, wait, {"setWeight": 50}, wait, {"setWeight": 100}]
+    alice = {"slack": "U0ALICE", "dashboard": "alice@example.com", "cli": "alice"}
+    document, gitops, revision = one_target_spec(tmp_path, steps, people={"alice": alice})
+    document["spec"]["stages"][0]["approval"] = {"approvers": ["alice", "oncall"], "timeout": "1h"}
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+
+    def waiting_at(index: int) -> Callable[[DeliveryStatus], bool]:
+        def waiting(status: DeliveryStatus) -> bool:
+            target = status.targets.get("web")
+            return target is not None and (target.step_index, target.state) == (index, "awaiting-resume")
+
+        return waiting
+
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda s: s.pending_approval == "staging")
+        await send_action(client, plan.delivery_id, "approve", HumanAction("U0ALICE", via="slack"))
+        await wait_for(client, plan.delivery_id, waiting_at(1))
+        await send_action(client, plan.delivery_id, "resume", HumanAction("alice", via="cli"))
+        await wait_for(client, plan.delivery_id, waiting_at(3))
+        await send_action(client, plan.delivery_id, "resume", HumanAction("oncall", via="cli"))
+        await wait_for(client, plan.delivery_id, waiting_at(5))
+        abort = HumanAction("alice@example.com", via="dashboard")
+        await send_action(client, plan.delivery_id, "abort", abort)
+        result = await handle_for(client, plan.delivery_id).result()
+    actors = {c["Aicd-Step"]: c["Aicd-Actor"] for c in commits(gitops) if "Aicd-Step" in c}
+    assert actors == {
+        "staging/web/0-setWeight": "alice (as U0ALICE via slack)",  # the approval that opened the stage
+        "staging/web/2-setWeight": "alice (via cli)",  # her resume released the `pause: {}` before it
+        "staging/web/4-setWeight": "oncall",  # no person declares oncall
+        "staging/web/rollback": "alice (as alice@example.com via dashboard)",
+    }
+    assert result.phase == "aborted"
+    assert result.reason == "aborted by alice (as alice@example.com via dashboard)"

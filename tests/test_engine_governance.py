@@ -344,6 +344,69 @@ async def test_every_wave_policy_holds_a_later_wave_after_the_first_went_out(
     assert {commit["Aicd-Step"].split("/")[1] for commit in step_commits(gitops)} == {"a", "b"}
 
 
+PEOPLE_POLICY = """package aicd.delivery
+
+import rego.v1
+
+sre := {"alice", "bob"}
+
+# The people who approved this stage (a person of the spec's `people`, whichever identity they used).
+approvers contains entry.person if {
+	some entry in object.get(input.approved_by, input.stage.name, [])
+	entry.declared
+}
+
+deny contains "production needs alice's approval" if {
+	input.stage.name == "production"
+	not "alice" in approvers
+}
+
+deny contains msg if {
+	input.stage.name == "production"
+	count(approvers & sre) < 2
+	msg := sprintf("production needs two people of SRE, it has %d", [count(approvers & sre)])
+}
+
+deny contains msg if {
+	some entry in object.get(input.approved_by, input.stage.name, [])
+	entry.person == "alice"
+	[entry.identity, entry.via] != ["U0ALICE", "slack"]
+	msg := sprintf("alice approved as %s via %s", [entry.identity, entry.via])
+}
+"""
+
+
+async def test_a_policy_names_people_whichever_identity_they_approved_with(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """`input.approved_by`: a policy requiring Alice, and two people of SRE, passes when Alice approves from
+    Slack as U0ALICE and Bob from the CLI; `input.approvals` holds only the identities."""
+    stage = {
+        "name": "production",
+        "targets": ["web"],
+        "approval": {"approvers": ["alice", "bob"], "minApprovals": 2, "timeout": "1h"},
+        "strategy": {"canary": {"steps": [{"setWeight": 100}]}},
+    }
+    document, gitops, revision = production_spec(
+        tmp_path,
+        {"policies/people.rego": PEOPLE_POLICY},
+        policy={"modules": ["policies/"], "recheck": "1h"},
+        people={"alice": {"slack": "U0ALICE", "cli": "alice"}, "bob": {"slack": "U0BOB", "cli": "bob"}},
+    )
+    document["spec"]["stages"] = [stage]
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "carol"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda status: status.pending_approval == "production")
+        await send_action(client, plan.delivery_id, "approve", HumanAction("U0ALICE", via="slack"))
+        await send_action(client, plan.delivery_id, "approve", HumanAction("bob", via="cli"))
+        status = await wait_for(client, plan.delivery_id, lambda s: s.phase in ("held", "succeeded"))
+    assert status.phase == "succeeded", [hold.messages for hold in status.holds]
+    assert status.approvals == {"production": ["U0ALICE", "bob"]}
+    assert len(step_commits(gitops)) >= 1
+
+
 TRIVY = {
     "Results": [
         {

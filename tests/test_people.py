@@ -5,6 +5,7 @@ from __future__ import annotations
 from aicd.people import Person, PersonRef, Roster, describe, distinct_people, resolve, resolve_listed
 from aicd.plan import build_plan, render_tree
 from aicd.spec.loader import parse_spec_bytes
+from aicd.trailers import CommitActor, actor_trailer, parse_actor
 from tests.helpers_spec import MINIMAL
 
 ALICE = Person("alice", slack="U0ALICE", dashboard="alice@example.com", cli="alice")
@@ -53,6 +54,25 @@ def test_describe_names_the_person_and_the_identity_used() -> None:
     assert describe(alice, "U0ALICE", "slack") == "alice (as U0ALICE via slack)"
     assert describe(alice, "alice", "cli") == "alice (via cli)"
     assert describe(alice, "U0ALICE") == "alice (as U0ALICE)"
+
+
+def test_the_actor_trailer_names_the_person_and_reads_back() -> None:
+    """Aicd-Actor: the person first (what `git log` readers look for), the identity and channel after; an
+    undeclared identity and aicd itself stay single words, as in commits made before people."""
+    cases = [
+        (resolve(PEOPLE, "U0ALICE", "slack"), "U0ALICE", "slack", "alice (as U0ALICE via slack)"),
+        (resolve(PEOPLE, "alice", "cli"), "alice", "cli", "alice (via cli)"),
+        (resolve(PEOPLE, "alice@example.com"), "alice@example.com", "", "alice (as alice@example.com)"),
+    ]
+    for person, identity, via, written in cases:
+        assert actor_trailer(person, identity, via) == written
+        assert parse_actor(written) == CommitActor("alice", identity, via)
+        assert parse_actor(written).person == "alice"
+    # The dashboard's sign-in reading U0ALICE is not Alice: the trailer keeps the identity alone.
+    assert actor_trailer(resolve(PEOPLE, "U0ALICE", "dashboard"), "U0ALICE", "dashboard") == "U0ALICE"
+    for older in ("U0ALICE", "aicd", "bob"):
+        assert parse_actor(older) == CommitActor(older) and parse_actor(older).person == ""
+    assert parse_actor("not (what aicd writes)") == CommitActor("not (what aicd writes)")
 
 
 def test_the_plan_carries_the_people_and_shows_them() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -52,7 +53,7 @@ with workflow.unsafe.imports_passed_through():
     from aicd.slack_blocks import approval_info, compact_status, describe_progress
     from aicd.spec.durations import format_duration
     from aicd.targets import TARGET_KINDS
-    from aicd.trailers import delivery_trailer, step_trailer
+    from aicd.trailers import actor_trailer, delivery_trailer, step_trailer
     from aicd.verification import target_urls
     from aicd.workflows.common import (
         AUDIT_RETRY,
@@ -254,6 +255,16 @@ class DeliveryWorkflow:
         """Who acted, as messages name them: `alice (as U0ALICE via slack)`, or the identity itself."""
         return describe(self._person(action), action.actor, action.via)
 
+    def _committer(self, action: HumanAction) -> str:
+        """Who a commit caused by `action` names in its `Aicd-Actor` trailer: the person and the identity they
+        acted as (aicd.trailers.actor_trailer), or the identity where no person declares it."""
+        return actor_trailer(self._person(action), action.actor, action.via)
+
+    def _for_rollouts(self, action: HumanAction) -> HumanAction:
+        """`action` as the rollout children are told it: they know no people, and write its actor into the
+        trailer of the commit a resume causes (and name it in their messages), so it comes named."""
+        return dataclasses.replace(action, actor=self._committer(action))
+
     def _record(self, kind: str, action: HumanAction, stage: str | None = None) -> None:
         person = self._person(action)
         record = ActionRecord(
@@ -291,7 +302,7 @@ class DeliveryWorkflow:
         self.status.pause_reason = action.reason
         self.phase_before_pause = self.status.phase
         self._set_phase("paused")
-        await self._signal_children(RolloutControl.pause, action)
+        await self._signal_children(RolloutControl.pause, self._for_rollouts(action))
         self._notify("paused", f"paused by {self._who(action)}: {action.reason}")
         return f"paused {self.plan.delivery_id}"
 
@@ -313,7 +324,7 @@ class DeliveryWorkflow:
         if was_paused:
             self._set_phase(self.phase_before_pause)
             self._reflect_waiting()
-        await self._signal_children(RolloutControl.resume, action)
+        await self._signal_children(RolloutControl.resume, self._for_rollouts(action))
         self._notify("resumed", f"resumed by {self._who(action)}")
         return f"resumed {self.plan.delivery_id}"
 
@@ -328,7 +339,7 @@ class DeliveryWorkflow:
     async def abort(self, action: HumanAction) -> str:
         self._record("abort", action)
         self.abort_action = action
-        await self._signal_children(RolloutControl.abort, action)
+        await self._signal_children(RolloutControl.abort, self._for_rollouts(action))
         return f"aborting {self.plan.delivery_id}"
 
     @abort.validator
@@ -556,10 +567,10 @@ class DeliveryWorkflow:
                 await self._stop_superseded()
             if self.abort_action is not None:
                 await self._rollback(
-                    self._abort_scope(stage), self.abort_action.actor, self.abort_action.reason
+                    self._abort_scope(stage), self._committer(self.abort_action), self.abort_action.reason
                 )
                 raise DeliveryStopped(
-                    "aborted", self.abort_action.reason or f"aborted by {self.abort_action.actor}"
+                    "aborted", self.abort_action.reason or f"aborted by {self._who(self.abort_action)}"
                 )
             if failed:
                 reason = "; ".join(f"{result.target}: {result.reason}" for result in failed)
@@ -672,7 +683,8 @@ class DeliveryWorkflow:
                 "rejected",
                 f"stage {stage.name} rejected by {self._who(self.rejection)}: {self.rejection.reason}",
             )
-        return self.status.approvals[stage.name][-1]
+        # The approval that opened the gate: its person is named on the stage's first commit.
+        return self._committer(list(self.approved[stage.name].values())[-1])
 
     async def _gates(self, stage: StagePlan, wave: int | None) -> None:
         """Ask the gate kinds (aicd.gates) until none holds the stage: while held, the phase is `held` with
@@ -784,6 +796,7 @@ class DeliveryWorkflow:
                 "approvers": stage.approval.approvers if stage.approval else [],
             },
             "approvals": {name: list(actors) for name, actors in self.status.approvals.items()},
+            "approved_by": {name: self._approvers(name) for name in self.status.approvals},
             "commands": {command.name: command.state for command in self.status.commands},
             "stages": [item.name for item in plan.stages],
             "targets": {
@@ -791,6 +804,15 @@ class DeliveryWorkflow:
                 for name, target in plan.targets.items()
             },
         }
+
+    def _approvers(self, stage: str) -> list[dict[str, Any]]:
+        """The policy input's `approved_by` of a stage: one entry per person who approved it, in order, with
+        the identity and channel they approved through; an identity no person declares is a person of its
+        own (`declared: false`), as the approval gate counts them."""
+        return [
+            {"person": person.name, "declared": person.declared, "identity": action.actor, "via": action.via}
+            for person, action in self.approved.get(stage, {}).items()
+        ]
 
     async def _wave(self, stage: StagePlan, wave: list[str], actor: str) -> list[TargetRolloutResult]:
         started: list[str] = []
@@ -1039,10 +1061,10 @@ class DeliveryWorkflow:
             await self._stop_superseded()
         if self.abort_action is not None:
             await self._rollback(
-                self._abort_scope_current(), self.abort_action.actor, self.abort_action.reason
+                self._abort_scope_current(), self._committer(self.abort_action), self.abort_action.reason
             )
             raise DeliveryStopped(
-                "aborted", self.abort_action.reason or f"aborted by {self.abort_action.actor}"
+                "aborted", self.abort_action.reason or f"aborted by {self._who(self.abort_action)}"
             )
 
     def _abort_scope_current(self) -> list[tuple[str, str]]:

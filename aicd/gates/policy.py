@@ -1,5 +1,6 @@
 """The Rego policy gate: `data.<package>` evaluated over an input document (the delivery, the stage, the
-artifact, the trigger, the approvals so far, the time, the reports the build left). Its `deny` messages hold
+artifact, the trigger, the approvals so far - as identities in `approvals` and as the spec's people in
+`approved_by` -, the time, the reports the build left). Its `deny` messages hold
 the stage until a fix (a new commit of the policy in the GitOps repo, read again at every recheck), an
 override by one of the policy's `overriders` (with a reason), or an abort; `warn` messages only show.
 

@@ -6,9 +6,11 @@ exported file breaks the chain at that line (`verify`).
 Record types (`type`), each with `subject` = the delivery ID and `time` = when it happened:
 - dev.aicd.delivery.started   data: trigger (source, actor, branch), revision, artifact
 - dev.aicd.delivery.phase     data: phase, stage
-- dev.aicd.delivery.action    data: kind (approve, pause, override, break-glass, ...), actor, reason, stage, via
+- dev.aicd.delivery.action    data: kind (approve, pause, override, break-glass, ...), actor, reason, stage, via,
+                              and person when the spec's `people` declares the actor's identity
 - dev.aicd.delivery.finished  data: phase, reason
-- dev.aicd.delivery.commit    data: sha, step, actor (reconstructed from Git trailers by `aicd audit`)
+- dev.aicd.delivery.commit    data: sha, step, actor (reconstructed from Git trailers by `aicd audit`); a
+                              commit whose Aicd-Actor names a person: actor (the identity), via, person
 - dev.aicd.delivery.rollback  data: targets, reason (reconstructed from the history)
 
 The worker writes the first four as they happen (aicd.activities.audit); `aicd audit` rebuilds all of them

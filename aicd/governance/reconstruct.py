@@ -17,8 +17,9 @@ from temporalio.client import Client
 from aicd.dashboard.history import DeliveryDigest
 from aicd.governance.audit import AuditEntry, cloud_event
 from aicd.messages import DELIVERY_WORKFLOW
+from aicd.people import resolve
 from aicd.plan import delivery_id as delivery_prefix
-from aicd.trailers import ACTOR, DELIVERY_ID, STEP, trailer_values
+from aicd.trailers import ACTOR, DELIVERY_ID, STEP, parse_actor, trailer_values
 
 # Update names whose recorded kind differs (the update is named for Python, the record for people).
 ACTION_KIND = {"break_glass": "break-glass"}
@@ -131,8 +132,10 @@ def records_of(
         )
     for at, phase in _dedupe_phases(digest.phases):
         add("phase", at.isoformat(), 1, {"phase": phase})
+    people = digest.input.plan.people if digest.input is not None else []
     for recorded in digest.actions:
         stage = next((name for when, name in reversed(digest.stages) if when <= recorded.at), None)
+        person = resolve(people, recorded.action.actor, recorded.action.via)
         add(
             "action",
             recorded.at.isoformat(),
@@ -143,11 +146,16 @@ def records_of(
                 "reason": recorded.action.reason,
                 "stage": stage,
                 "via": recorded.action.via,
+                # As the worker streamed it: only when the spec declares the person.
+                **({"person": person.name} if person.declared else {}),
             },
         )
     for rollback in digest.rollbacks:
         add("rollback", rollback.at.isoformat(), 3, {"targets": rollback.targets, "reason": rollback.reason})
     for commit in commits:
+        # The person a human's commit names (`alice (as U0ALICE via slack)`) in the shape of an action's record.
+        actor = parse_actor(commit.get(ACTOR, ""))
+        who = {"actor": actor.identity, "via": actor.via, "person": actor.person} if actor.person else {}
         add(
             "commit",
             datetime.fromisoformat(commit["time"]).isoformat(),
@@ -155,7 +163,7 @@ def records_of(
             {
                 "sha": commit["sha"],
                 "step": commit.get(STEP, ""),
-                "actor": commit.get(ACTOR, ""),
+                **(who or {"actor": actor.who}),
                 "subject": commit["subject"],
             },
         )
