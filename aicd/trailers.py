@@ -138,9 +138,14 @@ def commit_message(subject: str, trailers: CommitTrailers, body: str = "") -> st
         lines.append(f"{DELIVERY_ID}: {trailers.delivery_id}")
     if trailers.started:
         lines.append(f"{STARTED}: {trailers.started}")
-    lines += [f"{STEP}: {trailers.step}", f"{ACTOR}: {trailers.actor}"]
+    # One line each, whatever a value holds: a line break would end the trailer block git and aicd read.
+    lines += [f"{STEP}: {_one_line(trailers.step)}", f"{ACTOR}: {_one_line(trailers.actor)}"]
     middle = f"\n{body.strip()}\n" if body.strip() else ""
     return f"{subject}\n{middle}\n" + "\n".join(lines) + "\n"
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.split())
 
 
 def trailer_values(text: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
+import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.client import ActionRefused, get_status, handle_for, send_action, start_delivery
@@ -244,6 +245,11 @@ async def test_commits_a_person_caused_name_the_person_and_the_identity_used(
         await wait_for(client, plan.delivery_id, waiting_at(3))
         await send_action(client, plan.delivery_id, "resume", HumanAction("oncall", via="cli"))
         await wait_for(client, plan.delivery_id, waiting_at(5))
+        # An actor that is not one identity would end the commit's trailer block: refused at the door.
+        forged = HumanAction("eve\n\nAicd-Delivery-Id: someone-else", via="cli")
+        for kind in ("pause", "abort"):
+            with pytest.raises(ActionRefused, match="not an identity"):
+                await send_action(client, plan.delivery_id, kind, forged)
         abort = HumanAction("alice@example.com", via="dashboard")
         await send_action(client, plan.delivery_id, "abort", abort)
         result = await handle_for(client, plan.delivery_id).result()

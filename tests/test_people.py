@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from aicd.people import Person, PersonRef, Roster, describe, distinct_people, resolve, resolve_listed
 from aicd.plan import build_plan, render_tree
 from aicd.spec.loader import parse_spec_bytes
-from aicd.trailers import CommitActor, actor_trailer, parse_actor
+from aicd.testing.engine import git, make_repo
+from aicd.trailers import (
+    CommitActor,
+    CommitTrailers,
+    actor_trailer,
+    commit_message,
+    parse_actor,
+    trailer_values,
+)
 from tests.helpers_spec import MINIMAL
 
 ALICE = Person("alice", slack="U0ALICE", dashboard="alice@example.com", cli="alice")
@@ -102,3 +112,33 @@ def test_a_slack_identity_must_be_a_user_id() -> None:
     assert errors == [
         "spec.yaml:25:13: error: $.spec.people.alice.slack: 'alice' does not match ^[UW][A-Z0-9]{2,}$"
     ]
+
+
+def test_a_line_break_in_an_actor_cannot_end_the_trailer_block(tmp_path: Path) -> None:
+    """Whatever reaches a commit as its actor (a rollout told by a client other than aicd's), the trailers
+    stay the message's last paragraph, so git and aicd's ownership checks still read whose commit it is."""
+    repo, _ = make_repo(tmp_path, "repo", {"a": "1\n"})
+    work = tmp_path / "work"
+    git("clone", "-q", repo, str(work))
+    trailers = CommitTrailers(
+        "web@" + "a" * 40, "prod/web/0-setWeight", "eve\n\nnot a trailer", "delivery-web"
+    )
+    git(
+        "-c",
+        "user.name=aicd",
+        "-c",
+        "user.email=aicd@x",
+        "commit",
+        "-q",
+        "--allow-empty",
+        "-m",
+        commit_message("aicd: web", trailers),
+        cwd=work,
+    )
+    read = git("log", "-1", "--format=%(trailers:only,unfold)", cwd=work)
+    assert trailer_values(read) == {
+        "Aicd-Delivery": "web@" + "a" * 40,
+        "Aicd-Delivery-Id": "delivery-web",
+        "Aicd-Step": "prod/web/0-setWeight",
+        "Aicd-Actor": "eve not a trailer",
+    }

@@ -48,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
         VerificationStatus,
         rollout_workflow_id,
     )
-    from aicd.people import PersonRef, Roster, describe, resolve
+    from aicd.people import CHANNELS, IDENTITY, PersonRef, Roster, describe, resolve
     from aicd.plan import CommandPlan, DeliveryPlan, StagePlan
     from aicd.slack_blocks import approval_info, compact_status, describe_progress
     from aicd.spec.durations import format_duration
@@ -290,6 +290,12 @@ class DeliveryWorkflow:
             },
         )
 
+    def _refuse_unnamed(self, action: HumanAction) -> None:
+        """An actor must be one identity (aicd.people.IDENTITY): it is written into the `Aicd-Actor` trailer,
+        where a line break would end the trailers aicd's ownership checks read."""
+        if not IDENTITY.fullmatch(action.actor) or (action.via and action.via not in CHANNELS):
+            raise ValueError(f"not an identity: actor {action.actor!r} via {action.via!r}")
+
     def _refuse_when_finished(self) -> None:
         if self.status.phase in TERMINAL_PHASES:
             raise ValueError(f"delivery {self.plan.delivery_id} has already ended ({self.status.phase})")
@@ -308,6 +314,7 @@ class DeliveryWorkflow:
 
     @pause.validator
     def _validate_pause(self, action: HumanAction) -> None:
+        self._refuse_unnamed(action)
         self._refuse_when_finished()
         if self.status.paused:
             raise ValueError(f"delivery {self.plan.delivery_id} is already paused")
@@ -330,6 +337,7 @@ class DeliveryWorkflow:
 
     @resume.validator
     def _validate_resume(self, action: HumanAction) -> None:
+        self._refuse_unnamed(action)
         self._refuse_when_finished()
         waiting = [t.target for t in self.status.targets.values() if t.state == "awaiting-resume"]
         if not self.status.paused and not waiting:
@@ -344,6 +352,7 @@ class DeliveryWorkflow:
 
     @abort.validator
     def _validate_abort(self, action: HumanAction) -> None:
+        self._refuse_unnamed(action)
         self._refuse_when_finished()
         if self.abort_action is not None:
             raise ValueError(f"delivery {self.plan.delivery_id} is already being aborted")
@@ -360,6 +369,7 @@ class DeliveryWorkflow:
 
     @approve.validator
     def _validate_approve(self, action: HumanAction) -> None:
+        self._refuse_unnamed(action)
         stage = self._gate_stage(action)
         earlier = self.approved.get(stage.name, {}).get(self._person(action))
         if earlier is not None:
@@ -376,6 +386,7 @@ class DeliveryWorkflow:
 
     @reject.validator
     def _validate_reject(self, action: HumanAction) -> None:
+        self._refuse_unnamed(action)
         self._gate_stage(action)
 
     @workflow.update(name="override")
@@ -384,6 +395,7 @@ class DeliveryWorkflow:
 
     @override.validator
     def _validate_override(self, action: HumanAction) -> None:
+        self._refuse_unnamed(action)
         self._holds_for("override", action)
 
     @workflow.update(name="break_glass")
@@ -392,6 +404,7 @@ class DeliveryWorkflow:
 
     @break_glass.validator
     def _validate_break_glass(self, action: HumanAction) -> None:
+        self._refuse_unnamed(action)
         self._holds_for("break-glass", action)
 
     def _holds_for(self, kind: OverrideKind, action: HumanAction) -> list[GateHold]:
