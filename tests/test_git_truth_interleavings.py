@@ -304,6 +304,24 @@ def says_promoted(status: DeliveryStatus, target: str, step: str) -> bool:
     return (state.state == "promoted" and state.stage == stage) or stage in state.promoted_in
 
 
+def rollbacks_that_do_not_restore(gitops: str, path: str, history: list[tuple[str, str, str]]) -> list[str]:
+    """A delivery's rollback commit puts the file's release back as it was before the delivery's first write
+    to it, with no canary on (a human's edit beside them may stay)."""
+    found = []
+    for sha, delivery, step in history:
+        if not delivery or not step.endswith("/rollback"):
+            continue
+        first = next(commit for commit, d, _ in history if d == delivery)
+        before = yaml.safe_load(show(gitops, f"{first}~1", path))
+        after = yaml.safe_load(show(gitops, sha, path))
+        if after["image"] != before["image"] or after["canary"]["weight"] != 0:
+            found.append(
+                f"{path}: rollback {sha[:7]} of {delivery[-8:]} left image {after['image']} canary "
+                f"{after['canary']}, before it the file ran {before['image']}"
+            )
+    return found
+
+
 def violations(world: World, statuses: dict[str, DeliveryStatus]) -> list[str]:
     found: list[str] = []
     order = [plan.delivery_id for plan in world.plans]  # start order: a later start is the newer delivery
@@ -331,6 +349,7 @@ def violations(world: World, statuses: dict[str, DeliveryStatus]) -> list[str]:
             unreported = {sha for sha, d, _ in history if d == delivery} - reported
             if unreported and state is not None:
                 found.append(f"{path}: {delivery[-8:]} does not report its commits {sorted(unreported)}")
+        found += rollbacks_that_do_not_restore(world.gitops, path, history)
         promoted = [sha for sha, d, step in history if d and says_promoted(statuses[d], target, step)]
         last = next((d for sha, d, _ in reversed(history) if sha in promoted), None)
         expected = tags[last] if last else "v0"
