@@ -34,6 +34,11 @@
   commit (workflows.delivery.SYNC_FLEET_BACK), as the fleet's result names them.
 - `people`: a spec with `people`: Alice approves from Slack, her CLI name is refused as a second approval of
   hers, Bob's approval opens the gate (aicd.people).
+- `fleet-failure`: an argocd fleet read from a fleet file, whose batch's health check and the read of its
+  sites' names are refused for good (aicd.testing.engine.FailActivities): the fleet fails as a workflow, and
+  the delivery's rollback only commits. Recorded before the fleet ended failed with a result.
+- `fleet-failure-in-result`: the same, after it: the fleet ends failed with the sites it moved (patch
+  `fleet-failure-in-result`), and the delivery's rollback syncs them back.
 - `audit-drain`: the `audit` scenario again, its end awaiting the last audit batch without a timer (patch
   `audit-drain-without-timer`).
 
@@ -66,6 +71,7 @@ from aicd.messages import HumanAction, Trigger
 from aicd.plan import DeliveryPlan
 from aicd.testing.engine import (
     TEMPORAL_BIN,
+    FailActivities,
     HoldRollouts,
     make_repo,
     plan_from,
@@ -504,6 +510,47 @@ async def record_fleet_rollback(client: Client, root: Path) -> list[WorkflowHist
             return await _histories(client, plan.delivery_id)
 
 
+async def record_fleet_failure(client: Client, root: Path) -> list[WorkflowHistory]:
+    sites = ["pop-1", "pop-2"]
+    source, revision = make_repo(root, "source", {"README": "x\n"})
+    files = {f"edge/{site}/values.yaml": f"image: {{tag: v0}}\nregion: {site}\n" for site in sites}
+    files["fleets/edge.yaml"] = "".join(f"- {site}\n" for site in sites)
+    gitops, _ = make_repo(root, "gitops", files)
+    fleet = {
+        "kind": "edge",
+        "sites": {"file": "fleets/edge.yaml"},
+        "path": "edge/{{ site }}/values.yaml",
+        "batches": ["100%"],
+        "progressDeadline": "10s",
+        "siteKind": "argocd",
+        "app": "web-{{ site }}",
+        "context": "edge",
+        "kubeconfig": str(root / "kubeconfig"),
+    }
+    document = spec_document(
+        "replay-fleet-failure", source, gitops, {"pops": fleet}, [{"name": "edge", "targets": ["pops"]}]
+    )
+    plan = plan_from(document, revision)
+    refused = FailActivities(
+        lambda kind, args: (
+            "the Kubernetes API refuses every call"
+            if kind == "edge_check_sites" and args[0].step.endswith("/batch-1")
+            else "Git is unreachable"
+            if kind == "gitops_read_fleet_names"
+            else None
+        )
+    )
+    with KubeArgoCD(bookmark_interval_s=0.5) as argocd:
+        argocd.write_kubeconfig(root / "kubeconfig", context="edge")
+        for site in sites:
+            argocd.create_app(f"web-{site}", repo=gitops, path=f"edge/{site}")
+        async with running_worker(client, root / "state", [refused]) as queue:
+            await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
+            result = await handle_for(client, plan.delivery_id).result()
+            assert result.phase == "failed", result.reason
+            return await _histories(client, plan.delivery_id)
+
+
 SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]] = {
     "gates": record_gates,
     "notify": record_notify,
@@ -522,6 +569,8 @@ SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]]
     "fleet-rollback": record_fleet_rollback,
     "fleet-rollback-synced": record_fleet_rollback,
     "audit-drain": record_audit,
+    "fleet-failure": record_fleet_failure,
+    "fleet-failure-in-result": record_fleet_failure,
 }
 # What a scenario's worker ran with that its replayer needs too: a durable timer an interceptor added.
 REPLAY_INTERCEPTORS: dict[str, Sequence[Interceptor]] = {

@@ -12,7 +12,7 @@ from aicd.dashboard.views import fleet_grid
 from aicd.messages import Trigger, rollout_workflow_id
 from aicd.slack_blocks import compact_status, delivery_message, describe_progress
 from aicd.status_view import status_text
-from aicd.testing.engine import git, plan_from, running_worker, show, temporal_env
+from aicd.testing.engine import FailActivities, git, plan_from, running_worker, show, temporal_env
 from aicd.testing.standins.kube_argocd import KubeArgoCD
 from aicd.workflows.edge_fleet import EdgeFleetWorkflow
 from tests.test_edge_fleet import (
@@ -147,3 +147,58 @@ async def test_a_batch_whose_commit_failed_moved_no_site(
     target = pops(status)
     assert target.state == "rolled-back"
     assert target.sites_by_state == {"rolled-back": 2, "pending": 2}, target.sites_by_state
+
+
+async def test_a_fleet_that_fails_as_a_workflow_has_its_moved_sites_synced_back(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """siteKind argocd, a fleet file: batch 1 is synced to its commit; batch 2 is committed, its health check
+    refused, and so is the read of its sites' names that would fail them by name (Git unreachable): the fleet
+    failed as a workflow, with no result, so the delivery learnt of no site it had moved. Its rollback put every
+    site file back in Git and synced none: batch 1's sites kept running the release. Now the fleet ends failed
+    with the sites it moved, and the rollback syncs all four to the rollback commit."""
+    sites = names(4)
+    document, gitops, seed, revision = fleet_spec(
+        tmp_path,
+        sites,
+        batches=["50%", "100%"],
+        maxFailures=0,
+        progressDeadline="60s",
+        siteKind="argocd",
+        app="web-{{ site }}",
+        context="edge",
+        kubeconfig=str(tmp_path / "kubeconfig"),
+    )
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    refused = FailActivities(
+        lambda kind, args: (
+            "the Kubernetes API refuses every call"
+            if kind == "edge_check_sites" and args[0].step.endswith("/batch-2")
+            else "Git is unreachable"
+            if kind == "gitops_read_fleet_names"
+            else None
+        )
+    )
+    with KubeArgoCD(bookmark_interval_s=0.5) as argocd:
+        argocd.write_kubeconfig(tmp_path / "kubeconfig", context="edge")
+        for site in sites:
+            argocd.create_app(f"web-{site}", repo=gitops, path=f"apps/web/edge/{site}")
+        async with running_worker(client, tmp_path / "state", [refused]) as queue:
+            await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+            result = await handle_for(client, plan.delivery_id).result()
+            status = await get_status(client, plan.delivery_id)
+        synced = {site: [record.revision for record in argocd.syncs(f"web-{site}")] for site in sites}
+    assert result.phase == "failed", result.reason
+    assert result.reason == "pops: the fleet failed: Git is unreachable", result.reason
+    assert raw_tree_diff(gitops, seed) == ""  # Git: the fleet is back
+    batch1, _batch2, rollback = (entry["sha"] for entry in delivery_commits(gitops))
+    assert synced == {
+        sites[0]: [batch1, rollback],
+        sites[1]: [batch1, rollback],
+        sites[2]: [rollback],
+        sites[3]: [rollback],
+    }, f"batch 1's sites still run {batch1[:7]}, the release"
+    target = pops(status)
+    assert target.state == "rolled-back"
+    assert target.sites_by_state == {"rolled-back": 4}, target.sites_by_state
