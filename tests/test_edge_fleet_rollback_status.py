@@ -5,14 +5,24 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
-from aicd.client import get_status, handle_for, start_delivery
-from aicd.dashboard.views import fleet_grid
-from aicd.messages import Trigger, rollout_workflow_id
+from aicd.client import get_status, handle_for, send_action, start_delivery
+from aicd.dashboard.history import DeliveryDigest
+from aicd.dashboard.views import fleet_grid, status_from_history
+from aicd.messages import HumanAction, Trigger, rollout_workflow_id
 from aicd.slack_blocks import compact_status, delivery_message, describe_progress
 from aicd.status_view import status_text
-from aicd.testing.engine import FailActivities, git, plan_from, running_worker, show, temporal_env
+from aicd.testing.engine import (
+    FailActivities,
+    git,
+    plan_from,
+    running_worker,
+    show,
+    temporal_env,
+    wait_for,
+)
 from aicd.testing.standins.kube_argocd import KubeArgoCD
 from aicd.workflows.edge_fleet import EdgeFleetWorkflow
 from tests.test_edge_fleet import (
@@ -202,3 +212,45 @@ async def test_a_fleet_that_fails_as_a_workflow_has_its_moved_sites_synced_back(
     target = pops(status)
     assert target.state == "rolled-back"
     assert target.sites_by_state == {"rolled-back": 4}, target.sites_by_state
+
+
+async def test_a_site_file_the_rollback_left_to_another_writer_is_not_counted_rolled_back(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Batch 1 moves two sites and waits for a human (`pause: {}`); meanwhile Alice sets one of them to another
+    image tag by hand, and the delivery is aborted. Its rollback puts the other site back and leaves Alice's file
+    as she wrote it, and says so - yet the fleet counted both sites `rolled-back`, one of them on a version no
+    rollback gave it. Now it counts one `rolled-back` and one `left-as-is`: in the status, `aicd status`, Slack,
+    and the dashboard's grid, live and read from the delivery's history."""
+    sites = names(4)
+    document, gitops, seed, revision = fleet_spec(
+        tmp_path, sites, batches=["50%", "100%"], steps=[{"pause": {}}]
+    )
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda status: pops(status).state == "awaiting-resume")
+        work = tmp_path / "human"
+        git("clone", "-q", gitops, str(work))
+        edited = (work / site_file(sites[0])).read_text()
+        (work / site_file(sites[0])).write_text(edited.replace(f"tag: {plan.artifact_tag}", "tag: hotfix"))
+        git("-c", "user.name=Alice", "-c", "user.email=alice@x", "commit", "-qam", "hotfix", cwd=work)
+        git("push", "-q", "origin", "HEAD:main", cwd=work)
+        await send_action(client, plan.delivery_id, "abort", HumanAction("oncall", "enough"))
+        result = await handle_for(client, plan.delivery_id).result()
+        status = await get_status(client, plan.delivery_id)
+        history = await handle_for(client, plan.delivery_id).fetch_history()
+    assert result.phase == "aborted", result.reason
+    assert raw_tree_diff(gitops, seed).split() == [site_file(sites[0])]  # Alice's file, as she left it
+    target = pops(status)
+    assert target.state == "rolled-back" and f"left {site_file(sites[0])} as it is" in target.message
+    assert target.sites_by_state == {"rolled-back": 1, "left-as-is": 1, "pending": 2}, target.sites_by_state
+    assert "sites 4: rolled-back 1, left-as-is 1, pending 2" in status_text(status)
+    _, blocks = delivery_message(compact_status(status))
+    assert "4 sites (1 rolled-back, 1 left-as-is, 2 pending)" in str(blocks), blocks
+    assert fleet_grid(target).cells == ["rolled-back", "left-as-is", "pending", "pending"]
+    digest = DeliveryDigest()
+    await digest.feed(history.events, DataConverter.default)
+    from_history = status_from_history(digest, "").targets["pops"]
+    assert from_history.sites_by_state == target.sites_by_state, from_history.sites_by_state

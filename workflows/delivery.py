@@ -963,12 +963,14 @@ class DeliveryWorkflow:
         syncs = []
         for (stage, name), state, result in zip(ordered, states, results, strict=True):
             left = "; ".join(f"left {path} as it is: {why}" for path, why in result.left.items())
+            # A fleet's sites: none on the release, but those whose files the rollback left to their other writer.
+            left_sites = fleet.sites_of(self.plan.targets[name].path, result.left)
+            state.sites_by_state = fleet.rolled_back(state.sites_by_state, left_sites, state.failed_sites)
             if left and result.sha is None:
                 state.message = f"{what}: {left}"
                 continue
             state.state = "rolled-back"
             state.weight = 0
-            state.sites_by_state = fleet.rolled_back(state.sites_by_state)  # a fleet's: none on the release
             if result.sha is None:
                 state.message = f"nothing to roll back; {reason}"
                 continue

@@ -14,9 +14,10 @@ see aicd.fleet for the rounding). For each batch, in fleet order:
    (`batch-<n>-restore`) and are named in the status and the result; more failures than `maxFailures` in
    total stop the fleet at once with outcome `failed`, and the parent delivery rolls back per
    `rollback.scope` (its rollback restores every site file through the path template, counts the sites the
-   fleet moved `rolled-back`, and syncs an argocd fleet's moved sites - the result names them - to the
-   rollback commit). An error no step turns into an outcome (a non-retryable activity error) ends the fleet
-   `failed` too, with a result naming the sites it moved, never as a failed workflow (FAILURE_IN_RESULT);
+   fleet moved `rolled-back` - `left-as-is` those whose files someone else wrote since - and syncs an argocd
+   fleet's moved sites - the result names them - to the rollback commit). An error no step turns into an
+   outcome (a non-retryable activity error) ends the fleet `failed` too, with a result naming the sites it
+   moved, never as a failed workflow (FAILURE_IN_RESULT);
 4. the stage's `pause` and `analysis` steps, as TargetRolloutWorkflow walks them (pausable timers, `pause: {}`
    waits for a human, analysis looks with the share of updated sites as the canary weight).
 
