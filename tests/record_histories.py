@@ -55,7 +55,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -405,26 +405,42 @@ async def record_pause_while_starting(client: Client, root: Path) -> list[Workfl
         return await _histories(client, plan.delivery_id)
 
 
-async def record_argocd_fleet_restore(client: Client, root: Path) -> list[WorkflowHistory]:
-    sites = ["pop-1", "pop-2", "pop-3"]
-    source, revision = make_repo(root, "source", {"README": "x\n"})
-    gitops, _ = make_repo(
-        root,
-        "gitops",
-        {f"edge/{site}/values.yaml": f"image: {{tag: v0}}\nregion: {site}\n" for site in sites},
-    )
-    fleet = {
+def argocd_fleet(root: Path, sites: list[str] | dict[str, str], **settings: Any) -> dict[str, Any]:
+    """An edge target of Argo CD sites (`edge/<site>/values.yaml`), each an Application `web-<site>` in the
+    stand-in `argocd_sites` starts."""
+    return {
         "kind": "edge",
         "sites": sites,
         "path": "edge/{{ site }}/values.yaml",
-        "batches": ["100%"],
-        "maxFailures": 1,
-        "progressDeadline": "60s",
+        **settings,
         "siteKind": "argocd",
         "app": "web-{{ site }}",
         "context": "edge",
         "kubeconfig": str(root / "kubeconfig"),
     }
+
+
+@contextlib.contextmanager
+def argocd_sites(root: Path, gitops: str, sites: list[str], broken: str = "") -> Iterator[KubeArgoCD]:
+    """The Argo CD stand-in with an Application per site of an `argocd_fleet`; the `broken` site is Degraded at
+    every revision (its values say `region: <site>`)."""
+    with KubeArgoCD(bookmark_interval_s=0.5) as argocd:
+        argocd.write_kubeconfig(root / "kubeconfig", context="edge")
+        argocd.broken_tags = {broken} if broken else set()
+        for site in sites:
+            argocd.create_app(f"web-{site}", repo=gitops, path=f"edge/{site}")
+        yield argocd
+
+
+def site_files(sites: list[str]) -> dict[str, str]:
+    return {f"edge/{site}/values.yaml": f"image: {{tag: v0}}\nregion: {site}\n" for site in sites}
+
+
+async def record_argocd_fleet_restore(client: Client, root: Path) -> list[WorkflowHistory]:
+    sites = ["pop-1", "pop-2", "pop-3"]
+    source, revision = make_repo(root, "source", {"README": "x\n"})
+    gitops, _ = make_repo(root, "gitops", site_files(sites))
+    fleet = argocd_fleet(root, sites, batches=["100%"], maxFailures=1, progressDeadline="60s")
     document = spec_document(
         "replay-argocd-fleet",
         source,
@@ -433,11 +449,7 @@ async def record_argocd_fleet_restore(client: Client, root: Path) -> list[Workfl
         [{"name": "edge", "targets": ["pops"], "strategy": {"canary": {"steps": [{"setWeight": 100}]}}}],
     )
     plan = plan_from(document, revision)
-    with KubeArgoCD(bookmark_interval_s=0.5) as argocd:
-        argocd.write_kubeconfig(root / "kubeconfig", context="edge")
-        argocd.broken_tags = {"pop-2"}  # Degraded once synced to a revision whose values say `region: pop-2`
-        for site in sites:
-            argocd.create_app(f"web-{site}", repo=gitops, path=f"edge/{site}")
+    with argocd_sites(root, gitops, sites, broken="pop-2"):
         async with running_worker(client, root / "state") as queue:
             await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
             result = await handle_for(client, plan.delivery_id).result()
@@ -480,29 +492,13 @@ async def record_people(client: Client, root: Path) -> list[WorkflowHistory]:
 async def record_fleet_rollback(client: Client, root: Path) -> list[WorkflowHistory]:
     sites = ["pop-1", "pop-2", "pop-3", "pop-4"]
     source, revision = make_repo(root, "source", {"README": "x\n"})
-    files = {f"edge/{site}/values.yaml": f"image: {{tag: v0}}\nregion: {site}\n" for site in sites}
-    gitops, _ = make_repo(root, "gitops", files)
-    fleet = {
-        "kind": "edge",
-        "sites": sites,
-        "path": "edge/{{ site }}/values.yaml",
-        "batches": ["50%", "100%"],
-        "maxFailures": 0,
-        "progressDeadline": "10s",
-        "siteKind": "argocd",
-        "app": "web-{{ site }}",
-        "context": "edge",
-        "kubeconfig": str(root / "kubeconfig"),
-    }
+    gitops, _ = make_repo(root, "gitops", site_files(sites))
+    fleet = argocd_fleet(root, sites, batches=["50%", "100%"], maxFailures=0, progressDeadline="10s")
     document = spec_document(
         "replay-fleet-rollback", source, gitops, {"pops": fleet}, [{"name": "edge", "targets": ["pops"]}]
     )
     plan = plan_from(document, revision)
-    with KubeArgoCD(bookmark_interval_s=0.5) as argocd:
-        argocd.write_kubeconfig(root / "kubeconfig", context="edge")
-        argocd.broken_tags = {"pop-2"}  # its values say `region: pop-2`: Degraded at every revision
-        for site in sites:
-            argocd.create_app(f"web-{site}", repo=gitops, path=f"edge/{site}")
+    with argocd_sites(root, gitops, sites, broken="pop-2"):
         async with running_worker(client, root / "state") as queue:
             await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
             result = await handle_for(client, plan.delivery_id).result()
@@ -510,41 +506,33 @@ async def record_fleet_rollback(client: Client, root: Path) -> list[WorkflowHist
             return await _histories(client, plan.delivery_id)
 
 
-async def record_fleet_failure(client: Client, root: Path) -> list[WorkflowHistory]:
-    sites = ["pop-1", "pop-2"]
-    source, revision = make_repo(root, "source", {"README": "x\n"})
-    files = {f"edge/{site}/values.yaml": f"image: {{tag: v0}}\nregion: {site}\n" for site in sites}
-    files["fleets/edge.yaml"] = "".join(f"- {site}\n" for site in sites)
-    gitops, _ = make_repo(root, "gitops", files)
-    fleet = {
-        "kind": "edge",
-        "sites": {"file": "fleets/edge.yaml"},
-        "path": "edge/{{ site }}/values.yaml",
-        "batches": ["100%"],
-        "progressDeadline": "10s",
-        "siteKind": "argocd",
-        "app": "web-{{ site }}",
-        "context": "edge",
-        "kubeconfig": str(root / "kubeconfig"),
-    }
-    document = spec_document(
-        "replay-fleet-failure", source, gitops, {"pops": fleet}, [{"name": "edge", "targets": ["pops"]}]
-    )
-    plan = plan_from(document, revision)
-    refused = FailActivities(
+def refused_fleet_checks(batch: int) -> FailActivities:
+    """The health check of a fleet's batch `batch` refused for good, and so the read of its sites' names (Git
+    unreachable) that would fail them by name: the fleet has an activity error no step turns into an outcome."""
+    return FailActivities(
         lambda kind, args: (
             "the Kubernetes API refuses every call"
-            if kind == "edge_check_sites" and args[0].step.endswith("/batch-1")
+            if kind == "edge_check_sites" and args[0].step.endswith(f"/batch-{batch}")
             else "Git is unreachable"
             if kind == "gitops_read_fleet_names"
             else None
         )
     )
-    with KubeArgoCD(bookmark_interval_s=0.5) as argocd:
-        argocd.write_kubeconfig(root / "kubeconfig", context="edge")
-        for site in sites:
-            argocd.create_app(f"web-{site}", repo=gitops, path=f"edge/{site}")
-        async with running_worker(client, root / "state", [refused]) as queue:
+
+
+async def record_fleet_failure(client: Client, root: Path) -> list[WorkflowHistory]:
+    sites = ["pop-1", "pop-2"]
+    source, revision = make_repo(root, "source", {"README": "x\n"})
+    files = site_files(sites)
+    files["fleets/edge.yaml"] = "".join(f"- {site}\n" for site in sites)
+    gitops, _ = make_repo(root, "gitops", files)
+    fleet = argocd_fleet(root, {"file": "fleets/edge.yaml"}, batches=["100%"], progressDeadline="10s")
+    document = spec_document(
+        "replay-fleet-failure", source, gitops, {"pops": fleet}, [{"name": "edge", "targets": ["pops"]}]
+    )
+    plan = plan_from(document, revision)
+    with argocd_sites(root, gitops, sites):
+        async with running_worker(client, root / "state", [refused_fleet_checks(1)]) as queue:
             await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
             result = await handle_for(client, plan.delivery_id).result()
             assert result.phase == "failed", result.reason

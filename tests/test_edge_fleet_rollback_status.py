@@ -15,7 +15,6 @@ from aicd.messages import HumanAction, Trigger, rollout_workflow_id
 from aicd.slack_blocks import compact_status, delivery_message, describe_progress
 from aicd.status_view import status_text
 from aicd.testing.engine import (
-    FailActivities,
     git,
     plan_from,
     running_worker,
@@ -23,16 +22,19 @@ from aicd.testing.engine import (
     temporal_env,
     wait_for,
 )
-from aicd.testing.standins.kube_argocd import KubeArgoCD
 from aicd.workflows.edge_fleet import EdgeFleetWorkflow
+from tests.record_histories import refused_fleet_checks
 from tests.test_edge_fleet import (
     HealthServer,
+    argocd_fleet,
+    argocd_sites,
     delivery_commits,
     fleet_spec,
     names,
     pops,
     raw_tree_diff,
     site_file,
+    synced_revisions,
 )
 
 __all__ = ["temporal_env"]
@@ -100,23 +102,16 @@ async def test_a_rolled_back_argocd_fleet_syncs_its_sites_back(
         batches=["50%", "100%"],
         maxFailures=0,
         progressDeadline="60s",
-        siteKind="argocd",
-        app="web-{{ site }}",
-        context="edge",
-        kubeconfig=str(tmp_path / "kubeconfig"),
+        **argocd_fleet(tmp_path),
     )
     plan = plan_from(document, revision)
     client = temporal_env.client
-    with KubeArgoCD(bookmark_interval_s=0.5) as argocd:
-        argocd.write_kubeconfig(tmp_path / "kubeconfig", context="edge")
-        argocd.broken_tags = {sites[1]}
-        for site in sites:
-            argocd.create_app(f"web-{site}", repo=gitops, path=f"apps/web/edge/{site}")
+    with argocd_sites(tmp_path, gitops, sites, broken={sites[1]}) as argocd:
         async with running_worker(client, tmp_path / "state") as queue:
             await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
             result = await handle_for(client, plan.delivery_id).result()
             status = await get_status(client, plan.delivery_id)
-        synced = {site: [record.revision for record in argocd.syncs(f"web-{site}")] for site in sites}
+        synced = synced_revisions(argocd, sites)
     running = synced[sites[0]][-1]
     assert result.phase == "failed" and pops(status).state == "rolled-back"
     assert raw_tree_diff(gitops, seed) == ""  # Git: the fleet is back
@@ -174,31 +169,16 @@ async def test_a_fleet_that_fails_as_a_workflow_has_its_moved_sites_synced_back(
         batches=["50%", "100%"],
         maxFailures=0,
         progressDeadline="60s",
-        siteKind="argocd",
-        app="web-{{ site }}",
-        context="edge",
-        kubeconfig=str(tmp_path / "kubeconfig"),
+        **argocd_fleet(tmp_path),
     )
     plan = plan_from(document, revision)
     client = temporal_env.client
-    refused = FailActivities(
-        lambda kind, args: (
-            "the Kubernetes API refuses every call"
-            if kind == "edge_check_sites" and args[0].step.endswith("/batch-2")
-            else "Git is unreachable"
-            if kind == "gitops_read_fleet_names"
-            else None
-        )
-    )
-    with KubeArgoCD(bookmark_interval_s=0.5) as argocd:
-        argocd.write_kubeconfig(tmp_path / "kubeconfig", context="edge")
-        for site in sites:
-            argocd.create_app(f"web-{site}", repo=gitops, path=f"apps/web/edge/{site}")
-        async with running_worker(client, tmp_path / "state", [refused]) as queue:
+    with argocd_sites(tmp_path, gitops, sites) as argocd:
+        async with running_worker(client, tmp_path / "state", [refused_fleet_checks(2)]) as queue:
             await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
             result = await handle_for(client, plan.delivery_id).result()
             status = await get_status(client, plan.delivery_id)
-        synced = {site: [record.revision for record in argocd.syncs(f"web-{site}")] for site in sites}
+        synced = synced_revisions(argocd, sites)
     assert result.phase == "failed", result.reason
     assert result.reason == "pops: the fleet failed: Git is unreachable", result.reason
     assert raw_tree_diff(gitops, seed) == ""  # Git: the fleet is back
