@@ -288,6 +288,11 @@ class MovedSites:
     sites: list[Site] = field(default_factory=list)
     fleet_sites: FleetSlice | None = None
 
+    @classmethod
+    def every(cls, sites: list[Site] | FleetFile) -> MovedSites:
+        """Every site of the fleet: what to put back when which ones moved is not known."""
+        return cls(fleet_sites=sites.slice(0, sites.total)) if isinstance(sites, FleetFile) else cls(sites)
+
     @property
     def count(self) -> int:
         return self.fleet_sites.count if self.fleet_sites is not None else len(self.sites)

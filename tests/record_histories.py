@@ -39,6 +39,10 @@
   the delivery's rollback only commits. Recorded before the fleet ended failed with a result.
 - `fleet-failure-in-result`: the same, after it: the fleet ends failed with the sites it moved (patch
   `fleet-failure-in-result`), and the delivery's rollback syncs them back.
+- `fleet-terminated`: an argocd fleet whose first batch waits for a human (`pause: {}`) is terminated: the
+  delivery, told of no site it moved, rolls back in Git and syncs none. Recorded before it synced every site.
+- `fleet-terminated-synced`: the same, after it: the rollback syncs every site of the fleet to the rollback
+  commit (workflows.delivery.SYNC_FLEET_WITHOUT_RESULT).
 - `audit-drain`: the `audit` scenario again, its end awaiting the last audit batch without a timer (patch
   `audit-drain-without-timer`).
 
@@ -67,7 +71,7 @@ from temporalio.worker import Interceptor
 from aicd import search
 from aicd.activities.audit import AUDIT_FILE_ENV
 from aicd.client import ActionRefused, handle_for, send_action, start_delivery
-from aicd.messages import HumanAction, Trigger
+from aicd.messages import HumanAction, Trigger, rollout_workflow_id
 from aicd.plan import DeliveryPlan
 from aicd.testing.engine import (
     TEMPORAL_BIN,
@@ -539,6 +543,34 @@ async def record_fleet_failure(client: Client, root: Path) -> list[WorkflowHisto
             return await _histories(client, plan.delivery_id)
 
 
+async def record_fleet_terminated(client: Client, root: Path) -> list[WorkflowHistory]:
+    sites = ["pop-1", "pop-2", "pop-3", "pop-4"]
+    source, revision = make_repo(root, "source", {"README": "x\n"})
+    gitops, _ = make_repo(root, "gitops", site_files(sites))
+    fleet = argocd_fleet(root, sites, batches=["50%", "100%"], progressDeadline="10s")
+    document = spec_document(
+        "replay-fleet-terminated",
+        source,
+        gitops,
+        {"pops": fleet},
+        [{"name": "edge", "targets": ["pops"], "strategy": {"canary": {"steps": [{"pause": {}}]}}}],
+    )
+    plan = plan_from(document, revision)
+    with argocd_sites(root, gitops, sites):
+        async with running_worker(client, root / "state") as queue:
+            await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
+            await wait_for(
+                client,
+                plan.delivery_id,
+                lambda s: "pops" in s.targets and s.targets["pops"].state == "awaiting-resume",
+            )
+            fleet_id = rollout_workflow_id(plan.delivery_id, "edge", "pops")
+            await client.get_workflow_handle(fleet_id).terminate("stuck")
+            result = await handle_for(client, plan.delivery_id).result()
+            assert result.phase == "failed", result.reason
+            return await _histories(client, plan.delivery_id)
+
+
 SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]] = {
     "gates": record_gates,
     "notify": record_notify,
@@ -559,6 +591,8 @@ SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]]
     "audit-drain": record_audit,
     "fleet-failure": record_fleet_failure,
     "fleet-failure-in-result": record_fleet_failure,
+    "fleet-terminated": record_fleet_terminated,
+    "fleet-terminated-synced": record_fleet_terminated,
 }
 # What a scenario's worker ran with that its replayer needs too: a durable timer an interceptor added.
 REPLAY_INTERCEPTORS: dict[str, Sequence[Interceptor]] = {

@@ -234,3 +234,37 @@ async def test_a_site_file_the_rollback_left_to_another_writer_is_not_counted_ro
     await digest.feed(history.events, DataConverter.default)
     from_history = status_from_history(digest, "").targets["pops"]
     assert from_history.sites_by_state == target.sites_by_state, from_history.sites_by_state
+
+
+async def test_a_fleet_that_ended_without_a_result_has_every_site_synced_back(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """siteKind argocd: batch 1 moves two sites and waits for a human; an operator terminates the fleet (stuck on
+    a bug, say). It ended with no result, so the delivery knew no site it had moved: its rollback put the files
+    back in Git and synced none, and batch 1's sites kept running the release. Now a rollback of a fleet whose
+    rollout ended without a result syncs every site of the fleet to the rollback commit."""
+    sites = names(4)
+    document, gitops, seed, revision = fleet_spec(
+        tmp_path, sites, batches=["50%", "100%"], steps=[{"pause": {}}], **argocd_fleet(tmp_path)
+    )
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    with argocd_sites(tmp_path, gitops, sites) as argocd:
+        async with running_worker(client, tmp_path / "state") as queue:
+            await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+            await wait_for(client, plan.delivery_id, lambda status: pops(status).state == "awaiting-resume")
+            fleet_id = rollout_workflow_id(plan.delivery_id, "edge", "pops")
+            await client.get_workflow_handle(fleet_id).terminate("stuck")
+            result = await handle_for(client, plan.delivery_id).result()
+            status = await get_status(client, plan.delivery_id)
+        synced = synced_revisions(argocd, sites)
+    assert result.phase == "failed", result.reason
+    assert raw_tree_diff(gitops, seed) == ""  # Git: the fleet is back
+    batch1, rollback = (entry["sha"] for entry in delivery_commits(gitops))
+    assert synced == {
+        sites[0]: [batch1, rollback],
+        sites[1]: [batch1, rollback],
+        sites[2]: [rollback],
+        sites[3]: [rollback],
+    }, f"batch 1's sites still run {batch1[:7]}, the release"
+    assert pops(status).state == "rolled-back", pops(status)

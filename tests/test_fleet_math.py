@@ -11,7 +11,10 @@ from hypothesis import strategies as st
 
 from aicd.fleet import (
     FleetError,
+    FleetFile,
+    FleetSlice,
     FleetTally,
+    MovedSites,
     Site,
     batch_ends,
     batch_slices,
@@ -199,3 +202,11 @@ def test_the_sites_of_paths_through_the_path_template() -> None:
     assert sites_of("apps/web/edge/{{ site }}/values.yaml", paths) == ["pop-2", "pop-1"]
     assert sites_of("edge/{{site}}.yaml", ["edge/a.yaml", "edge/a/b.yaml"]) == ["a"]
     assert sites_of("apps/web/values.yaml", ["apps/web/values.yaml"]) == []  # not a fleet: no sites
+
+
+def test_every_site_of_a_fleet_as_moved_sites() -> None:
+    """What a rollback syncs back when which sites moved is not known: the inline sites, or the whole file."""
+    sites = [Site("a"), Site("b", "http://b/healthz")]
+    assert MovedSites.every(sites).batch == sites
+    whole = MovedSites.every(FleetFile("fleets/edge.yaml", "c0ffee", 3))
+    assert whole.batch == FleetSlice("fleets/edge.yaml", "c0ffee", 0, 3) and whole.count == 3

@@ -2,8 +2,8 @@
 abort with release-scope rollback; Slack notifications; an edge fleet continued as new; a target through two
 stages rolled back once; the audit stream as local activities; stops, pauses and resumes while a wave is starting;
 a rollout keeping its ownership base per file; an Argo CD fleet syncing a restored site back; a fleet failing
-with the sites it moved) and fresh runs of the same scenarios must replay on the current workflow code without a
-nondeterminism error."""
+with the sites it moved; a terminated fleet's sites all synced back) and fresh runs of the same scenarios must
+replay on the current workflow code without a nondeterminism error."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from aicd.workflows.delivery import (
     PAUSE_LATE_ROLLOUTS,
     STOP_LATE_ROLLOUTS,
     SYNC_FLEET_BACK,
+    SYNC_FLEET_WITHOUT_RESULT,
 )
 from aicd.workflows.edge_fleet import FAILURE_IN_RESULT, SYNC_RESTORED_SITES
 from aicd.workflows.registry import ALL_WORKFLOWS, sandbox_runner
@@ -148,6 +149,25 @@ async def test_a_failing_fleet_names_its_moved_sites_in_its_result_under_its_pat
     ]
     assert (request["fleet_sites"]["start"], request["fleet_sites"]["end"]) == (0, 2)
     assert request["step"] == "edge/pops/rollback"
+
+
+async def test_a_fleet_ended_without_a_result_has_every_site_synced_back_under_its_patch() -> None:
+    """The `fleet-terminated` scenarios guard SYNC_FLEET_WITHOUT_RESULT: recorded before it, the rollback of the
+    terminated fleet only committed (that history still replays, test_recorded_histories_replay); after it, the
+    delivery checks every site of the fleet at the rollback commit."""
+    before, after = _events("fleet-terminated", "delivery"), _events("fleet-terminated-synced", "delivery")
+    assert "workflowExecutionTerminatedEventAttributes" in _events("fleet-terminated-synced", "pops")[-1]
+    assert activity_types(before)[0] == ["check_gates", "gitops_rollback_many"]
+    assert activity_types(after)[0] == ["check_gates", "gitops_rollback_many", "edge_check_sites"]
+    assert not any(SYNC_FLEET_WITHOUT_RESULT.encode() in patch for patch in patch_markers(before))
+    assert any(SYNC_FLEET_WITHOUT_RESULT.encode() in patch for patch in patch_markers(after))
+    (request,) = [
+        json.loads(base64.b64decode(attributes["input"]["payloads"][0]["data"]))
+        for event in after
+        if (attributes := event.get("activityTaskScheduledEventAttributes"))
+        and attributes["activityType"]["name"] == "edge_check_sites"
+    ]
+    assert [site["name"] for site in request["sites"]] == ["pop-1", "pop-2", "pop-3", "pop-4"]
 
 
 def _events(scenario: str, name: str) -> list[dict[str, Any]]:

@@ -17,7 +17,8 @@ see aicd.fleet for the rounding). For each batch, in fleet order:
    fleet moved `rolled-back` - `left-as-is` those whose files someone else wrote since - and syncs an argocd
    fleet's moved sites - the result names them - to the rollback commit). An error no step turns into an
    outcome (a non-retryable activity error) ends the fleet `failed` too, with a result naming the sites it
-   moved, never as a failed workflow (FAILURE_IN_RESULT);
+   moved, never as a failed workflow (FAILURE_IN_RESULT); a run ended with no result (terminated) has the
+   rollback sync every site of the fleet;
 4. the stage's `pause` and `analysis` steps, as TargetRolloutWorkflow walks them (pausable timers, `pause: {}`
    waits for a human, analysis looks with the share of updated sites as the canary weight).
 
