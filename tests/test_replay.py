@@ -118,12 +118,7 @@ async def test_fleet_rollback_syncs_the_sites_the_fleet_moved_back_under_its_pat
     assert activity_types(after)[0] == ["check_gates", "gitops_rollback_many", "edge_check_sites"]
     assert not any(SYNC_FLEET_BACK.encode() in patch for patch in patch_markers(before))
     assert any(SYNC_FLEET_BACK.encode() in patch for patch in patch_markers(after))
-    (request,) = [
-        json.loads(base64.b64decode(attributes["input"]["payloads"][0]["data"]))
-        for event in after
-        if (attributes := event.get("activityTaskScheduledEventAttributes"))
-        and attributes["activityType"]["name"] == "edge_check_sites"
-    ]
+    (request,) = _activity_inputs(after, "edge_check_sites")
     assert [site["name"] for site in request["sites"]] == ["pop-1", "pop-2"]
     assert request["step"] == "edge/pops/rollback"
 
@@ -141,12 +136,7 @@ async def test_a_failing_fleet_names_its_moved_sites_in_its_result_under_its_pat
     assert activity_types(_events("fleet-failure", "delivery"))[0] == ["check_gates", "gitops_rollback_many"]
     delivery = _events("fleet-failure-in-result", "delivery")
     assert activity_types(delivery)[0] == ["check_gates", "gitops_rollback_many", "edge_check_sites"]
-    (request,) = [
-        json.loads(base64.b64decode(attributes["input"]["payloads"][0]["data"]))
-        for event in delivery
-        if (attributes := event.get("activityTaskScheduledEventAttributes"))
-        and attributes["activityType"]["name"] == "edge_check_sites"
-    ]
+    (request,) = _activity_inputs(delivery, "edge_check_sites")
     assert (request["fleet_sites"]["start"], request["fleet_sites"]["end"]) == (0, 2)
     assert request["step"] == "edge/pops/rollback"
 
@@ -161,13 +151,18 @@ async def test_a_fleet_ended_without_a_result_has_every_site_synced_back_under_i
     assert activity_types(after)[0] == ["check_gates", "gitops_rollback_many", "edge_check_sites"]
     assert not any(SYNC_FLEET_WITHOUT_RESULT.encode() in patch for patch in patch_markers(before))
     assert any(SYNC_FLEET_WITHOUT_RESULT.encode() in patch for patch in patch_markers(after))
-    (request,) = [
-        json.loads(base64.b64decode(attributes["input"]["payloads"][0]["data"]))
-        for event in after
-        if (attributes := event.get("activityTaskScheduledEventAttributes"))
-        and attributes["activityType"]["name"] == "edge_check_sites"
-    ]
+    (request,) = _activity_inputs(after, "edge_check_sites")
     assert [site["name"] for site in request["sites"]] == ["pop-1", "pop-2", "pop-3", "pop-4"]
+
+
+def _activity_inputs(events: list[dict[str, Any]], activity_type: str) -> list[Any]:
+    """The (first) argument of each activity of this type a history (as JSON) scheduled, decoded."""
+    return [
+        json.loads(base64.b64decode(attributes["input"]["payloads"][0]["data"]))
+        for event in events
+        if (attributes := event.get("activityTaskScheduledEventAttributes"))
+        and attributes["activityType"]["name"] == activity_type
+    ]
 
 
 def _events(scenario: str, name: str) -> list[dict[str, Any]]:
