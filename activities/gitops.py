@@ -64,7 +64,7 @@ from aicd.activities.heartbeats import in_thread_with_heartbeats
 from aicd.activities.yamledit import clear_of_writer, get_key, set_keys, undo_keeping_others
 from aicd.errors import ErrorType
 from aicd.flags import FlagChange, apply_flag_change
-from aicd.fleet import FleetError, FleetFile, FleetSlice, Site, parse_fleet
+from aicd.fleet import SITE_PLACEHOLDER, FleetError, FleetFile, FleetSlice, Site, parse_fleet
 from aicd.plan import WritePlan
 from aicd.redact import redact_credentials
 from aicd.spec.paths import repo_path_problem
@@ -1183,15 +1183,13 @@ async def _why_not_current(client: Client, info: activity.Info, delivery_id: str
 
 
 # --- plumbing -------------------------------------------------------------------------------------------------
-_SITE_PLACEHOLDER = re.compile(r"\{\{\s*site\s*\}\}")
 
 
 def path_matcher(paths: set[str]) -> Callable[[str], bool]:
     """Matches the exact paths, and paths of templates with `{{ site }}` (an edge fleet's files)."""
     exact = {path for path in paths if "{{" not in path}
     patterns = [
-        # `{{site}}` is as valid in a spec as `{{ site }}`
-        re.compile("^" + "[^/]+".join(map(re.escape, _SITE_PLACEHOLDER.split(path))) + "$")
+        re.compile("^" + "[^/]+".join(map(re.escape, SITE_PLACEHOLDER.split(path))) + "$")
         for path in paths
         if "{{" in path
     ]

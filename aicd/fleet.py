@@ -8,7 +8,8 @@
   rounded down (a share never tolerates more than it says: `2%` of 40 sites is 0).
 - A status that stays small however large the fleet: counts per state and a capped list of failed sites.
 - After the delivery rolled the fleet back: which sites its batches had moved (the ones to sync back), and the
-  counts as Git now has them - no site on the release.
+  counts as Git now has them - no site on the release; those whose files someone else wrote since are left as
+  they are, and counted so.
 
 Shares are exact fractions (`Fraction("0.07")`), never floats: `7% of 100` must be 7 sites, not 8.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal, get_args
@@ -27,13 +28,17 @@ import yaml
 
 from aicd.spec.placeholders import render
 
+# `{{site}}` is as valid in a spec as `{{ site }}`.
+SITE_PLACEHOLDER = re.compile(r"\{\{\s*site\s*\}\}")
 SITE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 PERCENT = re.compile(r"^([0-9]+(?:\.[0-9]+)?)%$")
 FAILED_SITES_SHOWN = 20  # names listed in a status or a reason; the rest are counted
 # A site's state, in the order statuses list them and the dashboard's grid fills: sites move in fleet order, so
 # the ones through their batch come first. `rolled-back`: the delivery's rollback put the site back on its
-# previous version after the fleet had moved it (updated, or updating in the batch in progress).
-SiteState = Literal["updated", "rolled-back", "updating", "failed", "pending"]
+# previous version after the fleet had moved it (updated, or updating in the batch in progress). `left-as-is`:
+# the rollback left the site's file as someone else (a newer delivery, a human) wrote it since the fleet moved it:
+# neither this release nor, by this delivery's doing, its previous version.
+SiteState = Literal["updated", "rolled-back", "left-as-is", "updating", "failed", "pending"]
 SITE_STATES: tuple[SiteState, ...] = get_args(SiteState)
 
 
@@ -176,6 +181,21 @@ def site_path(template: str, site: str) -> str:
     return render(template, {"site": site}, partial=True)
 
 
+def sites_of(template: str, paths: Iterable[str]) -> list[str]:
+    """The sites whose files (the target's path template filled in) are among `paths`, in the order of `paths`;
+    other paths (a target's flags file) name none."""
+    parts = SITE_PLACEHOLDER.split(template)
+    if len(parts) < 2:
+        return []
+    pattern = re.compile("^" + "([^/]+)".join(map(re.escape, parts)) + "$")
+    sites: list[str] = []
+    for path in paths:
+        match = pattern.match(path)
+        if match is not None and len(set(match.groups())) == 1 and match.group(1) not in sites:
+            sites.append(match.group(1))
+    return sites
+
+
 def site_variables(site: str, stage: str, target: str) -> dict[str, str]:
     return {"site": site, "stage": stage, "target": target}
 
@@ -236,14 +256,25 @@ def in_site_order(by_state: Mapping[str, int]) -> list[tuple[str, int]]:
     return known + sorted((state, count) for state, count in by_state.items() if state not in SITE_STATES)
 
 
-def rolled_back(by_state: Mapping[str, int]) -> dict[str, int]:
-    """A fleet's counts once the delivery's rollback restored every site file it moved: the sites on the release
-    (updated) or committed to it (updating) are rolled back; failed sites stay failed (back on their previous
-    version too, by their batch's restore or by the rollback), pending ones were never touched."""
-    counts = {state: count for state, count in by_state.items() if state not in ("updated", "updating")}
-    moved = by_state.get("updated", 0) + by_state.get("updating", 0) + by_state.get("rolled-back", 0)
-    if moved:
-        counts["rolled-back"] = moved
+def rolled_back(
+    by_state: Mapping[str, int], left: Collection[str] = (), failed: Collection[str] = ()
+) -> dict[str, int]:
+    """A fleet's counts once the delivery's rollback restored the site files it moved: the sites on the release
+    (updated) or committed to it (updating) are rolled back, but for those whose files the rollback `left` as
+    someone else wrote them since: `left-as-is`. Failed sites stay failed (their batch's restore or the rollback
+    put them back, or their file is left: they failed this release either way); pending ones were never touched.
+    `failed` names the failed sites as the status does, capped: a left failed site past the cap counts
+    left-as-is, and never more sites than were on the release do. Counting again (a second rollback finds the
+    same files left) changes nothing."""
+    on_release = ("updated", "updating", "rolled-back", "left-as-is")
+    counts = {state: count for state, count in by_state.items() if state not in on_release}
+    moved = sum(by_state.get(state, 0) for state in on_release)
+    named_failed = set(failed)
+    left_on_release = min(moved, len([site for site in left if site not in named_failed]))
+    if moved - left_on_release:
+        counts["rolled-back"] = moved - left_on_release
+    if left_on_release:
+        counts["left-as-is"] = left_on_release
     return dict(in_site_order(counts))
 
 
@@ -256,6 +287,11 @@ class MovedSites:
 
     sites: list[Site] = field(default_factory=list)
     fleet_sites: FleetSlice | None = None
+
+    @classmethod
+    def every(cls, sites: list[Site] | FleetFile) -> MovedSites:
+        """Every site of the fleet: what to put back when which ones moved is not known."""
+        return cls(fleet_sites=sites.slice(0, sites.total)) if isinstance(sites, FleetFile) else cls(sites)
 
     @property
     def count(self) -> int:

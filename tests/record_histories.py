@@ -34,6 +34,15 @@
   commit (workflows.delivery.SYNC_FLEET_BACK), as the fleet's result names them.
 - `people`: a spec with `people`: Alice approves from Slack, her CLI name is refused as a second approval of
   hers, Bob's approval opens the gate (aicd.people).
+- `fleet-failure`: an argocd fleet read from a fleet file, whose batch's health check and the read of its
+  sites' names are refused for good (aicd.testing.engine.FailActivities): the fleet fails as a workflow, and
+  the delivery's rollback only commits. Recorded before the fleet ended failed with a result.
+- `fleet-failure-in-result`: the same, after it: the fleet ends failed with the sites it moved (patch
+  `fleet-failure-in-result`), and the delivery's rollback syncs them back.
+- `fleet-terminated`: an argocd fleet whose first batch waits for a human (`pause: {}`) is terminated: the
+  delivery, told of no site it moved, rolls back in Git and syncs none. Recorded before it synced every site.
+- `fleet-terminated-synced`: the same, after it: the rollback syncs every site of the fleet to the rollback
+  commit (workflows.delivery.SYNC_FLEET_WITHOUT_RESULT).
 - `audit-drain`: the `audit` scenario again, its end awaiting the last audit batch without a timer (patch
   `audit-drain-without-timer`).
 
@@ -50,7 +59,7 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -62,10 +71,11 @@ from temporalio.worker import Interceptor
 from aicd import search
 from aicd.activities.audit import AUDIT_FILE_ENV
 from aicd.client import ActionRefused, handle_for, send_action, start_delivery
-from aicd.messages import HumanAction, Trigger
+from aicd.messages import HumanAction, Trigger, rollout_workflow_id
 from aicd.plan import DeliveryPlan
 from aicd.testing.engine import (
     TEMPORAL_BIN,
+    FailActivities,
     HoldRollouts,
     make_repo,
     plan_from,
@@ -399,26 +409,42 @@ async def record_pause_while_starting(client: Client, root: Path) -> list[Workfl
         return await _histories(client, plan.delivery_id)
 
 
-async def record_argocd_fleet_restore(client: Client, root: Path) -> list[WorkflowHistory]:
-    sites = ["pop-1", "pop-2", "pop-3"]
-    source, revision = make_repo(root, "source", {"README": "x\n"})
-    gitops, _ = make_repo(
-        root,
-        "gitops",
-        {f"edge/{site}/values.yaml": f"image: {{tag: v0}}\nregion: {site}\n" for site in sites},
-    )
-    fleet = {
+def argocd_fleet(root: Path, sites: list[str] | dict[str, str], **settings: Any) -> dict[str, Any]:
+    """An edge target of Argo CD sites (`edge/<site>/values.yaml`), each an Application `web-<site>` in the
+    stand-in `argocd_sites` starts."""
+    return {
         "kind": "edge",
         "sites": sites,
         "path": "edge/{{ site }}/values.yaml",
-        "batches": ["100%"],
-        "maxFailures": 1,
-        "progressDeadline": "60s",
+        **settings,
         "siteKind": "argocd",
         "app": "web-{{ site }}",
         "context": "edge",
         "kubeconfig": str(root / "kubeconfig"),
     }
+
+
+@contextlib.contextmanager
+def argocd_sites(root: Path, gitops: str, sites: list[str], broken: str = "") -> Iterator[KubeArgoCD]:
+    """The Argo CD stand-in with an Application per site of an `argocd_fleet`; the `broken` site is Degraded at
+    every revision (its values say `region: <site>`)."""
+    with KubeArgoCD(bookmark_interval_s=0.5) as argocd:
+        argocd.write_kubeconfig(root / "kubeconfig", context="edge")
+        argocd.broken_tags = {broken} if broken else set()
+        for site in sites:
+            argocd.create_app(f"web-{site}", repo=gitops, path=f"edge/{site}")
+        yield argocd
+
+
+def site_files(sites: list[str]) -> dict[str, str]:
+    return {f"edge/{site}/values.yaml": f"image: {{tag: v0}}\nregion: {site}\n" for site in sites}
+
+
+async def record_argocd_fleet_restore(client: Client, root: Path) -> list[WorkflowHistory]:
+    sites = ["pop-1", "pop-2", "pop-3"]
+    source, revision = make_repo(root, "source", {"README": "x\n"})
+    gitops, _ = make_repo(root, "gitops", site_files(sites))
+    fleet = argocd_fleet(root, sites, batches=["100%"], maxFailures=1, progressDeadline="60s")
     document = spec_document(
         "replay-argocd-fleet",
         source,
@@ -427,11 +453,7 @@ async def record_argocd_fleet_restore(client: Client, root: Path) -> list[Workfl
         [{"name": "edge", "targets": ["pops"], "strategy": {"canary": {"steps": [{"setWeight": 100}]}}}],
     )
     plan = plan_from(document, revision)
-    with KubeArgoCD(bookmark_interval_s=0.5) as argocd:
-        argocd.write_kubeconfig(root / "kubeconfig", context="edge")
-        argocd.broken_tags = {"pop-2"}  # Degraded once synced to a revision whose values say `region: pop-2`
-        for site in sites:
-            argocd.create_app(f"web-{site}", repo=gitops, path=f"edge/{site}")
+    with argocd_sites(root, gitops, sites, broken="pop-2"):
         async with running_worker(client, root / "state") as queue:
             await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
             result = await handle_for(client, plan.delivery_id).result()
@@ -474,31 +496,76 @@ async def record_people(client: Client, root: Path) -> list[WorkflowHistory]:
 async def record_fleet_rollback(client: Client, root: Path) -> list[WorkflowHistory]:
     sites = ["pop-1", "pop-2", "pop-3", "pop-4"]
     source, revision = make_repo(root, "source", {"README": "x\n"})
-    files = {f"edge/{site}/values.yaml": f"image: {{tag: v0}}\nregion: {site}\n" for site in sites}
-    gitops, _ = make_repo(root, "gitops", files)
-    fleet = {
-        "kind": "edge",
-        "sites": sites,
-        "path": "edge/{{ site }}/values.yaml",
-        "batches": ["50%", "100%"],
-        "maxFailures": 0,
-        "progressDeadline": "10s",
-        "siteKind": "argocd",
-        "app": "web-{{ site }}",
-        "context": "edge",
-        "kubeconfig": str(root / "kubeconfig"),
-    }
+    gitops, _ = make_repo(root, "gitops", site_files(sites))
+    fleet = argocd_fleet(root, sites, batches=["50%", "100%"], maxFailures=0, progressDeadline="10s")
     document = spec_document(
         "replay-fleet-rollback", source, gitops, {"pops": fleet}, [{"name": "edge", "targets": ["pops"]}]
     )
     plan = plan_from(document, revision)
-    with KubeArgoCD(bookmark_interval_s=0.5) as argocd:
-        argocd.write_kubeconfig(root / "kubeconfig", context="edge")
-        argocd.broken_tags = {"pop-2"}  # its values say `region: pop-2`: Degraded at every revision
-        for site in sites:
-            argocd.create_app(f"web-{site}", repo=gitops, path=f"edge/{site}")
+    with argocd_sites(root, gitops, sites, broken="pop-2"):
         async with running_worker(client, root / "state") as queue:
             await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
+            result = await handle_for(client, plan.delivery_id).result()
+            assert result.phase == "failed", result.reason
+            return await _histories(client, plan.delivery_id)
+
+
+def refused_fleet_checks(batch: int) -> FailActivities:
+    """The health check of a fleet's batch `batch` refused for good, and so the read of its sites' names (Git
+    unreachable) that would fail them by name: the fleet has an activity error no step turns into an outcome."""
+    return FailActivities(
+        lambda kind, args: (
+            "the Kubernetes API refuses every call"
+            if kind == "edge_check_sites" and args[0].step.endswith(f"/batch-{batch}")
+            else "Git is unreachable"
+            if kind == "gitops_read_fleet_names"
+            else None
+        )
+    )
+
+
+async def record_fleet_failure(client: Client, root: Path) -> list[WorkflowHistory]:
+    sites = ["pop-1", "pop-2"]
+    source, revision = make_repo(root, "source", {"README": "x\n"})
+    files = site_files(sites)
+    files["fleets/edge.yaml"] = "".join(f"- {site}\n" for site in sites)
+    gitops, _ = make_repo(root, "gitops", files)
+    fleet = argocd_fleet(root, {"file": "fleets/edge.yaml"}, batches=["100%"], progressDeadline="10s")
+    document = spec_document(
+        "replay-fleet-failure", source, gitops, {"pops": fleet}, [{"name": "edge", "targets": ["pops"]}]
+    )
+    plan = plan_from(document, revision)
+    with argocd_sites(root, gitops, sites):
+        async with running_worker(client, root / "state", [refused_fleet_checks(1)]) as queue:
+            await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
+            result = await handle_for(client, plan.delivery_id).result()
+            assert result.phase == "failed", result.reason
+            return await _histories(client, plan.delivery_id)
+
+
+async def record_fleet_terminated(client: Client, root: Path) -> list[WorkflowHistory]:
+    sites = ["pop-1", "pop-2", "pop-3", "pop-4"]
+    source, revision = make_repo(root, "source", {"README": "x\n"})
+    gitops, _ = make_repo(root, "gitops", site_files(sites))
+    fleet = argocd_fleet(root, sites, batches=["50%", "100%"], progressDeadline="10s")
+    document = spec_document(
+        "replay-fleet-terminated",
+        source,
+        gitops,
+        {"pops": fleet},
+        [{"name": "edge", "targets": ["pops"], "strategy": {"canary": {"steps": [{"pause": {}}]}}}],
+    )
+    plan = plan_from(document, revision)
+    with argocd_sites(root, gitops, sites):
+        async with running_worker(client, root / "state") as queue:
+            await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
+            await wait_for(
+                client,
+                plan.delivery_id,
+                lambda s: "pops" in s.targets and s.targets["pops"].state == "awaiting-resume",
+            )
+            fleet_id = rollout_workflow_id(plan.delivery_id, "edge", "pops")
+            await client.get_workflow_handle(fleet_id).terminate("stuck")
             result = await handle_for(client, plan.delivery_id).result()
             assert result.phase == "failed", result.reason
             return await _histories(client, plan.delivery_id)
@@ -522,6 +589,10 @@ SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]]
     "fleet-rollback": record_fleet_rollback,
     "fleet-rollback-synced": record_fleet_rollback,
     "audit-drain": record_audit,
+    "fleet-failure": record_fleet_failure,
+    "fleet-failure-in-result": record_fleet_failure,
+    "fleet-terminated": record_fleet_terminated,
+    "fleet-terminated-synced": record_fleet_terminated,
 }
 # What a scenario's worker ran with that its replayer needs too: a durable timer an interceptor added.
 REPLAY_INTERCEPTORS: dict[str, Sequence[Interceptor]] = {

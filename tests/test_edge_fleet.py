@@ -116,6 +116,36 @@ def fleet_spec(
     return document, gitops, seed, revision
 
 
+def argocd_fleet(tmp_path: Path) -> dict[str, str]:
+    """The keys of a fleet of Argo CD sites: each site an Application named as an ApplicationSet names them
+    (`web-{{ site }}`), in the stand-in that `argocd_sites` starts."""
+    return {
+        "siteKind": "argocd",
+        "app": "web-{{ site }}",
+        "context": "edge",
+        "kubeconfig": str(tmp_path / "kubeconfig"),
+    }
+
+
+@contextmanager
+def argocd_sites(
+    tmp_path: Path, gitops: str, sites: list[str], broken: set[str] | None = None
+) -> Iterator[KubeArgoCD]:
+    """The Argo CD stand-in with an Application per site of an `argocd_fleet`; a `broken` site's values (which
+    say `region: <site>`) are Degraded at every revision."""
+    with KubeArgoCD(bookmark_interval_s=0.5) as argocd:
+        argocd.write_kubeconfig(tmp_path / "kubeconfig", context="edge")
+        argocd.broken_tags = set(broken or ())
+        for site in sites:
+            argocd.create_app(f"web-{site}", repo=gitops, path=f"apps/web/edge/{site}")
+        yield argocd
+
+
+def synced_revisions(argocd: KubeArgoCD, sites: list[str]) -> dict[str, list[str]]:
+    """The revisions each site's Application was synced to, in order."""
+    return {site: [record.revision for record in argocd.syncs(f"web-{site}")] for site in sites}
+
+
 def delivery_commits(gitops: str) -> list[dict[str, str]]:
     return [entry for entry in commits(gitops) if "Aicd-Step" in entry]
 
@@ -335,23 +365,16 @@ async def test_argocd_sites_sync_their_own_application(
         batches=["50%", "100%"],
         maxFailures=1,
         progressDeadline="20s",
-        siteKind="argocd",
-        app="web-{{ site }}",
-        context="edge",
-        kubeconfig=str(tmp_path / "kubeconfig"),
+        **argocd_fleet(tmp_path),
     )
     plan = plan_from(document, revision)
     client = temporal_env.client
-    with KubeArgoCD(bookmark_interval_s=0.5) as argocd:
-        argocd.write_kubeconfig(tmp_path / "kubeconfig", context="edge")
-        argocd.broken_tags = {broken}  # its values say `region: pop-0004`: Degraded there once synced
-        for site in sites:
-            argocd.create_app(f"web-{site}", repo=gitops, path=f"apps/web/edge/{site}")
+    with argocd_sites(tmp_path, gitops, sites, broken={broken}) as argocd:
         async with running_worker(client, tmp_path / "state") as queue:
             await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
             result = await handle_for(client, plan.delivery_id).result()
             status = await get_status(client, plan.delivery_id)
-        synced = {site: [record.revision for record in argocd.syncs(f"web-{site}")] for site in sites}
+        synced = synced_revisions(argocd, sites)
     assert result.phase == "succeeded", result.reason
     log = delivery_commits(gitops)
     assert [entry["Aicd-Step"] for entry in log] == [
@@ -384,18 +407,11 @@ async def test_a_failed_argocd_site_is_synced_back_to_its_restore_commit(
         batches=["100%"],
         maxFailures=1,
         progressDeadline="60s",
-        siteKind="argocd",
-        app="web-{{ site }}",
-        context="edge",
-        kubeconfig=str(tmp_path / "kubeconfig"),
+        **argocd_fleet(tmp_path),
     )
     plan = plan_from(document, revision)
     client = temporal_env.client
-    with KubeArgoCD(bookmark_interval_s=0.5) as argocd:
-        argocd.write_kubeconfig(tmp_path / "kubeconfig", context="edge")
-        argocd.broken_tags = {broken}  # Degraded once synced to a revision its values say `region: pop-0001`
-        for site in sites:
-            argocd.create_app(f"web-{site}", repo=gitops, path=f"apps/web/edge/{site}")
+    with argocd_sites(tmp_path, gitops, sites, broken={broken}) as argocd:
         async with running_worker(client, tmp_path / "state") as queue:
             await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
             result = await handle_for(client, plan.delivery_id).result()

@@ -5,24 +5,36 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
-from aicd.client import get_status, handle_for, start_delivery
-from aicd.dashboard.views import fleet_grid
-from aicd.messages import Trigger, rollout_workflow_id
+from aicd.client import get_status, handle_for, send_action, start_delivery
+from aicd.dashboard.history import DeliveryDigest
+from aicd.dashboard.views import fleet_grid, status_from_history
+from aicd.messages import HumanAction, Trigger, rollout_workflow_id
 from aicd.slack_blocks import compact_status, delivery_message, describe_progress
 from aicd.status_view import status_text
-from aicd.testing.engine import git, plan_from, running_worker, show, temporal_env
-from aicd.testing.standins.kube_argocd import KubeArgoCD
+from aicd.testing.engine import (
+    git,
+    plan_from,
+    running_worker,
+    show,
+    temporal_env,
+    wait_for,
+)
 from aicd.workflows.edge_fleet import EdgeFleetWorkflow
+from tests.record_histories import refused_fleet_checks
 from tests.test_edge_fleet import (
     HealthServer,
+    argocd_fleet,
+    argocd_sites,
     delivery_commits,
     fleet_spec,
     names,
     pops,
     raw_tree_diff,
     site_file,
+    synced_revisions,
 )
 
 __all__ = ["temporal_env"]
@@ -90,23 +102,16 @@ async def test_a_rolled_back_argocd_fleet_syncs_its_sites_back(
         batches=["50%", "100%"],
         maxFailures=0,
         progressDeadline="60s",
-        siteKind="argocd",
-        app="web-{{ site }}",
-        context="edge",
-        kubeconfig=str(tmp_path / "kubeconfig"),
+        **argocd_fleet(tmp_path),
     )
     plan = plan_from(document, revision)
     client = temporal_env.client
-    with KubeArgoCD(bookmark_interval_s=0.5) as argocd:
-        argocd.write_kubeconfig(tmp_path / "kubeconfig", context="edge")
-        argocd.broken_tags = {sites[1]}
-        for site in sites:
-            argocd.create_app(f"web-{site}", repo=gitops, path=f"apps/web/edge/{site}")
+    with argocd_sites(tmp_path, gitops, sites, broken={sites[1]}) as argocd:
         async with running_worker(client, tmp_path / "state") as queue:
             await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
             result = await handle_for(client, plan.delivery_id).result()
             status = await get_status(client, plan.delivery_id)
-        synced = {site: [record.revision for record in argocd.syncs(f"web-{site}")] for site in sites}
+        synced = synced_revisions(argocd, sites)
     running = synced[sites[0]][-1]
     assert result.phase == "failed" and pops(status).state == "rolled-back"
     assert raw_tree_diff(gitops, seed) == ""  # Git: the fleet is back
@@ -147,3 +152,119 @@ async def test_a_batch_whose_commit_failed_moved_no_site(
     target = pops(status)
     assert target.state == "rolled-back"
     assert target.sites_by_state == {"rolled-back": 2, "pending": 2}, target.sites_by_state
+
+
+async def test_a_fleet_that_fails_as_a_workflow_has_its_moved_sites_synced_back(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """siteKind argocd, a fleet file: batch 1 is synced to its commit; batch 2 is committed, its health check
+    refused, and so is the read of its sites' names that would fail them by name (Git unreachable): the fleet
+    failed as a workflow, with no result, so the delivery learnt of no site it had moved. Its rollback put every
+    site file back in Git and synced none: batch 1's sites kept running the release. Now the fleet ends failed
+    with the sites it moved, and the rollback syncs all four to the rollback commit."""
+    sites = names(4)
+    document, gitops, seed, revision = fleet_spec(
+        tmp_path,
+        sites,
+        batches=["50%", "100%"],
+        maxFailures=0,
+        progressDeadline="60s",
+        **argocd_fleet(tmp_path),
+    )
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    with argocd_sites(tmp_path, gitops, sites) as argocd:
+        async with running_worker(client, tmp_path / "state", [refused_fleet_checks(2)]) as queue:
+            await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+            result = await handle_for(client, plan.delivery_id).result()
+            status = await get_status(client, plan.delivery_id)
+        synced = synced_revisions(argocd, sites)
+    assert result.phase == "failed", result.reason
+    assert result.reason == "pops: the fleet failed: Git is unreachable", result.reason
+    assert raw_tree_diff(gitops, seed) == ""  # Git: the fleet is back
+    batch1, _batch2, rollback = (entry["sha"] for entry in delivery_commits(gitops))
+    assert synced == {
+        sites[0]: [batch1, rollback],
+        sites[1]: [batch1, rollback],
+        sites[2]: [rollback],
+        sites[3]: [rollback],
+    }, f"batch 1's sites still run {batch1[:7]}, the release"
+    target = pops(status)
+    assert target.state == "rolled-back"
+    assert target.sites_by_state == {"rolled-back": 4}, target.sites_by_state
+
+
+async def test_a_site_file_the_rollback_left_to_another_writer_is_not_counted_rolled_back(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Batch 1 moves two sites and waits for a human (`pause: {}`); meanwhile Alice sets one of them to another
+    image tag by hand, and the delivery is aborted. Its rollback puts the other site back and leaves Alice's file
+    as she wrote it, and says so - yet the fleet counted both sites `rolled-back`, one of them on a version no
+    rollback gave it. Now it counts one `rolled-back` and one `left-as-is`: in the status, `aicd status`, Slack,
+    and the dashboard's grid, live and read from the delivery's history."""
+    sites = names(4)
+    document, gitops, seed, revision = fleet_spec(
+        tmp_path, sites, batches=["50%", "100%"], steps=[{"pause": {}}]
+    )
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda status: pops(status).state == "awaiting-resume")
+        work = tmp_path / "human"
+        git("clone", "-q", gitops, str(work))
+        edited = (work / site_file(sites[0])).read_text()
+        (work / site_file(sites[0])).write_text(edited.replace(f"tag: {plan.artifact_tag}", "tag: hotfix"))
+        git("-c", "user.name=Alice", "-c", "user.email=alice@x", "commit", "-qam", "hotfix", cwd=work)
+        git("push", "-q", "origin", "HEAD:main", cwd=work)
+        await send_action(client, plan.delivery_id, "abort", HumanAction("oncall", "enough"))
+        result = await handle_for(client, plan.delivery_id).result()
+        status = await get_status(client, plan.delivery_id)
+        history = await handle_for(client, plan.delivery_id).fetch_history()
+    assert result.phase == "aborted", result.reason
+    assert raw_tree_diff(gitops, seed).split() == [site_file(sites[0])]  # Alice's file, as she left it
+    target = pops(status)
+    assert target.state == "rolled-back" and f"left {site_file(sites[0])} as it is" in target.message
+    assert target.sites_by_state == {"rolled-back": 1, "left-as-is": 1, "pending": 2}, target.sites_by_state
+    assert "sites 4: rolled-back 1, left-as-is 1, pending 2" in status_text(status)
+    _, blocks = delivery_message(compact_status(status))
+    assert "4 sites (1 rolled-back, 1 left-as-is, 2 pending)" in str(blocks), blocks
+    assert fleet_grid(target).cells == ["rolled-back", "left-as-is", "pending", "pending"]
+    digest = DeliveryDigest()
+    await digest.feed(history.events, DataConverter.default)
+    from_history = status_from_history(digest, "").targets["pops"]
+    assert from_history.sites_by_state == target.sites_by_state, from_history.sites_by_state
+
+
+async def test_a_fleet_that_ended_without_a_result_has_every_site_synced_back(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """siteKind argocd: batch 1 moves two sites and waits for a human; an operator terminates the fleet (stuck on
+    a bug, say). It ended with no result, so the delivery knew no site it had moved: its rollback put the files
+    back in Git and synced none, and batch 1's sites kept running the release. Now a rollback of a fleet whose
+    rollout ended without a result syncs every site of the fleet to the rollback commit."""
+    sites = names(4)
+    document, gitops, seed, revision = fleet_spec(
+        tmp_path, sites, batches=["50%", "100%"], steps=[{"pause": {}}], **argocd_fleet(tmp_path)
+    )
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    with argocd_sites(tmp_path, gitops, sites) as argocd:
+        async with running_worker(client, tmp_path / "state") as queue:
+            await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+            await wait_for(client, plan.delivery_id, lambda status: pops(status).state == "awaiting-resume")
+            fleet_id = rollout_workflow_id(plan.delivery_id, "edge", "pops")
+            await client.get_workflow_handle(fleet_id).terminate("stuck")
+            result = await handle_for(client, plan.delivery_id).result()
+            status = await get_status(client, plan.delivery_id)
+        synced = synced_revisions(argocd, sites)
+    assert result.phase == "failed", result.reason
+    assert raw_tree_diff(gitops, seed) == ""  # Git: the fleet is back
+    batch1, rollback = (entry["sha"] for entry in delivery_commits(gitops))
+    assert synced == {
+        sites[0]: [batch1, rollback],
+        sites[1]: [batch1, rollback],
+        sites[2]: [rollback],
+        sites[3]: [rollback],
+    }, f"batch 1's sites still run {batch1[:7]}, the release"
+    assert pops(status).state == "rolled-back", pops(status)

@@ -11,7 +11,10 @@ from hypothesis import strategies as st
 
 from aicd.fleet import (
     FleetError,
+    FleetFile,
+    FleetSlice,
     FleetTally,
+    MovedSites,
     Site,
     batch_ends,
     batch_slices,
@@ -25,6 +28,7 @@ from aicd.fleet import (
     rolled_back,
     site_path,
     sites_from_list,
+    sites_of,
 )
 
 STANDARD = ["1%", "10%", "50%", "100%"]
@@ -181,3 +185,28 @@ def test_a_rolled_back_fleet_counts_no_site_on_the_release() -> None:
         ("pending", 2),
         ("zapped", 1),
     ]
+
+
+def test_sites_whose_files_a_rollback_left_count_left_as_is() -> None:
+    """Of the sites on the release, those whose files the rollback left to their other writer are not rolled
+    back; a left failed site stays failed; counting again changes nothing; never more than were moved."""
+    by_state = {"pending": 10, "updated": 5, "updating": 2, "failed": 3}
+    counts = rolled_back(by_state, left=["s1", "s2", "f1"], failed=["f1", "f2", "f3"])
+    assert list(counts.items()) == [("rolled-back", 5), ("left-as-is", 2), ("failed", 3), ("pending", 10)]
+    assert rolled_back(counts, left=["s1", "s2", "f1"], failed=["f1", "f2", "f3"]) == counts
+    assert rolled_back({"updated": 1, "failed": 1}, left=["s1", "f9"]) == {"left-as-is": 1, "failed": 1}
+
+
+def test_the_sites_of_paths_through_the_path_template() -> None:
+    paths = ["apps/web/edge/pop-2/values.yaml", "flags/web.json", "apps/web/edge/pop-1/values.yaml", "x/y"]
+    assert sites_of("apps/web/edge/{{ site }}/values.yaml", paths) == ["pop-2", "pop-1"]
+    assert sites_of("edge/{{site}}.yaml", ["edge/a.yaml", "edge/a/b.yaml"]) == ["a"]
+    assert sites_of("apps/web/values.yaml", ["apps/web/values.yaml"]) == []  # not a fleet: no sites
+
+
+def test_every_site_of_a_fleet_as_moved_sites() -> None:
+    """What a rollback syncs back when which sites moved is not known: the inline sites, or the whole file."""
+    sites = [Site("a"), Site("b", "http://b/healthz")]
+    assert MovedSites.every(sites).batch == sites
+    whole = MovedSites.every(FleetFile("fleets/edge.yaml", "c0ffee", 3))
+    assert whole.batch == FleetSlice("fleets/edge.yaml", "c0ffee", 0, 3) and whole.count == 3

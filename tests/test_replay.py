@@ -1,8 +1,9 @@
 """Determinism: recorded histories (tests/record_histories.py: approval gates, pause and resume, `pause: {}`,
 abort with release-scope rollback; Slack notifications; an edge fleet continued as new; a target through two
 stages rolled back once; the audit stream as local activities; stops, pauses and resumes while a wave is starting;
-a rollout keeping its ownership base per file; an Argo CD fleet syncing a restored site back) and fresh runs of the
-same scenarios must replay on the current workflow code without a nondeterminism error."""
+a rollout keeping its ownership base per file; an Argo CD fleet syncing a restored site back; a fleet failing
+with the sites it moved; a terminated fleet's sites all synced back) and fresh runs of the same scenarios must
+replay on the current workflow code without a nondeterminism error."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from aicd.workflows.delivery import (
     PAUSE_LATE_ROLLOUTS,
     STOP_LATE_ROLLOUTS,
     SYNC_FLEET_BACK,
+    SYNC_FLEET_WITHOUT_RESULT,
 )
-from aicd.workflows.edge_fleet import SYNC_RESTORED_SITES
+from aicd.workflows.edge_fleet import FAILURE_IN_RESULT, SYNC_RESTORED_SITES
 from aicd.workflows.registry import ALL_WORKFLOWS, sandbox_runner
 from aicd.workflows.rollout_control import PER_FILE_BASE, PROGRESS_IN_RESULT
 from tests.record_histories import (
@@ -116,14 +118,51 @@ async def test_fleet_rollback_syncs_the_sites_the_fleet_moved_back_under_its_pat
     assert activity_types(after)[0] == ["check_gates", "gitops_rollback_many", "edge_check_sites"]
     assert not any(SYNC_FLEET_BACK.encode() in patch for patch in patch_markers(before))
     assert any(SYNC_FLEET_BACK.encode() in patch for patch in patch_markers(after))
-    (request,) = [
-        json.loads(base64.b64decode(attributes["input"]["payloads"][0]["data"]))
-        for event in after
-        if (attributes := event.get("activityTaskScheduledEventAttributes"))
-        and attributes["activityType"]["name"] == "edge_check_sites"
-    ]
+    (request,) = _activity_inputs(after, "edge_check_sites")
     assert [site["name"] for site in request["sites"]] == ["pop-1", "pop-2"]
     assert request["step"] == "edge/pops/rollback"
+
+
+async def test_a_failing_fleet_names_its_moved_sites_in_its_result_under_its_patch() -> None:
+    """The `fleet-failure` scenarios guard FAILURE_IN_RESULT: recorded before it, the fleet whose activities were
+    refused failed as a workflow and the delivery's rollback only committed (that history still replays,
+    test_recorded_histories_replay); after it, the fleet ends failed with a result naming the sites it moved,
+    and the delivery checks them - a slice of the fleet file - at the rollback commit."""
+    before, after = _events("fleet-failure", "pops"), _events("fleet-failure-in-result", "pops")
+    assert "workflowExecutionFailedEventAttributes" in before[-1]
+    assert "workflowExecutionCompletedEventAttributes" in after[-1]
+    assert not any(FAILURE_IN_RESULT.encode() in patch for patch in patch_markers(before))
+    assert any(FAILURE_IN_RESULT.encode() in patch for patch in patch_markers(after))
+    assert activity_types(_events("fleet-failure", "delivery"))[0] == ["check_gates", "gitops_rollback_many"]
+    delivery = _events("fleet-failure-in-result", "delivery")
+    assert activity_types(delivery)[0] == ["check_gates", "gitops_rollback_many", "edge_check_sites"]
+    (request,) = _activity_inputs(delivery, "edge_check_sites")
+    assert (request["fleet_sites"]["start"], request["fleet_sites"]["end"]) == (0, 2)
+    assert request["step"] == "edge/pops/rollback"
+
+
+async def test_a_fleet_ended_without_a_result_has_every_site_synced_back_under_its_patch() -> None:
+    """The `fleet-terminated` scenarios guard SYNC_FLEET_WITHOUT_RESULT: recorded before it, the rollback of the
+    terminated fleet only committed (that history still replays, test_recorded_histories_replay); after it, the
+    delivery checks every site of the fleet at the rollback commit."""
+    before, after = _events("fleet-terminated", "delivery"), _events("fleet-terminated-synced", "delivery")
+    assert "workflowExecutionTerminatedEventAttributes" in _events("fleet-terminated-synced", "pops")[-1]
+    assert activity_types(before)[0] == ["check_gates", "gitops_rollback_many"]
+    assert activity_types(after)[0] == ["check_gates", "gitops_rollback_many", "edge_check_sites"]
+    assert not any(SYNC_FLEET_WITHOUT_RESULT.encode() in patch for patch in patch_markers(before))
+    assert any(SYNC_FLEET_WITHOUT_RESULT.encode() in patch for patch in patch_markers(after))
+    (request,) = _activity_inputs(after, "edge_check_sites")
+    assert [site["name"] for site in request["sites"]] == ["pop-1", "pop-2", "pop-3", "pop-4"]
+
+
+def _activity_inputs(events: list[dict[str, Any]], activity_type: str) -> list[Any]:
+    """The (first) argument of each activity of this type a history (as JSON) scheduled, decoded."""
+    return [
+        json.loads(base64.b64decode(attributes["input"]["payloads"][0]["data"]))
+        for event in events
+        if (attributes := event.get("activityTaskScheduledEventAttributes"))
+        and attributes["activityType"]["name"] == activity_type
+    ]
 
 
 def _events(scenario: str, name: str) -> list[dict[str, Any]]:

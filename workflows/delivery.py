@@ -78,7 +78,7 @@ with workflow.unsafe.imports_passed_through():
         never_started,
         on_writer_queue,
     )
-    from aicd.workflows.edge_batch import fleet_of, sync_sites
+    from aicd.workflows.edge_batch import FleetStop, fleet_of, read_fleet, sync_sites
     from aicd.workflows.edge_fleet import EdgeFleetWorkflow, FleetInput
     from aicd.workflows.notifications import ProgressKey, progress_changes
     from aicd.workflows.rollout_control import RolloutControl, TargetRolloutInput, TargetRolloutResult
@@ -96,6 +96,10 @@ PAUSE_LATE_ROLLOUTS = "pause-rollouts-started-late"
 # The rollback of an argocd fleet syncs the sites the fleet moved to the rollback commit; before, it only
 # committed, and those sites kept running the release their Applications were last synced to.
 SYNC_FLEET_BACK = "sync-fleet-back"
+# The rollback of an argocd fleet whose rollout ended without a result (terminated, timed out, or failed before
+# edge_fleet.FAILURE_IN_RESULT) syncs every site of the fleet to the rollback commit: which ones it moved is not
+# known, and one it never moved is already on what that commit gives it. Before, it synced none.
+SYNC_FLEET_WITHOUT_RESULT = "sync-fleet-without-result"
 
 # Workflow patch: the audit stream's batches and the release claim go as local activities (_send_audit,
 # _claim_app): short calls the worker running the workflow task makes within it, at no activity task's cost.
@@ -168,6 +172,7 @@ class DeliveryWorkflow:
         self.started_targets: list[tuple[str, str]] = []  # (stage, target) in start order
         # Per edge fleet, the sites each of its rollouts moved (from their results): what a rollback syncs back.
         self.moved_sites: dict[str, list[MovedSites]] = {}
+        self.fleets_without_result: set[str] = set()  # edge fleets one of whose rollouts ended with no result
         # Slack: the one sender task, events waiting for it, the delivery's message once posted (kept here so
         # it survives worker restarts), and the last progress of each target that was reported.
         self.notifications: list[asyncio.Task[None]] = []
@@ -930,6 +935,8 @@ class DeliveryWorkflow:
         try:
             result = await self.children[name]
         except ChildWorkflowError as error:
+            if TARGET_KINDS[self.plan.targets[name].kind].fleet:
+                self.fleets_without_result.add(name)
             return TargetRolloutResult(name, "failed", f"rollout workflow failed: {cause_of(error)}")
         if result.status is not None:
             self._take_progress(result.status)
@@ -1005,13 +1012,15 @@ class DeliveryWorkflow:
         syncs = []
         for (stage, name), state, result in zip(ordered, states, results, strict=True):
             left = "; ".join(f"left {path} as it is: {why}" for path, why in result.left.items())
+            # A fleet's sites: none on the release, but those whose files the rollback left to their other writer.
+            left_sites = fleet.sites_of(self.plan.targets[name].path, result.left)
+            state.sites_by_state = fleet.rolled_back(state.sites_by_state, left_sites, state.failed_sites)
             if left and result.sha is None:
                 state.message = f"{what}: {left}"
                 continue
             state.state = "rolled-back"
             state.weight = 0
             state.promoted_in = self.promoted_in[name] = []  # its files are back to before the delivery
-            state.sites_by_state = fleet.rolled_back(state.sites_by_state)  # a fleet's: none on the release
             if result.sha is None:
                 state.message = f"nothing to roll back; {reason}"
                 continue
@@ -1050,14 +1059,26 @@ class DeliveryWorkflow:
 
     async def _sync_fleet_back(self, stage: str, name: str, sha: str, state: TargetStatus) -> None:
         """The sites the fleet moved, synced to the rollback commit as a batch's failed sites are to their restore
-        commit (edge_batch.sync_sites). Only an argocd fleet's: its sites run what their Applications were last
-        synced to; a git fleet's sites follow their files by themselves."""
+        commit (edge_batch.sync_sites) - every site of the fleet when one of its rollouts ended without a result
+        to name them. Only an argocd fleet's: its sites run what their Applications were last synced to; a git
+        fleet's sites follow their files by themselves."""
         moved = self.moved_sites.get(name, [])
         input = self._rollout_input(self.plan.stage(stage), name, SYSTEM_ACTOR)
-        if not moved or fleet_of(input).site_kind != "argocd" or not workflow.patched(SYNC_FLEET_BACK):
-            return
         message = state.message
-        state.message = f"{message}; syncing the {sum(part.count for part in moved)} sites it moved back"
+        unknown = name in self.fleets_without_result and fleet_of(input).site_kind == "argocd"
+        if unknown and workflow.patched(SYNC_FLEET_WITHOUT_RESULT):
+            try:
+                moved = [MovedSites.every(await read_fleet(input))]
+            except FleetStop as stop:
+                state.message = f"{message}; its sites not synced back: {stop}"
+                return
+            state.message = (
+                f"{message}; syncing every site back (its rollout ended without naming those it moved)"
+            )
+        elif not moved or fleet_of(input).site_kind != "argocd" or not workflow.patched(SYNC_FLEET_BACK):
+            return
+        else:
+            state.message = f"{message}; syncing the {sum(part.count for part in moved)} sites it moved back"
         unsynced: dict[str, str] = {}
         for part in moved:  # one per stage that rolled the fleet out
             unsynced |= await sync_sites(input, step_trailer(stage, name, "rollback"), part.batch, sha)

@@ -14,8 +14,11 @@ see aicd.fleet for the rounding). For each batch, in fleet order:
    (`batch-<n>-restore`) and are named in the status and the result; more failures than `maxFailures` in
    total stop the fleet at once with outcome `failed`, and the parent delivery rolls back per
    `rollback.scope` (its rollback restores every site file through the path template, counts the sites the
-   fleet moved `rolled-back`, and syncs an argocd fleet's moved sites - the result names them - to the
-   rollback commit);
+   fleet moved `rolled-back` - `left-as-is` those whose files someone else wrote since - and syncs an argocd
+   fleet's moved sites - the result names them - to the rollback commit). An error no step turns into an
+   outcome (a non-retryable activity error) ends the fleet `failed` too, with a result naming the sites it
+   moved, never as a failed workflow (FAILURE_IN_RESULT); a run ended with no result (terminated) has the
+   rollback sync every site of the fleet;
 4. the stage's `pause` and `analysis` steps, as TargetRolloutWorkflow walks them (pausable timers, `pause: {}`
    waits for a human, analysis looks with the share of updated sites as the canary weight).
 
@@ -39,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from aicd import fleet
@@ -71,6 +74,9 @@ with workflow.unsafe.imports_passed_through():
 # The patch after which the failed sites of an argocd fleet are synced to their restore commit (before it, they
 # stayed synced to the batch's commit: running the release Git no longer gave them).
 SYNC_RESTORED_SITES = "sync-restored-sites"
+# The patch after which a fleet that raises a Temporal failure (ActivityError, ApplicationError, ...) ends with a
+# failed result naming the sites it moved; before it, the run failed and the delivery learnt of no moved site.
+FAILURE_IN_RESULT = "fleet-failure-in-result"
 # A run continues as new mid-walk past this many events; it also does after every batch.
 CONTINUE_AS_NEW_EVENTS = 4_000
 
@@ -142,6 +148,17 @@ class EdgeFleetWorkflow(RolloutControl):
     @workflow.run
     async def run(self, input: FleetInput) -> TargetRolloutResult:
         self._patch_reporting()
+        try:
+            return await self._run(input)
+        except FailureError as error:
+            # An error no step turned into an outcome (a non-retryable activity error, say): the fleet fails
+            # with a result, which names the sites it moved - a failed workflow would tell the delivery none,
+            # and its rollback would leave an argocd fleet's sites running the release.
+            if isinstance(error, CancelledError) or not workflow.patched(FAILURE_IN_RESULT):
+                raise
+            return await self._finish("failed", f"the fleet failed: {cause_of(error)}")
+
+    async def _run(self, input: FleetInput) -> TargetRolloutResult:
         try:
             self.progress = input.progress or await self._start()
         except FleetStop as stop:

@@ -88,6 +88,10 @@ class Rollback:
     at: datetime  # when the rollback commits were pushed
     targets: list[str]
     reason: str
+    # Per target, the files the rollback left as they are (someone else wrote them since), from its result.
+    left: dict[str, list[str]] = field(default_factory=dict)
+    # The targets it committed nothing for because it left every file they had: their state is as it was.
+    all_left: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -144,7 +148,10 @@ class DeliveryDigest:
             completed = event.activity_task_completed_event_attributes
             found = self._scheduled.pop(completed.scheduled_event_id, None)
             if found is not None:
-                self.rollbacks.append(_rollback(event_time(event), found[1]))
+                results = None
+                if completed.result.payloads:
+                    (results,) = await _decode(converter, completed.result.payloads, [None])
+                self.rollbacks.append(_rollback(event_time(event), found[1], results))
         elif kind == "start_child_workflow_execution_initiated_event_attributes":
             child = event.start_child_workflow_execution_initiated_event_attributes
             (child_input,) = await _decode(converter, child.input.payloads, [None])
@@ -181,17 +188,27 @@ class DeliveryDigest:
                     (self.result,) = await _decode(converter, payloads, [DeliveryResult])
 
 
-def _rollback(at: datetime, requests: Any) -> Rollback:
-    targets: list[str] = []
-    reason = ""
-    for request in requests if isinstance(requests, list) else []:
+def _rollback(at: datetime, requests: Any, results: Any) -> Rollback:
+    """The rollback's targets from its requests; what it left of each from its results (one per request)."""
+    rollback = Rollback(at, [], "")
+    requests = requests if isinstance(requests, list) else []
+    results = (
+        results if isinstance(results, list) and len(results) == len(requests) else [None] * len(requests)
+    )
+    for request, result in zip(requests, results, strict=True):
         if isinstance(request, dict):
             # The step is "<stage>/<target>/rollback".
             parts = str(request.get("step", "")).split("/")
             if len(parts) == 3:
-                targets.append(parts[1])
-            reason = reason or str(request.get("reason", ""))
-    return Rollback(at, targets, reason)
+                target = parts[1]
+                rollback.targets.append(target)
+                left = result.get("left") if isinstance(result, dict) else None
+                if isinstance(left, dict) and left:
+                    rollback.left[target] = [str(path) for path in left]
+                    if result.get("sha") is None:
+                        rollback.all_left.append(target)
+            rollback.reason = rollback.reason or str(request.get("reason", ""))
+    return rollback
 
 
 @dataclass

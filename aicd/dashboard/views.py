@@ -14,7 +14,7 @@ from aicd.dashboard import charts
 from aicd.dashboard.charts import Linear, Log, Tick
 from aicd.dashboard.gitops import CommitInfo, commit_url
 from aicd.dashboard.history import DeliveryDigest, Look, StepMark
-from aicd.fleet import in_site_order, rolled_back
+from aicd.fleet import in_site_order, rolled_back, sites_of
 from aicd.gates import GateHold
 from aicd.judge.model import MetricVerdict, TestName, TestResult
 from aicd.messages import (
@@ -371,10 +371,17 @@ def status_from_history(digest: DeliveryDigest, phase: str) -> DeliveryStatus:
     for rollback in digest.rollbacks:  # the delivery rolls targets back itself, without a progress report
         for target in rollback.targets:
             if target in status.targets:
+                # Counted as the delivery counts them (DeliveryWorkflow._rollback).
                 rolled = status.targets[target]
-                status.targets[target] = replace(
-                    rolled, state="rolled-back", weight=0, sites_by_state=rolled_back(rolled.sites_by_state)
-                )
+                template = plan.targets[target].path if plan and target in plan.targets else ""
+                left = sites_of(template, rollback.left.get(target, []))
+                by_state = rolled_back(rolled.sites_by_state, left, rolled.failed_sites)
+                if target in rollback.all_left:
+                    status.targets[target] = replace(rolled, sites_by_state=by_state)
+                else:
+                    status.targets[target] = replace(
+                        rolled, state="rolled-back", weight=0, sites_by_state=by_state
+                    )
     for recorded in digest.actions:
         action = recorded.action
         person = resolve(plan.people if plan else [], action.actor, action.via)

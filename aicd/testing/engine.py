@@ -16,9 +16,13 @@ from typing import Any
 
 import pytest_asyncio
 import yaml
+from temporalio import activity
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ExecuteActivityInput,
     Interceptor,
     StartChildWorkflowInput,
     WorkflowInboundInterceptor,
@@ -251,3 +255,24 @@ class HoldRollouts(Interceptor):
         self, input: WorkflowInterceptorClassInput
     ) -> type[WorkflowInboundInterceptor] | None:
         return self.inbound
+
+
+class FailActivities(Interceptor):
+    """Fails the activity calls that `refuse` names a reason for - (activity type, its arguments) -> reason, or
+    None to run it - with a non-retryable ApplicationError, before the activity runs: a service that refuses for
+    good (Git unreachable, an API denying every call), in front of the real activities."""
+
+    def __init__(self, refuse: Callable[[str, Sequence[Any]], str | None]) -> None:
+        self.refuse = refuse
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        refuse = self.refuse
+
+        class Refusing(ActivityInboundInterceptor):
+            async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+                reason = refuse(activity.info().activity_type, input.args)
+                if reason is not None:
+                    raise ApplicationError(reason, type="Refused", non_retryable=True)
+                return await super().execute_activity(input)
+
+        return Refusing(next)
