@@ -200,17 +200,27 @@ class World:
         self.log.append(f"{kind} {plan.delivery_id[-8:]}: {outcome[:60]}")
 
     def human_commit(self) -> None:
-        """On-call edits a file by hand: scales it, or kills its canary (weight 0)."""
+        """On-call edits a file by hand: scales it, kills its canary (weight 0), or pins its image to an earlier
+        release (a rollback by hand)."""
         work = self.root / "human"
         git("pull", "-q", "--rebase", "origin", "main", cwd=work)
         name = self.rng.choice(FILES)
         values = yaml.safe_load((work / name).read_text())
-        if self.rng.random() < 0.5:
+        choice = self.rng.random()
+        if choice < 0.4:
             values["replicas"] = self.rng.randint(3, 9)
             what = f"scale {name} to {values['replicas']}"
-        else:
+        elif choice < 0.8:
             values["canary"]["weight"] = 0
             what = f"kill the canary of {name}"
+        else:
+            app = next(app for app, files in APPS.items() if name in files.values())
+            earlier = [
+                "v0",
+                *(plan.artifact_tag for plan in self.plans if self.app_of[plan.delivery_id] == app),
+            ]
+            values["image"]["tag"] = self.rng.choice(earlier)
+            what = f"pin {name} to {values['image']['tag']}"
         text = yaml.safe_dump(values, sort_keys=False)
         if text == yaml.safe_dump(yaml.safe_load((work / name).read_text()), sort_keys=False):
             self.log.append(f"human: {what} (nothing to change)")
@@ -304,6 +314,15 @@ def says_promoted(status: DeliveryStatus, target: str, step: str) -> bool:
     return (state.state == "promoted" and state.stage == stage) or stage in state.promoted_in
 
 
+def image_set_by(gitops: str, sha: str, path: str) -> str | None:
+    """The image tag a (human's) commit set in `path`, None if it left the tag as it was (or is the seed)."""
+    parents = git("--git-dir", gitops, "rev-list", "--parents", "-n", "1", sha).split()[1:]
+    if not parents:
+        return None
+    tag = yaml.safe_load(show(gitops, sha, path))["image"]["tag"]
+    return tag if tag != yaml.safe_load(show(gitops, parents[0], path))["image"]["tag"] else None
+
+
 def rollbacks_that_do_not_restore(gitops: str, path: str, history: list[tuple[str, str, str]]) -> list[str]:
     """A delivery's rollback commit puts the file's release back as it was before the delivery's first write
     to it, with no canary on (a human's edit beside them may stay)."""
@@ -350,9 +369,13 @@ def violations(world: World, statuses: dict[str, DeliveryStatus]) -> list[str]:
             if unreported and state is not None:
                 found.append(f"{path}: {delivery[-8:]} does not report its commits {sorted(unreported)}")
         found += rollbacks_that_do_not_restore(world.gitops, path, history)
-        promoted = [sha for sha, d, step in history if d and says_promoted(statuses[d], target, step)]
-        last = next((d for sha, d, _ in reversed(history) if sha in promoted), None)
-        expected = tags[last] if last else "v0"
+        # What should run: the release of the last promotion a delivery says stands, or of a human's pin after it.
+        last, expected = None, "v0"
+        for sha, d, step in history:
+            if d and says_promoted(statuses[d], target, step):
+                last, expected = d, tags[d]
+            elif not d and (pinned := image_set_by(world.gitops, sha, path)) is not None:
+                last, expected = None, pinned
         values = yaml.safe_load(show(world.gitops, "main", path))
         if values["image"]["tag"] != expected:
             owner = next((d for d, tag in tags.items() if tag == values["image"]["tag"]), None)
@@ -364,7 +387,7 @@ def violations(world: World, statuses: dict[str, DeliveryStatus]) -> list[str]:
                     if owner
                     else "no delivery"
                 )
-                + f"), the last delivery to say it promoted it is {last[-8:] if last else 'none'} ({expected})"
+                + f"), the last to say it promoted it is {last[-8:] if last else 'a human or none'} ({expected})"
             )
         if values["canary"]["weight"] != 0:
             found.append(f"{path}: a canary at weight {values['canary']['weight']} is left on")
