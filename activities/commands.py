@@ -29,7 +29,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from aicd.errors import ErrorType
-from aicd.redact import SecretMask, process_mask, redact, redact_credentials
+from aicd.redact import SecretMask, process_mask, redact, redact_credentials, redact_cut
 from aicd.spec.placeholders import placeholders_in
 
 OUTPUT_TAIL_BYTES = 4000
@@ -236,7 +236,8 @@ class CommandActivities:
                 with contextlib.suppress(asyncio.CancelledError):
                     await copying
         seconds = time.monotonic() - started
-        tail = redact(_tail(log_path), mask)
+        tail, cut = _tail(log_path)
+        tail = redact_cut(tail, mask) if cut else redact(tail, mask)
         result = CommandResult(request.name, exit_code, seconds, tail, str(log_path), host, self.host_queue)
         if exit_code != 0:
             raise ApplicationError(
@@ -283,9 +284,10 @@ async def _copy_masked(
         output.close()
 
 
-def _tail(path: Path) -> str:
+def _tail(path: Path) -> tuple[str, bool]:
+    """The last OUTPUT_TAIL_BYTES of the log, and whether that cut anything away at the front."""
     with open(path, "rb") as file:
         file.seek(0, os.SEEK_END)
         size = file.tell()
         file.seek(max(0, size - OUTPUT_TAIL_BYTES))
-        return file.read().decode("utf-8", errors="replace")
+        return file.read().decode("utf-8", errors="replace"), size > OUTPUT_TAIL_BYTES

@@ -89,7 +89,8 @@ class VerificationActivities:
                 )
         seconds = time.monotonic() - started
         body = response.text
-        tail = redact(body[:BODY_TAIL_CHARS], mask)
+        # Masked whole, then cut: a secret or URL the cut runs through is never left half-recognised.
+        tail = redact(body, mask)[:BODY_TAIL_CHARS]
         problems = []
         if response.status_code not in check.expect_status:
             expected = "/".join(map(str, check.expect_status))

@@ -202,6 +202,20 @@ def redact(text: str, mask: SecretMask | None = None) -> str:
     return mask.mask(text) if mask is not None else text
 
 
+# What `redact_cut` puts before a text cut from the end of a longer one: a scheme, so that a URL the cut ran
+# through is still found by `_URL_USERINFO`.
+_CUT = "cut://"
+
+
+def redact_cut(text: str, mask: SecretMask | None = None) -> str:
+    """`redact` for the end of a longer text whose start was cut away (the last bytes of a command's output):
+    the cut may have fallen inside a URL, after the `scheme://` its credentials are found by
+    (`...ss@git.example.com/r.git`), so the text's first word is read as the rest of one."""
+    # Cut inside the `://` itself: only the part of it that was cut away goes before the text.
+    cut = next(_CUT[: len(_CUT) - len(sep)] for sep in ("://", "//", "/", "") if text.startswith(sep))
+    return redact(cut + text, mask).removeprefix(cut)
+
+
 class RedactingFormatter(logging.Formatter):
     """Every formatted log line (message and traceback) without URL credentials or this process's secrets."""
 

@@ -14,7 +14,7 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from aicd.activities.commands import CommandActivities, CommandRequest, CommandSecrets
+from aicd.activities.commands import OUTPUT_TAIL_BYTES, CommandActivities, CommandRequest, CommandSecrets
 from aicd.activities.failures import redacted_failure
 from aicd.activities.gitops import GitOpsClone
 from aicd.redact import (
@@ -25,9 +25,11 @@ from aicd.redact import (
     looks_secret,
     process_mask,
     redact_credentials,
+    redact_cut,
 )
 from aicd.source import SourceError as PollError
 from aicd.source import list_heads
+from aicd.testing.engine import make_repo
 
 PASSWORD = "s3cret-pass-7f1d2a"
 TOKEN = "ghs_0123456789abcdefTOKEN"
@@ -52,6 +54,16 @@ URL = f"http://deploy:{PASSWORD}@127.0.0.1:9/org/repo.git"  # port 9: nothing li
 def test_credentials_in_urls_are_redacted(text: str, expected: str) -> None:
     assert redact_credentials(text) == expected
     assert PASSWORD not in redact_credentials(text) and TOKEN not in redact_credentials(text)
+
+
+def test_a_text_cut_inside_a_url_is_redacted_as_the_rest_of_one() -> None:
+    url = f"clone https://deploy:{PASSWORD}@git.example.com/r.git failed"
+    at = url.index("@")
+    for cut in range(at + 1):
+        assert PASSWORD[-4:] not in redact_cut(url[cut:]), url[cut:]
+        assert redact_cut(url[cut:]).endswith("@git.example.com/r.git failed")
+    assert redact_cut(" done, see https://host/x?a=b@c") == " done, see https://host/x?a=b@c"
+    assert redact_cut("ello world") == "ello world"
 
 
 def test_credential_detection() -> None:
@@ -174,3 +186,24 @@ async def test_ls_remote_failure_hides_the_password() -> None:
     with pytest.raises(PollError) as option:
         await list_heads(f"--upload-pack=x {URL}")
     assert PASSWORD not in str(option.value)
+
+
+async def test_an_output_tail_cut_inside_a_url_keeps_its_password_hidden(tmp_path: Path) -> None:
+    """Only the last bytes of a command's output reach history, status and Slack. A URL whose scheme falls
+    before that cut and whose password after it must still lose the password (the cut took away the
+    `https://` the redaction recognises it by)."""
+    source, revision = make_repo(tmp_path, "source", {"README": "app\n"})
+    url = f"https://ci:{PASSWORD}@git.example.com/org/dep.git"
+    cut = url.index(PASSWORD) + 3  # the tail starts three characters into the password
+    after = "".join(f"padding line {n:04d} {'.' * 60}\n" for n in range(40))
+    after = "x" * (OUTPUT_TAIL_BYTES - (len(url) - cut) - 1 - len(after)) + after
+    script = f"import sys; sys.stdout.write('fatal: unable to access {url}\\n' + {after!r}); sys.exit(1)"
+    request = CommandRequest(
+        "delivery-x-abcdef1", "build", [sys.executable, "-c", script], 30, source, revision, "x:1"
+    )
+    activities = CommandActivities(tmp_path / "state", CommandSecrets())
+    with pytest.raises(ApplicationError) as raised:
+        await ActivityEnvironment().run(activities.run_command, request)
+    (result,) = raised.value.details
+    assert PASSWORD[3:] not in result.output_tail and PASSWORD[3:] not in raised.value.message
+    assert "@git.example.com/org/dep.git" in result.output_tail and "padding line 0039" in result.output_tail

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from aicd.activities import WorkerSettings
 from aicd.activities.commands import CommandSecrets
+from aicd.activities.verification import BODY_TAIL_CHARS, HttpCheckRequest, VerificationActivities
 from aicd.client import get_status, handle_for, start_delivery
 from aicd.dashboard.views import stage_views
 from aicd.messages import Trigger
@@ -34,6 +35,7 @@ from aicd.testing.engine import (
     spec_document,
     temporal_env,
 )
+from aicd.verification import HttpCheck
 from aicd.worker import build_worker
 
 __all__ = ["temporal_env"]
@@ -46,7 +48,8 @@ SECRET = "s3cr3t-token-value-42"
 class Service:
     """A loopback HTTP service whose paths behave as a test needs: /ok (200 with a version), /broken (500),
     /slow (answers after 3 s), /flaky (503 for its first two requests, then 200), /secret (echoes the
-    Authorization header it got); every request is counted per path."""
+    Authorization header it got), /late-secret (echoes it where the kept start of a body ends), /late-url (a
+    URL with a password there); every request is counted per path."""
 
     def __init__(self) -> None:
         self.hits: dict[str, int] = {}
@@ -67,6 +70,16 @@ class Service:
                 elif path == "/secret":
                     body = f"you sent {self.headers.get('Authorization')}"
                     status = 403
+                elif path == "/late-secret":  # the secret starts 12 characters before the kept start ends
+                    body = (
+                        "." * (BODY_TAIL_CHARS - 12 - len("Bearer ")) + f"{self.headers.get('Authorization')}"
+                    )
+                    status = 403
+                elif path == "/late-url":
+                    body = (
+                        "." * (BODY_TAIL_CHARS - 12 - len("https://ci:")) + f"https://ci:{SECRET}@git.example"
+                    )
+                    status = 500
                 data = body.encode()
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(data)))
@@ -245,6 +258,20 @@ async def test_a_command_run_keeps_its_output_tail_masked(
     assert "token ***" in check.output_tail or "token [" in check.output_tail
     assert check.log.endswith(".log")
     assert show(gitops, "main", VALUES) == SEED.strip()
+
+
+@pytest.mark.parametrize("path", ["/late-secret", "/late-url"])
+async def test_the_kept_start_of_a_body_never_ends_in_a_piece_of_a_secret(
+    service: Service, monkeypatch: pytest.MonkeyPatch, path: str
+) -> None:
+    """Only the start of a response body is kept (status, history, Slack). A secret header the service echoes,
+    or a URL with a password, that the cut runs through is masked whole, not cut first and then missed."""
+    monkeypatch.setenv("SMOKE_TOKEN", SECRET)
+    check = HttpCheck(f"{service.url}{path}", secret_headers={"Authorization": "SMOKE_TOKEN"})
+    activities = VerificationActivities(CommandSecrets(frozenset({"SMOKE_TOKEN"})))
+    result = await ActivityEnvironment().run(activities.http_check, HttpCheckRequest("smoke", check, 10))
+    assert not result.passed and result.output_tail.startswith("....")
+    assert SECRET[:12] not in result.output_tail and SECRET[:12] not in result.detail
 
 
 async def test_a_stage_verify_runs_after_promotion_and_its_failure_rolls_the_stage_back(
