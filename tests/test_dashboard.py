@@ -557,6 +557,27 @@ async def test_login_sets_a_strict_session_cookie_and_slows_down_guessing(tmp_pa
         assert blocked.status_code == 429
 
 
+async def test_guessing_tokens_as_bearer_is_as_slow_as_through_the_form(tmp_path: Path) -> None:
+    """`Authorization: Bearer` is the form's token by another way in: its failures count with the form's, so
+    a blocked address guesses on neither."""
+    async with _app(tmp_path) as http:
+        for _ in range(10):
+            wrong = await http.get("/", headers={"Authorization": f"Bearer {'x' * 20}"})
+            assert wrong.status_code == 401 and "unknown token" in wrong.text
+        right = {"Authorization": "Bearer alice-token-0123456789abcdef"}
+        blocked = await http.get("/", headers=right)
+        assert blocked.status_code == 429 and "too many failed sign-ins" in blocked.text
+        action = await http.post(
+            "/deliveries/delivery-demo-app-" + "a" * 40 + "/actions/pause",
+            headers={**right, "accept": "application/json"},
+        )
+        assert action.status_code == 429
+        await http.get("/login")
+        form = {"token": "alice-token-0123456789abcdef", "csrf_token": http.cookies[CSRF_COOKIE]}
+        login = await http.post("/login", data=form, headers={"origin": "http://testserver"})
+        assert login.status_code == 429
+
+
 async def test_a_removed_or_replaced_token_ends_its_sessions(tmp_path: Path) -> None:
     """The operator removes a token from the tokens file (its owner left, or it leaked) or replaces it, and
     restarts the dashboard with the same session key: the sessions signed in with the old token end, so they

@@ -36,6 +36,7 @@ from aicd.dashboard.auth import (
     Identity,
     LoginThrottle,
     NotAuthenticated,
+    SignInThrottled,
     csrf_problem,
     csrf_token,
     request_identity,
@@ -151,6 +152,7 @@ class Viewer:
     urls: Urls
     request_path: str
     refused: str = ""  # a credential was given and is wrong: why
+    refused_status: int = 401
 
     def context(self, settings: DashboardSettings) -> dict[str, Any]:
         return {
@@ -215,15 +217,30 @@ class Dashboard:
 
     # --- plumbing -------------------------------------------------------------------------------------------
 
-    def viewer(self, request: Request) -> Viewer:
-        refused = ""
+    def identity(self, request: Request) -> Identity | None:
+        """Who is asking (aicd.dashboard.auth). A bearer token is the sign-in form's token sent another way:
+        its failures count against the address as the form's do, and a blocked address has no token tried."""
+        if not request.headers.get("authorization"):
+            return request_identity(request, self.settings)
+        client = _client(request)
+        if self.throttle.blocked(client):
+            raise SignInThrottled("too many failed sign-ins; wait a few minutes")
         try:
-            identity = request_identity(request, self.settings)
+            return request_identity(request, self.settings)
+        except NotAuthenticated:
+            self.throttle.failed(client)
+            log.info("dashboard: failed sign-in by bearer token from %s", client)
+            raise
+
+    def viewer(self, request: Request) -> Viewer:
+        refused, status = "", 401
+        try:
+            identity = self.identity(request)
         except NotAuthenticated as error:
-            identity, refused = None, str(error)
+            identity, refused, status = None, str(error), error.status
         token, new = csrf_token(request)
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return Viewer(identity, token, new, Urls(request.scope.get("root_path", "")), path, refused)
+        return Viewer(identity, token, new, Urls(request.scope.get("root_path", "")), path, refused, status)
 
     def page(
         self, request: Request, viewer: Viewer, template: str, status: int = 200, **context: Any
@@ -247,7 +264,10 @@ class Dashboard:
         reading needs it)."""
         viewer = self.viewer(request)
         if viewer.refused:
-            return JSONResponse({"ok": False, "message": f"not signed in: {viewer.refused}"}, status_code=401)
+            return JSONResponse(
+                {"ok": False, "message": f"not signed in: {viewer.refused}"},
+                status_code=viewer.refused_status,
+            )
         if self.settings.read_signed_in and viewer.identity is None:
             if request.headers.get("accept", "").startswith("text/event-stream"):
                 return Response(status_code=401)
@@ -436,9 +456,9 @@ class Dashboard:
         if not DELIVERY_ID.fullmatch(delivery_id) or kind not in HUMAN_ACTIONS:
             return answer(False, "no such delivery or action", 404)
         try:
-            identity = request_identity(request, self.settings)
+            identity = self.identity(request)
         except NotAuthenticated as refused:
-            return answer(False, f"not signed in: {refused}", 401)
+            return answer(False, f"not signed in: {refused}", refused.status)
         try:
             form = _form(await read_body(request, FORM_LIMIT))
         except BodyTooLarge:
@@ -529,7 +549,7 @@ class Dashboard:
 
     async def login(self, request: Request) -> Response:
         viewer = self.viewer(request)
-        client = request.client.host if request.client else "?"
+        client = _client(request)
         try:
             form = _form(await read_body(request, FORM_LIMIT))
         except BodyTooLarge:
@@ -584,6 +604,11 @@ class Dashboard:
         response = RedirectResponse(viewer.urls.home(), status_code=303)
         response.delete_cookie(SESSION_COOKIE, path=request.scope.get("root_path") or "/")
         return response
+
+
+def _client(request: Request) -> str:
+    """The address failed sign-ins are counted against (LoginThrottle)."""
+    return request.client.host if request.client else "?"
 
 
 def _sse(event: str, data: dict[str, Any]) -> str:

@@ -60,6 +60,14 @@ class Identity:
 class NotAuthenticated(Exception):
     """A credential was given and is wrong (a bad bearer token): refused, not treated as anonymous."""
 
+    status = 401
+
+
+class SignInThrottled(NotAuthenticated):
+    """Too many failed sign-ins from this address lately (LoginThrottle): no token is tried, right or wrong."""
+
+    status = 429
+
 
 def peer_trusted(request: Request, settings: DashboardSettings) -> bool:
     """The connection itself (not a forwarded-for header) comes from a trusted proxy."""
