@@ -78,13 +78,47 @@ TOKEN_PREFIXES = ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-
 MIN_TOKEN_USER_CHARS = 32
 
 
+# A URL's query (a spec's URL may begin with a placeholder: `{{ url }}/health?...`), and the words of a query
+# parameter's name that say its value is a credential (`?access_token=`, `?api_key=`, `?apiKey=`, an Azure
+# SAS's `sig=`, S3's `X-Amz-Signature=`), compared word by word so that `author=` or `keyword=` are none.
+_URL_QUERY = re.compile(
+    r"(?:\b[A-Za-z][A-Za-z0-9+.-]{0,31}://|\{\{\s*[a-z.]*url\s*\}\})[^\s?#]*\?(?P<query>[^\s#]*)"
+)
+_CREDENTIAL_WORDS = frozenset(
+    {
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "pwd",
+        "key",
+        "apikey",
+        "sig",
+        "signature",
+        "auth",
+        "credential",
+    }
+)
+
+
+def _credential_parameter(name: str) -> bool:
+    words = re.findall(r"[a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower())
+    return any(word.removesuffix("s") in _CREDENTIAL_WORDS for word in words)
+
+
 def has_credentials(text: str) -> bool:
     """Whether a URL in `text` carries a password (or a token in the password's place:
-    `x-access-token:TOKEN@`), or a token in the user name's place (`https://ghp_...@github.com/...`)."""
+    `x-access-token:TOKEN@`), a token in the user name's place (`https://ghp_...@github.com/...`), or a
+    query parameter named for one (`?access_token=...`)."""
     for match in _URL_USERINFO.finditer(text):
         user, colon, _password = match.group("userinfo").partition(":")
         if colon or user.lower().startswith(TOKEN_PREFIXES) or len(user) >= MIN_TOKEN_USER_CHARS:
             return True
+    for match in _URL_QUERY.finditer(text):
+        for parameter in match.group("query").split("&"):
+            name, equals, value = parameter.partition("=")
+            if equals and value and _credential_parameter(name):
+                return True
     return False
 
 

@@ -74,6 +74,13 @@ def test_credential_detection() -> None:
     assert has_credentials(f"https://{TOKEN}@github.com/o/r.git")
     assert has_credentials("https://glpat-0123456789abcdefghij@gitlab.example.com/o/r.git")
     assert has_credentials(f"https://{'0123456789abcdef' * 2}@github.com/o/r.git")  # an old 40-hex token
+    # ... and so is a query parameter named for one, in a URL or after a spec's `{{ url }}` ...
+    assert has_credentials("https://api.example.com/v1?access_token=abc&x=1")
+    assert has_credentials("https://acct.blob.core.windows.net/c/b?sv=2022-11-02&sig=abc%3D")
+    assert has_credentials("{{ url }}/health?apiKey=abc") and has_credentials("https://h/?X-Amz-Signature=ab")
+    assert not has_credentials("https://h/x?author=alice&keyword=x&token=") and not has_credentials(
+        "?token=1"
+    )
     # ... a user name is not (Bitbucket's and Azure DevOps' clone URLs carry one).
     assert not has_credentials("https://alice@bitbucket.org/team/repo.git")
     assert not has_credentials("https://contoso@dev.azure.com/contoso/shop/_git/shop")
