@@ -416,6 +416,10 @@ def test_identity_from_a_bearer_token_a_trusted_proxy_or_a_session(tmp_path: Pat
     assert request_identity(_request(proxied, client="10.0.0.7"), settings) == Identity(
         "carol@example.com", "proxy"
     )
+    # Two of them (the client's, then the one a proxy added instead of replacing it): which is whose is unknown.
+    twice = _request(client="10.0.0.7")
+    twice.scope["headers"] += [(b"x-forwarded-user", b"mallory"), (b"x-forwarded-user", b"carol@example.com")]
+    assert request_identity(twice, settings) is None
     # The same header from anywhere else is anyone's to write: ignored.
     assert request_identity(_request(proxied, client="192.0.2.9"), settings) is None
     assert (

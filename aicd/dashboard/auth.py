@@ -91,7 +91,10 @@ def request_identity(request: Request, settings: DashboardSettings) -> Identity 
             raise NotAuthenticated("unknown token")
         return Identity(name, "token")
     if peer_trusted(request, settings):
-        forwarded = request.headers.get(settings.proxy_header, "").strip()
+        # One value only: a proxy that adds its header to one the client sent (instead of replacing it) would
+        # otherwise leave the client's first, and that is the one read.
+        values = request.headers.getlist(settings.proxy_header)
+        forwarded = values[0].strip() if len(values) == 1 else ""
         if forwarded and IDENTITY.fullmatch(forwarded):
             return Identity(forwarded, "proxy")
     name = read_session(request.cookies.get(SESSION_COOKIE, ""), settings.session_key, settings.tokens)
