@@ -481,6 +481,26 @@ def test_pause_resume_abort_need_an_approver_or_an_operator(tmp_path: Path) -> N
     assert steering_refusal(Identity("mallory", "session"), "pause", approvers, everyone) is None
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="open finding: an approver entry no `people` declares matches its identity on every channel"
+    " (aicd.people.resolve), so a dashboard sign-in that reads a Slack user ID is that Slack approver",
+)
+def test_a_dashboard_sign_in_that_reads_a_slack_user_id_is_not_that_slack_approver(tmp_path: Path) -> None:
+    """The README says to list approvers by Slack user ID, and a spec without `people` lists them bare. A
+    trusted proxy's X-Forwarded-User is the identity provider's user name, which its owner may choose (a GitHub
+    login through oauth2-proxy): whoever may read the dashboard renames themselves `U024BE7LH` (Slack IDs are
+    in the spec and visible to the workspace) and approves production, or resumes a `pause: {}`, as that
+    approver. Slack signs its user IDs; the dashboard's are not Slack's."""
+    settings = _settings(tmp_path)
+    chosen = request_identity(_request({"X-Forwarded-User": "U024BE7LH"}, client="10.0.0.7"), settings)
+    assert chosen == Identity("U024BE7LH", "proxy")
+    approvers = Roster.of((), ["U024BE7LH"])
+    assert approvers.admits("U024BE7LH", "slack")
+    assert steering_refusal(chosen, "resume", approvers, settings) is not None  # the dashboard's own check
+    assert not approvers.admits(chosen.name, "dashboard")  # the approve validator's check
+
+
 # --- settings ----------------------------------------------------------------------------------------------
 
 
