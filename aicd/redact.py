@@ -138,6 +138,20 @@ def known_token(text: str) -> str | None:
     return next((kind for kind, pattern in KNOWN_TOKENS if pattern.search(text)), None)
 
 
+_PRIVATE_KEY_BLOCK = re.compile(
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|\Z)", re.DOTALL
+)
+
+
+def redact_tokens(text: str) -> str:
+    """`text` with every well-known token (KNOWN_TOKENS) and private key, to its END line, replaced by `***`:
+    for messages that quote a value someone wrote (a spec's validation errors)."""
+    text = _PRIVATE_KEY_BLOCK.sub(MASK, text)
+    for _kind, pattern in KNOWN_TOKENS:
+        text = pattern.sub(MASK, text)
+    return text
+
+
 class SecretMask:
     """Replaces every occurrence of the given secret values with `***`."""
 

@@ -360,3 +360,18 @@ def test_semantic_checks_never_crash_on_a_malformed_spec() -> None:
         assert broken != raw
         found = lines(broken)
         assert found and all(ERROR_LINE.match(line) for line in found), found
+
+
+def test_errors_that_quote_a_value_never_quote_a_token() -> None:
+    """A schema error quotes the value it refuses; a token in that value (the check of literal secrets names
+    it without quoting) must not reach `aicd validate`'s output, CI logs or the gateway's log."""
+    token = "ghp_" + "a1B2c3D4e5" * 4
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU\\n-----END OPENSSH PRIVATE KEY-----"
+    raw = MINIMAL.read_bytes().replace(
+        b'    command: ["make", "image", "TAG={{ revision.short }}"]\n',
+        f'    command: "make image TOKEN={token}"\n    env: {{KEY: ["{key}"]}}\n'.encode(),
+    )
+    errors = [str(error) for error in parse_spec_bytes(raw, "spec.yaml")[1]]
+    assert any("is not of type 'array'" in error for error in errors), errors
+    assert any("is not of type 'string'" in error for error in errors), errors
+    assert not any(token[4:20] in error or "b3BlbnNzaC1rZXktdjE" in error for error in errors), errors

@@ -11,7 +11,7 @@ import jsonschema
 
 from aicd.argo_rollouts.expand import expand as expand_analysis_templates
 from aicd.argo_rollouts.expand import is_argo_manifest
-from aicd.redact import redact_credentials
+from aicd.redact import redact_credentials, redact_tokens
 from aicd.resources import schema_resource
 from aicd.spec.durations import DURATION_PATTERN, PERCENT_PATTERN
 from aicd.spec.errors import SpecError, SpecInvalid, json_path
@@ -107,8 +107,8 @@ def _error_path(error: jsonschema.ValidationError) -> Path:
 def _locate(document: YamlDocument, file: str, path: Path, message: str) -> SpecError:
     mark = document.key_marks.get(path) if path and path[-1] not in document.marks else None
     mark = mark or document.mark_for(path)
-    # Messages quote values; a URL's credentials are never among what they show.
-    return SpecError(file, mark.line, mark.col, json_path(path), redact_credentials(message))
+    # Messages quote values; a URL's credentials and well-known tokens are never among what they show.
+    return SpecError(file, mark.line, mark.col, json_path(path), redact_tokens(redact_credentials(message)))
 
 
 def validate_document(document: YamlDocument, file: str) -> list[SpecError]:
