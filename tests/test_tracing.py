@@ -17,12 +17,21 @@ from typing import Any
 import pytest
 import yaml
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from temporalio.client import Client
+from temporalio.contrib.opentelemetry import TracingInterceptor
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
+from aicd.client import handle_for, start_delivery
 from aicd.dev.ports import free_port, wait_http_ok
 from aicd.dev.processes import ManagedProcess
+from aicd.messages import Trigger
 from aicd.observability.tracing import TracingConfigError, configure_tracing, wanted
-from aicd.testing.engine import make_repo, spec_document, temporal_env
+from aicd.testing.engine import make_repo, plan_from, running_worker, spec_document, temporal_env
 from tests.conftest import REPO_ROOT, RunAicd, aicd_env
 
 __all__ = ["temporal_env"]
@@ -157,3 +166,60 @@ async def test_a_delivery_is_one_trace_from_the_cli_through_the_worker(
     services = {span["resource"].get("service.name") for span in mine}
     assert services == {"aicd-cli", "aicd-worker"}, services
     assert {span["resource"].get("deployment.environment") for span in mine} == {"test"}
+
+
+class QuotesItsUrl(Interceptor):
+    """Inside the worker's chain: a failed command's error quotes a URL with a password and a secret the
+    worker holds, as a git error quoting its remote can (the redaction is what must take them out)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        text = self.text
+
+        class Inbound(ActivityInboundInterceptor):
+            async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+                try:
+                    return await super().execute_activity(input)
+                except ApplicationError as error:
+                    raise RuntimeError(text) from error
+
+        return Inbound(next)
+
+
+async def test_spans_hold_only_the_redacted_failure(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The worker's tracing interceptor comes with its client, so the worker puts it outside the redaction:
+    the exception a failed activity's span records is the one Temporal stores, without the password of a URL
+    or a secret the worker holds."""
+    password, secret = f"pw-{uuid.uuid4().hex}", f"tok-{uuid.uuid4().hex}"
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    config = temporal_env.client.config()
+    config["interceptors"] = [
+        TracingInterceptor(provider.get_tracer("test"), always_create_workflow_spans=True)
+    ]
+    client = Client(**config)
+    source, revision = make_repo(tmp_path, "source", {"README": f"{uuid.uuid4()}\n"})
+    gitops, _ = make_repo(tmp_path, "gitops", {"web.yaml": "image:\n  tag: v0\n"})
+    document = spec_document(
+        "spanned", source, gitops, {"web": {"kind": "git", "path": "web.yaml"}}, [{"name": "prod", "targets": ["web"]}],
+        build={"command": [sys.executable, "-c", "exit(1)"], "artifact": "r/spanned:1"},
+    )  # fmt: skip
+    plan = plan_from(document, revision)
+    leaky = QuotesItsUrl(f"cannot fetch https://ci:{password}@git.example.com/x.git as {secret}")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DEPLOY_TOKEN", secret)
+        async with running_worker(client, tmp_path / "state", [leaky]) as queue:
+            await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+            assert (await handle_for(client, plan.delivery_id).result()).phase == "failed"
+    spans = exporter.get_finished_spans()
+    failed = [span for span in spans if span.name == "RunActivity:run_command"]
+    assert failed and any(event.name == "exception" for span in failed for event in span.events)
+    text = repr([(span.name, dict(span.attributes or {}), [(e.name, dict(e.attributes or {})) for e in span.events])
+                 for span in spans])  # fmt: skip
+    assert "https://ci:***@git.example.com" in text and "as ***" in text
+    assert password not in text and secret not in text
