@@ -9,7 +9,10 @@ spec checks and every view resolve identities here; data in, data out.
   Alice from Slack, while a dashboard sign-in that happens to read `U0ALICE` is not her. An action from a
   channel aicd does not know (an older client sends none) matches a person's identity on any channel.
 - An identity no person declares is a person of its own, compared exactly: a spec without `people` behaves
-  as it did before there were people.
+  as it did before there were people, but for one thing: an undeclared identity shaped like a Slack user ID
+  (`U024BE7LH`) is that Slack user only from Slack (or from a client that names no channel). Slack signs its
+  user IDs; a dashboard sign-in is whatever name its owner chose at the identity provider (a GitHub login
+  through oauth2-proxy), and Slack IDs are in the spec for anyone to copy.
 - A list of who may do something (approvers, overriders, break-glass) may name a person, or any identity of
   a person (which then stands for that person), or an identity no person declares.
 
@@ -30,6 +33,8 @@ CHANNELS: tuple[Channel, ...] = ("slack", "dashboard", "cli")
 
 # What every front door takes as an identity: no blanks or control characters (a display name is none).
 IDENTITY = re.compile(r"[^\s\x00-\x1f\x7f]{1,200}")
+# A Slack user ID (`U024BE7LH`; `W...` in Enterprise Grid), as Slack signs it in every request.
+SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{6,}")
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,8 @@ class PersonRef:
 
     name: str
     declared: bool = False
+    # An undeclared Slack-shaped identity from another channel: never the Slack user of that ID.
+    channel: str = ""
 
     def __str__(self) -> str:
         return self.name
@@ -69,6 +76,8 @@ def resolve(people: Sequence[Person], identity: str, via: str = "") -> PersonRef
                 return PersonRef(person.name, declared=True)
         elif identity in (found for _, found in person.identities()):
             return PersonRef(person.name, declared=True)
+    if via in CHANNELS and via != "slack" and SLACK_USER_ID.fullmatch(identity):
+        return PersonRef(identity, channel=via)
     return PersonRef(identity)
 
 

@@ -481,11 +481,6 @@ def test_pause_resume_abort_need_an_approver_or_an_operator(tmp_path: Path) -> N
     assert steering_refusal(Identity("mallory", "session"), "pause", approvers, everyone) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open finding: an approver entry no `people` declares matches its identity on every channel"
-    " (aicd.people.resolve), so a dashboard sign-in that reads a Slack user ID is that Slack approver",
-)
 def test_a_dashboard_sign_in_that_reads_a_slack_user_id_is_not_that_slack_approver(tmp_path: Path) -> None:
     """The README says to list approvers by Slack user ID, and a spec without `people` lists them bare. A
     trusted proxy's X-Forwarded-User is the identity provider's user name, which its owner may choose (a GitHub

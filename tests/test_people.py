@@ -28,7 +28,8 @@ def test_an_identity_is_its_person_only_through_its_own_channel() -> None:
     assert resolve(PEOPLE, "alice@example.com", "dashboard") == PersonRef("alice", declared=True)
     assert resolve(PEOPLE, "alice", "cli") == PersonRef("alice", declared=True)
     # Alice's Slack ID signed in on the dashboard is someone else, a person of their own.
-    assert resolve(PEOPLE, "U0ALICE", "dashboard") == PersonRef("U0ALICE")
+    assert resolve(PEOPLE, "U0ALICE", "dashboard") == PersonRef("U0ALICE", channel="dashboard")
+    assert resolve(PEOPLE, "U0ALICE", "dashboard") != resolve(PEOPLE, "U0ALICE", "slack")
     # An older client sends no channel: any of a person's identities is theirs.
     assert resolve(PEOPLE, "U0ALICE") == PersonRef("alice", declared=True)
 
@@ -39,6 +40,17 @@ def test_an_undeclared_identity_is_never_the_person_of_that_name() -> None:
     assert resolve(PEOPLE, "bob", "dashboard") != resolve_listed(PEOPLE, "bob")
     assert not Roster.of(PEOPLE, ["bob"]).admits("bob", "dashboard")
     assert Roster.of(PEOPLE, ["bob"]).admits("bob", "cli")
+
+
+def test_an_undeclared_slack_user_id_counts_only_from_slack() -> None:
+    """A spec without people lists Slack approvers by user ID: only Slack's signed requests are them, never a
+    dashboard sign-in or a CLI name someone chose to read like one; other undeclared names match anywhere."""
+    approvers = Roster.of((), ["U024BE7LH", "W0ENTERPRISE", "oncall"])
+    assert approvers.admits("U024BE7LH", "slack") and approvers.admits("W0ENTERPRISE", "slack")
+    assert approvers.admits("U024BE7LH")  # an older client names no channel
+    for channel in ("dashboard", "cli"):
+        assert not approvers.admits("U024BE7LH", channel) and not approvers.admits("W0ENTERPRISE", channel)
+        assert approvers.admits("oncall", channel)
 
 
 def test_a_list_names_each_person_once_whichever_identity_it_uses() -> None:
