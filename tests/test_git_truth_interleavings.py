@@ -325,18 +325,21 @@ def image_set_by(gitops: str, sha: str, path: str) -> str | None:
 
 def rollbacks_that_do_not_restore(gitops: str, path: str, history: list[tuple[str, str, str]]) -> list[str]:
     """A delivery's rollback commit puts the file's release back as it was before the delivery's first write
-    to it, with no canary on (a human's edit beside them may stay)."""
+    to it, with no canary on; a human's edit beside the canary since then stays (their pin of the image too)."""
     found = []
-    for sha, delivery, step in history:
+    for index, (sha, delivery, step) in enumerate(history):
         if not delivery or not step.endswith("/rollback"):
             continue
-        first = next(commit for commit, d, _ in history if d == delivery)
-        before = yaml.safe_load(show(gitops, f"{first}~1", path))
+        first = next(position for position, (_, d, _) in enumerate(history) if d == delivery)
+        image = yaml.safe_load(show(gitops, f"{history[first][0]}~1", path))["image"]
+        for human, d, _ in history[first:index]:
+            if not d and (pinned := image_set_by(gitops, human, path)) is not None:
+                image = {**image, "tag": pinned}
         after = yaml.safe_load(show(gitops, sha, path))
-        if after["image"] != before["image"] or after["canary"]["weight"] != 0:
+        if after["image"] != image or after["canary"]["weight"] != 0:
             found.append(
                 f"{path}: rollback {sha[:7]} of {delivery[-8:]} left image {after['image']} canary "
-                f"{after['canary']}, before it the file ran {before['image']}"
+                f"{after['canary']}, where it should run {image}"
             )
     return found
 
