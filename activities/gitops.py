@@ -165,6 +165,7 @@ class CommitResult:
     already_done: bool = False
     push_retries: int = 0
     left: dict[str, str] = field(default_factory=dict)  # path -> why a rollback left it as it is
+    kept: dict[str, str] = field(default_factory=dict)  # path -> whose edits a rollback restored it around
     # This very call's push put the commit on the branch (a push that was not forced succeeded with it): no
     # one needs to ask the remote whether it landed. False when found by its trailer or not pushed here.
     pushed: bool = False
@@ -185,6 +186,8 @@ class Applied:
 
     paths: list[str]
     left: dict[str, str] = field(default_factory=dict)
+    # A rollback's paths restored around people's edits made since the delivery wrote them: path -> whose.
+    kept: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -227,6 +230,7 @@ class StepCommit:
             self.owner.trailer, self.step, self.actor, self.owner.delivery_id, self.owner.started
         )
         notes = [f"Left {path} as it is: {why}." for path, why in sorted(applied.left.items())]
+        notes += [f"Kept the edits to {path}: {whose}." for path, whose in sorted(applied.kept.items())]
         return commit_message(self.subject, trailers, "\n".join([self.reason, *notes]).strip())
 
 
@@ -559,7 +563,7 @@ class GitOpsClone:
                 continue
             applied = step.apply(work)
             if not applied.paths and not step.commit_unchanged:
-                results.append(CommitResult(None, left=applied.left))
+                results.append(CommitResult(None, left=applied.left, kept=applied.kept))
                 continue
             # The work tree was clean before `apply`: the paths it wrote are all there is to commit.
             if _runs_commit_hooks(work.repo) or len(applied.paths) > IN_PROCESS_PATHS:
@@ -570,7 +574,7 @@ class GitOpsClone:
                 assert sha is not None, "HEAD unreadable right after a commit"
             else:
                 sha = commit_paths(work.objects, applied.paths, step.message(applied))
-            results.append(CommitResult(sha, left=applied.left))
+            results.append(CommitResult(sha, left=applied.left, kept=applied.kept))
         return results
 
     def _known_in_sync(self, repo: git.Repo, requests: list[_WriteRequest]) -> bool:
@@ -713,6 +717,7 @@ class GitOpsActivities:
             commits = _delivery_history(work, owner)
             first_touch: dict[str, str] = {}
             left: dict[str, str] = {}
+            kept: dict[str, str] = {}
             settled: set[str] = set()  # newest first: a path's first write by this delivery ends its scan
             writes: dict[str, list[LoggedCommit]] = {}  # each path's commits, newest first
             for commit in commits:
@@ -731,7 +736,9 @@ class GitOpsActivities:
                 if path not in first_touch:  # written by others only, never by this delivery
                     del left[path]
                 elif _only_clear_human_edits_since(work, owner, path, writes[path], first_touch[path]):
-                    del left[path]  # a human's edit beside the delivery's values: undone around it, kept
+                    kept[path] = left.pop(
+                        path
+                    )  # a human's edit beside the delivery's values: undone around it
             befores = _contents_at(
                 work.objects,
                 {path: f"{sha}^" for path, sha in first_touch.items() if path not in left},
@@ -754,7 +761,7 @@ class GitOpsActivities:
                 else:
                     _write(file, before)
                 changed.append(path)
-            return Applied(changed, left)
+            return Applied(changed, left, {path: whose for path, whose in kept.items() if path in changed})
 
         return apply
 

@@ -419,3 +419,8 @@ async def test_a_human_scaling_the_app_mid_canary_does_not_keep_a_failed_canary_
     assert show(repos.gitops, "main", "a.yaml").startswith("# values\n")  # the file's own text, restored
     assert status.targets["a"].state == "rolled-back", status.targets["a"]
     assert [step for _delivery, step in repos.writes("a.yaml")][-1] == "production/a/rollback"
+    # The status and the commit say whose edits the rollback kept: what runs is not only the older release.
+    assert (
+        "kept the edits to a.yaml" in status.targets["a"].message and "Alice" in status.targets["a"].message
+    )
+    assert "Kept the edits to a.yaml: " in git("--git-dir", repos.gitops, "log", "-1", "--format=%B", "main")

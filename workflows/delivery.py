@@ -1025,7 +1025,8 @@ class DeliveryWorkflow:
                 state.message = f"nothing to roll back; {reason}"
                 continue
             state.commits.append(result.sha)
-            state.message = f"rolled back: {reason}" + (f"; {left}" if left else "")
+            kept = "; ".join(f"kept the edits to {path} {whose}" for path, whose in result.kept.items())
+            state.message = f"rolled back: {reason}" + "".join(f"; {part}" for part in (left, kept) if part)
             syncs.append(self._sync_back(stage, name, result.sha, state))
         await asyncio.gather(*syncs)
 
