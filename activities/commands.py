@@ -199,11 +199,17 @@ class CommandActivities:
         mask = process_mask(extra=self.secrets.values())
         workdir = await asyncio.to_thread(self._checkout, request)
         log_dir = self.state_dir / "logs" / request.delivery_id
-        log_dir.mkdir(parents=True, exist_ok=True)
+        # Only the worker's user reads them: a log holds URL credentials a command printed (the tail that
+        # travels is redacted; the whole output is kept as it was, secrets the worker holds masked).
+        for directory in (log_dir.parent, log_dir):
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.chmod(0o700)  # one made by an older worker
         log_path = log_dir / f"{request.name}.log"
         host = socket.gethostname()
         started = time.monotonic()
-        with open(log_path, "wb") as log_file:
+        private = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(private, 0o600)  # a log left by an older run keeps its mode on open
+        with open(private, "wb") as log_file:
             try:
                 process = await asyncio.create_subprocess_exec(
                     *request.argv,

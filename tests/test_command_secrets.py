@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import stat
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -196,6 +197,12 @@ async def test_secrets_reach_the_command_by_name_and_nothing_stores_them(
     assert "leaky failed" in calls
     assert_no_secret("the Slack calls", calls)
     logs = tmp_path / "state" / "logs" / plan.delivery_id
+    # The whole output stays the worker user's own (it may hold what a command printed of a URL's password).
+    assert [stat.S_IMODE(path.stat().st_mode) for path in (logs.parent, logs, logs / "build.log")] == [
+        0o700,
+        0o700,
+        0o600,
+    ]
     whole = (logs / "build.log").read_text()
     assert "slack token in my environment: None" in whole and "found on disk: ***" in whole
     assert_no_secret("the command logs on the worker", whole + (logs / "leaky.log").read_text())
