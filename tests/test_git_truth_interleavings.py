@@ -8,8 +8,10 @@ what must hold in any order:
 - once a newer delivery has written a file, an older one never writes it again;
 - every commit a delivery reports is on the branch, and every commit of a delivery on the branch is one it
   reports (Git holds nothing a delivery does not own up to); a delivery writes only its own app's files;
-- each file runs the release of the last delivery that says it promoted the target, or the seed's if none
-  did: never a release a delivery says it rolled back, aborted or never finished, and no canary is left on.
+- each file runs the release of the last delivery that says it promoted the target (or of a human's pin of
+  the image after it), or the seed's if none did: never a release a delivery says it rolled back, aborted or
+  never finished, and no canary is left on; a rollback commit puts back the release from before the delivery;
+- with Argo CD targets (every fifth seed), an Application runs what aicd last wrote to its file.
 
 `python -m tests.test_git_truth_interleavings FIRST LAST` runs seeds FIRST..LAST and prints the failures."""
 
@@ -31,6 +33,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from aicd.activities import WorkerSettings
+from aicd.argocd_manifests import render_applications
 from aicd.client import ActionRefused, get_status, handle_for, send_action, start_delivery
 from aicd.dashboard.views import stage_views
 from aicd.messages import DeliveryStatus, HumanAction, Trigger
@@ -49,6 +52,7 @@ from aicd.testing.engine import (
     temporal_env,
     wait_for,
 )
+from aicd.testing.standins.kube_argocd import KubeArgoCD, write_kubeconfig
 from aicd.trailers import split_step
 from aicd.worker import Workers, build_worker
 from aicd.workflows.registry import ALL_WORKFLOWS, sandbox_runner
@@ -83,6 +87,12 @@ STAGES: dict[str, list[dict[str, Any]]] = {
         },
     ],
 }
+ARGOCD_CONTEXT = "prod"
+NEVER_SYNCED = {
+    "sync": {"status": "Synced", "revision": "0" * 40},
+    "health": {"status": "Healthy"},
+    "reconciledAt": "2020-01-01T00:00:00Z",
+}
 SETTLE_S = 120.0  # how long the end may take once the harness stops acting, resuming what waits
 
 
@@ -106,18 +116,44 @@ class World:
     restarts: int = 0
     phases: list[str] = field(default_factory=list)  # each delivery's final phase, in start order
     worker: Workers | None = None
+    argocd: KubeArgoCD | None = None  # the targets are Argo CD Applications on this stand-in
 
     def setup(self) -> None:
         self.source, _ = make_repo(self.root, "source", {"README": "r0\n"})
         self.gitops, _ = make_repo(self.root, "gitops", {name: SEED_VALUES for name in FILES})
         git("clone", "-q", self.gitops, str(self.root / "human"))
+        if self.argocd is not None:
+            write_kubeconfig(self.root / "kubeconfig", {ARGOCD_CONTEXT: self.argocd})
+            for app in APPS:
+                targets = self.targets(app)
+                for manifest in render_applications(f"{self.app_prefix}-{app}", self.gitops, "main", targets):
+                    self.argocd.add_application(manifest, status=NEVER_SYNCED)
+
+    def targets(self, app: str) -> dict[str, dict[str, Any]]:
+        """The app's targets: files Argo CD-less `git` targets follow, or Argo CD Applications on the stand-in."""
+        if self.argocd is None:
+            return {target: {"kind": "git", "path": path} for target, path in APPS[app].items()}
+        return {
+            target: {
+                "kind": "argocd",
+                "app": self.application(app, target),
+                "context": ARGOCD_CONTEXT,
+                "kubeconfig": str(self.root / "kubeconfig"),
+                "path": path,
+                "progressDeadline": "30s",
+            }
+            for target, path in APPS[app].items()
+        }
+
+    def application(self, app: str, target: str) -> str:
+        return f"{self.app_prefix}-{app}-{target}"
 
     def document(self, app: str) -> dict[str, Any]:
         return spec_document(
             f"{self.app_prefix}-{app}",
             self.source,
             self.gitops,
-            {target: {"kind": "git", "path": path} for target, path in APPS[app].items()},
+            self.targets(app),
             STAGES[self.layout],
             concurrency=self.concurrency,
             rollback={"scope": self.rollback_scope},
@@ -394,6 +430,15 @@ def violations(world: World, statuses: dict[str, DeliveryStatus]) -> list[str]:
             )
         if values["canary"]["weight"] != 0:
             found.append(f"{path}: a canary at weight {values['canary']['weight']} is left on")
+        if world.argocd is not None and history and history[-1][1]:
+            # aicd wrote the file last: its Application runs that (no one syncs a human's commit here).
+            application = world.application(app, target)
+            synced = world.argocd.app(application)["status"]["sync"]["revision"]
+            if (
+                synced == NEVER_SYNCED["sync"]["revision"]
+                or yaml.safe_load(show(world.gitops, synced, path)) != values
+            ):
+                found.append(f"{path}: {application} runs {synced[:7]}, not what aicd last wrote")
     return found
 
 
@@ -406,6 +451,14 @@ async def run_interleaving(
     rollback_scope = ("stage", "release", "target")[seed % 4 % 3]
     queue = f"mix-{uuid.uuid4().hex[:10]}"
     world = World(root, client, queue, concurrency, rollback_scope, layout, rng, f"mix-{seed}-{queue[-6:]}")
+    with contextlib.ExitStack() as stack:
+        if seed % 5 == 4:  # Argo CD targets: what runs is what each Application was last synced to
+            world.argocd = stack.enter_context(KubeArgoCD())
+        return await run_world(world, actions, keep or root)
+
+
+async def run_world(world: World, actions: int, keep: Path) -> tuple[list[str], World]:
+    client = world.client
     world.setup()
     await world.start_worker()
     try:
@@ -415,10 +468,10 @@ async def run_interleaving(
             for plan in world.plans:
                 await handle_for(client, plan.delivery_id).result()
         except Exception as error:  # a delivery that cannot go on: is its history still the code's?
-            unreplayable = await replay_failures(client, world.plans, keep or root)
+            unreplayable = await replay_failures(client, world.plans, keep)
             raise AssertionError("\n".join([f"{type(error).__name__}: {error}", *unreplayable])) from error
         world.phases = [statuses[plan.delivery_id].phase for plan in world.plans]
-        unreplayable = await replay_failures(client, world.plans, keep or root)
+        unreplayable = await replay_failures(client, world.plans, keep)
     finally:
         await world.stop_worker()
     return violations(world, statuses) + unreplayable, world
@@ -528,7 +581,7 @@ async def test_an_aborted_later_stage_says_the_earlier_stages_release_stands(
     assert yaml.safe_load(show(gitops, "main", "b.yaml"))["image"]["tag"] == "v0"
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2, 4])  # 4: Argo CD targets
 async def test_git_tells_the_truth_after_a_random_interleaving(
     temporal_env: WorkflowEnvironment, tmp_path: Path, seed: int
 ) -> None:
