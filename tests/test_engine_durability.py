@@ -113,7 +113,9 @@ async def test_dev_server_restart_during_pause_resumes(tmp_path: Path) -> None:
         stack.start_worker(task_queue="restart")
         client = await Client.connect(stack.address)
         status = await get_status(client, plan.delivery_id)
-        assert status.phase == "progressing" and status.targets["a"].commits  # state survived the restart
+        # State survived the restart (a slow machine may have finished the pause and the last step meanwhile:
+        # only the new server and worker can have done that).
+        assert status.phase in ("progressing", "succeeded") and status.targets["a"].commits
         result = await asyncio.wait_for(handle_for(client, plan.delivery_id).result(), 90)
     finally:
         stack.stop()
