@@ -736,9 +736,8 @@ class GitOpsActivities:
                 if path not in first_touch:  # written by others only, never by this delivery
                     del left[path]
                 elif _only_clear_human_edits_since(work, owner, path, writes[path], first_touch[path]):
-                    kept[path] = left.pop(
-                        path
-                    )  # a human's edit beside the delivery's values: undone around it
+                    # A human's edit beside the delivery's values: the file is restored around it.
+                    kept[path] = left.pop(path)
             befores = _contents_at(
                 work.objects,
                 {path: f"{sha}^" for path, sha in first_touch.items() if path not in left},

@@ -289,9 +289,14 @@ class MovedSites:
     fleet_sites: FleetSlice | None = None
 
     @classmethod
+    def of(cls, batch: list[Site] | FleetSlice) -> MovedSites:
+        """The sites of `batch` (inline sites, or a slice of the fleet file), the inverse of `batch`."""
+        return cls(batch) if isinstance(batch, list) else cls(fleet_sites=batch)
+
+    @classmethod
     def every(cls, sites: list[Site] | FleetFile) -> MovedSites:
         """Every site of the fleet: what to put back when which ones moved is not known."""
-        return cls(fleet_sites=sites.slice(0, sites.total)) if isinstance(sites, FleetFile) else cls(sites)
+        return cls.of(sites.slice(0, sites.total) if isinstance(sites, FleetFile) else sites)
 
     @property
     def count(self) -> int:

@@ -30,8 +30,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from aicd.people import PersonRef, describe
-
 DELIVERY = "Aicd-Delivery"
 DELIVERY_ID = "Aicd-Delivery-Id"
 STARTED = "Aicd-Started"
@@ -70,20 +68,15 @@ class CommitActor:
         return self.who if self.identity else ""
 
 
-# What actor_trailer writes: `who`, `who (as IDENTITY)`, `who (as IDENTITY via CHANNEL)` or `who (via CHANNEL)`.
+# An `Aicd-Actor` value as aicd.people.describe writes it: `who`, `who (as IDENTITY)`,
+# `who (as IDENTITY via CHANNEL)` or `who (via CHANNEL)`.
 _ACTOR = re.compile(
     r"(?P<who>\S+)(?: \((?:as (?P<identity>\S+)(?: via (?P<via>\S+))?|via (?P<channel>\S+))\))?"
 )
 
 
-def actor_trailer(person: PersonRef, identity: str, via: str = "") -> str:
-    """The `Aicd-Actor` value of a human's action: `alice (as U0ALICE via slack)`, `alice (via cli)` (her CLI
-    name is `alice`), or the identity alone where no person declares it."""
-    return describe(person, identity, via)
-
-
 def parse_actor(value: str) -> CommitActor:
-    """An `Aicd-Actor` value as actor_trailer wrote it (older commits: the identity alone, or `aicd`); a value
+    """An `Aicd-Actor` value as aicd.people.describe wrote it (older commits: the identity alone, or `aicd`); a value
     of another shape is `who` as it stands."""
     found = _ACTOR.fullmatch(value.strip())
     if found is None:

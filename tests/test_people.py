@@ -11,7 +11,6 @@ from aicd.testing.engine import git, make_repo
 from aicd.trailers import (
     CommitActor,
     CommitTrailers,
-    actor_trailer,
     commit_message,
     parse_actor,
     trailer_values,
@@ -87,11 +86,11 @@ def test_the_actor_trailer_names_the_person_and_reads_back() -> None:
         (resolve(PEOPLE, "alice@example.com"), "alice@example.com", "", "alice (as alice@example.com)"),
     ]
     for person, identity, via, written in cases:
-        assert actor_trailer(person, identity, via) == written
+        assert describe(person, identity, via) == written
         assert parse_actor(written) == CommitActor("alice", identity, via)
         assert parse_actor(written).person == "alice"
     # The dashboard's sign-in reading U0ALICE is not Alice: the trailer keeps the identity alone.
-    assert actor_trailer(resolve(PEOPLE, "U0ALICE", "dashboard"), "U0ALICE", "dashboard") == "U0ALICE"
+    assert describe(resolve(PEOPLE, "U0ALICE", "dashboard"), "U0ALICE", "dashboard") == "U0ALICE"
     for older in ("U0ALICE", "aicd", "bob"):
         assert parse_actor(older) == CommitActor(older) and parse_actor(older).person == ""
     assert parse_actor("not (what aicd writes)") == CommitActor("not (what aicd writes)")

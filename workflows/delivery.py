@@ -53,7 +53,7 @@ with workflow.unsafe.imports_passed_through():
     from aicd.slack_blocks import approval_info, compact_status, describe_progress
     from aicd.spec.durations import format_duration
     from aicd.targets import TARGET_KINDS
-    from aicd.trailers import actor_trailer, delivery_trailer, step_trailer
+    from aicd.trailers import delivery_trailer, step_trailer
     from aicd.verification import target_urls
     from aicd.workflows.common import (
         AUDIT_RETRY,
@@ -165,8 +165,6 @@ class DeliveryWorkflow:
         # Per target in more than one stage, the commits of its rollouts in the stages before the current one:
         # its status and the delivery's result list them too.
         self.earlier_commits: dict[str, list[str]] = {}
-        # A target's earlier stages that promoted it (TargetStatus.promoted_in), until a rollback undoes them.
-        self.promoted_in: dict[str, list[str]] = {}
         # Per target, the ownership base of each file its rollouts wrote, for its rollout in a later stage.
         self.file_bases: dict[str, dict[str, str]] = {}
         self.started_targets: list[tuple[str, str]] = []  # (stage, target) in start order
@@ -206,7 +204,8 @@ class DeliveryWorkflow:
         earlier = self.earlier_commits.get(progress.target, [])
         if earlier:  # the rollout reports this stage's commits; the target's status holds every stage's
             progress.commits = earlier + [sha for sha in progress.commits if sha not in earlier]
-        progress.promoted_in = list(self.promoted_in.get(progress.target, []))
+        if previous is not None:  # the rollout knows nothing of earlier stages (TargetStatus.promoted_in)
+            progress.promoted_in = list(previous.promoted_in)
         self.status.targets[progress.target] = progress
         self._reflect_waiting()
 
@@ -257,18 +256,14 @@ class DeliveryWorkflow:
         return resolve(self.plan.people, action.actor, action.via)
 
     def _who(self, action: HumanAction) -> str:
-        """Who acted, as messages name them: `alice (as U0ALICE via slack)`, or the identity itself."""
+        """Who acted, as messages and the `Aicd-Actor` trailer of the commits the action caused name them:
+        `alice (as U0ALICE via slack)`, or the identity itself where no person declares it."""
         return describe(self._person(action), action.actor, action.via)
-
-    def _committer(self, action: HumanAction) -> str:
-        """Who a commit caused by `action` names in its `Aicd-Actor` trailer: the person and the identity they
-        acted as (aicd.trailers.actor_trailer), or the identity where no person declares it."""
-        return actor_trailer(self._person(action), action.actor, action.via)
 
     def _for_rollouts(self, action: HumanAction) -> HumanAction:
         """`action` as the rollout children are told it: they know no people, and write its actor into the
         trailer of the commit a resume causes (and name it in their messages), so it comes named."""
-        return dataclasses.replace(action, actor=self._committer(action))
+        return dataclasses.replace(action, actor=self._who(action))
 
     def _record(self, kind: str, action: HumanAction, stage: str | None = None) -> None:
         person = self._person(action)
@@ -585,7 +580,7 @@ class DeliveryWorkflow:
                 await self._stop_superseded()
             if self.abort_action is not None:
                 await self._rollback(
-                    self._abort_scope(stage), self._committer(self.abort_action), self.abort_action.reason
+                    self._abort_scope(stage), self._who(self.abort_action), self.abort_action.reason
                 )
                 raise DeliveryStopped(
                     "aborted", self.abort_action.reason or f"aborted by {self._who(self.abort_action)}"
@@ -702,7 +697,7 @@ class DeliveryWorkflow:
                 f"stage {stage.name} rejected by {self._who(self.rejection)}: {self.rejection.reason}",
             )
         # The approval that opened the gate: its person is named on the stage's first commit.
-        return self._committer(list(self.approved[stage.name].values())[-1])
+        return self._who(list(self.approved[stage.name].values())[-1])
 
     async def _gates(self, stage: StagePlan, wave: int | None) -> None:
         """Ask the gate kinds (aicd.gates) until none holds the stage: while held, the phase is `held` with
@@ -841,15 +836,16 @@ class DeliveryWorkflow:
             child_input = self._rollout_input(stage, name, actor)
             if (previous := self.status.targets.get(name)) is not None:
                 self.earlier_commits[name] = list(previous.commits)
-                self.promoted_in[name] = previous.promoted_in + (
-                    [previous.stage] if previous.state == "promoted" else []
-                )
             self.status.targets[name] = TargetStatus(
                 target=name,
                 stage=stage.name,
                 kind=target.kind,
                 commits=list(self.earlier_commits.get(name, [])),
-                promoted_in=list(self.promoted_in.get(name, [])),
+                promoted_in=(
+                    previous.promoted_in + ([previous.stage] if previous.state == "promoted" else [])
+                    if previous is not None
+                    else []
+                ),
             )
             self.started_targets.append((stage.name, name))
             child_id = rollout_workflow_id(self.plan.delivery_id, stage.name, name)
@@ -1020,7 +1016,7 @@ class DeliveryWorkflow:
                 continue
             state.state = "rolled-back"
             state.weight = 0
-            state.promoted_in = self.promoted_in[name] = []  # its files are back to before the delivery
+            state.promoted_in = []  # its files are back to before the delivery
             if result.sha is None:
                 state.message = f"nothing to roll back; {reason}"
                 continue
@@ -1096,7 +1092,7 @@ class DeliveryWorkflow:
             await self._stop_superseded()
         if self.abort_action is not None:
             await self._rollback(
-                self._abort_scope_current(), self._committer(self.abort_action), self.abort_action.reason
+                self._abort_scope_current(), self._who(self.abort_action), self.abort_action.reason
             )
             raise DeliveryStopped(
                 "aborted", self.abort_action.reason or f"aborted by {self._who(self.abort_action)}"

@@ -295,8 +295,7 @@ class EdgeFleetWorkflow(RolloutControl):
         """The sites the batch commits of every run moved, for the delivery's rollback to put back."""
         if not self.moved_end:
             return None
-        moved = self.progress.sites(0, self.moved_end)
-        return MovedSites(sites=moved) if isinstance(moved, list) else MovedSites(fleet_sites=moved)
+        return MovedSites.of(self.progress.sites(0, self.moved_end))
 
     async def _continue_as_new(self) -> None:
         await self._flush_reports()  # the reports of this run reach the parent before it ends
