@@ -45,6 +45,12 @@
   commit (workflows.delivery.SYNC_FLEET_WITHOUT_RESULT).
 - `audit-drain`: the `audit` scenario again, its end awaiting the last audit batch without a timer (patch
   `audit-drain-without-timer`).
+- `fleet-bug`: an argocd fleet of four sites in three batches whose code raises a plain Python exception (a bug,
+  aicd.testing.engine.WorkflowBug) as it starts checking batch 2: Temporal fails its workflow task again and
+  again, the delivery waits for ever, until the fleet is terminated. Recorded before the fleet ended failed
+  with a result.
+- `fleet-bug-in-result`: the same, after it: the fleet ends failed with the two sites it moved (patch
+  `fleet-bug-in-result`), and the delivery's rollback syncs them back; nobody terminates anything.
 
 Run `python -m tests.record_histories [SCENARIO...]` after a deliberate, versioned change of workflow
 behaviour; the replay test fails whenever workflow code changes in a way that would break running deliveries.
@@ -59,12 +65,15 @@ import json
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from temporalio.client import Client, WorkflowHistory
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Interceptor
 
@@ -77,6 +86,7 @@ from aicd.testing.engine import (
     TEMPORAL_BIN,
     FailActivities,
     HoldRollouts,
+    WorkflowBug,
     make_repo,
     plan_from,
     running_worker,
@@ -571,6 +581,53 @@ async def record_fleet_terminated(client: Client, root: Path) -> list[WorkflowHi
             return await _histories(client, plan.delivery_id)
 
 
+# A bug in the fleet's code (a plain Python exception, no Temporal failure) as it starts batch 2's health check.
+FLEET_BUG = "a bug in the fleet's code"
+BUG_IN_BATCH_2 = WorkflowBug(
+    lambda kind, args: kind == "edge_check_sites" and args[0].step.endswith("/batch-2"), FLEET_BUG
+)
+
+
+async def stuck_on_a_bug(client: Client, workflow_id: str, message: str, timeout: float = 60.0) -> bool:
+    """Whether the workflow's latest run fails its workflow task on a bug saying `message` - Temporal retries
+    such a task for ever, so the run never ends - rather than ending (False)."""
+    handle = client.get_workflow_handle(workflow_id)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(RPCError):  # not started yet
+            if (await handle.describe()).status != WorkflowExecutionStatus.RUNNING:
+                return False
+            async for event in handle.fetch_history_events():
+                failed = event.workflow_task_failed_event_attributes
+                if (
+                    event.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+                    and message in failed.failure.message
+                ):
+                    return True
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{workflow_id} neither ended nor failed a task on {message!r} within {timeout}s")
+
+
+async def record_fleet_bug(client: Client, root: Path) -> list[WorkflowHistory]:
+    sites = ["pop-1", "pop-2", "pop-3", "pop-4"]
+    source, revision = make_repo(root, "source", {"README": "x\n"})
+    gitops, _ = make_repo(root, "gitops", site_files(sites))
+    fleet = argocd_fleet(root, sites, batches=["25%", "50%", "100%"], progressDeadline="10s")
+    document = spec_document(
+        "replay-fleet-bug", source, gitops, {"pops": fleet}, [{"name": "edge", "targets": ["pops"]}]
+    )
+    plan = plan_from(document, revision)
+    with argocd_sites(root, gitops, sites):
+        async with running_worker(client, root / "state", [BUG_IN_BATCH_2]) as queue:
+            await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
+            fleet_id = rollout_workflow_id(plan.delivery_id, "edge", "pops")
+            if await stuck_on_a_bug(client, fleet_id, FLEET_BUG):  # before patch fleet-bug-in-result
+                await client.get_workflow_handle(fleet_id).terminate("stuck on a bug")
+            result = await handle_for(client, plan.delivery_id).result()
+            assert result.phase == "failed", result.reason
+            return await _histories(client, plan.delivery_id)
+
+
 SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]] = {
     "gates": record_gates,
     "notify": record_notify,
@@ -593,11 +650,15 @@ SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]]
     "fleet-failure-in-result": record_fleet_failure,
     "fleet-terminated": record_fleet_terminated,
     "fleet-terminated-synced": record_fleet_terminated,
+    "fleet-bug": record_fleet_bug,
+    "fleet-bug-in-result": record_fleet_bug,
 }
 # What a scenario's worker ran with that its replayer needs too: a durable timer an interceptor added.
 REPLAY_INTERCEPTORS: dict[str, Sequence[Interceptor]] = {
     "abort-while-starting": [HOLD_WAVE],
     "pause-while-starting": [HOLD_WAVE],
+    "fleet-bug": [BUG_IN_BATCH_2],
+    "fleet-bug-in-result": [BUG_IN_BATCH_2],
 }
 
 

@@ -3,6 +3,7 @@ what its sites run, must agree with Git, where every site the fleet moved is bac
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from temporalio.converter import DataConverter
@@ -23,7 +24,7 @@ from aicd.testing.engine import (
     wait_for,
 )
 from aicd.workflows.edge_fleet import EdgeFleetWorkflow
-from tests.record_histories import refused_fleet_checks
+from tests.record_histories import BUG_IN_BATCH_2, FLEET_BUG, refused_fleet_checks
 from tests.test_edge_fleet import (
     HealthServer,
     argocd_fleet,
@@ -192,6 +193,42 @@ async def test_a_fleet_that_fails_as_a_workflow_has_its_moved_sites_synced_back(
     target = pops(status)
     assert target.state == "rolled-back"
     assert target.sites_by_state == {"rolled-back": 4}, target.sites_by_state
+
+
+async def test_a_bug_in_the_fleet_ends_it_failed_with_the_sites_it_moved(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """siteKind argocd, four sites in batches of 1, 1 and 2: batch 1 is synced to its commit, batch 2 is committed,
+    and the fleet's code raises a plain Python exception as it starts checking batch 2 (a bug: no Temporal
+    failure). Temporal failed the fleet's workflow task and retried it for ever: the delivery waited on its fleet
+    until someone terminated it. Now the fleet ends failed with the two sites it moved, and the delivery's rollback
+    puts their files back and syncs them - not the two sites never touched - to the rollback commit."""
+    sites = names(4)
+    document, gitops, seed, revision = fleet_spec(
+        tmp_path, sites, batches=["25%", "50%", "100%"], progressDeadline="60s", **argocd_fleet(tmp_path)
+    )
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    with argocd_sites(tmp_path, gitops, sites) as argocd:
+        async with running_worker(client, tmp_path / "state", [BUG_IN_BATCH_2]) as queue:
+            await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+            # No one terminates anything: a fleet stuck on its bug leaves the delivery running past this.
+            result = await asyncio.wait_for(handle_for(client, plan.delivery_id).result(), timeout=90)
+            status = await get_status(client, plan.delivery_id)
+            fleet_id = rollout_workflow_id(plan.delivery_id, "edge", "pops")
+            fleet = await client.get_workflow_handle_for(EdgeFleetWorkflow.run, fleet_id).result()
+        synced = synced_revisions(argocd, sites)
+    assert fleet.outcome == "failed" and fleet.reason.startswith(
+        f"the fleet failed on a bug: BugInWorkflow: {FLEET_BUG}"
+    )
+    assert result.phase == "failed" and "the fleet failed on a bug" in result.reason, result.reason
+    assert fleet.moved_sites is not None and fleet.moved_sites.count == 2
+    assert raw_tree_diff(gitops, seed) == ""  # Git: the fleet is back
+    batch1, _batch2, rollback = (entry["sha"] for entry in delivery_commits(gitops))
+    assert synced == {sites[0]: [batch1, rollback], sites[1]: [rollback], sites[2]: [], sites[3]: []}, synced
+    target = pops(status)
+    assert target.state == "rolled-back"
+    assert target.sites_by_state == {"rolled-back": 2, "pending": 2}, target.sites_by_state
 
 
 async def test_a_site_file_the_rollback_left_to_another_writer_is_not_counted_rolled_back(

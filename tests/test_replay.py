@@ -2,8 +2,8 @@
 abort with release-scope rollback; Slack notifications; an edge fleet continued as new; a target through two
 stages rolled back once; the audit stream as local activities; stops, pauses and resumes while a wave is starting;
 a rollout keeping its ownership base per file; an Argo CD fleet syncing a restored site back; a fleet failing
-with the sites it moved; a terminated fleet's sites all synced back) and fresh runs of the same scenarios must
-replay on the current workflow code without a nondeterminism error."""
+with the sites it moved; a terminated fleet's sites all synced back; a fleet with a bug in its code) and fresh
+runs of the same scenarios must replay on the current workflow code without a nondeterminism error."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from aicd.workflows.delivery import (
     SYNC_FLEET_BACK,
     SYNC_FLEET_WITHOUT_RESULT,
 )
-from aicd.workflows.edge_fleet import FAILURE_IN_RESULT, SYNC_RESTORED_SITES
+from aicd.workflows.edge_fleet import BUG_IN_RESULT, FAILURE_IN_RESULT, SYNC_RESTORED_SITES
 from aicd.workflows.registry import ALL_WORKFLOWS, sandbox_runner
 from aicd.workflows.rollout_control import PER_FILE_BASE, PROGRESS_IN_RESULT
 from tests.record_histories import (
@@ -153,6 +153,26 @@ async def test_a_fleet_ended_without_a_result_has_every_site_synced_back_under_i
     assert any(SYNC_FLEET_WITHOUT_RESULT.encode() in patch for patch in patch_markers(after))
     (request,) = _activity_inputs(after, "edge_check_sites")
     assert [site["name"] for site in request["sites"]] == ["pop-1", "pop-2", "pop-3", "pop-4"]
+
+
+async def test_a_fleet_with_a_bug_names_its_moved_sites_in_its_result_under_its_patch() -> None:
+    """The `fleet-bug` scenarios guard BUG_IN_RESULT: recorded before it, the fleet whose code raised a plain
+    exception failed its workflow task until it was terminated, and the delivery's rollback synced every site
+    (that history, its failed tasks included, still replays: test_recorded_histories_replay); after it, the
+    fleet ends failed with a result naming the two sites it moved, and the delivery checks only those at the
+    rollback commit."""
+    before, after = _events("fleet-bug", "pops-run2"), _events("fleet-bug-in-result", "pops-run2")
+    assert "workflowTaskFailedEventAttributes" in before[-2]
+    assert "workflowExecutionTerminatedEventAttributes" in before[-1]
+    assert not any("workflowTaskFailedEventAttributes" in event for event in after)
+    assert "workflowExecutionCompletedEventAttributes" in after[-1]
+    assert not any(BUG_IN_RESULT.encode() in patch for patch in patch_markers(before))
+    assert any(BUG_IN_RESULT.encode() in patch for patch in patch_markers(after))
+    (every,) = _activity_inputs(_events("fleet-bug", "delivery"), "edge_check_sites")
+    assert [site["name"] for site in every["sites"]] == ["pop-1", "pop-2", "pop-3", "pop-4"]
+    (moved,) = _activity_inputs(_events("fleet-bug-in-result", "delivery"), "edge_check_sites")
+    assert [site["name"] for site in moved["sites"]] == ["pop-1", "pop-2"]
+    assert moved["step"] == "edge/pops/rollback"
 
 
 def _activity_inputs(events: list[dict[str, Any]], activity_type: str) -> list[Any]:

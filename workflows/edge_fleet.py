@@ -17,8 +17,9 @@ see aicd.fleet for the rounding). For each batch, in fleet order:
    fleet moved `rolled-back` - `left-as-is` those whose files someone else wrote since - and syncs an argocd
    fleet's moved sites - the result names them - to the rollback commit). An error no step turns into an
    outcome (a non-retryable activity error) ends the fleet `failed` too, with a result naming the sites it
-   moved, never as a failed workflow (FAILURE_IN_RESULT); a run ended with no result (terminated) has the
-   rollback sync every site of the fleet;
+   moved, never as a failed workflow (FAILURE_IN_RESULT), and so does a bug in its code (a plain Python
+   exception, which would otherwise fail the workflow task for ever: BUG_IN_RESULT); a run ended with no result
+   (terminated) has the rollback sync every site of the fleet;
 4. the stage's `pause` and `analysis` steps, as TargetRolloutWorkflow walks them (pausable timers, `pause: {}`
    waits for a human, analysis looks with the share of updated sites as the canary weight).
 
@@ -77,6 +78,9 @@ SYNC_RESTORED_SITES = "sync-restored-sites"
 # The patch after which a fleet that raises a Temporal failure (ActivityError, ApplicationError, ...) ends with a
 # failed result naming the sites it moved; before it, the run failed and the delivery learnt of no moved site.
 FAILURE_IN_RESULT = "fleet-failure-in-result"
+# The patch after which a bug in the fleet's code (a plain Python exception, no Temporal failure) ends the fleet
+# failed with a result naming the sites it moved; before it, the workflow task failed and was retried for ever.
+BUG_IN_RESULT = "fleet-bug-in-result"
 # A run continues as new mid-walk past this many events; it also does after every batch.
 CONTINUE_AS_NEW_EVENTS = 4_000
 
@@ -156,7 +160,31 @@ class EdgeFleetWorkflow(RolloutControl):
             # and its rollback would leave an argocd fleet's sites running the release.
             if isinstance(error, CancelledError) or not workflow.patched(FAILURE_IN_RESULT):
                 raise
-            return await self._finish("failed", f"the fleet failed: {cause_of(error)}")
+            reason = f"the fleet failed: {cause_of(error)}"
+        except workflow.NondeterminismError:
+            raise  # a deploy that breaks replay (or sandbox misuse): the task retries until a fixed deploy
+        except Exception as error:
+            # A bug (a plain Python exception): Temporal fails the workflow task and retries it for ever, so the
+            # delivery would wait on this fleet until someone terminates it. It ends failed with a result naming
+            # the sites it moved, as a Temporal failure does. Caught here rather than by `failure_exception_types`
+            # on the definition: that would fail the workflow with no result (the delivery then syncs every
+            # site), and `Exception` there also turns core's nondeterminism errors into failed fleets (the SDK
+            # checks NondeterminismError against its super types). A run stuck on a bug before this patch ends
+            # at its next task attempt; a history recorded then has no command after its failed task.
+            if not workflow.patched(BUG_IN_RESULT):
+                raise
+            workflow.logger.exception("fleet %s failed on a bug", self.input.target.name)
+            reason = f"the fleet failed on a bug: {describe_bug(error)}"
+        try:
+            return await self._finish("failed", reason)
+        except workflow.NondeterminismError:
+            raise
+        except Exception as error:
+            if not workflow.patched(BUG_IN_RESULT):
+                raise
+            # A bug in making the result itself: a failed workflow at least ends the wait (the delivery's
+            # rollback then syncs every site of the fleet, as for a terminated one).
+            raise ApplicationError(f"{reason}; then {describe_bug(error)}", non_retryable=True) from error
 
     async def _run(self, input: FleetInput) -> TargetRolloutResult:
         try:
@@ -346,3 +374,15 @@ class EdgeFleetWorkflow(RolloutControl):
     def _add_commit(self, sha: str) -> None:
         if sha not in self.status.commits:
             self.status.commits.append(sha)
+
+
+def describe_bug(error: BaseException) -> str:
+    """`KeyError: 'x' (edge_batch.py:123)`: the exception and where it was raised (the innermost frame; read from
+    the traceback object, no source file read in the sandbox)."""
+    where = ""
+    frame = error.__traceback__
+    if frame is not None:
+        while frame.tb_next is not None:
+            frame = frame.tb_next
+        where = f" ({frame.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.tb_lineno})"
+    return f"{type(error).__name__}: {error}{where}"

@@ -24,6 +24,7 @@ from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
     Interceptor,
+    StartActivityInput,
     StartChildWorkflowInput,
     WorkflowInboundInterceptor,
     WorkflowInterceptorClassInput,
@@ -276,3 +277,32 @@ class FailActivities(Interceptor):
                 return await super().execute_activity(input)
 
         return Refusing(next)
+
+
+class BugInWorkflow(Exception):
+    """What `WorkflowBug` raises: a plain Python exception, no Temporal failure."""
+
+
+class WorkflowBug(Interceptor):
+    """A bug in workflow code: a plain Python exception (BugInWorkflow, no Temporal failure) raised from the
+    workflow's own call that schedules an activity `when(activity type, its arguments)` holds - as a KeyError in
+    a step would be - before anything is scheduled. Deterministic: a replayer given this interceptor raises it
+    at the same point."""
+
+    def __init__(self, when: Callable[[str, Sequence[Any]], bool], message: str = "a bug") -> None:
+        class Outbound(WorkflowOutboundInterceptor):
+            def start_activity(self, input: StartActivityInput) -> Any:
+                if when(input.activity, input.args):
+                    raise BugInWorkflow(message)
+                return super().start_activity(input)
+
+        class Inbound(WorkflowInboundInterceptor):
+            def init(self, outbound: WorkflowOutboundInterceptor) -> None:
+                super().init(Outbound(outbound))
+
+        self.inbound = Inbound
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[WorkflowInboundInterceptor] | None:
+        return self.inbound
