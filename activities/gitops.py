@@ -166,6 +166,11 @@ class CommitResult:
     push_retries: int = 0
     left: dict[str, str] = field(default_factory=dict)  # path -> why a rollback left it as it is
     kept: dict[str, str] = field(default_factory=dict)  # path -> whose edits a rollback restored it around
+    # Of `left`, how many this delivery had put back itself before someone else wrote them (its last write gave
+    # them their content from before it: a fleet's failed sites, restored by their batch), so not left on its
+    # release. A count, not names: a fleet's rollback may leave thousands. None: not a rollback, or a result of
+    # a worker from before it counted.
+    left_restored: int | None = None
     # This very call's push put the commit on the branch (a push that was not forced succeeded with it): no
     # one needs to ask the remote whether it landed. False when found by its trailer or not pushed here.
     pushed: bool = False
@@ -188,6 +193,7 @@ class Applied:
     left: dict[str, str] = field(default_factory=dict)
     # A rollback's paths restored around people's edits made since the delivery wrote them: path -> whose.
     kept: dict[str, str] = field(default_factory=dict)
+    left_restored: int | None = None  # see CommitResult
 
 
 @dataclass
@@ -563,7 +569,11 @@ class GitOpsClone:
                 continue
             applied = step.apply(work)
             if not applied.paths and not step.commit_unchanged:
-                results.append(CommitResult(None, left=applied.left, kept=applied.kept))
+                results.append(
+                    CommitResult(
+                        None, left=applied.left, kept=applied.kept, left_restored=applied.left_restored
+                    )
+                )
                 continue
             # The work tree was clean before `apply`: the paths it wrote are all there is to commit.
             if _runs_commit_hooks(work.repo) or len(applied.paths) > IN_PROCESS_PATHS:
@@ -574,7 +584,9 @@ class GitOpsClone:
                 assert sha is not None, "HEAD unreadable right after a commit"
             else:
                 sha = commit_paths(work.objects, applied.paths, step.message(applied))
-            results.append(CommitResult(sha, left=applied.left, kept=applied.kept))
+            results.append(
+                CommitResult(sha, left=applied.left, kept=applied.kept, left_restored=applied.left_restored)
+            )
         return results
 
     def _known_in_sync(self, repo: git.Repo, requests: list[_WriteRequest]) -> bool:
@@ -718,7 +730,7 @@ class GitOpsActivities:
             first_touch: dict[str, str] = {}
             left: dict[str, str] = {}
             kept: dict[str, str] = {}
-            settled: set[str] = set()  # newest first: a path's first write by this delivery ends its scan
+            settled: dict[str, str] = {}  # newest first: a path's newest write by this delivery ends its scan
             writes: dict[str, list[LoggedCommit]] = {}  # each path's commits, newest first
             for commit in commits:
                 for path in filter(matches, commit.files):
@@ -726,7 +738,7 @@ class GitOpsActivities:
                     if path in settled:
                         continue
                     if commit.trailers is not None and commit.trailers.belongs_to(owner):
-                        settled.add(path)
+                        settled[path] = commit.sha
                     elif path not in left:
                         left[path] = commit.describe_writer()
                 for path in filter(matches, commit.files):
@@ -738,6 +750,14 @@ class GitOpsActivities:
                 elif _only_clear_human_edits_since(work, owner, path, writes[path], first_touch[path]):
                     # A human's edit beside the delivery's values: the file is restored around it.
                     kept[path] = left.pop(path)
+            # A left file whose newest write by this delivery gave it its content from before the delivery had
+            # been put back already (a fleet's failed site, by its batch's restore): left, but not on the release.
+            left_restored = sum(
+                1
+                for path in left
+                if _contents_at(work.objects, {path: settled[path]}, target)
+                == _contents_at(work.objects, {path: f"{first_touch[path]}^"}, target)
+            )
             befores = _contents_at(
                 work.objects,
                 {path: f"{sha}^" for path, sha in first_touch.items() if path not in left},
@@ -760,7 +780,12 @@ class GitOpsActivities:
                 else:
                     _write(file, before)
                 changed.append(path)
-            return Applied(changed, left, {path: whose for path, whose in kept.items() if path in changed})
+            return Applied(
+                changed,
+                left,
+                {path: whose for path, whose in kept.items() if path in changed},
+                left_restored,
+            )
 
         return apply
 

@@ -257,20 +257,30 @@ def in_site_order(by_state: Mapping[str, int]) -> list[tuple[str, int]]:
 
 
 def rolled_back(
-    by_state: Mapping[str, int], left: Collection[str] = (), failed: Collection[str] = ()
+    by_state: Mapping[str, int],
+    left: Collection[str] = (),
+    failed: Collection[str] = (),
+    left_restored: int | None = None,
 ) -> dict[str, int]:
     """A fleet's counts once the delivery's rollback restored the site files it moved: the sites on the release
     (updated) or committed to it (updating) are rolled back, but for those whose files the rollback `left` as
     someone else wrote them since: `left-as-is`. Failed sites stay failed (their batch's restore or the rollback
     put them back, or their file is left: they failed this release either way); pending ones were never touched.
-    `failed` names the failed sites as the status does, capped: a left failed site past the cap counts
-    left-as-is, and never more sites than were on the release do. Counting again (a second rollback finds the
-    same files left) changes nothing."""
+    `left_restored` says how many of the `left` sites the delivery had put back itself before (the failed ones:
+    the rollback counts them, see activities.gitops.CommitResult), so any number of failed sites counts right;
+    without it (a rollback result from before it counted) a left site among `failed` - the failed sites as the
+    status names them, capped at FAILED_SITES_SHOWN - is a failed one, and one past the cap is miscounted
+    left-as-is. Never more sites left-as-is than were on the release. Counting again (a second rollback finds
+    the same files left) changes nothing."""
     on_release = ("updated", "updating", "rolled-back", "left-as-is")
     counts = {state: count for state, count in by_state.items() if state not in on_release}
     moved = sum(by_state.get(state, 0) for state in on_release)
-    named_failed = set(failed)
-    left_on_release = min(moved, len([site for site in left if site not in named_failed]))
+    if left_restored is None:
+        named_failed = set(failed)
+        left_count = len([site for site in left if site not in named_failed])
+    else:
+        left_count = len(left) - left_restored
+    left_on_release = min(moved, max(0, left_count))
     if moved - left_on_release:
         counts["rolled-back"] = moved - left_on_release
     if left_on_release:

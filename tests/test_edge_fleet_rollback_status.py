@@ -273,6 +273,59 @@ async def test_a_site_file_the_rollback_left_to_another_writer_is_not_counted_ro
     assert from_history.sites_by_state == target.sites_by_state, from_history.sites_by_state
 
 
+async def test_a_left_failed_site_past_the_named_ones_stays_failed(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Batch 1 moves 30 sites, 25 of them fail within maxFailures and are restored, and the fleet waits for a
+    human; Alice sets the image of a failed site and of an updated one by hand, and the delivery is aborted. The
+    rollback leaves both files as Alice wrote them. The status names only the first 20 failed sites, so the
+    failed site past them counted `left-as-is` - taken from the sites on the release - and the counts said 3
+    sites rolled back and 2 left on it, where Git has 4 and 1. Now the rollback counts the left files the
+    delivery had put back itself, and any number of failed sites counts right, live and from the history."""
+    sites = names(60)
+    failed, updated = sites[22], sites[27]
+    with HealthServer().running() as health:
+        health.broken = set(sites[:25])
+        document, gitops, seed, revision = fleet_spec(
+            tmp_path,
+            sites,
+            batches=["50%", "100%"],
+            health=health.url,
+            maxFailures=25,
+            progressDeadline="1s",
+            steps=[{"pause": {}}],
+        )
+        plan = plan_from(document, revision)
+        client = temporal_env.client
+        async with running_worker(client, tmp_path / "state") as queue:
+            await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+            awaiting = await wait_for(
+                client, plan.delivery_id, lambda status: pops(status).state == "awaiting-resume", timeout=60
+            )
+            assert pops(awaiting).sites_by_state == {"updated": 5, "failed": 25, "pending": 30}
+            assert failed not in pops(awaiting).failed_sites  # past the names a status carries
+            work = tmp_path / "human"
+            git("clone", "-q", gitops, str(work))
+            for site, tag in ((failed, "v0"), (updated, plan.artifact_tag)):
+                text = (work / site_file(site)).read_text()
+                (work / site_file(site)).write_text(text.replace(f"tag: {tag}", "tag: hotfix"))
+            git("-c", "user.name=Alice", "-c", "user.email=alice@x", "commit", "-qam", "hotfix", cwd=work)
+            git("push", "-q", "origin", "HEAD:main", cwd=work)
+            await send_action(client, plan.delivery_id, "abort", HumanAction("oncall", "enough"))
+            result = await handle_for(client, plan.delivery_id).result()
+            status = await get_status(client, plan.delivery_id)
+            history = await handle_for(client, plan.delivery_id).fetch_history()
+    assert result.phase == "aborted", result.reason
+    assert raw_tree_diff(gitops, seed).split() == sorted([site_file(failed), site_file(updated)])
+    target = pops(status)
+    assert f"left {site_file(failed)} as it is" in target.message, target.message
+    expected = {"rolled-back": 4, "left-as-is": 1, "failed": 25, "pending": 30}
+    assert target.sites_by_state == expected, target.sites_by_state
+    digest = DeliveryDigest()
+    await digest.feed(history.events, DataConverter.default)
+    assert status_from_history(digest, "").targets["pops"].sites_by_state == expected
+
+
 async def test_a_fleet_that_ended_without_a_result_has_every_site_synced_back(
     temporal_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:

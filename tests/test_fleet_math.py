@@ -197,6 +197,24 @@ def test_sites_whose_files_a_rollback_left_count_left_as_is() -> None:
     assert rolled_back({"updated": 1, "failed": 1}, left=["s1", "f9"]) == {"left-as-is": 1, "failed": 1}
 
 
+def test_left_failed_sites_count_failed_however_many_failed() -> None:
+    """25 failed sites, of which a status names 20: a left failed site past them (f22) is one of the left files
+    the delivery had put back itself, as the rollback counts them, and stays failed; without that count (a
+    rollback result from before it), the capped names are all there is and f22 counts left-as-is."""
+    failed = [f"f{index:02d}" for index in range(25)]
+    by_state = {"updated": 5, "failed": 25, "pending": 10}
+    counts = rolled_back(by_state, left=["s1", "f22"], failed=failed[:20], left_restored=1)
+    assert counts == {"rolled-back": 4, "left-as-is": 1, "failed": 25, "pending": 10}
+    assert rolled_back(counts, left=["s1", "f22"], failed=failed[:20], left_restored=1) == counts
+    assert rolled_back(by_state, left=["f1", "f22"], failed=failed[:20], left_restored=2) == {
+        "rolled-back": 5,
+        "failed": 25,
+        "pending": 10,
+    }
+    older = rolled_back(by_state, left=["s1", "f22"], failed=failed[:20])
+    assert older == {"rolled-back": 3, "left-as-is": 2, "failed": 25, "pending": 10}
+
+
 def test_the_sites_of_paths_through_the_path_template() -> None:
     paths = ["apps/web/edge/pop-2/values.yaml", "flags/web.json", "apps/web/edge/pop-1/values.yaml", "x/y"]
     assert sites_of("apps/web/edge/{{ site }}/values.yaml", paths) == ["pop-2", "pop-1"]

@@ -1010,7 +1010,9 @@ class DeliveryWorkflow:
             left = "; ".join(f"left {path} as it is: {why}" for path, why in result.left.items())
             # A fleet's sites: none on the release, but those whose files the rollback left to their other writer.
             left_sites = fleet.sites_of(self.plan.targets[name].path, result.left)
-            state.sites_by_state = fleet.rolled_back(state.sites_by_state, left_sites, state.failed_sites)
+            state.sites_by_state = fleet.rolled_back(
+                state.sites_by_state, left_sites, state.failed_sites, result.left_restored
+            )
             if left and result.sha is None:
                 state.message = f"{what}: {left}"
                 continue

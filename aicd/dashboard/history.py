@@ -92,6 +92,8 @@ class Rollback:
     left: dict[str, list[str]] = field(default_factory=dict)
     # The targets it committed nothing for because it left every file they had: their state is as it was.
     all_left: list[str] = field(default_factory=list)
+    # Per target, how many of its left files the delivery had put back itself before (CommitResult.left_restored).
+    left_restored: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -207,6 +209,9 @@ def _rollback(at: datetime, requests: Any, results: Any) -> Rollback:
                     rollback.left[target] = [str(path) for path in left]
                     if result.get("sha") is None:
                         rollback.all_left.append(target)
+                    restored = result.get("left_restored")
+                    if isinstance(restored, int) and not isinstance(restored, bool):
+                        rollback.left_restored[target] = restored
             rollback.reason = rollback.reason or str(request.get("reason", ""))
     return rollback
 

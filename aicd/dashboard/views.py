@@ -375,7 +375,8 @@ def status_from_history(digest: DeliveryDigest, phase: str) -> DeliveryStatus:
                 rolled = status.targets[target]
                 template = plan.targets[target].path if plan and target in plan.targets else ""
                 left = sites_of(template, rollback.left.get(target, []))
-                by_state = rolled_back(rolled.sites_by_state, left, rolled.failed_sites)
+                restored = rollback.left_restored.get(target)
+                by_state = rolled_back(rolled.sites_by_state, left, rolled.failed_sites, restored)
                 if target in rollback.all_left:
                     status.targets[target] = replace(rolled, sites_by_state=by_state)
                 else:
