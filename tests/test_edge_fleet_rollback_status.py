@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from unittest import mock
 
 from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
@@ -12,6 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 from aicd.client import get_status, handle_for, send_action, start_delivery
 from aicd.dashboard.history import DeliveryDigest
 from aicd.dashboard.views import fleet_grid, status_from_history
+from aicd.fleet import FleetSlice, MovedSites, Site
 from aicd.messages import HumanAction, Trigger, rollout_workflow_id
 from aicd.slack_blocks import compact_status, delivery_message, describe_progress
 from aicd.status_view import status_text
@@ -271,6 +273,50 @@ async def test_a_site_file_the_rollback_left_to_another_writer_is_not_counted_ro
     await digest.feed(history.events, DataConverter.default)
     from_history = status_from_history(digest, "").targets["pops"]
     assert from_history.sites_by_state == target.sites_by_state, from_history.sites_by_state
+
+
+async def test_a_bug_in_making_the_fleets_result_still_ends_the_wait(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The bug of the test above, and a second one as the fleet names the sites it moved for its result: the
+    fleet cannot make a result, so it fails as a workflow (a non-retryable ApplicationError), which at least ends
+    the delivery's wait - whose rollback then syncs every site of the fleet, as for a terminated one - where the
+    second bug failed the workflow task for ever."""
+    real = MovedSites.of.__func__
+
+    def of(cls: type[MovedSites], batch: list[Site] | FleetSlice) -> MovedSites:
+        moved = real(cls, batch)
+        if moved.count == 2:  # the fleet's two moved sites; the delivery asks for all four
+            raise KeyError("a bug in naming the moved sites")
+        return moved
+
+    sites = names(4)
+    document, gitops, seed, revision = fleet_spec(
+        tmp_path, sites, batches=["25%", "50%", "100%"], progressDeadline="60s", **argocd_fleet(tmp_path)
+    )
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    # aicd.fleet is passed through the workflow sandbox: the fleet's code sees the patched class.
+    with (
+        argocd_sites(tmp_path, gitops, sites) as argocd,
+        mock.patch.object(MovedSites, "of", classmethod(of)),
+    ):
+        async with running_worker(client, tmp_path / "state", [BUG_IN_BATCH_2]) as queue:
+            await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+            result = await asyncio.wait_for(handle_for(client, plan.delivery_id).result(), timeout=90)
+            status = await get_status(client, plan.delivery_id)
+        synced = synced_revisions(argocd, sites)
+    assert result.phase == "failed" and "the fleet failed on a bug" in result.reason, result.reason
+    assert "a bug in naming the moved sites" in result.reason, result.reason
+    assert raw_tree_diff(gitops, seed) == ""
+    batch1, _batch2, rollback = (entry["sha"] for entry in delivery_commits(gitops))
+    assert synced == {
+        sites[0]: [batch1, rollback],
+        sites[1]: [rollback],
+        sites[2]: [rollback],
+        sites[3]: [rollback],
+    }, synced
+    assert pops(status).state == "rolled-back"
 
 
 async def test_a_left_failed_site_past_the_named_ones_stays_failed(
