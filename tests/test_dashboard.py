@@ -19,6 +19,7 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
+from aicd.cli.dashboard import exposure_problem
 from aicd.client import send_action, start_delivery
 from aicd.dashboard import Dashboard, DashboardSettings, SettingsError, charts, standalone_app
 from aicd.dashboard.app import Urls, Viewer
@@ -714,6 +715,26 @@ def test_aicd_dashboard_refuses_to_show_everything_to_everyone(run_aicd: RunAicd
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "aicd: AICD_DASHBOARD_SESSION_KEY must be at least 32 characters"
     )
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("127.evil.example.com", False),  # a name, not an address: it resolves wherever its owner likes
+        ("127.0.0.1.nip.io", False),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.1", False),
+    ],
+)
+def test_only_loopback_addresses_serve_an_open_dashboard(host: str, loopback: bool) -> None:
+    problem = exposure_problem(host, DashboardSettings())
+    assert (problem is None) == loopback, (host, problem)
 
 
 async def test_one_poller_serves_every_subscriber_and_stops_at_the_end() -> None:
