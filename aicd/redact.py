@@ -44,6 +44,15 @@ NOT_SECRET_NAMES = frozenset({"SSH_AUTH_SOCK", "XAUTHORITY"})  # paths, not secr
 _URL_USERINFO = re.compile(
     r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]{0,31}://)(?P<userinfo>[^/?#\s@]*(?:@[^/?#\s@]*)*)@"
 )
+# For redaction only: `scheme://user:password@` where the password may hold an unencoded '/' (or '?', '#',
+# '@'): it ends at the first '@' after which an authority follows (no further '@' before the path). That
+# also masks the odd URL with '@' in its path (`http://host:8080/a@b` -> `http://host:***@b`), which is
+# the safe side for redaction; validation (`has_credentials`) keeps `_URL_USERINFO`. Bounded quantifiers
+# keep the scan linear on long texts with many `://` and no whitespace.
+_URL_PASSWORD = re.compile(
+    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]{0,31}://)(?P<user>[^/?#\s@:]{0,256}):[^\s]{0,1024}?"
+    r"@(?=[^\s@/?#]{0,320}(?:[/?#\s]|\Z))"
+)
 # Schemes where a user name alone is no secret (ssh's login user); elsewhere a lone user name is often a
 # token (`https://TOKEN@github.com/...`).
 _USER_IS_PUBLIC = frozenset({"ssh", "git+ssh", "ssh+git"})
@@ -68,6 +77,7 @@ def redact_credentials(text: str) -> str:
             return match.group(0)
         return f"{scheme}{MASK}@"
 
+    text = _URL_PASSWORD.sub(lambda match: f"{match.group('scheme')}{match.group('user')}:{MASK}@", text)
     return _URL_USERINFO.sub(replace, text)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import random
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,14 @@ URL = f"http://deploy:{PASSWORD}@127.0.0.1:9/org/repo.git"  # port 9: nothing li
         (f"https://x-access-token:{TOKEN}@github.com/o/r", "https://x-access-token:***@github.com/o/r"),
         (f"clone 'https://{TOKEN}@github.com/o/r' failed", "clone 'https://***@github.com/o/r' failed"),
         (f"https://u:p@ss{PASSWORD}@host/x", "https://u:***@host/x"),  # an unencoded '@' in the password
+        (f"https://user:pa/ss{PASSWORD}@host/repo", "https://user:***@host/repo"),  # an unencoded '/'
+        (f"https://u:a/b@c{PASSWORD}@host/r", "https://u:***@host/r"),  # '/' and '@'
+        (f"https://u:{PASSWORD}@host/path/x@y", "https://u:***@host/path/x@y"),  # '@' in the path only
+        (
+            f'["https://u:{PASSWORD}@h/x","https://v:{TOKEN}@h2/y"]',
+            '["https://u:***@h/x","https://v:***@h2/y"]',
+        ),
+        ("http://host:8080/a@b", "http://host:***@b"),  # over-masked: redaction errs on the safe side
         ("ssh://git@github.com/o/r.git", "ssh://git@github.com/o/r.git"),  # ssh's login user is no secret
         (f"ssh://git:{PASSWORD}@host/r", "ssh://git:***@host/r"),
         (
@@ -54,6 +63,17 @@ URL = f"http://deploy:{PASSWORD}@127.0.0.1:9/org/repo.git"  # port 9: nothing li
 def test_credentials_in_urls_are_redacted(text: str, expected: str) -> None:
     assert redact_credentials(text) == expected
     assert PASSWORD not in redact_credentials(text) and TOKEN not in redact_credentials(text)
+
+
+def test_redacting_a_long_text_full_of_urls_takes_linear_time() -> None:
+    """Output with many `scheme://user:` and neither '@' nor whitespace (a minified JSON line) is the worst
+    case of a password that may hold '/': each URL's scan is bounded, so this takes well under a second
+    (unbounded, it would take minutes)."""
+    for unit in ("a://u:", 'http://host:8080/x","', "a://u:@"):
+        text = unit * (240_000 // len(unit))
+        started = time.monotonic()
+        redact_credentials(text)
+        assert time.monotonic() - started < 5, unit
 
 
 def test_a_text_cut_inside_a_url_is_redacted_as_the_rest_of_one() -> None:
@@ -83,6 +103,8 @@ def test_credential_detection() -> None:
     )
     # ... a user name is not (Bitbucket's and Azure DevOps' clone URLs carry one).
     assert not has_credentials("https://alice@bitbucket.org/team/repo.git")
+    # Validation stays precise where redaction over-masks: '@' in a path is no credential.
+    assert not has_credentials("http://host:8080/a@b") and not has_credentials("https://npm.example/@scope/p")
     assert not has_credentials("https://contoso@dev.azure.com/contoso/shop/_git/shop")
 
 
