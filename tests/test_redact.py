@@ -9,13 +9,20 @@ import logging
 import random
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from aicd.activities.commands import OUTPUT_TAIL_BYTES, CommandActivities, CommandRequest, CommandSecrets
+from aicd.activities.commands import (
+    OUTPUT_TAIL_BYTES,
+    CommandActivities,
+    CommandRequest,
+    CommandResult,
+    CommandSecrets,
+)
 from aicd.activities.failures import redacted_failure
 from aicd.activities.gitops import GitOpsClone
 from aicd.redact import (
@@ -236,3 +243,29 @@ async def test_an_output_tail_cut_inside_a_url_keeps_its_password_hidden(tmp_pat
     (result,) = raised.value.details
     assert PASSWORD[3:] not in result.output_tail and PASSWORD[3:] not in raised.value.message
     assert "@git.example.com/org/dep.git" in result.output_tail and "padding line 0039" in result.output_tail
+
+
+def test_failure_details_are_redacted_through_dicts_lists_and_dataclasses() -> None:
+    mask = SecretMask(["xoxb-sentinel-1234"])
+    result = CommandResult("build", 1, 0.5, f"fatal: {URL}\ntoken xoxb-sentinel-1234", "/logs/build.log", "h")
+    stamp = datetime(2026, 12, 3, tzinfo=UTC)
+    error = ApplicationError(
+        "failed",
+        result,
+        {"nested": [URL, ("xoxb-sentinel-1234", 3)], URL: True, "at": stamp},
+        7,
+        None,
+        type="CommandFailed",
+        non_retryable=True,
+    )
+    redacted = redacted_failure(error, mask)
+    kept, nested, seven, none = redacted.details
+    assert isinstance(kept, CommandResult) and kept.exit_code == 1 and kept.log_path == "/logs/build.log"
+    assert kept.output_tail == "fatal: http://deploy:***@127.0.0.1:9/org/repo.git\ntoken ***"
+    assert nested == {
+        "nested": ["http://deploy:***@127.0.0.1:9/org/repo.git", ("***", 3)],
+        "http://deploy:***@127.0.0.1:9/org/repo.git": True,
+        "at": stamp.isoformat(),  # as the JSON converter writes it, which is what a workflow reads back
+    }
+    assert (seven, none) == (7, None) and redacted.type == "CommandFailed" and redacted.non_retryable
+    assert result.output_tail.startswith(f"fatal: {URL}")  # the original is left as it was
