@@ -6,9 +6,11 @@ an unreachable URL with a password in it."""
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sys
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -25,6 +27,8 @@ from aicd.activities.commands import (
 )
 from aicd.activities.failures import redacted_failure
 from aicd.activities.gitops import GitOpsClone
+from aicd.activities.prometheus import read_secret
+from aicd.observability.logs import JsonFormatter
 from aicd.redact import (
     MASK,
     RedactingFormatter,
@@ -32,11 +36,15 @@ from aicd.redact import (
     has_credentials,
     looks_secret,
     process_mask,
+    redact,
     redact_credentials,
     redact_cut,
+    watch_configured_secret_files,
 )
 from aicd.source import SourceError as PollError
 from aicd.source import list_heads
+from aicd.spec.model import SecretSource
+from aicd.temporal import client_config
 from aicd.testing.engine import make_repo
 
 PASSWORD = "s3cret-pass-7f1d2a"
@@ -243,6 +251,128 @@ async def test_an_output_tail_cut_inside_a_url_keeps_its_password_hidden(tmp_pat
     (result,) = raised.value.details
     assert PASSWORD[3:] not in result.output_tail and PASSWORD[3:] not in raised.value.message
     assert "@git.example.com/org/dep.git" in result.output_tail and "padding line 0039" in result.output_tail
+
+
+PRINT_FILES = """
+import sys
+for path in sys.argv[1:]:
+    print(path, "holds", open(path).read(), flush=True)
+sys.exit(1)
+"""
+
+
+async def test_secrets_read_from_files_are_masked_in_output_failures_and_logs(tmp_path: Path) -> None:
+    """Every secret the worker reads from a file, or hands to git, ssh and Temporal as one, is masked in a
+    command's output (kept and shown), in activity failures and in log lines, also when the file is read or
+    rotated after the formatter and the failure redaction were set up."""
+    token = uuid.uuid4().hex
+    secrets = {
+        "prometheus": f"prom-basic-{token}",
+        "pagerduty": f"pd-routing-{token}",
+        "command": f"npm-dir-{token}",
+        "git": f"git-store-{token}",
+        "ssh": f"ssh-key-body-{token}",
+        "tls": f"tls-key-body-{token}",
+    }
+    text_log = RedactingFormatter("%(message)s")  # set up before any of the secrets was read
+    json_log = JsonFormatter()
+    files = tmp_path / "files"
+    files.mkdir()
+    prometheus, pagerduty = files / "prometheus-password", files / "pagerduty-key"
+    prometheus.write_text(secrets["prometheus"] + "\n")
+    pagerduty.write_text(secrets["pagerduty"])
+    secret_dir = files / "command-secrets"
+    secret_dir.mkdir()
+    (secret_dir / "NPM_TOKEN").write_text(secrets["command"] + "\n")
+    store = files / "git-credentials"
+    store.write_text(f"https://deploy:{secrets['git']}@git.example.com\n")
+    ssh_key, tls_key = files / "ssh-privatekey", files / "tls.key"
+    ssh_key.write_text(
+        f"-----BEGIN OPENSSH PRIVATE KEY-----\n{secrets['ssh']}\n-----END OPENSSH PRIVATE KEY-----\n"
+    )
+    tls_key.write_text(f"-----BEGIN PRIVATE KEY-----\n{secrets['tls']}\n-----END PRIVATE KEY-----\n")
+    # What the worker reads itself, as it reads it ...
+    assert (
+        read_secret(SecretSource(file=str(prometheus)), "prometheus basic-auth password")
+        == secrets["prometheus"]
+    )
+    assert read_secret(SecretSource(file=str(pagerduty)), "PagerDuty routing key") == secrets["pagerduty"]
+    # ... and what its configuration hands to git, ssh and Temporal (deploy/base/worker/worker.yaml's way).
+    watch_configured_secret_files(
+        {
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "credential.helper",
+            "GIT_CONFIG_VALUE_0": f"store --file={store}",
+            "GIT_SSH_COMMAND": f"ssh -i {ssh_key} -o IdentitiesOnly=yes",
+            "TEMPORAL_TLS_CLIENT_KEY_PATH": str(tls_key),
+        }
+    )
+    # A command that prints them all (the command secret directory is read when the command starts).
+    source, revision = make_repo(tmp_path, "source", {"README": "app\n"})
+    printed = [prometheus, pagerduty, secret_dir / "NPM_TOKEN", store, ssh_key, tls_key]
+    request = CommandRequest(
+        "delivery-x-abcdef1",
+        "build",
+        [sys.executable, "-c", PRINT_FILES, *map(str, printed)],
+        30,
+        source,
+        revision,
+        "x:1",
+    )
+    activities = CommandActivities(tmp_path / "state", CommandSecrets(directory=secret_dir))
+    with pytest.raises(ApplicationError) as raised:
+        await ActivityEnvironment().run(activities.run_command, request)
+    (result,) = raised.value.details
+    kept = Path(result.log_path).read_text()
+    assert kept.count(" holds ") == len(printed) and MASK in kept
+    for what, secret in secrets.items():
+        for where, text in (
+            ("kept log", kept),
+            ("output tail", result.output_tail),
+            ("failure", raised.value.message),
+        ):
+            assert secret not in text, f"{what} secret in the {where}"
+    # An activity failure quoting them, and log lines, with no mask given: the process's read secrets.
+    quoted = " ".join(secrets.values())
+    failure = redacted_failure(RuntimeError(f"auth failed with {quoted}"), None)
+    record = logging.LogRecord("t", logging.ERROR, __file__, 1, "login with %s", (quoted,), None)
+    for where, text in (
+        ("failure", failure.message),
+        ("text log", text_log.format(record)),
+        ("json log", json_log.format(record)),
+    ):
+        assert MASK in text and not any(secret in text for secret in secrets.values()), where
+
+    # Rotated (and newly added) files: masked once read again, or, for what git reads, once they change.
+    rotated = {name: f"{name}-rotated-{uuid.uuid4().hex}" for name in ("prometheus", "git", "command")}
+    prometheus.write_text(rotated["prometheus"])
+    store.write_text(f"https://deploy:{rotated['git']}@git.example.com\n")
+    os.utime(store, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))  # a different mtime, however fast
+    (secret_dir / "LATER_TOKEN").write_text(rotated["command"])
+    assert (
+        read_secret(SecretSource(file=str(prometheus)), "prometheus basic-auth password")
+        == rotated["prometheus"]
+    )
+    assert CommandSecrets(directory=secret_dir).value("LATER_TOKEN") == rotated["command"]
+    quoted = " ".join(rotated.values())
+    record = logging.LogRecord("t", logging.ERROR, __file__, 1, "login with %s", (quoted,), None)
+    for text in (text_log.format(record), redacted_failure(RuntimeError(quoted), None).message):
+        assert not any(secret in text for secret in rotated.values()), text
+
+
+def test_the_temporal_tls_client_key_is_masked_once_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = f"tls-profile-key-{uuid.uuid4().hex}"
+    key, cert = tmp_path / "client.key", tmp_path / "client.crt"
+    key.write_text(f"-----BEGIN PRIVATE KEY-----\n{secret}\n-----END PRIVATE KEY-----\n")
+    cert.write_text("-----BEGIN CERTIFICATE-----\nnot-secret\n-----END CERTIFICATE-----\n")
+    monkeypatch.setenv("TEMPORAL_TLS_CLIENT_KEY_PATH", str(key))
+    monkeypatch.setenv("TEMPORAL_TLS_CLIENT_CERT_PATH", str(cert))
+    assert redact(f"key: {secret}") == f"key: {secret}"  # unknown until the client's settings are read
+    config = client_config("127.0.0.1:1")  # what connect() connects with
+    assert config["target_host"] == "127.0.0.1:1"
+    assert redact(f"key: {secret}") == f"key: {MASK}"
 
 
 def test_failure_details_are_redacted_through_dicts_lists_and_dataclasses() -> None:
