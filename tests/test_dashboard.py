@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import math
 import re
+import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,6 +46,7 @@ from aicd.dashboard.views import build_view, fleet_grid, metric_chart, status_fr
 from aicd.judge import JudgeConfig, MetricConfig, MetricSamples, Series, judge
 from aicd.messages import HumanAction, TargetStatus, Trigger
 from aicd.people import Roster
+from aicd.redact import RedactingFormatter
 from aicd.testing.engine import (
     commits,
     git,
@@ -610,6 +613,16 @@ def test_a_tokens_file_is_checked_line_by_line(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="alice: the token must be a string"):
         load_tokens(path)
     assert not DashboardSettings.from_env({}).read_signed_in  # nobody can sign in: reading stays open
+
+
+def test_sign_in_tokens_read_from_the_tokens_file_are_masked_in_log_lines(tmp_path: Path) -> None:
+    token = f"carol-{secrets.token_hex(16)}"
+    path = tmp_path / "tokens.yaml"
+    path.write_text(f"carol: {token}\n")
+    formatter = RedactingFormatter("%(message)s")  # set up before the file is read, as at a start
+    load_tokens(path)
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "bearer %s failed", (token,), None)
+    assert formatter.format(record) == "bearer *** failed"
 
 
 # --- the app without Temporal --------------------------------------------------------------------------------
