@@ -29,7 +29,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from aicd.errors import ErrorType
-from aicd.redact import SecretMask, process_mask, redact, redact_credentials, redact_cut
+from aicd.redact import SecretMask, process_mask, redact, redact_credentials, redact_cut, remember_secret
 from aicd.spec.placeholders import placeholders_in
 
 OUTPUT_TAIL_BYTES = 4000
@@ -91,7 +91,7 @@ class CommandSecrets:
         if not SECRET_NAME.fullmatch(name):
             return None
         if name in self.env_names and name in os.environ:
-            return os.environ[name]
+            return remember_secret(os.environ[name])
         if self.directory is None:
             return None
         root = self.directory.resolve()
@@ -103,7 +103,8 @@ class CommandSecrets:
         except (OSError, UnicodeDecodeError):
             return None
         text = text.removesuffix("\n").removesuffix("\r")
-        return None if "\0" in text else text
+        # Masked from now on wherever this process redacts (logs, failures), a file added or rotated later too.
+        return None if "\0" in text else remember_secret(text)
 
     def names(self) -> list[str]:
         names = set(self.env_names)

@@ -1,25 +1,55 @@
 """Activity failures without secrets: every failure an activity raises reaches Temporal history (and the
 worker's log, the status, Slack) with URL credentials and the worker's secret values redacted, down its
-whole cause chain. The activities redact what they know to be sensitive themselves; this catches what they
-do not (a git error quoting a remote URL, an exception's text)."""
+whole cause chain, in messages and in the strings of their details (a failed command's result). The
+activities redact what they know to be sensitive themselves; this catches what they do not (a git error
+quoting a remote URL, an exception's text)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from collections.abc import Mapping
 from typing import Any
 
+from temporalio.converter import AdvancedJSONEncoder
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from aicd.redact import SecretMask, redact
 
 
+def redacted_details(value: Any, mask: SecretMask | None) -> Any:
+    """`value` with every string in it redacted, through dicts, lists, tuples and dataclasses (kept as their
+    types, so they serialise as before); any other object as the plain JSON Temporal would write for it."""
+    if isinstance(value, str):
+        return redact(value, mask)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, Mapping):
+        return {redacted_details(key, mask): redacted_details(item, mask) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(redacted_details(item, mask) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = {
+            field.name: redacted_details(getattr(value, field.name), mask)
+            for field in dataclasses.fields(value)
+            if field.init
+        }
+        return dataclasses.replace(value, **fields)
+    try:  # a pydantic model, a datetime, an enum: as the JSON converter would encode it
+        plain = json.loads(json.dumps(value, cls=AdvancedJSONEncoder))
+    except (TypeError, ValueError):
+        return value  # not serialisable: Temporal refuses it anyway, and no text of it reaches history
+    return redacted_details(plain, mask)
+
+
 def redacted_failure(error: BaseException, mask: SecretMask | None) -> ApplicationError:
-    """`error` and its causes as ApplicationErrors with redacted messages (types, retry and details kept)."""
+    """`error` and its causes as ApplicationErrors with redacted messages and details (types, retry kept)."""
     cause = redacted_failure(error.__cause__, mask) if error.__cause__ is not None else None
     if isinstance(error, ApplicationError):
         redacted = ApplicationError(
             redact(error.message, mask),
-            *error.details,
+            *(redacted_details(detail, mask) for detail in error.details),
             type=error.type,
             non_retryable=error.non_retryable,
             next_retry_delay=error.next_retry_delay,

@@ -23,6 +23,7 @@ from urllib3.exceptions import InsecureRequestWarning
 from urllib3.util.retry import Retry
 
 from aicd.judge import Series
+from aicd.redact import remember_secret
 from aicd.spec.model import PrometheusConfig, SecretSource
 
 
@@ -127,12 +128,12 @@ def _summed(result: list[dict[str, Any]]) -> Series:
 
 def read_secret(source: SecretSource, what: str) -> str:
     """The secret's value from the worker's environment or a file; the error names where it looked, never
-    the value."""
+    the value. Each value read is masked from then on (aicd.redact.remember_secret), a rotated one too."""
     if source.env:
         value = os.environ.get(source.env)
         if not value:
             raise ProviderConfigError(f"{what}: environment variable {source.env} is not set on this worker")
-        return value
+        return remember_secret(value)
     if source.file:
         try:
             value = Path(source.file).read_text(encoding="utf-8").strip()
@@ -140,5 +141,5 @@ def read_secret(source: SecretSource, what: str) -> str:
             raise ProviderConfigError(f"{what}: cannot read file {source.file}: {error.strerror}") from None
         if not value:
             raise ProviderConfigError(f"{what}: file {source.file} is empty")
-        return value
+        return remember_secret(value)
     raise ProviderConfigError(f"{what}: no environment variable or file given")

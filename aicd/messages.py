@@ -8,7 +8,7 @@ from typing import Literal, get_args
 
 from aicd.gates.base import GateHold
 from aicd.judge.model import AnalysisVerdict
-from aicd.people import PersonRef, describe
+from aicd.people import SYSTEM_ACTOR, PersonRef, describe
 from aicd.plan import DeliveryPlan
 
 # Phases of a delivery, in the order they usually happen; the last five are terminal.
@@ -72,7 +72,6 @@ SUPERSEDED_SIGNAL = "superseded"  # arg: the newer delivery's ID; the receiver s
 NOTIFY_ON_END_SIGNAL = "notify_on_end"  # arg: a queued delivery's ID, told when the receiver ends
 PREDECESSOR_ENDED_SIGNAL = "predecessor_ended"  # arg: the ID of an older delivery that has ended
 
-SYSTEM_ACTOR = "aicd"
 
 # Workflow type names, pinned in the workflows' definitions: moving or renaming a class never changes them
 # (running deliveries and their histories know them by these names). Visibility queries use them too.

@@ -31,6 +31,10 @@ from typing import Literal
 Channel = Literal["slack", "dashboard", "cli"]
 CHANNELS: tuple[Channel, ...] = ("slack", "dashboard", "cli")
 
+# The identity aicd acts under itself (automatic rollbacks, supersedes, the commits' Aicd-Actor trailer): no
+# person may declare or be listed under it, or their actions would read as aicd's own.
+SYSTEM_ACTOR = "aicd"
+
 # What every front door takes as an identity: no blanks or control characters (a display name is none).
 IDENTITY = re.compile(r"[^\s\x00-\x1f\x7f]{1,200}")
 # A Slack user ID (`U024BE7LH`; `W...` in Enterprise Grid), as Slack signs it in every request.

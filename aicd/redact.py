@@ -7,6 +7,13 @@ Two kinds of leak, one module:
   TEMPORAL_API_KEY, any environment variable whose name looks secret): `SecretMask` replaces every literal
   occurrence with `***`, also in a byte stream cut into chunks (a command's output on its way to the log).
 
+Secrets the process reads by name -- from a file (a Prometheus password file, the PagerDuty key, the files of
+AICD_COMMAND_SECRET_DIR) or a variable the spec names -- go into one registry as they are read
+(`remember_secret`); files the process only hands to others (git's credential store and SSH key, the Temporal
+TLS client key) are watched and re-read when they change (`watch_secret_file`, `watch_configured_secret_files`).
+`redact` always masks what the registry holds at that moment, so a secret read or rotated after a log
+formatter or the failure redaction was set up is masked too.
+
 Masking is literal, like CI systems do it: a secret printed in another encoding (base64, escaped) or in
 parts is not recognised. Values too short to be a secret are not masked (masking `true` or `1` would only
 garble the output); see `MIN_SECRET_CHARS` and `MIN_GUESSED_SECRET_CHARS`.
@@ -17,7 +24,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
+import threading
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 MASK = "***"
 MIN_SECRET_CHARS = 4  # values named as secrets (secretEnv, the configured secrets)
@@ -44,6 +55,15 @@ NOT_SECRET_NAMES = frozenset({"SSH_AUTH_SOCK", "XAUTHORITY"})  # paths, not secr
 _URL_USERINFO = re.compile(
     r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]{0,31}://)(?P<userinfo>[^/?#\s@]*(?:@[^/?#\s@]*)*)@"
 )
+# For redaction only: `scheme://user:password@` where the password may hold an unencoded '/' (or '?', '#',
+# '@'): it ends at the first '@' after which an authority follows (no further '@' before the path). That
+# also masks the odd URL with '@' in its path (`http://host:8080/a@b` -> `http://host:***@b`), which is
+# the safe side for redaction; validation (`has_credentials`) keeps `_URL_USERINFO`. Bounded quantifiers
+# keep the scan linear on long texts with many `://` and no whitespace.
+_URL_PASSWORD = re.compile(
+    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]{0,31}://)(?P<user>[^/?#\s@:]{0,256}):[^\s]{0,1024}?"
+    r"@(?=[^\s@/?#]{0,320}(?:[/?#\s]|\Z))"
+)
 # Schemes where a user name alone is no secret (ssh's login user); elsewhere a lone user name is often a
 # token (`https://TOKEN@github.com/...`).
 _USER_IS_PUBLIC = frozenset({"ssh", "git+ssh", "ssh+git"})
@@ -68,6 +88,7 @@ def redact_credentials(text: str) -> str:
             return match.group(0)
         return f"{scheme}{MASK}@"
 
+    text = _URL_PASSWORD.sub(lambda match: f"{match.group('scheme')}{match.group('user')}:{MASK}@", text)
     return _URL_USERINFO.sub(replace, text)
 
 
@@ -232,6 +253,134 @@ class MaskingWriter:
             self._pending = b""
 
 
+class SecretRegistry:
+    """The secret values this process has read by name, and the secret files it watches: what `redact` and
+    `process_mask` mask besides what they are given. Thread-safe (log records come from any thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: set[str] = set()
+        # path -> (how its text gives its secrets, the (mtime, size, inode) it was last read at)
+        self._files: dict[Path, tuple[Callable[[str], Iterable[str]], tuple[int, int, int] | None]] = {}
+        self._mask = SecretMask()
+
+    def remember(self, value: str) -> None:
+        with self._lock:
+            if value and value not in self._values:
+                self._values.add(value)
+                self._mask = SecretMask(self._values)
+
+    def watch(self, path: Path, secrets: Callable[[str], Iterable[str]]) -> None:
+        with self._lock:
+            self._files.setdefault(path, (secrets, None))
+        self._refresh(path)
+
+    def mask(self) -> SecretMask:
+        """The mask of everything read so far, a watched file that changed re-read first (one stat each)."""
+        for path in list(self._files):
+            self._refresh(path)
+        return self._mask
+
+    def _refresh(self, path: Path) -> None:
+        secrets, seen = self._files[path]
+        try:
+            info = path.stat()
+            stamp = (info.st_mtime_ns, info.st_size, info.st_ino)
+            if stamp == seen:
+                return
+            text = path.read_bytes().decode("utf-8", "surrogateescape")
+        except OSError:  # not there (yet): an optional Secret mount; looked at again next time
+            return
+        with self._lock:
+            self._files[path] = (secrets, stamp)
+        # A rotated file's old values stay: output written before the rotation may still quote them.
+        for value in secrets(text):
+            self.remember(value)
+
+
+READ_SECRETS = SecretRegistry()
+
+
+def remember_secret(value: str) -> str:
+    """Note `value`, a secret this process just read by name, so every redaction from now on masks it; returns
+    it (for `return remember_secret(value)`)."""
+    READ_SECRETS.remember(value)
+    return value
+
+
+def watch_secret_file(
+    path: str | os.PathLike[str], secrets: Callable[[str], Iterable[str]] | None = None
+) -> None:
+    """Mask the secrets of a file this process's tools read (the whole text, line by line, by default),
+    re-read whenever it changes."""
+    READ_SECRETS.watch(Path(path).expanduser(), secrets or (lambda text: [text.strip()]))
+
+
+def credential_store_secrets(text: str) -> list[str]:
+    """The passwords of a git credential store file (`https://user:token@host` lines), as written and decoded."""
+    found = []
+    for line in text.splitlines():
+        try:
+            password = urlsplit(line.strip()).password
+        except ValueError:
+            continue
+        if password:
+            found += [password, unquote(password)]
+    return found
+
+
+# Files git's default credential store and OpenSSH's default identities live in.
+_DEFAULT_CREDENTIAL_STORES = ("~/.git-credentials",)
+_DEFAULT_SSH_KEYS = tuple(
+    f"~/.ssh/id_{kind}" for kind in ("rsa", "ecdsa", "ed25519", "dsa", "ecdsa_sk", "ed25519_sk")
+)
+TLS_CLIENT_KEY_PATH_ENV = "TEMPORAL_TLS_CLIENT_KEY_PATH"
+
+
+def watch_configured_secret_files(environ: Mapping[str, str] | None = None) -> None:
+    """Watch the secret files this process's configuration hands to its tools: git's credential store files
+    (`credential.helper=store --file=...` given in GIT_CONFIG_*, and the default ones), the SSH identity of
+    GIT_SSH_COMMAND (`-i FILE`, and the default ones), and the Temporal TLS client key. Idempotent."""
+    environ = os.environ if environ is None else environ
+    count = environ.get("GIT_CONFIG_COUNT", "")
+    config = [  # git's configuration given in the environment (the deployment sets the helper this way)
+        (environ.get(f"GIT_CONFIG_KEY_{n}", "").lower(), environ.get(f"GIT_CONFIG_VALUE_{n}", ""))
+        for n in range(int(count) if count.isdigit() else 0)
+    ]
+    xdg = environ.get("XDG_CONFIG_HOME") or "~/.config"
+    stores = [*_DEFAULT_CREDENTIAL_STORES, f"{xdg}/git/credentials"]
+    for key, value in config:
+        words = _split(value)
+        if key == "credential.helper" and words[:1] in (["store"], ["git-credential-store"]):
+            for index, word in enumerate(words):
+                if word.startswith("--file="):
+                    stores.append(word.removeprefix("--file="))
+                elif word == "--file" and index + 1 < len(words):
+                    stores.append(words[index + 1])
+    for store in stores:
+        watch_secret_file(store, credential_store_secrets)
+    keys = list(_DEFAULT_SSH_KEYS)
+    ssh_commands = [value for key, value in config if key == "core.sshcommand"]
+    for command in (environ.get("GIT_SSH_COMMAND", ""), *ssh_commands):
+        words = _split(command)
+        for index, word in enumerate(words):
+            if word == "-i" and index + 1 < len(words):
+                keys.append(words[index + 1])
+            elif word.startswith("-i") and len(word) > 2:
+                keys.append(word[2:])
+    if environ.get(TLS_CLIENT_KEY_PATH_ENV):
+        keys.append(environ[TLS_CLIENT_KEY_PATH_ENV])
+    for key in keys:
+        watch_secret_file(key)
+
+
+def _split(command: str) -> list[str]:
+    try:
+        return shlex.split(command)
+    except ValueError:
+        return command.split()
+
+
 def environment_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
     """Values of the variables whose names look secret (SLACK_BOT_TOKEN, AICD_GITHUB_WEBHOOK_SECRET,
     TEMPORAL_API_KEY, ...)."""
@@ -240,14 +389,22 @@ def environment_secrets(environ: Mapping[str, str] | None = None) -> list[str]:
 
 
 def process_mask(environ: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> SecretMask:
-    """The secrets this process holds: `extra` (named secrets), then what the environment's names give away."""
-    return SecretMask(extra) | SecretMask(environment_secrets(environ), MIN_GUESSED_SECRET_CHARS)
+    """The secrets this process holds: `extra` (named secrets), what the environment's names give away, and
+    every secret it has read by name so far (READ_SECRETS)."""
+    return (
+        SecretMask(extra)
+        | SecretMask(environment_secrets(environ), MIN_GUESSED_SECRET_CHARS)
+        | READ_SECRETS.mask()
+    )
 
 
 def redact(text: str, mask: SecretMask | None = None) -> str:
-    """Credentials in URLs and the given secret values out of `text`."""
+    """Credentials in URLs, the given secret values and the secrets this process has read by name (as of now:
+    READ_SECRETS) out of `text`."""
     text = redact_credentials(text)
-    return mask.mask(text) if mask is not None else text
+    if mask is not None:
+        text = mask.mask(text)
+    return READ_SECRETS.mask().mask(text)
 
 
 # What `redact_cut` puts before a text cut from the end of a longer one: a scheme, so that a URL the cut ran

@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any
 
 from temporalio.client import Client, Interceptor
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
+from temporalio.service import TLSConfig
+
+from aicd.redact import remember_secret
 
 TASK_QUEUE_ENV = "AICD_TASK_QUEUE"
 DEFAULT_TASK_QUEUE = "aicd"
@@ -23,11 +27,22 @@ async def connect(address: str | None = None, *, runtime: Runtime | None = None)
     """Connect with TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE / TEMPORAL_API_KEY / TEMPORAL_TLS_* (or a profile).
     The client traces when the OTEL_* environment asks for it (aicd.observability.tracing; its interceptor
     also applies to workers built on this client); `runtime` carries the worker's metrics exporter."""
-    config = ClientConfig.load_client_connect_config()
+    return await Client.connect(
+        **client_config(address), interceptors=_tracing_interceptors(), runtime=runtime
+    )
+
+
+def client_config(address: str | None = None) -> dict[str, Any]:
+    """The client's settings from the environment or profile; the TLS client key it read (from a file or
+    the profile) is masked from then on (aicd.redact)."""
+    config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
     if address:
         config["target_host"] = address
     config.setdefault("target_host", DEFAULT_ADDRESS)
-    return await Client.connect(**config, interceptors=_tracing_interceptors(), runtime=runtime)
+    tls = config.get("tls")
+    if isinstance(tls, TLSConfig) and tls.client_private_key:
+        remember_secret(tls.client_private_key.decode("utf-8", "surrogateescape"))
+    return config
 
 
 def _tracing_interceptors() -> list[Interceptor]:

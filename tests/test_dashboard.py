@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import math
+import re
+import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
+from aicd.cli.dashboard import exposure_problem
 from aicd.client import send_action, start_delivery
 from aicd.dashboard import Dashboard, DashboardSettings, SettingsError, charts, standalone_app
 from aicd.dashboard.app import Urls, Viewer
@@ -27,6 +31,8 @@ from aicd.dashboard.auth import (
     Identity,
     NotAuthenticated,
     csrf_problem,
+    csrf_token,
+    origin_problem,
     read_session,
     request_identity,
     sign_session,
@@ -40,6 +46,7 @@ from aicd.dashboard.views import build_view, fleet_grid, metric_chart, status_fr
 from aicd.judge import JudgeConfig, MetricConfig, MetricSamples, Series, judge
 from aicd.messages import HumanAction, TargetStatus, Trigger
 from aicd.people import Roster
+from aicd.redact import RedactingFormatter
 from aicd.testing.engine import (
     commits,
     git,
@@ -363,7 +370,7 @@ async def test_the_page_regions_render_the_view(tmp_path: Path) -> None:
     )
     view = build_view(status, digest, {}, {}, now=datetime.now(UTC), commit_template=None, running=False)
     board = Dashboard(_settings(tmp_path), _unreachable)
-    viewer = Viewer(Identity("alice", "session"), "c" * 43, False, Urls(""), "/")
+    viewer = Viewer(Identity("alice", "session"), "t" * 43, "c" * 43, False, Urls(""), "/")
     regions = board.delivery_regions(view, viewer)
     fleet = regions["fleets"]
     assert fleet.count('class="site site-updated"') == 30 and fleet.count('class="site site-failed"') == 2
@@ -376,7 +383,9 @@ async def test_the_page_regions_render_the_view(tmp_path: Path) -> None:
 # --- who may act ---------------------------------------------------------------------------------------------
 
 
-def _request(headers: dict[str, str] | None = None, client: str = "127.0.0.1", cookies: str = "") -> Request:
+def _request(
+    headers: dict[str, str] | None = None, client: str = "127.0.0.1", cookies: str = "", scheme: str = "https"
+) -> Request:
     raw = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     if cookies:
         raw.append((b"cookie", cookies.encode()))
@@ -386,8 +395,8 @@ def _request(headers: dict[str, str] | None = None, client: str = "127.0.0.1", c
         "path": "/",
         "headers": raw,
         "client": (client, 1234),
-        "server": ("dash.example", 443),
-        "scheme": "https",
+        "server": ("dash.example", 443 if scheme == "https" else 80),
+        "scheme": scheme,
         "query_string": b"",
         "root_path": "",
     }
@@ -449,22 +458,97 @@ def test_sessions_expire_and_cannot_be_forged() -> None:
     assert read_session("garbage", key, tokens) is None and read_session(f"{body}.", key, tokens) is None
 
 
-def test_csrf_needs_the_double_submitted_token_and_a_same_site_origin() -> None:
-    token = "t" * 43
-    ok = _request(
-        {"Origin": "https://dash.example", "Host": "dash.example"}, cookies=f"{CSRF_COOKIE}={token}"
-    )
-    assert csrf_problem(ok, token) is None
-    assert "CSRF token" in (csrf_problem(ok, "other") or "")
-    assert "CSRF token" in (csrf_problem(_request({"Host": "dash.example"}), token) or "")
-    evil = _request(
-        {"Origin": "https://evil.example", "Host": "dash.example"}, cookies=f"{CSRF_COOKIE}={token}"
-    )
-    assert "another origin" in (csrf_problem(evil, token) or "")
-    cross = _request(
-        {"Sec-Fetch-Site": "cross-site", "Host": "dash.example"}, cookies=f"{CSRF_COOKIE}={token}"
-    )
-    assert csrf_problem(cross, token) == "cross-site request"
+def test_csrf_needs_the_token_of_this_browser_and_session_and_the_same_origin(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    host = {"Host": "dash.example"}
+    jar = f"{CSRF_COOKIE}={'j' * 43}"
+    token, cookie, new = csrf_token(_request(host, cookies=jar), settings)
+    assert (cookie, new) == ("j" * 43, False) and token != cookie
+    ok = _request({"Origin": "https://dash.example", **host}, cookies=jar)
+    assert csrf_problem(ok, token, settings) is None
+    assert "CSRF token" in (csrf_problem(ok, "other", settings) or "")
+    assert "CSRF token" in (
+        csrf_problem(ok, cookie, settings) or ""
+    )  # the cookie itself is no longer the token
+    assert "CSRF token" in (csrf_problem(_request(host), token, settings) or "")
+    # Another cookie jar's token is refused ...
+    other = f"{CSRF_COOKIE}={'o' * 43}"
+    other_token, _, _ = csrf_token(_request(host, cookies=other), settings)
+    assert "CSRF token" in (csrf_problem(ok, other_token, settings) or "")
+    # ... and so is another session's, even with the CSRF cookie planted in this browser (by a sibling site).
+    bob = sign_session("bob", "bob-token-0123456789abcdef", settings.session_key)
+    bob_again = sign_session("bob", "bob-token-0123456789abcdef", settings.session_key)
+    signed_in = _request(host, cookies=f"{jar}; aicd_session={bob}")
+    victim = _request({"Origin": "https://dash.example", **host}, cookies=f"{jar}; aicd_session={bob_again}")
+    session_token, _, _ = csrf_token(signed_in, settings)
+    assert csrf_problem(_request(host, cookies=f"{jar}; aicd_session={bob}"), session_token, settings) is None
+    assert "CSRF token" in (csrf_problem(victim, session_token, settings) or "")
+    assert "CSRF token" in (csrf_problem(victim, token, settings) or "")  # the signed-out token neither
+    # A proxy's identity binds the token the same way.
+    proxied = {"AICD_DASHBOARD_TRUSTED_PROXIES": "10.0.0.0/8"}
+    proxy = _settings(tmp_path, **proxied)
+    alice = _request({**host, "X-Forwarded-User": "alice"}, client="10.0.0.2", cookies=jar)
+    mallory = _request({**host, "X-Forwarded-User": "mallory"}, client="10.0.0.2", cookies=jar)
+    alice_token, _, _ = csrf_token(alice, proxy)
+    assert csrf_problem(alice, alice_token, proxy) is None
+    assert "CSRF token" in (csrf_problem(mallory, alice_token, proxy) or "")
+
+    evil = _request({"Origin": "https://evil.example", **host}, cookies=jar)
+    assert "another origin" in (csrf_problem(evil, token, settings) or "")
+    cross = _request({"Sec-Fetch-Site": "cross-site", **host}, cookies=jar)
+    assert csrf_problem(cross, token, settings) == "cross-site request"
+
+
+@pytest.mark.parametrize(
+    ("scheme", "headers", "client", "origin", "same"),
+    [
+        ("https", {"Host": "dash.example"}, "192.0.2.1", "https://dash.example", True),
+        ("https", {"Host": "dash.example"}, "192.0.2.1", "https://dash.example:443", True),
+        ("https", {"Host": "dash.example"}, "192.0.2.1", "http://dash.example", False),  # scheme
+        ("https", {"Host": "dash.example"}, "192.0.2.1", "https://dash.example:8443", False),  # port
+        ("https", {"Host": "dash.example:8443"}, "192.0.2.1", "https://dash.example:8443", True),
+        ("https", {"Host": "dash.example"}, "192.0.2.1", "https://dash.example.evil.example", False),
+        ("http", {"Host": "127.0.0.1:8090"}, "127.0.0.1", "http://127.0.0.1:8090", True),
+        ("http", {"Host": "127.0.0.1:8090"}, "127.0.0.1", "http://127.0.0.1:8091", False),
+        ("http", {"Host": "127.0.0.1:8090"}, "127.0.0.1", "https://127.0.0.1:8090", False),
+        # A trusted proxy that terminates TLS says so; what it says is the browser's scheme.
+        (
+            "http",
+            {"Host": "dash.example", "X-Forwarded-Proto": "https"},
+            "10.0.0.2",
+            "https://dash.example",
+            True,
+        ),
+        (
+            "http",
+            {"Host": "dash.example", "X-Forwarded-Proto": "https"},
+            "10.0.0.2",
+            "http://dash.example",
+            False,
+        ),
+        ("http", {"Host": "dash.example"}, "10.0.0.2", "https://dash.example", False),
+        # An untrusted peer's X-Forwarded-Proto is not believed ...
+        (
+            "http",
+            {"Host": "dash.example", "X-Forwarded-Proto": "https"},
+            "192.0.2.1",
+            "http://dash.example",
+            True,
+        ),
+        # ... but a TLS-terminating proxy aicd was not told about hands on the browser's Host: its https origin
+        # on the default port is the page's own, another port is not.
+        ("http", {"Host": "dash.example"}, "192.0.2.1", "https://dash.example", True),
+        ("http", {"Host": "dash.example"}, "192.0.2.1", "https://dash.example:8443", False),
+        ("http", {"Host": "dash.example:8080"}, "192.0.2.1", "https://dash.example", False),
+    ],
+)
+def test_the_origin_must_be_the_dashboards_own_scheme_host_and_port(
+    tmp_path: Path, scheme: str, headers: dict[str, str], client: str, origin: str, same: bool
+) -> None:
+    settings = _settings(tmp_path, AICD_DASHBOARD_TRUSTED_PROXIES="10.0.0.0/8")
+    request = _request({**headers, "Origin": origin}, client=client, scheme=scheme)
+    problem = origin_problem(request, settings)
+    assert (problem is None) == same, problem
 
 
 def test_pause_resume_abort_need_an_approver_or_an_operator(tmp_path: Path) -> None:
@@ -531,11 +615,28 @@ def test_a_tokens_file_is_checked_line_by_line(tmp_path: Path) -> None:
     assert not DashboardSettings.from_env({}).read_signed_in  # nobody can sign in: reading stays open
 
 
+def test_sign_in_tokens_read_from_the_tokens_file_are_masked_in_log_lines(tmp_path: Path) -> None:
+    token = f"carol-{secrets.token_hex(16)}"
+    path = tmp_path / "tokens.yaml"
+    path.write_text(f"carol: {token}\n")
+    formatter = RedactingFormatter("%(message)s")  # set up before the file is read, as at a start
+    load_tokens(path)
+    record = logging.LogRecord("t", logging.INFO, __file__, 1, "bearer %s failed", (token,), None)
+    assert formatter.format(record) == "bearer *** failed"
+
+
 # --- the app without Temporal --------------------------------------------------------------------------------
 
 
 async def _unreachable() -> Client:
     raise RuntimeError("Temporal is not reachable in this test")
+
+
+def _form_csrf(html: str) -> str:
+    """The CSRF token a page's forms carry."""
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "the page has no form with a CSRF token"
+    return found.group(1)
 
 
 def _app(tmp_path: Path) -> httpx.AsyncClient:
@@ -549,7 +650,7 @@ async def test_login_sets_a_strict_session_cookie_and_slows_down_guessing(tmp_pa
         assert page.status_code == 200 and "Your dashboard token" in page.text
         assert "default-src 'self'" in page.headers["content-security-policy"]
         assert page.headers["x-frame-options"] == "DENY"
-        csrf = http.cookies[CSRF_COOKIE]
+        csrf = _form_csrf(page.text)
         headers = {"origin": "http://testserver"}
         no_csrf = await http.post("/login", data={"token": "alice-token-0123456789abcdef"}, headers=headers)
         assert no_csrf.status_code == 403 and "aicd_session" not in http.cookies
@@ -562,6 +663,10 @@ async def test_login_sets_a_strict_session_cookie_and_slows_down_guessing(tmp_pa
         assert signed.status_code == 303 and signed.headers["location"] == "/deliveries/x"
         cookie = signed.headers["set-cookie"].lower()
         assert "httponly" in cookie and "samesite=strict" in cookie
+        # The signed-out page's token does not act for the session: pages signed in carry their own.
+        stale = await http.post("/logout", data={"csrf_token": csrf}, headers=headers, follow_redirects=False)
+        assert stale.status_code == 403 and "aicd_session" in http.cookies
+        csrf = _form_csrf((await http.get("/login")).text)
         offsite = await http.post(
             "/login",
             data={"token": "alice-token-0123456789abcdef", "csrf_token": csrf, "next": "//evil.example/"},
@@ -569,6 +674,7 @@ async def test_login_sets_a_strict_session_cookie_and_slows_down_guessing(tmp_pa
             follow_redirects=False,
         )
         assert offsite.headers["location"] == "/"  # never off this site
+        csrf = _form_csrf((await http.get("/login")).text)  # that sign-in began a new session
         for _ in range(10):
             wrong = await http.post("/login", data={"token": "x" * 20, "csrf_token": csrf}, headers=headers)
             assert wrong.status_code == 401 and "Unknown token" in wrong.text
@@ -591,8 +697,8 @@ async def test_guessing_tokens_as_bearer_is_as_slow_as_through_the_form(tmp_path
             headers={**right, "accept": "application/json"},
         )
         assert action.status_code == 429
-        await http.get("/login")
-        form = {"token": "alice-token-0123456789abcdef", "csrf_token": http.cookies[CSRF_COOKIE]}
+        page = await http.get("/login")
+        form = {"token": "alice-token-0123456789abcdef", "csrf_token": _form_csrf(page.text)}
         login = await http.post("/login", data=form, headers={"origin": "http://testserver"})
         assert login.status_code == 429
 
@@ -607,8 +713,8 @@ async def test_a_removed_or_replaced_token_ends_its_sessions(tmp_path: Path) -> 
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://testserver"
     ) as http:
-        await http.get("/login")
-        form = {"token": "alice-token-0123456789abcdef", "csrf_token": http.cookies[CSRF_COOKIE]}
+        page = await http.get("/login")
+        form = {"token": "alice-token-0123456789abcdef", "csrf_token": _form_csrf(page.text)}
         signed = await http.post("/login", data=form, headers={"origin": "http://testserver"})
         assert signed.status_code == 303, signed.text
         session = f"aicd_session={http.cookies['aicd_session']}"
@@ -714,6 +820,26 @@ def test_aicd_dashboard_refuses_to_show_everything_to_everyone(run_aicd: RunAicd
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "aicd: AICD_DASHBOARD_SESSION_KEY must be at least 32 characters"
     )
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("localhost", True),
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("127.evil.example.com", False),  # a name, not an address: it resolves wherever its owner likes
+        ("127.0.0.1.nip.io", False),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("10.0.0.1", False),
+    ],
+)
+def test_only_loopback_addresses_serve_an_open_dashboard(host: str, loopback: bool) -> None:
+    problem = exposure_problem(host, DashboardSettings())
+    assert (problem is None) == loopback, (host, problem)
 
 
 async def test_one_poller_serves_every_subscriber_and_stops_at_the_end() -> None:

@@ -6,17 +6,29 @@ an unreachable URL with a password in it."""
 from __future__ import annotations
 
 import logging
+import os
 import random
 import sys
+import time
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from aicd.activities.commands import OUTPUT_TAIL_BYTES, CommandActivities, CommandRequest, CommandSecrets
+from aicd.activities.commands import (
+    OUTPUT_TAIL_BYTES,
+    CommandActivities,
+    CommandRequest,
+    CommandResult,
+    CommandSecrets,
+)
 from aicd.activities.failures import redacted_failure
 from aicd.activities.gitops import GitOpsClone
+from aicd.activities.prometheus import read_secret
+from aicd.observability.logs import JsonFormatter
 from aicd.redact import (
     MASK,
     RedactingFormatter,
@@ -24,11 +36,15 @@ from aicd.redact import (
     has_credentials,
     looks_secret,
     process_mask,
+    redact,
     redact_credentials,
     redact_cut,
+    watch_configured_secret_files,
 )
 from aicd.source import SourceError as PollError
 from aicd.source import list_heads
+from aicd.spec.model import SecretSource
+from aicd.temporal import client_config
 from aicd.testing.engine import make_repo
 
 PASSWORD = "s3cret-pass-7f1d2a"
@@ -43,6 +59,14 @@ URL = f"http://deploy:{PASSWORD}@127.0.0.1:9/org/repo.git"  # port 9: nothing li
         (f"https://x-access-token:{TOKEN}@github.com/o/r", "https://x-access-token:***@github.com/o/r"),
         (f"clone 'https://{TOKEN}@github.com/o/r' failed", "clone 'https://***@github.com/o/r' failed"),
         (f"https://u:p@ss{PASSWORD}@host/x", "https://u:***@host/x"),  # an unencoded '@' in the password
+        (f"https://user:pa/ss{PASSWORD}@host/repo", "https://user:***@host/repo"),  # an unencoded '/'
+        (f"https://u:a/b@c{PASSWORD}@host/r", "https://u:***@host/r"),  # '/' and '@'
+        (f"https://u:{PASSWORD}@host/path/x@y", "https://u:***@host/path/x@y"),  # '@' in the path only
+        (
+            f'["https://u:{PASSWORD}@h/x","https://v:{TOKEN}@h2/y"]',
+            '["https://u:***@h/x","https://v:***@h2/y"]',
+        ),
+        ("http://host:8080/a@b", "http://host:***@b"),  # over-masked: redaction errs on the safe side
         ("ssh://git@github.com/o/r.git", "ssh://git@github.com/o/r.git"),  # ssh's login user is no secret
         (f"ssh://git:{PASSWORD}@host/r", "ssh://git:***@host/r"),
         (
@@ -54,6 +78,17 @@ URL = f"http://deploy:{PASSWORD}@127.0.0.1:9/org/repo.git"  # port 9: nothing li
 def test_credentials_in_urls_are_redacted(text: str, expected: str) -> None:
     assert redact_credentials(text) == expected
     assert PASSWORD not in redact_credentials(text) and TOKEN not in redact_credentials(text)
+
+
+def test_redacting_a_long_text_full_of_urls_takes_linear_time() -> None:
+    """Output with many `scheme://user:` and neither '@' nor whitespace (a minified JSON line) is the worst
+    case of a password that may hold '/': each URL's scan is bounded, so this takes well under a second
+    (unbounded, it would take minutes)."""
+    for unit in ("a://u:", 'http://host:8080/x","', "a://u:@"):
+        text = unit * (240_000 // len(unit))
+        started = time.monotonic()
+        redact_credentials(text)
+        assert time.monotonic() - started < 5, unit
 
 
 def test_a_text_cut_inside_a_url_is_redacted_as_the_rest_of_one() -> None:
@@ -83,6 +118,8 @@ def test_credential_detection() -> None:
     )
     # ... a user name is not (Bitbucket's and Azure DevOps' clone URLs carry one).
     assert not has_credentials("https://alice@bitbucket.org/team/repo.git")
+    # Validation stays precise where redaction over-masks: '@' in a path is no credential.
+    assert not has_credentials("http://host:8080/a@b") and not has_credentials("https://npm.example/@scope/p")
     assert not has_credentials("https://contoso@dev.azure.com/contoso/shop/_git/shop")
 
 
@@ -214,3 +251,151 @@ async def test_an_output_tail_cut_inside_a_url_keeps_its_password_hidden(tmp_pat
     (result,) = raised.value.details
     assert PASSWORD[3:] not in result.output_tail and PASSWORD[3:] not in raised.value.message
     assert "@git.example.com/org/dep.git" in result.output_tail and "padding line 0039" in result.output_tail
+
+
+PRINT_FILES = """
+import sys
+for path in sys.argv[1:]:
+    print(path, "holds", open(path).read(), flush=True)
+sys.exit(1)
+"""
+
+
+async def test_secrets_read_from_files_are_masked_in_output_failures_and_logs(tmp_path: Path) -> None:
+    """Every secret the worker reads from a file, or hands to git, ssh and Temporal as one, is masked in a
+    command's output (kept and shown), in activity failures and in log lines, also when the file is read or
+    rotated after the formatter and the failure redaction were set up."""
+    token = uuid.uuid4().hex
+    secrets = {
+        "prometheus": f"prom-basic-{token}",
+        "pagerduty": f"pd-routing-{token}",
+        "command": f"npm-dir-{token}",
+        "git": f"git-store-{token}",
+        "ssh": f"ssh-key-body-{token}",
+        "tls": f"tls-key-body-{token}",
+    }
+    text_log = RedactingFormatter("%(message)s")  # set up before any of the secrets was read
+    json_log = JsonFormatter()
+    files = tmp_path / "files"
+    files.mkdir()
+    prometheus, pagerduty = files / "prometheus-password", files / "pagerduty-key"
+    prometheus.write_text(secrets["prometheus"] + "\n")
+    pagerduty.write_text(secrets["pagerduty"])
+    secret_dir = files / "command-secrets"
+    secret_dir.mkdir()
+    (secret_dir / "NPM_TOKEN").write_text(secrets["command"] + "\n")
+    store = files / "git-credentials"
+    store.write_text(f"https://deploy:{secrets['git']}@git.example.com\n")
+    ssh_key, tls_key = files / "ssh-privatekey", files / "tls.key"
+    ssh_key.write_text(
+        f"-----BEGIN OPENSSH PRIVATE KEY-----\n{secrets['ssh']}\n-----END OPENSSH PRIVATE KEY-----\n"
+    )
+    tls_key.write_text(f"-----BEGIN PRIVATE KEY-----\n{secrets['tls']}\n-----END PRIVATE KEY-----\n")
+    # What the worker reads itself, as it reads it ...
+    assert (
+        read_secret(SecretSource(file=str(prometheus)), "prometheus basic-auth password")
+        == secrets["prometheus"]
+    )
+    assert read_secret(SecretSource(file=str(pagerduty)), "PagerDuty routing key") == secrets["pagerduty"]
+    # ... and what its configuration hands to git, ssh and Temporal (deploy/base/worker/worker.yaml's way).
+    watch_configured_secret_files(
+        {
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "credential.helper",
+            "GIT_CONFIG_VALUE_0": f"store --file={store}",
+            "GIT_SSH_COMMAND": f"ssh -i {ssh_key} -o IdentitiesOnly=yes",
+            "TEMPORAL_TLS_CLIENT_KEY_PATH": str(tls_key),
+        }
+    )
+    # A command that prints them all (the command secret directory is read when the command starts).
+    source, revision = make_repo(tmp_path, "source", {"README": "app\n"})
+    printed = [prometheus, pagerduty, secret_dir / "NPM_TOKEN", store, ssh_key, tls_key]
+    request = CommandRequest(
+        "delivery-x-abcdef1",
+        "build",
+        [sys.executable, "-c", PRINT_FILES, *map(str, printed)],
+        30,
+        source,
+        revision,
+        "x:1",
+    )
+    activities = CommandActivities(tmp_path / "state", CommandSecrets(directory=secret_dir))
+    with pytest.raises(ApplicationError) as raised:
+        await ActivityEnvironment().run(activities.run_command, request)
+    (result,) = raised.value.details
+    kept = Path(result.log_path).read_text()
+    assert kept.count(" holds ") == len(printed) and MASK in kept
+    for what, secret in secrets.items():
+        for where, text in (
+            ("kept log", kept),
+            ("output tail", result.output_tail),
+            ("failure", raised.value.message),
+        ):
+            assert secret not in text, f"{what} secret in the {where}"
+    # An activity failure quoting them, and log lines, with no mask given: the process's read secrets.
+    quoted = " ".join(secrets.values())
+    failure = redacted_failure(RuntimeError(f"auth failed with {quoted}"), None)
+    record = logging.LogRecord("t", logging.ERROR, __file__, 1, "login with %s", (quoted,), None)
+    for where, text in (
+        ("failure", failure.message),
+        ("text log", text_log.format(record)),
+        ("json log", json_log.format(record)),
+    ):
+        assert MASK in text and not any(secret in text for secret in secrets.values()), where
+
+    # Rotated (and newly added) files: masked once read again, or, for what git reads, once they change.
+    rotated = {name: f"{name}-rotated-{uuid.uuid4().hex}" for name in ("prometheus", "git", "command")}
+    prometheus.write_text(rotated["prometheus"])
+    store.write_text(f"https://deploy:{rotated['git']}@git.example.com\n")
+    os.utime(store, ns=(time.time_ns() + 10**9, time.time_ns() + 10**9))  # a different mtime, however fast
+    (secret_dir / "LATER_TOKEN").write_text(rotated["command"])
+    assert (
+        read_secret(SecretSource(file=str(prometheus)), "prometheus basic-auth password")
+        == rotated["prometheus"]
+    )
+    assert CommandSecrets(directory=secret_dir).value("LATER_TOKEN") == rotated["command"]
+    quoted = " ".join(rotated.values())
+    record = logging.LogRecord("t", logging.ERROR, __file__, 1, "login with %s", (quoted,), None)
+    for text in (text_log.format(record), redacted_failure(RuntimeError(quoted), None).message):
+        assert not any(secret in text for secret in rotated.values()), text
+
+
+def test_the_temporal_tls_client_key_is_masked_once_loaded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = f"tls-profile-key-{uuid.uuid4().hex}"
+    key, cert = tmp_path / "client.key", tmp_path / "client.crt"
+    key.write_text(f"-----BEGIN PRIVATE KEY-----\n{secret}\n-----END PRIVATE KEY-----\n")
+    cert.write_text("-----BEGIN CERTIFICATE-----\nnot-secret\n-----END CERTIFICATE-----\n")
+    monkeypatch.setenv("TEMPORAL_TLS_CLIENT_KEY_PATH", str(key))
+    monkeypatch.setenv("TEMPORAL_TLS_CLIENT_CERT_PATH", str(cert))
+    assert redact(f"key: {secret}") == f"key: {secret}"  # unknown until the client's settings are read
+    config = client_config("127.0.0.1:1")  # what connect() connects with
+    assert config["target_host"] == "127.0.0.1:1"
+    assert redact(f"key: {secret}") == f"key: {MASK}"
+
+
+def test_failure_details_are_redacted_through_dicts_lists_and_dataclasses() -> None:
+    mask = SecretMask(["xoxb-sentinel-1234"])
+    result = CommandResult("build", 1, 0.5, f"fatal: {URL}\ntoken xoxb-sentinel-1234", "/logs/build.log", "h")
+    stamp = datetime(2026, 12, 3, tzinfo=UTC)
+    error = ApplicationError(
+        "failed",
+        result,
+        {"nested": [URL, ("xoxb-sentinel-1234", 3)], URL: True, "at": stamp},
+        7,
+        None,
+        type="CommandFailed",
+        non_retryable=True,
+    )
+    redacted = redacted_failure(error, mask)
+    kept, nested, seven, none = redacted.details
+    assert isinstance(kept, CommandResult) and kept.exit_code == 1 and kept.log_path == "/logs/build.log"
+    assert kept.output_tail == "fatal: http://deploy:***@127.0.0.1:9/org/repo.git\ntoken ***"
+    assert nested == {
+        "nested": ["http://deploy:***@127.0.0.1:9/org/repo.git", ("***", 3)],
+        "http://deploy:***@127.0.0.1:9/org/repo.git": True,
+        "at": stamp.isoformat(),  # as the JSON converter writes it, which is what a workflow reads back
+    }
+    assert (seven, none) == (7, None) and redacted.type == "CommandFailed" and redacted.non_retryable
+    assert result.output_tail.startswith(f"fatal: {URL}")  # the original is left as it was

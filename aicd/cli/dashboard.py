@@ -4,6 +4,7 @@ dashboard's settings from AICD_DASHBOARD_* (see aicd.dashboard.settings)."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
@@ -64,13 +65,23 @@ def exposure_problem(host: str, settings: DashboardSettings) -> str | None:
     sign in, every delivery would be readable by anyone unless that was asked for (AICD_DASHBOARD_READ)."""
     from aicd.dashboard.settings import READ_ENV, TOKENS_FILE_ENV, TRUSTED_PROXIES_ENV
 
-    loopback = host in ("localhost", "::1") or host.startswith("127.")
-    if settings.sign_in or loopback or os.environ.get(READ_ENV):
+    if settings.sign_in or is_loopback(host) or os.environ.get(READ_ENV):
         return None
     return (
         f"the dashboard on {host} would show every delivery to anyone who reaches it: set {TOKENS_FILE_ENV}"
         f" or {TRUSTED_PROXIES_ENV} so people sign in, or {READ_ENV}=anyone to serve it read-only to everyone"
     )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps a server on this machine: `localhost`, 127.0.0.0/8 or ::1 as addresses
+    (a name like `127.evil.example` is no address, and may resolve anywhere)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def warn_if_open(settings: DashboardSettings) -> None:

@@ -147,7 +147,8 @@ class Viewer:
     """Who is looking, and what every page needs to know about them."""
 
     identity: Identity | None
-    csrf: str
+    csrf: str  # the token its forms carry (bound to the CSRF cookie and the session)
+    csrf_cookie: str
     new_csrf: bool
     urls: Urls
     request_path: str
@@ -238,9 +239,10 @@ class Dashboard:
             identity = self.identity(request)
         except NotAuthenticated as error:
             identity, refused, status = None, str(error), error.status
-        token, new = csrf_token(request)
+        token, cookie, new = csrf_token(request, self.settings)
         path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        return Viewer(identity, token, new, Urls(request.scope.get("root_path", "")), path, refused, status)
+        urls = Urls(request.scope.get("root_path", ""))
+        return Viewer(identity, token, cookie, new, urls, path, refused, status)
 
     def page(
         self, request: Request, viewer: Viewer, template: str, status: int = 200, **context: Any
@@ -251,7 +253,7 @@ class Dashboard:
         )
         response = HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
         if viewer.new_csrf:
-            set_cookie(response, request, self.settings, CSRF_COOKIE, viewer.csrf, SESSION_TTL_S)
+            set_cookie(response, request, self.settings, CSRF_COOKIE, viewer.csrf_cookie, SESSION_TTL_S)
         if notice is not None:
             response.delete_cookie(NOTICE_COOKIE, path=request.scope.get("root_path") or "/")
         return response
@@ -466,7 +468,7 @@ class Dashboard:
         if identity is None:
             return answer(False, "sign in to act on a delivery: no action without an identity", 401)
         if identity.ambient:
-            problem = csrf_problem(request, form.get(CSRF_FIELD, ""))
+            problem = csrf_problem(request, form.get(CSRF_FIELD, ""), self.settings)
             if problem:
                 log.warning(
                     "dashboard: %s on %s by %s refused: %s", kind, delivery_id, identity.name, problem
@@ -557,7 +559,7 @@ class Dashboard:
                 request, viewer, "login.html", 413, **self._login_context("", "The form is too large.")
             )
         next_path = _local_path(form.get("next", ""))
-        problem = csrf_problem(request, form.get(CSRF_FIELD, ""))
+        problem = csrf_problem(request, form.get(CSRF_FIELD, ""), self.settings)
         if problem:
             return self.page(
                 request, viewer, "login.html", 403, **self._login_context(next_path, f"Refused: {problem}.")
@@ -593,7 +595,7 @@ class Dashboard:
     async def logout(self, request: Request) -> Response:
         viewer = self.viewer(request)
         form = _form(await read_body(request, FORM_LIMIT))
-        if csrf_problem(request, form.get(CSRF_FIELD, "")):
+        if csrf_problem(request, form.get(CSRF_FIELD, ""), self.settings):
             return self.error(
                 request,
                 viewer,

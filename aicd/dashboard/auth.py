@@ -9,9 +9,13 @@ Identity comes from one of three places, in this order:
   replacing a token ends its sessions at the next start, even with a kept AICD_DASHBOARD_SESSION_KEY).
 
 Browsers send cookies (and the proxy's own cookie) on their own, so every action that rides on them is
-checked against cross-site request forgery: the form must carry the double-submit token of the CSRF cookie,
-and a cross-site `Origin` / `Sec-Fetch-Site` is refused. A bearer token is never sent by a browser on its
-own, so it needs no such check.
+checked against cross-site request forgery: the form must carry the CSRF token of this browser and this
+sign-in -- an HMAC, under the session key, of the browser's random CSRF cookie and of the session (its ID,
+or the proxy's identity; none before signing in) -- so a token from another cookie jar or another session
+is refused, even with a CSRF cookie planted by a sibling site. An `Origin` other than the dashboard's own
+(scheme, host and port; the scheme as a trusted proxy's X-Forwarded-Proto says) and a cross-site
+`Sec-Fetch-Site` are refused. A bearer token is never sent by a browser on its own, so it needs no such
+check.
 
 Who may do what: approve and reject go to the workflow, whose validator accepts only the listed approvers of
 the stage. Pause, resume and abort the workflow accepts from anyone, so the dashboard decides, by the rule
@@ -90,15 +94,22 @@ def request_identity(request: Request, settings: DashboardSettings) -> Identity 
         if name is None:
             raise NotAuthenticated("unknown token")
         return Identity(name, "token")
-    if peer_trusted(request, settings):
-        # One value only: a proxy that adds its header to one the client sent (instead of replacing it) would
-        # otherwise leave the client's first, and that is the one read.
-        values = request.headers.getlist(settings.proxy_header)
-        forwarded = values[0].strip() if len(values) == 1 else ""
-        if forwarded and IDENTITY.fullmatch(forwarded):
-            return Identity(forwarded, "proxy")
+    forwarded = proxy_identity(request, settings)
+    if forwarded:
+        return Identity(forwarded, "proxy")
     name = read_session(request.cookies.get(SESSION_COOKIE, ""), settings.session_key, settings.tokens)
     return Identity(name, "session") if name else None
+
+
+def proxy_identity(request: Request, settings: DashboardSettings) -> str | None:
+    """The identity a trusted proxy's header names, or None."""
+    if not peer_trusted(request, settings):
+        return None
+    # One value only: a proxy that adds its header to one the client sent (instead of replacing it) would
+    # otherwise leave the client's first, and that is the one read.
+    values = request.headers.getlist(settings.proxy_header)
+    forwarded = values[0].strip() if len(values) == 1 else ""
+    return forwarded if forwarded and IDENTITY.fullmatch(forwarded) else None
 
 
 # --- sessions ----------------------------------------------------------------------------------------------
@@ -149,18 +160,29 @@ def session_tag(token: str) -> str:
 def sign_session(
     name: str, token: str, key: bytes, now: float | None = None, ttl_s: float = SESSION_TTL_S
 ) -> str:
-    return sign({"sub": name, "tok": session_tag(token)}, key, ttl_s, now)
+    # `sid`: this sign-in's own ID, which its CSRF tokens are bound to.
+    claims: dict[str, object] = {"sub": name, "tok": session_tag(token), "sid": secrets.token_urlsafe(16)}
+    return sign(claims, key, ttl_s, now)
 
 
 def read_session(value: str, key: bytes, tokens: TokenTable, now: float | None = None) -> str | None:
     """The identity a session cookie names, or None (forged, expired, or its token no longer in `tokens`)."""
+    session = _session(value, key, tokens, now)
+    return session[0] if session else None
+
+
+def _session(value: str, key: bytes, tokens: TokenTable, now: float | None = None) -> tuple[str, str] | None:
+    """The identity and ID of a valid session cookie (the ID: its `sid`, or its signature if it has none)."""
     claims = verify(value, key, now)
     if not claims:
         return None
     name, tag = claims.get("sub"), claims.get("tok")
     if not isinstance(name, str) or not IDENTITY.fullmatch(name) or not isinstance(tag, str):
         return None
-    return name if tokens.holds(name, tag) else None
+    sid = claims.get("sid")
+    return (
+        (name, sid if isinstance(sid, str) else value.rpartition(".")[2]) if tokens.holds(name, tag) else None
+    )
 
 
 def secure_request(request: Request, settings: DashboardSettings) -> bool:
@@ -187,25 +209,77 @@ def set_cookie(
 # --- CSRF --------------------------------------------------------------------------------------------------
 
 
-def csrf_token(request: Request) -> tuple[str, bool]:
-    """The request's CSRF token and whether it is new (then the response must set the cookie)."""
-    current = request.cookies.get(CSRF_COOKIE, "")
-    if len(current) >= 32:
-        return current, False
-    return secrets.token_urlsafe(32), True
+def csrf_token(request: Request, settings: DashboardSettings) -> tuple[str, str, bool]:
+    """The token this request's forms carry, the browser's CSRF cookie it is bound to, and whether that cookie
+    is new (then the response must set it)."""
+    nonce = request.cookies.get(CSRF_COOKIE, "")
+    new = len(nonce) < 32
+    if new:
+        nonce = secrets.token_urlsafe(32)
+    return _csrf_for(nonce, _csrf_binding(request, settings), settings.session_key), nonce, new
 
 
-def csrf_problem(request: Request, submitted: str) -> str | None:
+def _csrf_for(nonce: str, binding: str, key: bytes) -> str:
+    return _b64(hmac.new(key, f"csrf\0{nonce}\0{binding}".encode(), hashlib.sha256).digest())
+
+
+def _csrf_binding(request: Request, settings: DashboardSettings) -> str:
+    """Who the request is signed in as, in the order request_identity reads it (a bearer token needs no CSRF
+    token): the proxy's identity, the session's ID, or nobody yet (the sign-in form)."""
+    forwarded = proxy_identity(request, settings)
+    if forwarded:
+        return f"proxy:{forwarded}"
+    session = _session(request.cookies.get(SESSION_COOKIE, ""), settings.session_key, settings.tokens)
+    return f"session:{session[1]}" if session else "anonymous"
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def _origin(scheme: str, netloc: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of an origin, the port filled in from the scheme; ValueError for a bad one."""
+    parts = urlsplit(f"{scheme}://{netloc}")
+    port = parts.port or DEFAULT_PORTS.get(scheme)
+    return scheme, (parts.hostname or "").lower(), port
+
+
+def origin_problem(request: Request, settings: DashboardSettings) -> str | None:
+    """Why the request's `Origin` is not the dashboard's own (scheme, host and port), or None. The scheme is
+    the browser's: HTTPS on the connection or in a trusted proxy's X-Forwarded-Proto."""
+    origin = request.headers.get("origin")
+    if not origin or origin == "null":
+        return None
+    secure = secure_request(request, settings)
+    host = request.headers.get("host", "")
+    try:
+        parts = urlsplit(origin)
+        theirs = _origin(parts.scheme.lower(), parts.netloc)
+        ours = _origin("https" if secure else request.url.scheme, host)
+    except ValueError:
+        return f"request from another origin ({origin})"
+    if theirs == ours and ours[1]:
+        return None
+    # A TLS-terminating proxy aicd is not told about (no AICD_DASHBOARD_TRUSTED_PROXIES) hands on plain HTTP
+    # with the browser's Host: an HTTPS origin of that host on its default port is then the page's own.
+    explicit_port = ":" in host.rpartition("]")[2]  # after an IPv6 address's brackets
+    untold_proxy = not secure and not peer_trusted(request, settings) and not explicit_port
+    if untold_proxy and theirs == ("https", ours[1], 443) and ours[1]:
+        return None
+    return f"request from another origin ({origin})"
+
+
+def csrf_problem(request: Request, submitted: str, settings: DashboardSettings) -> str | None:
     """Why this state-changing request may be forged, or None."""
     if request.headers.get("sec-fetch-site", "").lower() == "cross-site":
         return "cross-site request"
-    origin = request.headers.get("origin")
-    if origin and origin != "null":
-        host = request.headers.get("host", "")
-        if urlsplit(origin).netloc.lower() != host.lower():
-            return f"request from another origin ({origin})"
-    cookie = request.cookies.get(CSRF_COOKIE, "")
-    if not cookie or not submitted or not secrets.compare_digest(cookie.encode(), submitted.encode()):
+    problem = origin_problem(request, settings)
+    if problem:
+        return problem
+    nonce = request.cookies.get(CSRF_COOKIE, "")
+    if not nonce or not submitted:
+        return "missing or wrong CSRF token (reload the page and try again)"
+    expected = _csrf_for(nonce, _csrf_binding(request, settings), settings.session_key)
+    if not secrets.compare_digest(expected.encode(), submitted.encode()):
         return "missing or wrong CSRF token (reload the page and try again)"
     return None
 

@@ -9,7 +9,7 @@ file:line and what is wrong.
 | `AICD_DASHBOARD_PROXY_HEADER` | that header: `X-Forwarded-User` (default) or `X-Forwarded-Email` |
 | `AICD_DASHBOARD_OPERATORS` | identities who may pause, resume and abort any delivery (besides its approvers); `*`: anyone signed in |
 | `AICD_DASHBOARD_READ` | `signed-in` (default when sign-in is set up) or `anyone` (default otherwise) |
-| `AICD_DASHBOARD_SESSION_KEY` | key that signs session cookies (at least 32 characters; default: random per process) |
+| `AICD_DASHBOARD_SESSION_KEY` | key that signs session cookies and CSRF tokens (at least 32 characters; default: random per process) |
 | `AICD_DASHBOARD_COMMIT_URL` | link for each GitOps commit, e.g. `https://github.com/{repo_path}/commit/{sha}` (default: the built-in diff view) |
 | `AICD_DASHBOARD_POLL_S` | how often a page followed live asks Temporal for changes (default 1) |
 """
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aicd.people import IDENTITY
+from aicd.redact import remember_secret
 from aicd.spec.yamlsafe import YamlReadError, read_yaml
 from aicd.steering import parse_operators
 
@@ -156,7 +157,7 @@ def load_tokens(path: Path) -> TokenTable:
                 " (or sha256:<64 hex digits> of one)"
             )
         else:
-            digest = hashlib.sha256(token.encode()).hexdigest()
+            digest = hashlib.sha256(remember_secret(token).encode()).hexdigest()  # masked in every log line
         if digest in table:
             raise SettingsError(f"{where}: {identity}: the same token as {table[digest]}")
         table[digest] = identity

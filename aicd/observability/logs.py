@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aicd.observability import context as delivery_context
-from aicd.redact import RedactingFormatter, SecretMask, process_mask, redact
+from aicd.redact import RedactingFormatter, SecretMask, process_mask, redact, watch_configured_secret_files
 
 LOG_FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -82,9 +82,10 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str | int = "INFO", log_format: str = "text") -> None:
     """Replace the root logger's handlers with one on stderr in `log_format` (text | json); every line is
-    redacted (URL credentials, this process's secret values: aicd.redact)."""
+    redacted (URL credentials, this process's secret values, the secrets it reads by name: aicd.redact)."""
     if log_format not in LOG_FORMATS:
         raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
+    watch_configured_secret_files()  # the secret files this process hands to git, ssh and Temporal
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else RedactingFormatter(TEXT_FORMAT))
     handler.addFilter(DeliveryContextFilter())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from aicd.people import IDENTITY, Person, PersonRef, resolve_listed
+from aicd.people import IDENTITY, SYSTEM_ACTOR, Person, PersonRef, resolve_listed
 from aicd.redact import has_credentials, known_token, looks_secret
 from aicd.spec.durations import parse_duration, parse_percent
 from aicd.spec.model import WriteKeys
@@ -393,6 +393,51 @@ def check_people(spec: dict[str, Any]) -> Iterator[Finding]:
                 )
 
 
+def _is_system_actor(identity: object) -> bool:
+    return isinstance(identity, str) and identity.strip().casefold() == SYSTEM_ACTOR
+
+
+_SYSTEM_ACTOR_WHY = (
+    f"would read as aicd itself ({SYSTEM_ACTOR!r}, any case, is the identity of aicd's own actions and of the"
+    " Aicd-Actor trailer of its commits); choose another"
+)
+
+
+def check_system_actor(spec: dict[str, Any]) -> Iterator[Finding]:
+    """No person, identity or listed approver, overrider or break-glass entry is aicd itself."""
+    for name, identities in spec.get("people", {}).items():
+        if _is_system_actor(name):
+            yield ("spec", "people", name), f"person {name!r} {_SYSTEM_ACTOR_WHY}"
+        for channel, identity in identities.items():
+            if _is_system_actor(identity):
+                yield (
+                    ("spec", "people", name, channel),
+                    f"{channel} identity {identity!r} {_SYSTEM_ACTOR_WHY}",
+                )
+    lists: list[tuple[str, Path, list[Any]]] = [
+        (
+            "approver",
+            ("spec", "stages", index, "approval", "approvers"),
+            (stage.get("approval") or {}).get("approvers", []),
+        )
+        for index, stage in enumerate(spec.get("stages", []))
+    ]
+    lists.append(
+        ("overrider", ("spec", "policy", "overriders"), (spec.get("policy") or {}).get("overriders", []))
+    )
+    lists.append(
+        (
+            "break-glass entry",
+            ("spec", "schedule", "breakGlass"),
+            (spec.get("schedule") or {}).get("breakGlass", []),
+        )
+    )
+    for what, path, entries in lists:
+        for index, entry in enumerate(entries):
+            if _is_system_actor(entry):
+                yield (*path, index), f"{what} {entry!r} {_SYSTEM_ACTOR_WHY}"
+
+
 def check_targets(spec: dict[str, Any]) -> Iterator[Finding]:
     """Each target kind checks its targets (aicd.targets); every target's path stays inside the GitOps
     repository (the run refuses such paths too, but only after the build)."""
@@ -666,6 +711,7 @@ SEMANTIC_CHECKS: tuple[Check, ...] = (
     check_artifact_placeholders,
     check_approvals,
     check_people,
+    check_system_actor,
     check_targets,
     check_target_files,
     check_command_env,
