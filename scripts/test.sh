@@ -12,5 +12,6 @@ echo "== ruff format"
 echo "== mypy"
 .venv/bin/mypy  # the files of [tool.mypy] in pyproject.toml: aicd (its workflows and activities too), worker.py
 echo "== pytest ($(date -u +%H:%M:%S))"
-# --durations: where CI's time goes, for whoever keeps the run under its 30 minutes.
-.venv/bin/pytest -q -p no:cacheprovider --durations=25 "$@"
+# -n 2: two workers share the 2 cores well, as most tests wait on Temporal, Git and Prometheus (the slow ones
+# start first: tests/conftest.py). --durations: where CI's time goes, for whoever keeps the run under 30 minutes.
+.venv/bin/pytest -q -p no:cacheprovider -n 2 --dist worksteal --durations=25 "$@"

@@ -51,3 +51,10 @@ def run_aicd() -> RunAicd:
         )
 
     return run
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The minutes-long tests first: with two xdist workers one runs them while the other takes the rest."""
+    items.sort(
+        key=lambda item: item.get_closest_marker("slow") is None and item.get_closest_marker("image") is None
+    )

@@ -164,7 +164,10 @@ async def test_healthy_canary_passes_and_broken_canary_rolls_back(
     prometheus = scraping(tmp_path, exporters)
     client = temporal_env.client
     try:
-        healthy, healthy_gitops, revision = analysis_spec(tmp_path / "h", "healthy", prometheus.url)
+        # A busy machine can leave Prometheus a scrape short at the 12 s mark: the healthy canary then keeps
+        # looking (extend) rather than wait for a human, and still has to be shown within tolerance.
+        patient = {"duration": "12s", "onInconclusive": "extend", "maxDuration": "36s"}
+        healthy, healthy_gitops, revision = analysis_spec(tmp_path / "h", "healthy", prometheus.url, patient)
         broken, broken_gitops, _ = analysis_spec(tmp_path / "b", "broken", prometheus.url)
         good_plan, bad_plan = plan_from(healthy, revision), plan_from(broken, revision)
         async with running_worker(client, tmp_path / "state") as queue:

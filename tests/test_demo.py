@@ -156,6 +156,7 @@ def assert_nothing_left(before: set[int], seen: dict[str, Any]) -> None:
     assert children() - before == set()
 
 
+@pytest.mark.slow
 def test_demo_promotes_the_good_release_and_rolls_back_the_bad_one(tmp_path: Path) -> None:
     before = children()
     options = DemoOptions(

@@ -20,6 +20,7 @@ DELIVERY = "shop@" + "a" * 40
 @pytest.mark.skipif(
     find_prometheus() is None, reason="needs Debian's prometheus (scripts/setup.sh installs it)"
 )
+@pytest.mark.slow
 @pytest.mark.timeout(420)  # the run itself is bounded by its deadline; setup and teardown add some
 def test_deliveries_stay_correct_under_every_kind_of_fault(tmp_path: Path) -> None:
     config = ChaosConfig(
