@@ -51,6 +51,12 @@
   with a result.
 - `fleet-bug-in-result`: the same, after it: the fleet ends failed with the two sites it moved (patch
   `fleet-bug-in-result`), and the delivery's rollback syncs them back; nobody terminates anything.
+- `rollout-bug`: a `git` target whose rollout commits its first canary weight, then raises a plain Python
+  exception (WorkflowBug) as it schedules its second step's `apply_step`: its workflow task fails again and
+  again until the rollout is terminated; the delivery then rolls the target back. Recorded before the rollout
+  ended failed with a result.
+- `rollout-bug-in-result`: the same, after it: the rollout ends failed with its commit in its result (patch
+  `rollout-bug-in-result`), and the delivery rolls the target back; nobody terminates anything.
 
 Run `python -m tests.record_histories [SCENARIO...]` after a deliberate, versioned change of workflow
 behaviour; the replay test fails whenever workflow code changes in a way that would break running deliveries.
@@ -628,6 +634,35 @@ async def record_fleet_bug(client: Client, root: Path) -> list[WorkflowHistory]:
             return await _histories(client, plan.delivery_id)
 
 
+# A bug in a target's rollout code as it schedules its second step (the first canary weight is committed).
+ROLLOUT_BUG = "a bug in the rollout's code"
+BUG_IN_STEP_2 = WorkflowBug(
+    lambda kind, args: kind == "apply_step" and args[0].commit.step.endswith("/1-setWeight"), ROLLOUT_BUG
+)
+
+
+async def record_rollout_bug(client: Client, root: Path) -> list[WorkflowHistory]:
+    source, revision = make_repo(root, "source", {"README": "x\n"})
+    gitops, _ = make_repo(root, "gitops", {"a.yaml": WAVE_SEED})
+    steps = [{"setWeight": 20}, {"setWeight": 100}]
+    document = spec_document(
+        "replay-rollout-bug",
+        source,
+        gitops,
+        {"a": {"kind": "git", "path": "a.yaml"}},
+        [{"name": "one", "targets": ["a"], "strategy": {"canary": {"steps": steps}}}],
+    )
+    plan = plan_from(document, revision)
+    async with running_worker(client, root / "state", [BUG_IN_STEP_2]) as queue:
+        await start_delivery(client, plan, Trigger("cli", "recorder"), queue=queue)
+        rollout_id = rollout_workflow_id(plan.delivery_id, "one", "a")
+        if await stuck_on_a_bug(client, rollout_id, ROLLOUT_BUG):  # before patch rollout-bug-in-result
+            await client.get_workflow_handle(rollout_id).terminate("stuck on a bug")
+        result = await handle_for(client, plan.delivery_id).result()
+        assert result.phase == "failed", result.reason
+        return await _histories(client, plan.delivery_id)
+
+
 SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]] = {
     "gates": record_gates,
     "notify": record_notify,
@@ -652,6 +687,8 @@ SCENARIOS: dict[str, Callable[[Client, Path], Awaitable[list[WorkflowHistory]]]]
     "fleet-terminated-synced": record_fleet_terminated,
     "fleet-bug": record_fleet_bug,
     "fleet-bug-in-result": record_fleet_bug,
+    "rollout-bug": record_rollout_bug,
+    "rollout-bug-in-result": record_rollout_bug,
 }
 # What a scenario's worker ran with that its replayer needs too: a durable timer an interceptor added.
 REPLAY_INTERCEPTORS: dict[str, Sequence[Interceptor]] = {
@@ -659,6 +696,8 @@ REPLAY_INTERCEPTORS: dict[str, Sequence[Interceptor]] = {
     "pause-while-starting": [HOLD_WAVE],
     "fleet-bug": [BUG_IN_BATCH_2],
     "fleet-bug-in-result": [BUG_IN_BATCH_2],
+    "rollout-bug": [BUG_IN_STEP_2],
+    "rollout-bug-in-result": [BUG_IN_STEP_2],
 }
 
 

@@ -9,9 +9,10 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.client import ActionRefused, get_status, handle_for, send_action, start_delivery
-from aicd.messages import HumanAction, Trigger
+from aicd.messages import HumanAction, Trigger, rollout_workflow_id
 from aicd.testing.engine import (
     commits,
+    git,
     make_repo,
     plan_from,
     running_worker,
@@ -20,6 +21,8 @@ from aicd.testing.engine import (
     temporal_env,
     wait_for,
 )
+from aicd.workflows.target_rollout import TargetRolloutWorkflow
+from tests.record_histories import BUG_IN_STEP_2, ROLLOUT_BUG
 
 __all__ = ["temporal_env"]
 
@@ -184,3 +187,45 @@ async def test_a_rejection_names_the_person(temporal_env: WorkflowEnvironment, t
     assert [(a.kind, a.who()) for a in status.actions] == [("reject", "alice (as U0ALICE via slack)")]
     assert result.phase == "rejected"
     assert result.reason == "stage production rejected by alice (as U0ALICE via slack): not today"
+
+
+async def test_a_bug_in_the_rollout_ends_it_failed_and_the_delivery_rolls_its_commit_back(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The rollout commits its first canary weight, then its code raises a plain Python exception as it schedules
+    the second step's `apply_step` (a bug: no Temporal failure). Temporal failed the rollout's workflow task and
+    retried it for ever: the delivery waited on its rollout until someone terminated it. Now the rollout ends
+    failed with the commit it made in its result, and the delivery's rollback puts the file back byte for byte."""
+    seed = "# values for web\nimage: {tag: v0}  # stable\ncanary: {weight: 0, tag: v0}\n"
+    source, revision = make_repo(tmp_path, "source", {"README": "app\n"})
+    gitops, seeded = make_repo(tmp_path, "gitops", {"apps/web/values.yaml": seed})
+    steps = [{"setWeight": 20}, {"setWeight": 100}]
+    document = spec_document(
+        "shop",
+        source,
+        gitops,
+        {"web": {"kind": "git", "path": "apps/web/values.yaml"}},
+        [{"name": "production", "targets": ["web"], "strategy": {"canary": {"steps": steps}}}],
+    )
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state", [BUG_IN_STEP_2]) as queue:
+        await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+        # No one terminates anything: a rollout stuck on its bug leaves the delivery running past this.
+        result = await asyncio.wait_for(handle_for(client, plan.delivery_id).result(), timeout=60)
+        status = await get_status(client, plan.delivery_id)
+        rollout_id = rollout_workflow_id(plan.delivery_id, "production", "web")
+        rollout = await client.get_workflow_handle_for(TargetRolloutWorkflow.run, rollout_id).result()
+    bug = f"the rollout failed on a bug: BugInWorkflow: {ROLLOUT_BUG}"
+    log = [entry for entry in commits(gitops) if "Aicd-Step" in entry]
+    assert [entry["Aicd-Step"] for entry in log] == ["production/web/0-setWeight", "production/web/rollback"]
+    assert "weight: 20" in show(gitops, log[0]["sha"], "apps/web/values.yaml")
+    assert rollout.outcome == "failed" and rollout.reason.startswith(bug), rollout.reason
+    assert rollout.commits == [log[0]["sha"]]
+    assert result.phase == "failed" and result.reason.startswith(f"web: {bug}"), result.reason
+    assert git("--git-dir", gitops, "diff", "--name-only", seeded, "main") == ""  # byte for byte
+    assert "canary: {weight: 0, tag: v0}" in show(gitops, "main", "apps/web/values.yaml")
+    web = status.targets["web"]
+    assert web.state == "rolled-back" and web.weight == 0, web
+    assert web.commits == [log[0]["sha"], log[1]["sha"]], web.commits
+    assert bug in web.message, web.message

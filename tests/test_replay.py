@@ -2,8 +2,9 @@
 abort with release-scope rollback; Slack notifications; an edge fleet continued as new; a target through two
 stages rolled back once; the audit stream as local activities; stops, pauses and resumes while a wave is starting;
 a rollout keeping its ownership base per file; an Argo CD fleet syncing a restored site back; a fleet failing
-with the sites it moved; a terminated fleet's sites all synced back; a fleet with a bug in its code) and fresh
-runs of the same scenarios must replay on the current workflow code without a nondeterminism error."""
+with the sites it moved; a terminated fleet's sites all synced back; a fleet or a target's rollout with a bug in
+its code) and fresh runs of the same scenarios must replay on the current workflow code without a
+nondeterminism error."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from aicd.workflows.delivery import (
 from aicd.workflows.edge_fleet import BUG_IN_RESULT, FAILURE_IN_RESULT, SYNC_RESTORED_SITES
 from aicd.workflows.registry import ALL_WORKFLOWS, sandbox_runner
 from aicd.workflows.rollout_control import PER_FILE_BASE, PROGRESS_IN_RESULT
+from aicd.workflows.target_rollout import ROLLOUT_BUG_IN_RESULT
 from tests.record_histories import (
     HISTORY_DIR,
     REPLAY_INTERCEPTORS,
@@ -173,6 +175,28 @@ async def test_a_fleet_with_a_bug_names_its_moved_sites_in_its_result_under_its_
     (moved,) = _activity_inputs(_events("fleet-bug-in-result", "delivery"), "edge_check_sites")
     assert [site["name"] for site in moved["sites"]] == ["pop-1", "pop-2"]
     assert moved["step"] == "edge/pops/rollback"
+
+
+async def test_a_rollout_with_a_bug_names_its_commits_in_its_result_under_its_patch() -> None:
+    """The `rollout-bug` scenarios guard ROLLOUT_BUG_IN_RESULT: recorded before it, the rollout whose code raised
+    a plain exception as it scheduled its second step failed its workflow task until it was terminated (that
+    history, its failed tasks included, still replays: test_recorded_histories_replay); after it, the rollout
+    ends failed with a result naming the commit of its first step, and the delivery rolls the target back."""
+    before, after = _events("rollout-bug", "a"), _events("rollout-bug-in-result", "a")
+    assert "workflowTaskFailedEventAttributes" in before[-2]
+    assert "workflowExecutionTerminatedEventAttributes" in before[-1]
+    assert not any("workflowTaskFailedEventAttributes" in event for event in after)
+    assert not any(ROLLOUT_BUG_IN_RESULT.encode() in patch for patch in patch_markers(before))
+    assert any(ROLLOUT_BUG_IN_RESULT.encode() in patch for patch in patch_markers(after))
+    (step,) = _activity_inputs(after, "apply_step")
+    completed = after[-1]["workflowExecutionCompletedEventAttributes"]
+    result = json.loads(base64.b64decode(completed["result"]["payloads"][0]["data"]))
+    assert result["outcome"] == "failed" and "the rollout failed on a bug" in result["reason"], result
+    assert len(result["commits"]) == 1 and result["status"]["commits"] == result["commits"], result
+    assert step["commit"]["step"] == "one/a/0-setWeight"
+    for scenario in ("rollout-bug", "rollout-bug-in-result"):
+        scheduled, _ = activity_types(_events(scenario, "delivery"))
+        assert scheduled == ["check_gates", "gitops_rollback_many", "sync_target"], (scenario, scheduled)
 
 
 def _activity_inputs(events: list[dict[str, Any]], activity_type: str) -> list[Any]:

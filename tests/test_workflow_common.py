@@ -1,5 +1,5 @@
 """What a failure reason says: aicd's own message first (it names the repository, target or step), then the
-cause when it adds something, never the wrappers' words."""
+cause when it adds something, never the wrappers' words; a bug names its exception and where it was raised."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from itertools import pairwise
 from temporalio.api.enums.v1 import RetryState
 from temporalio.exceptions import ActivityError, ApplicationError
 
-from aicd.workflows.common import cause_of
+from aicd.workflows.common import cause_of, describe_bug
 
 
 def chain(*errors: BaseException) -> BaseException:
@@ -47,3 +47,17 @@ def test_a_cause_already_in_the_message_is_not_repeated() -> None:
     )
     assert cause_of(error) == "values.yaml: mapping expected"
     assert cause_of(ApplicationError("plain")) == "plain"
+
+
+def test_a_bug_names_its_exception_and_the_innermost_frame() -> None:
+    def inner() -> None:
+        raise KeyError("weight")
+
+    try:
+        inner()
+    except KeyError as error:
+        raised = error.__traceback__.tb_next if error.__traceback__ is not None else None
+        assert raised is not None
+        line = raised.tb_lineno
+        assert describe_bug(error) == f"KeyError: 'weight' (test_workflow_common.py:{line})"
+    assert describe_bug(ValueError("never raised")) == "ValueError: never raised"

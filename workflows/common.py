@@ -157,3 +157,15 @@ def cause_of(error: BaseException) -> str:
                 messages.append(text)
         current = current.__cause__
     return ": ".join(messages[:2]) or str(error)
+
+
+def describe_bug(error: BaseException) -> str:
+    """`KeyError: 'x' (edge_batch.py:123)`: the exception and where it was raised (the innermost frame; read from
+    the traceback object, no source file read in the sandbox)."""
+    where = ""
+    frame = error.__traceback__
+    if frame is not None:
+        while frame.tb_next is not None:
+            frame = frame.tb_next
+        where = f" ({frame.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.tb_lineno})"
+    return f"{type(error).__name__}: {error}{where}"

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from aicd import fleet
@@ -152,39 +152,12 @@ class EdgeFleetWorkflow(RolloutControl):
     @workflow.run
     async def run(self, input: FleetInput) -> TargetRolloutResult:
         self._patch_reporting()
-        try:
-            return await self._run(input)
-        except FailureError as error:
-            # An error no step turned into an outcome (a non-retryable activity error, say): the fleet fails
-            # with a result, which names the sites it moved - a failed workflow would tell the delivery none,
-            # and its rollback would leave an argocd fleet's sites running the release.
-            if isinstance(error, CancelledError) or not workflow.patched(FAILURE_IN_RESULT):
-                raise
-            reason = f"the fleet failed: {cause_of(error)}"
-        except workflow.NondeterminismError:
-            raise  # a deploy that breaks replay (or sandbox misuse): the task retries until a fixed deploy
-        except Exception as error:
-            # A bug (a plain Python exception): Temporal fails the workflow task and retries it for ever, so the
-            # delivery would wait on this fleet until someone terminates it. It ends failed with a result naming
-            # the sites it moved, as a Temporal failure does. Caught here rather than by `failure_exception_types`
-            # on the definition: that would fail the workflow with no result (the delivery then syncs every
-            # site), and `Exception` there also turns core's nondeterminism errors into failed fleets (the SDK
-            # checks NondeterminismError against its super types). A run stuck on a bug before this patch ends
-            # at its next task attempt; a history recorded then has no command after its failed task.
-            if not workflow.patched(BUG_IN_RESULT):
-                raise
-            workflow.logger.exception("fleet %s failed on a bug", self.input.target.name)
-            reason = f"the fleet failed on a bug: {describe_bug(error)}"
-        try:
-            return await self._finish("failed", reason)
-        except workflow.NondeterminismError:
-            raise
-        except Exception as error:
-            if not workflow.patched(BUG_IN_RESULT):
-                raise
-            # A bug in making the result itself: a failed workflow at least ends the wait (the delivery's
-            # rollback then syncs every site of the fleet, as for a terminated one).
-            raise ApplicationError(f"{reason}; then {describe_bug(error)}", non_retryable=True) from error
+        # An error no step turned into an outcome (a non-retryable activity error, say) ends the fleet failed with
+        # a result, which names the sites it moved - a failed workflow would tell the delivery none, and its
+        # rollback would leave an argocd fleet's sites running the release - and so does a bug in its code.
+        return await self._failed_with_a_result(
+            self._run(input), "the fleet", bug_patch=BUG_IN_RESULT, failure_patch=FAILURE_IN_RESULT
+        )
 
     async def _run(self, input: FleetInput) -> TargetRolloutResult:
         try:
@@ -374,15 +347,3 @@ class EdgeFleetWorkflow(RolloutControl):
     def _add_commit(self, sha: str) -> None:
         if sha not in self.status.commits:
             self.status.commits.append(sha)
-
-
-def describe_bug(error: BaseException) -> str:
-    """`KeyError: 'x' (edge_batch.py:123)`: the exception and where it was raised (the innermost frame; read from
-    the traceback object, no source file read in the sandbox)."""
-    where = ""
-    frame = error.__traceback__
-    if frame is not None:
-        while frame.tb_next is not None:
-            frame = frame.tb_next
-        where = f" ({frame.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.tb_lineno})"
-    return f"{type(error).__name__}: {error}{where}"

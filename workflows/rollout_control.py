@@ -1,6 +1,7 @@
 """What every rollout child workflow shares (a target's TargetRolloutWorkflow, an edge fleet's
 EdgeFleetWorkflow): the parent delivery's pause / resume / abort signals, waits that a pause stops and an
-abort ends, waits for a human, the analysis step, and progress reports to the parent."""
+abort ends, waits for a human, the analysis step, progress reports to the parent, and the failed result a bug
+in the rollout's code ends it with (`_failed_with_a_result`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from datetime import timedelta
 from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from aicd.activities.analysis import AnalysisLookRequest, analysis_look
@@ -38,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         ANALYSIS_TIMEOUT,
         application_cause,
         cause_of,
+        describe_bug,
     )
     from aicd.workflows.verification import VerificationContext, run_verification
 
@@ -420,6 +422,53 @@ class RolloutControl:
     async def _flush_reports(self) -> None:
         if self.reports:
             await self.reports[-1]
+
+    async def _failed_with_a_result(
+        self,
+        run: Awaitable[TargetRolloutResult],
+        what: str,
+        *,
+        bug_patch: str,
+        failure_patch: str | None = None,
+    ) -> TargetRolloutResult:
+        """The rollout's own result - or a `failed` one (`_finish`: its commits, its status) when `run` raises a
+        bug, a plain Python exception, under `bug_patch`; or a Temporal failure (an ActivityError no step
+        turned into an outcome, an ApplicationError, ...) under `failure_patch` (None: such a failure fails
+        the workflow, which ends the parent's wait too).
+
+        A bug would otherwise fail the workflow task, which Temporal retries for ever: the delivery would wait
+        on this rollout until someone terminates it. Caught here rather than by `failure_exception_types` on
+        the definition: that would fail the workflow with no result (the delivery then learns nothing the
+        rollout wrote), and `Exception` there also turns core's nondeterminism errors into failed rollouts (the
+        SDK checks NondeterminismError against its super types). A run stuck on a bug before its patch ends at
+        its next task attempt; a history recorded then has no command after its failed task."""
+        try:
+            return await run
+        except FailureError as error:
+            if (
+                failure_patch is None
+                or isinstance(error, CancelledError)
+                or not workflow.patched(failure_patch)
+            ):
+                raise
+            reason = f"{what} failed: {cause_of(error)}"
+        except workflow.NondeterminismError:
+            raise  # a deploy that breaks replay (or sandbox misuse): the task retries until a fixed deploy
+        except Exception as error:
+            if not workflow.patched(bug_patch):
+                raise
+            workflow.logger.exception("%s of %s failed on a bug", what, self.input.target.name)
+            reason = f"{what} failed on a bug: {describe_bug(error)}"
+        try:
+            return await self._finish("failed", reason)
+        except workflow.NondeterminismError:
+            raise
+        except Exception as error:
+            if not workflow.patched(bug_patch):
+                raise
+            # A bug in making the result itself: a failed workflow at least ends the parent's wait (whose
+            # rollback restores the files all the same; a fleet's syncs every site, as for a terminated one).
+            raise ApplicationError(f"{reason}; then {describe_bug(error)}", non_retryable=True) from error
 
     async def _finish(
         self, outcome: RolloutOutcome, reason: str, superseded_by: str = ""

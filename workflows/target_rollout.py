@@ -1,7 +1,9 @@
 """TargetRolloutWorkflow: one target of one stage. Commit each step's desired state, let the target's driver
 sync it and report health, walk the canary steps (timed pauses are durable timers that stop while paused,
 `pause: {}` waits for a human, analysis polls the judge), then promote. Rollback is the parent's job: it
-knows the scope."""
+knows the scope. A step that fails ends the rollout `failed` with the commits it made, and so does a bug in
+its code (a plain Python exception, which would otherwise fail the workflow task for ever:
+ROLLOUT_BUG_IN_RESULT)."""
 
 from __future__ import annotations
 
@@ -32,6 +34,10 @@ with workflow.unsafe.imports_passed_through():
         TargetRolloutResult,
     )
 
+# The patch after which a bug in the rollout's code (a plain Python exception, no Temporal failure) ends the
+# rollout failed with a result naming its commits; before it, the workflow task failed and was retried for ever.
+ROLLOUT_BUG_IN_RESULT = "rollout-bug-in-result"
+
 __all__ = ["Aborted", "StepFailed", "TargetRolloutInput", "TargetRolloutResult", "TargetRolloutWorkflow"]
 
 
@@ -49,6 +55,12 @@ class TargetRolloutWorkflow(RolloutControl):
     async def run(self, input: TargetRolloutInput) -> TargetRolloutResult:
         self._patch_reporting()
         self._patch_per_file_base()
+        # A bug in the rollout's code ends it failed with the commits it made, as a step's failure does.
+        return await self._failed_with_a_result(
+            self._run(input), "the rollout", bug_patch=ROLLOUT_BUG_IN_RESULT
+        )
+
+    async def _run(self, input: TargetRolloutInput) -> TargetRolloutResult:
         strategy = input.strategy if input.strategy is not None else CanaryStrategy(list(input.steps))
         if input.strategy is not None:
             self.status.strategy = strategy.name
