@@ -55,15 +55,16 @@ NOT_SECRET_NAMES = frozenset({"SSH_AUTH_SOCK", "XAUTHORITY"})  # paths, not secr
 _URL_USERINFO = re.compile(
     r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]{0,31}://)(?P<userinfo>[^/?#\s@]*(?:@[^/?#\s@]*)*)@"
 )
-# For redaction only: `scheme://user:password@` where the password may hold an unencoded '/' (or '?', '#',
-# '@'): it ends at the first '@' after which an authority follows (no further '@' before the path). That
-# also masks the odd URL with '@' in its path (`http://host:8080/a@b` -> `http://host:***@b`), which is
-# the safe side for redaction; validation (`has_credentials`) keeps `_URL_USERINFO`. Bounded quantifiers
-# keep the scan linear on long texts with many `://` and no whitespace.
+# `scheme://user:password@` where the password may hold an unencoded '/' (or '?', '#', '@'): it ends at the
+# first '@' after which an authority follows (no further '@' before the path). Redaction also masks the odd
+# URL with '@' in its path (`http://host:8080/a@b` -> `http://host:***@b`), the safe side; validation
+# (`has_credentials`) takes a port then a path for what it is (`_PORT_THEN_PATH`). Bounded quantifiers keep
+# the scan linear on long texts with many `://` and no whitespace.
 _URL_PASSWORD = re.compile(
-    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]{0,31}://)(?P<user>[^/?#\s@:]{0,256}):[^\s]{0,1024}?"
+    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]{0,31}://)(?P<user>[^/?#\s@:]{0,256}):(?P<password>[^\s]{0,1024}?)"
     r"@(?=[^\s@/?#]{0,320}(?:[/?#\s]|\Z))"
 )
+_PORT_THEN_PATH = re.compile(r"[0-9]{1,5}(?:[/?#]|\Z)")
 # Schemes where a user name alone is no secret (ssh's login user); elsewhere a lone user name is often a
 # token (`https://TOKEN@github.com/...`).
 _USER_IS_PUBLIC = frozenset({"ssh", "git+ssh", "ssh+git"})
@@ -134,6 +135,11 @@ def has_credentials(text: str) -> bool:
     for match in _URL_USERINFO.finditer(text):
         user, colon, _password = match.group("userinfo").partition(":")
         if colon or user.lower().startswith(TOKEN_PREFIXES) or len(user) >= MIN_TOKEN_USER_CHARS:
+            return True
+    for match in _URL_PASSWORD.finditer(text):
+        # A password holding an unencoded '/' (`https://user:pa/ss@host/`); a port and a path with '@' in it
+        # (`http://host:8080/a@b`, an npm scope) is none.
+        if not _PORT_THEN_PATH.match(match.group("password")):
             return True
     for match in _URL_QUERY.finditer(text):
         for parameter in match.group("query").split("&"):

@@ -120,6 +120,9 @@ def test_credential_detection() -> None:
     assert not has_credentials("https://alice@bitbucket.org/team/repo.git")
     # Validation stays precise where redaction over-masks: '@' in a path is no credential.
     assert not has_credentials("http://host:8080/a@b") and not has_credentials("https://npm.example/@scope/p")
+    assert not has_credentials("https://npm.example:4873/@scope/p")
+    # A password with an unencoded '/' is one all the same: it would travel in every workflow's history.
+    assert has_credentials("https://user:pa/ss@git.example.com/r.git") and has_credentials("https://u:a/b@h")
     assert not has_credentials("https://contoso@dev.azure.com/contoso/shop/_git/shop")
 
 
