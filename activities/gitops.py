@@ -675,7 +675,20 @@ class GitOpsActivities:
             return Applied(paths)
 
         def confirm(work: Worktree, pushed: str) -> None:
-            check_ownership(work, owner, pushed, set(paths), target)
+            try:
+                check_ownership(work, owner, pushed, set(paths), target)
+            except ApplicationError as refused:
+                # This step's commit is on the branch (an earlier attempt pushed it; its result was lost with its
+                # worker): the refusal says so, or the rollout would never own up to a commit Git holds.
+                details = (
+                    refused.details[0] if refused.details and isinstance(refused.details[0], dict) else {}
+                )
+                raise ApplicationError(
+                    refused.message,
+                    {**details, "landed": pushed},
+                    type=refused.type,
+                    non_retryable=refused.non_retryable,
+                ) from None
 
         return StepCommit(
             owner,

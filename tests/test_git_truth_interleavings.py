@@ -1,5 +1,5 @@
 """Git never lies, whatever the order: seeded random interleavings of releases, pauses, resumes, aborts,
-humans' commits and worker restarts on two apps that share one GitOps repository (two targets each), on real
+humans' commits, worker restarts and bugs in aicd's own rollout code on two apps that share one GitOps repository (two targets each), on real
 Temporal and real Git. The harness acts as the people around a delivery do, at random moments; at the end it
 resumes whatever waits for a human, then reads the GitOps branch and every delivery's final status and checks
 what must hold in any order:
@@ -19,18 +19,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 import sys
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from temporalio import activity
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, Replayer
 
 from aicd.activities import WorkerSettings
 from aicd.argocd_manifests import render_applications
@@ -42,6 +46,8 @@ from aicd.slack_blocks import describe_progress
 from aicd.status_view import status_text
 from aicd.testing.engine import (
     TEMPORAL_BIN,
+    WorkflowBug,
+    commits,
     git,
     human_commit,
     make_repo,
@@ -56,6 +62,8 @@ from aicd.testing.standins.kube_argocd import KubeArgoCD, write_kubeconfig
 from aicd.trailers import split_step
 from aicd.worker import Workers, build_worker
 from aicd.workflows.registry import ALL_WORKFLOWS, sandbox_runner
+from aicd.workflows.rollout_control import REPORT_LANDED
+from tests.record_histories import patch_markers
 
 __all__ = ["temporal_env"]
 
@@ -117,6 +125,22 @@ class World:
     phases: list[str] = field(default_factory=list)  # each delivery's final phase, in start order
     worker: Workers | None = None
     argocd: KubeArgoCD | None = None  # the targets are Argo CD Applications on this stand-in
+    # Releases whose rollouts hit a bug in aicd's workflow code (a plain exception) at a later canary step.
+    # Drawn from a generator of their own, so a seed's other choices stay those it made before bugs were.
+    bug_rng: random.Random = field(default_factory=random.Random)
+    buggy: set[str] = field(default_factory=set)
+    bug: WorkflowBug = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.bug = WorkflowBug(self.hits_a_bug, "a bug in the rollout's code")
+
+    def hits_a_bug(self, activity: str, args: Sequence[Any]) -> bool:
+        if activity != "apply_step":
+            return False
+        commit = args[0].commit
+        return commit.delivery.rpartition("@")[2] in self.buggy and not split_step(commit.step)[2].startswith(
+            "0-"
+        )
 
     def setup(self) -> None:
         self.source, _ = make_repo(self.root, "source", {"README": "r0\n"})
@@ -162,7 +186,7 @@ class World:
     # --- the worker: one pod, restarted now and then with a fresh disk (another pod) ---------------------
     async def start_worker(self) -> None:
         state = self.root / f"state-{self.restarts}"
-        self.worker = build_worker(self.client, WorkerSettings(state_dir=state), self.queue)
+        self.worker = build_worker(self.client, WorkerSettings(state_dir=state), self.queue, [self.bug])
         await self.worker.__aenter__()
 
     async def stop_worker(self) -> None:
@@ -205,9 +229,13 @@ class World:
     async def release(self) -> None:
         app = "one" if self.rng.random() < 0.65 else "two"
         broken = self.rng.random() < 0.3
-        revision = self.new_revision(broken)
+        buggy = broken and self.bug_rng.random() < 0.4  # aicd's bug, not the release's: its tests pass
+        revision = self.new_revision(broken and not buggy)
+        if buggy:
+            self.buggy.add(revision)
         self.released.append((app, revision))
-        await self.deliver(app, revision, "release" + (" (broken)" if broken else ""))
+        what = " (aicd bug)" if buggy else " (broken)" if broken else ""
+        await self.deliver(app, revision, f"release{what}")
 
     async def redeploy(self) -> None:
         """`aicd deliver` of a revision released before (a rollback by re-deploy): a delivery of its own."""
@@ -451,6 +479,7 @@ async def run_interleaving(
     rollback_scope = ("stage", "release", "target")[seed % 4 % 3]
     queue = f"mix-{uuid.uuid4().hex[:10]}"
     world = World(root, client, queue, concurrency, rollback_scope, layout, rng, f"mix-{seed}-{queue[-6:]}")
+    world.bug_rng = random.Random(f"bugs-{seed}")
     with contextlib.ExitStack() as stack:
         if seed % 5 == 4:  # Argo CD targets: what runs is what each Application was last synced to
             world.argocd = stack.enter_context(KubeArgoCD())
@@ -468,19 +497,23 @@ async def run_world(world: World, actions: int, keep: Path) -> tuple[list[str], 
             for plan in world.plans:
                 await handle_for(client, plan.delivery_id).result()
         except Exception as error:  # a delivery that cannot go on: is its history still the code's?
-            unreplayable = await replay_failures(client, world.plans, keep)
+            unreplayable = await replay_failures(client, world.plans, keep, world.bug)
             raise AssertionError("\n".join([f"{type(error).__name__}: {error}", *unreplayable])) from error
         world.phases = [statuses[plan.delivery_id].phase for plan in world.plans]
-        unreplayable = await replay_failures(client, world.plans, keep)
+        unreplayable = await replay_failures(client, world.plans, keep, world.bug)
     finally:
         await world.stop_worker()
     return violations(world, statuses) + unreplayable, world
 
 
-async def replay_failures(client: Client, plans: list[DeliveryPlan], root: Path) -> list[str]:
-    """Every run of every delivery and of its rollouts replays on the workflow code that ran it; a history
-    that does not is kept beside the run (`root/unreplayable-*.json`) and named."""
-    replayer = Replayer(workflows=ALL_WORKFLOWS, workflow_runner=sandbox_runner())
+async def replay_failures(
+    client: Client, plans: list[DeliveryPlan], root: Path, bug: WorkflowBug | None = None
+) -> list[str]:
+    """Every run of every delivery and of its rollouts replays on the workflow code that ran it (with its bug);
+    a history that does not is kept beside the run (`root/unreplayable-*.json`) and named."""
+    replayer = Replayer(
+        workflows=ALL_WORKFLOWS, workflow_runner=sandbox_runner(), interceptors=[bug] if bug else []
+    )
     found = []
     for plan in plans:
         async for execution in client.list_workflows(f"WorkflowId STARTS_WITH '{plan.delivery_id}'"):
@@ -522,6 +555,98 @@ async def test_a_target_in_two_stages_reports_the_commits_of_both(
     assert result.phase == "succeeded" and len(on_branch) == 6, on_branch  # 2 steps + promote, twice
     assert status.targets["a"].commits == on_branch
     assert result.commits == on_branch
+
+
+class LoseThePromotesResult(Interceptor):
+    """The worker running the promote of the release `revision` dies right after its push: the result never
+    reaches Temporal. The retry runs once `newer_wrote` is set, after a newer delivery wrote the file (seed 4
+    met this with worker restarts)."""
+
+    def __init__(self, revision: str) -> None:
+        self.revision = revision
+        self.newer_wrote = asyncio.Event()
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        lose = self
+
+        class Losing(ActivityInboundInterceptor):
+            async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+                info = activity.info()
+                commit = input.args[0].commit if info.activity_type == "apply_step" else None
+                if commit is None or not (
+                    commit.delivery.endswith(f"@{lose.revision}") and commit.step.endswith("/promote")
+                ):
+                    return await super().execute_activity(input)
+                if info.attempt == 1:
+                    await super().execute_activity(input)
+                    raise ApplicationError("the worker died after its push", type="WorkerLost")
+                await lose.newer_wrote.wait()
+                return await super().execute_activity(input)
+
+        return Losing(next)
+
+
+async def test_a_promotion_whose_result_was_lost_is_owned_up_to_after_a_newer_delivery_wrote(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """A promote's push landed but its worker died before reporting it; a newer delivery then wrote the file,
+    so the retry finds its commit on the branch and is refused. The delivery said `superseded` and never
+    reported the commit, while its release was what ran: the newer delivery started from it, and its rollback
+    put it back. Now the refusal names the landed commit, and the status says the promotion stands."""
+    source, old_revision = make_repo(tmp_path, "source", {"README": "r0\n"})
+    gitops, _ = make_repo(tmp_path, "gitops", {"a.yaml": SEED_VALUES})
+
+    def plan_of(revision: str, steps: list[dict[str, Any]]) -> DeliveryPlan:
+        document = spec_document(
+            "landed",
+            source,
+            gitops,
+            {"a": {"kind": "git", "path": "a.yaml"}},
+            [{"name": "prod", "targets": ["a"], "strategy": {"canary": {"steps": steps}}}],
+        )
+        return plan_from(document, revision)
+
+    old = plan_of(old_revision, [{"setWeight": 10}])
+    lose = LoseThePromotesResult(old_revision)
+    client = temporal_env.client
+
+    def step_on_branch(plan: DeliveryPlan, step: str) -> str | None:
+        return next(
+            (
+                entry["sha"]
+                for entry in commits(gitops)
+                if entry.get("Aicd-Delivery-Id") == plan.delivery_id and entry.get("Aicd-Step") == step
+            ),
+            None,
+        )
+
+    async def on_branch(plan: DeliveryPlan, step: str) -> str:
+        for _ in range(600):
+            if (sha := step_on_branch(plan, step)) is not None:
+                return sha
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{step} of {plan.delivery_id} never reached the branch")
+
+    async with running_worker(client, tmp_path / "state", [lose]) as queue:
+        await start_delivery(client, old, Trigger("cli", "dev"), queue=queue)
+        promoted = await on_branch(old, "prod/a/promote")
+        new_revision = human_commit(source, tmp_path, {"README": "r1\n"}, "r1")
+        newer = plan_of(new_revision, [{"setWeight": 10}, {"pause": {}}])
+        await start_delivery(client, newer, Trigger("cli", "dev"), queue=queue)
+        await on_branch(newer, "prod/a/0-setWeight")
+        lose.newer_wrote.set()
+        await handle_for(client, old.delivery_id).result()
+        status = await get_status(client, old.delivery_id)
+        await send_action(client, newer.delivery_id, "abort", HumanAction("oncall", "abort"))
+        await handle_for(client, newer.delivery_id).result()
+    history = await client.get_workflow_handle(f"{old.delivery_id}--prod--a").fetch_history()
+    events = json.loads(history.to_json())["events"]
+    assert any(REPORT_LANDED.encode() in patch for patch in patch_markers(events))  # it ran, and replays:
+    assert await replay_failures(client, [old, newer], tmp_path) == []
+    assert promoted in status.targets["a"].commits, status.targets["a"]
+    assert says_promoted(status, "a", "prod/a/promote"), status.targets["a"]
+    values = yaml.safe_load(show(gitops, "main", "a.yaml"))
+    assert values["image"]["tag"] == old.artifact_tag and values["canary"]["weight"] == 0
 
 
 async def test_an_aborted_later_stage_says_the_earlier_stages_release_stands(

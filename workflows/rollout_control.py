@@ -54,6 +54,9 @@ PROGRESS_IN_RESULT = "progress-in-result"
 # files it writes, not of any file of the target: before it, a human's edit of the values file made before a
 # flag step (another file) was written over by the next values step without a pause.
 PER_FILE_BASE = "per-file-ownership-base"
+# The patch after which a write refused on its retry, whose commit an earlier attempt had pushed (its result lost
+# with its worker), reports that commit: before it, the rollout never owned up to a commit on the branch.
+REPORT_LANDED = "report-landed-commit"
 
 
 @dataclass
@@ -113,11 +116,13 @@ class StepFailed(Exception):
 
 
 class Superseded(Exception):
-    """A newer delivery of the app has written the target's file: this delivery never writes it again."""
+    """A newer delivery of the app has written the target's file: this delivery never writes it again.
+    `landed`: this step's own commit, pushed by an earlier attempt before the newer delivery wrote."""
 
-    def __init__(self, by: str, message: str) -> None:
+    def __init__(self, by: str, message: str, landed: str = "") -> None:
         super().__init__(message)
         self.by = by
+        self.landed = landed
 
 
 class RolloutControl:
@@ -240,8 +245,14 @@ class RolloutControl:
             except ActivityError as error:
                 cause = application_cause(error)
                 details = cause.details[0] if cause is not None and cause.details else {}
+                landed = str(details.get("landed") or "")
+                if landed and workflow.patched(REPORT_LANDED):
+                    if landed not in self.status.commits:
+                        self.status.commits.append(landed)
+                else:
+                    landed = ""
                 if cause is not None and cause.type == ErrorType.SUPERSEDED:
-                    raise Superseded(str(details.get("by", "")), cause.message) from error
+                    raise Superseded(str(details.get("by", "")), cause.message, landed) from error
                 if cause is None or cause.type != ErrorType.HUMAN_EDIT:
                     raise
                 self.status.human_edit = {

@@ -128,7 +128,14 @@ class TargetRolloutWorkflow(RolloutControl):
         await self._wait_unpaused()
         values = self.input.write.promote_values(self.input.artifact_tag)
         edit = FileEdit(self.input.target.path, values)
-        await self._commit_and_sync("promote", f"promote {self.input.artifact_tag}", [edit])
+        try:
+            await self._commit_and_sync("promote", f"promote {self.input.artifact_tag}", [edit])
+        except Superseded as superseded:
+            if not superseded.landed:
+                raise
+            # The promotion landed before the newer delivery wrote (its result was lost with its worker): it is
+            # this delivery's release that a newer one started from, and what their rollbacks put back.
+            workflow.logger.info("%s: promoted before %s wrote", self.input.target.name, superseded.by)
         self.status.weight = 100
         self.status.step_kind = "promote"
 
