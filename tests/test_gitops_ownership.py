@@ -421,13 +421,13 @@ async def test_a_retried_step_never_syncs_its_commit_over_a_newer_delivery(
     first = request(gitops, *older, "0-setWeight", {"canary.weight": 10, "canary.tag": "v1"})
     done = await attempt(1, steps.apply_step, synced_step(first, kubeconfig))
     late = request(gitops, *older, "1-setWeight", {"canary.weight": 50}, base=done.commit.sha)
-    await attempt(1, steps.gitops.commit, late)  # pushed; the attempt dies before its sync
+    pushed = await attempt(1, steps.gitops.commit, late)  # pushed; the attempt dies before its sync
     taken = request(
         gitops, *newer, "0-setWeight", {"canary.weight": 20, "canary.tag": "v2"}, revision=NEW_REV
     )
     newest = await attempt(1, steps.apply_step, synced_step(taken, kubeconfig))
     error = await refused(attempt(2, steps.apply_step, synced_step(late, kubeconfig)), ErrorType.SUPERSEDED)
-    assert error.details[0] == {"by": "new"}
+    assert error.details[0] == {"by": "new", "landed": pushed.sha}  # the rollout owns up to its commit
     # Argo CD runs what the branch says: the newer delivery's canary, not the older one's 50%.
     assert [sync.revision for sync in standin.syncs("web-prod")] == [done.commit.sha, newest.commit.sha]
     assert running(standin, gitops) == show(gitops, "main", "apps/web/values.yaml")
@@ -445,11 +445,11 @@ async def test_a_retried_step_never_syncs_its_commit_over_a_human_edit(
     first = request(gitops, *delivery, "0-setWeight", {"canary.weight": 10, "canary.tag": "v1"})
     done = await attempt(1, steps.apply_step, synced_step(first, kubeconfig))
     late = request(gitops, *delivery, "1-setWeight", {"canary.weight": 50}, base=done.commit.sha)
-    await attempt(1, steps.gitops.commit, late)  # pushed; the attempt dies before its sync
+    pushed = await attempt(1, steps.gitops.commit, late)  # pushed; the attempt dies before its sync
     by_hand = show(gitops, "main", "apps/web/values.yaml").replace("# web", "# web: 6 replicas, by hand")
     human = human_commit(gitops, tmp_path, {"apps/web/values.yaml": by_hand + "\n"}, "More replicas")
     error = await refused(attempt(2, steps.apply_step, synced_step(late, kubeconfig)), ErrorType.HUMAN_EDIT)
-    assert error.details[0]["sha"] == human
+    assert error.details[0]["sha"] == human and error.details[0]["landed"] == pushed.sha
     assert [sync.revision for sync in standin.syncs("web-prod")] == [done.commit.sha]  # not the late one
     # Resumed: the write goes on from the human's commit; its first attempt died before pushing.
     accepted = dataclasses.replace(late, base=human)
