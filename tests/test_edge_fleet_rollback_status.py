@@ -18,7 +18,7 @@ from aicd.messages import HumanAction, Trigger, rollout_workflow_id
 from aicd.slack_blocks import compact_status, delivery_message, describe_progress
 from aicd.status_view import status_text
 from aicd.testing.engine import (
-    git,
+    human_commit,
     plan_from,
     running_worker,
     show,
@@ -136,11 +136,9 @@ async def test_a_batch_whose_commit_failed_moved_no_site(
     counted them `rolled-back` as if the fleet had moved them: 4 sites said to be put back where 2 ever left."""
     sites = names(4)
     document, gitops, _seed, revision = fleet_spec(tmp_path, sites, batches=["50%", "100%"])
-    work = tmp_path / "human"
-    git("clone", "-q", gitops, str(work))
-    (work / site_file(sites[3])).write_text("image: [tag: v0\n")  # unparseable
-    git("-c", "user.name=Alice", "-c", "user.email=alice@x", "commit", "-qam", "break pop-0003", cwd=work)
-    git("push", "-q", "origin", "HEAD:main", cwd=work)
+    human_commit(
+        gitops, tmp_path, {site_file(sites[3]): "image: [tag: v0\n"}, "break pop-0003"
+    )  # unparseable
     plan = plan_from(document, revision)
     client = temporal_env.client
     async with running_worker(client, tmp_path / "state") as queue:
@@ -250,12 +248,9 @@ async def test_a_site_file_the_rollback_left_to_another_writer_is_not_counted_ro
     async with running_worker(client, tmp_path / "state") as queue:
         await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
         await wait_for(client, plan.delivery_id, lambda status: pops(status).state == "awaiting-resume")
-        work = tmp_path / "human"
-        git("clone", "-q", gitops, str(work))
-        edited = (work / site_file(sites[0])).read_text()
-        (work / site_file(sites[0])).write_text(edited.replace(f"tag: {plan.artifact_tag}", "tag: hotfix"))
-        git("-c", "user.name=Alice", "-c", "user.email=alice@x", "commit", "-qam", "hotfix", cwd=work)
-        git("push", "-q", "origin", "HEAD:main", cwd=work)
+        edited = show(gitops, "main", site_file(sites[0])) + "\n"
+        hotfix = edited.replace(f"tag: {plan.artifact_tag}", "tag: hotfix")
+        human_commit(gitops, tmp_path, {site_file(sites[0]): hotfix}, "hotfix")
         await send_action(client, plan.delivery_id, "abort", HumanAction("oncall", "enough"))
         result = await handle_for(client, plan.delivery_id).result()
         status = await get_status(client, plan.delivery_id)
@@ -350,13 +345,13 @@ async def test_a_left_failed_site_past_the_named_ones_stays_failed(
             )
             assert pops(awaiting).sites_by_state == {"updated": 5, "failed": 25, "pending": 30}
             assert failed not in pops(awaiting).failed_sites  # past the names a status carries
-            work = tmp_path / "human"
-            git("clone", "-q", gitops, str(work))
-            for site, tag in ((failed, "v0"), (updated, plan.artifact_tag)):
-                text = (work / site_file(site)).read_text()
-                (work / site_file(site)).write_text(text.replace(f"tag: {tag}", "tag: hotfix"))
-            git("-c", "user.name=Alice", "-c", "user.email=alice@x", "commit", "-qam", "hotfix", cwd=work)
-            git("push", "-q", "origin", "HEAD:main", cwd=work)
+            hotfixes = {
+                site_file(site): (show(gitops, "main", site_file(site)) + "\n").replace(
+                    f"tag: {tag}", "tag: hotfix"
+                )
+                for site, tag in ((failed, "v0"), (updated, plan.artifact_tag))
+            }
+            human_commit(gitops, tmp_path, hotfixes, "hotfix")
             await send_action(client, plan.delivery_id, "abort", HumanAction("oncall", "enough"))
             result = await handle_for(client, plan.delivery_id).result()
             status = await get_status(client, plan.delivery_id)
