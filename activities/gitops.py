@@ -96,6 +96,15 @@ _PROCESS_NONCE = uuid.uuid4().hex
 _thread_locks_guard = threading.Lock()
 
 
+def push_refusal(stderr: str) -> str:
+    """git's reason for refusing a push, from its stderr: the remote's error or the rejected ref."""
+    lines = [line.strip() for line in stderr.splitlines()]
+    reasons = [
+        line for line in lines if ("error:" in line or "rejected" in line) and "failed to push" not in line
+    ]
+    return (reasons or [line for line in lines if line] or [""])[0]
+
+
 @dataclass
 class FileEdit:
     """Set `values` (dotted key -> value) in the file at `path`; with `sites`, `path` is a template with
@@ -451,6 +460,7 @@ class GitOpsClone:
         touching the others), check each one's fence, push once."""
         live = list(batch)
         retries = 0
+        last_refusal = ""
         try:
             for attempt in range(MAX_PUSH_ATTEMPTS):
                 for request in live:
@@ -495,6 +505,7 @@ class GitOpsClone:
                         if not any(word in stderr for word in _REJECTED_PUSH):
                             raise
                         retries += 1
+                        last_refusal = push_refusal(stderr)
                         for request in live:
                             request.maybe_done = True
                             request.results = None
@@ -507,7 +518,8 @@ class GitOpsClone:
                 heartbeat(f"push retry {retries}")
                 time.sleep(min(2.0, 0.02 * 2**attempt) * (0.5 + random.random()))
             raise RuntimeError(
-                f"push of {live[0].steps[0].step} still rejected after {MAX_PUSH_ATTEMPTS} attempts"
+                f"push of {live[0].steps[0].step} still rejected after {MAX_PUSH_ATTEMPTS} attempts; "
+                f"git said last: {redact_credentials(last_refusal)}"
             )
         except BaseException as error:
             for request in live:

@@ -13,8 +13,10 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from temporalio.client import Client
 
+from aicd.activities import gitops as gitops_activities
 from aicd.activities.gitops import CommitRequest, FileEdit, GitOpsActivities, RollbackRequest
 from aicd.client import get_status, handle_for, start_delivery
 from aicd.dev.processes import signal_group
@@ -30,10 +32,14 @@ def step_commits(gitops: str) -> list[dict[str, str]]:
     return [entry for entry in commits(gitops) if "Aicd-Step" in entry]
 
 
-def kill_worker(stack: EmbeddedTemporal) -> None:
+def kill_worker(stack: EmbeddedTemporal, remote: str) -> None:
+    """SIGKILL the worker's process group. A push to a local bare repo runs the remote's `git receive-pack`
+    in that group too; a Git server's would outlive the worker and end cleanly, so its lock files go."""
     assert stack.worker is not None
     signal_group(stack.worker.pid, signal.SIGKILL)
     stack.stop_worker()
+    for stale in Path(remote).rglob("*.lock"):
+        stale.unlink()
 
 
 async def test_worker_sigkilled_at_several_points_no_step_twice(tmp_path: Path) -> None:
@@ -62,7 +68,7 @@ async def test_worker_sigkilled_at_several_points_no_step_twice(tmp_path: Path) 
                 lambda: f"step commits {step_commits(gitops)}",
                 interval=0.02,
             )
-            kill_worker(stack)
+            kill_worker(stack, gitops)
             kills += 1
             await asyncio.sleep(0.3)
             stack.start_worker(task_queue="durable")
@@ -146,6 +152,25 @@ async def test_a_clone_left_with_gits_lock_files_by_a_killed_writer_still_commit
     assert result.sha and not result.already_done
     assert [entry["Aicd-Step"] for entry in step_commits(gitops)] == ["s/t/0-setWeight", "s/t/1-setWeight"]
     assert not list(git_dir.rglob("*.lock"))
+
+
+async def test_a_push_the_remote_keeps_refusing_says_what_git_said(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock the remote never releases (a receive-pack killed on the server) refuses every push; the error
+    that ends the retries names git's reason, not just a count."""
+    gitops, _ = make_repo(tmp_path, "gitops", {"v.yaml": "a: 1\n"})
+    activities = GitOpsActivities(tmp_path / "state")
+
+    def request(step: str, value: int, base: str | None) -> CommitRequest:
+        edits = [FileEdit("v.yaml", {"a": value})]
+        return CommitRequest(gitops, "main", "x@abc", step, "aicd", f"aicd: {step}", edits, base=base)
+
+    first = await activities.commit(request("s/t/0-setWeight", 2, None))
+    (Path(gitops) / "HEAD.lock").write_text("")
+    monkeypatch.setattr(gitops_activities, "MAX_PUSH_ATTEMPTS", 2)
+    with pytest.raises(RuntimeError, match=r"still rejected after 2 attempts; git said last: .*HEAD\.lock"):
+        await activities.commit(request("s/t/1-setWeight", 3, first.sha))
 
 
 # Run by a second writer process: the rollback request pickled at argv[2], on the state dir at argv[1].
