@@ -246,7 +246,30 @@ class StepCommit:
         )
         notes = [f"Left {path} as it is: {why}." for path, why in sorted(applied.left.items())]
         notes += [f"Kept the edits to {path}: {whose}." for path, whose in sorted(applied.kept.items())]
+        if applied.left and applied.left_restored:
+            notes.append(f"{applied.left_restored} {_RESTORED_NOTE}")
         return commit_message(self.subject, trailers, "\n".join([self.reason, *notes]).strip())
+
+
+_RESTORED_NOTE = "of the files left had been put back by this delivery already."
+_LEFT_NOTE = re.compile(r"^Left (?P<path>.+?) as it is: (?P<why>.*)\.$")
+_KEPT_NOTE = re.compile(r"^Kept the edits to (?P<path>.+?): (?P<whose>.*)\.$")
+
+
+def noted_result(sha: str, message: str) -> CommitResult:
+    """The result of a step an earlier attempt pushed, read back from its commit: a rollback's message notes
+    the files it left and kept (StepCommit.message), which a retry must report as the first attempt would."""
+    left: dict[str, str] = {}
+    kept: dict[str, str] = {}
+    restored: int | None = None
+    for line in message.splitlines():
+        if found := _LEFT_NOTE.match(line):
+            left[found["path"]] = found["why"]
+        elif found := _KEPT_NOTE.match(line):
+            kept[found["path"]] = found["whose"]
+        elif line.endswith(f" {_RESTORED_NOTE}") and line.split(" ", 1)[0].isdigit():
+            restored = int(line.split(" ", 1)[0])
+    return CommitResult(sha, already_done=True, left=left, kept=kept, left_restored=restored)
 
 
 @dataclass
@@ -577,7 +600,7 @@ class GitOpsClone:
             if existing:
                 if step.confirm is not None:
                     step.confirm(work, existing)
-                results.append(CommitResult(existing, already_done=True))
+                results.append(noted_result(existing, work.objects[existing].peel(pygit2.Commit).message))
                 continue
             applied = step.apply(work)
             if not applied.paths and not step.commit_unchanged:

@@ -315,6 +315,50 @@ async def test_rollback_leaves_a_file_written_since_and_withdraws_an_orphaned_ca
     assert "Aicd-Delivery-Id: new" in message and "Aicd-Started: 2026-01-01T00:05:00+00:00" in message
 
 
+async def test_a_retried_rollback_reports_the_files_its_landed_commit_left_and_kept(tmp_path: Path) -> None:
+    """A rollback whose push landed but whose result was lost is retried: it finds its commit by its trailer
+    and must say what the first attempt said - which files it left to their newer writer, which of those the
+    delivery had put back itself, whose edits it kept - or the status would call them all rolled back."""
+    files = ("apps/web/values.yaml", "apps/api/values.yaml", "apps/db/values.yaml")
+    gitops, _ = make_repo(tmp_path, "gitops", dict.fromkeys(files, SEED + "replicas: 3\n"))
+    activities = GitOpsActivities(tmp_path / "state")
+    older, newer = ("old", "2026-01-01T00:00:00+00:00"), ("new", "2026-01-01T00:05:00+00:00")
+
+    def step(
+        owner: tuple[str, str],
+        name: str,
+        paths: tuple[str, ...],
+        values: dict,
+        revision: str,
+        base: str | None = None,
+    ) -> CommitRequest:
+        made = request(gitops, *owner, name, values, revision=revision, base=base)
+        return dataclasses.replace(made, edits=[FileEdit(path, values) for path in paths])
+
+    canary = {"canary.weight": 10, "canary.tag": "v1"}
+    first = await activities.commit(step(older, "0-setWeight", files, canary, OLD_REV))
+    # db is put back by the delivery itself (as a fleet batch restores its failed sites), then both db and
+    # api are written by a newer delivery; web gets a human's edit beside the delivery's values.
+    await activities.commit(
+        step(older, "1-setWeight", files[2:], {"canary.weight": 0, "canary.tag": "v0"}, OLD_REV, first.sha)
+    )
+    await activities.commit(
+        step(newer, "0-setWeight", files[1:], {"canary.weight": 20, "canary.tag": "v2"}, NEW_REV)
+    )
+    web = show(gitops, "main", files[0]).replace("replicas: 3", "replicas: 6")
+    human_commit(gitops, tmp_path, {files[0]: web}, "Scale web")
+    undo = dataclasses.replace(rollback(gitops, *older), paths=list(files))
+    undone = await activities.rollback(undo)
+    assert undone.sha is not None and not undone.already_done and first.sha
+    assert set(undone.left) == set(files[1:]) and all(
+        "written since by new" in why for why in undone.left.values()
+    )
+    assert set(undone.kept) == {files[0]} and undone.left_restored == 1
+    retried = await activities.rollback(undo)
+    assert retried.already_done and retried.sha == undone.sha
+    assert (retried.left, retried.kept, retried.left_restored) == (undone.left, undone.kept, 1)
+
+
 async def test_rollback_keeps_a_human_edit_that_a_resume_accepted(tmp_path: Path) -> None:
     """Paused, a human scales the app (and pins the canary's tag by hand); resumed, the delivery writes again
     and then aborts: the file goes back to before the delivery with the scaling kept. The human's canary tag
