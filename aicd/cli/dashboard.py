@@ -4,7 +4,6 @@ dashboard's settings from AICD_DASHBOARD_* (see aicd.dashboard.settings)."""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import signal
@@ -13,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from aicd.cli.app import EXIT_USAGE, LogFormatOption, app, connect_explained, fail, setup_logging
+from aicd.network import is_loopback
 
 if TYPE_CHECKING:
     import uvicorn
@@ -71,17 +71,6 @@ def exposure_problem(host: str, settings: DashboardSettings) -> str | None:
         f"the dashboard on {host} would show every delivery to anyone who reaches it: set {TOKENS_FILE_ENV}"
         f" or {TRUSTED_PROXIES_ENV} so people sign in, or {READ_ENV}=anyone to serve it read-only to everyone"
     )
-
-
-def is_loopback(host: str) -> bool:
-    """Whether binding `host` keeps a server on this machine: `localhost`, 127.0.0.0/8 or ::1 as addresses
-    (a name like `127.evil.example` is no address, and may resolve anywhere)."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def warn_if_open(settings: DashboardSettings) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import sys
@@ -28,18 +27,15 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from aicd.network import is_loopback
+
 log = logging.getLogger("aicd.dev.loadgen")
 
 Targets = Iterable[str] | Callable[[], Iterable[str]]
 
 
 def require_loopback(url: str) -> str:
-    host = urlsplit(url).hostname or ""
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback or urlsplit(url).scheme not in ("http", "https"):
+    if not is_loopback(urlsplit(url).hostname or "") or urlsplit(url).scheme not in ("http", "https"):
         raise ValueError(f"load generator only sends to loopback http(s) URLs, not {url!r}")
     return url.rstrip("/")
 

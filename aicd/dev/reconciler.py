@@ -32,7 +32,6 @@ import argparse
 import asyncio
 import atexit
 import contextlib
-import ipaddress
 import json
 import logging
 import os
@@ -59,6 +58,7 @@ from aicd.dev.demo_app import CONFIG_FILE
 from aicd.dev.ports import LOOPBACK, bind_socket, free_port
 from aicd.dev.processes import ManagedProcess
 from aicd.dev.proxy import RunningServer, create_proxy_app, start_server
+from aicd.network import is_loopback
 from aicd.yamledit import get_path, parse_path
 
 log = logging.getLogger("aicd.dev.reconciler")
@@ -372,7 +372,7 @@ class LocalReconciler:
         sd_file: Path | None = None,
         python: str = sys.executable,
     ) -> None:
-        if not ipaddress.ip_address(host).is_loopback:
+        if not is_loopback(host):
             raise ValueError(f"the reconciler API has no authentication: bind it to loopback, not {host}")
         if isinstance(targets, Mapping):
             specs = [LocalTarget.from_config(name, cfg) for name, cfg in targets.items()]
