@@ -23,7 +23,14 @@ from aicd.dev.processes import signal_group
 from aicd.dev.temporal import EmbeddedTemporal
 from aicd.messages import Trigger
 from aicd.plan import WritePlan
-from aicd.testing.engine import commits, make_repo, plan_from, show, spec_document
+from aicd.testing.engine import (
+    commits,
+    make_repo,
+    plan_from,
+    release_remote_locks,
+    show,
+    spec_document,
+)
 from aicd.testing.polling import poll_until
 from tests.conftest import REPO_ROOT
 
@@ -33,13 +40,10 @@ def step_commits(gitops: str) -> list[dict[str, str]]:
 
 
 def kill_worker(stack: EmbeddedTemporal, remote: str) -> None:
-    """SIGKILL the worker's process group. A push to a local bare repo runs the remote's `git receive-pack`
-    in that group too; a Git server's would outlive the worker and end cleanly, so its lock files go."""
     assert stack.worker is not None
     signal_group(stack.worker.pid, signal.SIGKILL)
     stack.stop_worker()
-    for stale in Path(remote).rglob("*.lock"):
-        stale.unlink()
+    release_remote_locks(remote)
 
 
 async def test_worker_sigkilled_at_several_points_no_step_twice(tmp_path: Path) -> None:

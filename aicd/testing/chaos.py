@@ -51,7 +51,7 @@ from aicd.dev.prometheus import EmbeddedPrometheus
 from aicd.dev.temporal import DevStackError, EmbeddedTemporal
 from aicd.messages import DeliveryStatus, Trigger, rollout_workflow_id
 from aicd.plan import DeliveryPlan
-from aicd.testing.engine import commits, git, make_repo, plan_from, spec_document
+from aicd.testing.engine import commits, git, make_repo, plan_from, release_remote_locks, spec_document
 from aicd.testing.standins.kube_argocd import KubeArgoCD, _Fault
 from aicd.trailers import split_step
 from aicd.yamledit import get_path
@@ -609,6 +609,7 @@ class ChaosRun:
                 if worker is not None:
                     signal_group(worker.pid, signal.SIGKILL)
                 await asyncio.to_thread(self.stack.stop_worker)
+                release_remote_locks(self.gitops)
                 try:
                     await asyncio.sleep(seconds)
                 finally:

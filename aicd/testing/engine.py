@@ -60,6 +60,14 @@ def git(*args: str, cwd: Path | str | None = None) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
 
 
+def release_remote_locks(bare: str) -> None:
+    """After a worker's process group is SIGKILLed: a push to a local bare repo runs the remote's `git
+    receive-pack` in that group, and killed it leaves lock files that refuse every later push. A Git server's
+    receive-pack would outlive the worker and end cleanly, so the locks go, as they would there."""
+    for stale in Path(bare).rglob("*.lock"):
+        stale.unlink(missing_ok=True)
+
+
 def make_repo(root: Path, name: str, files: dict[str, str], branch: str = "main") -> tuple[str, str]:
     """A bare repo `root/name.git` with one commit holding `files`; returns (path, commit sha)."""
     bare = root / f"{name}.git"
