@@ -137,6 +137,12 @@ async def test_dev_server_restart_during_pause_resumes(tmp_path: Path) -> None:
     ]
 
 
+def value_write(gitops: str, step: str, value: int, base: str | None) -> CommitRequest:
+    """A step of delivery `x@abc` setting v.yaml's `a` to `value`."""
+    edits = [FileEdit("v.yaml", {"a": value})]
+    return CommitRequest(gitops, "main", "x@abc", step, "aicd", f"aicd: {step}", edits, base=base)
+
+
 async def test_a_clone_left_with_gits_lock_files_by_a_killed_writer_still_commits(tmp_path: Path) -> None:
     """A writer SIGKILLed inside `git commit` or a ref update leaves git's lock files in its clone; they are
     stale once the clone's lock is ours (every aicd use of the clone holds it), and the next write must
@@ -144,15 +150,11 @@ async def test_a_clone_left_with_gits_lock_files_by_a_killed_writer_still_commit
     gitops, _ = make_repo(tmp_path, "gitops", {"v.yaml": "a: 1\n"})
     activities = GitOpsActivities(tmp_path / "state")
 
-    def request(step: str, value: int, base: str | None) -> CommitRequest:
-        edits = [FileEdit("v.yaml", {"a": value})]
-        return CommitRequest(gitops, "main", "x@abc", step, "aicd", f"aicd: {step}", edits, base=base)
-
-    first = await activities.commit(request("s/t/0-setWeight", 2, None))
+    first = await activities.commit(value_write(gitops, "s/t/0-setWeight", 2, None))
     git_dir = next((tmp_path / "state" / "gitops").glob("*/.git"))
     for stale in ("index.lock", "HEAD.lock", "refs/heads/main.lock", "packed-refs.lock"):
         (git_dir / stale).write_text("")
-    result = await activities.commit(request("s/t/1-setWeight", 3, first.sha))
+    result = await activities.commit(value_write(gitops, "s/t/1-setWeight", 3, first.sha))
     assert result.sha and not result.already_done
     assert [entry["Aicd-Step"] for entry in step_commits(gitops)] == ["s/t/0-setWeight", "s/t/1-setWeight"]
     assert not list(git_dir.rglob("*.lock"))
@@ -166,15 +168,11 @@ async def test_a_push_the_remote_keeps_refusing_says_what_git_said(
     gitops, _ = make_repo(tmp_path, "gitops", {"v.yaml": "a: 1\n"})
     activities = GitOpsActivities(tmp_path / "state")
 
-    def request(step: str, value: int, base: str | None) -> CommitRequest:
-        edits = [FileEdit("v.yaml", {"a": value})]
-        return CommitRequest(gitops, "main", "x@abc", step, "aicd", f"aicd: {step}", edits, base=base)
-
-    first = await activities.commit(request("s/t/0-setWeight", 2, None))
+    first = await activities.commit(value_write(gitops, "s/t/0-setWeight", 2, None))
     (Path(gitops) / "HEAD.lock").write_text("")
     monkeypatch.setattr(gitops_activities, "MAX_PUSH_ATTEMPTS", 2)
     with pytest.raises(RuntimeError, match=r"still rejected after 2 attempts; git said last: .*HEAD\.lock"):
-        await activities.commit(request("s/t/1-setWeight", 3, first.sha))
+        await activities.commit(value_write(gitops, "s/t/1-setWeight", 3, first.sha))
 
 
 # Run by a second writer process: the rollback request pickled at argv[2], on the state dir at argv[1].
