@@ -557,14 +557,25 @@ async def test_a_target_in_two_stages_reports_the_commits_of_both(
     assert result.commits == on_branch
 
 
-class LoseThePromotesResult(Interceptor):
-    """The worker running the promote of the release `revision` dies right after its push: the result never
-    reaches Temporal. The retry runs once `newer_wrote` is set, after a newer delivery wrote the file (seed 4
-    met this with worker restarts)."""
+async def on_branch(gitops: str, plan: DeliveryPlan, step: str) -> str:
+    """The commit of `plan`'s `step` once it is on the GitOps branch (polled for a minute)."""
+    for _ in range(600):
+        for entry in commits(gitops):
+            if entry.get("Aicd-Delivery-Id") == plan.delivery_id and entry.get("Aicd-Step") == step:
+                return entry["sha"]
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{step} of {plan.delivery_id} never reached the branch")
 
-    def __init__(self, revision: str) -> None:
+
+class LoseAStepsResult(Interceptor):
+    """The worker running `step` (a trailer step's ending, `/promote`) of the release `revision` dies right after
+    its push: the result never reaches Temporal. The retry runs once `may_retry` is set, after someone else wrote
+    the file (seed 4 met this with worker restarts)."""
+
+    def __init__(self, revision: str, step: str = "/promote") -> None:
         self.revision = revision
-        self.newer_wrote = asyncio.Event()
+        self.step = step
+        self.may_retry = asyncio.Event()
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         lose = self
@@ -574,13 +585,13 @@ class LoseThePromotesResult(Interceptor):
                 info = activity.info()
                 commit = input.args[0].commit if info.activity_type == "apply_step" else None
                 if commit is None or not (
-                    commit.delivery.endswith(f"@{lose.revision}") and commit.step.endswith("/promote")
+                    commit.delivery.endswith(f"@{lose.revision}") and commit.step.endswith(lose.step)
                 ):
                     return await super().execute_activity(input)
                 if info.attempt == 1:
                     await super().execute_activity(input)
                     raise ApplicationError("the worker died after its push", type="WorkerLost")
-                await lose.newer_wrote.wait()
+                await lose.may_retry.wait()
                 return await super().execute_activity(input)
 
         return Losing(next)
@@ -607,34 +618,17 @@ async def test_a_promotion_whose_result_was_lost_is_owned_up_to_after_a_newer_de
         return plan_from(document, revision)
 
     old = plan_of(old_revision, [{"setWeight": 10}])
-    lose = LoseThePromotesResult(old_revision)
+    lose = LoseAStepsResult(old_revision)
     client = temporal_env.client
-
-    def step_on_branch(plan: DeliveryPlan, step: str) -> str | None:
-        return next(
-            (
-                entry["sha"]
-                for entry in commits(gitops)
-                if entry.get("Aicd-Delivery-Id") == plan.delivery_id and entry.get("Aicd-Step") == step
-            ),
-            None,
-        )
-
-    async def on_branch(plan: DeliveryPlan, step: str) -> str:
-        for _ in range(600):
-            if (sha := step_on_branch(plan, step)) is not None:
-                return sha
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"{step} of {plan.delivery_id} never reached the branch")
 
     async with running_worker(client, tmp_path / "state", [lose]) as queue:
         await start_delivery(client, old, Trigger("cli", "dev"), queue=queue)
-        promoted = await on_branch(old, "prod/a/promote")
+        promoted = await on_branch(gitops, old, "prod/a/promote")
         new_revision = human_commit(source, tmp_path, {"README": "r1\n"}, "r1")
         newer = plan_of(new_revision, [{"setWeight": 10}, {"pause": {}}])
         await start_delivery(client, newer, Trigger("cli", "dev"), queue=queue)
-        await on_branch(newer, "prod/a/0-setWeight")
-        lose.newer_wrote.set()
+        await on_branch(gitops, newer, "prod/a/0-setWeight")
+        lose.may_retry.set()
         await handle_for(client, old.delivery_id).result()
         status = await get_status(client, old.delivery_id)
         await send_action(client, newer.delivery_id, "abort", HumanAction("oncall", "abort"))
@@ -647,6 +641,47 @@ async def test_a_promotion_whose_result_was_lost_is_owned_up_to_after_a_newer_de
     assert says_promoted(status, "a", "prod/a/promote"), status.targets["a"]
     values = yaml.safe_load(show(gitops, "main", "a.yaml"))
     assert values["image"]["tag"] == old.artifact_tag and values["canary"]["weight"] == 0
+
+
+async def test_a_canary_step_whose_result_was_lost_before_a_human_edit_is_owned_up_to_and_rolled_back(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """A canary step's push landed but its worker died before reporting it; a human then scaled the app in the
+    same file. The retry finds its commit and the human's after it: the rollout reports the commit and waits
+    for a human; aborted, the rollback takes the canary back out around the human's scaling, and the status
+    lists the landed commit and the rollback and says whose edits it kept."""
+    source, revision = make_repo(tmp_path, "source", {"README": "r0\n"})
+    gitops, _ = make_repo(tmp_path, "gitops", {"a.yaml": SEED_VALUES})
+    document = spec_document(
+        "lost",
+        source,
+        gitops,
+        {"a": {"kind": "git", "path": "a.yaml"}},
+        [{"name": "prod", "targets": ["a"], "strategy": {"canary": {"steps": [{"setWeight": 10}]}}}],
+    )
+    plan = plan_from(document, revision)
+    lose = LoseAStepsResult(revision, "/0-setWeight")
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state", [lose]) as queue:
+        await start_delivery(client, plan, Trigger("cli", "dev"), queue=queue)
+        landed = await on_branch(gitops, plan, "prod/a/0-setWeight")
+        scaled = show(gitops, "main", "a.yaml").replace("replicas: 2", "replicas: 5")
+        human_commit(gitops, tmp_path, {"a.yaml": scaled + "\n"}, "scale for the sale")
+        lose.may_retry.set()
+        waiting = await wait_for(
+            client, plan.delivery_id, lambda s: s.targets["a"].state == "awaiting-resume"
+        )
+        assert landed in waiting.targets["a"].commits, waiting.targets["a"]
+        await send_action(client, plan.delivery_id, "abort", HumanAction("oncall", "abort"))
+        result = await handle_for(client, plan.delivery_id).result()
+        status = await get_status(client, plan.delivery_id)
+    assert await replay_failures(client, [plan], tmp_path) == []
+    assert result.phase == "aborted", result.reason
+    a = status.targets["a"]
+    rollback = await on_branch(gitops, plan, "prod/a/rollback")
+    assert a.state == "rolled-back" and a.commits == [landed, rollback], a
+    assert "kept the edits to a.yaml" in a.message, a.message
+    assert show(gitops, "main", "a.yaml") == SEED_VALUES.replace("replicas: 2", "replicas: 5").strip()
 
 
 async def test_an_aborted_later_stage_says_the_earlier_stages_release_stands(
