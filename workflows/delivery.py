@@ -210,7 +210,9 @@ class DeliveryWorkflow:
         self._reflect_waiting()
 
     # --- overlapping releases of the app ----------------------------------------------------------
-    @workflow.signal(name=SUPERSEDED_SIGNAL)
+    # A delivery that ends while this handler still tells its rollouts to stop has no rollout left to tell: it
+    # ends after they do, and its end would terminate any still running (the default parent close policy).
+    @workflow.signal(name=SUPERSEDED_SIGNAL, unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
     async def superseded(self, by: str) -> None:
         """A newer delivery of the app is about to write: stop at the next step boundary, withdraw the canaries
         in progress, end superseded."""
