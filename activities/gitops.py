@@ -513,7 +513,17 @@ class GitOpsClone:
                             live = [request for request in live if request.error is None]
                             continue
                         if pushing:
-                            repo.git.push("origin", f"HEAD:refs/heads/{self.branch}", "--quiet")
+                            # Compare and swap: the push lands only while the branch is the commit the steps were
+                            # checked on. A branch rewound to an older commit (a force-push) would take it as a
+                            # fast-forward and get back the commits it dropped. HEAD descends from that commit, so
+                            # the lease never forces anything.
+                            checked_on = read_ref(Path(repo.git_dir), f"refs/remotes/{self.remote_ref}") or ""
+                            repo.git.push(
+                                "origin",
+                                f"--force-with-lease=refs/heads/{self.branch}:{checked_on}",
+                                f"HEAD:refs/heads/{self.branch}",
+                                "--quiet",
+                            )
                             _in_sync_clones.add(str(self.path))
                             for request in pushing:
                                 for result in request.results or []:
@@ -628,8 +638,8 @@ class GitOpsClone:
         """This process last left the clone clean and pushed, HEAD is still the remote branch as last seen, and
         every step's ownership base is a commit this clone has (a base it has not seen - another worker's
         commit - needs a fetch). The checks then run on this state without a fetch: should the remote have
-        moved since, the push is refused, and the retry refetches and checks again - a push that lands proves
-        the state it was checked on was the branch. Read from files: a process per check costs as much as
+        moved since (on, or back by a force-push), the push - a compare-and-swap - is refused, and the retry
+        refetches and checks again - a push that lands proves the state it was checked on was the branch. Read from files: a process per check costs as much as
         the commit."""
         if str(self.path) not in _in_sync_clones:
             return False

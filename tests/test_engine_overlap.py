@@ -357,6 +357,43 @@ async def test_a_human_revert_mid_canary_pauses_the_delivery(
             assert "left a.yaml as it is" in status.targets["a"].message
 
 
+async def test_a_branch_force_pushed_back_past_the_canary_waits_for_a_human(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """On-call force-pushes the GitOps branch back to before the canary. The delivery never pushes the
+    dropped commit back (its next write would have been a fast-forward over the rewound branch): it waits for
+    a human, naming the rewrite; the abort then finds nothing of its own on the branch and keeps it as is."""
+    repos = Repos(tmp_path)
+    before = git("--git-dir", repos.gitops, "rev-parse", "main")
+    plan = plan_from(
+        document(
+            repos,
+            f"rewound-{uuid.uuid4().hex[:6]}",
+            steps=[{"setWeight": 10}, {"pause": {}}, {"setWeight": 50}],
+        ),
+        repos.revisions[0],
+    )
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "dev"), queue=queue)
+        await wait_for(
+            client, plan.delivery_id, lambda s: "a" in s.targets and s.targets["a"].step_kind == "pause"
+        )
+        branch_at(repos.gitops, "main", before)
+        await send_action(client, plan.delivery_id, "resume", HumanAction("oncall", "go on"))
+        waiting = await wait_for(
+            client, plan.delivery_id, lambda s: s.targets["a"].human_edit is not None, timeout=30
+        )
+        assert "history of the GitOps branch was rewritten" in waiting.targets["a"].message
+        assert git("--git-dir", repos.gitops, "rev-parse", "main") == before  # nothing pushed over it
+        await send_action(client, plan.delivery_id, "abort", HumanAction("oncall", "rewound on purpose"))
+        result = await handle_for(client, plan.delivery_id).result()
+        await assert_replays(client, [plan.delivery_id, f"{plan.delivery_id}--production--a"])
+    assert result.phase == "aborted"
+    assert git("--git-dir", repos.gitops, "rev-parse", "main") == before
+    assert repos.values("a.yaml") == yaml.safe_load(SEED)
+
+
 async def test_a_newer_release_that_fails_its_tests_stops_nothing(
     temporal_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:

@@ -19,7 +19,7 @@ from aicd.activities.steps import StepActivities, StepRequest, StepResult
 from aicd.activities.sync import sync_target
 from aicd.errors import ErrorType
 from aicd.plan import WritePlan
-from aicd.testing.engine import commits, git, human_commit, make_repo, show
+from aicd.testing.engine import branch_at, commits, git, human_commit, make_repo, show
 from aicd.testing.standins.kube_argocd import KubeArgoCD
 
 SEED = "# web\nimage:\n  tag: v0   # stable\ncanary:\n  weight: 0\n  tag: v0\n"
@@ -313,6 +313,31 @@ async def test_rollback_leaves_a_file_written_since_and_withdraws_an_orphaned_ca
     )
     message = git("--git-dir", gitops, "log", "-1", "--format=%B", "main")
     assert "Aicd-Delivery-Id: new" in message and "Aicd-Started: 2026-01-01T00:05:00+00:00" in message
+
+
+async def test_a_branch_rewound_by_a_force_push_never_gets_the_dropped_commits_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A human force-pushes the branch back past the delivery's canary. The next step's clone still holds the
+    canary on top of the old head, so a plain push would be a fast-forward and put the dropped commit back.
+    The push is a compare-and-swap on the head the step was checked on: refused, refetched, and the rewrite
+    is a human's edit to wait for."""
+    monkeypatch.setattr("aicd.activities.gitops._retried", lambda: False)  # first attempts: no fetch first
+    gitops, seed = make_repo(tmp_path, "gitops", {"apps/web/values.yaml": SEED})
+    activities = GitOpsActivities(tmp_path / "state")
+    started = "2026-01-01T00:00:00+00:00"
+    first = await activities.commit(
+        request(gitops, "d1", started, "0-setWeight", {"canary.weight": 10, "canary.tag": "v1"})
+    )
+    branch_at(gitops, "main", seed)
+    error = await refused(
+        activities.commit(
+            request(gitops, "d1", started, "1-setWeight", {"canary.weight": 50}, base=first.sha)
+        ),
+        ErrorType.HUMAN_EDIT,
+    )
+    assert "history of the GitOps branch was rewritten" in str(error), error
+    assert [entry["sha"] for entry in commits(gitops)] == [seed]
 
 
 async def test_a_retried_rollback_reports_the_files_its_landed_commit_left_and_kept(tmp_path: Path) -> None:
