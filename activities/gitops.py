@@ -394,7 +394,16 @@ class GitOpsClone:
             repo.git.fetch("origin", "--prune", "--quiet")
         remote = read_ref(git_dir, f"refs/remotes/{self.remote_ref}")
         if remote is None:
-            repo.git.checkout("--orphan", f"aicd-{self.branch}") if not repo.head.is_valid() else None
+            # No branch on the remote - not yet, or deleted since: none of the clone's history is on it, and a
+            # commit on that history would push it all back. An empty unborn branch instead.
+            _in_sync_clones.discard(str(self.path))
+            if repo.head.is_valid():
+                unborn = f"refs/heads/aicd-unborn-{self.branch}"
+                with suppress(git.GitCommandError):
+                    repo.git.update_ref("-d", unborn)
+                repo.git.symbolic_ref("HEAD", unborn)
+                repo.git.read_tree("--empty")
+                repo.git.clean("-fdxq")
             return False
         clean = str(self.path) in _in_sync_clones  # left clean by this process: no reset or clean needed
         if not (clean and read_ref(git_dir, "HEAD") == remote):
@@ -1008,6 +1017,16 @@ def check_ownership(
     if base is not None and base == head:
         return  # this delivery's own last write is the branch head: nobody has written since
     touching = frozenset(paths)  # only commits of these files can refuse the write
+    if head is None:
+        # A delivery starts only on a branch with commits: it was deleted since. No write of this delivery
+        # recreates it (holding this one file, or the clone's old history); a resume waits again until it is back.
+        when = f"this delivery last wrote to it ({base[:7]})" if base else "the delivery started"
+        raise _error(
+            ErrorType.HUMAN_EDIT,
+            f"{where}the GitOps branch no longer exists: it was deleted since {when}; a resume waits again until"
+            " it is pushed back",
+            {"sha": base or "", "author": "", "subject": "branch deleted"},
+        )
     if base is not None:
         try:
             commits = history(work.objects, head, after=base, touching=touching)

@@ -340,6 +340,39 @@ async def test_a_branch_rewound_by_a_force_push_never_gets_the_dropped_commits_b
     assert [entry["sha"] for entry in commits(gitops)] == [seed]
 
 
+async def test_a_deleted_branch_is_never_pushed_back_by_a_write_or_a_rollback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Someone deletes the GitOps branch mid-delivery. The clone still holds its history; a write on it would
+    push the whole branch back, and a first write of another file would make a branch of that file alone. Both
+    wait for a human instead, and the rollback has nothing of the delivery to restore: the branch stays deleted."""
+    monkeypatch.setattr("aicd.activities.gitops._retried", lambda: False)
+    gitops, _ = make_repo(tmp_path, "gitops", {"apps/web/values.yaml": SEED, "apps/api/values.yaml": SEED})
+    activities = GitOpsActivities(tmp_path / "state")
+    started = "2026-01-01T00:00:00+00:00"
+    first = await activities.commit(
+        request(gitops, "d1", started, "0-setWeight", {"canary.weight": 10, "canary.tag": "v1"})
+    )
+    git("--git-dir", gitops, "update-ref", "-d", "refs/heads/main")
+    error = await refused(
+        activities.commit(
+            request(gitops, "d1", started, "1-setWeight", {"canary.weight": 50}, base=first.sha)
+        ),
+        ErrorType.HUMAN_EDIT,
+    )
+    assert "the GitOps branch no longer exists" in str(error), error
+    other = dataclasses.replace(
+        request(gitops, "d1", started, "0-setWeight", {"canary.weight": 10}),
+        step="prod/api/0-setWeight",
+        edits=[FileEdit("apps/api/values.yaml", {"canary.weight": 10})],
+    )
+    error = await refused(activities.commit(other), ErrorType.HUMAN_EDIT)
+    assert "deleted since the delivery started" in str(error), error
+    undone = await activities.rollback(rollback(gitops, "d1", started))
+    assert undone.sha is None
+    assert git("--git-dir", gitops, "for-each-ref", "refs/heads") == ""
+
+
 async def test_a_retried_rollback_reports_the_files_its_landed_commit_left_and_kept(tmp_path: Path) -> None:
     """A rollback whose push landed but whose result was lost is retried: it finds its commit by its trailer
     and must say what the first attempt said - which files it left to their newer writer, which of those the
