@@ -3,7 +3,6 @@ way through its batches, and is then aborted itself. Real Temporal, real Git (se
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from aicd.testing.engine import (
     wait_for,
 )
 from tests.test_edge_fleet import PATH, SITE_VALUES, names, pops, raw_tree_diff, site_file
+from tests.test_engine_overlap import new_release
 
 __all__ = ["temporal_env"]
 
@@ -39,15 +39,6 @@ def fleet_document(source: str, gitops: str) -> dict[str, Any]:
     }
     stage = {"name": "edge", "targets": ["pops"], "strategy": {"canary": {"steps": PAUSED}}}
     return spec_document("web", source, gitops, {"pops": edge}, [stage])
-
-
-def release(root: Path, source: str) -> str:
-    """A new commit on the source's main branch; its SHA."""
-    seed = root / "source-seed"
-    identity = ("-c", "user.name=dev", "-c", "user.email=dev@x")
-    git(*identity, "commit", "-q", "--allow-empty", "-m", f"r{uuid.uuid4()}", cwd=seed)
-    git("push", "-q", source, "HEAD:main", cwd=seed)
-    return git("rev-parse", "HEAD", cwd=seed)
 
 
 def site_tags(gitops: str, sites: list[str]) -> dict[str, str]:
@@ -75,7 +66,7 @@ async def test_a_newer_release_supersedes_an_older_fleet_part_way_and_its_abort_
     files["fleets/edge.yaml"] = "".join(f"- {site}\n" for site in sites)
     gitops, seed = make_repo(tmp_path, "gitops", files)
     old = plan_from(fleet_document(source, gitops), first)
-    new = plan_from(fleet_document(source, gitops), release(tmp_path, source))
+    new = plan_from(fleet_document(source, gitops), new_release(tmp_path, source))
     client = temporal_env.client
 
     def in_first_pause(status: Any) -> bool:

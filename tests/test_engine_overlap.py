@@ -36,6 +36,15 @@ SEED = "# values\nimage:\n  tag: v0   # stable\ncanary:\n  weight: 0\n  tag: v0\
 STEPS = [{"setWeight": 10}, {"pause": "2s"}, {"setWeight": 100}]
 
 
+def new_release(root: Path, source: str) -> str:
+    """A new commit on the main branch of `source` (made by `make_repo(root, "source", ...)`); its SHA."""
+    seed = root / "source-seed"
+    identity = ("-c", "user.name=dev", "-c", "user.email=dev@x")
+    git(*identity, "commit", "-q", "--allow-empty", "-m", f"r{uuid.uuid4()}", cwd=seed)
+    git("push", "-q", source, "HEAD:main", cwd=seed)
+    return git("rev-parse", "HEAD", cwd=seed)
+
+
 class Repos:
     """A source repo with a release history and a GitOps repo with two targets' files."""
 
@@ -47,21 +56,7 @@ class Repos:
 
     def release(self) -> str:
         """A new commit on the source's main branch; returns its SHA."""
-        seed = self.root / "source-seed"
-        git(
-            "-c",
-            "user.name=dev",
-            "-c",
-            "user.email=dev@x",
-            "commit",
-            "-q",
-            "--allow-empty",
-            "-m",
-            f"r{uuid.uuid4()}",
-            cwd=seed,
-        )
-        git("push", "-q", self.source, "HEAD:main", cwd=seed)
-        self.revisions.append(git("rev-parse", "HEAD", cwd=seed))
+        self.revisions.append(new_release(self.root, self.source))
         return self.revisions[-1]
 
     def writes(self, path: str) -> list[tuple[str, str]]:
