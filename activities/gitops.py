@@ -1018,13 +1018,16 @@ def check_ownership(
         return  # this delivery's own last write is the branch head: nobody has written since
     touching = frozenset(paths)  # only commits of these files can refuse the write
     if head is None:
-        # A delivery starts only on a branch with commits: it was deleted since. No write of this delivery
-        # recreates it (holding this one file, or the clone's old history); a resume waits again until it is back.
-        when = f"this delivery last wrote to it ({base[:7]})" if base else "the delivery started"
+        # No write of a delivery makes the branch: it would hold this one file, or the clone's old history of a
+        # branch someone deleted. A resume waits again until the branch is there.
+        what = (
+            f"no longer exists: it was deleted since this delivery last wrote to it ({base[:7]})"
+            if base
+            else "does not exist (deleted, or never made: aicd writes only to a branch that has commits)"
+        )
         raise _error(
             ErrorType.HUMAN_EDIT,
-            f"{where}the GitOps branch no longer exists: it was deleted since {when}; a resume waits again until"
-            " it is pushed back",
+            f"{where}the GitOps branch {what}; a resume waits again until it is pushed",
             {"sha": base or "", "author": "", "subject": "branch deleted"},
         )
     if base is not None:

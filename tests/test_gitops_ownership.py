@@ -367,7 +367,7 @@ async def test_a_deleted_branch_is_never_pushed_back_by_a_write_or_a_rollback(
         edits=[FileEdit("apps/api/values.yaml", {"canary.weight": 10})],
     )
     error = await refused(activities.commit(other), ErrorType.HUMAN_EDIT)
-    assert "deleted since the delivery started" in str(error), error
+    assert "the GitOps branch does not exist" in str(error), error
     undone = await activities.rollback(rollback(gitops, "d1", started))
     assert undone.sha is None
     assert git("--git-dir", gitops, "for-each-ref", "refs/heads") == ""
