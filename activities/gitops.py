@@ -648,8 +648,8 @@ class GitOpsClone:
         every step's ownership base is a commit this clone has (a base it has not seen - another worker's
         commit - needs a fetch). The checks then run on this state without a fetch: should the remote have
         moved since (on, or back by a force-push), the push - a compare-and-swap - is refused, and the retry
-        refetches and checks again - a push that lands proves the state it was checked on was the branch. Read from files: a process per check costs as much as
-        the commit."""
+        refetches and checks again - a push that lands proves the state it was checked on was the branch. Read
+        from files: a process per check costs as much as the commit."""
         if str(self.path) not in _in_sync_clones:
             return False
         git_dir = Path(repo.git_dir)
