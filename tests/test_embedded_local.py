@@ -390,6 +390,13 @@ def test_build_is_idempotent_and_artifacts_immutable(
     assert "tags are immutable" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.1", "127.evil.example.com", "::"])
+def test_the_reconciler_api_binds_only_to_loopback(tmp_path: Path, host: str) -> None:
+    """Its API has no authentication: anything that could be reached from another machine is refused."""
+    with pytest.raises(ValueError, match="bind it to loopback"):
+        LocalReconciler(tmp_path / "gitops.git", "main", [], tmp_path, tmp_path / "state", host=host)
+
+
 def test_loadgen_only_targets_loopback(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="loopback"):
         LoadGenerator(["http://example.com"])
