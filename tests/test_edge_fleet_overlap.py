@@ -23,6 +23,7 @@ from aicd.testing.engine import (
 )
 from tests.test_edge_fleet import PATH, SITE_VALUES, names, pops, raw_tree_diff, site_file
 from tests.test_engine_overlap import new_release
+from tests.test_git_truth_interleavings import writes
 
 __all__ = ["temporal_env"]
 
@@ -48,13 +49,6 @@ def site_tags(gitops: str, sites: list[str]) -> dict[str, str]:
         text = git("--git-dir", gitops, "show", f"main:{site_file(site)}")
         tags[site] = next(line.split("tag:")[1].strip() for line in text.splitlines() if "tag:" in line)
     return tags
-
-
-def writers(gitops: str, path: str) -> list[str]:
-    """The delivery ID of each aicd commit that changed `path`, oldest first."""
-    log = git("--git-dir", gitops, "log", "--reverse", "--format=%H", "main", "--", path).split()
-    by_sha = {entry["sha"]: entry.get("Aicd-Delivery-Id", "") for entry in commits(gitops)}
-    return [by_sha[sha] for sha in log if by_sha.get(sha)]
 
 
 async def test_a_newer_release_supersedes_an_older_fleet_part_way_and_its_abort_restores_the_seed(
@@ -100,7 +94,11 @@ async def test_a_newer_release_supersedes_an_older_fleet_part_way_and_its_abort_
         assert fleet.state == "rolled-back", (plan.delivery_id, fleet.message)
         assert fleet.sites_by_state == {"rolled-back": 3, "pending": 9}, fleet.sites_by_state
         assert len(fleet.commits) == 2 and set(fleet.commits) <= on_branch  # its batch and its rollback
+
+    def aicd_writers(site: str) -> list[str]:
+        return [delivery for _, delivery, _ in writes(gitops, site_file(site)) if delivery]
+
     for site in sites[:3]:
-        assert writers(gitops, site_file(site)) == [old.delivery_id] * 2 + [new.delivery_id] * 2
+        assert aicd_writers(site) == [old.delivery_id] * 2 + [new.delivery_id] * 2
     for site in sites[3:]:
-        assert writers(gitops, site_file(site)) == []
+        assert aicd_writers(site) == []

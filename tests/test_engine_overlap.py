@@ -29,6 +29,7 @@ from aicd.testing.engine import (
     wait_for,
 )
 from tests.test_gateway_webhooks import github_headers, github_payload, http, make_gateway, metric, write_spec
+from tests.test_git_truth_interleavings import writes
 
 __all__ = ["temporal_env"]
 
@@ -61,23 +62,7 @@ class Repos:
 
     def writes(self, path: str) -> list[tuple[str, str]]:
         """(delivery ID, step) of each aicd commit that changed `path`, oldest first."""
-        out = git(
-            "--git-dir",
-            self.gitops,
-            "log",
-            "--reverse",
-            "--format=@%(trailers:key=Aicd-Delivery-Id,valueonly,separator=)|%(trailers:key=Aicd-Step,valueonly,separator=)",
-            "--name-only",
-            "main",
-        )
-        writes, current = [], ("", "")
-        for line in out.splitlines():
-            if line.startswith("@"):
-                delivery, _, step = line[1:].partition("|")
-                current = (delivery.strip(), step.strip())
-            elif line.strip() == path and current[0]:
-                writes.append(current)
-        return writes
+        return [(delivery, step) for _sha, delivery, step in writes(self.gitops, path) if delivery]
 
     def values(self, path: str) -> dict[str, Any]:
         loaded: dict[str, Any] = yaml.safe_load(show(self.gitops, "main", path))
