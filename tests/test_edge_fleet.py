@@ -321,7 +321,9 @@ async def test_pause_and_abort_reach_a_fleet_that_continued_as_new(
     assert steps == ["edge/pops/batch-1", "edge/pops/batch-2", "edge/pops/batch-3", "edge/pops/rollback"]
     assert delivery_commits(gitops)[-1]["Aicd-Actor"] == "carol"
     assert raw_tree_diff(gitops, seed) == ""
-    assert len(histories) == 3  # batches 1, 2 and 3 each had their run
+    # Batches 1, 2 and 3 each had their run. An abort that reaches the fleet only after batch 3's 2 s pause (a
+    # loaded machine) finds it already in the run for batch 4, which committed nothing (the steps above).
+    assert len(histories) in (3, 4), len(histories)
     replayer = Replayer(workflows=ALL_WORKFLOWS, workflow_runner=sandbox_runner())
     for history in histories:  # deterministic: every run replays on the current code
         await replayer.replay_workflow(history)
