@@ -5,9 +5,11 @@ checks walk the commits since a step's base (or the delivery's window) in memory
 built from the index entries of the files its `apply` wrote. Fetch and push stay on the git CLI, so
 credentials, transports and hooks of the remote are the ones git is configured with.
 
-What a check reads is what `git log --name-only --no-renames --diff-merges=first-parent` says: newest
-first, each commit's files as changed against its first parent, its aicd trailers as git parses them
-(libgit2 implements git's trailer rules).
+What a check reads is what `git log --name-only --no-renames` says: newest first, each commit's files as
+changed against its first parent, its aicd trailers as git parses them (libgit2 implements git's trailer
+rules). A merge of two parents changed only what differs from merging them (as `--diff-merges=remerge`
+shows it): a person's `git pull` that merges aicd's commits into their own work changed none of aicd's
+files, and a rollback must not take the merge for a person's edit of them.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ class LoggedCommit:
     subject: str
     trailers: CommitTrailers | None
     files: list[str]
+    parents: tuple[str, ...] = ()
 
     def describe_writer(self) -> str:
         if self.trailers is None:
@@ -119,8 +122,10 @@ def history(
     found: list[LoggedCommit] = []
     for commit in _walk(walker, since):
         message = commit.message
-        if all(text in message for text in containing) and (not touching or _touches(commit, touching)):
-            found.append(logged(commit, message))
+        if all(text in message for text in containing) and (
+            not touching or _touches(objects, commit, touching)
+        ):
+            found.append(logged(objects, commit, message))
             if limit is not None and len(found) >= limit:
                 break
     return found
@@ -134,8 +139,8 @@ def _walk(walker: pygit2.Walker, since: datetime | None) -> Iterator[pygit2.Comm
         yield commit
 
 
-def _touches(commit: pygit2.Commit, paths: frozenset[str]) -> bool:
-    return not paths.isdisjoint(_changed_file_set(commit))
+def _touches(objects: pygit2.Repository, commit: pygit2.Commit, paths: frozenset[str]) -> bool:
+    return not paths.isdisjoint(_changed_file_set(objects, commit))
 
 
 # A commit's changes never change, and with many deliveries writing one repository every ownership check
@@ -145,13 +150,13 @@ _changed_file_sets: OrderedDict[pygit2.Oid, frozenset[str]] = OrderedDict()
 _changed_file_sets_guard = threading.Lock()
 
 
-def _changed_file_set(commit: pygit2.Commit) -> frozenset[str]:
+def _changed_file_set(objects: pygit2.Repository, commit: pygit2.Commit) -> frozenset[str]:
     with _changed_file_sets_guard:
         known = _changed_file_sets.get(commit.id)
         if known is not None:
             _changed_file_sets.move_to_end(commit.id)
             return known
-    files = frozenset(changed_files(commit))
+    files = frozenset(changed_files(objects, commit))
     with _changed_file_sets_guard:
         _changed_file_sets[commit.id] = files
         if len(_changed_file_sets) > _CHANGED_FILES_KEPT:
@@ -159,7 +164,7 @@ def _changed_file_set(commit: pygit2.Commit) -> frozenset[str]:
     return files
 
 
-def logged(commit: pygit2.Commit, message: str | None = None) -> LoggedCommit:
+def logged(objects: pygit2.Repository, commit: pygit2.Commit, message: str | None = None) -> LoggedCommit:
     message = commit.message if message is None else message
     trailers = "\n".join(f"{key}: {value}" for key, value in commit.message_trailers.items())
     return LoggedCommit(
@@ -167,17 +172,55 @@ def logged(commit: pygit2.Commit, message: str | None = None) -> LoggedCommit:
         f"{commit.author.name} <{commit.author.email}>",
         " ".join(message.split("\n\n", 1)[0].split()),
         parse_trailers(trailers),
-        changed_files(commit),
+        sorted(_changed_file_set(objects, commit)),
+        tuple(str(parent) for parent in commit.parent_ids),
     )
 
 
-def changed_files(commit: pygit2.Commit) -> list[str]:
-    """The paths a commit changed against its first parent (everything it holds, for a root commit)."""
+def changed_files(objects: pygit2.Repository, commit: pygit2.Commit) -> list[str]:
+    """The paths a commit changed: against its first parent (everything it holds, for a root commit); for a
+    merge of two parents, the paths where it differs from merging them (a resolved conflict, an edit made in
+    the merge), so a clean merge changed nothing of its own."""
+    if len(commit.parents) == 2:
+        merged = _merged_parents(objects, commit)
+        conflicted = _conflicted_paths(merged)
+        return sorted(conflicted | {delta.new_file.path for delta in merged.diff_to_tree(commit.tree).deltas})
     if commit.parents:
         diff = commit.parents[0].tree.diff_to_tree(commit.tree)
     else:
         diff = commit.tree.diff_to_tree(swap=True)
     return [delta.new_file.path for delta in diff.deltas]
+
+
+def edit_base(objects: pygit2.Repository, sha: str, path: str) -> bytes | None:
+    """What a commit's own edit of `path` starts from: its first parent's file; for a merge of two parents,
+    what merging them gives the file (the first parent's file where they conflict: the resolution is the
+    merge's edit)."""
+    commit = objects[pygit2.Oid(hex=sha)].peel(pygit2.Commit)
+    if len(commit.parents) != 2:
+        return read_at(objects, f"{sha}^", path)
+    merged = _merged_parents(objects, commit)
+    if path in _conflicted_paths(merged):
+        return read_at(objects, f"{sha}^", path)
+    if path not in merged:
+        return None
+    return bytes(objects[merged[path].id].read_raw())
+
+
+def _merged_parents(objects: pygit2.Repository, commit: pygit2.Commit) -> pygit2.Index:
+    """The index git's merge of a commit's two parents gives (conflicts left in it)."""
+    ours, theirs = commit.parents
+    base = objects.merge_base(ours.id, theirs.id)
+    ancestor = (
+        objects[base].peel(pygit2.Commit).tree if base is not None else objects[objects.TreeBuilder().write()]
+    )
+    return objects.merge_trees(ancestor, ours.tree, theirs.tree)
+
+
+def _conflicted_paths(merged: pygit2.Index) -> set[str]:
+    if merged.conflicts is None:
+        return set()
+    return {entry.path for sides in merged.conflicts for entry in sides if entry is not None}
 
 
 def commit_paths(objects: pygit2.Repository, paths: list[str], message: str) -> str:

@@ -53,6 +53,7 @@ from aicd.activities.gitobjects import (
     NotAnAncestor,
     SymbolicLink,
     commit_paths,
+    edit_base,
     first_parent,
     head_of,
     history,
@@ -794,27 +795,27 @@ class GitOpsActivities:
 
         def apply(work: Worktree) -> Applied:
             commits = _delivery_history(work, owner)
-            first_touch: dict[str, str] = {}
-            left: dict[str, str] = {}
-            kept: dict[str, str] = {}
-            settled: dict[str, str] = {}  # newest first: a path's newest write by this delivery ends its scan
+            ancestry = _Ancestry(commits)
             writes: dict[str, list[LoggedCommit]] = {}  # each path's commits, newest first
             for commit in commits:
                 for path in filter(matches, commit.files):
                     writes.setdefault(path, []).append(commit)
-                    if path in settled:
-                        continue
-                    if commit.trailers is not None and commit.trailers.belongs_to(owner):
-                        settled[path] = commit.sha
-                    elif path not in left:
-                        left[path] = commit.describe_writer()
-                for path in filter(matches, commit.files):
-                    if commit.trailers is not None and commit.trailers.belongs_to(owner):
-                        first_touch[path] = commit.sha  # ends as the oldest
-            for path in list(left):
-                if path not in first_touch:  # written by others only, never by this delivery
-                    del left[path]
-                elif _only_clear_human_edits_since(work, owner, path, writes[path], first_touch[path]):
+            first_touch: dict[str, str] = {}
+            settled: dict[str, str] = {}  # each path's newest write by this delivery
+            since: dict[str, list[LoggedCommit]] = {}
+            left: dict[str, str] = {}
+            kept: dict[str, str] = {}
+            for path, its in writes.items():
+                own = [commit for commit in its if _is_own(commit, owner)]
+                if not own:  # written by others only, never by this delivery
+                    continue
+                settled[path], first_touch[path] = own[0].sha, own[-1].sha
+                since[path] = ancestry.since(its, first=own[-1].sha, last=own[0].sha)
+                later = [commit for commit in since[path] if not ancestry.holds(own[0].sha, commit.sha)]
+                if not later:
+                    continue
+                left[path] = later[-1].describe_writer()
+                if _only_clear_human_edits_since(work, owner, path, later, since[path]):
                     # A human's edit beside the delivery's values: the file is restored around it.
                     kept[path] = left.pop(path)
             # A left file whose newest write by this delivery gave it its content from before the delivery had
@@ -831,9 +832,7 @@ class GitOpsActivities:
                 target,
             )
             for path, before in befores.items():
-                befores[path] = _keeping_others_edits(
-                    work, owner, path, before, writes[path], first_touch[path]
-                )
+                befores[path] = _keeping_others_edits(work, owner, path, before, since[path])
             changed: list[str] = []
             for path in sorted(befores):
                 file = safe_file(work.root, path, target)
@@ -1102,19 +1101,52 @@ def _delivery_history(work: Worktree, owner: DeliveryRef) -> list[LoggedCommit]:
     return history(work.objects, head, after=before)
 
 
+class _Ancestry:
+    """Which commits of a delivery's history hold which in theirs. With merges on the branch, a commit later in
+    the log is not always newer: a person's side branch, merged after aicd wrote, can be older by date and is
+    still not in the history of aicd's write."""
+
+    def __init__(self, commits: list[LoggedCommit]) -> None:
+        self._parents = {commit.sha: commit.parents for commit in commits}
+        self._history: dict[str, frozenset[str]] = {}
+
+    def holds(self, sha: str, other: str) -> bool:
+        """Whether `other` is `sha` or in its history."""
+        return other == sha or other in self._before(sha)
+
+    def since(self, commits: list[LoggedCommit], *, first: str, last: str) -> list[LoggedCommit]:
+        """Of `commits` (newest first), those from `first` on (every one not in its history), oldest first:
+        the ones `last` holds, then the rest (others' edits after it, or beside it on a merged branch)."""
+        kept = [
+            commit for commit in reversed(commits) if not self.holds(first, commit.sha) or commit.sha == first
+        ]
+        return [commit for commit in kept if self.holds(last, commit.sha)] + [
+            commit for commit in kept if not self.holds(last, commit.sha)
+        ]
+
+    def _before(self, sha: str) -> frozenset[str]:
+        known = self._history.get(sha)
+        if known is None:
+            seen: set[str] = set()
+            todo = list(self._parents.get(sha, ()))
+            while todo:
+                parent = todo.pop()
+                if parent in seen or parent not in self._parents:
+                    continue
+                seen.add(parent)
+                todo.extend(self._parents[parent])
+            known = self._history[sha] = frozenset(seen)
+        return known
+
+
 def _keeping_others_edits(
-    work: Worktree,
-    owner: DeliveryRef,
-    path: str,
-    before: bytes | None,
-    writes: list[LoggedCommit],
-    first_touch: str,
+    work: Worktree, owner: DeliveryRef, path: str, before: bytes | None, since: list[LoggedCommit]
 ) -> bytes | None:
     """The content to restore: `before` the delivery's first write, with the edits others made to the file
-    since (a human's commit that a resume accepted) kept, except where the delivery itself wrote. `writes`:
-    the commits of the file, newest first. An edit that does more than set values (a key removed, a list
-    resized) cannot be carried over: then `before`, as a plain undo, and a warning naming it."""
-    since = _since_first_touch(writes, first_touch)
+    since (a human's commit that a resume accepted) kept, except where the delivery itself wrote. `since`: the
+    commits of the file from the delivery's first write on, oldest first. An edit that does more than set
+    values (a key removed, a list resized) cannot be carried over: then `before`, as a plain undo, and a
+    warning naming it."""
     theirs = [commit for commit in since if not _is_own(commit, owner)]
     if not theirs or before is None:
         return before
@@ -1135,25 +1167,19 @@ def _keeping_others_edits(
 
 
 def _only_clear_human_edits_since(
-    work: Worktree, owner: DeliveryRef, path: str, writes: list[LoggedCommit], first_touch: str
+    work: Worktree, owner: DeliveryRef, path: str, later: list[LoggedCommit], since: list[LoggedCommit]
 ) -> bool:
-    """Whether everything written to `path` after the delivery's last write of it is people's commits (no
-    delivery's) that only set values away from the delivery's own (yamledit.clear_of_writer): on-call scaled
-    the app while the canary ran. The rollback then restores the file around them instead of leaving a failed
-    canary running."""
-    later = writes[: next(index for index, commit in enumerate(writes) if _is_own(commit, owner))]
+    """Whether everything written to `path` after the delivery's last write of it (`later`) is people's commits
+    (no delivery's) that only set values away from the delivery's own (yamledit.clear_of_writer): on-call
+    scaled the app while the canary ran. The rollback then restores the file around them instead of leaving a
+    failed canary running. `since` as for _keeping_others_edits."""
     if not later or any(commit.trailers is not None for commit in later):
         return False
     try:
-        edits = _edits(work, owner, path, _since_first_touch(writes, first_touch))
+        edits = _edits(work, owner, path, since)
     except SymbolicLink:  # swapped for a link: never read through, the file is left as it is
         return False
     return edits is not None and clear_of_writer(edits)
-
-
-def _since_first_touch(writes: list[LoggedCommit], first_touch: str) -> list[LoggedCommit]:
-    """The commits of a file (`writes`, newest first) from the delivery's first write of it on, oldest first."""
-    return list(reversed(writes[: [commit.sha for commit in writes].index(first_touch) + 1]))
 
 
 def _is_own(commit: LoggedCommit, owner: DeliveryRef) -> bool:
@@ -1169,7 +1195,7 @@ def _edits(
         return [
             (
                 _is_own(commit, owner),
-                (read_at(work.objects, f"{commit.sha}^", path) or b"").decode(),
+                (edit_base(work.objects, commit.sha, path) or b"").decode(),
                 (read_at(work.objects, commit.sha, path) or b"").decode(),
             )
             for commit in commits

@@ -20,11 +20,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
+import subprocess
 import sys
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +132,10 @@ class World:
     # Drawn from a generator of their own, so a seed's other choices stay those it made before bugs were.
     bug_rng: random.Random = field(default_factory=random.Random)
     buggy: set[str] = field(default_factory=set)
+    # Whether on-call works in a clone that is behind and merges (`git pull`) before pushing, dated a while
+    # before the push: a generator of its own too.
+    merge_rng: random.Random = field(default_factory=random.Random)
+    human_merges: int = 0
     bug: WorkflowBug = field(init=False)
 
     def __post_init__(self) -> None:
@@ -265,9 +272,12 @@ class World:
 
     def human_commit(self) -> None:
         """On-call edits a file by hand: scales it, kills its canary (weight 0), or pins its image to an earlier
-        release (a rollback by hand)."""
+        release (a rollback by hand). Half the time their clone is where they left it, and they merge the branch
+        in before pushing (`git pull` as it merges), their commit dated up to a minute before the push."""
         work = self.root / "human"
-        git("pull", "-q", "--rebase", "origin", "main", cwd=work)
+        merges = self.merge_rng.random() < 0.5
+        if not merges:
+            git("pull", "-q", "--rebase", "origin", "main", cwd=work)
         name = self.rng.choice(FILES)
         values = yaml.safe_load((work / name).read_text())
         choice = self.rng.random()
@@ -290,15 +300,31 @@ class World:
             self.log.append(f"human: {what} (nothing to change)")
             return
         (work / name).write_text(text)
-        git("-c", "user.name=Alice", "-c", "user.email=alice@x", "commit", "-qam", what, cwd=work)
+        alice = ("-c", "user.name=Alice", "-c", "user.email=alice@x")
+        dated = datetime.now(UTC) - timedelta(seconds=self.merge_rng.uniform(0, 60) if merges else 0)
+        subprocess.run(
+            ["git", *alice, "commit", "-qam", what, f"--date={dated.isoformat()}"],
+            cwd=work,
+            check=True,
+            capture_output=True,
+            env={**os.environ, "GIT_COMMITTER_DATE": dated.isoformat()},
+        )
         try:
+            if merges:
+                git("fetch", "-q", "origin", cwd=work)
+                git(*alice, "merge", "-q", "--no-edit", "origin/main", cwd=work)
             git("push", "-q", "origin", "HEAD:main", cwd=work)
-        except Exception:  # a delivery pushed in between: drop the edit, as a human would retry later
+        except Exception:  # a conflict, or a delivery pushed in between: drop the edit, to retry later
+            with contextlib.suppress(Exception):
+                git("merge", "--abort", cwd=work)
+            git("fetch", "-q", "origin", cwd=work)
             git("reset", "-q", "--hard", "origin/main", cwd=work)
-            self.log.append(f"human: {what} (lost a push race, dropped)")
+            self.log.append(f"human: {what} (conflicted or lost a push race, dropped)")
             return
         self.human_commits += 1
-        self.log.append(f"human: {what}")
+        merged = len(git("rev-list", "--parents", "-n", "1", "HEAD", cwd=work).split()) > 2
+        self.human_merges += merged
+        self.log.append(f"human: {what}" + (" (merged)" if merged else ""))
 
     async def act(self, actions: int) -> None:
         await self.release()
@@ -480,6 +506,7 @@ async def run_interleaving(
     queue = f"mix-{uuid.uuid4().hex[:10]}"
     world = World(root, client, queue, concurrency, rollback_scope, layout, rng, f"mix-{seed}-{queue[-6:]}")
     world.bug_rng = random.Random(f"bugs-{seed}")
+    world.merge_rng = random.Random(f"merges-{seed}")
     with contextlib.ExitStack() as stack:
         if seed % 5 == 4:  # Argo CD targets: what runs is what each Application was last synced to
             world.argocd = stack.enter_context(KubeArgoCD())
@@ -768,7 +795,8 @@ async def _main(first: int, last: int) -> None:
                     print(f"seed {seed}: STUCK {stuck}")
                     continue
                 print(
-                    f"seed {seed}: {len(world.plans)} deliveries, {world.human_commits} human commits, "
+                    f"seed {seed}: {len(world.plans)} deliveries, {world.human_commits} human commits "
+                    f"({world.human_merges} merged), "
                     f"{world.restarts} restarts, "
                     f"{'OK' if not found else 'VIOLATIONS'} {' '.join(world.phases)}"
                 )

@@ -19,7 +19,7 @@ from aicd.activities.steps import StepActivities, StepRequest, StepResult
 from aicd.activities.sync import sync_target
 from aicd.errors import ErrorType
 from aicd.plan import WritePlan
-from aicd.testing.engine import branch_at, commits, git, human_commit, make_repo, show
+from aicd.testing.engine import branch_at, commits, git, human_commit, human_merge, make_repo, show
 from aicd.testing.standins.kube_argocd import KubeArgoCD
 
 SEED = "# web\nimage:\n  tag: v0   # stable\ncanary:\n  weight: 0\n  tag: v0\n"
@@ -447,6 +447,87 @@ async def test_rollback_keeps_a_human_edit_that_a_resume_accepted(tmp_path: Path
         seeded.replace("replicas: 3", "replicas: 6").replace("value: a", "value: b") + "\nhpa:\n  max: 9"
     )
     assert restored == expected, restored
+
+
+# A person whose clone was behind commits there and merges (`git pull`, or a `--no-ff` merge into main),
+# dated before the canary: the merge carries the canary over and is nobody's edit of it.
+MERGES = pytest.mark.parametrize("pull", [True, False], ids=["git-pull", "merge-into-main"])
+BEFORE_THE_CANARY = "2025-12-31T23:00:00+00:00"
+
+
+@MERGES
+async def test_a_merge_of_a_persons_work_elsewhere_is_no_edit_of_the_canarys_file(
+    tmp_path: Path, pull: bool
+) -> None:
+    """The merged work scaled another app: the next step goes on, and an abort withdraws the canary and keeps
+    the other app's scaling."""
+    gitops, seed = make_repo(
+        tmp_path, "gitops", {"apps/web/values.yaml": SEED, "apps/api/values.yaml": "replicas: 1\n"}
+    )
+    activities = GitOpsActivities(tmp_path / "state")
+    started = "2026-01-01T00:00:00+00:00"
+    first = await activities.commit(
+        request(gitops, "d1", started, "0-setWeight", {"canary.weight": 10, "canary.tag": "v1"})
+    )
+    human_merge(
+        gitops,
+        tmp_path,
+        seed,
+        {"apps/api/values.yaml": "replicas: 2\n"},
+        "Scale api",
+        pull=pull,
+        dated=BEFORE_THE_CANARY,
+    )
+    second = await activities.commit(
+        request(gitops, "d1", started, "1-setWeight", {"canary.weight": 50}, base=first.sha)
+    )
+    assert second.sha is not None and "weight: 50" in show(gitops, "main", "apps/web/values.yaml")
+    undone = await activities.rollback(rollback(gitops, "d1", started))
+    assert undone.sha is not None and undone.left == {} and undone.kept == {}
+    assert show(gitops, "main", "apps/web/values.yaml") == SEED.rstrip("\n")
+    assert show(gitops, "main", "apps/api/values.yaml") == "replicas: 2"
+
+
+@MERGES
+async def test_a_persons_edit_merged_from_an_older_branch_stops_the_delivery_and_is_kept_by_the_rollback(
+    tmp_path: Path, pull: bool
+) -> None:
+    """The merged work scaled the canary's own app (a line away from the canary's keys, so git merges it
+    cleanly): the next step waits for a human and names the person's commit, not the merge; the abort
+    withdraws the canary around the scaling, whichever side of the merge the canary came from and however
+    the commits sort by date."""
+    values = "replicas: 3\nname: web\nregion: eu\n" + SEED
+    gitops, seed = make_repo(tmp_path, "gitops", {"apps/web/values.yaml": values})
+    seeded = show(gitops, "main", "apps/web/values.yaml")
+    activities = GitOpsActivities(tmp_path / "state")
+    started = "2026-01-01T00:00:00+00:00"
+    first = await activities.commit(
+        request(gitops, "d1", started, "0-setWeight", {"canary.weight": 10, "canary.tag": "v1"})
+    )
+    scaled = values.replace("replicas: 3", "replicas: 6")
+    human_merge(
+        gitops,
+        tmp_path,
+        seed,
+        {"apps/web/values.yaml": scaled},
+        "Scale web",
+        pull=pull,
+        dated=BEFORE_THE_CANARY,
+    )
+    stopped = await refused(
+        activities.commit(
+            request(gitops, "d1", started, "1-setWeight", {"canary.weight": 50}, base=first.sha)
+        ),
+        ErrorType.HUMAN_EDIT,
+    )
+    assert '("Scale web")' in str(stopped), stopped
+    undone = await activities.rollback(rollback(gitops, "d1", started))
+    assert undone.sha is not None and undone.left == {}
+    assert (
+        list(undone.kept) == ["apps/web/values.yaml"]
+        and '("Scale web")' in undone.kept["apps/web/values.yaml"]
+    )
+    assert show(gitops, "main", "apps/web/values.yaml") == seeded.replace("replicas: 3", "replicas: 6")
 
 
 async def test_rollback_over_a_human_edit_it_cannot_carry_restores_before_the_delivery(

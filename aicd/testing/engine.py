@@ -171,6 +171,35 @@ def human_commit(
     return git("rev-parse", "HEAD", cwd=work)
 
 
+def human_merge(
+    bare: str, root: Path, start: str, files: dict[str, str], message: str, *, pull: bool, dated: str
+) -> str:
+    """As a human whose clone was at `start`: commit `files` there (dated `dated`, before what the branch got
+    since), merge it with the bare repo's main and push the merge to main. `pull`: the way `git pull` does it,
+    main as the merge's second parent; else a `--no-ff` merge of the work into main, main as the first."""
+    work = root / f"human-{len(list(root.glob('human-*')))}"
+    git("clone", "-q", bare, str(work))
+    git("checkout", "-q", "-b", "work", start, cwd=work)
+    for path, content in files.items():
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_text(content)
+    alice = ("-c", "user.name=Alice", "-c", "user.email=alice@example.com")
+    git("add", "-A", cwd=work)
+    subprocess.run(
+        ["git", *alice, "commit", "-qm", message, f"--date={dated}"],
+        cwd=work,
+        check=True,
+        env={**os.environ, "GIT_COMMITTER_DATE": dated},
+    )
+    if pull:
+        git(*alice, "merge", "-q", "--no-edit", "origin/main", cwd=work)
+    else:
+        git("checkout", "-q", "main", cwd=work)
+        git(*alice, "merge", "-q", "--no-ff", "--no-edit", "work", cwd=work)
+    git("push", "-q", "origin", "HEAD:main", cwd=work)
+    return git("rev-parse", "HEAD", cwd=work)
+
+
 def spec_document(
     name: str,
     source: str,
