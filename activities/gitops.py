@@ -1109,9 +1109,15 @@ class _Ancestry:
     def __init__(self, commits: list[LoggedCommit]) -> None:
         self._parents = {commit.sha: commit.parents for commit in commits}
         self._history: dict[str, frozenset[str]] = {}
+        # Without a merge, the log is the history: a commit holds every one after it (a fleet's rollback asks
+        # this of thousands of files).
+        self._linear = all(len(commit.parents) <= 1 for commit in commits)
+        self._position = {commit.sha: index for index, commit in enumerate(commits)}
 
     def holds(self, sha: str, other: str) -> bool:
         """Whether `other` is `sha` or in its history."""
+        if self._linear:
+            return self._position[other] >= self._position[sha]
         return other == sha or other in self._before(sha)
 
     def since(self, commits: list[LoggedCommit], *, first: str, last: str) -> list[LoggedCommit]:
