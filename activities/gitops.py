@@ -66,6 +66,7 @@ from aicd.activities.yamledit import clear_of_writer, get_key, set_keys, undo_ke
 from aicd.errors import ErrorType
 from aicd.flags import FlagChange, apply_flag_change
 from aicd.fleet import SITE_PLACEHOLDER, FleetError, FleetFile, FleetSlice, Site, parse_fleet
+from aicd.messages import PUSH_REFUSED
 from aicd.plan import WritePlan
 from aicd.redact import redact_credentials
 from aicd.spec.paths import repo_path_problem
@@ -99,7 +100,7 @@ _thread_locks_guard = threading.Lock()
 
 def push_refusal(stderr: str) -> str:
     """git's reason for refusing a push, from its stderr: the remote's error or the rejected ref."""
-    lines = [line.strip() for line in stderr.splitlines()]
+    lines = [line.strip().removeprefix("stderr: '").removesuffix("'") for line in stderr.splitlines()]
     reasons = [
         line for line in lines if ("error:" in line or "rejected" in line) and "failed to push" not in line
     ]
@@ -280,6 +281,7 @@ class _WriteRequest:
     steps: list[StepCommit]
     maybe_done: bool
     fence: WriteFence
+    heartbeat: Callable[[str], None]  # its activity's: what the status shows while the write is retried
     done: threading.Event = field(default_factory=threading.Event)
     results: list[CommitResult] | None = None
     error: BaseException | None = None
@@ -464,7 +466,7 @@ class GitOpsClone:
         rejected push means someone else pushed: from then on every attempt refetches and looks for its own
         trailer first (another worker may have pushed this very step). Each request's `fence` runs under the
         lock right before every push and drops that request when its write is no longer wanted."""
-        request = _WriteRequest(steps, maybe_done, fence or WriteFence())
+        request = _WriteRequest(steps, maybe_done, fence or WriteFence(), heartbeat)
         group = self._group()
         with group.mutex:
             group.pending.append(request)
@@ -477,7 +479,7 @@ class GitOpsClone:
                     if not batch:
                         group.leading = False
                         break
-                self._write_batch(batch, heartbeat)
+                self._write_batch(batch)
         request.done.wait()
         if request.error is not None:
             raise request.error
@@ -488,7 +490,7 @@ class GitOpsClone:
         with _thread_locks_guard:
             return _groups.setdefault(str(self.path), _GroupCommit())
 
-    def _write_batch(self, batch: list[_WriteRequest], heartbeat: Callable[[str], None]) -> None:
+    def _write_batch(self, batch: list[_WriteRequest]) -> None:
         """Commit each request of the batch in turn (a request refused by its own checks is dropped without
         touching the others), check each one's fence, push once."""
         live = list(batch)
@@ -558,7 +560,11 @@ class GitOpsClone:
                     except BaseException:
                         self.discard_local_work(repo)
                         raise
-                heartbeat(f"push retry {retries}")
+                for request in live:
+                    request.heartbeat(
+                        f"{PUSH_REFUSED} {retries} time{'s' if retries > 1 else ''}; git said last:"
+                        f" {redact_credentials(last_refusal)}"
+                    )
                 time.sleep(min(2.0, 0.02 * 2**attempt) * (0.5 + random.random()))
             raise RuntimeError(
                 f"push of {live[0].steps[0].step} still rejected after {MAX_PUSH_ATTEMPTS} attempts; "

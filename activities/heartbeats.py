@@ -18,14 +18,22 @@ T = TypeVar("T")
 
 
 async def in_thread_with_heartbeats(work: Callable[[R, Callable[[str], None]], T], request: R) -> T:
-    """`work(request, heartbeat)` in a thread; `heartbeat(detail)` may be called from that thread."""
-    task = asyncio.ensure_future(asyncio.to_thread(work, request, heartbeat_from_thread()))
+    """`work(request, heartbeat)` in a thread; `heartbeat(detail)` may be called from that thread. The
+    heartbeats in between repeat the last detail (Temporal keeps the last one: `aicd status` shows it)."""
+    latest = ["working"]
+    beat = heartbeat_from_thread()
+
+    def remembered(detail: str) -> None:
+        latest[0] = detail
+        beat(detail)
+
+    task = asyncio.ensure_future(asyncio.to_thread(work, request, remembered))
     while True:
         done, _pending = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY_S)
         if done:
             return task.result()
         if activity.in_activity():
-            activity.heartbeat("working")
+            activity.heartbeat(latest[0])
 
 
 def heartbeat_from_thread() -> Callable[[str], None]:

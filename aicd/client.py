@@ -4,6 +4,7 @@ status, list. Shared by the CLI, the gateway and the demo."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -27,6 +28,7 @@ from aicd.messages import (
     FINAL_TARGET_STATES,
     FREEZE_BOARD_ID,
     FREEZES_MEMO,
+    PUSH_REFUSED,
     DeliveryInput,
     DeliveryResult,
     DeliveryStatus,
@@ -250,6 +252,7 @@ async def get_status(client: Client, delivery_id: str) -> DeliveryStatus:
         raise ActionRefused(_rpc_reason(delivery_id, error)) from None
     if not status.terminal:
         await _live_targets(client, status)
+        status.retrying = await _retrying(client, status)
     return status.in_delivery_order()
 
 
@@ -272,6 +275,52 @@ async def _live_targets(client: Client, status: DeliveryStatus) -> None:
         status.targets[target.target] = live
 
     await asyncio.gather(*(current(target) for target in running))
+    # The delivery shows itself paused while a target waits for a human, and hears that the wait is over only
+    # at the rollout's next report: read live, a delivery no target holds any more is moving again.
+    if (
+        status.phase == "paused"
+        and not status.paused
+        and not any(target.state == "awaiting-resume" for target in status.targets.values())
+    ):
+        status.phase, status.pause_reason = "progressing", ""
+
+
+async def _retrying(client: Client, status: DeliveryStatus) -> list[str]:
+    """What the delivery and its running rollouts are retrying now, from Temporal's pending activities: an
+    activity on a later attempt (its last failure), or a GitOps write whose pushes the remote refuses (inside
+    one attempt, so only its heartbeat says so). A step that does not move then says why, not `progressing`."""
+    workflow_ids = [status.delivery_id] + [
+        rollout_workflow_id(status.delivery_id, target.stage, target.target)
+        for target in status.targets.values()
+        if target.state not in FINAL_TARGET_STATES
+    ]
+
+    async def pending(workflow_id: str) -> list[str]:
+        try:
+            description = await client.get_workflow_handle(workflow_id).describe()
+        except RPCError:
+            return []  # not started yet, or gone
+        lines = []
+        for activity in description.raw_description.pending_activities:
+            detail = ""
+            if activity.heartbeat_details.payloads:
+                with contextlib.suppress(Exception):  # details of another shape: not a sentence to show
+                    (decoded,) = await client.data_converter.decode(activity.heartbeat_details.payloads[:1])
+                    detail = decoded if isinstance(decoded, str) else ""
+            refused = detail.startswith(PUSH_REFUSED)
+            if activity.attempt <= 1 and not refused:
+                continue
+            rollout = workflow_id.removeprefix(status.delivery_id).removeprefix("--").replace("--", "/")
+            what = f"{activity.activity_type.name} of {rollout or 'the delivery'}"
+            facts = [detail] if refused else []
+            if activity.attempt > 1:
+                failure = activity.last_failure.message or "no failure recorded"
+                facts.append(f"attempt {activity.attempt}, the last one failed: {failure}")
+            lines.append(f"{what}: {'; '.join(facts)}")
+        return lines
+
+    found = await asyncio.gather(*(pending(workflow_id) for workflow_id in workflow_ids))
+    return [line for lines in found for line in lines]
 
 
 async def list_deliveries(

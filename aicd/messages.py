@@ -80,6 +80,11 @@ TARGET_ROLLOUT_WORKFLOW = "TargetRolloutWorkflow"
 EDGE_FLEET_WORKFLOW = "EdgeFleetWorkflow"
 
 
+# How a GitOps write's heartbeat starts while the remote refuses its pushes: `aicd status` shows it, since the
+# write is retried inside one activity attempt and nothing else says why the step does not move.
+PUSH_REFUSED = "the GitOps remote refused the push"
+
+
 def rollout_workflow_id(delivery_id: str, stage: str, target: str) -> str:
     """The workflow ID of a delivery's rollout child for one target of one stage."""
     return f"{delivery_id}--{stage}--{target}"
@@ -229,6 +234,9 @@ class DeliveryStatus:
     verifications: dict[str, list[VerificationStatus]] = field(default_factory=dict)
     # Every target in delivery order (stage by stage, wave by wave): Temporal's JSON sorts `targets` by name.
     target_order: list[str] = field(default_factory=list)
+    # What is being retried now, and why (a failed attempt, a push the remote refuses): read by the client
+    # from Temporal's pending activities, never set by the workflow.
+    retrying: list[str] = field(default_factory=list)
 
     @property
     def terminal(self) -> bool:

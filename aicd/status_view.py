@@ -153,6 +153,8 @@ def render_status(
             )
     for warning in status.warnings:
         parts.append(Text(f"warning: {warning}", style="yellow"))
+    for retry in status.retrying:
+        parts.append(Text(f"retrying: {retry}", style="yellow"))
     if status.waiting_for:
         parts.append(
             Text(f"queued behind {', '.join(status.waiting_for)} (spec.concurrency: queue)", style="cyan")

@@ -313,6 +313,7 @@ class DeliveryView:
     notes: list[str] = field(default_factory=list)
     holds: list[GateHold] = field(default_factory=list)  # what holds the stage (aicd.gates)
     warnings: list[str] = field(default_factory=list)  # a policy's warn messages
+    retrying: list[str] = field(default_factory=list)  # what is retried now, and why (DeliveryStatus.retrying)
 
     @property
     def terminal(self) -> bool:
@@ -456,6 +457,7 @@ def build_view(
         running=running,
         holds=list(status.holds),
         warnings=list(status.warnings),
+        retrying=list(status.retrying),
     )
     if status_source == "history":
         view.notes.append(
