@@ -214,6 +214,7 @@ class Worktree:
 
     repo: git.Repo
     objects: pygit2.Repository
+    remote_head: str | None = None  # the remote branch's head the batch builds on (None: unknown)
 
     @property
     def root(self) -> Path:
@@ -594,7 +595,7 @@ class GitOpsClone:
             and self._known_in_sync(repo, requests)
         ):
             has_branch = self.refresh(repo)
-        work = Worktree(repo, self.objects())
+        work = Worktree(repo, self.objects(), read_ref(Path(repo.git_dir), f"refs/remotes/{self.remote_ref}"))
         staged = []
         for request in requests:
             before = read_ref(Path(repo.git_dir), "HEAD")
@@ -1081,11 +1082,18 @@ def check_ownership(
                 {"by": newer},
             )
     if human is not None and base is not None:
+        # A resume accepts the branch as it is now, not only this commit: one merged from a side branch does not
+        # hold this delivery's writes beside it, which would read as later writes from there.
         raise _error(
             ErrorType.HUMAN_EDIT,
             f"{where}{sorted(paths.intersection(human.files))[0]} was changed in Git by commit {human.sha[:7]} of"
             f' {human.author} ("{human.subject}") since this delivery last wrote it',
-            {"sha": human.sha, "author": human.author, "subject": human.subject},
+            {
+                "sha": human.sha,
+                "author": human.author,
+                "subject": human.subject,
+                "accepted": work.remote_head or human.sha,
+            },
         )
     if own_later is not None and own_later.trailers is not None:
         raise _error(

@@ -202,6 +202,7 @@ async def test_a_human_commit_stops_the_next_write_until_accepted(tmp_path: Path
         "sha": human,
         "author": "Alice <alice@example.com>",
         "subject": "Revert canary: pin v0",
+        "accepted": human,  # the branch head: what a resume continues from
     }
     assert human[:7] in str(error) and "Alice" in str(error)
     assert show(gitops, "main", "apps/web/values.yaml") == reverted.rstrip("\n")
@@ -489,13 +490,14 @@ async def test_a_merge_of_a_persons_work_elsewhere_is_no_edit_of_the_canarys_fil
 
 
 @MERGES
+@pytest.mark.parametrize("resumed", [False, True], ids=["aborted", "resumed-then-aborted"])
 async def test_a_persons_edit_merged_from_an_older_branch_stops_the_delivery_and_is_kept_by_the_rollback(
-    tmp_path: Path, pull: bool
+    tmp_path: Path, pull: bool, resumed: bool
 ) -> None:
     """The merged work scaled the canary's own app (a line away from the canary's keys, so git merges it
-    cleanly): the next step waits for a human and names the person's commit, not the merge; the abort
-    withdraws the canary around the scaling, whichever side of the merge the canary came from and however
-    the commits sort by date."""
+    cleanly): the next step waits for a human and names the person's commit, not the merge; a resume goes on
+    from the merge; the abort withdraws the canary around the scaling, whichever side of the merge the canary
+    came from and however the commits sort by date."""
     values = "replicas: 3\nname: web\nregion: eu\n" + SEED
     gitops, seed = make_repo(tmp_path, "gitops", {"apps/web/values.yaml": values})
     seeded = show(gitops, "main", "apps/web/values.yaml")
@@ -521,12 +523,20 @@ async def test_a_persons_edit_merged_from_an_older_branch_stops_the_delivery_and
         ErrorType.HUMAN_EDIT,
     )
     assert '("Scale web")' in str(stopped), stopped
+    # Resumed, the rollout continues from the branch as the person left it (the merge), not from their commit:
+    # from there, the canary's own commit beside it would read as a later write of the delivery.
+    accepted = stopped.details[0]["accepted"]
+    assert accepted == git("--git-dir", gitops, "rev-parse", "main")
+    if resumed:
+        going_on = await activities.commit(
+            request(gitops, "d1", started, "1-setWeight", {"canary.weight": 50}, base=accepted)
+        )
+        assert going_on.sha is not None and "weight: 50" in show(gitops, "main", "apps/web/values.yaml")
     undone = await activities.rollback(rollback(gitops, "d1", started))
     assert undone.sha is not None and undone.left == {}
-    assert (
-        list(undone.kept) == ["apps/web/values.yaml"]
-        and '("Scale web")' in undone.kept["apps/web/values.yaml"]
-    )
+    if not resumed:  # a resume accepted the edit: kept as one the delivery went on from, not named
+        assert list(undone.kept) == ["apps/web/values.yaml"]
+        assert '("Scale web")' in undone.kept["apps/web/values.yaml"]
     assert show(gitops, "main", "apps/web/values.yaml") == seeded.replace("replicas: 3", "replicas: 6")
 
 

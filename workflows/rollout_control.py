@@ -262,7 +262,9 @@ class RolloutControl:
                     f"{cause.message}; resume continues from the file as it is now, abort ends the delivery and keeps it"
                 )
                 self.status.human_edit = None
-                accepted = str(details.get("sha")) or self.base
+                # What a resume accepts: the branch head the check saw (a human's commit itself, in histories
+                # from before the head was reported).
+                accepted = str(details.get("accepted") or details.get("sha")) or self.base
                 if accepted is not None:
                     self._wrote(paths or [], accepted)
 

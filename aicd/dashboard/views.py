@@ -313,7 +313,7 @@ class DeliveryView:
     notes: list[str] = field(default_factory=list)
     holds: list[GateHold] = field(default_factory=list)  # what holds the stage (aicd.gates)
     warnings: list[str] = field(default_factory=list)  # a policy's warn messages
-    retrying: list[str] = field(default_factory=list)  # what is retried now, and why (DeliveryStatus.retrying)
+    retrying: list[str] = field(default_factory=list)  # what is retried now, and why
 
     @property
     def terminal(self) -> bool:
