@@ -172,10 +172,11 @@ def test_the_fences_of_a_batch_are_asked_together_before_its_push(tmp_path: Path
             [writer.step_commit(request(gitops, app, "0-setWeight"))],
             False,
             Recorded(app, log, refuse=app == "b"),
+            lambda _: None,
         )
         for app in "abc"
     ]
-    clone._write_batch(batch, lambda _: None)
+    clone._write_batch(batch)
     assert log[:3] == ["ask a", "ask b", "ask c"] and sorted(log[3:6]) == ["answer a", "answer b", "answer c"]
     assert isinstance(batch[1].error, ApplicationError) and batch[1].error.type == ErrorType.WRITE_FENCED
     assert batch[0].error is None and batch[2].error is None
@@ -282,8 +283,10 @@ def test_a_check_in_a_batch_sees_the_commits_made_before_it_in_the_same_batch(tm
     newer.edits = [FileEdit("c.yaml", {"canary.weight": 50})]
     older = request(gitops, "c", "0-setWeight")
     clone = writer._clone(gitops, "main")
-    batch = [_WriteRequest([writer.step_commit(r)], False, WriteFence()) for r in (newer, older)]
-    clone._write_batch(batch, lambda _: None)
+    batch = [
+        _WriteRequest([writer.step_commit(r)], False, WriteFence(), lambda _: None) for r in (newer, older)
+    ]
+    clone._write_batch(batch)
     assert batch[0].error is None and batch[0].results is not None
     assert isinstance(batch[1].error, ApplicationError) and batch[1].error.type == ErrorType.SUPERSEDED
     assert [entry["Aicd-Delivery-Id"] for entry in commits(gitops) if "Aicd-Step" in entry] == [
