@@ -20,6 +20,7 @@ from aicd.testing.engine import (
     assert_replays,
     branch_at,
     git,
+    human_merge,
     make_repo,
     plan_from,
     running_worker,
@@ -335,6 +336,54 @@ async def test_a_human_revert_mid_canary_pauses_the_delivery(
             assert result.phase == "aborted"
             assert text == reverted.rstrip("\n")  # the human's content survives the rollback
             assert "left a.yaml as it is" in status.targets["a"].message
+
+
+async def test_a_persons_git_pull_merge_mid_canary_is_resumed_from_and_the_release_lands_beside_it(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """On-call scaled a from a clone made before the canary, dated before it too, and pushed it the way `git
+    pull` merges. The next step waits and names their commit, not the merge; resumed, the delivery goes on from
+    the merge (not from their commit, beside which the canary's own commit would read as a later write) and
+    promotes over the scaling."""
+    repos = Repos(tmp_path)
+    seed = git("--git-dir", repos.gitops, "rev-parse", "main")
+    plan = plan_from(
+        document(
+            repos,
+            f"merged-{uuid.uuid4().hex[:6]}",
+            steps=[{"setWeight": 10}, {"pause": "3s"}, {"setWeight": 100}],
+        ),
+        repos.revisions[0],
+    )
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "dev"), queue=queue)
+        await wait_for(
+            client, plan.delivery_id, lambda s: "a" in s.targets and s.targets["a"].step_kind == "pause"
+        )
+        merge = human_merge(
+            repos.gitops,
+            tmp_path,
+            seed,
+            {"a.yaml": "replicas: 6\n" + SEED},
+            "Scale a",
+            pull=True,
+            dated="2020-01-01T00:00:00+00:00",
+        )
+        paused = await wait_for(client, plan.delivery_id, lambda s: s.phase == "paused", timeout=30)
+        assert '"Scale a"' in paused.pause_reason and merge[:7] not in paused.pause_reason, (
+            paused.pause_reason
+        )
+        await send_action(client, plan.delivery_id, "resume", HumanAction("oncall", "scaling is fine"))
+        result = await handle_for(client, plan.delivery_id).result()
+        await assert_replays(client, [plan.delivery_id, f"{plan.delivery_id}--production--a"])
+    assert result.phase == "succeeded", result.reason
+    assert repos.values("a.yaml") == {
+        "replicas": 6,
+        "image": {"tag": plan.artifact_tag},
+        "canary": {"weight": 0, "tag": plan.artifact_tag},
+    }
+    assert [step for _delivery, step in repos.writes("a.yaml")][-1] == "production/a/promote"
 
 
 async def test_a_branch_force_pushed_back_past_the_canary_waits_for_a_human(
