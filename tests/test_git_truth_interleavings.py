@@ -404,6 +404,12 @@ def says_promoted(status: DeliveryStatus, target: str, step: str) -> bool:
     return (state.state == "promoted" and state.stage == stage) or stage in state.promoted_in
 
 
+def is_ancestor(gitops: str, commit: str, of: str) -> bool:
+    """Whether `commit` is `of` or in its history."""
+    ran = subprocess.run(["git", "--git-dir", gitops, "merge-base", "--is-ancestor", commit, of], check=False)
+    return ran.returncode == 0
+
+
 def image_set_by(gitops: str, sha: str, path: str) -> str | None:
     """The image tag a (human's) commit set in `path`, None if it left the tag as it was (or is the seed)."""
     parents = git("--git-dir", gitops, "rev-list", "--parents", "-n", "1", sha).split()[1:]
@@ -415,15 +421,20 @@ def image_set_by(gitops: str, sha: str, path: str) -> str | None:
 
 def rollbacks_that_do_not_restore(gitops: str, path: str, history: list[tuple[str, str, str]]) -> list[str]:
     """A delivery's rollback commit puts the file's release back as it was before the delivery's first write
-    to it, with no canary on; a human's edit beside the canary since then stays (their pin of the image too)."""
+    to it, with no canary on; a human's edit beside the canary since then stays (their pin of the image too).
+    "Since" is by ancestry: a person's commit merged from a clone that was behind is dated before the canary
+    and listed before it, and is still not in the history the delivery began from."""
     found = []
     for index, (sha, delivery, step) in enumerate(history):
         if not delivery or not step.endswith("/rollback"):
             continue
         first = next(position for position, (_, d, _) in enumerate(history) if d == delivery)
-        image = yaml.safe_load(show(gitops, f"{history[first][0]}~1", path))["image"]
-        for human, d, _ in history[first:index]:
-            if not d and (pinned := image_set_by(gitops, human, path)) is not None:
+        began_from = f"{history[first][0]}~1"
+        image = yaml.safe_load(show(gitops, began_from, path))["image"]
+        for human, d, _ in history[:index]:
+            if d or is_ancestor(gitops, human, began_from) or not is_ancestor(gitops, human, sha):
+                continue
+            if (pinned := image_set_by(gitops, human, path)) is not None:
                 image = {**image, "tag": pinned}
         after = yaml.safe_load(show(gitops, sha, path))
         if after["image"] != image or after["canary"]["weight"] != 0:
