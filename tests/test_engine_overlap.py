@@ -14,7 +14,7 @@ import yaml
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.client import ActionRefused, get_status, handle_for, send_action, start_delivery
-from aicd.messages import HumanAction, Trigger
+from aicd.messages import DeliveryStatus, HumanAction, Trigger
 from aicd.plan import DeliveryPlan
 from aicd.testing.engine import (
     assert_replays,
@@ -78,6 +78,14 @@ def document(repos: Repos, app: str, *, steps: list[dict[str, Any]] = STEPS, **e
         {"a": {"kind": "git", "path": "a.yaml"}, "b": {"kind": "git", "path": "b.yaml"}},
         [{"name": "production", "waves": [["a"], ["b"]], "strategy": {"canary": {"steps": steps}}}],
         **extra,
+    )
+
+
+async def started_to_first_pause(client: Any, plan: DeliveryPlan, queue: str) -> DeliveryStatus:
+    """Start the delivery and wait until target a has reached its pause step (its canary is in Git)."""
+    await start_delivery(client, plan, Trigger("cli", "dev"), queue=queue)
+    return await wait_for(
+        client, plan.delivery_id, lambda s: "a" in s.targets and s.targets["a"].step_kind == "pause"
     )
 
 
@@ -294,10 +302,7 @@ async def test_a_human_revert_mid_canary_pauses_the_delivery(
             repos.revisions[0],
         )
         async with running_worker(client, tmp_path / ending / "state") as queue:
-            await start_delivery(client, plan, Trigger("cli", "dev"), queue=queue)
-            await wait_for(
-                client, plan.delivery_id, lambda s: "a" in s.targets and s.targets["a"].step_kind == "pause"
-            )
+            await started_to_first_pause(client, plan, queue)
             work = tmp_path / ending / "human"
             git("clone", "-q", repos.gitops, str(work))
             reverted = SEED.replace("# values", "# reverted by hand: canary looked wrong")
@@ -357,10 +362,7 @@ async def test_a_persons_git_pull_merge_mid_canary_is_resumed_from_and_the_relea
     )
     client = temporal_env.client
     async with running_worker(client, tmp_path / "state") as queue:
-        await start_delivery(client, plan, Trigger("cli", "dev"), queue=queue)
-        await wait_for(
-            client, plan.delivery_id, lambda s: "a" in s.targets and s.targets["a"].step_kind == "pause"
-        )
+        await started_to_first_pause(client, plan, queue)
         merge = human_merge(
             repos.gitops,
             tmp_path,
@@ -404,10 +406,7 @@ async def test_a_branch_force_pushed_back_past_the_canary_waits_for_a_human(
     )
     client = temporal_env.client
     async with running_worker(client, tmp_path / "state") as queue:
-        await start_delivery(client, plan, Trigger("cli", "dev"), queue=queue)
-        await wait_for(
-            client, plan.delivery_id, lambda s: "a" in s.targets and s.targets["a"].step_kind == "pause"
-        )
+        await started_to_first_pause(client, plan, queue)
         branch_at(repos.gitops, "main", before)
         await send_action(client, plan.delivery_id, "resume", HumanAction("oncall", "go on"))
         waiting = await wait_for(
@@ -465,10 +464,7 @@ async def test_a_human_scaling_the_app_mid_canary_does_not_keep_a_failed_canary_
     plan = plan_from(document(repos, app, steps=steps), repos.revisions[0])
     client = temporal_env.client
     async with running_worker(client, tmp_path / "state") as queue:
-        await start_delivery(client, plan, Trigger("cli", "dev"), queue=queue)
-        await wait_for(
-            client, plan.delivery_id, lambda s: "a" in s.targets and s.targets["a"].step_kind == "pause"
-        )
+        await started_to_first_pause(client, plan, queue)
         work = tmp_path / "human"
         git("clone", "-q", repos.gitops, str(work))
         (work / "a.yaml").write_text((work / "a.yaml").read_text() + "replicas: 6\n")

@@ -11,13 +11,13 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
-from aicd.client import handle_for, send_action, start_delivery
+from aicd.client import handle_for, send_action
 from aicd.dashboard.history import DeliveryDigest
 from aicd.dashboard.views import build_view
-from aicd.messages import HumanAction, Trigger
+from aicd.messages import HumanAction
 from aicd.status_view import status_text
 from aicd.testing.engine import plan_from, running_worker, temporal_env, wait_for
-from tests.test_engine_overlap import Repos, document
+from tests.test_engine_overlap import Repos, document, started_to_first_pause
 
 __all__ = ["temporal_env"]
 
@@ -37,10 +37,7 @@ async def test_a_write_the_remote_keeps_refusing_is_shown_as_retried_with_gits_r
     client = temporal_env.client
     lock = Path(repos.gitops) / "refs" / "heads" / "main.lock"
     async with running_worker(client, tmp_path / "state") as queue:
-        await start_delivery(client, plan, Trigger("cli", "dev"), queue=queue)
-        paused = await wait_for(
-            client, plan.delivery_id, lambda s: "a" in s.targets and s.targets["a"].step_kind == "pause"
-        )
+        paused = await started_to_first_pause(client, plan, queue)
         assert paused.retrying == []
         lock.write_text("")  # what a git process killed mid-update leaves on the server
         try:
