@@ -337,6 +337,10 @@ class GitOpsClone:
     def remote_ref(self) -> str:
         return f"origin/{self.branch}"
 
+    def tracked_head(self, git_dir: Path) -> str | None:
+        """The remote branch's head as the clone last fetched it (None: no such branch)."""
+        return read_ref(git_dir, f"refs/remotes/{self.remote_ref}")
+
     @contextmanager
     def locked(self) -> Iterator[git.Repo]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -396,7 +400,7 @@ class GitOpsClone:
         git_dir = Path(repo.git_dir)
         if not self._remote_unchanged(git_dir):
             repo.git.fetch("origin", "--prune", "--quiet")
-        remote = read_ref(git_dir, f"refs/remotes/{self.remote_ref}")
+        remote = self.tracked_head(git_dir)
         if remote is None:
             # No branch on the remote - not yet, or deleted since: none of the clone's history is on it, and a
             # commit on that history would push it all back. An empty unborn branch instead.
@@ -424,7 +428,7 @@ class GitOpsClone:
         remote = local_git_dir(self.url)
         if remote is None:
             return False
-        known = read_ref(git_dir, f"refs/remotes/{self.remote_ref}")
+        known = self.tracked_head(git_dir)
         return known is not None and known == read_ref(remote, f"refs/heads/{self.branch}")
 
     def discard_local_work(self, repo: git.Repo) -> None:
@@ -530,7 +534,7 @@ class GitOpsClone:
                             # checked on. A branch rewound to an older commit (a force-push) would take it as a
                             # fast-forward and get back the commits it dropped. HEAD descends from that commit, so
                             # the lease never forces anything.
-                            checked_on = read_ref(Path(repo.git_dir), f"refs/remotes/{self.remote_ref}") or ""
+                            checked_on = self.tracked_head(Path(repo.git_dir)) or ""
                             repo.git.push(
                                 "origin",
                                 f"--force-with-lease=refs/heads/{self.branch}:{checked_on}",
@@ -595,7 +599,7 @@ class GitOpsClone:
             and self._known_in_sync(repo, requests)
         ):
             has_branch = self.refresh(repo)
-        work = Worktree(repo, self.objects(), read_ref(Path(repo.git_dir), f"refs/remotes/{self.remote_ref}"))
+        work = Worktree(repo, self.objects(), self.tracked_head(Path(repo.git_dir)))
         staged = []
         for request in requests:
             before = read_ref(Path(repo.git_dir), "HEAD")
@@ -662,7 +666,7 @@ class GitOpsClone:
             return False
         git_dir = Path(repo.git_dir)
         head = read_ref(git_dir, "HEAD")
-        if head is None or head != read_ref(git_dir, f"refs/remotes/origin/{self.branch}"):
+        if head is None or head != self.tracked_head(git_dir):
             return False
         return all(
             step.base in (None, head) or _has_loose_object(git_dir, step.base)
@@ -871,7 +875,7 @@ class GitOpsActivities:
             clone = self._clone(repo, branch)
             with clone.locked() as local:
                 clone.refresh(local)
-                revision = read_ref(Path(local.git_dir), f"refs/remotes/{clone.remote_ref}")
+                revision = clone.tracked_head(Path(local.git_dir))
             if revision is None:
                 raise _error(
                     ErrorType.GITOPS_FILE_MISSING, f"{path} not found: {branch} of {repo} has no commits"
