@@ -48,7 +48,7 @@ from aicd.observability.metrics import AicdMetrics, worker_registry
 from aicd.observability.server import MetricsServer, WorkerHealth
 from aicd.observability.tracing import TracingConfigError, configure_tracing
 from aicd.redact import process_mask, watch_configured_secret_files
-from aicd.temporal import connect, task_queue
+from aicd.temporal import connect, task_queue, with_data_converter
 from aicd.workflows.common import host_queue, writer_queue
 from aicd.workflows.registry import ALL_WORKFLOWS, sandbox_runner
 
@@ -102,6 +102,7 @@ def build_worker(
     role: WorkerRole = "all",
 ) -> Workers:
     queue = queue or task_queue()
+    client = with_data_converter(client)
     watch_configured_secret_files()  # git's credentials, SSH key, TLS key: masked as the commands' secrets
     # Outermost: what reaches Temporal is redacted, whatever the interceptors inside saw.
     chain = [RedactFailures(process_mask(extra=settings.command_secrets.values())), *interceptors]

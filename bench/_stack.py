@@ -7,20 +7,12 @@ from contextlib import asynccontextmanager
 
 from temporalio.testing import WorkflowEnvironment
 
-from aicd import search
-from aicd.testing.engine import TEMPORAL_BIN
-
-EXTRA_ARGS = ["--dynamic-config-value", "system.enableActivityEagerExecution=true"]
+from aicd.testing.engine import start_dev_server
 
 
 @asynccontextmanager
 async def dev_server() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=TEMPORAL_BIN,
-        search_attributes=list(search.ALL),
-        dev_server_log_level="error",
-        dev_server_extra_args=EXTRA_ARGS,
-    )
+    env = await start_dev_server(["system.enableActivityEagerExecution=true"])
     try:
         yield env
     finally:

@@ -31,12 +31,10 @@ from typing import Any
 
 import psutil
 from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
 
-from aicd import search
 from aicd.client import get_status, handle_for, send_action, start_delivery
 from aicd.messages import DeliveryStatus, HumanAction, TargetStatus, Trigger
-from aicd.testing.engine import TEMPORAL_BIN, make_repo, plan_from, running_worker, spec_document
+from aicd.testing.engine import make_repo, plan_from, running_worker, spec_document, start_dev_server
 
 SITE_VALUES = "# edge values for {site}\nimage:\n  repository: example/web\n  tag: v0\nregion: {site}\n"
 PATH = "apps/web/edge/{{ site }}/values.yaml"
@@ -215,11 +213,7 @@ async def main() -> None:
     args = parser.parse_args()
     histories: list[int] = []
     seconds: dict[int, float] = {}
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=TEMPORAL_BIN,
-        search_attributes=list(search.ALL),
-        dev_server_log_level="error",
-    )
+    env = await start_dev_server()
     try:
         with RssSampler() as rss, tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:
             if args.scenario in ("control", "all"):

