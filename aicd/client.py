@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, get_args
@@ -90,15 +90,16 @@ async def start_delivery(
         )
     if trigger.event:
         key = hashlib.sha256(trigger.event.encode()).hexdigest()[:10]
-        candidates = [plans.delivery_id(plan.app, plan.revision, key)]
+        candidates: Iterable[str] = [plans.delivery_id(plan.app, plan.revision, key)]
     else:
         running = await _running_delivery_of(client, plan.app, plan.revision)
         if running is not None:
             return StartedDelivery(running, started=False)
-        candidates = [
+        candidates = (  # made one at a time: a revision is rarely re-deployed
             plans.delivery_id(plan.app, plan.revision, str(n) if n > 1 else "")
             for n in range(1, MAX_REDEPLOYS)
-        ]
+        )
+    candidate = ""
     for candidate in candidates:
         found = await _start(
             client, replace(plan, delivery_id=candidate), trigger, queue, index_search_attributes
@@ -106,7 +107,7 @@ async def start_delivery(
         if found is not None:
             return found
     # Only a push event gets here: its one delivery exists (running or ended).
-    return StartedDelivery(candidates[-1], started=False)
+    return StartedDelivery(candidate, started=False)
 
 
 async def _start(
