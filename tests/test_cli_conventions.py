@@ -16,11 +16,16 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from temporalio.testing import WorkflowEnvironment
 
 from aicd.dashboard.views import _until
 from aicd.messages import DeliveryStatus, TargetStatus
 from aicd.status_view import render_status
+from aicd.testing.engine import temporal_env
 from tests.conftest import REPO_ROOT, RunAicd, aicd_env
+from tests.test_prometheus_tls import self_signed
+
+__all__ = ["temporal_env"]
 from tests.helpers_spec import MINIMAL, rel
 
 # Modules that must not load before a command that needs them runs.
@@ -120,6 +125,38 @@ def test_temporal_unreachable_says_what_to_do(run_aicd: RunAicd, tmp_path: Path)
         assert len(line.splitlines()) == 1, line
         assert line.startswith("aicd: cannot reach Temporal at 127.0.0.1:1:"), line
         assert "`aicd dev`" in line and "TEMPORAL_ADDRESS" in line and "tonic" not in line, line
+
+
+async def test_wrong_temporal_tls_settings_are_named_not_reported_as_unreachable(
+    run_aicd: RunAicd, tmp_path: Path, temporal_env: WorkflowEnvironment
+) -> None:
+    """A malformed client key or certificate, or TLS against a plaintext server, is a usage error that
+    names the setting; the server is there (the session's dev server, plaintext)."""
+    address = temporal_env.client.service_client.config.target_host
+    cert, key = self_signed(tmp_path)
+    malformed = tmp_path / "malformed.pem"
+    malformed.write_text("not PEM\n")
+    for cert_path, key_path, expected in (
+        (cert, malformed, f"TEMPORAL_TLS_CLIENT_KEY_PATH={malformed} is not a PEM private key"),
+        (malformed, key, f"TEMPORAL_TLS_CLIENT_CERT_PATH={malformed} holds no PEM certificate"),
+        (
+            cert,
+            key,
+            "TLS is on (TEMPORAL_TLS* or the profile), but the server did not answer in TLS (a plaintext server?)",
+        ),
+    ):
+        done = run_aicd(
+            "status",
+            "delivery-x-0",
+            env=aicd_env(
+                TEMPORAL_ADDRESS=address,
+                TEMPORAL_TLS_CLIENT_CERT_PATH=str(cert_path),
+                TEMPORAL_TLS_CLIENT_KEY_PATH=str(key_path),
+            ),
+        )
+        line = done.stderr.strip()
+        assert done.returncode == 2 and len(line.splitlines()) == 1, (done.returncode, line)
+        assert line == f"aicd: cannot connect to Temporal at {address}: {expected}", line
 
 
 async def test_long_running_commands_say_the_same_line_when_temporal_is_down(

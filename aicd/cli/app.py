@@ -106,14 +106,45 @@ def fail(message: str, code: int = EXIT_FAILED) -> typer.Exit:
 TEMPORAL_HINT = "start the embedded stack with `aicd dev` (another shell), or set TEMPORAL_ADDRESS=host:port"
 
 
+# What the client's TLS layer says (rustls through tonic) when the TLS settings are wrong, not the network:
+# (its word, the setting to fix, what is wrong with it).
+_TLS_SETTING_PROBLEMS = (
+    ("PrivateKeyParseError", "TEMPORAL_TLS_CLIENT_KEY_PATH", "is not a PEM private key"),
+    ("NoCertificatesPresented", "TEMPORAL_TLS_CLIENT_CERT_PATH", "holds no PEM certificate"),
+    ("InvalidContentType", "", "the server did not answer in TLS (a plaintext server?)"),
+)
+
+
 def temporal_unreachable(address: str, error: BaseException) -> typer.Exit:
-    """The one line for a Temporal that does not answer: where we looked and what to do."""
+    """The one line for a Temporal that does not answer: where we looked and what to do. Wrong TLS settings
+    are a usage error (exit 2) that names the setting."""
+    problem = tls_setting_problem(address, error)
+    if problem is not None:
+        return fail(problem, EXIT_USAGE)
     return fail(unreachable_message(address, error))
+
+
+def tls_setting_problem(address: str, error: BaseException) -> str | None:
+    """`cannot connect to Temporal at X: SETTING (value) <what is wrong>` when the TLS layer refused our own
+    settings; None for anything else."""
+    text = str(error)
+    for word, setting, wrong in _TLS_SETTING_PROBLEMS:
+        if word not in text:
+            continue
+        if not setting:
+            return f"cannot connect to Temporal at {address}: TLS is on (TEMPORAL_TLS* or the profile), but {wrong}"
+        value = os.environ.get(setting)
+        where = f"{setting}={value}" if value else f"{setting} (or the profile's TLS settings)"
+        return f"cannot connect to Temporal at {address}: {where} {wrong}"
+    return None
 
 
 def unreachable_message(address: str, error: BaseException) -> str:
     """`cannot reach Temporal at X: <what to do>`. The transport's own text (`tonic::transport::Error(...)`) is
-    left out; any other reason (TLS, API key) is kept."""
+    left out; any other reason (TLS, API key) is kept; wrong TLS settings are named (tls_setting_problem)."""
+    problem = tls_setting_problem(address, error)
+    if problem is not None:
+        return problem
     text = " ".join(str(error).split())
     transport = not text or any(
         word in text for word in ("tonic", "transport", "Connection refused", "connect")
