@@ -30,6 +30,7 @@ from aicd.dev.ports import free_port
 from aicd.dev.processes import wait_gone
 from aicd.dev.temporal import (
     DEV_INFO_FILE,
+    DEV_SERVER_DYNAMIC_CONFIG,
     SEARCH_ATTRIBUTES,
     DevStackError,
     EmbeddedTemporal,
@@ -187,6 +188,9 @@ async def test_dev_no_worker_serves_temporal_and_stops_cleanly_on_sigint(run_dev
     assert info["address"] == address and info["pid"] == dev.popen.pid and info["worker_pid"] is None
     temporal = psutil.Process(info["temporal_pid"])
     assert temporal.is_running() and str(state_dir / "temporal.db") in temporal.cmdline()
+    # The server runs with Temporal's task read limits raised (its one shard would hold back-to-back tasks).
+    settings = {setting for setting in temporal.cmdline() if "=" in setting}
+    assert {f"{key}={value}" for key, value in DEV_SERVER_DYNAMIC_CONFIG.items()} <= settings
     assert os.getpgid(temporal.pid) == temporal.pid != os.getpgid(dev.popen.pid)  # its own process group
     assert dev_address(state_dir) == address
 
