@@ -12,7 +12,8 @@ thread hand-off, heartbeats, Temporal's completion).
 A second delivery starts as the first ends (`again_s`): a Temporal server that reads its task queues at a
 limited rate delays back-to-back tasks once its burst is spent (aicd.dev.temporal.DEV_SERVER_DYNAMIC_CONFIG).
 
-Last line: steps=N delivery_s=X floor_s=Y overhead_ratio=Z again_s=.. again_ratio=.. queue_ms=.. write_ms=.. workflow_ms=.. and
+Last line: steps=N delivery_s=X floor_s=Y overhead_ratio=Z again_s=.. again_ratio=.. queue_ms=.. write_ms=..
+workflow_ms=.. wft_queue_ms=.. wft_ms=.. and
 <part>_ms=.. per part of the write (goal: overhead_ratio <= 1.5)"""
 
 from __future__ import annotations
@@ -180,9 +181,12 @@ WRITES = {"apply_step", "gitops_commit"}
 
 def breakdown_ms(history: WorkflowHistory) -> dict[str, float]:
     """Mean milliseconds per write: queue (scheduled -> started), write (started -> completed), workflow
-    (completed -> the next write scheduled)."""
+    (completed -> the next write scheduled), and within the workflow's turn its workflow tasks: waiting for a
+    worker (wft_queue: scheduled -> started) and run by the SDK and the workflow's code (wft: started ->
+    completed), over the workflow tasks after a write."""
     at = {event.event_id: event.event_time.ToMicroseconds() / 1000 for event in history.events}
     queue, write, workflow_turn, last_done = [], [], [], None
+    wft_queue, wft = [], []
     for event in history.events:
         if event.HasField("activity_task_scheduled_event_attributes"):
             if event.activity_task_scheduled_event_attributes.activity_type.name in WRITES and last_done:
@@ -196,11 +200,25 @@ def breakdown_ms(history: WorkflowHistory) -> dict[str, float]:
                 at[event.event_id] - at[event.activity_task_completed_event_attributes.started_event_id]
             )
             last_done = at[event.event_id]
+        elif event.HasField("workflow_task_started_event_attributes") and last_done:
+            wft_queue.append(
+                at[event.event_id] - at[event.workflow_task_started_event_attributes.scheduled_event_id]
+            )
+        elif event.HasField("workflow_task_completed_event_attributes") and last_done:
+            wft.append(
+                at[event.event_id] - at[event.workflow_task_completed_event_attributes.started_event_id]
+            )
     return {
         "writes": len(write),
         **{
             name: sum(values) / len(values) if values else 0.0
-            for name, values in (("queue", queue), ("write", write), ("workflow", workflow_turn))
+            for name, values in (
+                ("queue", queue),
+                ("write", write),
+                ("workflow", workflow_turn),
+                ("wft_queue", wft_queue),
+                ("wft", wft),
+            )
         },
     }
 
@@ -271,13 +289,15 @@ def main() -> None:
     print(f"another delivery started as the first ended: {again:.3f}s")
     print(
         "per step: waiting for a worker {queue:.1f} ms, the write (check, edit, commit, push, sync) {write:.1f}"
-        " ms, the workflow's turn {workflow:.1f} ms".format(**parts)
+        " ms, the workflow's turn {workflow:.1f} ms (its workflow task: waiting for a worker {wft_queue:.1f} ms,"
+        " run {wft:.1f} ms)".format(**parts)
     )
     print("the write, ms per step: " + ", ".join(f"{part} {ms:.1f}" for part, ms in write_parts.items()))
     print(
         f"steps={args.steps} delivery_s={delivery:.3f} floor_s={floor:.3f} overhead_ratio={delivery / floor:.2f}"
         f" again_s={again:.3f} again_ratio={again / floor:.2f}"
-        f" queue_ms={parts['queue']:.1f} write_ms={parts['write']:.1f} workflow_ms={parts['workflow']:.1f} "
+        f" queue_ms={parts['queue']:.1f} write_ms={parts['write']:.1f} workflow_ms={parts['workflow']:.1f}"
+        f" wft_queue_ms={parts['wft_queue']:.1f} wft_ms={parts['wft']:.1f} "
         + " ".join(f"{part.replace(' ', '_')}_ms={ms:.1f}" for part, ms in write_parts.items())
     )
 
