@@ -241,6 +241,43 @@ async def test_dev_runs_the_worker_and_stops_both_on_sigterm(run_dev, state_dir:
     assert "Finished server process" in (state_dir / "logs" / "dashboard.log").read_text()
 
 
+def test_a_dev_stack_killed_outright_is_named_by_the_next_start_with_how_to_stop_it(
+    run_dev, state_dir: Path
+) -> None:
+    first = run_dev("--port", "0", "--ui-port", "0")
+    first.stdout.wait_for("Ctrl-C stops everything.", timeout=120)
+    info = read_dev_info(state_dir)
+    assert info is not None and info["worker_pid"]
+    temporal_pid, worker_pid = info["temporal_pid"], info["worker_pid"]
+    children = psutil.Process(
+        first.popen.pid
+    ).children()  # the dashboard names no state dir: kept to clean up
+    try:
+        os.kill(first.popen.pid, signal.SIGKILL)  # aicd dev alone, as the OOM killer would
+        first.popen.wait(timeout=10)
+        assert psutil.pid_exists(temporal_pid) and psutil.pid_exists(worker_pid)
+
+        second = run_dev("--port", "0", "--ui-port", "0")
+        assert second.popen.wait(timeout=60) == 1
+        assert second.stderr.text().splitlines() == [
+            f"aicd: an earlier `aicd dev` of {state_dir} (pid {first.popen.pid}) ended without stopping its"
+            f" Temporal (pid {temporal_pid}) and its worker (pid {worker_pid}); stop them first: kill"
+            f" {temporal_pid} {worker_pid}"
+        ]
+        assert psutil.Process(temporal_pid).is_running()  # untouched: the refusal stops nothing itself
+        subprocess.run(["kill", str(temporal_pid), str(worker_pid)], check=True)  # what it says to do
+        assert wait_gone([temporal_pid, worker_pid], timeout=30) == []
+
+        third = run_dev("--no-worker", "--port", "0", "--ui-port", "0")
+        third.stdout.wait_for("Ctrl-C stops everything.")
+        os.kill(third.popen.pid, signal.SIGTERM)
+        assert third.popen.wait(timeout=60) == 0
+    finally:
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+
+
 def test_dev_exits_1_when_temporal_dies(run_dev, state_dir: Path) -> None:
     dev = run_dev("--no-worker", "--port", "0", "--ui-port", "0")
     dev.stdout.wait_for("Ctrl-C stops everything.")

@@ -304,11 +304,22 @@ class EmbeddedTemporal:
             raise DevStackError(
                 f"a dev stack already runs for {self.state_dir} (pid {info.get('pid')}, Temporal at {running})"
             )
+        # An `aicd dev` killed outright (SIGKILL, the OOM killer) leaves its children running: a second
+        # Temporal on the same database, or a second worker on the same clones, must not start beside them.
         info = read_dev_info(self.state_dir) or {}
-        orphan = info.get("temporal_pid")
-        if pid_alive(orphan) and _cmdline_mentions(orphan, str(self.db_path)):
+        left = [
+            (what, pid)
+            for what, pid, mentions in (
+                ("Temporal", info.get("temporal_pid"), str(self.db_path)),
+                ("worker", info.get("worker_pid"), str(self.state_dir)),
+            )
+            if pid_alive(pid) and _cmdline_mentions(pid, mentions)
+        ]
+        if left:
+            running = " and ".join(f"its {what} (pid {pid})" for what, pid in left)
             raise DevStackError(
-                f"a Temporal server from an earlier run (pid {orphan}) still uses {self.db_path}; stop it first"
+                f"an earlier `aicd dev` of {self.state_dir} (pid {info.get('pid')}) ended without stopping"
+                f" {running}; stop them first: kill {' '.join(str(pid) for _, pid in left)}"
             )
 
     def _wait_ready(self, timeout: float, cancel: threading.Event | None) -> None:
