@@ -83,8 +83,8 @@ async def test_pause_stops_the_clock_of_a_timed_pause(
     assert result.phase == "succeeded"
     # Paused after ~1 s of a 4 s pause: about 3 s were left when resumed.
     assert step_two_at - resumed >= 2.0, step_two_at - resumed
-    # The clock stood still for the 4.5 s the delivery was paused (less the pause and resume's own latency).
-    assert step_two_wall - would_end >= 4.0, step_two_wall - would_end
+    # The clock stood still while the delivery was paused: more than the 4.5 s slept between pause and resume.
+    assert step_two_wall - would_end >= 4.5, step_two_wall - would_end
     assert [(a.kind, a.actor, a.reason) for a in final.actions] == [
         ("pause", "oncall", "investigating"),
         ("resume", "oncall", ""),
