@@ -415,6 +415,7 @@ def test_embedded_dashboard_serves_on_the_socket_bound_for_it_never_on_a_port_so
         name: str, argv: list[str], *args: Any, **kwargs: Any
     ) -> Any:
         racer = socket.socket()
+        racer.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as another aicd stack binds
         racers.append(racer)
         try:
             racer.bind(("127.0.0.1", int(argv[argv.index("--port") + 1])))

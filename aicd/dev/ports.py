@@ -41,8 +41,9 @@ def tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:
 
 
 def bind_socket(host: str = LOOPBACK, port: int = 0) -> socket.socket:
-    """A listening-ready bound socket (port 0 = any free port), for servers we run in-process: handing the
-    bound socket to uvicorn avoids the free_port() race entirely."""
+    """A listening socket (port 0 = any free port), for servers we run: handing the socket to uvicorn avoids
+    the free_port() race entirely. It listens at once because SO_REUSEADDR lets another process bind the same
+    port while neither listens, and then the second to listen fails (two `aicd demo`s both taking 8090)."""
     # proto=IPPROTO_TCP matters: asyncio only sets TCP_NODELAY on accepted sockets whose proto says TCP, and
     # without it every keep-alive response (headers and body written separately) waits ~40 ms for a
     # delayed ACK (Nagle).
@@ -51,6 +52,7 @@ def bind_socket(host: str = LOOPBACK, port: int = 0) -> socket.socket:
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     try:
         sock.bind((host, port))
+        sock.listen(socket.SOMAXCONN)
     except OSError:
         sock.close()
         raise
