@@ -26,8 +26,9 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest, Describe
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
+from aicd.dev.guardian import stop_groups
 from aicd.dev.ports import free_port
-from aicd.dev.processes import wait_gone
+from aicd.dev.processes import LIFELINE, wait_gone
 from aicd.dev.temporal import (
     DEV_INFO_FILE,
     DEV_SERVER_DYNAMIC_CONFIG,
@@ -241,6 +242,34 @@ async def test_dev_runs_the_worker_and_stops_both_on_sigterm(run_dev, state_dir:
     assert "Finished server process" in (state_dir / "logs" / "dashboard.log").read_text()
 
 
+def guardian_of(process: psutil.Process) -> psutil.Process:
+    (guardian,) = [child for child in process.children() if "aicd.dev.guardian" in child.cmdline()]
+    return guardian
+
+
+def test_a_dev_stack_killed_outright_takes_its_processes_with_it(run_dev, state_dir: Path) -> None:
+    """Killed with SIGKILL (the OOM killer) or a closed terminal's SIGHUP, `aicd dev` cannot stop what it
+    started: its guardian does, and the next start finds nothing left."""
+    for sig in (signal.SIGKILL, signal.SIGHUP):
+        dev = run_dev("--port", "0", "--ui-port", "0")
+        dev.stdout.wait_for("Ctrl-C stops everything.", timeout=120)
+        info = read_dev_info(state_dir)
+        assert info is not None and info["worker_pid"]
+        started = psutil.Process(dev.popen.pid).children()
+        stack = [child.pid for child in started if "aicd.dev.guardian" not in child.cmdline()]
+        assert {info["temporal_pid"], info["worker_pid"]} < set(stack)  # and the dashboard
+        assert guardian_of(psutil.Process(dev.popen.pid)).pid not in stack
+
+        os.kill(dev.popen.pid, sig)
+        dev.popen.wait(timeout=10)
+        assert wait_gone(stack, timeout=30) == [], sig
+        assert wait_gone([child.pid for child in started], timeout=10) == []  # the guardian too
+    again = run_dev("--no-worker", "--port", "0", "--ui-port", "0")
+    again.stdout.wait_for("Ctrl-C stops everything.")
+    os.kill(again.popen.pid, signal.SIGTERM)
+    assert again.popen.wait(timeout=60) == 0
+
+
 def test_a_dev_stack_killed_outright_is_named_by_the_next_start_with_how_to_stop_it(
     run_dev, state_dir: Path
 ) -> None:
@@ -253,7 +282,11 @@ def test_a_dev_stack_killed_outright_is_named_by_the_next_start_with_how_to_stop
         first.popen.pid
     ).children()  # the dashboard names no state dir: kept to clean up
     try:
-        os.kill(first.popen.pid, signal.SIGKILL)  # aicd dev alone, as the OOM killer would
+        # Its guardian killed first (the OOM killer took both), then aicd dev alone: what is left runs on.
+        guardian = guardian_of(psutil.Process(first.popen.pid))
+        guardian.kill()
+        assert wait_gone([guardian.pid], timeout=10) == []
+        os.kill(first.popen.pid, signal.SIGKILL)
         first.popen.wait(timeout=10)
         assert psutil.pid_exists(temporal_pid) and psutil.pid_exists(worker_pid)
 
@@ -397,6 +430,31 @@ def test_start_service_logs_under_the_state_dir_and_stops_the_whole_group(state_
     assert not service.alive()
     # The group got the signal; the grandchild (reparented, reaped by init) is gone moments later.
     assert wait_gone([grandchild], timeout=10) == []
+
+
+def test_the_guardian_runs_while_a_process_is_guarded_and_signals_only_the_process_it_was_given(
+    state_dir: Path,
+) -> None:
+    assert LIFELINE.guardian_pid() is None  # nothing of this test process runs
+    first = start_service("one", ["sleep", "600"], state_dir)
+    second = start_service("two", ["sleep", "600"], state_dir)
+    guardian = LIFELINE.guardian_pid()
+    assert guardian is not None and "aicd.dev.guardian" in psutil.Process(guardian).cmdline()
+    first.stop(grace=5)
+    assert LIFELINE.guardian_pid() == guardian  # the second still runs
+    # A pid whose process started at another time (the pid reused) is not the guarded one: left alone.
+    assert stop_groups({second.pid: psutil.Process(second.pid).create_time() + 1}, grace=1) == []
+    assert second.alive()
+    second.stop(grace=5)
+    assert LIFELINE.guardian_pid() is None
+    assert wait_gone([guardian], timeout=10) == []
+    sleeper = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        assert stop_groups({sleeper.pid: psutil.Process(sleeper.pid).create_time()}, grace=5) == [sleeper.pid]
+        assert sleeper.wait(timeout=10) == -signal.SIGTERM
+    finally:
+        sleeper.kill()
+        sleeper.wait()
 
 
 def test_embedded_dashboard_serves_on_the_socket_bound_for_it_never_on_a_port_someone_else_holds(

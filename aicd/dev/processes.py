@@ -2,7 +2,8 @@
 
 Every process we start gets its own session (so a Ctrl-C in the terminal does not hit it half-way and
 killing it takes its own children with it) and is stopped with SIGTERM to the whole group, then SIGKILL
-after a grace period, then reaped, so a stopped stack leaves neither orphans nor zombies.
+after a grace period, then reaped, so a stopped stack leaves neither orphans nor zombies. While any runs, a
+guardian process (:mod:`aicd.dev.guardian`) stops them if this process dies without doing so.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -52,6 +55,7 @@ class ManagedProcess:
             close_fds=True,
             pass_fds=self._pass_fds,
         )
+        LIFELINE.guard(self._popen)
         return self
 
     @property
@@ -89,6 +93,7 @@ class ManagedProcess:
                     popen.wait(timeout=5.0)
             # The leader may be gone while members of its group live on: make sure they go too.
             signal_group(popen.pid, signal.SIGKILL)
+            LIFELINE.release(popen)
             return popen.returncode
         finally:
             if self._log is not None:
@@ -100,6 +105,92 @@ class ManagedProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Lifeline:
+    """This process's line to its guardian (:mod:`aicd.dev.guardian`): the groups it started and has not
+    stopped are written to the guardian's stdin; when this process dies, however it dies, the kernel closes
+    the pipe and the guardian stops them. The guardian runs only while there is something to guard, so a
+    stopped stack leaves no process behind, the guardian included."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._guardian: subprocess.Popen[bytes] | None = None
+        self._guarded: dict[int, subprocess.Popen[bytes]] = {}
+
+    def guard(self, popen: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            self._guarded[popen.pid] = popen
+            self._send(f"+{popen.pid} {_start_time(popen.pid)}")
+
+    def release(self, popen: subprocess.Popen[bytes]) -> None:
+        with self._lock:
+            if self._guarded.get(popen.pid) is not popen:
+                return
+            # Children that ended and were reaped without stop() (a caller's own kill) go too.
+            ended = [
+                pid for pid, child in self._guarded.items() if child is popen or child.poll() is not None
+            ]
+            for pid in ended:
+                del self._guarded[pid]
+            if not self._guarded:
+                self._close()
+                return
+            self._send("".join(f"-{pid}\n" for pid in ended).rstrip("\n"))
+
+    def guardian_pid(self) -> int | None:
+        with self._lock:
+            return None if self._guardian is None else self._guardian.pid
+
+    def _send(self, lines: str) -> None:
+        for _ in range(2):
+            guardian = self._guardian
+            if guardian is None or guardian.poll() is not None or guardian.stdin is None:
+                guardian = self._spawn()
+                lines = "\n".join(f"+{pid} {_start_time(pid)}" for pid in self._guarded)
+            try:
+                guardian.stdin.write(f"{lines}\n".encode())  # type: ignore[union-attr]
+                guardian.stdin.flush()  # type: ignore[union-attr]
+                return
+            except (BrokenPipeError, ValueError):
+                self._guardian = None  # it died: a new one gets the whole list
+        raise RuntimeError("the embedded stack's guardian process does not start")
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        self._guardian = subprocess.Popen(
+            [sys.executable, "-m", "aicd.dev.guardian"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C or SIGHUP meant for us must not take it down with us
+            close_fds=True,
+        )
+        return self._guardian
+
+    def _close(self) -> None:
+        guardian, self._guardian = self._guardian, None
+        if guardian is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            if guardian.stdin is not None:
+                guardian.stdin.close()  # nothing is guarded: it exits at once
+        try:
+            guardian.wait(timeout=10.0)
+        except subprocess.TimeoutExpired:
+            guardian.kill()
+            guardian.wait()
+
+
+def _start_time(pid: int) -> float:
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return 0.0  # already gone and reaped: the guardian will find no such leader
+
+
+LIFELINE = Lifeline()
 
 
 def pid_alive(pid: object) -> bool:
