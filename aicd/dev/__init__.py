@@ -9,6 +9,7 @@ use), apart from the product code. It needs the `dev` extra (Temporal's dev serv
 - `loadgen.LoadGenerator`: steady loopback traffic through the proxies, so the metrics have data;
 - `demo`: `aicd demo`'s flow, repositories and state; `demo_app`: the app it deploys;
 - `processes` / `ports`: the one set of process-group, pid and port helpers.
+- `guardian`: stops the stack's processes when the process that started them dies without doing so.
 
 Submodules are imported explicitly (nothing here pulls in starlette or httpx).
 """
