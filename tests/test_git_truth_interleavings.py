@@ -394,6 +394,15 @@ def writes(gitops: str, path: str) -> list[tuple[str, str, str]]:
     return found
 
 
+def last_writer_is_aicd(gitops: str, path: str) -> bool:
+    """Whether the commit that gave `path` its content on the branch is a delivery's. Read by ancestry, not
+    from `writes()`'s date order: a person's commit merged from a clone that was behind is dated before
+    commits it lands after."""
+    sha = git("--git-dir", gitops, "log", "-1", "--format=%H", "main", "--", path).strip()
+    trailer = "%(trailers:key=Aicd-Delivery-Id,valueonly,separator=)"
+    return bool(git("--git-dir", gitops, "log", "-1", f"--format={trailer}", sha).strip())
+
+
 def says_promoted(status: DeliveryStatus, target: str, step: str) -> bool:
     """Whether the delivery's status says the promotion made by its commit of `step` stands: the target's last
     stage ended promoted, or an earlier stage promoted it and the delivery did not roll that back."""
@@ -495,7 +504,7 @@ def violations(world: World, statuses: dict[str, DeliveryStatus]) -> list[str]:
             )
         if values["canary"]["weight"] != 0:
             found.append(f"{path}: a canary at weight {values['canary']['weight']} is left on")
-        if world.argocd is not None and history and history[-1][1]:
+        if world.argocd is not None and history and last_writer_is_aicd(world.gitops, path):
             # aicd wrote the file last: its Application runs that (no one syncs a human's commit here).
             application = world.application(app, target)
             synced = world.argocd.app(application)["status"]["sync"]["revision"]
