@@ -1,16 +1,18 @@
 """Git never lies, whatever the order: seeded random interleavings of releases, pauses, resumes, aborts,
-humans' commits, worker restarts and bugs in aicd's own rollout code on two apps that share one GitOps repository (two targets each), on real
-Temporal and real Git. The harness acts as the people around a delivery do, at random moments; at the end it
-resumes whatever waits for a human, then reads the GitOps branch and every delivery's final status and checks
-what must hold in any order:
+humans' commits and force-pushes back, worker restarts and bugs in aicd's own rollout code on two apps that
+share one GitOps repository (two targets each), on real Temporal and real Git. The harness acts as the
+people around a delivery do, at random moments; at the end it resumes whatever waits for a human, then reads
+the GitOps branch and every delivery's final status and checks what must hold in any order:
 
 - every delivery ends (none waits for good);
 - once a newer delivery has written a file, an older one never writes it again;
-- every commit a delivery reports is on the branch, and every commit of a delivery on the branch is one it
-  reports (Git holds nothing a delivery does not own up to); a delivery writes only its own app's files;
+- every commit a delivery reports is on the branch (or was dropped by a person's force-push), and every
+  commit of a delivery on the branch is one it reports (Git holds nothing a delivery does not own up to); a
+  delivery writes only its own app's files;
 - each file runs the release of the last delivery that says it promoted the target (or of a human's pin of
   the image after it), or the seed's if none did: never a release a delivery says it rolled back, aborted or
   never finished, and no canary is left on; a rollback commit puts back the release from before the delivery;
+  a file a person forced back and no delivery wrote since runs what they forced it to;
 - with Argo CD targets (every fifth seed), an Application runs what aicd last wrote to its file.
 
 `python -m tests.test_git_truth_interleavings FIRST LAST` runs seeds FIRST..LAST and prints the failures."""
@@ -107,6 +109,13 @@ NEVER_SYNCED = {
 SETTLE_S = 120.0  # how long the end may take once the harness stops acting, resuming what waits
 
 
+@dataclass(frozen=True)
+class Rewind:
+    head: str  # the branch's head after the force-push
+    dropped: frozenset[str]  # the commits no longer on the branch
+    files: frozenset[str]  # the files whose content it changed
+
+
 @dataclass
 class World:
     root: Path
@@ -136,6 +145,12 @@ class World:
     # before the push: a generator of its own too.
     merge_rng: random.Random = field(default_factory=random.Random)
     human_merges: int = 0
+    # Whether on-call's hand on the branch is a force-push back a few commits rather than a commit: a
+    # generator of its own too. Each rewind: the branch's new head, the commits it dropped, the files it changed.
+    rewind_rng: random.Random = field(default_factory=random.Random)
+    rewinds: list[Rewind] = field(default_factory=list)
+    rewound_writes: int = 0  # deliveries' commits the rewinds dropped
+    rewrites_seen: set[str] = field(default_factory=set)  # deliveries paused on a rewritten branch
     bug: WorkflowBug = field(init=False)
 
     def __post_init__(self) -> None:
@@ -326,6 +341,35 @@ class World:
         self.human_merges += merged
         self.log.append(f"human: {what}" + (" (merged)" if merged else ""))
 
+    def human_rewind(self) -> None:
+        """On-call undoes the last one to three commits by force (`git reset --hard HEAD~n`, `git push
+        --force-with-lease`): the writes they drop, deliveries' included, vanish from the branch."""
+        work = self.root / "human"
+        git("fetch", "-q", "origin", cwd=work)
+        git("reset", "-q", "--hard", "origin/main", cwd=work)
+        old = git("rev-parse", "HEAD", cwd=work).strip()
+        depth = len(git("rev-list", "--first-parent", "HEAD", cwd=work).split())
+        if depth < 2:
+            return
+        back = self.rewind_rng.randint(1, min(3, depth - 1))
+        new = git("rev-parse", f"HEAD~{back}", cwd=work).strip()
+        try:
+            git("push", "-q", f"--force-with-lease=main:{old}", "origin", f"{new}:main", cwd=work)
+        except Exception:  # a delivery pushed in between: the lease refuses, try another time
+            self.log.append(f"human: rewind {back} commits (lost a push race, dropped)")
+            return
+        dropped = frozenset(git("rev-list", f"{new}..{old}", cwd=work).split())
+        files = frozenset(git("diff", "--name-only", new, old, cwd=work).split())
+        git("reset", "-q", "--hard", new, cwd=work)
+        self.rewinds.append(Rewind(new, dropped, files))
+        trailer = "%(trailers:key=Aicd-Delivery-Id,valueonly,separator=)"
+        writers = git("log", f"--format={trailer}", f"{new}..{old}", cwd=work).split()
+        self.rewound_writes += len(writers)
+        self.log.append(
+            f"human: rewind {back} commits to {new[:7]}, dropping {len(dropped)}, {len(writers)} of"
+            f" deliveries ({sorted(files)})"
+        )
+
     async def act(self, actions: int) -> None:
         await self.release()
         for _ in range(actions):
@@ -345,6 +389,8 @@ class World:
                 await self.restart_worker()
             elif choice < 0.88:
                 await self.redeploy()
+            elif self.rewind_rng.random() < 0.3:
+                await asyncio.to_thread(self.human_rewind)
             else:
                 await asyncio.to_thread(self.human_commit)
 
@@ -364,6 +410,8 @@ class World:
                     + "; ".join(f"{d[-8:]} {statuses[d].phase} {statuses[d].pause_reason}" for d in waiting)
                 )
             for delivery in waiting:
+                if "history of the GitOps branch was rewritten" in (statuses[delivery].pause_reason or ""):
+                    self.rewrites_seen.add(delivery)
                 if statuses[delivery].paused or statuses[delivery].phase == "paused":
                     with contextlib.suppress(ActionRefused):
                         await send_action(self.client, delivery, "resume", HumanAction("oncall", "settle"))
@@ -401,6 +449,17 @@ def last_writer_is_aicd(gitops: str, path: str) -> bool:
     sha = git("--git-dir", gitops, "log", "-1", "--format=%H", "main", "--", path).strip()
     trailer = "%(trailers:key=Aicd-Delivery-Id,valueonly,separator=)"
     return bool(git("--git-dir", gitops, "log", "-1", f"--format={trailer}", sha).strip())
+
+
+def rewind_has_the_last_word(world: World, path: str, history: list[tuple[str, str, str]]) -> bool:
+    """Whether a person's force-push changed `path` and no delivery has written it since (on the branch)."""
+    return any(
+        path in rewind.files
+        and not any(
+            d and sha != rewind.head and is_ancestor(world.gitops, rewind.head, sha) for sha, d, _ in history
+        )
+        for rewind in world.rewinds
+    )
 
 
 def says_promoted(status: DeliveryStatus, target: str, step: str) -> bool:
@@ -459,6 +518,7 @@ def violations(world: World, statuses: dict[str, DeliveryStatus]) -> list[str]:
     order = [plan.delivery_id for plan in world.plans]  # start order: a later start is the newer delivery
     tags = {plan.delivery_id: plan.artifact_tag for plan in world.plans}
     branch = set(git("--git-dir", world.gitops, "rev-list", "main").split())
+    rewound = {sha for rewind in world.rewinds for sha in rewind.dropped} - branch
     for app, target, path in [(app, t, p) for app, files in APPS.items() for t, p in files.items()]:
         history = writes(world.gitops, path)
         strangers = {d for _, d, _ in history if d and world.app_of.get(d) != app}
@@ -475,13 +535,15 @@ def violations(world: World, statuses: dict[str, DeliveryStatus]) -> list[str]:
                 continue
             state = status.targets.get(target)
             reported = set(state.commits) if state else set()
-            missing = reported - branch
+            missing = reported - branch - rewound  # a person's force-push may drop what a delivery wrote
             if missing:
                 found.append(f"{path}: {delivery[-8:]} reports commits not on the branch: {sorted(missing)}")
             unreported = {sha for sha, d, _ in history if d == delivery} - reported
             if unreported and state is not None:
                 found.append(f"{path}: {delivery[-8:]} does not report its commits {sorted(unreported)}")
         found += rollbacks_that_do_not_restore(world.gitops, path, history)
+        if rewind_has_the_last_word(world, path, history):
+            continue  # what runs is what on-call forced the branch back to; no delivery wrote the file since
         # What should run: the release of the last promotion a delivery says stands, or of a human's pin after it.
         last, expected = None, "v0"
         for sha, d, step in history:
@@ -527,6 +589,7 @@ async def run_interleaving(
     world = World(root, client, queue, concurrency, rollback_scope, layout, rng, f"mix-{seed}-{queue[-6:]}")
     world.bug_rng = random.Random(f"bugs-{seed}")
     world.merge_rng = random.Random(f"merges-{seed}")
+    world.rewind_rng = random.Random(f"rewinds-{seed}")
     with contextlib.ExitStack() as stack:
         if seed % 5 == 4:  # Argo CD targets: what runs is what each Application was last synced to
             world.argocd = stack.enter_context(KubeArgoCD())
@@ -812,7 +875,9 @@ async def _main(first: int, last: int) -> None:
                     continue
                 print(
                     f"seed {seed}: {len(world.plans)} deliveries, {world.human_commits} human commits "
-                    f"({world.human_merges} merged), "
+                    f"({world.human_merges} merged), {len(world.rewinds)} rewinds "
+                    f"(dropping {world.rewound_writes} deliveries' commits; "
+                    f"{len(world.rewrites_seen)} deliveries paused on it), "
                     f"{world.restarts} restarts, "
                     f"{'OK' if not found else 'VIOLATIONS'} {' '.join(world.phases)}"
                 )
