@@ -28,7 +28,7 @@ from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSear
 
 from aicd.dev.guardian import stop_groups
 from aicd.dev.ports import free_port
-from aicd.dev.processes import LIFELINE, wait_gone
+from aicd.dev.processes import LIFELINE, Lifeline, ManagedProcess, wait_gone
 from aicd.dev.temporal import (
     DEV_INFO_FILE,
     DEV_SERVER_DYNAMIC_CONFIG,
@@ -455,6 +455,23 @@ def test_the_guardian_runs_while_a_process_is_guarded_and_signals_only_the_proce
     finally:
         sleeper.kill()
         sleeper.wait()
+
+
+def test_a_process_whose_guardian_cannot_start_is_stopped_not_left_unguarded(
+    state_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_guardian(self: Lifeline) -> subprocess.Popen[bytes]:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(Lifeline, "_spawn", no_guardian)
+    assert LIFELINE.guardian_pid() is None
+    process = ManagedProcess(["sleep", "600"], state_dir / "sleeper.log")
+    with pytest.raises(OSError, match="Too many open files"):
+        process.start()
+    assert not process.alive() and process.returncode() == -signal.SIGTERM
+    monkeypatch.undo()
+    assert start_service("after", ["sleep", "600"], state_dir).stop(grace=5) == -signal.SIGTERM
+    assert LIFELINE.guardian_pid() is None
 
 
 def test_embedded_dashboard_serves_on_the_socket_bound_for_it_never_on_a_port_someone_else_holds(

@@ -55,7 +55,11 @@ class ManagedProcess:
             close_fds=True,
             pass_fds=self._pass_fds,
         )
-        LIFELINE.guard(self._popen)
+        try:
+            LIFELINE.guard(self._popen)
+        except (OSError, RuntimeError):
+            self.stop()  # a process nothing would stop if we died must not run
+            raise
         return self
 
     @property
@@ -121,7 +125,11 @@ class Lifeline:
     def guard(self, popen: subprocess.Popen[bytes]) -> None:
         with self._lock:
             self._guarded[popen.pid] = popen
-            self._send(f"+{popen.pid} {_start_time(popen.pid)}")
+            try:
+                self._send(f"+{popen.pid} {_start_time(popen.pid)}")
+            except (OSError, RuntimeError):
+                del self._guarded[popen.pid]
+                raise
 
     def release(self, popen: subprocess.Popen[bytes]) -> None:
         with self._lock:
