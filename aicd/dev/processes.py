@@ -144,7 +144,9 @@ class Lifeline:
             if not self._guarded:
                 self._close()
                 return
-            self._send("".join(f"-{pid}\n" for pid in ended).rstrip("\n"))
+            # Stopped either way: a guardian that cannot be told would only find its leader gone.
+            with contextlib.suppress(OSError, RuntimeError):
+                self._send("".join(f"-{pid}\n" for pid in ended).rstrip("\n"))
 
     def guardian_pid(self) -> int | None:
         with self._lock:
