@@ -23,10 +23,10 @@ from aicd.messages import DeliveryStatus, TargetStatus
 from aicd.status_view import render_status
 from aicd.testing.engine import temporal_env
 from tests.conftest import REPO_ROOT, RunAicd, aicd_env
+from tests.helpers_spec import MINIMAL, rel
 from tests.test_prometheus_tls import self_signed
 
 __all__ = ["temporal_env"]
-from tests.helpers_spec import MINIMAL, rel
 
 # Modules that must not load before a command that needs them runs.
 HEAVY = ("temporalio", "numpy", "scipy", "kubernetes", "starlette", "jinja2", "uvicorn", "git", "slack_sdk")

@@ -358,12 +358,16 @@ class World:
         except Exception:  # a delivery pushed in between: the lease refuses, try another time
             self.log.append(f"human: rewind {back} commits (lost a push race, dropped)")
             return
-        dropped = frozenset(git("rev-list", f"{new}..{old}", cwd=work).split())
+        trailer = "%(trailers:key=Aicd-Delivery-Id,valueonly,separator=)"
+        logged = [
+            line.split()
+            for line in git("log", f"--format=%H {trailer}", f"{new}..{old}", cwd=work).splitlines()
+        ]
+        dropped = frozenset(fields[0] for fields in logged)
+        writers = [fields for fields in logged if len(fields) > 1]  # the deliveries' commits among them
         files = frozenset(git("diff", "--name-only", new, old, cwd=work).split())
         git("reset", "-q", "--hard", new, cwd=work)
         self.rewinds.append(Rewind(new, dropped, files))
-        trailer = "%(trailers:key=Aicd-Delivery-Id,valueonly,separator=)"
-        writers = git("log", f"--format={trailer}", f"{new}..{old}", cwd=work).split()
         self.rewound_writes += len(writers)
         self.log.append(
             f"human: rewind {back} commits to {new[:7]}, dropping {len(dropped)}, {len(writers)} of"
