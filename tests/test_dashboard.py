@@ -23,8 +23,10 @@ from temporalio.converter import DataConverter
 from temporalio.testing import WorkflowEnvironment
 
 from aicd.cli.dashboard import exposure_problem
-from aicd.client import send_action, start_delivery
+from aicd.client import handle_for, send_action, start_delivery
 from aicd.dashboard import Dashboard, DashboardSettings, SettingsError, charts, standalone_app
+from aicd.dashboard import gitops as dashboard_gitops
+from aicd.dashboard import service as dashboard_service
 from aicd.dashboard.app import Urls, Viewer
 from aicd.dashboard.auth import (
     CSRF_COOKIE,
@@ -50,6 +52,7 @@ from aicd.redact import RedactingFormatter
 from aicd.testing.engine import (
     commits,
     git,
+    human_commit,
     make_repo,
     plan_from,
     running_worker,
@@ -807,6 +810,76 @@ async def test_commits_and_diffs_come_from_the_gitops_repository(tmp_path: Path)
         ("del", "  tag: v1"),
         ("add", "  tag: v2"),
     ]
+
+
+async def test_commits_the_branch_no_longer_holds_are_found_off_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dashboard_gitops, "BRANCH_RECHECK_S", 0.0)  # every call reads the branch afresh
+    bare, base = make_repo(tmp_path, "gitops", {"web.yaml": "image:\n  tag: v1\n"})
+    work = tmp_path / "work"
+    git("clone", "-q", bare, str(work))
+    shas = []
+    for tag in ("v2", "v3"):
+        (work / "web.yaml").write_text(f"image:\n  tag: {tag}\n")
+        git("-c", "user.name=aicd", "-c", "user.email=aicd@localhost", "commit", "-qam", tag, cwd=work)
+        shas.append(git("rev-parse", "HEAD", cwd=work))
+    first, second = shas
+    reader = GitOpsReader(cache=tmp_path / "cache")
+    assert await reader.off_branch(bare, "main", shas) == set(shas)  # never pushed: on no branch of the remote
+    git("push", "-q", "origin", "HEAD:main", cwd=work)
+    assert await reader.off_branch(bare, "main", [*shas, base]) == set()
+    git("push", "-q", "--force", "origin", f"{first}:main", cwd=work)  # on-call undoes the last commit
+    assert await reader.off_branch(bare, "main", [*shas, base]) == {second}
+    later = human_commit(bare, tmp_path, {"other.yaml": "x: 1\n"}, "a commit on the rewritten branch")
+    assert await reader.off_branch(bare, "main", [*shas, base, later]) == {second}
+    git("--git-dir", bare, "update-ref", "-d", "refs/heads/main")  # the branch deleted
+    assert await reader.off_branch(bare, "main", [first, base]) == {first, base}
+    assert await reader.off_branch(str(tmp_path / "gone.git"), "main", shas) == set()  # unreadable: no claim
+
+
+async def test_a_delivery_page_marks_the_commits_a_force_push_took_off_the_branch(
+    temporal_env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivery that succeeded, then on-call force-pushes the GitOps branch back over its promote commit: the
+    page marks that commit and says what runs is what the branch holds, not what the delivery promoted."""
+    monkeypatch.setattr(dashboard_gitops, "BRANCH_RECHECK_S", 0.0)
+    monkeypatch.setattr(dashboard_service, "GIT_WAIT_S", 30.0)
+    client = temporal_env.client
+    source, revision = make_repo(tmp_path, "source", {"README": "x\n"})
+    gitops, _ = make_repo(tmp_path, "gitops", {"a.yaml": "image: {tag: v0}\n"})
+    document = spec_document(
+        "rewritten",
+        source,
+        gitops,
+        {"a": {"kind": "git", "path": "a.yaml"}},
+        [{"name": "one", "targets": ["a"], "strategy": {"canary": {"steps": [{"setWeight": 10}]}}}],
+    )
+    plan = plan_from(document, revision)
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue, index_search_attributes=False)
+        assert (await handle_for(client, plan.delivery_id).result()).phase == "succeeded"
+
+        async def connect() -> Client:
+            return client
+
+        board = Dashboard(_settings(tmp_path), connect)
+        board.service.gitops = GitOpsReader(cache=tmp_path / "cache")
+        before = await board.service.view(plan.delivery_id)
+        made = [row.sha for row in before.commits]
+        assert len(made) >= 2 and not any(row.dropped for row in before.commits) and not before.notes
+        git("--git-dir", gitops, "update-ref", "refs/heads/main", f"{made[-1]}^")  # a force-push back
+        after = await board.service.view(plan.delivery_id)
+        viewer = Viewer(Identity("alice", "session"), "t" * 43, "c" * 43, False, Urls(""), "/")
+        regions = board.delivery_regions(after, viewer)
+    assert [row.dropped for row in after.commits] == [False] * (len(made) - 1) + [True]
+    (note,) = after.notes
+    assert f"1 of this delivery's {len(made)} commits are no longer on main" in note and "For a," in note
+    assert (
+        regions["commits"].count('data-dropped="true"') == 1
+        and "no longer on the branch" in regions["commits"]
+    )
+    assert "no longer on main" in regions["summary"]
 
 
 def test_aicd_dashboard_refuses_to_show_everything_to_everyone(run_aicd: RunAicd, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ log = logging.getLogger("aicd.dashboard")
 
 SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 FETCH_COOLDOWN_S = 1.0
+BRANCH_RECHECK_S = 30.0  # how stale a page's "is this commit still on the branch" may be
 MAX_DIFF_BYTES = 512 * 1024  # a diff beyond this is cut (values files are small; a vendored chart is not)
 READ_TIMEOUT_S = 20.0
 
@@ -93,6 +94,8 @@ class GitOpsReader:
         self._fetched: dict[str, float] = {}
         self._mirrors: dict[str, Path] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        # (repo, branch) -> the branch head last checked, and the commits known to be in its history
+        self._on_branch: dict[tuple[str, str], tuple[str, frozenset[str]]] = {}
 
     async def infos(self, repo: str, shas: list[str]) -> dict[str, CommitInfo]:
         """What is known of these commits (best effort: an unreadable repository gives what was read before)."""
@@ -104,6 +107,50 @@ class GitOpsReader:
             except GitOpsUnreadable as unreadable:
                 log.warning("cannot read commits of the GitOps repo: %s", unreadable)
         return {sha: self._infos[(repo, sha)] for sha in shas if (repo, sha) in self._infos}
+
+    async def off_branch(self, repo: str, branch: str, shas: list[str]) -> set[str]:
+        """The commits among `shas` that the branch no longer holds: someone rewrote its history (a force-push
+        back, a deleted branch) after they were pushed, so what Argo CD deploys is not what they say. The
+        branch is read from a mirror fetched at most every BRANCH_RECHECK_S, and again for a commit the mirror
+        has not seen (pushed since). Best effort: nothing is reported when the repository cannot be read."""
+        wanted = [sha for sha in dict.fromkeys(shas) if SHA.fullmatch(sha)]
+        if not wanted:
+            return set()
+        try:
+            mirror, fresh = await self._mirror_fetched_within(repo, BRANCH_RECHECK_S)
+            off, unseen = await self._check_branch(repo, branch, mirror, wanted)
+            if unseen and not fresh:
+                mirror = await self._mirror_with(repo, sorted(unseen))
+                off, unseen = await self._check_branch(repo, branch, mirror, wanted)
+        except GitOpsUnreadable as unreadable:
+            log.warning("cannot read the branch of the GitOps repo: %s", unreadable)
+            return set()
+        return off | unseen  # a commit the remote does not have, just fetched, is on none of its branches
+
+    async def _check_branch(
+        self, repo: str, branch: str, mirror: Path, shas: list[str]
+    ) -> tuple[set[str], set[str]]:
+        """(commits the mirror's branch does not hold, commits the mirror lacks); the commits found on the
+        branch are remembered with its head, and asked again only once the branch is rewritten."""
+        head = await _branch_head(mirror, branch)
+        if head is None:
+            return set(shas), set()
+        checked, on = self._on_branch.get((repo, branch), ("", frozenset()))
+        if checked != head and not (checked and await _holds(mirror, head, checked)):
+            on = frozenset()  # rewritten since the last check: every commit is asked again
+        off, unseen = set(), set()
+        for sha in shas:
+            if sha in on:
+                continue
+            held = await _holds(mirror, head, sha)
+            if held:
+                on |= {sha}
+            elif held is None:
+                unseen.add(sha)
+            else:
+                off.add(sha)
+        self._on_branch[(repo, branch)] = (head, on)
+        return off, unseen
 
     async def diff(self, repo: str, sha: str) -> CommitDiff:
         if not SHA.fullmatch(sha):
@@ -141,13 +188,24 @@ class GitOpsReader:
             wait = FETCH_COOLDOWN_S - (time.monotonic() - self._fetched.get(repo, -FETCH_COOLDOWN_S))
             if wait > 0:
                 await asyncio.sleep(wait)
-            try:
-                mirror = await fetch_mirror(repo, self.cache)
-            except SourceError as error:
-                raise GitOpsUnreadable(str(error)) from None
-            self._mirrors[repo] = mirror
-            self._fetched[repo] = time.monotonic()
-            return mirror
+            return await self._fetch(repo)
+
+    async def _mirror_fetched_within(self, repo: str, max_age_s: float) -> tuple[Path, bool]:
+        """The repository's mirror, fetched now (True) unless it was fetched less than `max_age_s` ago."""
+        async with self._locks.setdefault(repo, asyncio.Lock()):
+            mirror = self._mirrors.get(repo)
+            if mirror is not None and time.monotonic() - self._fetched.get(repo, -max_age_s) < max_age_s:
+                return mirror, False
+            return await self._fetch(repo), True
+
+    async def _fetch(self, repo: str) -> Path:
+        try:
+            mirror = await fetch_mirror(repo, self.cache)
+        except SourceError as error:
+            raise GitOpsUnreadable(str(error)) from None
+        self._mirrors[repo] = mirror
+        self._fetched[repo] = time.monotonic()
+        return mirror
 
     async def _read_infos(self, repo: str, mirror: Path, shas: list[str]) -> None:
         missing = [sha for sha in shas if (repo, sha) not in self._infos]
@@ -190,6 +248,26 @@ async def _has_all(mirror: Path, shas: list[str]) -> bool:
                 continue
         return False
     return True
+
+
+async def _branch_head(mirror: Path, branch: str) -> str | None:
+    """The commit the mirror's `branch` points at; None when the remote has no such branch (deleted)."""
+    try:
+        code, out, _err = await git_in(
+            mirror, "rev-parse", "--verify", "--quiet", "--end-of-options", f"refs/heads/{branch}^{{commit}}"
+        )
+    except SourceError as error:
+        raise GitOpsUnreadable(str(error)) from None
+    return out.strip() if code == 0 else None
+
+
+async def _holds(mirror: Path, head: str, sha: str) -> bool | None:
+    """Whether `sha` is in `head`'s history; None when the mirror does not have the commit."""
+    try:
+        code, _out, _err = await git_in(mirror, "merge-base", "--is-ancestor", "--end-of-options", sha, head)
+    except SourceError as error:
+        raise GitOpsUnreadable(str(error)) from None
+    return True if code == 0 else False if code == 1 else None
 
 
 HUNK = re.compile(r"^@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@")

@@ -130,7 +130,7 @@ class DashboardService:
         )
         rollouts = await self._rollouts(history, digest)
         plan = digest.input.plan if digest.input else None
-        infos = await self._commit_infos(plan.gitops_repo, status) if plan else {}
+        infos, off_branch = await self._commit_infos(plan, status) if plan else ({}, set())
         return build_view(
             status,
             digest,
@@ -141,6 +141,7 @@ class DashboardService:
             commit_template=self.settings.commit_url,
             status_source=source,
             running=running,
+            off_branch=off_branch,
         )
 
     async def _status(
@@ -163,16 +164,24 @@ class DashboardService:
         found = await asyncio.gather(*(history.rollout(child.workflow_id, child.run_id) for child in started))
         return {child.target: rollout for child, rollout in zip(started, found, strict=True)}
 
-    async def _commit_infos(self, repo: str, status: DeliveryStatus) -> dict[str, CommitInfo]:
+    async def _commit_infos(
+        self, plan: DeliveryPlan, status: DeliveryStatus
+    ) -> tuple[dict[str, CommitInfo], set[str]]:
+        """What Git says of the delivery's commits, and which of them its branch no longer holds."""
         shas = [sha for target in status.targets.values() for sha in target.commits]
         if not shas:
-            return {}
-        task = asyncio.ensure_future(self.gitops.infos(repo, shas))
+            return {}, set()
+
+        async def read() -> tuple[dict[str, CommitInfo], set[str]]:
+            infos = await self.gitops.infos(plan.gitops_repo, shas)
+            return infos, await self.gitops.off_branch(plan.gitops_repo, plan.gitops_branch, shas)
+
+        task = asyncio.ensure_future(read())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         with contextlib.suppress(TimeoutError):
             return await asyncio.wait_for(asyncio.shield(task), GIT_WAIT_S)
-        return {}
+        return {}, set()
 
     async def plan(self, delivery_id: str) -> DeliveryPlan:
         """The delivery's plan (from the first event of its history)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -278,6 +278,7 @@ class CommitRow:
     date: str
     url: str  # the Git host's page when a template is set, else the built-in diff view
     external: bool
+    dropped: bool = False  # no longer on the GitOps branch: its history was rewritten after the push
 
 
 @dataclass
@@ -412,6 +413,7 @@ def build_view(
     commit_template: str | None,
     status_source: str = "query",
     running: bool = True,
+    off_branch: Collection[str] = frozenset(),
 ) -> DeliveryView:
     plan = digest.input.plan if digest.input else None
     started = digest.started or parse_time(status.started)
@@ -448,7 +450,7 @@ def build_view(
             else None
         ),
         analyses=analysis_views(plan, status, looks) if plan else [],
-        commits=commit_rows(plan, status, infos, commit_template) if plan else [],
+        commits=commit_rows(plan, status, infos, commit_template, off_branch) if plan else [],
         actions=list(status.actions),
         fleets=[fleet_grid(target) for target in status.targets.values() if target.sites_total],
         available=available_actions(status) if running else [],
@@ -463,7 +465,19 @@ def build_view(
         view.notes.append(
             "No worker answered the status query: this page shows what the workflow history records."
         )
+    if plan and any(row.dropped for row in view.commits):
+        view.notes.append(rewritten_note(view.commits, plan.gitops_branch))
     return view
+
+
+def rewritten_note(commits: list[CommitRow], branch: str) -> str:
+    dropped = [row for row in commits if row.dropped]
+    targets = ", ".join(dict.fromkeys(row.target for row in dropped))
+    return (
+        f"{len(dropped)} of this delivery's {len(commits)} commits are no longer on {branch}: its history was"
+        f" rewritten after aicd pushed them (a force-push or a deleted branch). For {targets}, what Argo CD"
+        f" deploys is what {branch} holds now, not what this page shows as this delivery's."
+    )
 
 
 def step_label(stage: StagePlan | None, index: int, kind: str) -> str:
@@ -1078,7 +1092,11 @@ def fleet_grid(target: TargetStatus) -> FleetGrid:
 
 
 def commit_rows(
-    plan: DeliveryPlan, status: DeliveryStatus, infos: dict[str, CommitInfo], template: str | None
+    plan: DeliveryPlan,
+    status: DeliveryStatus,
+    infos: dict[str, CommitInfo],
+    template: str | None,
+    off_branch: Collection[str] = frozenset(),
 ) -> list[CommitRow]:
     rows = []
     for stage_name, name in _targets_in_order(plan, status.targets.values()):
@@ -1097,6 +1115,7 @@ def commit_rows(
                     date=info.date if info else "",
                     url=url,
                     external=bool(template),
+                    dropped=sha in off_branch,
                 )
             )
     rows.sort(key=lambda row: row.date or "~")
