@@ -68,6 +68,7 @@ class StartedDelivery:
 
 
 MAX_REDEPLOYS = 1000
+OFF_BRANCH_WAIT_S = 10.0  # how long `aicd status` waits for the GitOps repository before showing what it has
 
 
 async def start_delivery(
@@ -255,6 +256,22 @@ async def get_status(client: Client, delivery_id: str) -> DeliveryStatus:
         await _live_targets(client, status)
         status.retrying = await _retrying(client, status)
     return status.in_delivery_order()
+
+
+async def read_off_branch(client: Client, status: DeliveryStatus) -> None:
+    """Fill in `status.off_branch`: the delivery's commits its GitOps branch no longer holds, read from a mirror
+    of the repository (best effort: left empty when it cannot be read)."""
+    from aicd.dashboard.gitops import GitOpsReader  # here: the dashboard's package imports this module
+
+    shas = [sha for target in status.targets.values() for sha in target.commits]
+    if not shas:
+        return
+    plan = await delivery_plan(client, status.delivery_id)
+    with contextlib.suppress(TimeoutError):  # a Git host that does not answer: the status as it is
+        off = await asyncio.wait_for(
+            GitOpsReader().off_branch(plan.gitops_repo, plan.gitops_branch, shas), OFF_BRANCH_WAIT_S
+        )
+        status.off_branch = [sha for sha in shas if sha in off]
 
 
 async def _live_targets(client: Client, status: DeliveryStatus) -> None:

@@ -237,6 +237,9 @@ class DeliveryStatus:
     # What is being retried now, and why (a failed attempt, a push the remote refuses): read by the client
     # from Temporal's pending activities, never set by the workflow.
     retrying: list[str] = field(default_factory=list)
+    # The delivery's commits that its GitOps branch no longer holds (someone rewrote the branch since): read
+    # by the client from the GitOps repository (aicd.client.read_off_branch), never set by the workflow.
+    off_branch: list[str] = field(default_factory=list)
 
     @property
     def terminal(self) -> bool:

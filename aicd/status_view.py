@@ -89,6 +89,18 @@ def _target_row(target: TargetStatus, paused: bool, now: datetime | None) -> lis
     ]
 
 
+def off_branch_note(status: DeliveryStatus) -> str:
+    """What it means that the GitOps branch no longer holds some of the delivery's commits."""
+    made = [(target.target, sha) for target in status.targets.values() for sha in target.commits]
+    dropped = [(target, sha) for target, sha in made if sha in status.off_branch]
+    targets = ", ".join(dict.fromkeys(target for target, _sha in dropped))
+    return (
+        f"{len(dropped)} of this delivery's {len(made)} commits are no longer on the GitOps branch: its history"
+        f" was rewritten after aicd pushed them (a force-push back, or a deleted branch). For {targets}, what"
+        " Argo CD deploys is what the branch holds now, not what this delivery wrote."
+    )
+
+
 def verification_line(run: VerificationStatus) -> str:
     """One verification run: where, what, how many attempts, what the last one saw."""
     where = f"{run.target} " if run.target else ""
@@ -161,6 +173,8 @@ def render_status(
         )
     if status.reason:
         parts.append(Text(f"reason: {status.reason}", style="red" if status.phase != "succeeded" else ""))
+    if status.off_branch:
+        parts.append(Text(off_branch_note(status), style="red"))
     if status.commands:
         parts.append(
             Text("commands: " + ", ".join(f"{c.name} {c.state} {c.detail}".strip() for c in status.commands))

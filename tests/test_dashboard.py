@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import math
 import re
@@ -826,7 +827,9 @@ async def test_commits_the_branch_no_longer_holds_are_found_off_it(
         shas.append(git("rev-parse", "HEAD", cwd=work))
     first, second = shas
     reader = GitOpsReader(cache=tmp_path / "cache")
-    assert await reader.off_branch(bare, "main", shas) == set(shas)  # never pushed: on no branch of the remote
+    assert await reader.off_branch(bare, "main", shas) == set(
+        shas
+    )  # never pushed: on no branch of the remote
     git("push", "-q", "origin", "HEAD:main", cwd=work)
     assert await reader.off_branch(bare, "main", [*shas, base]) == set()
     git("push", "-q", "--force", "origin", f"{first}:main", cwd=work)  # on-call undoes the last commit
@@ -838,11 +841,12 @@ async def test_commits_the_branch_no_longer_holds_are_found_off_it(
     assert await reader.off_branch(str(tmp_path / "gone.git"), "main", shas) == set()  # unreadable: no claim
 
 
-async def test_a_delivery_page_marks_the_commits_a_force_push_took_off_the_branch(
-    temporal_env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_a_delivery_page_and_status_mark_the_commits_a_force_push_took_off_the_branch(
+    temporal_env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_aicd: RunAicd
 ) -> None:
     """A delivery that succeeded, then on-call force-pushes the GitOps branch back over its promote commit: the
-    page marks that commit and says what runs is what the branch holds, not what the delivery promoted."""
+    page marks that commit, and the page and `aicd status` say what runs is what the branch holds, not what the
+    delivery wrote."""
     monkeypatch.setattr(dashboard_gitops, "BRANCH_RECHECK_S", 0.0)
     monkeypatch.setattr(dashboard_service, "GIT_WAIT_S", 30.0)
     client = temporal_env.client
@@ -872,14 +876,27 @@ async def test_a_delivery_page_marks_the_commits_a_force_push_took_off_the_branc
         after = await board.service.view(plan.delivery_id)
         viewer = Viewer(Identity("alice", "session"), "t" * 43, "c" * 43, False, Urls(""), "/")
         regions = board.delivery_regions(after, viewer)
+        env = aicd_env(
+            TEMPORAL_ADDRESS=client.service_client.config.target_host,
+            AICD_CACHE_DIR=str(tmp_path / "cli-cache"),
+        )
+        # In a thread: the worker that answers the status query runs on this event loop.
+        shown = await asyncio.to_thread(run_aicd, "status", plan.delivery_id, env=env)
+        as_json = await asyncio.to_thread(run_aicd, "status", plan.delivery_id, "--json", env=env)
     assert [row.dropped for row in after.commits] == [False] * (len(made) - 1) + [True]
     (note,) = after.notes
-    assert f"1 of this delivery's {len(made)} commits are no longer on main" in note and "For a," in note
+    assert f"1 of this delivery's {len(made)} commits are no longer on the GitOps branch" in note, note
+    assert "For a," in note
     assert (
         regions["commits"].count('data-dropped="true"') == 1
         and "no longer on the branch" in regions["commits"]
     )
-    assert "no longer on main" in regions["summary"]
+    assert "no longer on the GitOps branch" in regions["summary"]
+    assert shown.returncode == 0, shown.stderr
+    assert f"1 of this delivery's {len(made)} commits are no longer on the GitOps branch" in " ".join(
+        shown.stdout.split()
+    )
+    assert json.loads(as_json.stdout)["off_branch"] == [made[-1]]
 
 
 def test_aicd_dashboard_refuses_to_show_everything_to_everyone(run_aicd: RunAicd, tmp_path: Path) -> None:

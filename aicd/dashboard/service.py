@@ -131,6 +131,7 @@ class DashboardService:
         rollouts = await self._rollouts(history, digest)
         plan = digest.input.plan if digest.input else None
         infos, off_branch = await self._commit_infos(plan, status) if plan else ({}, set())
+        status.off_branch = sorted(off_branch)
         return build_view(
             status,
             digest,
@@ -141,7 +142,6 @@ class DashboardService:
             commit_template=self.settings.commit_url,
             status_source=source,
             running=running,
-            off_branch=off_branch,
         )
 
     async def _status(

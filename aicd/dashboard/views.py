@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Collection, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -27,7 +27,7 @@ from aicd.messages import (
 )
 from aicd.people import Roster, resolve
 from aicd.plan import DeliveryPlan, StagePlan
-from aicd.status_view import verification_line
+from aicd.status_view import off_branch_note, verification_line
 from aicd.steering import plan_approvers
 from aicd.steps.set_weight import SetWeightStep
 
@@ -413,7 +413,6 @@ def build_view(
     commit_template: str | None,
     status_source: str = "query",
     running: bool = True,
-    off_branch: Collection[str] = frozenset(),
 ) -> DeliveryView:
     plan = digest.input.plan if digest.input else None
     started = digest.started or parse_time(status.started)
@@ -450,7 +449,7 @@ def build_view(
             else None
         ),
         analyses=analysis_views(plan, status, looks) if plan else [],
-        commits=commit_rows(plan, status, infos, commit_template, off_branch) if plan else [],
+        commits=commit_rows(plan, status, infos, commit_template) if plan else [],
         actions=list(status.actions),
         fleets=[fleet_grid(target) for target in status.targets.values() if target.sites_total],
         available=available_actions(status) if running else [],
@@ -465,19 +464,9 @@ def build_view(
         view.notes.append(
             "No worker answered the status query: this page shows what the workflow history records."
         )
-    if plan and any(row.dropped for row in view.commits):
-        view.notes.append(rewritten_note(view.commits, plan.gitops_branch))
+    if status.off_branch:
+        view.notes.append(off_branch_note(status))
     return view
-
-
-def rewritten_note(commits: list[CommitRow], branch: str) -> str:
-    dropped = [row for row in commits if row.dropped]
-    targets = ", ".join(dict.fromkeys(row.target for row in dropped))
-    return (
-        f"{len(dropped)} of this delivery's {len(commits)} commits are no longer on {branch}: its history was"
-        f" rewritten after aicd pushed them (a force-push or a deleted branch). For {targets}, what Argo CD"
-        f" deploys is what {branch} holds now, not what this page shows as this delivery's."
-    )
 
 
 def step_label(stage: StagePlan | None, index: int, kind: str) -> str:
@@ -1092,11 +1081,7 @@ def fleet_grid(target: TargetStatus) -> FleetGrid:
 
 
 def commit_rows(
-    plan: DeliveryPlan,
-    status: DeliveryStatus,
-    infos: dict[str, CommitInfo],
-    template: str | None,
-    off_branch: Collection[str] = frozenset(),
+    plan: DeliveryPlan, status: DeliveryStatus, infos: dict[str, CommitInfo], template: str | None
 ) -> list[CommitRow]:
     rows = []
     for stage_name, name in _targets_in_order(plan, status.targets.values()):
@@ -1115,7 +1100,7 @@ def commit_rows(
                     date=info.date if info else "",
                     url=url,
                     external=bool(template),
-                    dropped=sha in off_branch,
+                    dropped=sha in status.off_branch,
                 )
             )
     rows.sort(key=lambda row: row.date or "~")
