@@ -121,7 +121,7 @@ def temporal_unreachable(address: str, error: BaseException) -> typer.Exit:
     problem = tls_setting_problem(address, error)
     if problem is not None:
         return fail(problem, EXIT_USAGE)
-    return fail(unreachable_message(address, error))
+    return fail(_not_answering(address, error))
 
 
 def tls_setting_problem(address: str, error: BaseException) -> str | None:
@@ -142,9 +142,10 @@ def tls_setting_problem(address: str, error: BaseException) -> str | None:
 def unreachable_message(address: str, error: BaseException) -> str:
     """`cannot reach Temporal at X: <what to do>`. The transport's own text (`tonic::transport::Error(...)`) is
     left out; any other reason (TLS, API key) is kept; wrong TLS settings are named (tls_setting_problem)."""
-    problem = tls_setting_problem(address, error)
-    if problem is not None:
-        return problem
+    return tls_setting_problem(address, error) or _not_answering(address, error)
+
+
+def _not_answering(address: str, error: BaseException) -> str:
     text = " ".join(str(error).split())
     transport = not text or any(
         word in text for word in ("tonic", "transport", "Connection refused", "connect")
