@@ -42,6 +42,7 @@ from aicd.source import is_full_sha
 from aicd.temporal import task_queue
 
 if TYPE_CHECKING:
+    from aicd.dashboard.gitops import GitOpsReader
     from aicd.workflows.delivery import DeliveryWorkflow
 
 # The human actions: each is the DeliveryWorkflow update of the same name.
@@ -258,9 +259,9 @@ async def get_status(client: Client, delivery_id: str) -> DeliveryStatus:
     return status.in_delivery_order()
 
 
-async def read_off_branch(client: Client, status: DeliveryStatus) -> None:
+async def read_off_branch(client: Client, status: DeliveryStatus, reader: GitOpsReader | None = None) -> None:
     """Fill in `status.off_branch`: the delivery's commits its GitOps branch no longer holds, read from a mirror
-    of the repository (best effort: left empty when it cannot be read)."""
+    of the repository (`reader`'s, or one in aicd's cache; best effort: left empty when it cannot be read)."""
     from aicd.dashboard.gitops import GitOpsReader  # here: the dashboard's package imports this module
 
     shas = [sha for target in status.targets.values() for sha in target.commits]
@@ -269,7 +270,8 @@ async def read_off_branch(client: Client, status: DeliveryStatus) -> None:
     plan = await delivery_plan(client, status.delivery_id)
     with contextlib.suppress(TimeoutError):  # a Git host that does not answer: the status as it is
         off = await asyncio.wait_for(
-            GitOpsReader().off_branch(plan.gitops_repo, plan.gitops_branch, shas), OFF_BRANCH_WAIT_S
+            (reader or GitOpsReader()).off_branch(plan.gitops_repo, plan.gitops_branch, shas),
+            OFF_BRANCH_WAIT_S,
         )
         status.off_branch = [sha for sha in shas if sha in off]
 

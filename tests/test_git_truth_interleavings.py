@@ -43,7 +43,8 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 
 from aicd.activities import WorkerSettings
 from aicd.argocd_manifests import render_applications
-from aicd.client import ActionRefused, get_status, handle_for, send_action, start_delivery
+from aicd.client import ActionRefused, get_status, handle_for, read_off_branch, send_action, start_delivery
+from aicd.dashboard.gitops import GitOpsReader
 from aicd.dashboard.views import stage_views
 from aicd.messages import DeliveryStatus, HumanAction, Trigger
 from aicd.plan import DeliveryPlan
@@ -151,6 +152,7 @@ class World:
     rewinds: list[Rewind] = field(default_factory=list)
     rewound_writes: int = 0  # deliveries' commits the rewinds dropped
     rewrites_seen: set[str] = field(default_factory=set)  # deliveries paused on a rewritten branch
+    marked_off_branch: int = 0  # commits the deliveries' statuses show as no longer on the branch
     bug: WorkflowBug = field(init=False)
 
     def __post_init__(self) -> None:
@@ -523,6 +525,13 @@ def violations(world: World, statuses: dict[str, DeliveryStatus]) -> list[str]:
     tags = {plan.delivery_id: plan.artifact_tag for plan in world.plans}
     branch = set(git("--git-dir", world.gitops, "rev-list", "main").split())
     rewound = {sha for rewind in world.rewinds for sha in rewind.dropped} - branch
+    for delivery, status in statuses.items():
+        dropped = {sha for state in status.targets.values() for sha in state.commits} - branch
+        if set(status.off_branch) != dropped:
+            found.append(
+                f"{delivery[-8:]}: its status says {sorted(status.off_branch)} are no longer on the branch,"
+                f" where Git says {sorted(dropped)}"
+            )
     for app, target, path in [(app, t, p) for app, files in APPS.items() for t, p in files.items()]:
         history = writes(world.gitops, path)
         strangers = {d for _, d, _ in history if d and world.app_of.get(d) != app}
@@ -614,6 +623,10 @@ async def run_world(world: World, actions: int, keep: Path) -> tuple[list[str], 
             unreplayable = await replay_failures(client, world.plans, keep, world.bug)
             raise AssertionError("\n".join([f"{type(error).__name__}: {error}", *unreplayable])) from error
         world.phases = [statuses[plan.delivery_id].phase for plan in world.plans]
+        reader = GitOpsReader(cache=world.root / "mirrors")  # what `aicd status` and the dashboard read
+        for status in statuses.values():
+            await read_off_branch(client, status, reader)
+            world.marked_off_branch += len(status.off_branch)
         unreplayable = await replay_failures(client, world.plans, keep, world.bug)
     finally:
         await world.stop_worker()
@@ -881,7 +894,8 @@ async def _main(first: int, last: int) -> None:
                     f"seed {seed}: {len(world.plans)} deliveries, {world.human_commits} human commits "
                     f"({world.human_merges} merged), {len(world.rewinds)} rewinds "
                     f"(dropping {world.rewound_writes} deliveries' commits; "
-                    f"{len(world.rewrites_seen)} deliveries paused on it), "
+                    f"{len(world.rewrites_seen)} deliveries paused on it, {world.marked_off_branch} commits"
+                    " shown off the branch by the statuses), "
                     f"{world.restarts} restarts, "
                     f"{'OK' if not found else 'VIOLATIONS'} {' '.join(world.phases)}"
                 )
