@@ -264,7 +264,7 @@ async def read_off_branch(client: Client, status: DeliveryStatus, reader: GitOps
     of the repository (`reader`'s, or one in aicd's cache; best effort: left empty when it cannot be read)."""
     from aicd.dashboard.gitops import GitOpsReader  # here: the dashboard's package imports this module
 
-    shas = [sha for target in status.targets.values() for sha in target.commits]
+    shas = status.commits()
     if not shas:
         return
     plan = await delivery_plan(client, status.delivery_id)

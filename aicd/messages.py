@@ -245,6 +245,10 @@ class DeliveryStatus:
     def terminal(self) -> bool:
         return self.phase in TERMINAL_PHASES
 
+    def commits(self) -> list[str]:
+        """Every commit the delivery reported, target by target."""
+        return [sha for target in self.targets.values() for sha in target.commits]
+
     def approved_by(self, stage: str) -> list[str]:
         """Who approved `stage`, as views show them: the person and the identity they used (`alice (as
         U0ALICE via slack)`), or the identity where no person declares it (aicd.people)."""

@@ -526,7 +526,7 @@ def violations(world: World, statuses: dict[str, DeliveryStatus]) -> list[str]:
     branch = set(git("--git-dir", world.gitops, "rev-list", "main").split())
     rewound = {sha for rewind in world.rewinds for sha in rewind.dropped} - branch
     for delivery, status in statuses.items():
-        dropped = {sha for state in status.targets.values() for sha in state.commits} - branch
+        dropped = set(status.commits()) - branch
         if set(status.off_branch) != dropped:
             found.append(
                 f"{delivery[-8:]}: its status says {sorted(status.off_branch)} are no longer on the branch,"

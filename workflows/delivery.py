@@ -483,8 +483,9 @@ class DeliveryWorkflow:
         if self.status.phase in ("failed", "aborted", "succeeded"):
             self._incident(self.status.phase, self.status.reason or f"delivery {self.status.phase}")
         await self._drain_notifications()
-        commits = [sha for target in self.status.targets.values() for sha in target.commits]
-        return DeliveryResult(self.plan.delivery_id, self.status.phase, self.status.reason, commits)
+        return DeliveryResult(
+            self.plan.delivery_id, self.status.phase, self.status.reason, self.status.commits()
+        )
 
     async def _commands(self) -> None:
         plan = self.plan

@@ -131,7 +131,7 @@ class DashboardService:
         rollouts = await self._rollouts(history, digest)
         plan = digest.input.plan if digest.input else None
         infos, off_branch = await self._commit_infos(plan, status) if plan else ({}, set())
-        status.off_branch = sorted(off_branch)
+        status.off_branch = [sha for sha in status.commits() if sha in off_branch]
         return build_view(
             status,
             digest,
@@ -168,7 +168,7 @@ class DashboardService:
         self, plan: DeliveryPlan, status: DeliveryStatus
     ) -> tuple[dict[str, CommitInfo], set[str]]:
         """What Git says of the delivery's commits, and which of them its branch no longer holds."""
-        shas = [sha for target in status.targets.values() for sha in target.commits]
+        shas = status.commits()
         if not shas:
             return {}, set()
 

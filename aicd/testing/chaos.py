@@ -757,7 +757,7 @@ class ChaosRun:
         handle = handle_for(self.client, plan.delivery_id)
         description = await handle.describe()
         status = await _retry(lambda: get_status(self.client, plan.delivery_id), 60)  # type: ignore[arg-type]
-        commits_reported = [sha for target in status.targets.values() for sha in target.commits]
+        commits_reported = status.commits()
         if description.status == WorkflowExecutionStatus.COMPLETED:
             result = await handle.result()
             record.phase, record.reason = result.phase, result.reason
