@@ -259,21 +259,31 @@ async def get_status(client: Client, delivery_id: str) -> DeliveryStatus:
     return status.in_delivery_order()
 
 
-async def read_off_branch(client: Client, status: DeliveryStatus, reader: GitOpsReader | None = None) -> None:
-    """Fill in `status.off_branch`: the delivery's commits its GitOps branch no longer holds, read from a mirror
-    of the repository (`reader`'s, or one in aicd's cache; best effort: left empty when it cannot be read)."""
+async def read_branch_since(
+    client: Client, status: DeliveryStatus, reader: GitOpsReader | None = None
+) -> None:
+    """What the GitOps branch says now of an ended delivery's commits: `status.off_branch` (those it no longer
+    holds) and `status.changed_since` (per target, the later commits that changed its files). Read from a
+    mirror of the repository (`reader`'s, or one in aicd's cache); best effort: left empty when it cannot be
+    read in OFF_BRANCH_WAIT_S."""
     from aicd.dashboard.gitops import GitOpsReader  # here: the dashboard's package imports this module
 
     shas = status.commits()
     if not shas:
         return
     plan = await delivery_plan(client, status.delivery_id)
-    with contextlib.suppress(TimeoutError):  # a Git host that does not answer: the status as it is
-        off = await asyncio.wait_for(
-            (reader or GitOpsReader()).off_branch(plan.gitops_repo, plan.gitops_branch, shas),
-            OFF_BRANCH_WAIT_S,
-        )
+    reader = reader or GitOpsReader()
+    written = {name: list(target.commits) for name, target in status.targets.items()}
+
+    async def read() -> None:
+        off = await reader.off_branch(plan.gitops_repo, plan.gitops_branch, shas)
         status.off_branch = [sha for sha in shas if sha in off]
+        status.changed_since = await reader.changed_since(
+            plan.gitops_repo, plan.gitops_branch, status.delivery_id, written
+        )
+
+    with contextlib.suppress(TimeoutError):  # a Git host that does not answer: the status as it is
+        await asyncio.wait_for(read(), OFF_BRANCH_WAIT_S)
 
 
 async def _live_targets(client: Client, status: DeliveryStatus) -> None:

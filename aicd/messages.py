@@ -208,6 +208,17 @@ def target_state_text(target: TargetStatus) -> str:
 
 
 @dataclass
+class LaterCommit:
+    """A commit on the GitOps branch, after a delivery's last write to a target, that changed the target's files:
+    what runs there now is that commit's, not the delivery's."""
+
+    sha: str
+    author: str
+    subject: str
+    delivery_id: str = ""  # the delivery that made it ("" for a person's commit)
+
+
+@dataclass
 class DeliveryStatus:
     delivery_id: str
     app: str
@@ -238,8 +249,11 @@ class DeliveryStatus:
     # from Temporal's pending activities, never set by the workflow.
     retrying: list[str] = field(default_factory=list)
     # The delivery's commits that its GitOps branch no longer holds (someone rewrote the branch since): read
-    # by the client from the GitOps repository (aicd.client.read_off_branch), never set by the workflow.
+    # by the client from the GitOps repository (aicd.client.read_branch_since), never set by the workflow.
     off_branch: list[str] = field(default_factory=list)
+    # Per target, the later commits on the branch that changed the files the delivery wrote (newest first): read
+    # by the client from the GitOps repository for an ended delivery (aicd.client.read_branch_since).
+    changed_since: dict[str, list[LaterCommit]] = field(default_factory=dict)
 
     @property
     def terminal(self) -> bool:

@@ -101,6 +101,22 @@ def off_branch_note(status: DeliveryStatus) -> str:
     )
 
 
+def changed_since_lines(status: DeliveryStatus) -> list[str]:
+    """Per target that a later commit changed: whose content runs there now."""
+    lines = []
+    for target, later in status.changed_since.items():
+        if not later:
+            continue
+        newest = later[0]
+        by = f"delivery {newest.delivery_id}" if newest.delivery_id else newest.author
+        more = f" (and {len(later) - 1} more)" if len(later) > 1 else ""
+        lines.append(
+            f"{target}: changed since this delivery by {by} in {newest.sha[:7]} ({newest.subject}){more}: what"
+            " runs there is what the branch holds now, not what this delivery wrote."
+        )
+    return lines
+
+
 def verification_line(run: VerificationStatus) -> str:
     """One verification run: where, what, how many attempts, what the last one saw."""
     where = f"{run.target} " if run.target else ""
@@ -175,6 +191,7 @@ def render_status(
         parts.append(Text(f"reason: {status.reason}", style="red" if status.phase != "succeeded" else ""))
     if status.off_branch:
         parts.append(Text(off_branch_note(status), style="red"))
+    parts += [Text(line, style="yellow") for line in changed_since_lines(status)]
     if status.commands:
         parts.append(
             Text("commands: " + ", ".join(f"{c.name} {c.state} {c.detail}".strip() for c in status.commands))

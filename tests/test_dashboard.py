@@ -841,12 +841,69 @@ async def test_commits_the_branch_no_longer_holds_are_found_off_it(
     assert await reader.off_branch(str(tmp_path / "gone.git"), "main", shas) == set()  # unreadable: no claim
 
 
-async def test_a_delivery_page_and_status_mark_the_commits_a_force_push_took_off_the_branch(
+async def test_later_commits_that_changed_a_targets_files_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dashboard_gitops, "BRANCH_RECHECK_S", 0.0)  # every call reads the branch afresh
+    bare, _ = make_repo(tmp_path, "gitops", {"a.yaml": "tag: v0\n", "b.yaml": "tag: v0\n"})
+    work = tmp_path / "work"
+    git("clone", "-q", bare, str(work))
+
+    def commit(files: dict[str, str], message: str, delivery: str = "", who: str = "aicd") -> str:
+        for name, content in files.items():
+            (work / name).write_text(content)
+        trailer = f"\n\nAicd-Delivery-Id: {delivery}\n" if delivery else ""
+        git(
+            "-c",
+            f"user.name={who}",
+            "-c",
+            "user.email=x@localhost",
+            "commit",
+            "-qam",
+            message + trailer,
+            cwd=work,
+        )
+        git("push", "-q", "origin", "HEAD:main", cwd=work)
+        return git("rev-parse", "HEAD", cwd=work)
+
+    canary = commit({"a.yaml": "tag: v1\ncanary: 10\n"}, "a canary", "delivery-one")
+    promote = commit({"a.yaml": "tag: v1\n"}, "a promote", "delivery-one")
+    other = commit({"b.yaml": "tag: v1\n"}, "b promote", "delivery-one")
+    reader = GitOpsReader(cache=tmp_path / "cache")
+    written = {"a": [canary, promote], "b": [other]}
+    assert await reader.changed_since(bare, "main", "delivery-one", written) == {}
+    note = commit({"b.yaml": "tag: v1\n# note\n"}, "a note in b", who="Bob")  # not a's file
+    newer = commit({"a.yaml": "tag: v2\n"}, "a v2", "delivery-two")
+    later = await reader.changed_since(bare, "main", "delivery-one", written)
+    assert [(c.sha, c.author, c.subject, c.delivery_id) for c in later["a"]] == [
+        (newer, "aicd", "a v2", "delivery-two")
+    ]
+    assert [(c.sha, c.author) for c in later["b"]] == [(note, "Bob")]
+    pin = commit({"a.yaml": "tag: v1\nreplicas: 2\n"}, "pin a back to v1", who="Alice")
+    later = await reader.changed_since(bare, "main", "delivery-one", written)
+    assert [(c.sha, c.author, c.subject) for c in later["a"]] == [(pin, "Alice", "pin a back to v1")]
+    assert await reader.changed_since(bare, "main", "delivery-two", {"a": [newer]}) == {"a": later["a"]}
+    commit(
+        {"a.yaml": "tag: v1\n"}, "as the delivery left it", who="Alice"
+    )  # changed back: what it wrote runs
+    assert "a" not in await reader.changed_since(bare, "main", "delivery-one", written)
+    # A delivery's earlier commit dropped by a force-push, read by a mirror that never saw it.
+    dropped = commit({"b.yaml": "tag: v3\ncanary: 10\n"}, "b canary", "delivery-three")
+    git("reset", "-q", "--hard", f"{dropped}^", cwd=work)
+    git("push", "-q", "--force", "origin", "HEAD:main", cwd=work)
+    kept = commit({"b.yaml": "tag: v3\n"}, "b promote", "delivery-three")
+    edit = commit({"b.yaml": "tag: v2\n"}, "b by hand", who="Carol")
+    fresh = GitOpsReader(cache=tmp_path / "fresh")
+    later = await fresh.changed_since(bare, "main", "delivery-three", {"b": [dropped, kept]})
+    assert [(c.sha, c.author) for c in later["b"]] == [(edit, "Carol")]
+
+
+async def test_a_delivery_page_and_status_say_when_what_runs_is_no_longer_the_deliverys(
     temporal_env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_aicd: RunAicd
 ) -> None:
-    """A delivery that succeeded, then on-call force-pushes the GitOps branch back over its promote commit: the
-    page marks that commit, and the page and `aicd status` say what runs is what the branch holds, not what the
-    delivery wrote."""
+    """A delivery that succeeded; then on-call pins the target back in a commit of their own, and later forces
+    the branch back over the delivery's promote commit. The page and `aicd status` name the person's commit as
+    what runs, then mark the promote commit the branch no longer holds."""
     monkeypatch.setattr(dashboard_gitops, "BRANCH_RECHECK_S", 0.0)
     monkeypatch.setattr(dashboard_service, "GIT_WAIT_S", 30.0)
     client = temporal_env.client
@@ -860,31 +917,46 @@ async def test_a_delivery_page_and_status_mark_the_commits_a_force_push_took_off
         [{"name": "one", "targets": ["a"], "strategy": {"canary": {"steps": [{"setWeight": 10}]}}}],
     )
     plan = plan_from(document, revision)
+    env = aicd_env(
+        TEMPORAL_ADDRESS=client.service_client.config.target_host, AICD_CACHE_DIR=str(tmp_path / "cli-cache")
+    )
+    viewer = Viewer(Identity("alice", "session"), "t" * 43, "c" * 43, False, Urls(""), "/")
+
+    async def connect() -> Client:
+        return client
+
+    async def status(*flags: str) -> str:
+        # In a thread: the worker that answers the status query runs on this event loop.
+        shown = await asyncio.to_thread(run_aicd, "status", plan.delivery_id, *flags, env=env)
+        assert shown.returncode == 0, shown.stderr
+        return shown.stdout if flags else " ".join(shown.stdout.split())
+
     async with running_worker(client, tmp_path / "state") as queue:
         await start_delivery(client, plan, Trigger("cli", "t"), queue=queue, index_search_attributes=False)
         assert (await handle_for(client, plan.delivery_id).result()).phase == "succeeded"
-
-        async def connect() -> Client:
-            return client
-
         board = Dashboard(_settings(tmp_path), connect)
         board.service.gitops = GitOpsReader(cache=tmp_path / "cache")
         before = await board.service.view(plan.delivery_id)
         made = [row.sha for row in before.commits]
         assert len(made) >= 2 and not any(row.dropped for row in before.commits) and not before.notes
+        assert "changed since" not in await status()
+
+        pin = human_commit(gitops, tmp_path, {"a.yaml": "image: {tag: v0}\n"}, "pin a back to v0")
+        pinned = await board.service.view(plan.delivery_id)
+        (note,) = pinned.notes
+        assert note.startswith(f"a: changed since this delivery by Alice in {pin[:7]} (pin a back to v0)")
+        assert "changed since this delivery by Alice" in board.delivery_regions(pinned, viewer)["summary"]
+        assert f"a: changed since this delivery by Alice in {pin[:7]}" in await status()
+        later = json.loads(await status("--json"))["changed_since"]
+        assert [(c["sha"], c["author"]) for c in later["a"]] == [(pin, "Alice")]
+
         git("--git-dir", gitops, "update-ref", "refs/heads/main", f"{made[-1]}^")  # a force-push back
         after = await board.service.view(plan.delivery_id)
-        viewer = Viewer(Identity("alice", "session"), "t" * 43, "c" * 43, False, Urls(""), "/")
         regions = board.delivery_regions(after, viewer)
-        env = aicd_env(
-            TEMPORAL_ADDRESS=client.service_client.config.target_host,
-            AICD_CACHE_DIR=str(tmp_path / "cli-cache"),
-        )
-        # In a thread: the worker that answers the status query runs on this event loop.
-        shown = await asyncio.to_thread(run_aicd, "status", plan.delivery_id, env=env)
-        as_json = await asyncio.to_thread(run_aicd, "status", plan.delivery_id, "--json", env=env)
+        shown = await status()
+        as_json = json.loads(await status("--json"))
     assert [row.dropped for row in after.commits] == [False] * (len(made) - 1) + [True]
-    (note,) = after.notes
+    (note,) = after.notes  # the promote commit is gone, and with it the pin that followed it
     assert f"1 of this delivery's {len(made)} commits are no longer on the GitOps branch" in note, note
     assert "For a," in note
     assert (
@@ -892,11 +964,8 @@ async def test_a_delivery_page_and_status_mark_the_commits_a_force_push_took_off
         and "no longer on the branch" in regions["commits"]
     )
     assert "no longer on the GitOps branch" in regions["summary"]
-    assert shown.returncode == 0, shown.stderr
-    assert f"1 of this delivery's {len(made)} commits are no longer on the GitOps branch" in " ".join(
-        shown.stdout.split()
-    )
-    assert json.loads(as_json.stdout)["off_branch"] == [made[-1]]
+    assert f"1 of this delivery's {len(made)} commits are no longer on the GitOps branch" in shown
+    assert as_json["off_branch"] == [made[-1]] and as_json["changed_since"] == {}
 
 
 def test_aicd_dashboard_refuses_to_show_everything_to_everyone(run_aicd: RunAicd, tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 
 from aicd.activities import WorkerSettings
 from aicd.argocd_manifests import render_applications
-from aicd.client import ActionRefused, get_status, handle_for, read_off_branch, send_action, start_delivery
+from aicd.client import ActionRefused, get_status, handle_for, read_branch_since, send_action, start_delivery
 from aicd.dashboard.gitops import GitOpsReader
 from aicd.dashboard.views import stage_views
 from aicd.messages import DeliveryStatus, HumanAction, Trigger
@@ -153,6 +153,7 @@ class World:
     rewound_writes: int = 0  # deliveries' commits the rewinds dropped
     rewrites_seen: set[str] = field(default_factory=set)  # deliveries paused on a rewritten branch
     marked_off_branch: int = 0  # commits the deliveries' statuses show as no longer on the branch
+    marked_changed: int = 0  # targets whose file a later commit changed, as the statuses show them
     bug: WorkflowBug = field(init=False)
 
     def __post_init__(self) -> None:
@@ -468,6 +469,23 @@ def rewind_has_the_last_word(world: World, path: str, history: list[tuple[str, s
     )
 
 
+def later_writer(gitops: str, delivery: str, written: list[str], path: str) -> list[str]:
+    """The commit whose content of `path` runs now, when it is not what the delivery's last write to it left
+    there (and not the delivery's own); [] when that write's content runs, or the branch no longer holds it."""
+    if not written or not is_ancestor(gitops, written[-1], "main"):
+        return []
+    same = subprocess.run(
+        ["git", "--git-dir", gitops, "diff", "--quiet", written[-1], "main", "--", path], check=False
+    )
+    if same.returncode == 0:
+        return []
+    sha = git("--git-dir", gitops, "log", "-1", "--format=%H", "main", "--", path).strip()
+    trailer = "%(trailers:key=Aicd-Delivery-Id,valueonly,separator=)"
+    return (
+        [] if git("--git-dir", gitops, "log", "-1", f"--format={trailer}", sha).strip() == delivery else [sha]
+    )
+
+
 def says_promoted(status: DeliveryStatus, target: str, step: str) -> bool:
     """Whether the delivery's status says the promotion made by its commit of `step` stands: the target's last
     stage ended promoted, or an earlier stage promoted it and the delivery did not roll that back."""
@@ -532,6 +550,16 @@ def violations(world: World, statuses: dict[str, DeliveryStatus]) -> list[str]:
                 f"{delivery[-8:]}: its status says {sorted(status.off_branch)} are no longer on the branch,"
                 f" where Git says {sorted(dropped)}"
             )
+        for target, state in status.targets.items():
+            expected = later_writer(
+                world.gitops, delivery, state.commits, APPS[world.app_of[delivery]][target]
+            )
+            shown = [commit.sha for commit in status.changed_since.get(target, [])]
+            if shown != expected:
+                found.append(
+                    f"{delivery[-8:]} {target}: its status names {shown} as changing the file since its last"
+                    f" write, where Git says {expected}"
+                )
     for app, target, path in [(app, t, p) for app, files in APPS.items() for t, p in files.items()]:
         history = writes(world.gitops, path)
         strangers = {d for _, d, _ in history if d and world.app_of.get(d) != app}
@@ -625,8 +653,9 @@ async def run_world(world: World, actions: int, keep: Path) -> tuple[list[str], 
         world.phases = [statuses[plan.delivery_id].phase for plan in world.plans]
         reader = GitOpsReader(cache=world.root / "mirrors")  # what `aicd status` and the dashboard read
         for status in statuses.values():
-            await read_off_branch(client, status, reader)
+            await read_branch_since(client, status, reader)
             world.marked_off_branch += len(status.off_branch)
+            world.marked_changed += len(status.changed_since)
         unreplayable = await replay_failures(client, world.plans, keep, world.bug)
     finally:
         await world.stop_worker()
@@ -895,7 +924,7 @@ async def _main(first: int, last: int) -> None:
                     f"({world.human_merges} merged), {len(world.rewinds)} rewinds "
                     f"(dropping {world.rewound_writes} deliveries' commits; "
                     f"{len(world.rewrites_seen)} deliveries paused on it, {world.marked_off_branch} commits"
-                    " shown off the branch by the statuses), "
+                    f" shown off the branch by the statuses), {world.marked_changed} targets shown changed since, "
                     f"{world.restarts} restarts, "
                     f"{'OK' if not found else 'VIOLATIONS'} {' '.join(world.phases)}"
                 )

@@ -151,7 +151,7 @@ def status(
     async def body(client: Client) -> None:
         current = await deliveries.get_status(client, delivery_id)
         if current.terminal:  # a running delivery finds a rewritten branch itself, at its next write
-            await deliveries.read_off_branch(client, current)
+            await deliveries.read_branch_since(client, current)
         if wants_json(output, as_json):
             typer.echo(json.dumps(asdict(current), indent=2))
             return

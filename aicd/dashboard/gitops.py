@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from aicd.messages import LaterCommit
 from aicd.redact import redact_credentials
 from aicd.source import SourceError, fetch_mirror, git_in
 from aicd.trailers import parse_trailers
@@ -24,6 +25,7 @@ log = logging.getLogger("aicd.dashboard")
 SHA = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 FETCH_COOLDOWN_S = 1.0
 BRANCH_RECHECK_S = 30.0  # how stale a page's "is this commit still on the branch" may be
+MAX_LATER_COMMITS = 5  # later commits named per target
 MAX_DIFF_BYTES = 512 * 1024  # a diff beyond this is cut (values files are small; a vendored chart is not)
 READ_TIMEOUT_S = 20.0
 
@@ -96,6 +98,8 @@ class GitOpsReader:
         self._locks: dict[str, asyncio.Lock] = {}
         # (repo, branch) -> the branch head last checked, and the commits known to be in its history
         self._on_branch: dict[tuple[str, str], tuple[str, frozenset[str]]] = {}
+        # (repo, branch, delivery, a target's commits) -> (the branch head read at, the later commits found)
+        self._later: dict[tuple[str, str, str, tuple[str, ...]], tuple[str, list[LaterCommit]]] = {}
 
     async def infos(self, repo: str, shas: list[str]) -> dict[str, CommitInfo]:
         """What is known of these commits (best effort: an unreadable repository gives what was read before)."""
@@ -126,6 +130,54 @@ class GitOpsReader:
             log.warning("cannot read the branch of the GitOps repo: %s", unreadable)
             return set()
         return off | unseen  # a commit the remote does not have, just fetched, is on none of its branches
+
+    async def changed_since(
+        self, repo: str, branch: str, delivery_id: str, written: dict[str, list[str]]
+    ) -> dict[str, list[LaterCommit]]:
+        """Per target (`written`: its commits, oldest first), when a file its commits wrote reads otherwise on
+        the branch now than after its last one: the commits that last changed those files (newest first, at
+        most MAX_LATER_COMMITS) - a person's edit or a newer delivery, whose content runs now. A file changed
+        and changed back counts as unchanged. A target whose last commit the branch does not hold is left out
+        (off_branch says so). Best effort, as off_branch."""
+        try:
+            mirror, _fresh = await self._mirror_fetched_within(repo, BRANCH_RECHECK_S)
+            head = await _branch_head(mirror, branch)
+            if head is None:
+                return {}
+            found: dict[str, list[LaterCommit]] = {}
+            for target, shas in written.items():
+                valid = [sha for sha in shas if SHA.fullmatch(sha)]
+                key = (repo, branch, delivery_id, tuple(valid))
+                known_head, known = self._later.get(key, ("", []))
+                if known_head == head:
+                    if known:
+                        found[target] = known
+                    continue
+                if not valid or valid[-1] == head or not await _holds(mirror, head, valid[-1]):
+                    self._later[key] = (head, [])
+                    continue
+                # Only commits the branch holds: a force-push may have dropped earlier ones that the mirror
+                # never had.
+                held = [sha for sha in valid if await _holds(mirror, head, sha)]
+                files = {
+                    name for _fields, names in await _changes(mirror, held, walk=False) for name in names
+                }
+                differing = sorted(files.intersection(await _differing(mirror, valid[-1], head)))
+                last_writes = {
+                    await _last_change(mirror, head, name) for name in differing[:MAX_LATER_COMMITS]
+                }
+                later = [
+                    commit
+                    for commit in await _later_commits(mirror, sorted(sha for sha in last_writes if sha))
+                    if commit.delivery_id != delivery_id
+                ]
+                self._later[key] = (head, later)
+                if later:
+                    found[target] = later
+            return found
+        except GitOpsUnreadable as unreadable:
+            log.warning("cannot read the branch of the GitOps repo: %s", unreadable)
+            return {}
 
     async def _check_branch(
         self, repo: str, branch: str, mirror: Path, shas: list[str]
@@ -268,6 +320,62 @@ async def _holds(mirror: Path, head: str, sha: str) -> bool | None:
     except SourceError as error:
         raise GitOpsUnreadable(str(error)) from None
     return True if code == 0 else False if code == 1 else None
+
+
+LATER_FORMAT = "%x1e%H%x1f%an%x1f%s%x1f%(trailers:key=Aicd-Delivery-Id,valueonly,separator=)"
+
+
+async def _changes(mirror: Path, revisions: list[str], *, walk: bool) -> list[tuple[list[str], list[str]]]:
+    """`git log` of `revisions` (walk: their history too), newest first: per commit its LATER_FORMAT fields and
+    the files it changed."""
+    no_walk = () if walk else ("--no-walk",)
+    out = await _git_out(
+        mirror,
+        "log",
+        "-z",
+        "--name-only",
+        f"--format={LATER_FORMAT}",
+        *no_walk,
+        "--end-of-options",
+        *revisions,
+    )
+    found = []
+    for record in out.split("\x1e")[1:]:
+        header, _, names = record.partition("\0")
+        found.append((header.split("\x1f"), [name for name in names.lstrip("\n").split("\0") if name]))
+    return found
+
+
+async def _later_commits(mirror: Path, shas: list[str]) -> list[LaterCommit]:
+    """The commits, newest first, with who made them (a delivery, by its trailer, or a person)."""
+    if not shas:
+        return []
+    found = []
+    for fields, _names in await _changes(mirror, shas, walk=False):
+        sha, author, subject, delivery = [*fields, "", "", "", ""][:4]
+        found.append(LaterCommit(sha, author, subject, delivery.strip()))
+    return found
+
+
+async def _differing(mirror: Path, old: str, new: str) -> set[str]:
+    """The files whose content differs between two commits."""
+    out = await _git_out(mirror, "diff", "--name-only", "-z", "--no-renames", "--end-of-options", old, new)
+    return {name for name in out.split("\0") if name}
+
+
+async def _last_change(mirror: Path, head: str, path: str) -> str:
+    """The commit that gave `path` its content at `head` (by ancestry: the parent whose content a merge kept)."""
+    return (await _git_out(mirror, "log", "-1", "--format=%H", "--end-of-options", head, "--", path)).strip()
+
+
+async def _git_out(mirror: Path, *args: str) -> str:
+    try:
+        code, out, err = await git_in(mirror, *args, timeout_s=READ_TIMEOUT_S)
+    except SourceError as error:
+        raise GitOpsUnreadable(str(error)) from None
+    if code != 0:
+        raise GitOpsUnreadable(redact_credentials(f"git {args[0]} failed: {err.strip()[-300:]}"))
+    return out
 
 
 HUNK = re.compile(r"^@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@")

@@ -27,7 +27,7 @@ from aicd.dashboard.views import (
     status_from_history,
     trigger_text,
 )
-from aicd.messages import DeliveryStatus, HumanAction
+from aicd.messages import DeliveryStatus, HumanAction, LaterCommit
 from aicd.people import Roster
 from aicd.plan import DELIVERY_ID, DeliveryPlan
 from aicd.steering import plan_approvers
@@ -130,8 +130,10 @@ class DashboardService:
         )
         rollouts = await self._rollouts(history, digest)
         plan = digest.input.plan if digest.input else None
-        infos, off_branch = await self._commit_infos(plan, status) if plan else ({}, set())
-        status.off_branch = [sha for sha in status.commits() if sha in off_branch]
+        if plan:
+            infos = await self._commit_infos(plan, status, ended=not running)
+        else:
+            infos = {}
         return build_view(
             status,
             digest,
@@ -165,23 +167,36 @@ class DashboardService:
         return {child.target: rollout for child, rollout in zip(started, found, strict=True)}
 
     async def _commit_infos(
-        self, plan: DeliveryPlan, status: DeliveryStatus
-    ) -> tuple[dict[str, CommitInfo], set[str]]:
-        """What Git says of the delivery's commits, and which of them its branch no longer holds."""
+        self, plan: DeliveryPlan, status: DeliveryStatus, *, ended: bool
+    ) -> dict[str, CommitInfo]:
+        """What Git says of the delivery's commits; and into `status`, which of them its branch no longer
+        holds and (an ended delivery's) the later commits that changed its targets' files."""
         shas = status.commits()
         if not shas:
-            return {}, set()
+            return {}
+        written = {name: list(target.commits) for name, target in status.targets.items()}
 
-        async def read() -> tuple[dict[str, CommitInfo], set[str]]:
+        async def read() -> tuple[dict[str, CommitInfo], set[str], dict[str, list[LaterCommit]]]:
             infos = await self.gitops.infos(plan.gitops_repo, shas)
-            return infos, await self.gitops.off_branch(plan.gitops_repo, plan.gitops_branch, shas)
+            off = await self.gitops.off_branch(plan.gitops_repo, plan.gitops_branch, shas)
+            later = (
+                await self.gitops.changed_since(
+                    plan.gitops_repo, plan.gitops_branch, status.delivery_id, written
+                )
+                if ended
+                else {}
+            )
+            return infos, off, later
 
         task = asyncio.ensure_future(read())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         with contextlib.suppress(TimeoutError):
-            return await asyncio.wait_for(asyncio.shield(task), GIT_WAIT_S)
-        return {}, set()
+            infos, off, later = await asyncio.wait_for(asyncio.shield(task), GIT_WAIT_S)
+            status.off_branch = [sha for sha in shas if sha in off]
+            status.changed_since = later
+            return infos
+        return {}
 
     async def plan(self, delivery_id: str) -> DeliveryPlan:
         """The delivery's plan (from the first event of its history)."""

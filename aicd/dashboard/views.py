@@ -27,7 +27,7 @@ from aicd.messages import (
 )
 from aicd.people import Roster, resolve
 from aicd.plan import DeliveryPlan, StagePlan
-from aicd.status_view import off_branch_note, verification_line
+from aicd.status_view import changed_since_lines, off_branch_note, verification_line
 from aicd.steering import plan_approvers
 from aicd.steps.set_weight import SetWeightStep
 
@@ -466,6 +466,7 @@ def build_view(
         )
     if status.off_branch:
         view.notes.append(off_branch_note(status))
+    view.notes += changed_since_lines(status)
     return view
 
 
