@@ -268,22 +268,12 @@ async def read_branch_since(
     read in OFF_BRANCH_WAIT_S."""
     from aicd.dashboard.gitops import GitOpsReader  # here: the dashboard's package imports this module
 
-    shas = status.commits()
-    if not shas:
+    if not status.commits():
         return
     plan = await delivery_plan(client, status.delivery_id)
-    reader = reader or GitOpsReader()
-    written = {name: list(target.commits) for name, target in status.targets.items()}
-
-    async def read() -> None:
-        off = await reader.off_branch(plan.gitops_repo, plan.gitops_branch, shas)
-        status.off_branch = [sha for sha in shas if sha in off]
-        status.changed_since = await reader.changed_since(
-            plan.gitops_repo, plan.gitops_branch, status.delivery_id, written
-        )
-
+    read = (reader or GitOpsReader()).branch_since(plan.gitops_repo, plan.gitops_branch, status, ended=True)
     with contextlib.suppress(TimeoutError):  # a Git host that does not answer: the status as it is
-        await asyncio.wait_for(read(), OFF_BRANCH_WAIT_S)
+        status.off_branch, status.changed_since = await asyncio.wait_for(read, OFF_BRANCH_WAIT_S)
 
 
 async def _live_targets(client: Client, status: DeliveryStatus) -> None:

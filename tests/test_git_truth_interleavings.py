@@ -449,13 +449,15 @@ def writes(gitops: str, path: str) -> list[tuple[str, str, str]]:
     return found
 
 
-def last_writer_is_aicd(gitops: str, path: str) -> bool:
-    """Whether the commit that gave `path` its content on the branch is a delivery's. Read by ancestry, not
-    from `writes()`'s date order: a person's commit merged from a clone that was behind is dated before
-    commits it lands after."""
-    sha = git("--git-dir", gitops, "log", "-1", "--format=%H", "main", "--", path).strip()
+def last_writer(gitops: str, path: str) -> tuple[str, str]:
+    """The commit that gave `path` its content on the branch, and the delivery that made it ("" for a
+    person's). Read by ancestry, not from `writes()`'s date order: a person's commit merged from a clone that
+    was behind is dated before commits it lands after."""
     trailer = "%(trailers:key=Aicd-Delivery-Id,valueonly,separator=)"
-    return bool(git("--git-dir", gitops, "log", "-1", f"--format={trailer}", sha).strip())
+    sha, _, delivery = git(
+        "--git-dir", gitops, "log", "-1", f"--format=%H {trailer}", "main", "--", path
+    ).partition(" ")
+    return sha.strip(), delivery.strip()
 
 
 def rewind_has_the_last_word(world: World, path: str, history: list[tuple[str, str, str]]) -> bool:
@@ -479,11 +481,8 @@ def later_writer(gitops: str, delivery: str, written: list[str], path: str) -> l
     )
     if same.returncode == 0:
         return []
-    sha = git("--git-dir", gitops, "log", "-1", "--format=%H", "main", "--", path).strip()
-    trailer = "%(trailers:key=Aicd-Delivery-Id,valueonly,separator=)"
-    return (
-        [] if git("--git-dir", gitops, "log", "-1", f"--format={trailer}", sha).strip() == delivery else [sha]
-    )
+    sha, writer = last_writer(gitops, path)
+    return [] if writer == delivery else [sha]
 
 
 def says_promoted(status: DeliveryStatus, target: str, step: str) -> bool:
@@ -607,7 +606,7 @@ def violations(world: World, statuses: dict[str, DeliveryStatus]) -> list[str]:
             )
         if values["canary"]["weight"] != 0:
             found.append(f"{path}: a canary at weight {values['canary']['weight']} is left on")
-        if world.argocd is not None and history and last_writer_is_aicd(world.gitops, path):
+        if world.argocd is not None and history and last_writer(world.gitops, path)[1]:
             # aicd wrote the file last: its Application runs that (no one syncs a human's commit here).
             application = world.application(app, target)
             synced = world.argocd.app(application)["status"]["sync"]["revision"]

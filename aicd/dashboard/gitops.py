@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from aicd.messages import LaterCommit
+from aicd.messages import DeliveryStatus, LaterCommit
 from aicd.redact import redact_credentials
 from aicd.source import SourceError, fetch_mirror, git_in
-from aicd.trailers import parse_trailers
+from aicd.trailers import DELIVERY_ID, parse_trailers
 
 log = logging.getLogger("aicd.dashboard")
 
@@ -153,12 +153,12 @@ class GitOpsReader:
                     if known:
                         found[target] = known
                     continue
+                # Only commits the branch holds: a force-push may have dropped earlier ones that the mirror
+                # never had. The last one is asked first: off the branch, off_branch says so.
                 if not valid or valid[-1] == head or not await _holds(mirror, head, valid[-1]):
                     self._later[key] = (head, [])
                     continue
-                # Only commits the branch holds: a force-push may have dropped earlier ones that the mirror
-                # never had.
-                held = [sha for sha in valid if await _holds(mirror, head, sha)]
+                held = [sha for sha in valid[:-1] if await _holds(mirror, head, sha)] + valid[-1:]
                 files = {
                     name for _fields, names in await _changes(mirror, held, walk=False) for name in names
                 }
@@ -178,6 +178,17 @@ class GitOpsReader:
         except GitOpsUnreadable as unreadable:
             log.warning("cannot read the branch of the GitOps repo: %s", unreadable)
             return {}
+
+    async def branch_since(
+        self, repo: str, branch: str, status: DeliveryStatus, *, ended: bool
+    ) -> tuple[list[str], dict[str, list[LaterCommit]]]:
+        """What the branch says now of a delivery's commits: those it no longer holds (in the status's order),
+        and for an ended delivery (`ended`) each target's later commits (changed_since)."""
+        shas = status.commits()
+        off = await self.off_branch(repo, branch, shas)
+        written = {name: list(target.commits) for name, target in status.targets.items()}
+        later = await self.changed_since(repo, branch, status.delivery_id, written) if ended else {}
+        return [sha for sha in shas if sha in off], later
 
     async def _check_branch(
         self, repo: str, branch: str, mirror: Path, shas: list[str]
@@ -265,17 +276,7 @@ class GitOpsReader:
         if not present:
             return
         fields = "%H%x01%an%x01%aI%x01%s%x01%(trailers:only,unfold)%x02"
-        code, out, err = await git_in(
-            mirror,
-            "show",
-            "--no-patch",
-            f"--format={fields}",
-            "--end-of-options",
-            *present,
-            timeout_s=READ_TIMEOUT_S,
-        )
-        if code != 0:
-            raise GitOpsUnreadable(redact_credentials(f"git show failed: {err.strip()[-300:]}"))
+        out = await _git_out(mirror, "show", "--no-patch", f"--format={fields}", "--end-of-options", *present)
         for record in out.split("\x02"):
             parts = record.strip().split("\x01")
             if len(parts) != 5 or not SHA.fullmatch(parts[0]):
@@ -322,7 +323,7 @@ async def _holds(mirror: Path, head: str, sha: str) -> bool | None:
     return True if code == 0 else False if code == 1 else None
 
 
-LATER_FORMAT = "%x1e%H%x1f%an%x1f%s%x1f%(trailers:key=Aicd-Delivery-Id,valueonly,separator=)"
+LATER_FORMAT = f"%x1e%H%x1f%an%x1f%s%x1f%(trailers:key={DELIVERY_ID},valueonly,separator=)"
 
 
 async def _changes(mirror: Path, revisions: list[str], *, walk: bool) -> list[tuple[list[str], list[str]]]:

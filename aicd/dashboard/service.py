@@ -174,27 +174,19 @@ class DashboardService:
         shas = status.commits()
         if not shas:
             return {}
-        written = {name: list(target.commits) for name, target in status.targets.items()}
 
-        async def read() -> tuple[dict[str, CommitInfo], set[str], dict[str, list[LaterCommit]]]:
+        async def read() -> tuple[dict[str, CommitInfo], tuple[list[str], dict[str, list[LaterCommit]]]]:
             infos = await self.gitops.infos(plan.gitops_repo, shas)
-            off = await self.gitops.off_branch(plan.gitops_repo, plan.gitops_branch, shas)
-            later = (
-                await self.gitops.changed_since(
-                    plan.gitops_repo, plan.gitops_branch, status.delivery_id, written
-                )
-                if ended
-                else {}
-            )
-            return infos, off, later
+            since = await self.gitops.branch_since(plan.gitops_repo, plan.gitops_branch, status, ended=ended)
+            return infos, since
 
         task = asyncio.ensure_future(read())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         with contextlib.suppress(TimeoutError):
-            infos, off, later = await asyncio.wait_for(asyncio.shield(task), GIT_WAIT_S)
-            status.off_branch = [sha for sha in shas if sha in off]
-            status.changed_since = later
+            infos, (status.off_branch, status.changed_since) = await asyncio.wait_for(
+                asyncio.shield(task), GIT_WAIT_S
+            )
             return infos
         return {}
 
