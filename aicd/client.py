@@ -262,16 +262,16 @@ async def get_status(client: Client, delivery_id: str) -> DeliveryStatus:
 async def read_branch_since(
     client: Client, status: DeliveryStatus, reader: GitOpsReader | None = None
 ) -> None:
-    """What the GitOps branch says now of an ended delivery's commits: `status.off_branch` (those it no longer
-    holds) and `status.changed_since` (per target, the later commits that changed its files). Read from a
-    mirror of the repository (`reader`'s, or one in aicd's cache); best effort: left empty when it cannot be
-    read in OFF_BRANCH_WAIT_S."""
+    """What the GitOps branch says now of a delivery's commits: `status.off_branch` (those it no longer holds)
+    and `status.changed_since` (per target, the later commits that changed its files). Read from a mirror of
+    the repository (`reader`'s, or one in aicd's cache); best effort: left empty when it cannot be read in
+    OFF_BRANCH_WAIT_S."""
     from aicd.dashboard.gitops import GitOpsReader  # here: the dashboard's package imports this module
 
     if not status.commits():
         return
     plan = await delivery_plan(client, status.delivery_id)
-    read = (reader or GitOpsReader()).branch_since(plan.gitops_repo, plan.gitops_branch, status, ended=True)
+    read = (reader or GitOpsReader()).branch_since(plan.gitops_repo, plan.gitops_branch, status)
     with contextlib.suppress(TimeoutError):  # a Git host that does not answer: the status as it is
         status.off_branch, status.changed_since = await asyncio.wait_for(read, OFF_BRANCH_WAIT_S)
 

@@ -252,7 +252,7 @@ class DeliveryStatus:
     # by the client from the GitOps repository (aicd.client.read_branch_since), never set by the workflow.
     off_branch: list[str] = field(default_factory=list)
     # Per target, the later commits on the branch that changed the files the delivery wrote (newest first): read
-    # by the client from the GitOps repository for an ended delivery (aicd.client.read_branch_since).
+    # by the client from the GitOps repository (aicd.client.read_branch_since).
     changed_since: dict[str, list[LaterCommit]] = field(default_factory=dict)
 
     @property

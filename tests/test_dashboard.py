@@ -968,6 +968,67 @@ async def test_a_delivery_page_and_status_say_when_what_runs_is_no_longer_the_de
     assert as_json["off_branch"] == [made[-1]] and as_json["changed_since"] == {}
 
 
+async def test_a_waiting_delivery_says_a_person_pinned_its_target_before_its_next_write_finds_it(
+    temporal_env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_aicd: RunAicd
+) -> None:
+    """A delivery waits at an indefinite pause after its canary commit; on-call pins the target back by hand.
+    The delivery learns it only at its next write, which may be hours away: until then its page and `aicd
+    status` already say that what runs is the person's commit. The delivery's own later commits are never named."""
+    monkeypatch.setattr(dashboard_gitops, "BRANCH_RECHECK_S", 0.0)
+    monkeypatch.setattr(dashboard_service, "GIT_WAIT_S", 30.0)
+    client = temporal_env.client
+    source, revision = make_repo(tmp_path, "source", {"README": "x\n"})
+    gitops, _ = make_repo(
+        tmp_path, "gitops", {"a.yaml": "image: {tag: v0}\n", "b.yaml": "image: {tag: v0}\n"}
+    )
+    steps = [{"setWeight": 10}, {"pause": {}}, {"setWeight": 100}]
+    document = spec_document(
+        "waiting",
+        source,
+        gitops,
+        {"a": {"kind": "git", "path": "a.yaml"}, "b": {"kind": "git", "path": "b.yaml"}},
+        [{"name": "one", "targets": ["a", "b"], "strategy": {"canary": {"steps": steps}}}],
+    )
+    plan = plan_from(document, revision)
+    env = aicd_env(
+        TEMPORAL_ADDRESS=client.service_client.config.target_host, AICD_CACHE_DIR=str(tmp_path / "cli-cache")
+    )
+
+    async def connect() -> Client:
+        return client
+
+    async def status(*flags: str) -> str:
+        shown = await asyncio.to_thread(run_aicd, "status", plan.delivery_id, *flags, env=env)
+        assert shown.returncode == 0, shown.stderr
+        return shown.stdout if flags else " ".join(shown.stdout.split())
+
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue, index_search_attributes=False)
+        await wait_for(
+            client,
+            plan.delivery_id,
+            lambda s: all(name in s.targets and s.targets[name].step_index == 1 for name in ("a", "b")),
+        )
+        board = Dashboard(_settings(tmp_path), connect)
+        board.service.gitops = GitOpsReader(cache=tmp_path / "cache")
+        waiting = await board.service.view(plan.delivery_id)
+        assert waiting.commits and not waiting.notes
+        assert "changed since" not in await status()
+
+        pin = human_commit(gitops, tmp_path, {"a.yaml": "image: {tag: v0}\n"}, "pin a back to v0")
+        pinned = await board.service.view(plan.delivery_id)
+        shown = await status()
+        as_json = json.loads(await status("--json"))
+        assert as_json["phase"] not in ("succeeded", "failed", "aborted")  # still waiting at its pause
+        await send_action(client, plan.delivery_id, "abort", HumanAction("oncall", "pinned by hand"))
+        await handle_for(client, plan.delivery_id).result()
+    (note,) = pinned.notes  # a only: b runs what the delivery wrote
+    assert note.startswith(f"a: changed since this delivery by Alice in {pin[:7]} (pin a back to v0)"), note
+    assert f"a: changed since this delivery by Alice in {pin[:7]}" in shown and "b: changed" not in shown
+    assert [(c["sha"], c["author"]) for c in as_json["changed_since"]["a"]] == [(pin, "Alice")]
+    assert set(as_json["changed_since"]) == {"a"} and as_json["off_branch"] == []
+
+
 def test_aicd_dashboard_refuses_to_show_everything_to_everyone(run_aicd: RunAicd, tmp_path: Path) -> None:
     exposed = run_aicd("dashboard", "--host", "0.0.0.0", "--port", "0")
     assert exposed.returncode == 2

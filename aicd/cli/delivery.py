@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import os
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 STATE_DIR_ENV = "AICD_STATE_DIR"
+WATCH_BRANCH_EVERY_S = 5.0  # `status --watch` reads the GitOps branch this often (its mirror: every 30 s)
 
 
 def _actor(given: str | None) -> str:
@@ -146,12 +148,13 @@ def status(
     from rich.live import Live
 
     from aicd import client as deliveries
+    from aicd.dashboard.gitops import GitOpsReader
     from aicd.status_view import render_status
 
     async def body(client: Client) -> None:
+        reader = GitOpsReader()  # one mirror for the whole watch, fetched at most every BRANCH_RECHECK_S
         current = await deliveries.get_status(client, delivery_id)
-        if current.terminal:  # a running delivery finds a rewritten branch itself, at its next write
-            await deliveries.read_branch_since(client, current)
+        await deliveries.read_branch_since(client, current, reader)
         if wants_json(output, as_json):
             typer.echo(json.dumps(asdict(current), indent=2))
             return
@@ -161,9 +164,16 @@ def status(
             console.print(render_status(current, details), soft_wrap=True)
             return
         with Live(render_status(current, details), console=console, refresh_per_second=4) as live:
+            branch_read = time.monotonic()
             while not current.terminal:
                 await asyncio.sleep(0.5)
+                since = current.off_branch, current.changed_since
                 current = await deliveries.get_status(client, delivery_id)
+                if current.terminal or time.monotonic() - branch_read >= WATCH_BRANCH_EVERY_S:
+                    await deliveries.read_branch_since(client, current, reader)
+                    branch_read = time.monotonic()
+                else:
+                    current.off_branch, current.changed_since = since
                 live.update(render_status(current, details))
 
     _run(body)

@@ -180,14 +180,17 @@ class GitOpsReader:
             return {}
 
     async def branch_since(
-        self, repo: str, branch: str, status: DeliveryStatus, *, ended: bool
+        self, repo: str, branch: str, status: DeliveryStatus
     ) -> tuple[list[str], dict[str, list[LaterCommit]]]:
         """What the branch says now of a delivery's commits: those it no longer holds (in the status's order),
-        and for an ended delivery (`ended`) each target's later commits (changed_since)."""
+        and each target's later commits (changed_since). Read for a running delivery too: one waiting for an
+        approval or a pause finds a person's pin or a force-push only at its next write, hours later maybe,
+        and its status must not claim until then what the branch no longer says. Its own commits newer than
+        the status's are its own, so they are never named."""
         shas = status.commits()
         off = await self.off_branch(repo, branch, shas)
         written = {name: list(target.commits) for name, target in status.targets.items()}
-        later = await self.changed_since(repo, branch, status.delivery_id, written) if ended else {}
+        later = await self.changed_since(repo, branch, status.delivery_id, written)
         return [sha for sha in shas if sha in off], later
 
     async def _check_branch(

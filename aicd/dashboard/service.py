@@ -131,7 +131,7 @@ class DashboardService:
         rollouts = await self._rollouts(history, digest)
         plan = digest.input.plan if digest.input else None
         if plan:
-            infos = await self._commit_infos(plan, status, ended=not running)
+            infos = await self._commit_infos(plan, status)
         else:
             infos = {}
         return build_view(
@@ -166,18 +166,16 @@ class DashboardService:
         found = await asyncio.gather(*(history.rollout(child.workflow_id, child.run_id) for child in started))
         return {child.target: rollout for child, rollout in zip(started, found, strict=True)}
 
-    async def _commit_infos(
-        self, plan: DeliveryPlan, status: DeliveryStatus, *, ended: bool
-    ) -> dict[str, CommitInfo]:
+    async def _commit_infos(self, plan: DeliveryPlan, status: DeliveryStatus) -> dict[str, CommitInfo]:
         """What Git says of the delivery's commits; and into `status`, which of them its branch no longer
-        holds and (an ended delivery's) the later commits that changed its targets' files."""
+        holds and the later commits that changed its targets' files."""
         shas = status.commits()
         if not shas:
             return {}
 
         async def read() -> tuple[dict[str, CommitInfo], tuple[list[str], dict[str, list[LaterCommit]]]]:
             infos = await self.gitops.infos(plan.gitops_repo, shas)
-            since = await self.gitops.branch_since(plan.gitops_repo, plan.gitops_branch, status, ended=ended)
+            since = await self.gitops.branch_since(plan.gitops_repo, plan.gitops_branch, status)
             return infos, since
 
         task = asyncio.ensure_future(read())
