@@ -11,8 +11,9 @@ from temporalio import activity
 
 from aicd.activities.heartbeats import in_thread_with_heartbeats
 from aicd.activities.prometheus import MetricsProvider, PrometheusProvider
-from aicd.judge import AnalysisVerdict, MetricSamples, Series, judge
+from aicd.judge import AnalysisVerdict, Kind, MetricSamples, Series, judge
 from aicd.plan import AnalysisPlan, MetricPlan
+from aicd.redact import redact
 from aicd.spec.placeholders import render
 
 CANARY_TRACK = "canary"
@@ -44,12 +45,14 @@ def fetch_samples(
     step: float,
     variables: dict[str, str] | None = None,
 ) -> MetricSamples:
-    def track_query(template: str, track: str) -> Series:
-        return provider.query_range(render(template, {**(variables or {}), "track": track}), start, end, step)
+    def track_query(template: str, track: str, one_series: bool = False) -> Series:
+        text = render(template, {**(variables or {}), "track": track})
+        return provider.query_range(text, start, end, step, one_series=one_series)
 
+    level = metric.config.kind != Kind.COUNT  # a level is compared as one value per track; counts add up
     try:
-        canary = track_query(metric.query, CANARY_TRACK)
-        baseline = track_query(metric.query, BASELINE_TRACK)
+        canary = track_query(metric.query, CANARY_TRACK, level)
+        baseline = track_query(metric.query, BASELINE_TRACK, level)
         canary_total = baseline_total = None
         if metric.total:
             canary_total = track_query(metric.total, CANARY_TRACK)
@@ -71,7 +74,9 @@ def fetch_samples(
 
 
 def failed_samples(error: Exception) -> MetricSamples:
-    return MetricSamples(Series(), Series(), error=describe_error(error))
+    # The error goes into the look's result, which no failure redaction sees: an HTTP library's error may
+    # quote a header or a URL with its credentials.
+    return MetricSamples(Series(), Series(), error=redact(describe_error(error)))
 
 
 def describe_error(error: BaseException) -> str:

@@ -31,7 +31,9 @@ class MetricsProvider(Protocol):
     """What the analysis needs of a metrics backend: one series per query over a time range, or one per
     value of a label (a metric judged per pod)."""
 
-    def query_range(self, query: str, start: float, end: float, step: float) -> Series: ...
+    def query_range(
+        self, query: str, start: float, end: float, step: float, *, one_series: bool = False
+    ) -> Series: ...
 
     def query_range_by(
         self, query: str, label: str, start: float, end: float, step: float
@@ -40,6 +42,14 @@ class MetricsProvider(Protocol):
 
 class ProviderConfigError(RuntimeError):
     """The provider cannot be set up as configured (a missing secret or CA file); the message names what."""
+
+
+class UnusableResult(RuntimeError):
+    """The server answered, but not with data a verdict may rest on (a partial answer, several series where
+    one value per track is compared); the message says why and what to change."""
+
+
+MAX_WARNINGS_SHOWN = 2
 
 
 class PrometheusProvider:
@@ -59,6 +69,9 @@ class PrometheusProvider:
                 config.basic_username,
                 read_secret(config.basic_password, "prometheus basic-auth password"),
             )
+        # A partial answer (a Thanos store or a Mimir querier down, a query that hit a limit) comes with
+        # `warnings` in a 200 response, which the client drops: missing error series would read as no errors.
+        session.hooks["response"].append(_refuse_partial_answer)
         # No client-side retries: a look that cannot reach Prometheus is a no-data look; the next look retries.
         self._client = PrometheusConnect(
             url=config.url,
@@ -69,10 +82,21 @@ class PrometheusProvider:
             timeout=max(1, math.ceil(config.timeout_s)),
         )
 
-    def query_range(self, query: str, start: float, end: float, step: float) -> Series:
-        """One series for a query: several result series are summed per timestamp (counts) -- a query that
-        should compare one value per track is expected to aggregate itself, as `sum(rate(...))` does."""
-        return _summed(self._range(query, start, end, step))
+    def query_range(
+        self, query: str, start: float, end: float, step: float, *, one_series: bool = False
+    ) -> Series:
+        """One series for a query: several result series are summed per timestamp (counts of events add up
+        over pods). With `one_series` (a level: latency, CPU, memory) several series are refused: a sum of
+        nine baseline pods' latencies against one canary pod's would make any canary look fast."""
+        result = self._range(query, start, end, step)
+        if one_series and len(result) > 1:
+            labels = ", ".join(_labels(series) for series in result[:3])
+            raise UnusableResult(
+                f"the query returned {len(result)} series ({labels}{', ...' if len(result) > 3 else ''}) where"
+                " one value per track is compared: aggregate it (avg(...), max(...), or"
+                " histogram_quantile(q, sum by (le) (...)))"
+            )
+        return _summed(result)
 
     def query_range_by(
         self, query: str, label: str, start: float, end: float, step: float
@@ -113,6 +137,24 @@ class PrometheusProvider:
         self._client.close()
 
 
+def _refuse_partial_answer(response: requests.Response, *_args: Any, **_kwargs: Any) -> None:
+    """A response hook: an answer that carries `warnings` is not complete enough to judge a canary by."""
+    if response.status_code != 200 or b'"warnings"' not in response.content:
+        return
+    try:
+        found = response.json().get("warnings") or []
+    except ValueError:
+        return  # not JSON: the client says so
+    if found:
+        shown = "; ".join(str(warning)[:200] for warning in found[:MAX_WARNINGS_SHOWN])
+        raise UnusableResult(f"the server's answer is incomplete or unreliable ({shown}): not judged")
+
+
+def _labels(series: dict[str, Any]) -> str:
+    metric = series.get("metric", {})
+    return "{" + ",".join(f"{key}={value!r}" for key, value in sorted(metric.items())) + "}"
+
+
 def _summed(result: list[dict[str, Any]]) -> Series:
     """The series of a range query's result summed per timestamp (NaN points left out)."""
     totals: dict[float, float] = {}
@@ -130,7 +172,9 @@ def read_secret(source: SecretSource, what: str) -> str:
     """The secret's value from the worker's environment or a file; the error names where it looked, never
     the value. Each value read is masked from then on (aicd.redact.remember_secret), a rotated one too."""
     if source.env:
-        value = os.environ.get(source.env)
+        # Stripped as a file's is: a Kubernetes Secret made from a file often ends in a newline, which no
+        # header may carry (requests would refuse it, quoting the whole header in its error).
+        value = os.environ.get(source.env, "").strip()
         if not value:
             raise ProviderConfigError(f"{what}: environment variable {source.env} is not set on this worker")
         return remember_secret(value)

@@ -344,9 +344,24 @@ def test_a_metric_judged_per_pod_reads_the_baselines_pods_apart(exporters: list[
         while not _every_side_read(samples) and time.monotonic() < deadline:
             time.sleep(1)
             samples = fetch_samples(provider, metric, start, time.time(), 1.0)
+        # The pods' query as the metric's own: a level summed over the baseline's pods would dwarf the
+        # canary's; counts of events, though, add up over pods.
+        by_instance = MetricPlan(MetricConfig("latency-p90", Kind.CONTINUOUS), query=metric.pod_query)
+        unaggregated = fetch_samples(provider, by_instance, start, time.time(), 1.0)
+        requests = 'rate(http_requests_total{track="{{ track }}"}[5s])'
+        counted = fetch_samples(
+            provider,
+            MetricPlan(MetricConfig("requests", Kind.COUNT), query=requests),
+            start,
+            time.time(),
+            1.0,
+        )
     finally:
         provider.close()
         prometheus.stop()
+    assert unaggregated.error is not None and "aggregate it" in unaggregated.error, unaggregated.error
+    assert "2 series" in unaggregated.error and "instance=" in unaggregated.error
+    assert counted.error is None and counted.canary.finite_count > 0
     assert samples.error is None
     assert len(samples.baseline_pods) == len(stable_addresses(exporters)) == 2
     assert all(pod.finite_count > 0 for pod in samples.baseline_pods)

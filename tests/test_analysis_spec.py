@@ -184,3 +184,23 @@ def test_per_pod_judging_reaches_the_plan_and_is_refused_where_it_means_nothing(
     assert len(errors) == 1 and "metrics[0].perPod.query" in errors[0] and "{{ track }}" in errors[0], errors
     _, errors = parse(document(metrics=[{**latency, "perPod": {"label": "not a label"}}]))
     assert len(errors) == 1 and "metrics[0].perPod.label" in errors[0], errors
+
+
+def test_every_query_of_a_metric_must_read_one_track() -> None:
+    """A label named like the placeholder is not the placeholder; a `total` over the whole service would make a
+    canary's errors look rare next to its share of the traffic."""
+    errors_query = 'sum(rate(errors_total{track="{{ track }}"}[1m]))'
+    whole_service = 'sum(rate(requests_total{job="tracking"}[1m]))'
+    tracked_total = 'sum(rate(requests_total{track="{{ track }}"}[1m]))'
+    count = {"name": "errors", "kind": "count", "query": errors_query, "total": whole_service}
+    _, errors = parse(document(metrics=[count]))
+    assert len(errors) == 1 and "metrics[0].total" in errors[0] and "{{ track }}" in errors[0], errors
+    lookalike = {
+        "name": "latency",
+        "kind": "continuous",
+        "query": 'p95{job="tracking",target="{{ target }}"}',
+    }
+    _, errors = parse(document(metrics=[lookalike]))
+    assert len(errors) == 1 and "metrics[0].query" in errors[0] and "told apart" in errors[0], errors
+    _, errors = parse(document(metrics=[{**count, "total": tracked_total}]))
+    assert errors == []

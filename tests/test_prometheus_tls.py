@@ -6,6 +6,7 @@ prometheus-api-client talks to both."""
 
 from __future__ import annotations
 
+import json
 import secrets
 import shutil
 import ssl
@@ -22,8 +23,8 @@ import httpx
 import pytest
 import requests
 
-from aicd.activities.analysis import analyze
-from aicd.activities.prometheus import PrometheusProvider, ProviderConfigError
+from aicd.activities.analysis import analyze, failed_samples
+from aicd.activities.prometheus import PrometheusProvider, ProviderConfigError, read_secret
 from aicd.dev.ports import free_port
 from aicd.dev.processes import ManagedProcess
 from aicd.dev.prometheus import find_prometheus
@@ -38,7 +39,7 @@ pytestmark = pytest.mark.skipif(
 
 USER = "aicd"
 PASSWORD_ENV = "AICD_TEST_PROMETHEUS_PASSWORD"
-# Any query works without scraped data: one series per track, equal on both sides.
+# Any query works without scraped data: one series per track, equal on both sides (so never a pass).
 TRACK_QUERY = 'label_replace(vector(0.25), "track", "{{ track }}", "", "")'
 
 
@@ -53,6 +54,8 @@ def bcrypt(password: str) -> str:
 @dataclass
 class Recorded:
     requests: list[tuple[str, dict[str, str]]] = field(default_factory=list)
+    # Added to Prometheus' answers, as a Thanos or Mimir querier does when a store it asks is down.
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -115,11 +118,14 @@ def recording_proxy(
                 timeout=10.0,
                 trust_env=False,
             )
+            content = answer.content
+            if recorded.warnings and answer.status_code == 200:
+                content = json.dumps({**answer.json(), "warnings": recorded.warnings}).encode()
             self.send_response(answer.status_code)
             self.send_header("Content-Type", answer.headers.get("content-type", "application/json"))
-            self.send_header("Content-Length", str(len(answer.content)))
+            self.send_header("Content-Length", str(len(content)))
             self.end_headers()
-            self.wfile.write(answer.content)
+            self.wfile.write(content)
 
         do_GET = do_POST = _forward
 
@@ -279,7 +285,10 @@ def test_headers_bearer_token_and_timeout_reach_the_server(
     before = len(tls_prometheus.recorded.requests)
     now = time.time()
     verdict = analyze(plan, now - 60, now, canary_weight=50.0)
-    assert verdict.metric("level").verdict == MetricOutcome.PASS, verdict.metric("level").explanation
+    level = verdict.metric("level")
+    # Judged, not failed: one series per track, identical (so never shown safe: nothing tells them apart).
+    assert level.error is None and level.verdict == MetricOutcome.INCONCLUSIVE, level.explanation
+    assert "read exactly the same values" in level.explanation
     seen = tls_prometheus.recorded.requests[before:]
     assert len(seen) == 2  # canary and baseline
     for path, headers in seen:
@@ -288,3 +297,42 @@ def test_headers_bearer_token_and_timeout_reach_the_server(
         assert "timeout=7s" in path
     assert sorted("canary" in path for path, _ in seen) == [False, True]  # one query per track
     assert token not in str(verdict.to_dict())  # the secret never reaches the verdict
+
+
+def test_a_partial_answer_is_not_judged(tls_prometheus: TlsPrometheus) -> None:
+    """A Thanos or Mimir querier whose store is down answers 200 with what it has and a warning: the client
+    library keeps only the data, so the missing canary error series would read as no errors. The look is an
+    error that names the server's warning, never a verdict on part of the data."""
+    config = PrometheusConfig(url=tls_prometheus.proxy_url, ca_cert=str(tls_prometheus.ca_cert))
+    plan = AnalysisPlan(
+        interval_s=5.0,
+        alpha=0.01,
+        no_data_limit=0.5,
+        metrics=[MetricPlan(MetricConfig("level", "continuous", tolerance=0.5), TRACK_QUERY)],
+        prometheus=config,
+    )
+    warning = "partial response: store 10.0.3.7:10901 unavailable"
+    tls_prometheus.recorded.warnings = [warning]
+    try:
+        now = time.time()
+        partial = analyze(plan, now - 60, now, canary_weight=50.0).metric("level")
+    finally:
+        tls_prometheus.recorded.warnings = []
+    assert partial.verdict == MetricOutcome.ERROR
+    assert partial.error is not None and "incomplete" in partial.error and warning in partial.error
+    now = time.time()
+    whole = analyze(plan, now - 60, now, canary_weight=50.0).metric("level")
+    assert whole.verdict != MetricOutcome.ERROR and whole.error is None
+
+
+def test_a_token_from_the_environment_is_read_as_a_file_is_and_never_quoted_in_a_look(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A Kubernetes Secret made from a file ends in a newline: read from the environment, the token is stripped
+    (a header cannot carry it, and requests' error would quote it whole). A provider error that quotes a secret
+    the worker read is masked before it goes into the look's result, which reaches history and status."""
+    token = "glc_" + secrets.token_hex(16)
+    monkeypatch.setenv(PASSWORD_ENV, token + "\n")
+    assert read_secret(SecretSource(env=PASSWORD_ENV), "prometheus bearer token") == token
+    quoted = failed_samples(ValueError(f"Invalid leading whitespace in header value: 'Bearer {token}\\n'"))
+    assert quoted.error is not None and token not in quoted.error and "***" in quoted.error

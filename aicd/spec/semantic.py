@@ -179,8 +179,14 @@ def check_stage_verify(spec: dict[str, Any]) -> Iterator[Finding]:
 def check_metric_thresholds(spec: dict[str, Any]) -> Iterator[Finding]:
     for index, metric in enumerate(spec.get("analysis", {}).get("metrics", [])):
         path = ("spec", "analysis", "metrics", index)
-        if "{{" not in metric.get("query", "{{") or "track" not in str(metric.get("query")):
-            yield (*path, "query"), "query must contain {{ track }} so canary and baseline can be told apart"
+        # Every query of a metric reads one track at a time: a `total` over the whole service makes a canary's
+        # errors look rare, and a query that reads both tracks compares the service with itself.
+        for key in ("query", "total"):
+            if key in metric and "track" not in placeholders_in(str(metric[key])):
+                yield (
+                    (*path, key),
+                    f"{key} must contain {{{{ track }}}} so canary and baseline can be told apart",
+                )
         if metric.get("min") is not None and metric.get("max") is not None and metric["min"] > metric["max"]:
             yield (*path, "min"), f"min {metric['min']} is greater than max {metric['max']}"
         if "total" in metric and metric.get("kind") != "count":
@@ -202,7 +208,7 @@ def check_metric_thresholds(spec: dict[str, Any]) -> Iterator[Finding]:
                     "perPod applies to continuous metrics (count metrics are judged per event)",
                 )
             pod_query = (metric["perPod"] or {}).get("query")
-            if pod_query is not None and "track" not in str(pod_query):
+            if pod_query is not None and "track" not in placeholders_in(str(pod_query)):
                 yield (
                     (*path, "perPod", "query"),
                     "query must contain {{ track }} so the baseline's pods can be read",
