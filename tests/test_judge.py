@@ -615,3 +615,53 @@ def test_importing_the_package_does_not_load_numpy_or_scipy() -> None:
         "try:\n    j.no_such_name\nexcept AttributeError:\n    pass\nelse:\n    raise SystemExit('no error')\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_canary_that_stopped_reporting_is_not_passed_on_what_it_did_before() -> None:
+    """Crashed pods or a scrape target gone: the last 40% of the analysis has no canary data. Over the whole
+    analysis that is within the no-data limit (50%), but the latest half is mostly empty: no pass."""
+    rng = np.random.default_rng(21)
+    good = continuous_samples(rng, 10, sd=0.01)
+    assert run([LATENCY], {"latency-p95": good}).outcome == Outcome.PASS
+    stamps = np.asarray(good.canary.timestamps)
+    values = np.asarray(good.canary.values)
+    reporting = stamps < 0.6 * stamps[-1]
+    dark = MetricSamples(series(values[reporting], stamps[reporting]), good.baseline)
+    metric = run([LATENCY], {"latency-p95": dark}).metric("latency-p95")
+    assert metric.verdict == MetricOutcome.NODATA and metric.no_data_share <= 0.5, render_details(metric)
+    assert "of the latest half of the intervals lack data" in metric.explanation
+
+
+def test_identical_tracks_and_a_zero_baseline_are_never_shown_within_a_relative_tolerance() -> None:
+    """Both tracks reading one series (a query that does not tell them apart, a constant, a quantile capped at
+    a histogram's top bucket) agree to the last bit, which real tracks never do; a baseline whose level is 0
+    leaves a relative tolerance nothing to measure. Either is inconclusive, with the reason and no "more
+    time" advice; a canary far above a zero baseline still fails."""
+    rng = np.random.default_rng(22)
+    one = continuous_samples(rng, 10, sd=0.01).baseline
+    same = run([LATENCY], {"latency-p95": MetricSamples(one, one)}).metric("latency-p95")
+    assert same.verdict == MetricOutcome.INCONCLUSIVE, render_details(same)
+    assert "read exactly the same values" in same.explanation and "More data will not" in same.settle
+    stamps = times(20)
+    spikes = np.where(rng.random(stamps.size) < 0.1, 0.04, 0.0)  # an error ratio, mostly 0 on both sides
+    zero = MetricSamples(series(spikes, stamps), series(np.zeros(stamps.size), stamps))
+    ratio = MetricConfig("error-ratio", "continuous", "increase")
+    flat = run([ratio], {"error-ratio": zero}).metric("error-ratio")
+    assert flat.verdict == MetricOutcome.INCONCLUSIVE and "level is 0" in flat.explanation, render_details(
+        flat
+    )
+    high = MetricSamples(series(np.full(stamps.size, 0.2), stamps), series(np.zeros(stamps.size), stamps))
+    assert run([ratio], {"error-ratio": high}).metric("error-ratio").verdict == MetricOutcome.FAIL
+
+
+def test_a_count_without_totals_passes_only_where_the_traffic_split_is_known() -> None:
+    """Without a total series the exposure comes from the canary weight; at 0% (a blue-green preview) or 100%
+    it would be a guess, and a preview that serves nothing has no errors either: never a pass then."""
+    rng = np.random.default_rng(23)
+    even = count_samples(rng, 20, error_ratio=0.05, requests_per_s=3000, canary_share=0.5, with_totals=False)
+    split = run([ERRORS], {"error-rate": even}, canary_weight=50.0).metric("error-rate")
+    assert split.verdict == MetricOutcome.PASS, render_details(split)
+    for weight in (0.0, 100.0, None):
+        guessed = run([ERRORS], {"error-rate": even}, canary_weight=weight).metric("error-rate")
+        assert guessed.verdict == MetricOutcome.INCONCLUSIVE, (weight, render_details(guessed))
+        assert "the traffic each side served is unknown" in guessed.explanation

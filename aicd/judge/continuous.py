@@ -133,7 +133,14 @@ from aicd.judge.blocks import (
     minimum_points_per_block,
     summarise_blocks,
 )
-from aicd.judge.evidence import RECENT_MIN_INTERVALS, Budget, MetricEvidence, recent_window, to_test_result
+from aicd.judge.evidence import (
+    RECENT_MIN_INTERVALS,
+    Budget,
+    MetricEvidence,
+    no_data_shares,
+    recent_window,
+    to_test_result,
+)
 from aicd.judge.model import Kind, MetricConfig, Statistic, TestName, TestResult
 from aicd.judge.pods import canary_noise_factor, pod_levels, pod_test
 from aicd.judge.sequential import (
@@ -200,8 +207,7 @@ def analyse_continuous(
         & (canary.points >= minimum_points_per_block(canary.points))
         & (baseline.points >= minimum_points_per_block(baseline.points))
     )
-    judged_count = int(judged.sum())
-    no_data_share = 1.0 - int(paired.sum()) / judged_count if judged_count else 1.0
+    no_data_share, recent_no_data_share = no_data_shares(paired, warmup_intervals)
 
     band = tolerance_band(metric.direction, metric.tolerance, log_scale)
     differences = _differences(canary.location[paired], baseline.location[paired], log_scale)
@@ -269,6 +275,7 @@ def analyse_continuous(
         tests.append(to_test_result(TestName.DISPERSION, spread, allowed))
         regression = regression or spread.rejected
 
+    unjudgeable = _why_no_pass(canary.location[paired], baseline.location[paired], log_scale)
     scale_note = "" if log_scale else "; compared as relative differences (values <= 0 seen)"
     if autocorrelation > 0:
         scale_note += f"; intervals autocorrelated (lag-1 {autocorrelation:.2f}), evidence discounted"
@@ -279,14 +286,33 @@ def analyse_continuous(
         baseline_samples=int(baseline.points.sum()),
         intervals=int(paired.sum()),
         no_data_share=no_data_share,
+        recent_no_data_share=recent_no_data_share,
         testable=location.ci_low is not None,  # bounded: enough intervals for the evidence to count
-        shown_safe=location.within,
+        shown_safe=location.within and not unjudgeable,
         regression=regression,
         canary_value=_typical_level(canary.location[paired], log_scale),
         baseline_value=_typical_level(baseline.location[paired], log_scale),
         detail=f"{int(paired.sum())} paired intervals{scale_note}",
-        settle_factor=settle_factor(location, band),
+        settle_factor=None if unjudgeable else settle_factor(location, band),
+        unjudgeable=unjudgeable,
     )
+
+
+def _why_no_pass(canary: FloatArray, baseline: FloatArray, log_scale: bool) -> str:
+    """Interval levels that no amount of data would show within a tolerance relative to the baseline's."""
+    if canary.size and np.array_equal(canary, baseline):
+        # Real tracks never agree to the last bit: both read one series, a constant, or a histogram's top bucket.
+        return (
+            "the canary and the baseline read exactly the same values in every interval, so the query does not"
+            " tell them apart (check its {{ track }} selector, and that a quantile is not capped by the"
+            " histogram's highest bucket)"
+        )
+    if not log_scale and baseline.size and float(np.median(np.abs(baseline))) == 0:
+        return (
+            "the baseline's level is 0, so a tolerance relative to it says nothing: judge events as a count"
+            " metric with a total, or set a max"
+        )
+    return ""
 
 
 def _step_differences(

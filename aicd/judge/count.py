@@ -43,6 +43,7 @@ from aicd.judge.evidence import (
     RECENT_MIN_INTERVALS,
     Budget,
     MetricEvidence,
+    no_data_shares,
     recent_window,
     to_test_result,
 )
@@ -80,6 +81,14 @@ def analyse_count(
     else:
         canary_share = baseline_share = EQUAL_TRAFFIC_SHARE
         note = "no total series or canary weight: equal traffic assumed"
+    # A guess may show a regression (errors far beyond any plausible split) but never a pass: a preview that
+    # serves no traffic has no errors either.
+    unjudgeable = (
+        ""
+        if has_totals or (canary_weight is not None and 0 < canary_weight < 100)
+        else "without a total series, and at a canary weight of 0 or 100%, the traffic each side served is"
+        " unknown, so fewer events on the canary may only mean less traffic (add a total)"
+    )
 
     canary = _side_blocks(
         samples.canary, samples.canary_total if has_totals else None, grid, spacing, canary_share
@@ -89,8 +98,7 @@ def analyse_count(
     )
     judged = np.arange(grid.count) >= warmup_intervals
     paired = judged & (canary.exposure > 0) & (baseline.exposure > 0)
-    judged_count = int(judged.sum())
-    no_data_share = 1.0 - int(paired.sum()) / judged_count if judged_count else 1.0
+    no_data_share, recent_no_data_share = no_data_shares(paired, warmup_intervals)
 
     band = tolerance_band(metric.direction, metric.tolerance)
     absolute = metric.absolute_tolerance if has_totals else 0.0
@@ -137,15 +145,17 @@ def analyse_count(
         baseline_samples=baseline.samples,
         intervals=int(paired.sum()),
         no_data_share=no_data_share,
+        recent_no_data_share=recent_no_data_share,
         testable=bool(paired.any()),
-        shown_safe=main.safe,
+        shown_safe=main.safe and not unjudgeable,
         regression=regression,
         canary_value=_level(total_canary_events, canary, paired, has_totals),
         baseline_value=_level(total_baseline_events, baseline, paired, has_totals),
         detail=detail,
-        settle_factor=main.settle_factor,
+        settle_factor=None if unjudgeable else main.settle_factor,
         unit="event",
         events_note=events_note,
+        unjudgeable=unjudgeable,
     )
 
 

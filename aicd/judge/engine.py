@@ -261,6 +261,7 @@ def _metric_verdict(
         evidence.canary_samples == 0
         or evidence.baseline_samples == 0
         or evidence.no_data_share > config.no_data_limit
+        or evidence.recent_no_data_share > config.no_data_limit
     ):
         return MetricOutcome.NODATA
     if (

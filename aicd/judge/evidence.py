@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from aicd.judge.model import Statistic, TestName, TestResult
 from aicd.judge.sequential import Band, SequenceResult
 
@@ -28,6 +30,12 @@ class MetricEvidence:
     settle_factor: float | None = None  # how many times the data so far would settle an inconclusive metric
     unit: str = "interval"  # what more data means here: "interval" (time) or "event"
     events_note: str = ""  # readable event counts of a count metric ("0 errors in 60 requests")
+    # The same share over the recent window alone: a canary that stopped reporting in the last minutes
+    # (crashed pods, a scrape target gone) is not shown safe by what it did before.
+    recent_no_data_share: float = 0.0
+    # Why no amount of such data would show the canary within tolerance ("" when it could): the metric is
+    # then inconclusive at best, never a pass, though a regression may still be shown.
+    unjudgeable: str = ""
 
 
 LOG_RATIO_CAP = math.log(1e9)
@@ -56,6 +64,17 @@ def recent_window(count: int, warmup_intervals: int) -> int:
     """Index of the first interval of the recent window: the latest half of the judged intervals."""
     judged = max(0, count - warmup_intervals)
     return count - math.ceil(judged / 2)
+
+
+def no_data_shares(paired: np.ndarray, warmup_intervals: int) -> tuple[float, float]:
+    """The share of judged intervals without data on both sides (`paired`: one flag per interval), over all
+    of them and over the recent window."""
+    count = len(paired)
+    shares = []
+    for first in (warmup_intervals, recent_window(count, warmup_intervals)):
+        window = paired[first:]
+        shares.append(1.0 - int(window.sum()) / len(window) if len(window) else 1.0)
+    return shares[0], shares[1]
 
 
 def to_test_result(

@@ -120,6 +120,15 @@ def explain_metric(
                 f"; {evidence.no_data_share:.0%} of the intervals lack data on a side "
                 f"(limit {config.no_data_limit:.0%})"
             )
+        elif (
+            evidence.recent_no_data_share > config.no_data_limit
+            and evidence.canary_samples
+            and evidence.baseline_samples
+        ):
+            lacking = (
+                f"; {evidence.recent_no_data_share:.0%} of the latest half of the intervals lack data on a side"
+                f" (limit {config.no_data_limit:.0%}): what the canary did before says nothing of it now"
+            )
         return (
             f"{name} has no data: {evidence.canary_samples} canary and {evidence.baseline_samples} baseline "
             f"points{lacking}. Check the query and that both tracks are scraped."
@@ -142,6 +151,8 @@ def explain_metric(
             f"{evidence.baseline_samples} baseline points in {evidence.intervals} paired intervals "
             f"(it needs {need})."
         )
+    if evidence.unjudgeable:
+        return f"{name} cannot be shown within tolerance: {evidence.unjudgeable}."
     return _not_shown(metric, evidence)
 
 
@@ -273,6 +284,8 @@ def settle_text(
     """What would settle an inconclusive metric, in time at the current traffic."""
     if verdict != MetricOutcome.INCONCLUSIVE:
         return ""
+    if evidence.unjudgeable:
+        return "More data will not settle it; a query or metric kind that can will."
     more_traffic = metric.kind == Kind.COUNT
     factor = evidence.settle_factor
     if factor is None or not math.isfinite(factor) or evidence.intervals == 0:
