@@ -35,10 +35,23 @@ CHANNELS: tuple[Channel, ...] = ("slack", "dashboard", "cli")
 # person may declare or be listed under it, or their actions would read as aicd's own.
 SYSTEM_ACTOR = "aicd"
 
-# What every front door takes as an identity: no blanks or control characters (a display name is none).
-IDENTITY = re.compile(r"[^\s\x00-\x1f\x7f]{1,200}")
+# What every front door takes as an identity: no blanks, control characters or invisible ones (a display
+# name is none; `alice` followed by a zero-width space would read as Alice everywhere it is shown).
+IDENTITY = re.compile(r"[^\s\x00-\x1f\x7f\u00ad\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]{1,200}")
 # A Slack user ID (`U024BE7LH`; `W...` in Enterprise Grid), as Slack signs it in every request.
 SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{6,}")
+
+
+def acting_identity_problem(identity: str, via: str = "") -> str:
+    """Why `identity` may not act through the channel `via` ("" when it may): each record of the action (the
+    action log, the `Aicd-Actor` trailer, Slack's message) names who acted by it alone."""
+    if not IDENTITY.fullmatch(identity) or (via and via not in CHANNELS):
+        return "not an identity"
+    if identity.strip().casefold() == SYSTEM_ACTOR:
+        return f"{SYSTEM_ACTOR!r} is the identity of aicd's own actions"
+    if via and via != "slack" and SLACK_USER_ID.fullmatch(identity):
+        return f"a Slack user ID acts only through Slack's signed requests, not via {via}"
+    return ""
 
 
 @dataclass(frozen=True)

@@ -255,6 +255,16 @@ async def test_commits_a_person_caused_name_the_person_and_the_identity_used(
         for kind in ("pause", "abort"):
             with pytest.raises(ActionRefused, match="not an identity"):
                 await send_action(client, plan.delivery_id, kind, forged)
+        # Nor may anyone be recorded as aicd itself, as a Slack user from another channel (the records would
+        # read `<@U0CAROL>`), or as alice with an invisible character after her name.
+        impostors = [
+            (HumanAction("AICD", via="dashboard"), "aicd's own actions"),
+            (HumanAction("U0CAROL", via="dashboard"), "only through Slack's signed requests"),
+            (HumanAction("alice\u200b", via="cli"), "not an identity"),
+        ]
+        for impostor, why in impostors:
+            with pytest.raises(ActionRefused, match=why):
+                await send_action(client, plan.delivery_id, "pause", impostor)
         abort = HumanAction("alice@example.com", via="dashboard")
         await send_action(client, plan.delivery_id, "abort", abort)
         result = await handle_for(client, plan.delivery_id).result()

@@ -48,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
         VerificationStatus,
         rollout_workflow_id,
     )
-    from aicd.people import CHANNELS, IDENTITY, PersonRef, Roster, describe, resolve
+    from aicd.people import PersonRef, Roster, acting_identity_problem, describe, resolve
     from aicd.plan import CommandPlan, DeliveryPlan, StagePlan
     from aicd.slack_blocks import approval_info, compact_status, describe_progress
     from aicd.spec.durations import format_duration
@@ -293,10 +293,11 @@ class DeliveryWorkflow:
         )
 
     def _refuse_unnamed(self, action: HumanAction) -> None:
-        """An actor must be one identity (aicd.people.IDENTITY): it is written into the `Aicd-Actor` trailer,
-        where a line break would end the trailers aicd's ownership checks read."""
-        if not IDENTITY.fullmatch(action.actor) or (action.via and action.via not in CHANNELS):
-            raise ValueError(f"not an identity: actor {action.actor!r} via {action.via!r}")
+        """An actor must be one identity it may act as (aicd.people.acting_identity_problem): it is written into
+        the `Aicd-Actor` trailer, where a line break would end the trailers aicd's ownership checks read, and
+        neither aicd's own name nor another channel's Slack user ID may be recorded as who acted."""
+        if problem := acting_identity_problem(action.actor, action.via):
+            raise ValueError(f"actor {action.actor!r} via {action.via!r} refused: {problem}")
 
     def _refuse_when_finished(self) -> None:
         if self.status.phase in TERMINAL_PHASES:
