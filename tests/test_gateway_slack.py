@@ -510,12 +510,15 @@ async def test_override_from_slack_only_by_a_listed_person_with_a_reason(
     assert len(commits(gitops)) > 1  # the stage went out
 
 
-def button_body(delivery_id: str, action_id: str, user_id: str, action_ts: str, team: str = "T0") -> bytes:
-    """A click on a delivery's button as Slack signs it; every click has its own `action_ts`."""
+def button_body(
+    delivery_id: str, action_id: str, user_id: str, action_ts: str, team: str = "T0", user_team: str = ""
+) -> bytes:
+    """A click on a delivery's button as Slack signs it; every click has its own `action_ts`. `user_team`: the
+    clicker's own workspace when it is not the one clicked in (an external member of a shared channel)."""
     payload = {
         "type": "block_actions",
         "team": {"id": team, "domain": "acme"},
-        "user": {"id": user_id, "team_id": team},
+        "user": {"id": user_id, "team_id": user_team or team},
         "container": {"type": "message", "channel_id": "C0DEPLOYS"},
         "actions": [{"action_id": action_id, "value": action_value(delivery_id), "action_ts": action_ts}],
     }
@@ -553,6 +556,10 @@ async def test_requests_from_another_slack_workspace_are_not_acted_on(
             body = button_body(plan.delivery_id, "pause", "U0ONCALL", "1.1", team="T9OTHER")
             refused = await web.post("/slack/interactions", content=body, headers=signed(body))
             assert refused.status_code == 403 and "AICD_SLACK_TEAMS" in refused.json()["error"], refused.text
+            # In an allowed workspace, by a member of another one (Slack Connect): refused too.
+            body = button_body(plan.delivery_id, "pause", "U0ONCALL", "1.2", user_team="T9OTHER")
+            refused = await web.post("/slack/interactions", content=body, headers=signed(body))
+            assert refused.status_code == 403 and "T9OTHER" in refused.json()["error"], refused.text
             command = command_body(f"pause {plan.delivery_id}", team="T9OTHER")
             refused = await web.post("/slack/commands", content=command, headers=signed(command))
             assert refused.status_code == 403, refused.text
@@ -567,7 +574,7 @@ async def test_requests_from_another_slack_workspace_are_not_acted_on(
     assert [(a.kind, a.actor) for a in status.actions] == [("pause", "U0ONCALL")]
     for endpoint in ("interactions", "commands"):
         line = f'aicd_slack_requests_refused_total{{endpoint="{endpoint}",reason="other_workspace"}}'
-        assert metric(metrics, line) == 1, endpoint
+        assert metric(metrics, line) == {"interactions": 2, "commands": 1}[endpoint], endpoint
 
 
 async def test_a_replayed_slack_request_is_refused(temporal_env: WorkflowEnvironment, tmp_path: Path) -> None:

@@ -256,6 +256,13 @@ async def test_pushes_that_start_nothing(temporal_env: WorkflowEnvironment, tmp_
             headers={"x-github-event": "push", "x-hub-signature-256": "sha256=00"},
         )
         assert streamed.status_code == 413
+        # Unsigned, or with a wrong GitLab token: refused from the headers alone, before the body is read.
+        unsigned = await web.post("/hooks/github", content=chunks(), headers={"x-github-event": "push"})
+        assert unsigned.status_code == 401 and "missing X-Hub-Signature-256" in unsigned.text
+        wrong_token = await web.post(
+            "/hooks/gitlab", content=chunks(), headers={"x-gitlab-token": "not-" + GITLAB_TOKEN}
+        )
+        assert wrong_token.status_code == 401 and "bad token" in wrong_token.text
         missing_secret = make_gateway(client, tmp_path / "specs", None, github_secret=None)
         async with http(missing_secret) as bare:
             body = json.dumps(github_payload(source, "refs/heads/release/1.2", revision)).encode()

@@ -168,13 +168,16 @@ async def interactions(request: Request) -> Response:
     if payload.get("type") != "block_actions":
         return Response(status_code=200)  # shortcuts, views: nothing of ours
     try:  # `team` is null for an org-wide app on Enterprise Grid: the user's workspace then
-        team = _field(payload, "team.id", str, required=False) or _field(
-            payload, "user.team_id", str, required=False
-        )
+        user_team = _field(payload, "user.team_id", str, required=False)
+        team = _field(payload, "team.id", str, required=False) or user_team
         enterprise = _field(payload, "enterprise.id", str, required=False)
     except PayloadInvalid as invalid:
         return _refuse(gateway, "interactions", 400, f"malformed payload: {invalid}")
-    elsewhere = _other_workspace(gateway, team, enterprise)
+    # Both the workspace clicked in and the clicker's own: an external member of a shared channel (Slack
+    # Connect) clicks in an allowed workspace but belongs to another.
+    elsewhere = _other_workspace(gateway, team, enterprise) or (
+        _other_workspace(gateway, user_team, enterprise) if user_team else None
+    )
     if elsewhere:
         return _refuse(gateway, "interactions", 403, elsewhere)
     try:

@@ -153,11 +153,14 @@ async def github_hook(request: Request) -> Response:
     secret = gateway.settings.github_secret
     if not secret:
         return _refuse(gateway, provider, 503, "webhook secret not configured")
+    signature = request.headers.get("x-hub-signature-256")
+    if not signature:  # refused before a byte of the body is read: an unsigned sender costs nothing
+        return _refuse(gateway, provider, 401, github_refusal(secret, b"", signature) or "unsigned")
     try:
         body = await read_body(request, gateway.settings.max_body_bytes)
     except BodyTooLarge:
         return _refuse(gateway, provider, 413, "body too large")
-    refusal = github_refusal(secret, body, request.headers.get("x-hub-signature-256"))
+    refusal = github_refusal(secret, body, signature)
     if refusal:
         return _refuse(gateway, provider, 401, refusal)
     delivery = request.headers.get("x-github-delivery", "")
@@ -191,13 +194,14 @@ async def gitlab_hook(request: Request) -> Response:
     token = gateway.settings.gitlab_token
     if not token:
         return _refuse(gateway, provider, 503, "webhook token not configured")
+    # GitLab's token is a header: checked before a byte of the body is read.
+    refusal = gitlab_refusal(token, request.headers.get("x-gitlab-token"))
+    if refusal:
+        return _refuse(gateway, provider, 401, refusal)
     try:
         body = await read_body(request, gateway.settings.max_body_bytes)
     except BodyTooLarge:
         return _refuse(gateway, provider, 413, "body too large")
-    refusal = gitlab_refusal(token, request.headers.get("x-gitlab-token"))
-    if refusal:
-        return _refuse(gateway, provider, 401, refusal)
     # GitLab keeps Idempotency-Key across its retries of one event.
     key = request.headers.get("idempotency-key", "")
     if key and gateway.replays.seen(f"gitlab:{key}"):
