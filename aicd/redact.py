@@ -90,7 +90,18 @@ def redact_credentials(text: str) -> str:
         return f"{scheme}{MASK}@"
 
     text = _URL_PASSWORD.sub(lambda match: f"{match.group('scheme')}{match.group('user')}:{MASK}@", text)
-    return _URL_USERINFO.sub(replace, text)
+    text = _URL_USERINFO.sub(replace, text)
+    return _URL_QUERY.sub(_query_masked, text) if "?" in text else text
+
+
+def _query_masked(match: re.Match[str]) -> str:
+    """A URL up to its query's end with the value of each parameter named for a credential masked."""
+    parameters = []
+    for parameter in match.group("query").split("&"):
+        name, equals, value = parameter.partition("=")
+        masked = equals and value and _credential_parameter(unquote(name))
+        parameters.append(f"{name}={MASK}" if masked else parameter)
+    return match.group(0)[: match.start("query") - match.start()] + "&".join(parameters)
 
 
 # A user name alone is a token when it has a provider's token prefix or is longer than user names are
@@ -341,12 +352,60 @@ _DEFAULT_SSH_KEYS = tuple(
     f"~/.ssh/id_{kind}" for kind in ("rsa", "ecdsa", "ed25519", "dsa", "ecdsa_sk", "ed25519_sk")
 )
 TLS_CLIENT_KEY_PATH_ENV = "TEMPORAL_TLS_CLIENT_KEY_PATH"
+# What the Kubernetes client (Argo CD's driver) reads: the kubeconfig, or the pod's service-account token.
+KUBE_SERVICE_ACCOUNT_TOKEN = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+_KUBECONFIG_USER_SECRETS = ("token", "password", "client-key-data")
+MIN_KEY_LINE_CHARS = 16  # a decoded client key's lines worth masking (not its BEGIN/END armour)
+
+
+def kubeconfig_secrets(text: str) -> list[str]:
+    """The credentials of a kubeconfig's users: tokens, passwords and client keys (as written, decoded, and
+    line by line), an auth provider's tokens and secrets, and an exec plugin's secret-named variables."""
+    import base64
+    import binascii
+
+    import yaml  # here: the CLI's start does not pay for it
+
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return []
+    users = document.get("users") if isinstance(document, dict) else None
+    found: list[str] = []
+    for entry in users if isinstance(users, list) else []:
+        user = entry.get("user") if isinstance(entry, dict) else None
+        if not isinstance(user, dict):
+            continue
+        found += [str(user[key]) for key in _KUBECONFIG_USER_SECRETS if user.get(key)]
+        if isinstance(user.get("client-key-data"), str):
+            try:
+                key = base64.b64decode(user["client-key-data"]).decode("utf-8", "replace")
+            except (binascii.Error, ValueError):
+                key = ""
+            found += [key.strip()] + [
+                line for line in key.splitlines() if len(line) >= MIN_KEY_LINE_CHARS and "-----" not in line
+            ]
+        provider = user.get("auth-provider")
+        config = provider.get("config") if isinstance(provider, dict) else None
+        if isinstance(config, dict):
+            found += [str(value) for name, value in config.items() if value and looks_secret(str(name))]
+        plugin = user.get("exec")
+        variables = plugin.get("env") if isinstance(plugin, dict) else None
+        for variable in variables if isinstance(variables, list) else []:
+            if (
+                isinstance(variable, dict)
+                and variable.get("value")
+                and looks_secret(str(variable.get("name")))
+            ):
+                found.append(str(variable["value"]))
+    return [value for value in found if value]
 
 
 def watch_configured_secret_files(environ: Mapping[str, str] | None = None) -> None:
     """Watch the secret files this process's configuration hands to its tools: git's credential store files
     (`credential.helper=store --file=...` given in GIT_CONFIG_*, and the default ones), the SSH identity of
-    GIT_SSH_COMMAND (`-i FILE`, and the default ones), and the Temporal TLS client key. Idempotent."""
+    GIT_SSH_COMMAND (`-i FILE`, and the default ones), the Temporal TLS client key, and the Kubernetes
+    credentials Argo CD's driver reads (KUBECONFIG or ~/.kube/config, the service-account token). Idempotent."""
     environ = os.environ if environ is None else environ
     count = environ.get("GIT_CONFIG_COUNT", "")
     config = [  # git's configuration given in the environment (the deployment sets the helper this way)
@@ -378,6 +437,12 @@ def watch_configured_secret_files(environ: Mapping[str, str] | None = None) -> N
         keys.append(environ[TLS_CLIENT_KEY_PATH_ENV])
     for key in keys:
         watch_secret_file(key)
+    kubeconfigs = [path for path in environ.get("KUBECONFIG", "").split(os.pathsep) if path] or [
+        "~/.kube/config"
+    ]
+    for kubeconfig in kubeconfigs:
+        watch_secret_file(kubeconfig, kubeconfig_secrets)
+    watch_secret_file(KUBE_SERVICE_ACCOUNT_TOKEN)
 
 
 def _split(command: str) -> list[str]:

@@ -57,8 +57,8 @@ def with_data_converter(client: Client) -> Client:
 
 
 def client_config(address: str | None = None) -> dict[str, Any]:
-    """The client's settings from the environment or profile; the TLS client key it read (from a file or
-    the profile) is masked from then on (aicd.redact)."""
+    """The client's settings from the environment or profile; the TLS client key and the API key it read
+    (from a file, the environment or the profile) are masked from then on (aicd.redact)."""
     config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
     if address:
         config["target_host"] = address
@@ -66,6 +66,8 @@ def client_config(address: str | None = None) -> dict[str, Any]:
     tls = config.get("tls")
     if isinstance(tls, TLSConfig) and tls.client_private_key:
         remember_secret(tls.client_private_key.decode("utf-8", "surrogateescape"))
+    if isinstance(config.get("api_key"), str) and config["api_key"]:
+        remember_secret(config["api_key"])  # from temporal.toml, no variable's name gives it away
     return config
 
 

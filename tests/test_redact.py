@@ -5,6 +5,7 @@ an unreachable URL with a password in it."""
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import random
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import yaml
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -73,6 +75,17 @@ URL = f"http://deploy:{PASSWORD}@127.0.0.1:9/org/repo.git"  # port 9: nothing li
             "git@github.com:o/r.git and https://host/path?to=a@b",
             "git@github.com:o/r.git and https://host/path?to=a@b",
         ),
+        # A credential in the query: its value only, the other parameters stay readable.
+        (
+            f"GET https://host/api?access_token={TOKEN}&page=2 failed",
+            "GET https://host/api?access_token=***&page=2 failed",
+        ),
+        (f"{{{{ url }}}}/health?apiKey={PASSWORD}", "{{ url }}/health?apiKey=***"),
+        (
+            f"https://a.blob.core.windows.net/c?sv=2022&sig={PASSWORD}&se=1",
+            "https://a.blob.core.windows.net/c?sv=2022&sig=***&se=1",
+        ),
+        ("https://host/search?author=bob&keyword=x", "https://host/search?author=bob&keyword=x"),
     ],
 )
 def test_credentials_in_urls_are_redacted(text: str, expected: str) -> None:
@@ -402,3 +415,62 @@ def test_failure_details_are_redacted_through_dicts_lists_and_dataclasses() -> N
     }
     assert (seven, none) == (7, None) and redacted.type == "CommandFailed" and redacted.non_retryable
     assert result.output_tail.startswith(f"fatal: {URL}")  # the original is left as it was
+
+
+def test_kubernetes_and_temporal_profile_credentials_are_masked_once_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What Argo CD's driver reads (a kubeconfig's user token, password, client key, an auth provider's and an
+    exec plugin's secrets) and a Temporal API key from a profile file: no variable's name gives them away, so
+    they are masked once the worker's configuration is read, as the git credential store is."""
+    token, password, refresh, plugin = (
+        f"{what}-{uuid.uuid4().hex}" for what in ("kube", "pw", "refresh", "exec")
+    )
+    key_line = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC" + uuid.uuid4().hex
+    key = f"-----BEGIN PRIVATE KEY-----\n{key_line}\n-----END PRIVATE KEY-----\n"
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "users": [
+                    {"name": "a", "user": {"token": token}},
+                    {
+                        "name": "b",
+                        "user": {
+                            "password": password,
+                            "client-key-data": base64.b64encode(key.encode()).decode(),
+                        },
+                    },
+                    {
+                        "name": "c",
+                        "user": {
+                            "auth-provider": {"config": {"refresh-token": refresh, "client-id": "public"}}
+                        },
+                    },
+                    {
+                        "name": "d",
+                        "user": {
+                            "exec": {
+                                "env": [
+                                    {"name": "VAULT_TOKEN", "value": plugin},
+                                    {"name": "REGION", "value": "eu-west-1"},
+                                ]
+                            }
+                        },
+                    },
+                ]
+            }
+        )
+    )
+    leaked = f"{token} {password} {refresh} {plugin} {key_line}"
+    assert redact(leaked) == leaked  # unknown until the configuration is read
+    watch_configured_secret_files({"KUBECONFIG": f"{tmp_path / 'missing'}{os.pathsep}{kubeconfig}"})
+    assert redact(leaked) == " ".join([MASK] * 5)
+    assert redact("client-id public in eu-west-1") == "client-id public in eu-west-1"
+    api_key = f"tmprl-{uuid.uuid4().hex}"
+    profile = tmp_path / "temporal.toml"
+    profile.write_text(f'[profile.default]\naddress = "127.0.0.1:1"\napi_key = "{api_key}"\n')
+    monkeypatch.setenv("TEMPORAL_CONFIG_FILE", str(profile))
+    assert redact(f"key {api_key}") == f"key {api_key}"
+    assert client_config()["api_key"] == api_key
+    assert redact(f"key {api_key}") == f"key {MASK}"

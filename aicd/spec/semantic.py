@@ -546,6 +546,36 @@ def check_literal_secrets(spec: dict[str, Any]) -> Iterator[Finding]:
                 f"holds {kind}, which would be stored in workflow history; give it to the command by name"
                 " (`secretEnv`, read on the worker) instead",
             )
+        elif (
+            not has_credentials(text)
+            and len(path) > 2
+            and path[-2] == "env"
+            and _names_a_secret(str(path[-1]))
+            and text.strip()
+        ):
+            yield (
+                path,
+                f"a literal value for {path[-1]} would be stored in workflow history; give it to the command"
+                " by name (`secretEnv`, read on the worker) instead",
+            )
+
+
+# Words of a command variable's name that leave no doubt its value is a secret (narrower than what the
+# redaction guesses from: `CACHE_KEY_PREFIX` or `AUTHOR` are no reason to refuse a spec).
+_SECRET_VARIABLE_WORDS = (
+    "PASSWORD",
+    "PASSWD",
+    "PASSPHRASE",
+    "SECRET",
+    "TOKEN",
+    "API_KEY",
+    "APIKEY",
+    "PRIVATE_KEY",
+)
+
+
+def _names_a_secret(name: str) -> bool:
+    return any(word in name.upper() for word in _SECRET_VARIABLE_WORDS)
 
 
 def _strings(value: Any, path: Path) -> Iterator[tuple[Path, str]]:
