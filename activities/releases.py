@@ -2,7 +2,8 @@
 app from the older deliveries still running (spec.concurrency).
 
 - supersede: each older running delivery is told it was superseded; it stops at its next step boundary,
-  withdraws the canaries it has in progress and ends `superseded`.
+  withdraws the canaries it has in progress and ends `superseded`, and tells this one, which waits for that
+  (a few minutes at most) so the withdrawal lands before its first write.
 - queue: each older running delivery is asked to tell this one when it ends; this one waits.
 
 Which deliveries are running comes from Temporal's visibility (deliveries of an app share the workflow ID
@@ -63,11 +64,15 @@ class ReleaseActivities:
                 continue
             if (execution.start_time, execution.id) < mine:
                 older.append((execution.start_time, execution.id))
-        signal = SUPERSEDED_SIGNAL if request.mode == "supersede" else NOTIFY_ON_END_SIGNAL
+        # Supersede: stop, then tell this delivery at the end (it waits for the canaries' withdrawal); queue:
+        # only tell it.
+        signals = [SUPERSEDED_SIGNAL] if request.mode == "supersede" else []
         running = []
         for _started, other in sorted(older):  # type: ignore[type-var]
+            handle = self.client.get_workflow_handle(other)
             try:
-                await self.client.get_workflow_handle(other).signal(signal, request.delivery_id)
+                for signal in [*signals, NOTIFY_ON_END_SIGNAL]:
+                    await handle.signal(signal, request.delivery_id)
                 running.append(other)
             except RPCError as error:  # it ended meanwhile: nothing to stop or wait for
                 log.info("%s: %s not told (%s)", request.delivery_id, other, error)

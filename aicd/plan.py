@@ -189,6 +189,9 @@ class DeliveryPlan:
     rollback_scope: RollbackScope
     slack_channel: str | None
     concurrency: Concurrency = "supersede"  # what an older running delivery of the app does
+    # supersede: how long this delivery waits for the older ones to withdraw their canaries before its first
+    # write; one that has not ended by then is left to Git's ownership rules.
+    supersede_wait_s: float = 300.0
     # Governance (aicd.governance): None in plans made before it, which then run without these gates.
     policy: PolicyPlan | None = None
     schedule: SchedulePlan | None = None

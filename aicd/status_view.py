@@ -101,6 +101,16 @@ def off_branch_note(status: DeliveryStatus) -> str:
     )
 
 
+def waiting_line(status: DeliveryStatus) -> str:
+    """Which older deliveries this one waits for, and why."""
+    older = ", ".join(status.waiting_for)
+    if status.phase == "queued":
+        return f"queued behind {older} (spec.concurrency: queue)"
+    return (
+        f"waiting for {older} to withdraw its canaries before the first write (spec.concurrency: supersede)"
+    )
+
+
 def changed_since_lines(status: DeliveryStatus) -> list[str]:
     """Per target that a later commit changed: whose content runs there now."""
     lines = []
@@ -184,9 +194,7 @@ def render_status(
     for retry in status.retrying:
         parts.append(Text(f"retrying: {retry}", style="yellow"))
     if status.waiting_for:
-        parts.append(
-            Text(f"queued behind {', '.join(status.waiting_for)} (spec.concurrency: queue)", style="cyan")
-        )
+        parts.append(Text(waiting_line(status), style="cyan"))
     if status.reason:
         parts.append(Text(f"reason: {status.reason}", style="red" if status.phase != "succeeded" else ""))
     if status.off_branch:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -780,7 +781,11 @@ async def test_a_promotion_whose_result_was_lost_is_owned_up_to_after_a_newer_de
         await start_delivery(client, old, Trigger("cli", "dev"), queue=queue)
         promoted = await on_branch(gitops, old, "prod/a/promote")
         new_revision = human_commit(source, tmp_path, {"README": "r1\n"}, "r1")
-        newer = plan_of(new_revision, [{"setWeight": 10}, {"pause": {}}])
+        # The newer delivery writes without waiting for the older's withdrawal, as it does once
+        # supersede_wait_s has passed: the older's retry is held until then.
+        newer = dataclasses.replace(
+            plan_of(new_revision, [{"setWeight": 10}, {"pause": {}}]), supersede_wait_s=0.0
+        )
         await start_delivery(client, newer, Trigger("cli", "dev"), queue=queue)
         await on_branch(gitops, newer, "prod/a/0-setWeight")
         lose.may_retry.set()

@@ -114,6 +114,12 @@ AUDIT_DRAIN_WITHOUT_TIMER = "audit-drain-without-timer"
 # A queued delivery looks whether the deliveries it waits for still run this often (their end notice is the
 # fast path; this is the net for one that never comes, e.g. a delivery terminated by an operator).
 QUEUE_RECHECK = timedelta(seconds=30)
+# Workflow patch: a superseding delivery waits for the deliveries it supersedes to withdraw their canaries
+# before its first write (_wait_for_ended), at most the plan's supersede_wait_s. Before, it wrote at once, and an edge
+# fleet's batch could land first: the older's withdrawal then left those sites (a newer delivery's files) and
+# this delivery's own rollback restored them to the older release, which nobody delivers any more.
+SUPERSEDE_WAITS = "supersede-waits-for-withdrawal"
+SUPERSEDE_RECHECK = timedelta(seconds=5)
 
 
 class DeliveryStopped(Exception):
@@ -1146,15 +1152,30 @@ class DeliveryWorkflow:
                 "cannot claim %s from older deliveries: %s", self.plan.app, cause_of(error)
             )
             return
-        if self.plan.concurrency != "queue" or not claim.older:
+        if not claim.older:
+            return
+        if self.plan.concurrency != "queue":
+            if workflow.patched(SUPERSEDE_WAITS):
+                self.status.waiting_for = list(claim.older)
+                until = workflow.now() + timedelta(seconds=self.plan.supersede_wait_s)
+                await self._wait_for_ended(SUPERSEDE_RECHECK, until)
             return
         self.status.waiting_for = list(claim.older)
         self._set_phase("queued")
         self._notify("queued", f"queued behind {', '.join(claim.older)}")
+        await self._wait_for_ended(QUEUE_RECHECK)
+
+    async def _wait_for_ended(self, recheck: timedelta, until: datetime | None = None) -> None:
+        """Wait until the older deliveries of `status.waiting_for` have ended (they tell this one at their end;
+        `recheck` is the net for a notice that never comes), or until `until`: a superseded delivery that cannot
+        withdraw its canary (a remote refusing its pushes) is left to Git's ownership rules then."""
         while self.status.waiting_for and not self._stopping():
+            wait = recheck if until is None else min(recheck, until - workflow.now())
+            if wait <= timedelta(0):
+                break
             try:
                 await workflow.wait_condition(
-                    lambda: not self.status.waiting_for or self._stopping(), timeout=QUEUE_RECHECK
+                    lambda: not self.status.waiting_for or self._stopping(), timeout=wait
                 )
             except TimeoutError:
                 with contextlib.suppress(ActivityError):
@@ -1166,7 +1187,7 @@ class DeliveryWorkflow:
                     )
                     self.status.waiting_for = [other for other in self.status.waiting_for if other in still]
         self.status.waiting_for = []
-        await self._wait_unpaused()  # an abort or a newer delivery while queued ends it here
+        await self._wait_unpaused()  # an abort or a newer delivery while waiting ends it here
 
     async def _stop_superseded(self) -> None:
         """End superseded: the targets where this delivery has a canary in progress go back to their state

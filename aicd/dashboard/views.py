@@ -27,7 +27,7 @@ from aicd.messages import (
 )
 from aicd.people import Roster, resolve
 from aicd.plan import DeliveryPlan, StagePlan
-from aicd.status_view import changed_since_lines, off_branch_note, verification_line
+from aicd.status_view import changed_since_lines, off_branch_note, verification_line, waiting_line
 from aicd.steering import plan_approvers
 from aicd.steps.set_weight import SetWeightStep
 
@@ -299,7 +299,7 @@ class DeliveryView:
     duration: str
     pending_approval: str | None
     superseded_by: str | None
-    waiting_for: list[str]
+    waiting: str  # which older deliveries it waits for, and why (empty: none)
     commands: list[CommandStatus]
     stages: list[StageView]
     timeline: WeightTimeline | None
@@ -440,7 +440,7 @@ def build_view(
         duration=duration_text((end - started).total_seconds() if started else None),
         pending_approval=status.pending_approval,
         superseded_by=status.superseded_by,
-        waiting_for=list(status.waiting_for),
+        waiting=waiting_line(status) if status.waiting_for else "",
         commands=list(status.commands),
         stages=stage_views(plan, status) if plan else [],
         timeline=(
