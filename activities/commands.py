@@ -194,7 +194,9 @@ class CommandActivities:
         env = command_env(request, self.secrets)
         # Reports the command writes here (a Trivy JSON report, an SBOM) go into the policy gate's input.
         reports = reports_dir(self.state_dir, request.delivery_id)
-        reports.mkdir(parents=True, exist_ok=True)
+        for directory in (reports.parent, reports):  # only the worker's user: scanners' findings, SBOMs
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            directory.chmod(0o700)
         env[REPORTS_DIR_ENV] = str(reports)
         # Every secret this worker holds, not only the ones this command was given: a command can read files.
         mask = process_mask(extra=self.secrets.values())

@@ -203,6 +203,8 @@ async def test_secrets_reach_the_command_by_name_and_nothing_stores_them(
         0o700,
         0o600,
     ]
+    reports = tmp_path / "state" / "reports" / plan.delivery_id  # scanners' findings, SBOMs: the same
+    assert [stat.S_IMODE(path.stat().st_mode) for path in (reports.parent, reports)] == [0o700, 0o700]
     whole = (logs / "build.log").read_text()
     assert "slack token in my environment: None" in whole and "found on disk: ***" in whole
     assert_no_secret("the command logs on the worker", whole + (logs / "leaky.log").read_text())
