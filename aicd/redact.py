@@ -47,6 +47,10 @@ SECRET_NAME_PARTS = (
     "SIGNATURE",
     "AUTH",
     "DSN",
+    "JWT",
+    "_PWD",  # MYSQL_PWD (not PWD, the working directory)
+    "_PASS",  # DB_PASS
+    "OTLP_HEADERS",  # OTEL_EXPORTER_OTLP_HEADERS: an exporter's API key
 )
 NOT_SECRET_NAMES = frozenset({"SSH_AUTH_SOCK", "XAUTHORITY"})  # paths, not secrets
 
@@ -424,6 +428,12 @@ def watch_configured_secret_files(environ: Mapping[str, str] | None = None) -> N
                     stores.append(words[index + 1])
     for store in stores:
         watch_secret_file(store, credential_store_secrets)
+    for key, value in config:  # `http.extraHeader=Authorization: Bearer TOKEN` given to git this way
+        if key.endswith(".extraheader") and ":" in value:
+            credential = value.split(":", 1)[1].strip()
+            for secret in (credential, credential.split()[-1] if credential else ""):
+                if len(secret) >= MIN_SECRET_CHARS:
+                    remember_secret(secret)
     keys = list(_DEFAULT_SSH_KEYS)
     ssh_commands = [value for key, value in config if key == "core.sshcommand"]
     for command in (environ.get("GIT_SSH_COMMAND", ""), *ssh_commands):

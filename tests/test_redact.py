@@ -146,9 +146,13 @@ def test_secret_names() -> None:
         "TEMPORAL_API_KEY",
         "DB_PASSWORD",
         "aws_secret",
+        "MYSQL_PWD",
+        "DB_PASS",
+        "SESSION_JWT",
+        "OTEL_EXPORTER_OTLP_HEADERS",
     ):
         assert looks_secret(name), name
-    for name in ("PATH", "HOME", "LANG", "SSH_AUTH_SOCK", "AICD_TASK_QUEUE"):
+    for name in ("PATH", "HOME", "LANG", "SSH_AUTH_SOCK", "AICD_TASK_QUEUE", "PWD", "OLDPWD"):
         assert not looks_secret(name), name
 
 
@@ -464,7 +468,16 @@ def test_kubernetes_and_temporal_profile_credentials_are_masked_once_read(
     )
     leaked = f"{token} {password} {refresh} {plugin} {key_line}"
     assert redact(leaked) == leaked  # unknown until the configuration is read
-    watch_configured_secret_files({"KUBECONFIG": f"{tmp_path / 'missing'}{os.pathsep}{kubeconfig}"})
+    header = f"hdr-{uuid.uuid4().hex}"  # git's http.extraHeader given in the environment
+    watch_configured_secret_files(
+        {
+            "KUBECONFIG": f"{tmp_path / 'missing'}{os.pathsep}{kubeconfig}",
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "http.https://git.example.com/.extraHeader",
+            "GIT_CONFIG_VALUE_0": f"Authorization: Bearer {header}",
+        }
+    )
+    assert redact(f"sent Bearer {header}") == f"sent {MASK}"
     assert redact(leaked) == " ".join([MASK] * 5)
     assert redact("client-id public in eu-west-1") == "client-id public in eu-west-1"
     api_key = f"tmprl-{uuid.uuid4().hex}"
