@@ -1,8 +1,9 @@
-"""Activity failures without secrets: every failure an activity raises reaches Temporal history (and the
-worker's log, the status, Slack) with URL credentials and the worker's secret values redacted, down its
-whole cause chain, in messages and in the strings of their details (a failed command's result). The
-activities redact what they know to be sensitive themselves; this catches what they do not (a git error
-quoting a remote URL, an exception's text)."""
+"""Activity failures and heartbeats without secrets: every failure an activity raises reaches Temporal history
+(and the worker's log, the status, Slack) with URL credentials and the worker's secret values redacted, down
+its whole cause chain, in messages and in the strings of their details (a failed command's result); so do
+the details of its heartbeats (`aicd status` shows the last one: an Argo CD message, git's reason for a
+refused push). The activities redact what they know to be sensitive themselves; this catches what they do
+not (a git error quoting a remote URL, an exception's text)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ from typing import Any
 
 from temporalio.converter import AdvancedJSONEncoder
 from temporalio.exceptions import ApplicationError, CancelledError
-from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
+from temporalio.worker import (
+    ActivityInboundInterceptor,
+    ActivityOutboundInterceptor,
+    ExecuteActivityInput,
+    Interceptor,
+)
 
 from aicd.redact import SecretMask, redact
 
@@ -75,6 +81,9 @@ class _RedactingInbound(ActivityInboundInterceptor):
         super().__init__(next)
         self.mask = mask
 
+    def init(self, outbound: ActivityOutboundInterceptor) -> None:
+        super().init(_RedactingOutbound(outbound, self.mask))
+
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         try:
             return await super().execute_activity(input)
@@ -83,3 +92,12 @@ class _RedactingInbound(ActivityInboundInterceptor):
         except Exception as error:
             failure = redacted_failure(error, self.mask)
             raise failure from failure.__cause__  # the redacted chain, never the original one
+
+
+class _RedactingOutbound(ActivityOutboundInterceptor):
+    def __init__(self, next: ActivityOutboundInterceptor, mask: SecretMask | None) -> None:
+        super().__init__(next)
+        self.mask = mask
+
+    def heartbeat(self, *details: Any) -> None:
+        super().heartbeat(*(redacted_details(detail, self.mask) for detail in details))

@@ -14,11 +14,13 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import yaml
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
+from temporalio.worker import ActivityInboundInterceptor, ActivityOutboundInterceptor
 
 from aicd.activities.commands import (
     OUTPUT_TAIL_BYTES,
@@ -27,7 +29,7 @@ from aicd.activities.commands import (
     CommandResult,
     CommandSecrets,
 )
-from aicd.activities.failures import redacted_failure
+from aicd.activities.failures import RedactFailures, redacted_failure
 from aicd.activities.gitops import GitOpsClone
 from aicd.activities.prometheus import read_secret
 from aicd.observability.logs import JsonFormatter
@@ -219,6 +221,28 @@ def test_failure_chain_is_redacted() -> None:
     assert redacted.details == ({"k": 1},)
     cause = redacted.__cause__
     assert isinstance(cause, ApplicationError) and cause.type == "OSError" and PASSWORD not in cause.message
+
+
+def test_heartbeat_details_are_redacted_on_their_way_to_temporal() -> None:
+    """The worker's interceptor also wraps what an activity's heartbeats send (`aicd status` shows the last
+    one): a URL's password or a secret the worker holds never reaches the server through them."""
+    sent: list[tuple[Any, ...]] = []
+
+    class Server(ActivityOutboundInterceptor):
+        def heartbeat(self, *details: Any) -> None:
+            sent.append(details)
+
+    class Activity(ActivityInboundInterceptor):
+        def init(self, outbound: ActivityOutboundInterceptor) -> None:
+            self.outbound = outbound
+
+    activity = Activity(cast(ActivityInboundInterceptor, None))
+    RedactFailures(SecretMask(["s3cret-value-123"])).intercept_activity(activity).init(
+        Server(cast(ActivityOutboundInterceptor, None))
+    )
+    activity.outbound.heartbeat(f"argocd: sync failed for {URL}", {"note": "token s3cret-value-123"})
+    assert sent == [(f"argocd: sync failed for {redact_credentials(URL)}", {"note": f"token {MASK}"})]
+    assert PASSWORD not in str(sent)
 
 
 async def test_source_checkout_failure_hides_the_password(
