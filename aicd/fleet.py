@@ -26,6 +26,7 @@ from typing import Any, Literal, get_args
 
 import yaml
 
+from aicd.redact import has_credentials, redact_credentials
 from aicd.spec.placeholders import render
 
 # `{{site}}` is as valid in a spec as `{{ site }}`.
@@ -132,6 +133,12 @@ def sites_from_list(items: Sequence[Any], where: str) -> list[Site]:
             )
         if not isinstance(health, str) or (health and not health.startswith(("http://", "https://"))):
             raise FleetError(f"{at}: health {health!r} must be an http(s) URL")
+        # Sites travel in activity inputs, and their health reasons into history.
+        if health and has_credentials(health):
+            raise FleetError(
+                f"{at}: health {redact_credentials(health)!r} holds a password or token; a site's health"
+                " check must not need one"
+            )
         if name in seen:
             raise FleetError(f"{at}: site {name} is listed twice")
         seen.add(name)

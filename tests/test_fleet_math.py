@@ -148,13 +148,21 @@ def test_fleet_file_names_and_health_urls() -> None:
         ("- 'a b'\n", "site name"),
         ("- {name: a, url: x}\n", "unknown keys"),
         ("- {name: a, health: 'ftp://x'}\n", "http"),
+        (
+            "- {name: a, health: 'https://probe:hunter2@pop-a.example/healthz'}\n",
+            "probe:\\*\\*\\*@.*holds a password",
+        ),
+        (
+            "- {name: a, health: 'https://pop-a.example/healthz?access_token=abc123'}\n",
+            "holds a password or token",
+        ),
         ("- [unclosed\n", "not valid YAML"),
     ],
 )
 def test_bad_fleet_files_say_where_and_what(text: str, message: str) -> None:
     with pytest.raises(FleetError, match=message) as caught:
         parse_fleet(text, "fleets/edge.yaml")
-    assert "fleets/edge.yaml" in str(caught.value)
+    assert "fleets/edge.yaml" in str(caught.value) and "hunter2" not in str(caught.value)
 
 
 def test_inline_sites_and_paths() -> None:
