@@ -115,7 +115,7 @@ SETTLE_S = 120.0  # how long the end may take once the harness stops acting, res
 class Rewind:
     head: str  # the branch's head after the force-push
     dropped: frozenset[str]  # the commits no longer on the branch
-    files: frozenset[str]  # the files whose content it changed
+    files: frozenset[str]  # the files its dropped commits wrote
 
 
 @dataclass
@@ -369,7 +369,10 @@ class World:
         ]
         dropped = frozenset(fields[0] for fields in logged)
         writers = [fields for fields in logged if len(fields) > 1]  # the deliveries' commits among them
-        files = frozenset(git("diff", "--name-only", new, old, cwd=work).split())
+        # The files the dropped commits wrote, whether or not their content changed: a rewind that drops a
+        # rollback and a re-deploy's canary of the same release leaves the file as it was, on a canary the
+        # person brought back.
+        files = frozenset(git("log", "--format=", "--name-only", f"{new}..{old}", cwd=work).split())
         git("reset", "-q", "--hard", new, cwd=work)
         self.rewinds.append(Rewind(new, dropped, files))
         self.rewound_writes += len(writers)
