@@ -40,6 +40,9 @@ class ClaimRequest:
 @dataclass
 class ClaimResult:
     older: list[str] = field(default_factory=list)  # older deliveries of the app still running, oldest first
+    # Those of them on the claiming delivery's task queue: served by the same workers, so a superseded one
+    # withdraws its canaries soon. One on another queue (another aicd installation's) is not waited for.
+    same_queue: list[str] = field(default_factory=list)
 
 
 class ReleaseActivities:
@@ -56,6 +59,7 @@ class ReleaseActivities:
             f" AND WorkflowId STARTS_WITH '{prefix}'"
         )
         older: list[tuple[object, str]] = []
+        queues: dict[str, str] = {}
         async for execution in self.client.list_workflows(query):
             # `delivery-web-` also prefixes app `web-api`'s deliveries: the rest must be a revision.
             if execution.id == request.delivery_id or not _REVISION_PART.fullmatch(
@@ -64,6 +68,7 @@ class ReleaseActivities:
                 continue
             if (execution.start_time, execution.id) < mine:
                 older.append((execution.start_time, execution.id))
+                queues[execution.id] = execution.task_queue
         # Supersede: stop, then tell this delivery at the end (it waits for the canaries' withdrawal); queue:
         # only tell it.
         signals = [SUPERSEDED_SIGNAL] if request.mode == "supersede" else []
@@ -79,7 +84,7 @@ class ReleaseActivities:
         activity.logger.info(
             "%s claims %s from %s (%s)", request.delivery_id, request.app, running, request.mode
         )
-        return ClaimResult(running)
+        return ClaimResult(running, [other for other in running if queues.get(other) == me.task_queue])
 
     @activity.defn(name="running_deliveries")
     async def running(self, ids: list[str]) -> list[str]:

@@ -154,7 +154,8 @@ async def test_one_person_approving_from_two_channels_counts_once(
         impostor = HumanAction("U0ALICE", via="dashboard")
         assert (
             await _refused(client, plan.delivery_id, "approve", impostor)
-            == "U0ALICE is not an approver of stage production"
+            == "actor 'U0ALICE' via 'dashboard' refused: a Slack user ID acts only through Slack's signed requests,"
+            " not via dashboard"
         )
         status = await get_status(client, plan.delivery_id)
         assert status.phase == "awaiting-approval"

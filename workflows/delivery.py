@@ -1155,8 +1155,8 @@ class DeliveryWorkflow:
         if not claim.older:
             return
         if self.plan.concurrency != "queue":
-            if workflow.patched(SUPERSEDE_WAITS):
-                self.status.waiting_for = list(claim.older)
+            if claim.same_queue and workflow.patched(SUPERSEDE_WAITS):
+                self.status.waiting_for = list(claim.same_queue)
                 until = workflow.now() + timedelta(seconds=self.plan.supersede_wait_s)
                 await self._wait_for_ended(SUPERSEDE_RECHECK, until)
             return
