@@ -11,6 +11,7 @@ import logging
 import math
 import re
 import secrets
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -898,6 +899,27 @@ async def test_later_commits_that_changed_a_targets_files_are_named(
     assert [(c.sha, c.author) for c in later["b"]] == [(edit, "Carol")]
 
 
+def cli_and_board_access(
+    client: Client, delivery_id: str, tmp_path: Path, run_aicd: RunAicd
+) -> tuple[Callable[[], Awaitable[Client]], Callable[..., Awaitable[str]]]:
+    """The dashboard's way to the test's Temporal, and `aicd status ID [flags]` run as a user would (its
+    output; without flags, on one line)."""
+    env = aicd_env(
+        TEMPORAL_ADDRESS=client.service_client.config.target_host, AICD_CACHE_DIR=str(tmp_path / "cli-cache")
+    )
+
+    async def connect() -> Client:
+        return client
+
+    async def status(*flags: str) -> str:
+        # In a thread: the worker that answers the status query runs on this event loop.
+        shown = await asyncio.to_thread(run_aicd, "status", delivery_id, *flags, env=env)
+        assert shown.returncode == 0, shown.stderr
+        return shown.stdout if flags else " ".join(shown.stdout.split())
+
+    return connect, status
+
+
 async def test_a_delivery_page_and_status_say_when_what_runs_is_no_longer_the_deliverys(
     temporal_env: WorkflowEnvironment, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_aicd: RunAicd
 ) -> None:
@@ -917,19 +939,8 @@ async def test_a_delivery_page_and_status_say_when_what_runs_is_no_longer_the_de
         [{"name": "one", "targets": ["a"], "strategy": {"canary": {"steps": [{"setWeight": 10}]}}}],
     )
     plan = plan_from(document, revision)
-    env = aicd_env(
-        TEMPORAL_ADDRESS=client.service_client.config.target_host, AICD_CACHE_DIR=str(tmp_path / "cli-cache")
-    )
     viewer = Viewer(Identity("alice", "session"), "t" * 43, "c" * 43, False, Urls(""), "/")
-
-    async def connect() -> Client:
-        return client
-
-    async def status(*flags: str) -> str:
-        # In a thread: the worker that answers the status query runs on this event loop.
-        shown = await asyncio.to_thread(run_aicd, "status", plan.delivery_id, *flags, env=env)
-        assert shown.returncode == 0, shown.stderr
-        return shown.stdout if flags else " ".join(shown.stdout.split())
+    connect, status = cli_and_board_access(client, plan.delivery_id, tmp_path, run_aicd)
 
     async with running_worker(client, tmp_path / "state") as queue:
         await start_delivery(client, plan, Trigger("cli", "t"), queue=queue, index_search_attributes=False)
@@ -990,17 +1001,7 @@ async def test_a_waiting_delivery_says_a_person_pinned_its_target_before_its_nex
         [{"name": "one", "targets": ["a", "b"], "strategy": {"canary": {"steps": steps}}}],
     )
     plan = plan_from(document, revision)
-    env = aicd_env(
-        TEMPORAL_ADDRESS=client.service_client.config.target_host, AICD_CACHE_DIR=str(tmp_path / "cli-cache")
-    )
-
-    async def connect() -> Client:
-        return client
-
-    async def status(*flags: str) -> str:
-        shown = await asyncio.to_thread(run_aicd, "status", plan.delivery_id, *flags, env=env)
-        assert shown.returncode == 0, shown.stderr
-        return shown.stdout if flags else " ".join(shown.stdout.split())
+    connect, status = cli_and_board_access(client, plan.delivery_id, tmp_path, run_aicd)
 
     async with running_worker(client, tmp_path / "state") as queue:
         await start_delivery(client, plan, Trigger("cli", "t"), queue=queue, index_search_attributes=False)

@@ -200,6 +200,17 @@ def query(config: PrometheusConfig) -> int:
         provider.close()
 
 
+def level_plan(config: PrometheusConfig) -> AnalysisPlan:
+    """An analysis of one level read by TRACK_QUERY from the server of `config`."""
+    return AnalysisPlan(
+        interval_s=5.0,
+        alpha=0.01,
+        no_data_limit=0.5,
+        metrics=[MetricPlan(MetricConfig("level", "continuous", tolerance=0.5), TRACK_QUERY)],
+        prometheus=config,
+    )
+
+
 def basic(password_env: str = PASSWORD_ENV) -> dict[str, object]:
     return {"basic_username": USER, "basic_password": SecretSource(env=password_env)}
 
@@ -275,13 +286,7 @@ def test_headers_bearer_token_and_timeout_reach_the_server(
         bearer=SecretSource(file=str(token_file)),
         timeout_s=7.0,
     )
-    plan = AnalysisPlan(
-        interval_s=5.0,
-        alpha=0.01,
-        no_data_limit=0.5,
-        metrics=[MetricPlan(MetricConfig("level", "continuous", tolerance=0.5), TRACK_QUERY)],
-        prometheus=config,
-    )
+    plan = level_plan(config)
     before = len(tls_prometheus.recorded.requests)
     now = time.time()
     verdict = analyze(plan, now - 60, now, canary_weight=50.0)
@@ -304,13 +309,7 @@ def test_a_partial_answer_is_not_judged(tls_prometheus: TlsPrometheus) -> None:
     library keeps only the data, so the missing canary error series would read as no errors. The look is an
     error that names the server's warning, never a verdict on part of the data."""
     config = PrometheusConfig(url=tls_prometheus.proxy_url, ca_cert=str(tls_prometheus.ca_cert))
-    plan = AnalysisPlan(
-        interval_s=5.0,
-        alpha=0.01,
-        no_data_limit=0.5,
-        metrics=[MetricPlan(MetricConfig("level", "continuous", tolerance=0.5), TRACK_QUERY)],
-        prometheus=config,
-    )
+    plan = level_plan(config)
     warning = "partial response: store 10.0.3.7:10901 unavailable"
     tls_prometheus.recorded.warnings = [warning]
     try:
