@@ -897,6 +897,13 @@ async def test_later_commits_that_changed_a_targets_files_are_named(
     fresh = GitOpsReader(cache=tmp_path / "fresh")
     later = await fresh.changed_since(bare, "main", "delivery-three", {"b": [dropped, kept]})
     assert [(c.sha, c.author) for c in later["b"]] == [(edit, "Carol")]
+    # An edge fleet writes each site's file in one batch: a person's pin between two batches is already in
+    # the last batch's tree, and the branch's head is that batch. Each file is read against its own last write.
+    batch_1 = commit({"a.yaml": "tag: v4\n"}, "pops batch 1/2", "delivery-four")
+    pinned = commit({"a.yaml": "tag: v1\n"}, "pin pop a back", who="Dave")
+    batch_2 = commit({"b.yaml": "tag: v4\n"}, "pops batch 2/2", "delivery-four")
+    later = await fresh.changed_since(bare, "main", "delivery-four", {"pops": [batch_1, batch_2]})
+    assert [(c.sha, c.author) for c in later["pops"]] == [(pinned, "Dave")]
 
 
 def cli_and_board_access(

@@ -135,10 +135,10 @@ class GitOpsReader:
         self, repo: str, branch: str, delivery_id: str, written: dict[str, list[str]]
     ) -> dict[str, list[LaterCommit]]:
         """Per target (`written`: its commits, oldest first), when a file its commits wrote reads otherwise on
-        the branch now than after its last one: the commits that last changed those files (newest first, at
-        most MAX_LATER_COMMITS) - a person's edit or a newer delivery, whose content runs now. A file changed
-        and changed back counts as unchanged. A target whose last commit the branch does not hold is left out
-        (off_branch says so). Best effort, as off_branch."""
+        the branch now than after the delivery's last write of that file: the commits that last changed those
+        files (newest first, at most MAX_LATER_COMMITS) - a person's edit or a newer delivery, whose content
+        runs now. A file changed and changed back counts as unchanged. A target whose last commit the branch
+        does not hold is left out (off_branch says so). Best effort, as off_branch."""
         try:
             mirror, _fresh = await self._mirror_fetched_within(repo, BRANCH_RECHECK_S)
             head = await _branch_head(mirror, branch)
@@ -155,14 +155,21 @@ class GitOpsReader:
                     continue
                 # Only commits the branch holds: a force-push may have dropped earlier ones that the mirror
                 # never had. The last one is asked first: off the branch, off_branch says so.
-                if not valid or valid[-1] == head or not await _holds(mirror, head, valid[-1]):
+                if not valid or not await _holds(mirror, head, valid[-1]):
                     self._later[key] = (head, [])
                     continue
                 held = [sha for sha in valid[:-1] if await _holds(mirror, head, sha)] + valid[-1:]
-                files = {
-                    name for _fields, names in await _changes(mirror, held, walk=False) for name in names
-                }
-                differing = sorted(files.intersection(await _differing(mirror, valid[-1], head)))
+                # Each file against the delivery's own last write of it: an edge fleet writes each site's file
+                # in one batch, so a person's pin between two batches is in the last commit's tree too.
+                wrote = {fields[0]: names for fields, names in await _changes(mirror, held, walk=False)}
+                last_write = {name: sha for sha in held for name in wrote.get(sha, [])}
+                differing = []
+                for sha in dict.fromkeys(last_write.values()):
+                    changed = await _differing(mirror, sha, head)
+                    differing += [
+                        name for name, last in last_write.items() if last == sha and name in changed
+                    ]
+                differing.sort()
                 last_writes = {
                     await _last_change(mirror, head, name) for name in differing[:MAX_LATER_COMMITS]
                 }
