@@ -282,11 +282,10 @@ def rolled_back(
     on_release = ("updated", "updating", "rolled-back", "left-as-is")
     counts = {state: count for state, count in by_state.items() if state not in on_release}
     moved = sum(by_state.get(state, 0) for state in on_release)
-    if left_restored is None:
-        named_failed = set(failed)
-        left_count = len([site for site in left if site not in named_failed])
-    else:
-        left_count = len(left) - left_restored
+    # A left site that failed is no site on the release: one its batch put back (left_restored), or one a
+    # person took over before any restore (named among `failed`; the list may be capped, the count is not).
+    named_failed = len(set(left).intersection(failed))
+    left_count = len(left) - (named_failed if left_restored is None else max(left_restored, named_failed))
     left_on_release = min(moved, max(0, left_count))
     if moved - left_on_release:
         counts["rolled-back"] = moved - left_on_release

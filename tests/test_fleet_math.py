@@ -223,6 +223,16 @@ def test_left_failed_sites_count_failed_however_many_failed() -> None:
     assert older == {"rolled-back": 3, "left-as-is": 2, "failed": 25, "pending": 10}
 
 
+def test_a_failed_site_a_person_took_over_before_any_restore_stays_failed() -> None:
+    """maxFailures 0: a site fails its health check and on-call pins it back before the rollback, which then
+    leaves its file. The delivery never put it back itself (left_restored 0), yet it is a failed site, not one
+    of the sites on the release: those are all rolled back."""
+    counts = rolled_back(
+        {"updated": 2, "failed": 1, "pending": 9}, left=["pop-2"], failed=["pop-2"], left_restored=0
+    )
+    assert counts == {"rolled-back": 2, "failed": 1, "pending": 9}
+
+
 def test_the_sites_of_paths_through_the_path_template() -> None:
     paths = ["apps/web/edge/pop-2/values.yaml", "flags/web.json", "apps/web/edge/pop-1/values.yaml", "x/y"]
     assert sites_of("apps/web/edge/{{ site }}/values.yaml", paths) == ["pop-2", "pop-1"]
