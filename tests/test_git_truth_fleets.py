@@ -495,16 +495,10 @@ def later_site_writers(world: FleetWorld, fleet: Fleet, delivery: str, commits: 
         return set()
     held = [sha for sha in commits if is_ancestor(world.gitops, sha, "main")]
     written = {path: sha for sha in held for path in changed_files(world.gitops, sha)}
-    known = trailers(world.gitops, held)
-    rollback = next((sha for sha in reversed(held) if known[sha][1].endswith("/rollback")), None)
     later = set()
     for path, last in written.items():
-        since = last
-        if rollback is not None and last_change(world.gitops, rollback, path)[1] != delivery:
-            # Its rollback left the file to whoever wrote it since (its status counts the site left-as-is and
-            # its message names the writer): named from then on.
-            since = rollback
-        if path not in fleet.files() or same_file(world.gitops, since, "main", path):
+        # A file its rollback left to whoever wrote it since is named too: what runs is theirs.
+        if path not in fleet.files() or same_file(world.gitops, last, "main", path):
             continue
         changed, writer = last_change(world.gitops, "main", path)
         if writer != delivery:
