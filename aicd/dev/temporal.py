@@ -255,7 +255,12 @@ class EmbeddedTemporal:
             self.log_level,
         ]
         argv += ["--ui-port", str(ui_port)] if ui_port else ["--headless"]
-        return argv
+        # Its HTTP API (unused by aicd) on a port of its own: left to the server, it is picked before the
+        # gRPC port is bound, and on a restart it can pick that very port, just freed (then it exits).
+        http_port = free_port(self.host)
+        while http_port in (port, ui_port):
+            http_port = free_port(self.host)
+        return [*argv, "--http-port", str(http_port)]
 
     def _pick(self, requested: int | None, default: int) -> tuple[int, bool]:
         """(port, picked automatically)."""
