@@ -100,11 +100,10 @@ def redact_credentials(text: str) -> str:
 
 def _query_masked(match: re.Match[str]) -> str:
     """A URL up to its query's end with the value of each parameter named for a credential masked."""
-    parameters = []
-    for parameter in match.group("query").split("&"):
-        name, equals, value = parameter.partition("=")
-        masked = equals and value and _credential_parameter(unquote(name))
-        parameters.append(f"{name}={MASK}" if masked else parameter)
+    parameters = [
+        f"{parameter.partition('=')[0]}={MASK}" if _carries_credential(parameter) else parameter
+        for parameter in match.group("query").split("&")
+    ]
     return match.group(0)[: match.start("query") - match.start()] + "&".join(parameters)
 
 
@@ -138,9 +137,11 @@ _CREDENTIAL_WORDS = frozenset(
 )
 
 
-def _credential_parameter(name: str) -> bool:
-    words = re.findall(r"[a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower())
-    return any(word.removesuffix("s") in _CREDENTIAL_WORDS for word in words)
+def _carries_credential(parameter: str) -> bool:
+    """Whether a query parameter (`name=value`, the name as written or %-encoded) holds a credential."""
+    name, equals, value = parameter.partition("=")
+    words = re.findall(r"[a-z0-9]+", re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", unquote(name)).lower())
+    return bool(equals and value) and any(word.removesuffix("s") in _CREDENTIAL_WORDS for word in words)
 
 
 def has_credentials(text: str) -> bool:
@@ -157,10 +158,8 @@ def has_credentials(text: str) -> bool:
         if not _PORT_THEN_PATH.match(match.group("password")):
             return True
     for match in _URL_QUERY.finditer(text):
-        for parameter in match.group("query").split("&"):
-            name, equals, value = parameter.partition("=")
-            if equals and value and _credential_parameter(name):
-                return True
+        if any(_carries_credential(parameter) for parameter in match.group("query").split("&")):
+            return True
     return False
 
 

@@ -163,13 +163,16 @@ class GitOpsReader:
                 # in one batch, so a person's pin between two batches is in the last commit's tree too.
                 wrote = {fields[0]: names for fields, names in await _changes(mirror, held, walk=False)}
                 last_write = {name: sha for sha in held for name in wrote.get(sha, [])}
-                differing = []
-                for sha in dict.fromkeys(last_write.values()):
-                    changed = await _differing(mirror, sha, head)
-                    differing += [
-                        name for name, last in last_write.items() if last == sha and name in changed
+                files_by_write: dict[str, set[str]] = {}
+                for name, sha in last_write.items():
+                    files_by_write.setdefault(sha, set()).add(name)
+                differing = sorted(
+                    [
+                        name
+                        for sha, names in files_by_write.items()
+                        for name in names.intersection(await _differing(mirror, sha, head))
                     ]
-                differing.sort()
+                )
                 last_writes = {
                     await _last_change(mirror, head, name) for name in differing[:MAX_LATER_COMMITS]
                 }

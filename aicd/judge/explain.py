@@ -111,24 +111,15 @@ def explain_metric(
         return f"{name}: the query failed at this look ({error})."
     if verdict == MetricOutcome.NODATA:
         lacking = ""
-        if (
-            evidence.no_data_share > config.no_data_limit
-            and evidence.canary_samples
-            and evidence.baseline_samples
-        ):
-            lacking = (
-                f"; {evidence.no_data_share:.0%} of the intervals lack data on a side "
-                f"(limit {config.no_data_limit:.0%})"
-            )
-        elif (
-            evidence.recent_no_data_share > config.no_data_limit
-            and evidence.canary_samples
-            and evidence.baseline_samples
-        ):
-            lacking = (
-                f"; {evidence.recent_no_data_share:.0%} of the latest half of the intervals lack data on a side"
-                f" (limit {config.no_data_limit:.0%}): what the canary did before says nothing of it now"
-            )
+        limit = f"(limit {config.no_data_limit:.0%})"
+        if evidence.canary_samples and evidence.baseline_samples:
+            if evidence.no_data_share > config.no_data_limit:
+                lacking = f"; {evidence.no_data_share:.0%} of the intervals lack data on a side {limit}"
+            elif evidence.recent_no_data_share > config.no_data_limit:
+                lacking = (
+                    f"; {evidence.recent_no_data_share:.0%} of the latest half of the intervals lack data on a"
+                    f" side {limit}: what the canary did before says nothing of it now"
+                )
         return (
             f"{name} has no data: {evidence.canary_samples} canary and {evidence.baseline_samples} baseline "
             f"points{lacking}. Check the query and that both tracks are scraped."
