@@ -665,3 +665,21 @@ def test_a_count_without_totals_passes_only_where_the_traffic_split_is_known() -
         guessed = run([ERRORS], {"error-rate": even}, canary_weight=weight).metric("error-rate")
         assert guessed.verdict == MetricOutcome.INCONCLUSIVE, (weight, render_details(guessed))
         assert "the traffic each side served is unknown" in guessed.explanation
+
+
+def test_a_canary_error_query_without_series_passes_only_while_no_events_is_plausible() -> None:
+    """No series reads as 0 events (a counter never incremented, kayenta#426), but so does a query that no
+    longer matches the canary (a release that renamed the label). With 1% errors on the baseline a canary like
+    it would have had about 120 events: none at all is no proof. With 0.01% about 1 was expected and none is
+    plausible: that canary passes on the absolute tolerance, as one with a series of zeros does."""
+    rng = np.random.default_rng(24)
+    errors = replace(ERRORS, absolute_tolerance=0.001)
+    for error_ratio, outcome in ((0.01, MetricOutcome.INCONCLUSIVE), (0.0001, MetricOutcome.PASS)):
+        samples = count_samples(rng, 20, error_ratio=error_ratio)
+        absent = run([errors], {"error-rate": replace(samples, canary=Series())})
+        assert absent.metric("error-rate").verdict == outcome, render_details(absent)
+        told = "no longer matches the canary" in absent.metric("error-rate").explanation
+        assert told == (outcome == MetricOutcome.INCONCLUSIVE)
+        # An initialised counter (a series of zeros) matches the canary: no errors passes.
+        zeros = replace(samples, canary=series(np.zeros(len(samples.canary.values))))
+        assert run([errors], {"error-rate": zeros}).metric("error-rate").verdict == MetricOutcome.PASS

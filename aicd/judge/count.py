@@ -29,6 +29,8 @@ the analysis (the dispersion factor widens the bounds when it is not).
 When the total series shows traffic but the error series has no point at that time, the error count is
 taken as zero: Prometheus returns nothing for an error counter that has never been incremented, and
 reading that as "no data" would let a canary pass just because the baseline never erred (kayenta#426).
+A canary whose query returned no series at all, where a canary like the baseline would have had many events,
+is not passed on that zero: a query that no longer matches the canary (a renamed label) reads the same.
 """
 
 from __future__ import annotations
@@ -120,6 +122,10 @@ def analyse_count(
 
     total_canary_events = float(canary.events[paired].sum())
     total_baseline_events = float(baseline.events[paired].sum())
+    if has_totals and not samples.canary.size and samples.baseline.size and not unjudgeable:
+        unjudgeable = _why_an_empty_canary_is_no_proof(
+            metric, total_baseline_events, canary, baseline, paired, budget.safe
+        )
     detail = f"events {_count(total_canary_events)} vs {_count(total_baseline_events)}; {note}"
     if main.dispersion > 1.0:
         detail += f"; bursty (dispersion {main.dispersion:.1f})"
@@ -156,6 +162,32 @@ def analyse_count(
         unit="event",
         events_note=events_note,
         unjudgeable=unjudgeable,
+    )
+
+
+def _why_an_empty_canary_is_no_proof(
+    metric: MetricConfig,
+    baseline_events: float,
+    canary: _SideBlocks,
+    baseline: _SideBlocks,
+    paired: np.ndarray,
+    safe_log_threshold: float,
+) -> str:
+    """Why a canary whose query returned no series at all cannot pass, or "" when it can. No series reads as
+    0 events (a counter never incremented, kayenta#426), but so does a query that no longer matches the
+    canary (a renamed label or metric). That is told apart only by plausibility: 0 events where a canary
+    like the baseline would have had so many that seeing none has less chance than the pass side's level."""
+    baseline_exposure = float(baseline.exposure[paired].sum())
+    if baseline_exposure <= 0:
+        return ""
+    expected = baseline_events / baseline_exposure * float(canary.exposure[paired].sum())
+    if expected <= safe_log_threshold:  # P(0 events) = exp(-expected) is still above the level
+        return ""
+    return (
+        f"the canary's query returned no series at all, where about {_count(expected)} events were expected"
+        f" at the baseline's ratio: a query that no longer matches the canary (a renamed label or metric)"
+        f" reads the same as a canary without {metric.name} events (export the counter at 0 from start-up"
+        " so that no events still returns a series)"
     )
 
 
