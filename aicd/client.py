@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Awaitable, Callable, Iterable
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowExecution, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -91,8 +92,7 @@ async def start_delivery(
             f"revision {plan.revision!r} is not a full commit SHA; resolve it against the source repo first"
         )
     if trigger.event:
-        key = hashlib.sha256(trigger.event.encode()).hexdigest()[:10]
-        candidates: Iterable[str] = [plans.delivery_id(plan.app, plan.revision, key)]
+        candidates: Iterable[str] = [push_delivery_id(plan.app, plan.revision, trigger.event)]
     else:
         running = await _running_delivery_of(client, plan.app, plan.revision)
         if running is not None:
@@ -151,6 +151,57 @@ async def _running_delivery_of(client: Client, app: str, revision: str) -> str |
     except RPCError:  # a server without advanced visibility: start, or find by ID below
         return None
     return None
+
+
+def push_delivery_id(app: str, revision: str, event: str) -> str:
+    """The one delivery of a push event: its ID ends in a key of the event (branch, before, after)."""
+    return plans.delivery_id(app, revision, hashlib.sha256(event.encode()).hexdigest()[:10])
+
+
+_PUSH_KEY = re.compile(r"-[0-9a-f]{10}\Z")
+
+
+async def earlier_push_delivery(
+    client: Client, app: str, branch: str, revision: str, before: str, event: str
+) -> str | None:
+    """The delivery another push of `revision` to `branch` started, when nothing shows that the branch has
+    left `revision` since; None when `event` may be a new push.
+
+    A push's identity includes `before`, which only the sender vouches for: GitLab's token is sent as it is,
+    so whoever holds it could post the head again with a new `before` and restart a delivery on-call aborted.
+    A real second push of one revision follows a push away from it, which started a delivery of its own:
+    so `before` must have a delivery pushed to the branch after the last one of `revision` (best effort:
+    visibility lags a start by a moment, and a server without advanced visibility answers None)."""
+    own = push_delivery_id(app, revision, event)
+    try:
+        earlier = [
+            execution
+            async for execution in _pushed_deliveries(client, app, revision, branch)
+            if execution.id != own
+        ]
+        if not earlier:
+            return None
+        last = max(earlier, key=lambda execution: execution.start_time)
+        if set(before) - {"0"}:
+            async for execution in _pushed_deliveries(client, app, before, branch):
+                if execution.start_time > last.start_time:
+                    return None
+    except (RPCError, ActionRefused):
+        return None
+    return last.id
+
+
+async def _pushed_deliveries(
+    client: Client, app: str, revision: str, branch: str
+) -> AsyncIterator[WorkflowExecution]:
+    """The deliveries of `revision` that a push to `branch` started (IDs ending in an event key)."""
+    prefix = plans.delivery_id(app, revision)
+    query = f"WorkflowType = '{DELIVERY_WORKFLOW}' AND WorkflowId STARTS_WITH '{_quote(prefix)}-'"
+    async for execution in client.list_workflows(query):
+        if _PUSH_KEY.fullmatch(execution.id[len(prefix) :]):
+            trigger = (await delivery_input(client, execution.id)).trigger
+            if trigger.branch == branch:
+                yield execution
 
 
 def handle_for(client: Client, delivery_id: str) -> WorkflowHandle[DeliveryWorkflow, DeliveryResult]:
@@ -233,16 +284,22 @@ async def list_freezes(client: Client) -> list[dict[str, str]]:
 
 
 async def delivery_plan(client: Client, delivery_id: str) -> DeliveryPlan:
-    """The plan a delivery runs, as it was started (its input, in the first event of its history), whatever
-    its spec says now; ActionRefused when there is no such delivery."""
+    """The plan a delivery runs, as it was started, whatever its spec says now; ActionRefused when there is
+    no such delivery."""
+    return (await delivery_input(client, delivery_id)).plan
+
+
+async def delivery_input(client: Client, delivery_id: str) -> DeliveryInput:
+    """A delivery's input (plan and trigger), from the first event of its history; ActionRefused when there
+    is no such delivery."""
     try:
         async for event in client.get_workflow_handle(delivery_id).fetch_history_events(page_size=1):
             started = event.workflow_execution_started_event_attributes
             if started.workflow_type.name != DELIVERY_WORKFLOW or not started.input.payloads:
                 break
             (delivery,) = await client.data_converter.decode(list(started.input.payloads), [DeliveryInput])
-            plan: DeliveryPlan = delivery.plan
-            return plan
+            found: DeliveryInput = delivery
+            return found
     except RPCError as error:
         raise ActionRefused(_rpc_reason(delivery_id, error)) from None
     raise ActionRefused(f"no delivery {delivery_id}")

@@ -334,6 +334,60 @@ async def test_gitlab_push_with_token(temporal_env: WorkflowEnvironment, tmp_pat
     await client.get_workflow_handle(labbed).terminate("test over")
 
 
+async def test_a_push_of_a_delivered_head_with_another_before_is_a_repeat_not_a_new_push(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """GitLab's token is sent as it is: whoever holds it could post the branch's head again with any `before`
+    and restart the delivery on-call aborted. Only a push away from the head and back (which started a
+    delivery of the other revision in between) delivers it again."""
+    document, source, first = app_spec(tmp_path, "repeated")
+    write_spec(tmp_path / "specs", document)
+    client = temporal_env.client
+    gateway = make_gateway(client, tmp_path / "specs", f"nobody-{uuid.uuid4().hex[:8]}")
+    headers = {"content-type": "application/json", "x-gitlab-token": GITLAB_TOKEN}
+
+    def push(before: str, after: str) -> bytes:
+        return json.dumps(
+            {
+                "object_kind": "push",
+                "ref": "refs/heads/release/3",
+                "before": before,
+                "after": after,
+                "checkout_sha": after,
+                "user_username": "mallory",
+                "project": {"git_http_url": source},
+            }
+        ).encode()
+
+    async def post(before: str, after: str) -> httpx.Response:
+        return await web.post("/hooks/gitlab", content=push(before, after), headers=headers)
+
+    branch_at(source, "release/3", first)
+    async with http(gateway) as web:
+        started = await post("2" * 40, first)
+        assert started.json()["result"] == "started", started.text
+        aborted = started.json()["deliveries"][0]["delivery_id"]
+        await client.get_workflow_handle(aborted).terminate("on-call aborted it")
+        await deliveries_of(client, "repeated", first, at_least=1)  # visibility lags a start
+        for forged in ("3" * 40, ZERO, "2" * 39 + "3"):
+            repeat = await post(forged, first)
+            assert repeat.status_code == 409, repeat.text
+            assert aborted in repeat.json()["deliveries"][0]["reason"]
+        assert (await post("2" * 40, first)).json()["result"] == "already started"  # the same event
+        # A real move away and back: the second revision's delivery vouches for the `before` of the return.
+        second = git("commit-tree", "-p", first, "-m", "second", f"{first}^{{tree}}", cwd=source)
+        branch_at(source, "release/3", second)
+        assert (await post(first, second)).json()["result"] == "started"
+        await deliveries_of(client, "repeated", second, at_least=1)
+        branch_at(source, "release/3", first)
+        back = await post(second, first)
+        assert back.status_code == 200 and back.json()["result"] == "started", back.text
+        assert (await post("4" * 40, first)).status_code == 409
+        metrics = (await web.get("/metrics")).text
+    assert len(await deliveries_of(client, "repeated", first, at_least=2)) == 2
+    assert metric(metrics, 'aicd_webhooks_refused_total{provider="gitlab",reason="repeated_push"}') == 4
+
+
 async def test_branch_with_shell_metacharacters_is_data(
     temporal_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:

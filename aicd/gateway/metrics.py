@@ -55,6 +55,7 @@ LABEL_VALUES: dict[str, dict[str, frozenset[str]]] = {
                 "unknown_revision",
                 "cannot_read_the_source_repository_now",
                 "cannot_start_the_delivery_now",
+                "repeated_push",
             }
         ),
     },

@@ -3,7 +3,8 @@ commit. Checks run cheapest-first and before anything is parsed: body size, then
 token (GitLab), then the replay memory (only signed requests may enter it, so forged ones cannot block real
 ones), then JSON, its shape and the ref's name (Git's own rules). Every bad request gets a 4xx with a
 one-line reason and nothing more in the log. Starting is idempotent by workflow ID: a push sent again
-starts nothing new."""
+starts nothing new, and a push of a revision already delivered on a push whose `before` shows no move away
+from it since is refused as a repeat (aicd.client.earlier_push_delivery)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from urllib.parse import parse_qs
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from aicd.client import start_delivery
+from aicd.client import earlier_push_delivery, start_delivery
 from aicd.gateway.context import BodyTooLarge, Gateway, PayloadInvalid, error, parse_json_object, read_body
 from aicd.gateway.metrics import reason_label
 from aicd.gateway.signatures import github_refusal, gitlab_refusal
@@ -260,6 +261,21 @@ async def _start_for_push(gateway: Gateway, provider: str, push: Push, replay_ke
         client = await gateway.client()
         for loaded in matching:
             plan = build_plan(loaded.spec, push.after)
+            earlier = await earlier_push_delivery(
+                client, plan.app, branch, push.after, push.before, push.event()
+            )
+            if earlier is not None:
+                repeat = (
+                    f"{push.after[:7]} was delivered on a push before ({earlier}), and no push away from it"
+                    f" to {push.before[:7] or 'nothing'} has started a delivery since: a repeat, not a new"
+                    " push (deliver it again with `aicd deliver`)"
+                )
+                log.warning("%s push to %r of %s refused: %s", provider, branch, loaded.spec.name, repeat)
+                gateway.metrics.inc("aicd_webhooks_refused_total", provider=provider, reason="repeated_push")
+                results.append(
+                    {"app": loaded.spec.name, "delivery_id": earlier, "result": "refused", "reason": repeat}
+                )
+                continue
             trigger = Trigger(
                 provider, actor=push.actor, branch=branch, detail=push.changes(), event=push.event()
             )
@@ -286,6 +302,8 @@ async def _start_for_push(gateway: Gateway, provider: str, push: Push, replay_ke
         return _refuse(gateway, provider, 503, "cannot start the delivery now; redeliver later")
     if replay_key:
         gateway.replays.remember(replay_key)  # only events that started or found a delivery
+    refused = all(result["result"] == "refused" for result in results)
     return JSONResponse(
-        {"result": results[0]["result"] if len(results) == 1 else "ok", "deliveries": results}
+        {"result": results[0]["result"] if len(results) == 1 else "ok", "deliveries": results},
+        status_code=409 if refused else 200,
     )
