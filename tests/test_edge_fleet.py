@@ -328,6 +328,53 @@ async def test_pause_and_abort_reach_a_fleet_that_continued_as_new(
         await replayer.replay_workflow(history)
 
 
+async def test_an_abort_during_the_health_checks_cancels_them_and_schedules_nothing_more(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """A cancelled chunk check is not a failed one: it reads no site names, which after an abort would land in
+    the task that completes the fleet's workflow (Core: invalid command sequence, the task failed)."""
+    sites = names(6)
+    with HealthServer().running() as health:
+        health.broken = set(sites)  # never healthy: the checks run until the abort cancels them
+        document, gitops, seed, revision = fleet_spec(
+            tmp_path, sites, batches=["100%"], health=health.url, progressDeadline="5m"
+        )
+        plan = plan_from(document, revision)
+        client = temporal_env.client
+        fleet_id = f"{plan.delivery_id}--edge--pops"
+        async with running_worker(client, tmp_path / "state") as queue:
+            await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+            await wait_for(client, plan.delivery_id, lambda s: len(pops(s).commits) == 1)
+            while not set(sites) <= set(health.hits):
+                await asyncio.sleep(0.1)
+            await send_action(client, plan.delivery_id, "abort", HumanAction("carol", "edge alarms"))
+            # Before the fix, the fleet's completing task failed again at every attempt: the delivery never ended.
+            result = await asyncio.wait_for(handle_for(client, plan.delivery_id).result(), 120)
+            histories = [
+                await client.get_workflow_handle(execution.id, run_id=execution.run_id).fetch_history()
+                async for execution in client.list_workflows(f"WorkflowId = '{fleet_id}'")
+            ]
+    assert result.phase == "aborted" and raw_tree_diff(gitops, seed) == ""
+    events = [event for history in histories for event in history.events]
+    kinds = [event.WhichOneof("attributes") for event in events]
+    assert "activity_task_cancel_requested_event_attributes" in kinds
+    failed = [
+        event.workflow_task_failed_event_attributes
+        for event in events
+        if event.HasField("workflow_task_failed_event_attributes")
+    ]
+    assert failed == [], failed
+    scheduled = [
+        event.activity_task_scheduled_event_attributes.activity_type.name
+        for event in events
+        if event.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert "gitops_read_fleet_names" not in scheduled, scheduled
+    replayer = Replayer(workflows=ALL_WORKFLOWS, workflow_runner=sandbox_runner())
+    for history in histories:  # the patched branch replays on the current code
+        await replayer.replay_workflow(history)
+
+
 async def test_two_thousand_sites_keep_every_history_small(
     temporal_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:

@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
     from aicd import fleet
@@ -51,6 +51,10 @@ SITES_RETRY = RetryPolicy(
 
 # Fleet files read by reference (gitops_read_fleet) instead of as text through history (gitops_read_file).
 FLEET_BY_REFERENCE = "fleet-file-by-reference"
+# A chunk's check cancelled (an abort, a failing fleet) ends there. Before, it was read as a failed check and
+# scheduled the reading of its sites' names: after an abort, in the task that completes the workflow (an
+# invalid command sequence that fails the task) or, after a failing fleet, one needless activity.
+CANCELLED_CHECK_ENDS = "cancelled-check-ends"
 # A batch's sites: names (an inline fleet, or a run that read its file as text) or a slice of the fleet file.
 BatchSites = list[Site] | FleetSlice
 
@@ -161,6 +165,8 @@ async def check_batch(
     per_chunk = min(parallelism, size)
     deadline_s = input.target.progress_deadline_s
     timeout = timedelta(seconds=deadline_s * math.ceil(size / per_chunk) + 120)
+    # Decided before anything is cancelled: a marker recorded after the workflow's end fails its task too.
+    cancelled_check_ends = workflow.patched(CANCELLED_CHECK_ENDS)
 
     async def check(chunk: BatchSites) -> dict[str, str]:
         request = SiteHealthRequest(
@@ -188,6 +194,8 @@ async def check_batch(
                 retry_policy=SITES_RETRY,
             )
         except ActivityError as error:  # unknown health is no health
+            if cancelled_check_ends and isinstance(error.cause, CancelledError):
+                raise
             why = f"health check failed: {cause_of(error)}"[:300]
             return {name: why for name in await _names(input, chunk)}
         return result.failed
