@@ -4,6 +4,7 @@ back per scope with Git restored. The checked service is a real loopback HTTP se
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -20,9 +21,9 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from aicd.activities import WorkerSettings
 from aicd.activities.commands import CommandSecrets
 from aicd.activities.verification import BODY_TAIL_CHARS, HttpCheckRequest, VerificationActivities
-from aicd.client import get_status, handle_for, start_delivery
+from aicd.client import get_status, handle_for, send_action, start_delivery
 from aicd.dashboard.views import stage_views
-from aicd.messages import Trigger
+from aicd.messages import HumanAction, Trigger
 from aicd.plan import render_tree
 from aicd.slack_blocks import compact_status, delivery_message
 from aicd.status_view import status_text
@@ -34,6 +35,7 @@ from aicd.testing.engine import (
     show,
     spec_document,
     temporal_env,
+    wait_for,
 )
 from aicd.verification import HttpCheck
 from aicd.worker import build_worker
@@ -298,3 +300,47 @@ async def test_a_stage_verify_runs_after_promotion_and_its_failure_rolls_the_sta
     assert "stage *staging* `web` verify e2e failed (attempt 1: status 500" in json.dumps(blocks)
     (stage,) = stage_views(plan, status)
     assert stage.verifications[1].startswith("web verify e2e [stage] failed: attempt 1: status 500")
+
+
+async def test_an_abort_during_a_stage_verify_ends_the_run_without_another_attempt(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The abort cancels the running attempt's activity. That is not a failed attempt: before, the wait for the
+    next attempt started after the abort, and a rollback longer than the retry interval ran the spec's command
+    once more on a release being rolled back."""
+    soak = {
+        "name": "soak",
+        "retries": 2,
+        "retryInterval": "1s",
+        "timeout": "5m",
+        "command": [sys.executable, "-c", "import time; time.sleep(300)"],
+    }
+    plan, gitops = delivery(tmp_path, [{"setWeight": 100}], stage_verify=[soak])
+    client = temporal_env.client
+    queue = f"verify-{os.getpid()}-{time.monotonic_ns()}"
+    async with build_worker(client, WorkerSettings(state_dir=tmp_path / "state"), queue):
+        await start_delivery(client, plan, Trigger("cli", "tester"), queue=queue)
+        await wait_for(
+            client,
+            plan.delivery_id,
+            lambda status: any(run.state == "running" for run in status.verifications.get("staging", [])),
+        )
+        await send_action(client, plan.delivery_id, "abort", HumanAction("carol", "pager went off"))
+        result = await asyncio.wait_for(handle_for(client, plan.delivery_id).result(), 120)
+        status = await get_status(client, plan.delivery_id)
+        history = await client.get_workflow_handle(plan.delivery_id).fetch_history()
+        await assert_replays(client, [plan.delivery_id])
+    assert result.phase == "aborted", result.reason
+    (run,) = status.verifications["staging"]
+    assert run.attempts == 1, run
+    commands = [
+        event.activity_task_scheduled_event_attributes.activity_type.name
+        for event in history.events
+        if event.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert commands.count("run_command") == 2, commands  # the build, and the one attempt
+    assert not any(event.HasField("workflow_task_failed_event_attributes") for event in history.events)
+    kinds = [event.WhichOneof("attributes") for event in history.events]
+    cancel = kinds.index("activity_task_cancel_requested_event_attributes")
+    assert "timer_started_event_attributes" not in kinds[cancel:], kinds[cancel:]  # no wait for attempt 2
+    assert show(gitops, "main", VALUES) == SEED.strip()

@@ -8,7 +8,13 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, TimeoutType
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    CancelledError,
+    ChildWorkflowError,
+    TimeoutType,
+)
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 from aicd.errors import ErrorType, names
@@ -133,6 +139,13 @@ def never_started(error: BaseException) -> bool:
     return isinstance(error, ActivityError) and (
         isinstance(error.cause, TemporalTimeoutError) and error.cause.type == TimeoutType.SCHEDULE_TO_START
     )
+
+
+def cancelled(error: BaseException) -> bool:
+    """The workflow cancelled the activity itself (its awaiting task was cancelled: an abort). Not a failed
+    attempt: whatever a failure handler would schedule next would run after the abort, possibly in the task
+    that completes the workflow (Core refuses that task: invalid command sequence)."""
+    return isinstance(error, ActivityError) and isinstance(error.cause, CancelledError)
 
 
 def application_cause(error: BaseException) -> ApplicationError | None:

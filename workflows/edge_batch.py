@@ -17,7 +17,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, CancelledError
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from aicd import fleet
@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         GIT_TIMEOUT,
         SYNC_HEARTBEAT,
         application_cause,
+        cancelled,
         cause_of,
         on_writer_queue,
     )
@@ -194,7 +195,7 @@ async def check_batch(
                 retry_policy=SITES_RETRY,
             )
         except ActivityError as error:  # unknown health is no health
-            if cancelled_check_ends and isinstance(error.cause, CancelledError):
+            if cancelled_check_ends and cancelled(error):
                 raise
             why = f"health check failed: {cause_of(error)}"[:300]
             return {name: why for name in await _names(input, chunk)}

@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from aicd.errors import ErrorType, names
     from aicd.messages import VerificationStatus
     from aicd.verification import Verification
-    from aicd.workflows.common import COMMAND_HEARTBEAT, COMMAND_RETRY, application_cause, cause_of
+    from aicd.workflows.common import COMMAND_HEARTBEAT, COMMAND_RETRY, application_cause, cancelled, cause_of
 
 # An HTTP check is retried by the activity only for worker trouble; a check that answers wrong is a result.
 HTTP_CHECK_RETRY = RetryPolicy(
@@ -28,6 +28,9 @@ HTTP_CHECK_RETRY = RetryPolicy(
     maximum_attempts=3,
     non_retryable_error_types=names(ErrorType.COMMAND_INVALID, ErrorType.COMMAND_SECRET_MISSING),
 )
+# An attempt whose activity the workflow cancelled (an abort of a stage's `verify:`) ends the run: before, it
+# counted as a failed attempt, and the next one ran after the abort.
+CANCELLED_ATTEMPT_ENDS = "cancelled-attempt-ends"
 # Definite answers about the run itself (it cannot run here): no further attempt can pass.
 HOPELESS = frozenset({ErrorType.COMMAND_INVALID, ErrorType.COMMAND_SECRET_MISSING})
 
@@ -53,6 +56,8 @@ async def run_verification(
     """Attempt `run` (placeholders filled) until one attempt passes or none is left; `status` shows each
     attempt. True when an attempt passed."""
     status.max_attempts = run.attempts
+    # Decided before anything is cancelled: a marker recorded after the workflow's end fails its task too.
+    ends_on_cancel = workflow.patched(CANCELLED_ATTEMPT_ENDS)
     for attempt in range(1, run.attempts + 1):
         if attempt > 1:
             status.state = "retrying"
@@ -60,7 +65,7 @@ async def run_verification(
             await sleep(run.retry_interval_s)
         status.attempts = attempt
         status.state = "running"
-        passed, hopeless = await _attempt(run, context, status, attempt)
+        passed, hopeless = await _attempt(run, context, status, attempt, ends_on_cancel)
         if passed:
             status.state = "passed"
             await report()
@@ -73,7 +78,11 @@ async def run_verification(
 
 
 async def _attempt(
-    run: Verification, context: VerificationContext, status: VerificationStatus, attempt: int
+    run: Verification,
+    context: VerificationContext,
+    status: VerificationStatus,
+    attempt: int,
+    ends_on_cancel: bool,
 ) -> tuple[bool, bool]:
     """(passed, hopeless) of one attempt; `status` gets its detail and output."""
     if run.http is not None:
@@ -85,6 +94,8 @@ async def _attempt(
                 retry_policy=HTTP_CHECK_RETRY,
             )
         except ActivityError as error:
+            if ends_on_cancel and cancelled(error):
+                raise
             status.detail = f"attempt {attempt}: {cause_of(error)}"
             return False, _hopeless(error)
         status.detail = f"attempt {attempt}: {result.detail} ({result.seconds:.1f}s)"
@@ -110,6 +121,8 @@ async def _attempt(
             retry_policy=COMMAND_RETRY,
         )
     except ActivityError as error:
+        if ends_on_cancel and cancelled(error):
+            raise
         cause = application_cause(error)
         failed = cause.details[0] if cause is not None and cause.details else None
         if isinstance(failed, dict):  # the CommandResult of a non-zero exit
