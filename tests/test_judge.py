@@ -665,6 +665,11 @@ def test_a_count_without_totals_passes_only_where_the_traffic_split_is_known() -
         guessed = run([ERRORS], {"error-rate": even}, canary_weight=weight).metric("error-rate")
         assert guessed.verdict == MetricOutcome.INCONCLUSIVE, (weight, render_details(guessed))
         assert "the traffic each side served is unknown" in guessed.explanation
+    # At a known weight, a canary without a single event where about 9000 were expected may have served
+    # nothing at all (a route not applied): no pass either.
+    silent = replace(even, canary=series(np.zeros(len(even.canary.values))))
+    unrouted = run([ERRORS], {"error-rate": silent}, canary_weight=50.0).metric("error-rate")
+    assert unrouted.verdict == MetricOutcome.INCONCLUSIVE and "served no traffic" in unrouted.explanation
 
 
 def test_a_canary_error_query_without_series_passes_only_while_no_events_is_plausible() -> None:

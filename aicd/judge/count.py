@@ -31,6 +31,7 @@ taken as zero: Prometheus returns nothing for an error counter that has never be
 reading that as "no data" would let a canary pass just because the baseline never erred (kayenta#426).
 A canary whose query returned no series at all, where a canary like the baseline would have had many events,
 is not passed on that zero: a query that no longer matches the canary (a renamed label) reads the same.
+Without totals, neither is a canary with no events at all: one that served no traffic reads the same.
 """
 
 from __future__ import annotations
@@ -122,9 +123,12 @@ def analyse_count(
 
     total_canary_events = float(canary.events[paired].sum())
     total_baseline_events = float(baseline.events[paired].sum())
-    if has_totals and not samples.canary.size and samples.baseline.size and not unjudgeable:
-        unjudgeable = _why_an_empty_canary_is_no_proof(
-            metric, total_baseline_events, canary, baseline, paired, budget.safe
+    # No series with totals, or no events without them: what a canary the query misses, or one that served
+    # no traffic (a route not applied), reads too.
+    silent = not samples.canary.size if has_totals else total_canary_events == 0
+    if silent and samples.baseline.size and not unjudgeable:
+        unjudgeable = _why_a_silent_canary_is_no_proof(
+            metric, has_totals, total_baseline_events, canary, baseline, paired, budget.safe
         )
     detail = f"events {_count(total_canary_events)} vs {_count(total_baseline_events)}; {note}"
     if main.dispersion > 1.0:
@@ -165,24 +169,32 @@ def analyse_count(
     )
 
 
-def _why_an_empty_canary_is_no_proof(
+def _why_a_silent_canary_is_no_proof(
     metric: MetricConfig,
+    has_totals: bool,
     baseline_events: float,
     canary: _SideBlocks,
     baseline: _SideBlocks,
     paired: np.ndarray,
     safe_log_threshold: float,
 ) -> str:
-    """Why a canary whose query returned no series at all cannot pass, or "" when it can. No series reads as
-    0 events (a counter never incremented, kayenta#426), but so does a query that no longer matches the
-    canary (a renamed label or metric). That is told apart only by plausibility: 0 events where a canary
-    like the baseline would have had so many that seeing none has less chance than the pass side's level."""
+    """Why a canary without events cannot pass, or "" when it can. With totals, no series at all reads as 0
+    events (a counter never incremented, kayenta#426), but so does a query that no longer matches the canary
+    (a renamed label); without totals, the exposure is the canary weight's, and a canary that served nothing
+    has no events either. Told apart only by plausibility: 0 events where a canary like the baseline would
+    have had so many that seeing none has less chance than the pass side's level."""
     baseline_exposure = float(baseline.exposure[paired].sum())
     if baseline_exposure <= 0:
         return ""
     expected = baseline_events / baseline_exposure * float(canary.exposure[paired].sum())
     if expected <= safe_log_threshold:  # P(0 events) = exp(-expected) is still above the level
         return ""
+    if not has_totals:
+        return (
+            f"the canary had no {metric.name} events at all, where about {_count(expected)} were expected at"
+            " the baseline's rate and the canary weight: without a total series, a canary that served no"
+            " traffic (a route not applied) reads the same (add a total)"
+        )
     return (
         f"the canary's query returned no series at all, where about {_count(expected)} events were expected"
         f" at the baseline's ratio: a query that no longer matches the canary (a renamed label or metric)"
