@@ -628,7 +628,7 @@ def test_a_canary_that_stopped_reporting_is_not_passed_on_what_it_did_before() -
     reporting = stamps < 0.6 * stamps[-1]
     dark = MetricSamples(series(values[reporting], stamps[reporting]), good.baseline)
     metric = run([LATENCY], {"latency-p95": dark}).metric("latency-p95")
-    assert metric.verdict == MetricOutcome.NODATA and metric.no_data_share <= 0.5, render_details(metric)
+    assert metric.verdict == MetricOutcome.NODATA and metric.no_data_share <= 0.5, metric.to_dict()
     assert "of the latest half of the intervals lack data" in metric.explanation
 
 
@@ -640,16 +640,14 @@ def test_identical_tracks_and_a_zero_baseline_are_never_shown_within_a_relative_
     rng = np.random.default_rng(22)
     one = continuous_samples(rng, 10, sd=0.01).baseline
     same = run([LATENCY], {"latency-p95": MetricSamples(one, one)}).metric("latency-p95")
-    assert same.verdict == MetricOutcome.INCONCLUSIVE, render_details(same)
+    assert same.verdict == MetricOutcome.INCONCLUSIVE, same.to_dict()
     assert "read exactly the same values" in same.explanation and "More data will not" in same.settle
     stamps = times(20)
     spikes = np.where(rng.random(stamps.size) < 0.1, 0.04, 0.0)  # an error ratio, mostly 0 on both sides
     zero = MetricSamples(series(spikes, stamps), series(np.zeros(stamps.size), stamps))
     ratio = MetricConfig("error-ratio", "continuous", "increase")
     flat = run([ratio], {"error-ratio": zero}).metric("error-ratio")
-    assert flat.verdict == MetricOutcome.INCONCLUSIVE and "level is 0" in flat.explanation, render_details(
-        flat
-    )
+    assert flat.verdict == MetricOutcome.INCONCLUSIVE and "level is 0" in flat.explanation, flat
     high = MetricSamples(series(np.full(stamps.size, 0.2), stamps), series(np.zeros(stamps.size), stamps))
     assert run([ratio], {"error-ratio": high}).metric("error-ratio").verdict == MetricOutcome.FAIL
 
@@ -660,10 +658,10 @@ def test_a_count_without_totals_passes_only_where_the_traffic_split_is_known() -
     rng = np.random.default_rng(23)
     even = count_samples(rng, 20, error_ratio=0.05, requests_per_s=3000, canary_share=0.5, with_totals=False)
     split = run([ERRORS], {"error-rate": even}, canary_weight=50.0).metric("error-rate")
-    assert split.verdict == MetricOutcome.PASS, render_details(split)
+    assert split.verdict == MetricOutcome.PASS, split.to_dict()
     for weight in (0.0, 100.0, None):
         guessed = run([ERRORS], {"error-rate": even}, canary_weight=weight).metric("error-rate")
-        assert guessed.verdict == MetricOutcome.INCONCLUSIVE, (weight, render_details(guessed))
+        assert guessed.verdict == MetricOutcome.INCONCLUSIVE, (weight, guessed.to_dict())
         assert "the traffic each side served is unknown" in guessed.explanation
     # At a known weight, a canary without a single event where about 9000 were expected may have served
     # nothing at all (a route not applied): no pass either.
