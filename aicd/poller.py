@@ -10,7 +10,8 @@ already started), so a Temporal outage means a later retry, not a lost push.
 
 Heads come from aicd.source (git as an argv list, no shell, usual transports only); branch names are data
 that only ever reach the Trigger. A push seen by both the poller and a webhook is one delivery: both key it
-on the same event (branch, before, after).
+on the same event (branch, before, after), and when their `before`s differ (the webhook saw a head in
+between that a poll missed) the poller finds the webhook's delivery (aicd.client.earlier_push_delivery).
 A head whose name Git itself refuses (a hostile or broken server can list anything) is skipped and logged.
 Credentials in a repository URL never reach a message or the log.
 """
@@ -30,7 +31,7 @@ from typing import Any
 
 from temporalio.client import Client
 
-from aicd.client import start_delivery
+from aicd.client import earlier_push_delivery, start_delivery
 from aicd.gateway.metrics import Metrics
 from aicd.gateway.specs import LoadedSpec, SpecDirectory, branch_matches
 from aicd.gitrefs import ref_problem
@@ -161,8 +162,19 @@ class GitPoller:
             plan = build_plan(loaded.spec, sha)
             detail = f"{before[:7]}..{sha[:7]}" if before else f"new branch at {sha[:7]}"
             event = f"push:{branch}:{before or ''}:{sha}"  # the same identity a webhook gives this push
+            client = await self.client()
+            # A webhook may have delivered this head already, having seen a head in between that this poll
+            # missed (its `before` differs): the same push, not a second one.
+            earlier = await earlier_push_delivery(client, app, branch, sha, before or "", event)
+            if earlier is not None:
+                log.info(
+                    "poll of %s: new head %s of %r: already delivered by %s", app, sha[:12], branch, earlier
+                )
+                if self.metrics is not None:
+                    self.metrics.inc("aicd_deliveries_already_started_total", source="poller")
+                return PollResult(app, branch, sha, "already started", earlier)
             started = await start_delivery(
-                await self.client(),
+                client,
                 plan,
                 Trigger("poller", actor="poller", branch=branch, detail=detail, event=event),
                 queue=self.queue,

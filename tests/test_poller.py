@@ -15,9 +15,11 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from aicd.client import get_status
+from aicd.client import get_status, start_delivery
 from aicd.gateway.metrics import Metrics
 from aicd.gateway.specs import SpecDirectory
+from aicd.messages import Trigger
+from aicd.plan import build_plan
 from aicd.poller import GitPoller
 from aicd.source import SourceError as PollError
 from aicd.source import list_heads
@@ -125,6 +127,46 @@ async def test_new_heads_of_release_branches_start_deliveries(
         for revision in (head, weird, newest):
             for delivery in await deliveries_of(client, app, revision):
                 await client.get_workflow_handle(delivery).terminate("test over")
+
+
+async def test_a_head_a_webhook_delivered_is_not_delivered_again_by_the_poller(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The webhook saw a head in between that this poller missed, so their `before`s differ: one push still
+    makes one delivery."""
+    app = f"twice-{uuid.uuid4().hex[:6]}"
+    document, source, _ = app_spec(tmp_path, app)
+    write_spec(tmp_path / "specs", document)
+    seed = tmp_path / f"{app}-source-seed"
+    client = temporal_env.client
+    queue = f"nobody-{uuid.uuid4().hex[:8]}"  # no worker: only what starts matters here
+
+    async def connect() -> Client:
+        return client
+
+    poller = GitPoller(SpecDirectory(tmp_path / "specs"), connect, tmp_path / "heads.json", queue=queue)
+    assert await poller.poll_once() == []
+    first = push_commit(seed, source, "release/z")
+    (polled,) = await poller.poll_once()
+    assert polled.outcome == "started"
+    between = push_commit(seed, source, "release/z")
+    head = push_commit(seed, source, "release/z")
+    loaded = poller.specs.by_app(app)
+    assert loaded is not None
+    plan = build_plan(loaded.spec, head)
+    hooked = await start_delivery(
+        client,
+        plan,
+        Trigger("gitlab", "bob", "release/z", event=f"push:release/z:{between}:{head}"),
+        queue=queue,
+    )
+    await deliveries_of(client, app, head, at_least=1)  # visibility lags a start
+    (again,) = await poller.poll_once()
+    assert (again.outcome, again.delivery_id) == ("already started", hooked.delivery_id)
+    assert await deliveries_of(client, app, head) == [hooked.delivery_id]
+    for revision in (first, head):
+        for delivery in await deliveries_of(client, app, revision):
+            await client.get_workflow_handle(delivery).terminate("test over")
 
 
 async def test_ls_remote_refuses_option_like_repositories(tmp_path: Path) -> None:
