@@ -174,34 +174,35 @@ async def earlier_push_delivery(
     visibility lags a start by a moment, and a server without advanced visibility answers None)."""
     own = push_delivery_id(app, revision, event)
     try:
+        # The cheap tests (ID, start time) first: each branch is read from a history.
         earlier = [
             execution
-            async for execution in _pushed_deliveries(client, app, revision, branch)
-            if execution.id != own
+            async for execution in _push_started(client, app, revision)
+            if execution.id != own and await _pushed_to(client, execution.id, branch)
         ]
         if not earlier:
             return None
         last = max(earlier, key=lambda execution: execution.start_time)
         if set(before) - {"0"}:
-            async for execution in _pushed_deliveries(client, app, before, branch):
-                if execution.start_time > last.start_time:
+            async for execution in _push_started(client, app, before):
+                if execution.start_time > last.start_time and await _pushed_to(client, execution.id, branch):
                     return None
     except (RPCError, ActionRefused):
         return None
     return last.id
 
 
-async def _pushed_deliveries(
-    client: Client, app: str, revision: str, branch: str
-) -> AsyncIterator[WorkflowExecution]:
-    """The deliveries of `revision` that a push to `branch` started (IDs ending in an event key)."""
+async def _push_started(client: Client, app: str, revision: str) -> AsyncIterator[WorkflowExecution]:
+    """The deliveries of `revision` that a push started (IDs ending in an event key), running or ended."""
     prefix = plans.delivery_id(app, revision)
     query = f"WorkflowType = '{DELIVERY_WORKFLOW}' AND WorkflowId STARTS_WITH '{_quote(prefix)}-'"
     async for execution in client.list_workflows(query):
         if _PUSH_KEY.fullmatch(execution.id[len(prefix) :]):
-            trigger = (await delivery_input(client, execution.id)).trigger
-            if trigger.branch == branch:
-                yield execution
+            yield execution
+
+
+async def _pushed_to(client: Client, delivery_id: str, branch: str) -> bool:
+    return (await delivery_input(client, delivery_id)).trigger.branch == branch
 
 
 def handle_for(client: Client, delivery_id: str) -> WorkflowHandle[DeliveryWorkflow, DeliveryResult]:
