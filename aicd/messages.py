@@ -61,7 +61,7 @@ TargetState = Literal[
 FINAL_TARGET_STATES: frozenset[TargetState] = frozenset(
     {"promoted", "failed", "aborted", "superseded", "rolled-back"}
 )
-CommandState = Literal["pending", "running", "succeeded", "failed"]
+CommandState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
 VerificationState = Literal["running", "retrying", "passed", "failed"]
 
 # Signals sent by name where the sender cannot import the receiving workflow: a rollout child reports to its

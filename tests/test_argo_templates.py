@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from aicd.argo_rollouts.conditions import ConditionError, limits, parse_condition
-from aicd.argo_rollouts.promql import PromQLError, has_selector, inject_label
+from aicd.argo_rollouts.promql import PromQLError, inject_label, selector_count
 from aicd.argo_rollouts.templates import Catalog, translate_step
 
 T = 'track="{{ track }}"'
@@ -39,8 +39,8 @@ def test_unreadable_queries_and_constants_are_told_apart() -> None:
         inject_label('x{a="b}', "track", "c")
     with pytest.raises(PromQLError, match="unclosed"):
         inject_label("rate(x[1m)", "track", "c")
-    assert not has_selector("vector(1)") and not has_selector("scalar(2) * 3")
-    assert has_selector("sum(x)")
+    assert selector_count("vector(1)") == 0 and selector_count("scalar(2) * 3") == 0
+    assert selector_count("sum(x)") == 1 and selector_count("a / on(instance) group_left(name) b") == 2
 
 
 @pytest.mark.parametrize(
@@ -136,6 +136,45 @@ def test_a_template_metric_becomes_an_aicd_metric_timed_like_argo() -> None:
     }
     assert result.duration_s == 30 + 4 * 60  # initialDelay + count x interval
     assert metric.origin == "t.yaml:10"
+
+
+@pytest.mark.parametrize(
+    ("query", "translated", "note"),
+    [
+        (  # the placeholder on one selector, none on the other: both split
+            'sum(rate(errors_total{track="{{ track }}"}[1m])) / sum(rate(requests_total[1m]))',
+            f'sum(rate(errors_total{{{T}}}[1m])) / sum(rate(requests_total{{{T}}}[1m]))',
+            "on every selector",
+        ),
+        (  # a track of its own on one selector: said, with how many selectors are split
+            'sum(rate(errors_total[1m])) / sum(rate(requests_total{track="stable"}[1m]))',
+            f'sum(rate(errors_total{{{T}}}[1m])) / sum(rate(requests_total{{track="stable"}}[1m]))',
+            "on 1 of the query's 2 selectors: the others choose a track of their own",
+        ),
+    ],
+)  # fmt: skip
+def test_the_note_says_which_selectors_canary_and_stable_are_told_apart_on(
+    query: str, translated: str, note: str
+) -> None:
+    raw = TEMPLATE.replace(b'sum(rate(errors_total{app="{{args.app}}"}[{{args.window}}]))', query.encode())
+    step = {"templates": [{"templateName": "errors"}], "args": [{"name": "app", "value": "shop"}]}
+    result = translate_step(step, ("step",), catalog(raw))
+    assert not result.errors and not result.findings, (result.errors, result.findings)
+    (metric,) = result.metrics
+    assert metric.metric["query"] == translated
+    told_apart = [note for note in metric.notes if "told apart" in note]
+    assert len(told_apart) == 1 and note in told_apart[0], metric.notes
+
+
+def test_a_query_whose_every_selector_chooses_a_track_is_refused() -> None:
+    """Canary and stable would read the same series: the judge would compare a track with itself and pass."""
+    raw = TEMPLATE.replace(b'{app="{{args.app}}"}', b'{app="{{args.app}}",track="canary"}')
+    step = {"templates": [{"templateName": "errors"}], "args": [{"name": "app", "value": "shop"}]}
+    result = translate_step(step, ("step",), catalog(raw))
+    (error,) = result.errors
+    assert (error.file, error.line) == ("t.yaml", 18), error
+    assert "every selector of the query matches on track already" in error.message, error.message
+    assert result.metrics == []
 
 
 def test_args_from_the_cluster_and_missing_args_are_refused_where_they_are() -> None:

@@ -4,10 +4,14 @@ byte, an approval timeout ends rejected without a commit."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
@@ -16,6 +20,7 @@ from aicd.client import ActionRefused, get_status, handle_for, send_action, star
 from aicd.messages import DeliveryStatus, HumanAction, Trigger
 from aicd.testing.engine import (
     TEST_SERVER_BIN,
+    assert_replays,
     commits,
     make_repo,
     plan_from,
@@ -277,3 +282,118 @@ async def test_commits_a_person_caused_name_the_person_and_the_identity_used(
     }
     assert result.phase == "aborted"
     assert result.reason == "aborted by alice (as alice@example.com via dashboard)"
+
+
+def _sleeper(pid_file: Path) -> list[str]:
+    """A test command that writes its pid, then runs for 5 minutes."""
+    code = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(300)"
+    return [sys.executable, "-c", code, str(pid_file)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def _gone(pid: int, within: float = 90.0) -> bool:
+    """Whether the process ends within `within` seconds (the worker learns of a cancel from a heartbeat)."""
+    deadline = time.monotonic() + within
+    while _alive(pid) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    return not _alive(pid)
+
+
+def _test_commands_cancelled(history: Any, names: set[str]) -> list[str]:
+    """The tests (run_command activities, by their command's name) whose cancel the delivery requested before
+    it completed; fails on a command issued after the completion."""
+    scheduled: dict[int, str] = {}
+    cancelled: list[str] = []
+    completed = False
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            attributes = event.activity_task_scheduled_event_attributes
+            request = json.loads(attributes.input.payloads[0].data)
+            if request["name"] in names:
+                scheduled[event.event_id] = request["name"]
+        elif event.HasField("activity_task_cancel_requested_event_attributes"):
+            assert not completed, "a cancel was requested after the delivery completed"
+            name = scheduled.get(event.activity_task_cancel_requested_event_attributes.scheduled_event_id)
+            if name:
+                cancelled.append(name)
+        elif event.HasField("workflow_execution_completed_event_attributes"):
+            completed = True
+        assert not event.HasField("workflow_task_failed_event_attributes"), event
+    return sorted(cancelled)
+
+
+async def test_an_abort_during_the_tests_cancels_every_test_command(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """Each test runs in its own abortable wait inside the tests' one. The outer wait woke first on an abort and
+    cancelled the gather, which left the tests' command activities running: their processes ran on after the
+    delivery had ended aborted (until a heartbeat found it closed)."""
+    pids = [tmp_path / "unit.pid", tmp_path / "e2e.pid"]
+    tests = [{"name": path.stem, "command": _sleeper(path)} for path in pids]
+    document, gitops, revision = one_target_spec(
+        tmp_path,
+        [{"setWeight": 100}],
+        build={"command": ["true"], "artifact": "r.example/web:v2"},
+        test=tests,
+    )
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+        await wait_for(client, plan.delivery_id, lambda s: all(path.exists() for path in pids), timeout=60)
+        running = [int(path.read_text()) for path in pids]
+        await send_action(client, plan.delivery_id, "abort", HumanAction("carol", "bad build"))
+        result = await asyncio.wait_for(handle_for(client, plan.delivery_id).result(), 120)
+        status = await get_status(client, plan.delivery_id)
+        history = await client.get_workflow_handle(plan.delivery_id).fetch_history()
+        gone = [await _gone(pid) for pid in running]
+        await assert_replays(client, [plan.delivery_id])
+    assert result.phase == "aborted", result.reason
+    assert _test_commands_cancelled(history, {"unit", "e2e"}) == ["e2e", "unit"]
+    assert gone == [True, True], running
+    assert [(c.name, c.state) for c in status.commands] == [
+        ("build", "succeeded"),
+        ("unit", "cancelled"),
+        ("e2e", "cancelled"),
+    ]
+    assert show(gitops, "main", "apps/web/values.yaml") == SEED.rstrip("\n")
+
+
+async def test_a_failed_test_cancels_the_tests_still_running(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """The tests run in parallel; the first failure fails the delivery. Before, the others ran on to their end
+    on a delivery already failed."""
+    slow = tmp_path / "slow.pid"
+    fails_once_slow_runs = (
+        "import os, sys, time\nwhile not os.path.exists(sys.argv[1]): time.sleep(0.05)\nsys.exit(3)"
+    )
+    tests = [
+        {"name": "slow", "command": _sleeper(slow)},
+        {"name": "broken", "command": [sys.executable, "-c", fails_once_slow_runs, str(slow)]},
+    ]
+    document, gitops, revision = one_target_spec(
+        tmp_path,
+        [{"setWeight": 100}],
+        build={"command": ["true"], "artifact": "r.example/web:v2"},
+        test=tests,
+    )
+    plan = plan_from(document, revision)
+    client = temporal_env.client
+    async with running_worker(client, tmp_path / "state") as queue:
+        await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
+        result = await asyncio.wait_for(handle_for(client, plan.delivery_id).result(), 120)
+        status = await get_status(client, plan.delivery_id)
+        history = await client.get_workflow_handle(plan.delivery_id).fetch_history()
+        await assert_replays(client, [plan.delivery_id])
+    assert result.phase == "failed" and "broken exited with 3" in result.reason, result.reason
+    assert _test_commands_cancelled(history, {"slow", "broken"}) == ["slow"]
+    assert [(c.name, c.state) for c in status.commands][1:] == [("slow", "cancelled"), ("broken", "failed")]
+    assert commits(gitops)[-1].get("Aicd-Step") is None  # nothing was written

@@ -3,8 +3,10 @@ how it is retried; errors typed non-retryable stop at once."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -146,6 +148,15 @@ def cancelled(error: BaseException) -> bool:
     attempt: whatever a failure handler would schedule next would run after the abort, possibly in the task
     that completes the workflow (Core refuses that task: invalid command sequence)."""
     return isinstance(error, ActivityError) and isinstance(error.cause, CancelledError)
+
+
+async def settle(task: asyncio.Future[Any]) -> None:
+    """Cancel `task` (an activity, or tasks awaiting some) and wait until it has ended, its outcome dropped:
+    the cancels it sends go before whatever the workflow does next, its end included."""
+    task.cancel()
+    await workflow.wait_condition(task.done)
+    if not task.cancelled():
+        task.exception()  # retrieved: the outcome of what was given up on is not a failure to log
 
 
 def application_cause(error: BaseException) -> ApplicationError | None:

@@ -77,6 +77,7 @@ with workflow.unsafe.imports_passed_through():
         cause_of,
         never_started,
         on_writer_queue,
+        settle,
     )
     from aicd.workflows.edge_batch import FleetStop, fleet_of, read_fleet, sync_sites
     from aicd.workflows.edge_fleet import EdgeFleetWorkflow, FleetInput
@@ -120,6 +121,11 @@ QUEUE_RECHECK = timedelta(seconds=30)
 # this delivery's own rollback restored them to the older release, which nobody delivers any more.
 SUPERSEDE_WAITS = "supersede-waits-for-withdrawal"
 SUPERSEDE_RECHECK = timedelta(seconds=5)
+# Workflow patch: what an abort gives up on is cancelled and settled before the delivery goes on (_abortable),
+# and a failed test cancels the tests still running. Before, an abort during the tests cancelled their gather
+# but not their command activities (the outer wait woke first), and a failed test left its siblings running:
+# their commands ran on, on a delivery already ended, until a heartbeat found it closed.
+SETTLE_ABANDONED = "settle-abandoned-activities"
 
 
 class DeliveryStopped(Exception):
@@ -503,7 +509,14 @@ class DeliveryWorkflow:
         if plan.tests:
             await self._wait_unpaused()
             self._set_phase("testing")
-            await self._abortable(asyncio.gather(*(self._run_command(test) for test in plan.tests)))
+            runs = [asyncio.ensure_future(self._run_command(test)) for test in plan.tests]
+            try:
+                await self._abortable(asyncio.gather(*runs))
+            except DeliveryStopped:
+                if workflow.patched(SETTLE_ABANDONED):  # read at the first _abortable: before any cancel
+                    for run in runs:
+                        await settle(run)
+                raise
         for step in plan.provision:
             await self._wait_unpaused()
             self._set_phase("provisioning")
@@ -537,6 +550,9 @@ class DeliveryWorkflow:
             state.state = "failed"
             state.detail = cause_of(error)
             raise DeliveryStopped("failed", f"{command.name} failed: {state.detail}") from error
+        except (DeliveryStopped, asyncio.CancelledError):  # an abort, or another test's failure, stopped it
+            state.state = "cancelled"
+            raise
         state.state = "succeeded"
         state.detail = f"{result.seconds:.1f}s"
         state.log = f"{result.host}:{result.log_path}" if result.host else result.log_path
@@ -1116,11 +1132,22 @@ class DeliveryWorkflow:
         return self._abort_scope(self.plan.stage(self.status.stage))
 
     async def _abortable(self, awaitable: Awaitable[T]) -> T:
-        """Await an activity (or several), giving up as soon as an abort is accepted."""
+        """Await an activity (or several), giving up as soon as an abort is accepted. What it gives up on is
+        cancelled and settled first, also when an enclosing _abortable gave up before it (each test runs in
+        one, inside the tests' one): no command runs on, and no cancel comes after the delivery's end."""
+        settles = workflow.patched(SETTLE_ABANDONED)  # here, before any await: never after the end
         task = asyncio.ensure_future(awaitable)
-        await workflow.wait_condition(lambda: task.done() or self._stopping())
+        try:
+            await workflow.wait_condition(lambda: task.done() or self._stopping())
+        except asyncio.CancelledError:
+            if settles:
+                await settle(task)
+            raise
         if not task.done():
-            task.cancel()
+            if settles:
+                await settle(task)
+            else:
+                task.cancel()
             await self._wait_unpaused()  # raises DeliveryStopped
         return task.result()
 

@@ -163,6 +163,7 @@ def _matches_label(inner: str, label: str) -> bool:
     return False
 
 
-def has_selector(query: str) -> bool:
-    """Whether the query reads any series at all (a constant such as `vector(1)` does not)."""
-    return inject_label(query, "__probe__", "x") != query
+def selector_count(query: str) -> int:
+    """How many series selectors the query has (a constant such as `vector(1)` has none)."""
+    return inject_label(query, "__probe__", "x").count('__probe__="x"')
+

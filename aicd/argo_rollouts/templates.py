@@ -30,7 +30,7 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from aicd.argo_rollouts.conditions import ConditionError, limits
-from aicd.argo_rollouts.promql import PromQLError, has_selector, inject_label
+from aicd.argo_rollouts.promql import PromQLError, inject_label, selector_count
 from aicd.spec.durations import DURATION_PATTERN, format_duration, parse_duration
 from aicd.spec.errors import SpecError, json_path
 from aicd.spec.placeholders import ALLOWED_VARIABLES
@@ -305,26 +305,42 @@ def translate_metric(
         which = "failureCondition" if str(error).startswith("failureCondition") else "successCondition"
         result.errors.append(template.error((*base, which), f"metric {name!r}: {error}"))
         return None
-    if TRACK_VALUE.replace(" ", "") in query.replace(" ", ""):
-        injected = query
-    else:
-        try:
-            injected = inject_label(query, track_label, TRACK_VALUE)
-        except PromQLError as error:
-            result.errors.append(
-                template.error(
-                    (*base, "provider", "prometheus", "query"), f"metric {name!r}: unreadable query: {error}"
-                )
+    try:
+        injected = inject_label(query, track_label, TRACK_VALUE)
+    except PromQLError as error:
+        result.errors.append(
+            template.error(
+                (*base, "provider", "prometheus", "query"), f"metric {name!r}: unreadable query: {error}"
             )
-            return None
-        if not has_selector(query):
-            result.errors.append(
-                template.error(
-                    (*base, "provider", "prometheus", "query"),
-                    f"metric {name!r}: the query reads no series, so canary and stable cannot be told apart",
-                )
+        )
+        return None
+    selectors = selector_count(query)
+    if selectors == 0:
+        result.errors.append(
+            template.error(
+                (*base, "provider", "prometheus", "query"),
+                f"metric {name!r}: the query reads no series, so canary and stable cannot be told apart",
             )
-            return None
+        )
+        return None
+    split = injected.replace(" ", "").count(f'{track_label}="{TRACK_VALUE.replace(" ", "")}"')
+    if split == 0:
+        result.errors.append(
+            template.error(
+                (*base, "provider", "prometheus", "query"),
+                f"metric {name!r}: every selector of the query matches on {track_label} already, so canary"
+                f' and stable would read the same series: match on {track_label}="{TRACK_VALUE}", or leave'
+                f" {track_label} out and aicd adds it",
+            )
+        )
+        return None
+    if split < selectors:
+        notes.append(
+            f'canary and stable told apart by {track_label}="canary"|"stable" on {split} of the query\'s'
+            f" {selectors} selectors: the others choose a {track_label} of their own and read the same series"
+            " for both"
+        )
+    elif injected != query:
         notes.append(f'canary and stable told apart by {track_label}="canary"|"stable" on every selector')
     for key in (
         key
