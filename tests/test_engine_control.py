@@ -329,6 +329,17 @@ def _test_commands_cancelled(history: Any, names: set[str]) -> list[str]:
     return sorted(cancelled)
 
 
+def _with_tests(tmp_path: Path, tests: list[dict[str, Any]]) -> tuple[Any, str]:
+    """A delivery that builds, runs `tests`, then sets weight 100; (plan, its GitOps repo)."""
+    document, gitops, revision = one_target_spec(
+        tmp_path,
+        [{"setWeight": 100}],
+        build={"command": ["true"], "artifact": "r.example/web:v2"},
+        test=tests,
+    )
+    return plan_from(document, revision), gitops
+
+
 async def test_an_abort_during_the_tests_cancels_every_test_command(
     temporal_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
@@ -337,13 +348,7 @@ async def test_an_abort_during_the_tests_cancels_every_test_command(
     delivery had ended aborted (until a heartbeat found it closed)."""
     pids = [tmp_path / "unit.pid", tmp_path / "e2e.pid"]
     tests = [{"name": path.stem, "command": _sleeper(path)} for path in pids]
-    document, gitops, revision = one_target_spec(
-        tmp_path,
-        [{"setWeight": 100}],
-        build={"command": ["true"], "artifact": "r.example/web:v2"},
-        test=tests,
-    )
-    plan = plan_from(document, revision)
+    plan, gitops = _with_tests(tmp_path, tests)
     client = temporal_env.client
     async with running_worker(client, tmp_path / "state") as queue:
         await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)
@@ -379,13 +384,7 @@ async def test_a_failed_test_cancels_the_tests_still_running(
         {"name": "slow", "command": _sleeper(slow)},
         {"name": "broken", "command": [sys.executable, "-c", fails_once_slow_runs, str(slow)]},
     ]
-    document, gitops, revision = one_target_spec(
-        tmp_path,
-        [{"setWeight": 100}],
-        build={"command": ["true"], "artifact": "r.example/web:v2"},
-        test=tests,
-    )
-    plan = plan_from(document, revision)
+    plan, gitops = _with_tests(tmp_path, tests)
     client = temporal_env.client
     async with running_worker(client, tmp_path / "state") as queue:
         await start_delivery(client, plan, Trigger("cli", "t"), queue=queue)

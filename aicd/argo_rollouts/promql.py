@@ -166,4 +166,3 @@ def _matches_label(inner: str, label: str) -> bool:
 def selector_count(query: str) -> int:
     """How many series selectors the query has (a constant such as `vector(1)` has none)."""
     return inject_label(query, "__probe__", "x").count('__probe__="x"')
-
