@@ -1,15 +1,15 @@
-"""Activity failures and heartbeats without secrets: every failure an activity raises reaches Temporal history
-(and the worker's log, the status, Slack) with URL credentials and the worker's secret values redacted, down
-its whole cause chain, in messages and in the strings of their details (a failed command's result); so do
-the details of its heartbeats (`aicd status` shows the last one: an Argo CD message, git's reason for a
-refused push). The activities redact what they know to be sensitive themselves; this catches what they do
+"""Activity results, failures and heartbeats without secrets: every failure an activity raises reaches Temporal
+history (and the worker's log, the status, Slack) with URL credentials and the worker's secret values
+redacted, down its whole cause chain, in messages and in the strings of their details (a failed command's
+result); so do the strings of its result (an Argo CD message in a sync's details) and the details of its
+heartbeats (`aicd status` shows the last one: an Argo CD message, git's reason for a refused push). The activities redact what they know to be sensitive themselves; this catches what they do
 not (a git error quoting a remote URL, an exception's text)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from temporalio.converter import AdvancedJSONEncoder
@@ -21,32 +21,47 @@ from temporalio.worker import (
     Interceptor,
 )
 
-from aicd.redact import SecretMask, redact
+from aicd.redact import SecretMask, redact, redactor
 
 
 def redacted_details(value: Any, mask: SecretMask | None) -> Any:
     """`value` with every string in it redacted, through dicts, lists, tuples and dataclasses (kept as their
     types, so they serialise as before); any other object as the plain JSON Temporal would write for it."""
+    return _redacted(value, redactor(mask), others_as_json=True)
+
+
+def redacted_result(value: Any, mask: SecretMask | None) -> Any:
+    """An activity's result with every string in it redacted, as `redacted_details`; other objects (a datetime,
+    an enum) are kept as they are, for the workflow reads the result back as its declared type."""
+    return _redacted(value, redactor(mask), others_as_json=False)
+
+
+def _redacted(value: Any, redact_text: Callable[[str], str], others_as_json: bool) -> Any:
     if isinstance(value, str):
-        return redact(value, mask)
+        return redact_text(value)
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, Mapping):
-        return {redacted_details(key, mask): redacted_details(item, mask) for key, item in value.items()}
+        return {
+            _redacted(key, redact_text, others_as_json): _redacted(item, redact_text, others_as_json)
+            for key, item in value.items()
+        }
     if isinstance(value, list | tuple):
-        return type(value)(redacted_details(item, mask) for item in value)
+        return type(value)(_redacted(item, redact_text, others_as_json) for item in value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         fields = {
-            field.name: redacted_details(getattr(value, field.name), mask)
+            field.name: _redacted(getattr(value, field.name), redact_text, others_as_json)
             for field in dataclasses.fields(value)
             if field.init
         }
         return dataclasses.replace(value, **fields)
+    if not others_as_json:
+        return value
     try:  # a pydantic model, a datetime, an enum: as the JSON converter would encode it
         plain = json.loads(json.dumps(value, cls=AdvancedJSONEncoder))
     except (TypeError, ValueError):
         return value  # not serialisable: Temporal refuses it anyway, and no text of it reaches history
-    return redacted_details(plain, mask)
+    return _redacted(plain, redact_text, others_as_json)
 
 
 def redacted_failure(error: BaseException, mask: SecretMask | None) -> ApplicationError:
@@ -68,7 +83,7 @@ def redacted_failure(error: BaseException, mask: SecretMask | None) -> Applicati
     return redacted
 
 
-class RedactFailures(Interceptor):
+class RedactActivityOutput(Interceptor):
     def __init__(self, mask: SecretMask | None = None) -> None:
         self.mask = mask
 
@@ -86,7 +101,7 @@ class _RedactingInbound(ActivityInboundInterceptor):
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         try:
-            return await super().execute_activity(input)
+            return redacted_result(await super().execute_activity(input), self.mask)
         except CancelledError:
             raise
         except Exception as error:

@@ -39,7 +39,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Interceptor, Worker
 
 from aicd.activities import WorkerSettings, delivery_activities, writer_activities
-from aicd.activities.failures import RedactFailures
+from aicd.activities.failures import RedactActivityOutput
 from aicd.dev.ports import LOOPBACK, free_port
 from aicd.observability.census import DEFAULT_INTERVAL_S, DeliveryCensus
 from aicd.observability.interceptor import MetricsInterceptor
@@ -105,7 +105,7 @@ def build_worker(
     client = with_data_converter(client)
     watch_configured_secret_files()  # git's credentials, SSH key, TLS key: masked as the commands' secrets
     # Outermost: what reaches Temporal is redacted, whatever the interceptors inside saw.
-    chain = [RedactFailures(process_mask(extra=settings.command_secrets.values())), *interceptors]
+    chain = [RedactActivityOutput(process_mask(extra=settings.command_secrets.values())), *interceptors]
     workers = []
     if role in ("all", "delivery"):
         own_queue = host_queue(queue, socket.gethostname(), str(settings.state_dir.resolve()))

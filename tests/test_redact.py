@@ -20,7 +20,7 @@ import pytest
 import yaml
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
-from temporalio.worker import ActivityInboundInterceptor, ActivityOutboundInterceptor
+from temporalio.worker import ActivityInboundInterceptor, ActivityOutboundInterceptor, ExecuteActivityInput
 
 from aicd.activities.commands import (
     OUTPUT_TAIL_BYTES,
@@ -29,7 +29,8 @@ from aicd.activities.commands import (
     CommandResult,
     CommandSecrets,
 )
-from aicd.activities.failures import RedactFailures, redacted_failure
+from aicd.activities.drivers.base import SyncResult
+from aicd.activities.failures import RedactActivityOutput, redacted_failure
 from aicd.activities.gitops import GitOpsClone
 from aicd.activities.prometheus import read_secret
 from aicd.observability.logs import JsonFormatter
@@ -43,6 +44,7 @@ from aicd.redact import (
     redact,
     redact_credentials,
     redact_cut,
+    remember_secret,
     watch_configured_secret_files,
 )
 from aicd.source import SourceError as PollError
@@ -237,7 +239,7 @@ def test_heartbeat_details_are_redacted_on_their_way_to_temporal() -> None:
             self.outbound = outbound
 
     activity = Activity(cast(ActivityInboundInterceptor, None))
-    RedactFailures(SecretMask(["s3cret-value-123"])).intercept_activity(activity).init(
+    RedactActivityOutput(SecretMask(["s3cret-value-123"])).intercept_activity(activity).init(
         Server(cast(ActivityOutboundInterceptor, None))
     )
     activity.outbound.heartbeat(f"argocd: sync failed for {URL}", {"note": "token s3cret-value-123"})
@@ -417,6 +419,34 @@ def test_the_temporal_tls_client_key_is_masked_once_loaded(
     config = client_config("127.0.0.1:1")  # what connect() connects with
     assert config["target_host"] == "127.0.0.1:1"
     assert redact(f"key: {secret}") == f"key: {MASK}"
+
+
+async def test_activity_results_are_redacted_on_their_way_to_temporal() -> None:
+    """A sync's result quotes what the target said (an Argo CD message): a URL's password, a secret the worker
+    holds or one it has read by name never reaches history through it, and the result keeps its type and its
+    other values (a datetime stays one: the workflow reads the result back as its declared type)."""
+    read_by_name = remember_secret(f"read-{uuid.uuid4().hex}")
+    stamp = datetime(2026, 12, 5, tzinfo=UTC)
+    said = SyncResult(
+        "web",
+        "abc123",
+        True,
+        f"synced from {URL}",
+        {"note": "token s3cret-value-123", "env": [read_by_name], "at": stamp, "count": 3},
+    )
+
+    class Activity(ActivityInboundInterceptor):
+        async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+            return said
+
+    inbound = RedactActivityOutput(SecretMask(["s3cret-value-123"])).intercept_activity(
+        Activity(cast(ActivityInboundInterceptor, None))
+    )
+    result = await inbound.execute_activity(cast(ExecuteActivityInput, None))
+    assert isinstance(result, SyncResult) and result.healthy and result.revision == "abc123"
+    assert result.message == f"synced from {redact_credentials(URL)}" and PASSWORD not in result.message
+    assert result.details == {"note": f"token {MASK}", "env": [MASK], "at": stamp, "count": 3}
+    assert said.message == f"synced from {URL}"  # the activity's own object is left as it was
 
 
 def test_failure_details_are_redacted_through_dicts_lists_and_dataclasses() -> None:
