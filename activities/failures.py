@@ -2,8 +2,9 @@
 history (and the worker's log, the status, Slack) with URL credentials and the worker's secret values
 redacted, down its whole cause chain, in messages and in the strings of their details (a failed command's
 result); so do the strings of its result (an Argo CD message in a sync's details) and the details of its
-heartbeats (`aicd status` shows the last one: an Argo CD message, git's reason for a refused push). The activities redact what they know to be sensitive themselves; this catches what they do
-not (a git error quoting a remote URL, an exception's text)."""
+heartbeats (`aicd status` shows the last one: an Argo CD message, git's reason for a refused push). The
+activities redact what they know to be sensitive themselves; this catches what they do not (a git error
+quoting a remote URL, an exception's text)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def redacted_result(value: Any, mask: SecretMask | None) -> Any:
 
 def _redacted(value: Any, redact_text: Callable[[str], str], others_as_json: bool) -> Any:
     if isinstance(value, str):
-        return redact_text(value)
+        redacted = redact_text(value)
+        return value if redacted == value else redacted  # a str enum with nothing to hide stays one
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, Mapping):
