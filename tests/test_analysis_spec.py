@@ -204,3 +204,29 @@ def test_every_query_of_a_metric_must_read_one_track() -> None:
     assert len(errors) == 1 and "metrics[0].query" in errors[0] and "told apart" in errors[0], errors
     _, errors = parse(document(metrics=[{**count, "total": tracked_total}]))
     assert errors == []
+
+
+def test_every_series_selector_of_a_query_must_choose_its_track() -> None:
+    """A ratio whose denominator reads the whole service divides the canary's errors by everyone's traffic: at
+    10% weight a canary with 5 times the baseline's error rate reads about half of it, and passes."""
+    ratio = {
+        "name": "error-ratio",
+        "kind": "continuous",
+        "query": 'sum(rate(errors_total{track="{{ track }}"}[1m])) / sum(rate(requests_total{job="web"}[1m]))',
+    }
+    _, errors = parse(document(metrics=[ratio]))
+    assert len(errors) == 1 and "metrics[0].query" in errors[0], errors
+    assert 'requests_total{job="web"} does not match on {{ track }}' in errors[0], errors
+    count = {
+        "name": "errors",
+        "kind": "count",
+        "query": 'sum(increase(errors_total{track="{{ track }}"}[1m]))',
+        "total": 'sum(increase(requests_total{track="{{ track }}"}[1m])) + sum(increase(retries_total[1m]))',
+    }
+    _, errors = parse(document(metrics=[count]))
+    assert len(errors) == 1 and "metrics[0].total" in errors[0] and "retries_total does not" in errors[0], (
+        errors
+    )
+    tracked = ratio["query"].replace('{job="web"}', '{job="web",track="{{ track }}"}')
+    _, errors = parse(document(metrics=[{**ratio, "query": tracked}]))
+    assert errors == [], errors

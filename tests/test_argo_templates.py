@@ -4,11 +4,13 @@ floor and ceiling (or refused by name), and a template's args, durations and pro
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from aicd.argo_rollouts.conditions import ConditionError, limits, parse_condition
-from aicd.argo_rollouts.promql import PromQLError, inject_label, selector_count
 from aicd.argo_rollouts.templates import Catalog, translate_step
+from aicd.promql import PromQLError, inject_label, selector_count
 
 T = 'track="{{ track }}"'
 
@@ -138,42 +140,41 @@ def test_a_template_metric_becomes_an_aicd_metric_timed_like_argo() -> None:
     assert metric.origin == "t.yaml:10"
 
 
-@pytest.mark.parametrize(
-    ("query", "translated", "note"),
-    [
-        (  # the placeholder on one selector, none on the other: both split
-            'sum(rate(errors_total{track="{{ track }}"}[1m])) / sum(rate(requests_total[1m]))',
-            f'sum(rate(errors_total{{{T}}}[1m])) / sum(rate(requests_total{{{T}}}[1m]))',
-            "on every selector",
-        ),
-        (  # a track of its own on one selector: said, with how many selectors are split
-            'sum(rate(errors_total[1m])) / sum(rate(requests_total{track="stable"}[1m]))',
-            f'sum(rate(errors_total{{{T}}}[1m])) / sum(rate(requests_total{{track="stable"}}[1m]))',
-            "on 1 of the query's 2 selectors: the others choose a track of their own",
-        ),
-    ],
-)  # fmt: skip
-def test_the_note_says_which_selectors_canary_and_stable_are_told_apart_on(
-    query: str, translated: str, note: str
-) -> None:
+def _translated(query: str) -> Any:
     raw = TEMPLATE.replace(b'sum(rate(errors_total{app="{{args.app}}"}[{{args.window}}]))', query.encode())
     step = {"templates": [{"templateName": "errors"}], "args": [{"name": "app", "value": "shop"}]}
-    result = translate_step(step, ("step",), catalog(raw))
+    return translate_step(step, ("step",), catalog(raw))
+
+
+def test_the_track_placeholder_on_one_selector_is_added_to_the_others() -> None:
+    """Before, a query naming {{ track }} anywhere was left as it was: its denominator read the whole service."""
+    result = _translated('sum(rate(errors_total{track="{{ track }}"}[1m])) / sum(rate(requests_total[1m]))')
     assert not result.errors and not result.findings, (result.errors, result.findings)
     (metric,) = result.metrics
-    assert metric.metric["query"] == translated
-    told_apart = [note for note in metric.notes if "told apart" in note]
-    assert len(told_apart) == 1 and note in told_apart[0], metric.notes
+    assert (
+        metric.metric["query"] == f"sum(rate(errors_total{{{T}}}[1m])) / sum(rate(requests_total{{{T}}}[1m]))"
+    )
+    assert any("told apart" in note and "on every selector" in note for note in metric.notes), metric.notes
 
 
-def test_a_query_whose_every_selector_chooses_a_track_is_refused() -> None:
-    """Canary and stable would read the same series: the judge would compare a track with itself and pass."""
-    raw = TEMPLATE.replace(b'{app="{{args.app}}"}', b'{app="{{args.app}}",track="canary"}')
-    step = {"templates": [{"templateName": "errors"}], "args": [{"name": "app", "value": "shop"}]}
-    result = translate_step(step, ("step",), catalog(raw))
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [
+        ('sum(rate(errors_total{track="canary"}[1m]))', 'errors_total{track="canary"} matches'),
+        (
+            'sum(rate(errors_total[1m])) / sum(rate(requests_total{track="stable"}[1m]))',
+            'requests_total{track="stable"} matches',
+        ),
+    ],
+)
+def test_a_selector_that_chooses_a_track_of_its_own_is_refused(query: str, named: str) -> None:
+    """Canary and stable would read the same series there: with every selector, the judge compares a track
+    with itself and passes; with one (a ratio's denominator), the canary's errors are divided by stable's
+    traffic."""
+    result = _translated(query)
     (error,) = result.errors
     assert (error.file, error.line) == ("t.yaml", 18), error
-    assert "every selector of the query matches on track already" in error.message, error.message
+    assert f"{named} on track already, so canary and stable would read the same series" in error.message
     assert result.metrics == []
 
 

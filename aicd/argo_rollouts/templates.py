@@ -30,10 +30,10 @@ from pathlib import Path as FsPath
 from typing import Any
 
 from aicd.argo_rollouts.conditions import ConditionError, limits
-from aicd.argo_rollouts.promql import PromQLError, inject_label, selector_count
+from aicd.promql import PromQLError, inject_label, selector_count
 from aicd.spec.durations import DURATION_PATTERN, format_duration, parse_duration
 from aicd.spec.errors import SpecError, json_path
-from aicd.spec.placeholders import ALLOWED_VARIABLES
+from aicd.spec.placeholders import ALLOWED_VARIABLES, untracked_selectors
 from aicd.spec.yamlsafe import MAX_FILE_BYTES, Path, YamlDocument, YamlReadError, read_yaml_documents
 
 ARGO_API_PREFIX = "argoproj.io/"
@@ -314,8 +314,7 @@ def translate_metric(
             )
         )
         return None
-    selectors = selector_count(query)
-    if selectors == 0:
+    if selector_count(query) == 0:
         result.errors.append(
             template.error(
                 (*base, "provider", "prometheus", "query"),
@@ -323,24 +322,18 @@ def translate_metric(
             )
         )
         return None
-    split = injected.replace(" ", "").count(f'{track_label}="{TRACK_VALUE.replace(" ", "")}"')
-    if split == 0:
+    untracked = untracked_selectors(injected)
+    if untracked:
         result.errors.append(
             template.error(
                 (*base, "provider", "prometheus", "query"),
-                f"metric {name!r}: every selector of the query matches on {track_label} already, so canary"
-                f' and stable would read the same series: match on {track_label}="{TRACK_VALUE}", or leave'
-                f" {track_label} out and aicd adds it",
+                f"metric {name!r}: {', '.join(untracked)} {'matches' if len(untracked) == 1 else 'match'} on"
+                f" {track_label} already, so canary and stable would read the same series there: match on"
+                f' {track_label}="{TRACK_VALUE}", or leave {track_label} out and aicd adds it',
             )
         )
         return None
-    if split < selectors:
-        notes.append(
-            f'canary and stable told apart by {track_label}="canary"|"stable" on {split} of the query\'s'
-            f" {selectors} selectors: the others choose a {track_label} of their own and read the same series"
-            " for both"
-        )
-    elif injected != query:
+    if injected != query:
         notes.append(f'canary and stable told apart by {track_label}="canary"|"stable" on every selector')
     for key in (
         key

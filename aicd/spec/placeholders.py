@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from aicd.promql import selectors
+
 ALLOWED_VARIABLES = frozenset(
     {"revision", "revision.short", "artifact", "track", "site", "stage", "target", "weight"}
     # A target's URLs, for verification runs (aicd.verification): live traffic, a blue-green preview, the canary.
@@ -36,3 +38,10 @@ def render(text: str, variables: Mapping[str, str], *, partial: bool = False) ->
         raise ValueError(f"placeholder {{{{ {name} }}}} has no value here")
 
     return PLACEHOLDER.sub(substitute, text)
+
+
+def untracked_selectors(query: str) -> list[str]:
+    """The series selectors of a PromQL query that do not choose their track by {{ track }}: each reads the
+    same series (both tracks, or one fixed track) for canary and baseline. Raises PromQLError when the query
+    cannot be read."""
+    return [selector for selector in selectors(query) if "track" not in placeholders_in(selector)]

@@ -6,11 +6,18 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from aicd.people import IDENTITY, SYSTEM_ACTOR, Person, PersonRef, resolve_listed
+from aicd.promql import PromQLError
 from aicd.redact import has_credentials, known_token, looks_secret
 from aicd.spec.durations import parse_duration, parse_percent
 from aicd.spec.model import WriteKeys
 from aicd.spec.paths import repo_path_problem
-from aicd.spec.placeholders import ALLOWED_VARIABLES, placeholders_in, render, unknown_placeholders
+from aicd.spec.placeholders import (
+    ALLOWED_VARIABLES,
+    placeholders_in,
+    render,
+    unknown_placeholders,
+    untracked_selectors,
+)
 from aicd.spec.yamlsafe import Path
 from aicd.steps import STEP_KINDS, SetFlagStep
 from aicd.strategies import STRATEGY_KINDS
@@ -182,10 +189,26 @@ def check_metric_thresholds(spec: dict[str, Any]) -> Iterator[Finding]:
         # Every query of a metric reads one track at a time: a `total` over the whole service makes a canary's
         # errors look rare, and a query that reads both tracks compares the service with itself.
         for key in ("query", "total"):
-            if key in metric and "track" not in placeholders_in(str(metric[key])):
+            if key not in metric:
+                continue
+            if "track" not in placeholders_in(str(metric[key])):
                 yield (
                     (*path, key),
                     f"{key} must contain {{{{ track }}}} so canary and baseline can be told apart",
+                )
+                continue
+            try:
+                untracked = untracked_selectors(str(metric[key]))
+            except PromQLError as error:
+                yield (*path, key), f"cannot read the {key}: {error}"
+                continue
+            if untracked:
+                yield (
+                    (*path, key),
+                    f"{', '.join(untracked)} {'does' if len(untracked) == 1 else 'do'} not match on"
+                    f" {{{{ track }}}}, so canary and baseline read the same series there (a ratio over the whole"
+                    f' service makes a canary\'s errors look rare): add track="{{{{ track }}}}" (your track label)'
+                    " to every series selector",
                 )
         if metric.get("min") is not None and metric.get("max") is not None and metric["min"] > metric["max"]:
             yield (*path, "min"), f"min {metric['min']} is greater than max {metric['max']}"

@@ -11,6 +11,7 @@ as written, so the result differs from the query only by the added matchers."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 _IDENTIFIER = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 _NUMBER = re.compile(r"[0-9.][0-9A-Za-z_.]*")  # numbers and durations: 0.95, 1e3, 0x1f, 5m, 1h30m
@@ -31,6 +32,30 @@ class PromQLError(ValueError):
 def inject_label(query: str, label: str, value: str) -> str:
     """`query` with `label="value"` added to each series selector that does not match on `label` already."""
     matcher = f'{label}="{value}"'
+    return _map_selectors(query, lambda _name, braces: _with_matcher(braces or "{}", label, matcher))
+
+
+def selectors(query: str) -> list[str]:
+    """Each series selector of the query as written, in order: `x{a="b"}`, `{__name__="x"}`, `up`."""
+    found: list[str] = []
+
+    def keep(name: str, braces: str) -> str:
+        found.append(name + braces)
+        return braces
+
+    _map_selectors(query, keep)
+    return found
+
+
+def selector_count(query: str) -> int:
+    """How many series selectors the query has (a constant such as `vector(1)` has none)."""
+    return len(selectors(query))
+
+
+def _map_selectors(query: str, rewrite: Callable[[str, str], str]) -> str:
+    """`query` with the matcher braces of each series selector replaced by `rewrite(metric name, braces)` (""
+    for a selector without a name, or a name without braces); everything else as written. A `{{ placeholder }}` outside strings and ranges is
+    copied as written, not read as a selector."""
     out: list[str] = []
     position = 0
     length = len(query)
@@ -49,9 +74,12 @@ def inject_label(query: str, label: str, value: str) -> str:
             end = _closing(query, position, "[", "]")
             out.append(query[position:end])
             position = end
+        elif query.startswith("{{", position) and (close := query.find("}}", position)) > 0:
+            out.append(query[position : close + 2])
+            position = close + 2
         elif char == "{":  # a selector without a metric name: {__name__=~"..."}
             end = _closing(query, position, "{", "}")
-            out.append(_with_matcher(query[position:end], label, matcher))
+            out.append(rewrite("", query[position:end]))
             position = end
         elif char.isdigit() or (char == "." and position + 1 < length and query[position + 1].isdigit()):
             match = _NUMBER.match(query, position)
@@ -77,13 +105,13 @@ def inject_label(query: str, label: str, value: str) -> str:
                 and (query[following:].split(None, 1)[0].split("(", 1)[0].lower() in ("by", "without"))
             ):
                 continue  # `sum by (le) (...)`
-            elif next_char == "{":
+            elif next_char == "{" and not query.startswith("{{", following):
                 end = _closing(query, following, "{", "}")
                 out.append(query[position:following])
-                out.append(_with_matcher(query[following:end], label, matcher))
+                out.append(rewrite(word, query[following:end]))
                 position = end
             else:
-                out.append("{" + matcher + "}")
+                out.append(rewrite(word, ""))
         else:
             if char in "}]":
                 raise PromQLError(f"unbalanced {char!r} at offset {position}")
@@ -161,8 +189,3 @@ def _matches_label(inner: str, label: str) -> bool:
             continue
         position += 1
     return False
-
-
-def selector_count(query: str) -> int:
-    """How many series selectors the query has (a constant such as `vector(1)` has none)."""
-    return inject_label(query, "__probe__", "x").count('__probe__="x"')
