@@ -62,7 +62,7 @@ FINAL_TARGET_STATES: frozenset[TargetState] = frozenset(
     {"promoted", "failed", "aborted", "superseded", "rolled-back"}
 )
 CommandState = Literal["pending", "running", "succeeded", "failed", "cancelled"]
-VerificationState = Literal["running", "retrying", "passed", "failed"]
+VerificationState = Literal["running", "retrying", "passed", "failed", "cancelled"]
 
 # Signals sent by name where the sender cannot import the receiving workflow: a rollout child reports to its
 # parent delivery (the parent imports the child), and the claim activity (activities never import workflows)

@@ -332,7 +332,7 @@ async def test_an_abort_during_a_stage_verify_ends_the_run_without_another_attem
         await assert_replays(client, [plan.delivery_id])
     assert result.phase == "aborted", result.reason
     (run,) = status.verifications["staging"]
-    assert run.attempts == 1, run
+    assert run.attempts == 1 and run.state == "cancelled", run
     commands = [
         event.activity_task_scheduled_event_attributes.activity_type.name
         for event in history.events

@@ -5,6 +5,7 @@ stage's `verify:` runs; the caller turns a failed run into a failed step or stag
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -58,20 +59,24 @@ async def run_verification(
     status.max_attempts = run.attempts
     # Decided before anything is cancelled: a marker recorded after the workflow's end fails its task too.
     ends_on_cancel = workflow.patched(CANCELLED_ATTEMPT_ENDS)
-    for attempt in range(1, run.attempts + 1):
-        if attempt > 1:
-            status.state = "retrying"
-            await report()
-            await sleep(run.retry_interval_s)
-        status.attempts = attempt
-        status.state = "running"
-        passed, hopeless = await _attempt(run, context, status, attempt, ends_on_cancel)
-        if passed:
-            status.state = "passed"
-            await report()
-            return True
-        if hopeless:
-            break
+    try:
+        for attempt in range(1, run.attempts + 1):
+            if attempt > 1:
+                status.state = "retrying"
+                await report()
+                await sleep(run.retry_interval_s)
+            status.attempts = attempt
+            status.state = "running"
+            passed, hopeless = await _attempt(run, context, status, attempt, ends_on_cancel)
+            if passed:
+                status.state = "passed"
+                await report()
+                return True
+            if hopeless:
+                break
+    except (ActivityError, asyncio.CancelledError):  # an abort cancelled the attempt or the wait for the next
+        status.state = "cancelled"  # shown, not reported: a report now could come after the workflow's end
+        raise
     status.state = "failed"
     await report()
     return False
