@@ -230,3 +230,12 @@ def test_every_series_selector_of_a_query_must_choose_its_track() -> None:
     tracked = ratio["query"].replace('{job="web"}', '{job="web",track="{{ track }}"}')
     _, errors = parse(document(metrics=[{**ratio, "query": tracked}]))
     assert errors == [], errors
+    per_pod = {
+        "name": "latency",
+        "kind": "continuous",
+        "query": 'max(p95_seconds{track="{{ track }}"})',
+        "perPod": {"query": 'max by (pod)(p95_seconds{track="{{ track }}"}) / max by (pod)(p95_seconds)'},
+    }
+    _, errors = parse(document(metrics=[per_pod]))
+    assert len(errors) == 1 and "metrics[0].perPod.query" in errors[0], errors
+    assert "p95_seconds does not match on {{ track }}" in errors[0], errors

@@ -189,27 +189,8 @@ def check_metric_thresholds(spec: dict[str, Any]) -> Iterator[Finding]:
         # Every query of a metric reads one track at a time: a `total` over the whole service makes a canary's
         # errors look rare, and a query that reads both tracks compares the service with itself.
         for key in ("query", "total"):
-            if key not in metric:
-                continue
-            if "track" not in placeholders_in(str(metric[key])):
-                yield (
-                    (*path, key),
-                    f"{key} must contain {{{{ track }}}} so canary and baseline can be told apart",
-                )
-                continue
-            try:
-                untracked = untracked_selectors(str(metric[key]))
-            except PromQLError as error:
-                yield (*path, key), f"cannot read the {key}: {error}"
-                continue
-            if untracked:
-                yield (
-                    (*path, key),
-                    f"{', '.join(untracked)} {'does' if len(untracked) == 1 else 'do'} not match on"
-                    f" {{{{ track }}}}, so canary and baseline read the same series there (a ratio over the whole"
-                    f' service makes a canary\'s errors look rare): add track="{{{{ track }}}}" (your track label)'
-                    " to every series selector",
-                )
+            if key in metric:
+                yield from _one_track_per_selector((*path, key), str(metric[key]))
         if metric.get("min") is not None and metric.get("max") is not None and metric["min"] > metric["max"]:
             yield (*path, "min"), f"min {metric['min']} is greater than max {metric['max']}"
         if "total" in metric and metric.get("kind") != "count":
@@ -231,11 +212,29 @@ def check_metric_thresholds(spec: dict[str, Any]) -> Iterator[Finding]:
                     "perPod applies to continuous metrics (count metrics are judged per event)",
                 )
             pod_query = (metric["perPod"] or {}).get("query")
-            if pod_query is not None and "track" not in placeholders_in(str(pod_query)):
-                yield (
-                    (*path, "perPod", "query"),
-                    "query must contain {{ track }} so the baseline's pods can be read",
-                )
+            if (
+                pod_query is not None
+            ):  # the baseline's pods: one that reads the canary's too holds it up to itself
+                yield from _one_track_per_selector((*path, "perPod", "query"), str(pod_query))
+
+
+def _one_track_per_selector(path: Path, query: str) -> Iterator[Finding]:
+    """A metric's PromQL reads canary and baseline apart: {{ track }} in every series selector."""
+    if "track" not in placeholders_in(query):
+        yield path, f"{path[-1]} must contain {{{{ track }}}} so canary and baseline can be told apart"
+        return
+    try:
+        untracked = untracked_selectors(query)
+    except PromQLError as error:
+        yield path, f"cannot read the {path[-1]}: {error}"
+        return
+    if untracked:
+        yield (
+            path,
+            f"{', '.join(untracked)} {'does' if len(untracked) == 1 else 'do'} not match on {{{{ track }}}}, so"
+            " canary and baseline read the same series there (a ratio over the whole service makes a canary's"
+            ' errors look rare): add track="{{ track }}" (your track label) to every series selector',
+        )
 
 
 def check_analysis_ranges(spec: dict[str, Any]) -> Iterator[Finding]:
