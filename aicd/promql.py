@@ -18,6 +18,8 @@ _NUMBER = re.compile(r"[0-9.][0-9A-Za-z_.]*")  # numbers and durations: 0.95, 1e
 _LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Followed by a parenthesised list of label names, not of expressions.
 _LABEL_LISTS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
+_STRING = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|`[^`]*`')
+_VECTOR_MATCHING = re.compile(r"\b(?:on|ignoring)\s*\(|\bgroup_(?:left|right)\b", re.IGNORECASE)
 _KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan", "atan2", *_LABEL_LISTS}
 _AGGREGATIONS = {
     "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk",
@@ -45,6 +47,12 @@ def selectors(query: str) -> list[str]:
 
     _map_selectors(query, keep)
     return found
+
+
+def vector_matching(query: str) -> bool:
+    """Whether the query joins vectors on labels (`on(...)`, `ignoring(...)`, `group_left`, `group_right`),
+    as in filtering a metric by `* on(pod) group_left kube_pod_labels{...}`; strings do not count."""
+    return _VECTOR_MATCHING.search(_STRING.sub('""', query)) is not None
 
 
 def selector_count(query: str) -> int:

@@ -239,3 +239,7 @@ def test_every_series_selector_of_a_query_must_choose_its_track() -> None:
     _, errors = parse(document(metrics=[per_pod]))
     assert len(errors) == 1 and "metrics[0].perPod.query" in errors[0], errors
     assert "p95_seconds does not match on {{ track }}" in errors[0], errors
+    # A join may choose the track: the metric itself carries no track label, the pods' labels do.
+    joined = 'sum(rate(x_total[1m]) * on(pod) group_left kube_pod_labels{label_track="{{ track }}"})'
+    _, errors = parse(document(metrics=[{**ratio, "query": joined}]))
+    assert errors == [], errors

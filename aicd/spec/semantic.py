@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from aicd.people import IDENTITY, SYSTEM_ACTOR, Person, PersonRef, resolve_listed
-from aicd.promql import PromQLError
+from aicd.promql import PromQLError, vector_matching
 from aicd.redact import has_credentials, known_token, looks_secret
 from aicd.spec.durations import parse_duration, parse_percent
 from aicd.spec.model import WriteKeys
@@ -219,7 +219,8 @@ def check_metric_thresholds(spec: dict[str, Any]) -> Iterator[Finding]:
 
 
 def _one_track_per_selector(path: Path, query: str) -> Iterator[Finding]:
-    """A metric's PromQL reads canary and baseline apart: {{ track }} in every series selector."""
+    """A metric's PromQL reads canary and baseline apart: {{ track }} in every series selector, unless the
+    query joins on labels (the track may come from what it joins with, as kube_pod_labels)."""
     if "track" not in placeholders_in(query):
         yield path, f"{path[-1]} must contain {{{{ track }}}} so canary and baseline can be told apart"
         return
@@ -228,7 +229,7 @@ def _one_track_per_selector(path: Path, query: str) -> Iterator[Finding]:
     except PromQLError as error:
         yield path, f"cannot read the {path[-1]}: {error}"
         return
-    if untracked:
+    if untracked and not vector_matching(query):  # a join (`* on(pod) group_left ...`) may choose the track
         yield (
             path,
             f"{', '.join(untracked)} {'does' if len(untracked) == 1 else 'do'} not match on {{{{ track }}}}, so"
