@@ -18,9 +18,8 @@ _NUMBER = re.compile(r"[0-9.][0-9A-Za-z_.]*")  # numbers and durations: 0.95, 1e
 _LABEL = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Followed by a parenthesised list of label names, not of expressions.
 _LABEL_LISTS = {"by", "without", "on", "ignoring", "group_left", "group_right"}
-_STRING = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|`[^`]*`')
-_VECTOR_MATCHING = re.compile(r"\b(?:on|ignoring)\s*\(|\bgroup_(?:left|right)\b", re.IGNORECASE)
 _KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan", "atan2", *_LABEL_LISTS}
+_VECTOR_MATCHING = frozenset({"on", "ignoring", "group_left", "group_right"})
 _AGGREGATIONS = {
     "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk", "topk",
     "quantile", "limitk", "limit_ratio",
@@ -51,8 +50,11 @@ def selectors(query: str) -> list[str]:
 
 def vector_matching(query: str) -> bool:
     """Whether the query joins vectors on labels (`on(...)`, `ignoring(...)`, `group_left`, `group_right`),
-    as in filtering a metric by `* on(pod) group_left kube_pod_labels{...}`; strings do not count."""
-    return _VECTOR_MATCHING.search(_STRING.sub('""', query)) is not None
+    as in filtering a metric by `* on(pod) group_left kube_pod_labels{...}`; strings and comments do not
+    count."""
+    keywords: list[str] = []
+    _map_selectors(query, lambda _name, braces: braces, keywords)
+    return not _VECTOR_MATCHING.isdisjoint(keywords)
 
 
 def selector_count(query: str) -> int:
@@ -60,10 +62,11 @@ def selector_count(query: str) -> int:
     return len(selectors(query))
 
 
-def _map_selectors(query: str, rewrite: Callable[[str, str], str]) -> str:
+def _map_selectors(query: str, rewrite: Callable[[str, str], str], keywords: list[str] | None = None) -> str:
     """`query` with the matcher braces of each series selector replaced by `rewrite(metric name, braces)` (""
-    for a selector without a name, or a name without braces); everything else as written. A `{{ placeholder }}` outside strings and ranges is
-    copied as written, not read as a selector."""
+    for a selector without a name, or a name without braces); everything else as written. A `{{ placeholder }}`
+    outside strings and ranges is copied as written, not read as a selector. The keywords met (lower case)
+    are appended to `keywords`."""
     out: list[str] = []
     position = 0
     length = len(query)
@@ -101,6 +104,8 @@ def _map_selectors(query: str, rewrite: Callable[[str, str], str]) -> str:
             following = _skip_space(query, position)
             next_char = query[following] if following < length else ""
             lowered = word.lower()
+            if keywords is not None and lowered in _KEYWORDS:
+                keywords.append(lowered)
             if lowered in _LABEL_LISTS and next_char == "(":
                 end = _closing(query, following, "(", ")")
                 out.append(query[position:end])

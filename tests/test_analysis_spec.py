@@ -243,3 +243,7 @@ def test_every_series_selector_of_a_query_must_choose_its_track() -> None:
     joined = 'sum(rate(x_total[1m]) * on(pod) group_left kube_pod_labels{label_track="{{ track }}"})'
     _, errors = parse(document(metrics=[{**ratio, "query": joined}]))
     assert errors == [], errors
+    # ... but a join named only in a comment or a string is none.
+    commented = ratio["query"] + "  # not joined: on(pod) group_left"
+    _, errors = parse(document(metrics=[{**ratio, "query": commented}]))
+    assert len(errors) == 1 and 'requests_total{job="web"} does not match' in errors[0], errors

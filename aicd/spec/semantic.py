@@ -212,9 +212,8 @@ def check_metric_thresholds(spec: dict[str, Any]) -> Iterator[Finding]:
                     "perPod applies to continuous metrics (count metrics are judged per event)",
                 )
             pod_query = (metric["perPod"] or {}).get("query")
-            if (
-                pod_query is not None
-            ):  # the baseline's pods: one that reads the canary's too holds it up to itself
+            # The baseline's pods: a query that reads the canary's pods too holds the canary up to itself.
+            if pod_query is not None:
                 yield from _one_track_per_selector((*path, "perPod", "query"), str(pod_query))
 
 
